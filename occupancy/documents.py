@@ -1,0 +1,111 @@
+"""Firestore document shapes (DESIGN.md, "Firestore documents"), to and from TrainState.
+
+Pure functions: the sink writes what these return, and a new job seeds a
+train's state from what they wrote. Field names of the original prototype
+(`current_value`, `last_updated`, `timestamp`, `train`, `value`) are kept.
+"""
+import datetime
+import hashlib
+from typing import NamedTuple, Optional
+
+from occupancy.fold import Bucket, DeviceMemory, TrainState
+from occupancy.wire import from_micros, to_micros
+
+# Logical collections; the pipeline options map them to real collection names.
+REALTIME = "realtime"
+HISTORY = "history"
+DEAD_LETTERS = "dead_letters"
+
+
+class DocumentWrite(NamedTuple):
+    """One document to set (replace) in a logical collection."""
+    collection: str
+    doc_id: str
+    data: dict
+
+
+def history_doc_id(train_id: str, bucket_start_us: int) -> str:
+    """Deterministic and non-sequential: retries replace, and writes spread over key ranges."""
+    return hashlib.sha256(f"{train_id}|{bucket_start_us}".encode("utf-8")).hexdigest()[:32]
+
+
+def history_write(train_id: str, bucket: Bucket) -> DocumentWrite:
+    return DocumentWrite(HISTORY, history_doc_id(train_id, bucket.start_us), {
+        "timestamp": from_micros(bucket.timestamp_us),
+        "train": train_id,
+        "value": bucket.value,
+        "delta": bucket.delta,
+        "events": bucket.events,
+        "boarded": bucket.boarded,
+        "alighted": bucket.alighted,
+        "late": bucket.late,
+        "correction": bucket.correction,
+        "bucket_start": from_micros(bucket.start_us),
+    })
+
+
+def realtime_write(train_id: str, state: TrainState) -> DocumentWrite:
+    data = {
+        "current_value": state.value,
+        "last_updated": from_micros(state.last_applied_us) if state.last_applied_us is not None else None,
+        "devices_seen": {
+            device_id: {
+                "seq": memory.seq,
+                "last_seen": from_micros(memory.last_seen_us),
+                # The applied seqs below `seq` (ranges): a new job de-duplicates exactly.
+                "applied": [{"lo": lo, "hi": hi} for lo, hi in memory.applied],
+                "registered_us": memory.registered_us,
+            } for device_id, memory in sorted(state.devices.items())
+        },
+        "reset_through_us": state.reset_through_us,
+    }
+    if state.capacity:
+        data["capacity"] = state.capacity
+        data["occupancy_ratio"] = round(state.value / state.capacity, 4)
+    return DocumentWrite(REALTIME, train_id, data)
+
+
+def _micros(value) -> int:
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.timezone.utc)
+        return to_micros(value)
+    return int(value or 0)
+
+
+def bucket_start_of(realtime: dict, flush_interval_us: int) -> Optional[int]:
+    """The start of the bucket the realtime document's last event fell in."""
+    if not realtime.get("last_updated"):
+        return None
+    t = _micros(realtime["last_updated"])
+    return t - t % flush_interval_us
+
+
+def state_from_documents(realtime: Optional[dict], history: Optional[dict],
+                         dedup_window: int) -> TrainState:
+    """Seeds a train's state from its realtime document and its latest history document."""
+    state = TrainState()
+    if not realtime:
+        return state
+    state.value = int(realtime.get("current_value") or 0)
+    if realtime.get("last_updated"):
+        state.last_applied_us = _micros(realtime["last_updated"])
+        state.last_written_us = state.last_applied_us
+    state.capacity = realtime.get("capacity")
+    state.reset_through_us = int(realtime.get("reset_through_us") or 0)
+    for device_id, seen in (realtime.get("devices_seen") or {}).items():
+        seq = int(seen.get("seq", -1))
+        applied = [[int(r["lo"]), int(r["hi"])] for r in seen.get("applied") or []]
+        if "applied" not in seen and seq >= 0:
+            # Written without ranges: everything up to seq counts as applied.
+            applied = [[max(0, seq - dedup_window + 1), seq]]
+        state.devices[device_id] = DeviceMemory(
+            seq=seq, applied=applied, last_seen_us=_micros(seen.get("last_seen")),
+            registered_us=int(seen.get("registered_us") or 0))
+    if history:
+        state.bucket = Bucket(
+            start_us=_micros(history.get("bucket_start")),
+            timestamp_us=_micros(history.get("timestamp")),
+            **{k: int(history.get(k) or 0) for k in
+               ("value", "delta", "events", "boarded", "alighted", "late", "correction")})
+    return state

@@ -1,0 +1,258 @@
+"""Running occupancy of one train: the pure fold the stateful DoFn drives.
+
+No Beam here. `apply_events` takes a train's state and the events released by
+one flush (in any order) and applies them in event-time order with the
+semantics of DESIGN.md, "Running occupancy":
+
+1. value = max(0, value + delta); what the clamp adds back is a correction.
+2. Event-time order, ties by device then seq; an event older than the last
+   applied one is applied anyway, marked late, in the train's latest bucket.
+3. Each event counted once: per device the highest applied seq and the applied
+   seqs within `dedup_window` below it (as ranges, so memory stays small);
+   legacy and reset events by event id within the reorder window.
+5. Reset events and the daily reset boundary set the value to 0 (the amount
+   removed is a negative correction).
+
+Sign convention, kept in every bucket: value = previous value + delta + correction.
+"""
+import bisect
+import dataclasses
+import datetime
+from typing import Dict, List, Optional
+
+from occupancy.wire import COUNT, NO_SEQ, RESET, Event, from_micros, to_micros
+
+# A heartbeat-only flush refreshes `devices_seen` at most this often (event time):
+# heartbeats keep devices' last_seen current without a write per heartbeat.
+HEARTBEAT_WRITE_INTERVAL_US = 60_000_000
+
+
+@dataclasses.dataclass
+class DeviceMemory:
+    """What the train remembers of one device for de-duplication."""
+    seq: int = NO_SEQ
+    # Sorted, disjoint, inclusive [lo, hi] ranges of applied seqs within the window.
+    applied: List[List[int]] = dataclasses.field(default_factory=list)
+    last_seen_us: int = 0
+    registered_us: int = 0
+
+    def accept(self, seq: int, window: int) -> bool:
+        """Records seq and returns True if it was not applied before."""
+        if seq > self.seq:
+            self.seq = seq
+        elif seq <= self.seq - window or _in_ranges(self.applied, seq):
+            return False
+        _add_to_ranges(self.applied, seq)
+        floor = self.seq - window + 1
+        while self.applied and self.applied[0][1] < floor:
+            self.applied.pop(0)
+        if self.applied and self.applied[0][0] < floor:
+            self.applied[0][0] = floor
+        return True
+
+
+def _in_ranges(ranges: List[List[int]], seq: int) -> bool:
+    i = bisect.bisect_right(ranges, [seq, float("inf")]) - 1
+    return i >= 0 and ranges[i][0] <= seq <= ranges[i][1]
+
+
+def _add_to_ranges(ranges: List[List[int]], seq: int) -> None:
+    i = bisect.bisect_right(ranges, [seq, float("inf")])
+    if i > 0 and ranges[i - 1][1] >= seq - 1:  # extends (or is inside) the range before
+        ranges[i - 1][1] = max(ranges[i - 1][1], seq)
+        i -= 1
+    else:
+        ranges.insert(i, [seq, seq])
+    if i + 1 < len(ranges) and ranges[i + 1][0] <= ranges[i][1] + 1:  # now touches the next one
+        ranges[i][1] = max(ranges[i][1], ranges.pop(i + 1)[1])
+
+
+@dataclasses.dataclass
+class Bucket:
+    """Aggregates of one history document: a train's events in one flush interval."""
+    start_us: int
+    timestamp_us: int = 0
+    value: int = 0
+    delta: int = 0
+    events: int = 0
+    boarded: int = 0
+    alighted: int = 0
+    late: int = 0
+    correction: int = 0
+
+
+@dataclasses.dataclass
+class TrainState:
+    value: int = 0
+    last_applied_us: Optional[int] = None
+    capacity: Optional[int] = None
+    devices: Dict[str, DeviceMemory] = dataclasses.field(default_factory=dict)
+    # Legacy and reset events' ids -> event time, kept within the reorder window.
+    recent_ids: Dict[str, int] = dataclasses.field(default_factory=dict)
+    # The latest history bucket, kept so that late events can be added to it.
+    bucket: Optional[Bucket] = None
+    # The last daily reset boundary applied, so that it is applied once.
+    reset_through_us: int = 0
+    # Event time of the last flush that wrote the realtime document.
+    last_written_us: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DailyReset:
+    """A wall-clock time of day, in a time zone, at which occupancy returns to 0."""
+    hour: int
+    minute: int
+    tz: datetime.tzinfo
+
+    @classmethod
+    def parse(cls, hh_mm: str, tz: datetime.tzinfo) -> "DailyReset":
+        try:
+            hour, minute = (int(part) for part in hh_mm.split(":"))
+        except ValueError:
+            raise ValueError(f"daily reset must be HH:MM, got {hh_mm!r}") from None
+        if not (0 <= hour < 24 and 0 <= minute < 60):
+            raise ValueError(f"daily reset must be HH:MM, got {hh_mm!r}")
+        return cls(hour, minute, tz)
+
+    def boundary_at_or_before(self, t_us: int) -> int:
+        # zoneinfo derives the offset from the wall time, so replace() and
+        # day arithmetic stay right across daylight-saving changes.
+        local = from_micros(t_us).astimezone(self.tz)
+        boundary = local.replace(hour=self.hour, minute=self.minute, second=0, microsecond=0)
+        if boundary > local:
+            boundary -= datetime.timedelta(days=1)
+        return to_micros(boundary)
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldConfig:
+    flush_interval_us: int = 1_000_000
+    reorder_delay_us: int = 2_000_000
+    dedup_window: int = 1000
+    daily_reset: Optional[DailyReset] = None
+
+    def bucket_start(self, t_us: int) -> int:
+        return t_us - t_us % self.flush_interval_us
+
+    def release_time(self, t_us: int) -> int:
+        """When an event may be applied: the end of its bucket plus the reorder delay."""
+        return self.bucket_start(t_us) + self.flush_interval_us + self.reorder_delay_us
+
+
+@dataclasses.dataclass
+class FlushResult:
+    buckets: List[Bucket] = dataclasses.field(default_factory=list)
+    applied: int = 0
+    duplicates: int = 0
+    late: int = 0
+    corrections: int = 0
+    heartbeats: int = 0
+    write_realtime: bool = False
+
+
+def sort_key(event: Event):
+    return (event.event_time_us, event.device_id, event.seq, event.event_id)
+
+
+def _is_new(state: TrainState, event: Event, window: int) -> bool:
+    memory = state.devices.get(event.device_id) if event.device_id else None
+    if event.seq == NO_SEQ:
+        if event.event_id in state.recent_ids:
+            return False
+        state.recent_ids[event.event_id] = event.event_time_us
+        if event.device_id:
+            if memory is None:
+                memory = state.devices[event.device_id] = DeviceMemory(registered_us=event.registered_us)
+            memory.last_seen_us = max(memory.last_seen_us, event.event_time_us)
+        return True
+    if memory is None or event.registered_us > memory.registered_us:
+        # First sight, or the device was registered again: its seq starts over.
+        memory = state.devices[event.device_id] = DeviceMemory(registered_us=event.registered_us)
+    if not memory.accept(event.seq, window):
+        return False
+    memory.last_seen_us = max(memory.last_seen_us, event.event_time_us)
+    return True
+
+
+def apply_events(state: TrainState, events: List[Event], config: FoldConfig,
+                 flush_time_us: int) -> FlushResult:
+    """Applies the released events to `state` (mutated) and says what to write."""
+    result = FlushResult()
+    touched: Dict[int, Bucket] = {}
+    devices_changed = False
+
+    def bucket_for(t_us: int, late: bool) -> Bucket:
+        if late and state.bucket is not None:
+            bucket = state.bucket
+        else:
+            start = config.bucket_start(t_us if not late else state.last_applied_us)
+            if state.bucket is not None and state.bucket.start_us == start:
+                bucket = state.bucket
+            else:
+                bucket = touched.get(start) or Bucket(start_us=start)
+        touched[bucket.start_us] = bucket
+        if state.bucket is None or bucket.start_us >= state.bucket.start_us:
+            state.bucket = bucket
+        return bucket
+
+    for event in sorted(events, key=sort_key):
+        t = event.event_time_us
+        if not _is_new(state, event, config.dedup_window):
+            result.duplicates += 1
+            continue
+        devices_changed = True
+        if event.capacity is not None:
+            state.capacity = event.capacity
+        late = state.last_applied_us is not None and t < state.last_applied_us
+        _apply_daily_reset(state, t, late, config, bucket_for, result)
+        if event.kind == COUNT and event.delta == 0:
+            result.heartbeats += 1
+            continue
+        result.applied += 1
+        bucket = bucket_for(t, late)
+        if event.kind == RESET:
+            correction = -state.value
+            state.value = 0
+        else:
+            raw = state.value + event.delta
+            correction = max(0, -raw)
+            state.value = raw + correction
+            bucket.delta += event.delta
+            bucket.boarded += max(0, event.delta)
+            bucket.alighted += max(0, -event.delta)
+        bucket.events += 1
+        bucket.correction += correction
+        result.corrections += correction != 0
+        if late:
+            bucket.late += 1
+            result.late += 1
+        bucket.value = state.value
+        bucket.timestamp_us = max(bucket.timestamp_us, t)
+        state.last_applied_us = t if state.last_applied_us is None else max(state.last_applied_us, t)
+
+    if state.last_applied_us is not None:
+        horizon = state.last_applied_us - config.reorder_delay_us - config.flush_interval_us
+        state.recent_ids = {k: v for k, v in state.recent_ids.items() if v >= horizon}
+    result.buckets = sorted(touched.values(), key=lambda b: b.start_us)
+    result.write_realtime = bool(result.buckets) or (
+        devices_changed and flush_time_us - state.last_written_us >= HEARTBEAT_WRITE_INTERVAL_US)
+    if result.write_realtime:
+        state.last_written_us = flush_time_us
+    return result
+
+
+def _apply_daily_reset(state, t, late, config, bucket_for, result) -> None:
+    if config.daily_reset is None or late or state.last_applied_us is None:
+        return
+    boundary = config.daily_reset.boundary_at_or_before(t)
+    if boundary <= max(state.last_applied_us, state.reset_through_us):
+        return
+    state.reset_through_us = boundary
+    bucket = bucket_for(boundary, False)
+    if state.value:
+        bucket.correction -= state.value
+        result.corrections += 1
+    state.value = 0
+    bucket.value = 0
+    bucket.timestamp_us = max(bucket.timestamp_us, boundary)
+    state.last_applied_us = boundary

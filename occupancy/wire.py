@@ -1,0 +1,226 @@
+"""The event message format shared by the device publisher and the pipeline.
+
+Pure Python, no Beam and no Google client: a door device installs only the
+publisher's dependencies and still imports this module. See DESIGN.md, "Event
+message", for the contract this code keeps.
+"""
+import datetime
+import hashlib
+import json
+import re
+from typing import NamedTuple, Optional
+
+# A '/' in an id would address another Firestore path, so ids are restricted.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+_ID_RE = re.compile(ID_PATTERN)
+_LEGACY_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?$")
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+# Dead-letter reason codes (DESIGN.md).
+MALFORMED = "malformed"
+INVALID_FIELD = "invalid_field"
+FUTURE_TIMESTAMP = "future_timestamp"
+UNKNOWN_DEVICE = "unknown_device"
+WRITE_FAILED = "write_failed"
+REASONS = (MALFORMED, INVALID_FIELD, FUTURE_TIMESTAMP, UNKNOWN_DEVICE, WRITE_FAILED)
+
+COUNT = "count"
+RESET = "reset"
+NO_SEQ = -1
+
+
+class Rejected(ValueError):
+    """A message that can never be processed: it goes to the dead letters."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Event(NamedTuple):
+    """One validated event. Times are integer microseconds since the epoch (UTC).
+
+    `train_id`, `capacity` and `registered_us` are empty until the registry
+    lookup fills them (a reset names its train itself). `seq` is NO_SEQ for
+    legacy and reset events, which are de-duplicated by `event_id` only.
+    """
+    event_id: str
+    event_time_us: int
+    kind: str = COUNT
+    device_id: str = ""
+    delta: int = 0
+    seq: int = NO_SEQ
+    train_id: str = ""
+    capacity: Optional[int] = None
+    registered_us: int = 0
+    # The original message, kept until the registry lookup so that its dead
+    # letter can carry it; emptied before the event enters keyed state.
+    raw: bytes = b""
+    attributes: tuple = ()
+    message_id: str = ""
+
+    def without_message(self) -> "Event":
+        return self._replace(raw=b"", attributes=(), message_id="")
+
+
+def valid_id(value) -> bool:
+    return isinstance(value, str) and bool(_ID_RE.match(value))
+
+
+def to_micros(dt: datetime.datetime) -> int:
+    delta = dt - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(us: int) -> datetime.datetime:
+    return _EPOCH + datetime.timedelta(microseconds=us)
+
+
+def format_time(us: int) -> str:
+    """RFC 3339 in UTC with millisecond precision, as devices send it."""
+    dt = from_micros(us)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def parse_time(value) -> int:
+    """Parses an RFC 3339 timestamp with an explicit offset; raises Rejected."""
+    if not isinstance(value, str) or "T" not in value.upper():
+        raise Rejected(INVALID_FIELD, f"event_time is not an RFC 3339 timestamp: {value!r}")
+    try:
+        dt = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise Rejected(INVALID_FIELD, f"event_time is not an RFC 3339 timestamp: {value!r}") from None
+    if dt.tzinfo is None:
+        raise Rejected(INVALID_FIELD, f"event_time has no UTC offset: {value!r}")
+    return to_micros(dt)
+
+
+def event_id_for(device_id: str, seq: int) -> str:
+    return f"{device_id}:{seq}"
+
+
+def encode_event(device_id: str, delta: int, event_time_us: int, seq: int):
+    """The (payload bytes, attributes) a device publishes for one count."""
+    event_time = format_time(event_time_us)
+    payload = json.dumps({"device_id": device_id, "delta": delta,
+                          "event_time": event_time, "seq": seq},
+                         separators=(",", ":")).encode("utf-8")
+    return payload, {"event_id": event_id_for(device_id, seq), "event_time": event_time}
+
+
+def encode_reset(train_id: str, event_time_us: int):
+    event_time = format_time(event_time_us)
+    payload = json.dumps({"type": RESET, "train_id": train_id, "event_time": event_time},
+                         separators=(",", ":")).encode("utf-8")
+    return payload, {"event_id": f"reset:{train_id}:{event_time}", "event_time": event_time}
+
+
+def _int_field(obj: dict, name: str) -> int:
+    value = obj.get(name)
+    # bool is an int subclass; true/false is a mistyped field, not 1/0.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise Rejected(INVALID_FIELD, f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def _check_delta(delta: int, max_abs_delta: int) -> int:
+    if abs(delta) > max_abs_delta:
+        raise Rejected(INVALID_FIELD, f"|delta| {abs(delta)} exceeds max_abs_delta {max_abs_delta}")
+    return delta
+
+
+def _parse_json(obj, max_abs_delta: int) -> Event:
+    if not isinstance(obj, dict):
+        raise Rejected(INVALID_FIELD, f"payload must be a JSON object, got {type(obj).__name__}")
+    kind = obj.get("type", COUNT)
+    if kind == RESET:
+        train_id = obj.get("train_id")
+        if not valid_id(train_id):
+            raise Rejected(INVALID_FIELD, f"train_id must match {ID_PATTERN}, got {train_id!r}")
+        event_time_us = parse_time(obj.get("event_time"))
+        event_id = f"reset:{train_id}:{format_time(event_time_us)}"
+        return Event(event_id=event_id, event_time_us=event_time_us, kind=RESET, train_id=train_id)
+    if kind != COUNT:
+        raise Rejected(INVALID_FIELD, f"unknown message type {kind!r}")
+    device_id = obj.get("device_id")
+    if not valid_id(device_id):
+        raise Rejected(INVALID_FIELD, f"device_id must match {ID_PATTERN}, got {device_id!r}")
+    delta = _check_delta(_int_field(obj, "delta"), max_abs_delta)
+    seq = _int_field(obj, "seq")
+    if seq < 0:
+        raise Rejected(INVALID_FIELD, f"seq must not be negative, got {seq}")
+    event_time_us = parse_time(obj.get("event_time"))
+    return Event(event_id=event_id_for(device_id, seq), event_time_us=event_time_us,
+                 device_id=device_id, delta=delta, seq=seq)
+
+
+def _parse_legacy(text: str, message_id: str, max_abs_delta: int, legacy_tz) -> Event:
+    fields = text.strip().split(",")
+    if len(fields) != 3:
+        raise Rejected(MALFORMED, "neither a JSON object nor a legacy CSV 'delta,time,device_id'")
+    delta_text, time_text, device_id = (f.strip() for f in fields)
+    try:
+        delta = int(delta_text)
+    except ValueError:
+        raise Rejected(INVALID_FIELD, f"legacy delta is not an integer: {delta_text!r}") from None
+    if not _LEGACY_TIME_RE.match(time_text):
+        raise Rejected(INVALID_FIELD, f"legacy time is not 'YYYY-MM-DD HH:MM:SS.ffffff': {time_text!r}")
+    try:
+        naive = datetime.datetime.fromisoformat(time_text)
+    except ValueError:
+        raise Rejected(INVALID_FIELD, f"legacy time is not a valid date: {time_text!r}") from None
+    if not valid_id(device_id):
+        raise Rejected(INVALID_FIELD, f"device_id must match {ID_PATTERN}, got {device_id!r}")
+    _check_delta(delta, max_abs_delta)
+    # No seq in the legacy format: the Pub/Sub message id is the only dedup key.
+    key = message_id or hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    return Event(event_id=f"legacy:{key}", event_time_us=to_micros(naive.replace(tzinfo=legacy_tz)),
+                 device_id=device_id, delta=delta)
+
+
+def parse_message(data: bytes, message_id: Optional[str], *, now_us: int, max_abs_delta: int,
+                  max_future_skew_s: float, legacy_tz=datetime.timezone.utc) -> Event:
+    """Validates one Pub/Sub payload into an Event, or raises Rejected."""
+    try:
+        text = data.decode("utf-8")
+    except (UnicodeDecodeError, AttributeError):
+        raise Rejected(MALFORMED, "payload is not UTF-8 text") from None
+    stripped = text.lstrip()
+    if stripped.startswith(("{", "[", '"')) or stripped in ("null", "true", "false"):
+        try:
+            obj = json.loads(text)
+        except ValueError as e:
+            raise Rejected(MALFORMED, f"invalid JSON: {e}") from None
+        event = _parse_json(obj, max_abs_delta)
+    else:
+        event = _parse_legacy(text, message_id, max_abs_delta, legacy_tz)
+    if event.event_time_us > now_us + int(max_future_skew_s * 1_000_000):
+        raise Rejected(FUTURE_TIMESTAMP,
+                       f"event_time {format_time(event.event_time_us)} is more than "
+                       f"{max_future_skew_s:g}s ahead of {format_time(now_us)}")
+    return event
+
+
+def dead_letter(reason: str, detail: str, payload: bytes, attributes: Optional[dict],
+                message_id: Optional[str], rejected_at_us: int, step: str) -> dict:
+    """A dead-letter record: the original message (payload base64) and why it was rejected."""
+    import base64
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    return {
+        "reason": reason,
+        "detail": detail,
+        "payload": base64.b64encode(payload or b"").decode("ascii"),
+        "attributes": dict(attributes or {}),
+        "message_id": message_id,
+        "rejected_at": format_time(rejected_at_us),
+        "step": step,
+    }
+
+
+def dead_letter_id(record: dict) -> str:
+    """Deterministic, so that a retried write of the same dead letter replaces itself."""
+    key = "|".join((record["reason"], record.get("message_id") or "", record["payload"],
+                    record["step"], json.dumps(record["attributes"], sort_keys=True)))
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]

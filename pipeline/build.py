@@ -1,0 +1,63 @@
+"""build_pipeline: composes the occupancy pipeline on a Pipeline; never runs it."""
+import zoneinfo
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import StandardOptions
+
+from occupancy import documents, fold
+from pipeline.options import OccupancyOptions
+from transforms.dead_letters import WriteDeadLetters
+from transforms.enrich import EnrichWithTrain
+from transforms.firestore_sink import WriteToFirestore
+from transforms.occupancy import RealtimeSeed, RunningOccupancy
+from transforms.parse import ParseEvents
+
+# Step labels are part of the job's contract: Dataflow's --update matches them.
+READ, PARSE, ENRICH, OCCUPANCY, WRITE = (
+    "ReadEvents", "ParseEvents", "EnrichWithTrain", "RunningOccupancy", "WriteToFirestore")
+COLLECT_DEAD_LETTERS, WRITE_DEAD_LETTERS = "CollectDeadLetters", "WriteDeadLetters"
+
+
+def fold_config(options: OccupancyOptions) -> fold.FoldConfig:
+    daily_reset = (fold.DailyReset.parse(options.daily_reset, zoneinfo.ZoneInfo(options.timezone))
+                   if options.daily_reset else None)
+    return fold.FoldConfig(
+        flush_interval_us=int(options.flush_interval_s * 1_000_000),
+        reorder_delay_us=int(options.reorder_delay_s * 1_000_000),
+        dedup_window=options.dedup_window, daily_reset=daily_reset)
+
+
+def _read(p, options: OccupancyOptions):
+    kwargs = {"with_attributes": True}
+    if options.view_as(StandardOptions).runner in ("DataflowRunner", "dataflow"):
+        # Dataflow's own de-duplication of redelivered messages; the local runner rejects it.
+        kwargs["id_label"] = "event_id"
+    if options.input_subscription:
+        kwargs["subscription"] = options.input_subscription
+    else:
+        kwargs["topic"] = options.input_topic
+    return p | READ >> beam.io.ReadFromPubSub(**kwargs)
+
+
+def build_pipeline(p: beam.Pipeline, options: OccupancyOptions):
+    """Applies every step to `p`; returns the writes and the dead letters (PCollections)."""
+    options.validate_occupancy()
+    project, database = options.firestore_project_id(), options.firestore_database
+    parsed = _read(p, options) | PARSE >> ParseEvents(
+        options.max_abs_delta, options.max_future_skew_s, options.legacy_timezone)
+    enriched = parsed.events | ENRICH >> EnrichWithTrain(
+        project, database, options.devices_collection, options.trains_collection,
+        options.registry_refresh_s)
+    seed = RealtimeSeed(project, database, options.realtime_collection, options.history_collection,
+                        options.write_retry_deadline_s)
+    writes = enriched.keyed | OCCUPANCY >> RunningOccupancy(fold_config(options), seed)
+    write_failures = writes | WRITE >> WriteToFirestore(
+        project, database, {documents.REALTIME: options.realtime_collection,
+                            documents.HISTORY: options.history_collection},
+        options.write_retry_deadline_s)
+    dead_letters = ((parsed.dead_letter, enriched.dead_letter, write_failures)
+                    | COLLECT_DEAD_LETTERS >> beam.Flatten())
+    dead_letters | WRITE_DEAD_LETTERS >> WriteDeadLetters(
+        options.dead_letter_topic, project, database, options.dead_letter_collection,
+        options.write_retry_deadline_s)
+    return writes, dead_letters

@@ -1,0 +1,19 @@
+"""Entrypoint: python -m pipeline.main --help"""
+import logging
+
+import apache_beam as beam
+
+from pipeline.build import build_pipeline
+from pipeline.options import OccupancyOptions
+
+
+def run(argv=None) -> None:
+    options = OccupancyOptions(argv)
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, options)
+    pipeline.run().wait_until_finish()
+
+
+if __name__ == "__main__":
+    logging.getLogger().setLevel(logging.INFO)
+    run()

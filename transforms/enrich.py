@@ -1,0 +1,158 @@
+"""EnrichWithTrain: Events -> (train_id, Event) through a cached, refreshed registry view.
+
+How the view stays fresh (DESIGN.md, "Device registry"): the first snapshot is
+read once by a bounded `Create` -> `LoadRegistrySnapshot` and broadcast as a
+side input; each worker then keeps it in a `Shared` cache and refreshes it in
+place every `registry_refresh_s` with one query for what changed since. This
+works on the local BundleBasedDirectRunner, which can run neither
+PeriodicImpulse nor a side input fed by an unbounded source.
+"""
+import logging
+import threading
+import time
+import uuid
+
+import apache_beam as beam
+from apache_beam.utils import shared
+
+from occupancy import registry, wire
+from occupancy.store import TRANSIENT, RetryPolicy, make_client
+
+_LOGGER = logging.getLogger(__name__)
+DEAD_LETTER = "dead_letter"
+# Every this many refreshes the view is re-read whole, which also catches deleted documents.
+FULL_RELOAD_EVERY = 10
+
+
+class LoadRegistrySnapshot(beam.DoFn):
+    """Any element -> one RegistrySnapshot read from Firestore."""
+
+    def __init__(self, project: str, database: str, devices_collection: str, trains_collection: str):
+        self._project = project
+        self._database = database
+        self._devices = devices_collection
+        self._trains = trains_collection
+
+    def setup(self):
+        self._client = make_client(self._project, self._database)
+
+    def process(self, unused_element):
+        snapshot = RetryPolicy().call(
+            lambda: registry.load_snapshot(self._client, self._devices, self._trains))
+        _LOGGER.info("Loaded registry: %s devices, %s trains",
+                     len(snapshot.devices), len(snapshot.trains))
+        yield snapshot
+
+
+class _RegistryView:
+    """The per-worker cache that `Shared` holds (weak-referenceable, so a class)."""
+
+    def __init__(self, snapshot: registry.RegistrySnapshot):
+        self.snapshot = snapshot
+        self.loaded_at = time.monotonic()
+        self.refreshes = 0
+        self.rechecked = {}  # device_id -> monotonic time of its last re-read
+        self.lock = threading.Lock()
+
+
+class LookupTrain(beam.DoFn):
+    """Event -> (train_id, Event with train_id, capacity, registered_us); unknown -> dead letter."""
+
+    def __init__(self, project: str, database: str, devices_collection: str,
+                 trains_collection: str, refresh_s: float):
+        self._project = project
+        self._database = database
+        self._devices = devices_collection
+        self._trains = trains_collection
+        self._refresh_s = refresh_s
+        self._shared = shared.Shared()
+        # One cache per pipeline, shared by every DoFn instance of it in a worker process.
+        self._tag = f"registry-{uuid.uuid4()}"
+        self._unknown = beam.metrics.Metrics.counter("occupancy", "rejected_unknown_device")
+        self._refreshed = beam.metrics.Metrics.counter("occupancy", "registry_refreshes")
+        self._refresh_failed = beam.metrics.Metrics.counter("occupancy", "registry_refresh_failures")
+        self._rereads = beam.metrics.Metrics.counter("occupancy", "registry_device_rereads")
+
+    def setup(self):
+        self._client = make_client(self._project, self._database)
+        self._view = None
+
+    def process(self, event: wire.Event, initial_snapshot):
+        if self._view is None:
+            self._view = self._shared.acquire(lambda: _RegistryView(initial_snapshot), tag=self._tag)
+        view = self._view
+        now = time.monotonic()
+        if now - view.loaded_at >= self._refresh_s:
+            self._refresh(view, now)
+        snapshot = view.snapshot
+        if event.kind == wire.RESET:
+            yield event.train_id, event.without_message()._replace(
+                capacity=snapshot.capacity(event.train_id))
+            return
+        entry = snapshot.devices.get(event.device_id)
+        if entry is None or not entry.enabled:
+            entry = self._reread(view, event.device_id, now) or entry
+        if entry is None or not entry.enabled:
+            self._unknown.inc()
+            state = "disabled" if entry else "not registered"
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, wire.dead_letter(
+                wire.UNKNOWN_DEVICE, f"device {event.device_id} is {state}",
+                event.raw, dict(event.attributes), event.message_id or None,
+                int(time.time() * 1_000_000), "EnrichWithTrain"))
+            return
+        yield entry.train_id, event.without_message()._replace(
+            train_id=entry.train_id, capacity=snapshot.capacity(entry.train_id),
+            registered_us=entry.registered_us)
+
+    def _refresh(self, view: _RegistryView, now: float) -> None:
+        if not view.lock.acquire(blocking=False):
+            return  # another thread is refreshing; use the current view meanwhile
+        try:
+            if now - view.loaded_at < self._refresh_s:
+                return
+            full = (view.refreshes + 1) % FULL_RELOAD_EVERY == 0
+            try:
+                view.snapshot = (registry.load_snapshot(self._client, self._devices, self._trains)
+                                 if full else registry.load_changes(
+                                     self._client, view.snapshot, self._devices, self._trains))
+            except TRANSIENT as e:
+                # A stale view is better than a stopped pipeline: try again next interval.
+                self._refresh_failed.inc()
+                _LOGGER.warning("Registry refresh failed, keeping the cached view: %s", e)
+            else:
+                view.refreshes += 1
+                view.rechecked.clear()
+                self._refreshed.inc()
+            view.loaded_at = now
+        finally:
+            view.lock.release()
+
+    def _reread(self, view: _RegistryView, device_id: str, now: float):
+        """Re-reads an unknown device, at most once per device per refresh interval."""
+        last = view.rechecked.get(device_id)
+        if last is not None and now - last < self._refresh_s:
+            return None
+        view.rechecked[device_id] = now
+        self._rereads.inc()
+        entry = RetryPolicy().call(lambda: registry.read_device(self._client, self._devices, device_id))
+        if entry is not None:
+            view.snapshot.devices[device_id] = entry
+        return entry
+
+
+class EnrichWithTrain(beam.PTransform):
+    """PCollection[Event] -> tagged outputs `keyed` ((train_id, Event)) and `dead_letter` (dict)."""
+
+    def __init__(self, project: str, database: str = "(default)", devices_collection: str = "devices",
+                 trains_collection: str = "trains", refresh_s: float = 60.0):
+        super().__init__()
+        self._args = (project, database, devices_collection, trains_collection)
+        self._refresh_s = refresh_s
+
+    def expand(self, events):
+        snapshot = (events.pipeline
+                    | "RegistrySeed" >> beam.Create([None])
+                    | "LoadRegistry" >> beam.ParDo(LoadRegistrySnapshot(*self._args)))
+        return events | "LookupTrain" >> beam.ParDo(
+            LookupTrain(*self._args, self._refresh_s),
+            initial_snapshot=beam.pvalue.AsSingleton(snapshot)).with_outputs(DEAD_LETTER, main="keyed")

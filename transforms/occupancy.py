@@ -1,0 +1,165 @@
+"""RunningOccupancy: (train_id, Event) -> DocumentWrite for realtime/ and history/.
+
+A stateful DoFn per train buffers events and applies them, in event-time
+order, when an event-time timer releases them (DESIGN.md, "Running
+occupancy"). The timer discipline is what keeps this fast and correct on every
+runner:
+
+* An event may be applied at release_time = end of its history bucket
+  (`flush_interval_s`, epoch-aligned) + `reorder_delay_s`. Events that arrive
+  out of order before then are applied in order: the in-order result.
+* One timer per train, armed for the oldest pending release time and never
+  pushed later by new events (a timer re-set on every element never fires under
+  steady traffic on the local runner), and never sooner than one flush interval
+  after the previous flush, so that realtime is written at most once per train
+  per interval even when late events trickle in.
+* A flush applies the released events with the pure fold in `occupancy.fold`
+  and emits one history write per touched bucket and, when needed, one
+  realtime write. The outputs are complete documents, so a retried bundle
+  rewrites the same documents.
+
+When a train's state is empty (new job, restart) it is seeded from its
+realtime document and latest history document, so counts continue and the
+per-device seq memory de-duplicates across the restart.
+"""
+import logging
+
+import apache_beam as beam
+from apache_beam.coders import coders
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
+                                              on_timer)
+from apache_beam.utils.timestamp import Timestamp
+
+from occupancy import documents, fold, wire
+from occupancy.store import RetryPolicy, make_client
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class EventCoder(coders.Coder):
+    """Compact, deterministic coder for stripped Events (no raw message) in state."""
+
+    def __init__(self):
+        self._tuple = coders.TupleCoder([
+            coders.StrUtf8Coder(), coders.VarIntCoder(), coders.StrUtf8Coder(), coders.StrUtf8Coder(),
+            coders.VarIntCoder(), coders.VarIntCoder(), coders.StrUtf8Coder(),
+            coders.NullableCoder(coders.VarIntCoder()), coders.VarIntCoder()])
+
+    def encode(self, event):
+        return self._tuple.encode(tuple(event[:9]))
+
+    def decode(self, encoded):
+        return wire.Event(*self._tuple.decode(encoded))
+
+    def is_deterministic(self):
+        return True
+
+
+class RealtimeSeed:
+    """Reads a train's last written state back from Firestore (realtime + latest history)."""
+
+    def __init__(self, project: str, database: str, realtime_collection: str,
+                 history_collection: str, retry_deadline_s: float = 60.0):
+        self._project = project
+        self._database = database
+        self._realtime = realtime_collection
+        self._history = history_collection
+        self._retry_deadline_s = retry_deadline_s
+
+    def setup(self):
+        self._client = make_client(self._project, self._database)
+
+    def load(self, train_id: str, config: fold.FoldConfig) -> fold.TrainState:
+        policy = RetryPolicy(deadline_s=self._retry_deadline_s)
+        snap = policy.call(lambda: self._client.collection(self._realtime).document(train_id).get())
+        realtime = snap.to_dict() if snap.exists else None
+        history = None
+        start = documents.bucket_start_of(realtime or {}, config.flush_interval_us)
+        if start is not None:
+            doc_id = documents.history_doc_id(train_id, start)
+            snap = policy.call(lambda: self._client.collection(self._history).document(doc_id).get())
+            history = snap.to_dict() if snap.exists else None
+        return documents.state_from_documents(realtime, history, config.dedup_window)
+
+
+class FoldOccupancy(beam.DoFn):
+    """(train_id, Event) -> DocumentWrite, emitted when the train's flush timer fires."""
+
+    PENDING = BagStateSpec("pending", EventCoder())
+    TRAIN = ReadModifyWriteStateSpec("train", coders.PickleCoder())
+    # (armed release time or 0, time of the last flush), microseconds of event time.
+    TIMER_AT = ReadModifyWriteStateSpec("timer_at", coders.TupleCoder(
+        [coders.VarIntCoder(), coders.VarIntCoder()]))
+    FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
+
+    def __init__(self, config: fold.FoldConfig, seed: RealtimeSeed = None):
+        self._config = config
+        self._seed = seed
+        self._counters = {name: beam.metrics.Metrics.counter("occupancy", name) for name in (
+            "applied", "duplicates", "late", "corrections", "heartbeats", "flushes", "seeded")}
+
+    def setup(self):
+        if self._seed is not None:
+            self._seed.setup()
+
+    def process(self, element, pending=beam.DoFn.StateParam(PENDING),
+                timer_at=beam.DoFn.StateParam(TIMER_AT), flush=beam.DoFn.TimerParam(FLUSH)):
+        _, event = element
+        pending.add(event)
+        armed, last_flush = timer_at.read() or (0, 0)
+        release = max(self._config.release_time(event.event_time_us),
+                      last_flush + self._config.flush_interval_us)
+        if not armed or release < armed:
+            flush.set(Timestamp(micros=release))
+            timer_at.write((release, last_flush))
+
+    @on_timer(FLUSH)
+    def on_flush(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
+                 pending=beam.DoFn.StateParam(PENDING), train=beam.DoFn.StateParam(TRAIN),
+                 timer_at=beam.DoFn.StateParam(TIMER_AT), flush=beam.DoFn.TimerParam(FLUSH)):
+        fired_us = fired.micros
+        ready, rest = [], []
+        for event in pending.read():
+            (ready if self._config.release_time(event.event_time_us) <= fired_us else rest).append(event)
+        pending.clear()
+        for event in rest:
+            pending.add(event)
+        if rest:
+            release = max(min(self._config.release_time(e.event_time_us) for e in rest),
+                          fired_us + self._config.flush_interval_us)
+            flush.set(Timestamp(micros=release))
+            timer_at.write((release, fired_us))
+        else:
+            timer_at.write((0, fired_us))
+        if not ready:
+            return
+        state = train.read()
+        if state is None:
+            state = self._seed.load(key, self._config) if self._seed else fold.TrainState()
+            self._counters["seeded"].inc()
+        result = fold.apply_events(state, ready, self._config, fired_us)
+        train.write(state)
+        self._count(result)
+        for bucket in result.buckets:
+            yield documents.history_write(key, bucket)
+        if result.write_realtime:
+            yield documents.realtime_write(key, state)
+
+    def _count(self, result: fold.FlushResult) -> None:
+        self._counters["flushes"].inc()
+        for name in ("applied", "duplicates", "late", "corrections", "heartbeats"):
+            value = getattr(result, name)
+            if value:
+                self._counters[name].inc(value)
+
+
+class RunningOccupancy(beam.PTransform):
+    """PCollection[(train_id, Event)] -> PCollection[DocumentWrite] (realtime and history)."""
+
+    def __init__(self, config: fold.FoldConfig, seed: RealtimeSeed = None):
+        super().__init__()
+        self._fn = FoldOccupancy(config, seed)
+
+    def expand(self, keyed_events):
+        return keyed_events | "FoldOccupancy" >> beam.ParDo(self._fn)
