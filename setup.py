@@ -31,6 +31,6 @@ setuptools.setup(
         "device": DEVICE,
         "registry": REGISTRY,
         "pipeline": PIPELINE,
-        "test": sorted(set(DEVICE + REGISTRY + PIPELINE + ["pytest>=8,<10"])),
+        "test": sorted(set(DEVICE + REGISTRY + PIPELINE + ["pytest>=8,<10", "pytest-timeout>=2.2"])),
     },
 )
