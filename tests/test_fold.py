@@ -1,0 +1,195 @@
+"""The running-occupancy fold (pure): the five semantics of DESIGN.md, without Beam."""
+import datetime
+import random
+import zoneinfo
+
+from occupancy import documents, fold, wire
+
+T0 = wire.parse_time("2026-11-24T07:00:00Z")
+S = 1_000_000
+CONFIG = fold.FoldConfig(flush_interval_us=S, reorder_delay_us=2 * S, dedup_window=1000)
+
+
+def ev(device, seq, delta, t_s, **kw):
+    return wire.Event(event_id=wire.event_id_for(device, seq), event_time_us=T0 + int(t_s * S),
+                      device_id=device, delta=delta, seq=seq, **kw)
+
+
+def run(events, state=None, config=CONFIG, flush_at=None):
+    state = state or fold.TrainState()
+    result = fold.apply_events(state, events, config, flush_at or T0 + 3600 * S)
+    return state, result
+
+
+def test_clamp_at_zero_records_a_correction():
+    state, result = run([ev("d1", 1, 2, 0.1), ev("d1", 2, -5, 0.2), ev("d1", 3, 1, 0.3)])
+    assert state.value == 1
+    [bucket] = result.buckets
+    assert (bucket.delta, bucket.correction, bucket.value) == (-2, 3, 1)
+    assert (bucket.boarded, bucket.alighted, bucket.events) == (3, 5, 3)
+    assert result.corrections == 1
+    # The identity every bucket keeps: value = previous + delta + correction.
+    assert 0 + bucket.delta + bucket.correction == bucket.value
+
+
+def test_any_arrival_order_gives_the_in_order_result():
+    events = [ev(f"d{i % 3}", i, random.Random(i).randint(-3, 4), i * 0.37) for i in range(1, 40)]
+    in_order_state, in_order = run(events)
+    for seed in range(5):
+        shuffled = list(events)
+        random.Random(seed).shuffle(shuffled)
+        state, result = run(shuffled)
+        assert state.value == in_order_state.value
+        assert result.buckets == in_order.buckets
+
+
+def test_ties_are_broken_by_device_then_seq():
+    # Same event time: d1's -3 comes before d2's +3 -> clamp at 0 then +3.
+    state, result = run([ev("d2", 1, 3, 0.5), ev("d1", 1, -3, 0.5)])
+    assert state.value == 3 and result.buckets[0].correction == 3
+
+
+def test_duplicates_are_counted_once():
+    e = ev("d1", 7, 4, 0.1)
+    state, result = run([e, e, ev("d1", 8, 1, 0.2), e])
+    assert state.value == 5 and result.duplicates == 2 and result.applied == 2
+
+
+def test_dedup_remembers_applied_seqs_in_a_window_and_accepts_gaps():
+    state, _ = run([ev("d1", 10, 1, 0.1), ev("d1", 12, 1, 0.2)])
+    memory = state.devices["d1"]
+    assert memory.seq == 12 and memory.applied == [[10, 10], [12, 12]]
+    # seq 11 was never applied: it arrives late and counts; 10 again does not.
+    state, result = run([ev("d1", 11, 1, 0.15), ev("d1", 10, 1, 0.1)], state)
+    assert state.value == 3 and result.duplicates == 1
+    assert state.devices["d1"].applied == [[10, 12]]
+
+
+def test_dedup_memory_is_bounded_by_the_window():
+    config = fold.FoldConfig(flush_interval_us=S, reorder_delay_us=2 * S, dedup_window=5)
+    state = fold.TrainState()
+    for seq in range(1, 200, 2):  # every other seq: worst case for ranges
+        run([ev("d1", seq, 1, seq * 0.01)], state, config)
+    memory = state.devices["d1"]
+    assert len(memory.applied) <= 3 and memory.applied[0][0] >= memory.seq - 4
+    before = state.value
+    run([ev("d1", 150, 1, 5)], state, config)  # older than the window: a duplicate
+    assert state.value == before
+
+
+def test_late_event_is_applied_in_the_latest_bucket_and_marked():
+    state, first = run([ev("d1", 1, 5, 0.5), ev("d1", 2, 1, 3.5)])
+    assert [b.start_us for b in first.buckets] == [T0, T0 + 3 * S]
+    state, result = run([ev("d2", 1, 2, 1.5)], state)
+    [bucket] = result.buckets
+    assert bucket.start_us == T0 + 3 * S  # rewritten: the train's latest bucket
+    assert (bucket.late, bucket.events, bucket.value, bucket.delta) == (1, 2, 8, 3)
+    assert result.late == 1 and state.last_applied_us == T0 + int(3.5 * S)
+
+
+def test_event_for_an_already_written_bucket_rewrites_it_whole():
+    state, _ = run([ev("d1", 1, 5, 0.2)])
+    state, result = run([ev("d1", 2, 2, 0.7)], state)  # same bucket, not late
+    [bucket] = result.buckets
+    assert (bucket.events, bucket.delta, bucket.value, bucket.late) == (2, 7, 7, 0)
+    assert bucket.timestamp_us == T0 + int(0.7 * S)
+
+
+def test_reset_event_sets_zero_and_records_the_removed_amount():
+    reset = wire.Event(event_id="reset:t1:x", event_time_us=T0 + S, kind=wire.RESET, train_id="t1")
+    state, result = run([ev("d1", 1, 7, 0.5), reset, ev("d1", 2, 2, 1.5)])
+    assert state.value == 2
+    bucket = result.buckets[-1]
+    assert bucket.correction == -7 and bucket.value == 2
+    state, result = run([reset], state)  # the same reset again is a duplicate
+    assert state.value == 2 and result.duplicates == 1
+
+
+def test_daily_reset_at_the_boundary_in_the_configured_timezone():
+    vienna = zoneinfo.ZoneInfo("Europe/Vienna")
+    config = fold.FoldConfig(flush_interval_us=S, reorder_delay_us=2 * S,
+                             daily_reset=fold.DailyReset.parse("03:00", vienna))
+    boundary = wire.to_micros(datetime.datetime(2026, 11, 25, 3, 0, tzinfo=vienna))
+    before = (boundary - T0) / S - 10
+    state, _ = run([ev("d1", 1, 9, before)], config=config)
+    state, result = run([ev("d1", 2, 1, before + 20), ev("d1", 3, 1, before + 30)], state, config)
+    assert state.value == 2
+    assert sum(b.correction for b in result.buckets) == -9
+    assert state.reset_through_us == boundary
+    state, result = run([ev("d1", 4, 1, before + 40)], state, config)  # crossed once only
+    assert state.value == 3 and result.corrections == 0
+
+
+def test_daily_reset_boundary_across_daylight_saving_change():
+    vienna = zoneinfo.ZoneInfo("Europe/Vienna")
+    reset = fold.DailyReset.parse("02:30", vienna)
+    # 2026-03-29: clocks jump from 02:00 to 03:00 in Vienna; 02:30 does not exist that day.
+    t = wire.to_micros(datetime.datetime(2026, 3, 29, 12, 0, tzinfo=vienna))
+    boundary = wire.from_micros(reset.boundary_at_or_before(t))
+    assert boundary.date() == datetime.date(2026, 3, 29) and boundary < wire.from_micros(t)
+    summer = wire.to_micros(datetime.datetime(2026, 7, 1, 12, 0, tzinfo=vienna))
+    assert wire.from_micros(reset.boundary_at_or_before(summer)) == datetime.datetime(
+        2026, 7, 1, 0, 30, tzinfo=datetime.timezone.utc)
+
+
+def test_heartbeats_update_last_seen_without_history():
+    state, result = run([ev("d1", 1, 0, 0.5), ev("d1", 2, 0, 1.5)], flush_at=T0 + 100 * S)
+    assert result.buckets == [] and result.heartbeats == 2 and state.value == 0
+    assert state.devices["d1"].last_seen_us == T0 + int(1.5 * S) and state.devices["d1"].seq == 2
+    assert result.write_realtime  # first time: devices_seen is new
+    _, again = run([ev("d1", 3, 0, 2.5)], state, flush_at=T0 + 110 * S)
+    assert not again.write_realtime  # heartbeat-only flushes write at most once a minute
+    _, later = run([ev("d1", 4, 0, 70)], state, flush_at=T0 + 161 * S)
+    assert later.write_realtime
+
+
+def test_registering_a_device_again_resets_its_seq_memory():
+    state, _ = run([ev("d1", 500, 3, 0.5, registered_us=1)])
+    state, result = run([ev("d1", 1, 2, 1.5, registered_us=1)], state)
+    assert result.applied == 1  # within the window below 500: a seq never applied
+    state, result = run([ev("d1", 1, 2, 2.5, registered_us=1)], state)
+    assert result.duplicates == 1
+    state, result = run([ev("d1", 1, 2, 3.5, registered_us=2)], state)
+    assert result.applied == 1 and state.devices["d1"].seq == 1
+
+
+def test_legacy_events_are_deduplicated_by_id_within_the_reorder_window():
+    legacy = wire.Event(event_id="legacy:m1", event_time_us=T0 + S, device_id="d9", delta=2)
+    state, _ = run([legacy, legacy])
+    assert state.value == 2
+    state, result = run([legacy._replace(event_time_us=T0 + S)], state)
+    assert result.duplicates == 1
+    run([ev("d1", 1, 1, 60)], state)  # time moves on: the id is forgotten (bounded memory)
+    assert "legacy:m1" not in state.recent_ids
+
+
+def test_state_survives_a_round_trip_through_the_documents():
+    state, result = run([ev("d1", 1, 5, 0.5), ev("d1", 3, 2, 1.5), ev("d2", 9, 1, 1.7)])
+    realtime = documents.realtime_write("t1", state).data
+    history = documents.history_write("t1", result.buckets[-1]).data
+    seeded = documents.state_from_documents(realtime, history, CONFIG.dedup_window)
+    assert seeded.value == 8 and seeded.last_applied_us == state.last_applied_us
+    assert seeded.devices["d1"].applied == [[1, 1], [3, 3]]
+    assert seeded.bucket == state.bucket
+    # After the restart: a re-published seq 3 is a duplicate, the never-applied seq 2 counts,
+    # and a late event rewrites the seeded latest bucket with its full aggregates.
+    _, after = run([ev("d1", 3, 2, 1.5), ev("d1", 2, 4, 1.2)], seeded)
+    assert after.duplicates == 1 and seeded.value == 12
+    [bucket] = after.buckets
+    assert bucket.start_us == state.bucket.start_us and bucket.events == 3 and bucket.late == 1
+
+
+def test_realtime_document_fields():
+    state, _ = run([ev("d1", 1, 30, 0.5, capacity=120)])
+    data = documents.realtime_write("t1", state).data
+    assert data["current_value"] == 30 and data["capacity"] == 120 and data["occupancy_ratio"] == 0.25
+    assert data["last_updated"] == wire.from_micros(T0 + S // 2)
+    assert data["devices_seen"]["d1"]["seq"] == 1
+
+
+def test_history_ids_are_deterministic_and_not_sequential():
+    ids = [documents.history_doc_id("t1", T0 + i * S) for i in range(3)]
+    assert ids == [documents.history_doc_id("t1", T0 + i * S) for i in range(3)]
+    # Consecutive buckets land far apart in the key space (no hot-spotting on one range).
+    assert len({doc_id[:4] for doc_id in ids}) == 3
+    assert documents.history_doc_id("t2", T0) != ids[0]

@@ -1,0 +1,170 @@
+"""RunningOccupancy on the BundleBasedDirectRunner with TestStream: ordering, timers, lateness.
+
+Arrivals are driven the way the local Pub/Sub read drives them: the watermark
+is already at the arrival time when an element arrives (every element is
+behind it), so each flush happens when its own timer fires, mid-stream, and a
+message that arrives after its bucket was flushed is really late.
+"""
+import random
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import BeamAssertException, assert_that
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from occupancy import documents, fold, wire
+from transforms.occupancy import EventCoder, RunningOccupancy
+
+T0 = wire.parse_time("2026-11-24T07:00:00Z")
+S = 1_000_000
+CONFIG = fold.FoldConfig(flush_interval_us=S, reorder_delay_us=2 * S)
+
+
+def ev(device, seq, delta, t_s, train="t1"):
+    return wire.Event(event_id=wire.event_id_for(device, seq), event_time_us=T0 + int(t_s * S),
+                      device_id=device, delta=delta, seq=seq, train_id=train)
+
+
+def run_stream(arrivals, check, config=CONFIG):
+    """arrivals: (arrival_s, event) pairs; the watermark moves to each arrival time first."""
+    stream = TestStream()
+    for arrival_s, event in sorted(arrivals, key=lambda a: a[0]):
+        stream.advance_watermark_to(Timestamp(micros=T0 + round(arrival_s * 1000) * 1000))
+        stream.add_elements([TimestampedValue((event.train_id, event),
+                                              Timestamp(micros=event.event_time_us))])
+    # Every flush must happen at a finite watermark, mid-stream: outputs emitted once the
+    # watermark is at infinity would not even reach assert_that.
+    last_release = max(config.release_time(e.event_time_us) for _, e in arrivals)
+    stream.advance_watermark_to(Timestamp(micros=max(last_release, T0 + round(
+        max(a for a, _ in arrivals) * 1000) * 1000) + S))
+    stream.advance_watermark_to_infinity()
+    options = PipelineOptions(runner="BundleBasedDirectRunner")
+    options.view_as(StandardOptions).streaming = True
+    with TestPipeline(options=options) as p:
+        writes = (p | stream | RunningOccupancy(config)
+                  | beam.Map(lambda w, t=beam.DoFn.TimestampParam: (w, t.micros)))
+        assert_that(writes, check)
+
+
+def expect(condition, message):
+    if not condition:
+        raise BeamAssertException(message)
+
+
+def last_writes(outputs, collection):
+    """doc_id -> data of the last write, in flush (timestamp) order."""
+    latest = {}
+    for write, t in sorted(outputs, key=lambda o: o[1]):
+        if write.collection == collection:
+            latest[write.doc_id] = write.data
+    return latest
+
+
+def in_order_history(events, train="t1"):
+    state = fold.TrainState()
+    result = fold.apply_events(state, events, CONFIG, 0)
+    return {documents.history_doc_id(train, b.start_us): documents.history_write(train, b).data
+            for b in result.buckets}, state.value
+
+
+def test_shuffled_arrival_within_the_delay_gives_exactly_the_in_order_history():
+    rng = random.Random(7)
+    events = [ev(f"door{i % 4}", i, rng.choice([-2, -1, 1, 2, 3]), i * 0.25) for i in range(1, 60)]
+    expected_history, expected_value = in_order_history(events)
+    # Each event arrives up to 1.9 s after its event time: out of order, but within the delay.
+    arrivals = [(e.event_time_us / S - T0 / S + rng.uniform(0, 1.9), e) for e in events]
+
+    def check(outputs):
+        history = last_writes(outputs, documents.HISTORY)
+        diff = {k: (history.get(k), expected_history.get(k))
+                for k in set(history) | set(expected_history) if history.get(k) != expected_history.get(k)}
+        expect(not diff, f"history differs (actual, expected): {diff}")
+        realtime = last_writes(outputs, documents.REALTIME)["t1"]
+        expect(realtime["current_value"] == expected_value, f"realtime {realtime}")
+        expect(all(d["late"] == 0 for d in history.values()), "no event may be late")
+        # One flush per bucket, each by its own timer at bucket end + delay: no bucket
+        # was written twice and none waited for the end of the stream.
+        times = sorted(t for w, t in outputs if w.collection == documents.HISTORY)
+        expect(len(times) == len(expected_history), f"{len(times)} history writes")
+        for write, t in outputs:
+            if write.collection == documents.HISTORY:
+                start = wire.to_micros(write.data["bucket_start"])
+                expect(t == start + 3 * S, f"bucket {start} flushed at {t}")
+
+    run_stream(arrivals, check)
+
+
+def test_a_duplicate_is_counted_once_even_after_its_flush():
+    first = ev("door1", 1, 4, 0.2)
+    arrivals = [(0.3, first), (0.5, first), (0.6, ev("door1", 2, 1, 0.4)),
+                (10.0, first), (10.1, ev("door1", 3, 2, 9.9))]
+
+    def check(outputs):
+        expect(last_writes(outputs, documents.REALTIME)["t1"]["current_value"] == 7, f"value {last_writes(outputs, documents.REALTIME)}")
+        events = sum(d["events"] for d in last_writes(outputs, documents.HISTORY).values())
+        expect(events == 3, f"{events} events counted")
+
+    run_stream(arrivals, check)
+
+
+def test_an_event_below_zero_records_the_correction():
+    arrivals = [(0.2, ev("door1", 1, 2, 0.1)), (0.3, ev("door2", 1, -5, 0.2))]
+
+    def check(outputs):
+        [history] = last_writes(outputs, documents.HISTORY).values()
+        expect((history["value"], history["delta"], history["correction"]) == (0, -3, 3), f"{history}")
+        expect(last_writes(outputs, documents.REALTIME)["t1"]["current_value"] == 0, "value")
+
+    run_stream(arrivals, check)
+
+
+def test_an_event_beyond_the_delay_is_late_and_applied_in_the_latest_bucket():
+    arrivals = [(0.2, ev("door1", 1, 5, 0.1)), (4.1, ev("door1", 2, 1, 4.0)),
+                # Its bucket [0.0, 1.0) was flushed at 3.0: this one is late.
+                (8.0, ev("door2", 1, 2, 0.5))]
+
+    def check(outputs):
+        history = last_writes(outputs, documents.HISTORY)
+        latest = history[documents.history_doc_id("t1", T0 + 4 * S)]
+        expect((latest["late"], latest["events"], latest["value"]) == (1, 2, 8), f"{latest}")
+        first = history[documents.history_doc_id("t1", T0)]
+        expect((first["events"], first["value"]) == (1, 5), f"first bucket untouched: {first}")
+        expect(last_writes(outputs, documents.REALTIME)["t1"]["current_value"] == 8, "value")
+
+    run_stream(arrivals, check)
+
+
+def test_reset_event_sets_the_train_to_zero():
+    reset = wire.Event(event_id="reset:t1:x", event_time_us=T0 + 2 * S, kind=wire.RESET, train_id="t1")
+    arrivals = [(0.2, ev("door1", 1, 6, 0.1)), (2.1, reset), (2.4, ev("door1", 2, 1, 2.3))]
+
+    def check(outputs):
+        bucket = last_writes(outputs, documents.HISTORY)[documents.history_doc_id("t1", T0 + 2 * S)]
+        expect((bucket["correction"], bucket["value"]) == (-6, 1), f"{bucket}")
+
+    run_stream(arrivals, check)
+
+
+def test_trains_are_independent_and_realtime_is_written_once_per_flush():
+    arrivals = []
+    for i in range(20):  # 20 events per train within one bucket
+        arrivals.append((0.05 * i + 0.01, ev("a1", i + 1, 1, 0.04 * i, train="ta")))
+        arrivals.append((0.05 * i + 0.02, ev("b1", i + 1, 2, 0.04 * i, train="tb")))
+
+    def check(outputs):
+        realtime = [w for w, _ in outputs if w.collection == documents.REALTIME]
+        expect(sorted(w.doc_id for w in realtime) == ["ta", "tb"], f"{[w.doc_id for w in realtime]}")
+        values = {w.doc_id: w.data["current_value"] for w in realtime}
+        expect(values == {"ta": 20, "tb": 40}, f"{values}")
+
+    run_stream(arrivals, check)
+
+
+def test_event_coder_round_trips_state_events():
+    coder = EventCoder()
+    for event in (ev("d1", 5, -3, 1.5), wire.Event(event_id="reset:t:x", event_time_us=T0, kind=wire.RESET,
+                                                   train_id="t", capacity=120, registered_us=9)):
+        assert coder.decode(coder.encode(event)) == event
