@@ -85,4 +85,4 @@ def _commit(client, writes) -> None:
     batch = client.batch()
     for collection, doc_id, data in writes:
         batch.set(client.collection(collection).document(doc_id), data)
-    batch.commit()
+    batch.commit(retry=None, timeout=30)  # RetryPolicy is the one retry layer

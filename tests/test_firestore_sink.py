@@ -1,0 +1,83 @@
+"""Writes to the real Firestore emulator: batching, idempotence, transient retry, permanent dead letters."""
+import threading
+import time
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from google.api_core import exceptions as gexc
+
+from local.emulators import Emulator
+from local.stack import PROJECT
+from occupancy import documents, wire
+from occupancy.store import RetryPolicy, commit_documents, make_client
+from transforms.firestore_sink import WriteToFirestore
+
+COLLECTIONS = {documents.REALTIME: "rt", documents.HISTORY: "hist"}
+
+
+def test_commit_writes_more_than_one_batch_and_a_retry_replaces(firestore_client):
+    writes = [("hist", f"doc{i:04d}", {"i": i}) for i in range(1234)]
+    assert commit_documents(firestore_client, writes, RetryPolicy()) == []
+    assert commit_documents(firestore_client, writes[:10], RetryPolicy()) == []  # a retried batch
+    docs = {d.id: d.to_dict()["i"] for d in firestore_client.collection("hist").stream()}
+    assert len(docs) == 1234 and docs["doc1233"] == 1233
+
+
+def test_a_permanent_error_fails_only_its_document(firestore_client):
+    writes = [("hist", "good1", {"v": 1}), ("hist", "__reserved__", {"v": 2}), ("hist", "good2", {"v": 3})]
+    retries = []
+    failed = commit_documents(firestore_client, writes, RetryPolicy(), retries.append)
+    assert [w[1] for w, _ in failed] == ["__reserved__"]
+    assert isinstance(failed[0][1], gexc.InvalidArgument)
+    assert retries == []  # permanent errors are not retried
+    assert sorted(d.id for d in firestore_client.collection("hist").stream()) == ["good1", "good2"]
+
+
+@pytest.fixture
+def own_firestore(monkeypatch):
+    """A Firestore emulator this test may stop and start again on the same port."""
+    emulator = Emulator("firestore", project=PROJECT).start()
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", emulator.host_port)
+    yield emulator
+    emulator.stop()
+
+
+def test_transient_errors_are_retried_until_firestore_is_back(own_firestore):
+    client = make_client(PROJECT)
+    own_firestore.stop()
+    restarter = threading.Timer(3.0, own_firestore.start)
+    restarter.start()
+    retries = []
+    started = time.monotonic()
+    failed = commit_documents(client, [("rt", "t1", {"current_value": 5})],
+                              RetryPolicy(initial_s=0.2, max_backoff_s=1.0, deadline_s=60), retries.append)
+    restarter.join()
+    assert failed == [] and len(retries) >= 2 and time.monotonic() - started >= 2.5
+    assert all(isinstance(e, gexc.ServiceUnavailable) for e in retries)
+    assert client.collection("rt").document("t1").get().to_dict() == {"current_value": 5}
+
+
+def test_transient_errors_raise_after_the_deadline_instead_of_dead_lettering(own_firestore):
+    client = make_client(PROJECT)
+    own_firestore.stop()
+    with pytest.raises(gexc.ServiceUnavailable):
+        commit_documents(client, [("rt", "t1", {"v": 1})], RetryPolicy(initial_s=0.1, deadline_s=1.5))
+
+
+def test_write_transform_coalesces_stamps_realtime_and_dead_letters_permanent_failures(firestore_client):
+    t = wire.parse_time("2026-11-24T07:00:00Z")
+    writes = [
+        documents.DocumentWrite(documents.REALTIME, "t1", {"current_value": 1}),
+        documents.DocumentWrite(documents.HISTORY, "h1", {"value": 1, "timestamp": wire.from_micros(t)}),
+        documents.DocumentWrite(documents.REALTIME, "t1", {"current_value": 2}),  # replaces the first
+        documents.DocumentWrite(documents.HISTORY, "__bad__", {"value": 9}),
+    ]
+    with TestPipeline(runner="BundleBasedDirectRunner") as p:
+        dead = (p | beam.Create(writes) | WriteToFirestore(PROJECT, "(default)", COLLECTIONS)
+                | beam.Map(lambda d: (d["reason"], d["step"], d["detail"].split(":")[0])))
+        assert_that(dead, equal_to([(wire.WRITE_FAILED, "WriteToFirestore", "InvalidArgument")]))
+    realtime = firestore_client.collection("rt").document("t1").get().to_dict()
+    assert realtime["current_value"] == 2 and realtime["updated_at"] is not None
+    assert firestore_client.collection("hist").document("h1").get().to_dict()["value"] == 1
