@@ -1,0 +1,261 @@
+"""End to end on the real emulators: Pub/Sub client -> `python -m pipeline.main` (local runner) -> Firestore.
+
+The pipeline runs as a subprocess, mid-stream: nothing here waits for the end
+of a stream. Device heartbeats flow all the time, as they do in the field (the
+local runner's watermark only moves when a pull returns messages).
+"""
+import base64
+import statistics
+import threading
+import time
+import uuid
+
+import pytest
+from google.cloud import pubsub_v1
+
+from local import stack
+from local.stack import PROJECT
+from occupancy import documents, registry, wire
+from occupancy.store import make_client
+
+S = 1_000_000
+REFRESH_S = 2
+PIPELINE_ARGS = (f"--registry_refresh_s={REFRESH_S}", "--reorder_delay_s=2", "--flush_interval_s=1")
+
+
+class Fleet:
+    """Publishes like devices do: per-device seq, payload and attributes from occupancy.wire."""
+
+    def __init__(self, topic: str):
+        self.publisher = pubsub_v1.PublisherClient()
+        self.topic = topic
+        self.seqs = {}
+        self.lock = threading.Lock()
+        self.sent = []  # (device, seq, delta, event_time_us, payload, attributes)
+
+    def publish(self, device: str, delta: int, event_time_us: int = None, seq: int = None):
+        with self.lock:
+            if seq is None:
+                seq = self.seqs[device] = self.seqs.get(device, 0) + 1
+        t = event_time_us if event_time_us is not None else int(time.time() * S)
+        payload, attributes = wire.encode_event(device, delta, t, seq)
+        self.publisher.publish(self.topic, payload, **attributes).result(timeout=30)
+        self.sent.append((device, seq, delta, t, payload, attributes))
+        return t
+
+    def publish_raw(self, payload: bytes, **attributes):
+        self.publisher.publish(self.topic, payload, **attributes).result(timeout=30)
+
+
+class Heartbeats(threading.Thread):
+    """A heartbeat (delta 0) from one device per train every `interval_s`, until stopped."""
+
+    def __init__(self, fleet: Fleet, devices, interval_s: float = 1.0):
+        super().__init__(daemon=True)
+        self.fleet, self.devices, self.interval_s = fleet, devices, interval_s
+        self.halt = threading.Event()
+
+    def run(self):
+        while not self.halt.is_set():
+            for device in self.devices:
+                self.fleet.publish(device, 0)
+            self.halt.wait(self.interval_s)
+
+    def stop(self):
+        self.halt.set()
+        self.join(timeout=10)
+
+
+@pytest.fixture
+def local_stack(emulator_env, tmp_path):
+    """Topic, subscription, a Firestore client and a way to start the pipeline; stops what it started."""
+    name = uuid.uuid4().hex[:8]
+    stack.ensure_topic(PROJECT, f"events-{name}", [f"pipeline-{name}"])
+    client = make_client(PROJECT)
+    processes = []
+
+    def start(log_name="pipeline.log"):
+        log_path = str(tmp_path / log_name)
+        process = stack.start_pipeline(PROJECT, f"pipeline-{name}", *PIPELINE_ARGS,
+                                       env=emulator_env, log_path=log_path)
+        process.log_path = log_path
+        processes.append(process)
+        return process
+
+    fleet = Fleet(stack.topic_path(PROJECT, f"events-{name}"))
+    yield client, fleet, start
+    for process in processes:
+        stack.stop_process(process)
+
+
+def realtime_values(client):
+    return {d.id: d.to_dict().get("current_value") for d in client.collection("realtime").stream()}
+
+
+def wait_for_values(client, expected: dict, process, timeout_s: float = 60):
+    def reached():
+        assert process.poll() is None, f"pipeline died:\n{tail(process)}"
+        values = realtime_values(client)
+        return all(values.get(k) == v for k, v in expected.items())
+    try:
+        stack.wait_for(reached, timeout_s, what=f"realtime {expected}")
+    except TimeoutError:
+        raise AssertionError(f"realtime is {realtime_values(client)}, expected {expected}\n{tail(process)}")
+
+
+def tail(process, lines=40):
+    with open(process.log_path, errors="replace") as f:
+        return "".join(line for line in f.readlines()[-lines:])
+
+
+def register(client, trains: dict, capacities: dict = None):
+    for train, devices in trains.items():
+        registry.set_train(client, "trains", train, (capacities or {}).get(train))
+        for device in devices:
+            registry.register_device(client, "devices", device, train)
+
+
+def warm_up(client, fleet, process, heartbeat_devices):
+    """Heartbeats until the pipeline has written a realtime document for each of their trains."""
+    beats = Heartbeats(fleet, heartbeat_devices, interval_s=0.5)
+    beats.start()
+    try:
+        stack.wait_for(lambda: process.poll() is not None or len(realtime_values(client)) >= len(heartbeat_devices),
+                       120, what="the pipeline's first realtime writes")
+        assert process.poll() is None, f"pipeline died:\n{tail(process)}"
+    finally:
+        beats.stop()
+
+
+def history_of(client, train):
+    docs = [d.to_dict() for d in client.collection("history").where("train", "==", train).stream()]
+    return [(round((wire.to_micros(d["bucket_start"]) - 0) / S), d["value"], d["delta"], d["events"],
+             d["boarded"], d["alighted"], d["late"], d["correction"])
+            for d in sorted(docs, key=lambda d: d["bucket_start"])]
+
+
+def test_scenario_counts_history_dead_letters_and_a_reassignment_while_running(local_stack):
+    client, fleet, start = local_stack
+    register(client, {"ta": ["a1", "a2", "mover", "hb-a"], "tb": ["b1", "b2", "hb-b"], "tc": ["c1", "hb-c"]},
+             {"ta": 100, "tb": 50})
+    process = start()
+    warm_up(client, fleet, process, ["hb-a", "hb-b", "hb-c"])
+    beats = Heartbeats(fleet, ["hb-a", "hb-b", "hb-c"])
+    beats.start()
+    try:
+        # Event times pinned to buckets: bucket k is [base + k s, base + k + 1 s).
+        base = (int(time.time() * S) // S) * S
+        at = lambda k, frac: base + k * S + int(frac * S)
+        fleet.publish("a1", 5, at(0, 0.1))
+        fleet.publish("a2", 3, at(0, 0.2))
+        fleet.publish("b1", 4, at(0, 0.3))
+        _, seq, _, t, payload, attributes = fleet.sent[-1]
+        fleet.publish_raw(payload, **attributes)  # the device re-publishes: a duplicate
+        fleet.publish("a1", -2, at(1, 0.1))
+        fleet.publish("b2", -10, at(1, 0.2))  # below zero: clamp, correction 6
+        legacy_time = wire.from_micros(at(1, 0.3)).strftime("%Y-%m-%d %H:%M:%S.%f")
+        fleet.publish_raw(f"1,{legacy_time},a1".encode())  # the prototype's CSV
+        # Out of order within the delay: seq 2 (-1 at 1.5) arrives before seq 1 (+2 at 1.4).
+        fleet.publish("c1", -1, at(1, 0.5), seq=2)
+        time.sleep(0.4)
+        fleet.publish("c1", 2, at(1, 0.4), seq=1)
+        fleet.publish_raw(b"garbage, not an event")
+        fleet.publish("ghost", 7, at(1, 0.6))
+        fleet.publish("mover", 2, at(2, 0.1))
+        wait_for_values(client, {"ta": 9, "tb": 0, "tc": 1}, process)
+
+        # Reassign while the pipeline runs: later events count for the new train.
+        registry.assign_device(client, "devices", "mover", "tc")
+        time.sleep(REFRESH_S + 1.5)
+        t_move = fleet.publish("mover", 3)
+        wait_for_values(client, {"ta": 9, "tb": 0, "tc": 4}, process)
+    finally:
+        beats.stop()
+
+    b = base // S
+    move_bucket = t_move // S
+    assert history_of(client, "ta") == [
+        (b, 8, 8, 2, 8, 0, 0, 0),
+        (b + 1, 7, -1, 2, 1, 2, 0, 0),
+        (b + 2, 9, 2, 1, 2, 0, 0, 0)]
+    assert history_of(client, "tb") == [
+        (b, 4, 4, 1, 4, 0, 0, 0),
+        (b + 1, 0, -10, 1, 0, 10, 0, 6)]
+    assert history_of(client, "tc") == [
+        (b + 1, 1, 1, 2, 2, 1, 0, 0),
+        (move_bucket, 4, 3, 1, 3, 0, 0, 0)]
+
+    realtime = {d.id: d.to_dict() for d in client.collection("realtime").stream()}
+    assert realtime["ta"]["capacity"] == 100 and realtime["ta"]["occupancy_ratio"] == 0.09
+    assert "capacity" not in realtime["tc"]
+    assert realtime["tc"]["devices_seen"]["c1"]["seq"] == 2
+    assert realtime["ta"]["last_updated"] == wire.from_micros(at(2, 0.1))
+
+    dead = sorted((d.to_dict() for d in client.collection("dead_letters").stream()), key=lambda d: d["reason"])
+    assert [(d["reason"], base64.b64decode(d["payload"])) for d in dead] == [
+        (wire.MALFORMED, b"garbage, not an event"),
+        (wire.UNKNOWN_DEVICE, wire.encode_event("ghost", 7, at(1, 0.6), 1)[0])]
+    assert dead[1]["attributes"]["event_id"] == "ghost:1" and dead[1]["detail"] == "device ghost is not registered"
+
+
+def test_publish_to_realtime_latency_with_heartbeats_flowing(local_stack):
+    client, fleet, start = local_stack
+    register(client, {"ta": ["a1", "hb-a"]})
+    process = start()
+    warm_up(client, fleet, process, ["hb-a"])
+    beats = Heartbeats(fleet, ["hb-a"], interval_s=1.0)
+    beats.start()
+    latencies = []
+    try:
+        value = 0
+        for _ in range(8):
+            value += 1
+            published = time.monotonic()
+            fleet.publish("a1", 1)
+            stack.wait_for(lambda: realtime_values(client).get("ta") == value, 60, interval_s=0.05,
+                           what=f"ta == {value}")
+            latencies.append(time.monotonic() - published)
+    finally:
+        beats.stop()
+    # Realtime shows an event only after its bucket (1 s) and the reorder delay (2 s) have
+    # passed; the bound allows 1.5 s more for the local runner's pull and bundle rounds.
+    median, worst = statistics.median(latencies), max(latencies)
+    print(f"publish-to-realtime latency: p50 {median:.2f}s max {worst:.2f}s over {len(latencies)}")
+    assert median <= 4.5 and worst <= 4.5, latencies
+    assert min(latencies) >= 2.0, "realtime must not show an event before the reorder delay"
+
+
+def test_restart_continues_from_realtime_and_counts_nothing_twice(local_stack):
+    client, fleet, start = local_stack
+    register(client, {"ta": ["a1", "a2", "hb-a"]})
+    first = start("first.log")
+    warm_up(client, fleet, first, ["hb-a"])
+    beats = Heartbeats(fleet, ["hb-a"])
+    beats.start()
+    try:
+        for i in range(12):
+            fleet.publish("a1" if i % 2 else "a2", 1)
+            time.sleep(0.25)
+        wait_for_values(client, {"ta": 12}, first)
+        for i in range(6):  # in flight when the process dies: pulled, acked, not flushed
+            fleet.publish("a1", 1)
+        stack.stop_process(first, sig=__import__("signal").SIGKILL)
+
+        second = start("second.log")
+        # The devices re-publish everything they sent (what an outbox does when unsure),
+        # then go on counting; the new job seeds from realtime and de-duplicates by seq.
+        for device, seq, delta, t, payload, attributes in list(fleet.sent):
+            if device != "hb-a":
+                fleet.publish_raw(payload, **attributes)
+        for i in range(5):
+            fleet.publish("a2", 2)
+        wait_for_values(client, {"ta": 12 + 6 + 10}, second, timeout_s=120)
+        time.sleep(4)  # nothing more may arrive: a double count would show up now
+    finally:
+        beats.stop()
+    assert realtime_values(client)["ta"] == 28
+    history = [d.to_dict() for d in client.collection("history").stream()]
+    assert sum(d["events"] for d in history) == 23  # every count event in exactly one bucket
+    assert sum(d["delta"] for d in history) == 28
+    seen = client.collection("realtime").document("ta").get().to_dict()["devices_seen"]
+    assert seen["a1"]["seq"] == 12 and seen["a2"]["seq"] == 11
