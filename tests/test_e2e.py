@@ -5,6 +5,7 @@ of a stream. Device heartbeats flow all the time, as they do in the field (the
 local runner's watermark only moves when a pull returns messages).
 """
 import base64
+import json
 import statistics
 import threading
 import time
@@ -74,9 +75,9 @@ def local_stack(emulator_env, tmp_path):
     client = make_client(PROJECT)
     processes = []
 
-    def start(log_name="pipeline.log"):
+    def start(log_name="pipeline.log", *extra_args):
         log_path = str(tmp_path / log_name)
-        process = stack.start_pipeline(PROJECT, f"pipeline-{name}", *PIPELINE_ARGS,
+        process = stack.start_pipeline(PROJECT, f"pipeline-{name}", *PIPELINE_ARGS, *extra_args,
                                        env=emulator_env, log_path=log_path)
         process.log_path = log_path
         processes.append(process)
@@ -198,10 +199,12 @@ def test_scenario_counts_history_dead_letters_and_a_reassignment_while_running(l
     assert dead[1]["attributes"]["event_id"] == "ghost:1" and dead[1]["detail"] == "device ghost is not registered"
 
 
-def test_publish_to_realtime_latency_with_heartbeats_flowing(local_stack):
+def test_publish_to_realtime_latency_with_heartbeats_flowing_and_dead_letters_to_a_topic(local_stack):
     client, fleet, start = local_stack
     register(client, {"ta": ["a1", "hb-a"]})
-    process = start()
+    dead_topic = f"dead-{uuid.uuid4().hex[:8]}"
+    stack.ensure_topic(PROJECT, dead_topic, [dead_topic])
+    process = start("pipeline.log", f"--dead_letter_topic={stack.topic_path(PROJECT, dead_topic)}")
     warm_up(client, fleet, process, ["hb-a"])
     beats = Heartbeats(fleet, ["hb-a"], interval_s=1.0)
     beats.start()
@@ -223,6 +226,22 @@ def test_publish_to_realtime_latency_with_heartbeats_flowing(local_stack):
     print(f"publish-to-realtime latency: p50 {median:.2f}s max {worst:.2f}s over {len(latencies)}")
     assert median <= 4.5 and worst <= 4.5, latencies
     assert min(latencies) >= 2.0, "realtime must not show an event before the reorder delay"
+
+    # With --dead_letter_topic, rejected messages go to that topic (not to Firestore).
+    fleet.publish_raw(b"\x00 not an event", source="test")
+    subscriber = pubsub_v1.SubscriberClient()
+    received = []
+    deadline = time.monotonic() + 60
+    while not received and time.monotonic() < deadline:
+        response = subscriber.pull(subscription=stack.subscription_path(PROJECT, dead_topic),
+                                   max_messages=10, timeout=10)
+        received += [m.message for m in response.received_messages]
+    assert len(received) == 1, "one dead letter on the topic"
+    record = json.loads(received[0].data)
+    assert (record["reason"], base64.b64decode(record["payload"]), record["attributes"]) == (
+        wire.MALFORMED, b"\x00 not an event", {"source": "test"})
+    assert received[0].attributes["reason"] == wire.MALFORMED
+    assert list(client.collection("dead_letters").stream()) == []
 
 
 def test_restart_continues_from_realtime_and_counts_nothing_twice(local_stack):

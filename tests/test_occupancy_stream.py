@@ -16,7 +16,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from occupancy import documents, fold, wire
-from transforms.occupancy import EventCoder, RunningOccupancy
+from transforms.occupancy import STATS, STAT_NAMES, CountFlushes, EventCoder, FoldOccupancy
 
 T0 = wire.parse_time("2026-11-24T07:00:00Z")
 S = 1_000_000
@@ -28,8 +28,11 @@ def ev(device, seq, delta, t_s, train="t1"):
                       device_id=device, delta=delta, seq=seq, train_id=train)
 
 
-def run_stream(arrivals, check, config=CONFIG):
-    """arrivals: (arrival_s, event) pairs; the watermark moves to each arrival time first."""
+def run_stream(arrivals, check, config=CONFIG, expected_stats=None):
+    """arrivals: (arrival_s, event) pairs; the watermark moves to each arrival time first.
+
+    `expected_stats`: {stat name: total over all flushes} for the per-flush stats output.
+    """
     stream = TestStream()
     for arrival_s, event in sorted(arrivals, key=lambda a: a[0]):
         stream.advance_watermark_to(Timestamp(micros=T0 + round(arrival_s * 1000) * 1000))
@@ -44,9 +47,15 @@ def run_stream(arrivals, check, config=CONFIG):
     options = PipelineOptions(runner="BundleBasedDirectRunner")
     options.view_as(StandardOptions).streaming = True
     with TestPipeline(options=options) as p:
-        writes = (p | stream | RunningOccupancy(config)
-                  | beam.Map(lambda w, t=beam.DoFn.TimestampParam: (w, t.micros)))
+        outputs = p | stream | beam.ParDo(FoldOccupancy(config)).with_outputs(STATS, main="writes")
+        writes = outputs.writes | beam.Map(lambda w, t=beam.DoFn.TimestampParam: (w, t.micros))
         assert_that(writes, check)
+        if expected_stats is not None:
+            def check_stats(rows):
+                totals = {name: sum(row[i] for row in rows) for i, name in enumerate(STAT_NAMES)}
+                actual = {name: totals[name] for name in expected_stats}
+                expect(actual == expected_stats, f"stats {actual} != {expected_stats}")
+            assert_that(outputs[STATS], check_stats, label="Stats")
 
 
 def expect(condition, message):
@@ -107,7 +116,7 @@ def test_a_duplicate_is_counted_once_even_after_its_flush():
         events = sum(d["events"] for d in last_writes(outputs, documents.HISTORY).values())
         expect(events == 3, f"{events} events counted")
 
-    run_stream(arrivals, check)
+    run_stream(arrivals, check, expected_stats={"duplicates": 2, "applied": 3})
 
 
 def test_an_event_below_zero_records_the_correction():
@@ -118,7 +127,7 @@ def test_an_event_below_zero_records_the_correction():
         expect((history["value"], history["delta"], history["correction"]) == (0, -3, 3), f"{history}")
         expect(last_writes(outputs, documents.REALTIME)["t1"]["current_value"] == 0, "value")
 
-    run_stream(arrivals, check)
+    run_stream(arrivals, check, expected_stats={"corrections": 1, "applied": 2})
 
 
 def test_an_event_beyond_the_delay_is_late_and_applied_in_the_latest_bucket():
@@ -134,7 +143,7 @@ def test_an_event_beyond_the_delay_is_late_and_applied_in_the_latest_bucket():
         expect((first["events"], first["value"]) == (1, 5), f"first bucket untouched: {first}")
         expect(last_writes(outputs, documents.REALTIME)["t1"]["current_value"] == 8, "value")
 
-    run_stream(arrivals, check)
+    run_stream(arrivals, check, expected_stats={"late": 1, "corrections": 0})
 
 
 def test_reset_event_sets_the_train_to_zero():
@@ -168,3 +177,15 @@ def test_event_coder_round_trips_state_events():
     for event in (ev("d1", 5, -3, 1.5), wire.Event(event_id="reset:t:x", event_time_us=T0, kind=wire.RESET,
                                                    train_id="t", capacity=120, registered_us=9)):
         assert coder.decode(coder.encode(event)) == event
+
+
+def test_flush_stats_become_beam_counters():
+    from apache_beam.metrics.metric import MetricsFilter
+    p = TestPipeline(runner="BundleBasedDirectRunner")
+    p | beam.Create([(3, 1, 0, 1, 2, 1), (2, 0, 1, 0, 0, 0)]) | beam.ParDo(CountFlushes())
+    result = p.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query(
+        MetricsFilter().with_namespace("occupancy"))["counters"]}
+    assert counters == {"flushes": 2, "applied": 5, "duplicates": 1, "late": 1, "corrections": 1,
+                        "heartbeats": 2, "seeded": 1}
