@@ -8,11 +8,22 @@ writes serve the `device.registry` CLI. Every write sets `updated_at`, which is
 what lets the pipeline refresh with one query instead of a full scan.
 `registered_at` changes only when a device is registered (again): the pipeline
 then forgets the device's old `seq` (DESIGN.md: a wiped device registers again).
+
+The write and list functions take an optional `timeout` (seconds): it bounds
+each call including the client library's own retries, which otherwise keep
+trying an unreachable server for up to five minutes (measured: 300 s). The
+CLI passes it; the pipeline's reads keep the library defaults.
 """
 import datetime
-from typing import Dict, NamedTuple, Optional
+import logging
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from occupancy.wire import ID_PATTERN, to_micros, valid_id
+
+_LOGGER = logging.getLogger(__name__)
+
+# How often a registration is re-read and re-tried when the document changes under it.
+_REGISTER_ATTEMPTS = 3
 
 
 class RegistryError(ValueError):
@@ -103,7 +114,7 @@ def load_changes(client, snapshot: RegistrySnapshot, devices_collection: str,
         data = doc.to_dict()
         _track(fresh, data)
         entry = device_entry(data)
-        if entry:
+        if entry and valid_id(doc.id):
             fresh.devices[doc.id] = entry
         else:
             fresh.devices.pop(doc.id, None)
@@ -119,7 +130,17 @@ def read_device(client, devices_collection: str, device_id: str) -> Optional[Dev
     return device_entry(doc.to_dict()) if doc.exists else None
 
 
-# ---- writes (the registry CLI) -------------------------------------------------
+# ---- writes and listings (the registry CLI) -------------------------------------
+
+def _rpc(timeout: Optional[float]) -> dict:
+    """Keyword arguments that bound one Firestore call, retries included, to `timeout` seconds."""
+    if timeout is None:
+        return {}
+    from google.api_core import retry as retries
+    return {"retry": retries.Retry(predicate=retries.if_transient_error, initial=0.1,
+                                   maximum=2.0, multiplier=2.0, timeout=timeout),
+            "timeout": timeout}
+
 
 def _check_id(kind: str, value: str) -> None:
     if not valid_id(value):
@@ -127,32 +148,55 @@ def _check_id(kind: str, value: str) -> None:
 
 
 def register_device(client, collection: str, device_id: str, train_id: str,
-                    door: Optional[str] = None) -> dict:
-    """Registers a device to a train; a device already on another train needs `assign`."""
+                    door: Optional[str] = None, *, timeout: Optional[float] = None) -> dict:
+    """Registers a device to a train; a device already on another train needs `assign`.
+
+    Registering again (same train) rewrites the whole entry: `enabled` true,
+    `door` as given, and a new `registered_at`, so the pipeline forgets the
+    device's old `seq`. The check and the write are one optimistic step: the
+    write carries a precondition (document absent, or unchanged since it was
+    read), so a concurrent `register`/`assign` cannot slip in between them.
+    """
+    from google.api_core import exceptions as gexc
     from google.cloud import firestore
     _check_id("device id", device_id)
     _check_id("train id", train_id)
     ref = client.collection(collection).document(device_id)
-    existing = ref.get()
-    if existing.exists and (existing.to_dict() or {}).get("train_id") not in (None, train_id):
-        raise RegistryError(f"device {device_id} is registered to train "
-                            f"{existing.to_dict()['train_id']}; use 'assign' to move it")
     data = {"train_id": train_id, "enabled": True, "door": door,
             "registered_at": firestore.SERVER_TIMESTAMP, "updated_at": firestore.SERVER_TIMESTAMP}
-    ref.set(data)
-    return data
+    for _ in range(_REGISTER_ATTEMPTS):
+        existing = ref.get(**_rpc(timeout))
+        current = (existing.to_dict() or {}).get("train_id") if existing.exists else None
+        if current not in (None, train_id):
+            raise RegistryError(f"device {device_id} is registered to train {current}; "
+                                f"use 'assign' to move it")
+        try:
+            if existing.exists:
+                ref.update(data, option=client.write_option(last_update_time=existing.update_time),
+                           **_rpc(timeout))
+            else:
+                ref.create(data, **_rpc(timeout))
+            return data
+        except (gexc.Conflict, gexc.FailedPrecondition, gexc.NotFound):
+            _LOGGER.info("Device %s changed while it was being registered; reading it again",
+                         device_id)
+    raise RegistryError(f"device {device_id} kept changing while being registered; try again")
 
 
-def assign_device(client, collection: str, device_id: str, train_id: str) -> None:
+def assign_device(client, collection: str, device_id: str, train_id: str, *,
+                  timeout: Optional[float] = None) -> None:
     """Moves a registered device to another train (the prototype's update_train)."""
-    _update_device(client, collection, device_id, {"train_id": train_id}, check_train=train_id)
+    _update_device(client, collection, device_id, {"train_id": train_id}, check_train=train_id,
+                   timeout=timeout)
 
 
-def set_enabled(client, collection: str, device_id: str, enabled: bool) -> None:
-    _update_device(client, collection, device_id, {"enabled": enabled})
+def set_enabled(client, collection: str, device_id: str, enabled: bool, *,
+                timeout: Optional[float] = None) -> None:
+    """Enables or disables a registered device (a disabled device's events are dead-lettered)."""
+    _update_device(client, collection, device_id, {"enabled": enabled}, timeout=timeout)
 
 
-def _update_device(client, collection, device_id, fields, check_train=None) -> None:
+def _update_device(client, collection, device_id, fields, check_train=None, timeout=None) -> None:
     from google.cloud import firestore
     from google.api_core import exceptions as gexc
     _check_id("device id", device_id)
@@ -160,16 +204,42 @@ def _update_device(client, collection, device_id, fields, check_train=None) -> N
         _check_id("train id", check_train)
     try:
         client.collection(collection).document(device_id).update(
-            dict(fields, updated_at=firestore.SERVER_TIMESTAMP))
+            dict(fields, updated_at=firestore.SERVER_TIMESTAMP), **_rpc(timeout))
     except gexc.NotFound:
         raise RegistryError(f"device {device_id} is not registered; use 'register'") from None
 
 
 def set_train(client, collection: str, train_id: str, capacity: Optional[int],
-              name: Optional[str] = None) -> None:
+              name: Optional[str] = None, *, timeout: Optional[float] = None) -> None:
+    """Creates or updates a train's capacity; `name` is written only when given (else kept)."""
     from google.cloud import firestore
     _check_id("train id", train_id)
-    if capacity is not None and capacity <= 0:
-        raise RegistryError(f"capacity must be a positive integer, got {capacity}")
-    client.collection(collection).document(train_id).set(
-        {"capacity": capacity, "name": name, "updated_at": firestore.SERVER_TIMESTAMP})
+    if capacity is not None and (not isinstance(capacity, int) or isinstance(capacity, bool)
+                                 or capacity <= 0):
+        raise RegistryError(f"capacity must be a positive integer, got {capacity!r}")
+    data = {"capacity": capacity, "updated_at": firestore.SERVER_TIMESTAMP}
+    if name is not None:
+        data["name"] = name
+    client.collection(collection).document(train_id).set(data, merge=True, **_rpc(timeout))
+
+
+def list_devices(client, collection: str, train_id: Optional[str] = None, *,
+                 timeout: Optional[float] = None) -> List[Tuple[str, dict]]:
+    """(device_id, document) for every device, or for one train's devices, sorted by id.
+
+    The documents are returned as stored, including entries the pipeline would
+    ignore (e.g. a missing or invalid train_id), so that they can be seen and fixed.
+    """
+    query = client.collection(collection)
+    if train_id is not None:
+        from google.cloud.firestore_v1.base_query import FieldFilter
+        _check_id("train id", train_id)
+        query = query.where(filter=FieldFilter("train_id", "==", train_id))
+    return sorted((doc.id, doc.to_dict() or {}) for doc in query.stream(**_rpc(timeout)))
+
+
+def list_trains(client, collection: str, *,
+                timeout: Optional[float] = None) -> List[Tuple[str, dict]]:
+    """(train_id, document) for every train, sorted by id."""
+    return sorted((doc.id, doc.to_dict() or {})
+                  for doc in client.collection(collection).stream(**_rpc(timeout)))

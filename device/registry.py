@@ -1,0 +1,298 @@
+"""The device registry CLI: `python -m device.registry <command> ...`.
+
+Manages the Firestore collections that replace the retired Cloud IoT Core
+registry (DESIGN.md, "Device registry"):
+
+  register DEVICE_ID --train TRAIN_ID [--door D]   add a device, or register it again
+  list [--train T] [--json]                         show devices
+  assign DEVICE_ID TRAIN_ID                         move a device to another train
+  enable DEVICE_ID / disable DEVICE_ID              accept or dead-letter its events
+  train set TRAIN_ID --capacity N [--name S]        create or update a train
+  train list [--json]                               show trains
+
+Authentication is Application Default Credentials (`gcloud auth
+application-default login`, or a service account where it runs); with
+FIRESTORE_EMULATOR_HOST set the client library talks to the emulator and needs
+none. Global options may be given before or after the command.
+
+Exit codes: 0 done; 2 usage or validation error (one `error: ...` line on
+stderr); 1 Firestore could not be reached or refused the request.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Callable, List, Optional, Sequence
+
+from occupancy import registry
+from occupancy.store import make_client
+from occupancy.wire import ID_PATTERN, format_time, to_micros
+
+# Named, not __name__: under `python -m` that would be "__main__", outside the "device" logger.
+_LOGGER = logging.getLogger("device.registry")
+
+# The project the local emulators use (local/stack.py), the default when
+# FIRESTORE_EMULATOR_HOST is set and no project is given.
+EMULATOR_PROJECT = "demo-occupancy"
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors become UsageError (one line, exit code 2, from main)."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+# ---- output ----------------------------------------------------------------------
+
+def _time(value) -> Optional[str]:
+    """A Firestore timestamp as RFC 3339 UTC with milliseconds, or None."""
+    return format_time(to_micros(value)) if hasattr(value, "tzinfo") and value.tzinfo else None
+
+
+def _device_row(device_id: str, data: dict) -> dict:
+    return {"device_id": device_id, "train_id": data.get("train_id"), "door": data.get("door"),
+            "enabled": bool(data.get("enabled", True)),
+            "registered_at": _time(data.get("registered_at")),
+            "updated_at": _time(data.get("updated_at"))}
+
+
+def _train_row(train_id: str, data: dict) -> dict:
+    return {"train_id": train_id, "capacity": data.get("capacity"), "name": data.get("name"),
+            "updated_at": _time(data.get("updated_at"))}
+
+
+def _table(rows: List[dict], columns: Sequence[tuple]) -> str:
+    """An aligned text table; columns are (header, key) pairs, None shown as '-'."""
+    def cell(value):
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return str(value)
+    cells = [[header for header, _ in columns]] + [[cell(row[key]) for _, key in columns]
+                                                   for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip()
+                     for line in cells)
+
+
+def _print_rows(rows: List[dict], columns: Sequence[tuple], as_json: bool, out) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2), file=out)
+    else:
+        print(_table(rows, columns), file=out)
+        if not rows:
+            print("(none)", file=out)
+
+
+DEVICE_COLUMNS = (("DEVICE", "device_id"), ("TRAIN", "train_id"), ("DOOR", "door"),
+                  ("ENABLED", "enabled"), ("UPDATED", "updated_at"))
+TRAIN_COLUMNS = (("TRAIN", "train_id"), ("CAPACITY", "capacity"), ("NAME", "name"),
+                 ("UPDATED", "updated_at"))
+
+
+# ---- commands: each takes (client, args, out) ----------------------------------------
+
+def cmd_register(client, args, out) -> None:
+    registry.register_device(client, args.devices_collection, args.device_id, args.train,
+                             args.door, timeout=args.timeout)
+    door = f", door {args.door}" if args.door is not None else ""
+    print(f"registered device {args.device_id} to train {args.train}{door} "
+          f"(enabled; its seq history in the pipeline starts afresh)", file=out)
+
+
+def cmd_list(client, args, out) -> None:
+    docs = registry.list_devices(client, args.devices_collection, args.train, timeout=args.timeout)
+    _print_rows([_device_row(i, d) for i, d in docs], DEVICE_COLUMNS, args.json, out)
+
+
+def cmd_assign(client, args, out) -> None:
+    registry.assign_device(client, args.devices_collection, args.device_id, args.train_id,
+                           timeout=args.timeout)
+    print(f"assigned device {args.device_id} to train {args.train_id}", file=out)
+
+
+def _cmd_set_enabled(enabled: bool) -> Callable:
+    def run(client, args, out) -> None:
+        registry.set_enabled(client, args.devices_collection, args.device_id, enabled,
+                             timeout=args.timeout)
+        print(f"{'enabled' if enabled else 'disabled'} device {args.device_id}", file=out)
+    return run
+
+
+def cmd_train_set(client, args, out) -> None:
+    registry.set_train(client, args.trains_collection, args.train_id, args.capacity, args.name,
+                       timeout=args.timeout)
+    name = f", name {args.name!r}" if args.name is not None else ""
+    print(f"set train {args.train_id}: capacity {args.capacity}{name}", file=out)
+
+
+def cmd_train_list(client, args, out) -> None:
+    docs = registry.list_trains(client, args.trains_collection, timeout=args.timeout)
+    _print_rows([_train_row(i, d) for i, d in docs], TRAIN_COLUMNS, args.json, out)
+
+
+# ---- parser ---------------------------------------------------------------------------
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, top_level: bool) -> None:
+    """The global flags, on the top-level parser and again on each command.
+
+    On the commands their default is SUPPRESS, so a flag given before the
+    command is not overwritten by the command's default.
+    """
+    def default(value):
+        return value if top_level else argparse.SUPPRESS
+    group = parser.add_argument_group("global options")
+    group.add_argument("--project", default=default(None),
+                       help="Google Cloud project (default: $GOOGLE_CLOUD_PROJECT, else "
+                            f"{EMULATOR_PROJECT} when FIRESTORE_EMULATOR_HOST is set).")
+    group.add_argument("--database", default=default("(default)"),
+                       help="Firestore database id (default: (default)).")
+    group.add_argument("--devices_collection", default=default("devices"),
+                       help="Collection of device documents (default: devices).")
+    group.add_argument("--trains_collection", default=default("trains"),
+                       help="Collection of train documents (default: trains).")
+    group.add_argument("--json", action="store_true", default=default(False),
+                       help="Print list commands as a JSON array instead of a table.")
+    group.add_argument("--timeout", type=_positive_float, default=default(DEFAULT_TIMEOUT_S),
+                       help="Seconds to keep trying Firestore per call, retries included "
+                            f"(default: {DEFAULT_TIMEOUT_S:g}).")
+    group.add_argument("-v", "--verbose", action="store_true", default=default(False),
+                       help="Log what the command does (and tracebacks of backend errors).")
+
+
+def _command(subparsers, name: str, run: Callable, help_text: str, description: str = None):
+    parser = subparsers.add_parser(name, help=help_text, description=description or help_text)
+    _add_global_flags(parser, top_level=False)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every command."""
+    parser = _Parser(prog="python -m device.registry", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog=f"Device and train ids must match {ID_PATTERN}.")
+    _add_global_flags(parser, top_level=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    register = _command(
+        commands, "register", cmd_register, "Register a device to a train (or register it again).",
+        "Register a device to a train. A device already registered to another train is "
+        "refused: use 'assign' to move it. Registering it again to the same train (e.g. after "
+        "its outbox and seq counter were wiped) rewrites the entry: enabled again, the door as "
+        "given, and a new registered_at, which makes the pipeline forget the device's old seq.")
+    register.add_argument("device_id", metavar="DEVICE_ID")
+    register.add_argument("--train", required=True, metavar="TRAIN_ID")
+    register.add_argument("--door", metavar="D", help="Door label (optional).")
+
+    listing = _command(commands, "list", cmd_list, "List registered devices.")
+    listing.add_argument("--train", metavar="TRAIN_ID", help="Only the devices of this train.")
+
+    assign = _command(commands, "assign", cmd_assign,
+                      "Move a registered device to another train (keeps its seq history).")
+    assign.add_argument("device_id", metavar="DEVICE_ID")
+    assign.add_argument("train_id", metavar="TRAIN_ID")
+
+    for name, enabled, help_text in (
+            ("enable", True, "Accept a registered device's events again."),
+            ("disable", False, "Dead-letter a registered device's events (unknown_device).")):
+        _command(commands, name, _cmd_set_enabled(enabled), help_text).add_argument(
+            "device_id", metavar="DEVICE_ID")
+
+    train = commands.add_parser("train", help="Create, update or list trains.",
+                                description="Create, update or list trains.")
+    train_commands = train.add_subparsers(dest="train_command", required=True, metavar="COMMAND")
+    train_set = _command(train_commands, "set", cmd_train_set,
+                         "Create or update a train (a name not given is kept).")
+    train_set.add_argument("train_id", metavar="TRAIN_ID")
+    train_set.add_argument("--capacity", type=int, required=True, metavar="N",
+                           help="Seats plus standing places, a positive integer.")
+    train_set.add_argument("--name", metavar="S", help="Display name (optional).")
+    _command(train_commands, "list", cmd_train_list, "List trains.")
+    return parser
+
+
+# ---- running --------------------------------------------------------------------------
+
+def resolve_project(project: Optional[str]) -> str:
+    """--project, else $GOOGLE_CLOUD_PROJECT, else the emulator project when the emulator is set."""
+    project = project or os.environ.get("GOOGLE_CLOUD_PROJECT")
+    if project:
+        return project
+    if os.environ.get("FIRESTORE_EMULATOR_HOST"):
+        return EMULATOR_PROJECT
+    raise UsageError("no project: pass --project or set GOOGLE_CLOUD_PROJECT "
+                     "(or FIRESTORE_EMULATOR_HOST to use the emulator)")
+
+
+def _where(args) -> str:
+    emulator = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    place = f"the emulator at {emulator}, " if emulator else ""
+    return f"({place}project {args.project}, database {args.database})"
+
+
+def describe_backend_error(error: Exception, args) -> str:
+    """A one-line explanation of a Firestore or credentials failure."""
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+    where = _where(args)
+    if isinstance(error, auth_exc.DefaultCredentialsError):
+        return ("no Google credentials found: run 'gcloud auth application-default login', "
+                "or set FIRESTORE_EMULATOR_HOST to use the emulator")
+    if isinstance(error, gexc.RetryError):
+        cause = getattr(error, "cause", None)
+        return (f"cannot reach Firestore {where} within {args.timeout:g}s"
+                + (f": {cause}" if cause else ""))
+    if isinstance(error, (gexc.ServiceUnavailable, gexc.DeadlineExceeded)):
+        return f"cannot reach Firestore {where}: {error}"
+    if isinstance(error, (gexc.PermissionDenied, gexc.Unauthenticated, auth_exc.RefreshError)):
+        return (f"Firestore refused the credentials {where}: {error} "
+                "(the account needs the Cloud Datastore User role)")
+    return f"Firestore request failed {where}: {error}"
+
+
+def _backend_errors() -> tuple:
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+    return gexc.GoogleAPIError, auth_exc.GoogleAuthError
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs one command; returns the exit code (0 ok, 2 usage/validation, 1 backend)."""
+    args = None
+    try:
+        args = build_parser().parse_args(argv)
+        if args.verbose:
+            for name in ("device", "occupancy"):
+                logging.getLogger(name).setLevel(logging.DEBUG)
+        args.project = resolve_project(args.project)
+        _LOGGER.debug("Firestore project %s, database %s", args.project, args.database)
+        args.run(make_client(args.project, args.database), args, sys.stdout)
+        return 0
+    except (UsageError, registry.RegistryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except _backend_errors() as e:
+        _LOGGER.debug("Backend error", exc_info=True)
+        print(f"error: {describe_backend_error(e, args)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())
