@@ -1,0 +1,561 @@
+"""Simulated door devices: a fleet of trains stopping at stations, one counter per door.
+
+Two halves, kept apart so that the first can be tested without Pub/Sub:
+
+* `Simulation` is pure and deterministic given its seed: it yields the timed
+  messages a fleet of door devices would publish, `TimedMessage(send_at,
+  payload, attributes, kind)`, in send order, and records the truth (the
+  occupancy the pipeline must arrive at) in `Simulation.truth`.
+* `DevicePublisher` plays a simulation in real time to a Pub/Sub topic from a
+  background thread (honours PUBSUB_EMULATOR_HOST), and can be stopped.
+
+The model: each train runs a route of stations; at a stop every door sees a
+burst of alightings then boardings over a few seconds (early stops board more,
+later stops alight more, the terminus empties the train, and nobody alights who
+did not board), and sends one message per count change with a small delta. In
+between, each device sends a heartbeat (delta 0) every 2-3 s: the local runner
+only advances its watermark while traffic flows. Faults are injected at
+configurable rates: exact re-publishes (duplicates), messages held back by less
+than the pipeline's reorder delay (out of order), and payloads the pipeline
+must reject (malformed); malformed messages carry no count and use no seq.
+
+Times are integer milliseconds from the start internally, because the wire
+format carries milliseconds: the truth then orders events exactly as the
+pipeline does (event time, device, seq).
+
+    python -m device.simulator --project demo-occupancy --topic occupancy-events --seconds 60
+"""
+import argparse
+import bisect
+import dataclasses
+import heapq
+import itertools
+import json
+import logging
+import random
+import sys
+import threading
+import time
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+from occupancy import wire
+
+_LOGGER = logging.getLogger(__name__)
+
+# Message kinds (the fourth element of a TimedMessage).
+COUNT = "count"
+HEARTBEAT = "heartbeat"
+RESET = "reset"
+DUPLICATE = "duplicate"
+OUT_OF_ORDER = "out_of_order"
+MALFORMED = "malformed"
+KINDS = (COUNT, HEARTBEAT, RESET, DUPLICATE, OUT_OF_ORDER, MALFORMED)
+
+DEFAULT_PROJECT = "demo-occupancy"
+DEFAULT_TOPIC = "occupancy-events"
+_MS = 1000  # microseconds per millisecond
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    """One train of the fleet and its door devices."""
+    train_id: str
+    capacity: int
+    name: str = ""
+    devices: Tuple[str, ...] = ()
+
+
+def door_ids(train_id: str, doors: int) -> Tuple[str, ...]:
+    """Device ids like `ic1832-car3-door2`: one door on every other car, alternating sides."""
+    return tuple(f"{train_id}-car{2 * i + 1}-door{i % 2 + 1}" for i in range(doors))
+
+
+def make_train(train_id: str, capacity: int, name: str = "", doors: int = 4) -> TrainSpec:
+    return TrainSpec(train_id, capacity, name or train_id, door_ids(train_id, doors))
+
+
+DEMO_FLEET = (
+    make_train("ic1832", 320, "IC 1832 Basel - Chur", 4),
+    make_train("ic1840", 320, "IC 1840 Geneve - Zuerich", 4),
+    make_train("re5", 180, "RE 5 Lausanne - Vallorbe", 3),
+    make_train("s3", 140, "S3 Pfaeffikon - Aarau", 3),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class FaultRates:
+    """Probability, per valid message, of each injected fault."""
+    duplicate: float = 0.02
+    out_of_order: float = 0.03
+    malformed: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class SimConfig:
+    """The model's knobs; ranges are uniform (low, high) in seconds."""
+    first_stop_s: Tuple[float, float] = (1.0, 4.0)
+    stop_interval_s: Tuple[float, float] = (20.0, 40.0)
+    dwell_s: Tuple[float, float] = (4.0, 8.0)
+    heartbeat_s: Tuple[float, float] = (2.0, 3.0)
+    stops_per_route: int = 8
+    # Share of the capacity that boards at the first stop of the route (less later on).
+    board_share: float = 0.35
+    # Nobody boards a train fuller than this many times its capacity.
+    crush_load: float = 1.2
+    max_abs_delta: int = 5
+    faults: FaultRates = FaultRates()
+    # Held back by less than the pipeline's --reorder_delay_s (2 s), so the in-order result holds.
+    out_of_order_delay_s: Tuple[float, float] = (0.5, 1.5)
+    duplicate_delay_s: Tuple[float, float] = (0.05, 1.0)
+    # A reset per train at the start, so a reused Firestore starts the trains at 0 like the model.
+    reset_at_start: bool = True
+
+
+class TimedMessage(NamedTuple):
+    """One message to publish `send_at` seconds after the start."""
+    send_at: float
+    payload: bytes
+    attributes: Dict[str, str]
+    kind: str
+
+
+class Truth:
+    """The occupancy the pipeline must arrive at, per train, as it evolves in event time.
+
+    Thread-safe: the publisher thread generates while the demo reads it.
+    """
+
+    def __init__(self, max_points: int = 20_000):
+        self._points: Dict[str, List[Tuple[int, int]]] = {}
+        self._max_points = max_points
+        self._lock = threading.Lock()
+
+    def record(self, train_id: str, event_time_us: int, value: int) -> None:
+        with self._lock:
+            points = self._points.setdefault(train_id, [])
+            points.append((event_time_us, value))
+            # Bounded memory for an endless demo: only recent values are ever asked for.
+            if len(points) > self._max_points:
+                del points[:len(points) - self._max_points // 2]
+
+    def value_at(self, train_id: str, event_time_us: int) -> Optional[int]:
+        """Occupancy after every event with an event time <= `event_time_us` (None: none yet)."""
+        with self._lock:
+            points = self._points.get(train_id) or []
+            i = bisect.bisect_right(points, (event_time_us, float("inf")))
+            return points[i - 1][1] if i else None
+
+    def final(self) -> Dict[str, int]:
+        """The occupancy after every event generated so far, per train."""
+        with self._lock:
+            return {train: points[-1][1] for train, points in self._points.items() if points}
+
+
+def _uniform_ms(rng: random.Random, bounds: Tuple[float, float]) -> int:
+    return int(round(rng.uniform(*bounds) * 1000))
+
+
+def malformed_payload(rng: random.Random, device_id: str, event_time_us: int, seq: int) -> bytes:
+    """A payload the pipeline must dead-letter: garbage bytes or one bad field."""
+    good = json.loads(wire.encode_event(device_id, 1, event_time_us, seq)[0])
+    choice = rng.randrange(6)
+    if choice == 0:
+        return b"\xff\xfe\x00\x81 sensor garbage"  # not UTF-8
+    if choice == 1:
+        return b"ERR door sensor fault 17"  # neither JSON nor the legacy CSV
+    if choice == 2:
+        text = json.dumps(good, separators=(",", ":"))
+        return text[:len(text) // 2].encode("utf-8")  # truncated JSON
+    if choice == 3:
+        good["delta"] = str(good["delta"])  # mistyped field
+    elif choice == 4:
+        good["event_time"] = "yesterday"  # unparseable time
+    else:
+        good["device_id"] = device_id.replace("-", "/", 1)  # a '/' would address another path
+    return json.dumps(good, separators=(",", ":")).encode("utf-8")
+
+
+class _Device:
+    """One door counter: its seq and when it last sent something."""
+
+    def __init__(self, device_id: str):
+        self.device_id = device_id
+        self.seq = 0
+        self.last_sent_ms = 0
+        self.next_gap_ms = 0
+
+
+class _TrainSim:
+    """One train: generates its messages segment by segment (a stop, or the run between stops)."""
+
+    def __init__(self, index: int, spec: TrainSpec, seed: int, config: SimConfig, start_us: int,
+                 until_ms: Optional[int], truth: Truth):
+        self.index = index
+        self.spec = spec
+        self.config = config
+        self.start_us = start_us
+        self.until_ms = until_ms
+        self.truth = truth
+        # One generator per train: a train's messages do not depend on how trains interleave.
+        self.rng = random.Random(seed)
+        self.devices = [_Device(d) for d in spec.devices]
+        for device in self.devices:
+            device.next_gap_ms = _uniform_ms(self.rng, (0.2, config.heartbeat_s[1]))
+        self.occupancy = 0
+        self.stop_index = self.rng.randrange(max(1, config.stops_per_route // 2))
+        self.next_stop_ms = _uniform_ms(self.rng, config.first_stop_s)
+        self.frontier_ms = 0  # everything with an event time before this is generated
+        self.at_stop = False
+
+    @property
+    def done(self) -> bool:
+        return self.until_ms is not None and self.frontier_ms >= self.until_ms
+
+    def start(self) -> List[Tuple[int, TimedMessage]]:
+        if not self.config.reset_at_start:
+            return []
+        payload, attributes = wire.encode_reset(self.spec.train_id, self.start_us)
+        self.truth.record(self.spec.train_id, self.start_us, 0)
+        return [(0, TimedMessage(0.0, payload, attributes, RESET))]
+
+    def next_segment(self) -> List[Tuple[int, TimedMessage]]:
+        """Generates [frontier, end of the next stop or run) and returns (send_ms, message)s."""
+        begin = self.frontier_ms
+        if self.at_stop:
+            end = begin + _uniform_ms(self.rng, self.config.dwell_s)
+            counts = self._stop_crossings(begin, end)
+            self.next_stop_ms = begin + _uniform_ms(self.rng, self.config.stop_interval_s)
+        else:
+            end, counts = self.next_stop_ms, {}
+        if self.until_ms is not None:
+            end = min(end, self.until_ms)
+        self.at_stop = not self.at_stop
+        self.frontier_ms = end
+        events = self._device_messages(counts, end)
+        self._record_truth(events)
+        return self._with_faults(events)
+
+    # ---- the physical model ----------------------------------------------------
+
+    def _stop_crossings(self, begin: int, end: int) -> Dict[str, List[Tuple[int, int]]]:
+        """Per device, (time_ms, +1 in / -1 out) for every person through that door."""
+        cfg, rng, n = self.config, self.rng, self.config.stops_per_route
+        k = self.stop_index
+        self.stop_index = (k + 1) % n
+        progress = k / (n - 1)  # 0 at the origin, 1 at the terminus
+        if k == n - 1:
+            alight, board = self.occupancy, 0  # terminus: everybody out, the train turns
+        else:
+            alight = min(self.occupancy, round(self.occupancy * progress * rng.uniform(0.6, 1.0)))
+            want = round(self.spec.capacity * cfg.board_share * (1 - progress) * rng.uniform(0.5, 1.3))
+            room = int(self.spec.capacity * cfg.crush_load) - (self.occupancy - alight)
+            board = max(0, min(want, room))
+        dwell = end - begin
+        crossings = {d.device_id: [] for d in self.devices}
+        # People get off first and on after; each through a random door.
+        for _ in range(alight):
+            crossings[rng.choice(self.spec.devices)].append(
+                (begin + rng.randrange(1, max(2, int(dwell * 0.6))), -1))
+        for _ in range(board):
+            crossings[rng.choice(self.spec.devices)].append(
+                (begin + rng.randrange(int(dwell * 0.25), dwell), +1))
+        return crossings
+
+    def _count_messages(self, crossings: List[Tuple[int, int]], end: int) -> List[Tuple[int, int]]:
+        """Groups a door's crossings into (time_ms, delta) messages: one per count change.
+
+        A group is a run of crossings in one direction, at most `max_abs_delta` long,
+        sent when its last person has passed.
+        """
+        messages, group, limit = [], [], 0
+        for t, sign in sorted(crossings):
+            if t >= end:
+                break  # the run was cut short (`seconds`): nobody passes after the end
+            if group and (sign != group[-1][1] or len(group) >= limit):
+                messages.append((group[-1][0], sum(s for _, s in group)))
+                group = []
+            if not group:
+                limit = self.rng.randint(1, self.config.max_abs_delta)
+            group.append((t, sign))
+        if group:
+            messages.append((group[-1][0], sum(s for _, s in group)))
+        return messages
+
+    def _device_messages(self, crossings, end: int) -> List[Tuple[int, _Device, int, int]]:
+        """(time_ms, device, seq, delta) for counts and heartbeats in the segment, in time order."""
+        out = []
+        for device in self.devices:
+            for t, delta in self._count_messages(crossings.get(device.device_id, []), end) + [(end, None)]:
+                # Heartbeats fill every silence longer than the device's gap.
+                while device.last_sent_ms + device.next_gap_ms < t:
+                    out.append(self._send(device, device.last_sent_ms + device.next_gap_ms, 0))
+                if delta is not None:
+                    out.append(self._send(device, t, delta))
+        return sorted(out, key=lambda m: (m[0], m[1].device_id, m[2]))
+
+    def _send(self, device: _Device, t: int, delta: int) -> Tuple[int, _Device, int, int]:
+        device.seq += 1
+        device.last_sent_ms = t
+        device.next_gap_ms = _uniform_ms(self.rng, self.config.heartbeat_s)
+        return t, device, device.seq, delta
+
+    def _record_truth(self, events) -> None:
+        # The pipeline's semantics: event-time order, ties by device then seq, clamped at 0.
+        for t, device, seq, delta in events:
+            if delta:
+                self.occupancy = max(0, self.occupancy + delta)
+                self.truth.record(self.spec.train_id, self.start_us + t * _MS, self.occupancy)
+
+    # ---- faults ----------------------------------------------------------------
+
+    def _with_faults(self, events) -> List[Tuple[int, TimedMessage]]:
+        faults, rng = self.config.faults, self.rng
+        out = []
+        for t, device, seq, delta in events:
+            event_us = self.start_us + t * _MS
+            payload, attributes = wire.encode_event(device.device_id, delta, event_us, seq)
+            kind, send = (COUNT if delta else HEARTBEAT), t
+            if rng.random() < faults.out_of_order:
+                # Held back: messages with later event times overtake it.
+                kind, send = OUT_OF_ORDER, t + _uniform_ms(rng, self.config.out_of_order_delay_s)
+            out.append((send, TimedMessage(send / 1000, payload, attributes, kind)))
+            if rng.random() < faults.duplicate:
+                # The device did not see the ack and publishes the very same message again.
+                again = send + _uniform_ms(rng, self.config.duplicate_delay_s)
+                out.append((again, TimedMessage(again / 1000, payload, dict(attributes), DUPLICATE)))
+            if rng.random() < faults.malformed:
+                bad = malformed_payload(rng, device.device_id, event_us, seq)
+                out.append((t, TimedMessage(t / 1000, bad, {"simulated_fault": MALFORMED}, MALFORMED)))
+        return out
+
+
+class Simulation:
+    """Deterministic messages of a fleet of door devices, and the truth they imply.
+
+    `messages()` yields TimedMessages in send order (lazily: `seconds=None` runs
+    for ever) and fills `truth` as it goes. Same fleet, seed, config and
+    `start_us` give the same messages.
+    """
+
+    def __init__(self, fleet: Sequence[TrainSpec] = DEMO_FLEET, seed: int = 0,
+                 config: SimConfig = SimConfig()):
+        if not fleet:
+            raise ValueError("the fleet has no trains")
+        self.fleet = tuple(fleet)
+        self.seed = seed
+        self.config = config
+        self.truth = Truth()
+
+    def messages(self, start_us: int, seconds: Optional[float] = None) -> Iterator[TimedMessage]:
+        """Messages of a run that starts at `start_us` (epoch microseconds, cut to milliseconds)."""
+        start_us -= start_us % _MS  # the wire carries milliseconds
+        self.truth = Truth()
+        until_ms = None if seconds is None else int(seconds * 1000)
+        master = random.Random(self.seed)
+        trains = [_TrainSim(i, spec, master.getrandbits(64), self.config, start_us, until_ms, self.truth)
+                  for i, spec in enumerate(self.fleet)]
+        heap, order = [], itertools.count()
+        for train in trains:
+            for send_ms, message in train.start():
+                heapq.heappush(heap, (send_ms, next(order), message))
+        while True:
+            active = [t for t in trains if not t.done]
+            # Nothing still to be generated can be sent before the slowest train's frontier.
+            frontier = min((t.frontier_ms for t in active), default=None)
+            if heap and (frontier is None or heap[0][0] <= frontier):
+                yield heapq.heappop(heap)[2]
+                continue
+            if frontier is None:
+                return
+            train = min(active, key=lambda t: (t.frontier_ms, t.index))
+            for send_ms, message in train.next_segment():
+                heapq.heappush(heap, (send_ms, next(order), message))
+
+
+class DevicePublisher:
+    """Publishes a simulation in real time to a Pub/Sub topic from a background thread."""
+
+    def __init__(self, simulation: Simulation, project: str, topic: str,
+                 seconds: Optional[float] = None):
+        self.simulation = simulation
+        self.topic_path = f"projects/{project}/topics/{topic}"
+        self.seconds = seconds
+        self.start_us: Optional[int] = None
+        self.error: Optional[BaseException] = None
+        self._last_send_at = 0.0
+        self._completed = False
+        self._sent = {kind: 0 for kind in KINDS}
+        self._failed = 0
+        self._lock = threading.Lock()
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="device-simulator", daemon=True)
+
+    def start(self) -> "DevicePublisher":
+        from google.cloud import pubsub_v1  # the device extra; the generator needs none of it
+        self._client = pubsub_v1.PublisherClient()
+        self.start_us = int(time.time() * 1_000_000)
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        self._halt.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                _LOGGER.warning("Simulator thread did not stop within %.0fs", timeout_s)
+
+    def wait(self, timeout_s: Optional[float] = None) -> bool:
+        """Waits until every message is sent (a finite run) or the publisher is stopped."""
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def counts(self) -> Dict[str, int]:
+        """Messages acknowledged by Pub/Sub, per kind, plus `failed`."""
+        with self._lock:
+            return dict(self._sent, failed=self._failed)
+
+    def published(self) -> int:
+        with self._lock:
+            return sum(self._sent.values())
+
+    def expected(self) -> Dict[str, Optional[int]]:
+        """The truth per train as of the latest event time all of whose messages were sent."""
+        if self.start_us is None:
+            return {}
+        if self._completed:
+            return self.simulation.truth.final()
+        # Messages are sent in send order, but one held back may still be due.
+        held_back_s = self.simulation.config.out_of_order_delay_s[1]
+        through_us = self.start_us + int((self._last_send_at - held_back_s) * 1_000_000)
+        return {t.train_id: self.simulation.truth.value_at(t.train_id, through_us)
+                for t in self.simulation.fleet}
+
+    def _run(self) -> None:
+        try:
+            for message in self.simulation.messages(self.start_us, self.seconds):
+                # Wait for the message's time; a stop interrupts the wait at once.
+                if self._halt.wait(max(0.0, self._started + message.send_at - time.monotonic())):
+                    break
+                future = self._client.publish(self.topic_path, message.payload, **message.attributes)
+                self._last_send_at = message.send_at
+                future.add_done_callback(lambda f, kind=message.kind: self._done(f, kind))
+            else:
+                self._completed = True  # every message of a finite run was sent
+        except Exception as e:  # reported to whoever runs the publisher, not swallowed
+            _LOGGER.exception("Simulator stopped by an error")
+            self.error = e
+        finally:
+            # Flushes what is still batched, so that the counts are final.
+            self._client.stop()
+
+    def _done(self, future, kind: str) -> None:
+        error = future.exception()
+        with self._lock:
+            if error is None:
+                self._sent[kind] += 1
+            else:
+                self._failed += 1
+        if error is not None:
+            _LOGGER.warning("Publish of a %s message failed: %s", kind, error)
+
+
+# ---- command line ----------------------------------------------------------------
+
+def _train_arg(text: str) -> TrainSpec:
+    """ID[:CAPACITY[:DOORS]]; a demo train's id alone gives its demo capacity and doors."""
+    demo = {t.train_id: t for t in DEMO_FLEET}
+    parts = text.split(":")
+    if len(parts) == 1 and parts[0] in demo:
+        return demo[parts[0]]
+    if len(parts) > 3 or not wire.valid_id(parts[0]):
+        raise argparse.ArgumentTypeError(f"expected ID[:CAPACITY[:DOORS]], got {text!r}")
+    try:
+        capacity = int(parts[1]) if len(parts) > 1 else 200
+        doors = int(parts[2]) if len(parts) > 2 else 4
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"capacity and doors must be integers: {text!r}") from None
+    if capacity <= 0 or not 1 <= doors <= 32:
+        raise argparse.ArgumentTypeError(f"need capacity > 0 and 1-32 doors: {text!r}")
+    return make_train(parts[0], capacity, doors=doors)
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"a rate is between 0 and 1, got {text}")
+    return value
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m device.simulator",
+        description="Publish simulated door-device counts to Pub/Sub in real time "
+                    "(honours PUBSUB_EMULATOR_HOST). The devices must be registered "
+                    "(e.g. by `python -m local.demo`) or the pipeline dead-letters them.")
+    parser.add_argument("--project", type=str, default=DEFAULT_PROJECT, help="Pub/Sub project.")
+    parser.add_argument("--topic", type=str, default=DEFAULT_TOPIC, help="Pub/Sub topic name.")
+    parser.add_argument("--trains", type=_train_arg, nargs="+", default=list(DEMO_FLEET),
+                        metavar="ID[:CAPACITY[:DOORS]]",
+                        help="Trains to simulate (default: the demo fleet "
+                             + ", ".join(t.train_id for t in DEMO_FLEET) + ").")
+    parser.add_argument("--seconds", type=float, default=60.0,
+                        help="Simulated (and real) seconds to run; 0 runs until Ctrl-C.")
+    parser.add_argument("--seed", type=int, default=0, help="Random seed: same seed, same messages.")
+    parser.add_argument("--duplicate-rate", type=_rate, default=FaultRates.duplicate,
+                        help="Share of messages published twice.")
+    parser.add_argument("--out-of-order-rate", type=_rate, default=FaultRates.out_of_order,
+                        help="Share of messages held back by 0.5-1.5 s.")
+    parser.add_argument("--malformed-rate", type=_rate, default=FaultRates.malformed,
+                        help="Share of messages followed by a malformed one.")
+    parser.add_argument("--no-reset", action="store_true",
+                        help="Do not send a reset per train at the start.")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="Print the messages as JSON lines instead of publishing them (no waiting).")
+    return parser.parse_args(argv)
+
+
+def _simulation(args: argparse.Namespace) -> Simulation:
+    faults = FaultRates(args.duplicate_rate, args.out_of_order_rate, args.malformed_rate)
+    return Simulation(args.trains, args.seed, SimConfig(faults=faults, reset_at_start=not args.no_reset))
+
+
+def _dry_run(simulation: Simulation, seconds: Optional[float]) -> None:
+    try:
+        for m in simulation.messages(int(time.time() * 1_000_000), seconds or 60.0):
+            print(json.dumps({"send_at": m.send_at, "kind": m.kind, "attributes": m.attributes,
+                              "payload": m.payload.decode("utf-8", errors="replace")}))
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    simulation = _simulation(args)
+    seconds = args.seconds or None
+    if args.dry_run:
+        _dry_run(simulation, seconds)
+        return 0
+    publisher = DevicePublisher(simulation, args.project, args.topic, seconds).start()
+    _LOGGER.info("Publishing to %s for %s (seed %s)", publisher.topic_path,
+                 f"{seconds:g}s" if seconds else "ever, Ctrl-C stops", args.seed)
+    try:
+        while not publisher.wait(5.0):
+            _LOGGER.info("Published %s", publisher.counts())
+    except KeyboardInterrupt:
+        _LOGGER.info("Stopping")
+    finally:
+        publisher.stop()
+    _LOGGER.info("Published %s", publisher.counts())
+    _LOGGER.info("Expected occupancy once the pipeline has applied everything sent: %s",
+                 publisher.expected())
+    return 1 if publisher.error or publisher.counts()["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,444 @@
+"""`make run`: the whole system on one machine, with a live occupancy table.
+
+    python -m local.demo [--duration SECONDS] [--seed N]
+
+Steps, each announced on the terminal:
+  1. emulators: reuses the Pub/Sub and Firestore emulators named by
+     PUBSUB_EMULATOR_HOST / FIRESTORE_EMULATOR_HOST when they answer, else
+     starts them on free ports (and stops them at the end);
+  2. topic `occupancy-events` and subscription `occupancy-pipeline` (on a
+     reused emulator the subscription is recreated, so a previous run's unread
+     messages do not replay into this one);
+  3. the demo fleet in the registry (collections `trains` and `devices`);
+     registering the devices again makes the pipeline forget their old `seq`,
+     since the simulated devices start counting at 1;
+  4. `python -m pipeline.main` on the local runner, log in .local/pipeline.log;
+  5. the simulated door devices (device.simulator), publishing in real time;
+  6. a table of Firestore `realtime/{train}` refreshed every second (a plain
+     table every few seconds when stdout is not a terminal).
+
+Ctrl-C, SIGTERM or the end of --duration stop everything this command started
+and exit 0; a pipeline that dies shows its log's tail and exits 1.
+"""
+import argparse
+import contextlib
+import datetime
+import logging
+import os
+import pathlib
+import shutil
+import signal
+import sys
+import threading
+import time
+from typing import List, NamedTuple, Optional
+
+from google.api_core import exceptions as gexc
+
+from device import simulator
+from local import stack
+from local.emulators import Emulator, EmulatorError, is_up
+from local.stack import PROJECT
+from occupancy import registry, wire
+from occupancy.store import make_client
+
+_LOGGER = logging.getLogger(__name__)
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TOPIC = "occupancy-events"
+SUBSCRIPTION = "occupancy-pipeline"
+DEVICES, TRAINS, REALTIME, DEAD_LETTERS = "devices", "trains", "realtime", "dead_letters"
+PIPELINE_ARGS = ("--registry_refresh_s=10",)
+FIRESTORE_TIMEOUT_S = 5.0
+PLAIN_INTERVAL_S = 5.0
+CLEAR = "\x1b[H\x1b[2J"
+
+
+class Terminated(Exception):
+    """SIGTERM, turned into an exception so that the same cleanup runs as for Ctrl-C."""
+
+
+def say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def _relative(path: pathlib.Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(pathlib.Path.cwd()))
+    return str(path)
+
+
+class Row(NamedTuple):
+    train_id: str
+    name: str
+    value: Optional[int]
+    capacity: Optional[int]
+    last_updated: Optional[datetime.datetime]
+    expected: Optional[int]
+
+
+class Demo:
+    """Everything `make run` starts, and the one place that stops it again."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.fleet = simulator.DEMO_FLEET
+        self.log_path = pathlib.Path(args.log).resolve()
+        self.started_emulators: List[Emulator] = []
+        self._emulator_threads: List[threading.Thread] = []
+        self.pipeline = None
+        self.pipeline_started = 0.0
+        self.publisher: Optional[simulator.DevicePublisher] = None
+        self.client = None
+        self.dead_letters_before = 0
+        self.first_result_at: Optional[float] = None
+
+    # ---- start ---------------------------------------------------------------------
+
+    def start_emulators(self) -> None:
+        wanted = []
+        for kind in ("pubsub", "firestore"):
+            emulator = Emulator(kind, project=PROJECT)
+            host = os.environ.get(emulator.env_var)
+            if host and is_up(host):
+                say(f"reusing the {kind} emulator at {host} ({emulator.env_var})")
+                continue
+            if host:
+                say(f"{emulator.env_var}={host} does not answer: starting a new {kind} emulator")
+            wanted.append(emulator)
+        if not wanted:
+            return
+        say("starting emulators: " + ", ".join(e.kind for e in wanted) + " (takes a few seconds)...")
+        errors = []
+        for emulator in wanted:
+            # In parallel: each one is a JVM that takes seconds to come up.
+            thread = threading.Thread(target=self._start_one, args=(emulator, errors), daemon=True)
+            self.started_emulators.append(emulator)
+            self._emulator_threads.append(thread)
+            thread.start()
+        for thread in self._emulator_threads:
+            while thread.is_alive():
+                thread.join(0.2)  # a timed join keeps Ctrl-C responsive
+        if errors:
+            raise errors[0]
+        for emulator in wanted:
+            os.environ[emulator.env_var] = emulator.host_port
+            say(f"{emulator.kind} emulator up: {emulator.env_var}={emulator.host_port}")
+
+    @staticmethod
+    def _start_one(emulator: Emulator, errors: list) -> None:
+        try:
+            emulator.start()
+        except Exception as e:  # re-raised in the main thread
+            errors.append(e)
+
+    def emulator_env(self) -> dict:
+        return {name: os.environ[name] for name in ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST")}
+
+    def create_pubsub(self) -> None:
+        from google.cloud import pubsub_v1
+        say(f"creating topic {TOPIC} and subscription {SUBSCRIPTION}...")
+        subscriber = pubsub_v1.SubscriberClient()
+        with subscriber:
+            with contextlib.suppress(gexc.NotFound):
+                # Unread messages of an earlier run would replay its stale counts into this one.
+                subscriber.delete_subscription(
+                    subscription=stack.subscription_path(PROJECT, SUBSCRIPTION), timeout=30)
+        stack.ensure_topic(PROJECT, TOPIC, [SUBSCRIPTION])
+
+    def load_fleet(self) -> None:
+        self.client = make_client(PROJECT)
+        say(f"registering {len(self.fleet)} trains and "
+            f"{sum(len(t.devices) for t in self.fleet)} door devices...")
+        for train in self.fleet:
+            registry.set_train(self.client, TRAINS, train.train_id, train.capacity, train.name)
+            for device_id in train.devices:
+                door = device_id[len(train.train_id) + 1:]
+                try:
+                    registry.register_device(self.client, DEVICES, device_id, train.train_id, door)
+                except registry.RegistryError:
+                    # Moved to another train by hand in an earlier session: the demo takes it back.
+                    registry.assign_device(self.client, DEVICES, device_id, train.train_id)
+                    registry.register_device(self.client, DEVICES, device_id, train.train_id, door)
+            say(f"  {train.train_id:7} {train.name} (capacity {train.capacity}): "
+                + ", ".join(train.devices))
+        self.dead_letters_before = self.count_dead_letters() or 0
+
+    def start_pipeline(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.write_bytes(b"")  # this run's log only: its tail is what a failure shows
+        say("starting the pipeline (python -m pipeline.main, BundleBasedDirectRunner)...")
+        say(f"pipeline log: {_relative(self.log_path)}")
+        self.pipeline = stack.start_pipeline(PROJECT, SUBSCRIPTION, *PIPELINE_ARGS,
+                                             env=self.emulator_env(), log_path=str(self.log_path))
+        self.pipeline_started = time.monotonic()
+
+    def start_simulator(self) -> None:
+        sim = simulator.Simulation(self.fleet, self.args.seed)
+        say(f"starting {sum(len(t.devices) for t in self.fleet)} simulated door devices "
+            f"(seed {self.args.seed}) publishing to {TOPIC}...")
+        self.publisher = simulator.DevicePublisher(sim, PROJECT, TOPIC).start()
+
+    # ---- watch ---------------------------------------------------------------------
+
+    def count_dead_letters(self) -> Optional[int]:
+        try:
+            result = self.client.collection(DEAD_LETTERS).count().get(timeout=FIRESTORE_TIMEOUT_S)
+            return int(result[0][0].value)
+        except gexc.GoogleAPICallError as e:
+            _LOGGER.warning("Could not count dead letters: %s", e)
+            return None
+
+    def read_rows(self) -> List[Row]:
+        refs = [self.client.collection(REALTIME).document(t.train_id) for t in self.fleet]
+        docs = {snap.id: snap.to_dict() for snap in
+                self.client.get_all(refs, timeout=FIRESTORE_TIMEOUT_S) if snap.exists}
+        truth = self.publisher.simulation.truth
+        rows = []
+        for train in self.fleet:
+            doc = docs.get(train.train_id) or {}
+            last = doc.get("last_updated")
+            expected = truth.value_at(train.train_id, wire.to_micros(last)) if last else None
+            rows.append(Row(train.train_id, train.name, doc.get("current_value"),
+                            doc.get("capacity", train.capacity), last, expected))
+        return rows
+
+    def failure(self) -> Optional[str]:
+        """Why the demo cannot go on, or None."""
+        if self.pipeline.poll() is not None:
+            return (f"the pipeline exited with code {self.pipeline.returncode}; "
+                    f"last lines of {_relative(self.log_path)}:\n{self.log_tail()}")
+        if self.publisher.error is not None:
+            return f"the device simulator stopped: {self.publisher.error!r}"
+        return None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError as e:
+            return f"(cannot read the log: {e})"
+
+    def watch(self) -> int:
+        live = sys.stdout.isatty() and not self.args.plain
+        interval = self.args.refresh if live else PLAIN_INTERVAL_S
+        began = time.monotonic()
+        deadline = began + self.args.duration if self.args.duration > 0 else None
+        say("running: " + (f"for {self.args.duration:g}s" if deadline else "until Ctrl-C")
+            + ("" if live else f"; a table every {interval:g}s"))
+        next_show = began
+        while True:
+            problem = self.failure()
+            if problem:
+                say(f"error: {problem}")
+                return 1
+            now = time.monotonic()
+            if now >= next_show or (deadline and now >= deadline):
+                self.show(live, now - began)
+                next_show = now + interval
+            if deadline and now >= deadline:
+                say(f"{self.args.duration:g}s are up")
+                return 0
+            time.sleep(min(self.args.refresh, max(0.05, (deadline or now + 1) - now)))
+
+    def show(self, live: bool, elapsed: float) -> None:
+        try:
+            rows, error = self.read_rows(), None
+        except gexc.GoogleAPICallError as e:
+            rows, error = [], f"cannot read Firestore: {e}"
+        if rows and self.first_result_at is None and any(r.value is not None for r in rows):
+            self.first_result_at = time.monotonic()
+        width = shutil.get_terminal_size().columns if live else 0
+        text = render(rows, self.footer(elapsed, error), width)
+        print((CLEAR if live else "\n") + text, flush=True)
+
+    def footer(self, elapsed: float, error: Optional[str]) -> List[str]:
+        c = self.publisher.counts()
+        dead = self.count_dead_letters()
+        dead_text = "?" if dead is None else f"{dead}" + (
+            f" ({dead - self.dead_letters_before} this run)" if self.dead_letters_before else "")
+        up = time.monotonic() - self.pipeline_started
+        status = (f"running (pid {self.pipeline.pid}, up {up:.0f}s)" if self.first_result_at
+                  else f"starting, no results yet (up {up:.0f}s)")
+        until = (f" of {self.args.duration:g}s" if self.args.duration > 0 else "") + ", Ctrl-C stops"
+        lines = [f"messages published: {sum(c[k] for k in simulator.KINDS)} ({c[simulator.COUNT]} counts, "
+                 f"{c[simulator.HEARTBEAT]} heartbeats, {c[simulator.RESET]} resets)",
+                 f"faults injected: {c[simulator.DUPLICATE]} duplicates, {c[simulator.OUT_OF_ORDER]} out of "
+                 f"order, {c[simulator.MALFORMED]} malformed; publish failures: {c['failed']}",
+                 f"dead letters: {dead_text}    pipeline: {status}",
+                 f"pipeline log: {_relative(self.log_path)}",
+                 f"EXPECTED: the simulator's count at the same event time.  Elapsed {elapsed:.0f}s{until}"]
+        if error:
+            lines.append(f"warning: {error}")
+        return lines
+
+    # ---- stop ----------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stops what this run started, in reverse order; safe to call at any point."""
+        if self.publisher is not None:
+            say("stopping the device simulator...")
+            self.publisher.stop()
+            expected = ", ".join(f"{train} {value}" for train, value in self.publisher.expected().items())
+            say(f"published {self.publisher.published()} messages; the simulator's counts for what "
+                f"was sent: {expected}")
+        if self.pipeline is not None:
+            say(f"stopping the pipeline (pid {self.pipeline.pid})...")
+            stack.stop_process(self.pipeline)
+            wait_group_gone(self.pipeline.pid)
+        for thread in self._emulator_threads:
+            thread.join(120)  # an emulator still starting must be up before it can be stopped
+        for emulator in self.started_emulators:
+            say(f"stopping the {emulator.kind} emulator at {emulator.host_port}...")
+            # Emulator.stop() returns once the port is closed; its JVM takes ~2 s more to exit.
+            process = getattr(emulator, "_process", None)
+            emulator.stop()
+            if process is not None:
+                wait_group_gone(process.pid)
+        say("stopped")
+
+
+def _group_members(pgid: int) -> List[int]:
+    """Live (not zombie) processes of a process group, read from /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                # "pid (comm) state ppid pgrp ...": comm may contain spaces, so split after ')'.
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+def wait_group_gone(pgid: int, timeout_s: float = 15.0) -> None:
+    """Waits until no process of the group is left; SIGKILLs the group after `timeout_s`.
+
+    The children started here lead their own process groups (start_new_session),
+    so an empty group means nothing of theirs is left running.
+    """
+    if not os.path.isdir("/proc"):
+        return  # not Linux: the callers' own waits are all there is
+    if _wait_empty(pgid, timeout_s):
+        return
+    _LOGGER.warning("Process group %s still running after %.0fs: killing it", pgid, timeout_s)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    if not _wait_empty(pgid, 5.0):
+        _LOGGER.error("Process group %s survived SIGKILL: %s", pgid, _group_members(pgid))
+
+
+def _wait_empty(pgid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while _group_members(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _age(moment: datetime.datetime) -> str:
+    seconds = (datetime.datetime.now(datetime.timezone.utc) - moment).total_seconds()
+    return f"{max(0, seconds):.0f}s ago"
+
+
+def _bar(ratio: float, width: int = 10) -> str:
+    filled = min(width, int(round(ratio * width)))
+    return "#" * filled + "." * (width - filled)
+
+
+def render(rows: List[Row], footer: List[str], width: int = 0) -> str:
+    """The occupancy table as plain text (no terminal codes).
+
+    `width` (a terminal's columns) drops the name, then the bar, to fit; 0 shows all.
+    """
+    # Without the name the line is 78 characters (67 without the bar).
+    name_w = 26 if not width else min(26, width - 80)
+    name_w = name_w if name_w >= 6 else 0
+    show_bar = not width or width > 78
+    header = (f"{'TRAIN':8} " + (f"{'NAME':{name_w}} " if name_w else "")
+              + f"{'OCCUPANCY':>9} {'CAPACITY':>8} {'FULL':>5} " + (f"{'':10} " if show_bar else "")
+              + f"{'LAST EVENT (UTC)':24} {'EXPECTED':>8}")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    lines = [f"Train occupancy  {now.strftime('%H:%M:%S')} UTC", header, "-" * len(header)]
+    for r in rows:
+        value = "-" if r.value is None else str(r.value)
+        if r.value is not None and r.capacity:
+            full, bar = f"{r.value / r.capacity:.0%}", _bar(r.value / r.capacity)
+        else:
+            full, bar = "-", ""
+        last = (f"{r.last_updated.strftime('%H:%M:%S.%f')[:12]} ({_age(r.last_updated)})"
+                if r.last_updated else "-")
+        expected = "-" if r.expected is None else str(r.expected)
+        lines.append(f"{r.train_id:8} " + (f"{r.name[:name_w]:{name_w}} " if name_w else "")
+                     + f"{value:>9} {r.capacity or '-':>8} {full:>5} "
+                     + (f"{bar:10} " if show_bar else "") + f"{last:24} {expected:>8}")
+    if not rows:
+        lines.append("(no data)")
+    return "\n".join(lines + [""] + footer)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m local.demo",
+        description="Emulators, demo fleet, pipeline and simulated door devices, with a live "
+                    "occupancy table. Ctrl-C stops everything it started.")
+    parser.add_argument("--duration", type=float, default=0.0,
+                        help="Seconds to run once everything is started, then stop cleanly; "
+                             "0 runs until Ctrl-C.")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="Seed of the simulated devices: same seed, same passengers.")
+    parser.add_argument("--refresh", type=float, default=1.0,
+                        help="Seconds between redraws of the live table.")
+    parser.add_argument("--plain", action="store_true",
+                        help=f"Print a plain table every {PLAIN_INTERVAL_S:g}s instead of redrawing "
+                             "(the default when stdout is not a terminal).")
+    parser.add_argument("--log", type=str, default=str(REPO / ".local" / "pipeline.log"),
+                        help="Where the pipeline's log goes (overwritten on each run).")
+    args = parser.parse_args(argv)
+    if args.duration < 0 or args.refresh <= 0:
+        parser.error("--duration must be >= 0 and --refresh > 0")
+    return args
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _while_stopping(signum, frame):
+    say("still stopping, please wait...")
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    demo = Demo(args)
+    code = 1
+    try:
+        demo.start_emulators()
+        demo.create_pubsub()
+        demo.load_fleet()
+        demo.start_pipeline()
+        demo.start_simulator()
+        code = demo.watch()
+    except (KeyboardInterrupt, Terminated) as e:
+        print(flush=True)
+        say("terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)")
+        code = 0
+    except (EmulatorError, registry.RegistryError, gexc.GoogleAPICallError) as e:
+        say(f"error: {e}")
+    finally:
+        # A second Ctrl-C must not cut the cleanup short and leave processes behind.
+        signal.signal(signal.SIGINT, _while_stopping)
+        signal.signal(signal.SIGTERM, _while_stopping)
+        demo.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""`python -m local.demo` (what `make run` runs) end to end on the test's emulators.
+
+The demo runs as a subprocess with the emulator variables set, so it reuses the
+test's emulators instead of starting its own. Every process it starts inherits
+a token in its environment: after the demo exits, no process may carry it.
+"""
+import collections
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+from device import simulator
+from local import demo, stack
+from local.emulators import is_up
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TRAINS = [t.train_id for t in simulator.DEMO_FLEET]
+TOKEN_VAR = "OCCUPANCY_DEMO_TEST_TOKEN"
+
+
+def processes_with(token: str):
+    """(pid, cmdline) of every live process whose environment carries the token."""
+    marker = f"{TOKEN_VAR}={token}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in environ:
+            found.append((int(entry), cmdline))
+    return found
+
+
+def start_demo(tmp_path, *args):
+    token = uuid.uuid4().hex
+    out = open(tmp_path / "demo.out", "w")
+    env = dict(os.environ, **{TOKEN_VAR: token, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local.demo", "--log", str(tmp_path / "pipeline.log"), *args],
+        cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    out.close()
+    process.token = token
+    process.out_path = tmp_path / "demo.out"
+    return process
+
+
+def output(process) -> str:
+    return process.out_path.read_text(errors="replace")
+
+
+def realtime(client):
+    return {d.id: d.to_dict() for d in client.collection("realtime").stream()}
+
+
+def is_demo_pipeline(cmdline: str) -> bool:
+    return ("pipeline.main" in cmdline
+            and stack.subscription_path(stack.PROJECT, demo.SUBSCRIPTION) in cmdline)
+
+
+def watch(process, client, timeout_s, until=lambda seen: False):
+    """Polls realtime while the demo runs: train -> the distinct values seen, and the demo's processes."""
+    seen = {}
+    children = set()
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None and time.monotonic() < deadline and not until(seen):
+        for train, doc in realtime(client).items():
+            seen.setdefault(train, set()).add(doc.get("current_value"))
+        children.update(cmd for _, cmd in processes_with(process.token) if is_demo_pipeline(cmd))
+        time.sleep(0.5)
+    return seen, children
+
+
+def stop(process):
+    if process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
+def final_table(text: str):
+    """train -> (occupancy, expected) from the last table the demo printed."""
+    rows = {}
+    for line in text.splitlines():
+        if line.split()[:1] and line.split()[0] in TRAINS:
+            rest = line[9 + 26:].split()  # after the train and the fixed-width name
+            rows[line.split()[0]] = (rest[0], rest[-1])  # OCCUPANCY ... EXPECTED
+    return rows
+
+
+def test_demo_runs_for_its_duration_counts_and_leaves_nothing_running(emulator_env, firestore_client,
+                                                                      tmp_path):
+    process = start_demo(tmp_path, "--duration", "45", "--seed", "1")
+    try:
+        seen, children = watch(process, firestore_client, timeout_s=120)
+        code = process.wait(30)
+    finally:
+        stop(process)
+    text = output(process)
+    assert code == 0, text
+    assert "reusing the pubsub emulator" in text and "reusing the firestore emulator" in text, text
+    assert "pipeline log:" in text and "45s are up" in text and "[demo] stopped" in text, text
+
+    docs = realtime(firestore_client)
+    for train in TRAINS:
+        assert train in docs, f"no realtime/{train}: {sorted(docs)}\n{text}"
+        assert isinstance(docs[train]["current_value"], int) and docs[train]["current_value"] >= 0
+        assert docs[train]["last_updated"] is not None
+    assert any(len(values - {None}) >= 2 for values in seen.values()), seen
+    # The pipeline's counts agree with the simulator's truth at the same event time.
+    table = final_table(text)
+    assert set(table) == set(TRAINS), text
+    assert all(occupancy == expected != "-" for occupancy, expected in table.values()), text
+
+    # It ran a pipeline, stopped it, and left the emulators it reused running.
+    assert children, "never saw the demo's pipeline process"
+    assert processes_with(process.token) == []
+    assert is_up(emulator_env["PUBSUB_EMULATOR_HOST"]) and is_up(emulator_env["FIRESTORE_EMULATOR_HOST"])
+
+
+def test_demo_stops_everything_on_ctrl_c(emulator_env, firestore_client, tmp_path):
+    process = start_demo(tmp_path, "--seed", "2")
+    try:
+        seen, children = watch(process, firestore_client, timeout_s=90,
+                               until=lambda seen: set(seen) >= set(TRAINS))
+        assert process.poll() is None, output(process)
+        assert set(seen) >= set(TRAINS), f"no realtime documents for every train:\n{output(process)}"
+        process.send_signal(signal.SIGINT)
+        code = process.wait(60)
+    finally:
+        stop(process)
+    assert code == 0, output(process)
+    assert "interrupted (Ctrl-C)" in output(process) and "[demo] stopped" in output(process)
+    assert children, "never saw the demo's pipeline process"
+    assert processes_with(process.token) == []
+
+
+def pull_all(subscription: str, expected: int, timeout_s: float = 30):
+    from google.cloud import pubsub_v1
+    received = []
+    deadline = time.monotonic() + timeout_s
+    with pubsub_v1.SubscriberClient() as subscriber:
+        while len(received) < expected and time.monotonic() < deadline:
+            response = subscriber.pull(subscription=subscription, max_messages=100, timeout=10)
+            ids = [m.ack_id for m in response.received_messages]
+            if ids:
+                subscriber.acknowledge(subscription=subscription, ack_ids=ids)
+            received += [m.message for m in response.received_messages]
+    return received
+
+
+def test_publisher_sends_each_message_at_its_time_and_stops_when_told(emulator_env):
+    name = uuid.uuid4().hex[:8]
+    stack.ensure_topic(stack.PROJECT, f"sim-{name}", [f"sim-{name}"])
+    faulty = simulator.SimConfig(faults=simulator.FaultRates(0.1, 0.1, 0.1))
+    sim = simulator.Simulation(simulator.DEMO_FLEET[:2], seed=5, config=faulty)
+    publisher = simulator.DevicePublisher(sim, stack.PROJECT, f"sim-{name}", seconds=5).start()
+    assert publisher.wait(30) and publisher.error is None
+    planned = list(simulator.Simulation(sim.fleet, 5, faulty).messages(publisher.start_us, 5))
+    received = pull_all(stack.subscription_path(stack.PROJECT, f"sim-{name}"), len(planned))
+
+    key = lambda payload, attributes: (payload, tuple(sorted(attributes.items())))
+    assert sorted(key(m.data, m.attributes) for m in received) == sorted(
+        key(m.payload, m.attributes) for m in planned)
+    counts = publisher.counts()
+    assert counts["failed"] == 0 and sum(counts[k] for k in simulator.KINDS) == len(planned)
+    assert publisher.expected() == sim.truth.final()
+    # Real time: each message was published about when it was due, not all at once.
+    # (Only messages sent once: a duplicate, or a malformed payload used twice, has two due times.)
+    once = collections.Counter(key(m.payload, m.attributes) for m in planned)
+    due = {k: m.send_at for m in planned if once[k := key(m.payload, m.attributes)] == 1}
+    assert len(due) > len(planned) / 2
+    for m in received:
+        sent_at = m.publish_time.timestamp() - publisher.start_us / 1e6
+        if key(m.data, m.attributes) in due:
+            assert -0.1 < sent_at - due[key(m.data, m.attributes)] < 1.0
+
+    endless = simulator.DevicePublisher(simulator.Simulation(seed=6), stack.PROJECT, f"sim-{name}").start()
+    time.sleep(2)
+    endless.stop()
+    assert not endless.running and endless.published() > 0
+    published = endless.published()
+    time.sleep(1)
+    assert endless.published() == published
