@@ -285,60 +285,12 @@ class Demo:
         if self.pipeline is not None:
             say(f"stopping the pipeline (pid {self.pipeline.pid})...")
             stack.stop_process(self.pipeline)
-            wait_group_gone(self.pipeline.pid)
         for thread in self._emulator_threads:
             thread.join(120)  # an emulator still starting must be up before it can be stopped
         for emulator in self.started_emulators:
             say(f"stopping the {emulator.kind} emulator at {emulator.host_port}...")
-            # Emulator.stop() returns once the port is closed; its JVM takes ~2 s more to exit.
-            process = getattr(emulator, "_process", None)
             emulator.stop()
-            if process is not None:
-                wait_group_gone(process.pid)
         say("stopped")
-
-
-def _group_members(pgid: int) -> List[int]:
-    """Live (not zombie) processes of a process group, read from /proc."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                # "pid (comm) state ppid pgrp ...": comm may contain spaces, so split after ')'.
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry))
-    return members
-
-
-def wait_group_gone(pgid: int, timeout_s: float = 15.0) -> None:
-    """Waits until no process of the group is left; SIGKILLs the group after `timeout_s`.
-
-    The children started here lead their own process groups (start_new_session),
-    so an empty group means nothing of theirs is left running.
-    """
-    if not os.path.isdir("/proc"):
-        return  # not Linux: the callers' own waits are all there is
-    if _wait_empty(pgid, timeout_s):
-        return
-    _LOGGER.warning("Process group %s still running after %.0fs: killing it", pgid, timeout_s)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    if not _wait_empty(pgid, 5.0):
-        _LOGGER.error("Process group %s survived SIGKILL: %s", pgid, _group_members(pgid))
-
-
-def _wait_empty(pgid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while _group_members(pgid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def _age(moment: datetime.datetime) -> str:

@@ -4,16 +4,15 @@
 its PID can leave the emulator running with its port taken, so each emulator
 runs in a process group of its own and the whole group is stopped.
 """
-import contextlib
 import logging
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
+
+from local.processes import stop_group
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -90,20 +89,10 @@ class Emulator:
             return ""
 
     def stop(self) -> None:
+        """Stops the wrapper and its JVM: returns when none of the group is left."""
         if self._process is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._process.pid, signal.SIGTERM)
-        try:
-            self._process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait(timeout=5)
-        # The Java child may outlive the wrapper for a moment: wait for the port to close.
-        deadline = time.monotonic() + 15
-        while is_up(self.host_port) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        stop_group(self._process, timeout_s=15)
         self._process = None
 
     def reset(self) -> None:

@@ -13,6 +13,8 @@ import time
 
 from google.api_core import exceptions as gexc
 
+from local.processes import stop_group
+
 PROJECT = "demo-occupancy"
 
 
@@ -61,17 +63,8 @@ def start_pipeline(project: str, subscription: str, *extra_args: str, env: dict 
 
 
 def stop_process(process: subprocess.Popen, sig=signal.SIGTERM, timeout_s: float = 20) -> None:
-    """Stops a child started in its own process group (SIGKILL if it does not stop in time)."""
-    if process is None or process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+    """Stops a child started in its own process group, and everything it started."""
+    stop_group(process, sig, timeout_s)
 
 
 def wait_for(predicate, timeout_s: float, interval_s: float = 0.2, what: str = "condition"):

@@ -16,7 +16,7 @@ from google.cloud import pubsub_v1
 
 from local import stack
 from local.stack import PROJECT
-from occupancy import documents, registry, wire
+from occupancy import registry, wire
 from occupancy.store import make_client
 
 S = 1_000_000

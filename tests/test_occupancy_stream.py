@@ -16,7 +16,8 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from occupancy import documents, fold, wire
-from transforms.occupancy import STATS, STAT_NAMES, CountFlushes, EventCoder, FoldOccupancy
+from transforms.coders import EventCoder
+from transforms.occupancy import STATS, STAT_NAMES, CountFlushes, FoldOccupancy
 
 T0 = wire.parse_time("2026-11-24T07:00:00Z")
 S = 1_000_000
@@ -175,7 +176,9 @@ def test_trains_are_independent_and_realtime_is_written_once_per_flush():
 def test_event_coder_round_trips_state_events():
     coder = EventCoder()
     for event in (ev("d1", 5, -3, 1.5), wire.Event(event_id="reset:t:x", event_time_us=T0, kind=wire.RESET,
-                                                   train_id="t", capacity=120, registered_us=9)):
+                                                   train_id="t", capacity=120, registered_us=9),
+                  ev("d1", 6, 2, 1.5)._replace(raw=b"\xff{", attributes=(("a", "1"), ("b", "2")),
+                                               message_id="m1")):
         assert coder.decode(coder.encode(event)) == event
 
 

@@ -11,12 +11,14 @@ import logging
 import threading
 import time
 import uuid
+from typing import Tuple
 
 import apache_beam as beam
 from apache_beam.utils import shared
 
 from occupancy import registry, wire
 from occupancy.store import TRANSIENT, RetryPolicy, make_client
+from transforms import coders  # noqa: F401  (registers the Event coder)
 
 _LOGGER = logging.getLogger(__name__)
 DEAD_LETTER = "dead_letter"
@@ -155,4 +157,5 @@ class EnrichWithTrain(beam.PTransform):
                     | "LoadRegistry" >> beam.ParDo(LoadRegistrySnapshot(*self._args)))
         return events | "LookupTrain" >> beam.ParDo(
             LookupTrain(*self._args, self._refresh_s),
-            initial_snapshot=beam.pvalue.AsSingleton(snapshot)).with_outputs(DEAD_LETTER, main="keyed")
+            initial_snapshot=beam.pvalue.AsSingleton(snapshot)
+        ).with_output_types(Tuple[str, wire.Event]).with_outputs(DEAD_LETTER, main="keyed")

@@ -33,29 +33,11 @@ from apache_beam.utils.timestamp import Timestamp
 
 from occupancy import documents, fold, wire
 from occupancy.store import RetryPolicy, make_client
+from transforms.coders import EventCoder
 
 _LOGGER = logging.getLogger(__name__)
 STATS = "stats"
 STAT_NAMES = ("applied", "duplicates", "late", "corrections", "heartbeats", "seeded")
-
-
-class EventCoder(coders.Coder):
-    """Compact, deterministic coder for stripped Events (no raw message) in state."""
-
-    def __init__(self):
-        self._tuple = coders.TupleCoder([
-            coders.StrUtf8Coder(), coders.VarIntCoder(), coders.StrUtf8Coder(), coders.StrUtf8Coder(),
-            coders.VarIntCoder(), coders.VarIntCoder(), coders.StrUtf8Coder(),
-            coders.NullableCoder(coders.VarIntCoder()), coders.VarIntCoder()])
-
-    def encode(self, event):
-        return self._tuple.encode(tuple(event[:9]))
-
-    def decode(self, encoded):
-        return wire.Event(*self._tuple.decode(encoded))
-
-    def is_deterministic(self):
-        return True
 
 
 class RealtimeSeed:

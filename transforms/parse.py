@@ -9,6 +9,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from occupancy import wire
+from transforms import coders  # noqa: F401  (registers the Event coder)
 
 _LOGGER = logging.getLogger(__name__)
 DEAD_LETTER = "dead_letter"
@@ -63,4 +64,5 @@ class ParseEvents(beam.PTransform):
         self._fn = ParseEvent(max_abs_delta, max_future_skew_s, legacy_timezone)
 
     def expand(self, messages):
-        return messages | "Parse" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main="events")
+        return messages | "Parse" >> beam.ParDo(self._fn).with_output_types(wire.Event).with_outputs(
+            DEAD_LETTER, main="events")
