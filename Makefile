@@ -32,3 +32,107 @@ test-fast: install
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# ---- Dataflow (README, "Deploy to Dataflow") ---------------------------------
+# Needs PROJECT, REGION and BUCKET, e.g.
+#   make deploy-infra template launch PROJECT=my-project REGION=europe-west1 BUCKET=my-project-occupancy
+# IMAGE and TEMPLATE_SPEC default to names derived from them and TAG (the git
+# commit): every `make template` keeps its own image and spec, so a rollback is
+# `make launch UPDATE=1 TAG=<previous tag>`.
+PROJECT ?=
+REGION ?=
+BUCKET ?=
+REPOSITORY ?= occupancy
+TAG ?= $(shell git describe --always --dirty 2>/dev/null)
+IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/occupancy-pipeline:$(TAG)
+TEMPLATE_SPEC ?= gs://$(BUCKET)/templates/occupancy-$(TAG).json
+JOB_NAME ?= occupancy
+SUBSCRIPTION ?= projects/$(PROJECT)/subscriptions/occupancy-pipeline
+DEAD_LETTER_TOPIC ?= projects/$(PROJECT)/topics/occupancy-dead-letters
+PIPELINE_SA ?= occupancy-pipeline@$(PROJECT).iam.gserviceaccount.com
+# More template parameters (launch), space-separated: PARAMS="daily_reset=03:00 timezone=Europe/Vienna"
+PARAMS ?=
+# More pipeline options (dataflow): ARGS="--daily_reset 03:00 --timezone Europe/Vienna"
+ARGS ?=
+# UPDATE=1: replace the running job of the same JOB_NAME in place (--update).
+UPDATE ?=
+# DRY_RUN=1: deploy-infra prints its gcloud commands; dataflow builds the job offline.
+DRY_RUN ?=
+# BUILD=docker: build and push the image with the local docker instead of Cloud Build.
+BUILD ?= cloudbuild
+# Beam's version lives in setup.py only; the image is built with it.
+SETUP_BEAM_VERSION = $(shell sed -n 's/^BEAM_VERSION = "\(.*\)"$$/\1/p' setup.py)
+
+require = $(if $(strip $($(1))),,$(error $(1) is not set: run make $@ PROJECT=<project-id> REGION=<region> BUCKET=<bucket> (README, "Deploy to Dataflow")))
+require_cloud = $(call require,PROJECT)$(call require,REGION)$(call require,BUCKET)
+
+.PHONY: deploy-infra template-image template launch dataflow drain
+
+# Topic, subscriptions, dead-letter topic, service accounts with least-privilege
+# roles, staging bucket, image repository, Firestore indexes (deploy/infra.sh).
+deploy-infra:
+	@:$(require_cloud)
+	bash deploy/infra.sh --project '$(PROJECT)' --region '$(REGION)' --bucket '$(BUCKET)' $(if $(DRY_RUN),--dry-run)
+
+# The launcher + worker image (templates/Dockerfile), built from the repository root.
+template-image:
+	@:$(require_cloud)$(call require,TAG)$(call require,SETUP_BEAM_VERSION)
+ifeq ($(BUILD),docker)
+	docker build -f templates/Dockerfile --build-arg BEAM_VERSION=$(SETUP_BEAM_VERSION) -t '$(IMAGE)' .
+	docker push '$(IMAGE)'
+else
+	gcloud builds submit --project='$(PROJECT)' --config=templates/cloudbuild.yaml \
+	  --ignore-file=templates/.gcloudignore \
+	  --substitutions='_IMAGE=$(IMAGE),_BEAM_VERSION=$(SETUP_BEAM_VERSION)' .
+endif
+
+# Image, then the template spec (gs://BUCKET/templates/occupancy-TAG.json).
+template: template-image
+	@:$(require_cloud)
+	gcloud dataflow flex-template build '$(TEMPLATE_SPEC)' --project='$(PROJECT)' \
+	  --image='$(IMAGE)' --sdk-language=PYTHON --metadata-file=templates/metadata.json \
+	  --service-account-email='$(PIPELINE_SA)' --enable-streaming-engine \
+	  --staging-location='gs://$(BUCKET)/staging' --temp-location='gs://$(BUCKET)/tmp'
+	@echo "template $(TEMPLATE_SPEC), image $(IMAGE)"
+
+# Starts the job from the template; UPDATE=1 replaces the running job of that name.
+launch:
+	@:$(require_cloud)$(call require,TAG)
+	gcloud dataflow flex-template run '$(JOB_NAME)' --project='$(PROJECT)' --region='$(REGION)' \
+	  --template-file-gcs-location='$(TEMPLATE_SPEC)' \
+	  --service-account-email='$(PIPELINE_SA)' --enable-streaming-engine \
+	  --staging-location='gs://$(BUCKET)/staging' --temp-location='gs://$(BUCKET)/tmp' \
+	  $(if $(SUBSCRIPTION),--parameters='input_subscription=$(SUBSCRIPTION)') \
+	  $(if $(DEAD_LETTER_TOPIC),--parameters='dead_letter_topic=$(DEAD_LETTER_TOPIC)') \
+	  --parameters='sdk_container_image=$(IMAGE)' \
+	  $(foreach p,$(PARAMS),--parameters='$(p)') $(if $(UPDATE),--update)
+
+# Direct launch from this checkout, without a template. Workers run IMAGE (built by
+# `make template-image`: the stock Beam image lacks the Firestore client) with this
+# checkout's code (--setup_file). Blocks while the job runs; Ctrl-C leaves it running.
+dataflow: install
+	@:$(require_cloud)
+	$(PY) -m pipeline.main --runner DataflowRunner --streaming --enable_streaming_engine \
+	  --setup_file ./setup.py --sdk_container_image '$(IMAGE)' \
+	  --project '$(PROJECT)' --region '$(REGION)' --job_name '$(JOB_NAME)' \
+	  --temp_location 'gs://$(BUCKET)/tmp' --staging_location 'gs://$(BUCKET)/staging' \
+	  --service_account_email '$(PIPELINE_SA)' \
+	  $(if $(SUBSCRIPTION),--input_subscription '$(SUBSCRIPTION)') \
+	  $(if $(DEAD_LETTER_TOPIC),--dead_letter_topic '$(DEAD_LETTER_TOPIC)') \
+	  $(if $(UPDATE),--update) $(if $(DRY_RUN),--dry_run=True) $(ARGS)
+
+# Drains the running job of JOB_NAME: no new input, pending flushes are written.
+drain:
+	@:$(call require,PROJECT)$(call require,REGION)
+	gcloud dataflow jobs drain --project='$(PROJECT)' --region='$(REGION)' \
+	  $$(gcloud dataflow jobs list --project='$(PROJECT)' --region='$(REGION)' --status=active \
+	     --filter='name=$(JOB_NAME)' --format='value(id)')
+
+# Benchmark (README, "Benchmark"): starts its own emulators; prints one table and writes
+# bench/results.json and bench/results.md. Under 10 minutes; bench-smoke takes seconds.
+.PHONY: bench bench-smoke
+bench: install
+	$(PY) -m bench
+
+bench-smoke: install
+	$(PY) -m bench --smoke --output .local/bench-smoke

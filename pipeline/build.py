@@ -2,7 +2,6 @@
 import zoneinfo
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import StandardOptions
 
 from occupancy import documents, fold
 from pipeline.options import OccupancyOptions
@@ -28,8 +27,11 @@ def fold_config(options: OccupancyOptions) -> fold.FoldConfig:
 
 
 def _read(p, options: OccupancyOptions):
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
     kwargs = {"with_attributes": True}
-    if options.view_as(StandardOptions).runner in ("DataflowRunner", "dataflow"):
+    # By the runner object, not its name: Beam accepts any spelling ("dataflow", "DataflowRunner",
+    # "dataflowrunner", a module path), and a Pipeline may be given a runner instance.
+    if isinstance(getattr(p, "runner", None), DataflowRunner):
         # Dataflow's own de-duplication of redelivered messages; the local runner rejects it.
         kwargs["id_label"] = "event_id"
     if options.input_subscription:

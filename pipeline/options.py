@@ -1,5 +1,6 @@
 """The pipeline's command-line options (DESIGN.md, "Command line")."""
 import datetime
+import math
 import zoneinfo
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
@@ -7,8 +8,8 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if value <= 0:
-        raise ValueError(f"must be > 0, got {text}")
+    if not math.isfinite(value) or value <= 0:  # "nan" and "inf" parse as floats
+        raise ValueError(f"must be a finite number > 0, got {text}")
     return value
 
 

@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# Creates what the occupancy pipeline needs in a Google Cloud project, with
+# least-privilege service accounts, and deploys the Firestore indexes.
+#
+#   deploy/infra.sh --project PROJECT --region REGION --bucket BUCKET [--dry-run]
+#   make deploy-infra PROJECT=... REGION=... BUCKET=...     (DRY_RUN=1 adds --dry-run)
+#
+# --dry-run prints every gcloud command it would run, one per line on stdout,
+# and runs nothing (no account or network needed).
+#
+# Idempotent: a resource that already exists is kept as it is; IAM bindings are
+# (re-)added. Prerequisites (README, "Deploy to Dataflow"): the APIs enabled
+# and the Firestore database created in native mode.
+#
+# What it creates (names are the defaults; see --help):
+#   gs://BUCKET                       staging, temp and template specs
+#   Artifact Registry repo occupancy  the template / worker image
+#   topic occupancy-events            devices publish here
+#   subscription occupancy-pipeline   the pipeline reads here
+#   topic occupancy-dead-letters      rejected messages (+ a subscription of the
+#                                     same name that keeps them 7 days: a topic
+#                                     without a subscription drops what it gets)
+#   service account occupancy-pipeline  Dataflow launcher and workers:
+#       roles/pubsub.subscriber + roles/pubsub.viewer on the subscription only,
+#       roles/pubsub.publisher on the dead-letter topic only,
+#       roles/datastore.user and roles/dataflow.worker on the project,
+#       roles/storage.objectAdmin on the bucket only,
+#       roles/artifactregistry.reader on the repository only
+#   service account occupancy-device  a door device: roles/pubsub.publisher on
+#                                     the events topic, nothing else
+#   Firestore indexes from deploy/firestore.indexes.json (composite indexes and
+#   single-field exemptions), with `gcloud firestore indexes ...`
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+PROJECT="${PROJECT:-}"
+REGION="${REGION:-}"
+BUCKET="${BUCKET:-}"
+TOPIC="occupancy-events"
+SUBSCRIPTION="occupancy-pipeline"
+DEAD_LETTER_TOPIC="occupancy-dead-letters"
+REPOSITORY="occupancy"
+PIPELINE_SA_NAME="occupancy-pipeline"
+DEVICE_SA_NAME="occupancy-device"
+DATABASE="(default)"
+INDEXES="$HERE/firestore.indexes.json"
+DRY_RUN=0
+
+usage() {
+  cat <<EOF
+usage: $0 --project PROJECT --region REGION --bucket BUCKET [--dry-run]
+          [--topic $TOPIC] [--subscription $SUBSCRIPTION]
+          [--dead-letter-topic $DEAD_LETTER_TOPIC] [--repository $REPOSITORY]
+          [--pipeline-sa $PIPELINE_SA_NAME] [--device-sa $DEVICE_SA_NAME]
+          [--database '$DATABASE'] [--indexes deploy/firestore.indexes.json]
+PROJECT, REGION and BUCKET may also come from the environment.
+EOF
+}
+
+die() { printf 'infra.sh: %s\n' "$*" >&2; exit 2; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --project) PROJECT="${2:?}"; shift 2 ;;
+    --region) REGION="${2:?}"; shift 2 ;;
+    --bucket) BUCKET="${2:?}"; shift 2 ;;
+    --topic) TOPIC="${2:?}"; shift 2 ;;
+    --subscription) SUBSCRIPTION="${2:?}"; shift 2 ;;
+    --dead-letter-topic) DEAD_LETTER_TOPIC="${2:?}"; shift 2 ;;
+    --repository) REPOSITORY="${2:?}"; shift 2 ;;
+    --pipeline-sa) PIPELINE_SA_NAME="${2:?}"; shift 2 ;;
+    --device-sa) DEVICE_SA_NAME="${2:?}"; shift 2 ;;
+    --database) DATABASE="${2:?}"; shift 2 ;;
+    --indexes) INDEXES="${2:?}"; shift 2 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+done
+
+BUCKET="${BUCKET#gs://}"
+BUCKET="${BUCKET%/}"
+[[ -n "$PROJECT" ]] || { usage >&2; die "--project (or PROJECT) is required"; }
+[[ -n "$REGION" ]] || { usage >&2; die "--region (or REGION) is required"; }
+[[ -n "$BUCKET" ]] || { usage >&2; die "--bucket (or BUCKET) is required"; }
+[[ "$PROJECT" =~ ^([a-z][-a-z0-9.]*[a-z0-9]:)?[a-z][-a-z0-9]{4,28}[a-z0-9]$ ]] || die "not a project id: $PROJECT"
+[[ "$REGION" =~ ^[a-z]+-[a-z]+[0-9]+$ ]] || die "not a region: $REGION"
+[[ "$BUCKET" =~ ^[a-z0-9][-a-z0-9_.]{1,61}[a-z0-9]$ ]] || die "not a bucket name: $BUCKET"
+[[ -f "$INDEXES" ]] || die "no index file: $INDEXES"
+
+PIPELINE_SA="${PIPELINE_SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
+DEVICE_SA="${DEVICE_SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
+
+# A command as one shell-quoted line.
+show() {
+  local quoted=() arg
+  for arg in "$@"; do quoted+=("$(printf '%q' "$arg")"); done
+  printf '%s\n' "${quoted[*]}"
+}
+
+# Runs a command (dry run: prints it). IAM bindings right after a service
+# account was created can fail until it has propagated: retried a few times.
+run() {
+  if [[ $DRY_RUN == 1 ]]; then show "$@"; return 0; fi
+  printf '+ %s\n' "$(show "$@")" >&2
+  local attempt
+  for attempt in 1 2 3 4 5; do
+    if "$@" >/dev/null; then return 0; fi
+    [[ $attempt == 5 ]] && return 1
+    printf 'retrying in 10 s...\n' >&2
+    sleep 10
+  done
+}
+
+# Runs a create command; "already exists" counts as success (the resource is kept).
+create() {
+  if [[ $DRY_RUN == 1 ]]; then show "$@"; return 0; fi
+  printf '+ %s\n' "$(show "$@")" >&2
+  local err
+  if err="$("$@" 2>&1 >/dev/null)"; then return 0; fi
+  if grep -qiE 'already exists|ALREADY_EXISTS' <<<"$err"; then
+    printf '  (already exists, kept)\n' >&2
+    return 0
+  fi
+  printf '%s\n' "$err" >&2
+  return 1
+}
+
+P="--project=$PROJECT"
+PIPELINE_MEMBER="--member=serviceAccount:$PIPELINE_SA"
+DEVICE_MEMBER="--member=serviceAccount:$DEVICE_SA"
+
+# --- storage and image repository ------------------------------------------
+create gcloud storage buckets create "gs://$BUCKET" "$P" "--location=$REGION" --uniform-bucket-level-access
+create gcloud artifacts repositories create "$REPOSITORY" "$P" "--location=$REGION" --repository-format=docker \
+  "--description=Train occupancy Flex Template and worker image"
+
+# --- Pub/Sub ----------------------------------------------------------------
+create gcloud pubsub topics create "$TOPIC" "$P"
+create gcloud pubsub topics create "$DEAD_LETTER_TOPIC" "$P"
+# Dataflow acknowledges a message once it is durably in the pipeline; 7 days of
+# retention let a stopped job catch up. No Pub/Sub dead-letter policy and no
+# exactly-once delivery here: Dataflow de-duplicates itself (id_label=event_id).
+create gcloud pubsub subscriptions create "$SUBSCRIPTION" "$P" "--topic=$TOPIC" \
+  --ack-deadline=60 --message-retention-duration=7d --expiration-period=never
+create gcloud pubsub subscriptions create "$DEAD_LETTER_TOPIC" "$P" "--topic=$DEAD_LETTER_TOPIC" \
+  --message-retention-duration=7d --expiration-period=never
+
+# --- service accounts ---------------------------------------------------------
+create gcloud iam service-accounts create "$PIPELINE_SA_NAME" "$P" \
+  "--display-name=Train occupancy pipeline (Dataflow launcher and workers)"
+create gcloud iam service-accounts create "$DEVICE_SA_NAME" "$P" \
+  "--display-name=Train occupancy door device (publishes events)"
+
+# --- least-privilege bindings: pipeline ----------------------------------------
+run gcloud pubsub subscriptions add-iam-policy-binding "$SUBSCRIPTION" "$P" "$PIPELINE_MEMBER" --role=roles/pubsub.subscriber
+# Read-only on the same subscription: Dataflow reads its configuration.
+run gcloud pubsub subscriptions add-iam-policy-binding "$SUBSCRIPTION" "$P" "$PIPELINE_MEMBER" --role=roles/pubsub.viewer
+run gcloud pubsub topics add-iam-policy-binding "$DEAD_LETTER_TOPIC" "$P" "$PIPELINE_MEMBER" --role=roles/pubsub.publisher
+run gcloud projects add-iam-policy-binding "$PROJECT" "$PIPELINE_MEMBER" --role=roles/datastore.user --condition=None
+run gcloud projects add-iam-policy-binding "$PROJECT" "$PIPELINE_MEMBER" --role=roles/dataflow.worker --condition=None
+run gcloud storage buckets add-iam-policy-binding "gs://$BUCKET" "$PIPELINE_MEMBER" --role=roles/storage.objectAdmin
+run gcloud artifacts repositories add-iam-policy-binding "$REPOSITORY" "$P" "--location=$REGION" "$PIPELINE_MEMBER" \
+  --role=roles/artifactregistry.reader
+
+# --- least-privilege bindings: devices -----------------------------------------
+run gcloud pubsub topics add-iam-policy-binding "$TOPIC" "$P" "$DEVICE_MEMBER" --role=roles/pubsub.publisher
+
+# --- Firestore indexes (deploy/firestore.indexes.json, Firebase CLI format) -------
+# Translated to gcloud commands so that no Firebase CLI is needed; the same
+# file also works with `firebase deploy --only firestore:indexes`.
+index_commands() {
+  python3 - "$INDEXES" "$PROJECT" "$DATABASE" <<'PY'
+import json
+import sys
+
+path, project, database = sys.argv[1:]
+spec = json.load(open(path))
+SEP = "\x1f"
+for index in spec.get("indexes", []):
+    args = ["gcloud", "firestore", "indexes", "composite", "create", f"--project={project}",
+            f"--database={database}", f"--collection-group={index['collectionGroup']}",
+            f"--query-scope={index.get('queryScope', 'COLLECTION').lower().replace('_', '-')}"]
+    for field in index["fields"]:
+        kind = (f"order={field['order'].lower()}" if "order" in field
+                else f"array-config={field['arrayConfig'].lower()}")
+        args.append(f"--field-config=field-path={field['fieldPath']},{kind}")
+    print("create" + SEP + SEP.join(args + ["--async"]))
+for override in spec.get("fieldOverrides", []):
+    args = ["gcloud", "firestore", "indexes", "fields", "update", override["fieldPath"],
+            f"--project={project}", f"--database={database}",
+            f"--collection-group={override['collectionGroup']}"]
+    if not override.get("indexes"):
+        args.append("--disable-indexes")
+    for index in override["indexes"]:
+        args.append(f"--index=order={index['order']}" if "order" in index
+                    else f"--index=array-config={index['arrayConfig'].lower()}")
+    print("run" + SEP + SEP.join(args + ["--async"]))
+PY
+}
+
+commands="$(index_commands)"
+while IFS=$'\x1f' read -r -a command; do
+  [[ ${#command[@]} -gt 0 ]] || continue
+  "${command[0]}" "${command[@]:1}"
+done <<<"$commands"
+
+if [[ $DRY_RUN != 1 ]]; then
+  cat >&2 <<EOF
+Done. Pipeline service account: $PIPELINE_SA
+Image repository: $REGION-docker.pkg.dev/$PROJECT/$REPOSITORY
+Next: make template PROJECT=$PROJECT REGION=$REGION BUCKET=$BUCKET
+EOF
+fi

@@ -1,0 +1,431 @@
+"""The Flex Template, its image and the deployment files agree with the code.
+
+Checked offline: templates/metadata.json against OccupancyOptions (both ways,
+through argparse, not through a shared list), its regexes against literal good
+and bad values, the Dockerfile against setup.py, deploy/infra.sh (`bash -n`
+and the commands its --dry-run prints), the Firestore index file, gcloud's own
+parsing of the metadata (flex-template build --print-only) and the Makefile's
+deploy targets (make -n).
+"""
+import argparse
+import ast
+import json
+import os
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+from google.cloud.dataflow_v1beta3.types import TemplateMetadata
+
+from pipeline.options import OccupancyOptions
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+METADATA = REPO / "templates" / "metadata.json"
+DOCKERFILE = REPO / "templates" / "Dockerfile"
+INFRA = REPO / "deploy" / "infra.sh"
+INDEXES = REPO / "deploy" / "firestore.indexes.json"
+
+# OccupancyOptions options deliberately not template parameters: none. Every one
+# of them is something an operator sets when launching the job.
+NOT_IN_TEMPLATE = set()
+
+# Options without a default that are still optional at launch, and why.
+OPTIONAL_WITHOUT_DEFAULT = {
+    "input_subscription",  # one of input_subscription / input_topic (validate_occupancy)
+    "input_topic",         # the other one
+    "dead_letter_topic",   # none: dead letters go to --dead_letter_collection
+    "firestore_project",   # none: the job's --project
+}
+
+# Values each parameter's regex must accept (README examples among them) and reject.
+GOOD = {
+    "input_subscription": ["projects/my-project/subscriptions/occupancy-pipeline",
+                           "projects/demo-occupancy-123/subscriptions/occupancy-pipeline"],
+    "input_topic": ["projects/my-project/topics/occupancy-events"],
+    "dead_letter_topic": ["projects/my-project/topics/occupancy-dead-letters"],
+    "firestore_project": ["my-project", "demo-occupancy-123"],
+    "firestore_database": ["(default)", "occupancy"],
+    "registry_refresh_s": ["60", "0.5", "2"],
+    "reorder_delay_s": ["2", "0", "0.5"],
+    "flush_interval_s": ["1", "0.5", "2"],
+    "max_abs_delta": ["100", "2"],
+    "max_future_skew_s": ["300", "0", "0.5"],
+    "dedup_window": ["1000", "2"],
+    "legacy_timezone": ["UTC", "Europe/Vienna", "America/Argentina/Buenos_Aires", "Etc/GMT+1"],
+    "daily_reset": ["07:30", "03:00", "23:59", "0:00"],
+    "timezone": ["UTC", "Europe/Vienna"],
+    "write_retry_deadline_s": ["60", "0.5"],
+    "realtime_collection": ["realtime", "realtime_staging", "rt-2"],
+    "history_collection": ["history"],
+    "devices_collection": ["devices"],
+    "trains_collection": ["trains"],
+    "dead_letter_collection": ["dead_letters"],
+}
+BAD = {
+    "input_subscription": ["projects/x/topics/", "projects/my-project/topics/occupancy-events",
+                           "occupancy-pipeline", "projects/My_Project/subscriptions/occupancy-pipeline",
+                           "projects/my-project/subscriptions/a/b"],
+    "input_topic": ["projects/x/topics/", "projects/my-project/subscriptions/occupancy-pipeline",
+                    "occupancy-events"],
+    "dead_letter_topic": ["projects/x/topics/", "occupancy-dead-letters"],
+    "firestore_project": ["a/b", "x", "My-Project", "my-project-"],
+    "firestore_database": ["a/b", "db", "Occupancy", "occupancy-"],
+    "registry_refresh_s": ["-1", "0", "0.0", "abc", "", "nan"],
+    "reorder_delay_s": ["-1", "abc", ""],
+    "flush_interval_s": ["-1", "0", "x"],
+    "max_abs_delta": ["-1", "0", "1.5"],
+    "max_future_skew_s": ["-1", "abc"],
+    "dedup_window": ["-1", "0", "1e3"],
+    "legacy_timezone": ["a/b", "Europe/../etc", "", "Europe Vienna"],
+    "daily_reset": ["25:00", "24:00", "07:60", "0730", "7", ""],
+    "timezone": ["a/b", ""],
+    "write_retry_deadline_s": ["-1", "0"],
+    "realtime_collection": ["a/b", "", "__x__", ".", "1st"],
+    "history_collection": ["a/b"],
+    "devices_collection": ["a/b"],
+    "trains_collection": ["a/b"],
+    "dead_letter_collection": ["a/b"],
+}
+# Written literally in README.md, "Deploy to Dataflow".
+README_EXAMPLES = {
+    "input_subscription": "projects/my-project/subscriptions/occupancy-pipeline",
+    "dead_letter_topic": "projects/my-project/topics/occupancy-dead-letters",
+    "daily_reset": "07:30",
+    "timezone": "Europe/Vienna",
+    "reorder_delay_s": "0.5",
+    "flush_interval_s": "2",
+}
+
+
+@pytest.fixture(scope="module")
+def metadata():
+    return json.loads(METADATA.read_text())
+
+
+@pytest.fixture(scope="module")
+def params(metadata):
+    return {p["name"]: p for p in metadata["parameters"]}
+
+
+@pytest.fixture(scope="module")
+def actions():
+    parser = argparse.ArgumentParser()
+    OccupancyOptions._add_argparse_args(parser)
+    return {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+
+
+def _matches(param, value):
+    return all(re.fullmatch(regex, value) for regex in param.get("regexes", []))
+
+
+# --- metadata.json ------------------------------------------------------------
+
+def test_metadata_is_a_valid_template_metadata_message():
+    # Strict parse with the Dataflow API's own message: unknown fields or enum values fail.
+    parsed = TemplateMetadata.from_json(METADATA.read_text())
+    assert parsed.name and parsed.parameters
+    for param in parsed.parameters:
+        assert param.name and param.label and param.help_text
+
+
+def test_every_template_parameter_is_a_pipeline_option(params, actions):
+    assert len(params) == len(json.loads(METADATA.read_text())["parameters"])  # no duplicates
+    assert set(params) - set(actions) == set()
+
+
+def test_every_launch_option_is_a_template_parameter(params, actions):
+    assert set(actions) - NOT_IN_TEMPLATE - set(params) == set()
+    assert NOT_IN_TEMPLATE <= set(actions)
+
+
+def test_optional_flags_match_the_defaults(params, actions):
+    for name, param in params.items():
+        expected = actions[name].default is not None or name in OPTIONAL_WITHOUT_DEFAULT
+        assert param.get("isOptional", False) is expected, name
+
+
+def test_help_text_states_the_default_and_the_input_rule(params, actions):
+    for name, param in params.items():
+        default = actions[name].default
+        if default is None:
+            continue
+        shown = ("off" if default == "" else
+                 str(int(default)) if isinstance(default, float) and default.is_integer() else str(default))
+        assert f"Default: {shown}." in param["helpText"], name
+    for name in ("input_subscription", "input_topic"):
+        assert "one of them is required" in params[name]["helpText"]
+        assert "input_subscription and input_topic" in params[name]["helpText"]
+
+
+def test_every_parameter_has_a_regex_and_literal_examples(params):
+    assert set(GOOD) == set(params) == set(BAD)
+    for name, param in params.items():
+        assert param.get("regexes"), name
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_regexes_accept_good_values_that_the_pipeline_also_accepts(name, params, actions):
+    convert = actions[name].type or str
+    for value in GOOD[name]:
+        assert _matches(params[name], value), (name, value)
+        convert(value)  # argparse's own check of the option accepts it too
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_regexes_reject_bad_values(name, params):
+    for value in BAD[name]:
+        assert not _matches(params[name], value), (name, value)
+
+
+def test_readme_examples_pass_the_regexes(params):
+    readme = (REPO / "README.md").read_text()
+    for name, value in README_EXAMPLES.items():
+        assert f"{name}={value}" in readme, (name, value)
+        assert _matches(params[name], value), (name, value)
+
+
+def test_gcloud_accepts_the_metadata(tmp_path):
+    # gcloud's own parsing and validation of the spec, offline (--print-only uploads nothing).
+    env = {**os.environ, "CLOUDSDK_CONFIG": str(tmp_path), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
+    out = subprocess.run(
+        ["gcloud", "dataflow", "flex-template", "build", "gs://demo-occupancy-bucket/templates/t.json",
+         "--project=demo-occupancy-123", "--sdk-language=PYTHON", "--print-only",
+         "--image=europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:test",
+         f"--metadata-file={METADATA}"],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    spec = json.loads(out.stdout.lstrip("|-\n"))
+    assert [p["name"] for p in spec["metadata"]["parameters"]] == \
+        [p["name"] for p in json.loads(METADATA.read_text())["parameters"]]
+    assert spec["sdkInfo"]["language"] == "PYTHON"
+
+
+# --- Dockerfile -----------------------------------------------------------------
+
+def _setup_beam_version():
+    tree = ast.parse((REPO / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "BEAM_VERSION" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError("no BEAM_VERSION in setup.py")
+
+
+def _dockerfile():
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def test_dockerfile_pins_the_beam_version_of_setup_py():
+    lines = _dockerfile()
+    args = dict(re.fullmatch(r"ARG (\w+)=(\S+)", l).groups() for l in lines if re.fullmatch(r"ARG \w+=\S+", l))
+    assert args["BEAM_VERSION"] == _setup_beam_version() == "2.77.0"
+    froms = [l.split()[1] for l in lines if l.startswith("FROM ")]
+    assert "apache/beam_python3.11_sdk:${BEAM_VERSION}" in froms
+    assert args["LAUNCHER_IMAGE"].startswith("gcr.io/dataflow-templates-base/python311-template-launcher-base")
+    # Nothing else names a Beam version.
+    assert not re.search(r"\b2\.\d+\.\d+\b", "\n".join(l for l in lines if not l.startswith("ARG BEAM_VERSION=")))
+
+
+def test_dockerfile_is_launcher_and_worker_image():
+    lines = _dockerfile()
+    assert ("COPY --from=launcher /opt/google/dataflow/python_template_launcher "
+            "/opt/google/dataflow/python_template_launcher") in lines
+    assert lines[-1] == 'ENTRYPOINT ["/opt/apache/beam/boot"]'
+    assert any(l.startswith("RUN pip install") and "'.[pipeline]'" in l for l in lines)
+
+
+def test_flex_template_files_exist_in_the_image_and_the_repo():
+    lines = _dockerfile()
+    workdir = [l.split()[1] for l in lines if l.startswith("WORKDIR ")][-1]
+    env = dict(re.fullmatch(r'ENV (\w+)="?([^"]*)"?', l).groups() for l in lines if l.startswith("ENV "))
+    # Where each copied repository path lands, relative to WORKDIR.
+    copied = {}
+    for line in lines:
+        if line.startswith("COPY ") and "--from" not in line:
+            *sources, dest = line.split()[1:]
+            dest = dest.removeprefix("./").rstrip("/")
+            for source in sources:
+                copied[source] = dest if len(sources) == 1 and dest else source
+    for var, expected in (("FLEX_TEMPLATE_PYTHON_PY_FILE", "pipeline/main.py"),
+                          ("FLEX_TEMPLATE_PYTHON_SETUP_FILE", "setup.py")):
+        path = env[var]
+        assert path.startswith(workdir + "/"), (var, path)
+        relative = path[len(workdir) + 1:]
+        assert relative == expected
+        assert (REPO / relative).is_file()
+        top = relative.split("/")[0]
+        assert copied.get(top) == top, (var, copied)  # copied from the repo to the same place
+
+
+def test_main_runs_as_a_script_like_the_launcher_runs_it(actions, tmp_path):
+    # The launcher runs `python $FLEX_TEMPLATE_PYTHON_PY_FILE ...`, not `python -m`.
+    out = subprocess.run([sys.executable, str(REPO / "pipeline" / "main.py"), "--help"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    for name in actions:
+        assert f"--{name}" in out.stdout, name
+
+
+# --- deploy/infra.sh ------------------------------------------------------------
+
+PIPELINE_SA = "serviceAccount:occupancy-pipeline@demo-occupancy-123.iam.gserviceaccount.com"
+DEVICE_SA = "serviceAccount:occupancy-device@demo-occupancy-123.iam.gserviceaccount.com"
+P = "--project=demo-occupancy-123"
+EXPECTED_BINDINGS = [
+    ["gcloud", "pubsub", "subscriptions", "add-iam-policy-binding", "occupancy-pipeline", P,
+     f"--member={PIPELINE_SA}", "--role=roles/pubsub.subscriber"],
+    ["gcloud", "pubsub", "subscriptions", "add-iam-policy-binding", "occupancy-pipeline", P,
+     f"--member={PIPELINE_SA}", "--role=roles/pubsub.viewer"],
+    ["gcloud", "pubsub", "topics", "add-iam-policy-binding", "occupancy-dead-letters", P,
+     f"--member={PIPELINE_SA}", "--role=roles/pubsub.publisher"],
+    ["gcloud", "projects", "add-iam-policy-binding", "demo-occupancy-123",
+     f"--member={PIPELINE_SA}", "--role=roles/datastore.user", "--condition=None"],
+    ["gcloud", "projects", "add-iam-policy-binding", "demo-occupancy-123",
+     f"--member={PIPELINE_SA}", "--role=roles/dataflow.worker", "--condition=None"],
+    ["gcloud", "storage", "buckets", "add-iam-policy-binding", "gs://demo-occupancy-bucket",
+     f"--member={PIPELINE_SA}", "--role=roles/storage.objectAdmin"],
+    ["gcloud", "artifacts", "repositories", "add-iam-policy-binding", "occupancy", P,
+     "--location=europe-west1", f"--member={PIPELINE_SA}", "--role=roles/artifactregistry.reader"],
+    ["gcloud", "pubsub", "topics", "add-iam-policy-binding", "occupancy-events", P,
+     f"--member={DEVICE_SA}", "--role=roles/pubsub.publisher"],
+]
+EXPECTED_RESOURCES = [
+    ["gcloud", "pubsub", "topics", "create", "occupancy-events", P],
+    ["gcloud", "pubsub", "topics", "create", "occupancy-dead-letters", P],
+    ["gcloud", "pubsub", "subscriptions", "create", "occupancy-pipeline", P, "--topic=occupancy-events",
+     "--ack-deadline=60", "--message-retention-duration=7d", "--expiration-period=never"],
+    ["gcloud", "pubsub", "subscriptions", "create", "occupancy-dead-letters", P,
+     "--topic=occupancy-dead-letters", "--message-retention-duration=7d", "--expiration-period=never"],
+    ["gcloud", "storage", "buckets", "create", "gs://demo-occupancy-bucket", P, "--location=europe-west1",
+     "--uniform-bucket-level-access"],
+    ["gcloud", "firestore", "indexes", "composite", "create", P, "--database=(default)",
+     "--collection-group=history", "--query-scope=collection",
+     "--field-config=field-path=train,order=ascending",
+     "--field-config=field-path=timestamp,order=descending", "--async"],
+    ["gcloud", "firestore", "indexes", "composite", "create", P, "--database=(default)",
+     "--collection-group=history", "--query-scope=collection",
+     "--field-config=field-path=train,order=ascending",
+     "--field-config=field-path=timestamp,order=ascending", "--async"],
+    ["gcloud", "firestore", "indexes", "fields", "update", "timestamp", P, "--database=(default)",
+     "--collection-group=history", "--disable-indexes", "--async"],
+]
+
+
+@pytest.fixture(scope="module")
+def dry_run_commands():
+    env = {k: v for k, v in os.environ.items() if k not in ("PROJECT", "REGION", "BUCKET")}
+    out = subprocess.run(["bash", str(INFRA), "--dry-run", "--project", "demo-occupancy-123",
+                          "--region", "europe-west1", "--bucket", "gs://demo-occupancy-bucket"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    return [shlex.split(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_infra_script_is_valid_bash():
+    out = subprocess.run(["bash", "-n", str(INFRA)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_infra_dry_run_grants_least_privilege(dry_run_commands):
+    bindings = [c for c in dry_run_commands if "add-iam-policy-binding" in c]
+    assert sorted(map(tuple, bindings)) == sorted(map(tuple, EXPECTED_BINDINGS))
+    roles = " ".join(" ".join(c) for c in dry_run_commands)
+    for broad in ("roles/owner", "roles/editor", "roles/pubsub.editor", "roles/pubsub.admin",
+                  "roles/storage.admin", "roles/datastore.owner", "roles/dataflow.admin"):
+        assert broad not in roles
+
+
+def test_infra_dry_run_creates_the_resources(dry_run_commands):
+    for expected in EXPECTED_RESOURCES:
+        assert expected in dry_run_commands, expected
+    accounts = [c[4] for c in dry_run_commands if c[:4] == ["gcloud", "iam", "service-accounts", "create"]]
+    assert accounts == ["occupancy-pipeline", "occupancy-device"]
+    assert all(c[0] == "gcloud" for c in dry_run_commands)
+
+
+def test_infra_refuses_to_run_without_project(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("PROJECT", "REGION", "BUCKET")}
+    out = subprocess.run(["bash", str(INFRA), "--dry-run", "--region", "europe-west1", "--bucket", "b-123"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode != 0
+    assert "--project" in out.stderr and out.stdout == ""
+
+
+# --- deploy/firestore.indexes.json ----------------------------------------------
+
+def test_firestore_indexes_serve_per_train_history_and_exempt_timestamp(actions):
+    spec = json.loads(INDEXES.read_text())
+    history = actions["history_collection"].default
+    composite = {(i["collectionGroup"], tuple((f["fieldPath"], f["order"]) for f in i["fields"]))
+                 for i in spec["indexes"]}
+    assert (history, (("train", "ASCENDING"), ("timestamp", "DESCENDING"))) in composite
+    assert (history, (("train", "ASCENDING"), ("timestamp", "ASCENDING"))) in composite
+    exempt = {(o["collectionGroup"], o["fieldPath"]) for o in spec["fieldOverrides"] if o["indexes"] == []}
+    assert (history, "timestamp") in exempt
+    collections = {actions[f"{n}_collection"].default for n in ("realtime", "history")}
+    assert {o["collectionGroup"] for o in spec["fieldOverrides"]} <= collections
+
+
+# --- Makefile -----------------------------------------------------------------------
+
+CLOUD = ["PROJECT=demo-occupancy-123", "REGION=europe-west1", "BUCKET=demo-occupancy-bucket", "TAG=v1"]
+
+
+def _make(*args):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PROJECT", "REGION", "BUCKET", "IMAGE", "TAG", "PARAMS", "UPDATE", "DRY_RUN")}
+    return subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.mark.parametrize("target", ["deploy-infra", "template", "launch", "dataflow"])
+def test_make_targets_say_what_is_missing(target):
+    out = _make(target)
+    assert out.returncode != 0
+    assert "PROJECT is not set" in out.stderr
+
+
+def test_make_template_builds_image_and_spec():
+    out = _make("template", *CLOUD)
+    assert out.returncode == 0, out.stderr
+    image = "europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:v1"
+    assert f"_IMAGE={image},_BEAM_VERSION={_setup_beam_version()}" in out.stdout
+    assert "gcloud dataflow flex-template build 'gs://demo-occupancy-bucket/templates/occupancy-v1.json'" in out.stdout
+    assert "--metadata-file=templates/metadata.json" in out.stdout
+
+
+def test_make_launch_passes_the_parameters_and_update():
+    out = _make("launch", *CLOUD, "UPDATE=1", "PARAMS=daily_reset=07:30 timezone=Europe/Vienna")
+    assert out.returncode == 0, out.stderr
+    line = next(l for l in out.stdout.replace("\\\n", " ").splitlines() if "flex-template run" in l)
+    command = shlex.split(line)
+    assert command[:5] == ["gcloud", "dataflow", "flex-template", "run", "occupancy"]
+    for arg in ("--template-file-gcs-location=gs://demo-occupancy-bucket/templates/occupancy-v1.json",
+                "--parameters=input_subscription=projects/demo-occupancy-123/subscriptions/occupancy-pipeline",
+                "--parameters=dead_letter_topic=projects/demo-occupancy-123/topics/occupancy-dead-letters",
+                "--parameters=sdk_container_image=europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/"
+                "occupancy-pipeline:v1",
+                "--parameters=daily_reset=07:30", "--parameters=timezone=Europe/Vienna",
+                "--service-account-email=occupancy-pipeline@demo-occupancy-123.iam.gserviceaccount.com",
+                "--enable-streaming-engine", "--update"):
+        assert arg in command, arg
+
+
+def test_make_dataflow_launches_directly_with_setup_file():
+    out = _make("dataflow", *CLOUD, "DRY_RUN=1")
+    assert out.returncode == 0, out.stderr
+    line = next(l for l in out.stdout.replace("\\\n", " ").splitlines() if "pipeline.main" in l)
+    command = shlex.split(line)
+    for arg in ("--runner", "DataflowRunner", "--streaming", "--enable_streaming_engine",
+                "--setup_file", "./setup.py", "--dry_run=True"):
+        assert arg in command, arg
+
+
+def test_make_deploy_infra_calls_the_script():
+    out = _make("deploy-infra", *CLOUD, "DRY_RUN=1")
+    assert out.returncode == 0, out.stderr
+    assert ("bash deploy/infra.sh --project 'demo-occupancy-123' --region 'europe-west1' "
+            "--bucket 'demo-occupancy-bucket' --dry-run") in out.stdout
