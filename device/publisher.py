@@ -1,0 +1,788 @@
+"""The door-device publisher: counts in, Pub/Sub out, through a durable outbox.
+
+    python -m device.publisher --device_id ic1832-car3-door2 --topic occupancy-events \\
+        --source stdin [--outbox /var/lib/occupancy-publisher/outbox.sqlite]
+
+A reader thread takes counts from the source (`stdin`, `simulate` or `replay
+FILE`) and commits each one to the SQLite outbox (device/outbox.py) with the
+device's next `seq`; it never waits for the network. A sender thread publishes
+the outbox in order (payload and attributes from occupancy.wire.encode_event,
+Pub/Sub ordering key = device id) and deletes a row only once Pub/Sub has
+acknowledged it. While Pub/Sub is unreachable the counts wait in the outbox and
+the sender retries with capped exponential back-off and jitter; after a crash or
+restart the outbox is sent from where it stopped. A count may be sent twice (an
+acknowledgement lost on the way back), never lost: the pipeline drops the copy
+by `event_id`.
+
+When the outbox holds `--max_outbox` rows the reader stops reading (a warning
+says so) until the sender frees space: a count is never dropped, and a source
+that cannot wait (a pipe) is held back by its own buffer.
+
+SIGTERM or SIGINT: stop reading, give the sender `--drain_timeout_s` to empty
+the outbox, exit 0; whatever is left goes out at the next start.
+
+Exit codes: 0 stopped by a signal, or the source ended and the outbox is empty;
+1 the source ended but counts are still in the outbox (they go out at the next
+start), or the reader failed; 2 usage or configuration error (one `error: ...`
+line on stderr): invalid device id, bad credentials file, outbox in use, topic
+missing or permission denied at the first publish.
+
+Depends on google-cloud-pubsub only (the `.[device]` extra): nothing here may
+import Beam or the Firestore client.
+"""
+import argparse
+import contextlib
+import json
+import logging
+import os
+import random
+import re
+import signal
+import sys
+import threading
+import time
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
+
+from device.outbox import Outbox, OutboxError
+from occupancy import wire
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_TOPIC = "occupancy-events"
+# The project the local emulators use (local/stack.py): the default with --emulator.
+EMULATOR_PROJECT = "demo-occupancy"
+PUBSUB_SCOPE = "https://www.googleapis.com/auth/pubsub"
+SOURCES = ("stdin", "simulate", "replay")
+# The pipeline's default --max_abs_delta: a larger delta would only be dead-lettered.
+DEFAULT_MAX_ABS_DELTA = 100
+MAX_LINE_BYTES = 4096
+_TOPIC_PATH_RE = re.compile(r"^projects/([^/]+)/topics/([^/]+)$")
+_TOPIC_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._~+%-]{2,254}$")
+_S = 1_000_000
+
+
+class UsageError(Exception):
+    """A command line or configuration that cannot work: one line, exit code 2."""
+
+
+def _now_us() -> int:
+    return int(time.time() * _S)
+
+
+# ---- parsing what the sources deliver --------------------------------------------
+
+def parse_count_line(text: str, max_abs_delta: int = DEFAULT_MAX_ABS_DELTA) -> Optional[int]:
+    """The delta of one stdin line, None for a blank or `#` comment line; ValueError if malformed.
+
+    `+2`, `-1`, `3`: the delta itself. `IN,OUT` (e.g. `2,1`): people in and out
+    since the last line, delta = IN - OUT. OUT may be written with a minus sign
+    (`2,-1` is the same as `2,1`: some counters report leaving people as
+    negative numbers); IN may not.
+    """
+    text = text.strip()
+    if not text or text.startswith("#"):
+        return None
+    fields = [f.strip() for f in text.split(",")]
+    try:
+        numbers = [int(f) for f in fields]
+    except ValueError:
+        raise ValueError(f"not an integer delta or 'in,out' pair: {text!r}") from None
+    if len(numbers) == 1:
+        delta = numbers[0]
+    elif len(numbers) == 2:
+        people_in, people_out = numbers
+        if people_in < 0:
+            raise ValueError(f"people in cannot be negative: {text!r}")
+        delta = people_in - abs(people_out)
+    else:
+        raise ValueError(f"expected 'delta' or 'in,out', got {len(fields)} fields: {text!r}")
+    if abs(delta) > max_abs_delta:
+        raise ValueError(f"|delta| {abs(delta)} exceeds --max_abs_delta {max_abs_delta}: {text!r}")
+    return delta
+
+
+def parse_time_value(value) -> int:
+    """An event time as epoch microseconds: RFC 3339 with an offset, or epoch seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a time: {value!r}")
+    if isinstance(value, (int, float)):
+        return int(round(value * _S))
+    text = str(value).strip()
+    with contextlib.suppress(ValueError):
+        return int(round(float(text) * _S))
+    try:
+        return wire.parse_time(text)
+    except wire.Rejected as e:
+        raise ValueError(e.detail) from None
+
+
+def parse_replay_line(text: str, max_abs_delta: int = DEFAULT_MAX_ABS_DELTA):
+    """(event_time_us, delta) of one log line, None for a blank, comment or header line.
+
+    CSV `time,delta` or JSON Lines `{"event_time": ..., "delta": ...}`; times are
+    RFC 3339 with an offset or epoch seconds. Raises ValueError if malformed.
+    """
+    text = text.strip()
+    if not text or text.startswith("#"):
+        return None
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except ValueError as e:
+            raise ValueError(f"invalid JSON: {e}") from None
+        if not isinstance(obj, dict) or "event_time" not in obj or "delta" not in obj:
+            raise ValueError(f"expected {{\"event_time\": ..., \"delta\": ...}}: {text!r}")
+        time_value, delta = obj["event_time"], obj["delta"]
+        if not isinstance(delta, int) or isinstance(delta, bool):
+            raise ValueError(f"delta must be an integer: {text!r}")
+    else:
+        fields = [f.strip() for f in text.split(",")]
+        if len(fields) != 2:
+            raise ValueError(f"expected 'time,delta': {text!r}")
+        if fields[0].lower() in ("time", "event_time"):
+            return None  # the CSV header
+        time_value = fields[0]
+        try:
+            delta = int(fields[1])
+        except ValueError:
+            raise ValueError(f"delta must be an integer: {text!r}") from None
+    if abs(delta) > max_abs_delta:
+        raise ValueError(f"|delta| {abs(delta)} exceeds --max_abs_delta {max_abs_delta}: {text!r}")
+    return parse_time_value(time_value), delta
+
+
+# ---- sources ------------------------------------------------------------------------
+
+class Reading(NamedTuple):
+    """What a source yields: a count, a malformed input (`error`), or progress only.
+
+    `event_time_us` None means "now, when stored". `position` is a replay's
+    line number, stored with the count so that a restart resumes after it.
+    """
+    delta: Optional[int] = None
+    event_time_us: Optional[int] = None
+    error: str = ""
+    position: Optional[int] = None
+
+
+def stdin_source(stream, max_abs_delta: int, stop: threading.Event) -> Iterator[Reading]:
+    """Lines from a binary, unbuffered stream (a count read is a count stored: no read-ahead)."""
+    line_no = 0
+    while not stop.is_set():
+        raw = stream.readline(MAX_LINE_BYTES)
+        if not raw:
+            return
+        line_no += 1
+        if len(raw) == MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):  # skip the rest of the overlong line
+                raw = stream.readline(MAX_LINE_BYTES)
+            yield Reading(error=f"line {line_no}: longer than {MAX_LINE_BYTES} bytes")
+            continue
+        try:
+            delta = parse_count_line(raw.decode("utf-8"), max_abs_delta)
+        except (UnicodeDecodeError, ValueError) as e:
+            yield Reading(error=f"line {line_no}: {e}")
+            continue
+        if delta is not None:
+            yield Reading(delta)
+
+
+def replay_source(path: str, *, speed: float, retime: bool, start_line: int,
+                  max_abs_delta: int, stop: threading.Event) -> Iterator[Reading]:
+    """The counts of a `time,delta` CSV or JSON Lines log, paced like the original / `speed`.
+
+    Event times are the log's own unless `retime`, which stamps each count with
+    the time it is replayed (so the log's pace, scaled by `speed`, becomes the
+    event-time pace). `speed` 0 replays without waiting. Lines up to
+    `start_line` were sent by an earlier run and are skipped.
+    """
+    first_us = started = None
+    line_no = 0
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            if line_no <= start_line:
+                continue
+            try:
+                parsed = parse_replay_line(raw.decode("utf-8"), max_abs_delta)
+            except (UnicodeDecodeError, ValueError) as e:
+                yield Reading(error=f"{path}:{line_no}: {e}")
+                continue
+            if parsed is None:
+                continue
+            event_time_us, delta = parsed
+            if first_us is None:
+                first_us, started = event_time_us, time.monotonic()
+            if speed > 0:
+                due = started + (event_time_us - first_us) / _S / speed
+                if stop.wait(max(0.0, due - time.monotonic())):
+                    return  # not consumed: a restart replays this line
+            yield Reading(delta, None if retime else event_time_us, position=line_no)
+    yield Reading(position=line_no)  # trailing skipped lines count as consumed too
+
+
+# A single door's share of a train in the simulator's model.
+SIMULATED_DOOR_CAPACITY = 80
+
+
+def simulate_source(device_id: str, seed: int, stop: threading.Event) -> Iterator[Reading]:
+    """Realistic station bursts for one door, in real time, from device/simulator.py's model."""
+    from device import simulator  # only this source needs it
+    spec = simulator.TrainSpec(device_id, SIMULATED_DOOR_CAPACITY, device_id, (device_id,))
+    # No injected faults and no reset: this is one honest door; the outbox assigns the seqs.
+    config = simulator.SimConfig(faults=simulator.FaultRates(0.0, 0.0, 0.0), reset_at_start=False)
+    started = time.monotonic()
+    for message in simulator.Simulation([spec], seed, config).messages(_now_us()):
+        if message.kind != simulator.COUNT:
+            continue  # its heartbeats: --heartbeat_s is the publisher's own
+        if stop.wait(max(0.0, started + message.send_at - time.monotonic())):
+            return
+        yield Reading(json.loads(message.payload)["delta"])
+
+
+# ---- status -------------------------------------------------------------------------
+
+class Stats:
+    """Counters the status line shows; updated by both threads."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.published = self.read = self.malformed = self.heartbeats = 0
+        self.last_error = ""
+        self.last_append = time.monotonic()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+            if name in ("read", "heartbeats"):
+                self.last_append = time.monotonic()
+
+    def error(self, text: str) -> None:
+        with self._lock:
+            self.last_error = f"{time.strftime('%H:%M:%S')} {text}"
+
+    def line(self, outbox: Outbox) -> str:
+        pending, age = outbox.pending(), outbox.oldest_age_s()
+        with self._lock:
+            return (f"published {self.published}, pending {pending}"
+                    + (f" (oldest {age:.0f}s)" if age is not None and pending else "")
+                    + f", read {self.read}, malformed {self.malformed}, heartbeats {self.heartbeats}, "
+                    f"last error: {self.last_error or 'none'}")
+
+
+# ---- sending ------------------------------------------------------------------------
+
+def describe_error(error: BaseException) -> str:
+    """One line: the exception's class and message (gRPC messages can be multi-line)."""
+    text = " ".join(str(error).split()) or repr(error)
+    return f"{type(error).__name__}: {text}"[:300]
+
+
+def backoff_s(failures: int, cap_s: float, base_s: float = 0.5, rng=random) -> float:
+    """Capped exponential back-off with jitter: in [d/2, d] for d = min(cap, base * 2^(n-1))."""
+    delay = min(cap_s, base_s * 2 ** min(failures - 1, 30))
+    return delay * rng.uniform(0.5, 1.0)
+
+
+def _fatal_at_first_publish(error: BaseException, topic: str) -> Optional[str]:
+    """The one-line reason to stop, for errors that mean the configuration is wrong."""
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+    if isinstance(error, gexc.NotFound):
+        return f"topic {topic} does not exist"
+    if isinstance(error, gexc.PermissionDenied):
+        return (f"permission denied publishing to {topic}: the device's account needs "
+                f"roles/pubsub.publisher on that topic ({describe_error(error)})")
+    # Not auth_exc.TransportError: a device that boots offline cannot reach the token
+    # endpoint either, and that is an outage to wait out, not a configuration error.
+    if isinstance(error, (gexc.Unauthenticated, auth_exc.DefaultCredentialsError)) or (
+            isinstance(error, auth_exc.RefreshError) and not getattr(error, "retryable", False)):
+        return f"Pub/Sub rejected the credentials: {describe_error(error)}"
+    if isinstance(error, gexc.InvalidArgument):
+        return f"Pub/Sub refused to publish to {topic}: {describe_error(error)}"
+    return None
+
+
+class Sender(threading.Thread):
+    """Drains the outbox to Pub/Sub in order; deletes rows only after their publish is acknowledged."""
+
+    def __init__(self, outbox: Outbox, topic: str, client_factory: Callable, stats: Stats, *,
+                 window: int, publish_timeout_s: float, max_backoff_s: float):
+        super().__init__(name="outbox-sender", daemon=True)
+        self._outbox = outbox
+        self._topic = topic
+        self._client_factory = client_factory
+        self._client = None
+        self._stats = stats
+        self._window = window
+        self._publish_timeout_s = publish_timeout_s
+        self._max_backoff_s = max_backoff_s
+        self._halt = threading.Event()
+        self._wake = threading.Event()
+        self._published_once = False
+        self._failures = 0
+        self._failing_since = None
+        self._last_error_type = None
+        self.fatal: Optional[str] = None
+
+    def stop(self) -> None:
+        self._halt.set()
+        self._wake.set()
+
+    def retry_now(self) -> None:
+        """Cuts a back-off wait short (used when draining before exit)."""
+        self._wake.set()
+
+    def run(self) -> None:
+        try:
+            while not self._halt.is_set():
+                if not self._outbox.wait_for_rows(0.5):
+                    continue
+                error = self._send(self._outbox.oldest(self._window))
+                if error is None:
+                    self._recovered()
+                elif not self._failed(error):
+                    return
+        except Exception:  # a bug, or the outbox disk failing: say so, the main loop exits
+            if not self._halt.is_set():
+                _LOGGER.exception("Sender stopped by an error")
+                self.fatal = "the sender stopped by an internal error (see the log above)"
+
+    def _send(self, rows) -> Optional[BaseException]:
+        """Publishes `rows` in order; deletes the acknowledged prefix; returns the first error."""
+        futures, error = [], None
+        try:
+            client = self._get_client()
+            for row in rows:
+                payload, attributes = row.encode()
+                # retry=None: one attempt per call; this class does the retrying, with back-off.
+                futures.append(client.publish(self._topic, payload, ordering_key=row.device_id,
+                                              retry=None, timeout=self._publish_timeout_s,
+                                              **attributes))
+        except Exception as e:  # e.g. the client could not be created: retried like a failed publish
+            error = e
+        acked = []
+        for row, future in zip(rows, futures):
+            try:
+                future.result(timeout=self._publish_timeout_s + 5)
+            # Any failure means "not acknowledged": the row stays and is retried. With an
+            # ordering key, the rows after a failed one fail too, so the acked ones are a prefix.
+            except Exception as e:
+                error = error or e
+                break
+            acked.append(row.id)
+        if acked:
+            self._outbox.delete(acked)
+            self._stats.add("published", len(acked))
+            self._published_once = True
+        return error
+
+    def _get_client(self):
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def _drop_client(self) -> None:
+        """Forgets the client: a new one gets a new channel, and no paused ordering key.
+
+        gRPC backs off reconnecting (up to two minutes) after a refused connection, and a
+        call fails at once meanwhile: a fresh channel notices at once that Pub/Sub is back.
+        """
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):  # best effort: the client is discarded anyway
+                client.stop()
+
+    def _failed(self, error: BaseException) -> bool:
+        """Records a failed attempt and waits out the back-off; False when the error is fatal."""
+        self._drop_client()
+        reason = None if self._published_once else _fatal_at_first_publish(error, self._topic)
+        if reason:
+            self.fatal = reason
+            self._stats.error(describe_error(error))
+            return False
+        self._failures += 1
+        self._stats.error(describe_error(error))
+        if self._failures == 1:
+            self._failing_since = time.monotonic()
+            _LOGGER.warning("Publishing to %s failed (%s); counts stay in the outbox and are "
+                            "retried with back-off up to %.0fs", self._topic, describe_error(error),
+                            self._max_backoff_s)
+        elif type(error) is not self._last_error_type:
+            # A new kind of failure is news (e.g. reachable again, but the topic is gone).
+            _LOGGER.warning("Publishing to %s still fails, now with %s", self._topic,
+                            describe_error(error))
+        else:
+            _LOGGER.debug("Publish attempt %d failed: %s", self._failures, describe_error(error))
+        self._last_error_type = type(error)
+        self._wake.wait(backoff_s(self._failures, self._max_backoff_s))
+        self._wake.clear()
+        return True
+
+    def _recovered(self) -> None:
+        if self._failures:
+            _LOGGER.info("Publishing to %s works again after %.0fs and %d failed attempts; "
+                         "%d counts still pending", self._topic,
+                         time.monotonic() - self._failing_since, self._failures,
+                         self._outbox.pending())
+        self._failures = 0
+        self._last_error_type = None
+
+
+def make_client_factory(credentials, batch_max_messages: int, batch_max_latency_s: float) -> Callable:
+    """A function that creates a PublisherClient with ordering and the batching settings."""
+    from google.cloud import pubsub_v1
+
+    def create():
+        kwargs = {"credentials": credentials} if credentials is not None else {}
+        return pubsub_v1.PublisherClient(
+            batch_settings=pubsub_v1.types.BatchSettings(max_messages=batch_max_messages,
+                                                         max_latency=batch_max_latency_s),
+            # Ordering: a failed batch fails every later one of the device, so what Pub/Sub
+            # has acknowledged is always a prefix of the outbox, in seq order.
+            publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
+            **kwargs)
+    return create
+
+
+# ---- reading ------------------------------------------------------------------------
+
+class Reader(threading.Thread):
+    """Moves readings from the source into the outbox; blocks only on local disk or a full outbox."""
+
+    def __init__(self, source: Iterator[Reading], outbox: Outbox, device_id: str, stats: Stats,
+                 progress_key: Optional[str], halt: threading.Event):
+        super().__init__(name="source-reader", daemon=True)
+        self._source = source
+        self._outbox = outbox
+        self._device_id = device_id
+        self._stats = stats
+        self._progress_key = progress_key
+        self._halt = halt
+        # Held while a read count is being stored, so that shutdown does not cut it off.
+        self.storing = threading.Lock()
+        self.done = threading.Event()
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        try:
+            for reading in self._source:
+                with self.storing:
+                    self._store(reading)
+                if self._halt.is_set():
+                    return
+        except Exception as e:  # reported by the main loop (exit code 1), not swallowed
+            _LOGGER.exception("Reading the source failed")
+            self.error = e
+        finally:
+            self.done.set()
+
+    def _store(self, reading: Reading) -> None:
+        meta = ({self._progress_key: str(reading.position)}
+                if self._progress_key and reading.position is not None else None)
+        if reading.error:
+            self._stats.add("malformed")
+            _LOGGER.warning("Skipped malformed input: %s", reading.error)
+        elif reading.delta is not None:
+            event_time_us = reading.event_time_us if reading.event_time_us is not None else _now_us()
+            # The halt event also ends a wait for room: a count already read is stored.
+            self._outbox.append(self._device_id, reading.delta, event_time_us, meta=meta,
+                                cancel=self._halt)
+            self._stats.add("read")
+        elif meta:
+            self._outbox.set_meta(self._progress_key, meta[self._progress_key])
+
+
+# ---- command line -------------------------------------------------------------------
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default, except where there is none to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        shown = action.default is not None and action.default is not False
+        if shown and action.default != argparse.SUPPRESS and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors become UsageError: one `error:` line and exit code 2, from main."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see --help)")
+
+
+def _device_id(text: str) -> str:
+    if not wire.valid_id(text):
+        raise argparse.ArgumentTypeError(f"invalid device id {text!r}: must match {wire.ID_PATTERN}")
+    return text
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _host_port(text: str) -> str:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return text
+
+
+def _default_outbox() -> str:
+    # systemd's StateDirectory= sets STATE_DIRECTORY (see deploy/occupancy-publisher.service).
+    return os.path.join(os.environ.get("STATE_DIRECTORY", "."), "outbox.sqlite")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m device.publisher", description=__doc__.split("\n\n")[0],
+                formatter_class=_HelpFormatter)
+    p.add_argument("--device_id", type=_device_id, required=True,
+                   help=f"This door device's id (registered with device.registry), matching {wire.ID_PATTERN}.")
+    p.add_argument("--source", type=str, nargs="+", default=None, metavar=("SOURCE", "FILE"),
+                   help="Where counts come from: 'stdin' (lines '+2', '-1' or 'in,out'; the "
+                        "default), 'simulate' (station bursts for one door), or 'replay FILE' "
+                        "(a 'time,delta' CSV or JSON Lines log).")
+    p.add_argument("--speed", type=_non_negative_float, default=1.0,
+                   help="replay: pace relative to the log's own (2 = twice as fast, 0 = no waiting).")
+    p.add_argument("--retime", action="store_true", default=False,
+                   help="replay: stamp each count with the time it is replayed instead of the "
+                        "log's time (the pipeline applies old times as late and rejects times "
+                        "more than 300 s ahead).")
+    p.add_argument("--from_start", action="store_true", default=False,
+                   help="replay: start at the first line even if this outbox already replayed "
+                        "part of the file (else a restart resumes after the last stored line).")
+    p.add_argument("--seed", type=int, default=0, help="simulate: random seed.")
+    p.add_argument("--project", type=str, default=None,
+                   help="Google Cloud project of the topic (default: from a full --topic path, "
+                        "$GOOGLE_CLOUD_PROJECT, the credentials, or demo-occupancy with --emulator).")
+    p.add_argument("--topic", type=str, default=DEFAULT_TOPIC,
+                   help="Pub/Sub topic: a name, or projects/P/topics/T.")
+    p.add_argument("--credentials", type=str, default=None, metavar="KEY.json",
+                   help="Service-account key file, for devices without Application Default "
+                        "Credentials (keep it outside the repository; default: ADC).")
+    p.add_argument("--emulator", type=_host_port, default=None, metavar="HOST:PORT",
+                   help="Use the Pub/Sub emulator there (sets PUBSUB_EMULATOR_HOST).")
+    p.add_argument("--outbox", type=str, default=_default_outbox(), metavar="PATH",
+                   help="SQLite outbox file (created if missing; $STATE_DIRECTORY/outbox.sqlite "
+                        "under systemd).")
+    p.add_argument("--max_outbox", type=_positive_int, default=100_000,
+                   help="Rows the outbox may hold; when full, reading pauses (nothing is dropped).")
+    p.add_argument("--batch_max_messages", type=_positive_int, default=100,
+                   help="Pub/Sub client batching: messages per publish request.")
+    p.add_argument("--batch_max_latency_s", type=_non_negative_float, default=0.01,
+                   help="Pub/Sub client batching: longest wait to fill a batch, in seconds.")
+    p.add_argument("--publish_timeout_s", type=_positive_float, default=30.0,
+                   help="Deadline of one publish request, in seconds.")
+    p.add_argument("--max_backoff_s", type=_positive_float, default=60.0,
+                   help="Longest wait between two publish attempts while Pub/Sub fails.")
+    p.add_argument("--drain_timeout_s", type=_non_negative_float, default=5.0,
+                   help="On SIGTERM/SIGINT or the end of the source: how long the sender may "
+                        "still try to empty the outbox before the publisher exits.")
+    p.add_argument("--heartbeat_s", type=_non_negative_float, default=0.0,
+                   help="Send a heartbeat (delta 0) after this many seconds without a count, "
+                        "while the outbox is empty; 0 = never.")
+    p.add_argument("--max_abs_delta", type=_positive_int, default=DEFAULT_MAX_ABS_DELTA,
+                   help="Larger deltas are skipped as malformed (the pipeline would reject them).")
+    p.add_argument("--status_interval_s", type=_positive_float, default=60.0,
+                   help="Seconds between two status lines in the log.")
+    p.add_argument("--log_level", type=str, default="INFO",
+                   choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="Log level.")
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    kind, extra = (args.source or ["stdin"])[0], (args.source or [])[1:]
+    if kind not in SOURCES:
+        parser.error(f"argument --source: unknown source {kind!r} (choose from {', '.join(SOURCES)})")
+    if kind == "replay" and len(extra) != 1:
+        parser.error("argument --source: replay needs one FILE: --source replay FILE")
+    if kind != "replay" and extra:
+        parser.error(f"argument --source: {kind} takes no argument, got {' '.join(extra)}")
+    args.source, args.replay_file = kind, (extra[0] if extra else None)
+    if args.replay_file and not os.path.isfile(args.replay_file):
+        parser.error(f"argument --source: replay file {args.replay_file} not found")
+    return args
+
+
+def load_credentials(path: Optional[str], use_emulator: bool):
+    """(credentials or None, their project or None); UsageError with a one-line reason."""
+    import google.auth
+    from google.auth import exceptions as auth_exc
+    if path:
+        if not os.path.isfile(path):
+            raise UsageError(f"bad credentials file {path}: not found")
+        try:
+            return google.auth.load_credentials_from_file(path, scopes=[PUBSUB_SCOPE])
+        except (auth_exc.GoogleAuthError, ValueError, OSError) as e:
+            raise UsageError(f"bad credentials file {path}: {describe_error(e)}") from None
+    if use_emulator:
+        return None, None  # the client uses anonymous credentials with the emulator
+    try:
+        return google.auth.default(scopes=[PUBSUB_SCOPE])
+    except auth_exc.DefaultCredentialsError:
+        raise UsageError("no Google credentials found: pass --credentials KEY.json, set up "
+                         "Application Default Credentials, or use --emulator HOST:PORT") from None
+
+
+def resolve_topic(topic: str, project: Optional[str]) -> str:
+    """projects/P/topics/T from a name and a project, or a full path as given."""
+    match = _TOPIC_PATH_RE.match(topic)
+    if match:
+        if project and project != match.group(1):
+            raise UsageError(f"--topic {topic} is in project {match.group(1)}, not --project {project}")
+        return topic
+    if not _TOPIC_NAME_RE.match(topic):
+        raise UsageError(f"invalid --topic {topic!r}: a topic name, or projects/P/topics/T")
+    if not project:
+        raise UsageError("no project: pass --project, a full --topic projects/P/topics/T, "
+                         "or set GOOGLE_CLOUD_PROJECT")
+    return f"projects/{project}/topics/{topic}"
+
+
+class Publisher:
+    """The running publisher: reader and sender threads, status lines, shutdown."""
+
+    def __init__(self, args: argparse.Namespace, outbox: Outbox, topic: str, client_factory: Callable):
+        self.args = args
+        self.outbox = outbox
+        self.topic = topic
+        self.stats = Stats()
+        self.halt = threading.Event()  # stop reading (signal, fatal error, end of source)
+        self.signalled = threading.Event()
+        self.sender = Sender(outbox, topic, client_factory, self.stats,
+                             window=max(args.batch_max_messages, 1000),
+                             publish_timeout_s=args.publish_timeout_s, max_backoff_s=args.max_backoff_s)
+        source, progress_key = self._source()
+        self.reader = Reader(source, outbox, args.device_id, self.stats, progress_key, self.halt)
+
+    def _source(self):
+        args = self.args
+        if args.source == "replay":
+            key = f"replay:{os.path.realpath(args.replay_file)}"
+            start = 0 if args.from_start else int(self.outbox.get_meta(key) or 0)
+            if start:
+                _LOGGER.info("Resuming the replay of %s after line %d (--from_start starts over)",
+                             args.replay_file, start)
+            return replay_source(args.replay_file, speed=args.speed, retime=args.retime,
+                                 start_line=start, max_abs_delta=args.max_abs_delta, stop=self.halt), key
+        if args.source == "simulate":
+            return simulate_source(args.device_id, args.seed, self.halt), None
+        # Unbuffered: a line is consumed from the pipe only when it is about to be stored.
+        stream = os.fdopen(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
+        return stdin_source(stream, args.max_abs_delta, self.halt), None
+
+    def _on_signal(self, signum, frame) -> None:
+        _LOGGER.info("%s: stopping", signal.Signals(signum).name)
+        self.signalled.set()
+        self.halt.set()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        _LOGGER.info("Device %s publishing to %s; outbox %s holds %d counts, last seq %d",
+                     self.args.device_id, self.topic, self.outbox.path, self.outbox.pending(),
+                     self.outbox.last_seq(self.args.device_id))
+        self.sender.start()
+        self.reader.start()
+        self._loop()
+        return self._shutdown()
+
+    def _loop(self) -> None:
+        next_status = time.monotonic() + self.args.status_interval_s
+        while not (self.signalled.wait(0.2) or self.sender.fatal or self.reader.done.is_set()):
+            if time.monotonic() >= next_status:
+                _LOGGER.info("status: %s", self.stats.line(self.outbox))
+                next_status += self.args.status_interval_s
+            self._maybe_heartbeat()
+
+    def _maybe_heartbeat(self) -> None:
+        # Only into an empty outbox: a pile of liveness signals says nothing after an outage.
+        if (self.args.heartbeat_s and not self.outbox.pending()
+                and time.monotonic() - self.stats.last_append >= self.args.heartbeat_s):
+            self.outbox.append(self.args.device_id, 0, _now_us(), cancel=self.halt)
+            self.stats.add("heartbeats")
+
+    def _shutdown(self) -> int:
+        by_signal = self.signalled.is_set()
+        self.halt.set()
+        # Let a count being stored finish; a reader blocked reading holds nothing.
+        if self.reader.storing.acquire(timeout=5):
+            self.reader.storing.release()
+        drained = self._drain(by_signal)
+        self.sender.stop()
+        self.sender.join(timeout=2)
+        _LOGGER.info("Stopped: %s", self.stats.line(self.outbox))
+        if self.outbox.pending():
+            _LOGGER.warning("%d counts stay in the outbox %s and go out at the next start",
+                            self.outbox.pending(), self.outbox.path)
+        if not (self.sender.is_alive() or self.reader.is_alive()):
+            self.outbox.close()  # else the process exit closes it: every commit is on disk already
+        if self.sender.fatal:
+            print(f"error: {self.sender.fatal}", file=sys.stderr)
+            return 2
+        if self.reader.error is not None:
+            return 1
+        return 0 if self.signalled.is_set() or drained else 1
+
+    def _drain(self, by_signal: bool) -> bool:
+        """Gives the sender up to --drain_timeout_s to empty the outbox; True if it did."""
+        self.sender.retry_now()
+        deadline = time.monotonic() + self.args.drain_timeout_s
+        while not self.outbox.wait_until_empty(0.2):
+            # A signal while draining after the end of the source cuts the drain short.
+            if (self.sender.fatal or time.monotonic() >= deadline
+                    or (self.signalled.is_set() and not by_signal)):
+                return False
+        return True
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = None
+    try:
+        args = parse_args(argv)
+        logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
+        if args.emulator:
+            os.environ["PUBSUB_EMULATOR_HOST"] = args.emulator
+        use_emulator = bool(os.environ.get("PUBSUB_EMULATOR_HOST"))
+        credentials, credentials_project = load_credentials(args.credentials, use_emulator)
+        project = (args.project or os.environ.get("GOOGLE_CLOUD_PROJECT") or credentials_project
+                   or (EMULATOR_PROJECT if use_emulator else None))
+        if _TOPIC_PATH_RE.match(args.topic) and not args.project:
+            project = None  # the full path names its project
+        topic = resolve_topic(args.topic, project)
+        client_factory = make_client_factory(credentials, args.batch_max_messages,
+                                             args.batch_max_latency_s)
+        outbox = Outbox(args.outbox, args.max_outbox, on_full=_warn_full)
+    except (UsageError, OutboxError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return Publisher(args, outbox, topic, client_factory).run()
+
+
+def _warn_full(max_rows: int) -> None:
+    _LOGGER.warning("Outbox full (%d counts waiting): reading paused until Pub/Sub takes some; "
+                    "no count is dropped", max_rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
