@@ -46,8 +46,11 @@ def stop_group(process: subprocess.Popen, sig=signal.SIGTERM, timeout_s: float =
     """Signals the group led by `process`, waits until none of it is left; SIGKILL after timeout_s."""
     if process is None:
         return
-    with contextlib.suppress(ProcessLookupError):
+    try:
         os.killpg(process.pid, sig)
+    except ProcessLookupError:  # not a group leader (or gone): signal the process itself
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(sig)
     try:
         process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
