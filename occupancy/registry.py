@@ -18,6 +18,7 @@ import datetime
 import logging
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
+from occupancy.store import count_ops
 from occupancy.wire import ID_PATTERN, to_micros, valid_id
 
 _LOGGER = logging.getLogger(__name__)
@@ -85,13 +86,16 @@ def _track(snapshot: RegistrySnapshot, data: dict) -> None:
 def load_snapshot(client, devices_collection: str, trains_collection: str) -> RegistrySnapshot:
     """Reads the whole registry (once per job, and now and then to catch deletions)."""
     snapshot = RegistrySnapshot()
-    for doc in client.collection(devices_collection).stream():
+    devices = list(client.collection(devices_collection).stream())
+    trains = list(client.collection(trains_collection).stream())
+    count_ops(reads=max(1, len(devices)) + max(1, len(trains)))  # a query bills at least one read
+    for doc in devices:
         data = doc.to_dict()
         _track(snapshot, data)
         entry = device_entry(data)
         if entry and valid_id(doc.id):
             snapshot.devices[doc.id] = entry
-    for doc in client.collection(trains_collection).stream():
+    for doc in trains:
         data = doc.to_dict()
         _track(snapshot, data)
         snapshot.trains[doc.id] = train_entry(data)
@@ -110,7 +114,10 @@ def load_changes(client, snapshot: RegistrySnapshot, devices_collection: str,
     from google.cloud.firestore_v1.base_query import FieldFilter
     fresh = RegistrySnapshot(dict(snapshot.devices), dict(snapshot.trains), snapshot.updated_through)
     since = FieldFilter("updated_at", ">=", snapshot.updated_through)
-    for doc in client.collection(devices_collection).where(filter=since).stream():
+    devices = list(client.collection(devices_collection).where(filter=since).stream())
+    trains = list(client.collection(trains_collection).where(filter=since).stream())
+    count_ops(reads=max(1, len(devices)) + max(1, len(trains)))
+    for doc in devices:
         data = doc.to_dict()
         _track(fresh, data)
         entry = device_entry(data)
@@ -118,7 +125,7 @@ def load_changes(client, snapshot: RegistrySnapshot, devices_collection: str,
             fresh.devices[doc.id] = entry
         else:
             fresh.devices.pop(doc.id, None)
-    for doc in client.collection(trains_collection).where(filter=since).stream():
+    for doc in trains:
         data = doc.to_dict()
         _track(fresh, data)
         fresh.trains[doc.id] = train_entry(data)
@@ -127,6 +134,7 @@ def load_changes(client, snapshot: RegistrySnapshot, devices_collection: str,
 
 def read_device(client, devices_collection: str, device_id: str) -> Optional[DeviceEntry]:
     doc = client.collection(devices_collection).document(device_id).get()
+    count_ops(reads=1)
     return device_entry(doc.to_dict()) if doc.exists else None
 
 

@@ -7,6 +7,7 @@ exponential back-off and then re-raised, permanent errors reported per
 document so that only the documents that cannot succeed are dead-lettered.
 """
 import logging
+import os
 import random
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -24,6 +25,23 @@ PERMANENT = (gexc.InvalidArgument, gexc.PermissionDenied, gexc.FailedPreconditio
              gexc.Unauthenticated, gexc.NotFound, gexc.BadRequest)
 
 MAX_BATCH = 500  # Firestore's limit of writes per commit
+
+# Opt-in operation counting for the benchmark (bench/): the Firestore emulator
+# neither bills nor counts, so reads and writes are counted where they are made.
+# Off unless this variable names a file; then each call appends "<reads> <writes>"
+# to it with one O_APPEND write (whole between threads, exact when the process dies).
+COUNT_OPS_ENV = "OCCUPANCY_COUNT_OPS"
+
+
+def count_ops(reads: int = 0, writes: int = 0) -> None:
+    path = os.environ.get(COUNT_OPS_ENV)
+    if not path:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{reads} {writes}\n".encode("ascii"))
+    finally:
+        os.close(fd)
 
 
 def make_client(project: Optional[str], database: str = "(default)"):
@@ -86,3 +104,4 @@ def _commit(client, writes) -> None:
     for collection, doc_id, data in writes:
         batch.set(client.collection(collection).document(doc_id), data)
     batch.commit(retry=None, timeout=30)  # RetryPolicy is the one retry layer
+    count_ops(writes=len(writes))

@@ -32,7 +32,7 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
 from apache_beam.utils.timestamp import Timestamp
 
 from occupancy import documents, fold, wire
-from occupancy.store import RetryPolicy, make_client
+from occupancy.store import RetryPolicy, count_ops, make_client
 from transforms.coders import EventCoder
 
 _LOGGER = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class RealtimeSeed:
             doc_id = documents.history_doc_id(train_id, start)
             snap = policy.call(lambda: self._client.collection(self._history).document(doc_id).get())
             history = snap.to_dict() if snap.exists else None
+        count_ops(reads=1 if start is None else 2)
         return documents.state_from_documents(realtime, history, config.dedup_window)
 
 

@@ -1,0 +1,168 @@
+"""Per-core efficiency on the SDK harness, and a pure-Python parse + fold microbenchmark.
+
+Both Beam jobs run in batch on `FnApiRunner` (embedded SDK harness: runner and
+worker in this one process), over `beam.Create` of the same workload as
+PubsubMessage objects, stamped 1 ms apart (so a train's events fall into a
+handful of one-second buckets, as when they are published as fast as possible):
+
+* pipeline: the pipeline's own composites, ParseEvents -> EnrichWithTrain ->
+  RunningOccupancy -> WriteToFirestore, against the Firestore emulator (the
+  registry must be loaded there; the emulator's own CPU is not counted);
+* pass-through: decode JSON -> key by train (a dict) -> stateful sum.
+
+Messages per second per core = messages / CPU time of this process
+(`time.process_time`, every thread) for `run().wait_until_finish()`,
+pipeline construction included. In batch, RunningOccupancy's event-time timers
+fire once the input is exhausted: fine for throughput.
+
+    python -m bench.harness --output harness.json     # FIRESTORE_EMULATOR_HOST from the environment
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections import defaultdict
+from typing import Tuple
+
+import apache_beam as beam
+from apache_beam.coders import coders
+from apache_beam.io.gcp.pubsub import PubsubMessage
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import GlobalWindow
+
+from bench import workload
+from bench.measure import peak_rss_mb
+from occupancy import documents, fold, wire
+from occupancy.store import make_client
+from transforms.enrich import EnrichWithTrain
+from transforms.firestore_sink import WriteToFirestore
+from transforms.occupancy import RealtimeSeed, RunningOccupancy
+from transforms.parse import ParseEvents
+
+_LOGGER = logging.getLogger(__name__)
+PROJECT = "demo-occupancy"
+
+
+def messages(spec: workload.WorkloadSpec, spacing_s: float = 0.001):
+    """(PubsubMessages, sent events) of the workload, stamped `spacing_s` apart, ending now."""
+    items = workload.build(spec)
+    ticks = iter(range(len(items)))
+    start = time.time() - len(items) * spacing_s
+    stamped = list(workload.stamp(items, clock=lambda: start + next(ticks) * spacing_s))
+    return ([PubsubMessage(p, a, message_id=str(i)) for i, (p, a, _, _) in enumerate(stamped)],
+            [sent for _, _, sent, _ in stamped])
+
+
+def build_pipeline(p, msgs, config: fold.FoldConfig):
+    parsed = p | beam.Create(msgs, reshuffle=False) | ParseEvents()
+    enriched = parsed.events | EnrichWithTrain(PROJECT)
+    writes = enriched.keyed | RunningOccupancy(
+        config, RealtimeSeed(PROJECT, "(default)", "realtime", "history"))
+    writes | WriteToFirestore(PROJECT, "(default)", {documents.REALTIME: "realtime",
+                                                     documents.HISTORY: "history"})
+
+
+class StatefulSum(beam.DoFn):
+    """(train, delta) -> (train, sum) once, when the input ends."""
+    TOTAL = ReadModifyWriteStateSpec("total", coders.VarIntCoder())
+    END = TimerSpec("end", TimeDomain.WATERMARK)
+
+    def process(self, element, total=beam.DoFn.StateParam(TOTAL), end=beam.DoFn.TimerParam(END)):
+        value = total.read()
+        if value is None:
+            end.set(GlobalWindow().max_timestamp())
+        total.write((value or 0) + element[1])
+
+    @on_timer(END)
+    def on_end(self, key=beam.DoFn.KeyParam, total=beam.DoFn.StateParam(TOTAL)):
+        yield key, total.read() or 0
+
+
+def build_passthrough(p, msgs, train_of: dict):
+    def key(message):
+        body = json.loads(message.data)
+        return train_of[body["device_id"]], body["delta"]
+    (p | beam.Create(msgs, reshuffle=False)
+     | "Decode" >> beam.Map(key).with_output_types(Tuple[str, int])
+     | "Sum" >> beam.ParDo(StatefulSum()))
+
+
+def _timed(build, *args) -> tuple:
+    """(CPU s, wall s) of building and running one batch pipeline on FnApiRunner."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        build(p, *args)
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def microbenchmark(msgs, train_of: dict, config: fold.FoldConfig, min_cpu_s: float = 1.0) -> dict:
+    """parse_message + apply_events (per train, one call per bucket) over the messages, repeated."""
+    rounds, cpu = 0, 0.0
+    while cpu < min_cpu_s:
+        began = time.process_time()
+        now_us = int(time.time() * 1e6)
+        buckets = defaultdict(list)
+        for m in msgs:
+            event = wire.parse_message(m.data, m.message_id, now_us=now_us, max_abs_delta=100,
+                                       max_future_skew_s=300)
+            buckets[(train_of[event.device_id], config.bucket_start(event.event_time_us))].append(event)
+        states = defaultdict(fold.TrainState)
+        for (train, start), events in sorted(buckets.items(), key=lambda kv: kv[0][1]):
+            fold.apply_events(states[train], events, config, config.release_time(start))
+        cpu += time.process_time() - began
+        rounds += 1
+    return {"parse_fold_msgs_per_s_per_core": round(rounds * len(msgs) / cpu, 1), "rounds": rounds}
+
+
+def run(spec: workload.WorkloadSpec, flush_interval_s: float, reorder_delay_s: float) -> dict:
+    config = fold.FoldConfig(flush_interval_us=int(flush_interval_s * 1e6),
+                             reorder_delay_us=int(reorder_delay_s * 1e6))
+    msgs, sent = messages(spec)
+    train_of = workload.train_of_devices(spec)
+    # A tiny run first: imports, pickling paths and the client's channel are not per message.
+    _timed(build_passthrough, msgs[:20], train_of)
+    pass_cpu, pass_wall = _timed(build_passthrough, msgs, train_of)
+    pipe_cpu, pipe_wall = _timed(build_pipeline, msgs, config)
+    client = make_client(PROJECT)
+    truth = workload.truth(sent)
+    finals = {t: (client.collection("realtime").document(t).get().to_dict() or {}).get("current_value")
+              for t in truth}
+    n = len(msgs)
+    return {
+        "messages": n,
+        "cpu_measure": "time.process_time() of the harness process (runner + SDK harness threads)",
+        "pipeline_msgs_per_s_per_core": round(n / pipe_cpu, 1),
+        "passthrough_msgs_per_s_per_core": round(n / pass_cpu, 1),
+        "pipeline_cpu_s": round(pipe_cpu, 2), "pipeline_wall_s": round(pipe_wall, 2),
+        "passthrough_cpu_s": round(pass_cpu, 2), "passthrough_wall_s": round(pass_wall, 2),
+        "pipeline_counts_exact": finals == truth,
+        **microbenchmark(msgs, train_of, config),
+        "peak_rss_mb": peak_rss_mb(os.getpid()),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.harness", description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="The smoke workload's defaults.")
+    parser.add_argument("--flush_interval_s", type=float, default=1.0, help="Pipeline flush interval.")
+    parser.add_argument("--reorder_delay_s", type=float, default=2.0, help="Pipeline reorder delay.")
+    parser.add_argument("--output", type=str, default="-", help="Where to write the JSON result.")
+    workload.add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    result = run(workload.spec_from_args(args, args.smoke), args.flush_interval_s, args.reorder_delay_s)
+    text = json.dumps(result, indent=1, sort_keys=True)
+    if args.output == "-":
+        print(text)
+    else:
+        with open(args.output, "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Small measuring helpers shared by the benchmark's parts (no Beam, no Google clients)."""
+import math
+import os
+from typing import List, Optional, Tuple
+
+
+def percentile(values: List[float], q: float) -> Optional[float]:
+    """Nearest-rank percentile (q in 0-100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def rounded(value: Optional[float], digits: int = 3) -> Optional[float]:
+    return None if value is None else round(value, digits)
+
+
+def peak_rss_mb(pid: int) -> Optional[float]:
+    """The peak resident set size of a live process (VmHWM), in MiB."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def cpu_seconds(pid: int) -> Optional[float]:
+    """User + system CPU time of a live process so far (all its threads)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def read_ops(path: str) -> Tuple[int, int]:
+    """(reads, writes) summed from the file occupancy.store.count_ops appends to."""
+    reads = writes = 0
+    try:
+        with open(path) as f:
+            for line in f:
+                r, w = line.split()
+                reads += int(r)
+                writes += int(w)
+    except FileNotFoundError:
+        pass
+    return reads, writes
+
+
+def machine() -> dict:
+    """Cores, memory and load of this machine, for the record."""
+    memory_mb = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    memory_mb = int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"cores": os.cpu_count(), "memory_mb": memory_mb,
+            "loadavg_1m_at_start": round(load[0], 2) if load else None}

@@ -1,0 +1,150 @@
+"""The benchmark's results: ratios, targets (pass/miss and by how much), one table, markdown.
+
+Targets are reported, never asserted: a miss is a finding to profile, and the
+same run must produce every ratio (numbers from different runs or machines do
+not compare).
+"""
+from typing import List, Optional
+
+ROWS = (
+    ("pipeline", "pipeline, streaming (local runner)"),
+    ("ceiling", "runner ceiling, streaming (local runner)"),
+    ("naive", "naive baseline, sequential"),
+    ("naive_concurrent", "naive baseline, 8 concurrent workers"),
+)
+RUN_KEYS = ("msgs_per_s", "latency_p50_s", "latency_p95_s", "latency_p99_s",
+            "firestore_writes_per_1000", "firestore_reads_per_1000", "peak_rss_mb",
+            "counts_exact", "count_error")
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return None if a is None or not b else round(a / b, 4)
+
+
+def ratios(results: dict) -> dict:
+    pipeline, ceiling, naive, harness = (results[k] for k in ("pipeline", "ceiling", "naive", "harness"))
+    return {
+        "pipeline_vs_ceiling": _ratio(pipeline["msgs_per_s"], ceiling["msgs_per_s"]),
+        "writes_vs_naive": _ratio(pipeline["firestore_writes_per_1000"], naive["firestore_writes_per_1000"]),
+        "reads_vs_naive": _ratio(pipeline["firestore_reads_per_1000"], naive["firestore_reads_per_1000"]),
+        "harness_vs_passthrough": _ratio(harness["pipeline_msgs_per_s_per_core"],
+                                         harness["passthrough_msgs_per_s_per_core"]),
+    }
+
+
+def _at_most(name, value, limit, unit=""):
+    ok = value is not None and value <= limit
+    return {"target": name, "value": value, "limit": limit, "pass": ok,
+            "miss_by": None if ok or value is None else round(value - limit, 4),
+            "miss_factor": None if ok or not value or not limit else round(value / limit, 2),
+            "unit": unit}
+
+
+def _at_least(name, value, limit, unit=""):
+    ok = value is not None and value >= limit
+    return {"target": name, "value": value, "limit": limit, "pass": ok,
+            "miss_by": None if ok or value is None else round(limit - value, 4),
+            "miss_factor": None if ok or not value else round(limit / value, 2),
+            "unit": unit}
+
+
+def targets(results: dict) -> List[dict]:
+    r, flush = results["ratios"], results["flush_interval_s"]
+    ceiling_p95 = results["ceiling"]["latency_p95_s"]
+    p95_limit = None if ceiling_p95 is None else round(ceiling_p95 + flush + 1.0, 3)
+    concurrent = results["naive_concurrent"]
+    return [
+        _at_most("writes per 1,000 <= 1/10 of naive", r["writes_vs_naive"], 0.1, "x naive"),
+        _at_most("reads per 1,000 <= 1/100 of naive", r["reads_vs_naive"], 0.01, "x naive"),
+        {"target": "pipeline counts exact", "value": results["pipeline"]["count_error"], "limit": 0,
+         "pass": bool(results["pipeline"]["counts_exact"]),
+         "miss_by": None if results["pipeline"]["counts_exact"] else results["pipeline"]["count_error"],
+         "miss_factor": None, "unit": "count error"},
+        {"target": "naive concurrent error reported", "value": concurrent["count_error"], "limit": None,
+         "pass": concurrent["count_error"] is not None, "miss_by": None, "miss_factor": None,
+         "unit": "count error"},
+        _at_least("streaming throughput >= 0.8 x ceiling", r["pipeline_vs_ceiling"], 0.8, "x ceiling"),
+        _at_most("p95 <= ceiling p95 + flush interval + 1 s", results["pipeline"]["latency_p95_s"],
+                 p95_limit, "s") if p95_limit is not None else
+        {"target": "p95 <= ceiling p95 + flush interval + 1 s", "value": None, "limit": None,
+         "pass": False, "miss_by": None, "miss_factor": None, "unit": "s"},
+        _at_least("harness >= 0.5 x pass-through", r["harness_vs_passthrough"], 0.5, "x pass-through"),
+    ]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def _num(value) -> str:
+    """Ratios and limits: three significant digits, so that 0.0041 does not print as 0.00."""
+    return "-" if value is None else f"{value:.3g}"
+
+
+HEADER = ("run", "msgs/s", "p50 s", "p95 s", "p99 s", "writes/1k msgs", "reads/1k msgs",
+          "peak RSS MB", "counts exact", "count error")
+
+
+def rows(results: dict) -> List[tuple]:
+    out = [(label, *(_cell(results[key].get(k)) for k in RUN_KEYS)) for key, label in ROWS]
+    h = results["harness"]
+    blank = ("-",) * 8
+    out.append(("harness: pipeline composites, per core", _cell(h["pipeline_msgs_per_s_per_core"]),
+                *blank[:5], _cell(h.get("peak_rss_mb")), _cell(h.get("pipeline_counts_exact")), "-"))
+    out.append(("harness: pass-through, per core", _cell(h["passthrough_msgs_per_s_per_core"]),
+                *blank))
+    out.append(("parse + fold (pure Python), per core", _cell(h["parse_fold_msgs_per_s_per_core"]),
+                *blank))
+    return out
+
+
+def _target_detail(t: dict) -> str:
+    detail = f"{_num(t['value'])} {t['unit']}".strip()
+    if t["limit"] is not None:
+        detail += f" (limit {_num(t['limit'])})"
+    if not t["pass"] and t["miss_by"] is not None:
+        detail += f", missed by {_num(t['miss_by'])}"
+        if t["miss_factor"]:
+            detail += f" ({t['miss_factor']}x)"
+    return detail
+
+
+def _status(t: dict) -> str:
+    return "pass" if t["pass"] else "MISS"
+
+
+def table(results: dict) -> str:
+    """The one table printed at the end, then the targets, one line each."""
+    data = [HEADER] + rows(results)
+    widths = [max(len(str(row[i])) for row in data) for i in range(len(HEADER))]
+    line = lambda row: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                                 for i, (c, w) in enumerate(zip(row, widths)))
+    rule = "-" * len(line(HEADER))
+    w, m = results["workload"], results["machine"]
+    text = [f"Workload: {w['trains']} trains x {w['doors']} doors, {w['messages']:,} messages, seed "
+            f"{w['seed']}; {m['cores']} cores, {m['memory_mb']:,} MB; flush "
+            f"{results['flush_interval_s']:g} s, reorder delay {results['reorder_delay_s']:g} s",
+            rule, line(HEADER), rule, *(line(r) for r in data[1:]), rule]
+    text += [f"{_status(t)}: {t['target']}: {_target_detail(t)}" for t in results["targets"]]
+    return "\n".join(text)
+
+
+def markdown(results: dict) -> str:
+    """The short table for the README."""
+    w, m = results["workload"], results["machine"]
+    out = [f"{w['trains']} trains x {w['doors']} doors, {w['messages']:,} messages (seed {w['seed']}), "
+           f"{m['cores']} cores, {m['memory_mb']:,} MB, load average {m['loadavg_1m_at_start']} at "
+           f"start; {results['started_at']}.", "",
+           "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    out += ["| " + " | ".join(r) + " |" for r in rows(results)]
+    out += ["", "| target | result | measured |", "|---|---|---|"]
+    out += [f"| {t['target']} | {_status(t)} | {_target_detail(t)} |" for t in results["targets"]]
+    return "\n".join(out) + "\n"

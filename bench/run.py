@@ -1,0 +1,149 @@
+"""`make bench`: every measurement in one run, on the real emulators; one table, results.json, results.md.
+
+Steps (each on an emptied Firestore with the fleet registered):
+  1. the pipeline, streaming, on the local runner (throughput, latency, its Firestore cost, counts);
+  2. the runner ceiling (bench/ceiling.py), the same way;
+  3. the naive baseline, sequential (its cost and error without concurrency);
+  4. the naive baseline, 8 concurrent workers on one subscription (lost updates);
+  5. the SDK harness (FnApiRunner, batch): the pipeline's composites vs a pass-through,
+     per core, and the parse + fold microbenchmark.
+"""
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+
+from bench import report, streaming, workload
+from bench.measure import machine
+from local.emulators import Emulator
+from local.stack import PROJECT
+from occupancy.store import make_client
+
+_LOGGER = logging.getLogger(__name__)
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Benchmark the occupancy pipeline against the naive "
+        "baseline and the runner ceiling on the local emulators (see README, 'Benchmark').")
+    parser.add_argument("--smoke", action="store_true",
+                        help="A seconds-long run (3 trains x 2 doors, 20 simulated seconds): checks "
+                             "that everything runs; its numbers mean little.")
+    parser.add_argument("--output", type=str, default=os.path.join(HERE, "results.json"),
+                        help="Where to write the results: a .json file, or a directory to write results.json in.")
+    parser.add_argument("--markdown", type=str, default=None,
+                        help="Where to write the markdown table (default: results.md beside --output).")
+    parser.add_argument("--flush_interval_s", type=float, default=1.0,
+                        help="The pipeline's and the ceiling's --flush_interval_s.")
+    parser.add_argument("--reorder_delay_s", type=float, default=2.0,
+                        help="The pipeline's and the ceiling's --reorder_delay_s.")
+    parser.add_argument("--workers", type=int, default=8,
+                        help="Concurrent workers of the naive baseline (Cloud Functions instances).")
+    parser.add_argument("--timeout_s", type=float, default=600.0,
+                        help="Longest wait for one step (a streaming job's start or completion).")
+    workload.add_arguments(parser)
+    args = parser.parse_args(argv)
+    if not args.output.endswith(".json"):  # a directory
+        args.output = os.path.join(args.output, "results.json")
+    args.markdown = args.markdown or os.path.join(os.path.dirname(os.path.abspath(args.output)),
+                                                  "results.md")
+    return args
+
+
+def start_emulators():
+    """Both emulators on free ports, started side by side (each takes ~10 s)."""
+    emulators = [Emulator("firestore", project=PROJECT), Emulator("pubsub", project=PROJECT)]
+    errors = []
+
+    def start(emulator):
+        try:
+            emulator.start()
+        except Exception as e:  # re-raised below, after both have finished starting
+            errors.append(e)
+    threads = [threading.Thread(target=start, args=(e,)) for e in emulators]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        for emulator in emulators:
+            emulator.stop()
+        raise errors[0]
+    return emulators
+
+
+def fresh_firestore(emulator: Emulator, spec: workload.WorkloadSpec) -> None:
+    emulator.reset()
+    workload.register(make_client(PROJECT), spec)
+
+
+def run_child(module: str, args: list, env: dict, out_path: str, timeout_s: float) -> dict:
+    """Runs `python -m module ... --output out_path` and returns the JSON it wrote."""
+    command = [sys.executable, "-m", module, *args, f"--output={out_path}"]
+    completed = subprocess.run(command, env=dict(os.environ, **env), capture_output=True, text=True,
+                               timeout=timeout_s)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{module} failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
+    with open(out_path) as f:
+        return json.load(f)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("google", "urllib3", "grpc"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = parse_args(argv)
+    spec = workload.spec_from_args(args, args.smoke)
+    began, started_at = time.monotonic(), datetime.datetime.now(datetime.timezone.utc)
+    results = {"smoke": args.smoke, "started_at": started_at.strftime("%Y-%m-%d %H:%M UTC"),
+               "machine": dict(machine(), python=platform.python_version(), beam="2.77.0"),
+               "flush_interval_s": args.flush_interval_s, "reorder_delay_s": args.reorder_delay_s}
+    work_dir = streaming.work_dir()
+    _LOGGER.info("Logs and intermediate files in %s", work_dir)
+    emulators = start_emulators()
+    firestore = emulators[0]
+    env = {k: v for e in emulators for k, v in e.env().items()}
+    os.environ.update(env)
+    timings = (args.flush_interval_s, args.reorder_delay_s)
+    try:
+        for job in ("pipeline", "ceiling"):
+            fresh_firestore(firestore, spec)
+            _LOGGER.info("Step: %s, streaming", job)
+            results[job] = streaming.run_streaming(job, spec, env, work_dir, *timings, args.timeout_s)
+        for mode, key in (("sequential", "naive"), ("concurrent", "naive_concurrent")):
+            fresh_firestore(firestore, spec)
+            _LOGGER.info("Step: naive baseline, %s", mode)
+            results[key] = run_child("bench.naive", [f"--mode={mode}", f"--workers={args.workers}",
+                                                     *workload.spec_arguments(spec)],
+                                     env, os.path.join(work_dir, f"{key}.json"), args.timeout_s)
+        fresh_firestore(firestore, spec)
+        _LOGGER.info("Step: SDK harness (FnApiRunner) and microbenchmark")
+        results["harness"] = run_child(
+            "bench.harness", [f"--flush_interval_s={args.flush_interval_s}",
+                              f"--reorder_delay_s={args.reorder_delay_s}",
+                              *workload.spec_arguments(spec)],
+            env, os.path.join(work_dir, "harness.json"), args.timeout_s)
+    finally:
+        for emulator in emulators:
+            emulator.stop()
+    results["workload"] = {"trains": spec.trains, "doors": spec.doors,
+                           "messages": results["pipeline"]["messages"], "seed": spec.seed,
+                           "simulated_seconds": spec.seconds, "duplicate_rate": spec.duplicate_rate}
+    results["ratios"] = report.ratios(results)
+    results["targets"] = report.targets(results)
+    results["duration_s"] = round(time.monotonic() - began, 1)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(results, f, indent=1, sort_keys=True)
+    with open(args.markdown, "w") as f:
+        f.write(report.markdown(results))
+    print(report.table(results))
+    print(f"\n{args.output}, {args.markdown}; {results['duration_s']:.0f} s in all")
+    return 0

@@ -1,0 +1,60 @@
+"""`python -m bench --smoke`: the benchmark runs end to end and writes results of the documented shape.
+
+Only the shape and sane values are checked, never the performance targets:
+those are for `make bench` on a quiet machine (README, "Benchmark").
+"""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+RUNS = ("pipeline", "ceiling", "naive", "naive_concurrent")
+RUN_KEYS = ("msgs_per_s", "latency_p50_s", "latency_p95_s", "latency_p99_s",
+            "firestore_writes_per_1000", "firestore_reads_per_1000", "peak_rss_mb",
+            "counts_exact", "count_error")
+
+
+@pytest.mark.emulator
+@pytest.mark.timeout(240)
+def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
+    completed = subprocess.run([sys.executable, "-m", "bench", "--smoke", f"--output={tmp_path}"],
+                               cwd=REPO, capture_output=True, text=True, timeout=230)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert "pipeline, streaming" in completed.stdout  # the one table
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "results.md").read_text().count("\n|") >= 8
+
+    for run in RUNS:
+        assert set(RUN_KEYS) <= set(results[run]), run
+        row = results[run]
+        assert row["msgs_per_s"] > 0 and row["firestore_writes_per_1000"] > 0, run
+        assert row["peak_rss_mb"] > 0 and row["count_error"] >= 0, run
+        assert isinstance(row["counts_exact"], bool), run
+    assert results["naive"]["latency_p95_s"] is None  # sequential: not measured
+    for run in ("pipeline", "ceiling", "naive_concurrent"):
+        row = results[run]
+        assert 0 < row["latency_p50_s"] <= row["latency_p95_s"] <= row["latency_p99_s"], run
+
+    # This pipeline is exact; the naive baseline costs 2 reads and 2 writes per message.
+    assert results["pipeline"]["counts_exact"] is True and results["pipeline"]["count_error"] == 0
+    assert results["pipeline"]["firestore_reads_per_1000"] > 0
+    assert results["naive"]["firestore_reads_per_1000"] == 2000
+    assert results["naive"]["firestore_writes_per_1000"] == 2000
+    # Realtime shows an event only after its bucket and the reorder delay.
+    assert results["pipeline"]["latency_p50_s"] >= results["reorder_delay_s"]
+
+    harness = results["harness"]
+    assert harness["pipeline_msgs_per_s_per_core"] > 0 and harness["passthrough_msgs_per_s_per_core"] > 0
+    assert harness["parse_fold_msgs_per_s_per_core"] > 0 and harness["pipeline_counts_exact"] is True
+
+    assert results["workload"]["messages"] > 0 and results["workload"]["trains"] == 3
+    assert results["machine"]["cores"] >= 1 and results["machine"]["memory_mb"] > 0
+    assert results["flush_interval_s"] == 1.0 and results["reorder_delay_s"] == 2.0
+    assert set(results["ratios"]) == {"pipeline_vs_ceiling", "writes_vs_naive", "reads_vs_naive",
+                                      "harness_vs_passthrough"}
+    assert all(value > 0 for value in results["ratios"].values())
+    assert {t["target"] for t in results["targets"]} and all(
+        isinstance(t["pass"], bool) for t in results["targets"])
