@@ -78,7 +78,7 @@ SECOND_LEVEL_STEPS = [  # with --dead_letter_topic
     "WriteDeadLetters/ToPubsubMessage", "WriteDeadLetters/PublishDeadLetters",
 ]
 DEAD_LETTERS_TO_FIRESTORE_STEPS = [  # without --dead_letter_topic
-    "WriteDeadLetters/ToDocument", "WriteDeadLetters/StoreDeadLetters", "WriteDeadLetters/LogUnstorable",
+    "WriteDeadLetters/StoreDeadLetters",
 ]
 STATEFUL_STEP = "RunningOccupancy/FoldOccupancy/ParDo(FoldOccupancy)"
 

@@ -81,3 +81,17 @@ def test_write_transform_coalesces_stamps_realtime_and_dead_letters_permanent_fa
     realtime = firestore_client.collection("rt").document("t1").get().to_dict()
     assert realtime["current_value"] == 2 and realtime["updated_at"] is not None
     assert firestore_client.collection("hist").document("h1").get().to_dict()["value"] == 1
+
+
+def test_dead_letters_are_stored_and_an_oversized_payload_is_cut_not_lost(firestore_client):
+    from transforms.dead_letters import MAX_STORED_PAYLOAD, WriteDeadLetters
+    now = wire.parse_time("2026-11-24T07:00:00Z")
+    small = wire.dead_letter(wire.MALFORMED, "bad", b"x", {"a": "1"}, "m1", now, "ParseEvents")
+    huge = wire.dead_letter(wire.MALFORMED, "bad", b"\x00" * 2_000_000, {}, "m2", now, "ParseEvents")
+    with TestPipeline(runner="BundleBasedDirectRunner") as p:
+        _ = p | beam.Create([small, huge]) | WriteDeadLetters(None, PROJECT, "(default)", "dl")
+    stored = {d.to_dict()["message_id"]: d.to_dict() for d in firestore_client.collection("dl").stream()}
+    assert stored["m1"]["payload"] == small["payload"] and "payload_truncated" not in stored["m1"]
+    assert stored["m2"]["payload_truncated"] is True
+    assert stored["m2"]["payload"] == huge["payload"][:MAX_STORED_PAYLOAD]
+    assert stored["m2"]["payload_base64_length"] == len(huge["payload"])

@@ -46,16 +46,20 @@ class WriteDocuments(beam.DoFn):
         self._buffer = {}
 
     def process(self, write: documents.DocumentWrite):
-        key = (write.collection, write.doc_id)
-        self._buffer.pop(key, None)  # the later write of a document replaces the earlier
-        self._buffer[key] = write
-        if len(self._buffer) >= 500:
+        if self._add(write):
             yield from (beam.pvalue.TaggedOutput(DEAD_LETTER, d) for d in self._commit())
 
     def finish_bundle(self):
         for record in self._commit():
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, WindowedValue(
                 record, Timestamp.now(), [GlobalWindow()]))
+
+    def _add(self, write: documents.DocumentWrite) -> bool:
+        """Buffers a write; True when the buffer is full and must be committed."""
+        key = (write.collection, write.doc_id)
+        self._buffer.pop(key, None)  # the later write of a document replaces the earlier
+        self._buffer[key] = write
+        return len(self._buffer) >= 500
 
     def _commit(self):
         if not self._buffer:
