@@ -22,9 +22,9 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
                                               on_timer)
-from apache_beam.utils.timestamp import Timestamp
 
 from bench.workload import ATTR_DELTA, ATTR_T_US, ATTR_TRAIN
+from transforms.occupancy import arm_flush, release_due  # the pipeline's own timer discipline
 from occupancy import wire
 from occupancy.store import RetryPolicy, commit_documents, make_client
 
@@ -69,29 +69,14 @@ class SumWithFlushTimer(beam.DoFn):
                 timer_at=beam.DoFn.StateParam(TIMER_AT), flush=beam.DoFn.TimerParam(FLUSH)):
         _, event = element
         pending.add(event)
-        armed, last_flush = timer_at.read() or (0, 0)
-        release = max(self._release(event[0]), last_flush + self._flush_us)
-        if not armed or release < armed:  # never pushed later: it would never fire under traffic
-            flush.set(Timestamp(micros=release))
-            timer_at.write((release, last_flush))
+        arm_flush(timer_at, flush, self._release(event[0]), self._flush_us)
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
                  pending=beam.DoFn.StateParam(PENDING), total=beam.DoFn.StateParam(TOTAL),
                  timer_at=beam.DoFn.StateParam(TIMER_AT), flush=beam.DoFn.TimerParam(FLUSH)):
-        fired_us = fired.micros
-        ready, rest = [], []
-        for event in pending.read():
-            (ready if self._release(event[0]) <= fired_us else rest).append(event)
-        pending.clear()
-        for event in rest:
-            pending.add(event)
-        if rest:
-            release = max(min(self._release(t) for t, _ in rest), fired_us + self._flush_us)
-            flush.set(Timestamp(micros=release))
-            timer_at.write((release, fired_us))
-        else:
-            timer_at.write((0, fired_us))
+        ready = release_due(pending, timer_at, flush, fired.micros, lambda event: self._release(event[0]),
+                            self._flush_us)
         if not ready:
             return
         value, last = total.read() or (0, 0)

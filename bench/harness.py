@@ -34,7 +34,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow
 
-from bench import workload
+from bench import measure, workload
 from bench.measure import peak_rss_mb
 from occupancy import documents, fold, wire
 from occupancy.store import make_client
@@ -155,12 +155,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     result = run(workload.spec_from_args(args, args.smoke), args.flush_interval_s, args.reorder_delay_s)
-    text = json.dumps(result, indent=1, sort_keys=True)
-    if args.output == "-":
-        print(text)
-    else:
-        with open(args.output, "w") as f:
-            f.write(text)
+    measure.emit(result, args.output)
     return 0
 
 

@@ -1,4 +1,5 @@
 """Small measuring helpers shared by the benchmark's parts (no Beam, no Google clients)."""
+import json
 import math
 import os
 from typing import List, Optional, Tuple
@@ -66,3 +67,13 @@ def machine() -> dict:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {"cores": os.cpu_count(), "memory_mb": memory_mb,
             "loadavg_1m_at_start": round(load[0], 2) if load else None}
+
+
+def emit(result: dict, output: str) -> None:
+    """Writes a child step's JSON result to `output`, or to stdout for "-"."""
+    text = json.dumps(result, indent=1, sort_keys=True)
+    if output == "-":
+        print(text)
+    else:
+        with open(output, "w") as f:
+            f.write(text)

@@ -17,7 +17,6 @@ The prototype had no heartbeats: a delta-0 message is handled like any other.
 """
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -26,7 +25,7 @@ import time
 import uuid
 from typing import Dict, List, Optional
 
-from bench import workload
+from bench import measure, workload
 from bench.measure import peak_rss_mb, percentile, rounded
 from occupancy import wire
 from occupancy.store import make_client
@@ -135,13 +134,7 @@ def run_concurrent(spec: workload.WorkloadSpec, workers: int = WORKERS, timeout_
         worker.start()
     publisher = pubsub_v1.PublisherClient()
     topic = stack.topic_path(PROJECT, f"naive-{name}")
-    sent, futures = [], []
-    first = time.time()
-    for payload, attributes, event, _ in workload.stamp(items):
-        sent.append(event)
-        futures.append(publisher.publish(topic, payload, **attributes))
-    for future in futures:
-        future.result(timeout=120)
+    sent, first = workload.publish_all(publisher, topic, items)
     try:
         deadline = time.monotonic() + timeout_s
         while len(seen) < len(items):
@@ -197,12 +190,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     spec = workload.spec_from_args(args, args.smoke)
     result = run_sequential(spec) if args.mode == "sequential" else run_concurrent(spec, args.workers)
-    text = json.dumps(result, indent=1, sort_keys=True)
-    if args.output == "-":
-        print(text)
-    else:
-        with open(args.output, "w") as f:
-            f.write(text)
+    measure.emit(result, args.output)
     return 0
 
 

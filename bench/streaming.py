@@ -160,13 +160,7 @@ def run_streaming(job: str, spec: workload.WorkloadSpec, env: dict, work_dir: st
         _LOGGER.info("%s: up after %.1fs; publishing %s messages", job, startup_s, len(items))
 
         cpu_before = cpu_seconds(process.pid)
-        sent, futures = [], []
-        first = time.time()
-        for payload, attributes, event, _ in workload.stamp(items):
-            sent.append(event)
-            futures.append(publisher.publish(topic, payload, **attributes))
-        for future in futures:
-            future.result(timeout=120)
+        sent, first = workload.publish_all(publisher, topic, items)
         publish_s = time.time() - first
         last_times = workload.last_count_times(sent)
         values = workload.truth(sent) if job == "pipeline" else workload.plain_sums(sent)

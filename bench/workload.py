@@ -167,3 +167,18 @@ def register(client, spec: WorkloadSpec) -> None:
 
 def train_of_devices(spec: WorkloadSpec) -> Dict[str, str]:
     return {device: t.train_id for t in spec.fleet() for device in t.devices}
+
+
+def publish_all(publisher, topic: str, items: List[Item]) -> Tuple[List[Sent], float]:
+    """Publishes every item as fast as the client takes them, stamped at publish time.
+
+    Returns what was sent and the wall time of the first publish.
+    """
+    sent, futures = [], []
+    first = time.time()
+    for payload, attributes, event, _ in stamp(items):
+        sent.append(event)
+        futures.append(publisher.publish(topic, payload, **attributes))
+    for future in futures:
+        future.result(timeout=120)
+    return sent, first

@@ -31,7 +31,7 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
                                               on_timer)
 from apache_beam.utils.timestamp import Timestamp
 
-from occupancy import documents, fold, wire
+from occupancy import documents, fold
 from occupancy.store import RetryPolicy, count_ops, make_client
 from transforms.coders import EventCoder
 
@@ -68,6 +68,37 @@ class RealtimeSeed:
         return documents.state_from_documents(realtime, history, config.dedup_window)
 
 
+def arm_flush(timer_at, flush, release_us: int, flush_interval_us: int) -> None:
+    """Arms a key's flush timer for a new element that may be released at `release_us`.
+
+    Never pushed later (a timer re-set on every element never fires under steady
+    traffic on the local runner), and never sooner than one flush interval after
+    the last flush. `timer_at` holds (armed release time or 0, last flush time).
+    """
+    armed, last_flush = timer_at.read() or (0, 0)
+    release = max(release_us, last_flush + flush_interval_us)
+    if not armed or release < armed:
+        flush.set(Timestamp(micros=release))
+        timer_at.write((release, last_flush))
+
+
+def release_due(pending, timer_at, flush, fired_us: int, release_of, flush_interval_us: int) -> list:
+    """On a flush: takes the elements due by `fired_us` out of `pending`; re-arms for the rest."""
+    ready, rest = [], []
+    for element in pending.read():
+        (ready if release_of(element) <= fired_us else rest).append(element)
+    pending.clear()
+    for element in rest:
+        pending.add(element)
+    if rest:
+        release = max(min(release_of(element) for element in rest), fired_us + flush_interval_us)
+        flush.set(Timestamp(micros=release))
+        timer_at.write((release, fired_us))
+    else:
+        timer_at.write((0, fired_us))
+    return ready
+
+
 class FoldOccupancy(beam.DoFn):
     """(train_id, Event) -> DocumentWrite, emitted when the train's flush timer fires."""
 
@@ -90,31 +121,17 @@ class FoldOccupancy(beam.DoFn):
                 timer_at=beam.DoFn.StateParam(TIMER_AT), flush=beam.DoFn.TimerParam(FLUSH)):
         _, event = element
         pending.add(event)
-        armed, last_flush = timer_at.read() or (0, 0)
-        release = max(self._config.release_time(event.event_time_us),
-                      last_flush + self._config.flush_interval_us)
-        if not armed or release < armed:
-            flush.set(Timestamp(micros=release))
-            timer_at.write((release, last_flush))
+        arm_flush(timer_at, flush, self._config.release_time(event.event_time_us),
+                  self._config.flush_interval_us)
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
                  pending=beam.DoFn.StateParam(PENDING), train=beam.DoFn.StateParam(TRAIN),
                  timer_at=beam.DoFn.StateParam(TIMER_AT), flush=beam.DoFn.TimerParam(FLUSH)):
         fired_us = fired.micros
-        ready, rest = [], []
-        for event in pending.read():
-            (ready if self._config.release_time(event.event_time_us) <= fired_us else rest).append(event)
-        pending.clear()
-        for event in rest:
-            pending.add(event)
-        if rest:
-            release = max(min(self._config.release_time(e.event_time_us) for e in rest),
-                          fired_us + self._config.flush_interval_us)
-            flush.set(Timestamp(micros=release))
-            timer_at.write((release, fired_us))
-        else:
-            timer_at.write((0, fired_us))
+        ready = release_due(pending, timer_at, flush, fired_us,
+                            lambda event: self._config.release_time(event.event_time_us),
+                            self._config.flush_interval_us)
         if not ready:
             return
         state = train.read()
