@@ -6,6 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# e.g. make run DEMO_ARGS="--duration 60 --seed 7"
+DEMO_ARGS ?=
 
 .PHONY: install run test test-fast check-prereqs clean
 
@@ -21,7 +23,7 @@ check-prereqs: install
 	$(PY) -m local.prereqs
 
 run: check-prereqs
-	$(PY) -m local.demo
+	$(PY) -m local.demo $(DEMO_ARGS)
 
 test: check-prereqs
 	$(PY) -m pytest tests $(PYTEST_ARGS)
