@@ -8,7 +8,8 @@ from local.emulators import Emulator
 from local.stack import PROJECT
 from occupancy.store import make_client
 
-EMULATOR_FIXTURES = {"firestore_emulator", "pubsub_emulator", "firestore_client", "emulator_env"}
+EMULATOR_FIXTURES = {"firestore_emulator", "pubsub_emulator", "firestore_client", "emulator_env",
+                     "own_emulator"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -47,3 +48,20 @@ def emulator_env(firestore_emulator, pubsub_emulator, monkeypatch):
         monkeypatch.setenv(name, value)
     firestore_emulator.reset()
     return env
+
+
+@pytest.fixture
+def own_emulator(monkeypatch):
+    """start(kind) -> an emulator of this test's own, which it may stop and start again on
+    the same port (outages); its environment variable is set for the test."""
+    started = []
+
+    def start(kind: str) -> Emulator:
+        emulator = Emulator(kind, project=PROJECT).start()
+        monkeypatch.setenv(emulator.env_var, emulator.host_port)
+        started.append(emulator)
+        return emulator
+
+    yield start
+    for emulator in started:
+        emulator.stop()

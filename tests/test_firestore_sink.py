@@ -8,7 +8,6 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from google.api_core import exceptions as gexc
 
-from local.emulators import Emulator
 from local.stack import PROJECT
 from occupancy import documents, wire
 from occupancy.store import RetryPolicy, commit_documents, make_client
@@ -35,16 +34,8 @@ def test_a_permanent_error_fails_only_its_document(firestore_client):
     assert sorted(d.id for d in firestore_client.collection("hist").stream()) == ["good1", "good2"]
 
 
-@pytest.fixture
-def own_firestore(monkeypatch):
-    """A Firestore emulator this test may stop and start again on the same port."""
-    emulator = Emulator("firestore", project=PROJECT).start()
-    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", emulator.host_port)
-    yield emulator
-    emulator.stop()
-
-
-def test_transient_errors_are_retried_until_firestore_is_back(own_firestore):
+def test_transient_errors_are_retried_until_firestore_is_back(own_emulator):
+    own_firestore = own_emulator("firestore")
     client = make_client(PROJECT)
     own_firestore.stop()
     restarter = threading.Timer(3.0, own_firestore.start)
@@ -59,7 +50,8 @@ def test_transient_errors_are_retried_until_firestore_is_back(own_firestore):
     assert client.collection("rt").document("t1").get().to_dict() == {"current_value": 5}
 
 
-def test_transient_errors_raise_after_the_deadline_instead_of_dead_lettering(own_firestore):
+def test_transient_errors_raise_after_the_deadline_instead_of_dead_lettering(own_emulator):
+    own_firestore = own_emulator("firestore")
     client = make_client(PROJECT)
     own_firestore.stop()
     with pytest.raises(gexc.ServiceUnavailable):

@@ -26,7 +26,7 @@ from google.api_core import exceptions as gexc
 from device import publisher
 from device.outbox import Outbox, OutboxError
 from local import stack
-from local.emulators import Emulator, free_port
+from local.emulators import free_port
 from local.stack import PROJECT
 from occupancy import registry, wire
 from occupancy.store import make_client
@@ -365,15 +365,6 @@ def deltas_of(lines):
 
 
 @pytest.fixture
-def own_pubsub(monkeypatch):
-    """A Pub/Sub emulator of this test's own, to stop and start again on the same port."""
-    emulator = Emulator("pubsub", project=PROJECT).start()
-    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host_port)
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture
 def shared_pubsub(pubsub_emulator, monkeypatch):
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host_port)
     return pubsub_emulator
@@ -382,8 +373,8 @@ def shared_pubsub(pubsub_emulator, monkeypatch):
 # ---- against the emulator ---------------------------------------------------------------
 
 @pytest.mark.emulator
-def test_an_outage_loses_nothing_and_everything_arrives_once_in_seq_order(own_pubsub, tmp_path):
-    emulator, outbox = own_pubsub, tmp_path / "o.sqlite"
+def test_an_outage_loses_nothing_and_everything_arrives_once_in_seq_order(own_emulator, tmp_path):
+    emulator, outbox = own_emulator("pubsub"), tmp_path / "o.sqlite"
     before = create_topic("outage-events", "outage-sub")
     process = start_publisher(tmp_path, emulator.host_port, "outage-events", outbox,
                               "--drain_timeout_s", "20")
