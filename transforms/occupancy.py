@@ -148,7 +148,6 @@ class FoldOccupancy(beam.DoFn):
             yield documents.realtime_write(key, state)
 
 
-
 class CountFlushes(beam.DoFn):
     """Per-flush stats tuple (STAT_NAMES order) -> Beam counters.
 
