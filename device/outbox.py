@@ -67,10 +67,6 @@ class Row(NamedTuple):
         return wire.encode_event(self.device_id, self.delta, self.event_time_us, self.seq)
 
 
-def _now_us() -> int:
-    return int(time.time() * 1_000_000)
-
-
 class Outbox:
     """A bounded, durable FIFO of counts with a persistent per-device seq.
 
@@ -176,7 +172,7 @@ class Outbox:
                 seq = db.execute("SELECT last_seq FROM seqs WHERE device_id = ?",
                                  (device_id,)).fetchone()[0]
                 event_id = wire.event_id_for(device_id, seq)
-                created_us = _now_us()
+                created_us = wire.now_us()
                 cursor = db.execute(
                     "INSERT INTO outbox (device_id, seq, event_id, delta, event_time_us, created_us) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
@@ -254,7 +250,7 @@ class Outbox:
         """How long the oldest waiting count has been in the outbox, or None when empty."""
         with self._cond:
             row = self._db.execute("SELECT MIN(created_us) FROM outbox").fetchone()
-        return None if row[0] is None else max(0.0, (_now_us() - row[0]) / 1e6)
+        return None if row[0] is None else max(0.0, (wire.now_us() - row[0]) / 1e6)
 
     def last_seq(self, device_id: str) -> int:
         """The last seq handed out to the device (0: none yet)."""

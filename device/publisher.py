@@ -45,6 +45,7 @@ from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 from device.outbox import Outbox, OutboxError
 from occupancy import wire
+from occupancy.cli import non_negative_float, positive_float, positive_int
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -63,10 +64,6 @@ _S = 1_000_000
 
 class UsageError(Exception):
     """A command line or configuration that cannot work: one line, exit code 2."""
-
-
-def _now_us() -> int:
-    return int(time.time() * _S)
 
 
 # ---- parsing what the sources deliver --------------------------------------------
@@ -231,7 +228,7 @@ def simulate_source(device_id: str, seed: int, stop: threading.Event) -> Iterato
     # No injected faults and no reset: this is one honest door; the outbox assigns the seqs.
     config = simulator.SimConfig(faults=simulator.FaultRates(0.0, 0.0, 0.0), reset_at_start=False)
     started = time.monotonic()
-    for message in simulator.Simulation([spec], seed, config).messages(_now_us()):
+    for message in simulator.Simulation([spec], seed, config).messages(wire.now_us()):
         if message.kind != simulator.COUNT:
             continue  # its heartbeats: --heartbeat_s is the publisher's own
         if stop.wait(max(0.0, started + message.send_at - time.monotonic())):
@@ -483,7 +480,7 @@ class Reader(threading.Thread):
             self._stats.add("malformed")
             _LOGGER.warning("Skipped malformed input: %s", reading.error)
         elif reading.delta is not None:
-            event_time_us = reading.event_time_us if reading.event_time_us is not None else _now_us()
+            event_time_us = reading.event_time_us if reading.event_time_us is not None else wire.now_us()
             # The halt event also ends a wait for room: a count already read is stored.
             self._outbox.append(self._device_id, reading.delta, event_time_us, meta=meta,
                                 cancel=self._halt)
@@ -518,27 +515,6 @@ def _device_id(text: str) -> str:
     return text
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
 def _host_port(text: str) -> str:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
@@ -560,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Where counts come from: 'stdin' (lines '+2', '-1' or 'in,out'; the "
                         "default), 'simulate' (station bursts for one door), or 'replay FILE' "
                         "(a 'time,delta' CSV or JSON Lines log).")
-    p.add_argument("--speed", type=_non_negative_float, default=1.0,
+    p.add_argument("--speed", type=non_negative_float, default=1.0,
                    help="replay: pace relative to the log's own (2 = twice as fast, 0 = no waiting).")
     p.add_argument("--retime", action="store_true", default=False,
                    help="replay: stamp each count with the time it is replayed instead of the "
@@ -583,25 +559,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outbox", type=str, default=_default_outbox(), metavar="PATH",
                    help="SQLite outbox file (created if missing; $STATE_DIRECTORY/outbox.sqlite "
                         "under systemd).")
-    p.add_argument("--max_outbox", type=_positive_int, default=100_000,
+    p.add_argument("--max_outbox", type=positive_int, default=100_000,
                    help="Rows the outbox may hold; when full, reading pauses (nothing is dropped).")
-    p.add_argument("--batch_max_messages", type=_positive_int, default=100,
+    p.add_argument("--batch_max_messages", type=positive_int, default=100,
                    help="Pub/Sub client batching: messages per publish request.")
-    p.add_argument("--batch_max_latency_s", type=_non_negative_float, default=0.01,
+    p.add_argument("--batch_max_latency_s", type=non_negative_float, default=0.01,
                    help="Pub/Sub client batching: longest wait to fill a batch, in seconds.")
-    p.add_argument("--publish_timeout_s", type=_positive_float, default=30.0,
+    p.add_argument("--publish_timeout_s", type=positive_float, default=30.0,
                    help="Deadline of one publish request, in seconds.")
-    p.add_argument("--max_backoff_s", type=_positive_float, default=60.0,
+    p.add_argument("--max_backoff_s", type=positive_float, default=60.0,
                    help="Longest wait between two publish attempts while Pub/Sub fails.")
-    p.add_argument("--drain_timeout_s", type=_non_negative_float, default=5.0,
+    p.add_argument("--drain_timeout_s", type=non_negative_float, default=5.0,
                    help="On SIGTERM/SIGINT or the end of the source: how long the sender may "
                         "still try to empty the outbox before the publisher exits.")
-    p.add_argument("--heartbeat_s", type=_non_negative_float, default=0.0,
+    p.add_argument("--heartbeat_s", type=non_negative_float, default=0.0,
                    help="Send a heartbeat (delta 0) after this many seconds without a count, "
                         "while the outbox is empty; 0 = never.")
-    p.add_argument("--max_abs_delta", type=_positive_int, default=DEFAULT_MAX_ABS_DELTA,
+    p.add_argument("--max_abs_delta", type=positive_int, default=DEFAULT_MAX_ABS_DELTA,
                    help="Larger deltas are skipped as malformed (the pipeline would reject them).")
-    p.add_argument("--status_interval_s", type=_positive_float, default=60.0,
+    p.add_argument("--status_interval_s", type=positive_float, default=60.0,
                    help="Seconds between two status lines in the log.")
     p.add_argument("--log_level", type=str, default="INFO",
                    choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="Log level.")
@@ -719,7 +695,7 @@ class Publisher:
         # Only into an empty outbox: a pile of liveness signals says nothing after an outage.
         if (self.args.heartbeat_s and not self.outbox.pending()
                 and time.monotonic() - self.stats.last_append >= self.args.heartbeat_s):
-            self.outbox.append(self.args.device_id, 0, _now_us(), cancel=self.halt)
+            self.outbox.append(self.args.device_id, 0, wire.now_us(), cancel=self.halt)
             self.stats.add("heartbeats")
 
     def _shutdown(self) -> int:

@@ -26,6 +26,7 @@ import sys
 from typing import Callable, List, Optional, Sequence
 
 from occupancy import registry
+from occupancy.cli import positive_float
 from occupancy.store import make_client
 from occupancy.wire import ID_PATTERN, format_time, to_micros
 
@@ -141,13 +142,6 @@ def cmd_train_list(client, args, out) -> None:
 
 # ---- parser ---------------------------------------------------------------------------
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
 def _add_global_flags(parser: argparse.ArgumentParser, top_level: bool) -> None:
     """The global flags, on the top-level parser and again on each command.
 
@@ -168,7 +162,7 @@ def _add_global_flags(parser: argparse.ArgumentParser, top_level: bool) -> None:
                        help="Collection of train documents (default: trains).")
     group.add_argument("--json", action="store_true", default=default(False),
                        help="Print list commands as a JSON array instead of a table.")
-    group.add_argument("--timeout", type=_positive_float, default=default(DEFAULT_TIMEOUT_S),
+    group.add_argument("--timeout", type=positive_float, default=default(DEFAULT_TIMEOUT_S),
                        help="Seconds to keep trying Firestore per call, retries included "
                             f"(default: {DEFAULT_TIMEOUT_S:g}).")
     group.add_argument("-v", "--verbose", action="store_true", default=default(False),

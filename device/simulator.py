@@ -393,7 +393,7 @@ class DevicePublisher:
     def start(self) -> "DevicePublisher":
         from google.cloud import pubsub_v1  # the device extra; the generator needs none of it
         self._client = pubsub_v1.PublisherClient()
-        self.start_us = int(time.time() * 1_000_000)
+        self.start_us = wire.now_us()
         self._started = time.monotonic()
         self._thread.start()
         return self
@@ -526,7 +526,7 @@ def _simulation(args: argparse.Namespace) -> Simulation:
 
 def _dry_run(simulation: Simulation, seconds: Optional[float]) -> None:
     try:
-        for m in simulation.messages(int(time.time() * 1_000_000), seconds or 60.0):
+        for m in simulation.messages(wire.now_us(), seconds or 60.0):
             print(json.dumps({"send_at": m.send_at, "kind": m.kind, "attributes": m.attributes,
                               "payload": m.payload.decode("utf-8", errors="replace")}))
     except BrokenPipeError:  # e.g. piped into `head`

@@ -8,6 +8,7 @@ import datetime
 import hashlib
 import json
 import re
+import time
 from typing import NamedTuple, Optional
 
 # A '/' in an id would address another Firestore path, so ids are restricted.
@@ -71,6 +72,11 @@ def valid_id(value) -> bool:
 def to_micros(dt: datetime.datetime) -> int:
     delta = dt - _EPOCH
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def now_us() -> int:
+    """The wall clock in microseconds since the epoch."""
+    return int(time.time() * 1_000_000)
 
 
 def from_micros(us: int) -> datetime.datetime:

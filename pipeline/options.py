@@ -1,16 +1,10 @@
 """The pipeline's command-line options (DESIGN.md, "Command line")."""
 import datetime
-import math
 import zoneinfo
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:  # "nan" and "inf" parse as floats
-        raise ValueError(f"must be a finite number > 0, got {text}")
-    return value
+from occupancy.cli import positive_float
 
 
 def _timezone(text: str) -> str:
@@ -51,14 +45,14 @@ class OccupancyOptions(PipelineOptions):
             "--firestore_database", type=str, default="(default)",
             help="Firestore database id.")
         parser.add_argument(
-            "--registry_refresh_s", type=_positive_float, default=60.0,
+            "--registry_refresh_s", type=positive_float, default=60.0,
             help="Seconds between reloads of the cached device registry view on each worker.")
         parser.add_argument(
             "--reorder_delay_s", type=float, default=2.0,
             help="Seconds an event waits for earlier events that arrive out of order before it "
                  "is applied; realtime shows it only after that.")
         parser.add_argument(
-            "--flush_interval_s", type=_positive_float, default=1.0,
+            "--flush_interval_s", type=positive_float, default=1.0,
             help="Width of a history bucket in seconds; also the least time between two "
                  "realtime writes of one train.")
         parser.add_argument(
@@ -82,7 +76,7 @@ class OccupancyOptions(PipelineOptions):
             "--timezone", type=_timezone, default="UTC",
             help="Time zone of --daily_reset.")
         parser.add_argument(
-            "--write_retry_deadline_s", type=_positive_float, default=60.0,
+            "--write_retry_deadline_s", type=positive_float, default=60.0,
             help="How long transient Firestore errors are retried before the bundle fails "
                  "(the runner then retries it).")
         collections = parser.add_argument_group("Firestore collections")

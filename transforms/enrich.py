@@ -100,7 +100,7 @@ class LookupTrain(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, wire.dead_letter(
                 wire.UNKNOWN_DEVICE, f"device {event.device_id} is {state}",
                 event.raw, dict(event.attributes), event.message_id or None,
-                int(time.time() * 1_000_000), "EnrichWithTrain"))
+                wire.now_us(), "EnrichWithTrain"))
             return
         yield entry.train_id, event.without_message()._replace(
             train_id=entry.train_id, capacity=snapshot.capacity(entry.train_id),

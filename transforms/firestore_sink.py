@@ -1,7 +1,6 @@
 """WriteToFirestore: DocumentWrite -> documents set in Firestore; permanent failures -> dead letters."""
 import json
 import logging
-import time
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
@@ -78,7 +77,7 @@ class WriteDocuments(beam.DoFn):
             if (self._collections[write.collection], write.doc_id) not in failed_ids:
                 self._writes[write.collection].inc()
         dead = []
-        now_us = int(time.time() * 1_000_000)
+        now_us = wire.now_us()
         for (collection, doc_id, data), error in failed:
             self._failed.inc()
             _LOGGER.error("Permanent failure writing %s/%s: %s", collection, doc_id, error)

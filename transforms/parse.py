@@ -1,7 +1,6 @@
 """ParseEvents: Pub/Sub messages -> validated, event-time stamped Events."""
 import datetime
 import logging
-import time
 import zoneinfo
 
 import apache_beam as beam
@@ -38,7 +37,7 @@ class ParseEvent(beam.DoFn):
         data = getattr(message, "data", message)
         attributes = getattr(message, "attributes", None) or {}
         message_id = getattr(message, "message_id", None)
-        now_us = int(time.time() * 1_000_000)
+        now_us = wire.now_us()
         try:
             event = wire.parse_message(
                 data, message_id, now_us=now_us, max_abs_delta=self._max_abs_delta,
