@@ -36,12 +36,10 @@ from apache_beam.transforms.window import GlobalWindow
 
 from bench import measure, workload
 from bench.measure import peak_rss_mb
-from occupancy import documents, fold, wire
+from occupancy import fold, wire
 from occupancy.store import make_client
-from transforms.enrich import EnrichWithTrain
-from transforms.firestore_sink import WriteToFirestore
-from transforms.occupancy import RealtimeSeed, RunningOccupancy
-from transforms.parse import ParseEvents
+from pipeline.build import compose, fold_config
+from pipeline.options import OccupancyOptions
 
 _LOGGER = logging.getLogger(__name__)
 PROJECT = "demo-occupancy"
@@ -57,13 +55,9 @@ def messages(spec: workload.WorkloadSpec, spacing_s: float = 0.001):
             [sent for _, _, sent, _ in stamped])
 
 
-def build_pipeline(p, msgs, config: fold.FoldConfig):
-    parsed = p | beam.Create(msgs, reshuffle=False) | ParseEvents()
-    enriched = parsed.events | EnrichWithTrain(PROJECT)
-    writes = enriched.keyed | RunningOccupancy(
-        config, RealtimeSeed(PROJECT, "(default)", "realtime", "history"))
-    writes | WriteToFirestore(PROJECT, "(default)", {documents.REALTIME: "realtime",
-                                                     documents.HISTORY: "history"})
+def build_pipeline(p, msgs, options: OccupancyOptions):
+    """The job's own steps after its read (pipeline.build.compose), fed by beam.Create."""
+    compose(p | beam.Create(msgs, reshuffle=False), options)
 
 
 class StatefulSum(beam.DoFn):
@@ -119,14 +113,15 @@ def microbenchmark(msgs, train_of: dict, config: fold.FoldConfig, min_cpu_s: flo
 
 
 def run(spec: workload.WorkloadSpec, flush_interval_s: float, reorder_delay_s: float) -> dict:
-    config = fold.FoldConfig(flush_interval_us=int(flush_interval_s * 1e6),
-                             reorder_delay_us=int(reorder_delay_s * 1e6))
+    options = OccupancyOptions([f"--firestore_project={PROJECT}", f"--flush_interval_s={flush_interval_s}",
+                                f"--reorder_delay_s={reorder_delay_s}"])
+    config = fold_config(options)
     msgs, sent = messages(spec)
     train_of = workload.train_of_devices(spec)
     # A tiny run first: imports, pickling paths and the client's channel are not per message.
     _timed(build_passthrough, msgs[:20], train_of)
     pass_cpu, pass_wall = _timed(build_passthrough, msgs, train_of)
-    pipe_cpu, pipe_wall = _timed(build_pipeline, msgs, config)
+    pipe_cpu, pipe_wall = _timed(build_pipeline, msgs, options)
     client = make_client(PROJECT)
     truth = workload.truth(sent)
     finals = {t: (client.collection("realtime").document(t).get().to_dict() or {}).get("current_value")

@@ -44,8 +44,17 @@ def _read(p, options: OccupancyOptions):
 def build_pipeline(p: beam.Pipeline, options: OccupancyOptions):
     """Applies every step to `p`; returns the writes and the dead letters (PCollections)."""
     options.validate_occupancy()
+    return compose(_read(p, options), options)
+
+
+def compose(messages, options: OccupancyOptions):
+    """Every step after the read: PCollection[PubsubMessage] -> (writes, dead letters).
+
+    Apart from the read so that the benchmark's SDK-harness run feeds the very
+    same steps from a bounded source.
+    """
     project, database = options.firestore_project_id(), options.firestore_database
-    parsed = _read(p, options) | PARSE >> ParseEvents(
+    parsed = messages | PARSE >> ParseEvents(
         options.max_abs_delta, options.max_future_skew_s, options.legacy_timezone)
     enriched = parsed.events | ENRICH >> EnrichWithTrain(
         project, database, options.devices_collection, options.trains_collection,
