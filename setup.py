@@ -4,6 +4,7 @@ Extras keep each installation small:
   .[device]    the door device publisher (Pub/Sub client only, no Beam)
   .[registry]  the fleet registry CLI (Firestore client only)
   .[pipeline]  the Beam pipeline (what Dataflow workers install via --setup_file)
+  .[api]       the HTTP API, dashboard and GTFS-Realtime feed (FastAPI, no Beam)
   .[test]      everything plus pytest
 """
 import setuptools
@@ -17,6 +18,15 @@ PIPELINE = [
     "google-cloud-firestore>=2.16,<3",
     "google-api-python-client>=2.100,<3",
 ]
+API = [
+    "google-cloud-firestore>=2.16,<3",
+    "fastapi>=0.110,<1",
+    "uvicorn>=0.29,<1",
+    "firebase-admin>=6.5,<8",
+    "gtfs-realtime-bindings>=1.0,<4",
+]
+TEST = ["pytest>=8,<10", "pytest-timeout>=2.2", "httpx>=0.27,<1", "hypothesis>=6.100,<7",
+        "selenium>=4.20,<5", "psutil>=5.9,<8"]
 
 setuptools.setup(
     name="train-occupancy",
@@ -25,12 +35,13 @@ setuptools.setup(
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["occupancy", "occupancy.*", "pipeline", "pipeline.*",
                                                "transforms", "transforms.*", "device", "device.*",
-                                               "local", "local.*"]),
+                                               "local", "local.*", "api", "api.*"]),
     install_requires=[],
     extras_require={
         "device": DEVICE,
         "registry": REGISTRY,
         "pipeline": PIPELINE,
-        "test": sorted(set(DEVICE + REGISTRY + PIPELINE + ["pytest>=8,<10", "pytest-timeout>=2.2"])),
+        "api": API,
+        "test": sorted(set(DEVICE + REGISTRY + PIPELINE + API + TEST)),
     },
 )

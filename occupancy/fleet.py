@@ -1,0 +1,189 @@
+"""The fleet as people see it: one train's occupancy now, its freshness and status.
+
+Beam-free and shared by everything that serves the numbers (the HTTP API, the
+dashboard, the GTFS-Realtime feed, the benchmarks): they read the fleet with
+`read_fleet` (one query on `realtime`, one on `trains`, whatever the fleet's
+size) and classify with the functions here, never with a copy of them.
+
+Freshness (DESIGN.md, "Serving the numbers"): a train's newest device
+`last_seen` (heartbeats included) says whether its number is current:
+`ok`, `stale` (older than `stale_after_s`, default 90) or `no_data` (never seen).
+
+Occupancy status: the GTFS-Realtime `OccupancyStatus` enum name for a ratio
+count / capacity, from configurable thresholds. Default (HSL, Helsinki):
+EMPTY < 0.05 <= MANY_SEATS_AVAILABLE < 0.2 <= FEW_SEATS_AVAILABLE < 0.5 <=
+STANDING_ROOM_ONLY < 0.7 <= CRUSHED_STANDING_ROOM_ONLY < 0.9 <= FULL.
+"""
+import datetime
+import re
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from occupancy.registry import train_entry
+from occupancy.store import count_ops
+from occupancy.wire import to_micros, valid_id
+
+STATUS_OK, STATUS_STALE, STATUS_NO_DATA = "ok", "stale", "no_data"
+DEFAULT_STALE_AFTER_S = 90.0
+
+# GTFS-Realtime VehiclePosition.OccupancyStatus names, in increasing order of load.
+OCCUPANCY_LEVELS = ("EMPTY", "MANY_SEATS_AVAILABLE", "FEW_SEATS_AVAILABLE", "STANDING_ROOM_ONLY",
+                    "CRUSHED_STANDING_ROOM_ONLY", "FULL")
+NO_DATA_AVAILABLE = "NO_DATA_AVAILABLE"
+DEFAULT_THRESHOLDS = (0.05, 0.2, 0.5, 0.7, 0.9)
+
+# A door named like "car3-door2" (or "car3_door2", "car3"): the carriage is "car3", number 3.
+_CARRIAGE_RE = re.compile(r"^(car(\d+))(?:[-_].*)?$", re.IGNORECASE)
+
+
+class Thresholds(NamedTuple):
+    """Lower bounds (ratios) of the levels after EMPTY; strictly increasing."""
+    bounds: Tuple[float, ...] = DEFAULT_THRESHOLDS
+
+    @classmethod
+    def parse(cls, text: str) -> "Thresholds":
+        """'0.05,0.2,0.5,0.7,0.9' -> Thresholds; raises ValueError with a readable message."""
+        try:
+            bounds = tuple(float(part) for part in text.split(","))
+        except ValueError:
+            raise ValueError(f"thresholds must be {len(DEFAULT_THRESHOLDS)} comma-separated "
+                             f"numbers, got {text!r}") from None
+        if len(bounds) != len(DEFAULT_THRESHOLDS):
+            raise ValueError(f"thresholds need {len(DEFAULT_THRESHOLDS)} numbers (the lower bounds "
+                             f"of {', '.join(OCCUPANCY_LEVELS[1:])}), got {len(bounds)}")
+        if any(not (0 <= b < float("inf")) for b in bounds) or list(bounds) != sorted(set(bounds)):
+            raise ValueError(f"thresholds must be finite, >= 0 and strictly increasing, got {text!r}")
+        return cls(bounds)
+
+    def status(self, ratio: Optional[float]) -> str:
+        """The OccupancyStatus name for a ratio; NO_DATA_AVAILABLE when there is none."""
+        if ratio is None:
+            return NO_DATA_AVAILABLE
+        level = 0
+        for bound in self.bounds:
+            if ratio >= bound:
+                level += 1
+        return OCCUPANCY_LEVELS[level]
+
+
+def occupancy_percentage(value: int, capacity: Optional[int]) -> Optional[int]:
+    """count / capacity as a whole percentage, or None without a capacity.
+
+    Not capped: a count above capacity gives more than 100 (the GTFS-RT feed
+    decides how to publish that).
+    """
+    if not capacity:
+        return None
+    return int(round(100 * max(0, value) / capacity))
+
+
+def carriage_of(door: Optional[str]) -> Optional[Tuple[str, int]]:
+    """('car3', 3) for a door named 'car3-door2'; None for a door not mapped to a carriage."""
+    match = _CARRIAGE_RE.match(door or "")
+    return (match.group(1).lower(), int(match.group(2))) if match else None
+
+
+class TrainView(NamedTuple):
+    """One train as served: the registry's `trains/` entry joined with its `realtime` document."""
+    train_id: str
+    name: Optional[str]
+    capacity: Optional[int]
+    current_value: Optional[int]          # None: no realtime document yet
+    occupancy_ratio: Optional[float]
+    last_updated: Optional[datetime.datetime]
+    last_seen: Optional[datetime.datetime]  # newest last_seen of its devices
+    staleness_s: Optional[float]
+    status: str                            # ok / stale / no_data
+    devices_seen: Dict[str, dict]          # as in realtime/{train_id}.devices_seen
+    trains_doc: Dict[str, object]          # the train's registry document (extra fields, e.g. seats)
+
+
+def _as_utc(value) -> Optional[datetime.datetime]:
+    if not isinstance(value, datetime.datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+
+
+def newest_last_seen(devices_seen: Dict[str, dict]) -> Optional[datetime.datetime]:
+    seen = [_as_utc((entry or {}).get("last_seen")) for entry in (devices_seen or {}).values()]
+    seen = [t for t in seen if t is not None and to_micros(t) > 0]
+    return max(seen) if seen else None
+
+
+def train_status(last_seen: Optional[datetime.datetime], now: datetime.datetime,
+                 stale_after_s: float = DEFAULT_STALE_AFTER_S) -> Tuple[str, Optional[float]]:
+    """(status, staleness in seconds) from the newest last_seen of a train's devices."""
+    if last_seen is None:
+        return STATUS_NO_DATA, None
+    staleness = max(0.0, (now - last_seen).total_seconds())
+    return (STATUS_STALE if staleness > stale_after_s else STATUS_OK), staleness
+
+
+def train_view(train_id: str, realtime: Optional[dict], train_doc: Optional[dict],
+               now: datetime.datetime, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> TrainView:
+    """Joins one train's documents (either may be missing) into what is served."""
+    realtime = realtime or {}
+    entry = train_entry(train_doc)
+    capacity = entry.capacity or realtime.get("capacity")
+    value = realtime.get("current_value")
+    value = int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    ratio = round(value / capacity, 4) if capacity and value is not None else None
+    devices_seen = dict(realtime.get("devices_seen") or {})
+    last_seen = newest_last_seen(devices_seen)
+    status, staleness = train_status(last_seen, now, stale_after_s)
+    return TrainView(train_id=train_id, name=entry.name, capacity=capacity, current_value=value,
+                     occupancy_ratio=ratio, last_updated=_as_utc(realtime.get("last_updated")),
+                     last_seen=last_seen, staleness_s=staleness, status=status,
+                     devices_seen=devices_seen, trains_doc=dict(train_doc or {}))
+
+
+def read_fleet(client, realtime_collection: str = "realtime", trains_collection: str = "trains",
+               now: Optional[datetime.datetime] = None,
+               stale_after_s: float = DEFAULT_STALE_AFTER_S) -> List[TrainView]:
+    """Every train known to the registry or with a realtime document, sorted by id.
+
+    Two queries whatever the fleet's size (Firestore bills one read per document returned).
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    realtime = {doc.id: doc.to_dict() or {} for doc in client.collection(realtime_collection).stream()}
+    trains = {doc.id: doc.to_dict() or {} for doc in client.collection(trains_collection).stream()}
+    count_ops(reads=max(1, len(realtime)) + max(1, len(trains)))
+    ids = sorted(i for i in set(realtime) | set(trains) if valid_id(i))
+    return [train_view(i, realtime.get(i), trains.get(i), now, stale_after_s) for i in ids]
+
+
+def read_train(client, train_id: str, realtime_collection: str = "realtime",
+               trains_collection: str = "trains", now: Optional[datetime.datetime] = None,
+               stale_after_s: float = DEFAULT_STALE_AFTER_S) -> Optional[TrainView]:
+    """One train (two document reads), or None when neither document exists."""
+    if not valid_id(train_id):
+        raise ValueError(f"invalid train id {train_id!r}")
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    realtime = client.collection(realtime_collection).document(train_id).get()
+    train = client.collection(trains_collection).document(train_id).get()
+    count_ops(reads=2)
+    if not realtime.exists and not train.exists:
+        return None
+    return train_view(train_id, realtime.to_dict() if realtime.exists else None,
+                      train.to_dict() if train.exists else None, now, stale_after_s)
+
+
+def carriage_counts(devices_seen: Dict[str, dict], doors: Dict[str, Optional[str]]
+                    ) -> Dict[Tuple[str, int], int]:
+    """Estimated people per carriage: per door, boarded - alighted since the train's last
+    reset or terminus (`devices_seen[d].trip_boarded/trip_alighted`, written by the
+    pipeline), summed over the carriage's doors and clamped at 0. `doors` maps
+    device_id -> registry door name. Doors not named like 'car3-door2' are left out;
+    an empty result means the train has no carriage mapping.
+
+    An estimate: people who walk between carriages are counted where they boarded.
+    """
+    totals: Dict[Tuple[str, int], int] = {}
+    for device_id, door in doors.items():
+        carriage = carriage_of(door)
+        if carriage is None:
+            continue
+        entry = (devices_seen or {}).get(device_id) or {}
+        net = int(entry.get("trip_boarded") or 0) - int(entry.get("trip_alighted") or 0)
+        totals[carriage] = totals.get(carriage, 0) + net
+    return {carriage: max(0, net) for carriage, net in sorted(totals.items(), key=lambda kv: kv[0][1])}
+
