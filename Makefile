@@ -9,7 +9,11 @@ PYTEST_ARGS ?=
 # e.g. make run DEMO_ARGS="--duration 60 --seed 7"
 DEMO_ARGS ?=
 
-.PHONY: install run test test-fast check-prereqs clean
+# The Firebase Authentication emulator (npm's firebase-tools), for the API's sign-in locally.
+FIREBASE_TOOLS_VERSION ?= 15.34.2
+FIREBASE := .local/firebase-tools/node_modules/.bin/firebase
+
+.PHONY: install install-firebase run test test-fast check-prereqs clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +21,16 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+$(FIREBASE):
+	@command -v npm >/dev/null || { echo "error: npm not found: the Firebase Auth emulator needs node and npm (e.g. apt-get install nodejs npm)" >&2; exit 1; }
+	npm install --prefix .local/firebase-tools --no-audit --no-fund --loglevel=error firebase-tools@$(FIREBASE_TOOLS_VERSION)
+	@touch $(FIREBASE)
+
 install: $(STAMP)
 
-check-prereqs: install
+install-firebase: $(FIREBASE)
+
+check-prereqs: install install-firebase
 	$(PY) -m local.prereqs
 
 run: check-prereqs
@@ -129,6 +140,42 @@ drain:
 	gcloud dataflow jobs drain --project='$(PROJECT)' --region='$(REGION)' \
 	  $$(gcloud dataflow jobs list --project='$(PROJECT)' --region='$(REGION)' --status=active \
 	     --filter='name=$(JOB_NAME)' --format='value(id)')
+
+# ---- The API (README, "The API") ------------------------------------------------
+# make api: serves it alone on API_PORT. Without PROJECT, against emulators it starts
+# itself (Firestore, Auth); with PROJECT=..., against that project with ADC.
+API_PORT ?= 8080
+API_SERVICE ?= occupancy-api
+API_SA ?= occupancy-api@$(PROJECT).iam.gserviceaccount.com
+API_IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/occupancy-api:$(TAG)
+# Extra `python -m api` flags, e.g. API_ARGS="--private_reads"
+API_ARGS ?=
+
+.PHONY: api api-deploy rules-deploy
+api: check-prereqs
+ifeq ($(strip $(PROJECT)),)
+	$(PY) -m local.api_alone --port $(API_PORT) $(API_ARGS)
+else
+	$(PY) -m api --project '$(PROJECT)' --port $(API_PORT) $(API_ARGS)
+endif
+
+# Builds the API image on Cloud Build and deploys it to Cloud Run as API_SERVICE, running
+# as its own service account (deploy/infra.sh: Datastore User only). Public ingress:
+# the API checks tokens itself (occupancy reads public, devices and writes need an operator).
+api-deploy:
+	@:$(require_cloud)$(call require,TAG)
+	gcloud builds submit --project='$(PROJECT)' --config=templates/cloudbuild.yaml \
+	  --ignore-file=templates/.gcloudignore \
+	  --substitutions='_DOCKERFILE=api/Dockerfile,_IMAGE=$(API_IMAGE),_BEAM_VERSION=$(SETUP_BEAM_VERSION)' .
+	gcloud run deploy '$(API_SERVICE)' --project='$(PROJECT)' --region='$(REGION)' \
+	  --image='$(API_IMAGE)' --service-account='$(API_SA)' --allow-unauthenticated \
+	  --set-env-vars='GOOGLE_CLOUD_PROJECT=$(PROJECT)' $(if $(API_ARGS),--args='$(API_ARGS)')
+	@gcloud run services describe '$(API_SERVICE)' --project='$(PROJECT)' --region='$(REGION)' --format='value(status.url)'
+
+# deploy/firestore.rules (clients read realtime, trains, history; nothing else) with firebase-tools.
+rules-deploy: install-firebase
+	@:$(call require,PROJECT)
+	cd deploy && ../$(FIREBASE) deploy --only firestore:rules --project '$(PROJECT)' --non-interactive
 
 # Benchmark (README, "Benchmark"): starts its own emulators; prints one table and writes
 # bench/results.json and bench/results.md. Under 10 minutes; bench-smoke takes seconds.

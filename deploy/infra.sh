@@ -28,6 +28,8 @@
 #       roles/artifactregistry.reader on the repository only
 #   service account occupancy-device  a door device: roles/pubsub.publisher on
 #                                     the events topic, nothing else
+#   service account occupancy-api     the API on Cloud Run (make api-deploy):
+#                                     roles/datastore.user on the project, nothing else
 #   Firestore indexes from deploy/firestore.indexes.json (composite indexes and
 #   single-field exemptions), with `gcloud firestore indexes ...`
 set -euo pipefail
@@ -43,6 +45,7 @@ DEAD_LETTER_TOPIC="occupancy-dead-letters"
 REPOSITORY="occupancy"
 PIPELINE_SA_NAME="occupancy-pipeline"
 DEVICE_SA_NAME="occupancy-device"
+API_SA_NAME="occupancy-api"
 DATABASE="(default)"
 INDEXES="$HERE/firestore.indexes.json"
 DRY_RUN=0
@@ -53,6 +56,7 @@ usage: $0 --project PROJECT --region REGION --bucket BUCKET [--dry-run]
           [--topic $TOPIC] [--subscription $SUBSCRIPTION]
           [--dead-letter-topic $DEAD_LETTER_TOPIC] [--repository $REPOSITORY]
           [--pipeline-sa $PIPELINE_SA_NAME] [--device-sa $DEVICE_SA_NAME]
+          [--api-sa $API_SA_NAME]
           [--database '$DATABASE'] [--indexes deploy/firestore.indexes.json]
 PROJECT, REGION and BUCKET may also come from the environment.
 EOF
@@ -71,6 +75,7 @@ while [[ $# -gt 0 ]]; do
     --repository) REPOSITORY="${2:?}"; shift 2 ;;
     --pipeline-sa) PIPELINE_SA_NAME="${2:?}"; shift 2 ;;
     --device-sa) DEVICE_SA_NAME="${2:?}"; shift 2 ;;
+    --api-sa) API_SA_NAME="${2:?}"; shift 2 ;;
     --database) DATABASE="${2:?}"; shift 2 ;;
     --indexes) INDEXES="${2:?}"; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
@@ -91,6 +96,7 @@ BUCKET="${BUCKET%/}"
 
 PIPELINE_SA="${PIPELINE_SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
 DEVICE_SA="${DEVICE_SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
+API_SA="${API_SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
 
 # A command as one shell-quoted line.
 show() {
@@ -130,6 +136,7 @@ create() {
 P="--project=$PROJECT"
 PIPELINE_MEMBER="--member=serviceAccount:$PIPELINE_SA"
 DEVICE_MEMBER="--member=serviceAccount:$DEVICE_SA"
+API_MEMBER="--member=serviceAccount:$API_SA"
 
 # --- storage and image repository ------------------------------------------
 create gcloud storage buckets create "gs://$BUCKET" "$P" "--location=$REGION" --uniform-bucket-level-access
@@ -152,6 +159,8 @@ create gcloud iam service-accounts create "$PIPELINE_SA_NAME" "$P" \
   "--display-name=Train occupancy pipeline (Dataflow launcher and workers)"
 create gcloud iam service-accounts create "$DEVICE_SA_NAME" "$P" \
   "--display-name=Train occupancy door device (publishes events)"
+create gcloud iam service-accounts create "$API_SA_NAME" "$P" \
+  "--display-name=Train occupancy API (Cloud Run)"
 
 # --- least-privilege bindings: pipeline ----------------------------------------
 run gcloud pubsub subscriptions add-iam-policy-binding "$SUBSCRIPTION" "$P" "$PIPELINE_MEMBER" --role=roles/pubsub.subscriber
@@ -166,6 +175,12 @@ run gcloud artifacts repositories add-iam-policy-binding "$REPOSITORY" "$P" "--l
 
 # --- least-privilege bindings: devices -----------------------------------------
 run gcloud pubsub topics add-iam-policy-binding "$TOPIC" "$P" "$DEVICE_MEMBER" --role=roles/pubsub.publisher
+
+# --- least-privilege bindings: API -----------------------------------------------
+# Reads occupancy and writes the registry (Firestore only). Firestore has no
+# per-collection IAM: the split between what it may read and write is the
+# API's code, and clients outside it are held by deploy/firestore.rules.
+run gcloud projects add-iam-policy-binding "$PROJECT" "$API_MEMBER" --role=roles/datastore.user --condition=None
 
 # --- Firestore indexes (deploy/firestore.indexes.json, Firebase CLI format) -------
 # Translated to gcloud commands so that no Firebase CLI is needed; the same
@@ -210,6 +225,8 @@ if [[ $DRY_RUN != 1 ]]; then
   cat >&2 <<EOF
 Done. Pipeline service account: $PIPELINE_SA
 Image repository: $REGION-docker.pkg.dev/$PROJECT/$REPOSITORY
+API service account: $API_SA
 Next: make template PROJECT=$PROJECT REGION=$REGION BUCKET=$BUCKET
+      make api-deploy PROJECT=$PROJECT REGION=$REGION BUCKET=$BUCKET
 EOF
 fi

@@ -13,8 +13,11 @@ Steps, each announced on the terminal:
      registering the devices again makes the pipeline forget their old `seq`,
      since the simulated devices start counting at 1;
   4. `python -m pipeline.main` on the local runner, log in .local/pipeline.log;
-  5. the simulated door devices (device.simulator), publishing in real time;
-  6. a table of Firestore `realtime/{train}` refreshed every second (a plain
+  5. the HTTP API (python -m api) on --api_port (or a free port if it is taken),
+     with the Firebase Auth emulator (reused like the others, via
+     FIREBASE_AUTH_EMULATOR_HOST) and an operator account; log in .local/api.log;
+  6. the simulated door devices (device.simulator), publishing in real time;
+  7. a table of Firestore `realtime/{train}` refreshed every second (a plain
      table every few seconds when stdout is not a terminal).
 
 Ctrl-C, SIGTERM or the end of --duration stop everything this command started
@@ -37,8 +40,9 @@ from google.api_core import exceptions as gexc
 
 from device import simulator
 from local import stack
-from local.emulators import Emulator, EmulatorError, is_up
-from local.stack import PROJECT
+from local.auth_emulator import AuthEmulator
+from local.emulators import Emulator, EmulatorError, free_port, is_up
+from local.stack import DEMO_OPERATOR, PROJECT
 from occupancy import registry, wire
 from occupancy.store import make_client
 
@@ -88,6 +92,9 @@ class Demo:
         self._emulator_threads: List[threading.Thread] = []
         self.pipeline = None
         self.pipeline_started = 0.0
+        self.api = None
+        self.api_url = None
+        self.api_log_path = self.log_path.parent / "api.log"
         self.publisher: Optional[simulator.DevicePublisher] = None
         self.client = None
         self.dead_letters_before = 0
@@ -97,8 +104,9 @@ class Demo:
 
     def start_emulators(self) -> None:
         wanted = []
-        for kind in ("pubsub", "firestore"):
-            emulator = Emulator(kind, project=PROJECT)
+        for emulator in (Emulator("pubsub", project=PROJECT), Emulator("firestore", project=PROJECT),
+                         AuthEmulator(project=PROJECT)):
+            kind = emulator.kind
             host = os.environ.get(emulator.env_var)
             if host and is_up(host):
                 say(f"reusing the {kind} emulator at {host} ({emulator.env_var})")
@@ -133,7 +141,8 @@ class Demo:
             errors.append(e)
 
     def emulator_env(self) -> dict:
-        return {name: os.environ[name] for name in ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST")}
+        return {name: os.environ[name] for name in ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST",
+                                                    "FIREBASE_AUTH_EMULATOR_HOST")}
 
     def create_pubsub(self) -> None:
         from google.cloud import pubsub_v1
@@ -173,6 +182,21 @@ class Demo:
                                              env=self.emulator_env(), log_path=str(self.log_path))
         self.pipeline_started = time.monotonic()
 
+    def start_api(self) -> None:
+        port = self.args.api_port
+        if not _port_free(port):
+            port = free_port()
+            say(f"port {self.args.api_port} is taken: the API uses {port}")
+        self.api_log_path.write_bytes(b"")
+        self.api = stack.start_api(PROJECT, port, env=self.emulator_env(), log_path=str(self.api_log_path))
+        self.api_url = f"http://127.0.0.1:{port}"
+        stack.wait_until_serving(self.api, self.api_url)
+        auth = AuthEmulator(project=PROJECT)
+        auth.host_port = os.environ[auth.env_var]
+        stack.create_operator(auth, *DEMO_OPERATOR)
+        say(f"API: {self.api_url}  (docs {self.api_url}/docs, occupancy {self.api_url}/v1/trains)")
+        say(f"operator sign-in (Auth emulator): {DEMO_OPERATOR[0]} / {DEMO_OPERATOR[1]}")
+
     def start_simulator(self) -> None:
         sim = simulator.Simulation(self.fleet, self.args.seed)
         say(f"starting {sum(len(t.devices) for t in self.fleet)} simulated door devices "
@@ -210,6 +234,9 @@ class Demo:
                     f"last lines of {_relative(self.log_path)}:\n{self.log_tail()}")
         if self.publisher.error is not None:
             return f"the device simulator stopped: {self.publisher.error!r}"
+        if self.api is not None and self.api.poll() is not None:
+            return (f"the API exited with code {self.api.returncode}; see "
+                    f"{_relative(self.api_log_path)}")
         return None
 
     def log_tail(self, lines: int = 30) -> str:
@@ -266,7 +293,7 @@ class Demo:
                  f"faults injected: {c[simulator.DUPLICATE]} duplicates, {c[simulator.OUT_OF_ORDER]} out of "
                  f"order, {c[simulator.MALFORMED]} malformed; publish failures: {c['failed']}",
                  f"dead letters: {dead_text}    pipeline: {status}",
-                 f"pipeline log: {_relative(self.log_path)}",
+                 f"pipeline log: {_relative(self.log_path)}    API: {self.api_url}/docs",
                  f"EXPECTED: the simulator's count at the same event time.  Elapsed {elapsed:.0f}s{until}"]
         if error:
             lines.append(f"warning: {error}")
@@ -282,6 +309,9 @@ class Demo:
             expected = ", ".join(f"{train} {value}" for train, value in self.publisher.expected().items())
             say(f"published {self.publisher.published()} messages; the simulator's counts for what "
                 f"was sent: {expected}")
+        if self.api is not None:
+            say(f"stopping the API (pid {self.api.pid})...")
+            stack.stop_process(self.api)
         if self.pipeline is not None:
             say(f"stopping the pipeline (pid {self.pipeline.pid})...")
             stack.stop_process(self.pipeline)
@@ -291,6 +321,16 @@ class Demo:
             say(f"stopping the {emulator.kind} emulator at {emulator.host_port}...")
             emulator.stop()
         say("stopped")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def _age(moment: datetime.datetime) -> str:
@@ -349,6 +389,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--plain", action="store_true",
                         help=f"Print a plain table every {PLAIN_INTERVAL_S:g}s instead of redrawing "
                              "(the default when stdout is not a terminal).")
+    parser.add_argument("--api_port", type=int, default=8080,
+                        help="Port of the HTTP API (a free one if it is taken).")
     parser.add_argument("--log", type=str, default=str(REPO / ".local" / "pipeline.log"),
                         help="Where the pipeline's log goes (overwritten on each run).")
     args = parser.parse_args(argv)
@@ -376,6 +418,7 @@ def main(argv=None) -> int:
         demo.create_pubsub()
         demo.load_fleet()
         demo.start_pipeline()
+        demo.start_api()
         demo.start_simulator()
         code = demo.watch()
     except (KeyboardInterrupt, Terminated) as e:
@@ -384,6 +427,8 @@ def main(argv=None) -> int:
         code = 0
     except (EmulatorError, registry.RegistryError, gexc.GoogleAPICallError) as e:
         say(f"error: {e}")
+    except (RuntimeError, TimeoutError) as e:  # the API did not come up
+        say(f"error: {e}; see {_relative(demo.api_log_path)}")
     finally:
         # A second Ctrl-C must not cut the cleanup short and leave processes behind.
         signal.signal(signal.SIGINT, _while_stopping)

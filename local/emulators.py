@@ -53,8 +53,9 @@ def check_prerequisites() -> None:
 class Emulator:
     """One emulator process group on 127.0.0.1:<port>."""
 
-    def __init__(self, kind: str, port: int = 0, project: str = "demo-occupancy"):
+    def __init__(self, kind: str, port: int = 0, project: str = "demo-occupancy", rules: str = None):
         self.kind = kind
+        self.rules = rules  # Firestore only: a security rules file (else everything is allowed)
         self.env_var, self._args = KINDS[kind]
         self.host_port = f"127.0.0.1:{port or free_port()}"
         self.project = project
@@ -69,6 +70,8 @@ class Emulator:
                "--quiet"]
         if self.kind == "firestore":
             cmd.append("--database-mode=firestore-native")
+            if self.rules:
+                cmd.append(f"--rules={self.rules}")
         self._process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout_s

@@ -77,3 +77,53 @@ def wait_for(predicate, timeout_s: float, interval_s: float = 0.2, what: str = "
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(interval_s)
+
+
+# ---- the API (python -m api) ---------------------------------------------------------
+
+# The operator account `make run` and `make api` create on the Auth emulator.
+DEMO_OPERATOR = ("operator@example.com", "operator-password")
+
+
+def start_api(project: str, port: int, *extra_args: str, env: dict = None,
+              log_path: str = None) -> subprocess.Popen:
+    """Starts `python -m api` on 127.0.0.1:port in its own process group (output to log_path,
+    else to this process's own stdout)."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env.setdefault("PYTHONUNBUFFERED", "1")
+    log = open(log_path, "ab") if log_path else None
+    try:
+        return subprocess.Popen([sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port),
+                                 "--project", project, *extra_args], env=full_env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    finally:
+        if log_path:
+            log.close()
+
+
+def wait_until_serving(process: subprocess.Popen, base_url: str, timeout_s: float = 60) -> None:
+    """Waits for GET /healthz to answer; raises RuntimeError if the process exits first."""
+    import urllib.request
+
+    def up():
+        if process.poll() is not None:
+            raise RuntimeError(f"the API exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+    wait_for(up, timeout_s, what=f"the API at {base_url}")
+
+
+def create_operator(auth_emulator, email: str, password: str) -> str:
+    """A user with the operator role on the Auth emulator (kept if it exists); returns its token."""
+    from local.emulators import EmulatorError
+    try:
+        uid, _ = auth_emulator.sign_up(email, password)
+    except EmulatorError as e:
+        if "EMAIL_EXISTS" not in str(e):
+            raise
+        uid = auth_emulator.lookup(email)
+    auth_emulator.set_claims(uid, {"operator": True})
+    return auth_emulator.sign_in(email, password)

@@ -187,3 +187,11 @@ def carriage_counts(devices_seen: Dict[str, dict], doors: Dict[str, Optional[str
         totals[carriage] = totals.get(carriage, 0) + net
     return {carriage: max(0, net) for carriage, net in sorted(totals.items(), key=lambda kv: kv[0][1])}
 
+
+
+def published_status(view: TrainView, thresholds: Thresholds) -> str:
+    """What riders are told: the level from the ratio, but NO_DATA_AVAILABLE for a train that
+    is stale or never seen (never an old number) or has no capacity to divide by."""
+    if view.status != STATUS_OK:
+        return NO_DATA_AVAILABLE
+    return thresholds.status(view.occupancy_ratio)

@@ -31,6 +31,14 @@ class RegistryError(ValueError):
     """A registry command that cannot be carried out, with a message for the user."""
 
 
+class UnknownDevice(RegistryError):
+    """The device is not registered."""
+
+
+class RegistryConflict(RegistryError):
+    """The registry's current state forbids the change (e.g. the device is on another train)."""
+
+
 class DeviceEntry(NamedTuple):
     train_id: str
     enabled: bool
@@ -176,7 +184,7 @@ def register_device(client, collection: str, device_id: str, train_id: str,
         existing = ref.get(**_rpc(timeout))
         current = (existing.to_dict() or {}).get("train_id") if existing.exists else None
         if current not in (None, train_id):
-            raise RegistryError(f"device {device_id} is registered to train {current}; "
+            raise RegistryConflict(f"device {device_id} is registered to train {current}; "
                                 f"use 'assign' to move it")
         try:
             if existing.exists:
@@ -188,7 +196,7 @@ def register_device(client, collection: str, device_id: str, train_id: str,
         except (gexc.Conflict, gexc.FailedPrecondition, gexc.NotFound):
             _LOGGER.info("Device %s changed while it was being registered; reading it again",
                          device_id)
-    raise RegistryError(f"device {device_id} kept changing while being registered; try again")
+    raise RegistryConflict(f"device {device_id} kept changing while being registered; try again")
 
 
 def assign_device(client, collection: str, device_id: str, train_id: str, *,
@@ -214,7 +222,7 @@ def _update_device(client, collection, device_id, fields, check_train=None, time
         client.collection(collection).document(device_id).update(
             dict(fields, updated_at=firestore.SERVER_TIMESTAMP), **_rpc(timeout))
     except gexc.NotFound:
-        raise RegistryError(f"device {device_id} is not registered; use 'register'") from None
+        raise UnknownDevice(f"device {device_id} is not registered; use 'register'") from None
 
 
 def set_train(client, collection: str, train_id: str, capacity: Optional[int],

@@ -66,7 +66,8 @@ class Event(NamedTuple):
 
 
 def valid_id(value) -> bool:
-    return isinstance(value, str) and bool(_ID_RE.match(value))
+    # fullmatch: `$` alone would accept a trailing newline ("abc\n").
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
 
 
 def to_micros(dt: datetime.datetime) -> int:

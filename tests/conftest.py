@@ -4,12 +4,13 @@ Tests that use them are marked `emulator` automatically (`make test-fast` skips 
 """
 import pytest
 
+from local.auth_emulator import AuthEmulator
 from local.emulators import Emulator
 from local.stack import PROJECT
 from occupancy.store import make_client
 
 EMULATOR_FIXTURES = {"firestore_emulator", "pubsub_emulator", "firestore_client", "emulator_env",
-                     "own_emulator"}
+                     "own_emulator", "auth_emulator"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -28,6 +29,14 @@ def firestore_emulator():
 @pytest.fixture(scope="session")
 def pubsub_emulator():
     emulator = Emulator("pubsub", project=PROJECT).start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_emulator():
+    """The Firebase Auth emulator (firebase-tools, installed by `make install-firebase`)."""
+    emulator = AuthEmulator(project=PROJECT).start()
     yield emulator
     emulator.stop()
 

@@ -7,11 +7,14 @@ a token in its environment: after the demo exits, no process may carry it.
 import collections
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
+
+import httpx
 
 from device import simulator
 from local import demo, stack
@@ -96,17 +99,35 @@ def final_table(text: str):
     return rows
 
 
+def api_url(text: str):
+    match = re.search(r"API: (http://127\.0\.0\.1:\d+)", text)
+    return match.group(1) if match else None
+
+
 def test_demo_runs_for_its_duration_counts_and_leaves_nothing_running(emulator_env, firestore_client,
-                                                                      tmp_path):
+                                                                      auth_emulator, monkeypatch, tmp_path):
+    monkeypatch.setenv(auth_emulator.env_var, auth_emulator.host_port)
     process = start_demo(tmp_path, "--duration", "45", "--seed", "1")
     try:
-        seen, children = watch(process, firestore_client, timeout_s=120)
+        stack.wait_for(lambda: api_url(output(process)) or process.poll() is not None, 120,
+                       what="the demo's API URL")
+        url = api_url(output(process))
+        assert url, output(process)
+        seen, children = watch(process, firestore_client, timeout_s=120,
+                               until=lambda seen: set(seen) >= set(TRAINS))
+        served = httpx.get(f"{url}/v1/trains", timeout=30).json()["trains"]
+        assert {t["train_id"] for t in served} == set(TRAINS)
+        assert httpx.get(f"{url}/docs", timeout=30).status_code == 200
+        more, _ = watch(process, firestore_client, timeout_s=120)
+        for train, values in more.items():
+            seen.setdefault(train, set()).update(values)
         code = process.wait(30)
     finally:
         stop(process)
     text = output(process)
     assert code == 0, text
     assert "reusing the pubsub emulator" in text and "reusing the firestore emulator" in text, text
+    assert "reusing the auth emulator" in text and "operator sign-in" in text, text
     assert "pipeline log:" in text and "45s are up" in text and "[demo] stopped" in text, text
 
     docs = realtime(firestore_client)

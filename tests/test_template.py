@@ -273,6 +273,7 @@ def test_main_runs_as_a_script_like_the_launcher_runs_it(actions, tmp_path):
 
 PIPELINE_SA = "serviceAccount:occupancy-pipeline@demo-occupancy-123.iam.gserviceaccount.com"
 DEVICE_SA = "serviceAccount:occupancy-device@demo-occupancy-123.iam.gserviceaccount.com"
+API_SA = "serviceAccount:occupancy-api@demo-occupancy-123.iam.gserviceaccount.com"
 P = "--project=demo-occupancy-123"
 EXPECTED_BINDINGS = [
     ["gcloud", "pubsub", "subscriptions", "add-iam-policy-binding", "occupancy-pipeline", P,
@@ -291,6 +292,8 @@ EXPECTED_BINDINGS = [
      "--location=europe-west1", f"--member={PIPELINE_SA}", "--role=roles/artifactregistry.reader"],
     ["gcloud", "pubsub", "topics", "add-iam-policy-binding", "occupancy-events", P,
      f"--member={DEVICE_SA}", "--role=roles/pubsub.publisher"],
+    ["gcloud", "projects", "add-iam-policy-binding", "demo-occupancy-123",
+     f"--member={API_SA}", "--role=roles/datastore.user", "--condition=None"],
 ]
 EXPECTED_RESOURCES = [
     ["gcloud", "pubsub", "topics", "create", "occupancy-events", P],
@@ -342,7 +345,7 @@ def test_infra_dry_run_creates_the_resources(dry_run_commands):
     for expected in EXPECTED_RESOURCES:
         assert expected in dry_run_commands, expected
     accounts = [c[4] for c in dry_run_commands if c[:4] == ["gcloud", "iam", "service-accounts", "create"]]
-    assert accounts == ["occupancy-pipeline", "occupancy-device"]
+    assert accounts == ["occupancy-pipeline", "occupancy-device", "occupancy-api"]
     assert all(c[0] == "gcloud" for c in dry_run_commands)
 
 

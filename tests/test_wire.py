@@ -144,3 +144,13 @@ def test_dead_letter_keeps_payload_attributes_and_reason():
 def test_micros_round_trip():
     dt = datetime.datetime(2026, 3, 29, 1, 2, 3, 456789, tzinfo=datetime.timezone.utc)
     assert wire.from_micros(wire.to_micros(dt)) == dt
+
+
+@pytest.mark.parametrize("value,ok", [
+    ("car3-door2", True), ("a", True), ("A.b:c_d-9", True), ("x" * 128, True),
+    ("abc\n", False), ("\nabc", False), ("a/b", False), ("..", False), ("__x__", False), ("", False),
+    ("x" * 129, False), ("café", False), ("a b", False), (None, False), (7, False),
+])
+def test_valid_id_matches_the_whole_string(value, ok):
+    # Regression: `re.match` with `$` accepted a trailing newline ("abc\n").
+    assert wire.valid_id(value) is ok

@@ -1,0 +1,93 @@
+"""python -m api --host H --port P: serves the API (and, on Cloud Run, listens on $PORT)."""
+import argparse
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+from occupancy.cli import non_negative_float, positive_float
+from occupancy.fleet import DEFAULT_STALE_AFTER_S, Thresholds
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def _thresholds(text: str) -> Thresholds:
+    try:
+        return Thresholds.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m api", description="The train occupancy HTTP API (OpenAPI at /docs).",
+        epilog="Against the emulators set FIRESTORE_EMULATOR_HOST (and FIREBASE_AUTH_EMULATOR_HOST); "
+               "otherwise Application Default Credentials are used.")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="Interface to listen on (default: 127.0.0.1; 0.0.0.0 in a container).")
+    parser.add_argument("--port", type=_port, default=int(os.environ.get("PORT") or 8080),
+                        help="Port to listen on (default: $PORT, else 8080).")
+    parser.add_argument("--project", default=None,
+                        help="Google Cloud project (default: $GOOGLE_CLOUD_PROJECT, else demo-occupancy "
+                             "when FIRESTORE_EMULATOR_HOST is set).")
+    parser.add_argument("--database", default="(default)", help="Firestore database id (default: (default)).")
+    for name in ("realtime", "history", "devices", "trains"):
+        parser.add_argument(f"--{name}_collection", default=name,
+                            help=f"Collection of {name} documents (default: {name}).")
+    parser.add_argument("--private_reads", action="store_true", default=False,
+                        help="Occupancy reads need a signed-in user too (default: public).")
+    parser.add_argument("--stale_after_s", type=positive_float, default=DEFAULT_STALE_AFTER_S,
+                        help="A train with no device message for this long is 'stale' "
+                             f"(default: {DEFAULT_STALE_AFTER_S:g}).")
+    parser.add_argument("--thresholds", type=_thresholds, default=Thresholds(),
+                        help="Lower bounds of the occupancy ratio for MANY_SEATS_AVAILABLE, "
+                             "FEW_SEATS_AVAILABLE, STANDING_ROOM_ONLY, CRUSHED_STANDING_ROOM_ONLY, FULL "
+                             "(default: " + ",".join(f"{b:g}" for b in Thresholds().bounds) + ").")
+    parser.add_argument("--firestore_timeout_s", type=positive_float, default=10.0,
+                        help="Bound on each Firestore call of a request, retries included (default: 10).")
+    parser.add_argument("--firebase_api_key", default=os.environ.get("FIREBASE_API_KEY", ""),
+                        help="Firebase Web API key the dashboard signs in with (default: $FIREBASE_API_KEY).")
+    parser.add_argument("--log_level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="Log level (default: info).")
+    parser.add_argument("--graceful_timeout_s", type=non_negative_float, default=10.0,
+                        help="Seconds to finish requests in flight on SIGTERM (default: 10).")
+    return parser
+
+
+def settings_from(args):
+    from api.app import Settings
+    from device.registry import UsageError, resolve_project
+    try:
+        project = resolve_project(args.project)
+    except UsageError as e:
+        raise SystemExit(f"error: {e}") from None
+    return Settings(project=project, database=args.database,
+                    realtime_collection=args.realtime_collection, history_collection=args.history_collection,
+                    devices_collection=args.devices_collection, trains_collection=args.trains_collection,
+                    public_reads=not args.private_reads, stale_after_s=args.stale_after_s,
+                    thresholds=args.thresholds, firestore_timeout_s=args.firestore_timeout_s,
+                    firebase_api_key=args.firebase_api_key)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import uvicorn
+    from api.app import create_app
+    app = create_app(settings_from(args))
+    _LOGGER.info("Serving project %s on http://%s:%s (docs at /docs)", app.state.settings.project,
+                 args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=args.graceful_timeout_s, proxy_headers=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""create_app(settings) -> the FastAPI application; the dependencies every router shares."""
+import dataclasses
+import logging
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from occupancy.fleet import DEFAULT_STALE_AFTER_S, Thresholds
+from occupancy.registry import RegistryConflict, RegistryError, UnknownDevice
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the service is configured with (`python -m api --help`)."""
+    project: str = "demo-occupancy"
+    database: str = "(default)"
+    realtime_collection: str = "realtime"
+    history_collection: str = "history"
+    devices_collection: str = "devices"
+    trains_collection: str = "trains"
+    # Occupancy reads without a token (apps, riders); device data and writes always need one.
+    public_reads: bool = True
+    stale_after_s: float = DEFAULT_STALE_AFTER_S
+    thresholds: Thresholds = Thresholds()
+    # Bound on each Firestore call made for a request (client retries included), seconds.
+    firestore_timeout_s: float = 10.0
+    # Firebase Web API key a browser signs in with (public by design; empty on the emulator).
+    firebase_api_key: str = ""
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_client(request: Request):
+    """The process's one Firestore client (created at start-up, thread-safe)."""
+    return request.app.state.client
+
+
+def create_app(settings: Settings, client=None) -> FastAPI:
+    """The application; `client` defaults to a Firestore client for settings.project/database."""
+    from api import auth, devices, health, trains
+    from occupancy.store import make_client
+
+    app = FastAPI(title="Train occupancy API", version="1.0",
+                  description="Fleet registry and train occupancy (realtime and history). "
+                              "Device endpoints and every write need an operator's Firebase ID token.")
+    app.state.settings = settings
+    app.state.client = client if client is not None else make_client(settings.project, settings.database)
+    auth.init(settings)
+
+    @app.exception_handler(RegistryError)
+    async def registry_error(_request, exc: RegistryError):
+        status = 404 if isinstance(exc, UnknownDevice) else 409 if isinstance(exc, RegistryConflict) else 422
+        return JSONResponse(status_code=status, content={"detail": str(exc)})
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request, exc: RequestValidationError):
+        return JSONResponse(status_code=422, content={"detail": _readable(exc)})
+
+    for router in (health.router, auth.router, trains.router, devices.router):
+        app.include_router(router)
+    return app
+
+
+def _readable(exc: RequestValidationError) -> str:
+    """One sentence per problem, e.g. "body.train_id: Field required"."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body" or len(error["loc"]) == 1)
+        parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+    return "; ".join(parts) or "invalid request"

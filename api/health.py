@@ -1,0 +1,30 @@
+"""Liveness (the process answers) and readiness (Firestore answers)."""
+import logging
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from google.api_core import exceptions as gexc
+
+from api.app import get_client
+
+_LOGGER = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+READY_TIMEOUT_S = 3.0
+
+
+@router.get("/healthz", summary="The process is up")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Firestore is reachable", responses={503: {"description": "Firestore unreachable"}})
+def readyz(request: Request, client=Depends(get_client)):
+    settings = request.app.state.settings
+    try:
+        # One document read with no retries: an unreachable Firestore answers 503 within seconds.
+        client.collection(settings.trains_collection).document("readyz-probe").get(
+            timeout=READY_TIMEOUT_S, retry=None)
+    except (gexc.GoogleAPICallError, gexc.RetryError) as e:
+        _LOGGER.warning("Not ready: %s", e)
+        return JSONResponse(status_code=503, content={"detail": f"Firestore unreachable: {type(e).__name__}"})
+    return {"status": "ready"}

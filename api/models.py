@@ -1,0 +1,95 @@
+"""Request and response bodies (they make the OpenAPI schema at /openapi.json)."""
+import datetime
+from typing import Dict, List, Optional
+
+from pydantic import BaseModel, Field
+
+from occupancy.wire import ID_PATTERN
+
+
+
+def Id(description: str):  # noqa: N802 (reads like a type in the models)
+    """An id in a body, checked with the wire format's pattern (pydantic's regex engine
+    anchors `$` at the very end, so a trailing newline fails too); paths: `api.ids`."""
+    return Field(pattern=ID_PATTERN, description=description)
+
+
+class Train(BaseModel):
+    train_id: str
+    name: Optional[str] = None
+    capacity: Optional[int] = None
+    current_value: Optional[int] = Field(None, description="People on board now; null before any count.")
+    occupancy_ratio: Optional[float] = Field(None, description="current_value / capacity.")
+    occupancy_status: str = Field(description="GTFS-Realtime OccupancyStatus name from the ratio; "
+                                              "NO_DATA_AVAILABLE when stale, never seen or without capacity.")
+    last_updated: Optional[datetime.datetime] = Field(None, description="Event time of the last applied count.")
+    last_seen: Optional[datetime.datetime] = Field(None, description="Newest message (heartbeats too) of its devices.")
+    staleness_s: Optional[float] = Field(None, description="Seconds since last_seen.")
+    status: str = Field(description="ok, stale (no message for stale_after_s) or no_data (never seen).")
+
+
+class DeviceSeen(BaseModel):
+    device_id: str
+    last_seen: Optional[datetime.datetime] = None
+    seq: Optional[int] = None
+
+
+class TrainDetail(Train):
+    devices: List[DeviceSeen] = []
+
+
+class TrainList(BaseModel):
+    generated_at: datetime.datetime
+    trains: List[Train]
+
+
+class HistoryItem(BaseModel):
+    timestamp: datetime.datetime
+    bucket_start: Optional[datetime.datetime] = None
+    value: int
+    delta: int = 0
+    events: int = 0
+    boarded: int = 0
+    alighted: int = 0
+    late: int = 0
+    correction: int = 0
+
+
+class HistoryPage(BaseModel):
+    items: List[HistoryItem]
+    next_cursor: Optional[str] = Field(None, description="Pass as ?cursor= for the next page; null at the end.")
+
+
+class Device(BaseModel):
+    device_id: str
+    train_id: Optional[str] = None
+    door: Optional[str] = None
+    enabled: bool = True
+    registered_at: Optional[datetime.datetime] = None
+    updated_at: Optional[datetime.datetime] = None
+    last_seen: Optional[datetime.datetime] = None
+    seq: Optional[int] = None
+    health: Optional[Dict[str, object]] = None
+
+
+class DeviceList(BaseModel):
+    devices: List[Device]
+
+
+class NewDevice(BaseModel):
+    device_id: str = Id("The new device's id.")
+    train_id: str = Id("The train it is mounted on.")
+    door: Optional[str] = Field(None, max_length=128)
+
+
+class TrainAssignment(BaseModel):
+    train_id: str = Id("The train the device moves to.")
+
+
+class TrainSettings(BaseModel):
+    capacity: int = Field(gt=0, le=100_000, description="People the train holds (seated + standing).")
+    name: Optional[str] = Field(None, max_length=200, description="Kept as it is when not given.")
+
+
+class Problem(BaseModel):
+    detail: str

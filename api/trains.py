@@ -1,0 +1,107 @@
+"""Occupancy reads: every train now, one train with its devices, one train's history."""
+import base64
+import datetime
+import json
+from typing import Optional
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from api import ids
+from api.app import get_client
+from api.auth import allow_read
+from api.models import DeviceSeen, HistoryItem, HistoryPage, Train, TrainDetail, TrainList
+from occupancy import fleet
+from occupancy.store import count_ops
+
+router = APIRouter(prefix="/v1/trains", tags=["occupancy"], dependencies=[Depends(allow_read)])
+MAX_PAGE = 1000
+
+
+def train_out(view: fleet.TrainView, settings) -> dict:
+    return dict(train_id=view.train_id, name=view.name, capacity=view.capacity,
+                current_value=view.current_value, occupancy_ratio=view.occupancy_ratio,
+                occupancy_status=fleet.published_status(view, settings.thresholds),
+                last_updated=view.last_updated, last_seen=view.last_seen,
+                staleness_s=None if view.staleness_s is None else round(view.staleness_s, 1),
+                status=view.status)
+
+
+@router.get("", response_model=TrainList, summary="Occupancy of every train now")
+def list_trains(request: Request, client=Depends(get_client)):
+    """Two Firestore queries (realtime, trains) whatever the fleet's size."""
+    settings = request.app.state.settings
+    now = datetime.datetime.now(datetime.timezone.utc)
+    views = fleet.read_fleet(client, settings.realtime_collection, settings.trains_collection,
+                             now=now, stale_after_s=settings.stale_after_s)
+    return {"generated_at": now, "trains": [train_out(v, settings) for v in views]}
+
+
+@router.get("/{train_id}", response_model=TrainDetail, summary="One train now, with its devices",
+            responses={404: {"description": "No such train"}, 422: {"description": "Invalid id"}})
+def get_train(request: Request, train_id: str = Depends(ids.train_id), client=Depends(get_client)):
+    settings = request.app.state.settings
+    view = fleet.read_train(client, train_id, settings.realtime_collection, settings.trains_collection,
+                            stale_after_s=settings.stale_after_s)
+    if view is None:
+        raise HTTPException(status_code=404, detail=f"no train {train_id}: neither registered nor counted")
+    devices = [DeviceSeen(device_id=d, last_seen=(seen or {}).get("last_seen"), seq=(seen or {}).get("seq"))
+               for d, seen in sorted(view.devices_seen.items())]
+    return {**train_out(view, settings), "devices": devices}
+
+
+def _encode_cursor(timestamp: datetime.datetime, doc_id: str) -> str:
+    raw = json.dumps({"t": timestamp.isoformat(), "id": doc_id}).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def _decode_cursor(cursor: str):
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+        timestamp = datetime.datetime.fromisoformat(data["t"])
+        doc_id = data["id"]
+        if not isinstance(doc_id, str) or not doc_id.isalnum() or timestamp.tzinfo is None:
+            raise ValueError(doc_id)
+        return timestamp, doc_id
+    except (ValueError, KeyError, TypeError, UnicodeError):
+        raise HTTPException(status_code=422, detail="invalid cursor: pass next_cursor from the "
+                                                    "previous page unchanged") from None
+
+
+@router.get("/{train_id}/history", response_model=HistoryPage, summary="One train's occupancy over time",
+            responses={422: {"description": "Invalid id, range or cursor"}})
+def history(request: Request, train_id: str = Depends(ids.train_id), client=Depends(get_client),
+            start: Optional[datetime.datetime] = Query(None, alias="from",
+                                                       description="Earliest timestamp (inclusive), ISO 8601."),
+            end: Optional[datetime.datetime] = Query(None, alias="to",
+                                                     description="Latest timestamp (exclusive), ISO 8601."),
+            limit: int = Query(500, ge=1, le=MAX_PAGE), cursor: Optional[str] = None):
+    """History buckets in timestamp order, a page at a time (the train + timestamp composite index)."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+    settings = request.app.state.settings
+    start, end = _utc(start), _utc(end)
+    if start and end and start >= end:
+        raise HTTPException(status_code=422, detail="'from' must be before 'to'")
+    collection = client.collection(settings.history_collection)
+    query = collection.where(filter=FieldFilter("train", "==", train_id))
+    if start:
+        query = query.where(filter=FieldFilter("timestamp", ">=", start))
+    if end:
+        query = query.where(filter=FieldFilter("timestamp", "<", end))
+    query = query.order_by("timestamp").order_by("__name__")
+    if cursor:
+        after_time, after_id = _decode_cursor(cursor)
+        query = query.start_after({"timestamp": after_time, "__name__": collection.document(after_id)})
+    docs = list(query.limit(limit + 1).stream(timeout=settings.firestore_timeout_s))
+    count_ops(reads=max(1, len(docs)))
+    page = docs[:limit]
+    items = [HistoryItem(**{k: v for k, v in doc.to_dict().items() if k in HistoryItem.model_fields})
+             for doc in page]
+    next_cursor = (_encode_cursor(page[-1].to_dict()["timestamp"], page[-1].id)
+                   if len(docs) > limit else None)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+def _utc(value: Optional[datetime.datetime]) -> Optional[datetime.datetime]:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=datetime.timezone.utc)
+    return value

@@ -1,0 +1,405 @@
+"""The HTTP API, served for real: `python -m api` (uvicorn) on a free port against the
+Firestore emulator, tokens from the Firebase Auth emulator, called with httpx.
+
+Documents are written with the same functions the pipeline uses
+(occupancy.documents, occupancy.store), so the API reads what production writes.
+"""
+import datetime
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from local import stack
+from local.emulators import Emulator, free_port
+from local.stack import PROJECT
+from occupancy import documents, registry, wire
+from occupancy.fold import Bucket, DeviceMemory, TrainState
+from occupancy.store import RetryPolicy, commit_documents, make_client
+from tests.test_e2e import Heartbeats, local_stack, register, wait_for_values, warm_up  # noqa: F401
+
+S = 1_000_000
+UTC = datetime.timezone.utc
+
+
+def _serve(tmp_path_factory, env: dict, *args: str):
+    port = free_port()
+    log = tmp_path_factory.mktemp("api") / "api.log"
+    process = stack.start_api(PROJECT, port, *args, env=env, log_path=str(log))
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        stack.wait_until_serving(process, base_url)
+    except (RuntimeError, TimeoutError):
+        stack.stop_process(process)
+        raise AssertionError(f"the API did not start:\n{log.read_text()}")
+    return process, base_url
+
+
+@pytest.fixture(scope="module")
+def api(firestore_emulator, auth_emulator, tmp_path_factory):
+    """Base URL of the API served against the emulators (public occupancy reads)."""
+    process, base_url = _serve(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()})
+    yield base_url
+    stack.stop_process(process)
+
+
+@pytest.fixture(scope="module")
+def tokens(auth_emulator):
+    """ID tokens from real sign-ins: an operator, and a signed-in user without the role."""
+    suffix = str(time.time_ns())
+    operator = stack.create_operator(auth_emulator, f"op-{suffix}@example.com", "secret-op")
+    _, user = auth_emulator.sign_up(f"user-{suffix}@example.com", "secret-user")
+    return {"operator": {"Authorization": f"Bearer {operator}"},
+            "user": {"Authorization": f"Bearer {user}"}}
+
+
+@pytest.fixture
+def http(api, firestore_client):
+    """An HTTP client on the API, over an emptied Firestore."""
+    with httpx.Client(base_url=api, timeout=30) as client:
+        yield client
+
+
+def write_realtime(client, train_id, value, capacity=None, seen=None):
+    """A realtime document as the pipeline writes it; seen: device -> (seq, last_seen datetime)."""
+    state = TrainState(value=value, capacity=capacity, last_applied_us=wire.now_us())
+    for device, (seq, last_seen) in (seen or {}).items():
+        state.devices[device] = DeviceMemory(seq=seq, applied=[[1, seq]], last_seen_us=wire.to_micros(last_seen))
+    write = documents.realtime_write(train_id, state)
+    assert not commit_documents(client, [(write.collection, write.doc_id, write.data)], RetryPolicy())
+
+
+def ago(seconds):
+    return datetime.datetime.now(UTC) - datetime.timedelta(seconds=seconds)
+
+
+def parse_time(text):
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# ---- health and docs -----------------------------------------------------------------
+
+def test_health_ready_and_openapi(http):
+    assert http.get("/healthz").json() == {"status": "ok"}
+    assert http.get("/readyz").json() == {"status": "ready"}
+    paths = http.get("/openapi.json").json()["paths"]
+    for path in ("/v1/devices", "/v1/devices/{device_id}/train", "/v1/trains", "/v1/trains/{train_id}",
+                 "/v1/trains/{train_id}/history"):
+        assert path in paths
+    docs = http.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_readyz_answers_503_when_firestore_is_unreachable(auth_emulator, tmp_path_factory):
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    process, base_url = _serve(tmp_path_factory, {"FIRESTORE_EMULATOR_HOST": dead, **auth_emulator.env()})
+    try:
+        began = time.monotonic()
+        response = httpx.get(f"{base_url}/readyz", timeout=30)
+        assert response.status_code == 503
+        assert "Firestore unreachable" in response.json()["detail"]
+        assert time.monotonic() - began < 10
+        assert httpx.get(f"{base_url}/healthz").status_code == 200
+    finally:
+        stack.stop_process(process)
+
+
+def test_help_lists_the_flags():
+    out = subprocess.run([sys.executable, "-m", "api", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for flag in ("--host", "--port", "--project", "--private_reads", "--stale_after_s", "--thresholds"):
+        assert flag in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "api", "--thresholds", "0.5,0.2"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "thresholds" in bad.stderr
+
+
+# ---- occupancy reads ---------------------------------------------------------------
+
+def test_trains_now_with_status_staleness_and_ratio(http, firestore_client):
+    registry.set_train(firestore_client, "trains", "t-ok", 200, "Fresh")
+    registry.set_train(firestore_client, "trains", "t-stale", 100, "Old")
+    registry.set_train(firestore_client, "trains", "t-none", 50, "Never seen")
+    write_realtime(firestore_client, "t-ok", 120, 200, {"d1": (7, ago(5)), "d2": (3, ago(40))})
+    write_realtime(firestore_client, "t-stale", 30, 100, {"d3": (2, ago(600))})
+    write_realtime(firestore_client, "t-nocap", 4, None, {"d4": (1, ago(1))})
+
+    body = http.get("/v1/trains").json()
+    trains = {t["train_id"]: t for t in body["trains"]}
+    assert sorted(trains) == ["t-nocap", "t-none", "t-ok", "t-stale"]
+    ok = trains["t-ok"]
+    assert (ok["name"], ok["capacity"], ok["current_value"], ok["occupancy_ratio"]) == ("Fresh", 200, 120, 0.6)
+    assert ok["status"] == "ok" and ok["occupancy_status"] == "STANDING_ROOM_ONLY"
+    assert 4 <= ok["staleness_s"] <= 30  # from the newest device (5 s ago), not the older one
+    assert trains["t-stale"]["status"] == "stale" and trains["t-stale"]["staleness_s"] >= 599
+    assert trains["t-stale"]["occupancy_status"] == "NO_DATA_AVAILABLE"
+    none = trains["t-none"]
+    assert none["status"] == "no_data" and none["current_value"] is None and none["staleness_s"] is None
+    nocap = trains["t-nocap"]
+    assert nocap["occupancy_ratio"] is None and nocap["occupancy_status"] == "NO_DATA_AVAILABLE"
+    assert nocap["status"] == "ok"
+
+
+def test_one_train_with_its_devices_404_and_invalid_ids(http, firestore_client):
+    registry.set_train(firestore_client, "trains", "t1", 100)
+    write_realtime(firestore_client, "t1", 10, 100, {"d1": (4, ago(2)), "d2": (9, ago(3))})
+    body = http.get("/v1/trains/t1").json()
+    assert body["current_value"] == 10 and body["status"] == "ok"
+    assert [(d["device_id"], d["seq"]) for d in body["devices"]] == [("d1", 4), ("d2", 9)]
+    assert abs((parse_time(body["devices"][0]["last_seen"]) - ago(2)).total_seconds()) < 5
+
+    missing = http.get("/v1/trains/nope")
+    assert missing.status_code == 404 and "no train nope" in missing.json()["detail"]
+    for bad in ("__x__", "..x", "a%20b", "-x", "x" * 129, "caf%C3%A9"):
+        response = http.get(f"/v1/trains/{bad}")
+        assert response.status_code == 422, bad
+        assert "invalid train id" in response.json()["detail"]
+    # An encoded slash is never a Firestore path: no route matches it.
+    assert http.get("/v1/trains/a%2Fb").status_code in (404, 422)
+    assert http.get("/v1/trains/a%2Fb/history").status_code in (404, 422)
+    assert http.get("/v1/trains/..").status_code == 404  # the client resolves it to /v1
+
+
+def test_history_pages_with_a_cursor_and_a_time_range(http, firestore_client):
+    base = (wire.now_us() // S - 3600) * S
+    writes = []
+    for k in range(7):
+        bucket = Bucket(start_us=base + k * 60 * S, timestamp_us=base + k * 60 * S + 5 * S, value=10 + k,
+                        delta=1, events=1, boarded=1)
+        write = documents.history_write("th", bucket)
+        writes.append((write.collection, write.doc_id, write.data))
+    other = documents.history_write("other", Bucket(start_us=base, timestamp_us=base + S, value=99))
+    writes.append((other.collection, other.doc_id, other.data))
+    assert not commit_documents(firestore_client, writes, RetryPolicy())
+
+    values, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = http.get("/v1/trains/th/history", params=params).json()
+        values += [item["value"] for item in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert values == [10, 11, 12, 13, 14, 15, 16] and pages == 3
+
+    start = wire.from_micros(base + 2 * 60 * S).isoformat()
+    end = wire.from_micros(base + 5 * 60 * S).isoformat()
+    ranged = http.get("/v1/trains/th/history", params={"from": start, "to": end}).json()
+    assert [item["value"] for item in ranged["items"]] == [12, 13, 14] and ranged["next_cursor"] is None
+    item = ranged["items"][0]
+    assert (item["delta"], item["events"], item["boarded"], item["alighted"]) == (1, 1, 1, 0)
+
+    assert http.get("/v1/trains/th/history", params={"from": end, "to": start}).status_code == 422
+    bad_cursor = http.get("/v1/trains/th/history", params={"cursor": "not-a-cursor"})
+    assert bad_cursor.status_code == 422 and "cursor" in bad_cursor.json()["detail"]
+    assert http.get("/v1/trains/th/history", params={"limit": 0}).status_code == 422
+    assert http.get("/v1/trains/th/history", params={"from": "yesterday"}).status_code == 422
+    assert http.get("/v1/trains/none/history").json() == {"items": [], "next_cursor": None}
+
+
+# ---- who may do what -----------------------------------------------------------------
+
+@pytest.mark.parametrize("method,path,body", [
+    ("GET", "/v1/devices", None),
+    ("POST", "/v1/devices", {"device_id": "d", "train_id": "t"}),
+    ("PUT", "/v1/devices/d/train", {"train_id": "t"}),
+    ("POST", "/v1/devices/d/enable", None),
+    ("POST", "/v1/devices/d/disable", None),
+    ("PUT", "/v1/trains/t", {"capacity": 10}),
+])
+def test_device_endpoints_and_writes_need_an_operator(http, tokens, method, path, body):
+    anonymous = http.request(method, path, json=body)
+    assert anonymous.status_code == 401 and "sign in" in anonymous.json()["detail"]
+    assert anonymous.headers["www-authenticate"] == "Bearer"
+    forged = http.request(method, path, json=body, headers={"Authorization": "Bearer not.a.token"})
+    assert forged.status_code == 401 and "invalid ID token" in forged.json()["detail"]
+    user = http.request(method, path, json=body, headers=tokens["user"])
+    assert user.status_code == 403 and "not an operator" in user.json()["detail"]
+
+
+def test_private_reads_need_a_signed_in_user(firestore_emulator, auth_emulator, tokens, tmp_path_factory):
+    process, base_url = _serve(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()},
+                               "--private_reads")
+    try:
+        assert httpx.get(f"{base_url}/v1/trains").status_code == 401
+        assert httpx.get(f"{base_url}/v1/trains", headers=tokens["user"]).status_code == 200
+        assert httpx.get(f"{base_url}/healthz").status_code == 200
+    finally:
+        stack.stop_process(process)
+
+
+def test_auth_config_points_a_browser_at_the_emulator(http, auth_emulator):
+    config = http.get("/v1/auth/config").json()
+    assert config["emulator"] is True and config["public_reads"] is True
+    assert config["sign_in_url"].startswith(f"http://{auth_emulator.host_port}/identitytoolkit")
+    token = httpx.post(config["sign_in_url"], params={"key": config["api_key"]},
+                       json={"email": stack.DEMO_OPERATOR[0] + ".missing", "password": "x",
+                             "returnSecureToken": True})
+    assert token.status_code == 400  # the URL is the real sign-in endpoint: an unknown user is refused
+
+
+def test_operators_cli_grants_and_revokes_the_role(http, auth_emulator, monkeypatch):
+    monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", auth_emulator.host_port)
+    email, password = f"promoted-{time.time_ns()}@example.com", "secret-p"
+    auth_emulator.sign_up(email, password)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "api.operators", *a, email, "--project", PROJECT],
+                                    capture_output=True, text=True, timeout=60,
+                                    env={**os.environ, **auth_emulator.env()})
+    headers = lambda: {"Authorization": f"Bearer {auth_emulator.sign_in(email, password)}"}
+    assert http.get("/v1/devices", headers=headers()).status_code == 403
+    granted = run("grant")
+    assert granted.returncode == 0 and "operator" in granted.stdout, granted.stderr
+    assert http.get("/v1/devices", headers=headers()).status_code == 200
+    assert run("revoke").returncode == 0
+    assert http.get("/v1/devices", headers=headers()).status_code == 403
+    missing = subprocess.run([sys.executable, "-m", "api.operators", "grant", "nobody@example.com",
+                              "--project", PROJECT], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, **auth_emulator.env()})
+    assert missing.returncode == 1 and "no user" in missing.stderr
+
+
+# ---- the fleet registry --------------------------------------------------------------
+
+def test_list_devices_with_last_seen_and_filters(http, tokens, firestore_client):
+    op = tokens["operator"]
+    registry.register_device(firestore_client, "devices", "d1", "t1", "car1-door1")
+    registry.register_device(firestore_client, "devices", "d2", "t1", "car2-door1")
+    registry.register_device(firestore_client, "devices", "d3", "t2")
+    registry.set_enabled(firestore_client, "devices", "d2", False)
+    write_realtime(firestore_client, "t1", 5, None, {"d1": (11, ago(3))})
+
+    devices = {d["device_id"]: d for d in http.get("/v1/devices", headers=op).json()["devices"]}
+    assert sorted(devices) == ["d1", "d2", "d3"]
+    d1 = devices["d1"]
+    assert (d1["train_id"], d1["door"], d1["enabled"], d1["seq"]) == ("t1", "car1-door1", True, 11)
+    assert abs((parse_time(d1["last_seen"]) - ago(3)).total_seconds()) < 5
+    assert d1["registered_at"] and d1["updated_at"]
+    assert devices["d2"]["enabled"] is False and devices["d2"]["last_seen"] is None
+    assert devices["d3"]["seq"] is None
+
+    by_train = http.get("/v1/devices", params={"train": "t1"}, headers=op).json()["devices"]
+    assert [d["device_id"] for d in by_train] == ["d1", "d2"]
+    disabled = http.get("/v1/devices", params={"enabled": "false"}, headers=op).json()["devices"]
+    assert [d["device_id"] for d in disabled] == ["d2"]
+    bad = http.get("/v1/devices", params={"train": "a/b"}, headers=op)
+    assert bad.status_code == 422 and "invalid train id" in bad.json()["detail"]
+
+
+def test_register_move_enable_disable_and_set_train(http, tokens, firestore_client):
+    op = tokens["operator"]
+    created = http.post("/v1/devices", json={"device_id": "n1", "train_id": "t1", "door": "car1-door2"},
+                        headers=op)
+    assert created.status_code == 201 and created.headers["location"] == "/v1/devices/n1"
+    assert created.json()["train_id"] == "t1" and created.json()["enabled"] is True
+    assert registry.read_device(firestore_client, "devices", "n1").door == "car1-door2"
+
+    elsewhere = http.post("/v1/devices", json={"device_id": "n1", "train_id": "t2"}, headers=op)
+    assert elsewhere.status_code == 409 and "registered to train t1" in elsewhere.json()["detail"]
+    for body in ({"device_id": "a/b", "train_id": "t1"}, {"device_id": "ok\n", "train_id": "t1"},
+                 {"device_id": "n2"}, {"device_id": "n2", "train_id": 5}):
+        response = http.post("/v1/devices", json=body, headers=op)
+        assert response.status_code == 422, body
+        assert isinstance(response.json()["detail"], str) and response.json()["detail"]
+
+    moved = http.put("/v1/devices/n1/train", json={"train_id": "t2"}, headers=op)
+    assert moved.status_code == 200 and moved.json()["train_id"] == "t2"
+    assert registry.read_device(firestore_client, "devices", "n1").train_id == "t2"
+    unknown = http.put("/v1/devices/ghost/train", json={"train_id": "t2"}, headers=op)
+    assert unknown.status_code == 404 and "not registered" in unknown.json()["detail"]
+    assert http.put("/v1/devices/ghost/train", json={"train_id": "../x"}, headers=op).status_code == 422
+    assert http.put("/v1/devices/__x__/train", json={"train_id": "t2"}, headers=op).status_code == 422
+
+    assert http.post("/v1/devices/n1/disable", headers=op).json()["enabled"] is False
+    assert registry.read_device(firestore_client, "devices", "n1").enabled is False
+    assert http.post("/v1/devices/n1/enable", headers=op).json()["enabled"] is True
+    assert http.post("/v1/devices/ghost/enable", headers=op).status_code == 404
+
+    train = http.put("/v1/trains/t2", json={"capacity": 300, "name": "Night train"}, headers=op)
+    assert train.status_code == 200 and (train.json()["capacity"], train.json()["name"]) == (300, "Night train")
+    assert http.put("/v1/trains/t2", json={"capacity": 250}, headers=op).json()["name"] == "Night train"
+    assert registry.train_entry(firestore_client.collection("trains").document("t2").get().to_dict()) == \
+        registry.TrainEntry(250, "Night train")
+    assert http.put("/v1/trains/t2", json={"capacity": 0}, headers=op).status_code == 422
+    assert http.put("/v1/trains/t2", json={"name": "no capacity"}, headers=op).status_code == 422
+
+
+# ---- security rules ------------------------------------------------------------------
+
+RULES = pathlib.Path(__file__).resolve().parent.parent / "deploy" / "firestore.rules"
+
+
+@pytest.fixture(scope="module")
+def rules_emulator():
+    emulator = Emulator("firestore", project=PROJECT, rules=str(RULES)).start()
+    yield emulator
+    emulator.stop()
+
+
+def test_firestore_rules_let_clients_read_occupancy_and_nothing_else(rules_emulator, auth_emulator,
+                                                                      monkeypatch):
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", rules_emulator.host_port)
+    # Seeded as the service accounts write: the client library, which the emulator lets
+    # through as an administrator (rules do not apply to IAM principals).
+    client = make_client(PROJECT)
+    registry.set_train(client, "trains", "t1", 100)
+    registry.register_device(client, "devices", "d1", "t1")
+    write_realtime(client, "t1", 3, 100)
+    client.collection("history").document("h1").set({"train": "t1", "value": 3})
+    client.collection("dead_letters").document("x1").set({"reason": "malformed"})
+
+    _, token = auth_emulator.sign_up(f"rules-{time.time_ns()}@example.com", "secret-r")
+    docs = f"http://{rules_emulator.host_port}/v1/projects/{PROJECT}/databases/(default)/documents"
+    for who, headers in (("anonymous", {}), ("signed in", {"Authorization": f"Bearer {token}"})):
+        for readable in ("realtime/t1", "trains/t1", "history/h1"):
+            response = httpx.get(f"{docs}/{readable}", headers=headers)
+            assert response.status_code == 200, (who, readable, response.text)
+        for hidden in ("devices/d1", "dead_letters/x1", "other/y"):
+            assert httpx.get(f"{docs}/{hidden}", headers=headers).status_code == 403, (who, hidden)
+        listing = httpx.get(f"{docs}/devices", headers=headers)
+        assert listing.status_code == 403, (who, listing.text)
+        for target in ("realtime/t1", "trains/t9", "history/h2", "devices/d9"):
+            write = httpx.patch(f"{docs}/{target}", headers=headers,
+                                json={"fields": {"current_value": {"integerValue": "999"}}})
+            assert write.status_code == 403, (who, target, write.text)
+        assert httpx.delete(f"{docs}/realtime/t1", headers=headers).status_code == 403
+    assert client.collection("realtime").document("t1").get().to_dict()["current_value"] == 3
+
+
+# ---- a device moved through the API while the pipeline runs ------------------------------
+
+def test_device_moved_through_the_api_counts_for_its_new_train(local_stack, auth_emulator, tokens,
+                                                               tmp_path_factory):
+    client, fleet, start = local_stack
+    register(client, {"ta": ["mover", "hb-a"], "tb": ["hb-b"]}, {"ta": 100, "tb": 100})
+    process, base_url = _serve(tmp_path_factory, {"FIRESTORE_EMULATOR_HOST": os.environ[
+        "FIRESTORE_EMULATOR_HOST"], **auth_emulator.env()})
+    pipeline = start()
+    try:
+        warm_up(client, fleet, pipeline, ["hb-a", "hb-b"])
+        beats = Heartbeats(fleet, ["hb-a", "hb-b"])
+        beats.start()
+        try:
+            fleet.publish("mover", 4)
+            wait_for_values(client, {"ta": 4, "tb": 0}, pipeline)
+            moved = httpx.put(f"{base_url}/v1/devices/mover/train", json={"train_id": "tb"},
+                              headers=tokens["operator"], timeout=30)
+            assert moved.status_code == 200, moved.text
+            time.sleep(3.5)  # the pipeline's registry refresh (--registry_refresh_s=2) picks it up
+            fleet.publish("mover", 3)
+            wait_for_values(client, {"ta": 4, "tb": 3}, pipeline)
+        finally:
+            beats.stop()
+        trains = {t["train_id"]: t for t in httpx.get(f"{base_url}/v1/trains", timeout=30).json()["trains"]}
+        assert (trains["ta"]["current_value"], trains["tb"]["current_value"]) == (4, 3)
+        assert trains["tb"]["status"] == "ok" and trains["tb"]["occupancy_ratio"] == 0.03
+        devices = httpx.get(f"{base_url}/v1/devices", params={"train": "tb"}, headers=tokens["operator"],
+                            timeout=30).json()["devices"]
+        mover = {d["device_id"]: d for d in devices}["mover"]
+        assert mover["train_id"] == "tb" and mover["seq"] == 2
+    finally:
+        stack.stop_process(process)

@@ -1,0 +1,77 @@
+"""occupancy/fleet.py: freshness, thresholds and carriages (pure logic, no emulator)."""
+import datetime
+
+import pytest
+
+from occupancy import fleet
+
+UTC = datetime.timezone.utc
+NOW = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("ratio,status", [
+    (None, "NO_DATA_AVAILABLE"),
+    (0.0, "EMPTY"), (0.0499, "EMPTY"),
+    (0.05, "MANY_SEATS_AVAILABLE"), (0.1999, "MANY_SEATS_AVAILABLE"),
+    (0.2, "FEW_SEATS_AVAILABLE"), (0.4999, "FEW_SEATS_AVAILABLE"),
+    (0.5, "STANDING_ROOM_ONLY"), (0.6999, "STANDING_ROOM_ONLY"),
+    (0.7, "CRUSHED_STANDING_ROOM_ONLY"), (0.8999, "CRUSHED_STANDING_ROOM_ONLY"),
+    (0.9, "FULL"), (1.0, "FULL"), (1.7, "FULL"),
+])
+def test_default_thresholds_at_every_boundary(ratio, status):
+    assert fleet.Thresholds().status(ratio) == status
+
+
+def test_thresholds_parse_and_reject():
+    custom = fleet.Thresholds.parse("0.1,0.3,0.6,0.8,1.0")
+    assert custom.status(0.29) == "MANY_SEATS_AVAILABLE" and custom.status(0.99) == "CRUSHED_STANDING_ROOM_ONLY"
+    for bad, message in (("0.1,0.2", "need 5"), ("a,b,c,d,e", "comma-separated"),
+                         ("0.5,0.2,0.6,0.7,0.9", "strictly increasing"), ("0.1,0.1,0.2,0.3,0.4", "strictly"),
+                         ("-1,0.2,0.5,0.7,0.9", ">= 0"), ("0.1,0.2,0.5,0.7,inf", "finite"),
+                         ("0.1,0.2,0.5,0.7,nan", "finite")):
+        with pytest.raises(ValueError, match=message):
+            fleet.Thresholds.parse(bad)
+
+
+@pytest.mark.parametrize("age_s,status", [(0, "ok"), (90, "ok"), (90.5, "stale"), (-5, "ok")])
+def test_train_status_from_the_newest_last_seen(age_s, status):
+    got, staleness = fleet.train_status(NOW - datetime.timedelta(seconds=age_s), NOW, 90)
+    assert got == status and staleness == max(0.0, age_s)
+    assert fleet.train_status(None, NOW) == ("no_data", None)
+
+
+def test_train_view_joins_registry_and_realtime():
+    seen = {"d1": {"last_seen": NOW - datetime.timedelta(seconds=200)},
+            "d2": {"last_seen": NOW - datetime.timedelta(seconds=10)},
+            "d3": {"last_seen": datetime.datetime(1970, 1, 1, tzinfo=UTC)}}
+    view = fleet.train_view("t1", {"current_value": 30, "devices_seen": seen}, {"capacity": 120, "name": "X"}, NOW)
+    assert (view.capacity, view.current_value, view.occupancy_ratio) == (120, 30, 0.25)
+    assert view.status == "ok" and view.staleness_s == 10 and view.name == "X"
+    assert fleet.published_status(view, fleet.Thresholds()) == "FEW_SEATS_AVAILABLE"
+    unseen = fleet.train_view("t2", None, {"capacity": 10}, NOW)
+    assert unseen.status == "no_data" and unseen.current_value is None
+    assert fleet.published_status(unseen, fleet.Thresholds()) == "NO_DATA_AVAILABLE"
+    stale = fleet.train_view("t3", {"current_value": 5, "devices_seen": {"d": seen["d1"]}}, {"capacity": 10}, NOW)
+    assert stale.status == "stale" and fleet.published_status(stale, fleet.Thresholds()) == "NO_DATA_AVAILABLE"
+    no_capacity = fleet.train_view("t4", {"current_value": 5, "devices_seen": seen}, None, NOW)
+    assert no_capacity.occupancy_ratio is None
+    assert fleet.published_status(no_capacity, fleet.Thresholds()) == "NO_DATA_AVAILABLE"
+
+
+@pytest.mark.parametrize("value,capacity,pct", [(0, 100, 0), (50, 200, 25), (1, 3, 33), (250, 200, 125),
+                                                (-3, 100, 0), (5, None, None), (5, 0, None)])
+def test_occupancy_percentage(value, capacity, pct):
+    assert fleet.occupancy_percentage(value, capacity) == pct
+
+
+def test_carriages_from_door_names():
+    assert fleet.carriage_of("car3-door2") == ("car3", 3)
+    assert fleet.carriage_of("CAR12_door1") == ("car12", 12)
+    assert fleet.carriage_of("car1") == ("car1", 1)
+    for door in (None, "", "front", "carriage3", "car-3"):
+        assert fleet.carriage_of(door) is None
+    seen = {"a": {"trip_boarded": 10, "trip_alighted": 2}, "b": {"trip_boarded": 3, "trip_alighted": 1},
+            "c": {"trip_boarded": 1, "trip_alighted": 6}, "d": {"trip_boarded": 9}}
+    doors = {"a": "car2-door1", "b": "car2-door2", "c": "car1-door1", "d": "front", "e": "car3-door1"}
+    assert fleet.carriage_counts(seen, doors) == {("car1", 1): 0, ("car2", 2): 10, ("car3", 3): 0}
+    assert fleet.carriage_counts(seen, {"d": "front"}) == {}
