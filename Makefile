@@ -13,7 +13,7 @@ DEMO_ARGS ?=
 FIREBASE_TOOLS_VERSION ?= 15.34.2
 FIREBASE := .local/firebase-tools/node_modules/.bin/firebase
 
-.PHONY: install install-firebase run test test-fast check-prereqs clean
+.PHONY: install install-firebase install-browser run test test-fast check-prereqs clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -30,13 +30,22 @@ install: $(STAMP)
 
 install-firebase: $(FIREBASE)
 
+# Headless Chromium and its driver for the dashboard's browser tests (Debian packages).
+install-browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver (apt-get)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+	  || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	else echo "error: the browser tests need Chromium and its driver: sudo apt-get install chromium chromium-driver" >&2; exit 1; fi
+
 check-prereqs: install install-firebase
 	$(PY) -m local.prereqs
 
 run: check-prereqs
 	$(PY) -m local.demo $(DEMO_ARGS)
 
-test: check-prereqs
+test: check-prereqs install-browser
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 # Pure logic and TestStream tests only: no emulators needed.

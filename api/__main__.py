@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Lower bounds of the occupancy ratio for MANY_SEATS_AVAILABLE, "
                              "FEW_SEATS_AVAILABLE, STANDING_ROOM_ONLY, CRUSHED_STANDING_ROOM_ONLY, FULL "
                              "(default: " + ",".join(f"{b:g}" for b in Thresholds().bounds) + ").")
+    parser.add_argument("--fleet_cache_s", type=non_negative_float, default=1.0,
+                        help="Seconds a read of the whole fleet is shared by requests (GET /v1/trains, the "
+                             "feed, the dashboard); 0 reads Firestore for every request (default: 1).")
     parser.add_argument("--firestore_timeout_s", type=positive_float, default=10.0,
                         help="Bound on each Firestore call of a request, retries included (default: 10).")
     parser.add_argument("--firebase_api_key", default=os.environ.get("FIREBASE_API_KEY", ""),
@@ -72,7 +75,8 @@ def settings_from(args):
                     realtime_collection=args.realtime_collection, history_collection=args.history_collection,
                     devices_collection=args.devices_collection, trains_collection=args.trains_collection,
                     public_reads=not args.private_reads, stale_after_s=args.stale_after_s,
-                    thresholds=args.thresholds, firestore_timeout_s=args.firestore_timeout_s,
+                    thresholds=args.thresholds, fleet_cache_s=args.fleet_cache_s,
+                    firestore_timeout_s=args.firestore_timeout_s,
                     firebase_api_key=args.firebase_api_key)
 
 

@@ -5,7 +5,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from occupancy.fleet import DEFAULT_STALE_AFTER_S, Thresholds
+from occupancy.fleet import DEFAULT_STALE_AFTER_S, FleetCache, Thresholds
 from occupancy.registry import RegistryConflict, RegistryError, UnknownDevice
 
 _LOGGER = logging.getLogger(__name__)
@@ -24,6 +24,8 @@ class Settings:
     public_reads: bool = True
     stale_after_s: float = DEFAULT_STALE_AFTER_S
     thresholds: Thresholds = Thresholds()
+    # Seconds a fleet read (GET /v1/trains, the feed, the dashboard) is reused; 0: never.
+    fleet_cache_s: float = 1.0
     # Bound on each Firestore call made for a request (client retries included), seconds.
     firestore_timeout_s: float = 10.0
     # Firebase Web API key a browser signs in with (public by design; empty on the emulator).
@@ -39,9 +41,23 @@ def get_client(request: Request):
     return request.app.state.client
 
 
+def read_fleet(request: Request):
+    """(read at, every train's view), through the app's fleet cache: the one way every
+    router reads the whole fleet."""
+    import datetime
+    from occupancy import fleet
+    settings, client = request.app.state.settings, request.app.state.client
+
+    def read():
+        now = datetime.datetime.now(datetime.timezone.utc)
+        return now, fleet.read_fleet(client, settings.realtime_collection, settings.trains_collection,
+                                     now=now, stale_after_s=settings.stale_after_s)
+    return request.app.state.fleet_cache.get(read)
+
+
 def create_app(settings: Settings, client=None) -> FastAPI:
     """The application; `client` defaults to a Firestore client for settings.project/database."""
-    from api import auth, devices, health, trains
+    from api import auth, dashboard, devices, gtfs_rt, health, trains
     from occupancy.store import make_client
 
     app = FastAPI(title="Train occupancy API", version="1.0",
@@ -49,6 +65,8 @@ def create_app(settings: Settings, client=None) -> FastAPI:
                               "Device endpoints and every write need an operator's Firebase ID token.")
     app.state.settings = settings
     app.state.client = client if client is not None else make_client(settings.project, settings.database)
+    app.state.fleet_cache = FleetCache(settings.fleet_cache_s)
+    app.state.doors_cache = FleetCache(settings.fleet_cache_s)  # the feed's device -> door map
     auth.init(settings)
 
     @app.exception_handler(RegistryError)
@@ -60,8 +78,10 @@ def create_app(settings: Settings, client=None) -> FastAPI:
     async def validation_error(_request, exc: RequestValidationError):
         return JSONResponse(status_code=422, content={"detail": _readable(exc)})
 
-    for router in (health.router, auth.router, trains.router, devices.router):
+    for router in (health.router, auth.router, trains.router, devices.router, gtfs_rt.router,
+                   dashboard.router):
         app.include_router(router)
+    dashboard.mount(app)
     return app
 
 

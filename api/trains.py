@@ -7,7 +7,7 @@ from typing import Optional
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from api import ids
-from api.app import get_client
+from api.app import get_client, read_fleet
 from api.auth import allow_read
 from api.models import DeviceSeen, HistoryItem, HistoryPage, Train, TrainDetail, TrainList
 from occupancy import fleet
@@ -27,13 +27,12 @@ def train_out(view: fleet.TrainView, settings) -> dict:
 
 
 @router.get("", response_model=TrainList, summary="Occupancy of every train now")
-def list_trains(request: Request, client=Depends(get_client)):
-    """Two Firestore queries (realtime, trains) whatever the fleet's size."""
+def list_trains(request: Request):
+    """Two Firestore queries (realtime, trains) whatever the fleet's size, shared by every request
+    within --fleet_cache_s; `generated_at` says when they were read."""
     settings = request.app.state.settings
-    now = datetime.datetime.now(datetime.timezone.utc)
-    views = fleet.read_fleet(client, settings.realtime_collection, settings.trains_collection,
-                             now=now, stale_after_s=settings.stale_after_s)
-    return {"generated_at": now, "trains": [train_out(v, settings) for v in views]}
+    read_at, views = read_fleet(request)
+    return {"generated_at": read_at, "trains": [train_out(v, settings) for v in views]}
 
 
 @router.get("/{train_id}", response_model=TrainDetail, summary="One train now, with its devices",

@@ -121,6 +121,44 @@ def _status(t: dict) -> str:
     return "pass" if t["pass"] else "MISS"
 
 
+SERVING_HEADER = ("serving", "trains", "requests", "p50 ms", "p95 ms", "p99 ms (max)",
+                  "Firestore queries/request", "document reads/request", "response KB")
+
+
+def serving_rows(results: dict) -> List[tuple]:
+    serving = results.get("serving")
+    if not serving:
+        return []
+    out = []
+    for key, label in (("uncached", "GET /v1/trains, fleet cache off"),
+                       ("cached", "GET /v1/trains, fleet cache 1 s")):
+        r = serving[key]
+        if key == "cached":
+            label = f"GET /v1/trains, fleet cache {r['fleet_cache_s']:g} s"
+        out.append((label, _cell(r["trains"]), _cell(r["requests"]), _cell(r["p50_ms"]), _cell(r["p95_ms"]),
+                    _cell(r["p99_ms"]), _num(r["firestore_queries_per_request"]),
+                    _cell(r["firestore_reads_per_request"]), _cell(round(r["response_bytes"] / 1024, 1))))
+    feed, dashboard = serving.get("feed"), serving.get("dashboard")
+    if feed:
+        out.append((f"GTFS-RT feed build ({_cell(feed['bytes'])} bytes, {_cell(feed['bytes_per_train'])}/train)",
+                    _cell(feed["trains"]), _cell(feed["rounds"]), _cell(feed["build_ms_p50"]), "-",
+                    _cell(feed["build_ms_max"]), "0", "0", _cell(round(feed["bytes"] / 1024, 1))))
+    if dashboard:
+        out.append(("dashboard first paint (Chromium, ms)", _cell(dashboard["trains"]), _cell(dashboard["loads"]),
+                    _cell(dashboard["first_paint_ms_p50"]), "-", _cell(dashboard["first_paint_ms_max"]),
+                    "-", "-", "-"))
+    return out
+
+
+def _aligned(header: tuple, body: List[tuple]) -> List[str]:
+    data = [header] + body
+    widths = [max(len(str(row[i])) for row in data) for i in range(len(header))]
+    line = lambda row: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                                 for i, (c, w) in enumerate(zip(row, widths)))
+    rule = "-" * len(line(header))
+    return [rule, line(header), rule, *(line(r) for r in body), rule]
+
+
 def table(results: dict) -> str:
     """The one table printed at the end, then the targets, one line each."""
     data = [HEADER] + rows(results)
@@ -134,6 +172,8 @@ def table(results: dict) -> str:
             f"{results['flush_interval_s']:g} s, reorder delay {results['reorder_delay_s']:g} s",
             rule, line(HEADER), rule, *(line(r) for r in data[1:]), rule]
     text += [f"{_status(t)}: {t['target']}: {_target_detail(t)}" for t in results["targets"]]
+    if serving_rows(results):
+        text += ["", *_aligned(SERVING_HEADER, serving_rows(results))]
     return "\n".join(text)
 
 
@@ -147,4 +187,7 @@ def markdown(results: dict) -> str:
     out += ["| " + " | ".join(r) + " |" for r in rows(results)]
     out += ["", "| target | result | measured |", "|---|---|---|"]
     out += [f"| {t['target']} | {_status(t)} | {_target_detail(t)} |" for t in results["targets"]]
+    if serving_rows(results):
+        out += ["", "| " + " | ".join(SERVING_HEADER) + " |", "|" + "---|" * len(SERVING_HEADER)]
+        out += ["| " + " | ".join(r) + " |" for r in serving_rows(results)]
     return "\n".join(out) + "\n"

@@ -6,7 +6,10 @@ Steps (each on an emptied Firestore with the fleet registered):
   3. the naive baseline, sequential (its cost and error without concurrency);
   4. the naive baseline, 8 concurrent workers on one subscription (lost updates);
   5. the SDK harness (FnApiRunner, batch): the pipeline's composites vs a pass-through,
-     per core, and the parse + fold microbenchmark.
+     per core, and the parse + fold microbenchmark;
+  6. serving (bench/serving.py): the API's GET /v1/trains with 1,000 trains, p50/p95 and
+     Firestore reads per request, with the fleet cache off and on; the GTFS-RT feed's build
+     time and size for those trains; the dashboard's first paint with 100 trains (Chromium).
 """
 import argparse
 import datetime
@@ -130,6 +133,14 @@ def main(argv=None) -> int:
                               f"--reorder_delay_s={args.reorder_delay_s}",
                               *workload.spec_arguments(spec)],
             env, os.path.join(work_dir, "harness.json"), args.timeout_s)
+        firestore.reset()
+        _LOGGER.info("Step: the API's GET /v1/trains at fleet size")
+        results["serving"] = run_child(
+            "bench.serving", [f"--trains={10 if args.smoke else 1000}",
+                              f"--requests={20 if args.smoke else 1000}",
+                              f"--uncached_requests={5 if args.smoke else 100}",
+                              f"--dashboard_trains={5 if args.smoke else 100}"],
+            env, os.path.join(work_dir, "serving.json"), args.timeout_s)
     finally:
         for emulator in emulators:
             emulator.stop()

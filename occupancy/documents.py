@@ -55,6 +55,9 @@ def realtime_write(train_id: str, state: TrainState) -> DocumentWrite:
                 # The applied seqs below `seq` (ranges): a new job de-duplicates exactly.
                 "applied": [{"lo": lo, "hi": hi} for lo, hi in memory.applied],
                 "registered_us": memory.registered_us,
+                # Since the last reset: per-door counts for per-carriage estimates (occupancy.fleet).
+                "trip_boarded": memory.trip_boarded,
+                "trip_alighted": memory.trip_alighted,
             } for device_id, memory in sorted(state.devices.items())
         },
         "reset_through_us": state.reset_through_us,
@@ -101,7 +104,8 @@ def state_from_documents(realtime: Optional[dict], history: Optional[dict],
             applied = [[max(0, seq - dedup_window + 1), seq]]
         state.devices[device_id] = DeviceMemory(
             seq=seq, applied=applied, last_seen_us=_micros(seen.get("last_seen")),
-            registered_us=int(seen.get("registered_us") or 0))
+            registered_us=int(seen.get("registered_us") or 0),
+            trip_boarded=int(seen.get("trip_boarded") or 0), trip_alighted=int(seen.get("trip_alighted") or 0))
     if history:
         state.bucket = Bucket(
             start_us=_micros(history.get("bucket_start")),

@@ -35,6 +35,11 @@ class DeviceMemory:
     applied: List[List[int]] = dataclasses.field(default_factory=list)
     last_seen_us: int = 0
     registered_us: int = 0
+    # People this door counted in and out since the train's last reset: per-door
+    # (and so per-carriage) estimates. Class-level defaults, so that a state
+    # pickled before these fields existed reads 0.
+    trip_boarded: int = 0
+    trip_alighted: int = 0
 
     def accept(self, seq: int, window: int) -> bool:
         """Records seq and returns True if it was not applied before."""
@@ -213,6 +218,7 @@ def apply_events(state: TrainState, events: List[Event], config: FoldConfig,
         if event.kind == RESET:
             correction = -state.value
             state.value = 0
+            _start_trip(state)
         else:
             raw = state.value + event.delta
             correction = max(0, -raw)
@@ -220,6 +226,10 @@ def apply_events(state: TrainState, events: List[Event], config: FoldConfig,
             bucket.delta += event.delta
             bucket.boarded += max(0, event.delta)
             bucket.alighted += max(0, -event.delta)
+            door = state.devices.get(event.device_id) if event.device_id else None
+            if door is not None:
+                door.trip_boarded += max(0, event.delta)
+                door.trip_alighted += max(0, -event.delta)
         bucket.events += 1
         bucket.correction += correction
         result.corrections += correction != 0
@@ -253,6 +263,13 @@ def _apply_daily_reset(state, t, late, config, bucket_for, result) -> None:
         bucket.correction -= state.value
         result.corrections += 1
     state.value = 0
+    _start_trip(state)
     bucket.value = 0
     bucket.timestamp_us = max(bucket.timestamp_us, boundary)
     state.last_applied_us = boundary
+
+
+def _start_trip(state: TrainState) -> None:
+    """Occupancy is 0 again (a reset): the doors' counts start over."""
+    for memory in state.devices.values():
+        memory.trip_boarded = memory.trip_alighted = 0

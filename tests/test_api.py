@@ -42,7 +42,9 @@ def _serve(tmp_path_factory, env: dict, *args: str):
 @pytest.fixture(scope="module")
 def api(firestore_emulator, auth_emulator, tmp_path_factory):
     """Base URL of the API served against the emulators (public occupancy reads)."""
-    process, base_url = _serve(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()})
+    # No fleet cache: each test reads what it has just written.
+    process, base_url = _serve(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()},
+                               "--fleet_cache_s=0")
     yield base_url
     stack.stop_process(process)
 

@@ -58,3 +58,15 @@ def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
     assert all(value > 0 for value in results["ratios"].values())
     assert {t["target"] for t in results["targets"]} and all(
         isinstance(t["pass"], bool) for t in results["targets"])
+
+    # The API row: the cache off reads the whole fleet per request (two queries, one read per
+    # document); with the cache, most requests read nothing.
+    serving = results["serving"]
+    uncached, cached = serving["uncached"], serving["cached"]
+    assert uncached["trains_served"] == cached["trains_served"] == 10
+    assert uncached["firestore_queries_per_request"] == 2 and uncached["firestore_reads_per_request"] == 20
+    assert cached["firestore_reads_per_request"] < uncached["firestore_reads_per_request"]
+    assert 0 < cached["p50_ms"] <= cached["p95_ms"] and 0 < uncached["p50_ms"] <= uncached["p95_ms"]
+    assert "GET /v1/trains" in completed.stdout
+    assert serving["feed"]["trains"] == 10 and serving["feed"]["bytes"] > 0 and serving["feed"]["build_ms_p50"] > 0
+    assert serving["dashboard"]["rows"] == 5 and serving["dashboard"]["first_paint_ms_p50"] > 0

@@ -75,3 +75,22 @@ def test_carriages_from_door_names():
     doors = {"a": "car2-door1", "b": "car2-door2", "c": "car1-door1", "d": "front", "e": "car3-door1"}
     assert fleet.carriage_counts(seen, doors) == {("car1", 1): 0, ("car2", 2): 10, ("car3", 3): 0}
     assert fleet.carriage_counts(seen, {"d": "front"}) == {}
+
+
+def test_fleet_cache_reuses_a_read_for_its_ttl_only():
+    clock = [100.0]
+    reads = []
+
+    def read():
+        reads.append(clock[0])
+        return clock[0], [len(reads)]
+    cache = fleet.FleetCache(1.0, clock=lambda: clock[0])
+    assert cache.get(read) == (100.0, [1])
+    clock[0] = 100.9
+    assert cache.get(read) == (100.0, [1]) and len(reads) == 1
+    clock[0] = 101.0
+    assert cache.get(read) == (101.0, [2])
+    never = fleet.FleetCache(0.0, clock=lambda: clock[0])
+    never.get(read)
+    never.get(read)
+    assert len(reads) == 4

@@ -193,3 +193,21 @@ def test_history_ids_are_deterministic_and_not_sequential():
     # Consecutive buckets land far apart in the key space (no hot-spotting on one range).
     assert len({doc_id[:4] for doc_id in ids}) == 3
     assert documents.history_doc_id("t2", T0) != ids[0]
+
+
+def test_doors_count_their_trip_until_a_reset_and_survive_a_restart():
+    reset = wire.Event(event_id="reset:t1:y", event_time_us=T0 + 2 * S, kind=wire.RESET, train_id="t1")
+    state, _ = run([ev("d1", 1, 5, 0.1), ev("d1", 2, -2, 0.2), ev("d2", 1, 3, 0.3), ev("d2", 2, 0, 0.4)])
+    assert (state.devices["d1"].trip_boarded, state.devices["d1"].trip_alighted) == (5, 2)
+    assert (state.devices["d2"].trip_boarded, state.devices["d2"].trip_alighted) == (3, 0)
+    seen = documents.realtime_write("t1", state).data["devices_seen"]
+    assert (seen["d1"]["trip_boarded"], seen["d1"]["trip_alighted"]) == (5, 2)
+    seeded = documents.state_from_documents(documents.realtime_write("t1", state).data, None, 1000)
+    assert seeded.devices["d1"].trip_boarded == 5 and seeded.devices["d2"].trip_boarded == 3
+    run([reset, ev("d1", 3, 1, 2.5)], seeded)
+    assert (seeded.devices["d1"].trip_boarded, seeded.devices["d1"].trip_alighted) == (1, 0)
+    assert (seeded.devices["d2"].trip_boarded, seeded.devices["d2"].trip_alighted) == (0, 0)
+    # A state pickled before the fields existed reads 0.
+    old = fold.DeviceMemory(seq=1)
+    del old.__dict__["trip_boarded"]
+    assert old.trip_boarded == 0

@@ -1,0 +1,124 @@
+"""GTFS-Realtime VehiclePositions with occupancy, for journey planners.
+
+    GET /gtfs-rt/vehicle-positions.pb            protobuf FeedMessage (application/x-protobuf)
+    GET /gtfs-rt/vehicle-positions.pb?format=json  the same message as JSON, for people
+
+One FeedEntity per train that has ever been counted (gtfs-realtime 2.0, FULL_DATASET;
+a registered train never seen has nothing to say yet and is left out):
+  vehicle.vehicle.id / label   train id / its registry name (else the id)
+  vehicle.timestamp            the newest message of its devices (heartbeats included: the
+                               moment the number was last confirmed), else its last count;
+                               for a stale train the feed's time (what is stated, "no data",
+                               is stated now; GTFS-RT practice flags positions over 90 s old)
+  vehicle.occupancy_status     the level of count / capacity (occupancy.fleet thresholds);
+                               NO_DATA_AVAILABLE when stale (no message from any of its
+                               devices for --stale_after_s), never seen, or without capacity
+  vehicle.occupancy_percentage round(100 * count / capacity); only with a capacity and fresh
+                               data; may exceed 100, as the spec allows for an over-full vehicle
+  vehicle.multi_carriage_details  where the train's doors are named like "car3-door2": one
+                               CarriageDetails per carriage 1..N, an estimate (see
+                               occupancy.fleet.carriage_counts), each carriage's capacity
+                               taken as an equal share of the train's; a carriage without a
+                               mapped door says NO_DATA_AVAILABLE and percentage -1.
+"""
+import datetime
+from typing import Dict, Iterable, Optional
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from api.app import read_fleet
+from api.auth import allow_read
+from occupancy import fleet, registry
+from occupancy.store import count_ops
+
+router = APIRouter(prefix="/gtfs-rt", tags=["GTFS-Realtime"], dependencies=[Depends(allow_read)])
+PROTOBUF = "application/x-protobuf"
+GTFS_RT_VERSION = "2.0"
+
+
+def _seconds(moment: Optional[datetime.datetime]) -> Optional[int]:
+    return int(moment.timestamp()) if moment is not None else None
+
+
+def _carriages(pb, vehicle, view: fleet.TrainView, doors: Dict[str, Optional[str]],
+               thresholds: fleet.Thresholds) -> None:
+    mapped = {carriage for carriage in map(fleet.carriage_of, doors.values()) if carriage}
+    if not mapped:
+        return
+    counts = fleet.carriage_counts(view.devices_seen, doors)
+    fresh = view.status == fleet.STATUS_OK and view.capacity
+    numbers = {number: name for name, number in mapped}
+    # Carriages 1..N (N the highest mapped) of equal size: an estimate.
+    share = view.capacity / max(numbers) if view.capacity else None
+    for number in range(1, max(numbers) + 1):
+        details = vehicle.multi_carriage_details.add()
+        details.carriage_sequence = number
+        details.id = f"{view.train_id}-car{number}"
+        details.label = numbers.get(number, f"car{number}")
+        count = counts.get((numbers.get(number), number))
+        if fresh and count is not None:
+            details.occupancy_percentage = fleet.occupancy_percentage(count, share)
+            details.occupancy_status = pb.VehiclePosition.OccupancyStatus.Value(thresholds.status(count / share))
+        else:
+            details.occupancy_percentage = -1
+            details.occupancy_status = pb.VehiclePosition.NO_DATA_AVAILABLE
+
+
+def build_feed(views: Iterable[fleet.TrainView], generated_at: datetime.datetime,
+               thresholds: fleet.Thresholds, doors_by_train: Dict[str, Dict[str, Optional[str]]]):
+    """The FeedMessage for these trains (pure: the tests and the benchmark call it directly)."""
+    from google.transit import gtfs_realtime_pb2 as pb
+    feed = pb.FeedMessage()
+    feed.header.gtfs_realtime_version = GTFS_RT_VERSION
+    feed.header.incrementality = pb.FeedHeader.FULL_DATASET
+    feed.header.timestamp = _seconds(generated_at)
+    for view in views:
+        measured = view.last_seen or view.last_updated
+        if measured is None:
+            continue
+        entity = feed.entity.add()
+        entity.id = view.train_id
+        vehicle = entity.vehicle
+        vehicle.vehicle.id = view.train_id
+        vehicle.vehicle.label = view.name or view.train_id
+        status = fleet.published_status(view, thresholds)
+        vehicle.timestamp = _seconds(generated_at if view.status == fleet.STATUS_STALE else measured)
+        vehicle.occupancy_status = pb.VehiclePosition.OccupancyStatus.Value(status)
+        if status != fleet.NO_DATA_AVAILABLE:
+            vehicle.occupancy_percentage = fleet.occupancy_percentage(view.current_value or 0, view.capacity)
+        _carriages(pb, vehicle, view, doors_by_train.get(view.train_id, {}), thresholds)
+    return feed
+
+
+def read_doors(request: Request) -> Dict[str, Dict[str, Optional[str]]]:
+    """train_id -> {device_id: door}: one query on the registry, cached like the fleet read."""
+    settings, client = request.app.state.settings, request.app.state.client
+
+    def read():
+        devices = registry.list_devices(client, settings.devices_collection,
+                                        timeout=settings.firestore_timeout_s)
+        count_ops(reads=max(1, len(devices)))
+        doors: Dict[str, Dict[str, Optional[str]]] = {}
+        for device_id, data in devices:
+            entry = registry.device_entry(data)
+            if entry is not None and entry.enabled:
+                doors.setdefault(entry.train_id, {})[device_id] = entry.door
+        return doors
+    return request.app.state.doors_cache.get(read)
+
+
+@router.get("/vehicle-positions.pb", summary="GTFS-Realtime VehiclePositions with occupancy",
+            response_class=Response,
+            responses={200: {"content": {PROTOBUF: {}, "application/json": {}},
+                             "description": "A FeedMessage (protobuf, or JSON with ?format=json)"}})
+def vehicle_positions(request: Request, format: str = Query("pb", pattern="^(pb|json)$",
+                                                           description="pb (default) or json")):
+    settings = request.app.state.settings
+    generated_at, views = read_fleet(request)
+    feed = build_feed(views, generated_at, settings.thresholds, read_doors(request))
+    headers = {"Cache-Control": f"public, max-age={int(settings.fleet_cache_s)}"}
+    if format == "json":
+        from google.protobuf.json_format import MessageToDict
+        return JSONResponse(MessageToDict(feed, preserving_proto_field_name=True), headers=headers)
+    return Response(feed.SerializeToString(), media_type=PROTOBUF, headers=headers)

@@ -1,0 +1,135 @@
+"""The dashboard in a real browser (headless Chromium from Debian, driven by Selenium) on the
+whole local stack: emulators, the pipeline, the API and devices publishing.
+
+Never skipped: without Chromium the test fails and says how to install it
+(`make test` installs it first, `make install-browser`).
+"""
+import os
+import time
+
+import httpx
+import pytest
+
+from local import browser, stack
+from occupancy import registry
+from tests.test_api import _serve, tokens  # noqa: F401
+from tests.test_e2e import Heartbeats, local_stack, realtime_values, register, warm_up  # noqa: F401
+
+SCREENSHOT = "dashboard.png"
+
+
+@pytest.fixture
+def chrome():
+    try:
+        driver = browser.start()
+    except browser.BrowserMissing as e:
+        pytest.fail(str(e))
+    yield driver
+    driver.quit()
+
+
+def bar_value(driver, train_id):
+    cells = driver.find_elements("css selector", f'tr[data-train="{train_id}"] .fill')
+    return cells[0].get_attribute("data-value") if cells else None
+
+
+def wait(predicate, timeout_s, what):
+    """Polls a page condition; an element not there yet (or replaced under us) counts as False."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    def check():
+        try:
+            return predicate()
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+    return stack.wait_for(check, timeout_s, interval_s=0.05, what=what)
+
+
+def test_dashboard_follows_the_running_pipeline(local_stack, auth_emulator, tokens, chrome,
+                                                tmp_path_factory, tmp_path):
+    client, fleet, start = local_stack
+    register(client, {"ta": ["a1", "a2", "hb-a"], "tb": ["b1", "hb-b"]}, {"ta": 40, "tb": 100})
+    registry.register_device(client, "devices", "a1", "ta", "car1-door1")  # a door mapping for the feed
+    process, base_url = _serve(tmp_path_factory, {"FIRESTORE_EMULATOR_HOST": os.environ["FIRESTORE_EMULATOR_HOST"],
+                                                  **auth_emulator.env()})
+    pipeline = start()
+    beats = None
+    try:
+        warm_up(client, fleet, pipeline, ["hb-a", "hb-b"])
+        beats = Heartbeats(fleet, ["hb-a", "hb-b"])
+        beats.start()
+        chrome.get(base_url + "/")
+        wait(lambda: bar_value(chrome, "ta") == "0" and bar_value(chrome, "tb") == "0", 20, "both trains at 0")
+
+        # A publish moves the bar without a reload: measure from the realtime write to the page.
+        chrome.execute_script("window.__noReload = true")  # gone if the page reloads
+        fleet.publish("a1", 12)
+        fleet.publish("a2", 9)
+        changed_in_firestore = wait(lambda: realtime_values(client).get("ta") == 21 and time.monotonic(),
+                                    60, "realtime ta = 21")
+        shown = wait(lambda: bar_value(chrome, "ta") == "21" and time.monotonic(), 10, "the bar at 21")
+        page_lag_s = shown - changed_in_firestore
+        assert page_lag_s <= 2.5, f"the page showed the change {page_lag_s:.2f} s after Firestore"
+        assert chrome.execute_script("return window.__noReload === true")
+        row = chrome.find_element("css selector", 'tr[data-train="ta"]')
+        assert "STANDING_ROOM_ONLY" in row.find_element("css selector", ".fill").get_attribute("class")
+        assert "ok" in row.text and "21" in row.text
+
+        # The train's history chart for the day and its devices.
+        row.click()
+        wait(lambda: any(int(svg.get_attribute("data-points") or 0) >= 1
+                         for svg in chrome.find_elements("css selector", "#chart svg")), 15, "the history chart")
+        assert chrome.find_elements("css selector", "#chart path.value")
+        assert chrome.find_elements("css selector", "#chart rect.boarded")
+        devices_text = chrome.find_element("css selector", "#train-devices").text
+        assert "a1" in devices_text and "hb-a" in devices_text
+
+        # An operator signs in, disables a device and moves another, through the API.
+        stack.create_operator(auth_emulator, *stack.DEMO_OPERATOR)
+        chrome.find_element("id", "email").send_keys(stack.DEMO_OPERATOR[0])
+        chrome.find_element("id", "password").send_keys(stack.DEMO_OPERATOR[1])
+        chrome.find_element("css selector", "#sign-in button").click()
+        wait(lambda: chrome.find_elements("css selector", 'tr[data-device="b1"] button[data-action="disable"]'),
+             15, "the operator's device list")
+        chrome.find_element("css selector", 'tr[data-device="b1"] button[data-action="disable"]').click()
+        wait(lambda: registry.read_device(client, "devices", "b1").enabled is False, 10, "b1 disabled")
+        chrome.find_element("css selector", 'tr[data-device="a2"] input[data-role="move-to"]').send_keys("tb")
+        chrome.find_element("css selector", 'tr[data-device="a2"] button[data-action="move"]').click()
+        wait(lambda: registry.read_device(client, "devices", "a2").train_id == "tb", 10, "a2 moved to tb")
+        wait(lambda: "tb" in chrome.find_element("css selector", 'tr[data-device="a2"]').text, 10, "the list updated")
+
+        chrome.execute_script("window.scrollTo(0, 0)")
+        chrome.set_window_size(1400, 1700)
+        chrome.save_screenshot(str(tmp_path / SCREENSHOT))
+        assert (tmp_path / SCREENSHOT).stat().st_size > 10_000
+        # The feed moves with the same numbers.
+        feed = httpx.get(f"{base_url}/gtfs-rt/vehicle-positions.pb", params={"format": "json"}, timeout=30).json()
+        ta = {e["id"]: e["vehicle"] for e in feed["entity"]}["ta"]
+        assert ta["occupancy_percentage"] == round(100 * 21 / 40) and ta["occupancy_status"] == "STANDING_ROOM_ONLY"
+    finally:
+        if beats is not None:
+            beats.stop()
+        stack.stop_process(process)
+
+
+def test_dashboard_shows_a_sign_in_error_and_a_non_operator(firestore_emulator, auth_emulator, chrome,
+                                                            tmp_path_factory, firestore_client):
+    process, base_url = _serve(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()})
+    try:
+        chrome.get(base_url + "/")
+        chrome.find_element("id", "email").send_keys("nobody@example.com")
+        chrome.find_element("id", "password").send_keys("wrong-password")
+        chrome.find_element("css selector", "#sign-in button").click()
+        wait(lambda: "sign-in failed" in chrome.find_element("id", "auth-error").text, 10, "a sign-in error")
+        email = f"viewer-{time.time_ns()}@example.com"
+        auth_emulator.sign_up(email, "viewer-pass")
+        chrome.find_element("id", "email").clear()
+        chrome.find_element("id", "email").send_keys(email)
+        chrome.find_element("id", "password").clear()
+        chrome.find_element("id", "password").send_keys("viewer-pass")
+        chrome.find_element("css selector", "#sign-in button").click()
+        wait(lambda: "not an operator" in chrome.find_element("id", "operator-error").text, 10,
+             "the 403 explained")
+    finally:
+        stack.stop_process(process)
+
