@@ -194,6 +194,8 @@ class Demo:
         auth = AuthEmulator(project=PROJECT)
         auth.host_port = os.environ[auth.env_var]
         stack.create_operator(auth, *DEMO_OPERATOR)
+        say(f"dashboard: {self.api_url}/")
+        say(f"GTFS-Realtime feed: {self.api_url}/gtfs-rt/vehicle-positions.pb (?format=json to read it)")
         say(f"API: {self.api_url}  (docs {self.api_url}/docs, occupancy {self.api_url}/v1/trains)")
         say(f"operator sign-in (Auth emulator): {DEMO_OPERATOR[0]} / {DEMO_OPERATOR[1]}")
 
@@ -293,7 +295,7 @@ class Demo:
                  f"faults injected: {c[simulator.DUPLICATE]} duplicates, {c[simulator.OUT_OF_ORDER]} out of "
                  f"order, {c[simulator.MALFORMED]} malformed; publish failures: {c['failed']}",
                  f"dead letters: {dead_text}    pipeline: {status}",
-                 f"pipeline log: {_relative(self.log_path)}    API: {self.api_url}/docs",
+                 f"pipeline log: {_relative(self.log_path)}    dashboard: {self.api_url}/",
                  f"EXPECTED: the simulator's count at the same event time.  Elapsed {elapsed:.0f}s{until}"]
         if error:
             lines.append(f"warning: {error}")

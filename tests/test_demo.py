@@ -118,6 +118,9 @@ def test_demo_runs_for_its_duration_counts_and_leaves_nothing_running(emulator_e
         served = httpx.get(f"{url}/v1/trains", timeout=30).json()["trains"]
         assert {t["train_id"] for t in served} == set(TRAINS)
         assert httpx.get(f"{url}/docs", timeout=30).status_code == 200
+        assert "Train occupancy" in httpx.get(f"{url}/", timeout=30).text
+        feed = httpx.get(f"{url}/gtfs-rt/vehicle-positions.pb", params={"format": "json"}, timeout=30).json()
+        assert {e["id"] for e in feed["entity"]} == set(TRAINS)
         more, _ = watch(process, firestore_client, timeout_s=120)
         for train, values in more.items():
             seen.setdefault(train, set()).update(values)
@@ -128,6 +131,7 @@ def test_demo_runs_for_its_duration_counts_and_leaves_nothing_running(emulator_e
     assert code == 0, text
     assert "reusing the pubsub emulator" in text and "reusing the firestore emulator" in text, text
     assert "reusing the auth emulator" in text and "operator sign-in" in text, text
+    assert f"dashboard: {url}/" in text and f"GTFS-Realtime feed: {url}/gtfs-rt/vehicle-positions.pb" in text, text
     assert "pipeline log:" in text and "45s are up" in text and "[demo] stopped" in text, text
 
     docs = realtime(firestore_client)
