@@ -108,26 +108,32 @@ else
 	  --substitutions='_IMAGE=$(IMAGE),_BEAM_VERSION=$(SETUP_BEAM_VERSION)' .
 endif
 
-# Image, then the template spec (gs://BUCKET/templates/occupancy-TAG.json).
+# Image, then the template spec (gs://BUCKET/templates/occupancy-TAG.json). gcloud builds and
+# checks the spec; it drops the metadata's streaming fields, which pipeline.launch puts back.
 template: template-image
 	@:$(require_cloud)
+	mkdir -p .local
 	gcloud dataflow flex-template build '$(TEMPLATE_SPEC)' --project='$(PROJECT)' \
 	  --image='$(IMAGE)' --sdk-language=PYTHON --metadata-file=templates/metadata.json \
 	  --service-account-email='$(PIPELINE_SA)' --enable-streaming-engine \
-	  --staging-location='gs://$(BUCKET)/staging' --temp-location='gs://$(BUCKET)/tmp'
+	  --staging-location='gs://$(BUCKET)/staging' --temp-location='gs://$(BUCKET)/tmp' --print-only \
+	  | $(PY) -m pipeline.launch complete-spec --metadata templates/metadata.json > .local/template-spec.json
+	gcloud storage cp .local/template-spec.json '$(TEMPLATE_SPEC)' --project='$(PROJECT)'
 	@echo "template $(TEMPLATE_SPEC), image $(IMAGE)"
 
-# Starts the job from the template; UPDATE=1 replaces the running job of that name.
-launch:
+# Starts the job from the template through the Dataflow API (python -m pipeline.launch);
+# UPDATE=1 replaces the running job of that name, MAPPINGS="Old=New ..." for renamed steps.
+MAPPINGS ?=
+launch: install
 	@:$(require_cloud)$(call require,TAG)
-	gcloud dataflow flex-template run '$(JOB_NAME)' --project='$(PROJECT)' --region='$(REGION)' \
-	  --template-file-gcs-location='$(TEMPLATE_SPEC)' \
-	  --service-account-email='$(PIPELINE_SA)' --enable-streaming-engine \
-	  --staging-location='gs://$(BUCKET)/staging' --temp-location='gs://$(BUCKET)/tmp' \
-	  $(if $(SUBSCRIPTION),--parameters='input_subscription=$(SUBSCRIPTION)') \
-	  $(if $(DEAD_LETTER_TOPIC),--parameters='dead_letter_topic=$(DEAD_LETTER_TOPIC)') \
-	  --parameters='sdk_container_image=$(IMAGE)' \
-	  $(foreach p,$(PARAMS),--parameters='$(p)') $(if $(UPDATE),--update)
+	$(PY) -m pipeline.launch launch --project '$(PROJECT)' --region '$(REGION)' --job_name '$(JOB_NAME)' \
+	  --template '$(TEMPLATE_SPEC)' --service_account '$(PIPELINE_SA)' \
+	  --staging_location 'gs://$(BUCKET)/staging' --temp_location 'gs://$(BUCKET)/tmp' \
+	  $(if $(SUBSCRIPTION),--parameter 'input_subscription=$(SUBSCRIPTION)') \
+	  $(if $(DEAD_LETTER_TOPIC),--parameter 'dead_letter_topic=$(DEAD_LETTER_TOPIC)') \
+	  --parameter 'sdk_container_image=$(IMAGE)' \
+	  $(foreach p,$(PARAMS),--parameter '$(p)') $(if $(UPDATE),--update) \
+	  $(foreach m,$(MAPPINGS),--transform_name_mapping '$(m)')
 
 # Direct launch from this checkout, without a template. Workers run IMAGE (built by
 # `make template-image`: the stock Beam image lacks the Firestore client) with this
@@ -143,12 +149,11 @@ dataflow: install
 	  $(if $(DEAD_LETTER_TOPIC),--dead_letter_topic '$(DEAD_LETTER_TOPIC)') \
 	  $(if $(UPDATE),--update) $(if $(DRY_RUN),--dry_run=True) $(ARGS)
 
-# Drains the running job of JOB_NAME: no new input, pending flushes are written.
-drain:
+# Drains / cancels the active job of JOB_NAME; `make status` shows its state, workers and counters.
+.PHONY: cancel status
+drain cancel status: install
 	@:$(call require,PROJECT)$(call require,REGION)
-	gcloud dataflow jobs drain --project='$(PROJECT)' --region='$(REGION)' \
-	  $$(gcloud dataflow jobs list --project='$(PROJECT)' --region='$(REGION)' --status=active \
-	     --filter='name=$(JOB_NAME)' --format='value(id)')
+	$(PY) -m pipeline.launch $@ --project '$(PROJECT)' --region '$(REGION)' --job_name '$(JOB_NAME)'
 
 # ---- The API (README, "The API") ------------------------------------------------
 # make api: serves it alone on API_PORT. Without PROJECT, against emulators it starts

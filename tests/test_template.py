@@ -384,7 +384,7 @@ def _make(*args):
                           capture_output=True, text=True, timeout=60, env=env)
 
 
-@pytest.mark.parametrize("target", ["deploy-infra", "template", "launch", "dataflow"])
+@pytest.mark.parametrize("target", ["deploy-infra", "template", "launch", "dataflow", "drain", "api-deploy"])
 def test_make_targets_say_what_is_missing(target):
     out = _make(target)
     assert out.returncode != 0
@@ -398,23 +398,44 @@ def test_make_template_builds_image_and_spec():
     assert f"_IMAGE={image},_BEAM_VERSION={_setup_beam_version()}" in out.stdout
     assert "gcloud dataflow flex-template build 'gs://demo-occupancy-bucket/templates/occupancy-v1.json'" in out.stdout
     assert "--metadata-file=templates/metadata.json" in out.stdout
+    assert "pipeline.launch complete-spec --metadata templates/metadata.json" in out.stdout
+    assert "gcloud storage cp .local/template-spec.json 'gs://demo-occupancy-bucket/templates/occupancy-v1.json'" \
+        in out.stdout
 
 
-def test_make_launch_passes_the_parameters_and_update():
-    out = _make("launch", *CLOUD, "UPDATE=1", "PARAMS=daily_reset=07:30 timezone=Europe/Vienna")
+def _make_line(out, marker):
+    return shlex.split(next(l for l in out.stdout.replace("\\\n", " ").splitlines() if marker in l))
+
+
+def test_make_launch_passes_the_parameters_update_and_mappings():
+    from pipeline import launch
+    out = _make("launch", *CLOUD, "UPDATE=1", "PARAMS=daily_reset=07:30 timezone=Europe/Vienna",
+                "MAPPINGS=ParseEvents=Parse Old=New")
     assert out.returncode == 0, out.stderr
-    line = next(l for l in out.stdout.replace("\\\n", " ").splitlines() if "flex-template run" in l)
-    command = shlex.split(line)
-    assert command[:5] == ["gcloud", "dataflow", "flex-template", "run", "occupancy"]
-    for arg in ("--template-file-gcs-location=gs://demo-occupancy-bucket/templates/occupancy-v1.json",
-                "--parameters=input_subscription=projects/demo-occupancy-123/subscriptions/occupancy-pipeline",
-                "--parameters=dead_letter_topic=projects/demo-occupancy-123/topics/occupancy-dead-letters",
-                "--parameters=sdk_container_image=europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/"
-                "occupancy-pipeline:v1",
-                "--parameters=daily_reset=07:30", "--parameters=timezone=Europe/Vienna",
-                "--service-account-email=occupancy-pipeline@demo-occupancy-123.iam.gserviceaccount.com",
-                "--enable-streaming-engine", "--update"):
-        assert arg in command, arg
+    command = _make_line(out, "pipeline.launch")
+    assert command[1:4] == ["-m", "pipeline.launch", "launch"]
+    # The launcher's own parser accepts what make passes, and reads it as meant.
+    args = launch.build_parser().parse_args(command[3:])
+    assert (args.project, args.region, args.job_name) == ("demo-occupancy-123", "europe-west1", "occupancy")
+    assert args.template == "gs://demo-occupancy-bucket/templates/occupancy-v1.json"
+    assert args.service_account == "occupancy-pipeline@demo-occupancy-123.iam.gserviceaccount.com"
+    assert args.update is True and args.transform_name_mapping == ["ParseEvents=Parse", "Old=New"]
+    assert args.parameter == [
+        "input_subscription=projects/demo-occupancy-123/subscriptions/occupancy-pipeline",
+        "dead_letter_topic=projects/demo-occupancy-123/topics/occupancy-dead-letters",
+        "sdk_container_image=europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:v1",
+        "daily_reset=07:30", "timezone=Europe/Vienna"]
+
+
+@pytest.mark.parametrize("target", ["drain", "cancel", "status"])
+def test_make_drain_cancel_status_call_the_launcher(target):
+    from pipeline import launch
+    out = _make(target, "PROJECT=demo-occupancy-123", "REGION=europe-west1")
+    assert out.returncode == 0, out.stderr
+    command = _make_line(out, "pipeline.launch")
+    args = launch.build_parser().parse_args(command[3:])
+    assert (args.command, args.project, args.region, args.job_name) == (
+        target, "demo-occupancy-123", "europe-west1", "occupancy")
 
 
 def test_make_dataflow_launches_directly_with_setup_file():
@@ -432,3 +453,54 @@ def test_make_deploy_infra_calls_the_script():
     assert out.returncode == 0, out.stderr
     assert ("bash deploy/infra.sh --project 'demo-occupancy-123' --region 'europe-west1' "
             "--bucket 'demo-occupancy-bucket' --dry-run") in out.stdout
+
+
+# --- streaming fields, against Dataflow's own discovery document ------------------------
+
+DISCOVERY = REPO / "tests" / "data" / "dataflow.v1b3.json"  # from google-api-python-client's cache
+
+
+def _template_metadata_schema():
+    return json.loads(DISCOVERY.read_text())["schemas"]["TemplateMetadata"]
+
+
+def test_metadata_declares_streaming_and_its_modes_as_dataflow_defines_them():
+    schema = _template_metadata_schema()["properties"]
+    metadata = json.loads(METADATA.read_text())
+    json_types = {"boolean": bool, "string": str, "array": list}
+    for key, value in metadata.items():
+        assert key in schema, f"{key} is not a TemplateMetadata field"
+        assert isinstance(value, json_types[schema[key]["type"]]), key
+    assert metadata["streaming"] is True
+    # The job is idempotent per device seq (state de-duplicates, writes replace), so Pub/Sub
+    # redeliveries in at-least-once mode cannot double count: both modes are supported.
+    assert metadata["supportsAtLeastOnce"] is True and metadata["supportsExactlyOnce"] is True
+    described = schema["defaultStreamingMode"]["description"]
+    allowed = described.split("Possible values:")[1].replace(" and ", ",").replace(" ", "").split(",")
+    assert metadata["defaultStreamingMode"] in allowed and metadata["defaultStreamingMode"] != "UNSPECIFIED"
+    # "Only valid if both supports_at_least_once and supports_exactly_once are true."
+    assert "Only valid if both" in described
+
+
+def test_template_spec_keeps_the_streaming_fields(tmp_path):
+    """What `make template` runs: gcloud builds the spec (and drops the streaming fields),
+    pipeline.launch complete-spec puts them back."""
+    env = {**os.environ, "CLOUDSDK_CONFIG": str(tmp_path), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
+    out = subprocess.run(
+        ["gcloud", "dataflow", "flex-template", "build", "gs://demo-occupancy-bucket/templates/t.json",
+         "--project=demo-occupancy-123", "--sdk-language=PYTHON", "--print-only",
+         "--image=europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:test",
+         f"--metadata-file={METADATA}"],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "streaming" not in json.loads(out.stdout.lstrip("|-\n"))["metadata"]  # gcloud 528 drops it
+    completed = subprocess.run([sys.executable, "-m", "pipeline.launch", "complete-spec", "--metadata",
+                                str(METADATA)], input=out.stdout, capture_output=True, text=True, timeout=60,
+                               cwd=REPO)
+    assert completed.returncode == 0, completed.stderr
+    spec = json.loads(completed.stdout)
+    meta = spec["metadata"]
+    assert (meta.get("streaming"), meta.get("supportsAtLeastOnce"), meta.get("supportsExactlyOnce"),
+            meta.get("defaultStreamingMode")) == (True, True, True, "EXACTLY_ONCE")
+    assert TemplateMetadata.from_json(json.dumps(meta)).streaming is True  # the API's own message
+    assert spec["image"].endswith("occupancy-pipeline:test") and spec["sdkInfo"] == {"language": "PYTHON"}
