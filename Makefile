@@ -191,6 +191,12 @@ rules-deploy: install-firebase
 	@:$(call require,PROJECT)
 	cd deploy && ../$(FIREBASE) deploy --only firestore:rules --project '$(PROJECT)' --non-interactive
 
+# Fault suite (README, "Faults"): its own emulators, the real pipeline; prints the table and
+# writes faults/results.json. Under 20 minutes; `make test` runs its short form.
+.PHONY: faults
+faults: install
+	$(PY) -m faults
+
 # Benchmark (README, "Benchmark"): starts its own emulators; prints one table and writes
 # bench/results.json and bench/results.md. Under 10 minutes; bench-smoke takes seconds.
 .PHONY: bench bench-smoke

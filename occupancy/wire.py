@@ -16,6 +16,10 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 _ID_RE = re.compile(ID_PATTERN)
 _LEGACY_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?$")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+# Event times before this are a device clock that was never set (or a hostile value); they
+# would also fall outside the range of Beam's timestamps. A dead letter, not an exception.
+MIN_EVENT_TIME = "2000-01-01T00:00:00Z"
+_MAX_SHOWN = 80
 
 # Dead-letter reason codes (DESIGN.md).
 MALFORMED = "malformed"
@@ -65,6 +69,12 @@ class Event(NamedTuple):
         return self._replace(raw=b"", attributes=(), message_id="")
 
 
+def shown(value) -> str:
+    """repr() of a value for an error message, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + f"...({len(text)} chars)"
+
+
 def valid_id(value) -> bool:
     # fullmatch: `$` alone would accept a trailing newline ("abc\n").
     return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
@@ -93,14 +103,23 @@ def format_time(us: int) -> str:
 def parse_time(value) -> int:
     """Parses an RFC 3339 timestamp with an explicit offset; raises Rejected."""
     if not isinstance(value, str) or "T" not in value.upper():
-        raise Rejected(INVALID_FIELD, f"event_time is not an RFC 3339 timestamp: {value!r}")
+        raise Rejected(INVALID_FIELD, f"event_time is not an RFC 3339 timestamp: {shown(value)}")
     try:
         dt = datetime.datetime.fromisoformat(value)
     except ValueError:
-        raise Rejected(INVALID_FIELD, f"event_time is not an RFC 3339 timestamp: {value!r}") from None
+        raise Rejected(INVALID_FIELD, f"event_time is not an RFC 3339 timestamp: {shown(value)}") from None
     if dt.tzinfo is None:
-        raise Rejected(INVALID_FIELD, f"event_time has no UTC offset: {value!r}")
-    return to_micros(dt)
+        raise Rejected(INVALID_FIELD, f"event_time has no UTC offset: {shown(value)}")
+    return _checked_time(to_micros(dt), value)
+
+
+def _checked_time(t_us: int, value) -> int:
+    if t_us < _MIN_EVENT_TIME_US:
+        raise Rejected(INVALID_FIELD, f"event_time {shown(value)} is before {MIN_EVENT_TIME}")
+    return t_us
+
+
+_MIN_EVENT_TIME_US = to_micros(datetime.datetime.fromisoformat(MIN_EVENT_TIME))
 
 
 def event_id_for(device_id: str, seq: int) -> str:
@@ -127,7 +146,7 @@ def _int_field(obj: dict, name: str) -> int:
     value = obj.get(name)
     # bool is an int subclass; true/false is a mistyped field, not 1/0.
     if not isinstance(value, int) or isinstance(value, bool):
-        raise Rejected(INVALID_FIELD, f"{name} must be an integer, got {value!r}")
+        raise Rejected(INVALID_FIELD, f"{name} must be an integer, got {shown(value)}")
     return value
 
 
@@ -144,15 +163,15 @@ def _parse_json(obj, max_abs_delta: int) -> Event:
     if kind == RESET:
         train_id = obj.get("train_id")
         if not valid_id(train_id):
-            raise Rejected(INVALID_FIELD, f"train_id must match {ID_PATTERN}, got {train_id!r}")
+            raise Rejected(INVALID_FIELD, f"train_id must match {ID_PATTERN}, got {shown(train_id)}")
         event_time_us = parse_time(obj.get("event_time"))
         event_id = f"reset:{train_id}:{format_time(event_time_us)}"
         return Event(event_id=event_id, event_time_us=event_time_us, kind=RESET, train_id=train_id)
     if kind != COUNT:
-        raise Rejected(INVALID_FIELD, f"unknown message type {kind!r}")
+        raise Rejected(INVALID_FIELD, f"unknown message type {shown(kind)}")
     device_id = obj.get("device_id")
     if not valid_id(device_id):
-        raise Rejected(INVALID_FIELD, f"device_id must match {ID_PATTERN}, got {device_id!r}")
+        raise Rejected(INVALID_FIELD, f"device_id must match {ID_PATTERN}, got {shown(device_id)}")
     delta = _check_delta(_int_field(obj, "delta"), max_abs_delta)
     seq = _int_field(obj, "seq")
     if seq < 0:
@@ -170,19 +189,23 @@ def _parse_legacy(text: str, message_id: str, max_abs_delta: int, legacy_tz) -> 
     try:
         delta = int(delta_text)
     except ValueError:
-        raise Rejected(INVALID_FIELD, f"legacy delta is not an integer: {delta_text!r}") from None
+        raise Rejected(INVALID_FIELD, f"legacy delta is not an integer: {shown(delta_text)}") from None
     if not _LEGACY_TIME_RE.match(time_text):
-        raise Rejected(INVALID_FIELD, f"legacy time is not 'YYYY-MM-DD HH:MM:SS.ffffff': {time_text!r}")
+        raise Rejected(INVALID_FIELD, f"legacy time is not 'YYYY-MM-DD HH:MM:SS.ffffff': {shown(time_text)}")
     try:
         naive = datetime.datetime.fromisoformat(time_text)
     except ValueError:
-        raise Rejected(INVALID_FIELD, f"legacy time is not a valid date: {time_text!r}") from None
+        raise Rejected(INVALID_FIELD, f"legacy time is not a valid date: {shown(time_text)}") from None
     if not valid_id(device_id):
-        raise Rejected(INVALID_FIELD, f"device_id must match {ID_PATTERN}, got {device_id!r}")
+        raise Rejected(INVALID_FIELD, f"device_id must match {ID_PATTERN}, got {shown(device_id)}")
     _check_delta(delta, max_abs_delta)
     # No seq in the legacy format: the Pub/Sub message id is the only dedup key.
     key = message_id or hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
-    return Event(event_id=f"legacy:{key}", event_time_us=to_micros(naive.replace(tzinfo=legacy_tz)),
+    try:
+        event_time_us = to_micros(naive.replace(tzinfo=legacy_tz))
+    except OverflowError:  # year 1 or 9999 moved across the date line by the time zone
+        raise Rejected(INVALID_FIELD, f"legacy time is out of range: {shown(time_text)}") from None
+    return Event(event_id=f"legacy:{key}", event_time_us=_checked_time(event_time_us, time_text),
                  device_id=device_id, delta=delta)
 
 
@@ -197,8 +220,10 @@ def parse_message(data: bytes, message_id: Optional[str], *, now_us: int, max_ab
     if stripped.startswith(("{", "[", '"')) or stripped in ("null", "true", "false"):
         try:
             obj = json.loads(text)
-        except ValueError as e:
-            raise Rejected(MALFORMED, f"invalid JSON: {e}") from None
+        except ValueError as e:  # includes an integer of more than 4,300 digits
+            raise Rejected(MALFORMED, f"invalid JSON: {shown(str(e))}") from None
+        except RecursionError:
+            raise Rejected(MALFORMED, "JSON nested too deeply") from None
         event = _parse_json(obj, max_abs_delta)
     else:
         event = _parse_legacy(text, message_id, max_abs_delta, legacy_tz)
@@ -217,7 +242,7 @@ def dead_letter(reason: str, detail: str, payload: bytes, attributes: Optional[d
         payload = payload.encode("utf-8")
     return {
         "reason": reason,
-        "detail": detail,
+        "detail": detail[:1000],  # details quote values through shown(); this bounds the rest
         "payload": base64.b64encode(payload or b"").decode("ascii"),
         "attributes": dict(attributes or {}),
         "message_id": message_id,

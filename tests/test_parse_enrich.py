@@ -55,7 +55,8 @@ def test_enrich_keys_by_train_and_dead_letters_unknown_and_disabled_devices(fire
               wire.Event("ghost:1", t, device_id="ghost", delta=1, seq=1, raw=raw,
                          attributes=(("event_id", "ghost:1"),), message_id="m7"),
               wire.Event("d2:1", t, device_id="d2", delta=1, seq=1),
-              wire.Event("reset:ic1:x", t, kind=wire.RESET, train_id="ic1")]
+              wire.Event("reset:ic1:x", t, kind=wire.RESET, train_id="ic1"),
+              wire.Event("reset:nope:x", t, kind=wire.RESET, train_id="nope", message_id="m9")]
     with TestPipeline(runner="BundleBasedDirectRunner") as p:
         out = p | beam.Create(events) | EnrichWithTrain(PROJECT)
         keyed = out.keyed | beam.Map(lambda kv: (kv[0], kv[1].event_id, kv[1].capacity, kv[1].raw))
@@ -65,6 +66,7 @@ def test_enrich_keys_by_train_and_dead_letters_unknown_and_disabled_devices(fire
         assert_that(dead, equal_to([
             (wire.UNKNOWN_DEVICE, "device ghost is not registered", base64.b64encode(raw).decode(), "m7"),
             (wire.UNKNOWN_DEVICE, "device d2 is disabled", "", None),
+            (wire.UNKNOWN_DEVICE, "reset for train nope, which is not registered", "", "m9"),
         ]), label="Dead")
 
 

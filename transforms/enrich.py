@@ -88,6 +88,15 @@ class LookupTrain(beam.DoFn):
             self._refresh(view, now)
         snapshot = view.snapshot
         if event.kind == wire.RESET:
+            if event.train_id not in snapshot.trains:
+                # Only a registered train can be reset: a forged or mistyped train id must
+                # not create a train (or zero one) out of nothing.
+                self._unknown.inc()
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, wire.dead_letter(
+                    wire.UNKNOWN_DEVICE, f"reset for train {event.train_id}, which is not registered",
+                    event.raw, dict(event.attributes), event.message_id or None,
+                    wire.now_us(), "EnrichWithTrain"))
+                return
             yield event.train_id, event.without_message()._replace(
                 capacity=snapshot.capacity(event.train_id))
             return

@@ -1,0 +1,1 @@
+"""`make faults`: the fault suite (README, "Faults"). One module per scenario."""

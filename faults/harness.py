@@ -1,0 +1,256 @@
+"""What every fault scenario shares: the emulators (Firestore behind a cuttable proxy), a
+fleet of door devices with ground truth, the pipeline as a subprocess, and the accounting
+of what was sent, accepted, dead-lettered, lost and double counted.
+
+Ground truth: every count message the devices sent, once per (device, seq); boardings
+and alightings are drawn so that no train's truth goes below zero (no clamping), so
+the truth of a train is the plain sum of its deltas and its number of events is the
+number of its distinct non-zero messages. The pipeline's side: `realtime/{train}`
+(count) and the sum of `events` over the train's `history` documents (every applied
+event lands in exactly one bucket).
+"""
+import collections
+import os
+import random
+import signal
+import threading
+import time
+import uuid
+from typing import Dict, List, NamedTuple, Optional
+
+from local import stack
+from local.stack import PROJECT
+from occupancy import registry, wire
+from occupancy.store import make_client
+
+PIPELINE_ARGS = ("--registry_refresh_s=5", "--reorder_delay_s=1", "--flush_interval_s=1",
+                 "--write_retry_deadline_s=120")
+
+
+class Message(NamedTuple):
+    device: str
+    train: str
+    seq: int
+    delta: int
+    t_us: int
+    payload: bytes
+    attributes: dict
+
+
+class Devices:
+    """Door devices of a fleet publishing counts (and heartbeats), with the ground truth."""
+
+    def __init__(self, topic: str, trains: Dict[str, List[str]], seed: int = 0):
+        from google.cloud import pubsub_v1
+        self.publisher = pubsub_v1.PublisherClient()
+        self.topic = topic
+        self.trains = trains
+        self.train_of = {d: t for t, devices in trains.items() for d in devices}
+        self.random = random.Random(seed)
+        self.seqs = collections.Counter()
+        self.truth = collections.Counter()
+        self.sent: List[Message] = []          # distinct messages, in creation order
+        self.published = 0                     # every publish, duplicates and re-publishes too
+        self.last_t_us = 0
+        # Alightings never take a train's truth below this: with a margin, events that the
+        # pipeline applies late (re-published after a crash) cannot hit the clamp at zero,
+        # so the truth stays what the pipeline must show whatever the arrival order.
+        self.floor = 0
+        self.lock = threading.Lock()
+
+    def make(self, device: Optional[str] = None, delta: Optional[int] = None,
+             t_us: Optional[int] = None) -> Message:
+        """The next message of a device (a random one, a random delta that keeps truth >= 0)."""
+        with self.lock:
+            device = device or self.random.choice(sorted(self.train_of))
+            train = self.train_of[device]
+            if delta is None:
+                delta = self.random.choice([1, 2, 3, 4]) if self.random.random() < 0.6 else \
+                    -min(max(0, self.truth[train] - self.floor), self.random.choice([1, 2, 3]))
+            self.truth[train] += delta
+            self.seqs[device] += 1
+            seq = self.seqs[device]
+            # Event times strictly increase in the order the truth is made, so that the
+            # pipeline's event-time order is the truth's order (no clamping between them).
+            t_us = max(t_us if t_us is not None else wire.now_us(), self.last_t_us + 1000)
+            self.last_t_us = t_us
+            payload, attributes = wire.encode_event(device, delta, t_us, seq)
+            message = Message(device, train, seq, delta, t_us, payload, attributes)
+            self.sent.append(message)
+            return message
+
+    def publish(self, message: Message, wait: bool = True):
+        future = self.publisher.publish(self.topic, message.payload, **message.attributes)
+        with self.lock:
+            self.published += 1
+        return future.result(timeout=60) if wait else future
+
+    def publish_raw(self, payload: bytes, attributes: dict, wait: bool = True):
+        future = self.publisher.publish(self.topic, payload, **attributes)
+        with self.lock:
+            self.published += 1
+        return future.result(timeout=60) if wait else future
+
+    def send(self, n: int, interval_s: float = 0.0) -> None:
+        for _ in range(n):
+            self.publish(self.make())
+            if interval_s:
+                time.sleep(interval_s)
+
+    def expected_events(self) -> Dict[str, int]:
+        events = collections.Counter()
+        for m in self.sent:
+            if m.delta:
+                events[m.train] += 1
+        return {t: events.get(t, 0) for t in self.trains}
+
+    def republish_unapplied(self, client) -> int:
+        """What a device does when it cannot see its message applied: sends it again.
+
+        Applied = the seq is within the ranges that realtime's devices_seen records.
+        """
+        realtime = {d.id: d.to_dict() or {} for d in client.collection("realtime").stream()}
+        again = 0
+        for m in list(self.sent):
+            seen = (realtime.get(m.train, {}).get("devices_seen") or {}).get(m.device) or {}
+            ranges = [(r["lo"], r["hi"]) for r in seen.get("applied") or []]
+            if not any(lo <= m.seq <= hi for lo, hi in ranges):
+                self.publish(m, wait=False)
+                again += 1
+        return again
+
+
+class Heartbeats(threading.Thread):
+    """Every train's heartbeat device sends delta 0 every interval: the local runner's
+    watermark moves only while messages arrive, as in the field."""
+
+    def __init__(self, devices: Devices, interval_s: float = 0.5):
+        super().__init__(daemon=True)
+        self.devices, self.interval_s = devices, interval_s
+        self.halt = threading.Event()
+        self.seqs = collections.Counter()
+
+    def run(self):
+        while not self.halt.is_set():
+            for train in self.devices.trains:
+                device = f"hb-{train}"
+                self.seqs[device] += 1
+                payload, attributes = wire.encode_event(device, 0, wire.now_us(), self.seqs[device])
+                self.devices.publish_raw(payload, attributes, wait=False)
+            self.halt.wait(self.interval_s)
+
+    def stop(self):
+        self.halt.set()
+        self.join(10)
+
+
+class Scenario:
+    """One scenario's topic, subscription, fleet, pipeline processes and accounting."""
+
+    def __init__(self, context, name: str, trains: int = 4, doors: int = 3, seed: int = 0):
+        self.context, self.name = context, name
+        context.firestore.reset()
+        suffix = uuid.uuid4().hex[:6]
+        self.topic_name, self.subscription = f"events-{name}-{suffix}", f"pipeline-{name}-{suffix}"
+        stack.ensure_topic(PROJECT, self.topic_name, [self.subscription])
+        self.client = make_client(PROJECT)
+        fleet = {f"t{i}": [f"t{i}-car{d + 1}-door1" for d in range(doors)] for i in range(trains)}
+        for train, devices in fleet.items():
+            registry.set_train(self.client, "trains", train, 300, f"Train {train}")
+            for device in devices + [f"hb-{train}"]:
+                registry.register_device(self.client, "devices", device, train, device.split("-", 1)[-1])
+        self.devices = Devices(stack.topic_path(PROJECT, self.topic_name), fleet, seed)
+        self.heartbeats = Heartbeats(self.devices)
+        self.processes = []
+
+    def start_pipeline(self, *extra_args: str):
+        log_path = os.path.join(self.context.work_dir, f"{self.name}-{len(self.processes)}.log")
+        process = stack.start_pipeline(PROJECT, self.subscription, *PIPELINE_ARGS, *extra_args,
+                                       env=self.context.pipeline_env, log_path=log_path)
+        process.log_path = log_path
+        self.processes.append(process)
+        return process
+
+    def warm_up(self, process, timeout_s: float = 120) -> None:
+        if not self.heartbeats.is_alive():
+            self.heartbeats.start()
+        stack.wait_for(lambda: process.poll() is not None or set(self.realtime()) >= set(self.devices.trains),
+                       timeout_s, what=f"{self.name}: the pipeline's first writes")
+        if process.poll() is not None:
+            raise RuntimeError(f"{self.name}: the pipeline died:\n{tail(process)}")
+
+    def prime(self, process, people: int = 200) -> None:
+        """Boards `people` on every train and waits until realtime shows it; later alightings
+        keep each train at least `people` - 50 (see Devices.floor)."""
+        for train, doors in self.devices.trains.items():
+            for _ in range(people // 100):
+                self.devices.publish(self.devices.make(doors[0], 100))
+        stack.wait_for(lambda: process.poll() is not None or all(
+            (self.realtime().get(t) or 0) >= people for t in self.devices.trains), 60,
+            what=f"{self.name}: the primed counts")
+        self.devices.floor = people - 50
+
+    def kill(self, process) -> None:
+        stack.stop_process(process, sig=signal.SIGKILL)
+
+    def realtime(self) -> Dict[str, int]:
+        return {d.id: (d.to_dict() or {}).get("current_value") for d in self.client.collection("realtime").stream()}
+
+    def applied_events(self) -> Dict[str, int]:
+        events = collections.Counter()
+        for doc in self.client.collection("history").stream():
+            data = doc.to_dict() or {}
+            events[data.get("train")] += int(data.get("events") or 0)
+        return {t: events.get(t, 0) for t in self.devices.trains}
+
+    def dead_letters(self) -> Dict[str, int]:
+        return dict(collections.Counter((d.to_dict() or {}).get("reason") for d in
+                                        self.client.collection("dead_letters").stream()))
+
+    def exact(self) -> bool:
+        realtime = self.realtime()
+        return (all(realtime.get(t) == self.devices.truth[t] for t in self.devices.trains)
+                and self.applied_events() == self.devices.expected_events())
+
+    def wait_exact(self, process, timeout_s: float) -> Optional[float]:
+        """Seconds until realtime and history match the truth, or None if they never do."""
+        began = time.monotonic()
+        deadline = began + timeout_s
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"{self.name}: the pipeline died:\n{tail(process)}")
+            if self.exact():
+                return time.monotonic() - began
+            time.sleep(0.25)
+        return None
+
+    def result(self, recovery_s: Optional[float], dead_lettered: Optional[int] = None, **extra) -> dict:
+        truth, expected = self.devices.truth, self.devices.expected_events()
+        realtime, applied = self.realtime(), self.applied_events()
+        lost = sum(max(0, expected[t] - applied[t]) for t in expected)
+        double = sum(max(0, applied[t] - expected[t]) for t in expected)
+        count_error = sum(abs((realtime.get(t) or 0) - truth[t]) for t in self.devices.trains)
+        dead = self.dead_letters()
+        dead_total = sum(dead.values()) if dead_lettered is None else dead_lettered
+        sent = self.devices.published
+        row = {"name": self.name, "sent": sent, "accepted": sent - dead_total, "dead_lettered": dead_total,
+               "dead_letter_reasons": dead, "lost": lost, "double_counted": double, "count_error": count_error,
+               "recovery_s": None if recovery_s is None else round(recovery_s, 1),
+               "distinct_count_messages": sum(expected.values())}
+        row.update(extra)
+        row["passed"] = bool(recovery_s is not None and lost == 0 and double == 0 and count_error == 0
+                             and row.get("passed", True))
+        return row
+
+    def close(self) -> None:
+        self.heartbeats.stop()
+        for process in self.processes:
+            stack.stop_process(process)
+
+
+def tail(process, lines: int = 30) -> str:
+    try:
+        with open(process.log_path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
