@@ -8,13 +8,14 @@ import datetime
 import hashlib
 from typing import NamedTuple, Optional
 
-from occupancy.fold import Bucket, DeviceMemory, TrainState
+from occupancy.fold import Bucket, DeviceMemory, TrainState, Trip
 from occupancy.wire import from_micros, to_micros
 
 # Logical collections; the pipeline options map them to real collection names.
 REALTIME = "realtime"
 HISTORY = "history"
 DEAD_LETTERS = "dead_letters"
+TRIPS = "trips"
 
 
 class DocumentWrite(NamedTuple):
@@ -44,6 +45,24 @@ def history_write(train_id: str, bucket: Bucket) -> DocumentWrite:
     })
 
 
+def trip_write(train_id: str, trip: Trip) -> DocumentWrite:
+    """trips/{id}: one train's trip balanced at a terminus (zero-load point).
+
+    `residual` is what the train still showed at the terminus (set to 0 there);
+    per door, what it counted in the trip and its net (boarded - alighted): the
+    evidence for a door that counts out of line.
+    """
+    return DocumentWrite(TRIPS, history_doc_id(train_id, trip.end_us), {
+        "train": train_id,
+        "started_at": from_micros(trip.start_us) if trip.start_us else None,
+        "ended_at": from_micros(trip.end_us),
+        "ons": trip.ons,
+        "offs": trip.offs,
+        "residual": trip.residual,
+        "doors": {device: {"boarded": b, "alighted": a, "net": b - a} for device, (b, a) in trip.doors.items()},
+    })
+
+
 def realtime_write(train_id: str, state: TrainState) -> DocumentWrite:
     data = {
         "current_value": state.value,
@@ -61,6 +80,7 @@ def realtime_write(train_id: str, state: TrainState) -> DocumentWrite:
             } for device_id, memory in sorted(state.devices.items())
         },
         "reset_through_us": state.reset_through_us,
+        "trip_start_us": state.trip_start_us,
     }
     if state.capacity:
         data["capacity"] = state.capacity
@@ -96,6 +116,7 @@ def state_from_documents(realtime: Optional[dict], history: Optional[dict],
         state.last_written_us = state.last_applied_us
     state.capacity = realtime.get("capacity")
     state.reset_through_us = int(realtime.get("reset_through_us") or 0)
+    state.trip_start_us = int(realtime.get("trip_start_us") or 0)
     for device_id, seen in (realtime.get("devices_seen") or {}).items():
         seq = int(seen.get("seq", -1))
         applied = [[int(r["lo"]), int(r["hi"])] for r in seen.get("applied") or []]

@@ -18,9 +18,9 @@ Sign convention, kept in every bucket: value = previous value + delta + correcti
 import bisect
 import dataclasses
 import datetime
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
-from occupancy.wire import COUNT, NO_SEQ, RESET, Event, from_micros, to_micros
+from occupancy.wire import COUNT, NO_SEQ, TERMINUS, ZEROING, Event, from_micros, to_micros
 
 # A heartbeat-only flush refreshes `devices_seen` at most this often (event time):
 # heartbeats keep devices' last_seen current without a write per heartbeat.
@@ -100,6 +100,20 @@ class TrainState:
     reset_through_us: int = 0
     # Event time of the last flush that wrote the realtime document.
     last_written_us: int = 0
+    # Event time of the last reset or terminus: where the current trip began (0: unknown).
+    trip_start_us: int = 0
+
+
+@dataclasses.dataclass
+class Trip:
+    """A train's trip balanced at a zero-load point (terminus): what the doors counted since
+    the last reset or terminus, and the residual the train still showed (set to 0)."""
+    start_us: int
+    end_us: int
+    ons: int
+    offs: int
+    residual: int
+    doors: Dict[str, Tuple[int, int]]  # device_id -> (boarded, alighted) in the trip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +167,7 @@ class FlushResult:
     corrections: int = 0
     heartbeats: int = 0
     write_realtime: bool = False
+    trips: List[Trip] = dataclasses.field(default_factory=list)
 
 
 def sort_key(event: Event):
@@ -215,10 +230,12 @@ def apply_events(state: TrainState, events: List[Event], config: FoldConfig,
             continue
         result.applied += 1
         bucket = bucket_for(t, late)
-        if event.kind == RESET:
+        if event.kind in ZEROING:
+            if event.kind == TERMINUS:
+                result.trips.append(_balance(state, t))
             correction = -state.value
             state.value = 0
-            _start_trip(state)
+            _start_trip(state, t)
         else:
             raw = state.value + event.delta
             correction = max(0, -raw)
@@ -263,13 +280,21 @@ def _apply_daily_reset(state, t, late, config, bucket_for, result) -> None:
         bucket.correction -= state.value
         result.corrections += 1
     state.value = 0
-    _start_trip(state)
+    _start_trip(state, boundary)
     bucket.value = 0
     bucket.timestamp_us = max(bucket.timestamp_us, boundary)
     state.last_applied_us = boundary
 
 
-def _start_trip(state: TrainState) -> None:
-    """Occupancy is 0 again (a reset): the doors' counts start over."""
+def _balance(state: TrainState, t_us: int) -> Trip:
+    doors = {d: (m.trip_boarded, m.trip_alighted) for d, m in sorted(state.devices.items())
+             if m.trip_boarded or m.trip_alighted}
+    return Trip(start_us=state.trip_start_us, end_us=t_us, ons=sum(b for b, _ in doors.values()),
+                offs=sum(a for _, a in doors.values()), residual=state.value, doors=doors)
+
+
+def _start_trip(state: TrainState, t_us: int) -> None:
+    """Occupancy is 0 again (a reset or terminus): the doors' counts start over."""
+    state.trip_start_us = t_us
     for memory in state.devices.values():
         memory.trip_boarded = memory.trip_alighted = 0

@@ -31,6 +31,9 @@ REASONS = (MALFORMED, INVALID_FIELD, FUTURE_TIMESTAMP, UNKNOWN_DEVICE, WRITE_FAI
 
 COUNT = "count"
 RESET = "reset"
+# Zero-load point (a train empty at its terminus): like a reset, and the residual is recorded.
+TERMINUS = "terminus"
+ZEROING = (RESET, TERMINUS)
 NO_SEQ = -1
 
 
@@ -135,11 +138,12 @@ def encode_event(device_id: str, delta: int, event_time_us: int, seq: int):
     return payload, {"event_id": event_id_for(device_id, seq), "event_time": event_time}
 
 
-def encode_reset(train_id: str, event_time_us: int):
+def encode_reset(train_id: str, event_time_us: int, kind: str = RESET):
+    """A reset (or, with kind=TERMINUS, a zero-load event) as the operator's systems send it."""
     event_time = format_time(event_time_us)
-    payload = json.dumps({"type": RESET, "train_id": train_id, "event_time": event_time},
+    payload = json.dumps({"type": kind, "train_id": train_id, "event_time": event_time},
                          separators=(",", ":")).encode("utf-8")
-    return payload, {"event_id": f"reset:{train_id}:{event_time}", "event_time": event_time}
+    return payload, {"event_id": f"{kind}:{train_id}:{event_time}", "event_time": event_time}
 
 
 def _int_field(obj: dict, name: str) -> int:
@@ -160,13 +164,13 @@ def _parse_json(obj, max_abs_delta: int) -> Event:
     if not isinstance(obj, dict):
         raise Rejected(INVALID_FIELD, f"payload must be a JSON object, got {type(obj).__name__}")
     kind = obj.get("type", COUNT)
-    if kind == RESET:
+    if kind in ZEROING:
         train_id = obj.get("train_id")
         if not valid_id(train_id):
             raise Rejected(INVALID_FIELD, f"train_id must match {ID_PATTERN}, got {shown(train_id)}")
         event_time_us = parse_time(obj.get("event_time"))
-        event_id = f"reset:{train_id}:{format_time(event_time_us)}"
-        return Event(event_id=event_id, event_time_us=event_time_us, kind=RESET, train_id=train_id)
+        event_id = f"{kind}:{train_id}:{format_time(event_time_us)}"
+        return Event(event_id=event_id, event_time_us=event_time_us, kind=kind, train_id=train_id)
     if kind != COUNT:
         raise Rejected(INVALID_FIELD, f"unknown message type {shown(kind)}")
     device_id = obj.get("device_id")

@@ -64,7 +64,8 @@ def compose(messages, options: OccupancyOptions):
     writes = enriched.keyed | OCCUPANCY >> RunningOccupancy(fold_config(options), seed)
     write_failures = writes | WRITE >> WriteToFirestore(
         project, database, {documents.REALTIME: options.realtime_collection,
-                            documents.HISTORY: options.history_collection},
+                            documents.HISTORY: options.history_collection,
+                            documents.TRIPS: options.trips_collection},
         options.write_retry_deadline_s)
     dead_letters = ((parsed.dead_letter, enriched.dead_letter, write_failures)
                     | COLLECT_DEAD_LETTERS >> beam.Flatten())

@@ -82,7 +82,7 @@ class OccupancyOptions(PipelineOptions):
         collections = parser.add_argument_group("Firestore collections")
         for name, default in (("realtime", "realtime"), ("history", "history"),
                               ("devices", "devices"), ("trains", "trains"),
-                              ("dead_letter", "dead_letters")):
+                              ("dead_letter", "dead_letters"), ("trips", "trips")):
             collections.add_argument(
                 f"--{name}_collection", type=str, default=default,
                 help=f"Firestore collection for {name.replace('_', ' ')} documents.")

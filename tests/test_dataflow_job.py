@@ -62,6 +62,7 @@ OCCUPANCY_ARGS = {
     "devices_collection": "devs",
     "trains_collection": "fleet",
     "dead_letter_collection": "rejected",
+    "trips_collection": "balancing",
 }
 
 # The labels README.md ("Deploy to Dataflow") documents as stable for --update.

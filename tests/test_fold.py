@@ -211,3 +211,27 @@ def test_doors_count_their_trip_until_a_reset_and_survive_a_restart():
     old = fold.DeviceMemory(seq=1)
     del old.__dict__["trip_boarded"]
     assert old.trip_boarded == 0
+
+
+def test_terminus_zeroes_the_train_and_balances_the_trip_per_door():
+    first = wire.Event(event_id="reset:t1:a", event_time_us=T0, kind=wire.RESET, train_id="t1")
+    terminus = wire.Event(event_id="terminus:t1:b", event_time_us=T0 + 5 * S, kind=wire.TERMINUS, train_id="t1")
+    state, result = run([first, ev("d1", 1, 10, 1), ev("d2", 1, 4, 1.5), ev("d1", 2, -6, 2),
+                         ev("d2", 2, -5, 3), terminus, ev("d1", 3, 2, 6)])
+    assert state.value == 2 and state.trip_start_us == T0 + 5 * S
+    [trip] = result.trips
+    # The doors counted 14 in and 11 out: 3 people too many were still on board at the terminus.
+    assert (trip.start_us, trip.end_us, trip.ons, trip.offs, trip.residual) == (T0, T0 + 5 * S, 14, 11, 3)
+    assert trip.doors == {"d1": (10, 6), "d2": (4, 5)}
+    assert sum(b.correction for b in result.buckets) == -3  # recorded as a correction, like a reset
+    doc = documents.trip_write("t1", trip)
+    assert doc.collection == documents.TRIPS and doc.data["residual"] == 3
+    assert doc.data["doors"]["d2"] == {"boarded": 4, "alighted": 5, "net": -1}
+    assert doc.data["ended_at"] == wire.from_micros(T0 + 5 * S)
+    # The same terminus again is a duplicate: no second trip.
+    _, again = run([terminus], state)
+    assert again.trips == [] and again.duplicates == 1
+    # A reset zeroes too, but is not a balancing point.
+    _, reset_result = run([wire.Event(event_id="reset:t1:c", event_time_us=T0 + 9 * S, kind=wire.RESET,
+                                      train_id="t1")], state)
+    assert reset_result.trips == [] and state.value == 0

@@ -63,6 +63,7 @@ GOOD = {
     "devices_collection": ["devices"],
     "trains_collection": ["trains"],
     "dead_letter_collection": ["dead_letters"],
+    "trips_collection": ["trips", "trips_2026"],
 }
 BAD = {
     "input_subscription": ["projects/x/topics/", "projects/my-project/topics/occupancy-events",
@@ -88,6 +89,7 @@ BAD = {
     "devices_collection": ["a/b"],
     "trains_collection": ["a/b"],
     "dead_letter_collection": ["a/b"],
+    "trips_collection": ["a/b", "", "__trips__"],
 }
 # Written literally in README.md, "Deploy to Dataflow".
 README_EXAMPLES = {

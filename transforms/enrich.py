@@ -87,13 +87,13 @@ class LookupTrain(beam.DoFn):
         if now - view.loaded_at >= self._refresh_s:
             self._refresh(view, now)
         snapshot = view.snapshot
-        if event.kind == wire.RESET:
+        if event.kind in wire.ZEROING:
             if event.train_id not in snapshot.trains:
                 # Only a registered train can be reset: a forged or mistyped train id must
                 # not create a train (or zero one) out of nothing.
                 self._unknown.inc()
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, wire.dead_letter(
-                    wire.UNKNOWN_DEVICE, f"reset for train {event.train_id}, which is not registered",
+                    wire.UNKNOWN_DEVICE, f"{event.kind} for train {event.train_id}, which is not registered",
                     event.raw, dict(event.attributes), event.message_id or None,
                     wire.now_us(), "EnrichWithTrain"))
                 return

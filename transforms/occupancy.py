@@ -1,4 +1,4 @@
-"""RunningOccupancy: (train_id, Event) -> DocumentWrite for realtime/ and history/.
+"""RunningOccupancy: (train_id, Event) -> DocumentWrite for realtime/, history/ and trips/.
 
 A stateful DoFn per train buffers events and applies them, in event-time
 order, when an event-time timer releases them (DESIGN.md, "Running
@@ -144,6 +144,8 @@ class FoldOccupancy(beam.DoFn):
                                                result.corrections, result.heartbeats, int(seeded)))
         for bucket in result.buckets:
             yield documents.history_write(key, bucket)
+        for trip in result.trips:
+            yield documents.trip_write(key, trip)
         if result.write_realtime:
             yield documents.realtime_write(key, state)
 
