@@ -172,10 +172,20 @@ class Scenario:
         return process
 
     def warm_up(self, process, timeout_s: float = 120) -> None:
+        """Waits until this process applies new traffic: a probe count (+1, part of the truth)
+        shows in realtime (a restarted job finds the old job's documents already there)."""
         if not self.heartbeats.is_alive():
             self.heartbeats.start()
-        stack.wait_for(lambda: process.poll() is not None or set(self.realtime()) >= set(self.devices.trains),
-                       timeout_s, what=f"{self.name}: the pipeline's first writes")
+        train = sorted(self.devices.trains)[0]
+        probe = self.devices.make(self.devices.trains[train][0], 1)
+        self.devices.publish(probe)
+
+        def applied():
+            if process.poll() is not None:
+                return True
+            doc = self.client.collection("realtime").document(train).get().to_dict() or {}
+            return ((doc.get("devices_seen") or {}).get(probe.device) or {}).get("seq", 0) >= probe.seq
+        stack.wait_for(applied, timeout_s, what=f"{self.name}: the pipeline's first writes")
         if process.poll() is not None:
             raise RuntimeError(f"{self.name}: the pipeline died:\n{tail(process)}")
 

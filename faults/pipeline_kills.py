@@ -1,4 +1,4 @@
-"""Scenario 3: the pipeline SIGKILLed and restarted 5 times (3 in the short form) under
+"""Scenario 3: the pipeline SIGKILLed and restarted 5 times (2 in the short form) under
 steady traffic.
 
 The local runner acknowledges a message when it pulls it, before the message is
@@ -20,7 +20,7 @@ NAME = "pipeline_kills"
 
 
 def run(context, short: bool) -> dict:
-    kills = 3 if short else 5
+    kills = 2 if short else 5
     scenario = Scenario(context, NAME, seed=3)
     republished = 0
     try:
