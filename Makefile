@@ -191,6 +191,12 @@ rules-deploy: install-firebase
 	@:$(call require,PROJECT)
 	cd deploy && ../$(FIREBASE) deploy --only firestore:rules --project '$(PROJECT)' --non-interactive
 
+# Counting accuracy under sensor error (README, "Counting accuracy"): service days through the
+# job's steps on FnApiRunner; prints the table and writes bench/accuracy.json. Under 10 minutes.
+.PHONY: accuracy
+accuracy: install
+	$(PY) -m bench.accuracy
+
 # Fault suite (README, "Faults"): its own emulators, the real pipeline; prints the table and
 # writes faults/results.json. Under 20 minutes; `make test` runs its short form.
 .PHONY: faults

@@ -26,7 +26,7 @@ import sys
 from typing import Callable, List, Optional, Sequence
 
 from occupancy import registry
-from occupancy.cli import positive_float
+from occupancy.cli import positive_float, positive_int
 from occupancy.store import make_client
 from occupancy.wire import ID_PATTERN, format_time, to_micros
 
@@ -61,7 +61,17 @@ def _device_row(device_id: str, data: dict) -> dict:
     return {"device_id": device_id, "train_id": data.get("train_id"), "door": data.get("door"),
             "enabled": bool(data.get("enabled", True)),
             "registered_at": _time(data.get("registered_at")),
-            "updated_at": _time(data.get("updated_at"))}
+            "updated_at": _time(data.get("updated_at")),
+            "health": _health(data.get("health"))}
+
+
+def _health(health) -> Optional[str]:
+    """'ok', 'silent', 'biased +12%', ... from the device's health field (registry health)."""
+    if not isinstance(health, dict) or "status" not in health:
+        return None
+    if health["status"] == "biased":
+        return f"biased {100 * float(health.get('bias_estimate') or 0):+.0f}%"
+    return str(health["status"])
 
 
 def _train_row(train_id: str, data: dict) -> dict:
@@ -94,7 +104,9 @@ def _print_rows(rows: List[dict], columns: Sequence[tuple], as_json: bool, out) 
 
 
 DEVICE_COLUMNS = (("DEVICE", "device_id"), ("TRAIN", "train_id"), ("DOOR", "door"),
-                  ("ENABLED", "enabled"), ("UPDATED", "updated_at"))
+                  ("ENABLED", "enabled"), ("HEALTH", "health"), ("UPDATED", "updated_at"))
+HEALTH_COLUMNS = (("DEVICE", "device_id"), ("STATUS", "status"), ("BIAS", "bias"), ("Z", "z"),
+                  ("IN", "boarded"), ("OUT", "alighted"), ("TRIPS", "trips"))
 TRAIN_COLUMNS = (("TRAIN", "train_id"), ("CAPACITY", "capacity"), ("NAME", "name"),
                  ("UPDATED", "updated_at"))
 
@@ -133,6 +145,15 @@ def cmd_train_set(client, args, out) -> None:
                        timeout=args.timeout)
     name = f", name {args.name!r}" if args.name is not None else ""
     print(f"set train {args.train_id}: capacity {args.capacity}{name}", file=out)
+
+
+def cmd_health(client, args, out) -> None:
+    from occupancy.door_health import Rule
+    health = registry.assess_doors(client, args.devices_collection, args.trips_collection, args.train,
+                                   Rule(window=args.window), timeout=args.timeout)
+    rows = [{"device_id": d, "status": h.status, "bias": f"{100 * h.bias_estimate:+.1f}%", "z": f"{h.z:+.1f}",
+             "boarded": h.boarded, "alighted": h.alighted, "trips": h.trips} for d, h in sorted(health.items())]
+    _print_rows(rows, HEALTH_COLUMNS, args.json, out)
 
 
 def cmd_train_list(client, args, out) -> None:
@@ -196,6 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = _command(commands, "list", cmd_list, "List registered devices.")
     listing.add_argument("--train", metavar="TRAIN_ID", help="Only the devices of this train.")
+
+    health = _command(
+        commands, "health", cmd_health, "Assess door health from the trips balanced at each terminus.",
+        "Assess every door from its train's newest trips (the trips collection, one document per "
+        "terminus event) and write the result to the device's health field, which 'list' shows: "
+        "'silent' (counted nobody while its train moved people), 'biased' (its ins/outs ratio is "
+        "out of line with its train's other doors, z >= 4) or 'ok'. README, 'Counting accuracy'.")
+    health.add_argument("--train", metavar="TRAIN_ID", help="Only this train's doors.")
+    health.add_argument("--window", type=positive_int, default=200, metavar="N",
+                        help="Newest trips to look at per train (default: 200).")
+    health.add_argument("--trips_collection", default="trips", help="Collection of trips (default: trips).")
 
     assign = _command(commands, "assign", cmd_assign,
                       "Move a registered device to another train (keeps its seq history).")

@@ -259,3 +259,40 @@ def list_trains(client, collection: str, *,
     """(train_id, document) for every train, sorted by id."""
     return sorted((doc.id, doc.to_dict() or {})
                   for doc in client.collection(collection).stream(**_rpc(timeout)))
+
+
+# ---- door health (occupancy.door_health), from the trips balanced at each terminus ----------
+
+def assess_doors(client, devices_collection: str, trips_collection: str, train_id: Optional[str] = None,
+                 rule=None, *, timeout: Optional[float] = None) -> Dict[str, object]:
+    """device_id -> DoorHealth for every registered device (or one train's), written to each
+    device's `health` field (not `updated_at`: the pipeline's registry view does not use it).
+
+    One query per train for its newest `rule.window` trips (index: train, ended_at desc).
+    """
+    from google.cloud import firestore
+    from google.cloud.firestore_v1.base_query import FieldFilter
+    from occupancy import door_health
+    rule = rule or door_health.Rule()
+    by_train: Dict[str, List[str]] = {}
+    for device_id, data in list_devices(client, devices_collection, train_id, timeout=timeout):
+        if valid_id(data.get("train_id")):
+            by_train.setdefault(data["train_id"], []).append(device_id)
+    results = {}
+    batch = client.batch()
+    for train, devices in sorted(by_train.items()):
+        query = (client.collection(trips_collection).where(filter=FieldFilter("train", "==", train))
+                 .order_by("ended_at", direction=firestore.Query.DESCENDING).limit(rule.window))
+        trips = [d.to_dict() for d in query.stream(**_rpc(timeout))]
+        count_ops(reads=max(1, len(trips)))
+        health = door_health.assess(list(reversed(trips)), devices, rule)
+        for device_id, h in health.items():
+            batch.update(client.collection(devices_collection).document(device_id),
+                         {"health": dict(h.as_document(), assessed_at=firestore.SERVER_TIMESTAMP)})
+        results.update(health)
+        if len(batch) >= 400:
+            batch.commit(**_rpc(timeout))
+            batch = client.batch()
+    if len(batch):
+        batch.commit(**_rpc(timeout))
+    return results

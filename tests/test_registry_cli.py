@@ -20,7 +20,7 @@ from occupancy import registry
 from occupancy.wire import format_time, to_micros
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-DEVICE_FIELDS = {"device_id", "train_id", "door", "enabled", "registered_at", "updated_at"}
+DEVICE_FIELDS = {"device_id", "train_id", "door", "enabled", "registered_at", "updated_at", "health"}
 TRAIN_FIELDS = {"train_id", "capacity", "name", "updated_at"}
 
 
@@ -288,16 +288,16 @@ def test_list_prints_an_aligned_table(fleet, capsys):
     code, out, err = run(capsys, "list")
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0].split() == ["DEVICE", "TRAIN", "DOOR", "ENABLED", "UPDATED"]
+    assert lines[0].split() == ["DEVICE", "TRAIN", "DOOR", "ENABLED", "HEALTH", "UPDATED"]
     rows = [line.split() for line in lines[1:]]
     updated = format_time(to_micros(device_doc(fleet, "ic1-car2-door2")["updated_at"]))
     assert rows == [
-        ["ic1-car1-door1", "ic1", "1", "yes", rows[0][4]],
-        ["ic1-car2-door2", "ic1", "-", "no", updated],
-        ["re5-car1-door1", "re5", "1", "yes", rows[2][4]],
+        ["ic1-car1-door1", "ic1", "1", "yes", "-", rows[0][5]],
+        ["ic1-car2-door2", "ic1", "-", "no", "-", updated],
+        ["re5-car1-door1", "re5", "1", "yes", "-", rows[2][5]],
     ]
     # Aligned: each column starts at the same offset on every line.
-    for header in ("TRAIN", "DOOR", "ENABLED", "UPDATED"):
+    for header in ("TRAIN", "DOOR", "ENABLED", "HEALTH", "UPDATED"):
         column = lines[0].index(header)
         assert all(line[column - 2:column] == "  " and line[column] != " " for line in lines[1:])
 
@@ -403,3 +403,41 @@ def test_register_does_not_overwrite_a_concurrent_change(firestore_client, capsy
     assert_usage_error(code, out, err, "registered to train t2", "assign")
     assert reads == [exists_before, True]
     assert device_doc(firestore_client, "d1")["train_id"] == "t2"
+
+
+def test_health_flags_a_biased_and_a_silent_door_from_trips_and_list_shows_it(firestore_client, capsys):
+    import random
+    from occupancy import documents
+    from occupancy.fold import Trip
+    doors = [f"t1-car{i}-door1" for i in range(1, 7)]
+    for device in doors:
+        assert run(capsys, "register", device, "--train", "t1")[0] == 0
+    rng = random.Random(4)
+    writes = []
+    for k in range(40):  # 40 trips; car2 counts 25 % too many ins, car6 is dead from trip 30
+        counts = {}
+        for device in doors:
+            ins = outs = 0
+            for _ in range(120):
+                ins += rng.random() < 0.5
+                outs += rng.random() < 0.5
+            if device.startswith("t1-car2"):
+                ins = round(ins * 1.25)
+            if device.startswith("t1-car6") and k >= 30:
+                continue
+            counts[device] = (ins, outs)
+        trip = Trip(start_us=k * 10**9, end_us=(k + 1) * 10**9, ons=sum(b for b, _ in counts.values()),
+                    offs=sum(a for _, a in counts.values()), residual=0, doors=counts)
+        write = documents.trip_write("t1", trip)
+        writes.append((write.collection, write.doc_id, write.data))
+    from occupancy.store import RetryPolicy, commit_documents
+    assert not commit_documents(firestore_client, writes, RetryPolicy())
+    code, out, err = run(capsys, "health", "--json")
+    assert (code, err) == (0, "")
+    status = {row["device_id"]: row["status"] for row in json.loads(out)}
+    assert status == {**{d: "ok" for d in doors}, "t1-car2-door1": "biased", "t1-car6-door1": "silent"}
+    stored = device_doc(firestore_client, "t1-car2-door1")["health"]
+    assert stored["status"] == "biased" and 0.15 < stored["bias_estimate"] < 0.35 and stored["trips"] == 40
+    code, out, err = run(capsys, "list")
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "biased +" in rows["t1-car2-door1"] and "silent" in rows["t1-car6-door1"] and " ok " in rows["t1-car1-door1"]
