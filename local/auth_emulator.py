@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from typing import Optional, Tuple
 
-from local.emulators import EmulatorError, free_port, is_up
+from local.emulators import EmulatorError, file_tail, free_port, is_up
 from local.processes import stop_group
 
 _LOGGER = logging.getLogger(__name__)
@@ -71,11 +71,7 @@ class AuthEmulator:
         return self
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            with open(self._log.name, errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except (OSError, AttributeError):
-            return ""
+        return file_tail(getattr(self._log, "name", None), lines)
 
     def stop(self) -> None:
         if self._process is not None:

@@ -40,6 +40,15 @@ def is_up(host_port: str) -> bool:
         return False
 
 
+def file_tail(path, lines: int = 20) -> str:
+    """The last lines of a log file, or "" if there is none (yet)."""
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except (OSError, TypeError):
+        return ""
+
+
 def check_prerequisites() -> None:
     """Clear errors for what a user must install first."""
     if not shutil.which("gcloud"):
@@ -85,11 +94,7 @@ class Emulator:
         return self
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            with open(self._log.name, errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except (OSError, AttributeError):
-            return ""
+        return file_tail(getattr(self._log, "name", None), lines)
 
     def stop(self) -> None:
         """Stops the wrapper and its JVM: returns when none of the group is left."""

@@ -189,8 +189,9 @@ def test_readme_examples_pass_the_regexes(params):
         assert _matches(params[name], value), (name, value)
 
 
-def test_gcloud_accepts_the_metadata(tmp_path):
-    # gcloud's own parsing and validation of the spec, offline (--print-only uploads nothing).
+def _gcloud_spec(tmp_path):
+    """`gcloud dataflow flex-template build --print-only` of the metadata: gcloud's own parsing
+    and validation of the spec, offline (--print-only uploads nothing)."""
     env = {**os.environ, "CLOUDSDK_CONFIG": str(tmp_path), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
     out = subprocess.run(
         ["gcloud", "dataflow", "flex-template", "build", "gs://demo-occupancy-bucket/templates/t.json",
@@ -199,6 +200,11 @@ def test_gcloud_accepts_the_metadata(tmp_path):
          f"--metadata-file={METADATA}"],
         capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_gcloud_accepts_the_metadata(tmp_path):
+    out = _gcloud_spec(tmp_path)
     spec = json.loads(out.stdout.lstrip("|-\n"))
     assert [p["name"] for p in spec["metadata"]["parameters"]] == \
         [p["name"] for p in json.loads(METADATA.read_text())["parameters"]]
@@ -370,8 +376,11 @@ def test_firestore_indexes_serve_per_train_history_and_exempt_timestamp(actions)
     assert (history, (("train", "ASCENDING"), ("timestamp", "ASCENDING"))) in composite
     exempt = {(o["collectionGroup"], o["fieldPath"]) for o in spec["fieldOverrides"] if o["indexes"] == []}
     assert (history, "timestamp") in exempt
-    collections = {actions[f"{n}_collection"].default for n in ("realtime", "history")}
+    collections = {actions[f"{n}_collection"].default for n in ("realtime", "history", "trips")}
     assert {o["collectionGroup"] for o in spec["fieldOverrides"]} <= collections
+    # registry health reads a train's newest trips: train ==, ended_at descending.
+    trips = actions["trips_collection"].default
+    assert (trips, (("train", "ASCENDING"), ("ended_at", "DESCENDING"))) in composite
 
 
 # --- Makefile -----------------------------------------------------------------------
@@ -487,14 +496,7 @@ def test_metadata_declares_streaming_and_its_modes_as_dataflow_defines_them():
 def test_template_spec_keeps_the_streaming_fields(tmp_path):
     """What `make template` runs: gcloud builds the spec (and drops the streaming fields),
     pipeline.launch complete-spec puts them back."""
-    env = {**os.environ, "CLOUDSDK_CONFIG": str(tmp_path), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
-    out = subprocess.run(
-        ["gcloud", "dataflow", "flex-template", "build", "gs://demo-occupancy-bucket/templates/t.json",
-         "--project=demo-occupancy-123", "--sdk-language=PYTHON", "--print-only",
-         "--image=europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:test",
-         f"--metadata-file={METADATA}"],
-        capture_output=True, text=True, timeout=120, env=env)
-    assert out.returncode == 0, out.stderr
+    out = _gcloud_spec(tmp_path)
     assert "streaming" not in json.loads(out.stdout.lstrip("|-\n"))["metadata"]  # gcloud 528 drops it
     completed = subprocess.run([sys.executable, "-m", "pipeline.launch", "complete-spec", "--metadata",
                                 str(METADATA)], input=out.stdout, capture_output=True, text=True, timeout=60,
