@@ -19,12 +19,13 @@ import time
 
 from bench.measure import machine
 from bench.run import start_emulators
-from faults import duplicate_storm, firestore_outage, hostile, pipeline_kills
+from faults import duplicate_storm, firestore_outage, hostile, pipeline_kills, publisher_kills
 from faults.proxy import Proxy
 
 _LOGGER = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCENARIOS = {m.NAME: m for m in (firestore_outage, pipeline_kills, duplicate_storm, hostile)}
+SCENARIOS = {m.NAME: m for m in (firestore_outage, pipeline_kills, publisher_kills, duplicate_storm, hostile)}
+SHORT = ("firestore_outage", "pipeline_kills", "duplicate_storm", "hostile_input")  # make test
 COLUMNS = ("name", "sent", "accepted", "dead_lettered", "lost", "double_counted", "count_error", "recovery_s",
            "passed")
 
@@ -59,11 +60,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m faults", description=__doc__.split("\n\n")[0])
     parser.add_argument("--short", action="store_true",
                         help="The short form (make test): shorter outage, fewer kills, 1,000 hostile payloads.")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help="Comma-separated scenarios (default: all): " + ", ".join(SCENARIOS))
+    parser.add_argument("--scenarios", default=None,
+                        help="Comma-separated scenarios (default: all; with --short: "
+                             + ", ".join(SHORT) + "): " + ", ".join(SCENARIOS))
     parser.add_argument("--output", default=os.path.join(HERE, "results.json"), help="Results JSON file.")
     args = parser.parse_args(argv)
-    names = [n for n in args.scenarios.split(",") if n]
+    names = [n for n in (args.scenarios or ",".join(SHORT if args.short else SCENARIOS)).split(",") if n]
     unknown = set(names) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
