@@ -8,7 +8,7 @@ in/out swaps, a bias on ins, or dead: sends nothing) and sends one message per
 stop with its net count. The truth (the real occupancy over time) is kept per
 train, and so is which doors are faulty.
 
-After the last stop of a trip the operator's systems send a terminus event
+Two minutes after the last stop of a trip the operator's systems send a terminus event
 (`balancing=True`): the pipeline sets the train to 0 and records the residual.
 """
 import dataclasses
@@ -135,7 +135,9 @@ def simulate_day(trains: List[Train], date: datetime.date, seed: int, balancing:
                     when = at + rng.randrange(5, 30) * _S
                     day.messages.append(wire.encode_event(device, seen_in - seen_out, when, seqs[device]))
             arrival = t + (stops - 1) * stop_gap_us
-            terminus = (arrival + 45 * _S) // 1000 * 1000  # the wire format carries milliseconds
+            # Two minutes after arrival, once every door has reported the last stop (the wire
+            # format carries milliseconds).
+            terminus = (arrival + 120 * _S) // 1000 * 1000
             termini.append(terminus)
             if balancing:
                 day.messages.append(wire.encode_reset(train.train_id, terminus, kind=wire.TERMINUS))

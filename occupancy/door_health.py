@@ -8,11 +8,13 @@ last `window` trips:
   moved at least `min_moved` people per door in each of them (a dead counter);
 * biased: riders use a door to board and to alight alike over many trips, so each
   door's ins / outs ratio should match its train's. With B ins and A outs over the
-  window, l = ln((B + 0.5) / (A + 0.5)) and its standard error
-  se = sqrt(1 / (B + 0.5) + 1 / (A + 0.5)); a door is biased when
-  |l - median of its train's doors' l| / se >= z_threshold (default 4: a healthy door
-  crosses it about once in 16,000 checks). The bias estimate is
-  exp(l - median) - 1 (+0.1: counts 10 % too many ins relative to outs).
+  window, l = ln((B + 0.5) / (A + 0.5)). Its spread has two sources: counting noise
+  (se = sqrt(1 / (B + 0.5) + 1 / (A + 0.5)) if every crossing were reported on its
+  own) and more, because devices report net counts per message, which hide
+  crossings in both directions; so the scale is the larger of se and the spread of
+  the train's doors (1.4826 x the median absolute deviation of their l). A door is
+  biased when |l - median l| / scale >= z_threshold (default 4) and the bias
+  estimate exp(l - median) - 1 is at least `min_bias` (5 %) either way.
 
 A door without enough crossings (fewer than `min_crossings` over the window) is
 `insufficient_data`. Statistics, not magic: a ±10 % bias needs about 3,500
@@ -31,6 +33,7 @@ class Rule(NamedTuple):
     min_crossings: int = 100
     silent_trips: int = 1
     min_moved: int = 5         # people per door per trip for "silent" to mean anything
+    min_bias: float = 0.05
 
 
 class DoorHealth(NamedTuple):
@@ -63,6 +66,8 @@ def assess(trips: Sequence[dict], devices: Sequence[str], rule: Rule = Rule()) -
                 sums[device][1] += int(counts.get("alighted") or 0)
     ratios = {d: _log_ratio(b, a) for d, (b, a) in sums.items() if b + a >= rule.min_crossings}
     median = statistics.median(l for l, _ in ratios.values()) if len(ratios) >= 3 else None
+    spread = (1.4826 * statistics.median(abs(l - median) for l, _ in ratios.values())
+              if median is not None else 0.0)
     silent = set()
     last = recent[-rule.silent_trips:] if len(recent) >= rule.silent_trips else []
     if last and all(int(t.get("ons") or 0) + int(t.get("offs") or 0) >= rule.min_moved * 2 * len(devices)
@@ -78,9 +83,9 @@ def assess(trips: Sequence[dict], devices: Sequence[str], rule: Rule = Rule()) -
             status = SILENT
         elif device in ratios and median is not None:
             l, se = ratios[device]
-            z = (l - median) / se
+            z = (l - median) / max(se, spread)
             bias = math.exp(l - median) - 1
-            status = BIASED if abs(z) >= rule.z_threshold else OK
+            status = BIASED if abs(z) >= rule.z_threshold and abs(bias) >= rule.min_bias else OK
         out[device] = DoorHealth(device, status, bias, z, boarded, alighted, len(recent))
     return out
 
