@@ -201,7 +201,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("google", "urllib3", "grpc", "apache_beam"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    n_trains, doors, hours, days = (2, 4, (6, 9), 1) if args.smoke else (10, 8, (6, 22), 7)
+    n_trains, doors, hours, days = (2, 4, (6, 9), 1) if args.smoke else (8, 8, (6, 22), 7)
     levels = ({k: LEVELS[k] for k in ("exact", TARGET_LEVEL)} if args.smoke else LEVELS)
     began = time.monotonic()
     emulator = Emulator("firestore", project=PROJECT).start()

@@ -4,8 +4,8 @@ Pure and seeded. A train runs trips terminus to terminus all day; at each stop
 riders alight (a share of those on board) and board (more at the first stops),
 each through a random door; the train is empty at each terminus. Every door
 counts what it sees through a `DoorError` (missed crossings, double counts,
-in/out swaps, a bias on ins, or dead: sends nothing) and sends one message per
-stop with its net count. The truth (the real occupancy over time) is kept per
+in/out swaps, a bias on ins, or dead: sends nothing) and sends, per stop, one
+message with its ins and one with its outs. The truth (the real occupancy over time) is kept per
 train, and so is which doors are faulty.
 
 Two minutes after the last stop of a trip the operator's systems send a terminus event
@@ -129,11 +129,13 @@ def simulate_day(trains: List[Train], date: datetime.date, seed: int, balancing:
                     if error.dead or (ins[d] == 0 and outs[d] == 0):
                         continue
                     seen_in, seen_out = observe(rng, error, ins[d], outs[d])
-                    if seen_in == seen_out and rng.random() < 0.5:
-                        continue
-                    seqs[device] = seqs.get(device, 0) + 1
-                    when = at + rng.randrange(5, 30) * _S
-                    day.messages.append(wire.encode_event(device, seen_in - seen_out, when, seqs[device]))
+                    # A counter reports each direction (most door counters do): one message
+                    # for the ins and one for the outs of the stop, when there are any.
+                    for delta in (seen_in, -seen_out):
+                        if delta:
+                            seqs[device] = seqs.get(device, 0) + 1
+                            when = at + rng.randrange(5, 30) * _S
+                            day.messages.append(wire.encode_event(device, delta, when, seqs[device]))
             arrival = t + (stops - 1) * stop_gap_us
             # Two minutes after arrival, once every door has reported the last stop (the wire
             # format carries milliseconds).

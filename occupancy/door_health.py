@@ -34,6 +34,7 @@ class Rule(NamedTuple):
     silent_trips: int = 1
     min_moved: int = 5         # people per door per trip for "silent" to mean anything
     min_bias: float = 0.05
+    persistent: int = 3        # biased in this many consecutive assessments (one per trip)
 
 
 class DoorHealth(NamedTuple):
@@ -56,7 +57,24 @@ def _log_ratio(boarded: int, alighted: int):
 
 
 def assess(trips: Sequence[dict], devices: Sequence[str], rule: Rule = Rule()) -> Dict[str, DoorHealth]:
-    """Health of each of a train's `devices` from its trips (oldest first, as stored)."""
+    """Health of each of a train's `devices` from its trips (oldest first, as stored).
+
+    `biased` must hold in the assessments after each of the last `rule.persistent`
+    trips: one unlucky trip does not flag a door.
+    """
+    trips = list(trips)
+    now = _assess_once(trips, devices, rule)
+    for back in range(1, rule.persistent):
+        if len(trips) - back < 1:
+            break
+        earlier = _assess_once(trips[:-back], devices, rule)
+        for device, health in now.items():
+            if health.status == BIASED and earlier[device].status != BIASED:
+                now[device] = health._replace(status=OK)
+    return now
+
+
+def _assess_once(trips: Sequence[dict], devices: Sequence[str], rule: Rule) -> Dict[str, DoorHealth]:
     recent = list(trips)[-rule.window:]
     sums = {d: [0, 0] for d in devices}
     for trip in recent:
