@@ -98,13 +98,15 @@ def run(context, short: bool) -> dict:
             door.count(100)  # a margin, as in pipeline_kills: no arrival order can reach the clamp at 0
         totals = {train: scenario.devices.truth[train] + 200 for train in scenario.devices.trains}
         done_kills = 0
-        for step in range(400 if not short else 160):
+        steps = 400 if not short else 160
+        kill_at = set(rng.sample(range(10, steps), kills))  # random points, exactly `kills` of them
+        for step in range(steps):
             door = rng.choice(doors)
             delta = rng.choice([1, 2, 3]) if rng.random() < 0.5 or totals[door.train] < truth_floor + 3 \
                 else -rng.choice([1, 2, 3])
             door.count(delta)
             totals[door.train] += delta
-            if rng.random() < kills / (400 if not short else 160) and done_kills < kills:
+            if step in kill_at:
                 victim = rng.choice(doors)
                 victim.kill()
                 done_kills += 1
