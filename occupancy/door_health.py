@@ -17,7 +17,7 @@ last `window` trips:
   estimate exp(l - median) - 1 is at least `min_bias` (5 %) either way.
 
 A door without enough crossings (fewer than `min_crossings` over the window) is
-`insufficient_data`. Statistics, not magic: a ±10 % bias needs about 3,500
+`insufficient_data`. Statistics, not magic: a ±10 % bias needs about 3,000
 crossings through the door to stand out at z = 4 (see README, "Counting accuracy").
 """
 import math
