@@ -32,10 +32,6 @@ class Settings:
     firebase_api_key: str = ""
 
 
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
 def get_client(request: Request):
     """The process's one Firestore client (created at start-up, thread-safe)."""
     return request.app.state.client

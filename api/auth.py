@@ -33,14 +33,20 @@ _bearer = HTTPBearer(auto_error=False, description="A Firebase Authentication ID
 
 
 def init(settings) -> None:
-    """Initialises the firebase-admin app used to verify tokens (once per process)."""
+    """Initialises the firebase-admin app used to verify tokens (once per process).
+
+    Verification needs only the project id: the keys it checks against are public.
+    """
+    firebase_app(_APP_NAME, settings.project, no_credentials())
+
+
+def firebase_app(name: str, project: str, credential=None):
+    """The firebase-admin app of this name, initialised on first use (None: ADC)."""
     import firebase_admin
     try:
-        firebase_admin.get_app(_APP_NAME)
+        return firebase_admin.get_app(name)
     except ValueError:
-        # Verification needs only the project id: the keys it checks against are public.
-        firebase_admin.initialize_app(credential=no_credentials(), options={"projectId": settings.project},
-                                      name=_APP_NAME)
+        return firebase_admin.initialize_app(credential=credential, options={"projectId": project}, name=name)
 
 
 def no_credentials():

@@ -1,12 +1,13 @@
-"""Path ids checked with the wire format's rule before anything reaches a Firestore path."""
-from fastapi import HTTPException, Path
+"""Path ids checked with the wire format's rule before anything reaches a Firestore path
+(occupancy.registry.check_id: its RegistryError is a 422, see api.app)."""
+from fastapi import Path
 
-from occupancy.wire import ID_PATTERN, valid_id
+from occupancy.registry import check_id
+from occupancy.wire import ID_PATTERN
 
 
 def _checked(kind: str, value: str) -> str:
-    if not valid_id(value):
-        raise HTTPException(status_code=422, detail=f"invalid {kind} {value!r}: must match {ID_PATTERN}")
+    check_id(kind, value)
     return value
 
 

@@ -19,14 +19,8 @@ _APP_NAME = "occupancy-operators"
 
 
 def _app(project: str):
-    import firebase_admin
-    from api.auth import no_credentials
-    try:
-        return firebase_admin.get_app(_APP_NAME)
-    except ValueError:
-        credential = no_credentials() if os.environ.get(EMULATOR_ENV) else None
-        return firebase_admin.initialize_app(credential=credential, options={"projectId": project},
-                                             name=_APP_NAME)
+    from api.auth import firebase_app, no_credentials
+    return firebase_app(_APP_NAME, project, no_credentials() if os.environ.get(EMULATOR_ENV) else None)
 
 
 def set_operator(project: str, email: str, operator: bool) -> dict:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from api import ids
 from api.app import get_client, read_fleet
 from api.auth import allow_read
-from api.models import DeviceSeen, HistoryItem, HistoryPage, Train, TrainDetail, TrainList
+from api.models import DeviceSeen, HistoryItem, HistoryPage, TrainDetail, TrainList
 from occupancy import fleet
 from occupancy.store import count_ops
 
@@ -77,7 +77,7 @@ def history(request: Request, train_id: str = Depends(ids.train_id), client=Depe
     """History buckets in timestamp order, a page at a time (the train + timestamp composite index)."""
     from google.cloud.firestore_v1.base_query import FieldFilter
     settings = request.app.state.settings
-    start, end = _utc(start), _utc(end)
+    start, end = fleet.as_utc(start), fleet.as_utc(end)
     if start and end and start >= end:
         raise HTTPException(status_code=422, detail="'from' must be before 'to'")
     collection = client.collection(settings.history_collection)
@@ -99,8 +99,3 @@ def history(request: Request, train_id: str = Depends(ids.train_id), client=Depe
                    if len(docs) > limit else None)
     return {"items": items, "next_cursor": next_cursor}
 
-
-def _utc(value: Optional[datetime.datetime]) -> Optional[datetime.datetime]:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=datetime.timezone.utc)
-    return value

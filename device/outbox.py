@@ -259,6 +259,22 @@ class Outbox:
                                    (device_id,)).fetchone()
         return row[0] if row else 0
 
+    @staticmethod
+    def peek(path: str):
+        """(counts waiting, highest seq handed out to any device) of an outbox file, read-only
+        from another process while its publisher holds it (which Outbox() would refuse)."""
+        if not os.path.exists(path):
+            return 0, 0
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            pending = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            last = db.execute("SELECT MAX(last_seq) FROM seqs").fetchone()[0] or 0
+            return pending, last
+        except sqlite3.OperationalError:  # tables not created yet
+            return 0, 0
+        finally:
+            db.close()
+
     def get_meta(self, key: str) -> Optional[str]:
         with self._cond:
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -16,6 +16,7 @@ import datetime
 import random
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
+from device.simulator import step_value
 from occupancy import wire
 
 _S = 1_000_000
@@ -148,7 +149,6 @@ def simulate_day(trains: List[Train], date: datetime.date, seed: int, balancing:
 
 
 def value_at(series: List[Tuple[int, int]], t_us: int) -> int:
-    """The step function's value at t (the last point at or before it; 0 before the first)."""
-    import bisect
-    i = bisect.bisect_right(series, (t_us, float("inf"))) - 1
-    return series[i][1] if i >= 0 else 0
+    """The step function's value at t (0 before its first point: every train starts empty)."""
+    value = step_value(series, t_us)
+    return 0 if value is None else value

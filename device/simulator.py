@@ -119,6 +119,13 @@ class TimedMessage(NamedTuple):
     kind: str
 
 
+def step_value(points: List[Tuple[int, int]], t_us: int) -> Optional[int]:
+    """The value of a step function given as sorted (time, value) points at t: the last point at
+    or before t (None before the first)."""
+    i = bisect.bisect_right(points, (t_us, float("inf")))
+    return points[i - 1][1] if i else None
+
+
 class Truth:
     """The occupancy the pipeline must arrive at, per train, as it evolves in event time.
 
@@ -141,9 +148,7 @@ class Truth:
     def value_at(self, train_id: str, event_time_us: int) -> Optional[int]:
         """Occupancy after every event with an event time <= `event_time_us` (None: none yet)."""
         with self._lock:
-            points = self._points.get(train_id) or []
-            i = bisect.bisect_right(points, (event_time_us, float("inf")))
-            return points[i - 1][1] if i else None
+            return step_value(self._points.get(train_id) or [], event_time_us)
 
     def final(self) -> Dict[str, int]:
         """The occupancy after every event generated so far, per train."""

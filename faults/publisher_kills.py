@@ -11,28 +11,16 @@ accepted counts, every door's seqs continuous from 1 (no gap, none reused), 0 lo
 """
 import os
 import random
-import sqlite3
 import subprocess
 import sys
 import time
 
+from device.outbox import Outbox
 from faults.harness import Message, Scenario
 from local.stack import PROJECT
 from occupancy import registry
 
 NAME = "publisher_kills"
-
-
-def _last_seq(path: str) -> int:
-    if not os.path.exists(path):
-        return 0
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        return db.execute("SELECT MAX(last_seq) FROM seqs").fetchone()[0] or 0
-    except sqlite3.OperationalError:  # not created yet
-        return 0
-    finally:
-        db.close()
 
 
 class Door:
@@ -56,7 +44,7 @@ class Door:
                 env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
     def accepted(self) -> int:
-        return _last_seq(self.outbox)
+        return Outbox.peek(self.outbox)[1]
 
     def feed_pending(self):
         """Sends the sensor's counts the publisher has not accepted yet (all of them after a kill)."""

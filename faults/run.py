@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import tempfile
 import time
 

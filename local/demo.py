@@ -25,7 +25,6 @@ and exit 0; a pipeline that dies shows its log's tail and exits 1.
 """
 import argparse
 import contextlib
-import datetime
 import logging
 import os
 import pathlib
@@ -34,15 +33,16 @@ import signal
 import sys
 import threading
 import time
-from typing import List, NamedTuple, Optional
+from typing import List, Optional
 
 from google.api_core import exceptions as gexc
 
 from device import simulator
 from local import stack
 from local.auth_emulator import AuthEmulator
-from local.emulators import Emulator, EmulatorError, free_port, is_up
+from local.emulators import Emulator, EmulatorError, free_port, is_up, port_free
 from local.stack import DEMO_OPERATOR, PROJECT
+from local.table import Row, render
 from occupancy import registry, wire
 from occupancy.store import make_client
 
@@ -70,15 +70,6 @@ def _relative(path: pathlib.Path) -> str:
     with contextlib.suppress(ValueError):
         return str(path.relative_to(pathlib.Path.cwd()))
     return str(path)
-
-
-class Row(NamedTuple):
-    train_id: str
-    name: str
-    value: Optional[int]
-    capacity: Optional[int]
-    last_updated: Optional[datetime.datetime]
-    expected: Optional[int]
 
 
 class Demo:
@@ -184,7 +175,7 @@ class Demo:
 
     def start_api(self) -> None:
         port = self.args.api_port
-        if not _port_free(port):
+        if not port_free(port):
             port = free_port()
             say(f"port {self.args.api_port} is taken: the API uses {port}")
         self.api_log_path.write_bytes(b"")
@@ -323,57 +314,6 @@ class Demo:
             say(f"stopping the {emulator.kind} emulator at {emulator.host_port}...")
             emulator.stop()
         say("stopped")
-
-
-def _port_free(port: int) -> bool:
-    import socket
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def _age(moment: datetime.datetime) -> str:
-    seconds = (datetime.datetime.now(datetime.timezone.utc) - moment).total_seconds()
-    return f"{max(0, seconds):.0f}s ago"
-
-
-def _bar(ratio: float, width: int = 10) -> str:
-    filled = min(width, int(round(ratio * width)))
-    return "#" * filled + "." * (width - filled)
-
-
-def render(rows: List[Row], footer: List[str], width: int = 0) -> str:
-    """The occupancy table as plain text (no terminal codes).
-
-    `width` (a terminal's columns) drops the name, then the bar, to fit; 0 shows all.
-    """
-    # Without the name the line is 78 characters (67 without the bar).
-    name_w = 26 if not width else min(26, width - 80)
-    name_w = name_w if name_w >= 6 else 0
-    show_bar = not width or width > 78
-    header = (f"{'TRAIN':8} " + (f"{'NAME':{name_w}} " if name_w else "")
-              + f"{'OCCUPANCY':>9} {'CAPACITY':>8} {'FULL':>5} " + (f"{'':10} " if show_bar else "")
-              + f"{'LAST EVENT (UTC)':24} {'EXPECTED':>8}")
-    now = datetime.datetime.now(datetime.timezone.utc)
-    lines = [f"Train occupancy  {now.strftime('%H:%M:%S')} UTC", header, "-" * len(header)]
-    for r in rows:
-        value = "-" if r.value is None else str(r.value)
-        if r.value is not None and r.capacity:
-            full, bar = f"{r.value / r.capacity:.0%}", _bar(r.value / r.capacity)
-        else:
-            full, bar = "-", ""
-        last = (f"{r.last_updated.strftime('%H:%M:%S.%f')[:12]} ({_age(r.last_updated)})"
-                if r.last_updated else "-")
-        expected = "-" if r.expected is None else str(r.expected)
-        lines.append(f"{r.train_id:8} " + (f"{r.name[:name_w]:{name_w}} " if name_w else "")
-                     + f"{value:>9} {r.capacity or '-':>8} {full:>5} "
-                     + (f"{bar:10} " if show_bar else "") + f"{last:24} {expected:>8}")
-    if not rows:
-        lines.append("(no data)")
-    return "\n".join(lines + [""] + footer)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Optional
 
 from google.api_core import exceptions as gexc
 
@@ -50,13 +51,18 @@ def pipeline_command(project: str, subscription: str, *extra_args: str) -> list:
 def start_pipeline(project: str, subscription: str, *extra_args: str, env: dict = None,
                    log_path: str = None) -> subprocess.Popen:
     """Starts `python -m pipeline.main` on the local runner in its own process group."""
+    return _start_in_group(pipeline_command(project, subscription, *extra_args), env, log_path,
+                           subprocess.DEVNULL)
+
+
+def _start_in_group(command: list, env: Optional[dict], log_path: Optional[str], no_log) -> subprocess.Popen:
+    """A child leading its own process group, output appended to log_path (else to `no_log`)."""
     full_env = dict(os.environ, **(env or {}))
     full_env.setdefault("PYTHONUNBUFFERED", "1")
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    log = open(log_path, "ab") if log_path else no_log
     try:
-        return subprocess.Popen(pipeline_command(project, subscription, *extra_args), env=full_env,
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        return subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
     finally:
         if log_path:
             log.close()
@@ -89,16 +95,8 @@ def start_api(project: str, port: int, *extra_args: str, env: dict = None,
               log_path: str = None) -> subprocess.Popen:
     """Starts `python -m api` on 127.0.0.1:port in its own process group (output to log_path,
     else to this process's own stdout)."""
-    full_env = dict(os.environ, **(env or {}))
-    full_env.setdefault("PYTHONUNBUFFERED", "1")
-    log = open(log_path, "ab") if log_path else None
-    try:
-        return subprocess.Popen([sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port),
-                                 "--project", project, *extra_args], env=full_env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    finally:
-        if log_path:
-            log.close()
+    return _start_in_group([sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port),
+                            "--project", project, *extra_args], env, log_path, None)
 
 
 def wait_until_serving(process: subprocess.Popen, base_url: str, timeout_s: float = 60) -> None:

@@ -97,14 +97,15 @@ class TrainView(NamedTuple):
     trains_doc: Dict[str, object]          # the train's registry document (extra fields, e.g. seats)
 
 
-def _as_utc(value) -> Optional[datetime.datetime]:
+def as_utc(value) -> Optional[datetime.datetime]:
+    """A datetime with its zone (naive ones taken as UTC); None for anything else."""
     if not isinstance(value, datetime.datetime):
         return None
     return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
 
 
 def newest_last_seen(devices_seen: Dict[str, dict]) -> Optional[datetime.datetime]:
-    seen = [_as_utc((entry or {}).get("last_seen")) for entry in (devices_seen or {}).values()]
+    seen = [as_utc((entry or {}).get("last_seen")) for entry in (devices_seen or {}).values()]
     seen = [t for t in seen if t is not None and to_micros(t) > 0]
     return max(seen) if seen else None
 
@@ -131,7 +132,7 @@ def train_view(train_id: str, realtime: Optional[dict], train_doc: Optional[dict
     last_seen = newest_last_seen(devices_seen)
     status, staleness = train_status(last_seen, now, stale_after_s)
     return TrainView(train_id=train_id, name=entry.name, capacity=capacity, current_value=value,
-                     occupancy_ratio=ratio, last_updated=_as_utc(realtime.get("last_updated")),
+                     occupancy_ratio=ratio, last_updated=as_utc(realtime.get("last_updated")),
                      last_seen=last_seen, staleness_s=staleness, status=status,
                      devices_seen=devices_seen, trains_doc=dict(train_doc or {}))
 

@@ -158,7 +158,8 @@ def _rpc(timeout: Optional[float]) -> dict:
             "timeout": timeout}
 
 
-def _check_id(kind: str, value: str) -> None:
+def check_id(kind: str, value: str) -> None:
+    """RegistryError (a 422 in the API) unless `value` is a valid id (the wire format's rule)."""
     if not valid_id(value):
         raise RegistryError(f"invalid {kind} {value!r}: must match {ID_PATTERN}")
 
@@ -175,8 +176,8 @@ def register_device(client, collection: str, device_id: str, train_id: str,
     """
     from google.api_core import exceptions as gexc
     from google.cloud import firestore
-    _check_id("device id", device_id)
-    _check_id("train id", train_id)
+    check_id("device id", device_id)
+    check_id("train id", train_id)
     ref = client.collection(collection).document(device_id)
     data = {"train_id": train_id, "enabled": True, "door": door,
             "registered_at": firestore.SERVER_TIMESTAMP, "updated_at": firestore.SERVER_TIMESTAMP}
@@ -215,9 +216,9 @@ def set_enabled(client, collection: str, device_id: str, enabled: bool, *,
 def _update_device(client, collection, device_id, fields, check_train=None, timeout=None) -> None:
     from google.cloud import firestore
     from google.api_core import exceptions as gexc
-    _check_id("device id", device_id)
+    check_id("device id", device_id)
     if check_train is not None:
-        _check_id("train id", check_train)
+        check_id("train id", check_train)
     try:
         client.collection(collection).document(device_id).update(
             dict(fields, updated_at=firestore.SERVER_TIMESTAMP), **_rpc(timeout))
@@ -229,7 +230,7 @@ def set_train(client, collection: str, train_id: str, capacity: Optional[int],
               name: Optional[str] = None, *, timeout: Optional[float] = None) -> None:
     """Creates or updates a train's capacity; `name` is written only when given (else kept)."""
     from google.cloud import firestore
-    _check_id("train id", train_id)
+    check_id("train id", train_id)
     if capacity is not None and (not isinstance(capacity, int) or isinstance(capacity, bool)
                                  or capacity <= 0):
         raise RegistryError(f"capacity must be a positive integer, got {capacity!r}")
@@ -249,7 +250,7 @@ def list_devices(client, collection: str, train_id: Optional[str] = None, *,
     query = client.collection(collection)
     if train_id is not None:
         from google.cloud.firestore_v1.base_query import FieldFilter
-        _check_id("train id", train_id)
+        check_id("train id", train_id)
         query = query.where(filter=FieldFilter("train_id", "==", train_id))
     return sorted((doc.id, doc.to_dict() or {}) for doc in query.stream(**_rpc(timeout)))
 

@@ -296,17 +296,7 @@ def log_of(tmp_path, name="publisher.log"):
 
 def outbox_state(path):
     """(rows pending, last seq handed out) as another process sees the outbox file."""
-    if not os.path.exists(path):
-        return 0, 0
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        pending = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-        last = db.execute("SELECT MAX(last_seq) FROM seqs").fetchone()[0] or 0
-        return pending, last
-    except sqlite3.OperationalError:  # tables not created yet
-        return 0, 0
-    finally:
-        db.close()
+    return Outbox.peek(str(path))
 
 
 def create_topic(topic, subscription):
