@@ -2,10 +2,10 @@
 
 Checked offline: templates/metadata.json against OccupancyOptions (both ways,
 through argparse, not through a shared list), its regexes against literal good
-and bad values, the Dockerfile against setup.py, deploy/infra.sh (`bash -n`
-and the commands its --dry-run prints), the Firestore index file, gcloud's own
-parsing of the metadata (flex-template build --print-only) and the Makefile's
-deploy targets (make -n).
+and bad values, its streaming fields against Dataflow's discovery document,
+gcloud's own parsing of the metadata (flex-template build --print-only), the
+Dockerfile against setup.py and the Firestore index file. The deployment
+scripts and make targets: tests/test_deploy.py.
 """
 import argparse
 import ast
@@ -13,7 +13,6 @@ import json
 import os
 import pathlib
 import re
-import shlex
 import subprocess
 import sys
 
@@ -25,7 +24,6 @@ from pipeline.options import OccupancyOptions
 REPO = pathlib.Path(__file__).resolve().parents[1]
 METADATA = REPO / "templates" / "metadata.json"
 DOCKERFILE = REPO / "templates" / "Dockerfile"
-INFRA = REPO / "deploy" / "infra.sh"
 INDEXES = REPO / "deploy" / "firestore.indexes.json"
 
 # OccupancyOptions options deliberately not template parameters: none. Every one
@@ -211,6 +209,50 @@ def test_gcloud_accepts_the_metadata(tmp_path):
     assert spec["sdkInfo"]["language"] == "PYTHON"
 
 
+# --- streaming fields, against Dataflow's own discovery document ------------------------
+
+DISCOVERY = REPO / "tests" / "data" / "dataflow.v1b3.json"  # from google-api-python-client's cache
+
+
+def _template_metadata_schema():
+    return json.loads(DISCOVERY.read_text())["schemas"]["TemplateMetadata"]
+
+
+def test_metadata_declares_streaming_and_its_modes_as_dataflow_defines_them():
+    schema = _template_metadata_schema()["properties"]
+    metadata = json.loads(METADATA.read_text())
+    json_types = {"boolean": bool, "string": str, "array": list}
+    for key, value in metadata.items():
+        assert key in schema, f"{key} is not a TemplateMetadata field"
+        assert isinstance(value, json_types[schema[key]["type"]]), key
+    assert metadata["streaming"] is True
+    # The job is idempotent per device seq (state de-duplicates, writes replace), so Pub/Sub
+    # redeliveries in at-least-once mode cannot double count: both modes are supported.
+    assert metadata["supportsAtLeastOnce"] is True and metadata["supportsExactlyOnce"] is True
+    described = schema["defaultStreamingMode"]["description"]
+    allowed = described.split("Possible values:")[1].replace(" and ", ",").replace(" ", "").split(",")
+    assert metadata["defaultStreamingMode"] in allowed and metadata["defaultStreamingMode"] != "UNSPECIFIED"
+    # "Only valid if both supports_at_least_once and supports_exactly_once are true."
+    assert "Only valid if both" in described
+
+
+def test_template_spec_keeps_the_streaming_fields(tmp_path):
+    """What `make template` runs: gcloud builds the spec (and drops the streaming fields),
+    pipeline.launch complete-spec puts them back."""
+    out = _gcloud_spec(tmp_path)
+    assert "streaming" not in json.loads(out.stdout.lstrip("|-\n"))["metadata"]  # gcloud 528 drops it
+    completed = subprocess.run([sys.executable, "-m", "pipeline.launch", "complete-spec", "--metadata",
+                                str(METADATA)], input=out.stdout, capture_output=True, text=True, timeout=60,
+                               cwd=REPO)
+    assert completed.returncode == 0, completed.stderr
+    spec = json.loads(completed.stdout)
+    meta = spec["metadata"]
+    assert (meta.get("streaming"), meta.get("supportsAtLeastOnce"), meta.get("supportsExactlyOnce"),
+            meta.get("defaultStreamingMode")) == (True, True, True, "EXACTLY_ONCE")
+    assert TemplateMetadata.from_json(json.dumps(meta)).streaming is True  # the API's own message
+    assert spec["image"].endswith("occupancy-pipeline:test") and spec["sdkInfo"] == {"language": "PYTHON"}
+
+
 # --- Dockerfile -----------------------------------------------------------------
 
 def _setup_beam_version():
@@ -277,94 +319,6 @@ def test_main_runs_as_a_script_like_the_launcher_runs_it(actions, tmp_path):
         assert f"--{name}" in out.stdout, name
 
 
-# --- deploy/infra.sh ------------------------------------------------------------
-
-PIPELINE_SA = "serviceAccount:occupancy-pipeline@demo-occupancy-123.iam.gserviceaccount.com"
-DEVICE_SA = "serviceAccount:occupancy-device@demo-occupancy-123.iam.gserviceaccount.com"
-API_SA = "serviceAccount:occupancy-api@demo-occupancy-123.iam.gserviceaccount.com"
-P = "--project=demo-occupancy-123"
-EXPECTED_BINDINGS = [
-    ["gcloud", "pubsub", "subscriptions", "add-iam-policy-binding", "occupancy-pipeline", P,
-     f"--member={PIPELINE_SA}", "--role=roles/pubsub.subscriber"],
-    ["gcloud", "pubsub", "subscriptions", "add-iam-policy-binding", "occupancy-pipeline", P,
-     f"--member={PIPELINE_SA}", "--role=roles/pubsub.viewer"],
-    ["gcloud", "pubsub", "topics", "add-iam-policy-binding", "occupancy-dead-letters", P,
-     f"--member={PIPELINE_SA}", "--role=roles/pubsub.publisher"],
-    ["gcloud", "projects", "add-iam-policy-binding", "demo-occupancy-123",
-     f"--member={PIPELINE_SA}", "--role=roles/datastore.user", "--condition=None"],
-    ["gcloud", "projects", "add-iam-policy-binding", "demo-occupancy-123",
-     f"--member={PIPELINE_SA}", "--role=roles/dataflow.worker", "--condition=None"],
-    ["gcloud", "storage", "buckets", "add-iam-policy-binding", "gs://demo-occupancy-bucket",
-     f"--member={PIPELINE_SA}", "--role=roles/storage.objectAdmin"],
-    ["gcloud", "artifacts", "repositories", "add-iam-policy-binding", "occupancy", P,
-     "--location=europe-west1", f"--member={PIPELINE_SA}", "--role=roles/artifactregistry.reader"],
-    ["gcloud", "pubsub", "topics", "add-iam-policy-binding", "occupancy-events", P,
-     f"--member={DEVICE_SA}", "--role=roles/pubsub.publisher"],
-    ["gcloud", "projects", "add-iam-policy-binding", "demo-occupancy-123",
-     f"--member={API_SA}", "--role=roles/datastore.user", "--condition=None"],
-]
-EXPECTED_RESOURCES = [
-    ["gcloud", "pubsub", "topics", "create", "occupancy-events", P],
-    ["gcloud", "pubsub", "topics", "create", "occupancy-dead-letters", P],
-    ["gcloud", "pubsub", "subscriptions", "create", "occupancy-pipeline", P, "--topic=occupancy-events",
-     "--ack-deadline=60", "--message-retention-duration=7d", "--expiration-period=never"],
-    ["gcloud", "pubsub", "subscriptions", "create", "occupancy-dead-letters", P,
-     "--topic=occupancy-dead-letters", "--message-retention-duration=7d", "--expiration-period=never"],
-    ["gcloud", "storage", "buckets", "create", "gs://demo-occupancy-bucket", P, "--location=europe-west1",
-     "--uniform-bucket-level-access"],
-    ["gcloud", "firestore", "indexes", "composite", "create", P, "--database=(default)",
-     "--collection-group=history", "--query-scope=collection",
-     "--field-config=field-path=train,order=ascending",
-     "--field-config=field-path=timestamp,order=descending", "--async"],
-    ["gcloud", "firestore", "indexes", "composite", "create", P, "--database=(default)",
-     "--collection-group=history", "--query-scope=collection",
-     "--field-config=field-path=train,order=ascending",
-     "--field-config=field-path=timestamp,order=ascending", "--async"],
-    ["gcloud", "firestore", "indexes", "fields", "update", "timestamp", P, "--database=(default)",
-     "--collection-group=history", "--disable-indexes", "--async"],
-]
-
-
-@pytest.fixture(scope="module")
-def dry_run_commands():
-    env = {k: v for k, v in os.environ.items() if k not in ("PROJECT", "REGION", "BUCKET")}
-    out = subprocess.run(["bash", str(INFRA), "--dry-run", "--project", "demo-occupancy-123",
-                          "--region", "europe-west1", "--bucket", "gs://demo-occupancy-bucket"],
-                         capture_output=True, text=True, timeout=60, env=env)
-    assert out.returncode == 0, out.stderr
-    return [shlex.split(line) for line in out.stdout.splitlines() if line.strip()]
-
-
-def test_infra_script_is_valid_bash():
-    out = subprocess.run(["bash", "-n", str(INFRA)], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-
-
-def test_infra_dry_run_grants_least_privilege(dry_run_commands):
-    bindings = [c for c in dry_run_commands if "add-iam-policy-binding" in c]
-    assert sorted(map(tuple, bindings)) == sorted(map(tuple, EXPECTED_BINDINGS))
-    roles = " ".join(" ".join(c) for c in dry_run_commands)
-    for broad in ("roles/owner", "roles/editor", "roles/pubsub.editor", "roles/pubsub.admin",
-                  "roles/storage.admin", "roles/datastore.owner", "roles/dataflow.admin"):
-        assert broad not in roles
-
-
-def test_infra_dry_run_creates_the_resources(dry_run_commands):
-    for expected in EXPECTED_RESOURCES:
-        assert expected in dry_run_commands, expected
-    accounts = [c[4] for c in dry_run_commands if c[:4] == ["gcloud", "iam", "service-accounts", "create"]]
-    assert accounts == ["occupancy-pipeline", "occupancy-device", "occupancy-api"]
-    assert all(c[0] == "gcloud" for c in dry_run_commands)
-
-
-def test_infra_refuses_to_run_without_project(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("PROJECT", "REGION", "BUCKET")}
-    out = subprocess.run(["bash", str(INFRA), "--dry-run", "--region", "europe-west1", "--bucket", "b-123"],
-                         capture_output=True, text=True, timeout=60, env=env)
-    assert out.returncode != 0
-    assert "--project" in out.stderr and out.stdout == ""
-
-
 # --- deploy/firestore.indexes.json ----------------------------------------------
 
 def test_firestore_indexes_serve_per_train_history_and_exempt_timestamp(actions):
@@ -381,130 +335,3 @@ def test_firestore_indexes_serve_per_train_history_and_exempt_timestamp(actions)
     # registry health reads a train's newest trips: train ==, ended_at descending.
     trips = actions["trips_collection"].default
     assert (trips, (("train", "ASCENDING"), ("ended_at", "DESCENDING"))) in composite
-
-
-# --- Makefile -----------------------------------------------------------------------
-
-CLOUD = ["PROJECT=demo-occupancy-123", "REGION=europe-west1", "BUCKET=demo-occupancy-bucket", "TAG=v1"]
-
-
-def _make(*args):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PROJECT", "REGION", "BUCKET", "IMAGE", "TAG", "PARAMS", "UPDATE", "DRY_RUN")}
-    return subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=60, env=env)
-
-
-@pytest.mark.parametrize("target", ["deploy-infra", "template", "launch", "dataflow", "drain", "api-deploy"])
-def test_make_targets_say_what_is_missing(target):
-    out = _make(target)
-    assert out.returncode != 0
-    assert "PROJECT is not set" in out.stderr
-
-
-def test_make_template_builds_image_and_spec():
-    out = _make("template", *CLOUD)
-    assert out.returncode == 0, out.stderr
-    image = "europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:v1"
-    assert f"_IMAGE={image},_BEAM_VERSION={_setup_beam_version()}" in out.stdout
-    assert "gcloud dataflow flex-template build 'gs://demo-occupancy-bucket/templates/occupancy-v1.json'" in out.stdout
-    assert "--metadata-file=templates/metadata.json" in out.stdout
-    assert "pipeline.launch complete-spec --metadata templates/metadata.json" in out.stdout
-    assert "gcloud storage cp .local/template-spec.json 'gs://demo-occupancy-bucket/templates/occupancy-v1.json'" \
-        in out.stdout
-
-
-def _make_line(out, marker):
-    return shlex.split(next(l for l in out.stdout.replace("\\\n", " ").splitlines() if marker in l))
-
-
-def test_make_launch_passes_the_parameters_update_and_mappings():
-    from pipeline import launch
-    out = _make("launch", *CLOUD, "UPDATE=1", "PARAMS=daily_reset=07:30 timezone=Europe/Vienna",
-                "MAPPINGS=ParseEvents=Parse Old=New")
-    assert out.returncode == 0, out.stderr
-    command = _make_line(out, "pipeline.launch")
-    assert command[1:4] == ["-m", "pipeline.launch", "launch"]
-    # The launcher's own parser accepts what make passes, and reads it as meant.
-    args = launch.build_parser().parse_args(command[3:])
-    assert (args.project, args.region, args.job_name) == ("demo-occupancy-123", "europe-west1", "occupancy")
-    assert args.template == "gs://demo-occupancy-bucket/templates/occupancy-v1.json"
-    assert args.service_account == "occupancy-pipeline@demo-occupancy-123.iam.gserviceaccount.com"
-    assert args.update is True and args.transform_name_mapping == ["ParseEvents=Parse", "Old=New"]
-    assert args.parameter == [
-        "input_subscription=projects/demo-occupancy-123/subscriptions/occupancy-pipeline",
-        "dead_letter_topic=projects/demo-occupancy-123/topics/occupancy-dead-letters",
-        "sdk_container_image=europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:v1",
-        "daily_reset=07:30", "timezone=Europe/Vienna"]
-
-
-@pytest.mark.parametrize("target", ["drain", "cancel", "status"])
-def test_make_drain_cancel_status_call_the_launcher(target):
-    from pipeline import launch
-    out = _make(target, "PROJECT=demo-occupancy-123", "REGION=europe-west1")
-    assert out.returncode == 0, out.stderr
-    command = _make_line(out, "pipeline.launch")
-    args = launch.build_parser().parse_args(command[3:])
-    assert (args.command, args.project, args.region, args.job_name) == (
-        target, "demo-occupancy-123", "europe-west1", "occupancy")
-
-
-def test_make_dataflow_launches_directly_with_setup_file():
-    out = _make("dataflow", *CLOUD, "DRY_RUN=1")
-    assert out.returncode == 0, out.stderr
-    line = next(l for l in out.stdout.replace("\\\n", " ").splitlines() if "pipeline.main" in l)
-    command = shlex.split(line)
-    for arg in ("--runner", "DataflowRunner", "--streaming", "--enable_streaming_engine",
-                "--setup_file", "./setup.py", "--dry_run=True"):
-        assert arg in command, arg
-
-
-def test_make_deploy_infra_calls_the_script():
-    out = _make("deploy-infra", *CLOUD, "DRY_RUN=1")
-    assert out.returncode == 0, out.stderr
-    assert ("bash deploy/infra.sh --project 'demo-occupancy-123' --region 'europe-west1' "
-            "--bucket 'demo-occupancy-bucket' --dry-run") in out.stdout
-
-
-# --- streaming fields, against Dataflow's own discovery document ------------------------
-
-DISCOVERY = REPO / "tests" / "data" / "dataflow.v1b3.json"  # from google-api-python-client's cache
-
-
-def _template_metadata_schema():
-    return json.loads(DISCOVERY.read_text())["schemas"]["TemplateMetadata"]
-
-
-def test_metadata_declares_streaming_and_its_modes_as_dataflow_defines_them():
-    schema = _template_metadata_schema()["properties"]
-    metadata = json.loads(METADATA.read_text())
-    json_types = {"boolean": bool, "string": str, "array": list}
-    for key, value in metadata.items():
-        assert key in schema, f"{key} is not a TemplateMetadata field"
-        assert isinstance(value, json_types[schema[key]["type"]]), key
-    assert metadata["streaming"] is True
-    # The job is idempotent per device seq (state de-duplicates, writes replace), so Pub/Sub
-    # redeliveries in at-least-once mode cannot double count: both modes are supported.
-    assert metadata["supportsAtLeastOnce"] is True and metadata["supportsExactlyOnce"] is True
-    described = schema["defaultStreamingMode"]["description"]
-    allowed = described.split("Possible values:")[1].replace(" and ", ",").replace(" ", "").split(",")
-    assert metadata["defaultStreamingMode"] in allowed and metadata["defaultStreamingMode"] != "UNSPECIFIED"
-    # "Only valid if both supports_at_least_once and supports_exactly_once are true."
-    assert "Only valid if both" in described
-
-
-def test_template_spec_keeps_the_streaming_fields(tmp_path):
-    """What `make template` runs: gcloud builds the spec (and drops the streaming fields),
-    pipeline.launch complete-spec puts them back."""
-    out = _gcloud_spec(tmp_path)
-    assert "streaming" not in json.loads(out.stdout.lstrip("|-\n"))["metadata"]  # gcloud 528 drops it
-    completed = subprocess.run([sys.executable, "-m", "pipeline.launch", "complete-spec", "--metadata",
-                                str(METADATA)], input=out.stdout, capture_output=True, text=True, timeout=60,
-                               cwd=REPO)
-    assert completed.returncode == 0, completed.stderr
-    spec = json.loads(completed.stdout)
-    meta = spec["metadata"]
-    assert (meta.get("streaming"), meta.get("supportsAtLeastOnce"), meta.get("supportsExactlyOnce"),
-            meta.get("defaultStreamingMode")) == (True, True, True, "EXACTLY_ONCE")
-    assert TemplateMetadata.from_json(json.dumps(meta)).streaming is True  # the API's own message
-    assert spec["image"].endswith("occupancy-pipeline:test") and spec["sdkInfo"] == {"language": "PYTHON"}
