@@ -7,7 +7,6 @@ again on the same port. The emulator behind it keeps its data, as Firestore
 does through a real outage (restarting the emulator itself would wipe it).
 """
 import logging
-import selectors
 import socket
 import threading
 
@@ -50,23 +49,21 @@ class Proxy:
             upstream.settimeout(None)
             with self._lock:
                 self._pairs.add((client, upstream))
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            # A thread per direction: one thread serving both could block in sendall() towards
+            # a peer that is itself blocked sending to us (large gRPC messages), a deadlock.
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink, client, upstream), daemon=True).start()
 
-    def _pump(self, client, upstream):
-        selector = selectors.DefaultSelector()
-        selector.register(client, selectors.EVENT_READ, upstream)
-        selector.register(upstream, selectors.EVENT_READ, client)
+    def _pump(self, source, sink, client, upstream):
         try:
             while True:
-                for key, _ in selector.select():
-                    data = key.fileobj.recv(65536)
-                    if not data:
-                        return
-                    key.data.sendall(data)
-        except (OSError, ValueError):
+                data = source.recv(65536)
+                if not data:
+                    return
+                sink.sendall(data)
+        except OSError:
             return
         finally:
-            selector.close()
             self._close(client, upstream)
 
     def _close(self, client, upstream):
