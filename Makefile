@@ -205,7 +205,12 @@ faults: install
 
 # Benchmark (README, "Benchmark"): starts its own emulators; prints one table and writes
 # bench/results.json and bench/results.md. Under 10 minutes; bench-smoke takes seconds.
-.PHONY: bench bench-smoke
+.PHONY: bench bench-smoke bench-scale
+# The job's steps at 10 to 10,000 trains (FnApiRunner), state and document sizes, a profile:
+# bench/scale.json and a table (README, "Sizing"). About 7 minutes.
+bench-scale: install
+	$(PY) -m bench.scale
+
 bench: install
 	$(PY) -m bench
 

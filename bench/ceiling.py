@@ -24,7 +24,7 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
                                               on_timer)
 
 from bench.workload import ATTR_DELTA, ATTR_T_US, ATTR_TRAIN
-from transforms.occupancy import arm_flush, release_due  # the pipeline's own timer discipline
+from transforms.release_queue import QueueState, ReleaseQueue  # the pipeline's own timer discipline
 from occupancy import wire
 from occupancy.store import RetryPolicy, commit_documents, make_client
 
@@ -54,35 +54,45 @@ class SumWithFlushTimer(beam.DoFn):
     """(train, (t_us, delta)) -> (train, value, last_us) once per flush that released events."""
 
     PENDING = BagStateSpec("pending", _PAIR)
-    TOTAL = ReadModifyWriteStateSpec("total", _PAIR)  # (value, event time of the last count)
+    WAITING = BagStateSpec("waiting", _PAIR)
+    LATER = BagStateSpec("later", _PAIR)
+    HORIZON = ReadModifyWriteStateSpec("horizon", coders.VarIntCoder())
+    # (value, event time of the last count, the release queue's clock: armed flush, last flush)
+    TOTAL = ReadModifyWriteStateSpec("total", coders.TupleCoder([coders.VarIntCoder()] * 4))
     TIMER_AT = ReadModifyWriteStateSpec("timer_at", _PAIR)  # (armed release or 0, last flush)
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
     def __init__(self, flush_interval_us: int, reorder_delay_us: int):
         self._flush_us = flush_interval_us
         self._delay_us = reorder_delay_us
+        self._queue = ReleaseQueue(lambda event: self._release(event[0]), flush_interval_us,
+                                   reorder_delay_us)
 
     def _release(self, t_us: int) -> int:
         return t_us - t_us % self._flush_us + self._flush_us + self._delay_us
 
     def process(self, element, pending=beam.DoFn.StateParam(PENDING),
+                waiting=beam.DoFn.StateParam(WAITING), later=beam.DoFn.StateParam(LATER),
+                horizon=beam.DoFn.StateParam(HORIZON), total=beam.DoFn.StateParam(TOTAL),
                 timer_at=beam.DoFn.StateParam(TIMER_AT), flush=beam.DoFn.TimerParam(FLUSH)):
-        _, event = element
-        pending.add(event)
-        arm_flush(timer_at, flush, self._release(event[0]), self._flush_us)
+        _, _, armed, last_flush = total.read() or (0, 0, 0, 0)
+        self._queue.add(element[1], QueueState(pending, waiting, later, horizon, timer_at, flush,
+                                               (armed, last_flush)))
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
-                 pending=beam.DoFn.StateParam(PENDING), total=beam.DoFn.StateParam(TOTAL),
-                 timer_at=beam.DoFn.StateParam(TIMER_AT), flush=beam.DoFn.TimerParam(FLUSH)):
-        ready = release_due(pending, timer_at, flush, fired.micros, lambda event: self._release(event[0]),
-                            self._flush_us)
+                 pending=beam.DoFn.StateParam(PENDING), waiting=beam.DoFn.StateParam(WAITING),
+                 later=beam.DoFn.StateParam(LATER), horizon=beam.DoFn.StateParam(HORIZON),
+                 total=beam.DoFn.StateParam(TOTAL), timer_at=beam.DoFn.StateParam(TIMER_AT),
+                 flush=beam.DoFn.TimerParam(FLUSH)):
+        value, last, armed, last_flush = total.read() or (0, 0, 0, 0)
+        ready, clock = self._queue.take_due(fired.micros, QueueState(
+            pending, waiting, later, horizon, timer_at, flush, (armed, last_flush)))
         if not ready:
             return
-        value, last = total.read() or (0, 0)
         value += sum(delta for _, delta in ready)
         last = max([last] + [t for t, delta in ready if delta])
-        total.write((value, last))
+        total.write((value, last) + clock)
         yield key, value, last
 
 

@@ -9,6 +9,7 @@ registry (DESIGN.md, "Device registry"):
   enable DEVICE_ID / disable DEVICE_ID              accept or dead-letter its events
   train set TRAIN_ID --capacity N [--name S]        create or update a train
   train list [--json]                               show trains
+  import FLEET.csv                                  register a whole fleet (batched)
 
 Authentication is Application Default Credentials (`gcloud auth
 application-default login`, or a service account where it runs); with
@@ -147,6 +148,19 @@ def cmd_train_set(client, args, out) -> None:
     print(f"set train {args.train_id}: capacity {args.capacity}{name}", file=out)
 
 
+def cmd_import(client, args, out) -> None:
+    from occupancy import fleet_import
+    try:
+        with open(args.csv_file, newline="", encoding="utf-8") as f:
+            trains, devices = fleet_import.read_csv(f)
+    except OSError as e:
+        raise UsageError(f"cannot read {args.csv_file}: {e.strerror}") from None
+    counts = fleet_import.import_fleet(client, args.devices_collection, args.trains_collection,
+                                       trains, devices, timeout=args.timeout)
+    print(f"imported {counts['trains']} trains; devices: {counts['devices_created']} registered, "
+          f"{counts['devices_unchanged']} already on their train (left as they are)", file=out)
+
+
 def cmd_health(client, args, out) -> None:
     from occupancy.door_health import Rule
     health = registry.assess_doors(client, args.devices_collection, args.trips_collection, args.train,
@@ -239,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
             ("disable", False, "Dead-letter a registered device's events (unknown_device).")):
         _command(commands, name, _cmd_set_enabled(enabled), help_text).add_argument(
             "device_id", metavar="DEVICE_ID")
+
+    fleet = _command(
+        commands, "import", cmd_import, "Register a whole fleet from a CSV file (batched).",
+        "Register a whole fleet from a CSV file with the header train_id,capacity,name,device_id,door "
+        "(a row per device; name and door may be empty). Everything is checked first and nothing is "
+        "written if a row is wrong: a device registered to another train (move it with 'assign'), "
+        f"more than {registry.MAX_DEVICES_PER_TRAIN} devices on a train. Trains are created or "
+        "updated; devices already on their train are left as they are.")
+    fleet.add_argument("csv_file", metavar="FLEET.csv")
 
     train = commands.add_parser("train", help="Create, update or list trains.",
                                 description="Create, update or list trains.")

@@ -17,6 +17,26 @@ from occupancy import wire
 NAME = "hostile_input"
 
 
+def missing_dead_letters(scenario, drawn, examples: int = 5) -> list:
+    """Up to `examples` drawn payloads (repr, cut) with no dead letter of the same payload and attributes."""
+    import base64
+    import collections
+    import json
+    key = (lambda payload, attributes: (base64.b64encode(payload).decode("ascii"),
+                                        json.dumps(attributes, sort_keys=True)))
+    found = collections.Counter(key(base64.b64decode(d.get("payload") or ""), d.get("attributes") or {})
+                                for d in (doc.to_dict() or {} for doc in
+                                          scenario.client.collection("dead_letters").stream()))
+    missing = []
+    for payload, attributes in drawn:
+        k = key(payload, attributes)
+        if found[k]:
+            found[k] -= 1
+        else:
+            missing.append(f"{payload[:120]!r} {attributes!r}"[:300])
+    return missing[:examples] + ([f"... {len(missing)} in all"] if len(missing) > examples else [])
+
+
 def run(context, short: bool) -> dict:
     n = 1000 if short else 10_000
     drawn = payloads.draw(n, seed=6)
@@ -41,10 +61,12 @@ def run(context, short: bool) -> dict:
         dead = scenario.dead_letters()
         reasons_ok = set(dead) <= set(wire.REASONS)
         all_accounted = sum(dead.values()) == len(drawn)
+        missing = [] if all_accounted else missing_dead_letters(scenario, drawn)
         return scenario.result(None if recovery is None else time.monotonic() - published_at,
                                hostile=len(drawn), crashed=pipeline.poll() is not None,
                                passed=reasons_ok and all_accounted and pipeline.poll() is None,
                                notes=f"{len(drawn)} hostile payloads, all to be dead letters "
-                                     f"({sum(dead.values())} were)")
+                                     f"({sum(dead.values())} were)",
+                               **({"missing": missing} if missing else {}))
     finally:
         scenario.close()

@@ -11,6 +11,13 @@ from typing import NamedTuple, Optional
 from occupancy.fold import Bucket, DeviceMemory, TrainState, Trip
 from occupancy.wire import from_micros, to_micros
 
+# Firestore's limit on a document's storage size (bytes).
+MAX_DOCUMENT_BYTES = 1_048_576
+# At most this many applied-seq ranges per device in a realtime document: what
+# bounds a train's realtime document whatever the gaps in its devices' seqs
+# (with occupancy.registry.MAX_DEVICES_PER_TRAIN; README, "Sizing").
+MAX_RANGES_PER_DEVICE = 32
+
 # Logical collections; the pipeline options map them to real collection names.
 REALTIME = "realtime"
 HISTORY = "history"
@@ -72,7 +79,8 @@ def realtime_write(train_id: str, state: TrainState) -> DocumentWrite:
                 "seq": memory.seq,
                 "last_seen": from_micros(memory.last_seen_us),
                 # The applied seqs below `seq` (ranges): a new job de-duplicates exactly.
-                "applied": [{"lo": lo, "hi": hi} for lo, hi in memory.applied],
+                "applied": [{"lo": lo, "hi": hi}
+                            for lo, hi in capped_ranges(memory.applied, MAX_RANGES_PER_DEVICE)],
                 "registered_us": memory.registered_us,
                 # Since the last reset: per-door counts for per-carriage estimates (occupancy.fleet).
                 "trip_boarded": memory.trip_boarded,
@@ -86,6 +94,50 @@ def realtime_write(train_id: str, state: TrainState) -> DocumentWrite:
         data["capacity"] = state.capacity
         data["occupancy_ratio"] = round(state.value / state.capacity, 4)
     return DocumentWrite(REALTIME, train_id, data)
+
+
+def capped_ranges(ranges, cap: int):
+    """`ranges` (sorted, disjoint [lo, hi]) with the narrowest gaps filled until at most `cap` remain.
+
+    A filled gap reads as applied when a new job seeds from the document: a seq
+    from it published again after a restart is then taken for a duplicate. The
+    safe side (a count missed, never one counted twice), and only for devices
+    whose seqs have more than `cap` gaps within the de-duplication window.
+    """
+    if len(ranges) <= cap:
+        return ranges
+    ranges = [list(r) for r in ranges]
+    while len(ranges) > cap:
+        i = min(range(len(ranges) - 1), key=lambda k: ranges[k + 1][0] - ranges[k][1])
+        ranges[i:i + 2] = [[ranges[i][0], ranges[i + 1][1]]]
+    return ranges
+
+
+def storage_size(path: str, data: dict) -> int:
+    """A document's size as Firestore counts it against its 1 MiB limit (bytes).
+
+    `path`: the document's path, e.g. "realtime/t1". Firestore's "Storage size
+    calculations": the document name (each path
+    segment's UTF-8 length + 1, + 16), each field name (length + 1) and value,
+    + 32. Strings are their UTF-8 length + 1; numbers, timestamps 8; booleans and
+    null 1; arrays and maps the sum of their elements (and keys).
+    """
+    name = sum(len(part.encode("utf-8")) + 1 for part in path.split("/")) + 16
+    return name + _value_size(data) + 32
+
+
+def _value_size(value) -> int:
+    if isinstance(value, dict):
+        return sum(len(str(k).encode("utf-8")) + 1 + _value_size(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return sum(_value_size(v) for v in value)
+    if isinstance(value, str):
+        return len(value.encode("utf-8")) + 1
+    if isinstance(value, bytes):
+        return len(value)
+    if value is None or isinstance(value, bool):
+        return 1
+    return 8  # int, float, datetime
 
 
 def _micros(value) -> int:

@@ -102,6 +102,10 @@ class TrainState:
     last_written_us: int = 0
     # Event time of the last reset or terminus: where the current trip began (0: unknown).
     trip_start_us: int = 0
+    # The release queue's clock as of the last flush that released events: (armed flush time
+    # or 0, that flush's time), kept here, in the state such a flush writes anyway
+    # (transforms/release_queue.py).
+    queue_clock: Tuple[int, int] = (0, 0)
 
 
 @dataclasses.dataclass

@@ -25,6 +25,10 @@ _LOGGER = logging.getLogger(__name__)
 
 # How often a registration is re-read and re-tried when the document changes under it.
 _REGISTER_ATTEMPTS = 3
+# A train's realtime document holds every device's de-duplication memory; with
+# documents.MAX_RANGES_PER_DEVICE this keeps it far below Firestore's 1 MiB
+# (README, "Sizing"). A 16-car train with 8 doors a car has 128.
+MAX_DEVICES_PER_TRAIN = 256
 
 
 class RegistryError(ValueError):
@@ -148,7 +152,7 @@ def read_device(client, devices_collection: str, device_id: str) -> Optional[Dev
 
 # ---- writes and listings (the registry CLI) -------------------------------------
 
-def _rpc(timeout: Optional[float]) -> dict:
+def rpc_options(timeout: Optional[float]) -> dict:
     """Keyword arguments that bound one Firestore call, retries included, to `timeout` seconds."""
     if timeout is None:
         return {}
@@ -175,24 +179,24 @@ def register_device(client, collection: str, device_id: str, train_id: str,
     read), so a concurrent `register`/`assign` cannot slip in between them.
     """
     from google.api_core import exceptions as gexc
-    from google.cloud import firestore
     check_id("device id", device_id)
     check_id("train id", train_id)
     ref = client.collection(collection).document(device_id)
-    data = {"train_id": train_id, "enabled": True, "door": door,
-            "registered_at": firestore.SERVER_TIMESTAMP, "updated_at": firestore.SERVER_TIMESTAMP}
+    data = device_document(train_id, door)
     for _ in range(_REGISTER_ATTEMPTS):
-        existing = ref.get(**_rpc(timeout))
+        existing = ref.get(**rpc_options(timeout))
         current = (existing.to_dict() or {}).get("train_id") if existing.exists else None
         if current not in (None, train_id):
             raise RegistryConflict(f"device {device_id} is registered to train {current}; "
                                 f"use 'assign' to move it")
+        if current is None:
+            check_room(client, collection, train_id, 1, timeout)
         try:
             if existing.exists:
                 ref.update(data, option=client.write_option(last_update_time=existing.update_time),
-                           **_rpc(timeout))
+                           **rpc_options(timeout))
             else:
-                ref.create(data, **_rpc(timeout))
+                ref.create(data, **rpc_options(timeout))
             return data
         except (gexc.Conflict, gexc.FailedPrecondition, gexc.NotFound):
             _LOGGER.info("Device %s changed while it was being registered; reading it again",
@@ -200,9 +204,26 @@ def register_device(client, collection: str, device_id: str, train_id: str,
     raise RegistryConflict(f"device {device_id} kept changing while being registered; try again")
 
 
+def device_document(train_id: str, door: Optional[str]) -> dict:
+    from google.cloud import firestore
+    return {"train_id": train_id, "enabled": True, "door": door,
+            "registered_at": firestore.SERVER_TIMESTAMP, "updated_at": firestore.SERVER_TIMESTAMP}
+
+
+def check_room(client, collection: str, train_id: str, adding: int, timeout=None) -> None:
+    """RegistryConflict if `train_id` would have more than MAX_DEVICES_PER_TRAIN devices."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+    query = client.collection(collection).where(filter=FieldFilter("train_id", "==", train_id))
+    count = int(query.count().get(**rpc_options(timeout))[0][0].value)
+    if count + adding > MAX_DEVICES_PER_TRAIN:
+        raise RegistryConflict(f"train {train_id} has {count} devices; at most "
+                               f"{MAX_DEVICES_PER_TRAIN} per train (its realtime document holds them all)")
+
+
 def assign_device(client, collection: str, device_id: str, train_id: str, *,
                   timeout: Optional[float] = None) -> None:
     """Moves a registered device to another train (the prototype's update_train)."""
+    check_room(client, collection, train_id, 1, timeout)
     _update_device(client, collection, device_id, {"train_id": train_id}, check_train=train_id,
                    timeout=timeout)
 
@@ -221,7 +242,7 @@ def _update_device(client, collection, device_id, fields, check_train=None, time
         check_id("train id", check_train)
     try:
         client.collection(collection).document(device_id).update(
-            dict(fields, updated_at=firestore.SERVER_TIMESTAMP), **_rpc(timeout))
+            dict(fields, updated_at=firestore.SERVER_TIMESTAMP), **rpc_options(timeout))
     except gexc.NotFound:
         raise UnknownDevice(f"device {device_id} is not registered; use 'register'") from None
 
@@ -231,13 +252,17 @@ def set_train(client, collection: str, train_id: str, capacity: Optional[int],
     """Creates or updates a train's capacity; `name` is written only when given (else kept)."""
     from google.cloud import firestore
     check_id("train id", train_id)
-    if capacity is not None and (not isinstance(capacity, int) or isinstance(capacity, bool)
-                                 or capacity <= 0):
-        raise RegistryError(f"capacity must be a positive integer, got {capacity!r}")
+    if capacity is not None:
+        check_capacity(capacity)
     data = {"capacity": capacity, "updated_at": firestore.SERVER_TIMESTAMP}
     if name is not None:
         data["name"] = name
-    client.collection(collection).document(train_id).set(data, merge=True, **_rpc(timeout))
+    client.collection(collection).document(train_id).set(data, merge=True, **rpc_options(timeout))
+
+
+def check_capacity(capacity) -> None:
+    if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity <= 0:
+        raise RegistryError(f"capacity must be a positive integer, got {capacity!r}")
 
 
 def list_devices(client, collection: str, train_id: Optional[str] = None, *,
@@ -252,14 +277,14 @@ def list_devices(client, collection: str, train_id: Optional[str] = None, *,
         from google.cloud.firestore_v1.base_query import FieldFilter
         check_id("train id", train_id)
         query = query.where(filter=FieldFilter("train_id", "==", train_id))
-    return sorted((doc.id, doc.to_dict() or {}) for doc in query.stream(**_rpc(timeout)))
+    return sorted((doc.id, doc.to_dict() or {}) for doc in query.stream(**rpc_options(timeout)))
 
 
 def list_trains(client, collection: str, *,
                 timeout: Optional[float] = None) -> List[Tuple[str, dict]]:
     """(train_id, document) for every train, sorted by id."""
     return sorted((doc.id, doc.to_dict() or {})
-                  for doc in client.collection(collection).stream(**_rpc(timeout)))
+                  for doc in client.collection(collection).stream(**rpc_options(timeout)))
 
 
 # ---- door health (occupancy.door_health), from the trips balanced at each terminus ----------
@@ -284,7 +309,7 @@ def assess_doors(client, devices_collection: str, trips_collection: str, train_i
     for train, devices in sorted(by_train.items()):
         query = (client.collection(trips_collection).where(filter=FieldFilter("train", "==", train))
                  .order_by("ended_at", direction=firestore.Query.DESCENDING).limit(rule.window))
-        trips = [d.to_dict() for d in query.stream(**_rpc(timeout))]
+        trips = [d.to_dict() for d in query.stream(**rpc_options(timeout))]
         count_ops(reads=max(1, len(trips)))
         health = door_health.assess(list(reversed(trips)), devices, rule)
         for device_id, h in health.items():
@@ -292,8 +317,8 @@ def assess_doors(client, devices_collection: str, trips_collection: str, train_i
                          {"health": dict(h.as_document(), assessed_at=firestore.SERVER_TIMESTAMP)})
         results.update(health)
         if len(batch) >= 400:
-            batch.commit(**_rpc(timeout))
+            batch.commit(**rpc_options(timeout))
             batch = client.batch()
     if len(batch):
-        batch.commit(**_rpc(timeout))
+        batch.commit(**rpc_options(timeout))
     return results

@@ -70,3 +70,33 @@ def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
     assert "GET /v1/trains" in completed.stdout
     assert serving["feed"]["trains"] == 10 and serving["feed"]["bytes"] > 0 and serving["feed"]["build_ms_p50"] > 0
     assert serving["dashboard"]["rows"] == 5 and serving["dashboard"]["first_paint_ms_p50"] > 0
+
+
+@pytest.mark.emulator
+@pytest.mark.timeout(240)
+def test_bench_scale_smoke_gives_the_curve_state_sizes_and_a_profile(tmp_path):
+    out = tmp_path / "scale.json"
+    completed = subprocess.run([sys.executable, "-m", "bench.scale", "--smoke", f"--output={out}"],
+                               cwd=REPO, capture_output=True, text=True, timeout=230)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert "msgs/s/core" in completed.stdout and "top functions" in completed.stdout
+    results = json.loads(out.read_text())
+    assert [(f["trains"], f["state_cache_mb"]) for f in results["fleets"]] == [(3, 0), (10, 100)]
+    for fleet in results["fleets"]:
+        assert fleet["counts_exact"] is True and fleet["count_errors"] == 0, fleet
+        assert fleet["messages"] > 0 and fleet["msgs_per_s_per_core"] > 0 and fleet["peak_rss_mb"] > 0
+        assert fleet["flushes"] > 0 and fleet["realtime_writes"] > 0 and fleet["history_writes"] > 0
+    # State per train does not grow with time: the same after 5 minutes and at the end.
+    for doors, sizes in results["state"].items():
+        five, end = sizes["5 min"], sizes["end"]
+        assert end["messages"] > five["messages"] > 0
+        assert end["train_state_bytes"] <= 1.1 * five["train_state_bytes"], doors
+        assert end["queued_events"] < 100 and end["realtime_doc_bytes"] <= 1.05 * five["realtime_doc_bytes"]
+    assert (results["state"]["200"]["end"]["realtime_doc_bytes"]
+            > results["state"]["10"]["end"]["realtime_doc_bytes"])
+    document = results["document"]
+    assert document["worst_doc_bytes_at_max_devices"] < 1_048_576
+    assert document["devices_at_1_mib_worst"] > document["max_devices_per_train"]
+    top = results["profile"]["top"]
+    assert len(top) == 10 and {row["owner"] for row in top} <= {
+        "ours", "Beam", "Beam (state cache: objsize)", "Firestore client", "other"}

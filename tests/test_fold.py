@@ -235,3 +235,50 @@ def test_terminus_zeroes_the_train_and_balances_the_trip_per_door():
     _, reset_result = run([wire.Event(event_id="reset:t1:c", event_time_us=T0 + 9 * S, kind=wire.RESET,
                                       train_id="t1")], state)
     assert reset_result.trips == [] and state.value == 0
+
+
+# ---- the realtime document's size: bounded whatever the devices' seq gaps ---------------
+
+def test_capped_ranges_fill_the_narrowest_gaps_and_keep_every_applied_seq_covered():
+    ranges = [[1, 1], [3, 10], [12, 12], [20, 25], [40, 40]]
+    assert documents.capped_ranges(ranges, 5) is ranges
+    assert documents.capped_ranges(ranges, 3) == [[1, 12], [20, 25], [40, 40]]
+    assert documents.capped_ranges(ranges, 1) == [[1, 40]]
+    assert ranges[0] == [1, 1]  # not modified in place
+
+
+def test_a_train_with_the_most_devices_and_the_worst_gaps_stays_far_below_one_mib():
+    from occupancy.registry import MAX_DEVICES_PER_TRAIN
+    state = fold.TrainState(value=120, capacity=400, last_applied_us=wire.parse_time("2026-11-24T07:00:00Z"))
+    for d in range(MAX_DEVICES_PER_TRAIN):
+        memory = fold.DeviceMemory(last_seen_us=state.last_applied_us, registered_us=1)
+        for seq in range(1, 1001, 2):  # every other seq lost: 500 gaps within the window
+            memory.accept(seq, 1000)
+        state.devices[f"train-with-a-long-name-car{d // 8 + 1:02d}-door{d % 8 + 1}"] = memory
+    write = documents.realtime_write("t1", state)
+    first = write.data["devices_seen"][sorted(state.devices)[0]]
+    assert len(first["applied"]) == documents.MAX_RANGES_PER_DEVICE
+    size = documents.storage_size("realtime/t1", write.data)
+    assert size < documents.MAX_DOCUMENT_BYTES / 2, size
+    # Uncapped, the same train would not fit in a document at all.
+    uncapped = dict(write.data, devices_seen={d: dict(v, applied=[{"lo": lo, "hi": hi} for lo, hi in m.applied])
+                                              for (d, v), m in zip(sorted(write.data["devices_seen"].items()),
+                                                                   (state.devices[k] for k in sorted(state.devices)))})
+    assert documents.storage_size("realtime/t1", uncapped) > documents.MAX_DOCUMENT_BYTES
+
+
+def test_a_restart_from_a_capped_document_never_counts_a_seq_twice():
+    memory = fold.DeviceMemory(registered_us=1)
+    for seq in range(1, 201, 2):
+        memory.accept(seq, 1000)
+    state = fold.TrainState(devices={"d1": memory})
+    seeded = documents.state_from_documents(documents.realtime_write("t1", state).data, None, 1000)
+    again = seeded.devices["d1"]
+    assert not any(again.accept(seq, 1000) for seq in range(1, 201, 2))  # applied: still duplicates
+    assert again.accept(201, 1000)
+
+
+def test_storage_size_follows_firestores_rules():
+    # Firestore's worked example: a task document in users/jeff/tasks/my_task_id.
+    data = {"type": "Personal", "done": False, "priority": 1, "description": "Learn Cloud Firestore"}
+    assert documents.storage_size("users/jeff/tasks/my_task_id", data) == 147  # as the docs add it up

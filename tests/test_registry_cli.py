@@ -441,3 +441,69 @@ def test_health_flags_a_biased_and_a_silent_door_from_trips_and_list_shows_it(fi
     code, out, err = run(capsys, "list")
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert "biased +" in rows["t1-car2-door1"] and "silent" in rows["t1-car6-door1"] and " ok " in rows["t1-car1-door1"]
+
+
+# ---- import: a whole fleet, and the devices-per-train limit ----------------------------
+
+def write_csv(tmp_path, rows, header="train_id,capacity,name,device_id,door"):
+    path = tmp_path / "fleet.csv"
+    path.write_text("\n".join([header] + rows) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_import_registers_a_fleet_and_leaves_known_devices_as_they_are(firestore_client, capsys,
+                                                                        tmp_path):
+    assert run(capsys, "register", "t0-d0", "--train", "t0", "--door", "old")[0] == 0
+    before = firestore_client.collection("devices").document("t0-d0").get()
+    rows = [f"t{t},{300 + t},Train {t},t{t}-d{d},car{d // 2 + 1}-door{d % 2 + 1}"
+            for t in range(60) for d in range(10)]  # 600 devices: more than one batch of 500
+    code, out, err = run(capsys, "import", write_csv(tmp_path, rows))
+    assert (code, err) == (0, "")
+    assert "imported 60 trains; devices: 599 registered, 1 already on their train" in out
+    snapshot = registry.load_snapshot(firestore_client, "devices", "trains")
+    assert len(snapshot.devices) == 600 and snapshot.devices["t59-d9"].train_id == "t59"
+    assert snapshot.devices["t59-d9"].door == "car5-door2"
+    assert snapshot.trains["t7"].capacity == 307 and train_doc(firestore_client, "t7")["name"] == "Train 7"
+    after = firestore_client.collection("devices").document("t0-d0").get()
+    assert after.update_time == before.update_time and after.to_dict()["door"] == "old"
+
+
+@pytest.mark.parametrize("rows, fragment", [
+    (["t1,100,,d1,", "t2,100,,d1,"], "d1 is listed twice"),
+    (["t1,many,,d1,"], "line 2: capacity 'many'"),
+    (["t1,100,,d/1,"], "invalid device id"),
+    (["t1,0,,d1,"], "capacity must be a positive integer"),
+])
+def test_import_refuses_a_wrong_file_and_writes_nothing(firestore_client, capsys, tmp_path, rows,
+                                                        fragment):
+    code, out, err = run(capsys, "import", write_csv(tmp_path, rows + ["t9,100,,ok1,"]))
+    assert_usage_error(code, out, err, fragment)
+    assert registry.list_devices(firestore_client, "devices") == []
+    assert registry.list_trains(firestore_client, "trains") == []
+
+
+def test_import_refuses_a_device_of_another_train_and_a_missing_file(firestore_client, capsys, tmp_path):
+    assert run(capsys, "register", "d1", "--train", "t1")[0] == 0
+    code, out, err = run(capsys, "import", write_csv(tmp_path, ["t2,100,,d1,", "t2,100,,d2,"]))
+    assert_usage_error(code, out, err, "d1", "t1", "assign")
+    assert device_doc(firestore_client, "d2") is None
+    code, out, err = run(capsys, "import", str(tmp_path / "none.csv"))
+    assert_usage_error(code, out, err, "cannot read", "none.csv")
+    code, out, err = run(capsys, "import", write_csv(tmp_path, ["t1,100"], header="train_id,capacity"))
+    assert_usage_error(code, out, err, "missing device_id")
+
+
+def test_a_train_takes_at_most_max_devices_whatever_the_way_in(firestore_client, capsys, tmp_path,
+                                                                monkeypatch):
+    monkeypatch.setattr(registry, "MAX_DEVICES_PER_TRAIN", 3)
+    rows = [f"t1,100,,d{i}," for i in range(4)]
+    code, out, err = run(capsys, "import", write_csv(tmp_path, rows))
+    assert_usage_error(code, out, err, "train t1 would have 4 devices; at most 3")
+    assert run(capsys, "import", write_csv(tmp_path, rows[:3]))[0] == 0
+    code, out, err = run(capsys, "register", "d9", "--train", "t1")
+    assert_usage_error(code, out, err, "train t1 has 3 devices; at most 3")
+    assert run(capsys, "register", "d9", "--train", "t2")[0] == 0
+    code, out, err = run(capsys, "assign", "d9", "t1")
+    assert_usage_error(code, out, err, "train t1 has 3 devices")
+    assert device_doc(firestore_client, "d9")["train_id"] == "t2"
+    assert run(capsys, "register", "d0", "--train", "t1")[0] == 0  # again, same train: no new device

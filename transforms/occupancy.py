@@ -2,17 +2,15 @@
 
 A stateful DoFn per train buffers events and applies them, in event-time
 order, when an event-time timer releases them (DESIGN.md, "Running
-occupancy"). The timer discipline is what keeps this fast and correct on every
-runner:
+occupancy"):
 
 * An event may be applied at release_time = end of its history bucket
   (`flush_interval_s`, epoch-aligned) + `reorder_delay_s`. Events that arrive
   out of order before then are applied in order: the in-order result.
-* One timer per train, armed for the oldest pending release time and never
-  pushed later by new events (a timer re-set on every element never fires under
-  steady traffic on the local runner), and never sooner than one flush interval
-  after the previous flush, so that realtime is written at most once per train
-  per interval even when late events trickle in.
+* The queue of waiting events and the timer discipline are in
+  `transforms.release_queue`: one timer per train, never sooner than one flush
+  interval after the previous flush, so that realtime is written at most once
+  per train per interval even when late events trickle in.
 * A flush applies the released events with the pure fold in `occupancy.fold`
   and emits one history write per touched bucket and, when needed, one
   realtime write. The outputs are complete documents, so a retried bundle
@@ -29,11 +27,11 @@ from apache_beam.coders import coders
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
                                               on_timer)
-from apache_beam.utils.timestamp import Timestamp
 
 from occupancy import documents, fold
 from occupancy.store import RetryPolicy, count_ops, make_client
 from transforms.coders import EventCoder
+from transforms.release_queue import QueueState, ReleaseQueue
 
 _LOGGER = logging.getLogger(__name__)
 STATS = "stats"
@@ -68,41 +66,14 @@ class RealtimeSeed:
         return documents.state_from_documents(realtime, history, config.dedup_window)
 
 
-def arm_flush(timer_at, flush, release_us: int, flush_interval_us: int) -> None:
-    """Arms a key's flush timer for a new element that may be released at `release_us`.
-
-    Never pushed later (a timer re-set on every element never fires under steady
-    traffic on the local runner), and never sooner than one flush interval after
-    the last flush. `timer_at` holds (armed release time or 0, last flush time).
-    """
-    armed, last_flush = timer_at.read() or (0, 0)
-    release = max(release_us, last_flush + flush_interval_us)
-    if not armed or release < armed:
-        flush.set(Timestamp(micros=release))
-        timer_at.write((release, last_flush))
-
-
-def release_due(pending, timer_at, flush, fired_us: int, release_of, flush_interval_us: int) -> list:
-    """On a flush: takes the elements due by `fired_us` out of `pending`; re-arms for the rest."""
-    ready, rest = [], []
-    for element in pending.read():
-        (ready if release_of(element) <= fired_us else rest).append(element)
-    pending.clear()
-    for element in rest:
-        pending.add(element)
-    if rest:
-        release = max(min(release_of(element) for element in rest), fired_us + flush_interval_us)
-        flush.set(Timestamp(micros=release))
-        timer_at.write((release, fired_us))
-    else:
-        timer_at.write((0, fired_us))
-    return ready
-
-
 class FoldOccupancy(beam.DoFn):
     """(train_id, Event) -> DocumentWrite, emitted when the train's flush timer fires."""
 
+    # The release queue's bags and horizon (microseconds of event time): transforms.release_queue.
     PENDING = BagStateSpec("pending", EventCoder())
+    WAITING = BagStateSpec("waiting", EventCoder())
+    LATER = BagStateSpec("later", EventCoder())
+    HORIZON = ReadModifyWriteStateSpec("horizon", coders.VarIntCoder())
     TRAIN = ReadModifyWriteStateSpec("train", coders.PickleCoder())
     # (armed release time or 0, time of the last flush), microseconds of event time.
     TIMER_AT = ReadModifyWriteStateSpec("timer_at", coders.TupleCoder(
@@ -112,33 +83,38 @@ class FoldOccupancy(beam.DoFn):
     def __init__(self, config: fold.FoldConfig, seed: RealtimeSeed = None):
         self._config = config
         self._seed = seed
+        self._queue = ReleaseQueue(lambda event: config.release_time(event.event_time_us),
+                                   config.flush_interval_us, config.reorder_delay_us)
 
     def setup(self):
         if self._seed is not None:
             self._seed.setup()
 
     def process(self, element, pending=beam.DoFn.StateParam(PENDING),
+                waiting=beam.DoFn.StateParam(WAITING), later=beam.DoFn.StateParam(LATER),
+                horizon=beam.DoFn.StateParam(HORIZON), train=beam.DoFn.StateParam(TRAIN),
                 timer_at=beam.DoFn.StateParam(TIMER_AT), flush=beam.DoFn.TimerParam(FLUSH)):
-        _, event = element
-        pending.add(event)
-        arm_flush(timer_at, flush, self._config.release_time(event.event_time_us),
-                  self._config.flush_interval_us)
+        state = train.read()
+        self._queue.add(element[1], QueueState(pending, waiting, later, horizon, timer_at, flush,
+                                               state.queue_clock if state else (0, 0)))
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
-                 pending=beam.DoFn.StateParam(PENDING), train=beam.DoFn.StateParam(TRAIN),
-                 timer_at=beam.DoFn.StateParam(TIMER_AT), flush=beam.DoFn.TimerParam(FLUSH)):
+                 pending=beam.DoFn.StateParam(PENDING), waiting=beam.DoFn.StateParam(WAITING),
+                 later=beam.DoFn.StateParam(LATER), horizon=beam.DoFn.StateParam(HORIZON),
+                 train=beam.DoFn.StateParam(TRAIN), timer_at=beam.DoFn.StateParam(TIMER_AT),
+                 flush=beam.DoFn.TimerParam(FLUSH)):
         fired_us = fired.micros
-        ready = release_due(pending, timer_at, flush, fired_us,
-                            lambda event: self._config.release_time(event.event_time_us),
-                            self._config.flush_interval_us)
+        state = train.read()
+        ready, clock = self._queue.take_due(fired_us, QueueState(
+            pending, waiting, later, horizon, timer_at, flush, state.queue_clock if state else (0, 0)))
         if not ready:
             return
-        state = train.read()
         seeded = state is None
         if seeded:
             state = self._seed.load(key, self._config) if self._seed else fold.TrainState()
         result = fold.apply_events(state, ready, self._config, fired_us)
+        state.queue_clock = clock
         train.write(state)
         yield beam.pvalue.TaggedOutput(STATS, (result.applied, result.duplicates, result.late,
                                                result.corrections, result.heartbeats, int(seeded)))

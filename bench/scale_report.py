@@ -1,0 +1,112 @@
+"""`make bench-scale`'s run of every step (bench/scale.py) and its table."""
+import datetime
+import json
+import logging
+import os
+import platform
+import time
+
+from bench import measure, state_size
+from bench.run import run_child
+from local.emulators import Emulator
+
+_LOGGER = logging.getLogger(__name__)
+DEVICE_COUNTS = (10, 50, 200)
+
+
+def run_all(args, fleets, profiled) -> dict:
+    from bench import scale
+    from pipeline.build import fold_config
+    began = time.monotonic()
+    results = {"smoke": args.smoke,
+               "started_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "machine": dict(measure.machine(), python=platform.python_version(), beam="2.77.0"),
+               "workload": {"doors": scale.DOORS, "seed": scale.SEED,
+                            "sim": {"stop_interval_s": scale.SCALE_SIM.stop_interval_s,
+                                    "dwell_s": scale.SCALE_SIM.dwell_s,
+                                    "heartbeat_s": scale.SCALE_SIM.heartbeat_s,
+                                    "duplicate": scale.SCALE_SIM.faults.duplicate,
+                                    "out_of_order": scale.SCALE_SIM.faults.out_of_order}},
+               "fleets": []}
+    emulator = Emulator("firestore", project=scale.PROJECT).start()
+    env = emulator.env()
+    work = os.path.dirname(os.path.abspath(args.output))
+    try:
+        for trains, minutes, cache_mb in fleets:
+            emulator.reset()
+            _LOGGER.warning("bench-scale: %d trains, %g simulated minutes, state cache %d MB",
+                            trains, minutes, cache_mb)
+            results["fleets"].append(run_child(
+                "bench.scale", [f"--one={trains}", f"--minutes={minutes}", f"--state_cache_mb={cache_mb}"],
+                env, os.path.join(work, f".scale-{trains}.json"), timeout_s=1800))
+        emulator.reset()
+        _LOGGER.warning("bench-scale: profile, %d trains", profiled[0])
+        profile = run_child("bench.scale", [f"--one={profiled[0]}", f"--minutes={profiled[1]}", "--profile"],
+                            env, os.path.join(work, ".scale-profile.json"), timeout_s=1800)
+        results["profile"] = {"trains": profiled[0], "simulated_minutes": profiled[1],
+                              "cpu_s": profile["cpu_s"], "top": profile["profile"]}
+    finally:
+        emulator.stop()
+        for name in os.listdir(work):
+            if name.startswith(".scale-"):
+                os.remove(os.path.join(work, name))
+    config = fold_config(scale._options())
+    minutes = 10.0 if args.smoke else 60.0
+    results["state"] = {str(d): state_size.simulate_train(d, minutes, config, scale.SCALE_SIM)
+                        for d in DEVICE_COUNTS}
+    results["state_minutes"] = minutes
+    results["document"] = scale.document_limits(results["state"])
+    results["duration_s"] = round(time.monotonic() - began, 1)
+    return results
+
+
+def table(results: dict) -> str:
+    rows = [("trains", "cache MB", "sim min", "messages", "msgs/s/core", "pass-through/core", "ratio",
+             "peak RSS MB", "flushes/train/min", "exact")]
+    for f in results["fleets"]:
+        per_min = f["trains"] * f["simulated_minutes"]
+        rows.append((f"{f['trains']:,}", str(f["state_cache_mb"]), f"{f['simulated_minutes']:g}",
+                     f"{f['messages']:,}",
+                     f"{f['msgs_per_s_per_core']:,.0f}", f"{f['passthrough_msgs_per_s_per_core']:,.0f}",
+                     f"{f['msgs_per_s_per_core'] / f['passthrough_msgs_per_s_per_core']:.2f}",
+                     f"{f['peak_rss_mb']:,.0f}", f"{f['flushes'] / per_min:.1f}",
+                     "yes" if f["counts_exact"] else f"NO ({f['count_errors']})"))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.append("")
+    lines.append(f"state per train, simulated {results['state_minutes']:g} min of streaming:")
+    for doors, sizes in results["state"].items():
+        five, end = sizes.get("5 min", {}), sizes["end"]
+        lines.append(f"  {doors:>3} doors: TrainState {five.get('train_state_bytes', '-')} -> "
+                     f"{end['train_state_bytes']} B, queued {end['queued_events']} events "
+                     f"({end['queued_bytes']} B), realtime doc {end['realtime_doc_bytes']:,} B; "
+                     f"writes/min realtime {end['realtime_writes_per_min']}, "
+                     f"history {end['history_writes_per_min']}; messages/min {end['messages_per_min']}")
+    d = results["document"]
+    lines.append(f"realtime document: {d['typical_bytes_per_device']} B/device typical "
+                 f"(1 MiB at {d['devices_at_1_mib_typical']:,} devices), {d['worst_bytes_per_device']} B "
+                 f"worst (1 MiB at {d['devices_at_1_mib_worst']:,}); registry cap "
+                 f"{d['max_devices_per_train']} devices -> worst {d['worst_doc_bytes_at_max_devices']:,} B")
+    lines.append(f"profile ({results['profile']['trains']:,} trains), top functions by own time:")
+    for row in results["profile"]["top"]:
+        lines.append(f"  {row['share']:6.1%}  {row['owner']:<28} {row['function']}")
+    return "\n".join(lines)
+
+
+def markdown_rows(results: dict) -> str:
+    """The curve as a markdown table (README, "Sizing")."""
+    out = ["| trains | state cache MB | simulated min | messages | msgs/s per core | pass-through per core | "
+           "peak RSS MB | flushes / train / min | counts exact |", "|" + "---|" * 9]
+    for f in results["fleets"]:
+        per = f["trains"] * f["simulated_minutes"]
+        out.append(f"| {f['trains']:,} | {f['state_cache_mb']} | {f['simulated_minutes']:g} | {f['messages']:,} | "
+                   f"{f['msgs_per_s_per_core']:,.0f} | {f['passthrough_msgs_per_s_per_core']:,.0f} | "
+                   f"{f['peak_rss_mb']:,.0f} | {f['flushes'] / per:.1f} | "
+                   f"{'yes' if f['counts_exact'] else 'no'} |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":  # prints the markdown of a results file
+    import sys
+    with open(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "scale.json")) as f:
+        print(markdown_rows(json.load(f)))

@@ -1,0 +1,83 @@
+"""What one train keeps, and writes, over a simulated hour of streaming: state and document sizes.
+
+The train's messages (device.simulator, the scale workload's config) are
+replayed in send order as a streaming runner sees them: the watermark is at
+each message's send time, and the flush timer fires once the watermark passes
+it. The job's own pieces do the work: `wire.parse_message`, the release queue
+(`transforms.release_queue`, in memory) and `fold.apply_events`. Measured after
+5 minutes and after the hour:
+
+* the train's state as a streaming worker keeps it: the pickled TrainState
+  (FoldOccupancy's `train` state, PickleCoder), its size in memory as the SDK
+  harness's state cache weighs it (objsize), and the queued events
+  (EventCoder-encoded, all three bags, dead elements included);
+* the realtime document's storage size as Firestore counts it
+  (`documents.storage_size`), and the writes the flushes emitted per minute.
+"""
+import pickle
+from typing import Dict
+
+from apache_beam.runners.worker.statecache import get_deep_size
+
+from occupancy import documents, fold, wire
+from transforms.coders import EventCoder
+from transforms.release_queue import ReleaseQueue, keep_clock, memory_state
+
+_CODER = EventCoder()
+
+
+def simulate_train(doors: int, minutes: float, config, sim_config, seed: int = 1,
+                   checkpoints=(5.0,)) -> Dict[str, dict]:
+    """{"5 min": sizes, ..., "end": sizes} for one train of `doors` devices."""
+    from device import simulator
+    train = simulator.make_train("t00001", 400, doors=doors)
+    start_us = wire.parse_time("2026-11-24T06:00:00Z")
+    queue = ReleaseQueue(lambda e: config.release_time(e.event_time_us), config.flush_interval_us,
+                         config.reorder_delay_us)
+    handles, state = memory_state(), fold.TrainState(capacity=train.capacity)
+    counts = {"messages": 0, "flushes": 0, "realtime_writes": 0, "history_writes": 0}
+    out, marks = {}, sorted(checkpoints)
+
+    def fire_until(watermark_us: int) -> None:
+        nonlocal handles
+        while handles.flush.at is not None and handles.flush.at <= watermark_us:
+            fired = handles.flush.at
+            handles.flush.at = None
+            ready, clock = queue.take_due(fired, handles)
+            if ready:
+                handles = keep_clock(handles, clock)
+                result = fold.apply_events(state, ready, config, fired)
+                counts["flushes"] += 1
+                counts["history_writes"] += len(result.buckets)
+                counts["realtime_writes"] += int(result.write_realtime)
+
+    sim = simulator.Simulation((train,), seed, sim_config)
+    for i, message in enumerate(sim.messages(start_us, minutes * 60)):
+        now_us = start_us + int(message.send_at * 1e6)
+        while marks and now_us >= start_us + marks[0] * 60e6:
+            out[f"{marks.pop(0):g} min"] = _sizes(state, handles, train.train_id, dict(counts), marks_min=None)
+        fire_until(now_us)
+        event = wire.parse_message(message.payload, str(i), now_us=now_us, max_abs_delta=100,
+                                   max_future_skew_s=300)
+        queue.add(event._replace(train_id=train.train_id, capacity=train.capacity), handles)
+        counts["messages"] += 1
+    fire_until(start_us + int((minutes * 60 + 10) * 1e6))
+    out["end"] = _sizes(state, handles, train.train_id, counts, marks_min=minutes)
+    return out
+
+
+def _sizes(state: fold.TrainState, handles, train_id: str, counts: dict, marks_min) -> dict:
+    queued = [e for bag in (handles.pending, handles.waiting, handles.later) for e in bag.items]
+    realtime = documents.realtime_write(train_id, state)
+    sizes = {
+        "train_state_bytes": len(pickle.dumps(state, pickle.HIGHEST_PROTOCOL)),
+        "train_state_memory_bytes": get_deep_size(state),
+        "queued_events": len(queued),
+        "queued_bytes": sum(len(_CODER.encode(e)) for e in queued),
+        "realtime_doc_bytes": documents.storage_size(f"realtime/{train_id}", realtime.data),
+        **counts,
+    }
+    if marks_min:
+        for name in ("realtime_writes", "history_writes", "messages"):
+            sizes[f"{name}_per_min"] = round(counts[name] / marks_min, 1)
+    return sizes

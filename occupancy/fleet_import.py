@@ -1,0 +1,105 @@
+"""Registering a whole fleet at once: `python -m device.registry import FLEET.csv` and the benchmarks.
+
+One device at a time (`register`) is a read and a conditional write per
+device: fine for an operator, slow for a thousand trains. This checks the
+whole list against the registry first (one query each for devices and trains)
+and then writes in batches of 500.
+"""
+import csv
+from typing import Dict, List, Optional, TextIO, Tuple
+
+from occupancy import registry
+
+CSV_COLUMNS = ("train_id", "capacity", "name", "device_id", "door")
+
+
+def read_csv(stream: TextIO) -> Tuple[List[Tuple[str, int, Optional[str]]], List[Tuple[str, str, Optional[str]]]]:
+    """(trains, devices) from CSV rows train_id,capacity,name,device_id,door (a header row first).
+
+    A train's capacity and name are taken from its first row; name and door may be empty.
+    """
+    reader = csv.DictReader(stream)
+    missing = [c for c in ("train_id", "capacity", "device_id") if c not in (reader.fieldnames or [])]
+    if missing:
+        raise registry.RegistryError(f"the CSV needs the columns {', '.join(CSV_COLUMNS)}; "
+                                     f"missing {', '.join(missing)}")
+    trains: Dict[str, Tuple[str, int, Optional[str]]] = {}
+    devices = []
+    for line, row in enumerate(reader, start=2):
+        train_id = (row.get("train_id") or "").strip()
+        try:
+            capacity = int(row.get("capacity") or "")
+        except ValueError:
+            raise registry.RegistryError(f"line {line}: capacity {row.get('capacity')!r} is not an integer") from None
+        trains.setdefault(train_id, (train_id, capacity, (row.get("name") or "").strip() or None))
+        devices.append(((row.get("device_id") or "").strip(), train_id, (row.get("door") or "").strip() or None))
+    return list(trains.values()), devices
+
+
+def import_fleet(client, devices_collection: str, trains_collection: str,
+                 trains: List[Tuple[str, int, Optional[str]]],
+                 devices: List[Tuple[str, str, Optional[str]]], *,
+                 timeout: Optional[float] = None) -> Dict[str, int]:
+    """Registers a whole fleet in batches: trains (id, capacity, name), devices (id, train, door).
+
+    Everything is checked before anything is written: ids, capacities, every
+    device's train among `trains` or already registered, a device already on
+    another train (RegistryConflict: move it with `assign`), at most
+    registry.MAX_DEVICES_PER_TRAIN per train. Trains are created or updated (a name of
+    None is kept); devices already on their train are left as they are (their
+    seq history kept); the others are created. Returns the counts written.
+    """
+    from google.cloud import firestore
+    for train_id, capacity, _ in trains:
+        registry.check_id("train id", train_id)
+        registry.check_capacity(capacity)
+    existing = {device_id: (doc.get("train_id")) for device_id, doc in
+                registry.list_devices(client, devices_collection, timeout=timeout)}
+    known_trains = {t for t, _ in registry.list_trains(client, trains_collection, timeout=timeout)}
+    known_trains.update(t for t, _, _ in trains)
+    per_train: Dict[str, int] = {}
+    for device_id, train_id in existing.items():
+        per_train[train_id] = per_train.get(train_id, 0) + 1
+    new, seen = [], set()
+    for device_id, train_id, door in devices:
+        registry.check_id("device id", device_id)
+        registry.check_id("train id", train_id)
+        if device_id in seen:
+            raise registry.RegistryError(f"device {device_id} is listed twice")
+        seen.add(device_id)
+        if train_id not in known_trains:
+            raise registry.UnknownDevice(f"device {device_id}: train {train_id} is neither listed nor registered")
+        current = existing.get(device_id)
+        if current is not None and current != train_id:
+            raise registry.RegistryConflict(f"device {device_id} is registered to train {current}; "
+                                   f"use 'assign' to move it")
+        if current is None:
+            new.append((device_id, train_id, door))
+            per_train[train_id] = per_train.get(train_id, 0) + 1
+    full = sorted(t for t, n in per_train.items() if n > registry.MAX_DEVICES_PER_TRAIN)
+    if full:
+        raise registry.RegistryConflict(f"train {full[0]} would have {per_train[full[0]]} devices; at most "
+                               f"{registry.MAX_DEVICES_PER_TRAIN} per train")
+    batch = client.batch()
+    for train_id, capacity, name in trains:
+        data = {"capacity": capacity, "updated_at": firestore.SERVER_TIMESTAMP}
+        if name is not None:
+            data["name"] = name
+        batch.set(client.collection(trains_collection).document(train_id), data, merge=True)
+        batch = _full_batch(client, batch, timeout)
+    for device_id, train_id, door in new:
+        batch.create(client.collection(devices_collection).document(device_id),
+                     registry.device_document(train_id, door))
+        batch = _full_batch(client, batch, timeout)
+    if len(batch):
+        batch.commit(**registry.rpc_options(timeout))
+    return {"trains": len(trains), "devices_created": len(new),
+            "devices_unchanged": len(devices) - len(new)}
+
+
+def _full_batch(client, batch, timeout):
+    """Commits a batch once it holds Firestore's 500 writes; returns the batch to go on with."""
+    if len(batch) < 500:
+        return batch
+    batch.commit(**registry.rpc_options(timeout))
+    return client.batch()
