@@ -200,6 +200,13 @@ class Scenario:
             what=f"{self.name}: the primed counts")
         self.devices.floor = people - 50
 
+    def start_primed(self):
+        """A pipeline started, applying traffic, with every train primed (see `prime`)."""
+        process = self.start_pipeline()
+        self.warm_up(process)
+        self.prime(process)
+        return process
+
     def kill(self, process) -> None:
         stack.stop_process(process, sig=signal.SIGKILL)
 
@@ -233,6 +240,16 @@ class Scenario:
                 return time.monotonic() - began
             time.sleep(0.25)
         return None
+
+    def wait_exact_republishing(self, process, since: float):
+        """wait_exact for 120 s; if not exact by then, one more round of re-publishing, as a
+        device would after a timeout, and 60 s more. (recovery s or None, messages re-published)."""
+        recovery = self.wait_exact(process, timeout_s=120)
+        if recovery is not None:
+            return recovery, 0
+        again = self.devices.republish_unapplied(self.client)
+        recovery = self.wait_exact(process, timeout_s=60)
+        return (None if recovery is None else time.monotonic() - since), again
 
     def result(self, recovery_s: Optional[float], dead_lettered: Optional[int] = None, **extra) -> dict:
         truth, expected = self.devices.truth, self.devices.expected_events()

@@ -24,9 +24,7 @@ def run(context, short: bool) -> dict:
     scenario = Scenario(context, NAME, seed=3)
     republished = 0
     try:
-        pipeline = scenario.start_pipeline()
-        scenario.warm_up(pipeline)
-        scenario.prime(pipeline)
+        pipeline = scenario.start_primed()
         for _ in range(kills):
             scenario.devices.send(30, interval_s=0.05)
             scenario.kill(pipeline)  # with messages pulled, acknowledged and not yet written
@@ -35,11 +33,8 @@ def run(context, short: bool) -> dict:
             republished += scenario.devices.republish_unapplied(scenario.client)
         scenario.devices.send(20, interval_s=0.05)
         restarted = time.monotonic()
-        recovery = scenario.wait_exact(pipeline, timeout_s=120)
-        if recovery is None:  # one more round of re-publishing, as a device would after a timeout
-            republished += scenario.devices.republish_unapplied(scenario.client)
-            recovery = scenario.wait_exact(pipeline, timeout_s=60)
-            recovery = None if recovery is None else time.monotonic() - restarted
+        recovery, again = scenario.wait_exact_republishing(pipeline, restarted)
+        republished += again
         return scenario.result(recovery, kills=kills, republished=republished,
                                notes=f"{kills} SIGKILLs; devices re-published {republished} messages "
                                      "they could not see applied")

@@ -25,6 +25,16 @@ PERMANENT = (gexc.InvalidArgument, gexc.PermissionDenied, gexc.FailedPreconditio
              gexc.Unauthenticated, gexc.NotFound, gexc.BadRequest)
 
 MAX_BATCH = 500  # Firestore's limit of writes per commit
+# A guarded write (occupancy.fencing.Guard) whose precondition did not hold fails with one of these.
+PRECONDITION_FAILED = (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound)
+
+
+class WriteConflict(Exception):
+    """Guarded writes whose document changed since it was read; every other write was committed."""
+
+    def __init__(self, writes):
+        super().__init__(f"{len(writes)} guarded writes conflicted")
+        self.writes = writes
 
 # Opt-in operation counting for the benchmark (bench/): the Firestore emulator
 # neither bills nor counts, so reads and writes are counted where they are made.
@@ -76,32 +86,54 @@ class RetryPolicy:
                 backoff = min(backoff * 2, self.max_backoff_s)
 
 
-def commit_documents(client, writes: Sequence[Tuple[str, str, dict]], policy: RetryPolicy,
-                     on_retry: Callable[[Exception], None] = lambda e: None
-                     ) -> List[Tuple[Tuple[str, str, dict], Exception]]:
-    """Sets every (collection, doc_id, data) in batches of up to 500.
+def commit_documents(client, writes: Sequence[tuple], policy: RetryPolicy,
+                     on_retry: Callable[[Exception], None] = lambda e: None,
+                     on_committed: Callable[[tuple, object], None] = lambda write, result: None
+                     ) -> List[Tuple[tuple, Exception]]:
+    """Sets every (collection, doc_id, data[, guard]) in batches of up to 500.
 
+    A write with a guard (occupancy.fencing.Guard) is committed only if its
+    precondition holds (the document is absent, or last updated at the given
+    time); it then updates every field given rather than setting the document.
     Returns the writes that failed permanently, each with its error. Transient
-    errors are retried by `policy` and re-raised when it gives up.
+    errors are retried by `policy` and re-raised when it gives up. Guarded
+    writes whose precondition failed raise WriteConflict at the end, after the
+    others were committed. `on_committed(write, WriteResult)` follows each commit.
     """
-    failed = []
+    failed, conflicts = [], []
     for i in range(0, len(writes), MAX_BATCH):
         chunk = writes[i:i + MAX_BATCH]
         try:
-            policy.call(lambda: _commit(client, chunk), on_retry)
-        except PERMANENT:
+            policy.call(lambda: _commit(client, chunk, on_committed), on_retry)
+        except PERMANENT + PRECONDITION_FAILED:
             # One bad document fails its whole batch: find it by writing one by one.
             for write in chunk:
                 try:
-                    policy.call(lambda: _commit(client, [write]), on_retry)
+                    policy.call(lambda: _commit(client, [write], on_committed), on_retry)
+                except PRECONDITION_FAILED as e:
+                    if len(write) > 3 and write[3] is not None:
+                        conflicts.append(write)
+                    else:
+                        failed.append((write, e))
                 except PERMANENT as e:
                     failed.append((write, e))
+    if conflicts:
+        raise WriteConflict(conflicts)
     return failed
 
 
-def _commit(client, writes) -> None:
+def _commit(client, writes, on_committed) -> None:
     batch = client.batch()
-    for collection, doc_id, data in writes:
-        batch.set(client.collection(collection).document(doc_id), data)
-    batch.commit(retry=None, timeout=30)  # RetryPolicy is the one retry layer
+    for collection, doc_id, data, *guard in writes:
+        ref = client.collection(collection).document(doc_id)
+        guard = guard[0] if guard else None
+        if guard is None:
+            batch.set(ref, data)
+        elif guard.must_not_exist:
+            batch.create(ref, data)
+        else:
+            batch.update(ref, data, option=client.write_option(last_update_time=guard.update_time))
+    results = batch.commit(retry=None, timeout=30)  # RetryPolicy is the one retry layer
     count_ops(writes=len(writes))
+    for write, result in zip(writes, results):
+        on_committed(write, result)

@@ -3,7 +3,7 @@ import zoneinfo
 
 import apache_beam as beam
 
-from occupancy import documents, fold
+from occupancy import documents, fold, wire
 from pipeline.options import OccupancyOptions
 from transforms.dead_letters import WriteDeadLetters
 from transforms.enrich import EnrichWithTrain
@@ -62,11 +62,13 @@ def compose(messages, options: OccupancyOptions):
     seed = RealtimeSeed(project, database, options.realtime_collection, options.history_collection,
                         options.write_retry_deadline_s)
     writes = enriched.keyed | OCCUPANCY >> RunningOccupancy(fold_config(options), seed)
+    # The job's epoch: a job built later (a second job, a restart) fences this one off the
+    # trains it writes (occupancy.fencing).
     write_failures = writes | WRITE >> WriteToFirestore(
         project, database, {documents.REALTIME: options.realtime_collection,
                             documents.HISTORY: options.history_collection,
                             documents.TRIPS: options.trips_collection},
-        options.write_retry_deadline_s)
+        options.write_retry_deadline_s, writer_epoch_us=wire.now_us())
     dead_letters = ((parsed.dead_letter, enriched.dead_letter, write_failures)
                     | COLLECT_DEAD_LETTERS >> beam.Flatten())
     dead_letters | WRITE_DEAD_LETTERS >> WriteDeadLetters(

@@ -87,3 +87,48 @@ def test_dead_letters_are_stored_and_an_oversized_payload_is_cut_not_lost(firest
     assert stored["m2"]["payload_truncated"] is True
     assert stored["m2"]["payload"] == huge["payload"][:MAX_STORED_PAYLOAD]
     assert stored["m2"]["payload_base64_length"] == len(huge["payload"])
+
+
+def test_a_newer_job_fences_an_older_one_off_the_trains_it_writes(firestore_client):
+    """Two jobs write the same train (a second job started while the first still runs): from the
+    newer job's first write on, the older one's realtime and history writes of it are dropped."""
+    from transforms.firestore_sink import WriteDocuments
+
+    def job(epoch):
+        fn = WriteDocuments(PROJECT, "(default)", COLLECTIONS, writer_epoch_us=epoch)
+        fn.setup()
+        return fn
+
+    def flush(fn, value, bucket, train="t1"):
+        fn.start_bundle()
+        for write in (documents.DocumentWrite(documents.REALTIME, train, {"current_value": value}),
+                      documents.DocumentWrite(documents.HISTORY, bucket, {"train": train, "value": value})):
+            assert list(fn.process(write)) == []
+        assert list(fn.finish_bundle()) == []  # never a dead letter
+
+    def realtime(train="t1"):
+        doc = firestore_client.collection("rt").document(train).get().to_dict()
+        return doc["current_value"], doc["writer_epoch"]
+
+    def history():
+        return sorted(d.id for d in firestore_client.collection("hist").stream())
+
+    old, new = job(100), job(200)
+    flush(old, 1, "h1")
+    flush(old, 2, "h2", train="t2")
+    assert realtime() == (1, 100)
+    flush(new, 5, "h3")  # reads t1 once (an older job's), then overwrites it
+    assert realtime() == (5, 200)
+    flush(old, 3, "h4")  # its version of t1 is stale: read again, newer epoch: fenced off t1
+    flush(old, 4, "h5")
+    assert realtime() == (5, 200) and history() == ["h1", "h2", "h3"]
+    flush(old, 6, "h6", train="t2")  # a train the newer job has not written: still the old job's
+    assert realtime("t2") == (6, 100)
+    flush(new, 7, "h7")  # the newer job writes on with the version it knows
+    assert realtime() == (7, 200)
+    late_starter = job(150)  # an older job that starts writing only now is fenced at its first read
+    flush(late_starter, 8, "h8")
+    newest = job(300)
+    flush(newest, 9, "h9")
+    flush(new, 10, "h10")
+    assert realtime() == (9, 300) and history() == ["h1", "h2", "h3", "h6", "h7", "h9"]

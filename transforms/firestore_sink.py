@@ -8,7 +8,8 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from occupancy import documents, wire
-from occupancy.store import RetryPolicy, commit_documents, make_client
+from occupancy.fencing import EPOCH_FIELD, WriterFence
+from occupancy.store import RetryPolicy, WriteConflict, commit_documents, count_ops, make_client
 
 _LOGGER = logging.getLogger(__name__)
 DEAD_LETTER = "dead_letter"
@@ -23,13 +24,22 @@ class WriteDocuments(beam.DoFn):
     realtime write. Transient errors are retried with capped back-off and then
     raised so that the runner retries the bundle; the writes are idempotent
     (full documents with deterministic ids), so a retry replaces, never adds.
+
+    With a `writer_epoch_us`, realtime writes are guarded (occupancy.fencing):
+    a train that a newer job writes is no longer written by this one.
     """
 
-    def __init__(self, project: str, database: str, collections: dict, retry_deadline_s: float = 60.0):
+    # Rounds of re-reading and re-writing realtime documents another job changed meanwhile.
+    CONFLICT_ROUNDS = 4
+
+    def __init__(self, project: str, database: str, collections: dict, retry_deadline_s: float = 60.0,
+                 writer_epoch_us: int = 0):
         self._project = project
         self._database = database
         self._collections = dict(collections)
         self._retry_deadline_s = retry_deadline_s
+        self._writer_epoch_us = writer_epoch_us
+        self._fenced = beam.metrics.Metrics.counter("occupancy", "fenced_writes")
         self._writes = {name: beam.metrics.Metrics.counter("occupancy", f"{name}_writes")
                         for name in self._collections}
         self._retries = beam.metrics.Metrics.counter("occupancy", "write_retries")
@@ -40,6 +50,8 @@ class WriteDocuments(beam.DoFn):
         self._client = make_client(self._project, self._database)
         self._server_timestamp = firestore.SERVER_TIMESTAMP
         self._policy = RetryPolicy(deadline_s=self._retry_deadline_s)
+        self._fence = (WriterFence(self._writer_epoch_us)
+                       if self._writer_epoch_us and documents.REALTIME in self._collections else None)
 
     def start_bundle(self):
         self._buffer = {}
@@ -65,20 +77,15 @@ class WriteDocuments(beam.DoFn):
             return []
         writes = list(self._buffer.values())
         self._buffer = {}
-        batch = []
-        for write in writes:
-            data = dict(write.data)
-            if write.collection == documents.REALTIME:
-                data["updated_at"] = self._server_timestamp
-            batch.append((self._collections[write.collection], write.doc_id, data))
-        failed = commit_documents(self._client, batch, self._policy, lambda e: self._retries.inc())
-        failed_ids = {(collection, doc_id) for (collection, doc_id, _), _ in failed}
-        for write in writes:
-            if (self._collections[write.collection], write.doc_id) not in failed_ids:
-                self._writes[write.collection].inc()
+        if self._fence is None:
+            failed = self._commit_round(writes)
+        else:
+            # Realtime first: a train found fenced off then has its other writes dropped too.
+            failed = self._commit_guarded([w for w in writes if w.collection == documents.REALTIME])
+            failed += self._commit_round([w for w in writes if w.collection != documents.REALTIME])
         dead = []
         now_us = wire.now_us()
-        for (collection, doc_id, data), error in failed:
+        for (collection, doc_id, data, *_), error in failed:
             self._failed.inc()
             _LOGGER.error("Permanent failure writing %s/%s: %s", collection, doc_id, error)
             payload = json.dumps({"collection": collection, "doc_id": doc_id, "data": data},
@@ -87,13 +94,70 @@ class WriteDocuments(beam.DoFn):
                                          payload, {}, None, now_us, "WriteToFirestore"))
         return dead
 
+    def _commit_round(self, writes) -> list:
+        return commit_documents(self._client, self._prepared(writes), self._policy,
+                                lambda e: self._retries.inc(), self._committed)
+
+    def _commit_guarded(self, writes) -> list:
+        """Realtime writes, re-read and tried again while another job changes them under this one."""
+        for _ in range(self.CONFLICT_ROUNDS):
+            try:
+                return self._commit_round(writes)
+            except WriteConflict as conflict:
+                trains = {doc_id for _, doc_id, _, _ in conflict.writes}
+                self._fence.conflicted(trains)
+                writes = [w for w in writes if w.doc_id in trains]
+        raise RuntimeError(f"realtime documents kept changing under this job: {sorted(trains)}")
+
+    def _prepared(self, writes) -> list:
+        """(collection name, doc_id, data, guard or None) for each write this job may make."""
+        if self._fence is not None:
+            self._read_unknown({w.doc_id for w in writes if w.collection == documents.REALTIME})
+        prepared = []
+        for write in writes:
+            data, guard = dict(write.data), None
+            if self._fence is not None:
+                train = write.doc_id if write.collection == documents.REALTIME else data.get("train")
+                if train is not None and self._fence.fenced(train):
+                    self._fenced.inc()
+                    continue
+                if write.collection == documents.REALTIME:
+                    data[EPOCH_FIELD] = self._writer_epoch_us
+                    guard = self._fence.guard(train)
+            if write.collection == documents.REALTIME:
+                data["updated_at"] = self._server_timestamp
+            prepared.append((self._collections[write.collection], write.doc_id, data, guard))
+        return prepared
+
+    def _read_unknown(self, trains) -> None:
+        unknown = self._fence.unknown(trains)
+        if not unknown:
+            return
+        collection = self._client.collection(self._collections[documents.REALTIME])
+        # retry=None: RetryPolicy is the one retry layer (the library's own would wait out an outage
+        # silently).
+        snapshots = self._policy.call(lambda: list(self._client.get_all(
+            [collection.document(t) for t in unknown], retry=None, timeout=30)),
+            lambda e: self._retries.inc())
+        count_ops(reads=len(unknown))
+        for snap in snapshots:
+            self._fence.saw(snap.id, snap.to_dict() if snap.exists else None, snap.update_time)
+
+    def _committed(self, write, result) -> None:
+        collection, doc_id = write[0], write[1]
+        logical = next(k for k, v in self._collections.items() if v == collection)
+        self._writes[logical].inc()
+        if self._fence is not None and logical == documents.REALTIME:
+            self._fence.wrote(doc_id, result.update_time)
+
 
 class WriteToFirestore(beam.PTransform):
     """PCollection[DocumentWrite] -> PCollection[dict] of `write_failed` dead letters."""
 
-    def __init__(self, project: str, database: str, collections: dict, retry_deadline_s: float = 60.0):
+    def __init__(self, project: str, database: str, collections: dict, retry_deadline_s: float = 60.0,
+                 writer_epoch_us: int = 0):
         super().__init__()
-        self._fn = WriteDocuments(project, database, collections, retry_deadline_s)
+        self._fn = WriteDocuments(project, database, collections, retry_deadline_s, writer_epoch_us)
 
     def expand(self, writes):
         return (writes | "Write" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main="written")

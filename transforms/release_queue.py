@@ -8,11 +8,11 @@ armed for the oldest waiting release time, never pushed later by new events (a
 timer re-set on every element never fires under steady traffic on the local
 runner), and never sooner than one flush interval after the previous flush.
 
-Writing state is what a flush costs: the SDK harness weighs every value it
-writes for its state cache (objsize: ~0.25 ms a write however small, plus a
-walk of the whole value; a bag's cached list is weighed again at every append),
-and encodes it. So the queue is three bags, and a flush rewrites none of them
-in the common case:
+Writing state is much of what a flush costs: it is encoded and sent to the
+runner, and where the SDK harness keeps a state cache it is also weighed
+(objsize: ~0.5 ms a write however small, plus a walk of the whole value; a
+bag's cached list is weighed again at every append; README, "Sizing"). So the
+queue is three bags, and a flush rewrites none of them in the common case:
 
 * `waiting`: events released up to the horizon (a minute or more ahead of the
   last flush). A flush takes those due and leaves the rest; what it took stays
@@ -36,7 +36,7 @@ from typing import Callable, List, NamedTuple, Tuple
 
 from apache_beam.utils.timestamp import Timestamp
 
-# How far ahead of a flush the horizon is set, at least (see `Horizon.span_us`).
+# How far ahead of a flush the horizon is set, at least (ReleaseQueue: 4 x the reach if more).
 MIN_HORIZON_US = 60_000_000
 
 
