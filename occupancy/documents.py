@@ -18,6 +18,10 @@ MAX_DOCUMENT_BYTES = 1_048_576
 # (with occupancy.registry.MAX_DEVICES_PER_TRAIN; README, "Sizing").
 MAX_RANGES_PER_DEVICE = 32
 
+# Fields of a realtime document that only a train with a capacity has: a guarded
+# write, which updates the fields it is given, deletes them when they are absent.
+REALTIME_OPTIONAL = ("capacity", "occupancy_ratio")
+
 # Logical collections; the pipeline options map them to real collection names.
 REALTIME = "realtime"
 HISTORY = "history"

@@ -126,6 +126,13 @@ def test_a_newer_job_fences_an_older_one_off_the_trains_it_writes(firestore_clie
     assert realtime("t2") == (6, 100)
     flush(new, 7, "h7")  # the newer job writes on with the version it knows
     assert realtime() == (7, 200)
+    new.start_bundle()  # a guarded write replaces the document: no field of an earlier one stays
+    list(new.process(documents.DocumentWrite(documents.REALTIME, "t1", {"current_value": 7, "capacity": 300,
+                                                                         "occupancy_ratio": 0.0233})))
+    list(new.finish_bundle())
+    assert firestore_client.collection("rt").document("t1").get().to_dict()["capacity"] == 300
+    flush(new, 7, "h7")
+    assert "capacity" not in firestore_client.collection("rt").document("t1").get().to_dict()
     late_starter = job(150)  # an older job that starts writing only now is fenced at its first read
     flush(late_starter, 8, "h8")
     newest = job(300)

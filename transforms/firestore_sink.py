@@ -49,6 +49,7 @@ class WriteDocuments(beam.DoFn):
         from google.cloud import firestore
         self._client = make_client(self._project, self._database)
         self._server_timestamp = firestore.SERVER_TIMESTAMP
+        self._delete_field = firestore.DELETE_FIELD
         self._policy = RetryPolicy(deadline_s=self._retry_deadline_s)
         self._fence = (WriterFence(self._writer_epoch_us)
                        if self._writer_epoch_us and documents.REALTIME in self._collections else None)
@@ -124,6 +125,9 @@ class WriteDocuments(beam.DoFn):
                 if write.collection == documents.REALTIME:
                     data[EPOCH_FIELD] = self._writer_epoch_us
                     guard = self._fence.guard(train)
+                    if not guard.must_not_exist:  # an update: what the document must no longer have
+                        data.update({f: self._delete_field for f in documents.REALTIME_OPTIONAL
+                                     if f not in data})
             if write.collection == documents.REALTIME:
                 data["updated_at"] = self._server_timestamp
             prepared.append((self._collections[write.collection], write.doc_id, data, guard))
