@@ -20,10 +20,19 @@ def rounded(value: Optional[float], digits: int = 3) -> Optional[float]:
 
 def peak_rss_mb(pid: int) -> Optional[float]:
     """The peak resident set size of a live process (VmHWM), in MiB."""
+    return _status_mb(pid, "VmHWM:")
+
+
+def rss_mb(pid: int) -> Optional[float]:
+    """The resident set size of a live process now (VmRSS), in MiB."""
+    return _status_mb(pid, "VmRSS:")
+
+
+def _status_mb(pid: int, field: str) -> Optional[float]:
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         pass

@@ -18,14 +18,14 @@ import time
 
 from bench.measure import machine
 from bench.run import start_emulators
-from faults import (clock_trouble, duplicate_storm, firestore_outage, hostile, pipeline_kills,
-                    publisher_kills, pubsub_restart, two_writers)
+from faults import (clock_trouble, duplicate_storm, firestore_outage, hostile, long_run,
+                    pipeline_kills, publisher_kills, pubsub_restart, two_writers)
 from faults.proxy import Proxy
 
 _LOGGER = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIOS = {m.NAME: m for m in (firestore_outage, pubsub_restart, pipeline_kills, two_writers,
-                                  publisher_kills, duplicate_storm, hostile, clock_trouble)}
+                                  publisher_kills, duplicate_storm, hostile, clock_trouble, long_run)}
 SHORT = ("firestore_outage", "pipeline_kills", "duplicate_storm", "hostile_input")  # make test
 COLUMNS = ("name", "sent", "accepted", "dead_lettered", "lost", "double_counted", "count_error", "recovery_s",
            "passed")
