@@ -53,7 +53,7 @@ def import_fleet(client, devices_collection: str, trains_collection: str,
     for train_id, capacity, _ in trains:
         registry.check_id("train id", train_id)
         registry.check_capacity(capacity)
-    existing = {device_id: (doc.get("train_id")) for device_id, doc in
+    existing = {device_id: doc.get("train_id") for device_id, doc in
                 registry.list_devices(client, devices_collection, timeout=timeout)}
     known_trains = {t for t, _ in registry.list_trains(client, trains_collection, timeout=timeout)}
     known_trains.update(t for t, _, _ in trains)
@@ -72,14 +72,14 @@ def import_fleet(client, devices_collection: str, trains_collection: str,
         current = existing.get(device_id)
         if current is not None and current != train_id:
             raise registry.RegistryConflict(f"device {device_id} is registered to train {current}; "
-                                   f"use 'assign' to move it")
+                                            f"use 'assign' to move it")
         if current is None:
             new.append((device_id, train_id, door))
             per_train[train_id] = per_train.get(train_id, 0) + 1
     full = sorted(t for t, n in per_train.items() if n > registry.MAX_DEVICES_PER_TRAIN)
     if full:
-        raise registry.RegistryConflict(f"train {full[0]} would have {per_train[full[0]]} devices; at most "
-                               f"{registry.MAX_DEVICES_PER_TRAIN} per train")
+        raise registry.RegistryConflict(f"train {full[0]} would have {per_train[full[0]]} devices; "
+                                        f"at most {registry.MAX_DEVICES_PER_TRAIN} per train")
     batch = client.batch()
     for train_id, capacity, name in trains:
         data = {"capacity": capacity, "updated_at": firestore.SERVER_TIMESTAMP}
