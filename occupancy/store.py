@@ -25,6 +25,9 @@ PERMANENT = (gexc.InvalidArgument, gexc.PermissionDenied, gexc.FailedPreconditio
              gexc.Unauthenticated, gexc.NotFound, gexc.BadRequest)
 
 MAX_BATCH = 500  # Firestore's limit of writes per commit
+# And of bytes per commit: Firestore takes 10 MiB a request, the emulator's gRPC server 4 MiB
+# (a larger commit fails with ResourceExhausted, which looks transient and is retried in vain).
+MAX_BATCH_BYTES = 3 * 1024 * 1024
 # A guarded write (occupancy.fencing.Guard) whose precondition did not hold fails with one of these.
 PRECONDITION_FAILED = (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound)
 
@@ -101,8 +104,7 @@ def commit_documents(client, writes: Sequence[tuple], policy: RetryPolicy,
     others were committed. `on_committed(write, WriteResult)` follows each commit.
     """
     failed, conflicts = [], []
-    for i in range(0, len(writes), MAX_BATCH):
-        chunk = writes[i:i + MAX_BATCH]
+    for chunk in _chunks(writes):
         try:
             policy.call(lambda: _commit(client, chunk, on_committed), on_retry)
         except PERMANENT + PRECONDITION_FAILED:
@@ -120,6 +122,21 @@ def commit_documents(client, writes: Sequence[tuple], policy: RetryPolicy,
     if conflicts:
         raise WriteConflict(conflicts)
     return failed
+
+
+def _chunks(writes):
+    """The writes in order, in batches of at most MAX_BATCH writes and about MAX_BATCH_BYTES."""
+    from occupancy.documents import storage_size
+    chunk, size = [], 0
+    for write in writes:
+        write_size = storage_size(f"{write[0]}/{write[1]}", write[2])
+        if chunk and (len(chunk) >= MAX_BATCH or size + write_size > MAX_BATCH_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(write)
+        size += write_size
+    if chunk:
+        yield chunk
 
 
 def _commit(client, writes, on_committed) -> None:

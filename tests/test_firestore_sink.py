@@ -24,6 +24,15 @@ def test_commit_writes_more_than_one_batch_and_a_retry_replaces(firestore_client
     assert len(docs) == 1234 and docs["doc1233"] == 1233
 
 
+def test_a_commit_of_large_documents_is_split_below_the_request_size_limit(firestore_client):
+    """Ten dead letters of half a megabyte in one bundle: one commit would exceed the emulator's
+    4 MiB request limit (Firestore's is 10 MiB), fail with ResourceExhausted, which looks
+    transient, and be retried until the bundle failed (seen: 10 hostile messages lost)."""
+    writes = [("dl", f"d{i}", {"payload": "a" * 520_000}) for i in range(10)]
+    assert commit_documents(firestore_client, writes, RetryPolicy(deadline_s=5)) == []
+    assert len(list(firestore_client.collection("dl").stream())) == 10
+
+
 def test_a_permanent_error_fails_only_its_document(firestore_client):
     writes = [("hist", "good1", {"v": 1}), ("hist", "__reserved__", {"v": 2}), ("hist", "good2", {"v": 3})]
     retries = []
