@@ -115,12 +115,21 @@ def build_passthrough(p, path: str, train_of: dict):
      | "Sum" >> beam.ParDo(StatefulSum()))
 
 
-def timed_run(build, *args) -> tuple:
-    """(CPU s, wall s) of building and running one batch pipeline on FnApiRunner."""
+def timed_run(build, *args, profiler=None) -> tuple:
+    """(CPU s, wall s, PipelineResult) of building and running one batch pipeline on FnApiRunner.
+
+    `profiler` (a cProfile.Profile), if given, runs over the same span.
+    """
     cpu, wall = time.process_time(), time.perf_counter()
-    with beam.Pipeline(runner=FnApiRunner()) as p:
-        build(p, *args)
-    return time.process_time() - cpu, time.perf_counter() - wall
+    if profiler is not None:
+        profiler.enable()
+    p = beam.Pipeline(runner=FnApiRunner())
+    build(p, *args)
+    result = p.run()
+    result.wait_until_finish()
+    if profiler is not None:
+        profiler.disable()
+    return time.process_time() - cpu, time.perf_counter() - wall, result
 
 
 def microbenchmark(msgs, train_of: dict, config: fold.FoldConfig, min_cpu_s: float = 1.0) -> dict:
@@ -152,8 +161,8 @@ def run(spec: workload.WorkloadSpec, flush_interval_s: float, reorder_delay_s: f
         # A tiny run first: imports, pickling paths and the client's channel are not per message.
         timed_run(build_passthrough, save_messages(msgs[:20], directory, "warmup.pickle"), train_of)
         path = save_messages(msgs, directory)
-        pass_cpu, pass_wall = timed_run(build_passthrough, path, train_of)
-        pipe_cpu, pipe_wall = timed_run(build_pipeline, path, options)
+        pass_cpu, pass_wall, _ = timed_run(build_passthrough, path, train_of)
+        pipe_cpu, pipe_wall, _ = timed_run(build_pipeline, path, options)
     client = make_client(PROJECT)
     truth = workload.truth(sent)
     finals = {t: (client.collection("realtime").document(t).get().to_dict() or {}).get("current_value")

@@ -35,7 +35,6 @@ import time
 
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from bench import harness, measure
 from device import simulator
@@ -99,17 +98,8 @@ def run_fleet(trains: int, minutes: float, profile: bool = False, state_cache_mb
     with tempfile.TemporaryDirectory() as directory:
         path = harness.save_messages(msgs, directory)
         profiler = cProfile.Profile(time.process_time) if profile else None  # CPU, not waiting
-        cpu, wall = time.process_time(), time.perf_counter()
-        if profiler:
-            profiler.enable()
-        p = beam.Pipeline(runner=FnApiRunner())
-        harness.build_pipeline(p, path, _options())
-        result = p.run()
-        result.wait_until_finish()
-        if profiler:
-            profiler.disable()
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        pass_cpu, _ = harness.timed_run(harness.build_passthrough, path, train_of)
+        cpu, wall, result = harness.timed_run(harness.build_pipeline, path, _options(), profiler=profiler)
+        pass_cpu, _, _ = harness.timed_run(harness.build_passthrough, path, train_of)
     finals = _realtime_values(client, sorted(truth))
     out = {"trains": trains, "doors": DOORS, "simulated_minutes": minutes, "messages": len(msgs),
            "state_cache_mb": state_cache_mb,

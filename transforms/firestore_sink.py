@@ -37,6 +37,7 @@ class WriteDocuments(beam.DoFn):
         self._project = project
         self._database = database
         self._collections = dict(collections)
+        self._logical = {name: logical for logical, name in self._collections.items()}
         self._retry_deadline_s = retry_deadline_s
         self._writer_epoch_us = writer_epoch_us
         self._fenced = beam.metrics.Metrics.counter("occupancy", "fenced_writes")
@@ -149,7 +150,7 @@ class WriteDocuments(beam.DoFn):
 
     def _committed(self, write, result) -> None:
         collection, doc_id = write[0], write[1]
-        logical = next(k for k, v in self._collections.items() if v == collection)
+        logical = self._logical[collection]
         self._writes[logical].inc()
         if self._fence is not None and logical == documents.REALTIME:
             self._fence.wrote(doc_id, result.update_time)
