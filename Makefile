@@ -13,7 +13,7 @@ DEMO_ARGS ?=
 FIREBASE_TOOLS_VERSION ?= 15.34.2
 FIREBASE := .local/firebase-tools/node_modules/.bin/firebase
 
-.PHONY: install install-firebase install-browser run test test-fast check-prereqs clean
+.PHONY: install install-firebase install-browser run test test-fast lint format check-prereqs clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,16 @@ check-prereqs: install install-firebase
 run: check-prereqs
 	$(PY) -m local.demo $(DEMO_ARGS)
 
-test: check-prereqs install-browser
+test: lint check-prereqs install-browser
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# ruff (settings in pyproject.toml): lint, and the import order. `make test` runs it first.
+lint: install
+	$(VENV)/bin/ruff check .
+
+# Fixes what ruff can fix by itself (import order, unused imports).
+format: install
+	$(VENV)/bin/ruff check --fix .
 
 # Pure logic and TestStream tests only: no emulators needed.
 test-fast: install
@@ -55,7 +63,7 @@ test-fast: install
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
 
-# ---- Dataflow (README, "Deploy to Dataflow") ---------------------------------
+# ---- Dataflow (docs/operations.md, "Deploy to Dataflow") ---------------------------------
 # Needs PROJECT, REGION and BUCKET, e.g.
 #   make deploy-infra template launch PROJECT=my-project REGION=europe-west1 BUCKET=my-project-occupancy
 # IMAGE and TEMPLATE_SPEC default to names derived from them and TAG (the git
@@ -85,7 +93,7 @@ BUILD ?= cloudbuild
 # Beam's version lives in setup.py only; the image is built with it.
 SETUP_BEAM_VERSION = $(shell sed -n 's/^BEAM_VERSION = "\(.*\)"$$/\1/p' setup.py)
 
-require = $(if $(strip $($(1))),,$(error $(1) is not set: run make $@ PROJECT=<project-id> REGION=<region> BUCKET=<bucket> (README, "Deploy to Dataflow")))
+require = $(if $(strip $($(1))),,$(error $(1) is not set: run make $@ PROJECT=<project-id> REGION=<region> BUCKET=<bucket> (docs/operations.md, "Deploy to Dataflow")))
 require_cloud = $(call require,PROJECT)$(call require,REGION)$(call require,BUCKET)
 
 .PHONY: deploy-infra template-image template launch dataflow drain
@@ -155,7 +163,7 @@ drain cancel status: install
 	@:$(call require,PROJECT)$(call require,REGION)
 	$(PY) -m pipeline.launch $@ --project '$(PROJECT)' --region '$(REGION)' --job_name '$(JOB_NAME)'
 
-# ---- The API (README, "The API") ------------------------------------------------
+# ---- The API (docs/api.md) ------------------------------------------------
 # make api: serves it alone on API_PORT. Without PROJECT, against emulators it starts
 # itself (Firestore, Auth); with PROJECT=..., against that project with ADC.
 API_PORT ?= 8080
@@ -191,23 +199,23 @@ rules-deploy: install-firebase
 	@:$(call require,PROJECT)
 	cd deploy && ../$(FIREBASE) deploy --only firestore:rules --project '$(PROJECT)' --non-interactive
 
-# Counting accuracy under sensor error (README, "Counting accuracy"): service days through the
+# Counting accuracy under sensor error (docs/accuracy.md): service days through the
 # job's steps on FnApiRunner; prints the table and writes bench/accuracy.json. Under 10 minutes.
 .PHONY: accuracy
 accuracy: install
 	$(PY) -m bench.accuracy
 
-# Fault suite (README, "Faults"): its own emulators, the real pipeline; prints the table and
+# Fault suite (docs/faults.md): its own emulators, the real pipeline; prints the table and
 # writes faults/results.json. Under 20 minutes; `make test` runs its short form.
 .PHONY: faults
 faults: install
 	$(PY) -m faults
 
-# Benchmark (README, "Benchmark"): starts its own emulators; prints one table and writes
+# Benchmark (docs/benchmarks.md): starts its own emulators; prints one table and writes
 # bench/results.json and bench/results.md. Under 10 minutes; bench-smoke takes seconds.
 .PHONY: bench bench-smoke bench-scale
 # The job's steps at 10 to 10,000 trains (FnApiRunner), state and document sizes, a profile:
-# bench/scale.json and a table (README, "Sizing"). About 7 minutes.
+# bench/scale.json and a table (docs/sizing.md). About 7 minutes.
 bench-scale: install
 	$(PY) -m bench.scale
 

@@ -66,10 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from(args):
     from api.app import Settings
-    from device.registry import UsageError, resolve_project
+    from occupancy.cli import NoProject, resolve_project
     try:
         project = resolve_project(args.project)
-    except UsageError as e:
+    except NoProject as e:
         raise SystemExit(f"error: {e}") from None
     return Settings(project=project, database=args.database,
                     realtime_collection=args.realtime_collection, history_collection=args.history_collection,
@@ -84,6 +84,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
+
     from api.app import create_app
     app = create_app(settings_from(args))
     _LOGGER.info("Serving project %s on http://%s:%s (docs at /docs)", app.state.settings.project,

@@ -1,6 +1,7 @@
 """create_app(settings) -> the FastAPI application; the dependencies every router shares."""
 import dataclasses
 import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -41,6 +42,7 @@ def read_fleet(request: Request):
     """(read at, every train's view), through the app's fleet cache: the one way every
     router reads the whole fleet."""
     import datetime
+
     from occupancy import fleet
     settings, client = request.app.state.settings, request.app.state.client
 

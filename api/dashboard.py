@@ -1,6 +1,6 @@
 """The live dashboard: GET / (static HTML, CSS and JS shipped in this package, no CDN).
 
-The page polls GET /v1/trains every 0.75 s (README, "Dashboard"); it calls the
+The page polls GET /v1/trains every 0.75 s (docs/api.md, "Dashboard"); it calls the
 same endpoints as any app, so it needs nothing of its own on the server.
 """
 import pathlib

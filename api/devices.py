@@ -1,5 +1,5 @@
 """The fleet registry over HTTP (the prototype's `list_devices` and `update_train`, and the
-rest of what `python -m device.registry` does). Every endpoint needs an operator's token.
+rest of what `python -m occupancy.registry` does). Every endpoint needs an operator's token.
 
 Writes go through `occupancy.registry` with the same checks as the CLI; the
 pipeline picks them up on its next registry refresh (`--registry_refresh_s`).

@@ -7,7 +7,6 @@ from pydantic import BaseModel, Field
 from occupancy.wire import ID_PATTERN
 
 
-
 def Id(description: str):  # noqa: N802 (reads like a type in the models)
     """An id in a body, checked with the wire format's pattern (pydantic's regex engine
     anchors `$` at the very end, so a trailing newline fails too); paths: `api.ids`."""

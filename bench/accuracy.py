@@ -1,7 +1,7 @@
 """`make accuracy`: what real door-sensor error does to the numbers users see, with and
 without terminus balancing, and whether door health finds the faulty doors.
 
-Service days (device/service_day.py: trips terminus to terminus, stops with bursts,
+Service days (sim/service_day.py: trips terminus to terminus, stops with bursts,
 empty at each terminus, every door counting through a DoorError) run through the
 job's own steps (pipeline.build.compose) on FnApiRunner over a bounded replay,
 against the Firestore emulator it starts: the same transforms as the streaming job.
@@ -27,12 +27,12 @@ import sys
 import time
 
 from bench.measure import machine
-from device import service_day
-from device.service_day import DoorError
 from local.emulators import Emulator
 from local.stack import PROJECT
 from occupancy import door_health, registry
 from occupancy.store import make_client
+from sim import service_day
+from sim.service_day import DoorError
 
 _LOGGER = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,6 +58,7 @@ def replay(messages) -> float:
     import apache_beam as beam
     from apache_beam.io.gcp.pubsub import PubsubMessage
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
     from pipeline.build import compose
     from pipeline.options import OccupancyOptions
     # One-minute buckets: the replay's cost is per flush, and a stop's counts (within 30 s of
@@ -73,6 +74,7 @@ def replay(messages) -> float:
 
 def pipeline_series(client, train_id: str):
     from google.cloud.firestore_v1.base_query import FieldFilter
+
     from occupancy.wire import to_micros
     docs = [d.to_dict() for d in client.collection("history").where(filter=FieldFilter("train", "==", train_id))
             .stream()]
@@ -124,7 +126,7 @@ def run_door_health(emulator, client, days: int, n_trains: int, doors: int, hour
     for k in range(days):
         # A job per day, each new job seeded from realtime as after a drain: a bounded replay
         # of a whole week at once would hold every train's week in the pending buffer, which
-        # is rewritten at each flush (quadratic; README, "Counting accuracy").
+        # is rewritten at each flush (quadratic; docs/accuracy.md).
         day = service_day.simulate_day(trains, DATE + datetime.timedelta(days=k), seed=100 + k, seqs=seqs,
                                        first_hour=hours[0], last_hour=hours[1])
         messages += len(day.messages)

@@ -20,13 +20,12 @@ import apache_beam as beam
 from apache_beam.coders import coders
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
-                                              on_timer)
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 
 from bench.workload import ATTR_DELTA, ATTR_T_US, ATTR_TRAIN
-from transforms.release_queue import QueueState, ReleaseQueue  # the pipeline's own timer discipline
 from occupancy import wire
 from occupancy.store import RetryPolicy, commit_documents, make_client
+from transforms.release_queue import QueueState, ReleaseQueue  # the pipeline's own timer discipline
 
 _LOGGER = logging.getLogger(__name__)
 _PAIR = coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()])

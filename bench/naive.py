@@ -115,7 +115,7 @@ class _Worker(threading.Thread):
                     self.last_done = time.time()
                     with self.lock:
                         self.seen.update(r.message.message_id for r in response.received_messages)
-        except BaseException as e:  # reported by the caller, which then fails the run
+        except BaseException as e:  # noqa: BLE001 - reported by the caller, which then fails the run
             self.error = e
         finally:
             subscriber.close()
@@ -123,6 +123,7 @@ class _Worker(threading.Thread):
 
 def run_concurrent(spec: workload.WorkloadSpec, workers: int = WORKERS, timeout_s: float = 600) -> dict:
     from google.cloud import pubsub_v1
+
     from local import stack
     name = uuid.uuid4().hex[:8]
     stack.ensure_topic(PROJECT, f"naive-{name}", [f"naive-{name}"])

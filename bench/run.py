@@ -35,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description="Benchmark the occupancy pipeline against the naive "
-        "baseline and the runner ceiling on the local emulators (see README, 'Benchmark').")
+        "baseline and the runner ceiling on the local emulators (see docs/benchmarks.md).")
     parser.add_argument("--smoke", action="store_true",
                         help="A seconds-long run (3 trains x 2 doors, 20 simulated seconds): checks "
                              "that everything runs; its numbers mean little.")
@@ -68,7 +68,7 @@ def start_emulators():
     def start(emulator):
         try:
             emulator.start()
-        except Exception as e:  # re-raised below, after both have finished starting
+        except Exception as e:  # noqa: BLE001 - re-raised below, after both have finished starting
             errors.append(e)
     threads = [threading.Thread(target=start, args=(e,)) for e in emulators]
     for thread in threads:

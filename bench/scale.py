@@ -3,7 +3,7 @@
 1. The curve. For each fleet (10 doors a train; station bursts, heartbeats, 2 %
    duplicates, 3 % out of order: `SCALE_SIM`) a child process registers the
    fleet in the Firestore emulator (`occupancy.fleet_import`), generates its
-   messages with `device.simulator`, and runs the job's own steps after the
+   messages with `sim.simulator`, and runs the job's own steps after the
    read (`pipeline.build.compose`, as bench/harness.py does) on `FnApiRunner`
    over them, then a pass-through over the same messages. Per core: messages
    over the child's CPU time (`time.process_time`) of the run. Peak RSS is the
@@ -37,10 +37,10 @@ import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage
 
 from bench import harness, measure
-from device import simulator
 from occupancy import documents, fleet_import, registry
 from occupancy.store import make_client
 from pipeline.options import OccupancyOptions
+from sim import simulator
 
 _LOGGER = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -94,7 +94,7 @@ def table(results: dict) -> str:
 
 
 def markdown_rows(results: dict) -> str:
-    """The curve as a markdown table (README, "Sizing")."""
+    """The curve as a markdown table (docs/sizing.md)."""
     out = ["| trains | state cache MB | simulated min | messages | msgs/s per core | pass-through per core | "
            "peak RSS MB | flushes / train / min | counts exact |", "|" + "---|" * 9]
     for f in results["fleets"]:

@@ -1,6 +1,6 @@
 """What one train keeps, and writes, over a simulated hour of streaming: state and document sizes.
 
-The train's messages (device.simulator, the scale workload's config) are
+The train's messages (sim.simulator, the scale workload's config) are
 replayed in send order as a streaming runner sees them: the watermark is at
 each message's send time, and the flush timer fires once the watermark passes
 it. The job's own pieces do the work: `wire.parse_message`, the release queue
@@ -29,7 +29,7 @@ _CODER = EventCoder()
 def simulate_train(doors: int, minutes: float, config, sim_config, seed: int = 1,
                    checkpoints=(5.0,)) -> Dict[str, dict]:
     """{"5 min": sizes, ..., "end": sizes} for one train of `doors` devices."""
-    from device import simulator
+    from sim import simulator
     train = simulator.make_train("t00001", 400, doors=doors)
     start_us = wire.parse_time("2026-11-24T06:00:00Z")
     queue = ReleaseQueue(lambda e: config.release_time(e.event_time_us), config.flush_interval_us,

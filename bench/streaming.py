@@ -8,7 +8,7 @@ One run, the same for both jobs:
 2. warm-up: a heartbeat device (its own train) publishes every 0.5 s until the
    job has written its realtime document, so start-up is not measured; it
    keeps publishing to the end, because the local runner moves its watermark
-   only when a pull returns messages (DESIGN.md, last section);
+   only when a pull returns messages (docs/design.md, "Facts about the local runner and emulators");
 3. a poller reads every `realtime` document at ~20 Hz and records, per train,
    when `current_value` / `last_updated` changed;
 4. the workload is published as fast as the publisher takes it, each message
@@ -62,7 +62,7 @@ class Poller(threading.Thread):
             began = time.time()
             try:
                 docs = list(query.stream())
-            except Exception as e:  # a slow emulator must not end the measurement
+            except Exception as e:  # noqa: BLE001 - a slow emulator must not end the measurement
                 _LOGGER.warning("Poll failed: %s", e)
                 docs = []
             seen_at = time.time()

@@ -1,6 +1,6 @@
 """The benchmark's workload: simulated door devices, re-stamped as they are sent, and its truth.
 
-`device.simulator` generates a fleet's messages with a fixed seed (station
+`sim.simulator` generates a fleet's messages with a fixed seed (station
 bursts, heartbeats, duplicates). The benchmark keeps their order and content
 (device, seq, delta) but not their timing: every message is stamped with the
 moment it is sent (event time = publish time, milliseconds, as on the wire),
@@ -18,8 +18,8 @@ import json
 import time
 from typing import Callable, Dict, Iterator, List, NamedTuple, Tuple
 
-from device import simulator
 from occupancy import registry, wire
+from sim import simulator
 
 WARMUP_TRAIN = "warmup"
 WARMUP_DEVICE = "warmup-car1-door1"
@@ -45,7 +45,7 @@ SMOKE = WorkloadSpec(trains=3, doors=2, seconds=20.0)
 
 
 def add_arguments(parser: argparse.ArgumentParser, default: WorkloadSpec = WorkloadSpec()) -> None:
-    group = parser.add_argument_group("workload (device.simulator, fixed seed)")
+    group = parser.add_argument_group("workload (sim.simulator, fixed seed)")
     group.add_argument("--trains", type=int, default=None,
                        help=f"Trains in the fleet (default {default.trains}; smoke {SMOKE.trains}).")
     group.add_argument("--doors", type=int, default=None,

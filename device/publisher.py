@@ -31,415 +31,40 @@ Depends on google-cloud-pubsub only (the `.[device]` extra): nothing here may
 import Beam or the Firestore client.
 """
 import argparse
-import contextlib
-import json
 import logging
 import os
-import random
 import re
 import signal
 import sys
 import threading
 import time
-from typing import Callable, Iterator, NamedTuple, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from device.outbox import Outbox, OutboxError
+from device.sender import Sender, Stats, describe_error, make_client_factory
+from device.sources import (
+    DEFAULT_MAX_ABS_DELTA,
+    Reading,
+    UsageError,
+    replay_source,
+    simulate_source,
+    stdin_source,
+)
 from occupancy import wire
-from occupancy.cli import non_negative_float, positive_float, positive_int
+from occupancy.cli import (
+    EMULATOR_PROJECT,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_TOPIC = "occupancy-events"
-# The project the local emulators use (local/stack.py): the default with --emulator.
-EMULATOR_PROJECT = "demo-occupancy"
 PUBSUB_SCOPE = "https://www.googleapis.com/auth/pubsub"
 SOURCES = ("stdin", "simulate", "replay")
-# The pipeline's default --max_abs_delta: a larger delta would only be dead-lettered.
-DEFAULT_MAX_ABS_DELTA = 100
-MAX_LINE_BYTES = 4096
 _TOPIC_PATH_RE = re.compile(r"^projects/([^/]+)/topics/([^/]+)$")
 _TOPIC_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._~+%-]{2,254}$")
-_S = 1_000_000
-
-
-class UsageError(Exception):
-    """A command line or configuration that cannot work: one line, exit code 2."""
-
-
-# ---- parsing what the sources deliver --------------------------------------------
-
-def parse_count_line(text: str, max_abs_delta: int = DEFAULT_MAX_ABS_DELTA) -> Optional[int]:
-    """The delta of one stdin line, None for a blank or `#` comment line; ValueError if malformed.
-
-    `+2`, `-1`, `3`: the delta itself. `IN,OUT` (e.g. `2,1`): people in and out
-    since the last line, delta = IN - OUT. OUT may be written with a minus sign
-    (`2,-1` is the same as `2,1`: some counters report leaving people as
-    negative numbers); IN may not.
-    """
-    text = text.strip()
-    if not text or text.startswith("#"):
-        return None
-    fields = [f.strip() for f in text.split(",")]
-    try:
-        numbers = [int(f) for f in fields]
-    except ValueError:
-        raise ValueError(f"not an integer delta or 'in,out' pair: {text!r}") from None
-    if len(numbers) == 1:
-        delta = numbers[0]
-    elif len(numbers) == 2:
-        people_in, people_out = numbers
-        if people_in < 0:
-            raise ValueError(f"people in cannot be negative: {text!r}")
-        delta = people_in - abs(people_out)
-    else:
-        raise ValueError(f"expected 'delta' or 'in,out', got {len(fields)} fields: {text!r}")
-    if abs(delta) > max_abs_delta:
-        raise ValueError(f"|delta| {abs(delta)} exceeds --max_abs_delta {max_abs_delta}: {text!r}")
-    return delta
-
-
-def parse_time_value(value) -> int:
-    """An event time as epoch microseconds: RFC 3339 with an offset, or epoch seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a time: {value!r}")
-    if isinstance(value, (int, float)):
-        return int(round(value * _S))
-    text = str(value).strip()
-    with contextlib.suppress(ValueError):
-        return int(round(float(text) * _S))
-    try:
-        return wire.parse_time(text)
-    except wire.Rejected as e:
-        raise ValueError(e.detail) from None
-
-
-def parse_replay_line(text: str, max_abs_delta: int = DEFAULT_MAX_ABS_DELTA):
-    """(event_time_us, delta) of one log line, None for a blank, comment or header line.
-
-    CSV `time,delta` or JSON Lines `{"event_time": ..., "delta": ...}`; times are
-    RFC 3339 with an offset or epoch seconds. Raises ValueError if malformed.
-    """
-    text = text.strip()
-    if not text or text.startswith("#"):
-        return None
-    if text.startswith("{"):
-        try:
-            obj = json.loads(text)
-        except ValueError as e:
-            raise ValueError(f"invalid JSON: {e}") from None
-        if not isinstance(obj, dict) or "event_time" not in obj or "delta" not in obj:
-            raise ValueError(f"expected {{\"event_time\": ..., \"delta\": ...}}: {text!r}")
-        time_value, delta = obj["event_time"], obj["delta"]
-        if not isinstance(delta, int) or isinstance(delta, bool):
-            raise ValueError(f"delta must be an integer: {text!r}")
-    else:
-        fields = [f.strip() for f in text.split(",")]
-        if len(fields) != 2:
-            raise ValueError(f"expected 'time,delta': {text!r}")
-        if fields[0].lower() in ("time", "event_time"):
-            return None  # the CSV header
-        time_value = fields[0]
-        try:
-            delta = int(fields[1])
-        except ValueError:
-            raise ValueError(f"delta must be an integer: {text!r}") from None
-    if abs(delta) > max_abs_delta:
-        raise ValueError(f"|delta| {abs(delta)} exceeds --max_abs_delta {max_abs_delta}: {text!r}")
-    return parse_time_value(time_value), delta
-
-
-# ---- sources ------------------------------------------------------------------------
-
-class Reading(NamedTuple):
-    """What a source yields: a count, a malformed input (`error`), or progress only.
-
-    `event_time_us` None means "now, when stored". `position` is a replay's
-    line number, stored with the count so that a restart resumes after it.
-    """
-    delta: Optional[int] = None
-    event_time_us: Optional[int] = None
-    error: str = ""
-    position: Optional[int] = None
-
-
-def stdin_source(stream, max_abs_delta: int, stop: threading.Event) -> Iterator[Reading]:
-    """Lines from a binary, unbuffered stream (a count read is a count stored: no read-ahead)."""
-    line_no = 0
-    while not stop.is_set():
-        raw = stream.readline(MAX_LINE_BYTES)
-        if not raw:
-            return
-        line_no += 1
-        if len(raw) == MAX_LINE_BYTES and not raw.endswith(b"\n"):
-            while raw and not raw.endswith(b"\n"):  # skip the rest of the overlong line
-                raw = stream.readline(MAX_LINE_BYTES)
-            yield Reading(error=f"line {line_no}: longer than {MAX_LINE_BYTES} bytes")
-            continue
-        try:
-            delta = parse_count_line(raw.decode("utf-8"), max_abs_delta)
-        except (UnicodeDecodeError, ValueError) as e:
-            yield Reading(error=f"line {line_no}: {e}")
-            continue
-        if delta is not None:
-            yield Reading(delta)
-
-
-def replay_source(path: str, *, speed: float, retime: bool, start_line: int,
-                  max_abs_delta: int, stop: threading.Event) -> Iterator[Reading]:
-    """The counts of a `time,delta` CSV or JSON Lines log, paced like the original / `speed`.
-
-    Event times are the log's own unless `retime`, which stamps each count with
-    the time it is replayed (so the log's pace, scaled by `speed`, becomes the
-    event-time pace). `speed` 0 replays without waiting. Lines up to
-    `start_line` were sent by an earlier run and are skipped.
-    """
-    first_us = started = None
-    line_no = 0
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, 1):
-            if line_no <= start_line:
-                continue
-            try:
-                parsed = parse_replay_line(raw.decode("utf-8"), max_abs_delta)
-            except (UnicodeDecodeError, ValueError) as e:
-                yield Reading(error=f"{path}:{line_no}: {e}")
-                continue
-            if parsed is None:
-                continue
-            event_time_us, delta = parsed
-            if first_us is None:
-                first_us, started = event_time_us, time.monotonic()
-            if speed > 0:
-                due = started + (event_time_us - first_us) / _S / speed
-                if stop.wait(max(0.0, due - time.monotonic())):
-                    return  # not consumed: a restart replays this line
-            yield Reading(delta, None if retime else event_time_us, position=line_no)
-    yield Reading(position=line_no)  # trailing skipped lines count as consumed too
-
-
-# A single door's share of a train in the simulator's model.
-SIMULATED_DOOR_CAPACITY = 80
-
-
-def simulate_source(device_id: str, seed: int, stop: threading.Event) -> Iterator[Reading]:
-    """Realistic station bursts for one door, in real time, from device/simulator.py's model."""
-    from device import simulator  # only this source needs it
-    spec = simulator.TrainSpec(device_id, SIMULATED_DOOR_CAPACITY, device_id, (device_id,))
-    # No injected faults and no reset: this is one honest door; the outbox assigns the seqs.
-    config = simulator.SimConfig(faults=simulator.FaultRates(0.0, 0.0, 0.0), reset_at_start=False)
-    started = time.monotonic()
-    for message in simulator.Simulation([spec], seed, config).messages(wire.now_us()):
-        if message.kind != simulator.COUNT:
-            continue  # its heartbeats: --heartbeat_s is the publisher's own
-        if stop.wait(max(0.0, started + message.send_at - time.monotonic())):
-            return
-        yield Reading(json.loads(message.payload)["delta"])
-
-
-# ---- status -------------------------------------------------------------------------
-
-class Stats:
-    """Counters the status line shows; updated by both threads."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.published = self.read = self.malformed = self.heartbeats = 0
-        self.last_error = ""
-        self.last_append = time.monotonic()
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            setattr(self, name, getattr(self, name) + n)
-            if name in ("read", "heartbeats"):
-                self.last_append = time.monotonic()
-
-    def error(self, text: str) -> None:
-        with self._lock:
-            self.last_error = f"{time.strftime('%H:%M:%S')} {text}"
-
-    def line(self, outbox: Outbox) -> str:
-        pending, age = outbox.pending(), outbox.oldest_age_s()
-        with self._lock:
-            return (f"published {self.published}, pending {pending}"
-                    + (f" (oldest {age:.0f}s)" if age is not None and pending else "")
-                    + f", read {self.read}, malformed {self.malformed}, heartbeats {self.heartbeats}, "
-                    f"last error: {self.last_error or 'none'}")
-
-
-# ---- sending ------------------------------------------------------------------------
-
-def describe_error(error: BaseException) -> str:
-    """One line: the exception's class and message (gRPC messages can be multi-line)."""
-    text = " ".join(str(error).split()) or repr(error)
-    return f"{type(error).__name__}: {text}"[:300]
-
-
-def backoff_s(failures: int, cap_s: float, base_s: float = 0.5, rng=random) -> float:
-    """Capped exponential back-off with jitter: in [d/2, d] for d = min(cap, base * 2^(n-1))."""
-    delay = min(cap_s, base_s * 2 ** min(failures - 1, 30))
-    return delay * rng.uniform(0.5, 1.0)
-
-
-def _fatal_at_first_publish(error: BaseException, topic: str) -> Optional[str]:
-    """The one-line reason to stop, for errors that mean the configuration is wrong."""
-    from google.api_core import exceptions as gexc
-    from google.auth import exceptions as auth_exc
-    if isinstance(error, gexc.NotFound):
-        return f"topic {topic} does not exist"
-    if isinstance(error, gexc.PermissionDenied):
-        return (f"permission denied publishing to {topic}: the device's account needs "
-                f"roles/pubsub.publisher on that topic ({describe_error(error)})")
-    # Not auth_exc.TransportError: a device that boots offline cannot reach the token
-    # endpoint either, and that is an outage to wait out, not a configuration error.
-    if isinstance(error, (gexc.Unauthenticated, auth_exc.DefaultCredentialsError)) or (
-            isinstance(error, auth_exc.RefreshError) and not getattr(error, "retryable", False)):
-        return f"Pub/Sub rejected the credentials: {describe_error(error)}"
-    if isinstance(error, gexc.InvalidArgument):
-        return f"Pub/Sub refused to publish to {topic}: {describe_error(error)}"
-    return None
-
-
-class Sender(threading.Thread):
-    """Drains the outbox to Pub/Sub in order; deletes rows only after their publish is acknowledged."""
-
-    def __init__(self, outbox: Outbox, topic: str, client_factory: Callable, stats: Stats, *,
-                 window: int, publish_timeout_s: float, max_backoff_s: float):
-        super().__init__(name="outbox-sender", daemon=True)
-        self._outbox = outbox
-        self._topic = topic
-        self._client_factory = client_factory
-        self._client = None
-        self._stats = stats
-        self._window = window
-        self._publish_timeout_s = publish_timeout_s
-        self._max_backoff_s = max_backoff_s
-        self._halt = threading.Event()
-        self._wake = threading.Event()
-        self._published_once = False
-        self._failures = 0
-        self._failing_since = None
-        self._last_error_type = None
-        self.fatal: Optional[str] = None
-
-    def stop(self) -> None:
-        self._halt.set()
-        self._wake.set()
-
-    def retry_now(self) -> None:
-        """Cuts a back-off wait short (used when draining before exit)."""
-        self._wake.set()
-
-    def run(self) -> None:
-        try:
-            while not self._halt.is_set():
-                if not self._outbox.wait_for_rows(0.5):
-                    continue
-                error = self._send(self._outbox.oldest(self._window))
-                if error is None:
-                    self._recovered()
-                elif not self._failed(error):
-                    return
-        except Exception:  # a bug, or the outbox disk failing: say so, the main loop exits
-            if not self._halt.is_set():
-                _LOGGER.exception("Sender stopped by an error")
-                self.fatal = "the sender stopped by an internal error (see the log above)"
-
-    def _send(self, rows) -> Optional[BaseException]:
-        """Publishes `rows` in order; deletes the acknowledged prefix; returns the first error."""
-        futures, error = [], None
-        try:
-            client = self._get_client()
-            for row in rows:
-                payload, attributes = row.encode()
-                # retry=None: one attempt per call; this class does the retrying, with back-off.
-                futures.append(client.publish(self._topic, payload, ordering_key=row.device_id,
-                                              retry=None, timeout=self._publish_timeout_s,
-                                              **attributes))
-        except Exception as e:  # e.g. the client could not be created: retried like a failed publish
-            error = e
-        acked = []
-        for row, future in zip(rows, futures):
-            try:
-                future.result(timeout=self._publish_timeout_s + 5)
-            # Any failure means "not acknowledged": the row stays and is retried. With an
-            # ordering key, the rows after a failed one fail too, so the acked ones are a prefix.
-            except Exception as e:
-                error = error or e
-                break
-            acked.append(row.id)
-        if acked:
-            self._outbox.delete(acked)
-            self._stats.add("published", len(acked))
-            self._published_once = True
-        return error
-
-    def _get_client(self):
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
-
-    def _drop_client(self) -> None:
-        """Forgets the client: a new one gets a new channel, and no paused ordering key.
-
-        gRPC backs off reconnecting (up to two minutes) after a refused connection, and a
-        call fails at once meanwhile: a fresh channel notices at once that Pub/Sub is back.
-        """
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):  # best effort: the client is discarded anyway
-                client.stop()
-
-    def _failed(self, error: BaseException) -> bool:
-        """Records a failed attempt and waits out the back-off; False when the error is fatal."""
-        self._drop_client()
-        reason = None if self._published_once else _fatal_at_first_publish(error, self._topic)
-        if reason:
-            self.fatal = reason
-            self._stats.error(describe_error(error))
-            return False
-        self._failures += 1
-        self._stats.error(describe_error(error))
-        if self._failures == 1:
-            self._failing_since = time.monotonic()
-            _LOGGER.warning("Publishing to %s failed (%s); counts stay in the outbox and are "
-                            "retried with back-off up to %.0fs", self._topic, describe_error(error),
-                            self._max_backoff_s)
-        elif type(error) is not self._last_error_type:
-            # A new kind of failure is news (e.g. reachable again, but the topic is gone).
-            _LOGGER.warning("Publishing to %s still fails, now with %s", self._topic,
-                            describe_error(error))
-        else:
-            _LOGGER.debug("Publish attempt %d failed: %s", self._failures, describe_error(error))
-        self._last_error_type = type(error)
-        self._wake.wait(backoff_s(self._failures, self._max_backoff_s))
-        self._wake.clear()
-        return True
-
-    def _recovered(self) -> None:
-        if self._failures:
-            _LOGGER.info("Publishing to %s works again after %.0fs and %d failed attempts; "
-                         "%d counts still pending", self._topic,
-                         time.monotonic() - self._failing_since, self._failures,
-                         self._outbox.pending())
-        self._failures = 0
-        self._last_error_type = None
-
-
-def make_client_factory(credentials, batch_max_messages: int, batch_max_latency_s: float) -> Callable:
-    """A function that creates a PublisherClient with ordering and the batching settings."""
-    from google.cloud import pubsub_v1
-
-    def create():
-        kwargs = {"credentials": credentials} if credentials is not None else {}
-        return pubsub_v1.PublisherClient(
-            batch_settings=pubsub_v1.types.BatchSettings(max_messages=batch_max_messages,
-                                                         max_latency=batch_max_latency_s),
-            # Ordering: a failed batch fails every later one of the device, so what Pub/Sub
-            # has acknowledged is always a prefix of the outbox, in seq order.
-            publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
-            **kwargs)
-    return create
-
 
 # ---- reading ------------------------------------------------------------------------
 
@@ -531,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m device.publisher", description=__doc__.split("\n\n")[0],
                 formatter_class=_HelpFormatter)
     p.add_argument("--device_id", type=_device_id, required=True,
-                   help=f"This door device's id (registered with device.registry), matching {wire.ID_PATTERN}.")
+                   help="This door device's id (registered with python -m occupancy.registry), "
+                        f"matching {wire.ID_PATTERN}.")
     p.add_argument("--source", type=str, nargs="+", default=None, metavar=("SOURCE", "FILE"),
                    help="Where counts come from: 'stdin' (lines '+2', '-1' or 'in,out'; the "
                         "default), 'simulate' (station bursts for one door), or 'replay FILE' "

@@ -1,1 +1,1 @@
-"""`make faults`: the fault suite (README, "Faults"). One module per scenario."""
+"""`make faults`: the fault suite (docs/faults.md). One module per scenario."""

@@ -10,6 +10,7 @@ number of its distinct non-zero messages. The pipeline's side: `realtime/{train}
 event lands in exactly one bucket).
 """
 import collections
+import logging
 import os
 import random
 import signal
@@ -18,11 +19,14 @@ import time
 import uuid
 from typing import Dict, List, NamedTuple, Optional
 
+from google.api_core import exceptions as gexc
+
 from local import stack
 from local.stack import PROJECT
 from occupancy import registry, wire
 from occupancy.store import make_client
 
+_LOGGER = logging.getLogger(__name__)
 PIPELINE_ARGS = ("--registry_refresh_s=5", "--reorder_delay_s=1", "--flush_interval_s=1",
                  "--write_retry_deadline_s=120")
 
@@ -144,6 +148,58 @@ class Heartbeats(threading.Thread):
         self.join(10)
 
 
+class Progress(threading.Thread):
+    """Samples, every `interval_s`, what the pipeline has applied against what the devices sent.
+
+    Each sample (a dict): `t_s` since start, `sent` (distinct count messages made so far),
+    `applied` (the highest applied seq of every count device in realtime's `devices_seen`,
+    summed: the devices' seqs start at 1 without gaps, so this is the counts applied when
+    they are applied in order) and `lag_s`, wall clock minus the oldest train's
+    `last_updated` (the event time of its last applied count: how far the pipeline is
+    behind the devices).
+    """
+
+    def __init__(self, scenario: "Scenario", interval_s: float = 5.0):
+        super().__init__(daemon=True)
+        self.scenario, self.interval_s = scenario, interval_s
+        self.samples: List[dict] = []
+        self.halt = threading.Event()
+        self.began = time.monotonic()
+
+    def sample(self) -> dict:
+        devices = self.scenario.devices
+        with devices.lock:
+            sent = len(devices.sent)
+        applied, oldest = 0, None
+        for doc in self.scenario.client.collection("realtime").stream():
+            data = doc.to_dict() or {}
+            for device, seen in (data.get("devices_seen") or {}).items():
+                if device in devices.train_of:
+                    applied += max(0, int(seen.get("seq") or 0))
+            updated = data.get("last_updated")
+            if updated is not None and (oldest is None or updated < oldest):
+                oldest = updated
+        lag = None if oldest is None else time.time() - oldest.timestamp()
+        return {"t_s": round(time.monotonic() - self.began, 1), "sent": sent, "applied": applied,
+                "lag_s": None if lag is None else round(lag, 1)}
+
+    def run(self):
+        while not self.halt.wait(self.interval_s):
+            try:
+                sample = self.sample()
+            except gexc.GoogleAPIError as e:  # a missed sample (Firestore cut off) must not end the scenario
+                _LOGGER.warning("%s: progress sample failed: %s", self.scenario.name, e)
+                continue
+            self.samples.append(sample)
+            _LOGGER.info("%s: %.0f s, sent %d, applied %d, behind %s s", self.scenario.name,
+                         sample["t_s"], sample["sent"], sample["applied"], sample["lag_s"])
+
+    def stop(self) -> List[dict]:
+        self.halt.set()
+        self.join(30)
+        return self.samples
+
+
 class Scenario:
     """One scenario's topic, subscription, fleet, pipeline processes and accounting."""
 
@@ -192,7 +248,7 @@ class Scenario:
     def prime(self, process, people: int = 200) -> None:
         """Boards `people` on every train and waits until realtime shows it; later alightings
         keep each train at least `people` - 50 (see Devices.floor)."""
-        for train, doors in self.devices.trains.items():
+        for _train, doors in self.devices.trains.items():
             for _ in range(people // 100):
                 self.devices.publish(self.devices.make(doors[0], 100))
         stack.wait_for(lambda: process.poll() is not None or all(
@@ -240,6 +296,21 @@ class Scenario:
                 return time.monotonic() - began
             time.sleep(0.25)
         return None
+
+    def wait_progressing(self, process, progress: Progress, stuck_s: float, cap_s: float) -> str:
+        """Waits while the pipeline catches up: until the numbers are exact ("exact"), `progress`
+        shows no new applied count for `stuck_s` ("stuck"), or `cap_s` passed ("cap")."""
+        began = time.monotonic()
+        last_applied, moved_at = None, began
+        while time.monotonic() - began < cap_s:
+            if self.wait_exact(process, timeout_s=5) is not None:
+                return "exact"
+            applied = progress.samples[-1]["applied"] if progress.samples else None
+            if applied != last_applied:
+                last_applied, moved_at = applied, time.monotonic()
+            elif time.monotonic() - moved_at >= stuck_s:
+                return "stuck"
+        return "cap"
 
     def wait_exact_republishing(self, process, since: float):
         """wait_exact for 120 s; if not exact by then, one more round of re-publishing, as a

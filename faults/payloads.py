@@ -86,7 +86,8 @@ def legacy_csv(draw):
 attributes = st.dictionaries(
     st.sampled_from(["event_id", "event_time", "device_id", "x"])
     | st.text(string.ascii_letters, min_size=1, max_size=10).filter(lambda k: not k.lower().startswith("goog")),
-    st.sampled_from(["", "not a time", "2026-11-24T07:00:00Z", "0001-01-01T00:00:00Z", "9" * 1000]) | st.text(max_size=30),
+    st.sampled_from(["", "not a time", "2026-11-24T07:00:00Z", "0001-01-01T00:00:00Z", "9" * 1000])
+    | st.text(max_size=30),
     max_size=4)
 
 payloads = st.one_of(

@@ -3,7 +3,7 @@ steady traffic.
 
 The local runner acknowledges a message when it pulls it, before the message is
 applied and written: a killed local pipeline loses what it had pulled. Devices
-close that gap the way the README describes: after a restart each re-publishes
+close that gap the way docs/faults.md describes: after a restart each re-publishes
 what it cannot see applied in realtime's `devices_seen` (the seq ranges). The new
 job seeds each train from realtime and the latest history document, and
 de-duplicates the re-published seqs. Expected: 0 lost, 0 double counted.

@@ -5,7 +5,7 @@ the emulator keeps nothing: a restart forgets its topics, its subscriptions
 and every unread message. So here "0 lost" rests where it rests in the field
 when anything between a device and the pipeline fails: on the devices. A
 device keeps a count in its outbox until it can see it applied (realtime's
-`devices_seen` seq ranges) and sends again what it cannot see applied (README,
+`devices_seen` seq ranges) and sends again what it cannot see applied (docs/operations.md,
 "The door device"); the pipeline de-duplicates by seq.
 
 Steps: traffic while the pipeline runs; a burst published and acknowledged by

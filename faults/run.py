@@ -18,8 +18,17 @@ import time
 
 from bench.measure import machine
 from bench.run import start_emulators
-from faults import (clock_trouble, duplicate_storm, firestore_outage, hostile, long_run,
-                    pipeline_kills, publisher_kills, pubsub_restart, two_writers)
+from faults import (
+    clock_trouble,
+    duplicate_storm,
+    firestore_outage,
+    hostile,
+    long_run,
+    pipeline_kills,
+    publisher_kills,
+    pubsub_restart,
+    two_writers,
+)
 from faults.proxy import Proxy
 
 _LOGGER = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ Steps, each announced on the terminal:
   5. the HTTP API (python -m api) on --api_port (or a free port if it is taken),
      with the Firebase Auth emulator (reused like the others, via
      FIREBASE_AUTH_EMULATOR_HOST) and an operator account; log in .local/api.log;
-  6. the simulated door devices (device.simulator), publishing in real time;
+  6. the simulated door devices (sim.simulator), publishing in real time;
   7. a table of Firestore `realtime/{train}` refreshed every second (a plain
      table every few seconds when stdout is not a terminal).
 
@@ -37,7 +37,6 @@ from typing import List, Optional
 
 from google.api_core import exceptions as gexc
 
-from device import simulator
 from local import stack
 from local.auth_emulator import AuthEmulator
 from local.emulators import Emulator, EmulatorError, free_port, is_up, port_free
@@ -45,6 +44,7 @@ from local.stack import DEMO_OPERATOR, PROJECT
 from local.table import Row, render
 from occupancy import registry, wire
 from occupancy.store import make_client
+from sim import simulator
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class Demo:
     def _start_one(emulator: Emulator, errors: list) -> None:
         try:
             emulator.start()
-        except Exception as e:  # re-raised in the main thread
+        except Exception as e:  # noqa: BLE001 - re-raised in the main thread
             errors.append(e)
 
     def emulator_env(self) -> dict:

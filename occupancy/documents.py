@@ -1,4 +1,4 @@
-"""Firestore document shapes (DESIGN.md, "Firestore documents"), to and from TrainState.
+"""Firestore document shapes (docs/design.md, "Firestore documents"), to and from TrainState.
 
 Pure functions: the sink writes what these return, and a new job seeds a
 train's state from what they wrote. Field names of the original prototype
@@ -15,7 +15,7 @@ from occupancy.wire import from_micros, to_micros
 MAX_DOCUMENT_BYTES = 1_048_576
 # At most this many applied-seq ranges per device in a realtime document: what
 # bounds a train's realtime document whatever the gaps in its devices' seqs
-# (with occupancy.registry.MAX_DEVICES_PER_TRAIN; README, "Sizing").
+# (with occupancy.registry.MAX_DEVICES_PER_TRAIN; docs/sizing.md).
 MAX_RANGES_PER_DEVICE = 32
 
 # Fields of a realtime document that only a train with a capacity has: a guarded

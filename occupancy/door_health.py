@@ -18,7 +18,7 @@ last `window` trips:
 
 A door without enough crossings (fewer than `min_crossings` over the window) is
 `insufficient_data`. Statistics, not magic: a ±10 % bias needs about 3,000
-crossings through the door to stand out at z = 4 (see README, "Counting accuracy").
+crossings through the door to stand out at z = 4 (see docs/accuracy.md).
 """
 import math
 import statistics
@@ -83,8 +83,8 @@ def _assess_once(trips: Sequence[dict], devices: Sequence[str], rule: Rule) -> D
                 sums[device][0] += int(counts.get("boarded") or 0)
                 sums[device][1] += int(counts.get("alighted") or 0)
     ratios = {d: _log_ratio(b, a) for d, (b, a) in sums.items() if b + a >= rule.min_crossings}
-    median = statistics.median(l for l, _ in ratios.values()) if len(ratios) >= 3 else None
-    spread = (1.4826 * statistics.median(abs(l - median) for l, _ in ratios.values())
+    median = statistics.median(ln for ln, _ in ratios.values()) if len(ratios) >= 3 else None
+    spread = (1.4826 * statistics.median(abs(ln - median) for ln, _ in ratios.values())
               if median is not None else 0.0)
     silent = set()
     last = recent[-rule.silent_trips:] if len(recent) >= rule.silent_trips else []
@@ -100,9 +100,9 @@ def _assess_once(trips: Sequence[dict], devices: Sequence[str], rule: Rule) -> D
         if device in silent:
             status = SILENT
         elif device in ratios and median is not None:
-            l, se = ratios[device]
-            z = (l - median) / max(se, spread)
-            bias = math.exp(l - median) - 1
+            ln, se = ratios[device]
+            z = (ln - median) / max(se, spread)
+            bias = math.exp(ln - median) - 1
             status = BIASED if abs(z) >= rule.z_threshold and abs(bias) >= rule.min_bias else OK
         out[device] = DoorHealth(device, status, bias, z, boarded, alighted, len(recent))
     return out

@@ -23,6 +23,7 @@ the devices (they re-send what they do not see in `devices_seen`) and counted
 once, by the newest job. Pure bookkeeping here; the sink drives it.
 """
 import logging
+import threading
 from typing import Dict, Iterable, List, NamedTuple, Optional, Set
 
 _LOGGER = logging.getLogger(__name__)
@@ -36,42 +37,57 @@ class Guard(NamedTuple):
 
 
 class WriterFence:
-    """One worker's view of which trains' realtime documents it may write, and their versions."""
+    """One worker process's view of which trains' realtime documents it may write, and their
+    versions.
+
+    Shared by every instance of the sink in the process (the sink holds it in a
+    `Shared` cache): a worker runs many bundle processors at once and a train's
+    writes move between them, so a fence per instance would hold stale update
+    times and turn the job's own writes into precondition conflicts (measured on
+    FnApiRunner with 4 threads: 88 % of realtime writes). Thread-safe.
+    """
 
     def __init__(self, epoch_us: int):
         self.epoch_us = epoch_us
         self._versions: Dict[str, Guard] = {}
         self._fenced: Set[str] = set()
+        self._lock = threading.Lock()
 
     def fenced(self, train_id: str) -> bool:
         return train_id in self._fenced
 
     def unknown(self, train_ids: Iterable[str]) -> List[str]:
         """The trains whose realtime document must be read before they are written."""
-        return sorted({t for t in train_ids if t not in self._versions and t not in self._fenced})
+        with self._lock:
+            return sorted({t for t in train_ids if t not in self._versions and t not in self._fenced})
 
     def saw(self, train_id: str, data: Optional[dict], update_time) -> None:
         """Records a train's realtime document as read (`data` None: absent)."""
-        if data is None:
-            self._versions[train_id] = Guard(must_not_exist=True)
-            return
-        epoch = int(data.get(EPOCH_FIELD) or 0)
-        if epoch > self.epoch_us:
-            if train_id not in self._fenced:
-                _LOGGER.error("Train %s is written by a newer job (epoch %s > %s): this job no "
-                              "longer writes it; drain or cancel this job", train_id, epoch, self.epoch_us)
-            self._fenced.add(train_id)
-            self._versions.pop(train_id, None)
-        else:
-            self._versions[train_id] = Guard(update_time=update_time)
+        with self._lock:
+            if data is None:
+                self._versions[train_id] = Guard(must_not_exist=True)
+                return
+            epoch = int(data.get(EPOCH_FIELD) or 0)
+            if epoch > self.epoch_us:
+                if train_id not in self._fenced:
+                    _LOGGER.error("Train %s is written by a newer job (epoch %s > %s): this job no "
+                                  "longer writes it; drain or cancel this job", train_id, epoch,
+                                  self.epoch_us)
+                self._fenced.add(train_id)
+                self._versions.pop(train_id, None)
+            else:
+                self._versions[train_id] = Guard(update_time=update_time)
 
     def guard(self, train_id: str) -> Guard:
-        return self._versions[train_id]
+        with self._lock:
+            return self._versions[train_id]
 
     def wrote(self, train_id: str, update_time) -> None:
-        self._versions[train_id] = Guard(update_time=update_time)
+        with self._lock:
+            self._versions[train_id] = Guard(update_time=update_time)
 
     def conflicted(self, train_ids: Iterable[str]) -> None:
-        """Another job wrote these since: read them again before writing."""
-        for train_id in train_ids:
-            self._versions.pop(train_id, None)
+        """Another writer changed these since: read them again before writing."""
+        with self._lock:
+            for train_id in train_ids:
+                self._versions.pop(train_id, None)

@@ -5,7 +5,7 @@ dashboard, the GTFS-Realtime feed, the benchmarks): they read the fleet with
 `read_fleet` (one query on `realtime`, one on `trains`, whatever the fleet's
 size) and classify with the functions here, never with a copy of them.
 
-Freshness (DESIGN.md, "Serving the numbers"): a train's newest device
+Freshness (docs/design.md, "Serving the numbers"): a train's newest device
 `last_seen` (heartbeats included) says whether its number is current:
 `ok`, `stale` (older than `stale_after_s`, default 90) or `no_data` (never seen).
 

@@ -1,4 +1,4 @@
-"""Registering a whole fleet at once: `python -m device.registry import FLEET.csv` and the benchmarks.
+"""Registering a whole fleet at once: `python -m occupancy.registry import FLEET.csv` and the benchmarks.
 
 One device at a time (`register`) is a read and a conditional write per
 device: fine for an operator, slow for a thousand trains. This checks the
@@ -58,7 +58,7 @@ def import_fleet(client, devices_collection: str, trains_collection: str,
     known_trains = {t for t, _ in registry.list_trains(client, trains_collection, timeout=timeout)}
     known_trains.update(t for t, _, _ in trains)
     per_train: Dict[str, int] = {}
-    for device_id, train_id in existing.items():
+    for train_id in existing.values():
         per_train[train_id] = per_train.get(train_id, 0) + 1
     new, seen = [], set()
     for device_id, train_id, door in devices:

@@ -2,7 +2,7 @@
 
 No Beam here. `apply_events` takes a train's state and the events released by
 one flush (in any order) and applies them in event-time order with the
-semantics of DESIGN.md, "Running occupancy":
+semantics of docs/design.md, "Running occupancy":
 
 1. value = max(0, value + delta); what the clamp adds back is a correction.
 2. Event-time order, ties by device then seq; an event older than the last

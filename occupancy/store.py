@@ -106,12 +106,12 @@ def commit_documents(client, writes: Sequence[tuple], policy: RetryPolicy,
     failed, conflicts = [], []
     for chunk in _chunks(writes):
         try:
-            policy.call(lambda: _commit(client, chunk, on_committed), on_retry)
+            policy.call(lambda chunk=chunk: _commit(client, chunk, on_committed), on_retry)
         except PERMANENT + PRECONDITION_FAILED:
             # One bad document fails its whole batch: find it by writing one by one.
             for write in chunk:
                 try:
-                    policy.call(lambda: _commit(client, [write], on_committed), on_retry)
+                    policy.call(lambda write=write: _commit(client, [write], on_committed), on_retry)
                 except PRECONDITION_FAILED as e:
                     if len(write) > 3 and write[3] is not None:
                         conflicts.append(write)

@@ -1,7 +1,7 @@
 """The event message format shared by the device publisher and the pipeline.
 
 Pure Python, no Beam and no Google client: a door device installs only the
-publisher's dependencies and still imports this module. See DESIGN.md, "Event
+publisher's dependencies and still imports this module. See docs/design.md, "Event
 message", for the contract this code keeps.
 """
 import datetime
@@ -21,7 +21,7 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 MIN_EVENT_TIME = "2000-01-01T00:00:00Z"
 _MAX_SHOWN = 80
 
-# Dead-letter reason codes (DESIGN.md).
+# Dead-letter reason codes (docs/design.md).
 MALFORMED = "malformed"
 INVALID_FIELD = "invalid_field"
 FUTURE_TIMESTAMP = "future_timestamp"

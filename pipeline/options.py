@@ -1,4 +1,4 @@
-"""The pipeline's command-line options (DESIGN.md, "Command line")."""
+"""The pipeline's command-line options (docs/design.md, "Command line")."""
 import datetime
 import zoneinfo
 

@@ -2,12 +2,18 @@
 
 Tests that use them are marked `emulator` automatically (`make test-fast` skips them).
 """
+import time
+import uuid
+
+import httpx
 import pytest
 
+from local import stack
 from local.auth_emulator import AuthEmulator
 from local.emulators import Emulator
 from local.stack import PROJECT
 from occupancy.store import make_client
+from tests.support import PIPELINE_ARGS, Fleet, serve_api
 
 EMULATOR_FIXTURES = {"firestore_emulator", "pubsub_emulator", "firestore_client", "emulator_env",
                      "own_emulator", "auth_emulator"}
@@ -74,3 +80,54 @@ def own_emulator(monkeypatch):
     yield start
     for emulator in started:
         emulator.stop()
+
+
+# ---- the running stack: the pipeline as a subprocess, the API server --------------------
+
+@pytest.fixture
+def local_stack(emulator_env, tmp_path):
+    """Topic, subscription, a Firestore client and a way to start the pipeline; stops what it started."""
+    name = uuid.uuid4().hex[:8]
+    stack.ensure_topic(PROJECT, f"events-{name}", [f"pipeline-{name}"])
+    client = make_client(PROJECT)
+    processes = []
+
+    def start(log_name="pipeline.log", *extra_args):
+        log_path = str(tmp_path / log_name)
+        process = stack.start_pipeline(PROJECT, f"pipeline-{name}", *PIPELINE_ARGS, *extra_args,
+                                       env=emulator_env, log_path=log_path)
+        process.log_path = log_path
+        processes.append(process)
+        return process
+
+    fleet = Fleet(stack.topic_path(PROJECT, f"events-{name}"))
+    yield client, fleet, start
+    for process in processes:
+        stack.stop_process(process)
+
+
+@pytest.fixture(scope="module")
+def api(firestore_emulator, auth_emulator, tmp_path_factory):
+    """Base URL of the API served against the emulators (public occupancy reads)."""
+    # No fleet cache: each test reads what it has just written.
+    process, base_url = serve_api(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()},
+                               "--fleet_cache_s=0")
+    yield base_url
+    stack.stop_process(process)
+
+
+@pytest.fixture(scope="module")
+def tokens(auth_emulator):
+    """ID tokens from real sign-ins: an operator, and a signed-in user without the role."""
+    suffix = str(time.time_ns())
+    operator = stack.create_operator(auth_emulator, f"op-{suffix}@example.com", "secret-op")
+    _, user = auth_emulator.sign_up(f"user-{suffix}@example.com", "secret-user")
+    return {"operator": {"Authorization": f"Bearer {operator}"},
+            "user": {"Authorization": f"Bearer {user}"}}
+
+
+@pytest.fixture
+def http(api, firestore_client):
+    """An HTTP client on the API, over an emptied Firestore."""
+    with httpx.Client(base_url=api, timeout=30) as client:
+        yield client

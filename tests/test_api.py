@@ -17,65 +17,9 @@ from local import stack
 from local.emulators import free_port
 from local.stack import PROJECT
 from occupancy import documents, registry, wire
-from occupancy.fold import Bucket, DeviceMemory, TrainState
+from occupancy.fold import Bucket
 from occupancy.store import RetryPolicy, commit_documents
-from tests.test_e2e import Heartbeats, local_stack, register, wait_for_values, warm_up  # noqa: F401
-
-S = 1_000_000
-UTC = datetime.timezone.utc
-
-
-def _serve(tmp_path_factory, env: dict, *args: str):
-    port = free_port()
-    log = tmp_path_factory.mktemp("api") / "api.log"
-    process = stack.start_api(PROJECT, port, *args, env=env, log_path=str(log))
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        stack.wait_until_serving(process, base_url)
-    except (RuntimeError, TimeoutError):
-        stack.stop_process(process)
-        raise AssertionError(f"the API did not start:\n{log.read_text()}")
-    return process, base_url
-
-
-@pytest.fixture(scope="module")
-def api(firestore_emulator, auth_emulator, tmp_path_factory):
-    """Base URL of the API served against the emulators (public occupancy reads)."""
-    # No fleet cache: each test reads what it has just written.
-    process, base_url = _serve(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()},
-                               "--fleet_cache_s=0")
-    yield base_url
-    stack.stop_process(process)
-
-
-@pytest.fixture(scope="module")
-def tokens(auth_emulator):
-    """ID tokens from real sign-ins: an operator, and a signed-in user without the role."""
-    suffix = str(time.time_ns())
-    operator = stack.create_operator(auth_emulator, f"op-{suffix}@example.com", "secret-op")
-    _, user = auth_emulator.sign_up(f"user-{suffix}@example.com", "secret-user")
-    return {"operator": {"Authorization": f"Bearer {operator}"},
-            "user": {"Authorization": f"Bearer {user}"}}
-
-
-@pytest.fixture
-def http(api, firestore_client):
-    """An HTTP client on the API, over an emptied Firestore."""
-    with httpx.Client(base_url=api, timeout=30) as client:
-        yield client
-
-
-def write_realtime(client, train_id, value, capacity=None, seen=None):
-    """A realtime document as the pipeline writes it; seen: device -> (seq, last_seen datetime)."""
-    state = TrainState(value=value, capacity=capacity, last_applied_us=wire.now_us())
-    for device, (seq, last_seen) in (seen or {}).items():
-        state.devices[device] = DeviceMemory(seq=seq, applied=[[1, seq]], last_seen_us=wire.to_micros(last_seen))
-    write = documents.realtime_write(train_id, state)
-    assert not commit_documents(client, [(write.collection, write.doc_id, write.data)], RetryPolicy())
-
-
-def ago(seconds):
-    return datetime.datetime.now(UTC) - datetime.timedelta(seconds=seconds)
+from tests.support import Heartbeats, S, ago, register, serve_api, wait_for_values, warm_up, write_realtime
 
 
 def parse_time(text):
@@ -97,7 +41,7 @@ def test_health_ready_and_openapi(http):
 
 def test_readyz_answers_503_when_firestore_is_unreachable(auth_emulator, tmp_path_factory):
     dead = f"127.0.0.1:{free_port()}"  # nothing listens there
-    process, base_url = _serve(tmp_path_factory, {"FIRESTORE_EMULATOR_HOST": dead, **auth_emulator.env()})
+    process, base_url = serve_api(tmp_path_factory, {"FIRESTORE_EMULATOR_HOST": dead, **auth_emulator.env()})
     try:
         began = time.monotonic()
         response = httpx.get(f"{base_url}/readyz", timeout=30)
@@ -224,7 +168,7 @@ def test_device_endpoints_and_writes_need_an_operator(http, tokens, method, path
 
 
 def test_private_reads_need_a_signed_in_user(firestore_emulator, auth_emulator, tokens, tmp_path_factory):
-    process, base_url = _serve(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()},
+    process, base_url = serve_api(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()},
                                "--private_reads")
     try:
         assert httpx.get(f"{base_url}/v1/trains").status_code == 401
@@ -335,7 +279,7 @@ def test_device_moved_through_the_api_counts_for_its_new_train(local_stack, auth
                                                                tmp_path_factory):
     client, fleet, start = local_stack
     register(client, {"ta": ["mover", "hb-a"], "tb": ["hb-b"]}, {"ta": 100, "tb": 100})
-    process, base_url = _serve(tmp_path_factory, {"FIRESTORE_EMULATOR_HOST": os.environ[
+    process, base_url = serve_api(tmp_path_factory, {"FIRESTORE_EMULATOR_HOST": os.environ[
         "FIRESTORE_EMULATOR_HOST"], **auth_emulator.env()})
     pipeline = start()
     try:

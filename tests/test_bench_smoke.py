@@ -1,7 +1,7 @@
 """`python -m bench --smoke`: the benchmark runs end to end and writes results of the documented shape.
 
 Only the shape and sane values are checked, never the performance targets:
-those are for `make bench` on a quiet machine (README, "Benchmark").
+those are for `make bench` on a quiet machine (docs/benchmarks.md).
 """
 import json
 import pathlib

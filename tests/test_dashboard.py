@@ -12,8 +12,7 @@ import pytest
 
 from local import browser, stack
 from occupancy import registry
-from tests.test_api import _serve, tokens  # noqa: F401
-from tests.test_e2e import Heartbeats, local_stack, realtime_values, register, warm_up  # noqa: F401
+from tests.support import Heartbeats, realtime_values, register, serve_api, warm_up
 
 SCREENSHOT = "dashboard.png"
 
@@ -50,7 +49,7 @@ def test_dashboard_follows_the_running_pipeline(local_stack, auth_emulator, toke
     client, fleet, start = local_stack
     register(client, {"ta": ["a1", "a2", "hb-a"], "tb": ["b1", "hb-b"]}, {"ta": 40, "tb": 100})
     registry.register_device(client, "devices", "a1", "ta", "car1-door1")  # a door mapping for the feed
-    process, base_url = _serve(tmp_path_factory, {"FIRESTORE_EMULATOR_HOST": os.environ["FIRESTORE_EMULATOR_HOST"],
+    process, base_url = serve_api(tmp_path_factory, {"FIRESTORE_EMULATOR_HOST": os.environ["FIRESTORE_EMULATOR_HOST"],
                                                   **auth_emulator.env()})
     pipeline = start()
     beats = None
@@ -114,7 +113,7 @@ def test_dashboard_follows_the_running_pipeline(local_stack, auth_emulator, toke
 
 def test_dashboard_shows_a_sign_in_error_and_a_non_operator(firestore_emulator, auth_emulator, chrome,
                                                             tmp_path_factory, firestore_client):
-    process, base_url = _serve(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()})
+    process, base_url = serve_api(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()})
     try:
         chrome.get(base_url + "/")
         chrome.find_element("id", "email").send_keys("nobody@example.com")

@@ -65,7 +65,7 @@ OCCUPANCY_ARGS = {
     "trips_collection": "balancing",
 }
 
-# The labels README.md ("Deploy to Dataflow") documents as stable for --update.
+# The labels docs/operations.md ("Deploy to Dataflow") documents as stable for --update.
 TOP_LEVEL_STEPS = [
     "ReadEvents", "ParseEvents", "EnrichWithTrain", "RunningOccupancy", "WriteToFirestore",
     "CollectDeadLetters", "WriteDeadLetters",
@@ -73,7 +73,7 @@ TOP_LEVEL_STEPS = [
 SECOND_LEVEL_STEPS = [  # with --dead_letter_topic
     "ReadEvents/Read", "ReadEvents/ParDo(_AddMetricsPassThrough)", "ReadEvents/Map(_from_proto_str)",
     "ParseEvents/Parse",
-    "EnrichWithTrain/RegistrySeed", "EnrichWithTrain/LoadRegistry", "EnrichWithTrain/LookupTrain",
+    "EnrichWithTrain/LookupTrain",
     "RunningOccupancy/FoldOccupancy", "RunningOccupancy/CountFlushes",
     "WriteToFirestore/Write",
     "WriteDeadLetters/ToPubsubMessage", "WriteDeadLetters/PublishDeadLetters",
@@ -166,8 +166,8 @@ def test_nested_step_labels_are_the_documented_ones(job, topic_job):
 
 
 def test_readme_documents_the_same_step_labels():
-    readme = (REPO / "README.md").read_text()
-    line = next(l for l in readme.splitlines() if l.startswith("Top-level steps:"))
+    readme = (REPO / "docs" / "operations.md").read_text()
+    line = next(ln for ln in readme.splitlines() if ln.startswith("Top-level steps:"))
     assert re.findall(r"`([^`]+)`", line) == TOP_LEVEL_STEPS
     for label in SECOND_LEVEL_STEPS + DEAD_LETTERS_TO_FIRESTORE_STEPS + [STATEFUL_STEP]:
         assert f"`{label}`" in readme, label

@@ -16,9 +16,9 @@ import uuid
 
 import httpx
 
-from device import simulator
 from local import demo, stack
 from local.emulators import is_up
+from sim import simulator
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TRAINS = [t.train_id for t in simulator.DEMO_FLEET]

@@ -132,7 +132,7 @@ def test_make_template_builds_image_and_spec():
 
 
 def _make_line(out, marker):
-    return shlex.split(next(l for l in out.stdout.replace("\\\n", " ").splitlines() if marker in l))
+    return shlex.split(next(ln for ln in out.stdout.replace("\\\n", " ").splitlines() if marker in ln))
 
 
 def test_make_launch_passes_the_parameters_update_and_mappings():
@@ -169,7 +169,7 @@ def test_make_drain_cancel_status_call_the_launcher(target):
 def test_make_dataflow_launches_directly_with_setup_file():
     out = _make("dataflow", *CLOUD, "DRY_RUN=1")
     assert out.returncode == 0, out.stderr
-    line = next(l for l in out.stdout.replace("\\\n", " ").splitlines() if "pipeline.main" in l)
+    line = next(ln for ln in out.stdout.replace("\\\n", " ").splitlines() if "pipeline.main" in ln)
     command = shlex.split(line)
     for arg in ("--runner", "DataflowRunner", "--streaming", "--enable_streaming_engine",
                 "--setup_file", "./setup.py", "--dry_run=True"):

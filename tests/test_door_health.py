@@ -1,4 +1,4 @@
-"""occupancy/door_health.py (pure) and the service-day error model (device/service_day.py)."""
+"""occupancy/door_health.py (pure) and the service-day error model (sim/service_day.py)."""
 import datetime
 import json
 import random
@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from device import service_day
-from device.service_day import DoorError
 from occupancy import door_health
+from sim import service_day
+from sim.service_day import DoorError
 
 
 def trips_of(errors, n_trips, people=150, seed=0):

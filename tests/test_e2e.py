@@ -7,125 +7,15 @@ local runner's watermark only moves when a pull returns messages).
 import base64
 import json
 import statistics
-import threading
 import time
 import uuid
 
-import pytest
 from google.cloud import pubsub_v1
 
 from local import stack
 from local.stack import PROJECT
 from occupancy import registry, wire
-from occupancy.store import make_client
-
-S = 1_000_000
-REFRESH_S = 2
-PIPELINE_ARGS = (f"--registry_refresh_s={REFRESH_S}", "--reorder_delay_s=2", "--flush_interval_s=1")
-
-
-class Fleet:
-    """Publishes like devices do: per-device seq, payload and attributes from occupancy.wire."""
-
-    def __init__(self, topic: str):
-        self.publisher = pubsub_v1.PublisherClient()
-        self.topic = topic
-        self.seqs = {}
-        self.lock = threading.Lock()
-        self.sent = []  # (device, seq, delta, event_time_us, payload, attributes)
-
-    def publish(self, device: str, delta: int, event_time_us: int = None, seq: int = None):
-        with self.lock:
-            if seq is None:
-                seq = self.seqs[device] = self.seqs.get(device, 0) + 1
-        t = event_time_us if event_time_us is not None else int(time.time() * S)
-        payload, attributes = wire.encode_event(device, delta, t, seq)
-        self.publisher.publish(self.topic, payload, **attributes).result(timeout=30)
-        self.sent.append((device, seq, delta, t, payload, attributes))
-        return t
-
-    def publish_raw(self, payload: bytes, **attributes):
-        self.publisher.publish(self.topic, payload, **attributes).result(timeout=30)
-
-
-class Heartbeats(threading.Thread):
-    """A heartbeat (delta 0) from one device per train every `interval_s`, until stopped."""
-
-    def __init__(self, fleet: Fleet, devices, interval_s: float = 1.0):
-        super().__init__(daemon=True)
-        self.fleet, self.devices, self.interval_s = fleet, devices, interval_s
-        self.halt = threading.Event()
-
-    def run(self):
-        while not self.halt.is_set():
-            for device in self.devices:
-                self.fleet.publish(device, 0)
-            self.halt.wait(self.interval_s)
-
-    def stop(self):
-        self.halt.set()
-        self.join(timeout=10)
-
-
-@pytest.fixture
-def local_stack(emulator_env, tmp_path):
-    """Topic, subscription, a Firestore client and a way to start the pipeline; stops what it started."""
-    name = uuid.uuid4().hex[:8]
-    stack.ensure_topic(PROJECT, f"events-{name}", [f"pipeline-{name}"])
-    client = make_client(PROJECT)
-    processes = []
-
-    def start(log_name="pipeline.log", *extra_args):
-        log_path = str(tmp_path / log_name)
-        process = stack.start_pipeline(PROJECT, f"pipeline-{name}", *PIPELINE_ARGS, *extra_args,
-                                       env=emulator_env, log_path=log_path)
-        process.log_path = log_path
-        processes.append(process)
-        return process
-
-    fleet = Fleet(stack.topic_path(PROJECT, f"events-{name}"))
-    yield client, fleet, start
-    for process in processes:
-        stack.stop_process(process)
-
-
-def realtime_values(client):
-    return {d.id: d.to_dict().get("current_value") for d in client.collection("realtime").stream()}
-
-
-def wait_for_values(client, expected: dict, process, timeout_s: float = 60):
-    def reached():
-        assert process.poll() is None, f"pipeline died:\n{tail(process)}"
-        values = realtime_values(client)
-        return all(values.get(k) == v for k, v in expected.items())
-    try:
-        stack.wait_for(reached, timeout_s, what=f"realtime {expected}")
-    except TimeoutError:
-        raise AssertionError(f"realtime is {realtime_values(client)}, expected {expected}\n{tail(process)}")
-
-
-def tail(process, lines=40):
-    with open(process.log_path, errors="replace") as f:
-        return "".join(line for line in f.readlines()[-lines:])
-
-
-def register(client, trains: dict, capacities: dict = None):
-    for train, devices in trains.items():
-        registry.set_train(client, "trains", train, (capacities or {}).get(train))
-        for device in devices:
-            registry.register_device(client, "devices", device, train)
-
-
-def warm_up(client, fleet, process, heartbeat_devices):
-    """Heartbeats until the pipeline has written a realtime document for each of their trains."""
-    beats = Heartbeats(fleet, heartbeat_devices, interval_s=0.5)
-    beats.start()
-    try:
-        stack.wait_for(lambda: process.poll() is not None or len(realtime_values(client)) >= len(heartbeat_devices),
-                       120, what="the pipeline's first realtime writes")
-        assert process.poll() is None, f"pipeline died:\n{tail(process)}"
-    finally:
-        beats.stop()
+from tests.support import REFRESH_S, Heartbeats, S, realtime_values, register, wait_for_values, warm_up
 
 
 def history_of(client, train):
@@ -215,7 +105,7 @@ def test_publish_to_realtime_latency_with_heartbeats_flowing_and_dead_letters_to
             value += 1
             published = time.monotonic()
             fleet.publish("a1", 1)
-            stack.wait_for(lambda: realtime_values(client).get("ta") == value, 60, interval_s=0.05,
+            stack.wait_for(lambda value=value: realtime_values(client).get("ta") == value, 60, interval_s=0.05,
                            what=f"ta == {value}")
             latencies.append(time.monotonic() - published)
     finally:
@@ -256,17 +146,17 @@ def test_restart_continues_from_realtime_and_counts_nothing_twice(local_stack):
             fleet.publish("a1" if i % 2 else "a2", 1)
             time.sleep(0.25)
         wait_for_values(client, {"ta": 12}, first)
-        for i in range(6):  # in flight when the process dies: pulled, acked, not flushed
+        for _ in range(6):  # in flight when the process dies: pulled, acked, not flushed
             fleet.publish("a1", 1)
         stack.stop_process(first, sig=__import__("signal").SIGKILL)
 
         second = start("second.log")
         # The devices re-publish everything they sent (what an outbox does when unsure),
         # then go on counting; the new job seeds from realtime and de-duplicates by seq.
-        for device, seq, delta, t, payload, attributes in list(fleet.sent):
+        for device, _seq, _delta, _t, payload, attributes in list(fleet.sent):
             if device != "hb-a":
                 fleet.publish_raw(payload, **attributes)
-        for i in range(5):
+        for _ in range(5):
             fleet.publish("a2", 2)
         wait_for_values(client, {"ta": 12 + 6 + 10}, second, timeout_s=120)
         time.sleep(4)  # nothing more may arrive: a double count would show up now

@@ -24,7 +24,7 @@ def test_short_fault_suite_loses_nothing_and_counts_nothing_twice(tmp_path):
     if failed:  # printed whole: pytest cuts a long assertion message
         print(json.dumps(failed, indent=1, sort_keys=True), completed.stdout[-3000:], completed.stderr[-5000:])
     assert not failed, sorted(failed)
-    for name, row in rows.items():
+    for _name, row in rows.items():
         assert (row["lost"], row["double_counted"], row["count_error"]) == (0, 0, 0), row
         assert row["accepted"] + row["dead_lettered"] == row["sent"], row
         assert row["recovery_s"] is not None, row

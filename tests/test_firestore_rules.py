@@ -11,7 +11,7 @@ from local.emulators import Emulator
 from local.stack import PROJECT
 from occupancy import registry
 from occupancy.store import make_client
-from tests.test_api import write_realtime
+from tests.support import write_realtime
 
 RULES = pathlib.Path(__file__).resolve().parent.parent / "deploy" / "firestore.rules"
 

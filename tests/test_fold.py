@@ -1,4 +1,4 @@
-"""The running-occupancy fold (pure): the five semantics of DESIGN.md, without Beam."""
+"""The running-occupancy fold (pure): the five semantics of docs/design.md, without Beam."""
 import datetime
 import random
 import zoneinfo

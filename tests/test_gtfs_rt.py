@@ -11,7 +11,7 @@ from google.transit import gtfs_realtime_pb2 as pb
 
 from api.gtfs_rt import build_feed
 from occupancy import fleet, registry
-from tests.test_api import ago, api, http, write_realtime  # noqa: F401
+from tests.support import ago, write_realtime
 
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

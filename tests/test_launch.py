@@ -41,7 +41,8 @@ def run(argv, client):
 
 def test_launch_sends_the_template_parameters_and_environment():
     client, sent = client_with((200, {"job": {"id": "2026-11-29_01", "name": "occupancy"}}))
-    code, out = run(["launch", *BASE, "--template", SPEC, "--parameter", "input_subscription=projects/p/subscriptions/s",
+    code, out = run(["launch", *BASE, "--template", SPEC,
+                     "--parameter", "input_subscription=projects/p/subscriptions/s",
                      "--parameter", "daily_reset=03:00", "--service_account", "sa@p.iam.gserviceaccount.com",
                      "--staging_location", "gs://b/staging", "--temp_location", "gs://b/tmp", "--max_workers", "4"],
                     client)

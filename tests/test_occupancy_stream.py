@@ -17,7 +17,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from occupancy import documents, fold, wire
 from transforms.coders import EventCoder
-from transforms.occupancy import STATS, STAT_NAMES, CountFlushes, FoldOccupancy
+from transforms.occupancy import STAT_NAMES, STATS, CountFlushes, FoldOccupancy
 
 T0 = wire.parse_time("2026-11-24T07:00:00Z")
 S = 1_000_000
@@ -67,7 +67,7 @@ def expect(condition, message):
 def last_writes(outputs, collection):
     """doc_id -> data of the last write, in flush (timestamp) order."""
     latest = {}
-    for write, t in sorted(outputs, key=lambda o: o[1]):
+    for write, _t in sorted(outputs, key=lambda o: o[1]):
         if write.collection == collection:
             latest[write.doc_id] = write.data
     return latest
@@ -113,7 +113,8 @@ def test_a_duplicate_is_counted_once_even_after_its_flush():
                 (10.0, first), (10.1, ev("door1", 3, 2, 9.9))]
 
     def check(outputs):
-        expect(last_writes(outputs, documents.REALTIME)["t1"]["current_value"] == 7, f"value {last_writes(outputs, documents.REALTIME)}")
+        realtime = last_writes(outputs, documents.REALTIME)
+        expect(realtime["t1"]["current_value"] == 7, f"value {realtime}")
         events = sum(d["events"] for d in last_writes(outputs, documents.HISTORY).values())
         expect(events == 3, f"{events} events counted")
 

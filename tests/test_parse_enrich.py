@@ -72,13 +72,12 @@ def test_enrich_keys_by_train_and_dead_letters_unknown_and_disabled_devices(fire
 
 def test_lookup_rereads_an_unknown_device_once_and_refreshes_assignments(firestore_client):
     registry.register_device(firestore_client, "devices", "d1", "ic1")
-    snapshot = registry.load_snapshot(firestore_client, "devices", "trains")
     fn = LookupTrain(PROJECT, "(default)", "devices", "trains", refresh_s=1.0)
     fn.setup()
     t = now_us()
 
     def train_of(device):
-        out = list(fn.process(wire.Event(f"{device}:1", t, device_id=device, delta=1, seq=1), snapshot))
+        out = list(fn.process(wire.Event(f"{device}:1", t, device_id=device, delta=1, seq=1)))
         return out[0][0] if isinstance(out[0], tuple) else out[0].value["reason"]
 
     assert train_of("d1") == "ic1"

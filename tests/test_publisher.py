@@ -23,7 +23,7 @@ import uuid
 import pytest
 from google.api_core import exceptions as gexc
 
-from device import publisher
+from device import sender, sources
 from device.outbox import Outbox, OutboxError
 from local import stack
 from local.emulators import free_port
@@ -41,34 +41,34 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ("+2", 2), ("-1", -1), ("3", 3), (" 0 ", 0), ("2,1", 1), ("2,-1", 1), ("0,4", -4),
     (" 5 , 2 \n", 3), ("", None), ("   \n", None), ("# a comment", None)])
 def test_parse_count_line(line, delta):
-    assert publisher.parse_count_line(line) == delta
+    assert sources.parse_count_line(line) == delta
 
 
 @pytest.mark.parametrize("line", ["abc", "+", "1.5", "1,2,3", "-1,2", "1;2", "+101", "60,-60,"])
 def test_parse_count_line_rejects(line):
     with pytest.raises(ValueError):
-        publisher.parse_count_line(line)
+        sources.parse_count_line(line)
 
 
 def test_parse_replay_line_csv_jsonl_and_header():
     t = wire.parse_time("2025-03-01T07:30:00.250Z")
-    assert publisher.parse_replay_line("2025-03-01T07:30:00.250Z,3") == (t, 3)
-    assert publisher.parse_replay_line("2025-03-01T08:30:00.250+01:00, -2") == (t, -2)
-    assert publisher.parse_replay_line(f"{t / S},1") == (t, 1)  # epoch seconds
-    assert publisher.parse_replay_line('{"event_time": "2025-03-01T07:30:00.250Z", "delta": 4}') == (t, 4)
-    assert publisher.parse_replay_line(json.dumps({"event_time": t / S, "delta": -1})) == (t, -1)
+    assert sources.parse_replay_line("2025-03-01T07:30:00.250Z,3") == (t, 3)
+    assert sources.parse_replay_line("2025-03-01T08:30:00.250+01:00, -2") == (t, -2)
+    assert sources.parse_replay_line(f"{t / S},1") == (t, 1)  # epoch seconds
+    assert sources.parse_replay_line('{"event_time": "2025-03-01T07:30:00.250Z", "delta": 4}') == (t, 4)
+    assert sources.parse_replay_line(json.dumps({"event_time": t / S, "delta": -1})) == (t, -1)
     for skipped in ("time,delta", "event_time,delta", "", "# note"):
-        assert publisher.parse_replay_line(skipped) is None
+        assert sources.parse_replay_line(skipped) is None
     for bad in ("2025-03-01 07:30:00,1", "yesterday,1", "2025-03-01T07:30:00Z,x", "1,2,3",
                 '{"delta": 1}', '{"event_time": 1, "delta": "1"}', "{not json", "1,500"):
         with pytest.raises(ValueError):
-            publisher.parse_replay_line(bad)
+            sources.parse_replay_line(bad)
 
 
 def test_backoff_grows_exponentially_is_capped_and_jittered():
     import random
     rng = random.Random(1)
-    delays = [publisher.backoff_s(n, cap_s=10, rng=rng) for n in range(1, 12)]
+    delays = [sender.backoff_s(n, cap_s=10, rng=rng) for n in range(1, 12)]
     assert 0.25 <= delays[0] <= 0.5 and 0.5 <= delays[1] <= 1.0 and 2 <= delays[3] <= 4
     assert all(5 <= d <= 10 for d in delays[6:])
     assert len({round(d, 6) for d in delays[6:]}) > 1, "jitter"
@@ -175,7 +175,7 @@ def test_replay_source_paces_by_speed_resumes_and_retimes(tmp_path):
                    "2025-03-01T07:30:04.000Z,-1\n"
                    "\n")
     stop = _NoWait()
-    readings = list(publisher.replay_source(str(log), speed=2, retime=False, start_line=0,
+    readings = list(sources.replay_source(str(log), speed=2, retime=False, start_line=0,
                                             max_abs_delta=100, stop=stop))
     t0 = wire.parse_time("2025-03-01T07:30:00Z")
     assert [(r.delta, r.event_time_us, r.position) for r in readings if not r.error] == [
@@ -184,14 +184,14 @@ def test_replay_source_paces_by_speed_resumes_and_retimes(tmp_path):
                                                       "'2025-03-01T07:30:01.000Z,oops'"]
     assert stop.waited[-1] == pytest.approx(2.0, abs=0.1), "4 s of log at speed 2"
 
-    resumed = list(publisher.replay_source(str(log), speed=0, retime=True, start_line=2,
+    resumed = list(sources.replay_source(str(log), speed=0, retime=True, start_line=2,
                                            max_abs_delta=100, stop=_NoWait()))
     assert [(r.delta, r.event_time_us, r.position) for r in resumed if not r.error] == [
         (-1, None, 4), (None, None, 5)], "resumes after line 2; retimed counts are stamped when stored"
 
 
 def test_simulate_source_gives_one_doors_station_bursts():
-    readings = list(itertools.islice(publisher.simulate_source("door-sim", 3, _NoWait()), 40))
+    readings = list(itertools.islice(sources.simulate_source("door-sim", 3, _NoWait()), 40))
     deltas = [r.delta for r in readings]
     assert all(r.error == "" and r.event_time_us is None for r in readings)
     assert 0 not in deltas and all(abs(d) <= 5 for d in deltas), "counts only, small deltas"
@@ -199,7 +199,7 @@ def test_simulate_source_gives_one_doors_station_bursts():
 
 
 def test_the_publisher_imports_neither_beam_nor_firestore():
-    code = ("import sys, device.publisher as p, device.outbox, device.simulator\n"
+    code = ("import sys, device.publisher as p, device.outbox, sim.simulator\n"
             "p.make_client_factory(None, 10, 0.01)\n"
             "bad = sorted(m for m in sys.modules if m.startswith(('apache_beam', 'google.cloud.firestore')))\n"
             "assert not bad, bad\n"
@@ -351,7 +351,7 @@ def first_arrivals(*collectors):
 
 
 def deltas_of(lines):
-    return [publisher.parse_count_line(line) for line in lines]
+    return [sources.parse_count_line(line) for line in lines]
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
-"""The registry CLI (`python -m device.registry`) against the real Firestore emulator.
+"""The registry CLI (`python -m occupancy.registry`) against the real Firestore emulator.
 
-Most tests call `device.registry.main([...])` in-process and read stdout/stderr
+Most tests call `occupancy.registry.__main__.main([...])` in-process and read stdout/stderr
 with capsys; `test_entry_point_as_subprocess` runs the module as a real
 process. After each write the Firestore documents are read directly.
 """
@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from device import registry as cli
 from local.emulators import free_port
 from occupancy import registry
+from occupancy.registry import __main__ as cli
 from occupancy.wire import format_time, to_micros
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -356,7 +356,7 @@ def test_entry_point_as_subprocess(firestore_client):
     env["PYTHONPATH"] = str(REPO)
 
     def module(*argv):
-        return subprocess.run([sys.executable, "-m", "device.registry", *argv], cwd=REPO, env=env,
+        return subprocess.run([sys.executable, "-m", "occupancy.registry", *argv], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=120)
 
     done = module("register", "sub-d1", "--train", "sub-t1", "--door", "7")
@@ -407,6 +407,7 @@ def test_register_does_not_overwrite_a_concurrent_change(firestore_client, capsy
 
 def test_health_flags_a_biased_and_a_silent_door_from_trips_and_list_shows_it(firestore_client, capsys):
     import random
+
     from occupancy import documents
     from occupancy.fold import Trip
     doors = [f"t1-car{i}-door1" for i in range(1, 7)]

@@ -16,10 +16,9 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from occupancy import documents
-from tests.test_occupancy_stream import CONFIG, S, T0, ev, expect, in_order_history, last_writes
+from tests.test_occupancy_stream import CONFIG, T0, S, ev, expect, in_order_history, last_writes
 from transforms.occupancy import STATS, FoldOccupancy
 from transforms.release_queue import MIN_HORIZON_US, ReleaseQueue, keep_clock, memory_state
-
 
 RELEASE = (lambda t_us: t_us - t_us % S + S + 2 * S)  # bucket end + reorder delay, 1 s buckets
 QUEUE = ReleaseQueue(RELEASE, S, 2 * S)

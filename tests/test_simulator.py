@@ -7,10 +7,9 @@ import collections
 
 import pytest
 
-from device import simulator
-from device.simulator import (COUNT, DUPLICATE, HEARTBEAT, MALFORMED, OUT_OF_ORDER, RESET,
-                              FaultRates, SimConfig, Simulation)
 from occupancy import fold, wire
+from sim import simulator
+from sim.simulator import COUNT, DUPLICATE, HEARTBEAT, MALFORMED, OUT_OF_ORDER, RESET, FaultRates, SimConfig, Simulation
 
 START_US = wire.parse_time("2027-01-15T08:00:00.123Z")
 S = 1_000_000
@@ -133,7 +132,7 @@ def test_truth_is_the_fold_of_the_valid_deltas_counted_once(faulty_run):
 def test_truth_is_what_the_pipelines_fold_gives_duplicates_and_shuffles_included(faulty_run):
     sim, messages = faulty_run
     per_train = collections.defaultdict(list)
-    for m, e in valid(messages):
+    for _m, e in valid(messages):
         train = e.train_id or train_of(e.device_id)
         per_train[train].append(e._replace(train_id=train))
     for train, events in per_train.items():

@@ -38,7 +38,7 @@ OPTIONAL_WITHOUT_DEFAULT = {
     "firestore_project",   # none: the job's --project
 }
 
-# Values each parameter's regex must accept (README examples among them) and reject.
+# Values each parameter's regex must accept (docs/operations.md examples among them) and reject.
 GOOD = {
     "input_subscription": ["projects/my-project/subscriptions/occupancy-pipeline",
                            "projects/demo-occupancy-123/subscriptions/occupancy-pipeline"],
@@ -89,7 +89,7 @@ BAD = {
     "dead_letter_collection": ["a/b"],
     "trips_collection": ["a/b", "", "__trips__"],
 }
-# Written literally in README.md, "Deploy to Dataflow".
+# Written literally in docs/operations.md, "Deploy to Dataflow".
 README_EXAMPLES = {
     "input_subscription": "projects/my-project/subscriptions/occupancy-pipeline",
     "dead_letter_topic": "projects/my-project/topics/occupancy-dead-letters",
@@ -181,7 +181,7 @@ def test_regexes_reject_bad_values(name, params):
 
 
 def test_readme_examples_pass_the_regexes(params):
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "operations.md").read_text()
     for name, value in README_EXAMPLES.items():
         assert f"{name}={value}" in readme, (name, value)
         assert _matches(params[name], value), (name, value)
@@ -270,13 +270,13 @@ def _dockerfile():
 
 def test_dockerfile_pins_the_beam_version_of_setup_py():
     lines = _dockerfile()
-    args = dict(re.fullmatch(r"ARG (\w+)=(\S+)", l).groups() for l in lines if re.fullmatch(r"ARG \w+=\S+", l))
+    args = dict(re.fullmatch(r"ARG (\w+)=(\S+)", ln).groups() for ln in lines if re.fullmatch(r"ARG \w+=\S+", ln))
     assert args["BEAM_VERSION"] == _setup_beam_version() == "2.77.0"
-    froms = [l.split()[1] for l in lines if l.startswith("FROM ")]
+    froms = [ln.split()[1] for ln in lines if ln.startswith("FROM ")]
     assert "apache/beam_python3.11_sdk:${BEAM_VERSION}" in froms
     assert args["LAUNCHER_IMAGE"].startswith("gcr.io/dataflow-templates-base/python311-template-launcher-base")
     # Nothing else names a Beam version.
-    assert not re.search(r"\b2\.\d+\.\d+\b", "\n".join(l for l in lines if not l.startswith("ARG BEAM_VERSION=")))
+    assert not re.search(r"\b2\.\d+\.\d+\b", "\n".join(ln for ln in lines if not ln.startswith("ARG BEAM_VERSION=")))
 
 
 def test_dockerfile_is_launcher_and_worker_image():
@@ -284,13 +284,13 @@ def test_dockerfile_is_launcher_and_worker_image():
     assert ("COPY --from=launcher /opt/google/dataflow/python_template_launcher "
             "/opt/google/dataflow/python_template_launcher") in lines
     assert lines[-1] == 'ENTRYPOINT ["/opt/apache/beam/boot"]'
-    assert any(l.startswith("RUN pip install") and "'.[pipeline]'" in l for l in lines)
+    assert any(ln.startswith("RUN pip install") and "'.[pipeline]'" in ln for ln in lines)
 
 
 def test_flex_template_files_exist_in_the_image_and_the_repo():
     lines = _dockerfile()
-    workdir = [l.split()[1] for l in lines if l.startswith("WORKDIR ")][-1]
-    env = dict(re.fullmatch(r'ENV (\w+)="?([^"]*)"?', l).groups() for l in lines if l.startswith("ENV "))
+    workdir = [ln.split()[1] for ln in lines if ln.startswith("WORKDIR ")][-1]
+    env = dict(re.fullmatch(r'ENV (\w+)="?([^"]*)"?', ln).groups() for ln in lines if ln.startswith("ENV "))
     # Where each copied repository path lands, relative to WORKDIR.
     copied = {}
     for line in lines:

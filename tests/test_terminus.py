@@ -4,7 +4,7 @@ import time
 
 from local import stack
 from occupancy import wire
-from tests.test_e2e import Heartbeats, local_stack, register, wait_for_values, warm_up  # noqa: F401
+from tests.support import Heartbeats, register, wait_for_values, warm_up
 
 
 def test_terminus_balances_the_trip_while_the_pipeline_runs(local_stack):

@@ -1,4 +1,4 @@
-"""The message format: every accepted form and every rejection reason of DESIGN.md."""
+"""The message format: every accepted form and every rejection reason of docs/design.md."""
 import datetime
 import json
 import zoneinfo

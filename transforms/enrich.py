@@ -1,11 +1,17 @@
 """EnrichWithTrain: Events -> (train_id, Event) through a cached, refreshed registry view.
 
-How the view stays fresh (DESIGN.md, "Device registry"): the first snapshot is
-read once by a bounded `Create` -> `LoadRegistrySnapshot` and broadcast as a
-side input; each worker then keeps it in a `Shared` cache and refreshes it in
-place every `registry_refresh_s` with one query for what changed since. This
-works on the local BundleBasedDirectRunner, which can run neither
-PeriodicImpulse nor a side input fed by an unbounded source.
+How the view stays fresh (docs/design.md, "Device registry"): each worker
+process reads the whole registry once, when its first LookupTrain instance
+starts, keeps it for all its instances (transforms/worker_cache.py) and
+refreshes it in place every `registry_refresh_s` with one query for what
+changed since. A device leaves the fleet by being disabled (a change the query
+sees), never by being deleted, so the view is never read whole again.
+
+Not a side input: on Dataflow without an SDK state cache (the default) a side
+input is fetched again for every bundle, and a streaming bundle holds tens of
+elements, so a 100,000-device registry would cross the Fn API per bundle. Not
+a slowly-updating side input either: the local BundleBasedDirectRunner runs
+neither PeriodicImpulse nor a side input fed by an unbounded source.
 """
 import logging
 import threading
@@ -14,40 +20,20 @@ import uuid
 from typing import Tuple
 
 import apache_beam as beam
-from apache_beam.utils import shared
 
 from occupancy import registry, wire
 from occupancy.store import TRANSIENT, RetryPolicy, make_client
-from transforms import coders  # noqa: F401  (registers the Event coder)
+from transforms import (
+    coders,  # noqa: F401  (registers the Event coder)
+    worker_cache,
+)
 
 _LOGGER = logging.getLogger(__name__)
 DEAD_LETTER = "dead_letter"
-# Every this many refreshes the view is re-read whole, which also catches deleted documents.
-FULL_RELOAD_EVERY = 10
-
-
-class LoadRegistrySnapshot(beam.DoFn):
-    """Any element -> one RegistrySnapshot read from Firestore."""
-
-    def __init__(self, project: str, database: str, devices_collection: str, trains_collection: str):
-        self._project = project
-        self._database = database
-        self._devices = devices_collection
-        self._trains = trains_collection
-
-    def setup(self):
-        self._client = make_client(self._project, self._database)
-
-    def process(self, unused_element):
-        snapshot = RetryPolicy().call(
-            lambda: registry.load_snapshot(self._client, self._devices, self._trains))
-        _LOGGER.info("Loaded registry: %s devices, %s trains",
-                     len(snapshot.devices), len(snapshot.trains))
-        yield snapshot
 
 
 class _RegistryView:
-    """The per-worker cache that `Shared` holds (weak-referenceable, so a class)."""
+    """A worker's view of the registry, shared by its LookupTrain instances."""
 
     def __init__(self, snapshot: registry.RegistrySnapshot):
         self.snapshot = snapshot
@@ -67,21 +53,29 @@ class LookupTrain(beam.DoFn):
         self._devices = devices_collection
         self._trains = trains_collection
         self._refresh_s = refresh_s
-        self._shared = shared.Shared()
-        # One cache per pipeline, shared by every DoFn instance of it in a worker process.
-        self._tag = f"registry-{uuid.uuid4()}"
+        # One view per job, shared by every instance of this DoFn in a worker process.
+        self._view_key = f"registry-{uuid.uuid4()}"
         self._unknown = beam.metrics.Metrics.counter("occupancy", "rejected_unknown_device")
         self._refreshed = beam.metrics.Metrics.counter("occupancy", "registry_refreshes")
         self._refresh_failed = beam.metrics.Metrics.counter("occupancy", "registry_refresh_failures")
         self._rereads = beam.metrics.Metrics.counter("occupancy", "registry_device_rereads")
+        self._loads = beam.metrics.Metrics.counter("occupancy", "registry_loads")
 
     def setup(self):
         self._client = make_client(self._project, self._database)
         self._view = None
 
-    def process(self, event: wire.Event, initial_snapshot):
-        if self._view is None:
-            self._view = self._shared.acquire(lambda: _RegistryView(initial_snapshot), tag=self._tag)
+    def _load(self) -> _RegistryView:
+        """The whole registry, read once per worker process."""
+        snapshot = RetryPolicy().call(
+            lambda: registry.load_snapshot(self._client, self._devices, self._trains))
+        self._loads.inc()
+        _LOGGER.info("Loaded registry: %s devices, %s trains", len(snapshot.devices), len(snapshot.trains))
+        return _RegistryView(snapshot)
+
+    def process(self, event: wire.Event):
+        if self._view is None:  # here, not in setup(): metrics count only within a bundle
+            self._view = worker_cache.get(self._view_key, self._load)
         view = self._view
         now = time.monotonic()
         if now - view.loaded_at >= self._refresh_s:
@@ -121,11 +115,9 @@ class LookupTrain(beam.DoFn):
         try:
             if now - view.loaded_at < self._refresh_s:
                 return
-            full = (view.refreshes + 1) % FULL_RELOAD_EVERY == 0
             try:
-                view.snapshot = (registry.load_snapshot(self._client, self._devices, self._trains)
-                                 if full else registry.load_changes(
-                                     self._client, view.snapshot, self._devices, self._trains))
+                view.snapshot = registry.load_changes(self._client, view.snapshot, self._devices,
+                                                      self._trains)
             except TRANSIENT as e:
                 # A stale view is better than a stopped pipeline: try again next interval.
                 self._refresh_failed.inc()
@@ -161,10 +153,6 @@ class EnrichWithTrain(beam.PTransform):
         self._refresh_s = refresh_s
 
     def expand(self, events):
-        snapshot = (events.pipeline
-                    | "RegistrySeed" >> beam.Create([None])
-                    | "LoadRegistry" >> beam.ParDo(LoadRegistrySnapshot(*self._args)))
         return events | "LookupTrain" >> beam.ParDo(
-            LookupTrain(*self._args, self._refresh_s),
-            initial_snapshot=beam.pvalue.AsSingleton(snapshot)
+            LookupTrain(*self._args, self._refresh_s)
         ).with_output_types(Tuple[str, wire.Event]).with_outputs(DEAD_LETTER, main="keyed")

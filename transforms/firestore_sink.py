@@ -1,6 +1,7 @@
 """WriteToFirestore: DocumentWrite -> documents set in Firestore; permanent failures -> dead letters."""
 import json
 import logging
+import uuid
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
@@ -10,6 +11,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from occupancy import documents, wire
 from occupancy.fencing import EPOCH_FIELD, WriterFence
 from occupancy.store import RetryPolicy, WriteConflict, commit_documents, count_ops, make_client
+from transforms import worker_cache
 
 _LOGGER = logging.getLogger(__name__)
 DEAD_LETTER = "dead_letter"
@@ -44,7 +46,10 @@ class WriteDocuments(beam.DoFn):
         self._writes = {name: beam.metrics.Metrics.counter("occupancy", f"{name}_writes")
                         for name in self._collections}
         self._retries = beam.metrics.Metrics.counter("occupancy", "write_retries")
+        self._conflicts = beam.metrics.Metrics.counter("occupancy", "realtime_write_conflicts")
         self._failed = beam.metrics.Metrics.counter("occupancy", "rejected_write_failed")
+        # One fence per worker process, whichever instance writes a train (occupancy.fencing).
+        self._fence_key = f"fence-{writer_epoch_us}-{uuid.uuid4()}"
 
     def setup(self):
         from google.cloud import firestore
@@ -52,8 +57,10 @@ class WriteDocuments(beam.DoFn):
         self._server_timestamp = firestore.SERVER_TIMESTAMP
         self._delete_field = firestore.DELETE_FIELD
         self._policy = RetryPolicy(deadline_s=self._retry_deadline_s)
-        self._fence = (WriterFence(self._writer_epoch_us)
-                       if self._writer_epoch_us and documents.REALTIME in self._collections else None)
+        self._fence = None
+        if self._writer_epoch_us and documents.REALTIME in self._collections:
+            epoch = self._writer_epoch_us
+            self._fence = worker_cache.get(self._fence_key, lambda: WriterFence(epoch))
 
     def start_bundle(self):
         self._buffer = {}
@@ -107,6 +114,7 @@ class WriteDocuments(beam.DoFn):
                 return self._commit_round(writes)
             except WriteConflict as conflict:
                 trains = {doc_id for _, doc_id, _, _ in conflict.writes}
+                self._conflicts.inc(len(trains))
                 self._fence.conflicted(trains)
                 writes = [w for w in writes if w.doc_id in trains]
         raise RuntimeError(f"realtime documents kept changing under this job: {sorted(trains)}")

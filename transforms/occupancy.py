@@ -1,7 +1,7 @@
 """RunningOccupancy: (train_id, Event) -> DocumentWrite for realtime/, history/ and trips/.
 
 A stateful DoFn per train buffers events and applies them, in event-time
-order, when an event-time timer releases them (DESIGN.md, "Running
+order, when an event-time timer releases them (docs/design.md, "Running
 occupancy"):
 
 * An event may be applied at release_time = end of its history bucket
@@ -25,8 +25,7 @@ import logging
 import apache_beam as beam
 from apache_beam.coders import coders
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
-                                              on_timer)
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 
 from occupancy import documents, fold
 from occupancy.store import RetryPolicy, count_ops, make_client

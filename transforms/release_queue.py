@@ -3,7 +3,7 @@
 Used by FoldOccupancy (transforms/occupancy.py) and the benchmark's runner
 ceiling; the state specs are their class attributes, passed in here as handles.
 
-The timer discipline (DESIGN.md, "Running occupancy"): one timer per train,
+The timer discipline (docs/design.md, "Running occupancy"): one timer per train,
 armed for the oldest waiting release time, never pushed later by new events (a
 timer re-set on every element never fires under steady traffic on the local
 runner), and never sooner than one flush interval after the previous flush.
@@ -11,7 +11,7 @@ runner), and never sooner than one flush interval after the previous flush.
 Writing state is much of what a flush costs: it is encoded and sent to the
 runner, and where the SDK harness keeps a state cache it is also weighed
 (objsize: ~0.5 ms a write however small, plus a walk of the whole value; a
-bag's cached list is weighed again at every append; README, "Sizing"). So the
+bag's cached list is weighed again at every append; docs/sizing.md). So the
 queue is three bags, and a flush rewrites none of them in the common case:
 
 * `waiting`: events released up to the horizon (a minute or more ahead of the

@@ -4,10 +4,10 @@
   trains/{train_id}:   {capacity, name, updated_at}
 
 Reads (snapshot, changes since, one device) serve the pipeline's cached view;
-writes serve the `device.registry` CLI. Every write sets `updated_at`, which is
+writes serve the `python -m occupancy.registry` CLI. Every write sets `updated_at`, which is
 what lets the pipeline refresh with one query instead of a full scan.
 `registered_at` changes only when a device is registered (again): the pipeline
-then forgets the device's old `seq` (DESIGN.md: a wiped device registers again).
+then forgets the device's old `seq` (docs/design.md: a wiped device registers again).
 
 The write and list functions take an optional `timeout` (seconds): it bounds
 each call including the client library's own retries, which otherwise keep
@@ -27,7 +27,7 @@ _LOGGER = logging.getLogger(__name__)
 _REGISTER_ATTEMPTS = 3
 # A train's realtime document holds every device's de-duplication memory; with
 # documents.MAX_RANGES_PER_DEVICE this keeps it far below Firestore's 1 MiB
-# (README, "Sizing"). A 16-car train with 8 doors a car has 128.
+# (docs/sizing.md). A 16-car train with 8 doors a car has 128.
 MAX_DEVICES_PER_TRAIN = 256
 
 
@@ -235,8 +235,8 @@ def set_enabled(client, collection: str, device_id: str, enabled: bool, *,
 
 
 def _update_device(client, collection, device_id, fields, check_train=None, timeout=None) -> None:
-    from google.cloud import firestore
     from google.api_core import exceptions as gexc
+    from google.cloud import firestore
     check_id("device id", device_id)
     if check_train is not None:
         check_id("train id", check_train)
@@ -298,6 +298,7 @@ def assess_doors(client, devices_collection: str, trips_collection: str, train_i
     """
     from google.cloud import firestore
     from google.cloud.firestore_v1.base_query import FieldFilter
+
     from occupancy import door_health
     rule = rule or door_health.Rule()
     by_train: Dict[str, List[str]] = {}

@@ -23,7 +23,7 @@ Times are integer milliseconds from the start internally, because the wire
 format carries milliseconds: the truth then orders events exactly as the
 pipeline does (event time, device, seq).
 
-    python -m device.simulator --project demo-occupancy --topic occupancy-events --seconds 60
+    python -m sim.simulator --project demo-occupancy --topic occupancy-events --seconds 60
 """
 import argparse
 import bisect
@@ -306,7 +306,7 @@ class _TrainSim:
 
     def _record_truth(self, events) -> None:
         # The pipeline's semantics: event-time order, ties by device then seq, clamped at 0.
-        for t, device, seq, delta in events:
+        for t, _device, _seq, delta in events:
             if delta:
                 self.occupancy = max(0, self.occupancy + delta)
                 self.truth.record(self.spec.train_id, self.start_us + t * _MS, self.occupancy)
@@ -498,7 +498,7 @@ def _rate(text: str) -> float:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m device.simulator",
+        prog="python -m sim.simulator",
         description="Publish simulated door-device counts to Pub/Sub in real time "
                     "(honours PUBSUB_EMULATOR_HOST). The devices must be registered "
                     "(e.g. by `python -m local.demo`) or the pipeline dead-letters them.")

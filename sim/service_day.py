@@ -16,8 +16,8 @@ import datetime
 import random
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from device.simulator import step_value
 from occupancy import wire
+from sim.simulator import step_value
 
 _S = 1_000_000
 

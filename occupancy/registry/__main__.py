@@ -1,7 +1,7 @@
-"""The device registry CLI: `python -m device.registry <command> ...`.
+"""The device registry CLI: `python -m occupancy.registry <command> ...`.
 
 Manages the Firestore collections that replace the retired Cloud IoT Core
-registry (DESIGN.md, "Device registry"):
+registry (docs/design.md, "Device registry"):
 
   register DEVICE_ID --train TRAIN_ID [--door D]   add a device, or register it again
   list [--train T] [--json]                         show devices
@@ -26,17 +26,14 @@ import os
 import sys
 from typing import Callable, List, Optional, Sequence
 
-from occupancy import registry
+from occupancy import cli, registry
 from occupancy.cli import positive_float, positive_int
 from occupancy.store import make_client
 from occupancy.wire import ID_PATTERN, format_time, to_micros
 
-# Named, not __name__: under `python -m` that would be "__main__", outside the "device" logger.
-_LOGGER = logging.getLogger("device.registry")
+# Named, not __name__: under `python -m` that would be "__main__", outside the "occupancy" logger.
+_LOGGER = logging.getLogger("occupancy.registry")
 
-# The project the local emulators use (local/stack.py), the default when
-# FIRESTORE_EMULATOR_HOST is set and no project is given.
-EMULATOR_PROJECT = "demo-occupancy"
 DEFAULT_TIMEOUT_S = 30.0
 
 
@@ -188,7 +185,7 @@ def _add_global_flags(parser: argparse.ArgumentParser, top_level: bool) -> None:
     group = parser.add_argument_group("global options")
     group.add_argument("--project", default=default(None),
                        help="Google Cloud project (default: $GOOGLE_CLOUD_PROJECT, else "
-                            f"{EMULATOR_PROJECT} when FIRESTORE_EMULATOR_HOST is set).")
+                            f"{cli.EMULATOR_PROJECT} when FIRESTORE_EMULATOR_HOST is set).")
     group.add_argument("--database", default=default("(default)"),
                        help="Firestore database id (default: (default)).")
     group.add_argument("--devices_collection", default=default("devices"),
@@ -213,7 +210,7 @@ def _command(subparsers, name: str, run: Callable, help_text: str, description: 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
-    parser = _Parser(prog="python -m device.registry", description=__doc__.split("\n\n")[0],
+    parser = _Parser(prog="python -m occupancy.registry", description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog=f"Device and train ids must match {ID_PATTERN}.")
     _add_global_flags(parser, top_level=True)
@@ -237,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Assess every door from its train's newest trips (the trips collection, one document per "
         "terminus event) and write the result to the device's health field, which 'list' shows: "
         "'silent' (counted nobody while its train moved people), 'biased' (its ins/outs ratio is "
-        "out of line with its train's other doors, z >= 4) or 'ok'. README, 'Counting accuracy'.")
+        "out of line with its train's other doors, z >= 4) or 'ok'. docs/accuracy.md.")
     health.add_argument("--train", metavar="TRAIN_ID", help="Only this train's doors.")
     health.add_argument("--window", type=positive_int, default=200, metavar="N",
                         help="Newest trips to look at per train (default: 200).")
@@ -279,14 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
 # ---- running --------------------------------------------------------------------------
 
 def resolve_project(project: Optional[str]) -> str:
-    """--project, else $GOOGLE_CLOUD_PROJECT, else the emulator project when the emulator is set."""
-    project = project or os.environ.get("GOOGLE_CLOUD_PROJECT")
-    if project:
-        return project
-    if os.environ.get("FIRESTORE_EMULATOR_HOST"):
-        return EMULATOR_PROJECT
-    raise UsageError("no project: pass --project or set GOOGLE_CLOUD_PROJECT "
-                     "(or FIRESTORE_EMULATOR_HOST to use the emulator)")
+    """occupancy.cli.resolve_project, its error as a UsageError."""
+    try:
+        return cli.resolve_project(project)
+    except cli.NoProject as e:
+        raise UsageError(str(e)) from None
 
 
 def _where(args) -> str:

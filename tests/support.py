@@ -1,0 +1,128 @@
+"""Helpers the end-to-end, API, dashboard and feed tests share (their fixtures are in
+conftest.py)."""
+import datetime
+import threading
+import time
+
+from google.cloud import pubsub_v1
+
+from local import stack
+from local.emulators import free_port
+from local.stack import PROJECT
+from occupancy import documents, registry, wire
+from occupancy.fold import DeviceMemory, TrainState
+from occupancy.store import RetryPolicy, commit_documents
+
+S = 1_000_000
+UTC = datetime.timezone.utc
+REFRESH_S = 2
+# The pipeline's options in the end-to-end tests.
+PIPELINE_ARGS = (f"--registry_refresh_s={REFRESH_S}", "--reorder_delay_s=2", "--flush_interval_s=1")
+
+
+class Fleet:
+    """Publishes like devices do: per-device seq, payload and attributes from occupancy.wire."""
+
+    def __init__(self, topic: str):
+        self.publisher = pubsub_v1.PublisherClient()
+        self.topic = topic
+        self.seqs = {}
+        self.lock = threading.Lock()
+        self.sent = []  # (device, seq, delta, event_time_us, payload, attributes)
+
+    def publish(self, device: str, delta: int, event_time_us: int = None, seq: int = None):
+        with self.lock:
+            if seq is None:
+                seq = self.seqs[device] = self.seqs.get(device, 0) + 1
+        t = event_time_us if event_time_us is not None else int(time.time() * S)
+        payload, attributes = wire.encode_event(device, delta, t, seq)
+        self.publisher.publish(self.topic, payload, **attributes).result(timeout=30)
+        self.sent.append((device, seq, delta, t, payload, attributes))
+        return t
+
+    def publish_raw(self, payload: bytes, **attributes):
+        self.publisher.publish(self.topic, payload, **attributes).result(timeout=30)
+
+
+class Heartbeats(threading.Thread):
+    """A heartbeat (delta 0) from one device per train every `interval_s`, until stopped."""
+
+    def __init__(self, fleet: Fleet, devices, interval_s: float = 1.0):
+        super().__init__(daemon=True)
+        self.fleet, self.devices, self.interval_s = fleet, devices, interval_s
+        self.halt = threading.Event()
+
+    def run(self):
+        while not self.halt.is_set():
+            for device in self.devices:
+                self.fleet.publish(device, 0)
+            self.halt.wait(self.interval_s)
+
+    def stop(self):
+        self.halt.set()
+        self.join(timeout=10)
+
+
+def realtime_values(client):
+    return {d.id: d.to_dict().get("current_value") for d in client.collection("realtime").stream()}
+
+
+def wait_for_values(client, expected: dict, process, timeout_s: float = 60):
+    def reached():
+        assert process.poll() is None, f"pipeline died:\n{tail(process)}"
+        values = realtime_values(client)
+        return all(values.get(k) == v for k, v in expected.items())
+    try:
+        stack.wait_for(reached, timeout_s, what=f"realtime {expected}")
+    except TimeoutError:
+        raise AssertionError(f"realtime is {realtime_values(client)}, expected {expected}\n{tail(process)}") from None
+
+
+def tail(process, lines=40):
+    with open(process.log_path, errors="replace") as f:
+        return "".join(line for line in f.readlines()[-lines:])
+
+
+def register(client, trains: dict, capacities: dict = None):
+    for train, devices in trains.items():
+        registry.set_train(client, "trains", train, (capacities or {}).get(train))
+        for device in devices:
+            registry.register_device(client, "devices", device, train)
+
+
+def warm_up(client, fleet, process, heartbeat_devices):
+    """Heartbeats until the pipeline has written a realtime document for each of their trains."""
+    beats = Heartbeats(fleet, heartbeat_devices, interval_s=0.5)
+    beats.start()
+    try:
+        stack.wait_for(lambda: process.poll() is not None or len(realtime_values(client)) >= len(heartbeat_devices),
+                       120, what="the pipeline's first realtime writes")
+        assert process.poll() is None, f"pipeline died:\n{tail(process)}"
+    finally:
+        beats.stop()
+
+
+def serve_api(tmp_path_factory, env: dict, *args: str):
+    port = free_port()
+    log = tmp_path_factory.mktemp("api") / "api.log"
+    process = stack.start_api(PROJECT, port, *args, env=env, log_path=str(log))
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        stack.wait_until_serving(process, base_url)
+    except (RuntimeError, TimeoutError):
+        stack.stop_process(process)
+        raise AssertionError(f"the API did not start:\n{log.read_text()}") from None
+    return process, base_url
+
+
+def write_realtime(client, train_id, value, capacity=None, seen=None):
+    """A realtime document as the pipeline writes it; seen: device -> (seq, last_seen datetime)."""
+    state = TrainState(value=value, capacity=capacity, last_applied_us=wire.now_us())
+    for device, (seq, last_seen) in (seen or {}).items():
+        state.devices[device] = DeviceMemory(seq=seq, applied=[[1, seq]], last_seen_us=wire.to_micros(last_seen))
+    write = documents.realtime_write(train_id, state)
+    assert not commit_documents(client, [(write.collection, write.doc_id, write.data)], RetryPolicy())
+
+
+def ago(seconds):
+    return datetime.datetime.now(UTC) - datetime.timedelta(seconds=seconds)
