@@ -148,3 +148,29 @@ def test_a_newer_job_fences_an_older_one_off_the_trains_it_writes(firestore_clie
     flush(newest, 9, "h9")
     flush(new, 10, "h10")
     assert realtime() == (9, 300) and history() == ["h1", "h2", "h3", "h6", "h7", "h9"]
+
+
+def test_conflicts_that_never_end_become_dead_letters_after_bounded_rounds(firestore_client, monkeypatch):
+    """A realtime document that changes under every round (another writer that never stops) is
+    given up after CONFLICT_ROUNDS as a `write_failed` dead letter, not raised: a streaming
+    runner would retry the bundle for ever."""
+    from occupancy.store import WriteConflict
+    from transforms.firestore_sink import WriteDocuments
+
+    fn = WriteDocuments(PROJECT, "(default)", COLLECTIONS, writer_epoch_us=100)
+    fn.setup()
+    rounds = []
+
+    def always_conflicting(writes):
+        if not writes:  # the round of the other collections' writes
+            return []
+        rounds.append(len(writes))
+        raise WriteConflict(fn._prepared(writes))
+
+    monkeypatch.setattr(fn, "_commit_round", always_conflicting)
+    fn.start_bundle()
+    assert list(fn.process(documents.DocumentWrite(documents.REALTIME, "t1", {"current_value": 1}))) == []
+    dead = [d.value.value for d in fn.finish_bundle()]  # TaggedOutput(WindowedValue(record))
+    assert len(rounds) == WriteDocuments.CONFLICT_ROUNDS
+    assert [(d["reason"], d["step"]) for d in dead] == [(wire.WRITE_FAILED, "WriteToFirestore")]
+    assert "WriteConflict" in dead[0]["detail"]

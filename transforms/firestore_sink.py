@@ -108,7 +108,13 @@ class WriteDocuments(beam.DoFn):
                                 lambda e: self._retries.inc(), self._committed)
 
     def _commit_guarded(self, writes) -> list:
-        """Realtime writes, re-read and tried again while another job changes them under this one."""
+        """Realtime writes, re-read and tried again while another job changes them under this one.
+
+        Bounded: after CONFLICT_ROUNDS the writes still conflicting are given up as permanent
+        failures (dead letters), not raised (a streaming runner would retry the bundle for
+        ever). Nothing is lost by it: a realtime document is the train's whole state, written
+        again at its next flush, and the other job's write is the newer one.
+        """
         for _ in range(self.CONFLICT_ROUNDS):
             try:
                 return self._commit_round(writes)
@@ -117,7 +123,11 @@ class WriteDocuments(beam.DoFn):
                 self._conflicts.inc(len(trains))
                 self._fence.conflicted(trains)
                 writes = [w for w in writes if w.doc_id in trains]
-        raise RuntimeError(f"realtime documents kept changing under this job: {sorted(trains)}")
+        _LOGGER.error("Realtime documents of %s trains kept changing under this job (%s rounds): "
+                      "another job writes them; drain or cancel one of the two (docs/faults.md, "
+                      "\"Two jobs at once\")", len(writes), self.CONFLICT_ROUNDS)
+        error = WriteConflict(writes)
+        return [((self._collections[w.collection], w.doc_id, w.data), error) for w in writes]
 
     def _prepared(self, writes) -> list:
         """(collection name, doc_id, data, guard or None) for each write this job may make."""

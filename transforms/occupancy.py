@@ -30,7 +30,7 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from occupancy import documents, fold
 from occupancy.store import RetryPolicy, count_ops, make_client
 from transforms.coders import EventCoder
-from transforms.release_queue import QueueState, ReleaseQueue
+from transforms.release_queue import KnownValue, QueueState, ReleaseQueue
 
 _LOGGER = logging.getLogger(__name__)
 STATS = "stats"
@@ -74,7 +74,12 @@ class FoldOccupancy(beam.DoFn):
     LATER = BagStateSpec("later", EventCoder())
     HORIZON = ReadModifyWriteStateSpec("horizon", coders.VarIntCoder())
     TRAIN = ReadModifyWriteStateSpec("train", coders.PickleCoder())
-    # (armed release time or 0, time of the last flush), microseconds of event time.
+    # The release queue's clock: (armed release time or 0, time of the last flush), microseconds
+    # of event time, written when an element arms the timer and at every flush.
+    CLOCK = ReadModifyWriteStateSpec("clock", coders.TupleCoder(
+        [coders.VarIntCoder(), coders.VarIntCoder()]))
+    # The clock as jobs before the `clock` cell kept it (with TrainState.queue_clock after a flush
+    # that released events): read only for a train whose state has no `clock` yet.
     TIMER_AT = ReadModifyWriteStateSpec("timer_at", coders.TupleCoder(
         [coders.VarIntCoder(), coders.VarIntCoder()]))
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
@@ -89,31 +94,42 @@ class FoldOccupancy(beam.DoFn):
         if self._seed is not None:
             self._seed.setup()
 
+    @staticmethod
+    def _queue_state(pending, waiting, later, horizon, clock, flush, legacy) -> QueueState:
+        """The queue's handles with the clock read once: from `clock`, else (a new train, or
+        state written by an earlier version of the job) from what `legacy()` returns."""
+        stored = clock.read()
+        if stored is not None:
+            return QueueState(pending, waiting, later, horizon, KnownValue(clock, stored), flush)
+        return QueueState(pending, waiting, later, horizon, KnownValue(clock, None), flush, legacy())
+
     def process(self, element, pending=beam.DoFn.StateParam(PENDING),
                 waiting=beam.DoFn.StateParam(WAITING), later=beam.DoFn.StateParam(LATER),
                 horizon=beam.DoFn.StateParam(HORIZON), train=beam.DoFn.StateParam(TRAIN),
-                timer_at=beam.DoFn.StateParam(TIMER_AT), flush=beam.DoFn.TimerParam(FLUSH)):
-        state = train.read()
-        self._queue.add(element[1], QueueState(pending, waiting, later, horizon, timer_at, flush,
-                                               state.queue_clock if state else (0, 0)))
+                clock=beam.DoFn.StateParam(CLOCK), timer_at=beam.DoFn.StateParam(TIMER_AT),
+                flush=beam.DoFn.TimerParam(FLUSH)):
+        # No read of the train's state here: on Dataflow each read is a request to the runner.
+        def legacy():
+            return _legacy_clock(train.read(), timer_at.read())
+        self._queue.add(element[1], self._queue_state(pending, waiting, later, horizon, clock, flush, legacy))
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
                  pending=beam.DoFn.StateParam(PENDING), waiting=beam.DoFn.StateParam(WAITING),
                  later=beam.DoFn.StateParam(LATER), horizon=beam.DoFn.StateParam(HORIZON),
-                 train=beam.DoFn.StateParam(TRAIN), timer_at=beam.DoFn.StateParam(TIMER_AT),
-                 flush=beam.DoFn.TimerParam(FLUSH)):
+                 train=beam.DoFn.StateParam(TRAIN), clock=beam.DoFn.StateParam(CLOCK),
+                 timer_at=beam.DoFn.StateParam(TIMER_AT), flush=beam.DoFn.TimerParam(FLUSH)):
         fired_us = fired.micros
         state = train.read()
-        ready, clock = self._queue.take_due(fired_us, QueueState(
-            pending, waiting, later, horizon, timer_at, flush, state.queue_clock if state else (0, 0)))
+        ready, queue_clock = self._queue.take_due(fired_us, self._queue_state(
+            pending, waiting, later, horizon, clock, flush, lambda: _legacy_clock(state, timer_at.read())))
         if not ready:
             return
         seeded = state is None
         if seeded:
             state = self._seed.load(key, self._config) if self._seed else fold.TrainState()
         result = fold.apply_events(state, ready, self._config, fired_us)
-        state.queue_clock = clock
+        state.queue_clock = queue_clock  # what a job of an earlier version reads, if rolled back to
         train.write(state)
         yield beam.pvalue.TaggedOutput(STATS, (result.applied, result.duplicates, result.late,
                                                result.corrections, result.heartbeats, int(seeded)))
@@ -123,6 +139,14 @@ class FoldOccupancy(beam.DoFn):
             yield documents.trip_write(key, trip)
         if result.write_realtime:
             yield documents.realtime_write(key, state)
+
+
+def _legacy_clock(state, timer_at):
+    """The clock as a job before the `clock` cell kept it: the later of the train state's and
+    `timer_at` (by last flush time)."""
+    kept = state.queue_clock if state is not None else (0, 0)
+    stored = timer_at or (0, 0)
+    return stored if stored[1] >= kept[1] else kept
 
 
 class CountFlushes(beam.DoFn):

@@ -32,7 +32,7 @@ Streaming traffic arrives within the reorder delay of the watermark, so `later`
 stays empty; each event is written to state a bounded number of times however
 long the backlog.
 """
-from typing import Callable, List, NamedTuple, Tuple
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from apache_beam.utils.timestamp import Timestamp
 
@@ -43,11 +43,11 @@ MIN_HORIZON_US = 60_000_000
 class QueueState(NamedTuple):
     """A key's state and timer handles, as the DoFn's StateParams and TimerParam give them.
 
-    The clock is (armed flush time or 0, time of the last flush). A flush that
-    releases events hands its clock to the caller, which keeps it in the state
-    it writes at such a flush anyway (`clock`): one state write fewer per flush.
-    `timer_at` holds the clock when a new element arms the timer, or a flush
-    that released nothing; the later of the two is the clock.
+    The clock is (armed flush time or 0, time of the last flush), kept in the
+    `timer_at` cell: written when a new element arms the timer and at every
+    flush. `clock` is what the caller knows of it otherwise (state written by a
+    job of an earlier version, which kept the clock of a flush that released
+    events in the train's state instead); the later of the two is the clock.
     """
     pending: object
     waiting: object
@@ -65,9 +65,27 @@ def _clock(states: QueueState) -> Tuple[int, int]:
     return (armed if armed > last_flush else 0), last_flush
 
 
-def arm_flush(states: QueueState, release_us: int, flush_interval_us: int) -> None:
-    """Arms a key's flush timer for a new element that may be released at `release_us`."""
-    armed, last_flush = _clock(states)
+class KnownValue:
+    """A read-modify-write state cell whose value the caller has already read: reading it again
+    costs no request to the runner (on Dataflow each read() of an uncached cell is one)."""
+
+    def __init__(self, cell, value):
+        self._cell, self._value = cell, value
+
+    def read(self):
+        return self._value
+
+    def write(self, value) -> None:
+        self._value = value
+        self._cell.write(value)
+
+
+def arm_flush(states: QueueState, release_us: int, flush_interval_us: int,
+              clock: Optional[Tuple[int, int]] = None) -> None:
+    """Arms a key's flush timer for a new element that may be released at `release_us`.
+
+    `clock`: `_clock(states)` if the caller has it (one state read fewer)."""
+    armed, last_flush = clock or _clock(states)
     release = max(release_us, last_flush + flush_interval_us)
     if not armed or release < armed:
         states.flush.set(Timestamp(micros=release))
@@ -88,15 +106,17 @@ class ReleaseQueue:
         self._span_us = max(MIN_HORIZON_US, 4 * self._reach_us)
 
     def add(self, element, states: QueueState) -> None:
+        """Queues a new element: at most two state reads (the clock, and the horizon when the
+        element is not already due)."""
         release = self._release_of(element)
-        _, last_flush = _clock(states)
-        if release <= last_flush:
+        clock = _clock(states)
+        if release <= clock[1]:
             states.pending.add(element)
         elif release <= (states.horizon.read() or 0):
             states.waiting.add(element)
         else:
             states.later.add(element)
-        arm_flush(states, release, self._flush_interval_us)
+        arm_flush(states, release, self._flush_interval_us, clock)
 
     def take_due(self, fired_us: int, states: QueueState) -> Tuple[List, Tuple[int, int]]:
         """(the elements released by `fired_us`, the clock); the rest stay queued, the timer re-armed.
@@ -136,8 +156,9 @@ class ReleaseQueue:
         if releases:
             clock = (max(min(releases), fired_us + self._flush_interval_us), fired_us)
             states.flush.set(Timestamp(micros=clock[0]))
-        if not ready:  # else the caller keeps the clock
-            states.timer_at.write(clock)
+        # Written at every flush (one small write) so that a new element needs no other state
+        # to know the clock; the caller may keep it too (QueueState.clock).
+        states.timer_at.write(clock)
         return ready, clock
 
     def _refill(self, fired_us: int, states, waiting_has_more: bool):
