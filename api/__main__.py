@@ -51,8 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "FEW_SEATS_AVAILABLE, STANDING_ROOM_ONLY, CRUSHED_STANDING_ROOM_ONLY, FULL "
                              "(default: " + ",".join(f"{b:g}" for b in Thresholds().bounds) + ").")
     parser.add_argument("--fleet_cache_s", type=non_negative_float, default=1.0,
-                        help="Seconds a read of the whole fleet is shared by requests (GET /v1/trains, the "
-                             "feed, the dashboard); 0 reads Firestore for every request (default: 1).")
+                        help="Age in seconds at which the fleet view (GET /v1/trains, the feed, the "
+                             "dashboard) is read again in the background, the last view served meanwhile; "
+                             "0 reads Firestore for every request (default: 1).")
+    parser.add_argument("--fleet_max_age_s", type=positive_float, default=30.0,
+                        help="A fleet view older than this (Firestore could not be read) answers 503 "
+                             "with Retry-After rather than old numbers (default: 30).")
     parser.add_argument("--firestore_timeout_s", type=positive_float, default=10.0,
                         help="Bound on each Firestore call of a request, retries included (default: 10).")
     parser.add_argument("--firebase_api_key", default=os.environ.get("FIREBASE_API_KEY", ""),
@@ -76,6 +80,7 @@ def settings_from(args):
                     devices_collection=args.devices_collection, trains_collection=args.trains_collection,
                     public_reads=not args.private_reads, stale_after_s=args.stale_after_s,
                     thresholds=args.thresholds, fleet_cache_s=args.fleet_cache_s,
+                    fleet_max_age_s=args.fleet_max_age_s,
                     firestore_timeout_s=args.firestore_timeout_s,
                     firebase_api_key=args.firebase_api_key)
 

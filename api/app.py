@@ -5,11 +5,15 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from google.api_core import exceptions as gexc
 
-from occupancy.fleet import DEFAULT_STALE_AFTER_S, FleetCache, Thresholds
+from occupancy.fleet import DEFAULT_STALE_AFTER_S, FleetCache, FleetStale, Thresholds
 from occupancy.registry import RegistryConflict, RegistryError, UnknownDevice
+from occupancy.store import TRANSIENT
 
 _LOGGER = logging.getLogger(__name__)
+# Seconds a client is told to wait after a 503.
+RETRY_AFTER_S = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,8 +29,11 @@ class Settings:
     public_reads: bool = True
     stale_after_s: float = DEFAULT_STALE_AFTER_S
     thresholds: Thresholds = Thresholds()
-    # Seconds a fleet read (GET /v1/trains, the feed, the dashboard) is reused; 0: never.
+    # Age at which the fleet view (GET /v1/trains, the feed, the dashboard) is refreshed in the
+    # background, still served meanwhile; 0: read for every request.
     fleet_cache_s: float = 1.0
+    # A fleet view older than this (no refresh succeeded) answers 503 instead of old numbers.
+    fleet_max_age_s: float = 30.0
     # Bound on each Firestore call made for a request (client retries included), seconds.
     firestore_timeout_s: float = 10.0
     # Firebase Web API key a browser signs in with (public by design; empty on the emulator).
@@ -63,14 +70,26 @@ def create_app(settings: Settings, client=None) -> FastAPI:
                               "Device endpoints and every write need an operator's Firebase ID token.")
     app.state.settings = settings
     app.state.client = client if client is not None else make_client(settings.project, settings.database)
-    app.state.fleet_cache = FleetCache(settings.fleet_cache_s)
-    app.state.doors_cache = FleetCache(settings.fleet_cache_s)  # the feed's device -> door map
+    app.state.fleet_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)
+    app.state.doors_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)  # device -> door
     auth.init(settings)
 
     @app.exception_handler(RegistryError)
     async def registry_error(_request, exc: RegistryError):
         status = 404 if isinstance(exc, UnknownDevice) else 409 if isinstance(exc, RegistryConflict) else 422
         return JSONResponse(status_code=status, content={"detail": str(exc)})
+
+    @app.exception_handler(FleetStale)
+    async def fleet_stale(_request, exc: FleetStale):
+        return _unavailable(str(exc))
+
+    @app.exception_handler(gexc.GoogleAPIError)
+    async def firestore_error(_request, exc: gexc.GoogleAPIError):
+        if isinstance(exc, TRANSIENT) or isinstance(exc, gexc.RetryError):
+            _LOGGER.warning("Firestore unavailable: %s", exc)
+            return _unavailable("Firestore is unavailable; try again shortly")
+        _LOGGER.error("Firestore refused a request: %s", exc)
+        return JSONResponse(status_code=500, content={"detail": "internal error"})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request, exc: RequestValidationError):
@@ -81,6 +100,11 @@ def create_app(settings: Settings, client=None) -> FastAPI:
         app.include_router(router)
     dashboard.mount(app)
     return app
+
+
+def _unavailable(detail: str) -> JSONResponse:
+    """503 with Retry-After: what a client should do when the data cannot be read now."""
+    return JSONResponse(status_code=503, content={"detail": detail}, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def _readable(exc: RequestValidationError) -> str:

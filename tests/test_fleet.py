@@ -1,5 +1,7 @@
 """occupancy/fleet.py: freshness, thresholds and carriages (pure logic, no emulator)."""
 import datetime
+import threading
+import time
 
 import pytest
 
@@ -77,20 +79,83 @@ def test_carriages_from_door_names():
     assert fleet.carriage_counts(seen, {"d": "front"}) == {}
 
 
-def test_fleet_cache_reuses_a_read_for_its_ttl_only():
+def _wait(predicate, timeout_s=5.0):
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_fleet_cache_refreshes_in_the_background_while_it_serves_the_last_view():
     clock = [100.0]
-    reads = []
+    reads, release = [], threading.Event()
 
     def read():
         reads.append(clock[0])
+        if len(reads) > 1:
+            release.wait(5)  # a slow fleet read
         return clock[0], [len(reads)]
-    cache = fleet.FleetCache(1.0, clock=lambda: clock[0])
+    cache = fleet.FleetCache(1.0, max_age_s=30.0, clock=lambda: clock[0])
     assert cache.get(read) == (100.0, [1])
     clock[0] = 100.9
     assert cache.get(read) == (100.0, [1]) and len(reads) == 1
-    clock[0] = 101.0
-    assert cache.get(read) == (101.0, [2])
+    clock[0] = 101.5  # older than the TTL: one background read starts, callers get the last view
+    for _ in range(20):
+        assert cache.get(read) == (100.0, [1])
+    _wait(lambda: len(reads) == 2)
+    assert cache.refreshes == 1
+    clock[0] = 103.0  # the refresh read began at 101.5 and still runs: no second one
+    assert cache.get(read) == (100.0, [1]) and cache.refreshes == 1
+    release.set()
+    _wait(lambda: cache.get(read)[1] == [2])  # the refreshed view, stamped when its read began
+    assert cache._read_at == 101.5
     never = fleet.FleetCache(0.0, clock=lambda: clock[0])
     never.get(read)
     never.get(read)
-    assert len(reads) == 4
+    assert len(reads) >= 4
+
+
+def test_a_read_slower_than_the_ttl_is_not_repeated_for_every_request():
+    """The old cache stamped its read time before a read and reused the view for the TTL from
+    it: a read longer than the TTL was stale on arrival and every request read the fleet again."""
+    reads = []
+
+    def read():
+        reads.append(1)
+        time.sleep(0.05)  # longer than the TTL
+        return time.monotonic(), []
+    cache = fleet.FleetCache(0.02, max_age_s=30.0)
+    for _ in range(50):
+        cache.get(read)
+        time.sleep(0.002)
+    assert len(reads) <= 50 * 0.002 / 0.05 + 4  # about one read per read time, not one per call
+
+
+def test_a_view_that_cannot_be_refreshed_is_refused_once_too_old():
+    from google.api_core import exceptions as gexc
+    clock = [100.0]
+    failing = [False]
+
+    def read():
+        if failing[0]:
+            raise gexc.ServiceUnavailable("Firestore is down")
+        return clock[0], ["view"]
+    cache = fleet.FleetCache(1.0, max_age_s=10.0, clock=lambda: clock[0])
+    cache.get(read)
+    failing[0] = True
+    clock[0] = 105.0
+    assert cache.get(read) == (100.0, ["view"])  # the refresh fails in the background
+    _wait(lambda: not cache._refreshing)
+    clock[0] = 111.0
+    with pytest.raises(fleet.FleetStale):
+        cache.get(read)
+    failing[0] = False  # Firestore is back: the next refresh recovers without a restart
+    _wait(lambda: not cache._refreshing)
+    _wait(lambda: _served(cache, read) == (111.0, ["view"]))
+
+
+def _served(cache, read):
+    try:
+        return cache.get(read)
+    except fleet.FleetStale:
+        return None

@@ -1,0 +1,49 @@
+"""The API's error paths in-process (FastAPI TestClient, no emulator): Firestore unreachable or a
+fleet view too old answers 503 with Retry-After, never 500 or old numbers."""
+from fastapi.testclient import TestClient
+from google.api_core import exceptions as gexc
+
+from api.app import RETRY_AFTER_S, Settings, create_app
+
+
+class _Unreachable:
+    """A Firestore client whose every query fails as a Firestore outage does."""
+
+    def __init__(self, error):
+        self.error, self.calls = error, 0
+
+    def collection(self, name):
+        return self
+
+    def where(self, *args, **kwargs):
+        return self
+
+    def document(self, *args):
+        return self
+
+    def stream(self, *args, **kwargs):
+        self.calls += 1
+        raise self.error
+
+    get = stream
+
+
+def _client(error, **settings):
+    return TestClient(create_app(Settings(**settings), client=_Unreachable(error)), raise_server_exceptions=False)
+
+
+def test_firestore_unavailable_answers_503_with_retry_after():
+    for error in (gexc.ServiceUnavailable("down"), gexc.DeadlineExceeded("slow"),
+                  gexc.RetryError("gave up", None)):
+        with _client(error) as http:
+            for path in ("/v1/trains", "/v1/trains/t1", "/gtfs-rt/vehicle-positions.pb"):
+                response = http.get(path)
+                assert response.status_code == 503, (path, error, response.text)
+                assert response.headers["Retry-After"] == str(RETRY_AFTER_S)
+                assert "unavailable" in response.json()["detail"]
+
+
+def test_a_permanent_firestore_error_is_a_500_without_its_text():
+    with _client(gexc.PermissionDenied("the service account lacks datastore.user")) as http:
+        response = http.get("/v1/trains")
+        assert response.status_code == 500 and "service account" not in response.text
