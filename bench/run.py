@@ -87,13 +87,28 @@ def fresh_firestore(emulator: Emulator, spec: workload.WorkloadSpec) -> None:
     workload.register(make_client(PROJECT), spec)
 
 
+# Seconds a timed-out step gets to stop what it started before it is killed.
+STOP_TIMEOUT_S = 30
+
+
 def run_child(module: str, args: list, env: dict, out_path: str, timeout_s: float) -> dict:
     """Runs `python -m module ... --output out_path` and returns the JSON it wrote."""
-    command = [sys.executable, "-m", module, *args, f"--output={out_path}"]
-    completed = subprocess.run(command, env=dict(os.environ, **env), capture_output=True, text=True,
-                               timeout=timeout_s)
-    if completed.returncode != 0:
-        raise RuntimeError(f"{module} failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
+    command = [sys.executable, "-m", "bench.child", module, *args, f"--output={out_path}"]
+    process = subprocess.Popen(command, env=dict(os.environ, **env), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        # SIGTERM first: the child (bench.child) unwinds and stops the servers it started.
+        process.terminate()
+        try:
+            process.communicate(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+        raise
+    if process.returncode != 0:
+        raise RuntimeError(f"{module} failed ({process.returncode}):\n{stderr[-3000:]}")
     with open(out_path) as f:
         return json.load(f)
 

@@ -20,8 +20,10 @@ Steps, each announced on the terminal:
   7. a table of Firestore `realtime/{train}` refreshed every second (a plain
      table every few seconds when stdout is not a terminal).
 
-Ctrl-C, SIGTERM or the end of --duration stop everything this command started
-and exit 0; a pipeline that dies shows its log's tail and exits 1.
+Ctrl-C, SIGTERM, SIGHUP (the terminal closed), a broken stdout (`make run |
+head`, or `| tee` when Ctrl-C ends tee first) or the end of --duration stop
+everything this command started and exit 0; a pipeline that dies shows its
+log's tail and exits 1.
 """
 import argparse
 import contextlib
@@ -59,11 +61,34 @@ CLEAR = "\x1b[H\x1b[2J"
 
 
 class Terminated(Exception):
-    """SIGTERM, turned into an exception so that the same cleanup runs as for Ctrl-C."""
+    """SIGTERM or SIGHUP, turned into an exception so that the same cleanup runs as for Ctrl-C."""
+
+
+class OutputGone(Exception):
+    """stdout is a pipe whose reader has gone: nobody watches any more, so the demo stops."""
+
+
+_output = {"broken": False}
+
+
+def show(text: str = "") -> None:
+    """print(), unless stdout is gone: then OutputGone once, and silence after (the cleanup's own
+    messages must not raise again, or processes would be left behind)."""
+    if _output["broken"]:
+        return
+    try:
+        print(text, flush=True)
+    except (BrokenPipeError, ValueError, OSError):
+        _output["broken"] = True
+        # Python would report the unflushed buffer at exit once more: point stdout at nothing.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise OutputGone() from None
 
 
 def say(message: str) -> None:
-    print(f"[demo] {message}", flush=True)
+    with contextlib.suppress(OutputGone):
+        show(f"[demo] {message}")
 
 
 def _relative(path: pathlib.Path) -> str:
@@ -270,7 +295,7 @@ class Demo:
             self.first_result_at = time.monotonic()
         width = shutil.get_terminal_size().columns if live else 0
         text = render(rows, self.footer(elapsed, error), width)
-        print((CLEAR if live else "\n") + text, flush=True)
+        show((CLEAR if live else "\n") + text)
 
     def footer(self, elapsed: float, error: Optional[str]) -> List[str]:
         c = self.publisher.counts()
@@ -341,8 +366,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _on_sigterm(signum, frame):
-    raise Terminated()
+def _on_signal(signum, frame):
+    raise Terminated(signal.Signals(signum).name)
 
 
 def _while_stopping(signum, frame):
@@ -352,7 +377,8 @@ def _while_stopping(signum, frame):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
     demo = Demo(args)
     code = 1
     try:
@@ -364,8 +390,11 @@ def main(argv=None) -> int:
         demo.start_simulator()
         code = demo.watch()
     except (KeyboardInterrupt, Terminated) as e:
-        print(flush=True)
-        say("terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)")
+        with contextlib.suppress(OutputGone):
+            show()
+        say(f"terminated ({e})" if isinstance(e, Terminated) else "interrupted (Ctrl-C)")
+        code = 0
+    except OutputGone:
         code = 0
     except (EmulatorError, registry.RegistryError, gexc.GoogleAPICallError) as e:
         say(f"error: {e}")
@@ -373,8 +402,8 @@ def main(argv=None) -> int:
         say(f"error: {e}; see {_relative(demo.api_log_path)}")
     finally:
         # A second Ctrl-C must not cut the cleanup short and leave processes behind.
-        signal.signal(signal.SIGINT, _while_stopping)
-        signal.signal(signal.SIGTERM, _while_stopping)
+        for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop_signal, _while_stopping)
         demo.shutdown()
     return code
 

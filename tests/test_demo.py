@@ -15,6 +15,7 @@ import time
 import uuid
 
 import httpx
+import pytest
 
 from local import demo, stack
 from local.emulators import is_up
@@ -166,6 +167,37 @@ def test_demo_stops_everything_on_ctrl_c(emulator_env, firestore_client, tmp_pat
     assert "interrupted (Ctrl-C)" in output(process) and "[demo] stopped" in output(process)
     assert children, "never saw the demo's pipeline process"
     assert processes_with(process.token) == []
+
+
+@pytest.mark.parametrize("how", ["sighup", "broken_stdout"])
+def test_demo_stops_everything_when_its_terminal_or_reader_goes(emulator_env, firestore_client, tmp_path, how):
+    """The terminal closed (SIGHUP), or `make run | tee` / `| head` whose reader went first
+    (a broken stdout): the demo stops everything it started, as on Ctrl-C."""
+    token = uuid.uuid4().hex
+    env = dict(os.environ, **{TOKEN_VAR: token, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local.demo", "--log", str(tmp_path / "pipeline.log"), "--seed", "3"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    process.token = token
+    try:
+        children = set()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and process.poll() is None and not (children and realtime(firestore_client)):
+            children.update(cmd for _, cmd in processes_with(token) if is_demo_pipeline(cmd))
+            time.sleep(0.5)
+        assert process.poll() is None and children, "the demo never ran its pipeline"
+        if how == "sighup":
+            process.send_signal(signal.SIGHUP)
+            head = process.stdout.read()
+            code = process.wait(60)
+            assert b"terminated (SIGHUP)" in head and b"[demo] stopped" in head
+        else:
+            process.stdout.close()  # the reader is gone; the demo's next table write fails
+            code = process.wait(60)
+    finally:
+        stop(process)
+    assert code == 0
+    assert processes_with(token) == []
 
 
 def pull_all(subscription: str, expected: int, timeout_s: float = 30):
