@@ -11,11 +11,14 @@ import setuptools
 
 BEAM_VERSION = "2.77.0"
 
-DEVICE = ["google-cloud-pubsub>=2.18,<3"]
-REGISTRY = ["google-cloud-firestore>=2.16,<3"]
+# Signed messages (occupancy/identity.py): JWS from PyJWT on `cryptography`.
+IDENTITY = ["PyJWT[crypto]>=2.8,<3"]
+DEVICE = ["google-cloud-pubsub>=2.18,<3", *IDENTITY]
+REGISTRY = ["google-cloud-firestore>=2.16,<3", *IDENTITY]
 PIPELINE = [
     f"apache-beam[gcp]=={BEAM_VERSION}",
     "google-cloud-firestore>=2.16,<3",
+    *IDENTITY,
     "google-api-python-client>=2.100,<3",
 ]
 API = [

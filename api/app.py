@@ -62,7 +62,7 @@ def read_fleet(request: Request):
 
 def create_app(settings: Settings, client=None) -> FastAPI:
     """The application; `client` defaults to a Firestore client for settings.project/database."""
-    from api import auth, dashboard, devices, gtfs_rt, health, trains
+    from api import auth, dashboard, devices, gtfs_rt, health, keys, trains
     from occupancy.store import make_client
 
     app = FastAPI(title="Train occupancy API", version="1.0",
@@ -95,7 +95,7 @@ def create_app(settings: Settings, client=None) -> FastAPI:
     async def validation_error(_request, exc: RequestValidationError):
         return JSONResponse(status_code=422, content={"detail": _readable(exc)})
 
-    for router in (health.router, auth.router, trains.router, devices.router, gtfs_rt.router,
+    for router in (health.router, auth.router, trains.router, devices.router, keys.router, gtfs_rt.router,
                    dashboard.router):
         app.include_router(router)
     dashboard.mount(app)

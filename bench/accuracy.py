@@ -32,6 +32,7 @@ from local.stack import PROJECT
 from occupancy import door_health, registry
 from occupancy.store import make_client
 from sim import service_day
+from sim.keyring import Keyring
 from sim.service_day import DoorError
 
 _LOGGER = logging.getLogger(__name__)
@@ -46,11 +47,16 @@ LEVELS = {
 TARGET_LEVEL = "2% missed + 1% double"
 
 
+# The simulated doors' and the operator's keys: every replayed message is signed.
+KEYS = Keyring()
+
+
 def register(client, trains) -> None:
     for train in trains:
         registry.set_train(client, "trains", train.train_id, train.capacity)
         for device, door in zip(train.doors, train.door_names):
             registry.register_device(client, "devices", device, train.train_id, door)
+    KEYS.register(client, "devices", [d for train in trains for d in train.doors], control_trains=["*"])
 
 
 def replay(messages) -> float:
@@ -65,7 +71,8 @@ def replay(messages) -> float:
     # it) are in by the time occupancy is sampled (90 s after it).
     options = OccupancyOptions([f"--firestore_project={PROJECT}", "--flush_interval_s=60",
                                 "--reorder_delay_s=2", "--max_abs_delta=1000"])
-    msgs = [PubsubMessage(payload, attributes, message_id=str(i)) for i, (payload, attributes) in enumerate(messages)]
+    msgs = [PubsubMessage(KEYS.sign_message(payload), attributes, message_id=str(i))
+            for i, (payload, attributes) in enumerate(messages)]
     began = time.perf_counter()
     with beam.Pipeline(runner=FnApiRunner()) as p:
         compose(p | beam.Create(msgs, reshuffle=False), options)

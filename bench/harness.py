@@ -42,7 +42,7 @@ from apache_beam.transforms.window import GlobalWindow
 
 from bench import measure, workload
 from bench.measure import peak_rss_mb
-from occupancy import fold, wire
+from occupancy import fold, identity, wire
 from occupancy.store import make_client
 from pipeline.build import compose, fold_config
 from pipeline.options import OccupancyOptions
@@ -56,7 +56,7 @@ def messages(spec: workload.WorkloadSpec, spacing_s: float = 0.001):
     items = workload.build(spec)
     ticks = iter(range(len(items)))
     start = time.time() - len(items) * spacing_s
-    stamped = list(workload.stamp(items, clock=lambda: start + next(ticks) * spacing_s))
+    stamped = list(workload.stamp(items, clock=lambda: start + next(ticks) * spacing_s, keys=workload.KEYS))
     return ([PubsubMessage(p, a, message_id=str(i)) for i, (p, a, _, _) in enumerate(stamped)],
             [sent for _, _, sent, _ in stamped])
 
@@ -108,7 +108,8 @@ class StatefulSum(beam.DoFn):
 
 def build_passthrough(p, path: str, train_of: dict):
     def key(message):
-        body = json.loads(message.data)
+        # The same signed messages as the job's: the envelope opened (not verified).
+        body = json.loads(identity.open_envelope(message.data)[1])
         return train_of[body["device_id"]], body["delta"]
     (p | "Replay" >> ReplayMessages(path)
      | "Decode" >> beam.Map(key).with_output_types(Tuple[str, int])
@@ -151,31 +152,56 @@ def microbenchmark(msgs, train_of: dict, config: fold.FoldConfig, min_cpu_s: flo
     return {"parse_fold_msgs_per_s_per_core": round(rounds * len(msgs) / cpu, 1), "rounds": rounds}
 
 
+def _finals(truth) -> dict:
+    client = make_client(PROJECT)
+    return {t: (client.collection("realtime").document(t).get().to_dict() or {}).get("current_value")
+            for t in truth}
+
+
+def _fresh_firestore(spec: workload.WorkloadSpec) -> None:
+    """An emptied emulator with the workload's fleet registered again (the next job starts afresh)."""
+    import urllib.request
+    host = os.environ["FIRESTORE_EMULATOR_HOST"]
+    urllib.request.urlopen(urllib.request.Request(
+        f"http://{host}/emulator/v1/projects/{PROJECT}/databases/(default)/documents", method="DELETE"),
+        timeout=10).close()
+    workload.register(make_client(PROJECT), spec)
+
+
 def run(spec: workload.WorkloadSpec, flush_interval_s: float, reorder_delay_s: float) -> dict:
-    options = OccupancyOptions([f"--firestore_project={PROJECT}", f"--flush_interval_s={flush_interval_s}",
-                                f"--reorder_delay_s={reorder_delay_s}"])
+    """The job (verifying every signature, --device_auth=require), the same job with
+    --device_auth=off, and the pass-through, over the same signed messages, side by side."""
+    base = [f"--firestore_project={PROJECT}", f"--flush_interval_s={flush_interval_s}",
+            f"--reorder_delay_s={reorder_delay_s}"]
+    options = OccupancyOptions(base)
+    unverified = OccupancyOptions(base + ["--device_auth=off"])
     config = fold_config(options)
     msgs, sent = messages(spec)
     train_of = workload.train_of_devices(spec)
+    truth = workload.truth(sent)
     with tempfile.TemporaryDirectory() as directory:
         # A tiny run first: imports, pickling paths and the client's channel are not per message.
         timed_run(build_passthrough, save_messages(msgs[:20], directory, "warmup.pickle"), train_of)
         path = save_messages(msgs, directory)
         pass_cpu, pass_wall, _ = timed_run(build_passthrough, path, train_of)
         pipe_cpu, pipe_wall, _ = timed_run(build_pipeline, path, options)
-    client = make_client(PROJECT)
-    truth = workload.truth(sent)
-    finals = {t: (client.collection("realtime").document(t).get().to_dict() or {}).get("current_value")
-              for t in truth}
+        exact = _finals(truth) == truth
+        _fresh_firestore(spec)
+        off_cpu, off_wall, _ = timed_run(build_pipeline, path, unverified)
+        exact_off = _finals(truth) == truth
     n = len(msgs)
     return {
         "messages": n,
         "cpu_measure": "time.process_time() of the harness process (runner + SDK harness threads)",
         "pipeline_msgs_per_s_per_core": round(n / pipe_cpu, 1),
+        "pipeline_unverified_msgs_per_s_per_core": round(n / off_cpu, 1),
         "passthrough_msgs_per_s_per_core": round(n / pass_cpu, 1),
         "pipeline_cpu_s": round(pipe_cpu, 2), "pipeline_wall_s": round(pipe_wall, 2),
+        "pipeline_unverified_cpu_s": round(off_cpu, 2), "pipeline_unverified_wall_s": round(off_wall, 2),
+        # The cost of verifying every device's signature: CPU per message, require over off.
+        "device_auth_cpu_overhead_pct": round(100 * (pipe_cpu / off_cpu - 1), 1),
         "passthrough_cpu_s": round(pass_cpu, 2), "passthrough_wall_s": round(pass_wall, 2),
-        "pipeline_counts_exact": finals == truth,
+        "pipeline_counts_exact": exact and exact_off,
         **microbenchmark(msgs, train_of, config),
         "peak_rss_mb": peak_rss_mb(os.getpid()),
     }

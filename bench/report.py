@@ -69,6 +69,8 @@ def targets(results: dict) -> List[dict]:
         {"target": "p95 <= ceiling p95 + flush interval + 1 s", "value": None, "limit": None,
          "pass": False, "miss_by": None, "miss_factor": None, "unit": "s"},
         _at_least("harness >= 0.7 x pass-through", r["harness_vs_passthrough"], 0.7, "x pass-through"),
+        _at_most("signature checks <= 15 % more CPU per message", results["harness"].get(
+            "device_auth_cpu_overhead_pct"), 15.0, "%"),
     ]
 
 
@@ -99,6 +101,8 @@ def rows(results: dict) -> List[tuple]:
     blank = ("-",) * 8
     out.append(("harness: pipeline composites, per core", _cell(h["pipeline_msgs_per_s_per_core"]),
                 *blank[:5], _cell(h.get("peak_rss_mb")), _cell(h.get("pipeline_counts_exact")), "-"))
+    out.append(("harness: pipeline with --device_auth=off, per core",
+                _cell(h.get("pipeline_unverified_msgs_per_s_per_core")), *blank))
     out.append(("harness: pass-through, per core", _cell(h["passthrough_msgs_per_s_per_core"]),
                 *blank))
     out.append(("parse + fold (pure Python), per core", _cell(h["parse_fold_msgs_per_s_per_core"]),

@@ -41,6 +41,7 @@ from occupancy import documents, fleet_import, registry
 from occupancy.store import make_client
 from pipeline.options import OccupancyOptions
 from sim import simulator
+from sim.keyring import Keyring
 
 _LOGGER = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,6 +59,8 @@ SCALE_SIM = simulator.SimConfig(
     faults=simulator.FaultRates(duplicate=0.02, out_of_order=0.03, malformed=0.0),
     reset_at_start=False)
 SEED = 20261130
+# The simulated devices' keys: the job verifies every message (--device_auth=require, its default).
+KEYS = Keyring(seed=b"bench-scale")
 
 
 def fleet(trains: int):
@@ -88,8 +91,9 @@ def run_fleet(trains: int, minutes: float, profile: bool = False, state_cache_mb
     fleet_import.import_fleet(client, "devices", "trains",
                               [(t.train_id, t.capacity, None) for t in trains_spec],
                               [(d, t.train_id, None) for t in trains_spec for d in t.devices])
+    KEYS.register(client, "devices", [d for t in trains_spec for d in t.devices])
     register_s = time.perf_counter() - began
-    sim = simulator.Simulation(trains_spec, SEED, SCALE_SIM)
+    sim = simulator.Simulation(trains_spec, SEED, SCALE_SIM, keys=KEYS)
     start_us = (int(time.time()) - int(minutes * 60) - 600) * 1_000_000
     msgs = [PubsubMessage(m.payload, m.attributes, message_id=str(i))
             for i, m in enumerate(sim.messages(start_us, minutes * 60))]

@@ -99,9 +99,9 @@ class Poller(threading.Thread):
 class Heartbeats(threading.Thread):
     """The warm-up device's heartbeats (delta 0) every HEARTBEAT_INTERVAL_S, until stopped."""
 
-    def __init__(self, publisher, topic: str):
+    def __init__(self, publisher, topic: str, keys=None):
         super().__init__(daemon=True, name="heartbeats")
-        self.publisher, self.topic = publisher, topic
+        self.publisher, self.topic, self.keys = publisher, topic, keys
         self.halt = threading.Event()
         self.sent = 0
 
@@ -110,7 +110,7 @@ class Heartbeats(threading.Thread):
         while not self.halt.is_set():
             seq += 1
             payload, attributes = workload.encode(workload.WARMUP_TRAIN, workload.WARMUP_DEVICE, seq, 0,
-                                                  int(time.time() * 1000) * 1000)
+                                                  int(time.time() * 1000) * 1000, self.keys)
             self.publisher.publish(self.topic, payload, **attributes)
             self.sent += 1
             self.halt.wait(HEARTBEAT_INTERVAL_S)
@@ -149,7 +149,8 @@ def run_streaming(job: str, spec: workload.WorkloadSpec, env: dict, work_dir: st
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
     publisher = pubsub_v1.PublisherClient()
-    heartbeats, poller = Heartbeats(publisher, topic), Poller()
+    keys = workload.KEYS if job == "pipeline" else None
+    heartbeats, poller = Heartbeats(publisher, topic, keys), Poller()
     try:
         started = time.monotonic()
         heartbeats.start()
@@ -160,7 +161,9 @@ def run_streaming(job: str, spec: workload.WorkloadSpec, env: dict, work_dir: st
         _LOGGER.info("%s: up after %.1fs; publishing %s messages", job, startup_s, len(items))
 
         cpu_before = cpu_seconds(process.pid)
-        sent, first = workload.publish_all(publisher, topic, items)
+        # The pipeline verifies each device's signature (--device_auth=require); the runner
+        # ceiling reads the bare JSON.
+        sent, first = workload.publish_all(publisher, topic, items, keys)
         publish_s = time.time() - first
         last_times = workload.last_count_times(sent)
         values = workload.truth(sent) if job == "pipeline" else workload.plain_sums(sent)

@@ -20,6 +20,7 @@ from typing import Callable, Dict, Iterator, List, NamedTuple, Tuple
 
 from occupancy import registry, wire
 from sim import simulator
+from sim.keyring import Keyring
 
 WARMUP_TRAIN = "warmup"
 WARMUP_DEVICE = "warmup-car1-door1"
@@ -90,6 +91,10 @@ class Sent(NamedTuple):
     sent_s: float  # time.time() when it was handed to the publisher
 
 
+# The simulated devices' keys, the same in every process of a run (derived from this seed).
+KEYS = Keyring(seed=b"bench-workload")
+
+
 def build(spec: WorkloadSpec) -> List[Item]:
     """The simulated messages, in send order (no resets, no malformed, nothing held back)."""
     config = simulator.SimConfig(
@@ -105,13 +110,17 @@ def build(spec: WorkloadSpec) -> List[Item]:
     return items
 
 
-def encode(train_id: str, device_id: str, seq: int, delta: int, t_us: int):
+def encode(train_id: str, device_id: str, seq: int, delta: int, t_us: int, keys=None):
+    """A device's message; signed with `keys` (KEYS for the pipeline, which verifies; the
+    prototype and the runner ceiling take the bare JSON)."""
     payload, attributes = wire.encode_event(device_id, delta, t_us, seq)
+    if keys is not None:
+        payload = keys.sign(device_id, payload)
     attributes.update({ATTR_TRAIN: train_id, ATTR_DELTA: str(delta), ATTR_T_US: str(t_us)})
     return payload, attributes
 
 
-def stamp(items: List[Item], clock: Callable[[], float] = time.time
+def stamp(items: List[Item], clock: Callable[[], float] = time.time, keys=None
           ) -> Iterator[Tuple[bytes, Dict[str, str], Sent, bool]]:
     """(payload, attributes, event, is_duplicate) per item, stamped by `clock` when taken.
 
@@ -125,7 +134,7 @@ def stamp(items: List[Item], clock: Callable[[], float] = time.time
             continue
         now = clock()
         t_us = int(now * 1000) * 1000  # the wire carries milliseconds
-        payload, attributes = encode(item.train_id, item.device_id, item.seq, item.delta, t_us)
+        payload, attributes = encode(item.train_id, item.device_id, item.seq, item.delta, t_us, keys)
         sent = Sent(item.train_id, item.device_id, item.seq, item.delta, t_us, now)
         originals[(item.device_id, item.seq)] = (payload, attributes, sent)
         yield payload, attributes, sent, False
@@ -157,26 +166,28 @@ def last_count_times(sent: List[Sent]) -> Dict[str, int]:
 
 
 def register(client, spec: WorkloadSpec) -> None:
-    """The fleet and the warm-up device in the registry (collections `trains`, `devices`)."""
+    """The fleet and the warm-up device in the registry (collections `trains`, `devices`), with
+    the devices' public keys (KEYS)."""
     fleet = spec.fleet() + (simulator.make_train(WARMUP_TRAIN, 100, doors=1),)
     for train in fleet:
         registry.set_train(client, "trains", train.train_id, train.capacity, train.name)
         for device in train.devices:
             registry.register_device(client, "devices", device, train.train_id)
+    KEYS.register(client, "devices", [d for train in fleet for d in train.devices])
 
 
 def train_of_devices(spec: WorkloadSpec) -> Dict[str, str]:
     return {device: t.train_id for t in spec.fleet() for device in t.devices}
 
 
-def publish_all(publisher, topic: str, items: List[Item]) -> Tuple[List[Sent], float]:
+def publish_all(publisher, topic: str, items: List[Item], keys=None) -> Tuple[List[Sent], float]:
     """Publishes every item as fast as the client takes them, stamped at publish time.
 
     Returns what was sent and the wall time of the first publish.
     """
     sent, futures = [], []
     first = time.time()
-    for payload, attributes, event, _ in stamp(items):
+    for payload, attributes, event, _ in stamp(items, keys=keys):
         sent.append(event)
         futures.append(publisher.publish(topic, payload, **attributes))
     for future in futures:

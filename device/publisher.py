@@ -158,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device_id", type=_device_id, required=True,
                    help="This door device's id (registered with python -m occupancy.registry), "
                         f"matching {wire.ID_PATTERN}.")
+    p.add_argument("--private_key", type=str, default=os.environ.get("OCCUPANCY_PRIVATE_KEY"),
+                   help="This device's private key (PEM, mode 0600; made by `python -m occupancy.registry "
+                        "register --generate_key PATH`): every count is signed with it (default: "
+                        "$OCCUPANCY_PRIVATE_KEY; without one counts go unsigned, which the pipeline refuses "
+                        "by default).")
+    p.add_argument("--key_id", type=_device_id, default="k1",
+                   help="The key's id in the registry (the envelope's kid is DEVICE_ID/KEY_ID).")
     p.add_argument("--source", type=str, nargs="+", default=None, metavar=("SOURCE", "FILE"),
                    help="Where counts come from: 'stdin' (lines '+2', '-1' or 'in,out'; the "
                         "default), 'simulate' (station bursts for one door), or 'replay FILE' "
@@ -264,7 +271,8 @@ def resolve_topic(topic: str, project: Optional[str]) -> str:
 class Publisher:
     """The running publisher: reader and sender threads, status lines, shutdown."""
 
-    def __init__(self, args: argparse.Namespace, outbox: Outbox, topic: str, client_factory: Callable):
+    def __init__(self, args: argparse.Namespace, outbox: Outbox, topic: str, client_factory: Callable,
+                 signer=None):
         self.args = args
         self.outbox = outbox
         self.topic = topic
@@ -273,7 +281,8 @@ class Publisher:
         self.signalled = threading.Event()
         self.sender = Sender(outbox, topic, client_factory, self.stats,
                              window=max(args.batch_max_messages, 1000),
-                             publish_timeout_s=args.publish_timeout_s, max_backoff_s=args.max_backoff_s)
+                             publish_timeout_s=args.publish_timeout_s, max_backoff_s=args.max_backoff_s,
+                             sign=signer.sign if signer is not None else None)
         source, progress_key = self._source()
         self.reader = Reader(source, outbox, args.device_id, self.stats, progress_key, self.halt)
 
@@ -374,11 +383,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         topic = resolve_topic(args.topic, project)
         client_factory = make_client_factory(credentials, args.batch_max_messages,
                                              args.batch_max_latency_s)
+        signer = load_signer(args.private_key, args.device_id, args.key_id)
         outbox = Outbox(args.outbox, args.max_outbox, on_full=_warn_full)
     except (UsageError, OutboxError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return Publisher(args, outbox, topic, client_factory).run()
+    return Publisher(args, outbox, topic, client_factory, signer).run()
+
+
+def load_signer(path: Optional[str], device_id: str, key_name: str):
+    """The device's signer from its private key file (PEM), or None without one."""
+    if not path:
+        _LOGGER.warning("No --private_key: counts are sent unsigned, and a pipeline with "
+                        "--device_auth=require (its default) refuses them")
+        return None
+    from occupancy import identity  # the JOSE library only where a key is used
+    try:
+        mode = os.stat(path).st_mode & 0o077
+    except OSError as e:
+        raise UsageError(f"cannot read --private_key {path}: {e.strerror}") from None
+    if mode:
+        raise UsageError(f"--private_key {path} is readable by others (mode {oct(mode)}): chmod 600 it")
+    try:
+        return identity.Signer.from_file(path, identity.key_id(device_id, key_name))
+    except (OSError, identity.IdentityError) as e:
+        raise UsageError(f"--private_key {path}: {e}") from None
 
 
 def _warn_full(max_rows: int) -> None:

@@ -80,8 +80,11 @@ class Sender(threading.Thread):
     """Drains the outbox to Pub/Sub in order; deletes rows only after their publish is acknowledged."""
 
     def __init__(self, outbox: Outbox, topic: str, client_factory: Callable, stats: Stats, *,
-                 window: int, publish_timeout_s: float, max_backoff_s: float):
+                 window: int, publish_timeout_s: float, max_backoff_s: float,
+                 sign: Optional[Callable[[bytes], bytes]] = None):
         super().__init__(name="outbox-sender", daemon=True)
+        # The device's signature over each payload (occupancy.identity.Signer.sign); None: unsigned.
+        self._sign = sign
         self._outbox = outbox
         self._topic = topic
         self._client_factory = client_factory
@@ -128,6 +131,8 @@ class Sender(threading.Thread):
             client = self._get_client()
             for row in rows:
                 payload, attributes = row.encode()
+                if self._sign is not None:
+                    payload = self._sign(payload)
                 # retry=None: one attempt per call; this class does the retrying, with back-off.
                 futures.append(client.publish(self._topic, payload, ordering_key=row.device_id,
                                               retry=None, timeout=self._publish_timeout_s,

@@ -36,7 +36,7 @@ def run(context, short: bool) -> dict:
         for _ in range(5):
             m = devices.make(back, 2, t_us=wire.now_us())
             m = m._replace(t_us=m.t_us - 3_600_000_000)
-            payload, attributes = wire.encode_event(m.device, m.delta, m.t_us, m.seq)
+            payload, attributes = devices.encode(m.device, m.delta, m.t_us, m.seq)
             devices.sent[-1] = m._replace(payload=payload, attributes=attributes)
             devices.publish(devices.sent[-1])
         # Forward 10 min: dead letters; taken out of the truth (they never count).
@@ -44,7 +44,7 @@ def run(context, short: bool) -> dict:
             m = devices.make(ahead, 1)
             devices.sent.pop()
             devices.truth[m.train] -= m.delta
-            payload, attributes = wire.encode_event(m.device, m.delta, m.t_us + 600_000_000, m.seq)
+            payload, attributes = devices.encode(m.device, m.delta, m.t_us + 600_000_000, m.seq)
             devices.publish_raw(payload, attributes)
             future.append(m)
         # Around and exactly at the daily reset boundary (minute precision: seconds are :00).

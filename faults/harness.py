@@ -25,6 +25,7 @@ from local import stack
 from local.stack import PROJECT
 from occupancy import registry, wire
 from occupancy.store import make_client
+from sim.keyring import Keyring
 
 _LOGGER = logging.getLogger(__name__)
 PIPELINE_ARGS = ("--registry_refresh_s=5", "--reorder_delay_s=1", "--flush_interval_s=1",
@@ -61,6 +62,13 @@ class Devices:
         # so the truth stays what the pipeline must show whatever the arrival order.
         self.floor = 0
         self.lock = threading.Lock()
+        # Every device's key pair (and the operator's control key): each message is signed.
+        self.keys = Keyring()
+
+    def encode(self, device: str, delta: int, t_us: int, seq: int):
+        """(signed payload, attributes) of a count, as the device sends it."""
+        payload, attributes = wire.encode_event(device, delta, t_us, seq)
+        return self.keys.sign(device, payload), attributes
 
     def make(self, device: Optional[str] = None, delta: Optional[int] = None,
              t_us: Optional[int] = None) -> Message:
@@ -78,7 +86,7 @@ class Devices:
             # pipeline's event-time order is the truth's order (no clamping between them).
             t_us = max(t_us if t_us is not None else wire.now_us(), self.last_t_us + 1000)
             self.last_t_us = t_us
-            payload, attributes = wire.encode_event(device, delta, t_us, seq)
+            payload, attributes = self.encode(device, delta, t_us, seq)
             message = Message(device, train, seq, delta, t_us, payload, attributes)
             self.sent.append(message)
             return message
@@ -139,7 +147,7 @@ class Heartbeats(threading.Thread):
             for train in self.devices.trains:
                 device = f"hb-{train}"
                 self.seqs[device] += 1
-                payload, attributes = wire.encode_event(device, 0, wire.now_us(), self.seqs[device])
+                payload, attributes = self.devices.encode(device, 0, wire.now_us(), self.seqs[device])
                 self.devices.publish_raw(payload, attributes, wait=False)
             self.halt.wait(self.interval_s)
 
@@ -216,6 +224,9 @@ class Scenario:
             for device in devices + [f"hb-{train}"]:
                 registry.register_device(self.client, "devices", device, train, device.split("-", 1)[-1])
         self.devices = Devices(stack.topic_path(PROJECT, self.topic_name), fleet, seed)
+        self.devices.keys.register(self.client, "devices",
+                                   [d for devices in fleet.values() for d in devices] + [f"hb-{t}" for t in fleet],
+                                   control_trains=["*"])
         self.heartbeats = Heartbeats(self.devices)
         self.processes = []
 

@@ -2,9 +2,10 @@
 
 N payloads from faults/payloads.py (hypothesis: random bytes, JSON of wrong shapes
 and types, nesting bombs, huge numbers, NaN, 1 MB strings, unicode and path-like
-ids, legacy CSV variants, malformed attributes including `event_time`) are
-published among good traffic. None of them names a registered device, so every one
-must end as a dead letter with a reason: dead letters = hostile messages, the
+ids, legacy CSV variants, malformed attributes including `event_time`, forged and
+malformed signature envelopes naming the scenario's real devices) are published among
+good traffic. None of them is signed by a registered key, so every one must end as a
+dead letter with a reason: dead letters = hostile messages, the
 pipeline never crashes, and the good traffic around them (and after them) counts
 exactly.
 """

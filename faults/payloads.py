@@ -1,15 +1,17 @@
 """Hostile Pub/Sub messages, generated with hypothesis: what a broken, hacked or confused
-device could send. The parser's property test (tests/test_hostile_input.py) and the fault
-suite's hostile-input scenario (faults/hostile.py) draw from the same strategy.
+device, or a forger with publish access, could send. The parser's property test
+(tests/test_hostile_input.py) and the fault suite's hostile-input scenario (faults/hostile.py)
+draw from the same strategy.
 
 A drawn message is (payload bytes, attributes dict, the event it must count as, or None).
 """
+import base64
 import json
 import string
 
 from hypothesis import strategies as st
 
-from occupancy import wire
+from occupancy import identity, wire
 
 NOW_US = wire.parse_time("2026-11-24T07:30:00Z")
 GOOD_TIME = wire.format_time(NOW_US - 5_000_000)
@@ -83,6 +85,40 @@ def legacy_csv(draw):
     return sep.join([delta, time_text, device]).encode()
 
 
+# A key no registry holds: what a forger signs with. The devices named are the fault scenarios'
+# (faults/harness.py names them t<i>-car<d>-door1), so a forgery that got through would move a
+# real train's count, and the scenario's exact counts would show it.
+_FORGER = identity.Signer(identity.generate_private_key(), "t0-car1-door1/k1")
+_TARGETS = ["t0-car1-door1", "t1-car2-door1", "t2-car3-door1"]
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+@st.composite
+def forged_envelope(draw):
+    """A signed-looking message that must not count: another key, another device's kid, no
+    signature algorithm, a tampered payload, or three random base64url segments."""
+    device = draw(st.sampled_from(_TARGETS))
+    delta, seq = draw(st.integers(1, 90)), draw(st.integers(1, 10 ** 6))
+    payload = wire.encode_event(device, delta, NOW_US - 5_000_000, seq)[0]
+    how = draw(st.sampled_from(["foreign_key", "other_kid", "alg_none", "tampered", "segments", "bad_kid"]))
+    if how == "foreign_key":
+        return identity.Signer(_FORGER._key, f"{device}/k1").sign(payload)
+    if how == "other_kid":
+        return identity.Signer(_FORGER._key, f"{draw(st.sampled_from(_TARGETS))}/k1").sign(payload)
+    if how == "alg_none":
+        return b".".join([_b64(json.dumps({"alg": "none", "kid": f"{device}/k1"}).encode()), _b64(payload), b""])
+    if how == "tampered":
+        head, _, sig = identity.Signer(_FORGER._key, f"{device}/k1").sign(payload).split(b".")
+        return b".".join([head, _b64(payload.replace(b'"delta":', b'"delta":9')), sig])
+    if how == "bad_kid":
+        kid = draw(st.sampled_from(["", "a/b/c", "/k1", device, "x" * 300, None, 5]))
+        return b".".join([_b64(json.dumps({"alg": "EdDSA", "kid": kid}).encode()), _b64(payload), _b64(b"s" * 64)])
+    return b".".join(_b64(draw(st.binary(min_size=1, max_size=40))) for _ in range(3))
+
+
 attributes = st.dictionaries(
     st.sampled_from(["event_id", "event_time", "device_id", "x"])
     | st.text(string.ascii_letters, min_size=1, max_size=10).filter(lambda k: not k.lower().startswith("goog")),
@@ -97,6 +133,7 @@ payloads = st.one_of(
     nesting_bomb(),
     huge_number(),
     legacy_csv(),
+    forged_envelope(),
     st.just(b"x" * 1_000_000),
     st.just(("{" + '"device_id":"' + "a" * 1_000_000 + '"}').encode()),
 )

@@ -30,6 +30,7 @@ class Door:
         self.scenario, self.device, self.train = scenario, device, train
         self.outbox = os.path.join(work_dir, f"{device}.sqlite")
         self.log = os.path.join(work_dir, f"{device}.log")
+        self.key = scenario.devices.keys.write_private_key(device, os.path.join(work_dir, f"{device}.pem"))
         self.counts = []      # what the sensor counted, in order
         self.process = None
 
@@ -39,7 +40,7 @@ class Door:
                 [sys.executable, "-m", "device.publisher", "--device_id", self.device,
                  "--topic", self.scenario.topic_name, "--project", PROJECT,
                  "--emulator", os.environ["PUBSUB_EMULATOR_HOST"], "--outbox", self.outbox,
-                 "--max_backoff_s", "1", "--status_interval_s", "5"],
+                 "--max_backoff_s", "1", "--status_interval_s", "5", "--private_key", self.key],
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
@@ -76,6 +77,7 @@ def run(context, short: bool) -> dict:
         for i in range(2):
             device = f"{train}-pub{i}"
             registry.register_device(scenario.client, "devices", device, train)
+            scenario.devices.keys.register(scenario.client, "devices", [device])
             doors.append(Door(scenario, device, train, context.work_dir))
     truth_floor = 50
     try:

@@ -35,7 +35,7 @@ import signal
 import sys
 import threading
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from google.api_core import exceptions as gexc
 
@@ -47,6 +47,7 @@ from local.table import Row, render
 from occupancy import registry, wire
 from occupancy.store import make_client
 from sim import simulator
+from sim.keyring import CONTROL_ID, Keyring
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -187,7 +188,13 @@ class Demo:
                     registry.register_device(self.client, DEVICES, device_id, train.train_id, door)
             say(f"  {train.train_id:7} {train.name} (capacity {train.capacity}): "
                 + ", ".join(train.devices))
-        self.dead_letters_before = self.count_dead_letters() or 0
+        # Each simulated device signs with a key pair made now (the private halves never leave
+        # this process); resets are signed by the operator's control key.
+        self.keys = Keyring()
+        self.keys.register(self.client, DEVICES, [d for train in self.fleet for d in train.devices],
+                           control_trains=[train.train_id for train in self.fleet])
+        say(f"registered a fresh Ed25519 key for each device and the control principal {CONTROL_ID}")
+        self.dead_letters_before = sum((self.count_dead_letters() or {}).values())
 
     def start_pipeline(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,20 +223,25 @@ class Demo:
         say(f"operator sign-in (Auth emulator): {DEMO_OPERATOR[0]} / {DEMO_OPERATOR[1]}")
 
     def start_simulator(self) -> None:
-        sim = simulator.Simulation(self.fleet, self.args.seed)
+        sim = simulator.Simulation(self.fleet, self.args.seed, keys=self.keys)
         say(f"starting {sum(len(t.devices) for t in self.fleet)} simulated door devices "
             f"(seed {self.args.seed}) publishing to {TOPIC}...")
         self.publisher = simulator.DevicePublisher(sim, PROJECT, TOPIC).start()
 
     # ---- watch ---------------------------------------------------------------------
 
-    def count_dead_letters(self) -> Optional[int]:
+    def count_dead_letters(self) -> Optional[Dict[str, int]]:
+        """Dead letters by reason (one count query per reason), or None if Firestore cannot say."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+        counts = {}
         try:
-            result = self.client.collection(DEAD_LETTERS).count().get(timeout=FIRESTORE_TIMEOUT_S)
-            return int(result[0][0].value)
+            for reason in wire.REASONS:
+                query = self.client.collection(DEAD_LETTERS).where(filter=FieldFilter("reason", "==", reason))
+                counts[reason] = int(query.count().get(timeout=FIRESTORE_TIMEOUT_S)[0][0].value)
         except gexc.GoogleAPICallError as e:
             _LOGGER.warning("Could not count dead letters: %s", e)
             return None
+        return counts
 
     def read_rows(self) -> List[Row]:
         refs = [self.client.collection(REALTIME).document(t.train_id) for t in self.fleet]
@@ -299,9 +311,11 @@ class Demo:
 
     def footer(self, elapsed: float, error: Optional[str]) -> List[str]:
         c = self.publisher.counts()
-        dead = self.count_dead_letters()
+        by_reason = self.count_dead_letters()
+        dead = None if by_reason is None else sum(by_reason.values())
         dead_text = "?" if dead is None else f"{dead}" + (
-            f" ({dead - self.dead_letters_before} this run)" if self.dead_letters_before else "")
+            f" ({dead - self.dead_letters_before} this run)" if self.dead_letters_before else "") + (
+            " (" + ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items()) if n) + ")" if dead else "")
         up = time.monotonic() - self.pipeline_started
         status = (f"running (pid {self.pipeline.pid}, up {up:.0f}s)" if self.first_result_at
                   else f"starting, no results yet (up {up:.0f}s)")

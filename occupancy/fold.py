@@ -22,6 +22,11 @@ from typing import Dict, List, Optional, Tuple
 
 from occupancy.wire import COUNT, NO_SEQ, TERMINUS, ZEROING, Event, from_micros, to_micros
 
+# A seq more than this many de-duplication windows above a device's highest is refused (a
+# dead letter `seq_jump`), unless the device was registered again: accepted, it would make every
+# later honest seq of the device look old, muting the door (docs/design.md, "Running occupancy").
+SEQ_JUMP_WINDOWS = 10
+
 # A heartbeat-only flush refreshes `devices_seen` at most this often (event time):
 # heartbeats keep devices' last_seen current without a write per heartbeat.
 HEARTBEAT_WRITE_INTERVAL_US = 60_000_000
@@ -172,6 +177,8 @@ class FlushResult:
     heartbeats: int = 0
     write_realtime: bool = False
     trips: List[Trip] = dataclasses.field(default_factory=list)
+    # Events refused here, with why: (event, detail). A seq jump (see `SEQ_JUMP_WINDOWS`).
+    refused: List[Tuple[Event, str]] = dataclasses.field(default_factory=list)
 
 
 def sort_key(event: Event):
@@ -198,6 +205,20 @@ def _is_new(state: TrainState, event: Event, window: int) -> bool:
     return True
 
 
+def _seq_jump(state: TrainState, event: Event, window: int) -> str:
+    """Why `event` is refused as a seq jump, or "" (a first sight or a device registered again
+    starts its seq over; only counts from a device the train knows can jump)."""
+    if event.seq == NO_SEQ or not event.device_id:
+        return ""
+    memory = state.devices.get(event.device_id)
+    if memory is None or memory.seq == NO_SEQ or event.registered_us > memory.registered_us:
+        return ""
+    if event.seq > memory.seq + SEQ_JUMP_WINDOWS * window:
+        return (f"seq {event.seq} of {event.device_id} is more than {SEQ_JUMP_WINDOWS} x {window} above its "
+                f"highest applied seq {memory.seq}; register the device again if it was reset")
+    return ""
+
+
 def apply_events(state: TrainState, events: List[Event], config: FoldConfig,
                  flush_time_us: int) -> FlushResult:
     """Applies the released events to `state` (mutated) and says what to write."""
@@ -221,6 +242,10 @@ def apply_events(state: TrainState, events: List[Event], config: FoldConfig,
 
     for event in sorted(events, key=sort_key):
         t = event.event_time_us
+        jump = _seq_jump(state, event, config.dedup_window)
+        if jump:
+            result.refused.append((event, jump))
+            continue
         if not _is_new(state, event, config.dedup_window):
             result.duplicates += 1
             continue

@@ -13,6 +13,8 @@ from typing import NamedTuple, Optional
 
 # A '/' in an id would address another Firestore path, so ids are restricted.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+# The shape of a JWS compact serialization (occupancy.identity): header.payload.signature.
+_ENVELOPE_RE = re.compile(rb"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 _ID_RE = re.compile(ID_PATTERN)
 _LEGACY_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?$")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
@@ -23,11 +25,21 @@ _MAX_SHOWN = 80
 
 # Dead-letter reason codes (docs/design.md).
 MALFORMED = "malformed"
+# Device identity (occupancy.identity): no envelope where one is required; a signature that does
+# not verify, or by a principal that may not send this message; a key the registry does not hold
+# for the sender; a key past its expiry.
+UNSIGNED = "unsigned"
+BAD_SIGNATURE = "bad_signature"
+UNKNOWN_KEY = "unknown_key"
+EXPIRED_KEY = "expired_key"
+# A count whose seq is far above its device's highest (occupancy.fold.SEQ_JUMP_WINDOWS).
+SEQ_JUMP = "seq_jump"
 INVALID_FIELD = "invalid_field"
 FUTURE_TIMESTAMP = "future_timestamp"
 UNKNOWN_DEVICE = "unknown_device"
 WRITE_FAILED = "write_failed"
-REASONS = (MALFORMED, INVALID_FIELD, FUTURE_TIMESTAMP, UNKNOWN_DEVICE, WRITE_FAILED)
+REASONS = (MALFORMED, INVALID_FIELD, FUTURE_TIMESTAMP, UNKNOWN_DEVICE, WRITE_FAILED, UNSIGNED, BAD_SIGNATURE,
+           UNKNOWN_KEY, EXPIRED_KEY, SEQ_JUMP)
 
 COUNT = "count"
 RESET = "reset"
@@ -215,7 +227,18 @@ def _parse_legacy(text: str, message_id: str, max_abs_delta: int, legacy_tz) -> 
 
 def parse_message(data: bytes, message_id: Optional[str], *, now_us: int, max_abs_delta: int,
                   max_future_skew_s: float, legacy_tz=datetime.timezone.utc) -> Event:
-    """Validates one Pub/Sub payload into an Event, or raises Rejected."""
+    """Validates one Pub/Sub payload into an Event, or raises Rejected.
+
+    A signed message (a JWS envelope, occupancy.identity) is parsed from its payload; its
+    signature is checked later, by the registry lookup, which knows the sender's keys."""
+    if isinstance(data, (bytes, bytearray)) and _ENVELOPE_RE.match(data):
+        from occupancy import identity  # only signed messages need the JOSE library
+        try:
+            _, data = identity.open_envelope(bytes(data))
+        except identity.IdentityError as e:
+            raise Rejected(MALFORMED, shown(str(e))) from None
+        if not data.lstrip().startswith(b"{"):
+            raise Rejected(MALFORMED, "a signed payload must be a JSON object")
     try:
         text = data.decode("utf-8")
     except (UnicodeDecodeError, AttributeError):

@@ -58,10 +58,11 @@ def compose(messages, options: OccupancyOptions):
         options.max_abs_delta, options.max_future_skew_s, options.legacy_timezone)
     enriched = parsed.events | ENRICH >> EnrichWithTrain(
         project, database, options.devices_collection, options.trains_collection,
-        options.registry_refresh_s)
+        options.registry_refresh_s, options.device_auth)
     seed = RealtimeSeed(project, database, options.realtime_collection, options.history_collection,
                         options.write_retry_deadline_s)
-    writes = enriched.keyed | OCCUPANCY >> RunningOccupancy(fold_config(options), seed)
+    occupancy = enriched.keyed | OCCUPANCY >> RunningOccupancy(fold_config(options), seed)
+    writes = occupancy["writes"]
     # The job's epoch: a job built later (a second job, a restart) fences this one off the
     # trains it writes (occupancy.fencing).
     write_failures = writes | WRITE >> WriteToFirestore(
@@ -69,7 +70,7 @@ def compose(messages, options: OccupancyOptions):
                             documents.HISTORY: options.history_collection,
                             documents.TRIPS: options.trips_collection},
         options.write_retry_deadline_s, writer_epoch_us=wire.now_us())
-    dead_letters = ((parsed.dead_letter, enriched.dead_letter, write_failures)
+    dead_letters = ((parsed.dead_letter, enriched.dead_letter, occupancy["dead_letter"], write_failures)
                     | COLLECT_DEAD_LETTERS >> beam.Flatten())
     dead_letters | WRITE_DEAD_LETTERS >> WriteDeadLetters(
         options.dead_letter_topic, project, database, options.dead_letter_collection,

@@ -48,6 +48,12 @@ class OccupancyOptions(PipelineOptions):
             "--registry_refresh_s", type=positive_float, default=60.0,
             help="Seconds between reloads of the cached device registry view on each worker.")
         parser.add_argument(
+            "--device_auth", type=str, default="require", choices=("require", "log", "off"),
+            help="Device identity (docs/design.md, \"Device identity\"): require: a message not "
+                 "signed by its sender's registered key is a dead letter (unsigned, bad_signature, "
+                 "unknown_key, expired_key); log: verified and counted but accepted (while moving a "
+                 "fleet over); off: not checked, INSECURE, only for legacy devices that cannot sign.")
+        parser.add_argument(
             "--reorder_delay_s", type=float, default=2.0,
             help="Seconds an event waits for earlier events that arrive out of order before it "
                  "is applied; realtime shows it only after that.")

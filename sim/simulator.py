@@ -194,7 +194,8 @@ class _TrainSim:
     """One train: generates its messages segment by segment (a stop, or the run between stops)."""
 
     def __init__(self, index: int, spec: TrainSpec, seed: int, config: SimConfig, start_us: int,
-                 until_ms: Optional[int], truth: Truth):
+                 until_ms: Optional[int], truth: Truth, keys=None):
+        self.keys = keys
         self.index = index
         self.spec = spec
         self.config = config
@@ -220,6 +221,8 @@ class _TrainSim:
         if not self.config.reset_at_start:
             return []
         payload, attributes = wire.encode_reset(self.spec.train_id, self.start_us)
+        if self.keys is not None:
+            payload = self.keys.sign_control(payload)
         self.truth.record(self.spec.train_id, self.start_us, 0)
         return [(0, TimedMessage(0.0, payload, attributes, RESET))]
 
@@ -319,6 +322,8 @@ class _TrainSim:
         for t, device, seq, delta in events:
             event_us = self.start_us + t * _MS
             payload, attributes = wire.encode_event(device.device_id, delta, event_us, seq)
+            if self.keys is not None:
+                payload = self.keys.sign(device.device_id, payload)
             kind, send = (COUNT if delta else HEARTBEAT), t
             if rng.random() < faults.out_of_order:
                 # Held back: messages with later event times overtake it.
@@ -343,9 +348,11 @@ class Simulation:
     """
 
     def __init__(self, fleet: Sequence[TrainSpec] = DEMO_FLEET, seed: int = 0,
-                 config: SimConfig = SimConfig()):
+                 config: SimConfig = SimConfig(), keys=None):
         if not fleet:
             raise ValueError("the fleet has no trains")
+        # sim.keyring.Keyring: every message signed by its device (a reset by the control key).
+        self.keys = keys
         self.fleet = tuple(fleet)
         self.seed = seed
         self.config = config
@@ -357,7 +364,8 @@ class Simulation:
         self.truth = Truth()
         until_ms = None if seconds is None else int(seconds * 1000)
         master = random.Random(self.seed)
-        trains = [_TrainSim(i, spec, master.getrandbits(64), self.config, start_us, until_ms, self.truth)
+        trains = [_TrainSim(i, spec, master.getrandbits(64), self.config, start_us, until_ms, self.truth,
+                            self.keys)
                   for i, spec in enumerate(self.fleet)]
         heap, order = [], itertools.count()
         for train in trains:

@@ -1,6 +1,7 @@
 """Helpers the end-to-end, API, dashboard and feed tests share (their fixtures are in
 conftest.py)."""
 import datetime
+import pathlib
 import threading
 import time
 
@@ -12,16 +13,24 @@ from local.stack import PROJECT
 from occupancy import documents, registry, wire
 from occupancy.fold import DeviceMemory, TrainState
 from occupancy.store import RetryPolicy, commit_documents
+from sim.keyring import Keyring
 
 S = 1_000_000
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 UTC = datetime.timezone.utc
 REFRESH_S = 2
 # The pipeline's options in the end-to-end tests.
 PIPELINE_ARGS = (f"--registry_refresh_s={REFRESH_S}", "--reorder_delay_s=2", "--flush_interval_s=1")
 
 
+# The simulated devices' and operator's keys (generated per test session, registered by
+# `register`): every message the tests' devices send is signed, as a real device's is.
+KEYS = Keyring()
+
+
 class Fleet:
-    """Publishes like devices do: per-device seq, payload and attributes from occupancy.wire."""
+    """Publishes like devices do: per-device seq, payload and attributes from occupancy.wire,
+    the payload signed with the device's key (KEYS)."""
 
     def __init__(self, topic: str):
         self.publisher = pubsub_v1.PublisherClient()
@@ -36,6 +45,7 @@ class Fleet:
                 seq = self.seqs[device] = self.seqs.get(device, 0) + 1
         t = event_time_us if event_time_us is not None else int(time.time() * S)
         payload, attributes = wire.encode_event(device, delta, t, seq)
+        payload = KEYS.sign(device, payload)
         self.publisher.publish(self.topic, payload, **attributes).result(timeout=30)
         self.sent.append((device, seq, delta, t, payload, attributes))
         return t
@@ -84,10 +94,13 @@ def tail(process, lines=40):
 
 
 def register(client, trains: dict, capacities: dict = None):
+    """Registers the trains and devices, the devices' public keys, and the operator's control
+    principal for every train."""
     for train, devices in trains.items():
         registry.set_train(client, "trains", train, (capacities or {}).get(train))
         for device in devices:
             registry.register_device(client, "devices", device, train)
+    KEYS.register(client, "devices", [d for devices in trains.values() for d in devices], control_trains=["*"])
 
 
 def warm_up(client, fleet, process, heartbeat_devices):

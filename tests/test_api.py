@@ -306,3 +306,23 @@ def test_device_moved_through_the_api_counts_for_its_new_train(local_stack, auth
         assert mover["train_id"] == "tb" and mover["seq"] == 2
     finally:
         stack.stop_process(process)
+
+
+def test_device_keys_are_listed_added_and_removed_by_operators_only(http, tokens, firestore_client):
+    from occupancy import identity
+    op = tokens["operator"]
+    assert http.post("/v1/devices", json={"device_id": "k1dev", "train_id": "t1"}, headers=op).status_code == 201
+    pem = identity.public_pem(identity.generate_private_key("ES256"))
+    assert http.post("/v1/devices/k1dev/keys", json={"key_id": "k1", "public_key": pem},
+                     headers=tokens["user"]).status_code == 403
+    added = http.post("/v1/devices/k1dev/keys", json={"key_id": "k1", "public_key": pem,
+                                                      "expires_at": "2030-01-01T00:00:00Z"}, headers=op)
+    assert added.status_code == 201 and added.json()["alg"] == "ES256"
+    assert http.post("/v1/devices/k1dev/keys", json={"key_id": "k1", "public_key": pem}, headers=op).status_code == 409
+    assert http.post("/v1/devices/k1dev/keys", json={"key_id": "k2", "public_key": "not a key"},
+                     headers=op).status_code == 409
+    listed = http.get("/v1/devices/k1dev/keys", headers=op).json()["keys"]
+    assert [(k["key_id"], k["alg"], k["expires_at"][:4]) for k in listed] == [("k1", "ES256", "2030")]
+    assert http.delete("/v1/devices/k1dev/keys/k1", headers=op).status_code == 204
+    assert http.get("/v1/devices/k1dev/keys", headers=op).json()["keys"] == []
+    assert http.get("/v1/devices/nobody/keys", headers=op).status_code == 404

@@ -48,6 +48,7 @@ OCCUPANCY_ARGS = {
     "firestore_project": "demo-occupancy-store",
     "firestore_database": "occupancy-db",
     "registry_refresh_s": "30",
+    "device_auth": "log",
     "reorder_delay_s": "3",
     "flush_interval_s": "2",
     "max_abs_delta": "50",

@@ -282,3 +282,21 @@ def test_storage_size_follows_firestores_rules():
     # Firestore's worked example: a task document in users/jeff/tasks/my_task_id.
     data = {"type": "Personal", "done": False, "priority": 1, "description": "Learn Cloud Firestore"}
     assert documents.storage_size("users/jeff/tasks/my_task_id", data) == 147  # as the docs add it up
+
+
+def test_a_seq_far_ahead_is_refused_and_the_door_keeps_counting():
+    """One message with a seq beyond SEQ_JUMP_WINDOWS x the window (a device's bug, or a forgery
+    that got a key) would make every later honest seq look old: the door would be muted."""
+    state = fold.TrainState()
+    window = CONFIG.dedup_window
+    fold.apply_events(state, [ev("d1", 1, 2, 0.1), ev("d1", 2, 1, 0.2)], CONFIG, 2 * S)
+    far = 2 + fold.SEQ_JUMP_WINDOWS * window + 1
+    result = fold.apply_events(state, [ev("d1", far, 90, 1.1)], CONFIG, 3 * S)
+    assert [e.seq for e, _ in result.refused] == [far] and "register the device again" in result.refused[0][1]
+    assert state.value == 3 and state.devices["d1"].seq == 2
+    just_within = 2 + fold.SEQ_JUMP_WINDOWS * window
+    fold.apply_events(state, [ev("d1", 3, 1, 2.1), ev("d1", just_within, 1, 2.2)], CONFIG, 4 * S)
+    assert state.value == 5 and state.devices["d1"].seq == just_within
+    # Registered again (seq starts over): any seq is a first sight.
+    again = ev("d1", 10 ** 9, 4, 3.1)._replace(registered_us=5)
+    assert fold.apply_events(state, [again], CONFIG, 5 * S).refused == [] and state.value == 9

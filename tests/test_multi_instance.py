@@ -17,8 +17,10 @@ from bench import harness
 from local.stack import PROJECT
 from occupancy import registry, wire
 from pipeline.options import OccupancyOptions
+from sim.keyring import Keyring
 
 TRAINS, DOORS, PER_DOOR = 12, 3, 40
+KEYS = Keyring()
 S = 1_000_000
 
 
@@ -36,6 +38,7 @@ def _fleet_messages(client, seed=18):
             registry.register_device(client, "devices", device, train)
             for seq in range(1, PER_DOOR + 1):
                 events.append((start + rng.randrange(0, 600 * S), device, train, seq))
+    KEYS.register(client, "devices", [e[1] for e in events])
     events.sort()
     messages, seqs = [], collections.Counter()
     for i, (t_us, device, train, _) in enumerate(events):
@@ -43,6 +46,7 @@ def _fleet_messages(client, seed=18):
         delta = rng.choice([1, 2, 3]) if rng.random() < 0.7 or truth[train] < 3 else -1
         truth[train] += delta
         payload, attributes = wire.encode_event(device, delta, t_us, seqs[device])
+        payload = KEYS.sign(device, payload)
         messages.append(PubsubMessage(payload, attributes, message_id=str(i)))
     return messages, truth
 

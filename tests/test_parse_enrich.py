@@ -57,8 +57,9 @@ def test_enrich_keys_by_train_and_dead_letters_unknown_and_disabled_devices(fire
               wire.Event("d2:1", t, device_id="d2", delta=1, seq=1),
               wire.Event("reset:ic1:x", t, kind=wire.RESET, train_id="ic1"),
               wire.Event("reset:nope:x", t, kind=wire.RESET, train_id="nope", message_id="m9")]
+    # device_auth off: identity is tests/test_device_identity.py's; here parsing and the lookup.
     with TestPipeline(runner="BundleBasedDirectRunner") as p:
-        out = p | beam.Create(events) | EnrichWithTrain(PROJECT)
+        out = p | beam.Create(events) | EnrichWithTrain(PROJECT, device_auth="off")
         keyed = out.keyed | beam.Map(lambda kv: (kv[0], kv[1].event_id, kv[1].capacity, kv[1].raw))
         assert_that(keyed, equal_to([("ic1", "d1:1", 120, b""), ("ic1", "reset:ic1:x", 120, b"")]),
                     label="Keyed")
@@ -72,7 +73,7 @@ def test_enrich_keys_by_train_and_dead_letters_unknown_and_disabled_devices(fire
 
 def test_lookup_rereads_an_unknown_device_once_and_refreshes_assignments(firestore_client):
     registry.register_device(firestore_client, "devices", "d1", "ic1")
-    fn = LookupTrain(PROJECT, "(default)", "devices", "trains", refresh_s=1.0)
+    fn = LookupTrain(PROJECT, "(default)", "devices", "trains", refresh_s=1.0, device_auth="off")
     fn.setup()
     t = now_us()
 

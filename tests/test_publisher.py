@@ -30,6 +30,7 @@ from local.emulators import free_port
 from local.stack import PROJECT
 from occupancy import registry, wire
 from occupancy.store import make_client
+from tests.support import KEYS
 
 S = 1_000_000
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -517,6 +518,7 @@ class _Heartbeats(threading.Thread):
     def run(self):
         for seq in itertools.count(1):
             payload, attributes = wire.encode_event(self.device, 0, int(time.time() * S), seq)
+            payload = KEYS.sign(self.device, payload)
             self.client.publish(self.topic, payload, **attributes).result(timeout=30)
             if self.halt.wait(0.5):
                 return
@@ -535,6 +537,8 @@ def test_replayed_counts_reach_realtime_through_the_pipeline(emulator_env, tmp_p
     registry.set_train(client, "trains", train, 100)
     for device in (door, beat):
         registry.register_device(client, "devices", device, train)
+    KEYS.register(client, "devices", [door, beat])  # the publisher signs with the door's key
+    key = KEYS.write_private_key(door, str(tmp_path / "door.pem"))
 
     # Last year's log: kept as is, these times would be applied as late; --retime moves them to now.
     deltas = [5, 3, -2, -10, 4, 1]
@@ -560,7 +564,8 @@ def test_replayed_counts_reach_realtime_through_the_pipeline(emulator_env, tmp_p
         replayed_at = int(time.time() * S)
         process = start_publisher(tmp_path, emulator_env["PUBSUB_EMULATOR_HOST"], topic,
                                   tmp_path / "o.sqlite", "--source", "replay", str(log),
-                                  "--retime", "--speed", "5", device=door, stdin=subprocess.DEVNULL)
+                                  "--retime", "--speed", "5", "--private_key", key, device=door,
+                                  stdin=subprocess.DEVNULL)
         assert process.wait(timeout=60) == 0, log_of(tmp_path)
         stack.wait_for(lambda: (realtime.get().to_dict() or {}).get("devices_seen", {}).get(door, {})
                        .get("seq") == len(deltas), 60, what=f"all {len(deltas)} counts applied")

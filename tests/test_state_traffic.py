@@ -93,3 +93,18 @@ def test_state_of_an_earlier_job_is_read_through_its_own_clock():
     assert [e.seq for e in state["pending"].items] == [7]
     assert state["waiting"].items == [] and state["later"].items == []
     assert timer.at == last_flush + CONFIG.flush_interval_us
+
+
+def test_a_seq_jump_leaves_the_flush_as_a_dead_letter():
+    import apache_beam as beam
+    fn, reads, timer = FoldOccupancy(CONFIG), collections.Counter(), Timer()
+    state = cells(reads)
+    process(fn, state, timer, event(1, T0))
+    list(fn.on_flush(key="t1", fired=Timestamp(micros=timer.at), flush=timer, **state))
+    far = 1 + fold.SEQ_JUMP_WINDOWS * CONFIG.dedup_window + 1
+    process(fn, state, timer, event(far, T0 + 5 * S))
+    out = list(fn.on_flush(key="t1", fired=Timestamp(micros=timer.at), flush=timer, **state))
+    dead = [o.value for o in out if isinstance(o, beam.pvalue.TaggedOutput) and o.tag == "dead_letter"]
+    assert [(d["reason"], d["step"], d["attributes"]["event_id"]) for d in dead] == [
+        (wire.SEQ_JUMP, "RunningOccupancy", f"d1:{far}")]
+    assert state["train"].value.value == 1 and state["train"].value.devices["d1"].seq == 1

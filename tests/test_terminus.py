@@ -4,7 +4,7 @@ import time
 
 from local import stack
 from occupancy import wire
-from tests.support import Heartbeats, register, wait_for_values, warm_up
+from tests.support import KEYS, Heartbeats, register, wait_for_values, warm_up
 
 
 def test_terminus_balances_the_trip_while_the_pipeline_runs(local_stack):
@@ -22,6 +22,7 @@ def test_terminus_balances_the_trip_while_the_pipeline_runs(local_stack):
         wait_for_values(client, {"ta": 3}, process)
         time.sleep(0.2)
         payload, attributes = wire.encode_reset("ta", wire.now_us(), kind=wire.TERMINUS)
+        payload = KEYS.sign_control(payload)  # the operator's system signs it
         fleet.publish_raw(payload, **attributes)
         fleet.publish_raw(payload, **attributes)  # the operator's system sends it twice
         stack.wait_for(lambda: list(client.collection("trips").stream()), 60, what="a trips document")

@@ -21,7 +21,7 @@ from typing import Tuple
 
 import apache_beam as beam
 
-from occupancy import registry, wire
+from occupancy import authenticate, registry, wire
 from occupancy.store import TRANSIENT, RetryPolicy, make_client
 from transforms import (
     coders,  # noqa: F401  (registers the Event coder)
@@ -41,13 +41,17 @@ class _RegistryView:
         self.refreshes = 0
         self.rechecked = {}  # device_id -> monotonic time of its last re-read
         self.lock = threading.Lock()
+        self.authenticator = authenticate.Authenticator()
 
 
 class LookupTrain(beam.DoFn):
     """Event -> (train_id, Event with train_id, capacity, registered_us); unknown -> dead letter."""
 
     def __init__(self, project: str, database: str, devices_collection: str,
-                 trains_collection: str, refresh_s: float):
+                 trains_collection: str, refresh_s: float, device_auth: str = authenticate.REQUIRE):
+        if device_auth not in authenticate.MODES:
+            raise ValueError(f"device_auth must be one of {', '.join(authenticate.MODES)}, got {device_auth!r}")
+        self._device_auth = device_auth
         self._project = project
         self._database = database
         self._devices = devices_collection
@@ -60,6 +64,9 @@ class LookupTrain(beam.DoFn):
         self._refresh_failed = beam.metrics.Metrics.counter("occupancy", "registry_refresh_failures")
         self._rereads = beam.metrics.Metrics.counter("occupancy", "registry_device_rereads")
         self._loads = beam.metrics.Metrics.counter("occupancy", "registry_loads")
+        self._refused = {reason: beam.metrics.Metrics.counter("occupancy", f"rejected_{reason}")
+                         for reason in (wire.UNSIGNED, wire.BAD_SIGNATURE, wire.UNKNOWN_KEY, wire.EXPIRED_KEY)}
+        self._logged = beam.metrics.Metrics.counter("occupancy", "auth_failures_accepted")
 
     def setup(self):
         self._client = make_client(self._project, self._database)
@@ -91,6 +98,10 @@ class LookupTrain(beam.DoFn):
                     event.raw, dict(event.attributes), event.message_id or None,
                     wire.now_us(), "EnrichWithTrain"))
                 return
+            refused = self._authenticate(view, event, None, now)
+            if refused is not None:
+                yield refused
+                return
             yield event.train_id, event.without_message()._replace(
                 capacity=snapshot.capacity(event.train_id))
             return
@@ -105,9 +116,44 @@ class LookupTrain(beam.DoFn):
                 event.raw, dict(event.attributes), event.message_id or None,
                 wire.now_us(), "EnrichWithTrain"))
             return
+        refused = self._authenticate(view, event, entry, now)
+        if refused is not None:
+            yield refused
+            return
         yield entry.train_id, event.without_message()._replace(
             train_id=entry.train_id, capacity=snapshot.capacity(entry.train_id),
             registered_us=entry.registered_us)
+
+    def _authenticate(self, view: _RegistryView, event: wire.Event, entry, now: float):
+        """None if the message may go on (signed as it must be, or --device_auth says so), else
+        its dead letter. A key the view does not know is looked for again (at most once per
+        device per refresh interval), so a key added moments ago works."""
+        if self._device_auth == authenticate.OFF:
+            return None
+
+        def principal_entry(principal):
+            found = view.snapshot.devices.get(principal)
+            return found if found is not None and found.role == registry.CONTROL and found.enabled \
+                else (self._reread(view, principal, now) or found)
+
+        now_us = wire.now_us()
+        refused = view.authenticator.check(event, entry, now_us, principal_entry)
+        if refused is not None and refused[0] == wire.UNKNOWN_KEY and entry is not None:
+            fresh = self._reread(view, event.device_id, now)
+            if fresh is not None and fresh.enabled:
+                refused = view.authenticator.check(event, fresh, now_us, principal_entry)
+        if refused is None:
+            return None
+        reason, detail = refused
+        self._refused[reason].inc()
+        if self._device_auth == authenticate.LOG:
+            self._logged.inc()
+            _LOGGER.warning("Accepted (--device_auth=log) a message that would be refused: %s: %s", reason, detail)
+            return None
+        _LOGGER.info("Refused message %s: %s: %s", event.message_id, reason, detail)
+        return beam.pvalue.TaggedOutput(DEAD_LETTER, wire.dead_letter(
+            reason, detail, event.raw, dict(event.attributes), event.message_id or None, now_us,
+            "EnrichWithTrain"))
 
     def _refresh(self, view: _RegistryView, now: float) -> None:
         if not view.lock.acquire(blocking=False):
@@ -147,12 +193,14 @@ class EnrichWithTrain(beam.PTransform):
     """PCollection[Event] -> tagged outputs `keyed` ((train_id, Event)) and `dead_letter` (dict)."""
 
     def __init__(self, project: str, database: str = "(default)", devices_collection: str = "devices",
-                 trains_collection: str = "trains", refresh_s: float = 60.0):
+                 trains_collection: str = "trains", refresh_s: float = 60.0,
+                 device_auth: str = authenticate.REQUIRE):
         super().__init__()
         self._args = (project, database, devices_collection, trains_collection)
         self._refresh_s = refresh_s
+        self._device_auth = device_auth
 
     def expand(self, events):
         return events | "LookupTrain" >> beam.ParDo(
-            LookupTrain(*self._args, self._refresh_s)
+            LookupTrain(*self._args, self._refresh_s, self._device_auth)
         ).with_output_types(Tuple[str, wire.Event]).with_outputs(DEAD_LETTER, main="keyed")

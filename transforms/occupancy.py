@@ -27,13 +27,14 @@ from apache_beam.coders import coders
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 
-from occupancy import documents, fold
+from occupancy import documents, fold, wire
 from occupancy.store import RetryPolicy, count_ops, make_client
 from transforms.coders import EventCoder
 from transforms.release_queue import KnownValue, QueueState, ReleaseQueue
 
 _LOGGER = logging.getLogger(__name__)
 STATS = "stats"
+DEAD_LETTER = "dead_letter"
 STAT_NAMES = ("applied", "duplicates", "late", "corrections", "heartbeats", "seeded")
 
 
@@ -129,6 +130,12 @@ class FoldOccupancy(beam.DoFn):
         if seeded:
             state = self._seed.load(key, self._config) if self._seed else fold.TrainState()
         result = fold.apply_events(state, ready, self._config, fired_us)
+        for event, detail in result.refused:
+            # The raw message was left behind at the lookup (state keeps no payloads): the dead
+            # letter carries the event as its device sent it.
+            payload, attributes = wire.encode_event(event.device_id, event.delta, event.event_time_us, event.seq)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, wire.dead_letter(
+                wire.SEQ_JUMP, detail, payload, attributes, None, wire.now_us(), "RunningOccupancy"))
         state.queue_clock = queue_clock  # what a job of an earlier version reads, if rolled back to
         train.write(state)
         yield beam.pvalue.TaggedOutput(STATS, (result.applied, result.duplicates, result.late,
@@ -168,13 +175,15 @@ class CountFlushes(beam.DoFn):
 
 
 class RunningOccupancy(beam.PTransform):
-    """PCollection[(train_id, Event)] -> PCollection[DocumentWrite] (realtime and history)."""
+    """PCollection[(train_id, Event)] -> {"writes": PCollection[DocumentWrite] (realtime, history,
+    trips), "dead_letter": PCollection[dict] (seq jumps)}."""
 
     def __init__(self, config: fold.FoldConfig, seed: RealtimeSeed = None):
         super().__init__()
         self._fn = FoldOccupancy(config, seed)
 
     def expand(self, keyed_events):
-        outputs = keyed_events | "FoldOccupancy" >> beam.ParDo(self._fn).with_outputs(STATS, main="writes")
+        outputs = keyed_events | "FoldOccupancy" >> beam.ParDo(self._fn).with_outputs(
+            STATS, DEAD_LETTER, main="writes")
         outputs[STATS] | "CountFlushes" >> beam.ParDo(CountFlushes())
-        return outputs.writes
+        return {"writes": outputs.writes, DEAD_LETTER: outputs[DEAD_LETTER]}

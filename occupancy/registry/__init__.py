@@ -1,7 +1,13 @@
 """The device registry in Firestore (replaces the retired Cloud IoT Core registry).
 
-  devices/{device_id}: {train_id, enabled, door, registered_at, updated_at}
+  devices/{device_id}: {train_id, enabled, door, registered_at, updated_at, keys}
+  devices/{control_id}: {role: "control", trains, enabled, registered_at, updated_at, keys}
   trains/{train_id}:   {capacity, name, updated_at}
+
+`keys`: up to 3 public keys a principal signs its messages with (occupancy.identity;
+managed by occupancy.registry.keys). A control principal (an operator's system)
+signs resets and terminus events of the trains it names ("*": all); door devices
+never may.
 
 Reads (snapshot, changes since, one device) serve the pipeline's cached view;
 writes serve the `python -m occupancy.registry` CLI. Every write sets `updated_at`, which is
@@ -43,11 +49,24 @@ class RegistryConflict(RegistryError):
     """The registry's current state forbids the change (e.g. the device is on another train)."""
 
 
+DOOR, CONTROL = "door", "control"
+ALL_TRAINS = "*"
+
+
 class DeviceEntry(NamedTuple):
     train_id: str
     enabled: bool
     registered_us: int
     door: Optional[str] = None
+    keys: tuple = ()  # occupancy.identity.PublicKey, at most identity.MAX_KEYS
+    role: str = DOOR
+    trains: tuple = ()  # a control principal's trains (ALL_TRAINS: every one)
+
+    def key(self, name: str):
+        return next((k for k in self.keys if k.key_id == name), None)
+
+    def controls(self, train_id: str) -> bool:
+        return self.role == CONTROL and (ALL_TRAINS in self.trains or train_id in self.trains)
 
 
 class TrainEntry(NamedTuple):
@@ -74,10 +93,31 @@ def _micros(value) -> int:
 
 
 def device_entry(data: Optional[dict]) -> Optional[DeviceEntry]:
-    if not data or not valid_id(data.get("train_id")):
+    if not data:
+        return None
+    keys = public_keys(data)
+    if data.get("role") == CONTROL:
+        trains = tuple(t for t in data.get("trains") or () if t == ALL_TRAINS or valid_id(t))
+        return DeviceEntry(train_id="", enabled=bool(data.get("enabled", True)),
+                           registered_us=_micros(data.get("registered_at")), keys=keys, role=CONTROL,
+                           trains=trains)
+    if not valid_id(data.get("train_id")):
         return None
     return DeviceEntry(train_id=data["train_id"], enabled=bool(data.get("enabled", True)),
-                       registered_us=_micros(data.get("registered_at")), door=data.get("door"))
+                       registered_us=_micros(data.get("registered_at")), door=data.get("door"), keys=keys)
+
+
+def public_keys(data: dict) -> tuple:
+    """The well-formed keys of a registry document (a malformed one is left out, never fatal)."""
+    from occupancy.identity import ALGORITHMS, PublicKey, expiry_us
+    keys = []
+    for item in data.get("keys") or ():
+        if (isinstance(item, dict) and valid_id(item.get("key_id")) and item.get("alg") in ALGORITHMS
+                and isinstance(item.get("public_key"), str)):
+            expires = item.get("expires_at")
+            keys.append(PublicKey(item["key_id"], item["alg"], item["public_key"],
+                                  expiry_us(expires) if isinstance(expires, datetime.datetime) else 0))
+    return tuple(keys)
 
 
 def train_entry(data: Optional[dict]) -> TrainEntry:

@@ -20,14 +20,15 @@ Exit codes: 0 done; 2 usage or validation error (one `error: ...` line on
 stderr); 1 Firestore could not be reached or refused the request.
 """
 import argparse
-import json
 import logging
 import os
 import sys
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from occupancy import cli, registry
 from occupancy.cli import positive_float, positive_int
+from occupancy.registry import key_commands
+from occupancy.registry.tables import print_rows
 from occupancy.store import make_client
 from occupancy.wire import ID_PATTERN, format_time, to_micros
 
@@ -77,30 +78,6 @@ def _train_row(train_id: str, data: dict) -> dict:
             "updated_at": _time(data.get("updated_at"))}
 
 
-def _table(rows: List[dict], columns: Sequence[tuple]) -> str:
-    """An aligned text table; columns are (header, key) pairs, None shown as '-'."""
-    def cell(value):
-        if value is None:
-            return "-"
-        if isinstance(value, bool):
-            return "yes" if value else "no"
-        return str(value)
-    cells = [[header for header, _ in columns]] + [[cell(row[key]) for _, key in columns]
-                                                   for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip()
-                     for line in cells)
-
-
-def _print_rows(rows: List[dict], columns: Sequence[tuple], as_json: bool, out) -> None:
-    if as_json:
-        print(json.dumps(rows, indent=2), file=out)
-    else:
-        print(_table(rows, columns), file=out)
-        if not rows:
-            print("(none)", file=out)
-
-
 DEVICE_COLUMNS = (("DEVICE", "device_id"), ("TRAIN", "train_id"), ("DOOR", "door"),
                   ("ENABLED", "enabled"), ("HEALTH", "health"), ("UPDATED", "updated_at"))
 HEALTH_COLUMNS = (("DEVICE", "device_id"), ("STATUS", "status"), ("BIAS", "bias"), ("Z", "z"),
@@ -117,11 +94,20 @@ def cmd_register(client, args, out) -> None:
     door = f", door {args.door}" if args.door is not None else ""
     print(f"registered device {args.device_id} to train {args.train}{door} "
           f"(enabled; its seq history in the pipeline starts afresh)", file=out)
+    if args.generate_key:
+        from occupancy.registry import keys
+        try:
+            pem = key_commands.generate_key_file(args.generate_key, args.alg)
+        except FileExistsError:
+            raise UsageError(f"{args.generate_key} exists: a device's key is never overwritten") from None
+        key = keys.add_key(client, args.devices_collection, args.device_id, args.key_id, pem, timeout=args.timeout)
+        print(f"wrote its private key to {args.generate_key} (mode 0600: it stays on the device) and "
+              f"registered the {key.alg} public key {key.key_id}", file=out)
 
 
 def cmd_list(client, args, out) -> None:
     docs = registry.list_devices(client, args.devices_collection, args.train, timeout=args.timeout)
-    _print_rows([_device_row(i, d) for i, d in docs], DEVICE_COLUMNS, args.json, out)
+    print_rows([_device_row(i, d) for i, d in docs], DEVICE_COLUMNS, args.json, out)
 
 
 def cmd_assign(client, args, out) -> None:
@@ -164,12 +150,12 @@ def cmd_health(client, args, out) -> None:
                                    Rule(window=args.window), timeout=args.timeout)
     rows = [{"device_id": d, "status": h.status, "bias": f"{100 * h.bias_estimate:+.1f}%", "z": f"{h.z:+.1f}",
              "boarded": h.boarded, "alighted": h.alighted, "trips": h.trips} for d, h in sorted(health.items())]
-    _print_rows(rows, HEALTH_COLUMNS, args.json, out)
+    print_rows(rows, HEALTH_COLUMNS, args.json, out)
 
 
 def cmd_train_list(client, args, out) -> None:
     docs = registry.list_trains(client, args.trains_collection, timeout=args.timeout)
-    _print_rows([_train_row(i, d) for i, d in docs], TRAIN_COLUMNS, args.json, out)
+    print_rows([_train_row(i, d) for i, d in docs], TRAIN_COLUMNS, args.json, out)
 
 
 # ---- parser ---------------------------------------------------------------------------
@@ -225,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("device_id", metavar="DEVICE_ID")
     register.add_argument("--train", required=True, metavar="TRAIN_ID")
     register.add_argument("--door", metavar="D", help="Door label (optional).")
+    register.add_argument("--generate_key", metavar="PATH",
+                          help="Run on the device: make its key pair, the private key to PATH (mode 0600, "
+                               "never overwritten), and register the public key.")
+    register.add_argument("--alg", default="EdDSA", choices=("EdDSA", "ES256", "RS256"),
+                          help="The generated key's algorithm (default: EdDSA).")
+    register.add_argument("--key_id", default="k1", metavar="K", help="The generated key's id (default: k1).")
 
     listing = _command(commands, "list", cmd_list, "List registered devices.")
     listing.add_argument("--train", metavar="TRAIN_ID", help="Only the devices of this train.")
@@ -270,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="Seats plus standing places, a positive integer.")
     train_set.add_argument("--name", metavar="S", help="Display name (optional).")
     _command(train_commands, "list", cmd_train_list, "List trains.")
+    key_commands.add_commands(commands, _command)
     return parser
 
 

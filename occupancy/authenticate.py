@@ -1,0 +1,82 @@
+"""Who sent a message: its envelope's signature checked against the registry's keys.
+
+Pure, no Beam: the pipeline's registry lookup (transforms/enrich.py) calls `check` with
+the worker's registry view. The rules (docs/design.md, "Device identity"):
+
+* a count is accepted only if signed by a key of the very device it names;
+* a reset or terminus (it changes a whole train) only if signed by a key of an enabled
+  control principal that names that train, never by a door device's key;
+* the key must be in the registry now (a removed key stops working within one registry
+  refresh) and not past its expiry.
+
+Nothing of what a refused message claims reaches a train's state: the lookup dead-letters it
+before it is keyed.
+"""
+import threading
+from typing import Optional, Tuple
+
+from occupancy import identity, registry, wire
+
+REQUIRE, LOG, OFF = "require", "log", "off"
+MODES = (REQUIRE, LOG, OFF)
+# Parsed public keys kept per worker (a PEM parse costs more than a verify); bounded.
+_MAX_PARSED = 100_000
+
+
+class Authenticator:
+    """Checks envelopes; keeps the registry's public keys parsed, never a verdict."""
+
+    def __init__(self):
+        self._parsed = {}
+        self._lock = threading.Lock()
+
+    def check(self, event: wire.Event, entry: Optional[registry.DeviceEntry], now_us: int,
+              principal_entry=None) -> Optional[Tuple[str, str]]:
+        """None if `event` (with its `raw` envelope) is signed as it must be, else (reason, detail).
+
+        `entry`: the registry entry of the device a count names; for a reset or terminus,
+        `principal_entry(principal)` returns the entry of the principal that signed it.
+        """
+        raw = event.raw
+        if not identity.is_envelope(raw):
+            return wire.UNSIGNED, "the message is not signed (a JWS envelope with the sender's key)"
+        try:
+            header, _ = identity.open_envelope(raw)
+            principal, name = identity.split_key_id(header.get("kid"))
+        except identity.IdentityError as e:
+            return wire.BAD_SIGNATURE, wire.shown(str(e))
+        if event.kind in wire.ZEROING:
+            signer = principal_entry(principal) if principal_entry else None
+            if signer is None or signer.role != registry.CONTROL or not signer.enabled:
+                return wire.BAD_SIGNATURE, (f"{event.kind} signed by {wire.shown(principal)}, which is not "
+                                            "an enabled control principal")
+            if not signer.controls(event.train_id):
+                return wire.BAD_SIGNATURE, f"{principal} may not {event.kind} train {event.train_id}"
+        else:
+            if principal != event.device_id:
+                return wire.BAD_SIGNATURE, f"signed by {wire.shown(principal)}, not by {event.device_id}"
+            signer = entry
+        key = signer.key(name) if signer is not None else None
+        if key is None:
+            return wire.UNKNOWN_KEY, f"{principal} has no key {wire.shown(name)} in the registry"
+        if key.alg != header.get("alg"):
+            return wire.BAD_SIGNATURE, f"key {name} of {principal} is {key.alg}, the envelope says {header.get('alg')}"
+        if key.expired(now_us):
+            return wire.EXPIRED_KEY, f"key {name} of {principal} expired at {wire.format_time(key.expires_us)}"
+        try:
+            public = self._public(key.pem)
+        except identity.IdentityError:  # a document edited by hand: the key cannot be used
+            return wire.UNKNOWN_KEY, f"key {name} of {principal} in the registry is not a usable public key"
+        if not identity.verify(raw, public, key.alg):
+            return wire.BAD_SIGNATURE, f"the signature does not verify with key {name} of {principal}"
+        return None
+
+    def _public(self, pem: str):
+        parsed = self._parsed.get(pem)
+        if parsed is None:
+            parsed, _ = identity.load_public_key(pem)
+            with self._lock:
+                if len(self._parsed) >= _MAX_PARSED:
+                    self._parsed.clear()
+                self._parsed[pem] = parsed
+        return parsed
