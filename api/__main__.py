@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args):
-    from api.app import Settings
+    from api.deps import Settings
     from occupancy.cli import NoProject, resolve_project
     try:
         project = resolve_project(args.project)

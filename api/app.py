@@ -1,63 +1,21 @@
-"""create_app(settings) -> the FastAPI application; the dependencies every router shares."""
-import dataclasses
+"""create_app(settings) -> the FastAPI application: it assembles the routers and maps errors to
+answers. What the routers share (settings, the client, the fleet view) is in api/deps.py, which
+they import instead of this module."""
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from google.api_core import exceptions as gexc
 
-from occupancy.fleet import DEFAULT_STALE_AFTER_S, FleetCache, FleetStale, Thresholds
+from api.deps import Settings
+from occupancy.fleet import FleetCache, FleetStale
 from occupancy.registry import RegistryConflict, RegistryError, UnknownDevice
 from occupancy.store import TRANSIENT
 
 _LOGGER = logging.getLogger(__name__)
 # Seconds a client is told to wait after a 503.
 RETRY_AFTER_S = 5
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """Everything the service is configured with (`python -m api --help`)."""
-    project: str = "demo-occupancy"
-    database: str = "(default)"
-    realtime_collection: str = "realtime"
-    history_collection: str = "history"
-    devices_collection: str = "devices"
-    trains_collection: str = "trains"
-    # Occupancy reads without a token (apps, riders); device data and writes always need one.
-    public_reads: bool = True
-    stale_after_s: float = DEFAULT_STALE_AFTER_S
-    thresholds: Thresholds = Thresholds()
-    # Age at which the fleet view (GET /v1/trains, the feed, the dashboard) is refreshed in the
-    # background, still served meanwhile; 0: read for every request.
-    fleet_cache_s: float = 1.0
-    # A fleet view older than this (no refresh succeeded) answers 503 instead of old numbers.
-    fleet_max_age_s: float = 30.0
-    # Bound on each Firestore call made for a request (client retries included), seconds.
-    firestore_timeout_s: float = 10.0
-    # Firebase Web API key a browser signs in with (public by design; empty on the emulator).
-    firebase_api_key: str = ""
-
-
-def get_client(request: Request):
-    """The process's one Firestore client (created at start-up, thread-safe)."""
-    return request.app.state.client
-
-
-def read_fleet(request: Request):
-    """(read at, every train's view), through the app's fleet cache: the one way every
-    router reads the whole fleet."""
-    import datetime
-
-    from occupancy import fleet
-    settings, client = request.app.state.settings, request.app.state.client
-
-    def read():
-        now = datetime.datetime.now(datetime.timezone.utc)
-        return now, fleet.read_fleet(client, settings.realtime_collection, settings.trains_collection,
-                                     now=now, stale_after_s=settings.stale_after_s)
-    return request.app.state.fleet_cache.get(read)
 
 
 def create_app(settings: Settings, client=None) -> FastAPI:

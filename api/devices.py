@@ -10,8 +10,8 @@ from typing import Optional
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from api import ids
-from api.app import get_client
 from api.auth import require_operator
+from api.deps import get_client
 from api.models import Device, DeviceList, NewDevice, TrainAssignment, TrainSettings
 from occupancy import registry
 from occupancy.store import count_ops

@@ -27,8 +27,8 @@ from typing import Dict, Iterable, Optional
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from api.app import read_fleet
 from api.auth import allow_read
+from api.deps import read_fleet
 from occupancy import fleet, registry
 from occupancy.store import count_ops
 

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from google.api_core import exceptions as gexc
 
-from api.app import get_client
+from api.deps import get_client
 
 _LOGGER = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])

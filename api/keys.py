@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from api import ids
-from api.app import get_client
 from api.auth import require_operator
+from api.deps import get_client
 from occupancy.registry import keys
 
 _LOGGER = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from typing import Optional
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from api import ids
-from api.app import get_client, read_fleet
 from api.auth import allow_read
+from api.deps import get_client, read_fleet
 from api.models import DeviceSeen, HistoryItem, HistoryPage, TrainDetail, TrainList
 from occupancy import fleet
 from occupancy.store import count_ops

@@ -1,4 +1,5 @@
-"""`make bench-scale`'s run of every step (bench/scale.py) and its table."""
+"""`make bench-scale`'s run of every step: a child per fleet (bench/scale_fleet.py), state and document
+sizes, the profile, and the table."""
 import datetime
 import json
 import logging
@@ -7,6 +8,7 @@ import platform
 import time
 
 from bench import measure, state_size
+from bench import scale_fleet as scale
 from bench.run import run_child
 from local.emulators import Emulator
 
@@ -15,7 +17,6 @@ DEVICE_COUNTS = (10, 50, 200)
 
 
 def run_all(args, fleets, profiled) -> dict:
-    from bench import scale
     from pipeline.build import fold_config
     began = time.monotonic()
     results = {"smoke": args.smoke,
@@ -37,11 +38,11 @@ def run_all(args, fleets, profiled) -> dict:
             _LOGGER.warning("bench-scale: %d trains, %g simulated minutes, state cache %d MB",
                             trains, minutes, cache_mb)
             results["fleets"].append(run_child(
-                "bench.scale", [f"--one={trains}", f"--minutes={minutes}", f"--state_cache_mb={cache_mb}"],
+                "bench.scale_fleet", [f"--one={trains}", f"--minutes={minutes}", f"--state_cache_mb={cache_mb}"],
                 env, os.path.join(work, f".scale-{trains}.json"), timeout_s=1800))
         emulator.reset()
         _LOGGER.warning("bench-scale: profile, %d trains", profiled[0])
-        profile = run_child("bench.scale", [f"--one={profiled[0]}", f"--minutes={profiled[1]}", "--profile"],
+        profile = run_child("bench.scale_fleet", [f"--one={profiled[0]}", f"--minutes={profiled[1]}", "--profile"],
                             env, os.path.join(work, ".scale-profile.json"), timeout_s=1800)
         results["profile"] = {"trains": profiled[0], "simulated_minutes": profiled[1],
                               "cpu_s": profile["cpu_s"], "top": profile["profile"]}
@@ -50,7 +51,7 @@ def run_all(args, fleets, profiled) -> dict:
         for name in os.listdir(work):
             if name.startswith(".scale-"):
                 os.remove(os.path.join(work, name))
-    config = fold_config(scale._options())
+    config = fold_config(scale.options())
     minutes = 10.0 if args.smoke else 60.0
     results["state"] = {str(d): state_size.simulate_train(d, minutes, config, scale.SCALE_SIM)
                         for d in DEVICE_COUNTS}

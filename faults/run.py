@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import tempfile
 import time
 
@@ -84,21 +85,25 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     began = time.monotonic()
     rows = []
-    with tempfile.TemporaryDirectory(prefix="faults-") as work_dir:
-        context = Context(work_dir)
-        try:
-            for name in names:
-                _LOGGER.info("Scenario %s", name)
-                started = time.monotonic()
-                try:
-                    row = SCENARIOS[name].run(context, args.short)
-                except (RuntimeError, TimeoutError) as e:  # the pipeline died or never started
-                    row = {"name": name, "passed": False, "error": str(e)[-2000:]}
-                row["duration_s"] = round(time.monotonic() - started, 1)
-                rows.append(row)
-                _LOGGER.info("%s: %s", name, "passed" if row["passed"] else "FAILED")
-        finally:
-            context.close()
+    work_dir = tempfile.mkdtemp(prefix="faults-")
+    context = Context(work_dir)
+    try:
+        for name in names:
+            _LOGGER.info("Scenario %s", name)
+            started = time.monotonic()
+            try:
+                row = SCENARIOS[name].run(context, args.short)
+            except (RuntimeError, TimeoutError) as e:  # the pipeline died or never started
+                row = {"name": name, "passed": False, "error": str(e)[-2000:]}
+            row["duration_s"] = round(time.monotonic() - started, 1)
+            rows.append(row)
+            _LOGGER.info("%s: %s", name, "passed" if row["passed"] else "FAILED")
+    finally:
+        context.close()
+    if all(r["passed"] for r in rows):
+        shutil.rmtree(work_dir, ignore_errors=True)
+    else:  # the pipelines' logs, for whoever looks into the failure
+        _LOGGER.warning("A scenario failed: the pipelines' logs are kept in %s", work_dir)
     results = {"short": args.short, "machine": dict(machine(), python=platform.python_version()),
                "started_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "duration_s": round(time.monotonic() - began, 1), "scenarios": rows}

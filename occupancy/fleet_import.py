@@ -11,13 +11,19 @@ from typing import Dict, List, Optional, TextIO, Tuple
 from occupancy import registry
 
 CSV_COLUMNS = ("train_id", "capacity", "name", "device_id", "door")
+# Optional: a PEM public key file per device (relative to the CSV), registered as key `k1`.
+KEY_COLUMN = "public_key_file"
+KEY_NAME = "k1"
 
 
-def read_csv(stream: TextIO) -> Tuple[List[Tuple[str, int, Optional[str]]], List[Tuple[str, str, Optional[str]]]]:
-    """(trains, devices) from CSV rows train_id,capacity,name,device_id,door (a header row first).
+def read_csv(stream: TextIO, directory: str = ".") -> Tuple[List[Tuple[str, int, Optional[str]]], List[tuple]]:
+    """(trains, devices) from CSV rows train_id,capacity,name,device_id,door[,public_key_file]
+    (a header row first). Devices are (id, train, door, public key PEM or None).
 
-    A train's capacity and name are taken from its first row; name and door may be empty.
+    A train's capacity and name are taken from its first row; name, door and the key file may be
+    empty; a key file is read relative to `directory`.
     """
+    import os
     reader = csv.DictReader(stream)
     missing = [c for c in ("train_id", "capacity", "device_id") if c not in (reader.fieldnames or [])]
     if missing:
@@ -32,15 +38,27 @@ def read_csv(stream: TextIO) -> Tuple[List[Tuple[str, int, Optional[str]]], List
         except ValueError:
             raise registry.RegistryError(f"line {line}: capacity {row.get('capacity')!r} is not an integer") from None
         trains.setdefault(train_id, (train_id, capacity, (row.get("name") or "").strip() or None))
-        devices.append(((row.get("device_id") or "").strip(), train_id, (row.get("door") or "").strip() or None))
+        pem, key_file = None, (row.get(KEY_COLUMN) or "").strip()
+        if key_file:
+            try:
+                with open(os.path.join(directory, key_file)) as f:
+                    pem = f.read()
+            except OSError as e:
+                raise registry.RegistryError(f"line {line}: cannot read {key_file}: {e.strerror}") from None
+        devices.append(((row.get("device_id") or "").strip(), train_id, (row.get("door") or "").strip() or None,
+                        pem))
     return list(trains.values()), devices
 
 
 def import_fleet(client, devices_collection: str, trains_collection: str,
                  trains: List[Tuple[str, int, Optional[str]]],
-                 devices: List[Tuple[str, str, Optional[str]]], *,
+                 devices: List[tuple], *,
                  timeout: Optional[float] = None) -> Dict[str, int]:
-    """Registers a whole fleet in batches: trains (id, capacity, name), devices (id, train, door).
+    """Registers a whole fleet in batches: trains (id, capacity, name), devices (id, train, door)
+    or (id, train, door, public key PEM or None).
+
+    A device's key is registered as `k1` on a device created now or one that has no key yet
+    (a device with keys keeps them: rotate with `key add` / `key remove`).
 
     Everything is checked before anything is written: ids, capacities, every
     device's train among `trains` or already registered, a device already on
@@ -53,15 +71,18 @@ def import_fleet(client, devices_collection: str, trains_collection: str,
     for train_id, capacity, _ in trains:
         registry.check_id("train id", train_id)
         registry.check_capacity(capacity)
-    existing = {device_id: doc.get("train_id") for device_id, doc in
-                registry.list_devices(client, devices_collection, timeout=timeout)}
+    listed = registry.list_devices(client, devices_collection, timeout=timeout)
+    existing = {device_id: doc.get("train_id") for device_id, doc in listed}
+    keyless = {device_id for device_id, doc in listed if not doc.get("keys")}
     known_trains = {t for t, _ in registry.list_trains(client, trains_collection, timeout=timeout)}
     known_trains.update(t for t, _, _ in trains)
     per_train: Dict[str, int] = {}
     for train_id in existing.values():
         per_train[train_id] = per_train.get(train_id, 0) + 1
-    new, seen = [], set()
-    for device_id, train_id, door in devices:
+    new, seen, keyed = [], set(), []
+    for device_id, train_id, door, *pem in devices:
+        pem = pem[0] if pem else None
+        key = _key_document(device_id, pem) if pem else None
         registry.check_id("device id", device_id)
         registry.check_id("train id", train_id)
         if device_id in seen:
@@ -74,8 +95,10 @@ def import_fleet(client, devices_collection: str, trains_collection: str,
             raise registry.RegistryConflict(f"device {device_id} is registered to train {current}; "
                                             f"use 'assign' to move it")
         if current is None:
-            new.append((device_id, train_id, door))
+            new.append((device_id, train_id, door, key))
             per_train[train_id] = per_train.get(train_id, 0) + 1
+        elif key is not None and device_id in keyless:
+            keyed.append((device_id, key))
     full = sorted(t for t, n in per_train.items() if n > registry.MAX_DEVICES_PER_TRAIN)
     if full:
         raise registry.RegistryConflict(f"train {full[0]} would have {per_train[full[0]]} devices; "
@@ -87,14 +110,30 @@ def import_fleet(client, devices_collection: str, trains_collection: str,
             data["name"] = name
         batch.set(client.collection(trains_collection).document(train_id), data, merge=True)
         batch = _full_batch(client, batch, timeout)
-    for device_id, train_id, door in new:
-        batch.create(client.collection(devices_collection).document(device_id),
-                     registry.device_document(train_id, door))
+    for device_id, train_id, door, key in new:
+        document = registry.device_document(train_id, door)
+        if key is not None:
+            document["keys"] = [key]
+        batch.create(client.collection(devices_collection).document(device_id), document)
+        batch = _full_batch(client, batch, timeout)
+    for device_id, key in keyed:
+        batch.update(client.collection(devices_collection).document(device_id),
+                     {"keys": [key], "updated_at": firestore.SERVER_TIMESTAMP})
         batch = _full_batch(client, batch, timeout)
     if len(batch):
         batch.commit(**registry.rpc_options(timeout))
     return {"trains": len(trains), "devices_created": len(new),
-            "devices_unchanged": len(devices) - len(new)}
+            "devices_unchanged": len(devices) - len(new), "keys_registered": sum(k is not None for *_, k in new)
+            + len(keyed)}
+
+
+def _key_document(device_id: str, pem: str) -> dict:
+    from occupancy import identity
+    try:
+        _, alg = identity.load_public_key(pem)
+    except identity.IdentityError as e:
+        raise registry.RegistryConflict(f"device {device_id}: {e}") from None
+    return {"key_id": KEY_NAME, "alg": alg, "public_key": pem.strip() + "\n", "expires_at": None}
 
 
 def _full_batch(client, batch, timeout):

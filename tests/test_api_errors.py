@@ -3,7 +3,8 @@ fleet view too old answers 503 with Retry-After, never 500 or old numbers."""
 from fastapi.testclient import TestClient
 from google.api_core import exceptions as gexc
 
-from api.app import RETRY_AFTER_S, Settings, create_app
+from api.app import RETRY_AFTER_S, create_app
+from api.deps import Settings
 
 
 class _Unreachable:

@@ -3,7 +3,7 @@
 Nothing is submitted and no account is needed: with --dry_run=True the runner
 translates the pipeline (Runner v2 portable proto, Dataflow Job message) and
 returns before it would stage files or call the API. A valid-looking project id
-and bucket name keep it offline (DESIGN.md: `gs://b` is too short and makes it
+and bucket name keep it offline (docs/design.md, "More measured facts": `gs://b` is too short and makes it
 retry the network for minutes); each build takes about a second here.
 
 Under Runner v2 `job.proto.steps` is empty, so the assertions read

@@ -165,3 +165,25 @@ def test_signed_end_to_end_forgeries_are_dead_letters_and_move_nothing(local_sta
     seen = client.collection("realtime").document("ta").get().to_dict()["devices_seen"]["door"]
     assert seen["seq"] < 100  # no forged seq moved the door's memory
     assert realtime_values(client)["tb"] == 0
+
+
+def test_a_fleet_import_registers_each_devices_public_key(firestore_client, tmp_path):
+    from occupancy import fleet_import
+    (tmp_path / "keys").mkdir()
+    pem = identity.public_pem(identity.generate_private_key("ES256"))
+    (tmp_path / "keys" / "a1.pem").write_text(pem)
+    csv_file = tmp_path / "fleet.csv"
+    csv_file.write_text("train_id,capacity,name,device_id,door,public_key_file\n"
+                        "ta,100,A,a1,car1,keys/a1.pem\nta,100,A,a2,car2,\n")
+    with open(csv_file) as f:
+        trains, devices = fleet_import.read_csv(f, str(tmp_path))
+    counts = fleet_import.import_fleet(firestore_client, "devices", "trains", trains, devices)
+    assert counts["keys_registered"] == 1
+    assert [(k.key_id, k.alg) for k in registry_keys.list_keys(firestore_client, "devices", "a1")] == [("k1", "ES256")]
+    assert registry_keys.list_keys(firestore_client, "devices", "a2") == ()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("train_id,capacity,name,device_id,door,public_key_file\ntb,10,,b1,,fleet.csv\n")
+    with open(bad) as f:
+        trains, devices = fleet_import.read_csv(f, str(tmp_path))
+    with pytest.raises(registry.RegistryConflict):
+        fleet_import.import_fleet(firestore_client, "devices", "trains", trains, devices)

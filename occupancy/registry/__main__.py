@@ -135,13 +135,14 @@ def cmd_import(client, args, out) -> None:
     from occupancy import fleet_import
     try:
         with open(args.csv_file, newline="", encoding="utf-8") as f:
-            trains, devices = fleet_import.read_csv(f)
+            trains, devices = fleet_import.read_csv(f, os.path.dirname(os.path.abspath(args.csv_file)))
     except OSError as e:
         raise UsageError(f"cannot read {args.csv_file}: {e.strerror}") from None
     counts = fleet_import.import_fleet(client, args.devices_collection, args.trains_collection,
                                        trains, devices, timeout=args.timeout)
     print(f"imported {counts['trains']} trains; devices: {counts['devices_created']} registered, "
-          f"{counts['devices_unchanged']} already on their train (left as they are)", file=out)
+          f"{counts['devices_unchanged']} already on their train (left as they are); "
+          f"{counts['keys_registered']} public keys registered", file=out)
 
 
 def cmd_health(client, args, out) -> None:

@@ -1,0 +1,186 @@
+"""`make bench-scale`: the job's steps at fleet sizes of 10 to 10,000 trains; state and document sizes.
+
+1. The curve. For each fleet (10 doors a train; station bursts, heartbeats, 2 %
+   duplicates, 3 % out of order: `SCALE_SIM`) a child process registers the
+   fleet in the Firestore emulator (`occupancy.fleet_import`), generates its
+   messages with `sim.simulator`, and runs the job's own steps after the
+   read (`pipeline.build.compose`, as bench/harness.py does) on `FnApiRunner`
+   over them, then a pass-through over the same messages. Per core: messages
+   over the child's CPU time (`time.process_time`) of the run. Peak RSS is the
+   child's. Every train's final `realtime` must equal the simulator's truth.
+2. State per train over a simulated hour of streaming, with 10, 50 and 200
+   doors (bench/state_size.py), and the realtime document's size against
+   Firestore's 1 MiB, typical and worst case (every device at
+   documents.MAX_RANGES_PER_DEVICE seq ranges).
+3. Where the time goes: cProfile of one fleet's run (no state cache), the top
+   functions by own time, each marked ours / Beam / other.
+
+Bigger fleets replay fewer simulated minutes (`FLEETS`) so that the whole run
+stays within minutes; the messages per train differ accordingly (1,500 for 10
+trains, 13 for 10,000), and so does the share of a train's first flush, which
+reads its realtime document (seeding). A streaming job seeds a train once.
+
+One fleet per child process (`python -m bench.scale_fleet --one N`), run by
+bench/scale.py; bench/scale_report.py gathers them and writes the table.
+"""
+import argparse
+import cProfile
+import io
+import logging
+import os
+import pstats
+import sys
+import tempfile
+import time
+
+import apache_beam as beam
+from apache_beam.io.gcp.pubsub import PubsubMessage
+
+from bench import harness, measure
+from occupancy import documents, fleet_import, registry
+from occupancy.store import make_client
+from pipeline.options import OccupancyOptions
+from sim import simulator
+from sim.keyring import Keyring
+
+_LOGGER = logging.getLogger(__name__)
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROJECT = harness.PROJECT
+DOORS = 10
+# (trains, simulated minutes, SDK harness state cache MB): about 12,000 to 130,000 messages
+# each; the curve without a state cache, as Dataflow runs it by default, and one fleet with
+# FnApiRunner's default cache of 100 MB.
+FLEETS = ((10, 30.0, 0), (100, 6.0, 0), (1000, 1.0, 0), (10000, 0.25, 0), (1000, 1.0, 100))
+SMOKE_FLEETS = ((3, 2.0, 0), (10, 1.0, 100))
+# The profiled run (a run of its own: the profiler slows it down).
+PROFILED = (100, 2.0)
+SCALE_SIM = simulator.SimConfig(
+    stop_interval_s=(60.0, 120.0), dwell_s=(20.0, 40.0), heartbeat_s=(25.0, 35.0),
+    faults=simulator.FaultRates(duplicate=0.02, out_of_order=0.03, malformed=0.0),
+    reset_at_start=False)
+SEED = 20261130
+# The simulated devices' keys: the job verifies every message (--device_auth=require, its default).
+KEYS = Keyring(seed=b"bench-scale")
+
+
+def fleet(trains: int):
+    return tuple(simulator.make_train(f"s{i:05d}", (320, 240, 180)[i % 3], doors=DOORS)
+                 for i in range(trains))
+
+
+def options() -> OccupancyOptions:
+    return OccupancyOptions([f"--firestore_project={PROJECT}"])
+
+
+def _counter(result, name: str) -> int:
+    counters = result.metrics().query(beam.metrics.MetricsFilter().with_name(name))["counters"]
+    return sum(c.committed or 0 for c in counters)
+
+
+def run_fleet(trains: int, minutes: float, profile: bool = False, state_cache_mb: int = 0) -> dict:
+    """One fleet, in this process: register, generate, run the job's steps, check the counts.
+
+    `state_cache_mb`: the SDK harness's state cache. Dataflow's default is none
+    (`--max_cache_memory_usage_mb=0`); FnApiRunner's own default is 100 MB.
+    """
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+    worker_handlers.STATE_CACHE_SIZE_MB = state_cache_mb
+    client = make_client(PROJECT)
+    trains_spec = fleet(trains)
+    began = time.perf_counter()
+    fleet_import.import_fleet(client, "devices", "trains",
+                              [(t.train_id, t.capacity, None) for t in trains_spec],
+                              [(d, t.train_id, None) for t in trains_spec for d in t.devices])
+    KEYS.register(client, "devices", [d for t in trains_spec for d in t.devices])
+    register_s = time.perf_counter() - began
+    sim = simulator.Simulation(trains_spec, SEED, SCALE_SIM, keys=KEYS)
+    start_us = (int(time.time()) - int(minutes * 60) - 600) * 1_000_000
+    msgs = [PubsubMessage(m.payload, m.attributes, message_id=str(i))
+            for i, m in enumerate(sim.messages(start_us, minutes * 60))]
+    truth = sim.truth.final()
+    train_of = {d: t.train_id for t in trains_spec for d in t.devices}
+    with tempfile.TemporaryDirectory() as directory:
+        path = harness.save_messages(msgs, directory)
+        profiler = cProfile.Profile(time.process_time) if profile else None  # CPU, not waiting
+        cpu, wall, result = harness.timed_run(harness.build_pipeline, path, options(), profiler=profiler)
+        pass_cpu, _, _ = harness.timed_run(harness.build_passthrough, path, train_of)
+    finals = _realtime_values(client, sorted(truth))
+    out = {"trains": trains, "doors": DOORS, "simulated_minutes": minutes, "messages": len(msgs),
+           "state_cache_mb": state_cache_mb,
+           "register_s": round(register_s, 1), "cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
+           "msgs_per_s_per_core": round(len(msgs) / cpu, 1),
+           "passthrough_msgs_per_s_per_core": round(len(msgs) / pass_cpu, 1),
+           "peak_rss_mb": measure.peak_rss_mb(os.getpid()),
+           "flushes": _counter(result, "flushes"),
+           "realtime_writes": _counter(result, "realtime_writes"),
+           "history_writes": _counter(result, "history_writes"),
+           "counts_exact": finals == truth,
+           "count_errors": sum(1 for t in truth if finals.get(t) != truth[t])}
+    if profiler:
+        out["profile"] = top_functions(profiler)
+    return out
+
+
+def _realtime_values(client, train_ids) -> dict:
+    values = {}
+    for i in range(0, len(train_ids), 500):
+        refs = [client.collection("realtime").document(t) for t in train_ids[i:i + 500]]
+        for snap in client.get_all(refs):
+            if snap.exists:
+                values[snap.id] = (snap.to_dict() or {}).get("current_value")
+    return values
+
+
+def top_functions(profiler: cProfile.Profile, n: int = 10) -> list:
+    """The n functions with the most own time: [{function, owner, own_s, calls}]."""
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    total = sum(row[2] for row in stats.stats.values())
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:n]
+    repo = os.path.dirname(HERE)
+    out = []
+    for (path, line, name), (_, calls, own, _, callers) in rows:
+        # A builtin (path "~") is charged to the caller that spent the most in it.
+        origin = max(callers, key=lambda c: callers[c][3])[0] if path == "~" and callers else path
+        owner = ("ours" if origin.startswith(repo) and ".venv" not in origin else
+                 "Beam (state cache: objsize)" if "objsize" in origin or "statecache" in origin else
+                 "Beam" if "apache_beam" in origin else
+                 "Firestore client" if "google/cloud/firestore" in origin or "/proto/" in origin else
+                 "other")
+        where = os.path.relpath(path, repo) if path.startswith(repo) else os.path.basename(path)
+        out.append({"function": f"{name} ({where.split('site-packages/')[-1]}:{line})", "owner": owner,
+                    "own_s": round(own, 3), "share": round(own / total, 3), "calls": calls})
+    return out
+
+
+def document_limits(sizes: dict) -> dict:
+    """Realtime document bytes per device (typical, measured; worst, every device at the range cap)."""
+    d10, d200 = sizes["10"]["end"]["realtime_doc_bytes"], sizes["200"]["end"]["realtime_doc_bytes"]
+    typical = (d200 - d10) / 190
+    memory = {"seq": 10**6, "last_seen": None, "registered_us": 10**15, "trip_boarded": 1, "trip_alighted": 1,
+              "applied": [{"lo": i, "hi": i} for i in range(documents.MAX_RANGES_PER_DEVICE)]}
+    worst = documents.storage_size("x/y", {"devices_seen": {"t00001-car10-door2": memory}}) - \
+        documents.storage_size("x/y", {"devices_seen": {}})
+    base = d10 - 10 * typical
+    return {"typical_bytes_per_device": round(typical), "worst_bytes_per_device": worst,
+            "devices_at_1_mib_typical": int((documents.MAX_DOCUMENT_BYTES - base) // typical),
+            "devices_at_1_mib_worst": int((documents.MAX_DOCUMENT_BYTES - base) // worst),
+            "max_devices_per_train": registry.MAX_DEVICES_PER_TRAIN,
+            "worst_doc_bytes_at_max_devices": int(base + worst * registry.MAX_DEVICES_PER_TRAIN)}
+
+
+def main(argv=None) -> int:
+    """A child of `make bench-scale` (bench/scale.py): one fleet, its result as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m bench.scale_fleet", description=__doc__.split("\n")[0])
+    parser.add_argument("--one", type=int, required=True, help="Trains in the fleet.")
+    parser.add_argument("--minutes", type=float, default=1.0, help="Simulated minutes.")
+    parser.add_argument("--profile", action="store_true", help="Profile the run (cProfile, CPU).")
+    parser.add_argument("--state_cache_mb", type=int, default=0, help="The SDK harness's state cache.")
+    parser.add_argument("--output", default="-", help="Where to write the JSON.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    measure.emit(run_fleet(args.one, args.minutes, args.profile, args.state_cache_mb), args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The codebase's shape: no import cycle among the project's modules (counting imports inside
+functions too: a lazy import is a cycle all the same), and no module citing a document the
+repository lacks."""
+import ast
+import pathlib
+import re
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+PACKAGES = ("api", "bench", "device", "faults", "local", "occupancy", "pipeline", "sim", "transforms")
+
+
+def _modules():
+    for package in PACKAGES:
+        for path in (REPO / package).rglob("*.py"):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            yield ".".join(parts[:-1] if parts[-1] == "__init__" else parts), path
+
+
+def _imports(name: str, path: pathlib.Path, known: set):
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parents = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parents + ([base] if base else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                yield target
+
+
+def test_the_import_graph_has_no_cycle():
+    modules = dict(_modules())
+    known = set(modules)
+    graph = {name: set(_imports(name, path, known)) for name, path in modules.items()}
+    # A package's __init__ importing its own submodules is not a cycle worth the name.
+    graph = {n: {t for t in ts if not t.startswith(n + ".") and not n.startswith(t + ".")} for n, ts in graph.items()}
+    state, cycles = {}, []
+
+    def visit(node, stack):
+        state[node] = "open"
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                cycles.append(stack[stack.index(target):] + [target])
+            elif target not in state:
+                visit(target, stack + [target])
+        state[node] = "done"
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == [], cycles
+
+
+def test_no_file_cites_a_document_the_repository_lacks():
+    cited = re.compile(r"\b((?:[A-Za-z_]+/)*[A-Za-z_]+\.md)\b")
+    missing = []
+    for path in [*REPO.glob("*.md"), *REPO.glob("docs/*.md"), *REPO.glob("*/README.md"), *(p for _, p in _modules()),
+                 REPO / "Makefile"]:
+        for doc in set(cited.findall(path.read_text(errors="replace"))):
+            if not any((base / doc).exists() for base in (REPO, path.parent, REPO / "docs", REPO / "bench")):
+                missing.append(f"{path.relative_to(REPO)} cites {doc}")
+    assert missing == []
