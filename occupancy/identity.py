@@ -25,6 +25,7 @@ ALGORITHMS = ("EdDSA", "ES256", "RS256")
 MAX_KEYS = 3
 _COMPACT_RE = re.compile(rb"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 _JWS = jwt.api_jws.PyJWS()
+_ALGORITHM_OBJECTS = {name: jwt.algorithms.get_default_algorithms()[name] for name in ALGORITHMS}
 
 
 class IdentityError(ValueError):
@@ -138,14 +139,19 @@ def open_envelope(data: bytes) -> Tuple[dict, bytes]:
     """(protected header, payload bytes) of an envelope, NOT verified; raises IdentityError.
 
     The parser reads the event from the payload; the registry lookup then verifies the
-    signature with the key the header names (`verify`)."""
+    signature with the key the header names (`verify`). Decoded here rather than by PyJWT's
+    `get_unverified_header`, which decodes every segment: this runs twice per message.
+    """
+    parts = data.split(b".")
+    if len(parts) != 3:
+        raise IdentityError("malformed envelope: not three segments")
     try:
-        header = _JWS.get_unverified_header(data)
-        payload = jwt.utils.base64url_decode(data.split(b".")[1])
-    # InvalidTokenError, not only DecodeError: a kid that is not a string raises it (found by
-    # the hostile-input property test).
-    except (jwt.exceptions.InvalidTokenError, ValueError, TypeError) as e:
+        header = json.loads(jwt.utils.base64url_decode(parts[0]))
+        payload = jwt.utils.base64url_decode(parts[1])
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as e:
         raise IdentityError(f"malformed envelope: {e}") from None
+    if not isinstance(header, dict):
+        raise IdentityError("malformed envelope: the header is not a JSON object")
     if header.get("alg") not in ALGORITHMS:
         raise IdentityError(f"envelope algorithm must be one of {', '.join(ALGORITHMS)}, "
                             f"got {json.dumps(header.get('alg'))[:40]}")
@@ -154,12 +160,17 @@ def open_envelope(data: bytes) -> Tuple[dict, bytes]:
 
 
 def verify(data: bytes, public_key, alg: str) -> bool:
-    """Whether `data` (an envelope) is signed by `public_key` (a loaded key object) with `alg`."""
+    """Whether `data` (an envelope) is signed by `public_key` (a loaded key object) with `alg`.
+
+    RFC 7515's check, by PyJWT's algorithm objects (which turn ES256's raw r||s into what
+    `cryptography` verifies): the signature over `header.payload` as sent. Not PyJWS.decode,
+    which parses the header and payload again (measured: 235 against 197 µs per Ed25519 message).
+    """
+    signing_input, _, signature = data.rpartition(b".")
     try:
-        _JWS.decode_complete(data, key=public_key, algorithms=[alg])
-    except jwt.exceptions.InvalidTokenError:
+        return bool(_ALGORITHM_OBJECTS[alg].verify(signing_input, public_key, jwt.utils.base64url_decode(signature)))
+    except (ValueError, TypeError, KeyError, jwt.exceptions.InvalidKeyError):
         return False
-    return True
 
 
 def expiry_us(value: Optional[datetime.datetime]) -> int:
