@@ -38,7 +38,7 @@ class Authenticator:
         `principal_entry(principal)` returns the entry of the principal that signed it.
         """
         raw = event.raw
-        if not identity.is_envelope(raw):
+        if not wire.is_envelope(raw):
             return wire.UNSIGNED, "the message is not signed (a JWS envelope with the sender's key)"
         try:
             header, _ = identity.open_envelope(raw)

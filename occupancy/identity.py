@@ -13,7 +13,6 @@ The JOSE work is PyJWT's (on `cryptography`); nothing here implements cryptograp
 """
 import datetime
 import json
-import re
 from typing import NamedTuple, Optional, Tuple
 
 import jwt
@@ -23,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 ALGORITHMS = ("EdDSA", "ES256", "RS256")
 # As IoT Core: up to 3 keys a device, so that a key can be rotated without a gap.
 MAX_KEYS = 3
-_COMPACT_RE = re.compile(rb"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 _JWS = jwt.api_jws.PyJWS()
 _ALGORITHM_OBJECTS = {name: jwt.algorithms.get_default_algorithms()[name] for name in ALGORITHMS}
 
@@ -79,6 +77,16 @@ def public_pem(private_or_public_key) -> str:
                             serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
 
 
+def write_private_key(path: str, private_key, overwrite: bool = False) -> str:
+    """`private_key` as PEM to `path`, readable by its owner only (mode 0600); an existing file is
+    an error (FileExistsError) unless `overwrite`."""
+    import os
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    with os.fdopen(os.open(path, flags, 0o600), "wb") as f:
+        f.write(private_pem(private_key))
+    return path
+
+
 def load_private_key(pem: bytes):
     try:
         key = serialization.load_pem_private_key(pem, password=None)
@@ -128,11 +136,6 @@ class Signer:
         # typ None: no "typ": "JWT" header (this is a JWS of an event, not a JWT).
         return _JWS.encode(payload, self._key, algorithm=self.alg,
                            headers={"kid": self.kid, "typ": None}).encode("ascii")
-
-
-def is_envelope(data) -> bool:
-    """Whether `data` has the shape of a JWS compact serialization (not whether it is valid)."""
-    return isinstance(data, (bytes, bytearray)) and _COMPACT_RE.match(data) is not None
 
 
 def open_envelope(data: bytes) -> Tuple[dict, bytes]:

@@ -225,13 +225,19 @@ def _parse_legacy(text: str, message_id: str, max_abs_delta: int, legacy_tz) -> 
                  device_id=device_id, delta=delta)
 
 
+def is_envelope(data) -> bool:
+    """Whether `data` has the shape of a signed message, a JWS compact serialization
+    (occupancy.identity): not whether it is valid."""
+    return isinstance(data, (bytes, bytearray)) and _ENVELOPE_RE.match(data) is not None
+
+
 def parse_message(data: bytes, message_id: Optional[str], *, now_us: int, max_abs_delta: int,
                   max_future_skew_s: float, legacy_tz=datetime.timezone.utc) -> Event:
     """Validates one Pub/Sub payload into an Event, or raises Rejected.
 
     A signed message (a JWS envelope, occupancy.identity) is parsed from its payload; its
     signature is checked later, by the registry lookup, which knows the sender's keys."""
-    if isinstance(data, (bytes, bytearray)) and _ENVELOPE_RE.match(data):
+    if is_envelope(data):
         from occupancy import identity  # only signed messages need the JOSE library
         try:
             _, data = identity.open_envelope(bytes(data))

@@ -64,11 +64,7 @@ class Keyring:
 
     def write_private_key(self, principal: str, path: str) -> str:
         """The principal's private key to `path` (mode 0600), for a real publisher process."""
-        import os
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(identity.private_pem(self.signer(principal)._key))
-        return path
+        return identity.write_private_key(path, self.signer(principal)._key, overwrite=True)
 
     def public_pem(self, principal: str) -> str:
         return identity.public_pem(self.signer(principal)._key)

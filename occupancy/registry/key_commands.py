@@ -8,7 +8,6 @@
 """
 import datetime
 import json
-import os
 
 from occupancy import identity
 from occupancy.registry import keys
@@ -20,9 +19,7 @@ KEY_COLUMNS = (("KEY_ID", "key_id"), ("ALG", "alg"), ("EXPIRES", "expires"))
 def generate_key_file(path: str, alg: str) -> str:
     """Writes a new private key to `path` (mode 0600, never overwritten); returns the public PEM."""
     private_key = identity.generate_private_key(alg)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(identity.private_pem(private_key))
+    identity.write_private_key(path, private_key)
     return identity.public_pem(private_key)
 
 
