@@ -73,3 +73,33 @@ def test_a_streaming_run_computes_each_classes_specs_once(counted):
                                     ("j", 30), ("j", 32), ("j", 34), ("j", 36), ("j", 38), ("j", 40)]))
     assert asked["RunningSum"] >= 20  # the runner asks at every bundle...
     assert computed["RunningSum"] == 1  # ...and it is computed once
+
+
+def test_a_pull_of_more_than_4_mib_from_the_emulator_works_once_installed(pubsub_emulator, monkeypatch):
+    """The hostile_input flake: ten messages of which several 1 MB ones failed the local runner's
+    pull (gRPC's default 4 MiB limit on the emulator's channel), unacknowledged, again and again."""
+    import uuid
+
+    from google.api_core import exceptions as gexc
+    from google.cloud import pubsub_v1
+    from google.pubsub_v1.services.subscriber import client as subscriber_client
+
+    from local import stack
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host_port)
+    monkeypatch.setattr(subscriber_client, "grpc", subscriber_client.grpc)
+    monkeypatch.setattr(userstate, "get_dofn_specs", userstate.get_dofn_specs)
+    monkeypatch.setattr(transform_evaluator, "get_dofn_specs", transform_evaluator.get_dofn_specs)
+    name = f"big-{uuid.uuid4().hex[:8]}"  # a topic name starts with a letter
+    stack.ensure_topic(stack.PROJECT, name, [f"{name}-a", f"{name}-b"])
+    publisher = pubsub_v1.PublisherClient()
+    for _ in range(6):
+        publisher.publish(stack.topic_path(stack.PROJECT, name), b"x" * 1_000_000).result(timeout=30)
+
+    def pull(subscription):
+        with pubsub_v1.SubscriberClient() as subscriber:
+            return len(subscriber.pull(subscription=stack.subscription_path(stack.PROJECT, subscription),
+                                       max_messages=10, timeout=30).received_messages)
+    with pytest.raises(gexc.ResourceExhausted):
+        pull(f"{name}-a")
+    local_runner.install()
+    assert pull(f"{name}-b") == 6
