@@ -13,7 +13,7 @@ DEMO_ARGS ?=
 FIREBASE_TOOLS_VERSION ?= 15.34.2
 FIREBASE := .local/firebase-tools/node_modules/.bin/firebase
 
-.PHONY: install install-firebase install-browser run test test-fast lint format check-prereqs clean
+.PHONY: install install-firebase install-browser install-broker run test test-fast lint format check-prereqs clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,16 @@ install-browser:
 	  || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; }; \
 	else echo "error: the browser tests need Chromium and its driver: sudo apt-get install chromium chromium-driver" >&2; exit 1; fi
 
-check-prereqs: install install-firebase
+# The MQTT broker for devices that speak MQTT (Debian's mosquitto; docs/operations.md, "MQTT devices").
+install-broker:
+	@if command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing mosquitto (apt-get)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto >/dev/null \
+	  || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto >/dev/null; }; \
+	else echo "error: MQTT devices need the mosquitto broker: sudo apt-get install mosquitto" >&2; exit 1; fi
+
+check-prereqs: install install-firebase install-broker
 	$(PY) -m local.prereqs
 
 run: check-prereqs

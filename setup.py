@@ -1,9 +1,10 @@
 """Packaging for the train-occupancy system.
 
 Extras keep each installation small:
-  .[device]    the door device publisher (Pub/Sub client only, no Beam)
+  .[device]    the door device publisher (Pub/Sub and MQTT clients, no Beam)
   .[registry]  the fleet registry CLI (Firestore client only)
   .[pipeline]  the Beam pipeline (what Dataflow workers install via --setup_file)
+  .[bridge]    the MQTT-to-Pub/Sub bridge (paho-mqtt and the Pub/Sub client)
   .[api]       the HTTP API, dashboard and GTFS-Realtime feed (FastAPI, no Beam)
   .[test]      everything plus pytest
 """
@@ -13,7 +14,11 @@ BEAM_VERSION = "2.77.0"
 
 # Signed messages (occupancy/identity.py): JWS from PyJWT on `cryptography`.
 IDENTITY = ["PyJWT[crypto]>=2.8,<3"]
-DEVICE = ["google-cloud-pubsub>=2.18,<3", *IDENTITY]
+# MQTT (occupancy/mqtt.py): paho-mqtt 2.x, for manual acks; the broker is Debian's mosquitto.
+MQTT = ["paho-mqtt>=2.1,<3"]
+DEVICE = ["google-cloud-pubsub>=2.18,<3", *IDENTITY, *MQTT]
+# The MQTT-to-Pub/Sub bridge (bridge/): no Beam, no Firestore.
+BRIDGE = ["google-cloud-pubsub>=2.18,<3", *IDENTITY, *MQTT]
 REGISTRY = ["google-cloud-firestore>=2.16,<3", *IDENTITY]
 PIPELINE = [
     f"apache-beam[gcp]=={BEAM_VERSION}",
@@ -38,7 +43,7 @@ setuptools.setup(
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["occupancy", "occupancy.*", "pipeline", "pipeline.*",
                                                "transforms", "transforms.*", "device", "device.*",
-                                               "local", "local.*", "api", "api.*"]),
+                                               "local", "local.*", "api", "api.*", "bridge", "bridge.*"]),
     package_data={"api": ["static/*"]},
     install_requires=[],
     extras_require={
@@ -46,6 +51,7 @@ setuptools.setup(
         "registry": REGISTRY,
         "pipeline": PIPELINE,
         "api": API,
-        "test": sorted(set(DEVICE + REGISTRY + PIPELINE + API + TEST)),
+        "bridge": BRIDGE,
+        "test": sorted(set(DEVICE + REGISTRY + PIPELINE + API + BRIDGE + TEST)),
     },
 )

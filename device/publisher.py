@@ -33,13 +33,13 @@ import Beam or the Firestore client.
 import argparse
 import logging
 import os
-import re
 import signal
 import sys
 import threading
 import time
 from typing import Callable, Iterator, Optional, Sequence
 
+from device.mqtt_sender import MqttSender
 from device.outbox import Outbox, OutboxError
 from device.sender import Sender, Stats, describe_error, make_client_factory
 from device.sources import (
@@ -50,7 +50,7 @@ from device.sources import (
     simulate_source,
     stdin_source,
 )
-from occupancy import wire
+from occupancy import cli, mqtt, wire
 from occupancy.cli import (
     EMULATOR_PROJECT,
     non_negative_float,
@@ -63,8 +63,7 @@ _LOGGER = logging.getLogger(__name__)
 DEFAULT_TOPIC = "occupancy-events"
 PUBSUB_SCOPE = "https://www.googleapis.com/auth/pubsub"
 SOURCES = ("stdin", "simulate", "replay")
-_TOPIC_PATH_RE = re.compile(r"^projects/([^/]+)/topics/([^/]+)$")
-_TOPIC_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._~+%-]{2,254}$")
+TRANSPORTS = ("pubsub", "mqtt")
 
 # ---- reading ------------------------------------------------------------------------
 
@@ -140,13 +139,6 @@ def _device_id(text: str) -> str:
     return text
 
 
-def _host_port(text: str) -> str:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return text
-
-
 def _default_outbox() -> str:
     # systemd's StateDirectory= sets STATE_DIRECTORY (see deploy/occupancy-publisher.service).
     return os.path.join(os.environ.get("STATE_DIRECTORY", "."), "outbox.sqlite")
@@ -179,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay: start at the first line even if this outbox already replayed "
                         "part of the file (else a restart resumes after the last stored line).")
     p.add_argument("--seed", type=int, default=0, help="simulate: random seed.")
+    p.add_argument("--transport", type=str, default="pubsub", choices=TRANSPORTS,
+                   help="pubsub: straight to the Pub/Sub topic; mqtt: to the MQTT broker (--broker), "
+                        "as IoT Core's devices did, which the bridge forwards to Pub/Sub.")
+    p.add_argument("--broker", type=cli.host_port, default="127.0.0.1:1883", metavar="HOST:PORT",
+                   help="mqtt: the broker.")
+    p.add_argument("--mqtt_secret_file", type=str, default=os.environ.get("OCCUPANCY_MQTT_SECRET_FILE"),
+                   help="mqtt: this device's broker secret (made by `python -m occupancy.registry mqtt "
+                        "secret DEVICE_ID --secret_file PATH`; default: $OCCUPANCY_MQTT_SECRET_FILE).")
     p.add_argument("--project", type=str, default=None,
                    help="Google Cloud project of the topic (default: from a full --topic path, "
                         "$GOOGLE_CLOUD_PROJECT, the credentials, or demo-occupancy with --emulator).")
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--credentials", type=str, default=None, metavar="KEY.json",
                    help="Service-account key file, for devices without Application Default "
                         "Credentials (keep it outside the repository; default: ADC).")
-    p.add_argument("--emulator", type=_host_port, default=None, metavar="HOST:PORT",
+    p.add_argument("--emulator", type=cli.host_port, default=None, metavar="HOST:PORT",
                    help="Use the Pub/Sub emulator there (sets PUBSUB_EMULATOR_HOST).")
     p.add_argument("--outbox", type=str, default=_default_outbox(), metavar="PATH",
                    help="SQLite outbox file (created if missing; $STATE_DIRECTORY/outbox.sqlite "
@@ -254,35 +254,26 @@ def load_credentials(path: Optional[str], use_emulator: bool):
 
 
 def resolve_topic(topic: str, project: Optional[str]) -> str:
-    """projects/P/topics/T from a name and a project, or a full path as given."""
-    match = _TOPIC_PATH_RE.match(topic)
-    if match:
-        if project and project != match.group(1):
-            raise UsageError(f"--topic {topic} is in project {match.group(1)}, not --project {project}")
-        return topic
-    if not _TOPIC_NAME_RE.match(topic):
-        raise UsageError(f"invalid --topic {topic!r}: a topic name, or projects/P/topics/T")
-    if not project:
-        raise UsageError("no project: pass --project, a full --topic projects/P/topics/T, "
-                         "or set GOOGLE_CLOUD_PROJECT")
-    return f"projects/{project}/topics/{topic}"
+    """occupancy.cli.topic_path, its error as a UsageError."""
+    try:
+        return cli.topic_path(topic, project)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 class Publisher:
     """The running publisher: reader and sender threads, status lines, shutdown."""
 
-    def __init__(self, args: argparse.Namespace, outbox: Outbox, topic: str, client_factory: Callable,
-                 signer=None):
+    def __init__(self, args: argparse.Namespace, outbox: Outbox, make_sender: Callable, destination: str):
+        """`make_sender(outbox, stats)`: the thread that drains the outbox (device.sender.Sender, or
+        device.mqtt_sender.MqttSender); `destination`: where it sends, for the log."""
         self.args = args
         self.outbox = outbox
-        self.topic = topic
+        self.topic = destination
         self.stats = Stats()
         self.halt = threading.Event()  # stop reading (signal, fatal error, end of source)
         self.signalled = threading.Event()
-        self.sender = Sender(outbox, topic, client_factory, self.stats,
-                             window=max(args.batch_max_messages, 1000),
-                             publish_timeout_s=args.publish_timeout_s, max_backoff_s=args.max_backoff_s,
-                             sign=signer.sign if signer is not None else None)
+        self.sender = make_sender(outbox, self.stats)
         source, progress_key = self._source()
         self.reader = Reader(source, outbox, args.device_id, self.stats, progress_key, self.halt)
 
@@ -375,20 +366,54 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.emulator:
             os.environ["PUBSUB_EMULATOR_HOST"] = args.emulator
         use_emulator = bool(os.environ.get("PUBSUB_EMULATOR_HOST"))
-        credentials, credentials_project = load_credentials(args.credentials, use_emulator)
-        project = (args.project or os.environ.get("GOOGLE_CLOUD_PROJECT") or credentials_project
-                   or (EMULATOR_PROJECT if use_emulator else None))
-        if _TOPIC_PATH_RE.match(args.topic) and not args.project:
-            project = None  # the full path names its project
-        topic = resolve_topic(args.topic, project)
-        client_factory = make_client_factory(credentials, args.batch_max_messages,
-                                             args.batch_max_latency_s)
+        window = max(args.batch_max_messages, 1000)
+        if args.transport == "mqtt":
+            secret = _read_secret(args.mqtt_secret_file)
+            destination = f"mqtt://{args.broker}{mqtt.topic_for(args.device_id)}"
+
+            def make_sender(outbox, stats):
+                return MqttSender(outbox, args.device_id, args.broker, secret, stats, window=window,
+                                  publish_timeout_s=args.publish_timeout_s,
+                                  max_backoff_s=args.max_backoff_s, sign=sign)
+        else:
+            credentials, credentials_project = load_credentials(args.credentials, use_emulator)
+            project = (args.project or os.environ.get("GOOGLE_CLOUD_PROJECT") or credentials_project
+                       or (EMULATOR_PROJECT if use_emulator else None))
+            if cli.is_topic_path(args.topic) and not args.project:
+                project = None  # the full path names its project
+            destination = resolve_topic(args.topic, project)
+            client_factory = make_client_factory(credentials, args.batch_max_messages,
+                                                 args.batch_max_latency_s)
+
+            def make_sender(outbox, stats):
+                return Sender(outbox, destination, client_factory, stats, window=window,
+                              publish_timeout_s=args.publish_timeout_s,
+                              max_backoff_s=args.max_backoff_s, sign=sign)
+        # After the transport's checks: a configuration error is reported before the warning
+        # about a missing key. The senders above are made later, with this `sign`.
         signer = load_signer(args.private_key, args.device_id, args.key_id)
+        sign = signer.sign if signer is not None else None
         outbox = Outbox(args.outbox, args.max_outbox, on_full=_warn_full)
     except (UsageError, OutboxError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return Publisher(args, outbox, topic, client_factory, signer).run()
+    return Publisher(args, outbox, make_sender, destination).run()
+
+
+def _read_secret(path: Optional[str]) -> str:
+    if not path:
+        raise UsageError("--transport mqtt needs --mqtt_secret_file (or $OCCUPANCY_MQTT_SECRET_FILE)")
+    try:
+        mode = os.stat(path).st_mode & 0o077
+        if mode:
+            raise UsageError(f"--mqtt_secret_file {path} is readable by others (mode {oct(mode)}): chmod 600 it")
+        with open(path) as f:
+            secret = f.read().strip()
+    except OSError as e:
+        raise UsageError(f"cannot read --mqtt_secret_file {path}: {e.strerror}") from None
+    if not secret:
+        raise UsageError(f"--mqtt_secret_file {path} is empty")
+    return secret
 
 
 def load_signer(path: Optional[str], device_id: str, key_name: str):

@@ -26,8 +26,12 @@ NAME = "publisher_kills"
 class Door:
     """One door: its sensor's counts, its publisher process, its outbox."""
 
-    def __init__(self, scenario, device: str, train: str, work_dir: str):
+    def __init__(self, scenario, device: str, train: str, work_dir: str, transport_args=None):
+        """`transport_args`: the publisher's flags for where it sends (default: the scenario's
+        Pub/Sub topic on the emulator)."""
         self.scenario, self.device, self.train = scenario, device, train
+        self.transport_args = transport_args or [
+            "--topic", scenario.topic_name, "--project", PROJECT, "--emulator", os.environ["PUBSUB_EMULATOR_HOST"]]
         self.outbox = os.path.join(work_dir, f"{device}.sqlite")
         self.log = os.path.join(work_dir, f"{device}.log")
         self.key = scenario.devices.keys.write_private_key(device, os.path.join(work_dir, f"{device}.pem"))
@@ -38,8 +42,7 @@ class Door:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "device.publisher", "--device_id", self.device,
-                 "--topic", self.scenario.topic_name, "--project", PROJECT,
-                 "--emulator", os.environ["PUBSUB_EMULATOR_HOST"], "--outbox", self.outbox,
+                 *self.transport_args, "--outbox", self.outbox,
                  "--max_backoff_s", "1", "--status_interval_s", "5", "--private_key", self.key],
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"))

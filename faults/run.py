@@ -20,6 +20,7 @@ import time
 from bench.measure import machine
 from bench.run import start_emulators
 from faults import (
+    bridge_kills,
     clock_trouble,
     duplicate_storm,
     firestore_outage,
@@ -35,7 +36,7 @@ from faults.proxy import Proxy
 _LOGGER = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIOS = {m.NAME: m for m in (firestore_outage, pubsub_restart, pipeline_kills, two_writers,
-                                  publisher_kills, duplicate_storm, hostile, clock_trouble, long_run)}
+                                  publisher_kills, duplicate_storm, hostile, clock_trouble, bridge_kills, long_run)}
 SHORT = ("firestore_outage", "pipeline_kills", "duplicate_storm", "hostile_input")  # make test
 COLUMNS = ("name", "sent", "accepted", "dead_lettered", "lost", "double_counted", "count_error", "recovery_s",
            "passed")

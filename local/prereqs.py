@@ -3,6 +3,7 @@ import shutil
 import subprocess
 import sys
 
+from local.broker import BrokerError, mosquitto_path
 from local.emulators import EmulatorError, check_prerequisites
 
 
@@ -21,7 +22,8 @@ def missing_components() -> list:
 def main() -> int:
     try:
         check_prerequisites()
-    except EmulatorError as e:
+        broker = mosquitto_path()
+    except (EmulatorError, BrokerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     missing = missing_components()
@@ -31,7 +33,8 @@ def main() -> int:
               "  With apt (Google's repo):   apt-get install google-cloud-cli-pubsub-emulator "
               "google-cloud-cli-firestore-emulator", file=sys.stderr)
         return 1
-    print(f"prerequisites ok: gcloud at {shutil.which('gcloud')}, java at {shutil.which('java')}")
+    print(f"prerequisites ok: gcloud at {shutil.which('gcloud')}, java at {shutil.which('java')}, "
+          f"mosquitto at {broker}")
     return 0
 
 

@@ -7,10 +7,13 @@ which float() accepts and no option here means.
 import argparse
 import math
 import os
+import re
 from typing import Optional
 
 # The project the local emulators use (local/stack.py).
 EMULATOR_PROJECT = "demo-occupancy"
+_TOPIC_PATH_RE = re.compile(r"^projects/([^/]+)/topics/([^/]+)$")
+_TOPIC_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._~+%-]{2,254}$")
 
 
 class NoProject(ValueError):
@@ -48,3 +51,30 @@ def non_negative_float(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
+
+
+def host_port(text: str) -> str:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return text
+
+
+def is_topic_path(topic: str) -> bool:
+    return _TOPIC_PATH_RE.match(topic) is not None
+
+
+def topic_path(topic: str, project: Optional[str]) -> str:
+    """projects/P/topics/T from a name and a project, or a full path as given; ValueError
+    (NoProject without a project) with a one-line reason."""
+    match = _TOPIC_PATH_RE.match(topic)
+    if match:
+        if project and project != match.group(1):
+            raise ValueError(f"--topic {topic} is in project {match.group(1)}, not --project {project}")
+        return topic
+    if not _TOPIC_NAME_RE.match(topic):
+        raise ValueError(f"invalid --topic {topic!r}: a topic name, or projects/P/topics/T")
+    if not project:
+        raise NoProject("no project: pass --project, a full --topic projects/P/topics/T, "
+                        "or set GOOGLE_CLOUD_PROJECT")
+    return f"projects/{project}/topics/{topic}"

@@ -10,6 +10,7 @@ import pytest
 
 from local import stack
 from local.auth_emulator import AuthEmulator
+from local.broker import Broker
 from local.emulators import Emulator
 from local.stack import PROJECT
 from occupancy.store import make_client
@@ -45,6 +46,14 @@ def auth_emulator():
     emulator = AuthEmulator(project=PROJECT).start()
     yield emulator
     emulator.stop()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A mosquitto broker of this test's own (Debian's package) on a free port, no users yet."""
+    started = Broker(directory=str(tmp_path / "broker")).start()
+    yield started
+    started.stop()
 
 
 @pytest.fixture

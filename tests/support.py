@@ -139,3 +139,4 @@ def write_realtime(client, train_id, value, capacity=None, seen=None):
 
 def ago(seconds):
     return datetime.datetime.now(UTC) - datetime.timedelta(seconds=seconds)
+

@@ -10,6 +10,8 @@ registry (docs/design.md, "Device registry"):
   train set TRAIN_ID --capacity N [--name S]        create or update a train
   train list [--json]                               show trains
   import FLEET.csv                                  register a whole fleet (batched)
+  key ... / control ...                             public keys, control principals
+  mqtt secret|bridge|sync ...                       broker credentials (MQTT devices)
 
 Authentication is Application Default Credentials (`gcloud auth
 application-default login`, or a service account where it runs); with
@@ -27,7 +29,7 @@ from typing import Callable, Optional, Sequence
 
 from occupancy import cli, registry
 from occupancy.cli import positive_float, positive_int
-from occupancy.registry import key_commands
+from occupancy.registry import key_commands, mqtt_commands
 from occupancy.registry.tables import print_rows
 from occupancy.store import make_client
 from occupancy.wire import ID_PATTERN, format_time, to_micros
@@ -264,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_set.add_argument("--name", metavar="S", help="Display name (optional).")
     _command(train_commands, "list", cmd_train_list, "List trains.")
     key_commands.add_commands(commands, _command)
+    mqtt_commands.add_commands(commands, _command)
     return parser
 
 

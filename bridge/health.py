@@ -1,0 +1,79 @@
+"""The bridge's counters, and the health endpoint that serves them.
+
+  GET /healthz  200 {"status": "ok", ...counters} while connected to the broker and
+                forwarding; 503 {"status": "degraded", ...} otherwise (Pub/Sub failing,
+                broker away), so that a load balancer or systemd watchdog can act.
+"""
+import http.server
+import json
+import threading
+import time
+from typing import Optional
+
+
+class Counters:
+    """What the bridge has done, for the health endpoint and the status log line."""
+
+    FIELDS = ("received", "forwarded", "publish_errors", "reconnects", "deferred")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.received = self.forwarded = self.publish_errors = self.reconnects = self.deferred = 0
+        self.in_flight = 0
+        self.max_in_flight_seen = 0
+        self.connected = False
+        self.failing_since: Optional[float] = None
+        self.last_error = ""
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def set_in_flight(self, n: int) -> None:
+        with self._lock:
+            self.in_flight = n
+            self.max_in_flight_seen = max(self.max_in_flight_seen, n)
+
+    def failing(self, reason: str) -> None:
+        with self._lock:
+            self.last_error = f"{time.strftime('%H:%M:%S')} {reason}"[:300]
+            if self.failing_since is None:
+                self.failing_since = time.monotonic()
+
+    def recovered(self) -> None:
+        with self._lock:
+            self.failing_since = None
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            healthy = self.connected and self.failing_since is None
+            return {"status": "ok" if healthy else "degraded", "connected": self.connected,
+                    **{name: getattr(self, name) for name in self.FIELDS},
+                    "in_flight": self.in_flight, "max_in_flight_seen": self.max_in_flight_seen,
+                    "failing_for_s": (round(time.monotonic() - self.failing_since, 1)
+                                      if self.failing_since is not None else 0.0),
+                    "last_error": self.last_error}
+
+
+def serve(counters: Counters, port: int, host: str = "127.0.0.1") -> http.server.ThreadingHTTPServer:
+    """Starts the health endpoint in a daemon thread; returns the server (its port: .server_port)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the name http.server calls
+            if self.path.split("?")[0] not in ("/healthz", "/"):
+                self.send_error(404)
+                return
+            body = counters.snapshot()
+            data = json.dumps(body).encode()
+            self.send_response(200 if body["status"] == "ok" else 503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):  # health probes are not news
+            pass
+
+    server = http.server.ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="bridge-health", daemon=True).start()
+    return server

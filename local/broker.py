@@ -1,0 +1,146 @@
+"""Start and stop a mosquitto MQTT broker (Debian's package) for local runs and tests.
+
+It listens on 127.0.0.1 only, refuses anonymous clients, keeps its queues on disk
+(persistence), and takes its users and ACL from the files `python -m occupancy.registry mqtt
+sync` writes (occupancy/mqtt.py). `reload()` is what that sync does in production: SIGHUP,
+which makes mosquitto re-read both files and disconnect clients no longer allowed.
+Production settings (TLS on 8883, sizes): docs/operations.md, "MQTT devices".
+"""
+import getpass
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+from local.emulators import file_tail, free_port
+from local.processes import stop_group
+
+_LOGGER = logging.getLogger(__name__)
+
+# A count is ~300 bytes signed; larger packets are refused by the broker itself (the client
+# is disconnected), below Pub/Sub's 10 MB so that whatever the broker takes can be forwarded.
+MAX_PACKET_BYTES = 256 * 1024
+# Messages the broker holds for a client that is away (the bridge during an outage), beyond
+# those in flight; mosquitto drops what exceeds it, so it is sized for the longest outage
+# (docs/operations.md). Its default, 1,000, is a few seconds of a fleet.
+MAX_QUEUED_MESSAGES = 1_000_000
+
+
+# QoS 1 messages the broker sends a client before it waits for PUBACKs. mosquitto 2.0.11 honours
+# a client's MQTT 5 Receive Maximum on a new session but not on a resumed one (measured:
+# 10 asked, 40 sent after 5 acks), so the bridge's bound is set here too.
+MAX_INFLIGHT = 10
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def mosquitto_path() -> str:
+    path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    if not path:
+        raise BrokerError("mosquitto not found: the MQTT broker comes from Debian's packages "
+                          "(make check-prereqs installs it as root; else: sudo apt-get install mosquitto)")
+    return path
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class Broker:
+    """One mosquitto process on 127.0.0.1:<port>, its files in a directory of its own."""
+
+    def __init__(self, port: int = 0, directory: str = None, autosave_s: int = 2):
+        self.port = port or free_port()
+        self.host_port = f"127.0.0.1:{self.port}"
+        self.directory = directory or tempfile.mkdtemp(prefix="mosquitto-")
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self.password_file = os.path.join(self.directory, "passwords")
+        self.acl_file = os.path.join(self.directory, "acl")
+        self.pid_file = os.path.join(self.directory, "mosquitto.pid")
+        self.log_file = os.path.join(self.directory, "mosquitto.log")
+        self._autosave_s = autosave_s
+        self._process = None
+        for path in (self.password_file, self.acl_file):
+            if not os.path.exists(path):
+                with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w"):
+                    pass
+
+    def _config(self) -> str:
+        path = os.path.join(self.directory, "mosquitto.conf")
+        with open(path, "w") as f:
+            f.write(f"""# Written by local/broker.py
+listener {self.port} 127.0.0.1
+user {getpass.getuser()}
+allow_anonymous false
+password_file {self.password_file}
+acl_file {self.acl_file}
+persistence true
+persistence_location {self.directory}/
+autosave_interval {self._autosave_s}
+max_queued_messages {MAX_QUEUED_MESSAGES}
+max_inflight_messages {MAX_INFLIGHT}
+max_packet_size {MAX_PACKET_BYTES}
+pid_file {self.pid_file}
+log_dest file {self.log_file}
+log_type error
+log_type warning
+log_type notice
+log_type information
+connection_messages true
+""")
+        return path
+
+    # `user`: mosquitto started as root drops to the user "mosquitto", who may not write here.
+
+    def start(self, timeout_s: float = 15.0) -> "Broker":
+        config = self._config()
+        self._process = subprocess.Popen([mosquitto_path(), "-c", config], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while not _accepts(self.port):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise BrokerError(f"mosquitto did not start on {self.host_port}:\n{self.log_tail()}")
+            time.sleep(0.05)
+        _LOGGER.info("mosquitto up on %s (%s)", self.host_port, self.directory)
+        return self
+
+    def reload(self) -> None:
+        """Re-reads the password and ACL files (what `mqtt sync --pid_file` does)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGHUP)
+
+    def restart(self) -> None:
+        """Stops (SIGTERM: mosquitto saves its queues) and starts again on the same port."""
+        self.stop()
+        self.start()
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash leaves (queues since the last autosave are lost)."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        return file_tail(self.log_file, lines)
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        stop_group(self._process, timeout_s=10)
+        self._process = None

@@ -1,0 +1,132 @@
+"""The MQTT side of the system, as IoT Core laid it out (docs/design.md, "Devices over MQTT").
+
+A door device connects to the broker as itself (username = its device id, password = its
+own secret) and publishes its signed messages, unchanged, at QoS 1 on
+`/devices/{device_id}/events`, the topic IoT Core's bridge used, so migrated firmware
+changes its host and credentials only. The broker (mosquitto) lets it publish there and
+nowhere else; the bridge (`python -m bridge`) alone reads every device's topic.
+
+Pure, no network: the topic layout, the event attributes the bridge derives, and the
+broker's password and ACL files generated from the registry (`mqtt sync`).
+"""
+import base64
+import binascii
+import json
+import os
+import re
+from typing import Dict, Iterable, NamedTuple, Optional, Tuple
+
+from occupancy import wire
+
+TOPIC_FILTER = "/devices/+/events"
+_TOPIC_RE = re.compile(r"^/devices/([^/+#]+)/events$")
+# mosquitto 2.0's password file format `$7$`: PBKDF2-HMAC-SHA512, 101 rounds, 12-byte salt
+# (what `mosquitto_passwd` writes; tests/test_mqtt.py checks the broker accepts ours).
+_HASH_PREFIX, _HASH_ROUNDS, _SALT_BYTES = "$7$", 101, 12
+# The bridge's own principal in the registry: it reads every device's topic, publishes none.
+BRIDGE = "bridge"
+
+
+def topic_for(device_id: str) -> str:
+    return f"/devices/{device_id}/events"
+
+
+def device_of_topic(topic: str) -> Optional[str]:
+    """The device id in `/devices/{device_id}/events`, or None for any other topic."""
+    match = _TOPIC_RE.match(topic)
+    return match.group(1) if match and wire.valid_id(match.group(1)) else None
+
+
+def event_attributes(topic_device: str, payload: bytes) -> Dict[str, str]:
+    """The Pub/Sub attributes the bridge can vouch for, never more than the topic proves.
+
+    `device_id` is the device the broker authenticated. `event_id` (Dataflow's de-duplication
+    id) is `{device_id}:{seq}` as the device itself would set it, but only if the message
+    names that very device: a device cannot make the pipeline drop another's count by
+    claiming its seq. The signature is not checked here (the pipeline does that).
+    """
+    attributes = {"device_id": topic_device}
+    claimed = _claimed_event(payload)
+    if claimed is not None and claimed[0] == topic_device:
+        attributes["event_id"] = wire.event_id_for(claimed[0], claimed[1])
+        if claimed[2]:
+            attributes["event_time"] = claimed[2]
+    return attributes
+
+
+def _claimed_event(payload: bytes) -> Optional[Tuple[str, int, str]]:
+    """(device_id, seq, event_time) a signed count claims, or None: a light look, no checks."""
+    if not wire.is_envelope(payload):
+        return None
+    try:
+        body = bytes(payload).split(b".")[1]
+        obj = json.loads(base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)))
+    except (ValueError, binascii.Error, IndexError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    device_id, seq, event_time = obj.get("device_id"), obj.get("seq"), obj.get("event_time")
+    if not wire.valid_id(device_id) or not isinstance(seq, int) or isinstance(seq, bool):
+        return None
+    return device_id, seq, event_time if isinstance(event_time, str) else ""
+
+
+# ---- broker credentials -----------------------------------------------------------------
+
+def password_hash(secret: str, salt: Optional[bytes] = None) -> str:
+    """The broker's hash of a device secret (PBKDF2-HMAC-SHA512 from `cryptography`)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+    salt = salt if salt is not None else os.urandom(_SALT_BYTES)
+    digest = PBKDF2HMAC(algorithm=hashes.SHA512(), length=64, salt=salt,
+                        iterations=_HASH_ROUNDS).derive(secret.encode("utf-8"))
+    return (f"{_HASH_PREFIX}{_HASH_ROUNDS}${base64.b64encode(salt).decode()}"
+            f"${base64.b64encode(digest).decode()}")
+
+
+def valid_hash(text) -> bool:
+    if not isinstance(text, str) or not text.startswith(_HASH_PREFIX):
+        return False
+    parts = text.split("$")
+    return len(parts) == 5 and parts[2].isdigit() and all(parts[3:])
+
+
+class BrokerUser(NamedTuple):
+    username: str
+    password_hash: str
+    reads_all: bool = False  # the bridge
+
+
+def broker_users(documents: Iterable[Tuple[str, dict]]) -> list:
+    """Who may connect to the broker, from registry documents (id, data): every enabled door
+    device and bridge with a broker secret. Disabled devices and control principals (they
+    sign resets, they do not publish over MQTT) are left out, so the broker refuses them."""
+    users = []
+    for principal, data in documents:
+        if not wire.valid_id(principal) or not data.get("enabled", True):
+            continue
+        secret_hash = data.get("mqtt_password")
+        if not valid_hash(secret_hash):
+            continue
+        role = data.get("role")
+        if role == BRIDGE:
+            users.append(BrokerUser(principal, secret_hash, reads_all=True))
+        elif role in (None, "door") and wire.valid_id(data.get("train_id")):
+            users.append(BrokerUser(principal, secret_hash))
+    return sorted(users)
+
+
+def broker_files(users: Iterable[BrokerUser]) -> Tuple[str, str]:
+    """(password file, ACL file) text for mosquitto.
+
+    The ACL's `pattern` line gives every authenticated user write access to its own topic
+    only (%u: the username, which the broker authenticated); the bridge reads them all."""
+    users = list(users)
+    passwords = "".join(f"{u.username}:{u.password_hash}\n" for u in users)
+    acl = ["# Generated by `python -m occupancy.registry mqtt sync`; edits are overwritten.",
+           "# Each device publishes on its own topic only.",
+           f"pattern write {topic_for('%u')}"]
+    for user in users:
+        if user.reads_all:
+            acl += [f"user {user.username}", f"topic read {TOPIC_FILTER}"]
+    return passwords, "\n".join(acl) + "\n"

@@ -1,0 +1,174 @@
+"""The registry CLI's broker commands (python -m occupancy.registry mqtt ...): a credential per
+device at the MQTT broker, and the broker's password and ACL files kept in step with the
+registry (docs/operations.md, "MQTT devices").
+
+  mqtt secret DEVICE_ID --secret_file PATH     run on the device: make its broker secret
+  mqtt bridge BRIDGE_ID --secret_file PATH     register the bridge, which reads every device
+  mqtt sync --password_file P --acl_file A [--every S] [--pid_file F]
+
+The registry keeps only the secret's hash (what mosquitto checks), never the secret: a
+reader of Firestore cannot connect as a device. A disabled device is left out of the
+files, and `sync` reloads the broker (SIGHUP), which drops the device's connection: it is
+locked out within `--every` seconds plus the reload.
+"""
+import logging
+import os
+import secrets
+import signal
+import threading
+from typing import Optional
+
+from occupancy import mqtt
+from occupancy.registry import RegistryConflict, UnknownDevice, check_id, rpc_options
+
+_LOGGER = logging.getLogger("occupancy.registry")
+
+
+def write_secret_file(path: str) -> str:
+    """A new random secret to `path` (mode 0600, never overwritten); returns it."""
+    secret = secrets.token_urlsafe(32)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(secret + "\n")
+    return secret
+
+
+def read_secret_file(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def set_secret(client, collection: str, device_id: str, secret: str, *, timeout=None) -> None:
+    """Stores the hash of a registered door device's broker secret (replacing the old one)."""
+    from google.cloud import firestore
+    check_id("device id", device_id)
+    ref = client.collection(collection).document(device_id)
+    snap = ref.get(**rpc_options(timeout))
+    if not snap.exists:
+        raise UnknownDevice(f"{device_id} is not registered; register it first")
+    if (snap.to_dict() or {}).get("role") not in (None, "door"):
+        raise RegistryConflict(f"{device_id} is not a door device")
+    ref.update({"mqtt_password": mqtt.password_hash(secret), "updated_at": firestore.SERVER_TIMESTAMP},
+               option=client.write_option(last_update_time=snap.update_time), **rpc_options(timeout))
+
+
+def register_bridge(client, collection: str, bridge_id: str, secret: str, *, timeout=None) -> None:
+    from google.cloud import firestore
+    check_id("bridge id", bridge_id)
+    ref = client.collection(collection).document(bridge_id)
+    existing = ref.get(**rpc_options(timeout))
+    if existing.exists and (existing.to_dict() or {}).get("role") != mqtt.BRIDGE:
+        raise RegistryConflict(f"{bridge_id} is registered, and not as a bridge")
+    data = {"role": mqtt.BRIDGE, "enabled": True, "mqtt_password": mqtt.password_hash(secret),
+            "updated_at": firestore.SERVER_TIMESTAMP}
+    if not existing.exists:
+        data["registered_at"] = firestore.SERVER_TIMESTAMP
+    ref.set(data, merge=True, **rpc_options(timeout))
+
+
+def broker_users(client, collection: str, *, timeout=None) -> list:
+    fields = ["enabled", "role", "train_id", "mqtt_password"]
+    return mqtt.broker_users((doc.id, doc.to_dict() or {}) for doc in
+                             client.collection(collection).select(fields).stream(**rpc_options(timeout)))
+
+
+def _write_if_changed(path: str, text: str) -> bool:
+    """Replaces `path` atomically (mode 0600: the hashes are still worth guarding)."""
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return False
+    except FileNotFoundError:
+        pass
+    temporary = f"{path}.tmp"
+    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(text)
+    os.replace(temporary, path)
+    return True
+
+
+def sync_once(client, args) -> Optional[int]:
+    """Writes the broker's files from the registry; reloads the broker if they changed.
+    Returns the number of users when the files changed, else None."""
+    users = broker_users(client, args.devices_collection, timeout=args.timeout)
+    passwords, acl = mqtt.broker_files(users)
+    changed = _write_if_changed(args.acl_file, acl)
+    changed = _write_if_changed(args.password_file, passwords) or changed
+    if changed and args.pid_file:
+        _reload(args.pid_file)
+    return len(users) if changed else None
+
+
+def _reload(pid_file: str) -> None:
+    try:
+        with open(pid_file) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, signal.SIGHUP)  # mosquitto re-reads both files and re-checks its clients
+    except (OSError, ValueError) as e:
+        _LOGGER.warning("Could not reload the broker from %s: %s", pid_file, e)
+
+
+# ---- commands ----------------------------------------------------------------------------
+
+def cmd_secret(client, args, out) -> None:
+    secret = write_secret_file(args.secret_file)
+    try:
+        set_secret(client, args.devices_collection, args.device_id, secret, timeout=args.timeout)
+    except BaseException:
+        os.unlink(args.secret_file)  # not registered: no orphan secret left on the device
+        raise
+    print(f"broker secret for {args.device_id} written to {args.secret_file} (mode 0600); it works at "
+          f"the broker after the next 'mqtt sync'", file=out)
+
+
+def cmd_bridge(client, args, out) -> None:
+    secret = (read_secret_file(args.secret_file) if os.path.exists(args.secret_file)
+              else write_secret_file(args.secret_file))
+    register_bridge(client, args.devices_collection, args.bridge_id, secret, timeout=args.timeout)
+    print(f"bridge {args.bridge_id} registered; its secret is in {args.secret_file}", file=out)
+
+
+def cmd_sync(client, args, out) -> None:
+    if not args.every:
+        users = sync_once(client, args)
+        print(f"broker files written: {users} users" if users is not None else "broker files unchanged",
+              file=out)
+        return
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    sync_forever(client, args, stop, args.every)
+
+
+def add_commands(commands, command) -> None:
+    from occupancy.cli import non_negative_float
+    group = commands.add_parser("mqtt", help="Broker credentials for MQTT devices.",
+                                description="A credential per device at the MQTT broker.")
+    sub = group.add_subparsers(dest="mqtt_command", required=True, metavar="COMMAND")
+    secret = command(sub, "secret", cmd_secret,
+                     "Run on the device: make its broker secret (mode 0600) and register its hash.")
+    secret.add_argument("device_id", metavar="DEVICE_ID")
+    secret.add_argument("--secret_file", required=True, metavar="PATH",
+                        help="Where the secret goes (never overwritten).")
+    bridge = command(sub, "bridge", cmd_bridge, "Register the bridge's broker credential.")
+    bridge.add_argument("bridge_id", metavar="BRIDGE_ID")
+    bridge.add_argument("--secret_file", required=True, metavar="PATH",
+                        help="The bridge's secret (made if missing).")
+    sync = command(sub, "sync", cmd_sync, "Write the broker's password and ACL files from the registry.")
+    sync.add_argument("--password_file", required=True, metavar="PATH")
+    sync.add_argument("--acl_file", required=True, metavar="PATH")
+    sync.add_argument("--pid_file", metavar="PATH", help="The broker's pid file: reload it when the files change.")
+    sync.add_argument("--every", type=non_negative_float, default=0.0, metavar="S",
+                      help="Keep syncing every S seconds (0: once). A disabled device is locked out "
+                           "within S seconds.")
+
+
+def sync_forever(client, args, stop: threading.Event, every_s: float) -> None:
+    """Syncs every `every_s` seconds until `stop` is set; a failed sync keeps the last good files."""
+    while not stop.is_set():
+        try:
+            users = sync_once(client, args)
+            if users is not None:
+                _LOGGER.info("Broker files written: %s users", users)
+        except Exception as e:  # noqa: BLE001 - the broker keeps its last files; tried again
+            _LOGGER.warning("mqtt sync failed, the broker keeps its last files: %s", e)
+        stop.wait(every_s)
