@@ -16,8 +16,11 @@ Steps, each announced on the terminal:
   5. the HTTP API (python -m api) on --api_port (or a free port if it is taken),
      with the Firebase Auth emulator (reused like the others, via
      FIREBASE_AUTH_EMULATOR_HOST) and an operator account; log in .local/api.log;
-  6. the simulated door devices (sim.simulator), publishing in real time;
-  7. a table of Firestore `realtime/{train}` refreshed every second (a plain
+  6. the MQTT side (local/mqtt_side.py): a mosquitto broker, broker secrets for the
+     first train's doors, the bridge (python -m bridge, log in .local/bridge.log);
+  7. the simulated door devices (sim.simulator), publishing in real time: the first
+     train's doors over MQTT through the bridge, the others straight to Pub/Sub;
+  8. a table of Firestore `realtime/{train}` refreshed every second (a plain
      table every few seconds when stdout is not a terminal).
 
 Ctrl-C, SIGTERM, SIGHUP (the terminal closed), a broken stdout (`make run |
@@ -41,13 +44,16 @@ from google.api_core import exceptions as gexc
 
 from local import stack
 from local.auth_emulator import AuthEmulator
+from local.broker import BrokerError
 from local.emulators import Emulator, EmulatorError, free_port, is_up, port_free
+from local.mqtt_side import MqttSide
 from local.stack import DEMO_OPERATOR, PROJECT
 from local.table import Row, render
 from occupancy import registry, wire
 from occupancy.store import make_client
 from sim import simulator
 from sim.keyring import CONTROL_ID, Keyring
+from sim.mqtt_route import MqttRoute
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -113,6 +119,7 @@ class Demo:
         self.api_url = None
         self.api_log_path = self.log_path.parent / "api.log"
         self.publisher: Optional[simulator.DevicePublisher] = None
+        self.mqtt: Optional[MqttSide] = None
         self.client = None
         self.dead_letters_before = 0
         self.first_result_at: Optional[float] = None
@@ -222,11 +229,23 @@ class Demo:
         say(f"API: {self.api_url}  (docs {self.api_url}/docs, occupancy {self.api_url}/v1/trains)")
         say(f"operator sign-in (Auth emulator): {DEMO_OPERATOR[0]} / {DEMO_OPERATOR[1]}")
 
+    def start_mqtt(self) -> None:
+        devices = list(self.fleet[0].devices)
+        directory = self.log_path.parent / "mqtt"
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        say(f"starting the MQTT broker (mosquitto) and the bridge; {len(devices)} doors of "
+            f"{self.fleet[0].train_id} get broker secrets and send over MQTT...")
+        self.mqtt = MqttSide(str(directory))
+        self.mqtt.start(self.client, devices, PROJECT, TOPIC, str(self.log_path.parent / "bridge.log"))
+        say(f"MQTT broker: {self.mqtt.broker.host_port}; bridge health: "
+            f"http://127.0.0.1:{self.mqtt.health_port}/healthz")
+
     def start_simulator(self) -> None:
         sim = simulator.Simulation(self.fleet, self.args.seed, keys=self.keys)
+        route = MqttRoute(self.mqtt.broker.host_port, self.mqtt.secrets) if self.mqtt else None
         say(f"starting {sum(len(t.devices) for t in self.fleet)} simulated door devices "
-            f"(seed {self.args.seed}) publishing to {TOPIC}...")
-        self.publisher = simulator.DevicePublisher(sim, PROJECT, TOPIC).start()
+            f"(seed {self.args.seed}) publishing to {TOPIC}" + (" and over MQTT" if route else "") + "...")
+        self.publisher = simulator.DevicePublisher(sim, PROJECT, TOPIC, mqtt_route=route).start()
 
     # ---- watch ---------------------------------------------------------------------
 
@@ -309,6 +328,14 @@ class Demo:
         text = render(rows, self.footer(elapsed, error), width)
         show((CLEAR if live else "\n") + text)
 
+    def mqtt_line(self) -> str:
+        counters = self.mqtt.counters() if self.mqtt else None
+        if counters is None:
+            return "MQTT bridge: not answering"
+        return (f"MQTT bridge: {counters['status']}, received {counters['received']}, forwarded "
+                f"{counters['forwarded']}, in flight {counters['in_flight']}, publish errors "
+                f"{counters['publish_errors']}")
+
     def footer(self, elapsed: float, error: Optional[str]) -> List[str]:
         c = self.publisher.counts()
         by_reason = self.count_dead_letters()
@@ -325,6 +352,7 @@ class Demo:
                  f"faults injected: {c[simulator.DUPLICATE]} duplicates, {c[simulator.OUT_OF_ORDER]} out of "
                  f"order, {c[simulator.MALFORMED]} malformed; publish failures: {c['failed']}",
                  f"dead letters: {dead_text}    pipeline: {status}",
+                 self.mqtt_line(),
                  f"pipeline log: {_relative(self.log_path)}    dashboard: {self.api_url}/",
                  f"EXPECTED: the simulator's count at the same event time.  Elapsed {elapsed:.0f}s{until}"]
         if error:
@@ -341,6 +369,9 @@ class Demo:
             expected = ", ".join(f"{train} {value}" for train, value in self.publisher.expected().items())
             say(f"published {self.publisher.published()} messages; the simulator's counts for what "
                 f"was sent: {expected}")
+        if self.mqtt is not None:
+            say("stopping the bridge and the MQTT broker...")
+            self.mqtt.stop()
         if self.api is not None:
             say(f"stopping the API (pid {self.api.pid})...")
             stack.stop_process(self.api)
@@ -401,6 +432,7 @@ def main(argv=None) -> int:
         demo.load_fleet()
         demo.start_pipeline()
         demo.start_api()
+        demo.start_mqtt()
         demo.start_simulator()
         code = demo.watch()
     except (KeyboardInterrupt, Terminated) as e:
@@ -410,7 +442,7 @@ def main(argv=None) -> int:
         code = 0
     except OutputGone:
         code = 0
-    except (EmulatorError, registry.RegistryError, gexc.GoogleAPICallError) as e:
+    except (EmulatorError, BrokerError, registry.RegistryError, gexc.GoogleAPICallError) as e:
         say(f"error: {e}")
     except (RuntimeError, TimeoutError) as e:  # the API did not come up
         say(f"error: {e}; see {_relative(demo.api_log_path)}")

@@ -99,6 +99,11 @@ def start_api(project: str, port: int, *extra_args: str, env: dict = None,
                             "--project", project, *extra_args], env, log_path, None)
 
 
+def start_command(command: list, log_path: str, env: dict = None) -> subprocess.Popen:
+    """Starts any command in its own process group, output appended to log_path."""
+    return _start_in_group(command, env, log_path, subprocess.DEVNULL)
+
+
 def wait_until_serving(process: subprocess.Popen, base_url: str, timeout_s: float = 60) -> None:
     """Waits for GET /healthz to answer; raises RuntimeError if the process exits first."""
     import urllib.request

@@ -389,8 +389,10 @@ class DevicePublisher:
     """Publishes a simulation in real time to a Pub/Sub topic from a background thread."""
 
     def __init__(self, simulation: Simulation, project: str, topic: str,
-                 seconds: Optional[float] = None):
+                 seconds: Optional[float] = None, mqtt_route=None):
+        """`mqtt_route` (sim.mqtt_route.MqttRoute): the devices it names send over MQTT instead."""
         self.simulation = simulation
+        self.mqtt_route = mqtt_route
         self.topic_path = f"projects/{project}/topics/{topic}"
         self.seconds = seconds
         self.start_us: Optional[int] = None
@@ -454,9 +456,14 @@ class DevicePublisher:
                 # Wait for the message's time; a stop interrupts the wait at once.
                 if self._halt.wait(max(0.0, self._started + message.send_at - time.monotonic())):
                     break
-                future = self._client.publish(self.topic_path, message.payload, **message.attributes)
+                device = self.mqtt_route.device_of(message.attributes) if self.mqtt_route else None
+                if device is not None:
+                    self.mqtt_route.publish(device, message.payload,
+                                            lambda ok, kind=message.kind: self._counted(kind, ok))
+                else:
+                    future = self._client.publish(self.topic_path, message.payload, **message.attributes)
+                    future.add_done_callback(lambda f, kind=message.kind: self._done(f, kind))
                 self._last_send_at = message.send_at
-                future.add_done_callback(lambda f, kind=message.kind: self._done(f, kind))
             else:
                 self._completed = True  # every message of a finite run was sent
         except Exception as e:  # reported to whoever runs the publisher, not swallowed
@@ -465,16 +472,21 @@ class DevicePublisher:
         finally:
             # Flushes what is still batched, so that the counts are final.
             self._client.stop()
+            if self.mqtt_route is not None:
+                self.mqtt_route.close()
 
     def _done(self, future, kind: str) -> None:
         error = future.exception()
+        self._counted(kind, error is None)
+        if error is not None:
+            _LOGGER.warning("Publish of a %s message failed: %s", kind, error)
+
+    def _counted(self, kind: str, ok: bool) -> None:
         with self._lock:
-            if error is None:
+            if ok:
                 self._sent[kind] += 1
             else:
                 self._failed += 1
-        if error is not None:
-            _LOGGER.warning("Publish of a %s message failed: %s", kind, error)
 
 
 # ---- command line ----------------------------------------------------------------

@@ -1,0 +1,76 @@
+"""`make run`'s MQTT side: a mosquitto broker, broker secrets for some of the simulated doors,
+the registry synced to the broker every few seconds, and the bridge (python -m bridge)
+forwarding to the Pub/Sub topic the pipeline reads."""
+import json
+import logging
+import os
+import sys
+import threading
+import types
+import urllib.request
+from typing import Dict, List, Optional
+
+from local import stack
+from local.broker import Broker
+from local.emulators import free_port
+from occupancy import mqtt
+from occupancy.registry import mqtt_commands
+
+_LOGGER = logging.getLogger(__name__)
+SYNC_EVERY_S = 5.0
+
+
+class MqttSide:
+    def __init__(self, directory: str):
+        self.broker = Broker(directory=directory)
+        self.directory = directory
+        self.bridge = None
+        self.health_port = free_port()
+        self.secrets: Dict[str, str] = {}
+        self._stop_sync = threading.Event()
+        self._sync: Optional[threading.Thread] = None
+
+    def start(self, client, devices: List[str], project: str, topic: str, log_path: str) -> "MqttSide":
+        """Starts the broker, gives `devices` their broker secrets, the bridge its own, and starts
+        the sync loop and the bridge."""
+        self.broker.start()
+        for device in devices:
+            path = os.path.join(self.directory, f"{device}.secret")
+            if os.path.exists(path):
+                os.unlink(path)
+            self.secrets[device] = mqtt_commands.write_secret_file(path)
+            mqtt_commands.set_secret(client, "devices", device, self.secrets[device], timeout=30)
+        bridge_secret = os.path.join(self.directory, "bridge.secret")
+        if not os.path.exists(bridge_secret):
+            mqtt_commands.write_secret_file(bridge_secret)
+        mqtt_commands.register_bridge(client, "devices", mqtt.BRIDGE, mqtt_commands.read_secret_file(bridge_secret),
+                                      timeout=30)
+        sync_args = types.SimpleNamespace(devices_collection="devices", timeout=10,
+                                          password_file=self.broker.password_file,
+                                          acl_file=self.broker.acl_file, pid_file=self.broker.pid_file)
+        mqtt_commands.sync_once(client, sync_args)  # before any device connects
+        self._sync = threading.Thread(target=mqtt_commands.sync_forever,
+                                      args=(client, sync_args, self._stop_sync, SYNC_EVERY_S),
+                                      name="mqtt-sync", daemon=True)
+        self._sync.start()
+        command = [sys.executable, "-m", "bridge", "--broker", self.broker.host_port, "--secret_file", bridge_secret,
+                   "--topic", topic, "--project", project, "--emulator", os.environ["PUBSUB_EMULATOR_HOST"],
+                   "--health_port", str(self.health_port), "--status_interval_s", "30"]
+        self.bridge = stack.start_command(command, log_path, env={"PYTHONUNBUFFERED": "1"})
+        return self
+
+    def counters(self) -> Optional[dict]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return json.loads(e.read() or b"{}")
+        except (OSError, ValueError):
+            return None
+
+    def stop(self) -> None:
+        self._stop_sync.set()
+        if self.bridge is not None:
+            stack.stop_process(self.bridge)
+            self.bridge = None
+        self.broker.stop()
