@@ -13,7 +13,7 @@ DEMO_ARGS ?=
 FIREBASE_TOOLS_VERSION ?= 15.34.2
 FIREBASE := .local/firebase-tools/node_modules/.bin/firebase
 
-.PHONY: install install-firebase install-browser install-broker run test test-fast lint format check-prereqs clean
+.PHONY: install install-firebase install-browser install-broker bench-bridge run test test-fast lint format check-prereqs clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -230,6 +230,10 @@ bench-scale: install
 
 bench: install
 	$(PY) -m bench
+
+# The MQTT path: bridge throughput, device-to-realtime latency over MQTT against straight Pub/Sub.
+bench-bridge: install
+	$(PY) -m bench.bridge --messages 20000
 
 bench-smoke: install
 	$(PY) -m bench --smoke --output .local/bench-smoke
