@@ -20,6 +20,7 @@ import threading
 from typing import Optional, Sequence
 
 from bridge import forwarder, health
+from device.sender import make_client_factory  # the same ordered, batched client as a device's
 from occupancy import cli, mqtt
 
 _LOGGER = logging.getLogger("bridge")
@@ -90,9 +91,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     counters = health.Counters()
     server = health.serve(counters, args.health_port)
     host, port = args.broker.rsplit(":", 1)
+    publishers = make_client_factory(credentials, batch_max_messages=100, batch_max_latency_s=0.01)
     bridge = forwarder.Forwarder(
         host=host, port=int(port), username=args.username, secret=secret, client_id=args.client_id,
-        topic=topic, publisher_factory=forwarder.make_publisher_factory(credentials), counters=counters,
+        topic=topic, publisher_factory=publishers, counters=counters,
         max_in_flight=args.max_in_flight, publish_timeout_s=args.publish_timeout_s,
         max_backoff_s=args.max_backoff_s)
     for signum in (signal.SIGTERM, signal.SIGINT):

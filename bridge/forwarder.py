@@ -277,19 +277,3 @@ def _stop_quietly(publisher) -> None:
 def describe(error: BaseException) -> str:
     text = " ".join(str(error).split()) or repr(error)
     return f"{type(error).__name__}: {text}"[:300]
-
-
-def make_publisher_factory(credentials=None, batch_max_messages: int = 100,
-                           batch_max_latency_s: float = 0.01) -> Callable:
-    """PublisherClients with per-device ordering (a device's messages reach Pub/Sub in order)."""
-    from google.cloud import pubsub_v1
-
-    def create():
-        kwargs = {"credentials": credentials} if credentials is not None else {}
-        return pubsub_v1.PublisherClient(
-            batch_settings=pubsub_v1.types.BatchSettings(max_messages=batch_max_messages,
-                                                         max_latency=batch_max_latency_s),
-            publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
-            **kwargs)
-    return create
-

@@ -27,7 +27,10 @@ start), or the reader failed; 2 usage or configuration error (one `error: ...`
 line on stderr): invalid device id, bad credentials file, outbox in use, topic
 missing or permission denied at the first publish.
 
-Depends on google-cloud-pubsub only (the `.[device]` extra): nothing here may
+`--transport mqtt` sends the same outbox to an MQTT broker instead, as IoT Core's
+devices did (device/mqtt_sender.py; a row leaves the outbox after the broker's PUBACK).
+
+Depends on google-cloud-pubsub and paho-mqtt only (the `.[device]` extra): nothing here may
 import Beam or the Firestore client.
 """
 import argparse

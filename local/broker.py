@@ -116,6 +116,17 @@ connection_messages true
         _LOGGER.info("mosquitto up on %s (%s)", self.host_port, self.directory)
         return self
 
+    def set_users(self, users) -> None:
+        """Writes the password and ACL files for `users` (occupancy.mqtt.BrokerUser) and reloads:
+        what `mqtt sync` does from the registry, for tests that need no registry."""
+        from occupancy import mqtt
+        passwords, acl = mqtt.broker_files(users)
+        for path, text in ((self.password_file, passwords), (self.acl_file, acl)):
+            with open(path, "w") as f:
+                f.write(text)
+        self.reload()
+        time.sleep(0.3)  # SIGHUP is asynchronous: let the broker read them
+
     def reload(self) -> None:
         """Re-reads the password and ACL files (what `mqtt sync --pid_file` does)."""
         if self._process is not None:

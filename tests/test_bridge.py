@@ -14,6 +14,7 @@ import pytest
 from google.cloud import pubsub_v1
 
 from bridge import forwarder, health
+from device.sender import make_client_factory
 from faults.mqtt_client import MqttClient
 from faults.proxy import Proxy
 from local import stack
@@ -22,18 +23,6 @@ from occupancy import mqtt, wire
 from tests.support import KEYS
 
 T = 1_800_000_000_000_000
-
-
-def _users(broker, **secrets):
-    users = [mqtt.BrokerUser(name, mqtt.password_hash(secret), reads_all=name == mqtt.BRIDGE)
-             for name, secret in secrets.items()]
-    passwords, acl = mqtt.broker_files(users)
-    with open(broker.password_file, "w") as f:
-        f.write(passwords)
-    with open(broker.acl_file, "w") as f:
-        f.write(acl)
-    broker.reload()
-    time.sleep(0.3)
 
 
 def _pull_all(subscriber, subscription, n, timeout_s=60):
@@ -61,14 +50,15 @@ def pubsub(pubsub_emulator, monkeypatch):
 
 def test_the_bridge_forwards_unchanged_and_acks_only_what_pubsub_took(broker, pubsub, monkeypatch):
     topic, subscription, proxy = pubsub
-    _users(broker, bridge="bridge-secret", d1="d1-secret")
+    broker.set_users([mqtt.BrokerUser("bridge", mqtt.password_hash("bridge-secret"), reads_all=True),
+                      mqtt.BrokerUser("d1", mqtt.password_hash("d1-secret"))])
     counters = health.Counters()
     server = health.serve(counters, 0)
     # The bridge reaches Pub/Sub through the proxy only.
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", proxy.host_port)
     bridge = forwarder.Forwarder(host="127.0.0.1", port=broker.port, username="bridge", secret="bridge-secret",
                                  client_id="test-bridge", topic=topic,
-                                 publisher_factory=forwarder.make_publisher_factory(), counters=counters,
+                                 publisher_factory=make_client_factory(None, 100, 0.01), counters=counters,
                                  max_in_flight=10, publish_timeout_s=3, max_backoff_s=1)
     running = threading.Thread(target=bridge.run, daemon=True)
     running.start()

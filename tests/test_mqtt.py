@@ -123,12 +123,7 @@ def _publish_over_mqtt(broker, tmp_path, secret: str, lines: bytes):
 def test_the_publisher_sends_over_mqtt_and_keeps_what_the_broker_refused(broker, tmp_path):
     users = [mqtt.BrokerUser("d1", mqtt.password_hash("right")),
              mqtt.BrokerUser("bridge", mqtt.password_hash("b"), True)]
-    passwords, acl = mqtt.broker_files(users)
-    with open(broker.password_file, "w") as f:
-        f.write(passwords)
-    with open(broker.acl_file, "w") as f:
-        f.write(acl)
-    broker.reload()
+    broker.set_users(users)
     reader = MqttClient(broker, "bridge", "b")
     reader.client.subscribe(mqtt.TOPIC_FILTER, qos=1)
 
