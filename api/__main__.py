@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Firebase Web API key the dashboard signs in with (default: $FIREBASE_API_KEY).")
     parser.add_argument("--log_level", default="info", choices=["debug", "info", "warning", "error"],
                         help="Log level (default: info).")
+    parser.add_argument("--gtfs_static", default="", metavar="GTFS.zip",
+                        help="The operator's GTFS static feed: trains are attached to their scheduled trips "
+                             "(by train number, or an operator's assignment) in the API and the GTFS-RT feed.")
+    parser.add_argument("--upstream_vehicle_positions", default="", metavar="URL",
+                        help="The operator's own GTFS-RT VehiclePositions feed: served at "
+                             "/gtfs-rt/enriched-vehicle-positions.pb with occupancy added to each vehicle a "
+                             "train's vehicle_id names (positions and trips kept as they came).")
     parser.add_argument("--graceful_timeout_s", type=non_negative_float, default=10.0,
                         help="Seconds to finish requests in flight on SIGTERM (default: 10).")
     return parser
@@ -82,7 +89,8 @@ def settings_from(args):
                     thresholds=args.thresholds, fleet_cache_s=args.fleet_cache_s,
                     fleet_max_age_s=args.fleet_max_age_s,
                     firestore_timeout_s=args.firestore_timeout_s,
-                    firebase_api_key=args.firebase_api_key)
+                    firebase_api_key=args.firebase_api_key, gtfs_static=args.gtfs_static,
+                    upstream_vehicle_positions=args.upstream_vehicle_positions)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

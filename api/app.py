@@ -18,9 +18,22 @@ _LOGGER = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
 
 
+def _schedule(path: str):
+    """The static schedule, loaded once at start-up; a feed that cannot be used stops the start."""
+    if not path:
+        return None
+    from occupancy import schedule
+    try:
+        loaded = schedule.Schedule.from_zip(path)
+    except schedule.ScheduleError as e:
+        raise SystemExit(f"error: --gtfs_static: {e}") from None
+    _LOGGER.info("Static schedule %s: %d trips", path, len(loaded.trips))
+    return loaded
+
+
 def create_app(settings: Settings, client=None) -> FastAPI:
     """The application; `client` defaults to a Firestore client for settings.project/database."""
-    from api import auth, dashboard, devices, gtfs_rt, health, keys, trains
+    from api import auth, dashboard, devices, enricher, gtfs_rt, health, keys, trains, trips
     from occupancy.store import make_client
 
     app = FastAPI(title="Train occupancy API", version="1.0",
@@ -30,12 +43,19 @@ def create_app(settings: Settings, client=None) -> FastAPI:
     app.state.client = client if client is not None else make_client(settings.project, settings.database)
     app.state.fleet_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)
     app.state.doors_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)  # device -> door
+    app.state.schedule = _schedule(settings.gtfs_static)
+    app.state.upstream_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)  # the operator's feed
     auth.init(settings)
 
     @app.exception_handler(RegistryError)
     async def registry_error(_request, exc: RegistryError):
         status = 404 if isinstance(exc, UnknownDevice) else 409 if isinstance(exc, RegistryConflict) else 422
         return JSONResponse(status_code=status, content={"detail": str(exc)})
+
+    @app.exception_handler(enricher.UpstreamUnavailable)
+    async def upstream_unavailable(_request, exc):
+        _LOGGER.warning("%s", exc)
+        return _unavailable(str(exc))
 
     @app.exception_handler(FleetStale)
     async def fleet_stale(_request, exc: FleetStale):
@@ -53,8 +73,8 @@ def create_app(settings: Settings, client=None) -> FastAPI:
     async def validation_error(_request, exc: RequestValidationError):
         return JSONResponse(status_code=422, content={"detail": _readable(exc)})
 
-    for router in (health.router, auth.router, trains.router, devices.router, keys.router, gtfs_rt.router,
-                   dashboard.router):
+    for router in (health.router, auth.router, trains.router, devices.router, keys.router, trips.router,
+                   gtfs_rt.router, enricher.router, dashboard.router):
         app.include_router(router)
     dashboard.mount(app)
     return app

@@ -31,6 +31,10 @@ class Settings:
     firestore_timeout_s: float = 10.0
     # Firebase Web API key a browser signs in with (public by design; empty on the emulator).
     firebase_api_key: str = ""
+    # The operator's GTFS static feed (a zip): trains are attached to their scheduled trips.
+    gtfs_static: str = ""
+    # The operator's own GTFS-RT VehiclePositions feed, served with occupancy added (api/enricher.py).
+    upstream_vehicle_positions: str = ""
 
 
 def get_client(request: Request):
@@ -51,3 +55,10 @@ def read_fleet(request: Request):
         return now, fleet.read_fleet(client, settings.realtime_collection, settings.trains_collection,
                                      now=now, stale_after_s=settings.stale_after_s)
     return request.app.state.fleet_cache.get(read)
+
+
+def trip_for(request: Request, view, at):
+    """(occupancy.schedule.TripRun or None, "assignment" | "schedule" | None) of a train at `at`:
+    the one way the routers and the feed attach a train to its trip."""
+    from occupancy import schedule
+    return schedule.trip_of(request.app.state.schedule, view.trains_doc, at)

@@ -5,6 +5,9 @@
 
 One FeedEntity per train that has ever been counted (gtfs-realtime 2.0, FULL_DATASET;
 a registered train never seen has nothing to say yet and is left out):
+  vehicle.trip                 with --gtfs_static: the scheduled trip it runs now (trip_id,
+                               route_id, start_date, start_time, direction_id, SCHEDULED), by
+                               an operator's assignment or its train number (occupancy.schedule)
   vehicle.vehicle.id / label   train id / its registry name (else the id)
   vehicle.timestamp            the newest message of its devices (heartbeats included: the
                                moment the number was last confirmed), else its last count;
@@ -28,7 +31,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from api.auth import allow_read
-from api.deps import read_fleet
+from api.deps import read_fleet, trip_for
 from occupancy import fleet, registry
 from occupancy.store import count_ops
 
@@ -65,9 +68,23 @@ def _carriages(pb, vehicle, view: fleet.TrainView, doors: Dict[str, Optional[str
             details.occupancy_status = pb.VehiclePosition.NO_DATA_AVAILABLE
 
 
+def _trip(pb, vehicle, run) -> None:
+    """The TripDescriptor a journey planner matches its timetable with (occupancy.schedule)."""
+    descriptor = vehicle.trip
+    descriptor.trip_id = run.trip.trip_id
+    descriptor.route_id = run.trip.route_id
+    descriptor.start_date = run.start_date
+    descriptor.start_time = run.start_time
+    if run.trip.direction_id is not None:
+        descriptor.direction_id = run.trip.direction_id
+    descriptor.schedule_relationship = pb.TripDescriptor.SCHEDULED
+
+
 def build_feed(views: Iterable[fleet.TrainView], generated_at: datetime.datetime,
-               thresholds: fleet.Thresholds, doors_by_train: Dict[str, Dict[str, Optional[str]]]):
-    """The FeedMessage for these trains (pure: the tests and the benchmark call it directly)."""
+               thresholds: fleet.Thresholds, doors_by_train: Dict[str, Dict[str, Optional[str]]],
+               trips: Optional[Dict[str, object]] = None):
+    """The FeedMessage for these trains (pure: the tests and the benchmark call it directly);
+    `trips`: train_id -> the occupancy.schedule.TripRun it runs now."""
     from google.transit import gtfs_realtime_pb2 as pb
     feed = pb.FeedMessage()
     feed.header.gtfs_realtime_version = GTFS_RT_VERSION
@@ -82,13 +99,23 @@ def build_feed(views: Iterable[fleet.TrainView], generated_at: datetime.datetime
         vehicle = entity.vehicle
         vehicle.vehicle.id = view.train_id
         vehicle.vehicle.label = view.name or view.train_id
-        status = fleet.published_status(view, thresholds)
+        run = (trips or {}).get(view.train_id)
+        if run is not None:
+            _trip(pb, vehicle, run)
         vehicle.timestamp = _seconds(generated_at if view.status == fleet.STATUS_STALE else measured)
-        vehicle.occupancy_status = pb.VehiclePosition.OccupancyStatus.Value(status)
-        if status != fleet.NO_DATA_AVAILABLE:
-            vehicle.occupancy_percentage = fleet.occupancy_percentage(view.current_value or 0, view.capacity)
-        _carriages(pb, vehicle, view, doors_by_train.get(view.train_id, {}), thresholds)
+        set_occupancy(pb, vehicle, view, thresholds, doors_by_train.get(view.train_id, {}))
     return feed
+
+
+def set_occupancy(pb, vehicle, view: fleet.TrainView, thresholds: fleet.Thresholds,
+                  doors: Dict[str, Optional[str]]) -> None:
+    """A VehiclePosition's occupancy fields from a train's view: status, percentage, carriages
+    (what this feed publishes, and what the enricher adds to an operator's own feed)."""
+    status = fleet.published_status(view, thresholds)
+    vehicle.occupancy_status = pb.VehiclePosition.OccupancyStatus.Value(status)
+    if status != fleet.NO_DATA_AVAILABLE:
+        vehicle.occupancy_percentage = fleet.occupancy_percentage(view.current_value or 0, view.capacity)
+    _carriages(pb, vehicle, view, doors, thresholds)
 
 
 def read_doors(request: Request) -> Dict[str, Dict[str, Optional[str]]]:
@@ -116,7 +143,8 @@ def vehicle_positions(request: Request, format: str = Query("pb", pattern="^(pb|
                                                            description="pb (default) or json")):
     settings = request.app.state.settings
     generated_at, views = read_fleet(request)
-    feed = build_feed(views, generated_at, settings.thresholds, read_doors(request))
+    trips = {view.train_id: trip_for(request, view, generated_at)[0] for view in views}
+    feed = build_feed(views, generated_at, settings.thresholds, read_doors(request), trips)
     headers = {"Cache-Control": f"public, max-age={int(settings.fleet_cache_s)}"}
     if format == "json":
         from google.protobuf.json_format import MessageToDict

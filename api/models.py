@@ -13,6 +13,22 @@ def Id(description: str):  # noqa: N802 (reads like a type in the models)
     return Field(pattern=ID_PATTERN, description=description)
 
 
+class TripOut(BaseModel):
+    trip_id: str
+    start_date: str = Field(description="Service date, YYYYMMDD (a trip past midnight keeps the day before).")
+    start_time: str = Field(description="Scheduled first departure, HH:MM:SS (may pass 24:00:00).")
+    route_id: str
+    route_short_name: str = ""
+    headsign: str = ""
+    direction_id: Optional[int] = None
+    source: str = Field(description="assignment (an operator's) or schedule (by train number).")
+
+
+class TripAssignmentIn(BaseModel):
+    trip_id: str = Field(min_length=1, max_length=200, description="A trip_id of the static feed.")
+    start_date: str = Field(pattern=r"^[0-9]{8}$", description="The service date it runs, YYYYMMDD.")
+
+
 class Train(BaseModel):
     train_id: str
     name: Optional[str] = None
@@ -25,6 +41,7 @@ class Train(BaseModel):
     last_seen: Optional[datetime.datetime] = Field(None, description="Newest message (heartbeats too) of its devices.")
     staleness_s: Optional[float] = Field(None, description="Seconds since last_seen.")
     status: str = Field(description="ok, stale (no message for stale_after_s) or no_data (never seen).")
+    trip: Optional[TripOut] = Field(None, description="The scheduled trip it runs now (with --gtfs_static).")
 
 
 class DeviceSeen(BaseModel):

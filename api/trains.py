@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from api import ids
 from api.auth import allow_read
-from api.deps import get_client, read_fleet
+from api.deps import get_client, read_fleet, trip_for
 from api.models import DeviceSeen, HistoryItem, HistoryPage, TrainDetail, TrainList
 from occupancy import fleet
 from occupancy.store import count_ops
@@ -17,8 +17,17 @@ router = APIRouter(prefix="/v1/trains", tags=["occupancy"], dependencies=[Depend
 MAX_PAGE = 1000
 
 
-def train_out(view: fleet.TrainView, settings) -> dict:
-    return dict(train_id=view.train_id, name=view.name, capacity=view.capacity,
+def trip_out(run, source) -> Optional[dict]:
+    if run is None:
+        return None
+    trip = run.trip
+    return dict(trip_id=trip.trip_id, start_date=run.start_date, start_time=run.start_time, route_id=trip.route_id,
+                route_short_name=trip.route_short_name, headsign=trip.headsign, direction_id=trip.direction_id,
+                source=source)
+
+
+def train_out(view: fleet.TrainView, settings, trip=(None, None)) -> dict:
+    return dict(trip=trip_out(*trip), train_id=view.train_id, name=view.name, capacity=view.capacity,
                 current_value=view.current_value, occupancy_ratio=view.occupancy_ratio,
                 occupancy_status=fleet.published_status(view, settings.thresholds),
                 last_updated=view.last_updated, last_seen=view.last_seen,
@@ -32,7 +41,7 @@ def list_trains(request: Request):
     within --fleet_cache_s; `generated_at` says when they were read."""
     settings = request.app.state.settings
     read_at, views = read_fleet(request)
-    return {"generated_at": read_at, "trains": [train_out(v, settings) for v in views]}
+    return {"generated_at": read_at, "trains": [train_out(v, settings, trip_for(request, v, read_at)) for v in views]}
 
 
 @router.get("/{train_id}", response_model=TrainDetail, summary="One train now, with its devices",
@@ -45,7 +54,8 @@ def get_train(request: Request, train_id: str = Depends(ids.train_id), client=De
         raise HTTPException(status_code=404, detail=f"no train {train_id}: neither registered nor counted")
     devices = [DeviceSeen(device_id=d, last_seen=(seen or {}).get("last_seen"), seq=(seen or {}).get("seq"))
                for d, seen in sorted(view.devices_seen.items())]
-    return {**train_out(view, settings), "devices": devices}
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return {**train_out(view, settings, trip_for(request, view, now)), "devices": devices}
 
 
 def _encode_cursor(timestamp: datetime.datetime, doc_id: str) -> str:

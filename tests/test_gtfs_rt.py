@@ -96,18 +96,18 @@ GTFS_STATIC = {
 }
 
 
-def validate(feed, tmp_path):
+def validate(feed, tmp_path, static=None, at=NOW):
     """The notices (code, severity) of gtfs-rt-validator (PyPI) on this feed message."""
     tmp_path.mkdir()
     gtfs = tmp_path / "gtfs.zip"
     with zipfile.ZipFile(gtfs, "w") as z:
-        for name, text in GTFS_STATIC.items():
+        for name, text in (static or GTFS_STATIC).items():
             z.writestr(name, text)
     message = tmp_path / "vehicle-positions.pb"
     message.write_bytes(feed.SerializeToString())
     out = tmp_path / "report"
     run = subprocess.run([sys.executable, "-m", "gtfs_rt_validator.cli", "-gtfs", str(gtfs), "-vp", str(message),
-                          "--at", NOW.isoformat().replace("+00:00", "Z"), "--out", str(out)],
+                          "--at", at.astimezone(UTC).isoformat().replace("+00:00", "Z"), "--out", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert json.loads((out / "system_errors.json").read_text())["notices"] == []

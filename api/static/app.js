@@ -62,7 +62,9 @@ function renderTrains(trains) {
     if (body.children[index] !== row) body.insertBefore(row, body.children[index] || null);
     const pct = train.occupancy_ratio == null ? null : Math.round(train.occupancy_ratio * 100);
     const cells = row.children;
-    cells[0].textContent = train.name ? `${train.name} (${train.train_id})` : train.train_id;
+    // The scheduled trip it runs now (the API's --gtfs_static): route and headsign.
+    const trip = train.trip ? ` · ${train.trip.route_short_name || train.trip.route_id} → ${train.trip.headsign || train.trip.trip_id}` : "";
+    cells[0].textContent = (train.name ? `${train.name} (${train.train_id})` : train.train_id) + trip;
     const fill = cells[1].querySelector(".fill");
     fill.className = `fill ${train.occupancy_status}`;
     fill.style.width = `${Math.min(100, pct ?? 0)}%`;

@@ -2,7 +2,7 @@
 
   devices/{device_id}: {train_id, enabled, door, registered_at, updated_at, keys}
   devices/{control_id}: {role: "control", trains, enabled, registered_at, updated_at, keys}
-  trains/{train_id}:   {capacity, name, updated_at}
+  trains/{train_id}:   {capacity, name, train_number, vehicle_id, trip, updated_at}
 
 `keys`: up to 3 public keys a principal signs its messages with (occupancy.identity;
 managed by occupancy.registry.keys). A control principal (an operator's system)
@@ -288,8 +288,11 @@ def _update_device(client, collection, device_id, fields, check_train=None, time
 
 
 def set_train(client, collection: str, train_id: str, capacity: Optional[int],
-              name: Optional[str] = None, *, timeout: Optional[float] = None) -> None:
-    """Creates or updates a train's capacity; `name` is written only when given (else kept)."""
+              name: Optional[str] = None, *, train_number: Optional[str] = None,
+              vehicle_id: Optional[str] = None, timeout: Optional[float] = None) -> None:
+    """Creates or updates a train's capacity; `name`, `train_number` (its scheduled trips'
+    `trip_short_name`, occupancy.schedule) and `vehicle_id` (its id in the operator's own
+    VehiclePositions feed, api/enricher.py) are written only when given (else kept; "" clears)."""
     from google.cloud import firestore
     check_id("train id", train_id)
     if capacity is not None:
@@ -297,7 +300,25 @@ def set_train(client, collection: str, train_id: str, capacity: Optional[int],
     data = {"capacity": capacity, "updated_at": firestore.SERVER_TIMESTAMP}
     if name is not None:
         data["name"] = name
+    if train_number is not None:
+        data["train_number"] = train_number.strip() or firestore.DELETE_FIELD
+    if vehicle_id is not None:  # the operator's own id of this train in its VehiclePositions feed
+        data["vehicle_id"] = vehicle_id.strip() or firestore.DELETE_FIELD
     client.collection(collection).document(train_id).set(data, merge=True, **rpc_options(timeout))
+
+
+def assign_trip(client, collection: str, train_id: str, trip_id: Optional[str], start_date: Optional[str], *,
+                timeout: Optional[float] = None) -> None:
+    """An operator's assignment of a train to a scheduled trip on a service date (None: cleared,
+    the train number applies again). The caller checks it against the static feed."""
+    from google.cloud import firestore
+    check_id("train id", train_id)
+    ref = client.collection(collection).document(train_id)
+    if not ref.get(**rpc_options(timeout)).exists:
+        raise RegistryConflict(f"train {train_id} is not registered")
+    value = ({"trip_id": trip_id, "start_date": start_date, "assigned_at": firestore.SERVER_TIMESTAMP}
+             if trip_id else firestore.DELETE_FIELD)
+    ref.update({"trip": value}, **rpc_options(timeout))
 
 
 def check_capacity(capacity) -> None:

@@ -128,8 +128,10 @@ def _cmd_set_enabled(enabled: bool) -> Callable:
 
 def cmd_train_set(client, args, out) -> None:
     registry.set_train(client, args.trains_collection, args.train_id, args.capacity, args.name,
-                       timeout=args.timeout)
+                       train_number=args.number, vehicle_id=args.vehicle_id, timeout=args.timeout)
     name = f", name {args.name!r}" if args.name is not None else ""
+    name += f", train number {args.number!r}" if args.number else ""
+    name += f", vehicle id {args.vehicle_id!r}" if args.vehicle_id else ""
     print(f"set train {args.train_id}: capacity {args.capacity}{name}", file=out)
 
 
@@ -264,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     train_set.add_argument("--capacity", type=int, required=True, metavar="N",
                            help="Seats plus standing places, a positive integer.")
     train_set.add_argument("--name", metavar="S", help="Display name (optional).")
+    train_set.add_argument("--number", metavar="N",
+                           help="Train number: its trips' trip_short_name in the static schedule, which "
+                                "attaches it to the trip it runs (docs/design.md, 'Trips'; '' clears).")
+    train_set.add_argument("--vehicle_id", metavar="V",
+                           help="Its vehicle id in the operator's own GTFS-RT VehiclePositions feed, which the "
+                                "API's enricher adds occupancy to (docs/api.md; '' clears).")
     _command(train_commands, "list", cmd_train_list, "List trains.")
     key_commands.add_commands(commands, _command)
     mqtt_commands.add_commands(commands, _command)

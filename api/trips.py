@@ -1,0 +1,56 @@
+"""An operator attaches a train to a scheduled trip (rolling stock that runs several train
+numbers a day); without one, its train number's trip applies (occupancy/schedule.py)."""
+import datetime
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+
+from api import ids
+from api.auth import require_operator
+from api.deps import get_client
+from api.models import TripAssignmentIn, TripOut
+from api.trains import trip_out
+from occupancy import registry, schedule
+
+router = APIRouter(tags=["fleet registry"], dependencies=[Depends(require_operator)],
+                   responses={401: {"description": "No valid ID token"},
+                              403: {"description": "The token's user is not an operator"}})
+
+
+def _schedule(request: Request) -> schedule.Schedule:
+    loaded = request.app.state.schedule
+    if loaded is None:
+        raise HTTPException(status_code=409, detail="no static schedule: start the API with --gtfs_static GTFS.zip")
+    return loaded
+
+
+@router.put("/v1/trains/{train_id}/trip", response_model=TripOut, summary="Assign a train to a scheduled trip",
+            responses={404: {"description": "No such train"}, 409: {"description": "No static schedule loaded"},
+                       422: {"description": "No such trip, or it does not run that date"}})
+def assign_trip(body: TripAssignmentIn, request: Request, train_id: str = Depends(ids.train_id),
+                client=Depends(get_client)) -> dict:
+    """Until that run is over, the train is published as running it, whatever its train number says."""
+    settings = request.app.state.settings
+    try:
+        run = _schedule(request).assigned_run(body.trip_id, body.start_date)
+    except schedule.ScheduleError as e:
+        raise HTTPException(status_code=422, detail=str(e)) from None
+    if run.ends_at + datetime.timedelta(seconds=schedule.LATE_S) < datetime.datetime.now(datetime.timezone.utc):
+        raise HTTPException(status_code=422, detail=f"trip {body.trip_id} on {body.start_date} is over")
+    try:
+        registry.assign_trip(client, settings.trains_collection, train_id, body.trip_id, body.start_date,
+                             timeout=settings.firestore_timeout_s)
+    except registry.RegistryConflict as e:
+        raise HTTPException(status_code=404, detail=str(e)) from None
+    return trip_out(run, "assignment")
+
+
+@router.delete("/v1/trains/{train_id}/trip", status_code=204, summary="Clear a train's trip assignment",
+               responses={404: {"description": "No such train"}})
+def clear_trip(request: Request, train_id: str = Depends(ids.train_id), client=Depends(get_client)) -> Response:
+    settings = request.app.state.settings
+    try:
+        registry.assign_trip(client, settings.trains_collection, train_id, None, None,
+                             timeout=settings.firestore_timeout_s)
+    except registry.RegistryConflict as e:
+        raise HTTPException(status_code=404, detail=str(e)) from None
+    return Response(status_code=204)

@@ -1,0 +1,205 @@
+"""The static schedule (GTFS): which scheduled trip a train is running now (docs/design.md,
+"Trips").
+
+A journey planner matches real-time data to its timetable by trip: Google and the Transit app
+need a `trip_id` on every VehiclePosition, OpenTripPlanner rejects a position without a
+trip. A train is attached to its trip by its train number (the registry's `train_number`)
+equal to a trip's `trip_short_name` on the service date, or by an operator's assignment
+(`PUT /v1/trains/{train_id}/trip`) for rolling stock that runs several numbers a day.
+
+Read with the csv module: the five files needed (agency, routes, trips, calendar,
+calendar_dates, and the first and last stop time of each trip) are plain CSV, and the
+libraries that read GTFS (partridge, gtfs-kit) bring pandas into the API for that.
+
+GTFS times are seconds after "noon minus 12 h" of the service date in the agency's time
+zone, and may pass 24:00:00: a trip leaving at 24:30:00 runs on the previous service date.
+"""
+import csv
+import datetime
+import io
+import zipfile
+from typing import Dict, List, NamedTuple, Optional, Set
+from zoneinfo import ZoneInfo
+
+# A train counts as running its trip from this long before the first departure to this long
+# after the last arrival (boarding before departure; a late arrival).
+EARLY_S, LATE_S = 30 * 60, 60 * 60
+
+
+class ScheduleError(ValueError):
+    """The static feed cannot be used, with a reason."""
+
+
+class Trip(NamedTuple):
+    trip_id: str
+    route_id: str
+    service_id: str
+    short_name: str
+    headsign: str
+    direction_id: Optional[int]
+    start_s: int  # first departure, seconds after the service day's reference
+    end_s: int    # last arrival
+    route_short_name: str
+    route_long_name: str
+
+
+class TripRun(NamedTuple):
+    """A trip on one service date: what a TripDescriptor names."""
+    trip: Trip
+    service_date: datetime.date
+    starts_at: datetime.datetime
+    ends_at: datetime.datetime
+
+    @property
+    def start_date(self) -> str:
+        return self.service_date.strftime("%Y%m%d")
+
+    @property
+    def start_time(self) -> str:
+        """HH:MM:SS as the schedule writes it (past 24:00:00 for a trip after midnight)."""
+        s = self.trip.start_s
+        return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _seconds(text: str) -> int:
+    parts = text.strip().split(":")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise ScheduleError(f"not a GTFS time (H:MM:SS): {text!r}")
+    h, m, s = map(int, parts)
+    return h * 3600 + m * 60 + s
+
+
+def _date(text: str) -> datetime.date:
+    try:
+        return datetime.datetime.strptime(text.strip(), "%Y%m%d").date()
+    except ValueError:
+        raise ScheduleError(f"not a GTFS date (YYYYMMDD): {text!r}") from None
+
+
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class Schedule:
+    """The trips of a static feed and the days each runs."""
+
+    def __init__(self, files: Dict[str, str]):
+        def rows(name, required=True):
+            if name not in files:
+                if required:
+                    raise ScheduleError(f"the static feed has no {name}")
+                return []
+            return list(csv.DictReader(io.StringIO(files[name].lstrip("\ufeff"))))
+
+        agencies = rows("agency.txt")
+        if not agencies or not agencies[0].get("agency_timezone"):
+            raise ScheduleError("agency.txt names no agency_timezone")
+        self.timezone = ZoneInfo(agencies[0]["agency_timezone"])
+        routes = {r["route_id"]: r for r in rows("routes.txt")}
+        times: Dict[str, List[int]] = {}
+        for r in rows("stop_times.txt"):
+            for field in ("departure_time", "arrival_time"):
+                if r.get(field):
+                    times.setdefault(r["trip_id"], []).append(_seconds(r[field]))
+        self.trips: Dict[str, Trip] = {}
+        self.by_short_name: Dict[str, List[Trip]] = {}
+        for r in rows("trips.txt"):
+            if r["trip_id"] not in times:
+                continue  # a trip without stop times cannot be placed in time
+            route = routes.get(r["route_id"], {})
+            direction = r.get("direction_id", "").strip()
+            trip = Trip(r["trip_id"], r["route_id"], r["service_id"], (r.get("trip_short_name") or "").strip(),
+                        r.get("trip_headsign") or "", int(direction) if direction.isdigit() else None,
+                        min(times[r["trip_id"]]), max(times[r["trip_id"]]),
+                        route.get("route_short_name") or "", route.get("route_long_name") or "")
+            self.trips[trip.trip_id] = trip
+            if trip.short_name:
+                self.by_short_name.setdefault(trip.short_name, []).append(trip)
+        self._calendar = {r["service_id"]: r for r in rows("calendar.txt", required=False)}
+        self._exceptions: Dict[str, Dict[datetime.date, str]] = {}
+        for r in rows("calendar_dates.txt", required=False):
+            self._exceptions.setdefault(r["service_id"], {})[_date(r["date"])] = r["exception_type"].strip()
+        if not self._calendar and not self._exceptions:
+            raise ScheduleError("the static feed has neither calendar.txt nor calendar_dates.txt")
+
+    @classmethod
+    def from_zip(cls, path: str) -> "Schedule":
+        try:
+            with zipfile.ZipFile(path) as z:
+                return cls({name.rsplit("/", 1)[-1]: z.read(name).decode("utf-8-sig") for name in z.namelist()
+                            if name.endswith(".txt")})
+        except (OSError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+            raise ScheduleError(f"cannot read the static feed {path}: {e}") from None
+
+    def runs_on(self, service_id: str, day: datetime.date) -> bool:
+        """calendar.txt's weekly pattern, with calendar_dates.txt's additions (1) and removals (2)."""
+        exception = self._exceptions.get(service_id, {}).get(day)
+        if exception == "1":
+            return True
+        if exception == "2":
+            return False
+        row = self._calendar.get(service_id)
+        return bool(row and _date(row["start_date"]) <= day <= _date(row["end_date"])
+                    and row.get(_WEEKDAYS[day.weekday()], "0").strip() == "1")
+
+    def _reference(self, day: datetime.date) -> datetime.datetime:
+        """Noon minus 12 h of the service date: what GTFS times count from (midnight, but for
+        the days clocks change)."""
+        noon = datetime.datetime.combine(day, datetime.time(12), tzinfo=self.timezone)
+        return noon.astimezone(datetime.timezone.utc) - datetime.timedelta(hours=12)
+
+    def run(self, trip: Trip, day: datetime.date) -> TripRun:
+        reference = self._reference(day)
+        return TripRun(trip, day, reference + datetime.timedelta(seconds=trip.start_s),
+                       reference + datetime.timedelta(seconds=trip.end_s))
+
+    def current_run(self, short_name: str, at: datetime.datetime) -> Optional[TripRun]:
+        """The run of the trip with this `trip_short_name` that is under way at `at` (within
+        EARLY_S before its start to LATE_S after its end), on the service date it runs: today's,
+        or yesterday's for a trip past midnight. The nearest start wins a tie."""
+        local_day = at.astimezone(self.timezone).date()
+        candidates = []
+        for trip in self.by_short_name.get(short_name, ()):
+            for day in (local_day - datetime.timedelta(days=1), local_day):
+                if self.runs_on(trip.service_id, day):
+                    run = self.run(trip, day)
+                    if (run.starts_at - datetime.timedelta(seconds=EARLY_S) <= at
+                            <= run.ends_at + datetime.timedelta(seconds=LATE_S)):
+                        candidates.append(run)
+        return min(candidates, key=lambda r: abs((r.starts_at - at).total_seconds()), default=None)
+
+    def assigned_run(self, trip_id: str, start_date: str) -> TripRun:
+        """The run an operator assigned; ScheduleError if the trip does not run that date."""
+        trip = self.trips.get(trip_id)
+        if trip is None:
+            raise ScheduleError(f"no trip {trip_id!r} in the static feed")
+        day = _date(start_date)
+        if not self.runs_on(trip.service_id, day):
+            raise ScheduleError(f"trip {trip_id} does not run on {start_date}")
+        return self.run(trip, day)
+
+    def services_on(self, day: datetime.date) -> Set[str]:
+        return {sid for sid in set(self._calendar) | set(self._exceptions) if self.runs_on(sid, day)}
+
+
+def trip_of(schedule: Optional[Schedule], train_doc: dict, at: datetime.datetime):
+    """(run, "assignment" | "schedule") for a train at `at`, or (None, None).
+
+    An operator's assignment (`trip: {trip_id, start_date}` in the train's registry document)
+    wins while that run is under way or yet to come; otherwise the train number's scheduled
+    trip under way now."""
+    if schedule is None:
+        return None, None
+    assignment = train_doc.get("trip") or {}
+    if isinstance(assignment, dict) and assignment.get("trip_id") and assignment.get("start_date"):
+        try:
+            run = schedule.assigned_run(str(assignment["trip_id"]), str(assignment["start_date"]))
+        except ScheduleError:
+            run = None  # the static feed changed under the assignment: fall back to the number
+        if run is not None and at <= run.ends_at + datetime.timedelta(seconds=LATE_S):
+            return run, "assignment"
+    number = train_doc.get("train_number")
+    if number:
+        run = schedule.current_run(str(number), at)
+        if run is not None:
+            return run, "schedule"
+    return None, None

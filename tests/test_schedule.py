@@ -1,0 +1,77 @@
+"""Trips from the static schedule: a train number to its trip on the service date, with
+calendar_dates' exceptions and trips past midnight, and an operator's assignment first."""
+import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from occupancy import schedule
+from tests import schedule_feed
+
+ZURICH = ZoneInfo("Europe/Zurich")
+
+
+@pytest.fixture(scope="module")
+def feed(tmp_path_factory):
+    return schedule.Schedule.from_zip(schedule_feed.write(tmp_path_factory.mktemp("gtfs") / "gtfs.zip"))
+
+
+def at(y, mo, d, h, mi=0):
+    return datetime.datetime(y, mo, d, h, mi, tzinfo=ZURICH)
+
+
+def run_of(feed, number, moment):
+    run = feed.current_run(number, moment)
+    return None if run is None else (run.trip.trip_id, run.start_date, run.start_time)
+
+
+def test_the_same_number_is_a_different_trip_on_weekdays_and_at_weekends(feed):
+    assert run_of(feed, "1832", at(2026, 12, 1, 8, 30)) == ("ic1832-wd", "20261201", "08:00:00")  # a Tuesday
+    assert run_of(feed, "1832", at(2026, 12, 5, 9, 30)) == ("ic1832-we", "20261205", "09:00:00")  # a Saturday
+    assert run_of(feed, "1832", at(2026, 12, 1, 7, 40)) == ("ic1832-wd", "20261201", "08:00:00")  # boarding
+    assert run_of(feed, "1832", at(2026, 12, 1, 13, 0)) is None  # long arrived
+    assert run_of(feed, "9999", at(2026, 12, 1, 8, 30)) is None
+
+
+def test_calendar_dates_remove_and_add_service(feed):
+    assert run_of(feed, "1832", at(2026, 12, 25, 8, 30)) is None  # a Friday, the weekday service removed
+    assert run_of(feed, "1832", at(2026, 12, 24, 8, 30)) == ("ic1832-wd", "20261224", "08:00:00")
+    assert run_of(feed, "1850", at(2026, 12, 8, 12, 30)) == ("ic1850-special", "20261208", "12:00:00")
+    assert run_of(feed, "1850", at(2026, 12, 9, 12, 30)) is None  # added for one day only
+
+
+def test_a_trip_past_midnight_belongs_to_the_previous_service_date(feed):
+    # Wednesday 00:40: the trip that left on Tuesday at 23:30 (25:10:00 arrival).
+    assert run_of(feed, "1999", at(2026, 12, 2, 0, 40)) == ("ic1999-night", "20261201", "23:30:00")
+    # Saturday 00:40: Friday's trip (a weekday) is still under way.
+    assert run_of(feed, "1999", at(2026, 12, 5, 0, 40)) == ("ic1999-night", "20261204", "23:30:00")
+    # Monday 00:40: Sunday has no weekday service, so nothing is under way.
+    assert run_of(feed, "1999", at(2026, 12, 7, 0, 40)) is None
+    run = feed.current_run("1999", at(2026, 12, 2, 0, 40))
+    assert run.ends_at == at(2026, 12, 2, 1, 10)
+
+
+def test_an_assignment_wins_over_the_train_number(feed):
+    now = at(2026, 12, 1, 8, 30)
+    by_number = {"train_number": "1832"}
+    assert schedule.trip_of(feed, by_number, now)[1] == "schedule"
+    assigned = {"train_number": "1832", "trip": {"trip_id": "ic1999-night", "start_date": "20261201"}}
+    run, source = schedule.trip_of(feed, assigned, now)
+    assert (run.trip.trip_id, run.start_date, source) == ("ic1999-night", "20261201", "assignment")
+    # Once the assigned run is over, the number applies again.
+    later = at(2026, 12, 2, 8, 30)
+    assert schedule.trip_of(feed, assigned, later)[0].start_date == "20261202"
+    with pytest.raises(schedule.ScheduleError, match="does not run"):
+        feed.assigned_run("ic1832-wd", "20261205")
+    with pytest.raises(schedule.ScheduleError, match="no trip"):
+        feed.assigned_run("nope", "20261201")
+    assert schedule.trip_of(None, assigned, now) == (None, None)
+
+
+def test_a_feed_without_what_it_needs_is_a_clear_error(tmp_path):
+    broken = dict(schedule_feed.FILES)
+    del broken["agency.txt"]
+    with pytest.raises(schedule.ScheduleError, match="agency.txt"):
+        schedule.Schedule(broken)
+    with pytest.raises(schedule.ScheduleError, match="cannot read"):
+        schedule.Schedule.from_zip(str(tmp_path / "missing.zip"))
