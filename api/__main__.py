@@ -5,7 +5,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from occupancy.cli import non_negative_float, positive_float
+from occupancy.cli import non_negative_float, positive_float, positive_int
 from occupancy.fleet import DEFAULT_STALE_AFTER_S, Thresholds
 
 _LOGGER = logging.getLogger(__name__)
@@ -70,6 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="The operator's own GTFS-RT VehiclePositions feed: served at "
                              "/gtfs-rt/enriched-vehicle-positions.pb with occupancy added to each vehicle a "
                              "train's vehicle_id names (positions and trips kept as they came).")
+    parser.add_argument("--public_precision", default="coarse", choices=["coarse", "exact"],
+                        help="What readers who are not signed-in operators get (default: coarse): numbers "
+                             "sampled once per departure, the percentage rounded to --privacy_step_pct, the "
+                             "level drawn with secret-seeded boundaries, nothing below --privacy_min_capacity "
+                             "(docs/design.md, 'Privacy'); exact: the counts themselves.")
+    parser.add_argument("--privacy_step_pct", type=positive_int, default=10,
+                        help="coarse: the public percentage's step (default: 10).")
+    parser.add_argument("--privacy_min_capacity", type=positive_int, default=20,
+                        help="coarse: trains and carriages with fewer places publish nothing (default: 20).")
+    parser.add_argument("--privacy_window_s", type=positive_int, default=300,
+                        help="coarse: a train without a scheduled trip is sampled once per window of this "
+                             "many seconds (with one: once per stop departure; default: 300).")
+    parser.add_argument("--privacy_seed_file", default="", metavar="PATH",
+                        help="coarse: the secret seed of the public draws (16 bytes or more; default: "
+                             "$OCCUPANCY_PRIVACY_SEED, else one made per process).")
     parser.add_argument("--graceful_timeout_s", type=non_negative_float, default=10.0,
                         help="Seconds to finish requests in flight on SIGTERM (default: 10).")
     return parser
@@ -90,7 +105,10 @@ def settings_from(args):
                     fleet_max_age_s=args.fleet_max_age_s,
                     firestore_timeout_s=args.firestore_timeout_s,
                     firebase_api_key=args.firebase_api_key, gtfs_static=args.gtfs_static,
-                    upstream_vehicle_positions=args.upstream_vehicle_positions)
+                    upstream_vehicle_positions=args.upstream_vehicle_positions,
+                    public_precision=args.public_precision, privacy_step_pct=args.privacy_step_pct,
+                    privacy_min_capacity=args.privacy_min_capacity, privacy_seed_file=args.privacy_seed_file,
+                    privacy_window_s=args.privacy_window_s)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -44,6 +44,11 @@ def create_app(settings: Settings, client=None) -> FastAPI:
     app.state.fleet_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)
     app.state.doors_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)  # device -> door
     app.state.schedule = _schedule(settings.gtfs_static)
+    from api import public
+    from occupancy import privacy
+    app.state.privacy_policy = privacy.Policy(public.load_seed(settings.privacy_seed_file), settings.privacy_step_pct,
+                                              settings.privacy_min_capacity, window_s=settings.privacy_window_s)
+    app.state.privacy_holder = privacy.Holder()
     app.state.upstream_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)  # the operator's feed
     auth.init(settings)
 

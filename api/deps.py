@@ -35,6 +35,12 @@ class Settings:
     gtfs_static: str = ""
     # The operator's own GTFS-RT VehiclePositions feed, served with occupancy added (api/enricher.py).
     upstream_vehicle_positions: str = ""
+    # What readers who are not signed-in operators see: "coarse" (occupancy/privacy.py) or "exact".
+    public_precision: str = "coarse"
+    privacy_step_pct: int = 10
+    privacy_min_capacity: int = 20
+    privacy_seed_file: str = ""
+    privacy_window_s: int = 300
 
 
 def get_client(request: Request):

@@ -13,7 +13,7 @@ could not be fetched for `--fleet_max_age_s`.
 import logging
 import urllib.error
 import urllib.request
-from typing import Dict
+from typing import Dict, Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from api.auth import allow_read
 from api.deps import read_fleet
 from api.gtfs_rt import PROTOBUF, read_doors, set_occupancy
+from api.public import views_for
 from occupancy import fleet
 
 _LOGGER = logging.getLogger(__name__)
@@ -79,14 +80,16 @@ def enrich(upstream: bytes, views_by_vehicle: Dict[str, fleet.TrainView], thresh
             responses={200: {"content": {PROTOBUF: {}, "application/json": {}}},
                        404: {"description": "No --upstream_vehicle_positions configured"},
                        503: {"description": "The upstream feed or Firestore is unavailable"}})
-def enriched_vehicle_positions(request: Request, format: str = Query("pb", pattern="^(pb|json)$")):
+def enriched_vehicle_positions(request: Request, format: str = Query("pb", pattern="^(pb|json)$"),
+                               claims: Optional[dict] = Depends(allow_read)):
     settings = request.app.state.settings
     if not settings.upstream_vehicle_positions:
         raise HTTPException(status_code=404, detail="no upstream feed: start the API with "
                                                     "--upstream_vehicle_positions URL")
     upstream = request.app.state.upstream_cache.get(
         lambda: fetch(settings.upstream_vehicle_positions, settings.firestore_timeout_s))
-    _, views = read_fleet(request)
+    read_at, views = read_fleet(request)
+    views = views_for(request, views, read_at, claims)
     by_vehicle = {str(v.trains_doc["vehicle_id"]): v for v in views if v.trains_doc.get("vehicle_id")}
     feed = enrich(upstream, by_vehicle, settings.thresholds, read_doors(request))
     headers = {"Cache-Control": f"public, max-age={int(settings.fleet_cache_s)}"}

@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api.auth import allow_read
 from api.deps import read_fleet, trip_for
+from api.public import views_for
 from occupancy import fleet, registry
 from occupancy.store import count_ops
 
@@ -113,8 +114,9 @@ def set_occupancy(pb, vehicle, view: fleet.TrainView, thresholds: fleet.Threshol
     (what this feed publishes, and what the enricher adds to an operator's own feed)."""
     status = fleet.published_status(view, thresholds)
     vehicle.occupancy_status = pb.VehiclePosition.OccupancyStatus.Value(status)
-    if status != fleet.NO_DATA_AVAILABLE:
-        vehicle.occupancy_percentage = fleet.occupancy_percentage(view.current_value or 0, view.capacity)
+    if status != fleet.NO_DATA_AVAILABLE and view.occupancy_ratio is not None:
+        # From the ratio: a public view's is coarse and has no count (occupancy.privacy).
+        vehicle.occupancy_percentage = int(round(100 * max(0.0, view.occupancy_ratio)))
     _carriages(pb, vehicle, view, doors, thresholds)
 
 
@@ -140,9 +142,11 @@ def read_doors(request: Request) -> Dict[str, Dict[str, Optional[str]]]:
             responses={200: {"content": {PROTOBUF: {}, "application/json": {}},
                              "description": "A FeedMessage (protobuf, or JSON with ?format=json)"}})
 def vehicle_positions(request: Request, format: str = Query("pb", pattern="^(pb|json)$",
-                                                           description="pb (default) or json")):
+                                                           description="pb (default) or json"),
+                      claims: Optional[dict] = Depends(allow_read)):
     settings = request.app.state.settings
     generated_at, views = read_fleet(request)
+    views = views_for(request, views, generated_at, claims)
     trips = {view.train_id: trip_for(request, view, generated_at)[0] for view in views}
     feed = build_feed(views, generated_at, settings.thresholds, read_doors(request), trips)
     headers = {"Cache-Control": f"public, max-age={int(settings.fleet_cache_s)}"}

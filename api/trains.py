@@ -6,11 +6,11 @@ from typing import Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from api import ids
+from api import ids, public
 from api.auth import allow_read
 from api.deps import get_client, read_fleet, trip_for
 from api.models import DeviceSeen, HistoryItem, HistoryPage, TrainDetail, TrainList
-from occupancy import fleet
+from occupancy import fleet, privacy
 from occupancy.store import count_ops
 
 router = APIRouter(prefix="/v1/trains", tags=["occupancy"], dependencies=[Depends(allow_read)])
@@ -36,26 +36,44 @@ def train_out(view: fleet.TrainView, settings, trip=(None, None)) -> dict:
 
 
 @router.get("", response_model=TrainList, summary="Occupancy of every train now")
-def list_trains(request: Request):
+def list_trains(request: Request, claims: Optional[dict] = Depends(allow_read)):
     """Two Firestore queries (realtime, trains) whatever the fleet's size, shared by every request
-    within --fleet_cache_s; `generated_at` says when they were read."""
+    within --fleet_cache_s; `generated_at` says when they were read. Coarse unless an operator
+    asks (docs/design.md, "Privacy")."""
     settings = request.app.state.settings
     read_at, views = read_fleet(request)
+    views = public.views_for(request, views, read_at, claims)
     return {"generated_at": read_at, "trains": [train_out(v, settings, trip_for(request, v, read_at)) for v in views]}
 
 
 @router.get("/{train_id}", response_model=TrainDetail, summary="One train now, with its devices",
             responses={404: {"description": "No such train"}, 422: {"description": "Invalid id"}})
-def get_train(request: Request, train_id: str = Depends(ids.train_id), client=Depends(get_client)):
+def get_train(request: Request, train_id: str = Depends(ids.train_id), client=Depends(get_client),
+              claims: Optional[dict] = Depends(allow_read)):
+    """A public reader gets the coarse numbers and no devices."""
     settings = request.app.state.settings
     view = fleet.read_train(client, train_id, settings.realtime_collection, settings.trains_collection,
                             stale_after_s=settings.stale_after_s)
     if view is None:
         raise HTTPException(status_code=404, detail=f"no train {train_id}: neither registered nor counted")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    view = public.views_for(request, [view], now, claims)[0]
     devices = [DeviceSeen(device_id=d, last_seen=(seen or {}).get("last_seen"), seq=(seen or {}).get("seq"))
                for d, seen in sorted(view.devices_seen.items())]
-    now = datetime.datetime.now(datetime.timezone.utc)
     return {**train_out(view, settings, trip_for(request, view, now)), "devices": devices}
+
+
+def _coarse_history(request: Request, client, train_id: str, items):
+    settings, policy = request.app.state.settings, request.app.state.privacy_policy
+    train = client.collection(settings.trains_collection).document(train_id).get(timeout=settings.firestore_timeout_s)
+    count_ops(reads=1)
+    capacity = (train.to_dict() or {}).get("capacity") if train.exists else None
+    out = []
+    for item in items:
+        value = privacy.coarse_history_value(item.value, capacity, policy)
+        if value is not None:
+            out.append(HistoryItem(timestamp=item.timestamp, bucket_start=item.bucket_start, value=value))
+    return out
 
 
 def _encode_cursor(timestamp: datetime.datetime, doc_id: str) -> str:
@@ -83,8 +101,10 @@ def history(request: Request, train_id: str = Depends(ids.train_id), client=Depe
                                                        description="Earliest timestamp (inclusive), ISO 8601."),
             end: Optional[datetime.datetime] = Query(None, alias="to",
                                                      description="Latest timestamp (exclusive), ISO 8601."),
-            limit: int = Query(500, ge=1, le=MAX_PAGE), cursor: Optional[str] = None):
-    """History buckets in timestamp order, a page at a time (the train + timestamp composite index)."""
+            limit: int = Query(500, ge=1, le=MAX_PAGE), cursor: Optional[str] = None,
+            claims: Optional[dict] = Depends(allow_read)):
+    """History buckets in timestamp order, a page at a time (the train + timestamp composite index).
+    A public reader gets each value at the public step's granularity and no event counts."""
     from google.cloud.firestore_v1.base_query import FieldFilter
     settings = request.app.state.settings
     start, end = fleet.as_utc(start), fleet.as_utc(end)
@@ -105,6 +125,8 @@ def history(request: Request, train_id: str = Depends(ids.train_id), client=Depe
     page = docs[:limit]
     items = [HistoryItem(**{k: v for k, v in doc.to_dict().items() if k in HistoryItem.model_fields})
              for doc in page]
+    if not public.exact_for(request, claims):
+        items = _coarse_history(request, client, train_id, items)
     next_cursor = (_encode_cursor(page[-1].to_dict()["timestamp"], page[-1].id)
                    if len(docs) > limit else None)
     return {"items": items, "next_cursor": next_cursor}

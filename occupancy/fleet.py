@@ -100,6 +100,7 @@ class TrainView(NamedTuple):
     status: str                            # ok / stale / no_data
     devices_seen: Dict[str, dict]          # as in realtime/{train_id}.devices_seen
     trains_doc: Dict[str, object]          # the train's registry document (extra fields, e.g. seats)
+    public_status: Optional[str] = None    # set in a public view (occupancy.privacy): what is published
 
 
 def as_utc(value) -> Optional[datetime.datetime]:
@@ -201,6 +202,8 @@ def published_status(view: TrainView, thresholds: Thresholds) -> str:
     is stale or never seen (never an old number) or has no capacity to divide by."""
     if view.status != STATUS_OK:
         return NO_DATA_AVAILABLE
+    if view.public_status is not None:
+        return view.public_status
     return thresholds.status(view.occupancy_ratio)
 
 

@@ -18,7 +18,7 @@ import csv
 import datetime
 import io
 import zipfile
-from typing import Dict, List, NamedTuple, Optional, Set
+from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 from zoneinfo import ZoneInfo
 
 # A train counts as running its trip from this long before the first departure to this long
@@ -41,6 +41,7 @@ class Trip(NamedTuple):
     end_s: int    # last arrival
     route_short_name: str
     route_long_name: str
+    departures_s: tuple = ()  # every stop's departure, in stop order (the public sample points)
 
 
 class TripRun(NamedTuple):
@@ -53,6 +54,10 @@ class TripRun(NamedTuple):
     @property
     def start_date(self) -> str:
         return self.service_date.strftime("%Y%m%d")
+
+    def departure_times(self) -> List[datetime.datetime]:
+        offset = self.starts_at - datetime.timedelta(seconds=self.trip.start_s)
+        return [offset + datetime.timedelta(seconds=s) for s in self.trip.departures_s]
 
     @property
     def start_time(self) -> str:
@@ -96,10 +101,14 @@ class Schedule:
         self.timezone = ZoneInfo(agencies[0]["agency_timezone"])
         routes = {r["route_id"]: r for r in rows("routes.txt")}
         times: Dict[str, List[int]] = {}
+        departures: Dict[str, List[Tuple[int, int]]] = {}
         for r in rows("stop_times.txt"):
             for field in ("departure_time", "arrival_time"):
                 if r.get(field):
                     times.setdefault(r["trip_id"], []).append(_seconds(r[field]))
+            if r.get("departure_time"):
+                sequence = int(r["stop_sequence"]) if (r.get("stop_sequence") or "").isdigit() else 0
+                departures.setdefault(r["trip_id"], []).append((sequence, _seconds(r["departure_time"])))
         self.trips: Dict[str, Trip] = {}
         self.by_short_name: Dict[str, List[Trip]] = {}
         for r in rows("trips.txt"):
@@ -110,7 +119,8 @@ class Schedule:
             trip = Trip(r["trip_id"], r["route_id"], r["service_id"], (r.get("trip_short_name") or "").strip(),
                         r.get("trip_headsign") or "", int(direction) if direction.isdigit() else None,
                         min(times[r["trip_id"]]), max(times[r["trip_id"]]),
-                        route.get("route_short_name") or "", route.get("route_long_name") or "")
+                        route.get("route_short_name") or "", route.get("route_long_name") or "",
+                        tuple(t for _, t in sorted(departures.get(r["trip_id"], ()))))
             self.trips[trip.trip_id] = trip
             if trip.short_name:
                 self.by_short_name.setdefault(trip.short_name, []).append(trip)

@@ -116,6 +116,10 @@ def warm_up(client, fleet, process, heartbeat_devices):
 
 
 def serve_api(tmp_path_factory, env: dict, *args: str):
+    """The API as a subprocess; exact public numbers unless `args` choose (tests of the numbers
+    themselves; tests/test_privacy.py is about the coarse ones)."""
+    if not any(a.startswith("--public_precision") for a in args):
+        args = (*args, "--public_precision=exact")
     port = free_port()
     log = tmp_path_factory.mktemp("api") / "api.log"
     process = stack.start_api(PROJECT, port, *args, env=env, log_path=str(log))
