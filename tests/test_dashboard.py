@@ -132,3 +132,26 @@ def test_dashboard_shows_a_sign_in_error_and_a_non_operator(firestore_emulator, 
     finally:
         stack.stop_process(process)
 
+
+
+def test_dashboard_shows_the_trip_beside_the_train(firestore_emulator, auth_emulator, chrome, tmp_path_factory,
+                                                   firestore_client):
+    import datetime
+
+    from tests import schedule_feed
+    from tests.support import ago, write_realtime
+    gtfs = schedule_feed.write(tmp_path_factory.mktemp("gtfs") / "gtfs.zip",
+                               schedule_feed.files_running_at(datetime.datetime.now(datetime.timezone.utc)))
+    registry.set_train(firestore_client, "trains", "ic7777", 300, "IC 7777", train_number="7777")
+    write_realtime(firestore_client, "ic7777", 30, 300, {"d1": (3, ago(1))})
+    process, base_url = serve_api(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()},
+                                  f"--gtfs_static={gtfs}")
+    try:
+        chrome.get(base_url + "/")
+        def name_cell():
+            cells = chrome.find_elements("css selector", 'tr[data-train="ic7777"] td')
+            return cells[0].text if cells else ""
+        wait(lambda: "IC 3 → Chur" in name_cell(), 20, "the trip beside the train")
+        assert name_cell() == "IC 7777 (ic7777) · IC 3 → Chur"
+    finally:
+        stack.stop_process(process)

@@ -22,10 +22,15 @@ def test_the_feed_carries_the_trip_and_passes_the_validator_against_the_static_f
     feed_static = schedule.Schedule(schedule_feed.FILES)
     now = MORNING.astimezone(UTC)
     realtime = {"current_value": 40, "last_updated": now - datetime.timedelta(seconds=3),
-                "devices_seen": {"d1": {"last_seen": now - datetime.timedelta(seconds=2), "seq": 4}}}
+                "devices_seen": {"d1": {"last_seen": now - datetime.timedelta(seconds=2), "seq": 4,
+                                        "trip_boarded": 30, "trip_alighted": 2},
+                                 "d2": {"last_seen": now - datetime.timedelta(seconds=2), "seq": 9,
+                                        "trip_boarded": 12, "trip_alighted": 0}}}
     view = fleet.train_view("ic1832", realtime, {"capacity": 300, "name": "IC 1832", "train_number": "1832"}, now)
     run, source = schedule.trip_of(feed_static, view.trains_doc, now)
-    feed = build_feed([view], now, fleet.Thresholds(), {}, {"ic1832": run})
+    feed = build_feed([view], now, fleet.Thresholds(), {"ic1832": {"d1": "car1-door1", "d2": "car2-door1"}},
+                      {"ic1832": run})
+    assert [c.carriage_sequence for c in feed.entity[0].vehicle.multi_carriage_details] == [1, 2]
     trip = feed.entity[0].vehicle.trip
     assert (trip.trip_id, trip.route_id, trip.start_date, trip.start_time, trip.direction_id) == \
         ("ic1832-wd", "ic3", "20261201", "08:00:00", 0)
