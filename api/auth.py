@@ -36,7 +36,17 @@ def init(settings) -> None:
     """Initialises the firebase-admin app used to verify tokens (once per process).
 
     Verification needs only the project id: the keys it checks against are public.
+
+    With FIREBASE_AUTH_EMULATOR_HOST set, firebase-admin accepts unsigned tokens (anyone can
+    write one claiming to be an operator): allowed only for a `demo-` project, which cannot be
+    a real one (Firebase's rule for emulator-only projects), so that a stray variable in a
+    production environment stops the start instead of opening every write.
     """
+    emulator = os.environ.get(EMULATOR_ENV)
+    if emulator and not settings.project.startswith("demo-"):
+        raise SystemExit(f"error: {EMULATOR_ENV}={emulator} is set, and firebase-admin then accepts unsigned "
+                         f"ID tokens; refusing to serve project {settings.project} so (the emulator is for "
+                         f"demo- projects only): unset {EMULATOR_ENV}")
     firebase_app(_APP_NAME, settings.project, no_credentials())
 
 

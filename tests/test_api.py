@@ -63,6 +63,16 @@ def test_help_lists_the_flags():
     assert bad.returncode == 2 and "thresholds" in bad.stderr
 
 
+def test_the_auth_emulator_is_refused_outside_a_demo_project(firestore_emulator):
+    """firebase-admin accepts unsigned tokens while FIREBASE_AUTH_EMULATOR_HOST is set: a real
+    project must not start so."""
+    import os
+    env = dict(os.environ, FIREBASE_AUTH_EMULATOR_HOST="127.0.0.1:9", **firestore_emulator.env())
+    out = subprocess.run([sys.executable, "-m", "api", "--project", "my-real-project", "--port", "1"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 1 and "refusing to serve project my-real-project" in out.stderr, out.stderr
+
+
 # ---- occupancy reads ---------------------------------------------------------------
 
 def test_trains_now_with_status_staleness_and_ratio(http, firestore_client):
