@@ -1,6 +1,7 @@
 """create_app(settings) -> the FastAPI application: it assembles the routers and maps errors to
 answers. What the routers share (settings, the client, the fleet view) is in api/deps.py, which
 they import instead of this module."""
+import contextlib
 import logging
 
 from fastapi import FastAPI
@@ -36,7 +37,7 @@ def create_app(settings: Settings, client=None) -> FastAPI:
     from api import auth, dashboard, devices, enricher, gtfs_rt, health, keys, trains, trips
     from occupancy.store import make_client
 
-    app = FastAPI(title="Train occupancy API", version="1.0",
+    app = FastAPI(title="Train occupancy API", version="1.0", lifespan=_lifespan,
                   description="Fleet registry and train occupancy (realtime and history). "
                               "Device endpoints and every write need an operator's Firebase ID token.")
     app.state.settings = settings
@@ -82,7 +83,39 @@ def create_app(settings: Settings, client=None) -> FastAPI:
                    gtfs_rt.router, enricher.router, dashboard.router):
         app.include_router(router)
     dashboard.mount(app)
+    app.openapi = lambda: _openapi(app)
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI):
+    """Closes the Firestore client (its channels) when the server stops."""
+    yield
+    close = getattr(app.state.client, "close", None)
+    if callable(close):
+        close()
+        _LOGGER.info("Firestore client closed")
+
+
+def _openapi(app: FastAPI) -> dict:
+    """The schema, with every 422 declared as what the API sends: {"detail": "<one line>"}
+    (api.models.Problem), not FastAPI's default list of errors."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas["HTTPValidationError"] = {"title": "Problem", "type": "object", "required": ["detail"],
+                                          "properties": {"detail": {"title": "Detail", "type": "string",
+                                                                    "description": "What is wrong, in one line."}}}
+        schemas.pop("ValidationError", None)
+        problem = {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                declared = operation.get("responses", {}).get("422")
+                if declared is not None:
+                    declared.setdefault("content", problem)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _unavailable(detail: str) -> JSONResponse:

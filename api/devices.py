@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from api import ids
 from api.auth import require_operator
 from api.deps import get_client
-from api.models import Device, DeviceList, NewDevice, TrainAssignment, TrainSettings
+from api.models import Device, DeviceList, NewDevice, TrainAssignment, TrainSettings, TrainSettingsOut
 from occupancy import registry
 from occupancy.store import count_ops
 from occupancy.wire import valid_id
@@ -103,7 +103,7 @@ def _set_enabled(request, client, device_id, enabled):
     return _read_device(client, settings, device_id)
 
 
-@router.put("/v1/trains/{train_id}", summary="Set a train's capacity and name",
+@router.put("/v1/trains/{train_id}", summary="Set a train's capacity and name", response_model=TrainSettingsOut,
             responses={422: {"description": "Invalid id or capacity"}})
 def set_train(body: TrainSettings, request: Request, train_id: str = Depends(ids.train_id),
               client=Depends(get_client)) -> dict:

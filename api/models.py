@@ -107,5 +107,12 @@ class TrainSettings(BaseModel):
     name: Optional[str] = Field(None, max_length=200, description="Kept as it is when not given.")
 
 
+class TrainSettingsOut(BaseModel):
+    train_id: str
+    capacity: Optional[int] = None
+    name: Optional[str] = None
+    updated_at: Optional[datetime.datetime] = None
+
+
 class Problem(BaseModel):
     detail: str

@@ -48,3 +48,23 @@ def test_a_permanent_firestore_error_is_a_500_without_its_text():
     with _client(gexc.PermissionDenied("the service account lacks datastore.user")) as http:
         response = http.get("/v1/trains")
         assert response.status_code == 500 and "service account" not in response.text
+
+
+def test_a_422_is_what_openapi_declares_and_the_client_is_closed_at_shutdown():
+    client = _Unreachable(gexc.ServiceUnavailable("down"))
+    client.closed = False
+
+    def close():
+        client.closed = True
+    client.close = close
+    with TestClient(create_app(Settings(), client=client), raise_server_exceptions=False) as http:
+        schema = http.get("/openapi.json").json()
+        declared = schema["paths"]["/v1/trains/{train_id}"]["get"]["responses"]["422"]
+        ref = declared["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+        assert schema["components"]["schemas"][ref]["properties"]["detail"]["type"] == "string"
+        put = schema["paths"]["/v1/trains/{train_id}"]["put"]["responses"]["200"]
+        assert put["content"]["application/json"]["schema"]["$ref"].endswith("/TrainSettingsOut")
+        answer = http.get("/v1/trains/bad%20id")
+        assert answer.status_code == 422 and isinstance(answer.json()["detail"], str)
+        assert not client.closed
+    assert client.closed
