@@ -47,7 +47,14 @@ def init(settings) -> None:
         raise SystemExit(f"error: {EMULATOR_ENV}={emulator} is set, and firebase-admin then accepts unsigned "
                          f"ID tokens; refusing to serve project {settings.project} so (the emulator is for "
                          f"demo- projects only): unset {EMULATOR_ENV}")
-    firebase_app(_APP_NAME, settings.project, no_credentials())
+    # Reads verify against public keys and need no credential; checking for revoked tokens
+    # (operator writes) calls Firebase Auth's Admin API, with Application Default Credentials
+    # (the emulator needs none).
+    if emulator:
+        firebase_app(_APP_NAME, settings.project, no_credentials())
+    else:
+        from firebase_admin import credentials
+        firebase_app(_APP_NAME, settings.project, credentials.ApplicationDefault())
 
 
 def firebase_app(name: str, project: str, credential=None):
@@ -71,30 +78,40 @@ def no_credentials():
     return NoCredentials()
 
 
-def verify(token: str) -> dict:
-    """The token's claims; raises HTTPException(401) for an invalid, expired or revoked one."""
+def verify(token: str, check_revoked: bool = False) -> dict:
+    """The token's claims; raises HTTPException(401) for an invalid, expired or revoked one.
+
+    `check_revoked` (operator writes): also asks Firebase Auth whether the user's tokens were
+    revoked or the user disabled since, one request to Auth per write, so that an operator
+    removed is shut out at once instead of when the token expires (up to an hour)."""
     import firebase_admin
     from firebase_admin import auth
+    from firebase_admin import exceptions as firebase_exceptions
     try:
-        return auth.verify_id_token(token, app=firebase_admin.get_app(_APP_NAME), clock_skew_seconds=10)
-    except (ValueError, auth.InvalidIdTokenError, auth.ExpiredIdTokenError,
-            auth.RevokedIdTokenError, auth.CertificateFetchError) as e:
+        return auth.verify_id_token(token, app=firebase_admin.get_app(_APP_NAME), clock_skew_seconds=10,
+                                    check_revoked=check_revoked)
+    except (ValueError, auth.InvalidIdTokenError, auth.ExpiredIdTokenError, auth.RevokedIdTokenError,
+            auth.UserDisabledError, auth.CertificateFetchError) as e:
         _LOGGER.info("Rejected token: %s", e)
         raise HTTPException(status_code=401, detail=f"invalid ID token: {e}",
                             headers={"WWW-Authenticate": "Bearer"}) from None
+    except (firebase_exceptions.FirebaseError, OSError) as e:  # Auth itself unreachable: not the token's fault
+        _LOGGER.warning("Could not check the token with Firebase Auth: %s", e)
+        raise HTTPException(status_code=503, detail="cannot check the token with Firebase Auth now",
+                            headers={"Retry-After": "5"}) from None
 
 
-def _claims(credentials: Optional[HTTPAuthorizationCredentials]) -> dict:
+def _claims(credentials: Optional[HTTPAuthorizationCredentials], check_revoked: bool = False) -> dict:
     if credentials is None or not credentials.credentials:
         raise HTTPException(status_code=401, detail="sign in: this needs an 'Authorization: Bearer "
                                                     "<Firebase ID token>' header",
                             headers={"WWW-Authenticate": "Bearer"})
-    return verify(credentials.credentials)
+    return verify(credentials.credentials, check_revoked)
 
 
 def require_operator(credentials: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> dict:
-    """Dependency: the claims of an operator's token (401 without one, 403 without the role)."""
-    claims = _claims(credentials)
+    """Dependency: the claims of an operator's token (401 without one, or revoked; 403 without the role)."""
+    claims = _claims(credentials, check_revoked=True)
     if claims.get(OPERATOR_CLAIM) is not True:
         raise HTTPException(status_code=403, detail=f"user {claims.get('email') or claims.get('uid')} "
                                                     f"is not an operator (custom claim "

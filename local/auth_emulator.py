@@ -117,6 +117,12 @@ class AuthEmulator:
         data = self._call(f"projects/{self.project}/accounts:lookup", {"email": [email]}, owner=True)
         return data["users"][0]["localId"]
 
+    def revoke(self, uid: str) -> None:
+        """Revokes the user's tokens issued until now (what `auth.revoke_refresh_tokens` does)."""
+        import time
+        self._call(f"projects/{self.project}/accounts:update",
+                   {"localId": uid, "validSince": str(int(time.time()))}, owner=True)
+
     def set_claims(self, uid: str, claims: Optional[dict]) -> None:
         self._call(f"projects/{self.project}/accounts:update",
                    {"localId": uid, "customAttributes": json.dumps(claims or {})}, owner=True)

@@ -198,6 +198,20 @@ def test_auth_config_points_a_browser_at_the_emulator(http, auth_emulator):
     assert token.status_code == 400  # the URL is the real sign-in endpoint: an unknown user is refused
 
 
+def test_a_revoked_operator_token_is_refused_at_the_next_write(http, auth_emulator, firestore_client):
+    email = f"leaving-{time.time_ns()}@example.com"
+    token = stack.create_operator(auth_emulator, email, "leaving-pass")
+    headers = {"Authorization": f"Bearer {token}"}
+    assert http.put("/v1/trains/t1", json={"capacity": 100}, headers=headers).status_code == 200
+    time.sleep(1.1)  # revocation counts in whole seconds
+    auth_emulator.revoke(auth_emulator.lookup(email))
+    refused = http.put("/v1/trains/t1", json={"capacity": 120}, headers=headers)
+    assert refused.status_code == 401 and "revoked" in refused.text, refused.text
+    assert http.get("/v1/trains/t1", headers=headers).status_code == 200  # reads do not ask Auth
+    fresh = {"Authorization": f"Bearer {auth_emulator.sign_in(email, 'leaving-pass')}"}
+    assert http.put("/v1/trains/t1", json={"capacity": 120}, headers=fresh).status_code == 200
+
+
 def test_operators_cli_grants_and_revokes_the_role(http, auth_emulator, monkeypatch):
     monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", auth_emulator.host_port)
     email, password = f"promoted-{time.time_ns()}@example.com", "secret-p"
