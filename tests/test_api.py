@@ -198,6 +198,28 @@ def test_auth_config_points_a_browser_at_the_emulator(http, auth_emulator):
     assert token.status_code == 400  # the URL is the real sign-in endpoint: an unknown user is refused
 
 
+def test_the_api_answers_503_while_firestore_is_cut_off_and_recovers_by_itself(firestore_emulator, auth_emulator,
+                                                                            firestore_client, tmp_path_factory):
+    from faults.proxy import Proxy
+    registry.set_train(firestore_client, "trains", "t1", 100)
+    proxy = Proxy(firestore_emulator.host_port).start()
+    process, base_url = serve_api(tmp_path_factory, {"FIRESTORE_EMULATOR_HOST": proxy.host_port, **auth_emulator.env()},
+                                  "--fleet_cache_s=1", "--fleet_max_age_s=3", "--firestore_timeout_s=2")
+    try:
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            assert client.get("/v1/trains").status_code == 200
+            proxy.cut()
+            stack.wait_for(lambda: client.get("/v1/trains").status_code == 503, 30, what="a 503 while cut off")
+            cut = client.get("/v1/trains")
+            assert cut.status_code == 503 and cut.headers["retry-after"], cut.text
+            proxy.restore()
+            stack.wait_for(lambda: client.get("/v1/trains").status_code == 200, 60, what="recovery, no restart")
+            assert process.poll() is None
+    finally:
+        stack.stop_process(process)
+        proxy.stop()
+
+
 def test_a_revoked_operator_token_is_refused_at_the_next_write(http, auth_emulator, firestore_client):
     email = f"leaving-{time.time_ns()}@example.com"
     token = stack.create_operator(auth_emulator, email, "leaving-pass")
