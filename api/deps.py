@@ -3,8 +3,9 @@
 The routers import this module, never api.app (which imports the routers): no import cycle.
 """
 import dataclasses
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from occupancy.fleet import DEFAULT_STALE_AFTER_S, Thresholds
 
@@ -46,6 +47,15 @@ class Settings:
 def get_client(request: Request):
     """The process's one Firestore client (created at start-up, thread-safe)."""
     return request.app.state.client
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+# What a router declares it needs: `settings: SettingsDep`, `client: ClientDep`.
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ClientDep = Annotated[object, Depends(get_client)]
 
 
 def read_fleet(request: Request):

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from api import ids
 from api.auth import require_operator
-from api.deps import get_client
+from api.deps import ClientDep, SettingsDep, get_client
 from api.models import Device, DeviceList, NewDevice, TrainAssignment, TrainSettings, TrainSettingsOut
 from occupancy import registry
 from occupancy.store import count_ops
@@ -42,11 +42,10 @@ def device_out(device_id: str, data: dict, seen: Optional[dict]) -> dict:
 
 
 @router.get("/v1/devices", response_model=DeviceList, summary="Every device (the prototype's list_devices)")
-def list_devices(request: Request, client=Depends(get_client),
+def list_devices(request: Request, settings: SettingsDep, client: ClientDep,
                  train: Optional[str] = Query(None, description="Only this train's devices."),
                  enabled: Optional[bool] = Query(None, description="Only enabled (true) or disabled (false).")):
     """Registry entries joined with `last_seen` / `seq` from their train's realtime document."""
-    settings = request.app.state.settings
     entries = registry.list_devices(client, settings.devices_collection, train,
                                     timeout=settings.firestore_timeout_s)
     count_ops(reads=max(1, len(entries)))
@@ -60,9 +59,8 @@ def list_devices(request: Request, client=Depends(get_client),
 
 @router.post("/v1/devices", status_code=201, response_model=Device, summary="Register a device",
              responses={409: {"description": "Registered to another train"}, 422: {"description": "Invalid id"}})
-def register(body: NewDevice, request: Request, response: Response, client=Depends(get_client)):
+def register(body: NewDevice, request: Request, settings: SettingsDep, client: ClientDep, response: Response):
     """As `registry register`: a device on another train must be moved with PUT .../train."""
-    settings = request.app.state.settings
     registry.register_device(client, settings.devices_collection, body.device_id, body.train_id,
                              body.door, timeout=settings.firestore_timeout_s)
     _LOGGER.info("Registered device %s to train %s", body.device_id, body.train_id)
@@ -73,9 +71,8 @@ def register(body: NewDevice, request: Request, response: Response, client=Depen
 @router.put("/v1/devices/{device_id}/train", response_model=Device,
             summary="Move a device to another train (the prototype's update_train)",
             responses={404: {"description": "Unknown device"}, 422: {"description": "Invalid id"}})
-def move(body: TrainAssignment, request: Request, device_id: str = Depends(ids.device_id),
-         client=Depends(get_client)):
-    settings = request.app.state.settings
+def move(body: TrainAssignment, request: Request, settings: SettingsDep, client: ClientDep,
+         device_id: str = Depends(ids.device_id)):
     registry.assign_device(client, settings.devices_collection, device_id, body.train_id,
                            timeout=settings.firestore_timeout_s)
     _LOGGER.info("Moved device %s to train %s", device_id, body.train_id)
@@ -105,10 +102,9 @@ def _set_enabled(request, client, device_id, enabled):
 
 @router.put("/v1/trains/{train_id}", summary="Set a train's capacity and name", response_model=TrainSettingsOut,
             responses={422: {"description": "Invalid id or capacity"}})
-def set_train(body: TrainSettings, request: Request, train_id: str = Depends(ids.train_id),
-              client=Depends(get_client)) -> dict:
+def set_train(body: TrainSettings, request: Request, settings: SettingsDep, client: ClientDep,
+              train_id: str = Depends(ids.train_id)) -> dict:
     """As `registry train`: creates the train or updates it; a name not given is kept."""
-    settings = request.app.state.settings
     registry.set_train(client, settings.trains_collection, train_id, body.capacity, body.name,
                        timeout=settings.firestore_timeout_s)
     doc = client.collection(settings.trains_collection).document(train_id).get(

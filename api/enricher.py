@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from api.auth import allow_read
-from api.deps import read_fleet
+from api.deps import SettingsDep, read_fleet
 from api.gtfs_rt import PROTOBUF, read_doors, set_occupancy
 from api.public import views_for
 from occupancy import fleet
@@ -80,9 +80,9 @@ def enrich(upstream: bytes, views_by_vehicle: Dict[str, fleet.TrainView], thresh
             responses={200: {"content": {PROTOBUF: {}, "application/json": {}}},
                        404: {"description": "No --upstream_vehicle_positions configured"},
                        503: {"description": "The upstream feed or Firestore is unavailable"}})
-def enriched_vehicle_positions(request: Request, format: str = Query("pb", pattern="^(pb|json)$"),
+def enriched_vehicle_positions(request: Request, settings: SettingsDep,
+                               format: str = Query("pb", pattern="^(pb|json)$"),
                                claims: Optional[dict] = Depends(allow_read)):
-    settings = request.app.state.settings
     if not settings.upstream_vehicle_positions:
         raise HTTPException(status_code=404, detail="no upstream feed: start the API with "
                                                     "--upstream_vehicle_positions URL")

@@ -31,7 +31,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from api.auth import allow_read
-from api.deps import read_fleet, trip_for
+from api.deps import SettingsDep, read_fleet, trip_for
 from api.public import views_for
 from occupancy import fleet, registry
 from occupancy.store import count_ops
@@ -141,10 +141,9 @@ def read_doors(request: Request) -> Dict[str, Dict[str, Optional[str]]]:
             response_class=Response,
             responses={200: {"content": {PROTOBUF: {}, "application/json": {}},
                              "description": "A FeedMessage (protobuf, or JSON with ?format=json)"}})
-def vehicle_positions(request: Request, format: str = Query("pb", pattern="^(pb|json)$",
+def vehicle_positions(request: Request, settings: SettingsDep, format: str = Query("pb", pattern="^(pb|json)$",
                                                            description="pb (default) or json"),
                       claims: Optional[dict] = Depends(allow_read)):
-    settings = request.app.state.settings
     generated_at, views = read_fleet(request)
     views = views_for(request, views, generated_at, claims)
     trips = {view.train_id: trip_for(request, view, generated_at)[0] for view in views}

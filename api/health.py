@@ -1,11 +1,11 @@
 """Liveness (the process answers) and readiness (Firestore answers)."""
 import logging
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from google.api_core import exceptions as gexc
 
-from api.deps import get_client
+from api.deps import ClientDep, SettingsDep
 
 _LOGGER = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -18,8 +18,7 @@ def healthz() -> dict:
 
 
 @router.get("/readyz", summary="Firestore is reachable", responses={503: {"description": "Firestore unreachable"}})
-def readyz(request: Request, client=Depends(get_client)):
-    settings = request.app.state.settings
+def readyz(request: Request, settings: SettingsDep, client: ClientDep):
     try:
         # One document read with no retries: an unreachable Firestore answers 503 within seconds.
         client.collection(settings.trains_collection).document("readyz-probe").get(

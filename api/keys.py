@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from api import ids
 from api.auth import require_operator
-from api.deps import get_client
+from api.deps import ClientDep, SettingsDep
 from occupancy.registry import keys
 
 _LOGGER = logging.getLogger(__name__)
@@ -45,17 +45,15 @@ def _out(key) -> Key:
 
 
 @router.get("/v1/devices/{device_id}/keys", response_model=KeyList, summary="A device's public keys")
-def list_keys(request: Request, device_id: str = Depends(ids.device_id), client=Depends(get_client)):
-    settings = request.app.state.settings
+def list_keys(request: Request, settings: SettingsDep, client: ClientDep, device_id: str = Depends(ids.device_id)):
     found = keys.list_keys(client, settings.devices_collection, device_id, timeout=settings.firestore_timeout_s)
     return KeyList(device_id=device_id, keys=[_out(k) for k in found])
 
 
 @router.post("/v1/devices/{device_id}/keys", status_code=201, response_model=Key, summary="Add a public key",
              responses={409: {"description": "Not a usable key, a key of that id exists, or 3 keys already"}})
-def add_key(body: NewKey, request: Request, response: Response, device_id: str = Depends(ids.device_id),
-            client=Depends(get_client)):
-    settings = request.app.state.settings
+def add_key(body: NewKey, request: Request, settings: SettingsDep, client: ClientDep,
+            response: Response, device_id: str = Depends(ids.device_id)):
     key = keys.add_key(client, settings.devices_collection, device_id, body.key_id, body.public_key,
                        body.expires_at, timeout=settings.firestore_timeout_s)
     _LOGGER.info("Added key %s to %s", body.key_id, device_id)
@@ -65,8 +63,8 @@ def add_key(body: NewKey, request: Request, response: Response, device_id: str =
 
 @router.delete("/v1/devices/{device_id}/keys/{key_id}", status_code=204, summary="Remove a public key",
                responses={409: {"description": "The device has no such key"}})
-def remove_key(key_id: str, request: Request, device_id: str = Depends(ids.device_id), client=Depends(get_client)):
-    settings = request.app.state.settings
+def remove_key(key_id: str, request: Request, settings: SettingsDep, client: ClientDep,
+               device_id: str = Depends(ids.device_id)):
     keys.remove_key(client, settings.devices_collection, device_id, key_id, timeout=settings.firestore_timeout_s)
     _LOGGER.info("Removed key %s of %s", key_id, device_id)
     return Response(status_code=204)

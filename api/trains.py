@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from api import ids, public
 from api.auth import allow_read
-from api.deps import get_client, read_fleet, trip_for
+from api.deps import ClientDep, SettingsDep, read_fleet, trip_for
 from api.models import DeviceSeen, HistoryItem, HistoryPage, TrainDetail, TrainList
 from occupancy import fleet, privacy
 from occupancy.store import count_ops
@@ -36,11 +36,10 @@ def train_out(view: fleet.TrainView, settings, trip=(None, None)) -> dict:
 
 
 @router.get("", response_model=TrainList, summary="Occupancy of every train now")
-def list_trains(request: Request, claims: Optional[dict] = Depends(allow_read)):
+def list_trains(request: Request, settings: SettingsDep, claims: Optional[dict] = Depends(allow_read)):
     """Two Firestore queries (realtime, trains) whatever the fleet's size, shared by every request
     within --fleet_cache_s; `generated_at` says when they were read. Coarse unless an operator
     asks (docs/design.md, "Privacy")."""
-    settings = request.app.state.settings
     read_at, views = read_fleet(request)
     views = public.views_for(request, views, read_at, claims)
     return {"generated_at": read_at, "trains": [train_out(v, settings, trip_for(request, v, read_at)) for v in views]}
@@ -48,10 +47,9 @@ def list_trains(request: Request, claims: Optional[dict] = Depends(allow_read)):
 
 @router.get("/{train_id}", response_model=TrainDetail, summary="One train now, with its devices",
             responses={404: {"description": "No such train"}, 422: {"description": "Invalid id"}})
-def get_train(request: Request, train_id: str = Depends(ids.train_id), client=Depends(get_client),
+def get_train(request: Request, settings: SettingsDep, client: ClientDep, train_id: str = Depends(ids.train_id),
               claims: Optional[dict] = Depends(allow_read)):
     """A public reader gets the coarse numbers and no devices."""
-    settings = request.app.state.settings
     view = fleet.read_train(client, train_id, settings.realtime_collection, settings.trains_collection,
                             stale_after_s=settings.stale_after_s)
     if view is None:
@@ -96,7 +94,7 @@ def _decode_cursor(cursor: str):
 
 @router.get("/{train_id}/history", response_model=HistoryPage, summary="One train's occupancy over time",
             responses={422: {"description": "Invalid id, range or cursor"}})
-def history(request: Request, train_id: str = Depends(ids.train_id), client=Depends(get_client),
+def history(request: Request, settings: SettingsDep, client: ClientDep, train_id: str = Depends(ids.train_id),
             start: Optional[datetime.datetime] = Query(None, alias="from",
                                                        description="Earliest timestamp (inclusive), ISO 8601."),
             end: Optional[datetime.datetime] = Query(None, alias="to",
@@ -106,7 +104,6 @@ def history(request: Request, train_id: str = Depends(ids.train_id), client=Depe
     """History buckets in timestamp order, a page at a time (the train + timestamp composite index).
     A public reader gets each value at the public step's granularity and no event counts."""
     from google.cloud.firestore_v1.base_query import FieldFilter
-    settings = request.app.state.settings
     start, end = fleet.as_utc(start), fleet.as_utc(end)
     if start and end and start >= end:
         raise HTTPException(status_code=422, detail="'from' must be before 'to'")

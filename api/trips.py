@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from api import ids
 from api.auth import require_operator
-from api.deps import get_client
+from api.deps import ClientDep, SettingsDep
 from api.models import TripAssignmentIn, TripOut
 from api.trains import trip_out
 from occupancy import registry, schedule
@@ -26,10 +26,9 @@ def _schedule(request: Request) -> schedule.Schedule:
 @router.put("/v1/trains/{train_id}/trip", response_model=TripOut, summary="Assign a train to a scheduled trip",
             responses={404: {"description": "No such train"}, 409: {"description": "No static schedule loaded"},
                        422: {"description": "No such trip, or it does not run that date"}})
-def assign_trip(body: TripAssignmentIn, request: Request, train_id: str = Depends(ids.train_id),
-                client=Depends(get_client)) -> dict:
+def assign_trip(body: TripAssignmentIn, request: Request, settings: SettingsDep, client: ClientDep,
+                train_id: str = Depends(ids.train_id)) -> dict:
     """Until that run is over, the train is published as running it, whatever its train number says."""
-    settings = request.app.state.settings
     try:
         run = _schedule(request).assigned_run(body.trip_id, body.start_date)
     except schedule.ScheduleError as e:
@@ -46,8 +45,8 @@ def assign_trip(body: TripAssignmentIn, request: Request, train_id: str = Depend
 
 @router.delete("/v1/trains/{train_id}/trip", status_code=204, summary="Clear a train's trip assignment",
                responses={404: {"description": "No such train"}})
-def clear_trip(request: Request, train_id: str = Depends(ids.train_id), client=Depends(get_client)) -> Response:
-    settings = request.app.state.settings
+def clear_trip(request: Request, settings: SettingsDep, client: ClientDep,
+               train_id: str = Depends(ids.train_id)) -> Response:
     try:
         registry.assign_trip(client, settings.trains_collection, train_id, None, None,
                              timeout=settings.firestore_timeout_s)
