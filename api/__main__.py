@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Firebase Web API key the dashboard signs in with (default: $FIREBASE_API_KEY).")
     parser.add_argument("--log_level", default="info", choices=["debug", "info", "warning", "error"],
                         help="Log level (default: info).")
+    parser.add_argument("--fleet_listener", action="store_true", default=False,
+                        help="Follow realtime and trains with Firestore listeners (one read per changed "
+                             "document) instead of reading the whole fleet every --fleet_cache_s.")
     parser.add_argument("--gtfs_static", default="", metavar="GTFS.zip",
                         help="The operator's GTFS static feed: trains are attached to their scheduled trips "
                              "(by train number, or an operator's assignment) in the API and the GTFS-RT feed.")
@@ -108,7 +111,7 @@ def settings_from(args):
                     upstream_vehicle_positions=args.upstream_vehicle_positions,
                     public_precision=args.public_precision, privacy_step_pct=args.privacy_step_pct,
                     privacy_min_capacity=args.privacy_min_capacity, privacy_seed_file=args.privacy_seed_file,
-                    privacy_window_s=args.privacy_window_s)
+                    privacy_window_s=args.privacy_window_s, fleet_listener=args.fleet_listener)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

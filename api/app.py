@@ -89,8 +89,17 @@ def create_app(settings: Settings, client=None) -> FastAPI:
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI):
-    """Closes the Firestore client (its channels) when the server stops."""
+    """Starts the fleet listeners (with --fleet_listener); stops them and closes the Firestore
+    client (its channels) when the server stops."""
+    app.state.fleet_listener = None
+    if app.state.settings.fleet_listener:
+        from occupancy.fleet_listener import FleetListener
+        settings = app.state.settings
+        app.state.fleet_listener = FleetListener(app.state.client, settings.realtime_collection,
+                                                 settings.trains_collection, settings.stale_after_s).start()
     yield
+    if app.state.fleet_listener is not None:
+        app.state.fleet_listener.stop()
     close = getattr(app.state.client, "close", None)
     if callable(close):
         close()

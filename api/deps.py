@@ -42,6 +42,9 @@ class Settings:
     privacy_min_capacity: int = 20
     privacy_seed_file: str = ""
     privacy_window_s: int = 300
+    # Follow realtime and trains with Firestore listeners (billed per changed document) instead
+    # of reading the fleet every --fleet_cache_s (occupancy/fleet_listener.py).
+    fleet_listener: bool = False
 
 
 def get_client(request: Request):
@@ -65,6 +68,14 @@ def read_fleet(request: Request):
 
     from occupancy import fleet
     settings, client = request.app.state.settings, request.app.state.client
+
+    listener = getattr(request.app.state, "fleet_listener", None)
+    if listener is not None:
+        from occupancy.fleet_listener import NotReady
+        try:
+            return listener.view()
+        except NotReady:
+            pass  # starting: read the fleet as without a listener
 
     def read():
         now = datetime.datetime.now(datetime.timezone.utc)
