@@ -135,8 +135,11 @@ def serving_rows(results: dict) -> List[tuple]:
         return []
     out = []
     for key, label in (("uncached", "GET /v1/trains, fleet cache off"),
-                       ("cached", "GET /v1/trains, fleet cache 1 s")):
-        r = serving[key]
+                       ("cached", "GET /v1/trains, fleet cache 1 s"),
+                       ("listener", "GET /v1/trains, fleet listeners")):
+        r = serving.get(key)
+        if r is None:  # results from before the listener row
+            continue
         if key == "cached":
             label = f"GET /v1/trains, fleet cache {r['fleet_cache_s']:g} s"
         out.append((label, _cell(r["trains"]), _cell(r["requests"]), _cell(r["p50_ms"]), _cell(r["p95_ms"]),

@@ -7,7 +7,9 @@ Seeds `trains/` and `realtime/` for N trains (10 devices each, documents made
 by occupancy.documents as the pipeline writes them), serves the real API
 (`python -m api`, uvicorn) on a free port, and times `--requests` sequential
 GET /v1/trains over one keep-alive connection, once with the fleet cache off
-and once with its default TTL (fewer requests uncached: each reads the fleet). Firestore cost per request comes from the
+and once with its default TTL (fewer requests uncached: each reads the fleet), and once
+with the fleet listeners (--fleet_listener: reads per changed document only; none change
+here, so what is left per request is what the listener costs). Firestore cost per request comes from the
 API's own operation counter (occupancy.store.count_ops): queries and
 documents read (Firestore bills one read per document a query returns).
 The feed is built from the same N trains (10 doors each, 5 carriages) with
@@ -106,12 +108,14 @@ def measure_dashboard(trains: int, work_dir: str) -> dict:
             "first_paint_ms_p50": rounded(percentile(paints, 50), 1), "first_paint_ms_max": rounded(max(paints), 1)}
 
 
-def measure(trains: int, requests: int, cache_s: float, work_dir: str) -> dict:
-    ops_path = os.path.join(work_dir, f"ops-{cache_s:g}.txt")
+def measure(trains: int, requests: int, cache_s: float, work_dir: str, listener: bool = False) -> dict:
+    name = f"{cache_s:g}" + ("-listener" if listener else "")
+    ops_path = os.path.join(work_dir, f"ops-{name}.txt")
     port = free_port()
     process = stack.start_api(PROJECT, port, f"--fleet_cache_s={cache_s}", "--log_level=warning",
+                              *(("--fleet_listener",) if listener else ()),
                               env={COUNT_OPS_ENV: ops_path},
-                              log_path=os.path.join(work_dir, f"api-{cache_s:g}.log"))
+                              log_path=os.path.join(work_dir, f"api-{name}.log"))
     base = f"http://127.0.0.1:{port}"
     try:
         stack.wait_until_serving(process, base)
@@ -121,6 +125,8 @@ def measure(trains: int, requests: int, cache_s: float, work_dir: str) -> dict:
             first.raise_for_status()
             size = len(first.content)
             served = len(first.json()["trains"])
+            if listener:  # its first snapshot (the whole fleet once) is not a request's cost
+                time.sleep(2)
             if os.path.exists(ops_path):
                 os.remove(ops_path)  # count the timed requests only
             for _ in range(requests):
@@ -133,7 +139,8 @@ def measure(trains: int, requests: int, cache_s: float, work_dir: str) -> dict:
         rss = peak_rss_mb(process.pid)
     finally:
         stack.stop_process(process)
-    return {"trains": trains, "requests": requests, "fleet_cache_s": cache_s, "trains_served": served,
+    return {"trains": trains, "requests": requests, "fleet_cache_s": cache_s, "listener": listener,
+            "trains_served": served,
             "response_bytes": size, "p50_ms": rounded(1000 * percentile(latencies, 50), 1),
             "p95_ms": rounded(1000 * percentile(latencies, 95), 1),
             "p99_ms": rounded(1000 * percentile(latencies, 99), 1),
@@ -170,10 +177,12 @@ def main(argv=None) -> int:
     seed(client, args.trains)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as work_dir:
         runs = [measure(args.trains, args.uncached_requests, 0.0, work_dir),
-                measure(args.trains, args.requests, args.cache_s, work_dir)]
+                measure(args.trains, args.requests, args.cache_s, work_dir),
+                measure(args.trains, args.requests, args.cache_s, work_dir, listener=True)]
         feed = measure_feed(client, args.trains)
         dashboard = measure_dashboard(args.dashboard_trains, work_dir)
-    emit({"uncached": runs[0], "cached": runs[1], "feed": feed, "dashboard": dashboard}, args.output)
+    emit({"uncached": runs[0], "cached": runs[1], "listener": runs[2], "feed": feed, "dashboard": dashboard},
+         args.output)
     return 0
 
 

@@ -66,6 +66,8 @@ def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
     assert uncached["trains_served"] == cached["trains_served"] == 10
     assert uncached["firestore_queries_per_request"] == 2 and uncached["firestore_reads_per_request"] == 20
     assert cached["firestore_reads_per_request"] < uncached["firestore_reads_per_request"]
+    # With the listeners nothing is read per request: no document changes while they are timed.
+    assert serving["listener"]["trains_served"] == 10 and serving["listener"]["firestore_reads_per_request"] == 0
     assert 0 < cached["p50_ms"] <= cached["p95_ms"] and 0 < uncached["p50_ms"] <= uncached["p95_ms"]
     assert "GET /v1/trains" in completed.stdout
     assert serving["feed"]["trains"] == 10 and serving["feed"]["bytes"] > 0 and serving["feed"]["build_ms_p50"] > 0
