@@ -44,10 +44,16 @@ def views_for(request: Request, views: List[fleet.TrainView], at, claims: Option
     if exact_for(request, claims):
         return views
     state = request.app.state
+    # Once per fleet view, not per request: the same view at the same time gives the same answer.
+    memo_key = (id(views), at)
+    memo = getattr(state, "public_memo", None)
+    if memo is not None and memo[0] == memo_key and memo[1] is views:
+        return memo[2]
     out = []
     for view in views:
         run, _ = trip_for(request, view, at)
         key = privacy.departure_key(at, state.privacy_policy, run, run.departure_times() if run else ())
         sample = state.privacy_holder.sample(view, key)
         out.append(privacy.public_view(sample, view, state.settings.thresholds, state.privacy_policy, key))
+    state.public_memo = (memo_key, views, out)  # holds `views`, so its id cannot be reused meanwhile
     return out

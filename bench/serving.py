@@ -126,7 +126,7 @@ def measure(trains: int, requests: int, cache_s: float, work_dir: str, listener:
             size = len(first.content)
             served = len(first.json()["trains"])
             if listener:  # its first snapshot (the whole fleet once) is not a request's cost
-                time.sleep(2)
+                time.sleep(5)
             if os.path.exists(ops_path):
                 os.remove(ops_path)  # count the timed requests only
             for _ in range(requests):
