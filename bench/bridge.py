@@ -23,6 +23,7 @@ import psutil
 
 from bench.measure import machine
 from bench.run import start_emulators
+from bridge.health import probe
 from faults.mqtt_client import MqttClient
 from local import stack
 from local.broker import Broker
@@ -51,13 +52,7 @@ def _bridge(broker, secret_file, topic, health_port, log_path):
 
 
 def _counters(port):
-    import urllib.request
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return json.loads(r.read())
-    except OSError as e:  # includes HTTPError (503 while connecting)
-        body = getattr(e, "read", lambda: b"{}")()
-        return json.loads(body or b"{}")
+    return probe(port)[1]
 
 
 def throughput(client, broker, secrets, bridge_secret, work_dir, n):

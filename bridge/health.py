@@ -8,7 +8,9 @@ import http.server
 import json
 import threading
 import time
-from typing import Optional
+import urllib.error
+import urllib.request
+from typing import Optional, Tuple
 
 
 class Counters:
@@ -77,3 +79,18 @@ def serve(counters: Counters, port: int, host: str = "127.0.0.1") -> http.server
     server = http.server.ThreadingHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="bridge-health", daemon=True).start()
     return server
+
+
+def probe(port: int, timeout_s: float = 2.0, host: str = "127.0.0.1") -> Tuple[Optional[int], dict]:
+    """(HTTP status, counters) of a running bridge's GET /healthz; (None, {}) if it does not
+    answer (what make run's footer, the bridge_kills scenario and bench.bridge read)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=timeout_s) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:  # 503: degraded, with its counters
+        try:
+            return e.code, json.loads(e.read() or b"{}")
+        except ValueError:
+            return None, {}
+    except (OSError, ValueError):
+        return None, {}

@@ -9,19 +9,18 @@ over MQTT from a door's own credential. Expected: realtime = the sensors' counts
 door's seqs continuous, 0 lost, 0 double counted, the three hostile payloads dead letters,
 the bridge alive and healthy at the end.
 """
-import json
 import os
 import random
 import subprocess
 import sys
 import time
 import types
-import urllib.request
 
-from faults.harness import Message, Scenario
+from bridge.health import probe
+from faults.harness import Scenario
 from faults.mqtt_client import MqttClient
 from faults.proxy import Proxy
-from faults.publisher_kills import Door
+from faults.publisher_kills import Door, count_as_truth, kill_running, seqs_continuous
 from local.broker import Broker
 from local.emulators import free_port
 from local.stack import PROJECT
@@ -55,13 +54,7 @@ class Bridge:
 
     def health(self):
         """(HTTP status, body) of GET /healthz, or (None, {}) if it does not answer."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
-        except OSError:
-            return None, {}
+        return probe(self.health_port)
 
     def stop(self):
         if self.process is not None and self.process.poll() is None:
@@ -152,20 +145,14 @@ def run(context, short: bool) -> dict:
             time.sleep(max(0.0, cut_until - time.monotonic()))
             proxy.restore()
         codes = [door.finish() for door in doors]  # each drains its outbox to the broker, exits 0
-        for door in doors:
-            for seq, delta in enumerate(door.counts, 1):
-                scenario.devices.truth[door.train] += delta
-                scenario.devices.sent.append(Message(door.device, door.train, seq, delta, 0, b"", {}))
-        scenario.devices.published += sum(len(d.counts) for d in doors) + len(HOSTILE)
+        count_as_truth(scenario, doors)
+        scenario.devices.published += len(HOSTILE)
         recovery = scenario.wait_exact(pipeline, timeout_s=180)
         deadline = time.monotonic() + 60
         while sum(scenario.dead_letters().values()) < len(HOSTILE) and time.monotonic() < deadline:
             time.sleep(0.5)
         dead = sum(scenario.dead_letters().values())
-        realtime = {d.id: d.to_dict() or {} for d in scenario.client.collection("realtime").stream()}
-        continuous = all(
-            [[r["lo"], r["hi"]] for r in (realtime[d.train]["devices_seen"][d.device].get("applied") or [])]
-            == [[1, len(d.counts)]] for d in doors)
+        continuous = seqs_continuous(scenario, doors)
         status, health = bridge.health()
         alive = bridge.process.poll() is None and status == 200
         return scenario.result(
@@ -176,9 +163,7 @@ def run(context, short: bool) -> dict:
             notes=f"{done['kill']} bridge SIGKILLs, 1 broker restart, Pub/Sub cut {cut_s} s; "
                   f"{len(HOSTILE)} hostile MQTT payloads -> {dead} dead letters; bridge healthy: {alive}")
     finally:
-        for door in doors:
-            if door.process is not None and door.process.poll() is None:
-                door.kill()
+        kill_running(doors)
         if bridge is not None:
             bridge.stop()
         broker.stop()

@@ -71,6 +71,29 @@ class Door:
         return self.process.wait(timeout=60)
 
 
+def count_as_truth(scenario, doors) -> None:
+    """The truth the pipeline must reach: what each door's sensor counted (all of it accepted
+    in the end: the sensor re-sent what a killed publisher had not taken)."""
+    for door in doors:
+        for seq, delta in enumerate(door.counts, 1):
+            scenario.devices.truth[door.train] += delta
+            scenario.devices.sent.append(Message(door.device, door.train, seq, delta, 0, b"", {}))
+    scenario.devices.published += sum(len(d.counts) for d in doors)
+
+
+def seqs_continuous(scenario, doors) -> bool:
+    """Whether every door's applied seqs in realtime are exactly 1..its count: no gap, none reused."""
+    realtime = {d.id: d.to_dict() or {} for d in scenario.client.collection("realtime").stream()}
+    return all([[r["lo"], r["hi"]] for r in (realtime[d.train]["devices_seen"][d.device].get("applied") or [])]
+               == [[1, len(d.counts)]] for d in doors)
+
+
+def kill_running(doors) -> None:
+    for door in doors:
+        if door.process is not None and door.process.poll() is None:
+            door.kill()
+
+
 def run(context, short: bool) -> dict:
     kills = 4 if short else 10
     scenario = Scenario(context, NAME, trains=2, doors=2, seed=4)
@@ -107,24 +130,13 @@ def run(context, short: bool) -> dict:
                 victim.feed_pending()
             time.sleep(0.01)
         codes = [door.finish() for door in doors]  # each drains its outbox and exits 0
-        # The truth the pipeline must reach: what each door's sensor counted (all of it was
-        # accepted in the end: the sensor re-sent what a killed publisher had not taken).
-        for door in doors:
-            for seq, delta in enumerate(door.counts, 1):
-                scenario.devices.truth[door.train] += delta
-                scenario.devices.sent.append(Message(door.device, door.train, seq, delta, 0, b"", {}))
-        scenario.devices.published += sum(len(d.counts) for d in doors)
+        count_as_truth(scenario, doors)
         recovery = scenario.wait_exact(pipeline, timeout_s=120)
-        realtime = {d.id: d.to_dict() or {} for d in scenario.client.collection("realtime").stream()}
-        continuous = all(
-            [[r["lo"], r["hi"]] for r in (realtime[d.train]["devices_seen"][d.device].get("applied") or [])]
-            == [[1, len(d.counts)]] for d in doors)
+        continuous = seqs_continuous(scenario, doors)
         return scenario.result(recovery, kills=done_kills, seqs_continuous=continuous,
                                passed=continuous and codes == [0] * len(doors),
                                notes=f"{done_kills} publisher SIGKILLs across {len(doors)} doors; "
                                      f"seqs continuous: {continuous}")
     finally:
-        for door in doors:
-            if door.process is not None and door.process.poll() is None:
-                door.kill()
+        kill_running(doors)
         scenario.close()

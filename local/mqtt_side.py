@@ -1,15 +1,14 @@
 """`make run`'s MQTT side: a mosquitto broker, broker secrets for some of the simulated doors,
 the registry synced to the broker every few seconds, and the bridge (python -m bridge)
 forwarding to the Pub/Sub topic the pipeline reads."""
-import json
 import logging
 import os
 import sys
 import threading
 import types
-import urllib.request
 from typing import Dict, List, Optional
 
+from bridge.health import probe
 from local import stack
 from local.broker import Broker
 from local.emulators import free_port
@@ -60,13 +59,9 @@ class MqttSide:
         return self
 
     def counters(self) -> Optional[dict]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1) as r:
-                return json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return json.loads(e.read() or b"{}")
-        except (OSError, ValueError):
-            return None
+        """The bridge's counters, or None while it does not answer."""
+        status, body = probe(self.health_port, timeout_s=1)
+        return body if status is not None else None
 
     def stop(self) -> None:
         self._stop_sync.set()
