@@ -13,7 +13,7 @@ import time
 from typing import Callable, Optional
 
 from device.outbox import Outbox
-from device.sender import Stats, backoff_s, describe_error
+from device.sender import OutboxDrain, Stats, backoff_s, describe_error
 from occupancy import mqtt
 
 _LOGGER = logging.getLogger(__name__)
@@ -79,51 +79,31 @@ class _Connection:
             self.client.loop_stop()
 
 
-class MqttSender(threading.Thread):
+class MqttSender(OutboxDrain):
     """Drains the outbox to the broker in order; deletes rows only after a successful PUBACK."""
 
     def __init__(self, outbox: Outbox, device_id: str, broker: str, secret: str, stats: Stats, *,
                  window: int, publish_timeout_s: float, max_backoff_s: float,
                  sign: Optional[Callable[[bytes], bytes]] = None, keepalive_s: int = 30):
-        super().__init__(name="outbox-mqtt-sender", daemon=True)
+        super().__init__(outbox, name="outbox-mqtt-sender", window=window)
         host, port = broker.rsplit(":", 1)
         self._host, self._port = host, int(port)
         self._device_id, self._secret = device_id, secret
         self.topic = mqtt.topic_for(device_id)
-        self._outbox, self._stats, self._sign = outbox, stats, sign
-        self._window, self._timeout_s, self._max_backoff_s = window, publish_timeout_s, max_backoff_s
+        self._stats, self._sign = stats, sign
+        self._timeout_s, self._max_backoff_s = publish_timeout_s, max_backoff_s
         self._keepalive_s = keepalive_s
         self._connection: Optional[_Connection] = None
-        self._halt, self._wake = threading.Event(), threading.Event()
         self._published_once = False
         self._failures = 0
-        self.fatal: Optional[str] = None
 
-    def stop(self) -> None:
-        self._halt.set()
-        self._wake.set()
+    def _recovered(self) -> None:
+        if self._failures:
+            _LOGGER.info("The broker takes counts again after %d failed attempts", self._failures)
+        self._failures = 0
 
-    def retry_now(self) -> None:
-        self._wake.set()
-
-    def run(self) -> None:
-        try:
-            while not self._halt.is_set():
-                if not self._outbox.wait_for_rows(0.5):
-                    continue
-                error = self._send(self._outbox.oldest(self._window))
-                if error is None:
-                    if self._failures:
-                        _LOGGER.info("The broker takes counts again after %d failed attempts", self._failures)
-                    self._failures = 0
-                elif not self._failed(error):
-                    return
-        except Exception:  # a bug, or the outbox disk failing: say so, the main loop exits
-            if not self._halt.is_set():
-                _LOGGER.exception("MQTT sender stopped by an error")
-                self.fatal = "the sender stopped by an internal error (see the log above)"
-        finally:
-            self._disconnect()
+    def _finish(self) -> None:
+        self._disconnect()
 
     def _send(self, rows) -> Optional[BaseException]:
         """Publishes `rows` in order; deletes the acknowledged prefix; returns the first error."""
@@ -186,6 +166,5 @@ class MqttSender(threading.Thread):
             _LOGGER.warning("Sending to the broker at %s:%s failed (%s); counts stay in the outbox and "
                             "are retried with back-off up to %.0fs", self._host, self._port,
                             describe_error(error), self._max_backoff_s)
-        self._wake.wait(backoff_s(self._failures, self._max_backoff_s))
-        self._wake.clear()
+        self._wait(backoff_s(self._failures, self._max_backoff_s))
         return True

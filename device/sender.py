@@ -76,29 +76,18 @@ def _fatal_at_first_publish(error: BaseException, topic: str) -> Optional[str]:
     return None
 
 
-class Sender(threading.Thread):
-    """Drains the outbox to Pub/Sub in order; deletes rows only after their publish is acknowledged."""
+class OutboxDrain(threading.Thread):
+    """The loop both senders share: take the outbox's oldest rows, send them in order, and on a
+    failure back off (the subclass says how long and whether it is fatal). Subclasses give
+    `_send(rows) -> error or None`, `_failed(error) -> keep going?`, `_recovered()` and
+    optionally `_finish()` (run when the loop ends)."""
 
-    def __init__(self, outbox: Outbox, topic: str, client_factory: Callable, stats: Stats, *,
-                 window: int, publish_timeout_s: float, max_backoff_s: float,
-                 sign: Optional[Callable[[bytes], bytes]] = None):
-        super().__init__(name="outbox-sender", daemon=True)
-        # The device's signature over each payload (occupancy.identity.Signer.sign); None: unsigned.
-        self._sign = sign
+    def __init__(self, outbox: Outbox, *, name: str, window: int):
+        super().__init__(name=name, daemon=True)
         self._outbox = outbox
-        self._topic = topic
-        self._client_factory = client_factory
-        self._client = None
-        self._stats = stats
         self._window = window
-        self._publish_timeout_s = publish_timeout_s
-        self._max_backoff_s = max_backoff_s
         self._halt = threading.Event()
         self._wake = threading.Event()
-        self._published_once = False
-        self._failures = 0
-        self._failing_since = None
-        self._last_error_type = None
         self.fatal: Optional[str] = None
 
     def stop(self) -> None:
@@ -121,8 +110,39 @@ class Sender(threading.Thread):
                     return
         except Exception:  # a bug, or the outbox disk failing: say so, the main loop exits
             if not self._halt.is_set():
-                _LOGGER.exception("Sender stopped by an error")
+                _LOGGER.exception("%s stopped by an error", self.name)
                 self.fatal = "the sender stopped by an internal error (see the log above)"
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        pass
+
+    def _wait(self, delay_s: float) -> None:
+        """A back-off wait that stop() or retry_now() cut short."""
+        self._wake.wait(delay_s)
+        self._wake.clear()
+
+
+class Sender(OutboxDrain):
+    """Drains the outbox to Pub/Sub in order; deletes rows only after their publish is acknowledged."""
+
+    def __init__(self, outbox: Outbox, topic: str, client_factory: Callable, stats: Stats, *,
+                 window: int, publish_timeout_s: float, max_backoff_s: float,
+                 sign: Optional[Callable[[bytes], bytes]] = None):
+        super().__init__(outbox, name="outbox-sender", window=window)
+        # The device's signature over each payload (occupancy.identity.Signer.sign); None: unsigned.
+        self._sign = sign
+        self._topic = topic
+        self._client_factory = client_factory
+        self._client = None
+        self._stats = stats
+        self._publish_timeout_s = publish_timeout_s
+        self._max_backoff_s = max_backoff_s
+        self._published_once = False
+        self._failures = 0
+        self._failing_since = None
+        self._last_error_type = None
 
     def _send(self, rows) -> Optional[BaseException]:
         """Publishes `rows` in order; deletes the acknowledged prefix; returns the first error."""
@@ -193,8 +213,7 @@ class Sender(threading.Thread):
         else:
             _LOGGER.debug("Publish attempt %d failed: %s", self._failures, describe_error(error))
         self._last_error_type = type(error)
-        self._wake.wait(backoff_s(self._failures, self._max_backoff_s))
-        self._wake.clear()
+        self._wait(backoff_s(self._failures, self._max_backoff_s))
         return True
 
     def _recovered(self) -> None:
