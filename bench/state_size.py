@@ -7,8 +7,9 @@ it. The job's own pieces do the work: `wire.parse_message`, the release queue
 (`transforms.release_queue`, in memory) and `fold.apply_events`. Measured after
 5 minutes and after the hour:
 
-* the train's state as a streaming worker keeps it: the pickled TrainState
-  (FoldOccupancy's `train` state, PickleCoder), its size in memory as the SDK
+* the train's state as a streaming worker keeps it: the encoded TrainState
+  (FoldOccupancy's `train` state, TrainStateCoder; the pickle earlier jobs
+  stored beside it, for comparison), its size in memory as the SDK
   harness's state cache weighs it (objsize), and the queued events
   (EventCoder-encoded, all three bags, dead elements included);
 * the realtime document's storage size as Firestore counts it
@@ -20,7 +21,7 @@ from typing import Dict
 from apache_beam.runners.worker.statecache import get_deep_size
 
 from occupancy import documents, fold, wire
-from transforms.coders import EventCoder
+from transforms.coders import EventCoder, TrainStateCoder
 from transforms.release_queue import ReleaseQueue, keep_clock, memory_state
 
 _CODER = EventCoder()
@@ -70,7 +71,8 @@ def _sizes(state: fold.TrainState, handles, train_id: str, counts: dict, marks_m
     queued = [e for bag in (handles.pending, handles.waiting, handles.later) for e in bag.items]
     realtime = documents.realtime_write(train_id, state)
     sizes = {
-        "train_state_bytes": len(pickle.dumps(state, pickle.HIGHEST_PROTOCOL)),
+        "train_state_bytes": len(TrainStateCoder().encode(state)),
+        "train_state_pickled_bytes": len(pickle.dumps(state, pickle.HIGHEST_PROTOCOL)),
         "train_state_memory_bytes": get_deep_size(state),
         "queued_events": len(queued),
         "queued_bytes": sum(len(_CODER.encode(e)) for e in queued),

@@ -23,7 +23,7 @@ from google.api_core import exceptions as gexc
 
 from local import stack
 from local.stack import PROJECT
-from occupancy import registry, wire
+from occupancy import documents, registry, wire
 from occupancy.store import make_client
 from sim.keyring import Keyring
 
@@ -124,8 +124,7 @@ class Devices:
         realtime = {d.id: d.to_dict() or {} for d in client.collection("realtime").stream()}
         again = 0
         for m in list(self.sent):
-            seen = (realtime.get(m.train, {}).get("devices_seen") or {}).get(m.device) or {}
-            ranges = [(r["lo"], r["hi"]) for r in seen.get("applied") or []]
+            ranges = documents.applied_ranges(realtime.get(m.train, {})).get(m.device) or []
             if not any(lo <= m.seq <= hi for lo, hi in ranges):
                 self.publish(m, wait=False)
                 again += 1

@@ -18,7 +18,7 @@ import time
 from device.outbox import Outbox
 from faults.harness import Message, Scenario
 from local.stack import PROJECT
-from occupancy import registry
+from occupancy import documents, registry
 
 NAME = "publisher_kills"
 
@@ -84,8 +84,7 @@ def count_as_truth(scenario, doors) -> None:
 def seqs_continuous(scenario, doors) -> bool:
     """Whether every door's applied seqs in realtime are exactly 1..its count: no gap, none reused."""
     realtime = {d.id: d.to_dict() or {} for d in scenario.client.collection("realtime").stream()}
-    return all([[r["lo"], r["hi"]] for r in (realtime[d.train]["devices_seen"][d.device].get("applied") or [])]
-               == [[1, len(d.counts)]] for d in doors)
+    return all(documents.applied_ranges(realtime[d.train]).get(d.device) == [[1, len(d.counts)]] for d in doors)
 
 
 def kill_running(doors) -> None:

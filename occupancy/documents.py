@@ -6,10 +6,14 @@ train's state from what they wrote. Field names of the original prototype
 """
 import datetime
 import hashlib
-from typing import NamedTuple, Optional
+import logging
+from typing import Dict, List, NamedTuple, Optional
 
+from occupancy import state_codec
 from occupancy.fold import Bucket, DeviceMemory, TrainState, Trip
 from occupancy.wire import from_micros, to_micros
+
+_LOGGER = logging.getLogger(__name__)
 
 # Firestore's limit on a document's storage size (bytes).
 MAX_DOCUMENT_BYTES = 1_048_576
@@ -21,6 +25,8 @@ MAX_RANGES_PER_DEVICE = 32
 # Fields of a realtime document that only a train with a capacity has: a guarded
 # write, which updates the fields it is given, deletes them when they are absent.
 REALTIME_OPTIONAL = ("capacity", "occupancy_ratio")
+# The realtime document's field for the job alone (occupancy.state_codec.encode_dedup).
+CHECKPOINT = "checkpoint"
 
 # Logical collections; the pipeline options map them to real collection names.
 REALTIME = "realtime"
@@ -75,6 +81,13 @@ def trip_write(train_id: str, trip: Trip) -> DocumentWrite:
 
 
 def realtime_write(train_id: str, state: TrainState) -> DocumentWrite:
+    """realtime/{train_id}: what readers show, and the job's `checkpoint`.
+
+    `devices_seen` holds what the API, dashboard and feed read per device; how the
+    job de-duplicates them across a restart (registration times, applied seq
+    ranges) is one bytes field, `checkpoint` (occupancy.state_codec), which
+    readers never return.
+    """
     data = {
         "current_value": state.value,
         "last_updated": from_micros(state.last_applied_us) if state.last_applied_us is not None else None,
@@ -82,15 +95,14 @@ def realtime_write(train_id: str, state: TrainState) -> DocumentWrite:
             device_id: {
                 "seq": memory.seq,
                 "last_seen": from_micros(memory.last_seen_us),
-                # The applied seqs below `seq` (ranges): a new job de-duplicates exactly.
-                "applied": [{"lo": lo, "hi": hi}
-                            for lo, hi in capped_ranges(memory.applied, MAX_RANGES_PER_DEVICE)],
-                "registered_us": memory.registered_us,
                 # Since the last reset: per-door counts for per-carriage estimates (occupancy.fleet).
                 "trip_boarded": memory.trip_boarded,
                 "trip_alighted": memory.trip_alighted,
             } for device_id, memory in sorted(state.devices.items())
         },
+        CHECKPOINT: state_codec.encode_dedup({
+            device_id: (memory.registered_us, capped_ranges(memory.applied, MAX_RANGES_PER_DEVICE))
+            for device_id, memory in state.devices.items()}),
         "reset_through_us": state.reset_through_us,
         "trip_start_us": state.trip_start_us,
     }
@@ -98,6 +110,11 @@ def realtime_write(train_id: str, state: TrainState) -> DocumentWrite:
         data["capacity"] = state.capacity
         data["occupancy_ratio"] = round(state.value / state.capacity, 4)
     return DocumentWrite(REALTIME, train_id, data)
+
+
+def applied_ranges(realtime: dict) -> Dict[str, List[List[int]]]:
+    """device_id -> its applied seq ranges, from a realtime document of either format."""
+    return {device_id: memory.applied for device_id, memory in _dedup_memory(realtime, 0).items()}
 
 
 def capped_ranges(ranges, cap: int):
@@ -110,11 +127,17 @@ def capped_ranges(ranges, cap: int):
     """
     if len(ranges) <= cap:
         return ranges
-    ranges = [list(r) for r in ranges]
-    while len(ranges) > cap:
-        i = min(range(len(ranges) - 1), key=lambda k: ranges[k + 1][0] - ranges[k][1])
-        ranges[i:i + 2] = [[ranges[i][0], ranges[i + 1][1]]]
-    return ranges
+    # Filling a gap leaves the others as wide as they were: fill the narrowest at once (ties: the
+    # lowest first), in O(n log n) rather than one at a time.
+    gaps = sorted(range(len(ranges) - 1), key=lambda k: (ranges[k + 1][0] - ranges[k][1], k))
+    filled = set(gaps[:len(ranges) - cap])
+    out = [list(ranges[0])]
+    for k in range(1, len(ranges)):
+        if k - 1 in filled:
+            out[-1][1] = ranges[k][1]
+        else:
+            out.append(list(ranges[k]))
+    return out
 
 
 def storage_size(path: str, data: dict) -> int:
@@ -173,16 +196,7 @@ def state_from_documents(realtime: Optional[dict], history: Optional[dict],
     state.capacity = realtime.get("capacity")
     state.reset_through_us = int(realtime.get("reset_through_us") or 0)
     state.trip_start_us = int(realtime.get("trip_start_us") or 0)
-    for device_id, seen in (realtime.get("devices_seen") or {}).items():
-        seq = int(seen.get("seq", -1))
-        applied = [[int(r["lo"]), int(r["hi"])] for r in seen.get("applied") or []]
-        if "applied" not in seen and seq >= 0:
-            # Written without ranges: everything up to seq counts as applied.
-            applied = [[max(0, seq - dedup_window + 1), seq]]
-        state.devices[device_id] = DeviceMemory(
-            seq=seq, applied=applied, last_seen_us=_micros(seen.get("last_seen")),
-            registered_us=int(seen.get("registered_us") or 0),
-            trip_boarded=int(seen.get("trip_boarded") or 0), trip_alighted=int(seen.get("trip_alighted") or 0))
+    state.devices = _dedup_memory(realtime, dedup_window)
     if history:
         state.bucket = Bucket(
             start_us=_micros(history.get("bucket_start")),
@@ -190,3 +204,32 @@ def state_from_documents(realtime: Optional[dict], history: Optional[dict],
             **{k: int(history.get(k) or 0) for k in
                ("value", "delta", "events", "boarded", "alighted", "late", "correction")})
     return state
+
+
+def _dedup_memory(realtime: dict, dedup_window: int) -> Dict[str, DeviceMemory]:
+    """Each device's memory from `devices_seen` and the `checkpoint`; documents written before
+    the checkpoint (jobs up to 5807173) kept `applied` and `registered_us` in `devices_seen`."""
+    checkpoint = {}
+    if realtime.get(CHECKPOINT):
+        try:
+            checkpoint = state_codec.decode_dedup(realtime[CHECKPOINT])
+        except state_codec.UnknownVersion as e:  # a newer job's document: the safe side below
+            _LOGGER.warning("realtime checkpoint not read (%s): each device's last %d seqs taken as applied",
+                            e, dedup_window)
+    out = {}
+    for device_id, seen in (realtime.get("devices_seen") or {}).items():
+        seq = int(seen.get("seq", -1))
+        if device_id in checkpoint:
+            registered_us, applied = checkpoint[device_id]
+        elif "applied" in seen:
+            registered_us = int(seen.get("registered_us") or 0)
+            applied = [[int(r["lo"]), int(r["hi"])] for r in seen["applied"] or []]
+        else:
+            # Nothing says which seqs were applied: everything up to seq counts as applied (a
+            # re-sent count missed, never one counted twice).
+            registered_us = int(seen.get("registered_us") or 0)
+            applied = [[max(0, seq - dedup_window + 1), seq]] if seq >= 0 and dedup_window > 0 else []
+        out[device_id] = DeviceMemory(
+            seq=seq, applied=applied, last_seen_us=_micros(seen.get("last_seen")), registered_us=registered_us,
+            trip_boarded=int(seen.get("trip_boarded") or 0), trip_alighted=int(seen.get("trip_alighted") or 0))
+    return out

@@ -119,6 +119,27 @@ def test_one_train_with_its_devices_404_and_invalid_ids(http, firestore_client):
     assert http.get("/v1/trains/..").status_code == 404  # the client resolves it to /v1
 
 
+def test_the_jobs_checkpoint_is_never_served(http, tokens, firestore_client):
+    """realtime's `checkpoint` (the job's de-duplication memory) stays with the job: no endpoint,
+    operator or public, JSON or protobuf, returns it or the fields it holds."""
+    registry.set_train(firestore_client, "trains", "t1", 100)
+    registry.register_device(firestore_client, "devices", "d1", "t1", "car1-door1")
+    write_realtime(firestore_client, "t1", 10, 100, {"d1": (400, ago(2))})
+    checkpoint = firestore_client.collection("realtime").document("t1").get().to_dict()[documents.CHECKPOINT]
+    assert checkpoint  # written, so that its absence below means something
+    for path in ("/v1/trains", "/v1/trains/t1", "/v1/trains/t1/history", "/v1/devices",
+                 "/gtfs-rt/vehicle-positions.pb"):
+        for headers in ({}, tokens["operator"]):
+            response = http.get(path, headers=headers)
+            if path == "/v1/devices" and not headers:
+                assert response.status_code == 401
+                continue
+            assert response.status_code == 200, (path, response.text)
+            assert checkpoint not in response.content, path
+            for name in ("checkpoint", "applied", "registered_us"):
+                assert name.encode() not in response.content, (path, name)
+
+
 def test_history_pages_with_a_cursor_and_a_time_range(http, firestore_client):
     base = (wire.now_us() // S - 3600) * S
     writes = []

@@ -3,7 +3,7 @@ import datetime
 import random
 import zoneinfo
 
-from occupancy import documents, fold, wire
+from occupancy import documents, fold, state_codec, wire
 
 T0 = wire.parse_time("2026-11-24T07:00:00Z")
 S = 1_000_000
@@ -256,15 +256,13 @@ def test_a_train_with_the_most_devices_and_the_worst_gaps_stays_far_below_one_mi
             memory.accept(seq, 1000)
         state.devices[f"train-with-a-long-name-car{d // 8 + 1:02d}-door{d % 8 + 1}"] = memory
     write = documents.realtime_write("t1", state)
-    first = write.data["devices_seen"][sorted(state.devices)[0]]
-    assert len(first["applied"]) == documents.MAX_RANGES_PER_DEVICE
+    ranges = documents.applied_ranges(write.data)
+    assert {len(r) for r in ranges.values()} == {documents.MAX_RANGES_PER_DEVICE}
     size = documents.storage_size("realtime/t1", write.data)
-    assert size < documents.MAX_DOCUMENT_BYTES / 2, size
-    # Uncapped, the same train would not fit in a document at all.
-    uncapped = dict(write.data, devices_seen={d: dict(v, applied=[{"lo": lo, "hi": hi} for lo, hi in m.applied])
-                                              for (d, v), m in zip(sorted(write.data["devices_seen"].items()),
-                                                                   (state.devices[k] for k in sorted(state.devices)))})
-    assert documents.storage_size("realtime/t1", uncapped) > documents.MAX_DOCUMENT_BYTES
+    assert size < documents.MAX_DOCUMENT_BYTES / 8, size
+    # Uncapped, the same train's checkpoint alone holds 500 ranges a device.
+    uncapped = state_codec.encode_dedup({d: (m.registered_us, m.applied) for d, m in state.devices.items()})
+    assert len(uncapped) > 8 * len(write.data[documents.CHECKPOINT])
 
 
 def test_a_restart_from_a_capped_document_never_counts_a_seq_twice():

@@ -1,13 +1,21 @@
-"""The coder of `occupancy.wire.Event`, registered for every PCollection and state that holds one.
+"""Coders of what the job keeps: `occupancy.wire.Event` (registered for every PCollection and
+state that holds one) and the train's state.
 
-Deterministic and compact (no pickling per element); registering it also
-gives the keyed PCollection (train_id, Event) a deterministic key coder,
+EventCoder is deterministic and compact (no pickling per element); registering
+it also gives the keyed PCollection (train_id, Event) a deterministic key coder,
 which stateful processing on Dataflow requires.
 """
+import pickle
+
 import apache_beam as beam
 from apache_beam.coders import coders
 
-from occupancy import wire
+from occupancy import state_codec, wire
+from occupancy.fold import TrainState
+
+# How the bytes a `PickleCoder` wrote begin (pickle protocol 2 and later); state_codec's begin
+# with their version, 1 and up.
+_PICKLE_PROTOCOL_OPCODE = 0x80
 
 
 class EventCoder(coders.Coder):
@@ -33,6 +41,29 @@ class EventCoder(coders.Coder):
 
     def to_type_hint(self):
         return wire.Event
+
+
+class TrainStateCoder(coders.Coder):
+    """The `train` state cell: `occupancy.state_codec`'s versioned encoding of a TrainState.
+
+    Reads, too, the pickled TrainState that jobs up to 5807173 stored with
+    `PickleCoder` (a job updated in place finds its trains' state in that form)
+    and writes it back in the versioned encoding at the train's next flush.
+    """
+
+    def encode(self, state: TrainState) -> bytes:
+        return state_codec.encode_state(state)
+
+    def decode(self, encoded: bytes) -> TrainState:
+        if encoded[:1] == bytes([_PICKLE_PROTOCOL_OPCODE]):
+            return pickle.loads(encoded)  # the job's own state, as its earlier version wrote it
+        return state_codec.decode_state(encoded)
+
+    def is_deterministic(self):
+        return True
+
+    def to_type_hint(self):
+        return TrainState
 
 
 beam.coders.registry.register_coder(wire.Event, EventCoder)

@@ -29,7 +29,7 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 
 from occupancy import documents, fold, wire
 from occupancy.store import RetryPolicy, count_ops, make_client
-from transforms.coders import EventCoder
+from transforms.coders import EventCoder, TrainStateCoder
 from transforms.release_queue import KnownValue, QueueState, ReleaseQueue
 
 _LOGGER = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ class FoldOccupancy(beam.DoFn):
     WAITING = BagStateSpec("waiting", EventCoder())
     LATER = BagStateSpec("later", EventCoder())
     HORIZON = ReadModifyWriteStateSpec("horizon", coders.VarIntCoder())
-    TRAIN = ReadModifyWriteStateSpec("train", coders.PickleCoder())
+    # Versioned bytes (occupancy.state_codec), not a pickled class: `--update` and renames read them.
+    TRAIN = ReadModifyWriteStateSpec("train", TrainStateCoder())
     # The release queue's clock: (armed release time or 0, time of the last flush), microseconds
     # of event time, written when an element arms the timer and at every flush.
     CLOCK = ReadModifyWriteStateSpec("clock", coders.TupleCoder(

@@ -1,0 +1,172 @@
+"""A train's state as compact, versioned bytes: no pickle, no Beam (docs/design.md, "State encodings").
+
+Two encodings, each starting with its version byte:
+
+* `encode_state` / `decode_state`: the whole `TrainState`, for the stateful
+  DoFn's `train` cell (transforms.coders.TrainStateCoder). Fields are written
+  explicitly, in a fixed order, so the bytes do not depend on class or module
+  names (a rename or a `--update` reads them) and a new field is a new version
+  whose decoder still reads the old ones.
+* `encode_dedup` / `decode_dedup`: what a new job needs to de-duplicate a
+  train's devices across a restart (each device's registration time and
+  applied seq ranges), one bytes field of the realtime document
+  (`checkpoint`). One value for the Firestore client to marshal instead of a
+  map per range; readers (API, dashboard, feed) never need it.
+
+Integers are LEB128 varints, signed ones zigzag-encoded; strings are a
+length and UTF-8; seq ranges are each range's distance from the previous one
+and its width, so consecutive seqs cost a few bytes whatever their size.
+"""
+from typing import Dict, List, Tuple
+
+from occupancy.fold import Bucket, DeviceMemory, TrainState
+
+STATE_VERSION = 1
+DEDUP_VERSION = 1
+_BUCKET_FIELDS = ("start_us", "timestamp_us", "value", "delta", "events", "boarded", "alighted", "late",
+                  "correction")
+
+
+class UnknownVersion(ValueError):
+    """Bytes written by a newer version of the job than this one reads."""
+
+
+class _Writer:
+    def __init__(self, version: int):
+        self.out = bytearray([version])
+
+    def uint(self, n: int) -> None:
+        if n < 0:
+            raise ValueError(f"unsigned varint of {n}")
+        while n > 0x7F:
+            self.out.append((n & 0x7F) | 0x80)
+            n >>= 7
+        self.out.append(n)
+
+    def int(self, n: int) -> None:
+        self.uint(n * 2 if n >= 0 else -n * 2 - 1)
+
+    def optional(self, n) -> None:
+        self.uint(n is not None)
+        if n is not None:
+            self.int(n)
+
+    def str(self, s: str) -> None:
+        raw = s.encode("utf-8")
+        self.uint(len(raw))
+        self.out += raw
+
+    def ranges(self, ranges: List[List[int]]) -> None:
+        self.uint(len(ranges))
+        previous = 0
+        for lo, hi in ranges:
+            self.int(lo - previous)
+            self.uint(hi - lo)
+            previous = hi
+
+
+class _Reader:
+    def __init__(self, data: bytes, what: str, known: int):
+        if not data:
+            raise ValueError(f"empty {what}")
+        self.data, self.at = memoryview(data), 1
+        self.version = data[0]
+        if self.version > known or self.version == 0:
+            raise UnknownVersion(f"{what} in version {self.version}; this job reads versions 1 to {known}")
+
+    def uint(self) -> int:
+        n = shift = 0
+        while True:
+            byte = self.data[self.at]
+            self.at += 1
+            n |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return n
+            shift += 7
+
+    def int(self) -> int:
+        n = self.uint()
+        return n >> 1 if not n & 1 else -(n >> 1) - 1
+
+    def optional(self):
+        return self.int() if self.uint() else None
+
+    def str(self) -> str:
+        n = self.uint()
+        self.at += n
+        return bytes(self.data[self.at - n:self.at]).decode("utf-8")
+
+    def ranges(self) -> List[List[int]]:
+        out, previous = [], 0
+        for _ in range(self.uint()):
+            lo = previous + self.int()
+            previous = lo + self.uint()
+            out.append([lo, previous])
+        return out
+
+    def done(self, what: str) -> None:
+        if self.at != len(self.data):
+            raise ValueError(f"{what}: {len(self.data) - self.at} bytes left over")
+
+
+def encode_state(state: TrainState) -> bytes:
+    w = _Writer(STATE_VERSION)
+    w.int(state.value)
+    w.optional(state.last_applied_us)
+    w.optional(state.capacity)
+    for n in (state.reset_through_us, state.last_written_us, state.trip_start_us, *state.queue_clock):
+        w.int(n)
+    w.uint(len(state.devices))
+    for device_id, m in sorted(state.devices.items()):
+        w.str(device_id)
+        for n in (m.seq, m.registered_us, m.last_seen_us, m.trip_boarded, m.trip_alighted):
+            w.int(n)
+        w.ranges(m.applied)
+    w.uint(len(state.recent_ids))
+    for event_id, t_us in sorted(state.recent_ids.items()):
+        w.str(event_id)
+        w.int(t_us)
+    w.uint(state.bucket is not None)
+    if state.bucket is not None:
+        for name in _BUCKET_FIELDS:
+            w.int(getattr(state.bucket, name))
+    return bytes(w.out)
+
+
+def decode_state(data: bytes) -> TrainState:
+    r = _Reader(data, "train state", STATE_VERSION)
+    state = TrainState(value=r.int(), last_applied_us=r.optional(), capacity=r.optional())
+    state.reset_through_us, state.last_written_us, state.trip_start_us = r.int(), r.int(), r.int()
+    state.queue_clock = (r.int(), r.int())
+    for _ in range(r.uint()):
+        device_id = r.str()
+        seq, registered_us, last_seen_us, boarded, alighted = (r.int() for _ in range(5))
+        state.devices[device_id] = DeviceMemory(seq=seq, applied=r.ranges(), last_seen_us=last_seen_us,
+                                                registered_us=registered_us, trip_boarded=boarded,
+                                                trip_alighted=alighted)
+    state.recent_ids = {r.str(): r.int() for _ in range(r.uint())}
+    if r.uint():
+        state.bucket = Bucket(**{name: r.int() for name in _BUCKET_FIELDS})
+    r.done("train state")
+    return state
+
+
+def encode_dedup(devices: Dict[str, Tuple[int, List[List[int]]]]) -> bytes:
+    """device_id -> (registered_us, applied seq ranges) as the realtime document's `checkpoint`."""
+    w = _Writer(DEDUP_VERSION)
+    w.uint(len(devices))
+    for device_id, (registered_us, ranges) in sorted(devices.items()):
+        w.str(device_id)
+        w.int(registered_us)
+        w.ranges(ranges)
+    return bytes(w.out)
+
+
+def decode_dedup(data: bytes) -> Dict[str, Tuple[int, List[List[int]]]]:
+    r = _Reader(data, "realtime checkpoint", DEDUP_VERSION)
+    out = {}
+    for _ in range(r.uint()):
+        device_id = r.str()
+        out[device_id] = (r.int(), r.ranges())
+    r.done("realtime checkpoint")
+    return out
