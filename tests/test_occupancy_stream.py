@@ -8,6 +8,7 @@ message that arrives after its bucket was flushed is really late.
 import random
 
 import apache_beam as beam
+from google.api_core import exceptions as gexc
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
@@ -17,7 +18,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from occupancy import documents, fold, wire
 from transforms.coders import EventCoder
-from transforms.occupancy import STAT_NAMES, STATS, CountFlushes, FoldOccupancy
+from transforms.occupancy import SEED_RETRY_US, STAT_NAMES, STATS, CountFlushes, FoldOccupancy
 
 T0 = wire.parse_time("2026-11-24T07:00:00Z")
 S = 1_000_000
@@ -186,10 +187,65 @@ def test_event_coder_round_trips_state_events():
 def test_flush_stats_become_beam_counters():
     from apache_beam.metrics.metric import MetricsFilter
     p = TestPipeline(runner="BundleBasedDirectRunner")
-    p | beam.Create([(3, 1, 0, 1, 2, 1), (2, 0, 1, 0, 0, 0)]) | beam.ParDo(CountFlushes())
+    p | beam.Create([(3, 1, 0, 1, 2, 1, 0), (2, 0, 1, 0, 0, 0, 0), (0, 0, 0, 0, 0, 0, 1)]) | beam.ParDo(
+        CountFlushes())
     result = p.run()
     result.wait_until_finish()
     counters = {c.key.metric.name: c.committed for c in result.metrics().query(
         MetricsFilter().with_namespace("occupancy"))["counters"]}
     assert counters == {"flushes": 2, "applied": 5, "duplicates": 1, "late": 1, "corrections": 1,
-                        "heartbeats": 2, "seeded": 1}
+                        "heartbeats": 2, "seeded": 1, "seeds_put_off": 1}
+
+
+class FlakySeed:
+    """A RealtimeSeed whose first `failures` reads fail as Firestore does when it is cut off or
+    refuses the job's account; then the train's stored state (value 10)."""
+    calls = []
+
+    def __init__(self, failures):
+        self.failures = failures
+
+    def setup(self):
+        pass
+
+    def load(self, train_id, config):
+        FlakySeed.calls.append(train_id)
+        if len(FlakySeed.calls) <= self.failures:
+            raise (gexc.ServiceUnavailable if len(FlakySeed.calls) % 2 else gexc.PermissionDenied)("no")
+        return fold.TrainState(value=10)
+
+
+def test_a_train_that_cannot_be_seeded_keeps_its_events_until_it_can():
+    """Seeding fails twice (each read bounded by its own deadline): the flush is put off, not
+    raised (the runner would retry the whole work item) and not applied from zero."""
+    FlakySeed.calls.clear()
+    arrivals = [(0.2, ev("d1", 1, 3, 0.1)), (0.4, ev("d1", 2, 2, 0.3)),
+                (3.5, ev("hb", 1, 0, 3.4)),  # keeps the watermark moving, as heartbeats do
+                (14.0, ev("hb", 2, 0, 13.9)), (25.0, ev("hb", 3, 0, 24.9)), (36.0, ev("hb", 4, 0, 35.9))]
+    def check(outputs):
+        realtime = [(t, w.data["current_value"]) for w, t in outputs if w.collection == documents.REALTIME]
+        expect(realtime and all(value == 15 for _, value in realtime), f"{realtime}")
+        # Put off at 3 s to 13 s, failed again there, and written at the next flush a new
+        # element armed (the heartbeat at 13.9 s, released at 16 s).
+        expect(min(t for t, _ in realtime) == T0 + 16 * S, f"{realtime}")
+
+    stream = TestStream()
+    for arrival_s, event in arrivals:
+        stream.advance_watermark_to(Timestamp(micros=T0 + int(arrival_s * S)))
+        stream.add_elements([TimestampedValue((event.train_id, event), Timestamp(micros=event.event_time_us))])
+    stream.advance_watermark_to(Timestamp(micros=T0 + 40 * S))
+    stream.advance_watermark_to_infinity()
+    options = PipelineOptions(runner="BundleBasedDirectRunner")
+    options.view_as(StandardOptions).streaming = True
+    with TestPipeline(options=options) as p:
+        outputs = p | stream | beam.ParDo(FoldOccupancy(CONFIG, FlakySeed(failures=2))).with_outputs(
+            STATS, main="writes")
+        writes = outputs.writes | beam.Map(lambda w, t=beam.DoFn.TimestampParam: (w, t.micros))
+        assert_that(writes, check)
+
+        def check_stats(rows):
+            totals = {name: sum(row[i] for row in rows) for i, name in enumerate(STAT_NAMES)}
+            expect((totals["seeds_put_off"], totals["seeded"]) == (2, 1), f"{totals}")
+            expect(totals["applied"] == 2, f"{totals}")
+        assert_that(outputs[STATS], check_stats, label="Stats")
+    assert len(FlakySeed.calls) == 3

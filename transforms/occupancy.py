@@ -24,6 +24,7 @@ import logging
 
 import apache_beam as beam
 from apache_beam.coders import coders
+from google.api_core import exceptions as gexc
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 
@@ -35,7 +36,9 @@ from transforms.release_queue import KnownValue, QueueState, ReleaseQueue
 _LOGGER = logging.getLogger(__name__)
 STATS = "stats"
 DEAD_LETTER = "dead_letter"
-STAT_NAMES = ("applied", "duplicates", "late", "corrections", "heartbeats", "seeded")
+STAT_NAMES = ("applied", "duplicates", "late", "corrections", "heartbeats", "seeded", "seeds_put_off")
+# A train whose state could not be seeded tries its flush again this much event time later.
+SEED_RETRY_US = 10_000_000
 
 
 class RealtimeSeed:
@@ -123,13 +126,29 @@ class FoldOccupancy(beam.DoFn):
                  timer_at=beam.DoFn.StateParam(TIMER_AT), flush=beam.DoFn.TimerParam(FLUSH)):
         fired_us = fired.micros
         state = train.read()
-        ready, queue_clock = self._queue.take_due(fired_us, self._queue_state(
-            pending, waiting, later, horizon, clock, flush, lambda: _legacy_clock(state, timer_at.read())))
+        queue = self._queue_state(pending, waiting, later, horizon, clock, flush,
+                                  lambda: _legacy_clock(state, timer_at.read()))
+        ready, queue_clock = self._queue.take_due(fired_us, queue)
         if not ready:
             return
         seeded = state is None
         if seeded:
-            state = self._seed.load(key, self._config) if self._seed else fold.TrainState()
+            try:
+                state = self._seed.load(key, self._config) if self._seed else fold.TrainState()
+            except gexc.GoogleAPIError as e:
+                # Bounded here (the read's own retries end at its deadline), and not raised: a
+                # failed work item is retried by the runner with every other train in it. This
+                # train's events go back to the queue, due at its next flush; nothing is applied
+                # from a made-up zero.
+                _LOGGER.error("Train %s not seeded from Firestore (%s: %s); its %d events wait and the flush "
+                              "is tried again in %d s of event time. Check that Firestore is reachable and "
+                              "the workers' service account may read it (roles/datastore.user)",
+                              key, type(e).__name__, e, len(ready), SEED_RETRY_US // 1_000_000)
+                for event in ready:
+                    pending.add(event)
+                self._queue.put_off(fired_us, SEED_RETRY_US, queue)
+                yield beam.pvalue.TaggedOutput(STATS, (0,) * (len(STAT_NAMES) - 1) + (1,))
+                return
         result = fold.apply_events(state, ready, self._config, fired_us)
         for event, detail in result.refused:
             # The raw message was left behind at the lookup (state keeps no payloads): the dead
@@ -140,7 +159,7 @@ class FoldOccupancy(beam.DoFn):
         state.queue_clock = queue_clock  # what a job of an earlier version reads, if rolled back to
         train.write(state)
         yield beam.pvalue.TaggedOutput(STATS, (result.applied, result.duplicates, result.late,
-                                               result.corrections, result.heartbeats, int(seeded)))
+                                               result.corrections, result.heartbeats, int(seeded), 0))
         for bucket in result.buckets:
             yield documents.history_write(key, bucket)
         for trip in result.trips:
@@ -158,7 +177,8 @@ def _legacy_clock(state, timer_at):
 
 
 class CountFlushes(beam.DoFn):
-    """Per-flush stats tuple (STAT_NAMES order) -> Beam counters.
+    """Per-flush stats tuple (STAT_NAMES order) -> Beam counters (a flush put off for its seed
+    counts in `seeds_put_off`, not in `flushes`).
 
     Counted here rather than in the timer callback: the local DirectRunner does
     not report metrics incremented in `on_timer` (measured with Beam 2.77).
@@ -169,7 +189,8 @@ class CountFlushes(beam.DoFn):
         self._counters = [beam.metrics.Metrics.counter("occupancy", name) for name in STAT_NAMES]
 
     def process(self, stats):
-        self._flushes.inc()
+        if not stats[-1]:
+            self._flushes.inc()
         for counter, value in zip(self._counters, stats):
             if value:
                 counter.inc(value)

@@ -161,6 +161,14 @@ class ReleaseQueue:
         states.timer_at.write(clock)
         return ready, clock
 
+    def put_off(self, fired_us: int, delay_us: int, states: QueueState) -> None:
+        """Takes nothing and arms the timer again `delay_us` after `fired_us`: the flush is
+        tried again then (a new element may still arm it sooner)."""
+        _, last_flush = _clock(states)
+        at = fired_us + delay_us
+        states.flush.set(Timestamp(micros=at))
+        states.timer_at.write((at, last_flush))
+
     def _refill(self, fired_us: int, states, waiting_has_more: bool):
         """Moves the horizon on when it comes near (or nothing else waits).
 
