@@ -85,9 +85,10 @@ def save_messages(msgs, directory: str, name: str = "messages.pickle") -> str:
     return path
 
 
-def build_pipeline(p, path: str, options: OccupancyOptions):
-    """The job's own steps after its read (pipeline.build.compose), fed from `path`."""
-    compose(p | "Replay" >> ReplayMessages(path), options)
+def build_pipeline(p, path: str, options: OccupancyOptions, source=None):
+    """The job's own steps after its read (pipeline.build.compose), fed from `path` (by
+    `source`, a PTransform of PBegin, if given)."""
+    compose(p | "Replay" >> (source or ReplayMessages(path)), options)
 
 
 class StatefulSum(beam.DoFn):
@@ -106,25 +107,26 @@ class StatefulSum(beam.DoFn):
         yield key, total.read() or 0
 
 
-def build_passthrough(p, path: str, train_of: dict):
+def build_passthrough(p, path: str, train_of: dict, source=None):
     def key(message):
         # The same signed messages as the job's: the envelope opened (not verified).
         body = json.loads(identity.open_envelope(message.data)[1])
         return train_of[body["device_id"]], body["delta"]
-    (p | "Replay" >> ReplayMessages(path)
+    (p | "Replay" >> (source or ReplayMessages(path))
      | "Decode" >> beam.Map(key).with_output_types(Tuple[str, int])
      | "Sum" >> beam.ParDo(StatefulSum()))
 
 
-def timed_run(build, *args, profiler=None) -> tuple:
+def timed_run(build, *args, profiler=None, options=None) -> tuple:
     """(CPU s, wall s, PipelineResult) of building and running one batch pipeline on FnApiRunner.
 
-    `profiler` (a cProfile.Profile), if given, runs over the same span.
+    `profiler` (a cProfile.Profile), if given, runs over the same span; `options`: the
+    runner's (bench.fn_api.runner_options), its in-memory mode if not given.
     """
     cpu, wall = time.process_time(), time.perf_counter()
     if profiler is not None:
         profiler.enable()
-    p = beam.Pipeline(runner=FnApiRunner())
+    p = beam.Pipeline(runner=FnApiRunner(), options=options)
     build(p, *args)
     result = p.run()
     result.wait_until_finish()

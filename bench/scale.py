@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     fleets = scale_fleet.SMOKE_FLEETS if args.smoke else scale_fleet.FLEETS
-    profiled = scale_fleet.SMOKE_FLEETS[-1][:2] if args.smoke else scale_fleet.PROFILED
+    profiled = scale_fleet.SMOKE_FLEETS[-1]._replace(state_cache_mb=0) if args.smoke else scale_fleet.PROFILED
     results = scale_report.run_all(args, fleets, profiled=profiled)
     print(scale_report.table(results))
     print(f"\n{args.output}; {results['duration_s']:.0f} s in all")

@@ -25,6 +25,7 @@ bench/scale.py; bench/scale_report.py gathers them and writes the table.
 """
 import argparse
 import cProfile
+import datetime
 import io
 import logging
 import os
@@ -32,28 +33,49 @@ import pstats
 import sys
 import tempfile
 import time
+from typing import List, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage
 
-from bench import harness, measure
+from bench import fn_api, harness, measure
 from occupancy import documents, fleet_import, registry, state_codec
-from occupancy.store import make_client
+from occupancy.store import COUNT_OPS_ENV, make_client
 from pipeline.options import OccupancyOptions
 from sim import simulator
 from sim.keyring import Keyring
+from transforms.occupancy import FoldOccupancy
 
 _LOGGER = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROJECT = harness.PROJECT
 DOORS = 10
-# (trains, simulated minutes, SDK harness state cache MB): about 12,000 to 130,000 messages
-# each; the curve without a state cache, as Dataflow runs it by default, and one fleet with
+
+
+class Run(NamedTuple):
+    """One fleet's run: its size, and how FnApiRunner runs it (bench/fn_api.py)."""
+    trains: int
+    minutes: float  # simulated
+    state_cache_mb: int = 0  # the SDK harness's; Dataflow's default is none
+    mode: str = "in_memory"  # or multi_threading: state over the Fn API, several bundle processors
+    workers: int = 1  # bundle processors at once (multi_threading)
+    per_bundle: int = 0  # messages per bundle, as a streaming job gets them; 0: the batch runner's
+
+    def args(self) -> List[str]:
+        return [f"--one={self.trains}", f"--minutes={self.minutes}", f"--state_cache_mb={self.state_cache_mb}",
+                f"--mode={self.mode}", f"--workers={self.workers}", f"--per_bundle={self.per_bundle}"]
+
+
+# About 12,000 to 130,000 messages each. First the job as Dataflow runs it (state over the Fn
+# API, 4 bundle processors; then 1, for the CPU per message; then in bundles of 20 messages),
+# then the curve in FnApiRunner's in-memory mode without a state cache, and one fleet with
 # FnApiRunner's default cache of 100 MB.
-FLEETS = ((10, 30.0, 0), (100, 6.0, 0), (1000, 1.0, 0), (10000, 0.25, 0), (1000, 1.0, 100))
-SMOKE_FLEETS = ((3, 2.0, 0), (10, 1.0, 100))
+FLEETS = (Run(100, 6.0, mode="multi_threading", workers=4), Run(100, 6.0, mode="multi_threading"),
+          Run(100, 6.0, mode="multi_threading", workers=4, per_bundle=20),
+          Run(10, 30.0), Run(100, 6.0), Run(1000, 1.0), Run(10000, 0.25), Run(1000, 1.0, 100))
+SMOKE_FLEETS = (Run(3, 2.0, mode="multi_threading", workers=4, per_bundle=20), Run(10, 1.0, 100))
 # The profiled run (a run of its own: the profiler slows it down).
-PROFILED = (100, 2.0)
+PROFILED = Run(100, 2.0)
 SCALE_SIM = simulator.SimConfig(
     stop_interval_s=(60.0, 120.0), dwell_s=(20.0, 40.0), heartbeat_s=(25.0, 35.0),
     faults=simulator.FaultRates(duplicate=0.02, out_of_order=0.03, malformed=0.0),
@@ -77,14 +99,14 @@ def _counter(result, name: str) -> int:
     return sum(c.committed or 0 for c in counters)
 
 
-def run_fleet(trains: int, minutes: float, profile: bool = False, state_cache_mb: int = 0) -> dict:
-    """One fleet, in this process: register, generate, run the job's steps, check the counts.
-
-    `state_cache_mb`: the SDK harness's state cache. Dataflow's default is none
-    (`--max_cache_memory_usage_mb=0`); FnApiRunner's own default is 100 MB.
-    """
+def run_fleet(run: Run, profile: bool = False) -> dict:
+    """One fleet, in this process: register, generate, run the job's steps and the pass-through
+    the same way (`run`), count their state requests, check the counts."""
     from apache_beam.runners.portability.fn_api_runner import worker_handlers
-    worker_handlers.STATE_CACHE_SIZE_MB = state_cache_mb
+    worker_handlers.STATE_CACHE_SIZE_MB = run.state_cache_mb
+    trains, minutes = run.trains, run.minutes
+    ops_path = os.path.join(tempfile.mkdtemp(), "ops")
+    os.environ[COUNT_OPS_ENV] = ops_path  # Firestore reads and writes, counted by occupancy.store
     client = make_client(PROJECT)
     trains_spec = fleet(trains)
     began = time.perf_counter()
@@ -95,30 +117,52 @@ def run_fleet(trains: int, minutes: float, profile: bool = False, state_cache_mb
     register_s = time.perf_counter() - began
     sim = simulator.Simulation(trains_spec, SEED, SCALE_SIM, keys=KEYS)
     start_us = (int(time.time()) - int(minutes * 60) - 600) * 1_000_000
-    msgs = [PubsubMessage(m.payload, m.attributes, message_id=str(i))
+    msgs = [PubsubMessage(m.payload, m.attributes, message_id=str(i), publish_time=_utc(start_us / 1e6 + m.send_at))
             for i, m in enumerate(sim.messages(start_us, minutes * 60))]
     truth = sim.truth.final()
     train_of = {d: t.train_id for t in trains_spec for d in t.devices}
     with tempfile.TemporaryDirectory() as directory:
         path = harness.save_messages(msgs, directory)
         profiler = cProfile.Profile(time.process_time) if profile else None  # CPU, not waiting
-        cpu, wall, result = harness.timed_run(harness.build_pipeline, path, options(), profiler=profiler)
-        pass_cpu, _, _ = harness.timed_run(harness.build_passthrough, path, train_of)
+        runner = fn_api.runner_options(run.mode, run.workers)
+
+        def source():
+            return fn_api.ReplayMessagesInBundles(path, run.per_bundle) if run.per_bundle else None
+        reads_before = measure.read_ops(ops_path)[0]
+        with fn_api.StateTraffic(run.mode, {"FoldOccupancy": FoldOccupancy}) as job_traffic:
+            cpu, wall, result = harness.timed_run(harness.build_pipeline, path, options(), source(),
+                                                  profiler=profiler, options=runner)
+        reads = measure.read_ops(ops_path)[0] - reads_before
+        with fn_api.StateTraffic(run.mode, {"Sum": harness.StatefulSum}) as pass_traffic:
+            pass_cpu, _, _ = harness.timed_run(harness.build_passthrough, path, train_of, source(), options=runner)
     finals = _realtime_values(client, sorted(truth))
+    realtime_writes = _counter(result, "realtime_writes")
     out = {"trains": trains, "doors": DOORS, "simulated_minutes": minutes, "messages": len(msgs),
-           "state_cache_mb": state_cache_mb,
+           "state_cache_mb": run.state_cache_mb, "mode": run.mode, "workers": run.workers,
+           "per_bundle": run.per_bundle,
            "register_s": round(register_s, 1), "cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
            "msgs_per_s_per_core": round(len(msgs) / cpu, 1),
            "passthrough_msgs_per_s_per_core": round(len(msgs) / pass_cpu, 1),
            "peak_rss_mb": measure.peak_rss_mb(os.getpid()),
            "flushes": _counter(result, "flushes"),
-           "realtime_writes": _counter(result, "realtime_writes"),
+           "realtime_writes": realtime_writes,
            "history_writes": _counter(result, "history_writes"),
+           "realtime_write_conflicts": _counter(result, "realtime_write_conflicts"),
+           "fenced_writes": _counter(result, "fenced_writes"),
+           "registry_loads": _counter(result, "registry_loads"),
+           "firestore_reads": reads,
+           "firestore_reads_per_realtime_write": round(reads / realtime_writes, 3) if realtime_writes else None,
+           "state_requests": job_traffic.summary("FoldOccupancy"),
+           "passthrough_state_requests": pass_traffic.summary("Sum"),
            "counts_exact": finals == truth,
            "count_errors": sum(1 for t in truth if finals.get(t) != truth[t])}
     if profiler:
         out["profile"] = top_functions(profiler)
     return out
+
+
+def _utc(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
 
 
 def _realtime_values(client, train_ids) -> dict:
@@ -178,10 +222,15 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, default=1.0, help="Simulated minutes.")
     parser.add_argument("--profile", action="store_true", help="Profile the run (cProfile, CPU).")
     parser.add_argument("--state_cache_mb", type=int, default=0, help="The SDK harness's state cache.")
+    parser.add_argument("--mode", choices=fn_api.MODES, default="in_memory", help="FnApiRunner's running mode.")
+    parser.add_argument("--workers", type=int, default=1, help="Bundle processors at once (multi_threading).")
+    parser.add_argument("--per_bundle", type=int, default=0,
+                        help="Messages per bundle (0: the batch runner's few large bundles).")
     parser.add_argument("--output", default="-", help="Where to write the JSON.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    measure.emit(run_fleet(args.one, args.minutes, args.profile, args.state_cache_mb), args.output)
+    run = Run(args.one, args.minutes, args.state_cache_mb, args.mode, args.workers, args.per_bundle)
+    measure.emit(run_fleet(run, args.profile), args.output)
     return 0
 
 

@@ -33,18 +33,18 @@ def run_all(args, fleets, profiled) -> dict:
     env = emulator.env()
     work = os.path.dirname(os.path.abspath(args.output))
     try:
-        for trains, minutes, cache_mb in fleets:
+        for run in fleets:
             emulator.reset()
-            _LOGGER.warning("bench-scale: %d trains, %g simulated minutes, state cache %d MB",
-                            trains, minutes, cache_mb)
+            _LOGGER.warning("bench-scale: %s", run)
             results["fleets"].append(run_child(
-                "bench.scale_fleet", [f"--one={trains}", f"--minutes={minutes}", f"--state_cache_mb={cache_mb}"],
-                env, os.path.join(work, f".scale-{trains}.json"), timeout_s=1800))
+                "bench.scale_fleet", run.args(), env, os.path.join(work, f".scale-{run.trains}.json"),
+                timeout_s=1800))
         emulator.reset()
-        _LOGGER.warning("bench-scale: profile, %d trains", profiled[0])
-        profile = run_child("bench.scale_fleet", [f"--one={profiled[0]}", f"--minutes={profiled[1]}", "--profile"],
+        _LOGGER.warning("bench-scale: profile, %s", profiled)
+        profile = run_child("bench.scale_fleet", profiled.args() + ["--profile"],
                             env, os.path.join(work, ".scale-profile.json"), timeout_s=1800)
-        results["profile"] = {"trains": profiled[0], "simulated_minutes": profiled[1],
+        results["profile"] = {"trains": profiled.trains, "simulated_minutes": profiled.minutes,
+                              "mode": profiled.mode, "workers": profiled.workers,
                               "cpu_s": profile["cpu_s"], "top": profile["profile"]}
     finally:
         emulator.stop()
@@ -61,17 +61,33 @@ def run_all(args, fleets, profiled) -> dict:
     return results
 
 
+def _how(f: dict) -> str:
+    """How FnApiRunner ran a fleet: in-memory, or state over the Fn API with N bundle processors."""
+    mode = f.get("mode", "in_memory")
+    how = "in memory" if mode == "in_memory" else f"Fn API x{f.get('workers', 1)}"
+    return how + (f", {f['per_bundle']}/bundle" if f.get("per_bundle") else "")
+
+
+def _requests(f: dict, key: str = "state_requests") -> str:
+    s = f.get(key)
+    if not s:
+        return "-"
+    return (f"{s['requests_per_element']}/el {s['requests_per_flush']}/flush "
+            f"+{s['commit_requests_per_element_or_flush']} commit")
+
+
 def table(results: dict) -> str:
-    rows = [("trains", "cache MB", "sim min", "messages", "msgs/s/core", "pass-through/core", "ratio",
-             "peak RSS MB", "flushes/train/min", "exact")]
+    rows = [("trains", "runner", "cache MB", "sim min", "messages", "msgs/s/core", "pass-through/core", "ratio",
+             "peak RSS MB", "flushes/train/min", "conflicts", "reads/rt write", "state requests", "exact")]
     for f in results["fleets"]:
         per_min = f["trains"] * f["simulated_minutes"]
-        rows.append((f"{f['trains']:,}", str(f["state_cache_mb"]), f"{f['simulated_minutes']:g}",
+        rows.append((f"{f['trains']:,}", _how(f), str(f["state_cache_mb"]), f"{f['simulated_minutes']:g}",
                      f"{f['messages']:,}",
                      f"{f['msgs_per_s_per_core']:,.0f}", f"{f['passthrough_msgs_per_s_per_core']:,.0f}",
-                     f"{f['msgs_per_s_per_core'] / f['passthrough_msgs_per_s_per_core']:.2f}",
+                     f"{f['msgs_per_s_per_core'] / f['passthrough_msgs_per_s_per_core']:.3f}",
                      f"{f['peak_rss_mb']:,.0f}", f"{f['flushes'] / per_min:.1f}",
-                     "yes" if f["counts_exact"] else f"NO ({f['count_errors']})"))
+                     str(f.get("realtime_write_conflicts", "-")), str(f.get("firestore_reads_per_realtime_write", "-")),
+                     _requests(f), "yes" if f["counts_exact"] else f"NO ({f['count_errors']})"))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in rows]
     lines.append("")
@@ -96,14 +112,26 @@ def table(results: dict) -> str:
 
 def markdown_rows(results: dict) -> str:
     """The curve as a markdown table (docs/sizing.md)."""
-    out = ["| trains | state cache MB | simulated min | messages | msgs/s per core | pass-through per core | "
-           "peak RSS MB | flushes / train / min | counts exact |", "|" + "---|" * 9]
+    out = ["| trains | runner | state cache MB | simulated min | messages | msgs/s per core | "
+           "pass-through per core | job / pass-through | peak RSS MB | flushes / train / min | "
+           "precondition conflicts | Firestore reads / realtime write | counts exact |", "|" + "---|" * 13]
     for f in results["fleets"]:
         per = f["trains"] * f["simulated_minutes"]
-        out.append(f"| {f['trains']:,} | {f['state_cache_mb']} | {f['simulated_minutes']:g} | {f['messages']:,} | "
-                   f"{f['msgs_per_s_per_core']:,.0f} | {f['passthrough_msgs_per_s_per_core']:,.0f} | "
-                   f"{f['peak_rss_mb']:,.0f} | {f['flushes'] / per:.1f} | "
-                   f"{'yes' if f['counts_exact'] else 'no'} |")
+        out.append(f"| {f['trains']:,} | {_how(f)} | {f['state_cache_mb']} | {f['simulated_minutes']:g} | "
+                   f"{f['messages']:,} | {f['msgs_per_s_per_core']:,.0f} | "
+                   f"{f['passthrough_msgs_per_s_per_core']:,.0f} | "
+                   f"{100 * f['msgs_per_s_per_core'] / f['passthrough_msgs_per_s_per_core']:.1f} % | "
+                   f"{f['peak_rss_mb']:,.0f} | {f['flushes'] / per:.1f} | {f.get('realtime_write_conflicts', '-')} | "
+                   f"{f.get('firestore_reads_per_realtime_write', '-')} | {'yes' if f['counts_exact'] else 'no'} |")
+    out += ["", "| trains | runner | job: requests / element | / flush | commit requests / (element or flush) | "
+            "gets / element | gets / flush | pass-through: requests / element | commit |", "|" + "---|" * 9]
+    for f in results["fleets"]:
+        s, t = f.get("state_requests"), f.get("passthrough_state_requests")
+        if s and t:
+            out.append(f"| {f['trains']:,} | {_how(f)} | {s['requests_per_element']} | {s['requests_per_flush']} | "
+                       f"{s['commit_requests_per_element_or_flush']} | {s['gets_per_element']} | "
+                       f"{s['gets_per_flush']} | "
+                       f"{t['requests_per_element']} | {t['commit_requests_per_element_or_flush']} |")
     return "\n".join(out)
 
 

@@ -83,11 +83,21 @@ def test_bench_scale_smoke_gives_the_curve_state_sizes_and_a_profile(tmp_path):
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert "msgs/s/core" in completed.stdout and "top functions" in completed.stdout
     results = json.loads(out.read_text())
-    assert [(f["trains"], f["state_cache_mb"]) for f in results["fleets"]] == [(3, 0), (10, 100)]
+    assert [(f["trains"], f["mode"], f["workers"], f["per_bundle"], f["state_cache_mb"])
+            for f in results["fleets"]] == [(3, "multi_threading", 4, 20, 0), (10, "in_memory", 1, 0, 100)]
     for fleet in results["fleets"]:
         assert fleet["counts_exact"] is True and fleet["count_errors"] == 0, fleet
         assert fleet["messages"] > 0 and fleet["msgs_per_s_per_core"] > 0 and fleet["peak_rss_mb"] > 0
         assert fleet["flushes"] > 0 and fleet["realtime_writes"] > 0 and fleet["history_writes"] > 0
+        assert fleet["realtime_write_conflicts"] == 0 and fleet["registry_loads"] == 1, fleet
+    # State over the Fn API in bundles of 20, every request counted: the job's per element and per
+    # flush within the goals (issue 18: at most 2 and 8); the pass-through's counted too (one read
+    # per key and bundle: the SDK keeps what a bundle read).
+    fn_api = results["fleets"][0]
+    job, passthrough = fn_api["state_requests"], fn_api["passthrough_state_requests"]
+    assert job["elements"] > 0 and job["flushes"] >= fn_api["flushes"] > 0, job
+    assert job["requests_per_element"] <= 2 and job["requests_per_flush"] <= 8, job
+    assert job["gets_per_element"] <= 2 and passthrough["gets_per_element"] > 0, passthrough
     # State per train does not grow with time: the same after 5 minutes and at the end.
     for doors, sizes in results["state"].items():
         five, end = sizes["5 min"], sizes["end"]
