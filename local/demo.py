@@ -20,7 +20,7 @@ Steps, each announced on the terminal:
      first train's doors, the bridge (python -m bridge, log in .local/bridge.log);
   7. the simulated door devices (sim.simulator), publishing in real time: the first
      train's doors over MQTT through the bridge, the others straight to Pub/Sub;
-  8. a table of Firestore `realtime/{train}` refreshed every second (a plain
+  8. a table of Firestore `realtime/{train}` refreshed every second (local/watch.py; a plain
      table every few seconds when stdout is not a terminal).
 
 Ctrl-C, SIGTERM, SIGHUP (the terminal closed), a broken stdout (`make run |
@@ -33,12 +33,11 @@ import contextlib
 import logging
 import os
 import pathlib
-import shutil
 import signal
 import sys
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from google.api_core import exceptions as gexc
 
@@ -48,8 +47,9 @@ from local.broker import BrokerError
 from local.emulators import Emulator, EmulatorError, free_port, is_up, port_free
 from local.mqtt_side import MqttSide
 from local.stack import DEMO_OPERATOR, PROJECT
-from local.table import Row, render
-from occupancy import registry, wire
+from local.terminal import OutputGone, relative, say, show
+from local.watch import PLAIN_INTERVAL_S, Watch, count_dead_letters
+from occupancy import registry
 from occupancy.store import make_client
 from sim import simulator
 from sim.keyring import CONTROL_ID, Keyring
@@ -60,48 +60,12 @@ _LOGGER = logging.getLogger(__name__)
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TOPIC = "occupancy-events"
 SUBSCRIPTION = "occupancy-pipeline"
-DEVICES, TRAINS, REALTIME, DEAD_LETTERS = "devices", "trains", "realtime", "dead_letters"
+DEVICES, TRAINS = "devices", "trains"
 PIPELINE_ARGS = ("--registry_refresh_s=10",)
-FIRESTORE_TIMEOUT_S = 5.0
-PLAIN_INTERVAL_S = 5.0
-CLEAR = "\x1b[H\x1b[2J"
 
 
 class Terminated(Exception):
     """SIGTERM or SIGHUP, turned into an exception so that the same cleanup runs as for Ctrl-C."""
-
-
-class OutputGone(Exception):
-    """stdout is a pipe whose reader has gone: nobody watches any more, so the demo stops."""
-
-
-_output = {"broken": False}
-
-
-def show(text: str = "") -> None:
-    """print(), unless stdout is gone: then OutputGone once, and silence after (the cleanup's own
-    messages must not raise again, or processes would be left behind)."""
-    if _output["broken"]:
-        return
-    try:
-        print(text, flush=True)
-    except (BrokenPipeError, ValueError, OSError):
-        _output["broken"] = True
-        # Python would report the unflushed buffer at exit once more: point stdout at nothing.
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise OutputGone() from None
-
-
-def say(message: str) -> None:
-    with contextlib.suppress(OutputGone):
-        show(f"[demo] {message}")
-
-
-def _relative(path: pathlib.Path) -> str:
-    with contextlib.suppress(ValueError):
-        return str(path.relative_to(pathlib.Path.cwd()))
-    return str(path)
 
 
 class Demo:
@@ -122,7 +86,6 @@ class Demo:
         self.mqtt: Optional[MqttSide] = None
         self.client = None
         self.dead_letters_before = 0
-        self.first_result_at: Optional[float] = None
 
     # ---- start ---------------------------------------------------------------------
 
@@ -201,13 +164,13 @@ class Demo:
         self.keys.register(self.client, DEVICES, [d for train in self.fleet for d in train.devices],
                            control_trains=[train.train_id for train in self.fleet])
         say(f"registered a fresh Ed25519 key for each device and the control principal {CONTROL_ID}")
-        self.dead_letters_before = sum((self.count_dead_letters() or {}).values())
+        self.dead_letters_before = sum((count_dead_letters(self.client) or {}).values())
 
     def start_pipeline(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path.write_bytes(b"")  # this run's log only: its tail is what a failure shows
         say("starting the pipeline (python -m pipeline.main, BundleBasedDirectRunner)...")
-        say(f"pipeline log: {_relative(self.log_path)}")
+        say(f"pipeline log: {relative(self.log_path)}")
         self.pipeline = stack.start_pipeline(PROJECT, SUBSCRIPTION, *PIPELINE_ARGS,
                                              env=self.emulator_env(), log_path=str(self.log_path))
         self.pipeline_started = time.monotonic()
@@ -246,118 +209,6 @@ class Demo:
         say(f"starting {sum(len(t.devices) for t in self.fleet)} simulated door devices "
             f"(seed {self.args.seed}) publishing to {TOPIC}" + (" and over MQTT" if route else "") + "...")
         self.publisher = simulator.DevicePublisher(sim, PROJECT, TOPIC, mqtt_route=route).start()
-
-    # ---- watch ---------------------------------------------------------------------
-
-    def count_dead_letters(self) -> Optional[Dict[str, int]]:
-        """Dead letters by reason (one count query per reason), or None if Firestore cannot say."""
-        from google.cloud.firestore_v1.base_query import FieldFilter
-        counts = {}
-        try:
-            for reason in wire.REASONS:
-                query = self.client.collection(DEAD_LETTERS).where(filter=FieldFilter("reason", "==", reason))
-                counts[reason] = int(query.count().get(timeout=FIRESTORE_TIMEOUT_S)[0][0].value)
-        except gexc.GoogleAPICallError as e:
-            _LOGGER.warning("Could not count dead letters: %s", e)
-            return None
-        return counts
-
-    def read_rows(self) -> List[Row]:
-        refs = [self.client.collection(REALTIME).document(t.train_id) for t in self.fleet]
-        docs = {snap.id: snap.to_dict() for snap in
-                self.client.get_all(refs, timeout=FIRESTORE_TIMEOUT_S) if snap.exists}
-        truth = self.publisher.simulation.truth
-        rows = []
-        for train in self.fleet:
-            doc = docs.get(train.train_id) or {}
-            last = doc.get("last_updated")
-            expected = truth.value_at(train.train_id, wire.to_micros(last)) if last else None
-            rows.append(Row(train.train_id, train.name, doc.get("current_value"),
-                            doc.get("capacity", train.capacity), last, expected))
-        return rows
-
-    def failure(self) -> Optional[str]:
-        """Why the demo cannot go on, or None."""
-        if self.pipeline.poll() is not None:
-            return (f"the pipeline exited with code {self.pipeline.returncode}; "
-                    f"last lines of {_relative(self.log_path)}:\n{self.log_tail()}")
-        if self.publisher.error is not None:
-            return f"the device simulator stopped: {self.publisher.error!r}"
-        if self.api is not None and self.api.poll() is not None:
-            return (f"the API exited with code {self.api.returncode}; see "
-                    f"{_relative(self.api_log_path)}")
-        return None
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except OSError as e:
-            return f"(cannot read the log: {e})"
-
-    def watch(self) -> int:
-        live = sys.stdout.isatty() and not self.args.plain
-        interval = self.args.refresh if live else PLAIN_INTERVAL_S
-        began = time.monotonic()
-        deadline = began + self.args.duration if self.args.duration > 0 else None
-        say("running: " + (f"for {self.args.duration:g}s" if deadline else "until Ctrl-C")
-            + ("" if live else f"; a table every {interval:g}s"))
-        next_show = began
-        while True:
-            problem = self.failure()
-            if problem:
-                say(f"error: {problem}")
-                return 1
-            now = time.monotonic()
-            if now >= next_show or (deadline and now >= deadline):
-                self.show(live, now - began)
-                next_show = now + interval
-            if deadline and now >= deadline:
-                say(f"{self.args.duration:g}s are up")
-                return 0
-            time.sleep(min(self.args.refresh, max(0.05, (deadline or now + 1) - now)))
-
-    def show(self, live: bool, elapsed: float) -> None:
-        try:
-            rows, error = self.read_rows(), None
-        except gexc.GoogleAPICallError as e:
-            rows, error = [], f"cannot read Firestore: {e}"
-        if rows and self.first_result_at is None and any(r.value is not None for r in rows):
-            self.first_result_at = time.monotonic()
-        width = shutil.get_terminal_size().columns if live else 0
-        text = render(rows, self.footer(elapsed, error), width)
-        show((CLEAR if live else "\n") + text)
-
-    def mqtt_line(self) -> str:
-        counters = self.mqtt.counters() if self.mqtt else None
-        if counters is None:
-            return "MQTT bridge: not answering"
-        return (f"MQTT bridge: {counters['status']}, received {counters['received']}, forwarded "
-                f"{counters['forwarded']}, in flight {counters['in_flight']}, publish errors "
-                f"{counters['publish_errors']}")
-
-    def footer(self, elapsed: float, error: Optional[str]) -> List[str]:
-        c = self.publisher.counts()
-        by_reason = self.count_dead_letters()
-        dead = None if by_reason is None else sum(by_reason.values())
-        dead_text = "?" if dead is None else f"{dead}" + (
-            f" ({dead - self.dead_letters_before} this run)" if self.dead_letters_before else "") + (
-            " (" + ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items()) if n) + ")" if dead else "")
-        up = time.monotonic() - self.pipeline_started
-        status = (f"running (pid {self.pipeline.pid}, up {up:.0f}s)" if self.first_result_at
-                  else f"starting, no results yet (up {up:.0f}s)")
-        until = (f" of {self.args.duration:g}s" if self.args.duration > 0 else "") + ", Ctrl-C stops"
-        lines = [f"messages published: {sum(c[k] for k in simulator.KINDS)} ({c[simulator.COUNT]} counts, "
-                 f"{c[simulator.HEARTBEAT]} heartbeats, {c[simulator.RESET]} resets)",
-                 f"faults injected: {c[simulator.DUPLICATE]} duplicates, {c[simulator.OUT_OF_ORDER]} out of "
-                 f"order, {c[simulator.MALFORMED]} malformed; publish failures: {c['failed']}",
-                 f"dead letters: {dead_text}    pipeline: {status}",
-                 self.mqtt_line(),
-                 f"pipeline log: {_relative(self.log_path)}    dashboard: {self.api_url}/",
-                 f"EXPECTED: the simulator's count at the same event time.  Elapsed {elapsed:.0f}s{until}"]
-        if error:
-            lines.append(f"warning: {error}")
-        return lines
 
     # ---- stop ----------------------------------------------------------------------
 
@@ -434,7 +285,7 @@ def main(argv=None) -> int:
         demo.start_api()
         demo.start_mqtt()
         demo.start_simulator()
-        code = demo.watch()
+        code = Watch(demo).run()
     except (KeyboardInterrupt, Terminated) as e:
         with contextlib.suppress(OutputGone):
             show()
@@ -445,7 +296,7 @@ def main(argv=None) -> int:
     except (EmulatorError, BrokerError, registry.RegistryError, gexc.GoogleAPICallError) as e:
         say(f"error: {e}")
     except (RuntimeError, TimeoutError) as e:  # the API did not come up
-        say(f"error: {e}; see {_relative(demo.api_log_path)}")
+        say(f"error: {e}; see {relative(demo.api_log_path)}")
     finally:
         # A second Ctrl-C must not cut the cleanup short and leave processes behind.
         for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

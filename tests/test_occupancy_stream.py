@@ -8,17 +8,17 @@ message that arrives after its bucket was flushed is really late.
 import random
 
 import apache_beam as beam
-from google.api_core import exceptions as gexc
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import BeamAssertException, assert_that
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
+from google.api_core import exceptions as gexc
 
 from occupancy import documents, fold, wire
 from transforms.coders import EventCoder
-from transforms.occupancy import SEED_RETRY_US, STAT_NAMES, STATS, CountFlushes, FoldOccupancy
+from transforms.occupancy import STAT_NAMES, STATS, CountFlushes, FoldOccupancy
 
 T0 = wire.parse_time("2026-11-24T07:00:00Z")
 S = 1_000_000
