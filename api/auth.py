@@ -22,6 +22,8 @@ from typing import Optional
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.models import AuthConfig
+
 _LOGGER = logging.getLogger(__name__)
 
 OPERATOR_CLAIM = "operator"
@@ -127,7 +129,7 @@ def allow_read(request: Request,
     return _claims(credentials)
 
 
-@router.get("/v1/auth/config", summary="How a browser signs in")
+@router.get("/v1/auth/config", summary="How a browser signs in", response_model=AuthConfig)
 def auth_config(request: Request) -> dict:
     """The Identity Toolkit endpoint and Web API key for `accounts:signInWithPassword`."""
     emulator = os.environ.get(EMULATOR_ENV)

@@ -6,18 +6,20 @@ from fastapi.responses import JSONResponse
 from google.api_core import exceptions as gexc
 
 from api.deps import ClientDep, SettingsDep
+from api.models import Problem, Status
 
 _LOGGER = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 READY_TIMEOUT_S = 3.0
 
 
-@router.get("/healthz", summary="The process is up")
+@router.get("/healthz", summary="The process is up", response_model=Status)
 def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Firestore is reachable", responses={503: {"description": "Firestore unreachable"}})
+@router.get("/readyz", summary="Firestore is reachable", response_model=Status,
+            responses={503: {"model": Problem, "description": "Firestore unreachable"}})
 def readyz(request: Request, settings: SettingsDep, client: ClientDep):
     try:
         # One document read with no retries: an unreachable Firestore answers 503 within seconds.

@@ -116,3 +116,15 @@ class TrainSettingsOut(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+class Status(BaseModel):
+    status: str = Field(description="`ok` (the process is up) or `ready` (Firestore answers).")
+
+
+class AuthConfig(BaseModel):
+    provider: str = Field(description="Always `firebase`: Firebase Authentication (Identity Toolkit).")
+    emulator: bool = Field(description="Whether sign-in goes to the Firebase Auth emulator.")
+    sign_in_url: str = Field(description="Where to POST email and password (`accounts:signInWithPassword`).")
+    api_key: str = Field(description="The Web API key to send with it (`key=`).")
+    public_reads: bool = Field(description="Whether occupancy reads need no token.")

@@ -68,3 +68,25 @@ def test_a_422_is_what_openapi_declares_and_the_client_is_closed_at_shutdown():
         assert answer.status_code == 422 and isinstance(answer.json()["detail"], str)
         assert not client.closed
     assert client.closed
+
+
+def test_every_json_answer_is_declared_in_openapi():
+    """A client generated from /openapi.json knows every success body: each JSON route's 2xx
+    answer has a schema with named properties (not an empty `{}`), protobuf feeds their type."""
+    with TestClient(create_app(Settings(), client=_Unreachable(gexc.ServiceUnavailable("down")))) as http:
+        schema = http.get("/openapi.json").json()
+    undeclared = []
+    for path, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            for code, answer in operation["responses"].items():
+                if not code.startswith("2") or code == "204":
+                    continue
+                content = answer.get("content") or {}
+                body = (content.get("application/json") or {}).get("schema") or {}
+                if path.endswith(".pb"):
+                    ok = "application/x-protobuf" in content
+                else:
+                    ok = "$ref" in body or body.get("type") == "array"
+                if not ok:
+                    undeclared.append(f"{method.upper()} {path} {code}: {content}")
+    assert undeclared == []
