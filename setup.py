@@ -4,6 +4,7 @@ Extras keep each installation small:
   .[device]    the door device publisher (Pub/Sub and MQTT clients, no Beam)
   .[registry]  the fleet registry CLI (Firestore client only)
   .[pipeline]  the Beam pipeline (what Dataflow workers install via --setup_file)
+  .[launch]    the operator's Flex Template launcher (python -m pipeline.launch)
   .[bridge]    the MQTT-to-Pub/Sub bridge (paho-mqtt and the Pub/Sub client)
   .[api]       the HTTP API, dashboard and GTFS-Realtime feed (FastAPI, no Beam)
   .[test]      everything plus pytest
@@ -20,12 +21,14 @@ DEVICE = ["google-cloud-pubsub>=2.18,<3", *IDENTITY, *MQTT]
 # The MQTT-to-Pub/Sub bridge (bridge/): no Beam, no Firestore.
 BRIDGE = ["google-cloud-pubsub>=2.18,<3", *IDENTITY, *MQTT]
 REGISTRY = ["google-cloud-firestore>=2.16,<3", *IDENTITY]
+# What Dataflow workers run (pipeline.main's imports: occupancy, pipeline, transforms), nothing more.
 PIPELINE = [
     f"apache-beam[gcp]=={BEAM_VERSION}",
     "google-cloud-firestore>=2.16,<3",
     *IDENTITY,
-    "google-api-python-client>=2.100,<3",
 ]
+# The operator's launcher (python -m pipeline.launch: launch, drain, cancel, status), not workers.
+LAUNCH = ["google-api-python-client>=2.100,<3"]
 API = [
     "google-cloud-firestore>=2.16,<3",
     "fastapi>=0.110,<1",
@@ -52,6 +55,7 @@ setuptools.setup(
         "pipeline": PIPELINE,
         "api": API,
         "bridge": BRIDGE,
-        "test": sorted(set(DEVICE + REGISTRY + PIPELINE + API + BRIDGE + TEST)),
+        "launch": LAUNCH,
+        "test": sorted(set(DEVICE + REGISTRY + PIPELINE + LAUNCH + API + BRIDGE + TEST)),
     },
 )

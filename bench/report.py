@@ -133,27 +133,41 @@ def serving_rows(results: dict) -> List[tuple]:
     serving = results.get("serving")
     if not serving:
         return []
-    out = []
-    for key, label in (("uncached", "GET /v1/trains, fleet cache off"),
-                       ("cached", "GET /v1/trains, fleet cache 1 s"),
-                       ("listener", "GET /v1/trains, fleet listeners")):
-        r = serving.get(key)
-        if r is None:  # results from before the listener row
-            continue
-        if key == "cached":
-            label = f"GET /v1/trains, fleet cache {r['fleet_cache_s']:g} s"
-        out.append((label, _cell(r["trains"]), _cell(r["requests"]), _cell(r["p50_ms"]), _cell(r["p95_ms"]),
-                    _cell(r["p99_ms"]), _num(r["firestore_queries_per_request"]),
-                    _cell(r["firestore_reads_per_request"]), _cell(round(r["response_bytes"] / 1024, 1))))
-    feed, dashboard = serving.get("feed"), serving.get("dashboard")
-    if feed:
-        out.append((f"GTFS-RT feed build ({_cell(feed['bytes'])} bytes, {_cell(feed['bytes_per_train'])}/train)",
-                    _cell(feed["trains"]), _cell(feed["rounds"]), _cell(feed["build_ms_p50"]), "-",
-                    _cell(feed["build_ms_max"]), "0", "0", _cell(round(feed["bytes"] / 1024, 1))))
+    out = _fleet_rows(serving)
+    if serving.get("large"):
+        out += _fleet_rows(serving["large"])
+    dashboard = serving.get("dashboard")
     if dashboard:
         out.append(("dashboard first paint (Chromium, ms)", _cell(dashboard["trains"]), _cell(dashboard["loads"]),
                     _cell(dashboard["first_paint_ms_p50"]), "-", _cell(dashboard["first_paint_ms_max"]),
                     "-", "-", "-"))
+    return out
+
+
+def _fleet_rows(serving: dict) -> List[tuple]:
+    """One fleet's rows: GET /v1/trains each way, the feed through the listeners, its build alone."""
+    out = []
+    for key, label in (("uncached", "GET /v1/trains, fleet cache off"),
+                       ("cached", "GET /v1/trains, fleet cache 1 s"),
+                       ("listener", "GET /v1/trains, fleet listeners"),
+                       ("listener_changing", "GET /v1/trains, fleet listeners, documents changing"),
+                       ("listener_feed", "GET /gtfs-rt/vehicle-positions.pb, fleet listeners")):
+        r = serving.get(key)
+        if r is None:  # results from before this row
+            continue
+        if key == "cached":
+            label = f"GET /v1/trains, fleet cache {r['fleet_cache_s']:g} s"
+        if key == "listener_changing":
+            label += (f" ({_cell(r['documents_changed'])} in {r['timed_s']:g} s: "
+                      f"{r['reads_per_changed_document']} reads per change)")
+        out.append((label, _cell(r["trains"]), _cell(r["requests"]), _cell(r["p50_ms"]), _cell(r["p95_ms"]),
+                    _cell(r["p99_ms"]), _num(r["firestore_queries_per_request"]),
+                    _cell(r["firestore_reads_per_request"]), _cell(round(r["response_bytes"] / 1024, 1))))
+    feed = serving.get("feed")
+    if feed:
+        out.append((f"GTFS-RT feed build ({_cell(feed['bytes'])} bytes, {_cell(feed['bytes_per_train'])}/train)",
+                    _cell(feed["trains"]), _cell(feed["rounds"]), _cell(feed["build_ms_p50"]), "-",
+                    _cell(feed["build_ms_max"]), "0", "0", _cell(round(feed["bytes"] / 1024, 1))))
     return out
 
 

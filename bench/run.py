@@ -7,9 +7,11 @@ Steps (each on an emptied Firestore with the fleet registered):
   4. the naive baseline, 8 concurrent workers on one subscription (lost updates);
   5. the SDK harness (FnApiRunner, batch): the pipeline's composites vs a pass-through,
      per core, and the parse + fold microbenchmark;
-  6. serving (bench/serving.py): the API's GET /v1/trains with 1,000 trains, p50/p95 and
-     Firestore reads per request, with the fleet cache off and on; the GTFS-RT feed's build
-     time and size for those trains; the dashboard's first paint with 100 trains (Chromium).
+  6. serving (bench/serving.py): the API's GET /v1/trains with 1,000 and 10,000 trains, p50/p95
+     and Firestore reads per request, with the fleet cache off and on and with the fleet
+     listeners (still, and with documents changing: reads per change); the GTFS-RT feed
+     through the listeners, and its build time and size; the dashboard's first paint with
+     100 trains (Chromium).
 """
 import argparse
 import datetime
@@ -154,7 +156,9 @@ def main(argv=None) -> int:
             "bench.serving", [f"--trains={10 if args.smoke else 1000}",
                               f"--requests={20 if args.smoke else 1000}",
                               f"--uncached_requests={5 if args.smoke else 100}",
-                              f"--dashboard_trains={5 if args.smoke else 100}"],
+                              f"--dashboard_trains={5 if args.smoke else 100}",
+                              f"--large_trains={0 if args.smoke else 10000}",
+                              f"--changes_per_s={5 if args.smoke else 50}"],
             env, os.path.join(work_dir, "serving.json"), args.timeout_s)
     finally:
         for emulator in emulators:

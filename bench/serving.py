@@ -1,7 +1,7 @@
-"""The API's read path at fleet size: GET /v1/trains with N trains in the Firestore emulator,
-the GTFS-Realtime feed's build time and size, and the dashboard's first paint.
+"""The API's read path at fleet size: GET /v1/trains with N trains in the Firestore emulator
+(and again with --large_trains), the GTFS-Realtime feed, and the dashboard's first paint.
 
-    python -m bench.serving [--trains 1000] [--requests 1000] [--output PATH]
+    python -m bench.serving [--trains 1000] [--large_trains 10000] [--requests 1000] [--output PATH]
 
 Seeds `trains/` and `realtime/` for N trains (10 devices each, documents made
 by occupancy.documents as the pipeline writes them), serves the real API
@@ -9,7 +9,9 @@ by occupancy.documents as the pipeline writes them), serves the real API
 GET /v1/trains over one keep-alive connection, once with the fleet cache off
 and once with its default TTL (fewer requests uncached: each reads the fleet), and once
 with the fleet listeners (--fleet_listener: reads per changed document only; none change
-here, so what is left per request is what the listener costs). Firestore cost per request comes from the
+here, so what is left per request is what the listener costs), then with --changes_per_s
+realtime documents written meanwhile (what the listeners are billed: reads per changed
+document), and the feed through the listeners. Firestore cost per request comes from the
 API's own operation counter (occupancy.store.count_ops): queries and
 documents read (Firestore bills one read per document a query returns).
 The feed is built from the same N trains (10 doors each, 5 carriages) with
@@ -23,6 +25,7 @@ import argparse
 import datetime
 import os
 import tempfile
+import threading
 import time
 
 import httpx
@@ -42,18 +45,22 @@ def door(d: int) -> str:
     return f"car{d // 2 + 1}-door{d % 2 + 1}"  # 10 doors: 5 carriages of 2
 
 
-def seed(client, trains: int) -> None:
+def _state(i: int, value: int) -> TrainState:
+    """Train i's state as the pipeline keeps it: 10 doors, counted just now."""
     now = wire.now_us()
+    state = TrainState(value=value, capacity=300, last_applied_us=now)
+    for d in range(DEVICES_PER_TRAIN):
+        state.devices[f"t{i:05d}-d{d}"] = DeviceMemory(seq=100, applied=[[1, 100]], last_seen_us=now,
+                                                       trip_boarded=(i + d) % 40, trip_alighted=d)
+    return state
+
+
+def seed(client, trains: int) -> None:
     writes = []
     for i in range(trains):
-        train_id = f"t{i:05d}"
-        state = TrainState(value=i % 300, capacity=300, last_applied_us=now)
-        for d in range(DEVICES_PER_TRAIN):
-            state.devices[f"{train_id}-d{d}"] = DeviceMemory(seq=100, applied=[[1, 100]], last_seen_us=now,
-                                                             trip_boarded=(i + d) % 40, trip_alighted=d)
-        write = documents.realtime_write(train_id, state)
+        write = documents.realtime_write(f"t{i:05d}", _state(i, value=i % 300))
         writes.append((write.collection, write.doc_id, write.data))
-        writes.append(("trains", train_id, {"capacity": 300, "name": f"Train {i}"}))
+        writes.append(("trains", write.doc_id, {"capacity": 300, "name": f"Train {i}"}))
     assert not commit_documents(client, writes, RetryPolicy())
     assert len(registry.list_trains(client, "trains")) == trains
 
@@ -108,8 +115,37 @@ def measure_dashboard(trains: int, work_dir: str) -> dict:
             "first_paint_ms_p50": rounded(percentile(paints, 50), 1), "first_paint_ms_max": rounded(max(paints), 1)}
 
 
-def measure(trains: int, requests: int, cache_s: float, work_dir: str, listener: bool = False) -> dict:
-    name = f"{cache_s:g}" + ("-listener" if listener else "")
+class Changes(threading.Thread):
+    """Writes `per_s` realtime documents a second (trains in turn, each a new count), as the
+    pipeline does at each flush: what the listeners are billed for."""
+
+    def __init__(self, trains: int, per_s: float):
+        super().__init__(daemon=True)
+        self.trains, self.per_s, self.written = trains, per_s, 0
+        self.halt = threading.Event()
+
+    def run(self):
+        client = make_client(PROJECT)
+        began = time.monotonic()
+        while not self.halt.is_set():
+            i = self.written % self.trains
+            write = documents.realtime_write(f"t{i:05d}", _state(i, value=(i + self.written) % 300))
+            client.collection(write.collection).document(write.doc_id).set(write.data)
+            self.written += 1
+            self.halt.wait(max(0.0, began + self.written / self.per_s - time.monotonic()))
+
+    def stop(self) -> int:
+        self.halt.set()
+        self.join(30)
+        return self.written
+
+
+def measure(trains: int, requests: int, cache_s: float, work_dir: str, listener: bool = False,
+            path: str = "/v1/trains", changes_per_s: float = 0.0) -> dict:
+    """`requests` sequential GETs of `path`, with the fleet cache at `cache_s` or the listeners;
+    `changes_per_s` realtime documents written meanwhile (listeners: reads per change)."""
+    name = f"{trains}-{cache_s:g}" + ("-listener" if listener else "") + path.replace("/", "_") + \
+        (f"-{changes_per_s:g}" if changes_per_s else "")
     ops_path = os.path.join(work_dir, f"ops-{name}.txt")
     port = free_port()
     process = stack.start_api(PROJECT, port, f"--fleet_cache_s={cache_s}", "--log_level=warning",
@@ -120,33 +156,56 @@ def measure(trains: int, requests: int, cache_s: float, work_dir: str, listener:
     try:
         stack.wait_until_serving(process, base)
         latencies = []
-        with httpx.Client(base_url=base, timeout=60) as http:
-            first = http.get("/v1/trains")
-            first.raise_for_status()
-            size = len(first.content)
-            served = len(first.json()["trains"])
+        changes = Changes(trains, changes_per_s) if changes_per_s else None
+        with httpx.Client(base_url=base, timeout=120) as http:
+            served = len(_get(http, "/v1/trains").json()["trains"])
+            size = len(_get(http, path).content)
             if listener:  # its first snapshot (the whole fleet once) is not a request's cost
-                time.sleep(5)
+                stack.wait_for(lambda: _quiet(ops_path), 120, what="the listeners' first snapshot")
             if os.path.exists(ops_path):
                 os.remove(ops_path)  # count the timed requests only
+            timed = time.monotonic()
+            if changes:
+                changes.start()
             for _ in range(requests):
                 began = time.perf_counter()
-                response = http.get("/v1/trains")
+                _get(http, path)
                 latencies.append(time.perf_counter() - began)
-                response.raise_for_status()
+            written = changes.stop() if changes else 0
+            timed = time.monotonic() - timed
         reads, _ = read_ops(ops_path)
         queries = _queries(ops_path)
         rss = peak_rss_mb(process.pid)
     finally:
         stack.stop_process(process)
-    return {"trains": trains, "requests": requests, "fleet_cache_s": cache_s, "listener": listener,
-            "trains_served": served,
-            "response_bytes": size, "p50_ms": rounded(1000 * percentile(latencies, 50), 1),
-            "p95_ms": rounded(1000 * percentile(latencies, 95), 1),
-            "p99_ms": rounded(1000 * percentile(latencies, 99), 1),
-            "requests_per_s": rounded(requests / sum(latencies), 1),
-            "firestore_queries_per_request": rounded(queries / requests, 3),
-            "firestore_reads_per_request": rounded(reads / requests, 1), "api_peak_rss_mb": rss}
+    out = {"trains": trains, "requests": requests, "fleet_cache_s": cache_s, "listener": listener, "path": path,
+           "trains_served": served,
+           "response_bytes": size, "p50_ms": rounded(1000 * percentile(latencies, 50), 1),
+           "p95_ms": rounded(1000 * percentile(latencies, 95), 1),
+           "p99_ms": rounded(1000 * percentile(latencies, 99), 1),
+           "requests_per_s": rounded(requests / sum(latencies), 1),
+           "firestore_queries_per_request": rounded(queries / requests, 3),
+           "firestore_reads_per_request": rounded(reads / requests, 1), "api_peak_rss_mb": rss}
+    if changes:
+        out.update({"changes_per_s": changes_per_s, "documents_changed": written, "timed_s": round(timed, 1),
+                    "firestore_reads": reads,
+                    # What the view itself costs: reads per changed document (1 billed each).
+                    "reads_per_changed_document": rounded(reads / written, 2) if written else None})
+    return out
+
+
+def _get(http, path):
+    response = http.get(path)
+    response.raise_for_status()
+    return response
+
+
+def _quiet(ops_path: str, for_s: float = 2.0) -> bool:
+    """Whether nothing was counted for `for_s`: the listeners have their first snapshot."""
+    try:
+        return time.time() - os.path.getmtime(ops_path) > for_s
+    except FileNotFoundError:
+        return False
 
 
 def _queries(path: str) -> int:
@@ -169,6 +228,14 @@ def main(argv=None) -> int:
                         help="The API's --fleet_cache_s for the cached run (default: 1).")
     parser.add_argument("--dashboard_trains", type=int, default=100,
                         help="Trains on the dashboard for its first paint (default: 100).")
+    parser.add_argument("--changes_per_s", type=float, default=50.0,
+                        help="Realtime documents written a second during the listeners' changing run "
+                             "(default: 50): their reads per changed document.")
+    parser.add_argument("--large_trains", type=int, default=0,
+                        help="A second, larger fleet (e.g. 10000): cache, listeners and feed again "
+                             "(0: none).")
+    parser.add_argument("--large_requests", type=int, default=200,
+                        help="Timed requests per run at the larger fleet (default: 200).")
     parser.add_argument("--output", default="-", help="JSON result file ('-': stdout).")
     args = parser.parse_args(argv)
     if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
@@ -176,14 +243,38 @@ def main(argv=None) -> int:
     client = make_client(PROJECT)
     seed(client, args.trains)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as work_dir:
-        runs = [measure(args.trains, args.uncached_requests, 0.0, work_dir),
-                measure(args.trains, args.requests, args.cache_s, work_dir),
-                measure(args.trains, args.requests, args.cache_s, work_dir, listener=True)]
-        feed = measure_feed(client, args.trains)
-        dashboard = measure_dashboard(args.dashboard_trains, work_dir)
-    emit({"uncached": runs[0], "cached": runs[1], "listener": runs[2], "feed": feed, "dashboard": dashboard},
-         args.output)
+        out = fleet_runs(client, args.trains, args.requests, args.uncached_requests, args.cache_s,
+                         args.changes_per_s, work_dir)
+        if args.large_trains:
+            _fresh(client, args.large_trains)
+            # Uncached, a request reads 2 x 10,000 documents (~10 s on the emulator): a handful.
+            out["large"] = fleet_runs(client, args.large_trains, args.large_requests, 3, args.cache_s,
+                                      args.changes_per_s, work_dir)
+        out["dashboard"] = measure_dashboard(args.dashboard_trains, work_dir)
+    emit(out, args.output)
     return 0
+
+
+def fleet_runs(client, trains: int, requests: int, uncached_requests: int, cache_s: float,
+               changes_per_s: float, work_dir: str) -> dict:
+    """One fleet: GET /v1/trains uncached, cached, through the listeners (still, then with
+    documents changing), the feed through the listeners, and the feed's build alone."""
+    return {"uncached": measure(trains, uncached_requests, 0.0, work_dir),
+            "cached": measure(trains, requests, cache_s, work_dir),
+            "listener": measure(trains, requests, cache_s, work_dir, listener=True),
+            "listener_changing": measure(trains, requests, cache_s, work_dir, listener=True,
+                                         changes_per_s=changes_per_s),
+            "listener_feed": measure(trains, requests, cache_s, work_dir, listener=True,
+                                     path="/gtfs-rt/vehicle-positions.pb"),
+            "feed": measure_feed(client, trains)}
+
+
+def _fresh(client, trains: int) -> None:
+    from local.emulators import Emulator
+    firestore = Emulator("firestore", project=PROJECT)
+    firestore.host_port = os.environ["FIRESTORE_EMULATOR_HOST"]
+    firestore.reset()
+    seed(client, trains)
 
 
 if __name__ == "__main__":

@@ -66,3 +66,25 @@ def test_no_file_cites_a_document_the_repository_lacks():
             if not any((base / doc).exists() for base in (REPO, path.parent, REPO / "docs", REPO / "bench")):
                 missing.append(f"{path.relative_to(REPO)} cites {doc}")
     assert missing == []
+
+
+def test_the_worker_image_carries_what_the_job_imports_and_no_more():
+    """templates/Dockerfile copies exactly the packages pipeline.main needs (its imports, lazy ones
+    too), and the `[pipeline]` extra none of the launcher's libraries."""
+    modules = dict(_modules())
+    known = set(modules)
+    needed, todo = set(), ["pipeline.main"]
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo += [t for t in _imports(name, modules[name], known)]
+    packages = {name.split(".")[0] for name in needed}
+    dockerfile = (REPO / "templates" / "Dockerfile").read_text().splitlines()
+    copied = {line.split()[1] for line in dockerfile
+              if line.startswith("COPY ") and "--from" not in line and line.split()[1] != "setup.py"}
+    assert copied == packages == {"occupancy", "pipeline", "transforms"}
+    setup = (REPO / "setup.py").read_text()
+    pipeline_extra = setup[setup.index("PIPELINE = ["):]
+    pipeline_extra = pipeline_extra[:pipeline_extra.index("]\n")]
+    assert "google-api-python-client" not in pipeline_extra and "fastapi" not in pipeline_extra
