@@ -28,6 +28,7 @@ import time
 
 from bench.measure import machine
 from local.emulators import Emulator
+from local.progress import Steps, last_durations
 from local.stack import PROJECT
 from occupancy import door_health, registry
 from occupancy.store import make_client
@@ -217,9 +218,20 @@ def main(argv=None) -> int:
     os.environ.update(emulator.env())
     try:
         client = make_client(PROJECT)
-        rows = [run_level(emulator, client, name, error, balancing, n_trains, doors, hours)
+        last = last_durations(args.output, "levels", name_key="label")
+        runs = [(name, error, balancing, f"{name}, balancing {'on' if balancing else 'off'}")
                 for name, error in levels.items() for balancing in (True, False)]
+        progress = Steps("accuracy", [(label, last.get(label, 60.0)) for *_, label in runs]
+                         + [("door health", 60.0 * days)])
+        rows = []
+        for name, error, balancing, label in runs:
+            progress.step(label)
+            started = time.monotonic()
+            row = run_level(emulator, client, name, error, balancing, n_trains, doors, hours)
+            rows.append(dict(row, label=label, duration_s=round(time.monotonic() - started, 1)))
+        progress.step("door health")
         health = run_door_health(emulator, client, days, 4, doors, hours)  # 3 with a faulty door + 1
+        progress.finished()
     finally:
         emulator.stop()
     results = {"smoke": args.smoke, "machine": machine(), "levels": rows, "door_health": health,

@@ -14,6 +14,7 @@ Steps (each on an emptied Firestore with the fleet registered):
      100 trains (Chromium).
 """
 import argparse
+import contextlib
 import datetime
 import json
 import logging
@@ -27,6 +28,7 @@ import time
 from bench import report, streaming, workload
 from bench.measure import machine
 from local.emulators import Emulator
+from local.progress import Steps
 from local.stack import PROJECT
 from occupancy.store import make_client
 
@@ -89,6 +91,18 @@ def fresh_firestore(emulator: Emulator, spec: workload.WorkloadSpec) -> None:
     workload.register(make_client(PROJECT), spec)
 
 
+# The steps, in order (their durations in the last results file make the estimate of time left).
+STEPS = ("pipeline", "ceiling", "naive", "naive_concurrent", "harness", "serving")
+
+
+def _last_results(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
 # Seconds a timed-out step gets to stop what it started before it is killed.
 STOP_TIMEOUT_S = 30
 
@@ -132,34 +146,45 @@ def main(argv=None) -> int:
     env = {k: v for e in emulators for k, v in e.env().items()}
     os.environ.update(env)
     timings = (args.flush_interval_s, args.reorder_delay_s)
+    last = (_last_results(args.output).get("step_durations") or {})
+    progress = Steps("bench", [(name, last.get(name, 120.0)) for name in STEPS])
+    results["step_durations"] = {}
+
+    @contextlib.contextmanager
+    def step(name):
+        progress.step(name)
+        started = time.monotonic()
+        yield
+        results["step_durations"][name] = round(time.monotonic() - started, 1)
     try:
         for job in ("pipeline", "ceiling"):
             fresh_firestore(firestore, spec)
-            _LOGGER.info("Step: %s, streaming", job)
-            results[job] = streaming.run_streaming(job, spec, env, work_dir, *timings, args.timeout_s)
+            with step(job):
+                results[job] = streaming.run_streaming(job, spec, env, work_dir, *timings, args.timeout_s)
         for mode, key in (("sequential", "naive"), ("concurrent", "naive_concurrent")):
             fresh_firestore(firestore, spec)
-            _LOGGER.info("Step: naive baseline, %s", mode)
-            results[key] = run_child("bench.naive", [f"--mode={mode}", f"--workers={args.workers}",
-                                                     *workload.spec_arguments(spec)],
-                                     env, os.path.join(work_dir, f"{key}.json"), args.timeout_s)
+            with step(key):
+                results[key] = run_child("bench.naive", [f"--mode={mode}", f"--workers={args.workers}",
+                                                         *workload.spec_arguments(spec)],
+                                         env, os.path.join(work_dir, f"{key}.json"), args.timeout_s)
         fresh_firestore(firestore, spec)
-        _LOGGER.info("Step: SDK harness (FnApiRunner) and microbenchmark")
-        results["harness"] = run_child(
-            "bench.harness", [f"--flush_interval_s={args.flush_interval_s}",
-                              f"--reorder_delay_s={args.reorder_delay_s}",
-                              *workload.spec_arguments(spec)],
-            env, os.path.join(work_dir, "harness.json"), args.timeout_s)
+        with step("harness"):
+            results["harness"] = run_child(
+                "bench.harness", [f"--flush_interval_s={args.flush_interval_s}",
+                                  f"--reorder_delay_s={args.reorder_delay_s}",
+                                  *workload.spec_arguments(spec)],
+                env, os.path.join(work_dir, "harness.json"), args.timeout_s)
         firestore.reset()
-        _LOGGER.info("Step: the API's GET /v1/trains at fleet size")
-        results["serving"] = run_child(
-            "bench.serving", [f"--trains={10 if args.smoke else 1000}",
-                              f"--requests={20 if args.smoke else 1000}",
-                              f"--uncached_requests={5 if args.smoke else 100}",
-                              f"--dashboard_trains={5 if args.smoke else 100}",
-                              f"--large_trains={0 if args.smoke else 10000}",
-                              f"--changes_per_s={5 if args.smoke else 50}"],
-            env, os.path.join(work_dir, "serving.json"), args.timeout_s)
+        with step("serving"):
+            results["serving"] = run_child(
+                "bench.serving", [f"--trains={10 if args.smoke else 1000}",
+                                  f"--requests={20 if args.smoke else 1000}",
+                                  f"--uncached_requests={5 if args.smoke else 100}",
+                                  f"--dashboard_trains={5 if args.smoke else 100}",
+                                  f"--large_trains={0 if args.smoke else 10000}",
+                                  f"--changes_per_s={5 if args.smoke else 50}"],
+                env, os.path.join(work_dir, "serving.json"), args.timeout_s)
+        progress.finished()
     finally:
         for emulator in emulators:
             emulator.stop()

@@ -11,6 +11,7 @@ from bench import measure, state_size
 from bench import scale_fleet as scale
 from bench.run import run_child
 from local.emulators import Emulator
+from local.progress import Steps, last_durations
 
 _LOGGER = logging.getLogger(__name__)
 DEVICE_COUNTS = (10, 50, 200)
@@ -29,18 +30,23 @@ def run_all(args, fleets, profiled) -> dict:
                                     "duplicate": scale.SCALE_SIM.faults.duplicate,
                                     "out_of_order": scale.SCALE_SIM.faults.out_of_order}},
                "fleets": []}
+    last = last_durations(args.output, "fleets", name_key="label")
+    labels = [f"{run.trains} trains, {_how(run._asdict())}, cache {run.state_cache_mb} MB" for run in fleets]
+    progress = Steps("bench-scale", [(label, last.get(label, 120.0)) for label in labels]
+                     + [("profile", 60.0), ("state sizes", 60.0)])
     emulator = Emulator("firestore", project=scale.PROJECT).start()
     env = emulator.env()
     work = os.path.dirname(os.path.abspath(args.output))
     try:
-        for run in fleets:
+        for run, label in zip(fleets, labels):
             emulator.reset()
-            _LOGGER.warning("bench-scale: %s", run)
-            results["fleets"].append(run_child(
-                "bench.scale_fleet", run.args(), env, os.path.join(work, f".scale-{run.trains}.json"),
-                timeout_s=1800))
+            progress.step(label)
+            started = time.monotonic()
+            row = run_child("bench.scale_fleet", run.args(), env, os.path.join(work, f".scale-{run.trains}.json"),
+                            timeout_s=1800)
+            results["fleets"].append(dict(row, label=label, duration_s=round(time.monotonic() - started, 1)))
         emulator.reset()
-        _LOGGER.warning("bench-scale: profile, %s", profiled)
+        progress.step("profile")
         profile = run_child("bench.scale_fleet", profiled.args() + ["--profile"],
                             env, os.path.join(work, ".scale-profile.json"), timeout_s=1800)
         results["profile"] = {"trains": profiled.trains, "simulated_minutes": profiled.minutes,
@@ -51,6 +57,7 @@ def run_all(args, fleets, profiled) -> dict:
         for name in os.listdir(work):
             if name.startswith(".scale-"):
                 os.remove(os.path.join(work, name))
+    progress.step("state sizes")
     config = fold_config(scale.options())
     minutes = 10.0 if args.smoke else 60.0
     results["state"] = {str(d): state_size.simulate_train(d, minutes, config, scale.SCALE_SIM)
@@ -58,6 +65,7 @@ def run_all(args, fleets, profiled) -> dict:
     results["state_minutes"] = minutes
     results["document"] = scale.document_limits(results["state"])
     results["duration_s"] = round(time.monotonic() - began, 1)
+    progress.finished()
     return results
 
 

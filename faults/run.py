@@ -32,6 +32,7 @@ from faults import (
     two_writers,
 )
 from faults.proxy import Proxy
+from local.progress import Steps, last_durations
 
 _LOGGER = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -88,9 +89,11 @@ def main(argv=None) -> int:
     rows = []
     work_dir = tempfile.mkdtemp(prefix="faults-")
     context = Context(work_dir)
+    last = last_durations(args.output, "scenarios")
+    progress = Steps("faults", [(name, last.get(name, 120.0)) for name in names])
     try:
         for name in names:
-            _LOGGER.info("Scenario %s", name)
+            progress.step(name)
             started = time.monotonic()
             try:
                 row = SCENARIOS[name].run(context, args.short)
@@ -99,6 +102,7 @@ def main(argv=None) -> int:
             row["duration_s"] = round(time.monotonic() - started, 1)
             rows.append(row)
             _LOGGER.info("%s: %s", name, "passed" if row["passed"] else "FAILED")
+        progress.finished()
     finally:
         context.close()
     if all(r["passed"] for r in rows):
