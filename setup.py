@@ -37,7 +37,8 @@ API = [
     "gtfs-realtime-bindings>=1.0,<4",
 ]
 TEST = ["pytest>=8,<10", "pytest-timeout>=2.2", "httpx>=0.27,<1", "hypothesis>=6.100,<7",
-        "selenium>=4.20,<5", "psutil>=5.9,<8", "gtfs-rt-validator>=0.3,<1", "ruff>=0.8,<1"]
+        "selenium>=4.20,<5", "psutil>=5.9,<8", "gtfs-rt-validator>=0.3,<1", "ruff>=0.8,<1",
+        "matplotlib>=3.8,<4"]  # the docs' figures (bench/plots.py)
 
 setuptools.setup(
     name="train-occupancy",

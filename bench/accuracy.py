@@ -26,6 +26,7 @@ import statistics
 import sys
 import time
 
+from bench import plots
 from bench.measure import machine
 from local.emulators import Emulator
 from local.progress import Steps, last_durations
@@ -240,6 +241,7 @@ def main(argv=None) -> int:
     results["duration_s"] = round(time.monotonic() - began, 1)
     with open(args.output, "w") as f:
         json.dump(results, f, indent=1, sort_keys=True, default=str)
+    print(plots.accuracy_plot(results, plots.png_beside(args.output)))
     print(table(results))
     print(f"\n{args.output}; {results['duration_s']:.0f} s")
     return 0

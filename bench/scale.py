@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from bench import scale_fleet, scale_report
+from bench import plots, scale_fleet, scale_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     print(f"\n{args.output}; {results['duration_s']:.0f} s in all")
     with open(args.output, "w") as f:
         json.dump(results, f, indent=1, sort_keys=True)
+    print(plots.scale_plot(results, plots.png_beside(args.output)))
     return 0 if all(f["counts_exact"] for f in results["fleets"]) else 1
 
 

@@ -86,6 +86,7 @@ def test_bench_scale_smoke_gives_the_curve_state_sizes_and_a_profile(tmp_path):
                                cwd=REPO, capture_output=True, text=True, timeout=230)
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert "msgs/s/core" in completed.stdout and "top functions" in completed.stdout
+    assert (tmp_path / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the docs' figure
     results = json.loads(out.read_text())
     assert [(f["trains"], f["mode"], f["workers"], f["per_bundle"], f["state_cache_mb"])
             for f in results["fleets"]] == [(3, "multi_threading", 4, 20, 0), (10, "in_memory", 1, 0, 100)]

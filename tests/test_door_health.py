@@ -103,3 +103,4 @@ def test_make_accuracy_smoke(tmp_path):
     assert noisy["mae_pct_capacity"] > 0 and noisy["messages"] > 100
     assert results["door_health"]["trips_to_flag"]  # the faulty doors are reported on
     assert "MAE" in done.stdout
+    assert (tmp_path / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the docs' figure
