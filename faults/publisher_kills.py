@@ -16,7 +16,8 @@ import sys
 import time
 
 from device.outbox import Outbox
-from faults.harness import Message, Scenario
+from faults.devices import Message
+from faults.harness import Scenario
 from local.stack import PROJECT
 from occupancy import documents, registry
 
