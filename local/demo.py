@@ -18,7 +18,7 @@ Steps, each announced on the terminal:
      FIREBASE_AUTH_EMULATOR_HOST) and an operator account; log in .local/api.log;
   6. the MQTT side (local/mqtt_side.py): a mosquitto broker, broker secrets for the
      first train's doors, the bridge (python -m bridge, log in .local/bridge.log);
-  7. the simulated door devices (sim.simulator), publishing in real time: the first
+  7. the simulated door devices (sim.simulator, played by sim.publisher) in real time: the first
      train's doors over MQTT through the bridge, the others straight to Pub/Sub;
   8. a table of Firestore `realtime/{train}` refreshed every second (local/watch.py; a plain
      table every few seconds when stdout is not a terminal).
@@ -54,6 +54,7 @@ from occupancy.store import make_client
 from sim import simulator
 from sim.keyring import CONTROL_ID, Keyring
 from sim.mqtt_route import MqttRoute
+from sim.publisher import DevicePublisher
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class Demo:
         self.api = None
         self.api_url = None
         self.api_log_path = self.log_path.parent / "api.log"
-        self.publisher: Optional[simulator.DevicePublisher] = None
+        self.publisher: Optional[DevicePublisher] = None
         self.mqtt: Optional[MqttSide] = None
         self.client = None
         self.dead_letters_before = 0
@@ -208,7 +209,7 @@ class Demo:
         route = MqttRoute(self.mqtt.broker.host_port, self.mqtt.secrets) if self.mqtt else None
         say(f"starting {sum(len(t.devices) for t in self.fleet)} simulated door devices "
             f"(seed {self.args.seed}) publishing to {TOPIC}" + (" and over MQTT" if route else "") + "...")
-        self.publisher = simulator.DevicePublisher(sim, PROJECT, TOPIC, mqtt_route=route).start()
+        self.publisher = DevicePublisher(sim, PROJECT, TOPIC, mqtt_route=route).start()
 
     # ---- stop ----------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import pytest
 from local import demo, stack
 from local.emulators import is_up
 from sim import simulator
+from sim.publisher import DevicePublisher
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TRAINS = [t.train_id for t in simulator.DEMO_FLEET]
@@ -219,7 +220,7 @@ def test_publisher_sends_each_message_at_its_time_and_stops_when_told(emulator_e
     stack.ensure_topic(stack.PROJECT, f"sim-{name}", [f"sim-{name}"])
     faulty = simulator.SimConfig(faults=simulator.FaultRates(0.1, 0.1, 0.1))
     sim = simulator.Simulation(simulator.DEMO_FLEET[:2], seed=5, config=faulty)
-    publisher = simulator.DevicePublisher(sim, stack.PROJECT, f"sim-{name}", seconds=5).start()
+    publisher = DevicePublisher(sim, stack.PROJECT, f"sim-{name}", seconds=5).start()
     assert publisher.wait(30) and publisher.error is None
     planned = list(simulator.Simulation(sim.fleet, 5, faulty).messages(publisher.start_us, 5))
     received = pull_all(stack.subscription_path(stack.PROJECT, f"sim-{name}"), len(planned))
@@ -240,7 +241,7 @@ def test_publisher_sends_each_message_at_its_time_and_stops_when_told(emulator_e
         if key(m.data, m.attributes) in due:
             assert -0.1 < sent_at - due[key(m.data, m.attributes)] < 1.0
 
-    endless = simulator.DevicePublisher(simulator.Simulation(seed=6), stack.PROJECT, f"sim-{name}").start()
+    endless = DevicePublisher(simulator.Simulation(seed=6), stack.PROJECT, f"sim-{name}").start()
     time.sleep(2)
     endless.stop()
     assert not endless.running and endless.published() > 0

@@ -200,7 +200,7 @@ def test_simulate_source_gives_one_doors_station_bursts():
 
 
 def test_the_publisher_imports_neither_beam_nor_firestore():
-    code = ("import sys, device.publisher as p, device.outbox, sim.simulator\n"
+    code = ("import sys, device.publisher as p, device.outbox, sim.simulator, sim.publisher\n"
             "p.make_client_factory(None, 10, 0.01)\n"
             "bad = sorted(m for m in sys.modules if m.startswith(('apache_beam', 'google.cloud.firestore')))\n"
             "assert not bad, bad\n"

@@ -24,9 +24,9 @@ import logging
 
 import apache_beam as beam
 from apache_beam.coders import coders
-from google.api_core import exceptions as gexc
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from google.api_core import exceptions as gexc
 
 from occupancy import documents, fold, wire
 from occupancy.store import RetryPolicy, count_ops, make_client
