@@ -16,6 +16,10 @@ _TOPIC_PATH_RE = re.compile(r"^projects/([^/]+)/topics/([^/]+)$")
 _TOPIC_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._~+%-]{2,254}$")
 
 
+class UsageError(Exception):
+    """A command line that cannot be run as given (one `error:` line, exit code 2)."""
+
+
 class NoProject(ValueError):
     """No project was given and none can be inferred."""
 

@@ -1,6 +1,8 @@
 """Tables and JSON the registry CLI prints."""
 import json
-from typing import List, Sequence
+from typing import List, Optional, Sequence
+
+from occupancy.wire import format_time, to_micros
 
 
 def table(rows: List[dict], columns: Sequence[tuple]) -> str:
@@ -25,3 +27,8 @@ def print_rows(rows: List[dict], columns: Sequence[tuple], as_json: bool, out) -
         print(table(rows, columns), file=out)
         if not rows:
             print("(none)", file=out)
+
+
+def timestamp(value) -> Optional[str]:
+    """A Firestore timestamp as RFC 3339 UTC with milliseconds, or None."""
+    return format_time(to_micros(value)) if hasattr(value, "tzinfo") and value.tzinfo else None

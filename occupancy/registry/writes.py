@@ -3,7 +3,8 @@ layout and the `timeout` rule: occupancy/registry/__init__.py)."""
 import logging
 from typing import List, Optional, Tuple
 
-from occupancy.registry import MAX_DEVICES_PER_TRAIN, RegistryConflict, RegistryError, UnknownDevice
+from occupancy import registry
+from occupancy.registry import RegistryConflict, RegistryError, UnknownDevice
 from occupancy.wire import ID_PATTERN, valid_id
 
 _LOGGER = logging.getLogger(__name__)
@@ -74,9 +75,10 @@ def check_room(client, collection: str, train_id: str, adding: int, timeout=None
     from google.cloud.firestore_v1.base_query import FieldFilter
     query = client.collection(collection).where(filter=FieldFilter("train_id", "==", train_id))
     count = int(query.count().get(**rpc_options(timeout))[0][0].value)
-    if count + adding > MAX_DEVICES_PER_TRAIN:
+    limit = registry.MAX_DEVICES_PER_TRAIN  # read when called: the package's one value
+    if count + adding > limit:
         raise RegistryConflict(f"train {train_id} has {count} devices; at most "
-                               f"{MAX_DEVICES_PER_TRAIN} per train (its realtime document holds them all)")
+                               f"{limit} per train (its realtime document holds them all)")
 
 
 def assign_device(client, collection: str, device_id: str, train_id: str, *,
