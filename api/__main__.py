@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Age in seconds at which the fleet view (GET /v1/trains, the feed, the "
                              "dashboard) is read again in the background, the last view served meanwhile; "
                              "0 reads Firestore for every request (default: 1).")
+    parser.add_argument("--doors_cache_s", type=non_negative_float, default=60.0,
+                        help="Seconds the feed keeps the registry's device-to-door map (one read per device "
+                             "each time; with --fleet_listener a listener keeps it instead; 0: every request).")
     parser.add_argument("--fleet_max_age_s", type=positive_float, default=30.0,
                         help="A fleet view older than this (Firestore could not be read) answers 503 "
                              "with Retry-After rather than old numbers (default: 30).")
@@ -105,7 +108,7 @@ def settings_from(args):
                     devices_collection=args.devices_collection, trains_collection=args.trains_collection,
                     public_reads=not args.private_reads, stale_after_s=args.stale_after_s,
                     thresholds=args.thresholds, fleet_cache_s=args.fleet_cache_s,
-                    fleet_max_age_s=args.fleet_max_age_s,
+                    fleet_max_age_s=args.fleet_max_age_s, doors_cache_s=args.doors_cache_s,
                     firestore_timeout_s=args.firestore_timeout_s,
                     firebase_api_key=args.firebase_api_key, gtfs_static=args.gtfs_static,
                     upstream_vehicle_positions=args.upstream_vehicle_positions,

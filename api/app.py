@@ -43,7 +43,9 @@ def create_app(settings: Settings, client=None) -> FastAPI:
     app.state.settings = settings
     app.state.client = client if client is not None else make_client(settings.project, settings.database)
     app.state.fleet_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)
-    app.state.doors_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)  # device -> door
+    # device -> door: the registry changes rarely, so read far less often than the fleet.
+    app.state.doors_cache = FleetCache(settings.doors_cache_s,
+                                       max(settings.fleet_max_age_s, 2 * settings.doors_cache_s))
     app.state.schedule = _schedule(settings.gtfs_static)
     from api import public
     from occupancy import privacy
@@ -96,7 +98,8 @@ async def _lifespan(app: FastAPI):
         from occupancy.fleet_listener import FleetListener
         settings = app.state.settings
         app.state.fleet_listener = FleetListener(app.state.client, settings.realtime_collection,
-                                                 settings.trains_collection, settings.stale_after_s).start()
+                                                 settings.trains_collection, settings.stale_after_s,
+                                                 settings.devices_collection).start()
     yield
     if app.state.fleet_listener is not None:
         app.state.fleet_listener.stop()

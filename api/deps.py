@@ -28,6 +28,8 @@ class Settings:
     fleet_cache_s: float = 1.0
     # A fleet view older than this (no refresh succeeded) answers 503 instead of old numbers.
     fleet_max_age_s: float = 30.0
+    # How long the feed's map of devices to doors is kept (without the listeners).
+    doors_cache_s: float = 60.0
     # Bound on each Firestore call made for a request (client retries included), seconds.
     firestore_timeout_s: float = 10.0
     # Firebase Web API key a browser signs in with (public by design; empty on the emulator).

@@ -121,19 +121,22 @@ def set_occupancy(pb, vehicle, view: fleet.TrainView, thresholds: fleet.Threshol
 
 
 def read_doors(request: Request) -> Dict[str, Dict[str, Optional[str]]]:
-    """train_id -> {device_id: door}: one query on the registry, cached like the fleet read."""
+    """train_id -> {device_id: door}: from the devices listener (--fleet_listener), else one query
+    on the registry every --doors_cache_s (doors change rarely; one read per device each time)."""
     settings, client = request.app.state.settings, request.app.state.client
+    listener = getattr(request.app.state, "fleet_listener", None)
+    if listener is not None:
+        from occupancy.fleet_listener import NotReady
+        try:
+            return listener.doors()
+        except NotReady:
+            pass  # starting: read them as without a listener
 
     def read():
         devices = registry.list_devices(client, settings.devices_collection,
                                         timeout=settings.firestore_timeout_s)
         count_ops(reads=max(1, len(devices)))
-        doors: Dict[str, Dict[str, Optional[str]]] = {}
-        for device_id, data in devices:
-            entry = registry.device_entry(data)
-            if entry is not None and entry.enabled:
-                doors.setdefault(entry.train_id, {})[device_id] = entry.door
-        return doors
+        return fleet.doors_by_train(devices)
     return request.app.state.doors_cache.get(read)
 
 

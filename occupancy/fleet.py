@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from occupancy.registry import train_entry
+from occupancy.registry import device_entry, train_entry
 from occupancy.store import count_ops
 from occupancy.wire import to_micros, valid_id
 
@@ -173,6 +173,17 @@ def read_train(client, train_id: str, realtime_collection: str = "realtime",
         return None
     return train_view(train_id, realtime.to_dict() if realtime.exists else None,
                       train.to_dict() if train.exists else None, now, stale_after_s)
+
+
+def doors_by_train(devices) -> Dict[str, Dict[str, Optional[str]]]:
+    """train_id -> {device_id: door} of the enabled door devices among `devices`, (device_id,
+    registry document) pairs: what the feed's carriage estimates need from the registry."""
+    doors: Dict[str, Dict[str, Optional[str]]] = {}
+    for device_id, data in devices:
+        entry = device_entry(data)
+        if entry is not None and entry.enabled and entry.train_id:
+            doors.setdefault(entry.train_id, {})[device_id] = entry.door
+    return doors
 
 
 def carriage_counts(devices_seen: Dict[str, dict], doors: Dict[str, Optional[str]]

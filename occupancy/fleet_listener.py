@@ -2,7 +2,9 @@
 request (docs/api.md, "Serving cost").
 
 Two `on_snapshot` listeners, on `realtime` and on `trains`, keep every document in memory;
-`view()` joins them as `occupancy.fleet.read_fleet` does, with no read at all. The pipeline
+`view()` joins them as `occupancy.fleet.read_fleet` does, with no read at all. A third, on
+`devices` (when given), keeps the registry's door of each device for the feed's carriages
+(`doors()`): devices change rarely, so it costs almost nothing after its first snapshot. The pipeline
 writes a train's realtime document at most once per flush interval, so the listener costs
 one read per train per flush at most, whatever the number of requests; `read_fleet` costs one
 read per train per refresh.
@@ -67,8 +69,10 @@ class _Collection:
 
 class FleetListener:
     def __init__(self, client, realtime_collection: str = "realtime", trains_collection: str = "trains",
-                 stale_after_s: float = fleet.DEFAULT_STALE_AFTER_S):
+                 stale_after_s: float = fleet.DEFAULT_STALE_AFTER_S, devices_collection: Optional[str] = None):
         self._collections = (_Collection(client, realtime_collection), _Collection(client, trains_collection))
+        self._devices = _Collection(client, devices_collection) if devices_collection else None
+        self._doors = None  # (devices version, train_id -> {device_id: door})
         self._stale_after_s = stale_after_s
         self.restarts = 0
         # The last view built, reused for up to a second while no document changed: joining
@@ -77,17 +81,39 @@ class FleetListener:
         self._built_lock = threading.Lock()
 
     def start(self) -> "FleetListener":
-        for collection in self._collections:
+        for collection in self._all():
             collection.start()
         return self
 
-    def view(self, now: Optional[datetime.datetime] = None) -> Tuple[datetime.datetime, List[fleet.TrainView]]:
-        """(as of when the listeners were last current, every train's view); NotReady."""
-        for collection in self._collections:
+    def _all(self):
+        return self._collections + ((self._devices,) if self._devices else ())
+
+    def _revive(self) -> None:
+        for collection in self._all():
             if not collection.alive():
                 _LOGGER.warning("The %s listener stopped: starting it again", collection.name)
                 self.restarts += 1
                 collection.start()
+
+    def doors(self) -> Dict[str, Dict[str, Optional[str]]]:
+        """train_id -> {device_id: door} of the enabled devices (as api.gtfs_rt reads them); NotReady."""
+        if self._devices is None:
+            raise NotReady("no devices listener")
+        self._revive()
+        devices = self._devices
+        with devices.lock:
+            if devices.read_at is None:
+                raise NotReady("the devices listener has no snapshot yet")
+            if self._doors is not None and self._doors[0] == devices.version:
+                return self._doors[1]
+            version, docs = devices.version, dict(devices.docs)
+        doors = fleet.doors_by_train(docs.items())
+        self._doors = (version, doors)
+        return doors
+
+    def view(self, now: Optional[datetime.datetime] = None) -> Tuple[datetime.datetime, List[fleet.TrainView]]:
+        """(as of when the listeners were last current, every train's view); NotReady."""
+        self._revive()
         realtime, trains = self._collections
         now = now or datetime.datetime.now(datetime.timezone.utc)
         with self._built_lock:
@@ -106,5 +132,5 @@ class FleetListener:
             return now, views
 
     def stop(self) -> None:
-        for collection in self._collections:
+        for collection in self._all():
             collection.stop()

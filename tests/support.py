@@ -120,6 +120,8 @@ def serve_api(tmp_path_factory, env: dict, *args: str):
     themselves; tests/test_privacy.py is about the coarse ones)."""
     if not any(a.startswith("--public_precision") for a in args):
         args = (*args, "--public_precision=exact")
+    if "--fleet_cache_s=0" in args and not any(a.startswith("--doors_cache_s") for a in args):
+        args = (*args, "--doors_cache_s=0")  # no cache: the doors a test has just registered too
     port = free_port()
     log = tmp_path_factory.mktemp("api") / "api.log"
     process = stack.start_api(PROJECT, port, *args, env=env, log_path=str(log))

@@ -50,3 +50,22 @@ def test_the_api_serves_the_listeners_view(firestore_emulator, auth_emulator, fi
                                30, what=f"the API showing {value}")
     finally:
         stack.stop_process(process)
+
+
+def test_the_devices_listener_keeps_the_feeds_doors(firestore_client):
+    """The feed's carriages need each device's door: followed like the fleet, not read per request."""
+    registry.register_device(firestore_client, "devices", "d1", "t1", "car1-door1")
+    listener = FleetListener(firestore_client, devices_collection="devices").start()
+    try:
+        def doors():
+            try:
+                return listener.doors()
+            except NotReady:
+                return None
+        stack.wait_for(lambda: doors() == {"t1": {"d1": "car1-door1"}}, 30, what="the first snapshot's doors")
+        registry.register_device(firestore_client, "devices", "d2", "t1", "car2-door1")
+        registry.set_enabled(firestore_client, "devices", "d1", False)  # a disabled door counts for nothing
+        stack.wait_for(lambda: doors() == {"t1": {"d2": "car2-door1"}}, 30, what="the change in the doors")
+        assert listener.doors() is listener.doors()  # built once per change, not per call
+    finally:
+        listener.stop()
