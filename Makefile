@@ -224,7 +224,7 @@ faults: install
 # bench/results.json and bench/results.md. Under 10 minutes; bench-smoke takes seconds.
 .PHONY: bench bench-smoke bench-scale
 # The job's steps at 10 to 10,000 trains (FnApiRunner), state and document sizes, a profile:
-# bench/scale.json and a table (docs/sizing.md). About 7 minutes.
+# bench/scale.json, bench/scale.png and a table (docs/sizing.md). About 40 minutes.
 bench-scale: install
 	$(PY) -m bench.scale
 
