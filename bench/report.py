@@ -157,6 +157,8 @@ def _fleet_rows(serving: dict) -> List[tuple]:
             continue
         if key == "cached":
             label = f"GET /v1/trains, fleet cache {r['fleet_cache_s']:g} s"
+        if r.get("failed_requests"):
+            label += f" ({r['failed_requests']} of {r['requests']} not 200: {r['answers']})"
         if key == "listener_changing":
             label += (f" ({_cell(r['documents_changed'])} in {r['timed_s']:g} s: "
                       f"{r['reads_per_changed_document']} reads per change)")

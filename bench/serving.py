@@ -22,6 +22,7 @@ is read from headless Chromium's performance timings (the page marks
 its emulator's) and Chromium (`make install-browser`).
 """
 import argparse
+import collections
 import datetime
 import os
 import tempfile
@@ -167,9 +168,10 @@ def measure(trains: int, requests: int, cache_s: float, work_dir: str, listener:
             timed = time.monotonic()
             if changes:
                 changes.start()
+            statuses = collections.Counter()
             for _ in range(requests):
                 began = time.perf_counter()
-                _get(http, path)
+                statuses[http.get(path).status_code] += 1  # a 503 (a view too old) is a result too
                 latencies.append(time.perf_counter() - began)
             written = changes.stop() if changes else 0
             timed = time.monotonic() - timed
@@ -185,7 +187,9 @@ def measure(trains: int, requests: int, cache_s: float, work_dir: str, listener:
            "p99_ms": rounded(1000 * percentile(latencies, 99), 1),
            "requests_per_s": rounded(requests / sum(latencies), 1),
            "firestore_queries_per_request": rounded(queries / requests, 3),
-           "firestore_reads_per_request": rounded(reads / requests, 1), "api_peak_rss_mb": rss}
+           "firestore_reads_per_request": rounded(reads / requests, 1), "api_peak_rss_mb": rss,
+           "answers": {str(code): n for code, n in sorted(statuses.items())},
+           "failed_requests": requests - statuses[200]}
     if changes:
         out.update({"changes_per_s": changes_per_s, "documents_changed": written, "timed_s": round(timed, 1),
                     "firestore_reads": reads,

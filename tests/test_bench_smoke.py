@@ -73,6 +73,7 @@ def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
     assert changing["documents_changed"] > 0 and 0.5 <= changing["reads_per_changed_document"] <= 1.5, changing
     feed = serving["listener_feed"]
     assert feed["path"].endswith(".pb") and feed["firestore_reads_per_request"] == 0
+    assert all(serving[k]["failed_requests"] == 0 for k in ("uncached", "cached", "listener", "listener_feed"))
     assert 0 < cached["p50_ms"] <= cached["p95_ms"] and 0 < uncached["p50_ms"] <= uncached["p95_ms"]
     assert "GET /v1/trains" in completed.stdout
     assert serving["feed"]["trains"] == 10 and serving["feed"]["bytes"] > 0 and serving["feed"]["build_ms_p50"] > 0
