@@ -57,12 +57,14 @@ run: check-prereqs
 test: lint check-prereqs install-browser
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-# ruff (settings in pyproject.toml): lint, and the import order. `make test` runs it first.
+# ruff (settings in pyproject.toml): lint, the import order and the format. `make test` runs it first.
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
-# Fixes what ruff can fix by itself (import order, unused imports).
+# Formats every file and fixes what ruff can fix by itself (import order, unused imports).
 format: install
+	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
 # Pure logic and TestStream tests only: no emulators needed.

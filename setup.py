@@ -9,6 +9,7 @@ Extras keep each installation small:
   .[api]       the HTTP API, dashboard and GTFS-Realtime feed (FastAPI, no Beam)
   .[test]      everything plus pytest
 """
+
 import setuptools
 
 BEAM_VERSION = "2.77.0"
@@ -36,18 +37,41 @@ API = [
     "firebase-admin>=6.5,<8",
     "gtfs-realtime-bindings>=1.0,<4",
 ]
-TEST = ["pytest>=8,<10", "pytest-timeout>=2.2", "httpx>=0.27,<1", "hypothesis>=6.100,<7",
-        "selenium>=4.20,<5", "psutil>=5.9,<8", "gtfs-rt-validator>=0.3,<1", "ruff>=0.8,<1",
-        "matplotlib>=3.8,<4"]  # the docs' figures (bench/plots.py)
+TEST = [
+    "pytest>=8,<10",
+    "pytest-timeout>=2.2",
+    "httpx>=0.27,<1",
+    "hypothesis>=6.100,<7",
+    "selenium>=4.20,<5",
+    "psutil>=5.9,<8",
+    "gtfs-rt-validator>=0.3,<1",
+    "ruff>=0.8,<1",
+    "matplotlib>=3.8,<4",
+]  # the docs' figures (bench/plots.py)
 
 setuptools.setup(
     name="train-occupancy",
     version="0.1.0",
     description="Streaming train occupancy: door sensors -> Pub/Sub -> Beam -> Firestore",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["occupancy", "occupancy.*", "pipeline", "pipeline.*",
-                                               "transforms", "transforms.*", "device", "device.*",
-                                               "local", "local.*", "api", "api.*", "bridge", "bridge.*"]),
+    packages=setuptools.find_packages(
+        include=[
+            "occupancy",
+            "occupancy.*",
+            "pipeline",
+            "pipeline.*",
+            "transforms",
+            "transforms.*",
+            "device",
+            "device.*",
+            "local",
+            "local.*",
+            "api",
+            "api.*",
+            "bridge",
+            "bridge.*",
+        ]
+    ),
     package_data={"api": ["static/*"]},
     install_requires=[],
     extras_require={

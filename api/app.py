@@ -1,6 +1,7 @@
 """create_app(settings) -> the FastAPI application: it assembles the routers and maps errors to
 answers. What the routers share (settings, the client, the fleet view) is in api/deps.py, which
 they import instead of this module."""
+
 import contextlib
 import logging
 
@@ -24,6 +25,7 @@ def _schedule(path: str):
     if not path:
         return None
     from occupancy import schedule
+
     try:
         loaded = schedule.Schedule.from_zip(path)
     except schedule.ScheduleError as e:
@@ -37,20 +39,30 @@ def create_app(settings: Settings, client=None) -> FastAPI:
     from api import auth, dashboard, devices, enricher, gtfs_rt, health, keys, trains, trips
     from occupancy.store import make_client
 
-    app = FastAPI(title="Train occupancy API", version="1.0", lifespan=_lifespan,
-                  description="Fleet registry and train occupancy (realtime and history). "
-                              "Device endpoints and every write need an operator's Firebase ID token.")
+    app = FastAPI(
+        title="Train occupancy API",
+        version="1.0",
+        lifespan=_lifespan,
+        description="Fleet registry and train occupancy (realtime and history). "
+        "Device endpoints and every write need an operator's Firebase ID token.",
+    )
     app.state.settings = settings
     app.state.client = client if client is not None else make_client(settings.project, settings.database)
     app.state.fleet_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)
     # device -> door: the registry changes rarely, so read far less often than the fleet.
-    app.state.doors_cache = FleetCache(settings.doors_cache_s,
-                                       max(settings.fleet_max_age_s, 2 * settings.doors_cache_s))
+    app.state.doors_cache = FleetCache(
+        settings.doors_cache_s, max(settings.fleet_max_age_s, 2 * settings.doors_cache_s)
+    )
     app.state.schedule = _schedule(settings.gtfs_static)
     from api import public
     from occupancy import privacy
-    app.state.privacy_policy = privacy.Policy(public.load_seed(settings.privacy_seed_file), settings.privacy_step_pct,
-                                              settings.privacy_min_capacity, window_s=settings.privacy_window_s)
+
+    app.state.privacy_policy = privacy.Policy(
+        public.load_seed(settings.privacy_seed_file),
+        settings.privacy_step_pct,
+        settings.privacy_min_capacity,
+        window_s=settings.privacy_window_s,
+    )
     app.state.privacy_holder = privacy.Holder()
     app.state.upstream_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)  # the operator's feed
     auth.init(settings)
@@ -81,8 +93,17 @@ def create_app(settings: Settings, client=None) -> FastAPI:
     async def validation_error(_request, exc: RequestValidationError):
         return JSONResponse(status_code=422, content={"detail": _readable(exc)})
 
-    for router in (health.router, auth.router, trains.router, devices.router, keys.router, trips.router,
-                   gtfs_rt.router, enricher.router, dashboard.router):
+    for router in (
+        health.router,
+        auth.router,
+        trains.router,
+        devices.router,
+        keys.router,
+        trips.router,
+        gtfs_rt.router,
+        enricher.router,
+        dashboard.router,
+    ):
         app.include_router(router)
     dashboard.mount(app)
     app.openapi = lambda: _openapi(app)
@@ -96,10 +117,15 @@ async def _lifespan(app: FastAPI):
     app.state.fleet_listener = None
     if app.state.settings.fleet_listener:
         from occupancy.fleet_listener import FleetListener
+
         settings = app.state.settings
-        app.state.fleet_listener = FleetListener(app.state.client, settings.realtime_collection,
-                                                 settings.trains_collection, settings.stale_after_s,
-                                                 settings.devices_collection).start()
+        app.state.fleet_listener = FleetListener(
+            app.state.client,
+            settings.realtime_collection,
+            settings.trains_collection,
+            settings.stale_after_s,
+            settings.devices_collection,
+        ).start()
     yield
     if app.state.fleet_listener is not None:
         app.state.fleet_listener.stop()
@@ -114,11 +140,17 @@ def _openapi(app: FastAPI) -> dict:
     (api.models.Problem), not FastAPI's default list of errors."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
+
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-        schemas["HTTPValidationError"] = {"title": "Problem", "type": "object", "required": ["detail"],
-                                          "properties": {"detail": {"title": "Detail", "type": "string",
-                                                                    "description": "What is wrong, in one line."}}}
+        schemas["HTTPValidationError"] = {
+            "title": "Problem",
+            "type": "object",
+            "required": ["detail"],
+            "properties": {
+                "detail": {"title": "Detail", "type": "string", "description": "What is wrong, in one line."}
+            },
+        }
         schemas.pop("ValidationError", None)
         problem = {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}
         for operations in schema.get("paths", {}).values():

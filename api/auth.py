@@ -15,6 +15,7 @@ sign-ins, so the tests exercise the same code path as production, bar the
 signature check. A browser signs in through the Identity Toolkit REST API
 (`accounts:signInWithPassword`) described by `GET /v1/auth/config`.
 """
+
 import logging
 import os
 from typing import Optional
@@ -46,9 +47,11 @@ def init(settings) -> None:
     """
     emulator = os.environ.get(EMULATOR_ENV)
     if emulator and not settings.project.startswith("demo-"):
-        raise SystemExit(f"error: {EMULATOR_ENV}={emulator} is set, and firebase-admin then accepts unsigned "
-                         f"ID tokens; refusing to serve project {settings.project} so (the emulator is for "
-                         f"demo- projects only): unset {EMULATOR_ENV}")
+        raise SystemExit(
+            f"error: {EMULATOR_ENV}={emulator} is set, and firebase-admin then accepts unsigned "
+            f"ID tokens; refusing to serve project {settings.project} so (the emulator is for "
+            f"demo- projects only): unset {EMULATOR_ENV}"
+        )
     # Reads verify against public keys and need no credential; checking for revoked tokens
     # (operator writes) calls Firebase Auth's Admin API, with Application Default Credentials
     # (the emulator needs none).
@@ -56,12 +59,14 @@ def init(settings) -> None:
         firebase_app(_APP_NAME, settings.project, no_credentials())
     else:
         from firebase_admin import credentials
+
         firebase_app(_APP_NAME, settings.project, credentials.ApplicationDefault())
 
 
 def firebase_app(name: str, project: str, credential=None):
     """The firebase-admin app of this name, initialised on first use (None: ADC)."""
     import firebase_admin
+
     try:
         return firebase_admin.get_app(name)
     except ValueError:
@@ -89,25 +94,37 @@ def verify(token: str, check_revoked: bool = False) -> dict:
     import firebase_admin
     from firebase_admin import auth
     from firebase_admin import exceptions as firebase_exceptions
+
     try:
-        return auth.verify_id_token(token, app=firebase_admin.get_app(_APP_NAME), clock_skew_seconds=10,
-                                    check_revoked=check_revoked)
-    except (ValueError, auth.InvalidIdTokenError, auth.ExpiredIdTokenError, auth.RevokedIdTokenError,
-            auth.UserDisabledError, auth.CertificateFetchError) as e:
+        return auth.verify_id_token(
+            token, app=firebase_admin.get_app(_APP_NAME), clock_skew_seconds=10, check_revoked=check_revoked
+        )
+    except (
+        ValueError,
+        auth.InvalidIdTokenError,
+        auth.ExpiredIdTokenError,
+        auth.RevokedIdTokenError,
+        auth.UserDisabledError,
+        auth.CertificateFetchError,
+    ) as e:
         _LOGGER.info("Rejected token: %s", e)
-        raise HTTPException(status_code=401, detail=f"invalid ID token: {e}",
-                            headers={"WWW-Authenticate": "Bearer"}) from None
+        raise HTTPException(
+            status_code=401, detail=f"invalid ID token: {e}", headers={"WWW-Authenticate": "Bearer"}
+        ) from None
     except (firebase_exceptions.FirebaseError, OSError) as e:  # Auth itself unreachable: not the token's fault
         _LOGGER.warning("Could not check the token with Firebase Auth: %s", e)
-        raise HTTPException(status_code=503, detail="cannot check the token with Firebase Auth now",
-                            headers={"Retry-After": "5"}) from None
+        raise HTTPException(
+            status_code=503, detail="cannot check the token with Firebase Auth now", headers={"Retry-After": "5"}
+        ) from None
 
 
 def _claims(credentials: Optional[HTTPAuthorizationCredentials], check_revoked: bool = False) -> dict:
     if credentials is None or not credentials.credentials:
-        raise HTTPException(status_code=401, detail="sign in: this needs an 'Authorization: Bearer "
-                                                    "<Firebase ID token>' header",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status_code=401,
+            detail="sign in: this needs an 'Authorization: Bearer <Firebase ID token>' header",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return verify(credentials.credentials, check_revoked)
 
 
@@ -115,14 +132,18 @@ def require_operator(credentials: Optional[HTTPAuthorizationCredentials] = Depen
     """Dependency: the claims of an operator's token (401 without one, or revoked; 403 without the role)."""
     claims = _claims(credentials, check_revoked=True)
     if claims.get(OPERATOR_CLAIM) is not True:
-        raise HTTPException(status_code=403, detail=f"user {claims.get('email') or claims.get('uid')} "
-                                                    f"is not an operator (custom claim "
-                                                    f"'{OPERATOR_CLAIM}: true' missing)")
+        raise HTTPException(
+            status_code=403,
+            detail=f"user {claims.get('email') or claims.get('uid')} "
+            f"is not an operator (custom claim "
+            f"'{OPERATOR_CLAIM}: true' missing)",
+        )
     return claims
 
 
-def allow_read(request: Request,
-               credentials: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Optional[dict]:
+def allow_read(
+    request: Request, credentials: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)
+) -> Optional[dict]:
     """Dependency for occupancy reads: anyone when reads are public, else any signed-in user."""
     if request.app.state.settings.public_reads and credentials is None:
         return None
@@ -133,10 +154,12 @@ def allow_read(request: Request,
 def auth_config(request: Request) -> dict:
     """The Identity Toolkit endpoint and Web API key for `accounts:signInWithPassword`."""
     emulator = os.environ.get(EMULATOR_ENV)
-    base = (f"http://{emulator}/identitytoolkit.googleapis.com" if emulator
-            else "https://identitytoolkit.googleapis.com")
+    base = f"http://{emulator}/identitytoolkit.googleapis.com" if emulator else "https://identitytoolkit.googleapis.com"
     settings = request.app.state.settings
-    return {"provider": "firebase", "emulator": bool(emulator),
-            "sign_in_url": f"{base}/v1/accounts:signInWithPassword",
-            "api_key": settings.firebase_api_key or ("emulator" if emulator else ""),
-            "public_reads": settings.public_reads}
+    return {
+        "provider": "firebase",
+        "emulator": bool(emulator),
+        "sign_in_url": f"{base}/v1/accounts:signInWithPassword",
+        "api_key": settings.firebase_api_key or ("emulator" if emulator else ""),
+        "public_reads": settings.public_reads,
+    }

@@ -3,6 +3,7 @@
 The page polls GET /v1/trains every 0.75 s (docs/api.md, "Dashboard"); it calls the
 same endpoints as any app, so it needs nothing of its own on the server.
 """
+
 import pathlib
 
 from fastapi import APIRouter

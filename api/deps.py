@@ -2,6 +2,7 @@
 
 The routers import this module, never api.app (which imports the routers): no import cycle.
 """
+
 import dataclasses
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from occupancy.fleet import DEFAULT_STALE_AFTER_S, Thresholds
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything the service is configured with (`python -m api --help`)."""
+
     project: str = "demo-occupancy"
     database: str = "(default)"
     realtime_collection: str = "realtime"
@@ -69,11 +71,13 @@ def read_fleet(request: Request):
     import datetime
 
     from occupancy import fleet
+
     settings, client = request.app.state.settings, request.app.state.client
 
     listener = getattr(request.app.state, "fleet_listener", None)
     if listener is not None:
         from occupancy.fleet_listener import NotReady
+
         try:
             return listener.view()
         except NotReady:
@@ -81,8 +85,14 @@ def read_fleet(request: Request):
 
     def read():
         now = datetime.datetime.now(datetime.timezone.utc)
-        return now, fleet.read_fleet(client, settings.realtime_collection, settings.trains_collection,
-                                     now=now, stale_after_s=settings.stale_after_s)
+        return now, fleet.read_fleet(
+            client,
+            settings.realtime_collection,
+            settings.trains_collection,
+            now=now,
+            stale_after_s=settings.stale_after_s,
+        )
+
     return request.app.state.fleet_cache.get(read)
 
 
@@ -90,4 +100,5 @@ def trip_for(request: Request, view, at):
     """(occupancy.schedule.TripRun or None, "assignment" | "schedule" | None) of a train at `at`:
     the one way the routers and the feed attach a train to its trip."""
     from occupancy import schedule
+
     return schedule.trip_of(request.app.state.schedule, view.trains_doc, at)

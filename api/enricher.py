@@ -10,6 +10,7 @@ trips, timestamps, the header, vehicles no train names) is kept as it came. The 
 is fetched in the background like the fleet view (`--fleet_cache_s`), and answers 503 once it
 could not be fetched for `--fleet_max_age_s`.
 """
+
 import logging
 import urllib.error
 import urllib.request
@@ -49,6 +50,7 @@ def fetch(url: str, timeout_s: float) -> bytes:
 def parse(data: bytes):
     from google.protobuf.message import DecodeError
     from google.transit import gtfs_realtime_pb2 as pb
+
     feed = pb.FeedMessage()
     try:
         feed.ParseFromString(data)
@@ -57,10 +59,15 @@ def parse(data: bytes):
     return feed
 
 
-def enrich(upstream: bytes, views_by_vehicle: Dict[str, fleet.TrainView], thresholds: fleet.Thresholds,
-           doors_by_train: Dict[str, Dict]):
+def enrich(
+    upstream: bytes,
+    views_by_vehicle: Dict[str, fleet.TrainView],
+    thresholds: fleet.Thresholds,
+    doors_by_train: Dict[str, Dict],
+):
     """The upstream FeedMessage with occupancy set on each vehicle a train names (pure)."""
     from google.transit import gtfs_realtime_pb2 as pb
+
     feed = parse(upstream)
     for entity in feed.entity:
         if not entity.HasField("vehicle") or not entity.vehicle.HasField("vehicle"):
@@ -75,19 +82,29 @@ def enrich(upstream: bytes, views_by_vehicle: Dict[str, fleet.TrainView], thresh
     return feed
 
 
-@router.get("/enriched-vehicle-positions.pb", response_class=Response,
-            summary="The operator's VehiclePositions feed with occupancy added",
-            responses={200: {"content": {PROTOBUF: {}, "application/json": {}}},
-                       404: {"description": "No --upstream_vehicle_positions configured"},
-                       503: {"description": "The upstream feed or Firestore is unavailable"}})
-def enriched_vehicle_positions(request: Request, settings: SettingsDep,
-                               format: str = Query("pb", pattern="^(pb|json)$"),
-                               claims: Optional[dict] = Depends(allow_read)):
+@router.get(
+    "/enriched-vehicle-positions.pb",
+    response_class=Response,
+    summary="The operator's VehiclePositions feed with occupancy added",
+    responses={
+        200: {"content": {PROTOBUF: {}, "application/json": {}}},
+        404: {"description": "No --upstream_vehicle_positions configured"},
+        503: {"description": "The upstream feed or Firestore is unavailable"},
+    },
+)
+def enriched_vehicle_positions(
+    request: Request,
+    settings: SettingsDep,
+    format: str = Query("pb", pattern="^(pb|json)$"),
+    claims: Optional[dict] = Depends(allow_read),
+):
     if not settings.upstream_vehicle_positions:
-        raise HTTPException(status_code=404, detail="no upstream feed: start the API with "
-                                                    "--upstream_vehicle_positions URL")
+        raise HTTPException(
+            status_code=404, detail="no upstream feed: start the API with --upstream_vehicle_positions URL"
+        )
     upstream = request.app.state.upstream_cache.get(
-        lambda: fetch(settings.upstream_vehicle_positions, settings.firestore_timeout_s))
+        lambda: fetch(settings.upstream_vehicle_positions, settings.firestore_timeout_s)
+    )
     read_at, views = read_fleet(request)
     views = views_for(request, views, read_at, claims)
     by_vehicle = {str(v.trains_doc["vehicle_id"]): v for v in views if v.trains_doc.get("vehicle_id")}
@@ -95,5 +112,6 @@ def enriched_vehicle_positions(request: Request, settings: SettingsDep,
     headers = {"Cache-Control": f"public, max-age={int(settings.fleet_cache_s)}"}
     if format == "json":
         from google.protobuf.json_format import MessageToDict
+
         return JSONResponse(MessageToDict(feed, preserving_proto_field_name=True), headers=headers)
     return Response(feed.SerializeToString(), media_type=PROTOBUF, headers=headers)

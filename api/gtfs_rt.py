@@ -24,6 +24,7 @@ a registered train never seen has nothing to say yet and is left out):
                                taken as an equal share of the train's; a carriage without a
                                mapped door says NO_DATA_AVAILABLE and percentage -1.
 """
+
 import datetime
 from typing import Dict, Iterable, Optional
 
@@ -45,8 +46,9 @@ def _seconds(moment: Optional[datetime.datetime]) -> Optional[int]:
     return int(moment.timestamp()) if moment is not None else None
 
 
-def _carriages(pb, vehicle, view: fleet.TrainView, doors: Dict[str, Optional[str]],
-               thresholds: fleet.Thresholds) -> None:
+def _carriages(
+    pb, vehicle, view: fleet.TrainView, doors: Dict[str, Optional[str]], thresholds: fleet.Thresholds
+) -> None:
     mapped = {carriage for carriage in map(fleet.carriage_of, doors.values()) if carriage}
     if not mapped:
         return
@@ -81,12 +83,17 @@ def _trip(pb, vehicle, run) -> None:
     descriptor.schedule_relationship = pb.TripDescriptor.SCHEDULED
 
 
-def build_feed(views: Iterable[fleet.TrainView], generated_at: datetime.datetime,
-               thresholds: fleet.Thresholds, doors_by_train: Dict[str, Dict[str, Optional[str]]],
-               trips: Optional[Dict[str, object]] = None):
+def build_feed(
+    views: Iterable[fleet.TrainView],
+    generated_at: datetime.datetime,
+    thresholds: fleet.Thresholds,
+    doors_by_train: Dict[str, Dict[str, Optional[str]]],
+    trips: Optional[Dict[str, object]] = None,
+):
     """The FeedMessage for these trains (pure: the tests and the benchmark call it directly);
     `trips`: train_id -> the occupancy.schedule.TripRun it runs now."""
     from google.transit import gtfs_realtime_pb2 as pb
+
     feed = pb.FeedMessage()
     feed.header.gtfs_realtime_version = GTFS_RT_VERSION
     feed.header.incrementality = pb.FeedHeader.FULL_DATASET
@@ -108,8 +115,9 @@ def build_feed(views: Iterable[fleet.TrainView], generated_at: datetime.datetime
     return feed
 
 
-def set_occupancy(pb, vehicle, view: fleet.TrainView, thresholds: fleet.Thresholds,
-                  doors: Dict[str, Optional[str]]) -> None:
+def set_occupancy(
+    pb, vehicle, view: fleet.TrainView, thresholds: fleet.Thresholds, doors: Dict[str, Optional[str]]
+) -> None:
     """A VehiclePosition's occupancy fields from a train's view: status, percentage, carriages
     (what this feed publishes, and what the enricher adds to an operator's own feed)."""
     status = fleet.published_status(view, thresholds)
@@ -127,26 +135,37 @@ def read_doors(request: Request) -> Dict[str, Dict[str, Optional[str]]]:
     listener = getattr(request.app.state, "fleet_listener", None)
     if listener is not None:
         from occupancy.fleet_listener import NotReady
+
         try:
             return listener.doors()
         except NotReady:
             pass  # starting: read them as without a listener
 
     def read():
-        devices = registry.list_devices(client, settings.devices_collection,
-                                        timeout=settings.firestore_timeout_s)
+        devices = registry.list_devices(client, settings.devices_collection, timeout=settings.firestore_timeout_s)
         count_ops(reads=max(1, len(devices)))
         return fleet.doors_by_train(devices)
+
     return request.app.state.doors_cache.get(read)
 
 
-@router.get("/vehicle-positions.pb", summary="GTFS-Realtime VehiclePositions with occupancy",
-            response_class=Response,
-            responses={200: {"content": {PROTOBUF: {}, "application/json": {}},
-                             "description": "A FeedMessage (protobuf, or JSON with ?format=json)"}})
-def vehicle_positions(request: Request, settings: SettingsDep, format: str = Query("pb", pattern="^(pb|json)$",
-                                                           description="pb (default) or json"),
-                      claims: Optional[dict] = Depends(allow_read)):
+@router.get(
+    "/vehicle-positions.pb",
+    summary="GTFS-Realtime VehiclePositions with occupancy",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {PROTOBUF: {}, "application/json": {}},
+            "description": "A FeedMessage (protobuf, or JSON with ?format=json)",
+        }
+    },
+)
+def vehicle_positions(
+    request: Request,
+    settings: SettingsDep,
+    format: str = Query("pb", pattern="^(pb|json)$", description="pb (default) or json"),
+    claims: Optional[dict] = Depends(allow_read),
+):
     generated_at, views = read_fleet(request)
     views = views_for(request, views, generated_at, claims)
     trips = {view.train_id: trip_for(request, view, generated_at)[0] for view in views}
@@ -154,5 +173,6 @@ def vehicle_positions(request: Request, settings: SettingsDep, format: str = Que
     headers = {"Cache-Control": f"public, max-age={int(settings.fleet_cache_s)}"}
     if format == "json":
         from google.protobuf.json_format import MessageToDict
+
         return JSONResponse(MessageToDict(feed, preserving_proto_field_name=True), headers=headers)
     return Response(feed.SerializeToString(), media_type=PROTOBUF, headers=headers)

@@ -1,4 +1,5 @@
 """Liveness (the process answers) and readiness (Firestore answers)."""
+
 import logging
 
 from fastapi import APIRouter, Request
@@ -18,13 +19,16 @@ def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Firestore is reachable", response_model=Status,
-            responses={503: {"model": Problem, "description": "Firestore unreachable"}})
+@router.get(
+    "/readyz",
+    summary="Firestore is reachable",
+    response_model=Status,
+    responses={503: {"model": Problem, "description": "Firestore unreachable"}},
+)
 def readyz(request: Request, settings: SettingsDep, client: ClientDep):
     try:
         # One document read with no retries: an unreachable Firestore answers 503 within seconds.
-        client.collection(settings.trains_collection).document("readyz-probe").get(
-            timeout=READY_TIMEOUT_S, retry=None)
+        client.collection(settings.trains_collection).document("readyz-probe").get(timeout=READY_TIMEOUT_S, retry=None)
     except (gexc.GoogleAPICallError, gexc.RetryError) as e:
         _LOGGER.warning("Not ready: %s", e)
         return JSONResponse(status_code=503, content={"detail": f"Firestore unreachable: {type(e).__name__}"})

@@ -1,6 +1,7 @@
 """A device's public keys over HTTP (as `python -m occupancy.registry key ...`): list, add, remove.
 Every endpoint needs an operator's token; the pipeline picks changes up within its registry
 refresh (docs/design.md, "Device identity")."""
+
 import datetime
 import logging
 from typing import List, Optional
@@ -14,10 +15,15 @@ from api.deps import ClientDep, SettingsDep
 from occupancy.registry import keys
 
 _LOGGER = logging.getLogger(__name__)
-router = APIRouter(tags=["device keys"], dependencies=[Depends(require_operator)],
-                   responses={401: {"description": "No valid ID token"},
-                              403: {"description": "The token's user is not an operator"},
-                              404: {"description": "Unknown device"}})
+router = APIRouter(
+    tags=["device keys"],
+    dependencies=[Depends(require_operator)],
+    responses={
+        401: {"description": "No valid ID token"},
+        403: {"description": "The token's user is not an operator"},
+        404: {"description": "Unknown device"},
+    },
+)
 
 
 class Key(BaseModel):
@@ -39,8 +45,7 @@ class KeyList(BaseModel):
 
 
 def _out(key) -> Key:
-    expires = (datetime.datetime.fromtimestamp(key.expires_us / 1e6, datetime.timezone.utc)
-               if key.expires_us else None)
+    expires = datetime.datetime.fromtimestamp(key.expires_us / 1e6, datetime.timezone.utc) if key.expires_us else None
     return Key(key_id=key.key_id, alg=key.alg, public_key=key.pem, expires_at=expires)
 
 
@@ -50,21 +55,44 @@ def list_keys(request: Request, settings: SettingsDep, client: ClientDep, device
     return KeyList(device_id=device_id, keys=[_out(k) for k in found])
 
 
-@router.post("/v1/devices/{device_id}/keys", status_code=201, response_model=Key, summary="Add a public key",
-             responses={409: {"description": "Not a usable key, a key of that id exists, or 3 keys already"}})
-def add_key(body: NewKey, request: Request, settings: SettingsDep, client: ClientDep,
-            response: Response, device_id: str = Depends(ids.device_id)):
-    key = keys.add_key(client, settings.devices_collection, device_id, body.key_id, body.public_key,
-                       body.expires_at, timeout=settings.firestore_timeout_s)
+@router.post(
+    "/v1/devices/{device_id}/keys",
+    status_code=201,
+    response_model=Key,
+    summary="Add a public key",
+    responses={409: {"description": "Not a usable key, a key of that id exists, or 3 keys already"}},
+)
+def add_key(
+    body: NewKey,
+    request: Request,
+    settings: SettingsDep,
+    client: ClientDep,
+    response: Response,
+    device_id: str = Depends(ids.device_id),
+):
+    key = keys.add_key(
+        client,
+        settings.devices_collection,
+        device_id,
+        body.key_id,
+        body.public_key,
+        body.expires_at,
+        timeout=settings.firestore_timeout_s,
+    )
     _LOGGER.info("Added key %s to %s", body.key_id, device_id)
     response.headers["Location"] = f"/v1/devices/{device_id}/keys/{body.key_id}"
     return _out(key)
 
 
-@router.delete("/v1/devices/{device_id}/keys/{key_id}", status_code=204, summary="Remove a public key",
-               responses={409: {"description": "The device has no such key"}})
-def remove_key(key_id: str, request: Request, settings: SettingsDep, client: ClientDep,
-               device_id: str = Depends(ids.device_id)):
+@router.delete(
+    "/v1/devices/{device_id}/keys/{key_id}",
+    status_code=204,
+    summary="Remove a public key",
+    responses={409: {"description": "The device has no such key"}},
+)
+def remove_key(
+    key_id: str, request: Request, settings: SettingsDep, client: ClientDep, device_id: str = Depends(ids.device_id)
+):
     keys.remove_key(client, settings.devices_collection, device_id, key_id, timeout=settings.firestore_timeout_s)
     _LOGGER.info("Removed key %s of %s", key_id, device_id)
     return Response(status_code=204)

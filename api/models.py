@@ -1,4 +1,5 @@
 """Request and response bodies (they make the OpenAPI schema at /openapi.json)."""
+
 import datetime
 from typing import Dict, List, Optional
 
@@ -35,8 +36,10 @@ class Train(BaseModel):
     capacity: Optional[int] = None
     current_value: Optional[int] = Field(None, description="People on board now; null before any count.")
     occupancy_ratio: Optional[float] = Field(None, description="current_value / capacity.")
-    occupancy_status: str = Field(description="GTFS-Realtime OccupancyStatus name from the ratio; "
-                                              "NO_DATA_AVAILABLE when stale, never seen or without capacity.")
+    occupancy_status: str = Field(
+        description="GTFS-Realtime OccupancyStatus name from the ratio; "
+        "NO_DATA_AVAILABLE when stale, never seen or without capacity."
+    )
     last_updated: Optional[datetime.datetime] = Field(None, description="Event time of the last applied count.")
     last_seen: Optional[datetime.datetime] = Field(None, description="Newest message (heartbeats too) of its devices.")
     staleness_s: Optional[float] = Field(None, description="Seconds since last_seen.")

@@ -8,6 +8,7 @@ Credentials: Application Default Credentials of someone allowed to manage
 Firebase Authentication users (roles/firebaseauth.admin); none against the
 Auth emulator (FIREBASE_AUTH_EMULATOR_HOST).
 """
+
 import argparse
 import os
 import sys
@@ -20,12 +21,14 @@ _APP_NAME = "occupancy-operators"
 
 def _app(project: str):
     from api.auth import firebase_app, no_credentials
+
     return firebase_app(_APP_NAME, project, no_credentials() if os.environ.get(EMULATOR_ENV) else None)
 
 
 def set_operator(project: str, email: str, operator: bool) -> dict:
     """Grants or revokes the role, keeping the user's other claims; returns the new claims."""
     from firebase_admin import auth
+
     app = _app(project)
     user = auth.get_user_by_email(email, app=app)
     claims = dict(user.custom_claims or {})
@@ -41,11 +44,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m api.operators", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["grant", "revoke", "show"], help="What to do with the role.")
     parser.add_argument("email", help="The user's sign-in email (the user must exist).")
-    parser.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT", "demo-occupancy"),
-                        help="Firebase / Google Cloud project (default: $GOOGLE_CLOUD_PROJECT, else "
-                             "demo-occupancy).")
+    parser.add_argument(
+        "--project",
+        default=os.environ.get("GOOGLE_CLOUD_PROJECT", "demo-occupancy"),
+        help="Firebase / Google Cloud project (default: $GOOGLE_CLOUD_PROJECT, else demo-occupancy).",
+    )
     args = parser.parse_args(argv)
     from firebase_admin import auth, exceptions
+
     try:
         if args.action == "show":
             user = auth.get_user_by_email(args.email, app=_app(args.project))

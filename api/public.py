@@ -3,6 +3,7 @@
 Every public read of occupancy goes through `views_for`: /v1/trains, /v1/trains/{id}, its
 history, the GTFS-RT feed and the enriched feed. `--public_precision exact` turns it off.
 """
+
 import logging
 import os
 import secrets
@@ -29,8 +30,7 @@ def load_seed(path: str) -> bytes:
         return seed
     if os.environ.get(SEED_ENV):
         return os.environ[SEED_ENV].encode("utf-8")
-    _LOGGER.warning("No --privacy_seed_file or $%s: the public draws use a seed made for this process",
-                    SEED_ENV)
+    _LOGGER.warning("No --privacy_seed_file or $%s: the public draws use a seed made for this process", SEED_ENV)
     return secrets.token_bytes(32)
 
 

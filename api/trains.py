@@ -1,4 +1,5 @@
 """Occupancy reads: every train now, one train with its devices, one train's history."""
+
 import base64
 import datetime
 import json
@@ -21,18 +22,32 @@ def trip_out(run, source) -> Optional[dict]:
     if run is None:
         return None
     trip = run.trip
-    return dict(trip_id=trip.trip_id, start_date=run.start_date, start_time=run.start_time, route_id=trip.route_id,
-                route_short_name=trip.route_short_name, headsign=trip.headsign, direction_id=trip.direction_id,
-                source=source)
+    return dict(
+        trip_id=trip.trip_id,
+        start_date=run.start_date,
+        start_time=run.start_time,
+        route_id=trip.route_id,
+        route_short_name=trip.route_short_name,
+        headsign=trip.headsign,
+        direction_id=trip.direction_id,
+        source=source,
+    )
 
 
 def train_out(view: fleet.TrainView, settings, trip=(None, None)) -> dict:
-    return dict(trip=trip_out(*trip), train_id=view.train_id, name=view.name, capacity=view.capacity,
-                current_value=view.current_value, occupancy_ratio=view.occupancy_ratio,
-                occupancy_status=fleet.published_status(view, settings.thresholds),
-                last_updated=view.last_updated, last_seen=view.last_seen,
-                staleness_s=None if view.staleness_s is None else round(view.staleness_s, 1),
-                status=view.status)
+    return dict(
+        trip=trip_out(*trip),
+        train_id=view.train_id,
+        name=view.name,
+        capacity=view.capacity,
+        current_value=view.current_value,
+        occupancy_ratio=view.occupancy_ratio,
+        occupancy_status=fleet.published_status(view, settings.thresholds),
+        last_updated=view.last_updated,
+        last_seen=view.last_seen,
+        staleness_s=None if view.staleness_s is None else round(view.staleness_s, 1),
+        status=view.status,
+    )
 
 
 @router.get("", response_model=TrainList, summary="Occupancy of every train now")
@@ -45,19 +60,31 @@ def list_trains(request: Request, settings: SettingsDep, claims: Optional[dict] 
     return {"generated_at": read_at, "trains": [train_out(v, settings, trip_for(request, v, read_at)) for v in views]}
 
 
-@router.get("/{train_id}", response_model=TrainDetail, summary="One train now, with its devices",
-            responses={404: {"description": "No such train"}, 422: {"description": "Invalid id"}})
-def get_train(request: Request, settings: SettingsDep, client: ClientDep, train_id: str = Depends(ids.train_id),
-              claims: Optional[dict] = Depends(allow_read)):
+@router.get(
+    "/{train_id}",
+    response_model=TrainDetail,
+    summary="One train now, with its devices",
+    responses={404: {"description": "No such train"}, 422: {"description": "Invalid id"}},
+)
+def get_train(
+    request: Request,
+    settings: SettingsDep,
+    client: ClientDep,
+    train_id: str = Depends(ids.train_id),
+    claims: Optional[dict] = Depends(allow_read),
+):
     """A public reader gets the coarse numbers and no devices."""
-    view = fleet.read_train(client, train_id, settings.realtime_collection, settings.trains_collection,
-                            stale_after_s=settings.stale_after_s)
+    view = fleet.read_train(
+        client, train_id, settings.realtime_collection, settings.trains_collection, stale_after_s=settings.stale_after_s
+    )
     if view is None:
         raise HTTPException(status_code=404, detail=f"no train {train_id}: neither registered nor counted")
     now = datetime.datetime.now(datetime.timezone.utc)
     view = public.views_for(request, [view], now, claims)[0]
-    devices = [DeviceSeen(device_id=d, last_seen=(seen or {}).get("last_seen"), seq=(seen or {}).get("seq"))
-               for d, seen in sorted(view.devices_seen.items())]
+    devices = [
+        DeviceSeen(device_id=d, last_seen=(seen or {}).get("last_seen"), seq=(seen or {}).get("seq"))
+        for d, seen in sorted(view.devices_seen.items())
+    ]
     return {**train_out(view, settings, trip_for(request, view, now)), "devices": devices}
 
 
@@ -88,22 +115,34 @@ def _decode_cursor(cursor: str):
             raise ValueError(doc_id)
         return timestamp, doc_id
     except (ValueError, KeyError, TypeError, UnicodeError):
-        raise HTTPException(status_code=422, detail="invalid cursor: pass next_cursor from the "
-                                                    "previous page unchanged") from None
+        raise HTTPException(
+            status_code=422, detail="invalid cursor: pass next_cursor from the previous page unchanged"
+        ) from None
 
 
-@router.get("/{train_id}/history", response_model=HistoryPage, summary="One train's occupancy over time",
-            responses={422: {"description": "Invalid id, range or cursor"}})
-def history(request: Request, settings: SettingsDep, client: ClientDep, train_id: str = Depends(ids.train_id),
-            start: Optional[datetime.datetime] = Query(None, alias="from",
-                                                       description="Earliest timestamp (inclusive), ISO 8601."),
-            end: Optional[datetime.datetime] = Query(None, alias="to",
-                                                     description="Latest timestamp (exclusive), ISO 8601."),
-            limit: int = Query(500, ge=1, le=MAX_PAGE), cursor: Optional[str] = None,
-            claims: Optional[dict] = Depends(allow_read)):
+@router.get(
+    "/{train_id}/history",
+    response_model=HistoryPage,
+    summary="One train's occupancy over time",
+    responses={422: {"description": "Invalid id, range or cursor"}},
+)
+def history(
+    request: Request,
+    settings: SettingsDep,
+    client: ClientDep,
+    train_id: str = Depends(ids.train_id),
+    start: Optional[datetime.datetime] = Query(
+        None, alias="from", description="Earliest timestamp (inclusive), ISO 8601."
+    ),
+    end: Optional[datetime.datetime] = Query(None, alias="to", description="Latest timestamp (exclusive), ISO 8601."),
+    limit: int = Query(500, ge=1, le=MAX_PAGE),
+    cursor: Optional[str] = None,
+    claims: Optional[dict] = Depends(allow_read),
+):
     """History buckets in timestamp order, a page at a time (the train + timestamp composite index).
     A public reader gets each value at the public step's granularity and no event counts."""
     from google.cloud.firestore_v1.base_query import FieldFilter
+
     start, end = fleet.as_utc(start), fleet.as_utc(end)
     if start and end and start >= end:
         raise HTTPException(status_code=422, detail="'from' must be before 'to'")
@@ -120,11 +159,8 @@ def history(request: Request, settings: SettingsDep, client: ClientDep, train_id
     docs = list(query.limit(limit + 1).stream(timeout=settings.firestore_timeout_s))
     count_ops(reads=max(1, len(docs)))
     page = docs[:limit]
-    items = [HistoryItem(**{k: v for k, v in doc.to_dict().items() if k in HistoryItem.model_fields})
-             for doc in page]
+    items = [HistoryItem(**{k: v for k, v in doc.to_dict().items() if k in HistoryItem.model_fields}) for doc in page]
     if not public.exact_for(request, claims):
         items = _coarse_history(request, client, train_id, items)
-    next_cursor = (_encode_cursor(page[-1].to_dict()["timestamp"], page[-1].id)
-                   if len(docs) > limit else None)
+    next_cursor = _encode_cursor(page[-1].to_dict()["timestamp"], page[-1].id) if len(docs) > limit else None
     return {"items": items, "next_cursor": next_cursor}
-

@@ -17,6 +17,7 @@ matrix and the trips each faulty door took to be flagged.
 
     python -m bench.accuracy [--smoke] [--output bench/accuracy.json]
 """
+
 import argparse
 import datetime
 import json
@@ -69,12 +70,16 @@ def replay(messages) -> float:
 
     from pipeline.build import compose
     from pipeline.options import OccupancyOptions
+
     # One-minute buckets: the replay's cost is per flush, and a stop's counts (within 30 s of
     # it) are in by the time occupancy is sampled (90 s after it).
-    options = OccupancyOptions([f"--firestore_project={PROJECT}", "--flush_interval_s=60",
-                                "--reorder_delay_s=2", "--max_abs_delta=1000"])
-    msgs = [PubsubMessage(KEYS.sign_message(payload), attributes, message_id=str(i))
-            for i, (payload, attributes) in enumerate(messages)]
+    options = OccupancyOptions(
+        [f"--firestore_project={PROJECT}", "--flush_interval_s=60", "--reorder_delay_s=2", "--max_abs_delta=1000"]
+    )
+    msgs = [
+        PubsubMessage(KEYS.sign_message(payload), attributes, message_id=str(i))
+        for i, (payload, attributes) in enumerate(messages)
+    ]
     began = time.perf_counter()
     with beam.Pipeline(runner=FnApiRunner()) as p:
         compose(p | beam.Create(msgs, reshuffle=False), options)
@@ -85,8 +90,10 @@ def pipeline_series(client, train_id: str):
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     from occupancy.wire import to_micros
-    docs = [d.to_dict() for d in client.collection("history").where(filter=FieldFilter("train", "==", train_id))
-            .stream()]
+
+    docs = [
+        d.to_dict() for d in client.collection("history").where(filter=FieldFilter("train", "==", train_id)).stream()
+    ]
     return sorted((to_micros(d["timestamp"]), d["value"]) for d in docs)
 
 
@@ -96,37 +103,50 @@ def errors(client, trains, day) -> dict:
     for train in trains:
         ours = pipeline_series(client, train.train_id)
         truth = day.truth[train.train_id]
-        samples = [abs(service_day.value_at(ours, t) - service_day.value_at(truth, t))
-                   for t in day.settled[train.train_id]]
+        samples = [
+            abs(service_day.value_at(ours, t) - service_day.value_at(truth, t)) for t in day.settled[train.train_id]
+        ]
         maes.append(100 * statistics.mean(samples) / train.capacity)
         maxes.append(100 * max(samples) / train.capacity)
         drifts += [abs(service_day.value_at(ours, t - 1)) for t in day.termini[train.train_id]]
     capacity = trains[0].capacity
     drift = statistics.mean(drifts) if drifts else 0.0
-    return {"mae_pct_capacity": round(statistics.mean(maes), 3), "max_error_pct_capacity": round(max(maxes), 2),
-            "drift_at_terminus_mean": round(drift, 2),
-            "drift_at_terminus_mean_pct_capacity": round(100 * drift / capacity, 3), "termini": len(drifts)}
+    return {
+        "mae_pct_capacity": round(statistics.mean(maes), 3),
+        "max_error_pct_capacity": round(max(maxes), 2),
+        "drift_at_terminus_mean": round(drift, 2),
+        "drift_at_terminus_mean_pct_capacity": round(100 * drift / capacity, 3),
+        "termini": len(drifts),
+    }
 
 
 def run_level(emulator, client, name, error, balancing, n_trains, doors, hours) -> dict:
     emulator.reset()
     trains = service_day.fleet(n_trains, doors, 300, lambda i, d: error)
     register(client, trains)
-    day = service_day.simulate_day(trains, DATE, seed=11, balancing=balancing,
-                                   first_hour=hours[0], last_hour=hours[1])
+    day = service_day.simulate_day(trains, DATE, seed=11, balancing=balancing, first_hour=hours[0], last_hour=hours[1])
     wall = replay(day.messages)
-    row = {"level": name, "error": error.__dict__ if hasattr(error, "__dict__") else error._asdict(),
-           "balancing": balancing, "trains": n_trains, "doors": doors, "messages": len(day.messages),
-           "replay_s": round(wall, 1), **errors(client, trains, day)}
+    row = {
+        "level": name,
+        "error": error.__dict__ if hasattr(error, "__dict__") else error._asdict(),
+        "balancing": balancing,
+        "trains": n_trains,
+        "doors": doors,
+        "messages": len(day.messages),
+        "replay_s": round(wall, 1),
+        **errors(client, trains, day),
+    }
     _LOGGER.info("%s, balancing %s: MAE %.2f %% of capacity", name, balancing, row["mae_pct_capacity"])
     return row
 
 
 def run_door_health(emulator, client, days: int, n_trains: int, doors: int, hours) -> dict:
     """A week of service with three faulty doors; health evaluated after every trip."""
-    faulty = {(0, 1): DoorError(miss=0.02, double=0.01, bias_in=0.10),
-              (1, 2): DoorError(miss=0.02, double=0.01, bias_in=-0.10),
-              (2, 0): DoorError(dead=True)}
+    faulty = {
+        (0, 1): DoorError(miss=0.02, double=0.01, bias_in=0.10),
+        (1, 2): DoorError(miss=0.02, double=0.01, bias_in=-0.10),
+        (2, 0): DoorError(dead=True),
+    }
     normal = DoorError(miss=0.02, double=0.01)
     emulator.reset()
     trains = service_day.fleet(n_trains, doors, 300, lambda i, d: faulty.get((i, d), normal))
@@ -136,16 +156,23 @@ def run_door_health(emulator, client, days: int, n_trains: int, doors: int, hour
         # A job per day, each new job seeded from realtime as after a drain: a bounded replay
         # of a whole week at once would hold every train's week in the pending buffer, which
         # is rewritten at each flush (quadratic; docs/accuracy.md).
-        day = service_day.simulate_day(trains, DATE + datetime.timedelta(days=k), seed=100 + k, seqs=seqs,
-                                       first_hour=hours[0], last_hour=hours[1])
+        day = service_day.simulate_day(
+            trains, DATE + datetime.timedelta(days=k), seed=100 + k, seqs=seqs, first_hour=hours[0], last_hour=hours[1]
+        )
         messages += len(day.messages)
         wall += replay(day.messages)
     truly_faulty = {train.doors[d] for train in trains for d in range(doors) if train.errors[d].faulty}
     first_flagged, ever_flagged, final = {}, set(), {}
     for train in trains:
         from google.cloud.firestore_v1.base_query import FieldFilter
-        trips = sorted((d.to_dict() for d in client.collection("trips").where(
-            filter=FieldFilter("train", "==", train.train_id)).stream()), key=lambda t: t["ended_at"])
+
+        trips = sorted(
+            (
+                d.to_dict()
+                for d in client.collection("trips").where(filter=FieldFilter("train", "==", train.train_id)).stream()
+            ),
+            key=lambda t: t["ended_at"],
+        )
         for n in range(1, len(trips) + 1):
             health = door_health.assess(trips[:n], train.doors)
             for device in door_health.flagged(health):
@@ -155,13 +182,21 @@ def run_door_health(emulator, client, days: int, n_trains: int, doors: int, hour
     flagged_now = {d for d, h in final.items() if h.status in (door_health.BIASED, door_health.SILENT)}
     all_devices = {d for train in trains for d in train.doors}
     return {
-        "days": days, "trains": n_trains, "doors": doors, "messages": messages, "replay_s": round(wall, 1),
-        "faulty": {d: next(t.errors[i] for t in trains for i, x in enumerate(t.doors) if x == d).__dict__
-                   for d in sorted(truly_faulty)},
+        "days": days,
+        "trains": n_trains,
+        "doors": doors,
+        "messages": messages,
+        "replay_s": round(wall, 1),
+        "faulty": {
+            d: next(t.errors[i] for t in trains for i, x in enumerate(t.doors) if x == d).__dict__
+            for d in sorted(truly_faulty)
+        },
         "confusion_end_of_week": {
-            "flagged_faulty": len(flagged_now & truly_faulty), "missed_faulty": len(truly_faulty - flagged_now),
+            "flagged_faulty": len(flagged_now & truly_faulty),
+            "missed_faulty": len(truly_faulty - flagged_now),
             "flagged_healthy": len(flagged_now - truly_faulty),
-            "healthy_not_flagged": len(all_devices - truly_faulty - flagged_now)},
+            "healthy_not_flagged": len(all_devices - truly_faulty - flagged_now),
+        },
         "healthy_ever_flagged": sorted(ever_flagged - truly_faulty),
         "trips_to_flag": {d: first_flagged.get(d) for d in sorted(truly_faulty)},
         "bias_estimates": {d: round(final[d].bias_estimate, 3) for d in sorted(truly_faulty)},
@@ -174,32 +209,60 @@ def targets(levels, health) -> list:
     out = []
     target = by.get((TARGET_LEVEL, True))
     if target:
-        out.append({"target": f"MAE < 3 % of capacity at {TARGET_LEVEL}, with balancing",
-                    "value": target["mae_pct_capacity"], "limit": 3.0, "pass": target["mae_pct_capacity"] < 3.0})
+        out.append(
+            {
+                "target": f"MAE < 3 % of capacity at {TARGET_LEVEL}, with balancing",
+                "value": target["mae_pct_capacity"],
+                "limit": 3.0,
+                "pass": target["mae_pct_capacity"] < 3.0,
+            }
+        )
         without = by.get((TARGET_LEVEL, False))
         if without:
-            out.append({"target": "without balancing (reported, not a target)", "value": without["mae_pct_capacity"],
-                        "limit": None, "pass": True})
+            out.append(
+                {
+                    "target": "without balancing (reported, not a target)",
+                    "value": without["mae_pct_capacity"],
+                    "limit": None,
+                    "pass": True,
+                }
+            )
     if health:
         slow = {d: n for d, n in health["trips_to_flag"].items() if n is None or n > 3}
-        out.append({"target": "faulty doors flagged within 3 trips", "value": health["trips_to_flag"],
-                    "limit": 3, "pass": not slow})
-        out.append({"target": "no healthy door flagged over the week", "value": health["healthy_ever_flagged"],
-                    "limit": [], "pass": not health["healthy_ever_flagged"]})
+        out.append(
+            {
+                "target": "faulty doors flagged within 3 trips",
+                "value": health["trips_to_flag"],
+                "limit": 3,
+                "pass": not slow,
+            }
+        )
+        out.append(
+            {
+                "target": "no healthy door flagged over the week",
+                "value": health["healthy_ever_flagged"],
+                "limit": [],
+                "pass": not health["healthy_ever_flagged"],
+            }
+        )
     return out
 
 
 def table(results) -> str:
-    lines = [f"{'error level':38} {'balancing':>9} {'MAE % cap':>9} {'max % cap':>9} {'drift@terminus':>14}",
-             "-" * 83]
+    lines = [f"{'error level':38} {'balancing':>9} {'MAE % cap':>9} {'max % cap':>9} {'drift@terminus':>14}", "-" * 83]
     for r in results["levels"]:
-        lines.append(f"{r['level']:38} {str(r['balancing']):>9} {r['mae_pct_capacity']:>9.2f} "
-                     f"{r['max_error_pct_capacity']:>9.1f} {r['drift_at_terminus_mean']:>14.1f}")
+        lines.append(
+            f"{r['level']:38} {str(r['balancing']):>9} {r['mae_pct_capacity']:>9.2f} "
+            f"{r['max_error_pct_capacity']:>9.1f} {r['drift_at_terminus_mean']:>14.1f}"
+        )
     health = results.get("door_health")
     if health:
-        lines += ["", f"door health over {health['days']} days: {health['confusion_end_of_week']}",
-                  f"trips to flag each faulty door: {health['trips_to_flag']}",
-                  f"healthy doors ever flagged: {health['healthy_ever_flagged'] or 'none'}"]
+        lines += [
+            "",
+            f"door health over {health['days']} days: {health['confusion_end_of_week']}",
+            f"trips to flag each faulty door: {health['trips_to_flag']}",
+            f"healthy doors ever flagged: {health['healthy_ever_flagged'] or 'none'}",
+        ]
     lines += [""] + [f"{'pass' if t['pass'] else 'MISS'}: {t['target']}: {t['value']}" for t in results["targets"]]
     return "\n".join(lines)
 
@@ -213,17 +276,21 @@ def main(argv=None) -> int:
     for noisy in ("google", "urllib3", "grpc", "apache_beam"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     n_trains, doors, hours, days = (2, 4, (6, 9), 1) if args.smoke else (8, 8, (6, 22), 7)
-    levels = ({k: LEVELS[k] for k in ("exact", TARGET_LEVEL)} if args.smoke else LEVELS)
+    levels = {k: LEVELS[k] for k in ("exact", TARGET_LEVEL)} if args.smoke else LEVELS
     began = time.monotonic()
     emulator = Emulator("firestore", project=PROJECT).start()
     os.environ.update(emulator.env())
     try:
         client = make_client(PROJECT)
         last = last_durations(args.output, "levels", name_key="label")
-        runs = [(name, error, balancing, f"{name}, balancing {'on' if balancing else 'off'}")
-                for name, error in levels.items() for balancing in (True, False)]
-        progress = Steps("accuracy", [(label, last.get(label, 60.0)) for *_, label in runs]
-                         + [("door health", 60.0 * days)])
+        runs = [
+            (name, error, balancing, f"{name}, balancing {'on' if balancing else 'off'}")
+            for name, error in levels.items()
+            for balancing in (True, False)
+        ]
+        progress = Steps(
+            "accuracy", [(label, last.get(label, 60.0)) for *_, label in runs] + [("door health", 60.0 * days)]
+        )
         rows = []
         for name, error, balancing, label in runs:
             progress.step(label)
@@ -235,8 +302,13 @@ def main(argv=None) -> int:
         progress.finished()
     finally:
         emulator.stop()
-    results = {"smoke": args.smoke, "machine": machine(), "levels": rows, "door_health": health,
-               "started_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    results = {
+        "smoke": args.smoke,
+        "machine": machine(),
+        "levels": rows,
+        "door_health": health,
+        "started_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
     results["targets"] = targets(rows, health)
     results["duration_s"] = round(time.monotonic() - began, 1)
     with open(args.output, "w") as f:

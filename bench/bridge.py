@@ -11,6 +11,7 @@
 
 Writes bench/bridge.json and prints a table.
 """
+
 import argparse
 import json
 import os
@@ -44,11 +45,29 @@ def _percentile(values, q):
 
 
 def _bridge(broker, secret_file, topic, health_port, log_path):
-    return stack.start_command([sys.executable, "-m", "bridge", "--broker", broker.host_port,
-                                "--secret_file", secret_file, "--topic", topic, "--project", PROJECT,
-                                "--emulator", os.environ["PUBSUB_EMULATOR_HOST"], "--health_port",
-                                str(health_port), "--status_interval_s", "60"], log_path,
-                               env={"PYTHONUNBUFFERED": "1"})
+    return stack.start_command(
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "--broker",
+            broker.host_port,
+            "--secret_file",
+            secret_file,
+            "--topic",
+            topic,
+            "--project",
+            PROJECT,
+            "--emulator",
+            os.environ["PUBSUB_EMULATOR_HOST"],
+            "--health_port",
+            str(health_port),
+            "--status_interval_s",
+            "60",
+        ],
+        log_path,
+        env={"PYTHONUNBUFFERED": "1"},
+    )
 
 
 def _counters(port):
@@ -71,16 +90,26 @@ def throughput(client, broker, secrets, bridge_secret, work_dir, n):
     device.close()
     began = time.monotonic()
     process = _bridge(broker, bridge_secret, name, health_port, os.path.join(work_dir, "bridge-2.log"))
-    stack.wait_for(lambda: (_counters(health_port).get("forwarded") or 0) >= n, 300, interval_s=0.1,
-                   what="the bridge forwarded every count")
+    stack.wait_for(
+        lambda: (_counters(health_port).get("forwarded") or 0) >= n,
+        300,
+        interval_s=0.1,
+        what="the bridge forwarded every count",
+    )
     wall = time.monotonic() - began
     times = psutil.Process(process.pid).cpu_times()
     cpu = times.user + times.system
     counters = _counters(health_port)
     stack.stop_process(process)
-    return {"messages": n, "wall_s": round(wall, 2), "bridge_cpu_s": round(cpu, 2),
-            "msgs_per_cpu_s": round(n / cpu), "msgs_per_wall_s": round(n / wall),
-            "max_in_flight_seen": counters.get("max_in_flight_seen"), "note": "CPU time includes the bridge's start-up"}
+    return {
+        "messages": n,
+        "wall_s": round(wall, 2),
+        "bridge_cpu_s": round(cpu, 2),
+        "msgs_per_cpu_s": round(n / cpu),
+        "msgs_per_wall_s": round(n / wall),
+        "max_in_flight_seen": counters.get("max_in_flight_seen"),
+        "note": "CPU time includes the bridge's start-up",
+    }
 
 
 def latency(client, broker, secrets, bridge_secret, work_dir, samples):
@@ -88,9 +117,16 @@ def latency(client, broker, secrets, bridge_secret, work_dir, samples):
     stack.ensure_topic(PROJECT, name, [f"{name}-sub"])
     health_port = free_port()
     bridge = _bridge(broker, bridge_secret, name, health_port, os.path.join(work_dir, "bridge-3.log"))
-    pipeline = stack.start_pipeline(PROJECT, f"{name}-sub", "--registry_refresh_s=5", "--reorder_delay_s=1",
-                                    "--flush_interval_s=1", log_path=os.path.join(work_dir, "pipeline.log"))
+    pipeline = stack.start_pipeline(
+        PROJECT,
+        f"{name}-sub",
+        "--registry_refresh_s=5",
+        "--reorder_delay_s=1",
+        "--flush_interval_s=1",
+        log_path=os.path.join(work_dir, "pipeline.log"),
+    )
     from google.cloud import pubsub_v1
+
     publisher = pubsub_v1.PublisherClient()
     topic = stack.topic_path(PROJECT, name)
     device = MqttClient(broker, "bench-mqtt-d1", secrets["bench-mqtt-d1"], client_id="bench-latency")
@@ -108,6 +144,7 @@ def latency(client, broker, secrets, bridge_secret, work_dir, samples):
                 for s in range(1, seq + 1):
                     seen[p].setdefault(s, now)
             halt.wait(0.05)
+
     poller = threading.Thread(target=poll, daemon=True)
     try:
         stack.wait_for(lambda: _counters(health_port).get("connected"), 30, what="the bridge connected")
@@ -122,6 +159,7 @@ def latency(client, broker, secrets, bridge_secret, work_dir, samples):
                     device.client.publish(mqtt.topic_for(dev), payload, qos=1)
                 else:
                     publisher.publish(topic, payload, event_id=wire.event_id_for(dev, seq))
+
         send(base)  # a warm-up count on each path: sampling starts once the pipeline applies them
         stack.wait_for(lambda: all(base in seen[p] for p in paths), 180, what="the pipeline's first writes")
         for p in paths:
@@ -129,8 +167,11 @@ def latency(client, broker, secrets, bridge_secret, work_dir, samples):
         for i in range(1, samples + 1):
             send(base + i)
             time.sleep(0.5)
-        stack.wait_for(lambda: all(len([s for s in seen[p] if s > base]) >= samples for p in paths), 180,
-                       what="every count in realtime")
+        stack.wait_for(
+            lambda: all(len([s for s in seen[p] if s > base]) >= samples for p in paths),
+            180,
+            what="every count in realtime",
+        )
     finally:
         halt.set()
         device.close()
@@ -139,14 +180,23 @@ def latency(client, broker, secrets, bridge_secret, work_dir, samples):
     result = {}
     for p in paths:
         lat = [seen[p][s] - sent[p][s] for s in sent[p] if s in seen[p]]
-        result[p] = {"samples": len(lat), "p50_s": round(_percentile(lat, 0.5), 3),
-                     "p95_s": round(_percentile(lat, 0.95), 3)}
+        result[p] = {
+            "samples": len(lat),
+            "p50_s": round(_percentile(lat, 0.5), 3),
+            "p95_s": round(_percentile(lat, 0.95), 3),
+        }
     # Per sample, MQTT's latency minus the straight path's (sent at the same moment, same
     # pipeline): what the broker and the bridge add, without the pipeline's own stalls.
-    added = [(seen["mqtt"][s] - sent["mqtt"][s]) - (seen["pubsub"][s] - sent["pubsub"][s])
-             for s in sent["mqtt"] if s in seen["mqtt"] and s in seen["pubsub"]]
-    result["mqtt_minus_pubsub"] = {"samples": len(added), "p50_s": round(_percentile(added, 0.5), 3),
-                                   "p95_s": round(_percentile(added, 0.95), 3)}
+    added = [
+        (seen["mqtt"][s] - sent["mqtt"][s]) - (seen["pubsub"][s] - sent["pubsub"][s])
+        for s in sent["mqtt"]
+        if s in seen["mqtt"] and s in seen["pubsub"]
+    ]
+    result["mqtt_minus_pubsub"] = {
+        "samples": len(added),
+        "p50_s": round(_percentile(added, 0.5), 3),
+        "p95_s": round(_percentile(added, 0.95), 3),
+    }
     return result
 
 
@@ -157,6 +207,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=os.path.join(HERE, "bridge.json"))
     args = parser.parse_args(argv)
     import tempfile
+
     work_dir = tempfile.mkdtemp(prefix="bench-bridge-")
     firestore, pubsub = start_emulators()
     os.environ.update({**firestore.env(), **pubsub.env()})
@@ -172,13 +223,22 @@ def main(argv=None) -> int:
         bridge_secret = os.path.join(work_dir, "bridge.secret")
         mqtt_commands.write_secret_file(bridge_secret)
         mqtt_commands.register_bridge(client, "devices", mqtt.BRIDGE, mqtt_commands.read_secret_file(bridge_secret))
-        mqtt_commands.sync_once(client, types.SimpleNamespace(
-            devices_collection="devices", timeout=30, password_file=broker.password_file,
-            acl_file=broker.acl_file, pid_file=broker.pid_file))
+        mqtt_commands.sync_once(
+            client,
+            types.SimpleNamespace(
+                devices_collection="devices",
+                timeout=30,
+                password_file=broker.password_file,
+                acl_file=broker.acl_file,
+                pid_file=broker.pid_file,
+            ),
+        )
         time.sleep(0.5)
-        results = {"machine": machine(),
-                   "throughput": throughput(client, broker, secrets, bridge_secret, work_dir, args.messages),
-                   "latency": latency(client, broker, secrets, bridge_secret, work_dir, args.samples)}
+        results = {
+            "machine": machine(),
+            "throughput": throughput(client, broker, secrets, bridge_secret, work_dir, args.messages),
+            "latency": latency(client, broker, secrets, bridge_secret, work_dir, args.samples),
+        }
     finally:
         broker.stop()
         firestore.stop()
@@ -186,8 +246,10 @@ def main(argv=None) -> int:
     with open(args.output, "w") as f:
         json.dump(results, f, indent=1, sort_keys=True)
     t, lat = results["throughput"], results["latency"]
-    print(f"bridge: {t['messages']} messages in {t['wall_s']} s, {t['msgs_per_wall_s']}/s wall, "
-          f"{t['msgs_per_cpu_s']}/s per CPU-second of the bridge")
+    print(
+        f"bridge: {t['messages']} messages in {t['wall_s']} s, {t['msgs_per_wall_s']}/s wall, "
+        f"{t['msgs_per_cpu_s']}/s per CPU-second of the bridge"
+    )
     for p, row in lat.items():
         print(f"device -> realtime over {p}: p50 {row['p50_s']} s, p95 {row['p95_s']} s ({row['samples']} samples)")
     print(args.output)

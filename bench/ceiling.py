@@ -14,6 +14,7 @@ operation counting hook counts its writes as well).
     python -m bench.ceiling --runner=BundleBasedDirectRunner --streaming --project=demo-occupancy \
         --input_subscription=projects/demo-occupancy/subscriptions/ceiling
 """
+
 import logging
 
 import apache_beam as beam
@@ -34,14 +35,30 @@ _PAIR = coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()])
 class CeilingOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--input_subscription", type=str, required=True,
-                            help="Pub/Sub subscription, projects/<project>/subscriptions/<name>.")
-        parser.add_argument("--flush_interval_s", type=float, default=1.0,
-                            help="Bucket width and least time between realtime writes of a train.")
-        parser.add_argument("--reorder_delay_s", type=float, default=2.0,
-                            help="How long past its bucket's end an event waits before it is summed.")
-        parser.add_argument("--realtime_collection", type=str, default="realtime",
-                            help="Firestore collection of the realtime documents.")
+        parser.add_argument(
+            "--input_subscription",
+            type=str,
+            required=True,
+            help="Pub/Sub subscription, projects/<project>/subscriptions/<name>.",
+        )
+        parser.add_argument(
+            "--flush_interval_s",
+            type=float,
+            default=1.0,
+            help="Bucket width and least time between realtime writes of a train.",
+        )
+        parser.add_argument(
+            "--reorder_delay_s",
+            type=float,
+            default=2.0,
+            help="How long past its bucket's end an event waits before it is summed.",
+        )
+        parser.add_argument(
+            "--realtime_collection",
+            type=str,
+            default="realtime",
+            help="Firestore collection of the realtime documents.",
+        )
 
 
 def key_by_train(message):
@@ -64,29 +81,42 @@ class SumWithFlushTimer(beam.DoFn):
     def __init__(self, flush_interval_us: int, reorder_delay_us: int):
         self._flush_us = flush_interval_us
         self._delay_us = reorder_delay_us
-        self._queue = ReleaseQueue(lambda event: self._release(event[0]), flush_interval_us,
-                                   reorder_delay_us)
+        self._queue = ReleaseQueue(lambda event: self._release(event[0]), flush_interval_us, reorder_delay_us)
 
     def _release(self, t_us: int) -> int:
         return t_us - t_us % self._flush_us + self._flush_us + self._delay_us
 
-    def process(self, element, pending=beam.DoFn.StateParam(PENDING),
-                waiting=beam.DoFn.StateParam(WAITING), later=beam.DoFn.StateParam(LATER),
-                horizon=beam.DoFn.StateParam(HORIZON), total=beam.DoFn.StateParam(TOTAL),
-                timer_at=beam.DoFn.StateParam(TIMER_AT), flush=beam.DoFn.TimerParam(FLUSH)):
+    def process(
+        self,
+        element,
+        pending=beam.DoFn.StateParam(PENDING),
+        waiting=beam.DoFn.StateParam(WAITING),
+        later=beam.DoFn.StateParam(LATER),
+        horizon=beam.DoFn.StateParam(HORIZON),
+        total=beam.DoFn.StateParam(TOTAL),
+        timer_at=beam.DoFn.StateParam(TIMER_AT),
+        flush=beam.DoFn.TimerParam(FLUSH),
+    ):
         _, _, armed, last_flush = total.read() or (0, 0, 0, 0)
-        self._queue.add(element[1], QueueState(pending, waiting, later, horizon, timer_at, flush,
-                                               (armed, last_flush)))
+        self._queue.add(element[1], QueueState(pending, waiting, later, horizon, timer_at, flush, (armed, last_flush)))
 
     @on_timer(FLUSH)
-    def on_flush(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
-                 pending=beam.DoFn.StateParam(PENDING), waiting=beam.DoFn.StateParam(WAITING),
-                 later=beam.DoFn.StateParam(LATER), horizon=beam.DoFn.StateParam(HORIZON),
-                 total=beam.DoFn.StateParam(TOTAL), timer_at=beam.DoFn.StateParam(TIMER_AT),
-                 flush=beam.DoFn.TimerParam(FLUSH)):
+    def on_flush(
+        self,
+        key=beam.DoFn.KeyParam,
+        fired=beam.DoFn.TimestampParam,
+        pending=beam.DoFn.StateParam(PENDING),
+        waiting=beam.DoFn.StateParam(WAITING),
+        later=beam.DoFn.StateParam(LATER),
+        horizon=beam.DoFn.StateParam(HORIZON),
+        total=beam.DoFn.StateParam(TOTAL),
+        timer_at=beam.DoFn.StateParam(TIMER_AT),
+        flush=beam.DoFn.TimerParam(FLUSH),
+    ):
         value, last, armed, last_flush = total.read() or (0, 0, 0, 0)
-        ready, clock = self._queue.take_due(fired.micros, QueueState(
-            pending, waiting, later, horizon, timer_at, flush, (armed, last_flush)))
+        ready, clock = self._queue.take_due(
+            fired.micros, QueueState(pending, waiting, later, horizon, timer_at, flush, (armed, last_flush))
+        )
         if not ready:
             return
         value += sum(delta for _, delta in ready)
@@ -110,24 +140,26 @@ class WriteRealtime(beam.DoFn):
 
     def process(self, element):
         train, value, last = element
-        self._buffer[train] = {"current_value": value,
-                               "last_updated": wire.from_micros(last) if last else None}
+        self._buffer[train] = {"current_value": value, "last_updated": wire.from_micros(last) if last else None}
 
     def finish_bundle(self):
         if self._buffer:
-            commit_documents(self._client, [(self._collection, train, data)
-                                            for train, data in self._buffer.items()], RetryPolicy())
+            commit_documents(
+                self._client, [(self._collection, train, data) for train, data in self._buffer.items()], RetryPolicy()
+            )
             self._buffer = {}
 
 
 def build(p: beam.Pipeline, options: CeilingOptions) -> None:
     project = options.view_as(GoogleCloudOptions).project
-    (p
-     | "Read" >> beam.io.ReadFromPubSub(subscription=options.input_subscription, with_attributes=True)
-     | "KeyByTrain" >> beam.Map(key_by_train)
-     | "Sum" >> beam.ParDo(SumWithFlushTimer(int(options.flush_interval_s * 1e6),
-                                             int(options.reorder_delay_s * 1e6)))
-     | "WriteRealtime" >> beam.ParDo(WriteRealtime(project, options.realtime_collection)))
+    (
+        p
+        | "Read" >> beam.io.ReadFromPubSub(subscription=options.input_subscription, with_attributes=True)
+        | "KeyByTrain" >> beam.Map(key_by_train)
+        | "Sum"
+        >> beam.ParDo(SumWithFlushTimer(int(options.flush_interval_s * 1e6), int(options.reorder_delay_s * 1e6)))
+        | "WriteRealtime" >> beam.ParDo(WriteRealtime(project, options.realtime_collection))
+    )
 
 
 def run(argv=None) -> None:

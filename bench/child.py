@@ -6,6 +6,7 @@ SIGTERM ends a process at once, without its `finally` blocks, and a step's serve
 at its time limit left them running. Here SIGTERM raises SystemExit, so the step
 stops what it started before it exits.
 """
+
 import runpy
 import signal
 import sys

@@ -17,6 +17,7 @@ small bundles; and what its state costs, counted request by request.
   them at the end of the bundle, one clear and one append per written cell
   and key).
 """
+
 import collections
 import contextlib
 import functools
@@ -65,8 +66,12 @@ class ReplayInBundles(beam.DoFn):
         self._per_bundle = per_bundle
         self._messages = {}
 
-    def process(self, path, tracker=beam.DoFn.RestrictionParam(_Offsets()),
-                watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
+    def process(
+        self,
+        path,
+        tracker=beam.DoFn.RestrictionParam(_Offsets()),
+        watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
+    ):
         if path not in self._messages:
             with open(path, "rb") as f:
                 self._messages[path] = pickle.load(f)
@@ -91,8 +96,11 @@ class ReplayMessagesInBundles(beam.PTransform):
         self._path, self._per_bundle = path, per_bundle
 
     def expand(self, pbegin):
-        return (pbegin | "Path" >> beam.Create([self._path], reshuffle=False)
-                | "Read" >> beam.ParDo(ReplayInBundles(self._per_bundle)))
+        return (
+            pbegin
+            | "Path" >> beam.Create([self._path], reshuffle=False)
+            | "Read" >> beam.ParDo(ReplayInBundles(self._per_bundle))
+        )
 
 
 class StateTraffic:
@@ -120,20 +128,24 @@ class StateTraffic:
                 by[(phase, kind)] += n
         total = sum(by.values())
         return {
-            "elements": elements, "flushes": flushes, "requests": total,
+            "elements": elements,
+            "flushes": flushes,
+            "requests": total,
             "gets_per_element": _ratio(by[("element", "get")], elements),
             "requests_per_element": _ratio(sum(n for (p, _), n in by.items() if p == "element"), elements),
             "gets_per_flush": _ratio(by[("timer", "get")], flushes),
             "requests_per_flush": _ratio(sum(n for (p, _), n in by.items() if p == "timer"), flushes),
             # Writes are sent when the bundle ends: per element + flush they did not coalesce.
             "commit_requests_per_element_or_flush": _ratio(
-                sum(n for (p, _), n in by.items() if p == "commit"), elements + flushes),
+                sum(n for (p, _), n in by.items() if p == "commit"), elements + flushes
+            ),
             "requests_per_element_all_in": _ratio(total, elements),
         }
 
     def __enter__(self):
         from apache_beam.runners.portability.fn_api_runner import worker_handlers
         from apache_beam.runners.worker import sdk_worker
+
         # The SDK side's handler: called on the bundle's own thread in both modes (in_memory
         # hands the runner's servicer to the SDK directly; multi_threading sends over gRPC).
         handler = worker_handlers.StateServicer if self._mode == "in_memory" else sdk_worker.GrpcStateHandler
@@ -170,6 +182,7 @@ class StateTraffic:
                 with traffic._lock:
                     traffic.requests[(label, phase, kind)] += 1
             return original(handler, state_key, *args, **kwargs)
+
         return counted
 
     def _phased(self, original, label, phase):
@@ -181,6 +194,7 @@ class StateTraffic:
                 traffic.calls[(label, phase)] += 1
 
         if _is_generator(original):
+
             @functools.wraps(original)
             def phased(*args, **kwargs):
                 enter()
@@ -189,6 +203,7 @@ class StateTraffic:
                 finally:
                     traffic._local.phase = None
         else:
+
             @functools.wraps(original)
             def phased(*args, **kwargs):
                 enter()
@@ -196,11 +211,13 @@ class StateTraffic:
                     return original(*args, **kwargs)
                 finally:
                     traffic._local.phase = None
+
         return phased
 
 
 def _is_generator(fn) -> bool:
     import inspect
+
     return inspect.isgeneratorfunction(fn)
 
 
@@ -208,8 +225,10 @@ def _timer_specs(cls):
     """The class's timer specs with a callback (`@on_timer` attaches the method to its spec; the
     runner calls it by name)."""
     from apache_beam.transforms.userstate import TimerSpec
-    return [value for value in vars(cls).values()
-            if isinstance(value, TimerSpec) and value._attached_callback is not None]
+
+    return [
+        value for value in vars(cls).values() if isinstance(value, TimerSpec) and value._attached_callback is not None
+    ]
 
 
 def _ratio(n, d):
@@ -220,6 +239,7 @@ def _ratio(n, d):
 def no_state_cache():
     """The SDK harness without a state cache, Dataflow's default (`--max_cache_memory_usage_mb=0`)."""
     from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
     kept = worker_handlers.STATE_CACHE_SIZE_MB
     worker_handlers.STATE_CACHE_SIZE_MB = 0
     try:

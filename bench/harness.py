@@ -21,6 +21,7 @@ fire once the input is exhausted: fine for throughput.
 
     python -m bench.harness --output harness.json     # FIRESTORE_EMULATOR_HOST from the environment
 """
+
 import argparse
 import json
 import logging
@@ -57,8 +58,10 @@ def messages(spec: workload.WorkloadSpec, spacing_s: float = 0.001):
     ticks = iter(range(len(items)))
     start = time.time() - len(items) * spacing_s
     stamped = list(workload.stamp(items, clock=lambda: start + next(ticks) * spacing_s, keys=workload.KEYS))
-    return ([PubsubMessage(p, a, message_id=str(i)) for i, (p, a, _, _) in enumerate(stamped)],
-            [sent for _, _, sent, _ in stamped])
+    return (
+        [PubsubMessage(p, a, message_id=str(i)) for i, (p, a, _, _) in enumerate(stamped)],
+        [sent for _, _, sent, _ in stamped],
+    )
 
 
 class ReplayMessages(beam.PTransform):
@@ -69,8 +72,7 @@ class ReplayMessages(beam.PTransform):
         self._path = path
 
     def expand(self, pbegin):
-        return (pbegin | "Path" >> beam.Create([self._path], reshuffle=False)
-                | "Load" >> beam.FlatMap(_load_messages))
+        return pbegin | "Path" >> beam.Create([self._path], reshuffle=False) | "Load" >> beam.FlatMap(_load_messages)
 
 
 def _load_messages(path: str):
@@ -93,6 +95,7 @@ def build_pipeline(p, path: str, options: OccupancyOptions, source=None):
 
 class StatefulSum(beam.DoFn):
     """(train, delta) -> (train, sum) once, when the input ends."""
+
     TOTAL = ReadModifyWriteStateSpec("total", coders.VarIntCoder())
     END = TimerSpec("end", TimeDomain.WATERMARK)
 
@@ -112,9 +115,13 @@ def build_passthrough(p, path: str, train_of: dict, source=None):
         # The same signed messages as the job's: the envelope opened (not verified).
         body = json.loads(identity.open_envelope(message.data)[1])
         return train_of[body["device_id"]], body["delta"]
-    (p | "Replay" >> (source or ReplayMessages(path))
-     | "Decode" >> beam.Map(key).with_output_types(Tuple[str, int])
-     | "Sum" >> beam.ParDo(StatefulSum()))
+
+    (
+        p
+        | "Replay" >> (source or ReplayMessages(path))
+        | "Decode" >> beam.Map(key).with_output_types(Tuple[str, int])
+        | "Sum" >> beam.ParDo(StatefulSum())
+    )
 
 
 def timed_run(build, *args, profiler=None, options=None) -> tuple:
@@ -143,8 +150,7 @@ def microbenchmark(msgs, train_of: dict, config: fold.FoldConfig, min_cpu_s: flo
         now_us = int(time.time() * 1e6)
         buckets = defaultdict(list)
         for m in msgs:
-            event = wire.parse_message(m.data, m.message_id, now_us=now_us, max_abs_delta=100,
-                                       max_future_skew_s=300)
+            event = wire.parse_message(m.data, m.message_id, now_us=now_us, max_abs_delta=100, max_future_skew_s=300)
             buckets[(train_of[event.device_id], config.bucket_start(event.event_time_us))].append(event)
         states = defaultdict(fold.TrainState)
         for (train, start), events in sorted(buckets.items(), key=lambda kv: kv[0][1]):
@@ -156,25 +162,31 @@ def microbenchmark(msgs, train_of: dict, config: fold.FoldConfig, min_cpu_s: flo
 
 def _finals(truth) -> dict:
     client = make_client(PROJECT)
-    return {t: (client.collection("realtime").document(t).get().to_dict() or {}).get("current_value")
-            for t in truth}
+    return {t: (client.collection("realtime").document(t).get().to_dict() or {}).get("current_value") for t in truth}
 
 
 def _fresh_firestore(spec: workload.WorkloadSpec) -> None:
     """An emptied emulator with the workload's fleet registered again (the next job starts afresh)."""
     import urllib.request
+
     host = os.environ["FIRESTORE_EMULATOR_HOST"]
-    urllib.request.urlopen(urllib.request.Request(
-        f"http://{host}/emulator/v1/projects/{PROJECT}/databases/(default)/documents", method="DELETE"),
-        timeout=10).close()
+    urllib.request.urlopen(
+        urllib.request.Request(
+            f"http://{host}/emulator/v1/projects/{PROJECT}/databases/(default)/documents", method="DELETE"
+        ),
+        timeout=10,
+    ).close()
     workload.register(make_client(PROJECT), spec)
 
 
 def run(spec: workload.WorkloadSpec, flush_interval_s: float, reorder_delay_s: float) -> dict:
     """The job (verifying every signature, --device_auth=require), the same job with
     --device_auth=off, and the pass-through, over the same signed messages, side by side."""
-    base = [f"--firestore_project={PROJECT}", f"--flush_interval_s={flush_interval_s}",
-            f"--reorder_delay_s={reorder_delay_s}"]
+    base = [
+        f"--firestore_project={PROJECT}",
+        f"--flush_interval_s={flush_interval_s}",
+        f"--reorder_delay_s={reorder_delay_s}",
+    ]
     options = OccupancyOptions(base)
     unverified = OccupancyOptions(base + ["--device_auth=off"])
     config = fold_config(options)
@@ -198,11 +210,14 @@ def run(spec: workload.WorkloadSpec, flush_interval_s: float, reorder_delay_s: f
         "pipeline_msgs_per_s_per_core": round(n / pipe_cpu, 1),
         "pipeline_unverified_msgs_per_s_per_core": round(n / off_cpu, 1),
         "passthrough_msgs_per_s_per_core": round(n / pass_cpu, 1),
-        "pipeline_cpu_s": round(pipe_cpu, 2), "pipeline_wall_s": round(pipe_wall, 2),
-        "pipeline_unverified_cpu_s": round(off_cpu, 2), "pipeline_unverified_wall_s": round(off_wall, 2),
+        "pipeline_cpu_s": round(pipe_cpu, 2),
+        "pipeline_wall_s": round(pipe_wall, 2),
+        "pipeline_unverified_cpu_s": round(off_cpu, 2),
+        "pipeline_unverified_wall_s": round(off_wall, 2),
         # The cost of verifying every device's signature: CPU per message, require over off.
         "device_auth_cpu_overhead_pct": round(100 * (pipe_cpu / off_cpu - 1), 1),
-        "passthrough_cpu_s": round(pass_cpu, 2), "passthrough_wall_s": round(pass_wall, 2),
+        "passthrough_cpu_s": round(pass_cpu, 2),
+        "passthrough_wall_s": round(pass_wall, 2),
         "pipeline_counts_exact": exact and exact_off,
         **microbenchmark(msgs, train_of, config),
         "peak_rss_mb": peak_rss_mb(os.getpid()),

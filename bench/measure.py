@@ -1,4 +1,5 @@
 """Small measuring helpers shared by the benchmark's parts (no Beam, no Google clients)."""
+
 import json
 import math
 import os
@@ -74,8 +75,7 @@ def machine() -> dict:
     except OSError:
         pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"cores": os.cpu_count(), "memory_mb": memory_mb,
-            "loadavg_1m_at_start": round(load[0], 2) if load else None}
+    return {"cores": os.cpu_count(), "memory_mb": memory_mb, "loadavg_1m_at_start": round(load[0], 2) if load else None}
 
 
 def emit(result: dict, output: str) -> None:

@@ -15,6 +15,7 @@ The prototype had no heartbeats: a delta-0 message is handled like any other.
 
     python -m bench.naive --mode concurrent --output naive.json   # emulators from the environment
 """
+
 import argparse
 import contextlib
 import logging
@@ -47,8 +48,9 @@ class Prototype:
     def handle(self, data: bytes) -> bool:
         """Applies one message; False if it was not an event of a registered device."""
         try:
-            event = wire.parse_message(data, None, now_us=int(time.time() * 1e6), max_abs_delta=100,
-                                       max_future_skew_s=300)
+            event = wire.parse_message(
+                data, None, now_us=int(time.time() * 1e6), max_abs_delta=100, max_future_skew_s=300
+            )
         except wire.Rejected:
             return False
         device = self.client.collection("devices").document(event.device_id).get()
@@ -70,8 +72,10 @@ class Prototype:
 
 
 def final_values(client, trains) -> Dict[str, int]:
-    return {train: (client.collection("realtime").document(train).get().to_dict() or {}).get(
-        "current_value", 0) for train in trains}
+    return {
+        train: (client.collection("realtime").document(train).get().to_dict() or {}).get("current_value", 0)
+        for train in trains
+    }
 
 
 def run_sequential(spec: workload.WorkloadSpec) -> dict:
@@ -99,19 +103,20 @@ class _Worker(threading.Thread):
     def run(self):
         from google.api_core import exceptions as gexc
         from google.cloud import pubsub_v1
+
         subscriber = pubsub_v1.SubscriberClient()
         try:
             while not self.halt.is_set():
                 try:
-                    response = subscriber.pull(subscription=self.subscription, max_messages=10,
-                                               timeout=5)
+                    response = subscriber.pull(subscription=self.subscription, max_messages=10, timeout=5)
                 except gexc.DeadlineExceeded:
                     continue
                 for received in response.received_messages:
                     self.prototype.handle(received.message.data)
                 if response.received_messages:
-                    subscriber.acknowledge(subscription=self.subscription,
-                                           ack_ids=[r.ack_id for r in response.received_messages])
+                    subscriber.acknowledge(
+                        subscription=self.subscription, ack_ids=[r.ack_id for r in response.received_messages]
+                    )
                     self.last_done = time.time()
                     with self.lock:
                         self.seen.update(r.message.message_id for r in response.received_messages)
@@ -125,6 +130,7 @@ def run_concurrent(spec: workload.WorkloadSpec, workers: int = WORKERS, timeout_
     from google.cloud import pubsub_v1
 
     from local import stack
+
     name = uuid.uuid4().hex[:8]
     stack.ensure_topic(PROJECT, f"naive-{name}", [f"naive-{name}"])
     subscription = stack.subscription_path(PROJECT, f"naive-{name}")
@@ -181,8 +187,12 @@ def _result(spec, messages: int, elapsed_s: float, sent, prototypes, workers) ->
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.naive", description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=("sequential", "concurrent"), default="sequential",
-                        help="One worker over the messages, or WORKERS pulling from Pub/Sub.")
+    parser.add_argument(
+        "--mode",
+        choices=("sequential", "concurrent"),
+        default="sequential",
+        help="One worker over the messages, or WORKERS pulling from Pub/Sub.",
+    )
     parser.add_argument("--workers", type=int, default=WORKERS, help="Concurrent workers.")
     parser.add_argument("--smoke", action="store_true", help="The smoke workload's defaults.")
     parser.add_argument("--output", type=str, default="-", help="Where to write the JSON result.")

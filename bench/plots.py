@@ -5,6 +5,7 @@
 `make bench-scale` and `make accuracy` draw theirs after each run (bench/scale.png,
 bench/accuracy.png); this redraws them from the JSON without running anything.
 """
+
 import argparse
 import json
 import os
@@ -15,8 +16,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg")  # files only: no display on a server or in CI
     from matplotlib import pyplot
+
     return pyplot
 
 
@@ -28,21 +31,33 @@ def scale_plot(results: dict, path: str) -> str:
     """Messages a second per core against fleet size (the curve without a state cache, in-memory
     mode), the pass-through beside it, and the job as Dataflow runs it (Fn API rows) as points."""
     plt = _pyplot()
-    curve = sorted((f for f in results["fleets"] if f.get("mode", "in_memory") == "in_memory"
-                    and not f["state_cache_mb"]), key=lambda f: f["trains"])
+    curve = sorted(
+        (f for f in results["fleets"] if f.get("mode", "in_memory") == "in_memory" and not f["state_cache_mb"]),
+        key=lambda f: f["trains"],
+    )
     fn_api = [f for f in results["fleets"] if f.get("mode") == "multi_threading"]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     if curve:
         trains = [f["trains"] for f in curve]
         ax.plot(trains, [f["msgs_per_s_per_core"] for f in curve], "o-", label="job, in-memory runner")
-        ax.plot(trains, [f["passthrough_msgs_per_s_per_core"] for f in curve], "s--",
-                label="stateful pass-through, in-memory runner")
+        ax.plot(
+            trains,
+            [f["passthrough_msgs_per_s_per_core"] for f in curve],
+            "s--",
+            label="stateful pass-through, in-memory runner",
+        )
     for f in fn_api:
         how = f"{f['workers']} thread{'s' if f['workers'] > 1 else ''}" + (
-            f", {f['per_bundle']}/bundle" if f.get("per_bundle") else "")
+            f", {f['per_bundle']}/bundle" if f.get("per_bundle") else ""
+        )
         ax.plot([f["trains"]], [f["msgs_per_s_per_core"]], "^", markersize=9, label=f"job, Fn API, {how}")
-        ax.plot([f["trains"]], [f["passthrough_msgs_per_s_per_core"]], "v", markersize=9,
-                label=f"pass-through, Fn API, {how}")
+        ax.plot(
+            [f["trains"]],
+            [f["passthrough_msgs_per_s_per_core"]],
+            "v",
+            markersize=9,
+            label=f"pass-through, Fn API, {how}",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("trains (10 doors each)")

@@ -4,6 +4,7 @@ Targets are reported, never asserted: a miss is a finding to profile, and the
 same run must produce every ratio (numbers from different runs or machines do
 not compare).
 """
+
 from typing import List, Optional
 
 ROWS = (
@@ -12,9 +13,17 @@ ROWS = (
     ("naive", "naive baseline, sequential"),
     ("naive_concurrent", "naive baseline, 8 concurrent workers"),
 )
-RUN_KEYS = ("msgs_per_s", "latency_p50_s", "latency_p95_s", "latency_p99_s",
-            "firestore_writes_per_1000", "firestore_reads_per_1000", "peak_rss_mb",
-            "counts_exact", "count_error")
+RUN_KEYS = (
+    "msgs_per_s",
+    "latency_p50_s",
+    "latency_p95_s",
+    "latency_p99_s",
+    "firestore_writes_per_1000",
+    "firestore_reads_per_1000",
+    "peak_rss_mb",
+    "counts_exact",
+    "count_error",
+)
 
 
 def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
@@ -27,25 +36,36 @@ def ratios(results: dict) -> dict:
         "pipeline_vs_ceiling": _ratio(pipeline["msgs_per_s"], ceiling["msgs_per_s"]),
         "writes_vs_naive": _ratio(pipeline["firestore_writes_per_1000"], naive["firestore_writes_per_1000"]),
         "reads_vs_naive": _ratio(pipeline["firestore_reads_per_1000"], naive["firestore_reads_per_1000"]),
-        "harness_vs_passthrough": _ratio(harness["pipeline_msgs_per_s_per_core"],
-                                         harness["passthrough_msgs_per_s_per_core"]),
+        "harness_vs_passthrough": _ratio(
+            harness["pipeline_msgs_per_s_per_core"], harness["passthrough_msgs_per_s_per_core"]
+        ),
     }
 
 
 def _at_most(name, value, limit, unit=""):
     ok = value is not None and value <= limit
-    return {"target": name, "value": value, "limit": limit, "pass": ok,
-            "miss_by": None if ok or value is None else round(value - limit, 4),
-            "miss_factor": None if ok or not value or not limit else round(value / limit, 2),
-            "unit": unit}
+    return {
+        "target": name,
+        "value": value,
+        "limit": limit,
+        "pass": ok,
+        "miss_by": None if ok or value is None else round(value - limit, 4),
+        "miss_factor": None if ok or not value or not limit else round(value / limit, 2),
+        "unit": unit,
+    }
 
 
 def _at_least(name, value, limit, unit=""):
     ok = value is not None and value >= limit
-    return {"target": name, "value": value, "limit": limit, "pass": ok,
-            "miss_by": None if ok or value is None else round(limit - value, 4),
-            "miss_factor": None if ok or not value else round(limit / value, 2),
-            "unit": unit}
+    return {
+        "target": name,
+        "value": value,
+        "limit": limit,
+        "pass": ok,
+        "miss_by": None if ok or value is None else round(limit - value, 4),
+        "miss_factor": None if ok or not value else round(limit / value, 2),
+        "unit": unit,
+    }
 
 
 def targets(results: dict) -> List[dict]:
@@ -56,21 +76,43 @@ def targets(results: dict) -> List[dict]:
     return [
         _at_most("writes per 1,000 <= 1/10 of naive", r["writes_vs_naive"], 0.1, "x naive"),
         _at_most("reads per 1,000 <= 1/100 of naive", r["reads_vs_naive"], 0.01, "x naive"),
-        {"target": "pipeline counts exact", "value": results["pipeline"]["count_error"], "limit": 0,
-         "pass": bool(results["pipeline"]["counts_exact"]),
-         "miss_by": None if results["pipeline"]["counts_exact"] else results["pipeline"]["count_error"],
-         "miss_factor": None, "unit": "count error"},
-        {"target": "naive concurrent error reported", "value": concurrent["count_error"], "limit": None,
-         "pass": concurrent["count_error"] is not None, "miss_by": None, "miss_factor": None,
-         "unit": "count error"},
+        {
+            "target": "pipeline counts exact",
+            "value": results["pipeline"]["count_error"],
+            "limit": 0,
+            "pass": bool(results["pipeline"]["counts_exact"]),
+            "miss_by": None if results["pipeline"]["counts_exact"] else results["pipeline"]["count_error"],
+            "miss_factor": None,
+            "unit": "count error",
+        },
+        {
+            "target": "naive concurrent error reported",
+            "value": concurrent["count_error"],
+            "limit": None,
+            "pass": concurrent["count_error"] is not None,
+            "miss_by": None,
+            "miss_factor": None,
+            "unit": "count error",
+        },
         _at_least("streaming throughput >= 0.8 x ceiling", r["pipeline_vs_ceiling"], 0.8, "x ceiling"),
-        _at_most("p95 <= ceiling p95 + flush interval + 1 s", results["pipeline"]["latency_p95_s"],
-                 p95_limit, "s") if p95_limit is not None else
-        {"target": "p95 <= ceiling p95 + flush interval + 1 s", "value": None, "limit": None,
-         "pass": False, "miss_by": None, "miss_factor": None, "unit": "s"},
+        _at_most("p95 <= ceiling p95 + flush interval + 1 s", results["pipeline"]["latency_p95_s"], p95_limit, "s")
+        if p95_limit is not None
+        else {
+            "target": "p95 <= ceiling p95 + flush interval + 1 s",
+            "value": None,
+            "limit": None,
+            "pass": False,
+            "miss_by": None,
+            "miss_factor": None,
+            "unit": "s",
+        },
         _at_least("harness >= 0.7 x pass-through", r["harness_vs_passthrough"], 0.7, "x pass-through"),
-        _at_most("signature checks <= 15 % more CPU per message", results["harness"].get(
-            "device_auth_cpu_overhead_pct"), 15.0, "%"),
+        _at_most(
+            "signature checks <= 15 % more CPU per message",
+            results["harness"].get("device_auth_cpu_overhead_pct"),
+            15.0,
+            "%",
+        ),
     ]
 
 
@@ -91,22 +133,43 @@ def _num(value) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-HEADER = ("run", "msgs/s", "p50 s", "p95 s", "p99 s", "writes/1k msgs", "reads/1k msgs",
-          "peak RSS MB", "counts exact", "count error")
+HEADER = (
+    "run",
+    "msgs/s",
+    "p50 s",
+    "p95 s",
+    "p99 s",
+    "writes/1k msgs",
+    "reads/1k msgs",
+    "peak RSS MB",
+    "counts exact",
+    "count error",
+)
 
 
 def rows(results: dict) -> List[tuple]:
     out = [(label, *(_cell(results[key].get(k)) for k in RUN_KEYS)) for key, label in ROWS]
     h = results["harness"]
     blank = ("-",) * 8
-    out.append(("harness: pipeline composites, per core", _cell(h["pipeline_msgs_per_s_per_core"]),
-                *blank[:5], _cell(h.get("peak_rss_mb")), _cell(h.get("pipeline_counts_exact")), "-"))
-    out.append(("harness: pipeline with --device_auth=off, per core",
-                _cell(h.get("pipeline_unverified_msgs_per_s_per_core")), *blank))
-    out.append(("harness: pass-through, per core", _cell(h["passthrough_msgs_per_s_per_core"]),
-                *blank))
-    out.append(("parse + fold (pure Python), per core", _cell(h["parse_fold_msgs_per_s_per_core"]),
-                *blank))
+    out.append(
+        (
+            "harness: pipeline composites, per core",
+            _cell(h["pipeline_msgs_per_s_per_core"]),
+            *blank[:5],
+            _cell(h.get("peak_rss_mb")),
+            _cell(h.get("pipeline_counts_exact")),
+            "-",
+        )
+    )
+    out.append(
+        (
+            "harness: pipeline with --device_auth=off, per core",
+            _cell(h.get("pipeline_unverified_msgs_per_s_per_core")),
+            *blank,
+        )
+    )
+    out.append(("harness: pass-through, per core", _cell(h["passthrough_msgs_per_s_per_core"]), *blank))
+    out.append(("parse + fold (pure Python), per core", _cell(h["parse_fold_msgs_per_s_per_core"]), *blank))
     return out
 
 
@@ -125,8 +188,17 @@ def _status(t: dict) -> str:
     return "pass" if t["pass"] else "MISS"
 
 
-SERVING_HEADER = ("serving", "trains", "requests", "p50 ms", "p95 ms", "p99 ms (max)",
-                  "Firestore queries/request", "document reads/request", "response KB")
+SERVING_HEADER = (
+    "serving",
+    "trains",
+    "requests",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms (max)",
+    "Firestore queries/request",
+    "document reads/request",
+    "response KB",
+)
 
 
 def serving_rows(results: dict) -> List[tuple]:
@@ -138,20 +210,32 @@ def serving_rows(results: dict) -> List[tuple]:
         out += _fleet_rows(serving["large"])
     dashboard = serving.get("dashboard")
     if dashboard:
-        out.append(("dashboard first paint (Chromium, ms)", _cell(dashboard["trains"]), _cell(dashboard["loads"]),
-                    _cell(dashboard["first_paint_ms_p50"]), "-", _cell(dashboard["first_paint_ms_max"]),
-                    "-", "-", "-"))
+        out.append(
+            (
+                "dashboard first paint (Chromium, ms)",
+                _cell(dashboard["trains"]),
+                _cell(dashboard["loads"]),
+                _cell(dashboard["first_paint_ms_p50"]),
+                "-",
+                _cell(dashboard["first_paint_ms_max"]),
+                "-",
+                "-",
+                "-",
+            )
+        )
     return out
 
 
 def _fleet_rows(serving: dict) -> List[tuple]:
     """One fleet's rows: GET /v1/trains each way, the feed through the listeners, its build alone."""
     out = []
-    for key, label in (("uncached", "GET /v1/trains, fleet cache off"),
-                       ("cached", "GET /v1/trains, fleet cache 1 s"),
-                       ("listener", "GET /v1/trains, fleet listeners"),
-                       ("listener_changing", "GET /v1/trains, fleet listeners, documents changing"),
-                       ("listener_feed", "GET /gtfs-rt/vehicle-positions.pb, fleet listeners")):
+    for key, label in (
+        ("uncached", "GET /v1/trains, fleet cache off"),
+        ("cached", "GET /v1/trains, fleet cache 1 s"),
+        ("listener", "GET /v1/trains, fleet listeners"),
+        ("listener_changing", "GET /v1/trains, fleet listeners, documents changing"),
+        ("listener_feed", "GET /gtfs-rt/vehicle-positions.pb, fleet listeners"),
+    ):
         r = serving.get(key)
         if r is None:  # results from before this row
             continue
@@ -160,24 +244,47 @@ def _fleet_rows(serving: dict) -> List[tuple]:
         if r.get("failed_requests"):
             label += f" ({r['failed_requests']} of {r['requests']} not 200: {r['answers']})"
         if key == "listener_changing":
-            label += (f" ({_cell(r['documents_changed'])} in {r['timed_s']:g} s: "
-                      f"{r['reads_per_changed_document']} reads per change)")
-        out.append((label, _cell(r["trains"]), _cell(r["requests"]), _cell(r["p50_ms"]), _cell(r["p95_ms"]),
-                    _cell(r["p99_ms"]), _num(r["firestore_queries_per_request"]),
-                    _cell(r["firestore_reads_per_request"]), _cell(round(r["response_bytes"] / 1024, 1))))
+            label += (
+                f" ({_cell(r['documents_changed'])} in {r['timed_s']:g} s: "
+                f"{r['reads_per_changed_document']} reads per change)"
+            )
+        out.append(
+            (
+                label,
+                _cell(r["trains"]),
+                _cell(r["requests"]),
+                _cell(r["p50_ms"]),
+                _cell(r["p95_ms"]),
+                _cell(r["p99_ms"]),
+                _num(r["firestore_queries_per_request"]),
+                _cell(r["firestore_reads_per_request"]),
+                _cell(round(r["response_bytes"] / 1024, 1)),
+            )
+        )
     feed = serving.get("feed")
     if feed:
-        out.append((f"GTFS-RT feed build ({_cell(feed['bytes'])} bytes, {_cell(feed['bytes_per_train'])}/train)",
-                    _cell(feed["trains"]), _cell(feed["rounds"]), _cell(feed["build_ms_p50"]), "-",
-                    _cell(feed["build_ms_max"]), "0", "0", _cell(round(feed["bytes"] / 1024, 1))))
+        out.append(
+            (
+                f"GTFS-RT feed build ({_cell(feed['bytes'])} bytes, {_cell(feed['bytes_per_train'])}/train)",
+                _cell(feed["trains"]),
+                _cell(feed["rounds"]),
+                _cell(feed["build_ms_p50"]),
+                "-",
+                _cell(feed["build_ms_max"]),
+                "0",
+                "0",
+                _cell(round(feed["bytes"] / 1024, 1)),
+            )
+        )
     return out
 
 
 def _aligned(header: tuple, body: List[tuple]) -> List[str]:
     data = [header] + body
     widths = [max(len(str(row[i])) for row in data) for i in range(len(header))]
-    line = lambda row: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                                 for i, (c, w) in enumerate(zip(row, widths)))
+    line = lambda row: "  ".join(
+        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+    )
     rule = "-" * len(line(header))
     return [rule, line(header), rule, *(line(r) for r in body), rule]
 
@@ -186,14 +293,21 @@ def table(results: dict) -> str:
     """The one table printed at the end, then the targets, one line each."""
     data = [HEADER] + rows(results)
     widths = [max(len(str(row[i])) for row in data) for i in range(len(HEADER))]
-    line = lambda row: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                                 for i, (c, w) in enumerate(zip(row, widths)))
+    line = lambda row: "  ".join(
+        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+    )
     rule = "-" * len(line(HEADER))
     w, m = results["workload"], results["machine"]
-    text = [f"Workload: {w['trains']} trains x {w['doors']} doors, {w['messages']:,} messages, seed "
-            f"{w['seed']}; {m['cores']} cores, {m['memory_mb']:,} MB; flush "
-            f"{results['flush_interval_s']:g} s, reorder delay {results['reorder_delay_s']:g} s",
-            rule, line(HEADER), rule, *(line(r) for r in data[1:]), rule]
+    text = [
+        f"Workload: {w['trains']} trains x {w['doors']} doors, {w['messages']:,} messages, seed "
+        f"{w['seed']}; {m['cores']} cores, {m['memory_mb']:,} MB; flush "
+        f"{results['flush_interval_s']:g} s, reorder delay {results['reorder_delay_s']:g} s",
+        rule,
+        line(HEADER),
+        rule,
+        *(line(r) for r in data[1:]),
+        rule,
+    ]
     text += [f"{_status(t)}: {t['target']}: {_target_detail(t)}" for t in results["targets"]]
     if serving_rows(results):
         text += ["", *_aligned(SERVING_HEADER, serving_rows(results))]
@@ -203,10 +317,14 @@ def table(results: dict) -> str:
 def markdown(results: dict) -> str:
     """The short table for the README."""
     w, m = results["workload"], results["machine"]
-    out = [f"{w['trains']} trains x {w['doors']} doors, {w['messages']:,} messages (seed {w['seed']}), "
-           f"{m['cores']} cores, {m['memory_mb']:,} MB, load average {m['loadavg_1m_at_start']} at "
-           f"start; {results['started_at']}.", "",
-           "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    out = [
+        f"{w['trains']} trains x {w['doors']} doors, {w['messages']:,} messages (seed {w['seed']}), "
+        f"{m['cores']} cores, {m['memory_mb']:,} MB, load average {m['loadavg_1m_at_start']} at "
+        f"start; {results['started_at']}.",
+        "",
+        "| " + " | ".join(HEADER) + " |",
+        "|" + "---|" * len(HEADER),
+    ]
     out += ["| " + " | ".join(r) + " |" for r in rows(results)]
     out += ["", "| target | result | measured |", "|---|---|---|"]
     out += [f"| {t['target']} | {_status(t)} | {_target_detail(t)} |" for t in results["targets"]]

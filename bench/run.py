@@ -13,6 +13,7 @@ Steps (each on an emptied Firestore with the fleet registered):
      through the listeners, and its build time and size; the dashboard's first paint with
      100 trains (Chromium).
 """
+
 import argparse
 import contextlib
 import datetime
@@ -38,29 +39,48 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench", description="Benchmark the occupancy pipeline against the naive "
-        "baseline and the runner ceiling on the local emulators (see docs/benchmarks.md).")
-    parser.add_argument("--smoke", action="store_true",
-                        help="A seconds-long run (3 trains x 2 doors, 20 simulated seconds): checks "
-                             "that everything runs; its numbers mean little.")
-    parser.add_argument("--output", type=str, default=os.path.join(HERE, "results.json"),
-                        help="Where to write the results: a .json file, or a directory to write results.json in.")
-    parser.add_argument("--markdown", type=str, default=None,
-                        help="Where to write the markdown table (default: results.md beside --output).")
-    parser.add_argument("--flush_interval_s", type=float, default=1.0,
-                        help="The pipeline's and the ceiling's --flush_interval_s.")
-    parser.add_argument("--reorder_delay_s", type=float, default=2.0,
-                        help="The pipeline's and the ceiling's --reorder_delay_s.")
-    parser.add_argument("--workers", type=int, default=8,
-                        help="Concurrent workers of the naive baseline (Cloud Functions instances).")
-    parser.add_argument("--timeout_s", type=float, default=600.0,
-                        help="Longest wait for one step (a streaming job's start or completion).")
+        prog="python -m bench",
+        description="Benchmark the occupancy pipeline against the naive "
+        "baseline and the runner ceiling on the local emulators (see docs/benchmarks.md).",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="A seconds-long run (3 trains x 2 doors, 20 simulated seconds): checks "
+        "that everything runs; its numbers mean little.",
+    )
+    parser.add_argument(
+        "--output",
+        type=str,
+        default=os.path.join(HERE, "results.json"),
+        help="Where to write the results: a .json file, or a directory to write results.json in.",
+    )
+    parser.add_argument(
+        "--markdown",
+        type=str,
+        default=None,
+        help="Where to write the markdown table (default: results.md beside --output).",
+    )
+    parser.add_argument(
+        "--flush_interval_s", type=float, default=1.0, help="The pipeline's and the ceiling's --flush_interval_s."
+    )
+    parser.add_argument(
+        "--reorder_delay_s", type=float, default=2.0, help="The pipeline's and the ceiling's --reorder_delay_s."
+    )
+    parser.add_argument(
+        "--workers", type=int, default=8, help="Concurrent workers of the naive baseline (Cloud Functions instances)."
+    )
+    parser.add_argument(
+        "--timeout_s",
+        type=float,
+        default=600.0,
+        help="Longest wait for one step (a streaming job's start or completion).",
+    )
     workload.add_arguments(parser)
     args = parser.parse_args(argv)
     if not args.output.endswith(".json"):  # a directory
         args.output = os.path.join(args.output, "results.json")
-    args.markdown = args.markdown or os.path.join(os.path.dirname(os.path.abspath(args.output)),
-                                                  "results.md")
+    args.markdown = args.markdown or os.path.join(os.path.dirname(os.path.abspath(args.output)), "results.md")
     return args
 
 
@@ -74,6 +94,7 @@ def start_emulators():
             emulator.start()
         except Exception as e:  # noqa: BLE001 - re-raised below, after both have finished starting
             errors.append(e)
+
     threads = [threading.Thread(target=start, args=(e,)) for e in emulators]
     for thread in threads:
         thread.start()
@@ -110,8 +131,9 @@ STOP_TIMEOUT_S = 30
 def run_child(module: str, args: list, env: dict, out_path: str, timeout_s: float) -> dict:
     """Runs `python -m module ... --output out_path` and returns the JSON it wrote."""
     command = [sys.executable, "-m", "bench.child", module, *args, f"--output={out_path}"]
-    process = subprocess.Popen(command, env=dict(os.environ, **env), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, env=dict(os.environ, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         _, stderr = process.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -136,9 +158,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     spec = workload.spec_from_args(args, args.smoke)
     began, started_at = time.monotonic(), datetime.datetime.now(datetime.timezone.utc)
-    results = {"smoke": args.smoke, "started_at": started_at.strftime("%Y-%m-%d %H:%M UTC"),
-               "machine": dict(machine(), python=platform.python_version(), beam="2.77.0"),
-               "flush_interval_s": args.flush_interval_s, "reorder_delay_s": args.reorder_delay_s}
+    results = {
+        "smoke": args.smoke,
+        "started_at": started_at.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": dict(machine(), python=platform.python_version(), beam="2.77.0"),
+        "flush_interval_s": args.flush_interval_s,
+        "reorder_delay_s": args.reorder_delay_s,
+    }
     work_dir = streaming.work_dir()
     _LOGGER.info("Logs and intermediate files in %s", work_dir)
     emulators = start_emulators()
@@ -146,7 +172,7 @@ def main(argv=None) -> int:
     env = {k: v for e in emulators for k, v in e.env().items()}
     os.environ.update(env)
     timings = (args.flush_interval_s, args.reorder_delay_s)
-    last = (_last_results(args.output).get("step_durations") or {})
+    last = _last_results(args.output).get("step_durations") or {}
     progress = Steps("bench", [(name, last.get(name, 120.0)) for name in STEPS])
     results["step_durations"] = {}
 
@@ -156,6 +182,7 @@ def main(argv=None) -> int:
         started = time.monotonic()
         yield
         results["step_durations"][name] = round(time.monotonic() - started, 1)
+
     try:
         for job in ("pipeline", "ceiling"):
             fresh_firestore(firestore, spec)
@@ -164,33 +191,54 @@ def main(argv=None) -> int:
         for mode, key in (("sequential", "naive"), ("concurrent", "naive_concurrent")):
             fresh_firestore(firestore, spec)
             with step(key):
-                results[key] = run_child("bench.naive", [f"--mode={mode}", f"--workers={args.workers}",
-                                                         *workload.spec_arguments(spec)],
-                                         env, os.path.join(work_dir, f"{key}.json"), args.timeout_s)
+                results[key] = run_child(
+                    "bench.naive",
+                    [f"--mode={mode}", f"--workers={args.workers}", *workload.spec_arguments(spec)],
+                    env,
+                    os.path.join(work_dir, f"{key}.json"),
+                    args.timeout_s,
+                )
         fresh_firestore(firestore, spec)
         with step("harness"):
             results["harness"] = run_child(
-                "bench.harness", [f"--flush_interval_s={args.flush_interval_s}",
-                                  f"--reorder_delay_s={args.reorder_delay_s}",
-                                  *workload.spec_arguments(spec)],
-                env, os.path.join(work_dir, "harness.json"), args.timeout_s)
+                "bench.harness",
+                [
+                    f"--flush_interval_s={args.flush_interval_s}",
+                    f"--reorder_delay_s={args.reorder_delay_s}",
+                    *workload.spec_arguments(spec),
+                ],
+                env,
+                os.path.join(work_dir, "harness.json"),
+                args.timeout_s,
+            )
         firestore.reset()
         with step("serving"):
             results["serving"] = run_child(
-                "bench.serving", [f"--trains={10 if args.smoke else 1000}",
-                                  f"--requests={20 if args.smoke else 1000}",
-                                  f"--uncached_requests={5 if args.smoke else 100}",
-                                  f"--dashboard_trains={5 if args.smoke else 100}",
-                                  f"--large_trains={0 if args.smoke else 10000}",
-                                  f"--changes_per_s={5 if args.smoke else 50}"],
-                env, os.path.join(work_dir, "serving.json"), args.timeout_s)
+                "bench.serving",
+                [
+                    f"--trains={10 if args.smoke else 1000}",
+                    f"--requests={20 if args.smoke else 1000}",
+                    f"--uncached_requests={5 if args.smoke else 100}",
+                    f"--dashboard_trains={5 if args.smoke else 100}",
+                    f"--large_trains={0 if args.smoke else 10000}",
+                    f"--changes_per_s={5 if args.smoke else 50}",
+                ],
+                env,
+                os.path.join(work_dir, "serving.json"),
+                args.timeout_s,
+            )
         progress.finished()
     finally:
         for emulator in emulators:
             emulator.stop()
-    results["workload"] = {"trains": spec.trains, "doors": spec.doors,
-                           "messages": results["pipeline"]["messages"], "seed": spec.seed,
-                           "simulated_seconds": spec.seconds, "duplicate_rate": spec.duplicate_rate}
+    results["workload"] = {
+        "trains": spec.trains,
+        "doors": spec.doors,
+        "messages": results["pipeline"]["messages"],
+        "seed": spec.seed,
+        "simulated_seconds": spec.seconds,
+        "duplicate_rate": spec.duplicate_rate,
+    }
     results["ratios"] = report.ratios(results)
     results["targets"] = report.targets(results)
     results["duration_s"] = round(time.monotonic() - began, 1)

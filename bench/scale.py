@@ -5,6 +5,7 @@
 What each fleet's run measures: bench/scale_fleet.py; how they are gathered and shown:
 bench/scale_report.py; what the numbers mean: docs/sizing.md.
 """
+
 import argparse
 import json
 import logging

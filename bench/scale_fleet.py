@@ -23,6 +23,7 @@ reads its realtime document (seeding). A streaming job seeds a train once.
 One fleet per child process (`python -m bench.scale_fleet --one N`), run by
 bench/scale.py; bench/scale_report.py gathers them and writes the table.
 """
+
 import argparse
 import cProfile
 import datetime
@@ -54,6 +55,7 @@ DOORS = 10
 
 class Run(NamedTuple):
     """One fleet's run: its size, and how FnApiRunner runs it (bench/fn_api.py)."""
+
     trains: int
     minutes: float  # simulated
     state_cache_mb: int = 0  # the SDK harness's; Dataflow's default is none
@@ -62,32 +64,47 @@ class Run(NamedTuple):
     per_bundle: int = 0  # messages per bundle, as a streaming job gets them; 0: the batch runner's
 
     def args(self) -> List[str]:
-        return [f"--one={self.trains}", f"--minutes={self.minutes}", f"--state_cache_mb={self.state_cache_mb}",
-                f"--mode={self.mode}", f"--workers={self.workers}", f"--per_bundle={self.per_bundle}"]
+        return [
+            f"--one={self.trains}",
+            f"--minutes={self.minutes}",
+            f"--state_cache_mb={self.state_cache_mb}",
+            f"--mode={self.mode}",
+            f"--workers={self.workers}",
+            f"--per_bundle={self.per_bundle}",
+        ]
 
 
 # About 12,000 to 130,000 messages each. First the job as Dataflow runs it (state over the Fn
 # API, 4 bundle processors; then 1, for the CPU per message; then in bundles of 20 messages),
 # then the curve in FnApiRunner's in-memory mode without a state cache, and one fleet with
 # FnApiRunner's default cache of 100 MB.
-FLEETS = (Run(100, 6.0, mode="multi_threading", workers=4), Run(100, 6.0, mode="multi_threading"),
-          Run(100, 6.0, mode="multi_threading", workers=4, per_bundle=20),
-          Run(10, 30.0), Run(100, 6.0), Run(1000, 1.0), Run(10000, 0.25), Run(1000, 1.0, 100))
+FLEETS = (
+    Run(100, 6.0, mode="multi_threading", workers=4),
+    Run(100, 6.0, mode="multi_threading"),
+    Run(100, 6.0, mode="multi_threading", workers=4, per_bundle=20),
+    Run(10, 30.0),
+    Run(100, 6.0),
+    Run(1000, 1.0),
+    Run(10000, 0.25),
+    Run(1000, 1.0, 100),
+)
 SMOKE_FLEETS = (Run(3, 2.0, mode="multi_threading", workers=4, per_bundle=20), Run(10, 1.0, 100))
 # The profiled run (a run of its own: the profiler slows it down).
 PROFILED = Run(100, 2.0)
 SCALE_SIM = simulator.SimConfig(
-    stop_interval_s=(60.0, 120.0), dwell_s=(20.0, 40.0), heartbeat_s=(25.0, 35.0),
+    stop_interval_s=(60.0, 120.0),
+    dwell_s=(20.0, 40.0),
+    heartbeat_s=(25.0, 35.0),
     faults=simulator.FaultRates(duplicate=0.02, out_of_order=0.03, malformed=0.0),
-    reset_at_start=False)
+    reset_at_start=False,
+)
 SEED = 20261130
 # The simulated devices' keys: the job verifies every message (--device_auth=require, its default).
 KEYS = Keyring(seed=b"bench-scale")
 
 
 def fleet(trains: int):
-    return tuple(simulator.make_train(f"s{i:05d}", (320, 240, 180)[i % 3], doors=DOORS)
-                 for i in range(trains))
+    return tuple(simulator.make_train(f"s{i:05d}", (320, 240, 180)[i % 3], doors=DOORS) for i in range(trains))
 
 
 def options() -> OccupancyOptions:
@@ -103,6 +120,7 @@ def run_fleet(run: Run, profile: bool = False) -> dict:
     """One fleet, in this process: register, generate, run the job's steps and the pass-through
     the same way (`run`), count their state requests, check the counts."""
     from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
     worker_handlers.STATE_CACHE_SIZE_MB = run.state_cache_mb
     trains, minutes = run.trains, run.minutes
     ops_path = os.path.join(tempfile.mkdtemp(), "ops")
@@ -110,15 +128,21 @@ def run_fleet(run: Run, profile: bool = False) -> dict:
     client = make_client(PROJECT)
     trains_spec = fleet(trains)
     began = time.perf_counter()
-    fleet_import.import_fleet(client, "devices", "trains",
-                              [(t.train_id, t.capacity, None) for t in trains_spec],
-                              [(d, t.train_id, None) for t in trains_spec for d in t.devices])
+    fleet_import.import_fleet(
+        client,
+        "devices",
+        "trains",
+        [(t.train_id, t.capacity, None) for t in trains_spec],
+        [(d, t.train_id, None) for t in trains_spec for d in t.devices],
+    )
     KEYS.register(client, "devices", [d for t in trains_spec for d in t.devices])
     register_s = time.perf_counter() - began
     sim = simulator.Simulation(trains_spec, SEED, SCALE_SIM, keys=KEYS)
     start_us = (int(time.time()) - int(minutes * 60) - 600) * 1_000_000
-    msgs = [PubsubMessage(m.payload, m.attributes, message_id=str(i), publish_time=_utc(start_us / 1e6 + m.send_at))
-            for i, m in enumerate(sim.messages(start_us, minutes * 60))]
+    msgs = [
+        PubsubMessage(m.payload, m.attributes, message_id=str(i), publish_time=_utc(start_us / 1e6 + m.send_at))
+        for i, m in enumerate(sim.messages(start_us, minutes * 60))
+    ]
     truth = sim.truth.final()
     train_of = {d: t.train_id for t in trains_spec for d in t.devices}
     with tempfile.TemporaryDirectory() as directory:
@@ -128,34 +152,45 @@ def run_fleet(run: Run, profile: bool = False) -> dict:
 
         def source():
             return fn_api.ReplayMessagesInBundles(path, run.per_bundle) if run.per_bundle else None
+
         reads_before = measure.read_ops(ops_path)[0]
         with fn_api.StateTraffic(run.mode, {"FoldOccupancy": FoldOccupancy}) as job_traffic:
-            cpu, wall, result = harness.timed_run(harness.build_pipeline, path, options(), source(),
-                                                  profiler=profiler, options=runner)
+            cpu, wall, result = harness.timed_run(
+                harness.build_pipeline, path, options(), source(), profiler=profiler, options=runner
+            )
         reads = measure.read_ops(ops_path)[0] - reads_before
         with fn_api.StateTraffic(run.mode, {"Sum": harness.StatefulSum}) as pass_traffic:
             pass_cpu, _, _ = harness.timed_run(harness.build_passthrough, path, train_of, source(), options=runner)
     finals = _realtime_values(client, sorted(truth))
     realtime_writes = _counter(result, "realtime_writes")
-    out = {"trains": trains, "doors": DOORS, "simulated_minutes": minutes, "messages": len(msgs),
-           "state_cache_mb": run.state_cache_mb, "mode": run.mode, "workers": run.workers,
-           "per_bundle": run.per_bundle,
-           "register_s": round(register_s, 1), "cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
-           "msgs_per_s_per_core": round(len(msgs) / cpu, 1),
-           "passthrough_msgs_per_s_per_core": round(len(msgs) / pass_cpu, 1),
-           "peak_rss_mb": measure.peak_rss_mb(os.getpid()),
-           "flushes": _counter(result, "flushes"),
-           "realtime_writes": realtime_writes,
-           "history_writes": _counter(result, "history_writes"),
-           "realtime_write_conflicts": _counter(result, "realtime_write_conflicts"),
-           "fenced_writes": _counter(result, "fenced_writes"),
-           "registry_loads": _counter(result, "registry_loads"),
-           "firestore_reads": reads,
-           "firestore_reads_per_realtime_write": round(reads / realtime_writes, 3) if realtime_writes else None,
-           "state_requests": job_traffic.summary("FoldOccupancy"),
-           "passthrough_state_requests": pass_traffic.summary("Sum"),
-           "counts_exact": finals == truth,
-           "count_errors": sum(1 for t in truth if finals.get(t) != truth[t])}
+    out = {
+        "trains": trains,
+        "doors": DOORS,
+        "simulated_minutes": minutes,
+        "messages": len(msgs),
+        "state_cache_mb": run.state_cache_mb,
+        "mode": run.mode,
+        "workers": run.workers,
+        "per_bundle": run.per_bundle,
+        "register_s": round(register_s, 1),
+        "cpu_s": round(cpu, 2),
+        "wall_s": round(wall, 2),
+        "msgs_per_s_per_core": round(len(msgs) / cpu, 1),
+        "passthrough_msgs_per_s_per_core": round(len(msgs) / pass_cpu, 1),
+        "peak_rss_mb": measure.peak_rss_mb(os.getpid()),
+        "flushes": _counter(result, "flushes"),
+        "realtime_writes": realtime_writes,
+        "history_writes": _counter(result, "history_writes"),
+        "realtime_write_conflicts": _counter(result, "realtime_write_conflicts"),
+        "fenced_writes": _counter(result, "fenced_writes"),
+        "registry_loads": _counter(result, "registry_loads"),
+        "firestore_reads": reads,
+        "firestore_reads_per_realtime_write": round(reads / realtime_writes, 3) if realtime_writes else None,
+        "state_requests": job_traffic.summary("FoldOccupancy"),
+        "passthrough_state_requests": pass_traffic.summary("Sum"),
+        "counts_exact": finals == truth,
+        "count_errors": sum(1 for t in truth if finals.get(t) != truth[t]),
+    }
     if profiler:
         out["profile"] = top_functions(profiler)
     return out
@@ -168,7 +203,7 @@ def _utc(seconds: float) -> datetime.datetime:
 def _realtime_values(client, train_ids) -> dict:
     values = {}
     for i in range(0, len(train_ids), 500):
-        refs = [client.collection("realtime").document(t) for t in train_ids[i:i + 500]]
+        refs = [client.collection("realtime").document(t) for t in train_ids[i : i + 500]]
         for snap in client.get_all(refs):
             if snap.exists:
                 values[snap.id] = (snap.to_dict() or {}).get("current_value")
@@ -185,14 +220,27 @@ def top_functions(profiler: cProfile.Profile, n: int = 10) -> list:
     for (path, line, name), (_, calls, own, _, callers) in rows:
         # A builtin (path "~") is charged to the caller that spent the most in it.
         origin = max(callers, key=lambda c: callers[c][3])[0] if path == "~" and callers else path
-        owner = ("ours" if origin.startswith(repo) and ".venv" not in origin else
-                 "Beam (state cache: objsize)" if "objsize" in origin or "statecache" in origin else
-                 "Beam" if "apache_beam" in origin else
-                 "Firestore client" if "google/cloud/firestore" in origin or "/proto/" in origin else
-                 "other")
+        owner = (
+            "ours"
+            if origin.startswith(repo) and ".venv" not in origin
+            else "Beam (state cache: objsize)"
+            if "objsize" in origin or "statecache" in origin
+            else "Beam"
+            if "apache_beam" in origin
+            else "Firestore client"
+            if "google/cloud/firestore" in origin or "/proto/" in origin
+            else "other"
+        )
         where = os.path.relpath(path, repo) if path.startswith(repo) else os.path.basename(path)
-        out.append({"function": f"{name} ({where.split('site-packages/')[-1]}:{line})", "owner": owner,
-                    "own_s": round(own, 3), "share": round(own / total, 3), "calls": calls})
+        out.append(
+            {
+                "function": f"{name} ({where.split('site-packages/')[-1]}:{line})",
+                "owner": owner,
+                "own_s": round(own, 3),
+                "share": round(own / total, 3),
+                "calls": calls,
+            }
+        )
     return out
 
 
@@ -205,14 +253,20 @@ def document_limits(sizes: dict) -> dict:
     # Its checkpoint at the range cap, each range a gap of a de-duplication window's width away.
     ranges = [[10**6 + 1000 * i, 10**6 + 1000 * i] for i in range(documents.MAX_RANGES_PER_DEVICE)]
     checkpoint = len(state_codec.encode_dedup({device: (10**15, ranges)})) - len(state_codec.encode_dedup({}))
-    worst = documents.storage_size("x/y", {"devices_seen": {device: seen}}) - \
-        documents.storage_size("x/y", {"devices_seen": {}}) + checkpoint
+    worst = (
+        documents.storage_size("x/y", {"devices_seen": {device: seen}})
+        - documents.storage_size("x/y", {"devices_seen": {}})
+        + checkpoint
+    )
     base = d10 - 10 * typical
-    return {"typical_bytes_per_device": round(typical), "worst_bytes_per_device": worst,
-            "devices_at_1_mib_typical": int((documents.MAX_DOCUMENT_BYTES - base) // typical),
-            "devices_at_1_mib_worst": int((documents.MAX_DOCUMENT_BYTES - base) // worst),
-            "max_devices_per_train": registry.MAX_DEVICES_PER_TRAIN,
-            "worst_doc_bytes_at_max_devices": int(base + worst * registry.MAX_DEVICES_PER_TRAIN)}
+    return {
+        "typical_bytes_per_device": round(typical),
+        "worst_bytes_per_device": worst,
+        "devices_at_1_mib_typical": int((documents.MAX_DOCUMENT_BYTES - base) // typical),
+        "devices_at_1_mib_worst": int((documents.MAX_DOCUMENT_BYTES - base) // worst),
+        "max_devices_per_train": registry.MAX_DEVICES_PER_TRAIN,
+        "worst_doc_bytes_at_max_devices": int(base + worst * registry.MAX_DEVICES_PER_TRAIN),
+    }
 
 
 def main(argv=None) -> int:
@@ -224,8 +278,9 @@ def main(argv=None) -> int:
     parser.add_argument("--state_cache_mb", type=int, default=0, help="The SDK harness's state cache.")
     parser.add_argument("--mode", choices=fn_api.MODES, default="in_memory", help="FnApiRunner's running mode.")
     parser.add_argument("--workers", type=int, default=1, help="Bundle processors at once (multi_threading).")
-    parser.add_argument("--per_bundle", type=int, default=0,
-                        help="Messages per bundle (0: the batch runner's few large bundles).")
+    parser.add_argument(
+        "--per_bundle", type=int, default=0, help="Messages per bundle (0: the batch runner's few large bundles)."
+    )
     parser.add_argument("--output", default="-", help="Where to write the JSON.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

@@ -21,6 +21,7 @@ is read from headless Chromium's performance timings (the page marks
 --dashboard_trains trains. Needs FIRESTORE_EMULATOR_HOST (bench/run.py passes
 its emulator's) and Chromium (`make install-browser`).
 """
+
 import argparse
 import collections
 import datetime
@@ -51,8 +52,9 @@ def _state(i: int, value: int) -> TrainState:
     now = wire.now_us()
     state = TrainState(value=value, capacity=300, last_applied_us=now)
     for d in range(DEVICES_PER_TRAIN):
-        state.devices[f"t{i:05d}-d{d}"] = DeviceMemory(seq=100, applied=[[1, 100]], last_seen_us=now,
-                                                       trip_boarded=(i + d) % 40, trip_alighted=d)
+        state.devices[f"t{i:05d}-d{d}"] = DeviceMemory(
+            seq=100, applied=[[1, 100]], last_seen_us=now, trip_boarded=(i + d) % 40, trip_alighted=d
+        )
     return state
 
 
@@ -70,31 +72,40 @@ def measure_feed(client, trains: int, rounds: int = 20) -> dict:
     """build_feed + serialisation for the seeded fleet, timed without the Firestore read."""
     from api.gtfs_rt import build_feed
     from occupancy import fleet
+
     views = fleet.read_fleet(client)
     doors = {v.train_id: {f"{v.train_id}-d{d}": door(d) for d in range(DEVICES_PER_TRAIN)} for v in views}
     timings, size = [], 0
     for _ in range(rounds):
         began = time.perf_counter()
-        data = build_feed(views, datetime.datetime.now(datetime.timezone.utc), fleet.Thresholds(),
-                          doors).SerializeToString()
+        data = build_feed(
+            views, datetime.datetime.now(datetime.timezone.utc), fleet.Thresholds(), doors
+        ).SerializeToString()
         timings.append(time.perf_counter() - began)
         size = len(data)
-    return {"trains": len(views), "rounds": rounds, "build_ms_p50": rounded(1000 * percentile(timings, 50), 1),
-            "build_ms_max": rounded(1000 * max(timings), 1), "bytes": size,
-            "bytes_per_train": rounded(size / max(1, len(views)), 1)}
+    return {
+        "trains": len(views),
+        "rounds": rounds,
+        "build_ms_p50": rounded(1000 * percentile(timings, 50), 1),
+        "build_ms_max": rounded(1000 * max(timings), 1),
+        "bytes": size,
+        "bytes_per_train": rounded(size / max(1, len(views)), 1),
+    }
 
 
 def measure_dashboard(trains: int, work_dir: str) -> dict:
     """First paint of the dashboard with `trains` trains, from Chromium's performance timings."""
     from local import browser
     from local.emulators import Emulator
+
     firestore = Emulator("firestore", project=PROJECT)
     firestore.host_port = os.environ["FIRESTORE_EMULATOR_HOST"]
     firestore.reset()
     seed(make_client(PROJECT), trains)
     port = free_port()
-    process = stack.start_api(PROJECT, port, "--log_level=warning",
-                              log_path=os.path.join(work_dir, "api-dashboard.log"))
+    process = stack.start_api(
+        PROJECT, port, "--log_level=warning", log_path=os.path.join(work_dir, "api-dashboard.log")
+    )
     base = f"http://127.0.0.1:{port}"
     driver = None
     try:
@@ -103,17 +114,24 @@ def measure_dashboard(trains: int, work_dir: str) -> dict:
         paints = []
         for _ in range(5):
             driver.get(base + "/")
-            stack.wait_for(lambda: driver.execute_script(
-                "return performance.getEntriesByName('trains-painted').length"), 30, what="the first paint")
+            stack.wait_for(
+                lambda: driver.execute_script("return performance.getEntriesByName('trains-painted').length"),
+                30,
+                what="the first paint",
+            )
             rows = driver.execute_script("return document.querySelectorAll('#trains tbody tr').length")
-            paints.append(driver.execute_script(
-                "return performance.getEntriesByName('trains-painted')[0].startTime"))
+            paints.append(driver.execute_script("return performance.getEntriesByName('trains-painted')[0].startTime"))
     finally:
         if driver is not None:
             driver.quit()
         stack.stop_process(process)
-    return {"trains": trains, "rows": rows, "loads": len(paints),
-            "first_paint_ms_p50": rounded(percentile(paints, 50), 1), "first_paint_ms_max": rounded(max(paints), 1)}
+    return {
+        "trains": trains,
+        "rows": rows,
+        "loads": len(paints),
+        "first_paint_ms_p50": rounded(percentile(paints, 50), 1),
+        "first_paint_ms_max": rounded(max(paints), 1),
+    }
 
 
 class Changes(threading.Thread):
@@ -141,18 +159,34 @@ class Changes(threading.Thread):
         return self.written
 
 
-def measure(trains: int, requests: int, cache_s: float, work_dir: str, listener: bool = False,
-            path: str = "/v1/trains", changes_per_s: float = 0.0) -> dict:
+def measure(
+    trains: int,
+    requests: int,
+    cache_s: float,
+    work_dir: str,
+    listener: bool = False,
+    path: str = "/v1/trains",
+    changes_per_s: float = 0.0,
+) -> dict:
     """`requests` sequential GETs of `path`, with the fleet cache at `cache_s` or the listeners;
     `changes_per_s` realtime documents written meanwhile (listeners: reads per change)."""
-    name = f"{trains}-{cache_s:g}" + ("-listener" if listener else "") + path.replace("/", "_") + \
-        (f"-{changes_per_s:g}" if changes_per_s else "")
+    name = (
+        f"{trains}-{cache_s:g}"
+        + ("-listener" if listener else "")
+        + path.replace("/", "_")
+        + (f"-{changes_per_s:g}" if changes_per_s else "")
+    )
     ops_path = os.path.join(work_dir, f"ops-{name}.txt")
     port = free_port()
-    process = stack.start_api(PROJECT, port, f"--fleet_cache_s={cache_s}", "--log_level=warning",
-                              *(("--fleet_listener",) if listener else ()),
-                              env={COUNT_OPS_ENV: ops_path},
-                              log_path=os.path.join(work_dir, f"api-{name}.log"))
+    process = stack.start_api(
+        PROJECT,
+        port,
+        f"--fleet_cache_s={cache_s}",
+        "--log_level=warning",
+        *(("--fleet_listener",) if listener else ()),
+        env={COUNT_OPS_ENV: ops_path},
+        log_path=os.path.join(work_dir, f"api-{name}.log"),
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         stack.wait_until_serving(process, base)
@@ -180,21 +214,35 @@ def measure(trains: int, requests: int, cache_s: float, work_dir: str, listener:
         rss = peak_rss_mb(process.pid)
     finally:
         stack.stop_process(process)
-    out = {"trains": trains, "requests": requests, "fleet_cache_s": cache_s, "listener": listener, "path": path,
-           "trains_served": served,
-           "response_bytes": size, "p50_ms": rounded(1000 * percentile(latencies, 50), 1),
-           "p95_ms": rounded(1000 * percentile(latencies, 95), 1),
-           "p99_ms": rounded(1000 * percentile(latencies, 99), 1),
-           "requests_per_s": rounded(requests / sum(latencies), 1),
-           "firestore_queries_per_request": rounded(queries / requests, 3),
-           "firestore_reads_per_request": rounded(reads / requests, 1), "api_peak_rss_mb": rss,
-           "answers": {str(code): n for code, n in sorted(statuses.items())},
-           "failed_requests": requests - statuses[200]}
+    out = {
+        "trains": trains,
+        "requests": requests,
+        "fleet_cache_s": cache_s,
+        "listener": listener,
+        "path": path,
+        "trains_served": served,
+        "response_bytes": size,
+        "p50_ms": rounded(1000 * percentile(latencies, 50), 1),
+        "p95_ms": rounded(1000 * percentile(latencies, 95), 1),
+        "p99_ms": rounded(1000 * percentile(latencies, 99), 1),
+        "requests_per_s": rounded(requests / sum(latencies), 1),
+        "firestore_queries_per_request": rounded(queries / requests, 3),
+        "firestore_reads_per_request": rounded(reads / requests, 1),
+        "api_peak_rss_mb": rss,
+        "answers": {str(code): n for code, n in sorted(statuses.items())},
+        "failed_requests": requests - statuses[200],
+    }
     if changes:
-        out.update({"changes_per_s": changes_per_s, "documents_changed": written, "timed_s": round(timed, 1),
-                    "firestore_reads": reads,
-                    # What the view itself costs: reads per changed document (1 billed each).
-                    "reads_per_changed_document": rounded(reads / written, 2) if written else None})
+        out.update(
+            {
+                "changes_per_s": changes_per_s,
+                "documents_changed": written,
+                "timed_s": round(timed, 1),
+                "firestore_reads": reads,
+                # What the view itself costs: reads per changed document (1 billed each).
+                "reads_per_changed_document": rounded(reads / written, 2) if written else None,
+            }
+        )
     return out
 
 
@@ -225,21 +273,35 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__.split("\n\n")[0])
     parser.add_argument("--trains", type=int, default=1000, help="Trains in Firestore (default: 1000).")
     parser.add_argument("--requests", type=int, default=1000, help="Timed requests per run (default: 1000).")
-    parser.add_argument("--uncached_requests", type=int, default=100,
-                        help="Timed requests with the cache off (each reads the whole fleet: "
-                             "~0.6 s at 1,000 trains on the emulator; default: 100).")
-    parser.add_argument("--cache_s", type=float, default=1.0,
-                        help="The API's --fleet_cache_s for the cached run (default: 1).")
-    parser.add_argument("--dashboard_trains", type=int, default=100,
-                        help="Trains on the dashboard for its first paint (default: 100).")
-    parser.add_argument("--changes_per_s", type=float, default=50.0,
-                        help="Realtime documents written a second during the listeners' changing run "
-                             "(default: 50): their reads per changed document.")
-    parser.add_argument("--large_trains", type=int, default=0,
-                        help="A second, larger fleet (e.g. 10000): cache, listeners and feed again "
-                             "(0: none).")
-    parser.add_argument("--large_requests", type=int, default=200,
-                        help="Timed requests per run at the larger fleet (default: 200).")
+    parser.add_argument(
+        "--uncached_requests",
+        type=int,
+        default=100,
+        help="Timed requests with the cache off (each reads the whole fleet: "
+        "~0.6 s at 1,000 trains on the emulator; default: 100).",
+    )
+    parser.add_argument(
+        "--cache_s", type=float, default=1.0, help="The API's --fleet_cache_s for the cached run (default: 1)."
+    )
+    parser.add_argument(
+        "--dashboard_trains", type=int, default=100, help="Trains on the dashboard for its first paint (default: 100)."
+    )
+    parser.add_argument(
+        "--changes_per_s",
+        type=float,
+        default=50.0,
+        help="Realtime documents written a second during the listeners' changing run "
+        "(default: 50): their reads per changed document.",
+    )
+    parser.add_argument(
+        "--large_trains",
+        type=int,
+        default=0,
+        help="A second, larger fleet (e.g. 10000): cache, listeners and feed again (0: none).",
+    )
+    parser.add_argument(
+        "--large_requests", type=int, default=200, help="Timed requests per run at the larger fleet (default: 200)."
+    )
     parser.add_argument("--output", default="-", help="JSON result file ('-': stdout).")
     args = parser.parse_args(argv)
     if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
@@ -247,34 +309,40 @@ def main(argv=None) -> int:
     client = make_client(PROJECT)
     seed(client, args.trains)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as work_dir:
-        out = fleet_runs(client, args.trains, args.requests, args.uncached_requests, args.cache_s,
-                         args.changes_per_s, work_dir)
+        out = fleet_runs(
+            client, args.trains, args.requests, args.uncached_requests, args.cache_s, args.changes_per_s, work_dir
+        )
         if args.large_trains:
             _fresh(client, args.large_trains)
             # Uncached, a request reads 2 x 10,000 documents (~10 s on the emulator): a handful.
-            out["large"] = fleet_runs(client, args.large_trains, args.large_requests, 3, args.cache_s,
-                                      args.changes_per_s, work_dir)
+            out["large"] = fleet_runs(
+                client, args.large_trains, args.large_requests, 3, args.cache_s, args.changes_per_s, work_dir
+            )
         out["dashboard"] = measure_dashboard(args.dashboard_trains, work_dir)
     emit(out, args.output)
     return 0
 
 
-def fleet_runs(client, trains: int, requests: int, uncached_requests: int, cache_s: float,
-               changes_per_s: float, work_dir: str) -> dict:
+def fleet_runs(
+    client, trains: int, requests: int, uncached_requests: int, cache_s: float, changes_per_s: float, work_dir: str
+) -> dict:
     """One fleet: GET /v1/trains uncached, cached, through the listeners (still, then with
     documents changing), the feed through the listeners, and the feed's build alone."""
-    return {"uncached": measure(trains, uncached_requests, 0.0, work_dir),
-            "cached": measure(trains, requests, cache_s, work_dir),
-            "listener": measure(trains, requests, cache_s, work_dir, listener=True),
-            "listener_changing": measure(trains, requests, cache_s, work_dir, listener=True,
-                                         changes_per_s=changes_per_s),
-            "listener_feed": measure(trains, requests, cache_s, work_dir, listener=True,
-                                     path="/gtfs-rt/vehicle-positions.pb"),
-            "feed": measure_feed(client, trains)}
+    return {
+        "uncached": measure(trains, uncached_requests, 0.0, work_dir),
+        "cached": measure(trains, requests, cache_s, work_dir),
+        "listener": measure(trains, requests, cache_s, work_dir, listener=True),
+        "listener_changing": measure(trains, requests, cache_s, work_dir, listener=True, changes_per_s=changes_per_s),
+        "listener_feed": measure(
+            trains, requests, cache_s, work_dir, listener=True, path="/gtfs-rt/vehicle-positions.pb"
+        ),
+        "feed": measure_feed(client, trains),
+    }
 
 
 def _fresh(client, trains: int) -> None:
     from local.emulators import Emulator
+
     firestore = Emulator("firestore", project=PROJECT)
     firestore.host_port = os.environ["FIRESTORE_EMULATOR_HOST"]
     firestore.reset()

@@ -15,6 +15,7 @@ it. The job's own pieces do the work: `wire.parse_message`, the release queue
 * the realtime document's storage size as Firestore counts it
   (`documents.storage_size`), and the writes the flushes emitted per minute.
 """
+
 import pickle
 from typing import Dict
 
@@ -27,14 +28,17 @@ from transforms.release_queue import ReleaseQueue, keep_clock, memory_state
 _CODER = EventCoder()
 
 
-def simulate_train(doors: int, minutes: float, config, sim_config, seed: int = 1,
-                   checkpoints=(5.0,)) -> Dict[str, dict]:
+def simulate_train(
+    doors: int, minutes: float, config, sim_config, seed: int = 1, checkpoints=(5.0,)
+) -> Dict[str, dict]:
     """{"5 min": sizes, ..., "end": sizes} for one train of `doors` devices."""
     from sim import simulator
+
     train = simulator.make_train("t00001", 400, doors=doors)
     start_us = wire.parse_time("2026-11-24T06:00:00Z")
-    queue = ReleaseQueue(lambda e: config.release_time(e.event_time_us), config.flush_interval_us,
-                         config.reorder_delay_us)
+    queue = ReleaseQueue(
+        lambda e: config.release_time(e.event_time_us), config.flush_interval_us, config.reorder_delay_us
+    )
     handles, state = memory_state(), fold.TrainState(capacity=train.capacity)
     counts = {"messages": 0, "flushes": 0, "realtime_writes": 0, "history_writes": 0}
     out, marks = {}, sorted(checkpoints)
@@ -58,8 +62,7 @@ def simulate_train(doors: int, minutes: float, config, sim_config, seed: int = 1
         while marks and now_us >= start_us + marks[0] * 60e6:
             out[f"{marks.pop(0):g} min"] = _sizes(state, handles, train.train_id, dict(counts), marks_min=None)
         fire_until(now_us)
-        event = wire.parse_message(message.payload, str(i), now_us=now_us, max_abs_delta=100,
-                                   max_future_skew_s=300)
+        event = wire.parse_message(message.payload, str(i), now_us=now_us, max_abs_delta=100, max_future_skew_s=300)
         queue.add(event._replace(train_id=train.train_id, capacity=train.capacity), handles)
         counts["messages"] += 1
     fire_until(start_us + int((minutes * 60 + 10) * 1e6))

@@ -18,6 +18,7 @@ One run, the same for both jobs:
    (done - first publish). Latency of a count event = first poll that saw its
    train's `last_updated` at or past the event's time - its publish time.
 """
+
 import bisect
 import logging
 import os
@@ -75,8 +76,11 @@ class Poller(threading.Thread):
                     self.latest[doc.id] = state
                     self.changes.setdefault(doc.id, []).append((seen_at, *state))
             expected = self.expected
-            if expected is not None and self.done_at is None and all(
-                    self.latest.get(train) == want for train, want in expected.items()):
+            if (
+                expected is not None
+                and self.done_at is None
+                and all(self.latest.get(train) == want for train, want in expected.items())
+            ):
                 self.done_at = seen_at
                 self.done.set()
             self.halt.wait(max(0.0, POLL_INTERVAL_S - (time.time() - began)))
@@ -109,8 +113,9 @@ class Heartbeats(threading.Thread):
         seq = 0
         while not self.halt.is_set():
             seq += 1
-            payload, attributes = workload.encode(workload.WARMUP_TRAIN, workload.WARMUP_DEVICE, seq, 0,
-                                                  int(time.time() * 1000) * 1000, self.keys)
+            payload, attributes = workload.encode(
+                workload.WARMUP_TRAIN, workload.WARMUP_DEVICE, seq, 0, int(time.time() * 1000) * 1000, self.keys
+            )
             self.publisher.publish(self.topic, payload, **attributes)
             self.sent += 1
             self.halt.wait(HEARTBEAT_INTERVAL_S)
@@ -122,9 +127,17 @@ class Heartbeats(threading.Thread):
 
 def job_command(job: str, subscription: str, flush_interval_s: float, reorder_delay_s: float) -> list:
     module = "pipeline.main" if job == "pipeline" else "bench.ceiling"
-    return [sys.executable, "-m", module, "--runner=BundleBasedDirectRunner", "--streaming",
-            f"--project={PROJECT}", f"--input_subscription={subscription}",
-            f"--flush_interval_s={flush_interval_s:g}", f"--reorder_delay_s={reorder_delay_s:g}"]
+    return [
+        sys.executable,
+        "-m",
+        module,
+        "--runner=BundleBasedDirectRunner",
+        "--streaming",
+        f"--project={PROJECT}",
+        f"--input_subscription={subscription}",
+        f"--flush_interval_s={flush_interval_s:g}",
+        f"--reorder_delay_s={reorder_delay_s:g}",
+    ]
 
 
 def _tail(path: str, lines: int = 30) -> str:
@@ -132,10 +145,18 @@ def _tail(path: str, lines: int = 30) -> str:
         return "".join(f.readlines()[-lines:])
 
 
-def run_streaming(job: str, spec: workload.WorkloadSpec, env: dict, work_dir: str,
-                  flush_interval_s: float, reorder_delay_s: float, timeout_s: float) -> dict:
+def run_streaming(
+    job: str,
+    spec: workload.WorkloadSpec,
+    env: dict,
+    work_dir: str,
+    flush_interval_s: float,
+    reorder_delay_s: float,
+    timeout_s: float,
+) -> dict:
     """Runs `job` ("pipeline" or "ceiling") over the workload; returns its result row."""
     from google.cloud import pubsub_v1
+
     name = f"{job}-{uuid.uuid4().hex[:6]}"
     stack.ensure_topic(PROJECT, name, [name])
     topic, subscription = stack.topic_path(PROJECT, name), stack.subscription_path(PROJECT, name)
@@ -144,10 +165,14 @@ def run_streaming(job: str, spec: workload.WorkloadSpec, env: dict, work_dir: st
     items = workload.build(spec)
     command = job_command(job, subscription, flush_interval_s, reorder_delay_s)
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, env=dict(os.environ, **env, **{COUNT_OPS_ENV: ops_path},
-                                                     PYTHONUNBUFFERED="1"),
-                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            env=dict(os.environ, **env, **{COUNT_OPS_ENV: ops_path}, PYTHONUNBUFFERED="1"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     publisher = pubsub_v1.PublisherClient()
     keys = workload.KEYS if job == "pipeline" else None
     heartbeats, poller = Heartbeats(publisher, topic, keys), Poller()
@@ -155,8 +180,13 @@ def run_streaming(job: str, spec: workload.WorkloadSpec, env: dict, work_dir: st
         started = time.monotonic()
         heartbeats.start()
         poller.start()
-        _wait(lambda: workload.WARMUP_TRAIN in poller.latest, process, log_path, timeout_s,
-              f"{job}: the warm-up train's first realtime write")
+        _wait(
+            lambda: workload.WARMUP_TRAIN in poller.latest,
+            process,
+            log_path,
+            timeout_s,
+            f"{job}: the warm-up train's first realtime write",
+        )
         startup_s = time.monotonic() - started
         _LOGGER.info("%s: up after %.1fs; publishing %s messages", job, startup_s, len(items))
 
@@ -223,8 +253,9 @@ def _wait(predicate, process, log_path: str, timeout_s: float, what: str) -> Non
         if process.poll() is not None:
             raise RuntimeError(f"{what}: the job exited ({process.returncode}):\n{_tail(log_path)}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}; log "
-                               f"{log_path}:\n{_tail(log_path)}")
+            raise TimeoutError(
+                f"timed out after {timeout_s:.0f}s waiting for {what}; log {log_path}:\n{_tail(log_path)}"
+            )
         time.sleep(0.05)
 
 

@@ -12,6 +12,7 @@ The truth is computed here from what was actually sent, independently of
 `occupancy.fold`: unique (device, seq), in (event time, device, seq) order,
 clamped at zero.
 """
+
 import argparse
 import dataclasses
 import json
@@ -38,8 +39,10 @@ class WorkloadSpec:
     duplicate_rate: float = 0.02
 
     def fleet(self) -> Tuple[simulator.TrainSpec, ...]:
-        return tuple(simulator.make_train(f"train{i:02d}", CAPACITIES[i % len(CAPACITIES)],
-                                          doors=self.doors) for i in range(self.trains))
+        return tuple(
+            simulator.make_train(f"train{i:02d}", CAPACITIES[i % len(CAPACITIES)], doors=self.doors)
+            for i in range(self.trains)
+        )
 
 
 SMOKE = WorkloadSpec(trains=3, doors=2, seconds=20.0)
@@ -47,33 +50,58 @@ SMOKE = WorkloadSpec(trains=3, doors=2, seconds=20.0)
 
 def add_arguments(parser: argparse.ArgumentParser, default: WorkloadSpec = WorkloadSpec()) -> None:
     group = parser.add_argument_group("workload (sim.simulator, fixed seed)")
-    group.add_argument("--trains", type=int, default=None,
-                       help=f"Trains in the fleet (default {default.trains}; smoke {SMOKE.trains}).")
-    group.add_argument("--doors", type=int, default=None,
-                       help=f"Door devices per train (default {default.doors}; smoke {SMOKE.doors}).")
-    group.add_argument("--sim-seconds", type=float, default=None,
-                       help=f"Simulated seconds of traffic to generate (default {default.seconds:g}; "
-                            f"smoke {SMOKE.seconds:g}).")
+    group.add_argument(
+        "--trains",
+        type=int,
+        default=None,
+        help=f"Trains in the fleet (default {default.trains}; smoke {SMOKE.trains}).",
+    )
+    group.add_argument(
+        "--doors",
+        type=int,
+        default=None,
+        help=f"Door devices per train (default {default.doors}; smoke {SMOKE.doors}).",
+    )
+    group.add_argument(
+        "--sim-seconds",
+        type=float,
+        default=None,
+        help=f"Simulated seconds of traffic to generate (default {default.seconds:g}; smoke {SMOKE.seconds:g}).",
+    )
     group.add_argument("--seed", type=int, default=default.seed, help="Simulator seed.")
-    group.add_argument("--duplicate-rate", type=float, default=default.duplicate_rate,
-                       help="Share of messages a device publishes twice.")
+    group.add_argument(
+        "--duplicate-rate",
+        type=float,
+        default=default.duplicate_rate,
+        help="Share of messages a device publishes twice.",
+    )
 
 
 def spec_from_args(args: argparse.Namespace, smoke: bool = False) -> WorkloadSpec:
     base = SMOKE if smoke else WorkloadSpec()
-    return WorkloadSpec(trains=args.trains or base.trains, doors=args.doors or base.doors,
-                        seconds=args.sim_seconds or base.seconds, seed=args.seed,
-                        duplicate_rate=args.duplicate_rate)
+    return WorkloadSpec(
+        trains=args.trains or base.trains,
+        doors=args.doors or base.doors,
+        seconds=args.sim_seconds or base.seconds,
+        seed=args.seed,
+        duplicate_rate=args.duplicate_rate,
+    )
 
 
 def spec_arguments(spec: WorkloadSpec) -> List[str]:
     """The command-line flags that rebuild `spec` in a child process."""
-    return [f"--trains={spec.trains}", f"--doors={spec.doors}", f"--sim-seconds={spec.seconds}",
-            f"--seed={spec.seed}", f"--duplicate-rate={spec.duplicate_rate}"]
+    return [
+        f"--trains={spec.trains}",
+        f"--doors={spec.doors}",
+        f"--sim-seconds={spec.seconds}",
+        f"--seed={spec.seed}",
+        f"--duplicate-rate={spec.duplicate_rate}",
+    ]
 
 
 class Item(NamedTuple):
     """One message to send, before stamping."""
+
     train_id: str
     device_id: str
     seq: int
@@ -83,6 +111,7 @@ class Item(NamedTuple):
 
 class Sent(NamedTuple):
     """One unique event as sent: its event time is the moment it was sent."""
+
     train_id: str
     device_id: str
     seq: int
@@ -99,14 +128,22 @@ def build(spec: WorkloadSpec) -> List[Item]:
     """The simulated messages, in send order (no resets, no malformed, nothing held back)."""
     config = simulator.SimConfig(
         faults=simulator.FaultRates(duplicate=spec.duplicate_rate, out_of_order=0.0, malformed=0.0),
-        reset_at_start=False)
+        reset_at_start=False,
+    )
     fleet = spec.fleet()
     train_of = {device: t.train_id for t in fleet for device in t.devices}
     items = []
     for message in simulator.Simulation(fleet, spec.seed, config).messages(0, spec.seconds):
         body = json.loads(message.payload)
-        items.append(Item(train_of[body["device_id"]], body["device_id"], body["seq"], body["delta"],
-                          message.kind == simulator.DUPLICATE))
+        items.append(
+            Item(
+                train_of[body["device_id"]],
+                body["device_id"],
+                body["seq"],
+                body["delta"],
+                message.kind == simulator.DUPLICATE,
+            )
+        )
     return items
 
 
@@ -120,8 +157,9 @@ def encode(train_id: str, device_id: str, seq: int, delta: int, t_us: int, keys=
     return payload, attributes
 
 
-def stamp(items: List[Item], clock: Callable[[], float] = time.time, keys=None
-          ) -> Iterator[Tuple[bytes, Dict[str, str], Sent, bool]]:
+def stamp(
+    items: List[Item], clock: Callable[[], float] = time.time, keys=None
+) -> Iterator[Tuple[bytes, Dict[str, str], Sent, bool]]:
     """(payload, attributes, event, is_duplicate) per item, stamped by `clock` when taken.
 
     A duplicate carries its original's payload and event (so `set()` of the events de-duplicates).

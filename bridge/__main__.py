@@ -11,6 +11,7 @@ GET /healthz on --health_port. The bridge's credential at the broker is register
 
 Exit codes: 0 stopped by SIGTERM/SIGINT; 2 usage or configuration error.
 """
+
 import argparse
 import logging
 import os
@@ -28,36 +29,74 @@ PUBSUB_SCOPE = "https://www.googleapis.com/auth/pubsub"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bridge", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bridge",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--broker", type=cli.host_port, default="127.0.0.1:1883", help="The MQTT broker.")
-    p.add_argument("--username", type=str, default=mqtt.BRIDGE,
-                   help="The bridge's principal in the registry (its broker username).")
+    p.add_argument(
+        "--username",
+        type=str,
+        default=mqtt.BRIDGE,
+        help="The bridge's principal in the registry (its broker username).",
+    )
     p.add_argument("--secret_file", type=str, required=True, help="The bridge's broker secret (mode 0600).")
-    p.add_argument("--client_id", type=str, default="occupancy-bridge",
-                   help="MQTT client id: the broker keeps this session's queue while the bridge is away "
-                        "(one id per bridge; two bridges with one id take turns).")
-    p.add_argument("--topic", type=str, default="occupancy-events",
-                   help="Pub/Sub topic: a name, or projects/P/topics/T.")
-    p.add_argument("--project", type=str, default=None,
-                   help="Google Cloud project of the topic (default: $GOOGLE_CLOUD_PROJECT, or "
-                        f"{cli.EMULATOR_PROJECT} with --emulator).")
+    p.add_argument(
+        "--client_id",
+        type=str,
+        default="occupancy-bridge",
+        help="MQTT client id: the broker keeps this session's queue while the bridge is away "
+        "(one id per bridge; two bridges with one id take turns).",
+    )
+    p.add_argument(
+        "--topic", type=str, default="occupancy-events", help="Pub/Sub topic: a name, or projects/P/topics/T."
+    )
+    p.add_argument(
+        "--project",
+        type=str,
+        default=None,
+        help="Google Cloud project of the topic (default: $GOOGLE_CLOUD_PROJECT, or "
+        f"{cli.EMULATOR_PROJECT} with --emulator).",
+    )
     p.add_argument("--emulator", type=cli.host_port, default=None, help="Use the Pub/Sub emulator there.")
-    p.add_argument("--credentials", type=str, default=None, metavar="KEY.json",
-                   help="Service-account key file (default: Application Default Credentials).")
-    p.add_argument("--max_in_flight", type=cli.positive_int, default=100,
-                   help="Messages forwarded and not yet acknowledged by Pub/Sub, at most (MQTT 5 "
-                        "Receive Maximum: the broker holds the rest).")
-    p.add_argument("--publish_timeout_s", type=cli.positive_float, default=30.0,
-                   help="Deadline of one Pub/Sub publish, retries included: past it the bridge "
-                        "reconnects and the broker delivers the message again.")
-    p.add_argument("--max_backoff_s", type=cli.positive_float, default=30.0,
-                   help="Longest wait between two reconnects while the broker or Pub/Sub fails.")
+    p.add_argument(
+        "--credentials",
+        type=str,
+        default=None,
+        metavar="KEY.json",
+        help="Service-account key file (default: Application Default Credentials).",
+    )
+    p.add_argument(
+        "--max_in_flight",
+        type=cli.positive_int,
+        default=100,
+        help="Messages forwarded and not yet acknowledged by Pub/Sub, at most (MQTT 5 "
+        "Receive Maximum: the broker holds the rest).",
+    )
+    p.add_argument(
+        "--publish_timeout_s",
+        type=cli.positive_float,
+        default=30.0,
+        help="Deadline of one Pub/Sub publish, retries included: past it the bridge "
+        "reconnects and the broker delivers the message again.",
+    )
+    p.add_argument(
+        "--max_backoff_s",
+        type=cli.positive_float,
+        default=30.0,
+        help="Longest wait between two reconnects while the broker or Pub/Sub fails.",
+    )
     p.add_argument("--health_port", type=int, default=8081, help="Port of GET /healthz (0: any free port).")
-    p.add_argument("--status_interval_s", type=cli.positive_float, default=60.0,
-                   help="Seconds between two status lines in the log.")
-    p.add_argument("--log_level", type=str, default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                   help="Log level.")
+    p.add_argument(
+        "--status_interval_s",
+        type=cli.positive_float,
+        default=60.0,
+        help="Seconds between two status lines in the log.",
+    )
+    p.add_argument(
+        "--log_level", type=str, default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="Log level."
+    )
     return p
 
 
@@ -65,6 +104,7 @@ def _credentials(args):
     if args.emulator or os.environ.get("PUBSUB_EMULATOR_HOST"):
         return None, None
     import google.auth
+
     if args.credentials:
         return google.auth.load_credentials_from_file(args.credentials, scopes=[PUBSUB_SCOPE])
     return google.auth.default(scopes=[PUBSUB_SCOPE])
@@ -79,8 +119,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with open(args.secret_file) as f:
             secret = f.read().strip()
         credentials, credentials_project = _credentials(args)
-        project = (args.project or os.environ.get("GOOGLE_CLOUD_PROJECT") or credentials_project
-                   or (cli.EMULATOR_PROJECT if os.environ.get("PUBSUB_EMULATOR_HOST") else None))
+        project = (
+            args.project
+            or os.environ.get("GOOGLE_CLOUD_PROJECT")
+            or credentials_project
+            or (cli.EMULATOR_PROJECT if os.environ.get("PUBSUB_EMULATOR_HOST") else None)
+        )
         topic = cli.topic_path(args.topic, None if cli.is_topic_path(args.topic) and not args.project else project)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -93,16 +137,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     host, port = args.broker.rsplit(":", 1)
     publishers = make_client_factory(credentials, batch_max_messages=100, batch_max_latency_s=0.01)
     bridge = forwarder.Forwarder(
-        host=host, port=int(port), username=args.username, secret=secret, client_id=args.client_id,
-        topic=topic, publisher_factory=publishers, counters=counters,
-        max_in_flight=args.max_in_flight, publish_timeout_s=args.publish_timeout_s,
-        max_backoff_s=args.max_backoff_s)
+        host=host,
+        port=int(port),
+        username=args.username,
+        secret=secret,
+        client_id=args.client_id,
+        topic=topic,
+        publisher_factory=publishers,
+        counters=counters,
+        max_in_flight=args.max_in_flight,
+        publish_timeout_s=args.publish_timeout_s,
+        max_backoff_s=args.max_backoff_s,
+    )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: bridge.stop())
-    _LOGGER.info("Bridge %s:%s -> %s; health on http://127.0.0.1:%d/healthz", host, port, topic,
-                 server.server_port)
-    status = threading.Thread(target=_status_lines, args=(counters, args.status_interval_s, bridge),
-                              daemon=True)
+    _LOGGER.info("Bridge %s:%s -> %s; health on http://127.0.0.1:%d/healthz", host, port, topic, server.server_port)
+    status = threading.Thread(target=_status_lines, args=(counters, args.status_interval_s, bridge), daemon=True)
     status.start()
     bridge.run()
     server.shutdown()

@@ -15,6 +15,7 @@ message again. Nothing is acknowledged that Pub/Sub did not take, so nothing is 
 crash of the bridge either; a message may be forwarded twice, and the pipeline drops the
 copy (its `seq`; Dataflow also by the `event_id` attribute).
 """
+
 import collections
 import contextlib
 import logging
@@ -46,9 +47,22 @@ def backoff_s(failures: int, cap_s: float, base_s: float = 0.5) -> float:
 class Forwarder:
     """The bridge's loop: connect, forward, and on any trouble start over from the broker."""
 
-    def __init__(self, *, host: str, port: int, username: str, secret: str, client_id: str,
-                 topic: str, publisher_factory: Callable, counters: Counters, max_in_flight: int = 100,
-                 publish_timeout_s: float = 30.0, max_backoff_s: float = 30.0, keepalive_s: int = 30):
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        username: str,
+        secret: str,
+        client_id: str,
+        topic: str,
+        publisher_factory: Callable,
+        counters: Counters,
+        max_in_flight: int = 100,
+        publish_timeout_s: float = 30.0,
+        max_backoff_s: float = 30.0,
+        keepalive_s: int = 30,
+    ):
         self._host, self._port = host, port
         self._username, self._secret, self._client_id = username, secret, client_id
         self._topic = topic
@@ -106,8 +120,11 @@ class Forwarder:
                 failures = 0
             failures += 1
             delay = backoff_s(failures, self._max_backoff_s)
-            _LOGGER.warning("Reconnecting in %.1fs (%s); unacknowledged messages wait at the broker",
-                            delay, self.counters.last_error or "connection lost")
+            _LOGGER.warning(
+                "Reconnecting in %.1fs (%s); unacknowledged messages wait at the broker",
+                delay,
+                self.counters.last_error or "connection lost",
+            )
             self.counters.add("reconnects")
             self._stopping.wait(delay)
 
@@ -116,10 +133,12 @@ class Forwarder:
         from paho.mqtt.enums import CallbackAPIVersion
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
+
         self._trouble.clear()
         self._publisher = self._publisher_factory()
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id,
-                             protocol=paho.MQTTv5, manual_ack=True)
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=paho.MQTTv5, manual_ack=True
+        )
         client.username_pw_set(self._username, self._secret)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -129,8 +148,7 @@ class Forwarder:
         properties.ReceiveMaximum = self._max_in_flight
         with self._lock:
             self._client = client
-        client.connect(self._host, self._port, keepalive=self._keepalive_s, clean_start=False,
-                       properties=properties)
+        client.connect(self._host, self._port, keepalive=self._keepalive_s, clean_start=False, properties=properties)
         client.loop_start()
 
     def _check_overdue(self) -> None:
@@ -178,8 +196,12 @@ class Forwarder:
         self.counters.connected = True
         if self._broker_trouble:
             self.counters.recovered()
-        _LOGGER.info("Connected to the broker at %s:%s (session %s)", self._host, self._port,
-                     "resumed" if flags.session_present else "new")
+        _LOGGER.info(
+            "Connected to the broker at %s:%s (session %s)",
+            self._host,
+            self._port,
+            "resumed" if flags.session_present else "new",
+        )
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if client is self._client and not self._stopping.is_set():
@@ -207,9 +229,14 @@ class Forwarder:
         device = mqtt.device_of_topic(message.topic)
         attributes = mqtt.event_attributes(device, message.payload) if device else {}
         try:
-            future = self._publisher.publish(self._topic, message.payload, ordering_key=device or "",
-                                             retry=self._retry, timeout=self._publish_timeout_s,
-                                             **attributes)
+            future = self._publisher.publish(
+                self._topic,
+                message.payload,
+                ordering_key=device or "",
+                retry=self._retry,
+                timeout=self._publish_timeout_s,
+                **attributes,
+            )
         except Exception as e:  # noqa: BLE001 - not forwarded: left unacknowledged, delivered again
             self.counters.add("publish_errors")
             self._failed(f"publish failed: {describe(e)}")
@@ -240,8 +267,9 @@ class Forwarder:
                 self._window.popleft()
                 acked.append(entry)
             current = self._client
-            while (self._held and len(self._window) + self._reserved < self._max_in_flight
-                   and not self._trouble.is_set()):
+            while (
+                self._held and len(self._window) + self._reserved < self._max_in_flight and not self._trouble.is_set()
+            ):
                 room.append(self._held.popleft())
                 self._reserved += 1
             self.counters.set_in_flight(len(self._window))
@@ -264,9 +292,21 @@ def transient_retry(timeout_s: float):
     """Retries a publish on transient errors for `timeout_s` in all; then the bridge reconnects."""
     from google.api_core import exceptions as gexc
     from google.api_core import retry as retries
-    return retries.Retry(predicate=retries.if_exception_type(
-        gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Aborted, gexc.InternalServerError,
-        gexc.ResourceExhausted, gexc.Unknown, gexc.Cancelled), initial=0.1, maximum=2.0, timeout=timeout_s)
+
+    return retries.Retry(
+        predicate=retries.if_exception_type(
+            gexc.ServiceUnavailable,
+            gexc.DeadlineExceeded,
+            gexc.Aborted,
+            gexc.InternalServerError,
+            gexc.ResourceExhausted,
+            gexc.Unknown,
+            gexc.Cancelled,
+        ),
+        initial=0.1,
+        maximum=2.0,
+        timeout=timeout_s,
+    )
 
 
 def _stop_quietly(publisher) -> None:

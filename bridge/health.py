@@ -1,9 +1,10 @@
 """The bridge's counters, and the health endpoint that serves them.
 
-  GET /healthz  200 {"status": "ok", ...counters} while connected to the broker and
-                forwarding; 503 {"status": "degraded", ...} otherwise (Pub/Sub failing,
-                broker away), so that a load balancer or systemd watchdog can act.
+GET /healthz  200 {"status": "ok", ...counters} while connected to the broker and
+              forwarding; 503 {"status": "degraded", ...} otherwise (Pub/Sub failing,
+              broker away), so that a load balancer or systemd watchdog can act.
 """
+
 import http.server
 import json
 import threading
@@ -49,12 +50,17 @@ class Counters:
     def snapshot(self) -> dict:
         with self._lock:
             healthy = self.connected and self.failing_since is None
-            return {"status": "ok" if healthy else "degraded", "connected": self.connected,
-                    **{name: getattr(self, name) for name in self.FIELDS},
-                    "in_flight": self.in_flight, "max_in_flight_seen": self.max_in_flight_seen,
-                    "failing_for_s": (round(time.monotonic() - self.failing_since, 1)
-                                      if self.failing_since is not None else 0.0),
-                    "last_error": self.last_error}
+            return {
+                "status": "ok" if healthy else "degraded",
+                "connected": self.connected,
+                **{name: getattr(self, name) for name in self.FIELDS},
+                "in_flight": self.in_flight,
+                "max_in_flight_seen": self.max_in_flight_seen,
+                "failing_for_s": (
+                    round(time.monotonic() - self.failing_since, 1) if self.failing_since is not None else 0.0
+                ),
+                "last_error": self.last_error,
+            }
 
 
 def serve(counters: Counters, port: int, host: str = "127.0.0.1") -> http.server.ThreadingHTTPServer:

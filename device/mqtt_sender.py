@@ -7,6 +7,7 @@ reason codes: not authorized, packet too large) keeps it. Like device/sender.py:
 capped exponential back-off with jitter, and a refusal before the first success is a
 configuration error that stops the publisher (exit 2) with every count kept.
 """
+
 import logging
 import threading
 import time
@@ -29,6 +30,7 @@ class _Connection:
     def __init__(self, host: str, port: int, device_id: str, secret: str, keepalive_s: int):
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
+
         self._acks = {}
         self._changed = threading.Condition()
         self._connack = None
@@ -68,8 +70,7 @@ class _Connection:
     def wait_ack(self, mid: int, deadline: float):
         """The PUBACK's reason code, or None if none came before `deadline` or the link broke."""
         with self._changed:
-            self._changed.wait_for(lambda: mid in self._acks or self.lost,
-                                   max(0.0, deadline - time.monotonic()))
+            self._changed.wait_for(lambda: mid in self._acks or self.lost, max(0.0, deadline - time.monotonic()))
             return self._acks.pop(mid, None)
 
     def close(self) -> None:
@@ -82,9 +83,20 @@ class _Connection:
 class MqttSender(OutboxDrain):
     """Drains the outbox to the broker in order; deletes rows only after a successful PUBACK."""
 
-    def __init__(self, outbox: Outbox, device_id: str, broker: str, secret: str, stats: Stats, *,
-                 window: int, publish_timeout_s: float, max_backoff_s: float,
-                 sign: Optional[Callable[[bytes], bytes]] = None, keepalive_s: int = 30):
+    def __init__(
+        self,
+        outbox: Outbox,
+        device_id: str,
+        broker: str,
+        secret: str,
+        stats: Stats,
+        *,
+        window: int,
+        publish_timeout_s: float,
+        max_backoff_s: float,
+        sign: Optional[Callable[[bytes], bytes]] = None,
+        keepalive_s: int = 30,
+    ):
         super().__init__(outbox, name="outbox-mqtt-sender", window=window)
         host, port = broker.rsplit(":", 1)
         self._host, self._port = host, int(port)
@@ -120,8 +132,9 @@ class MqttSender(OutboxDrain):
             for row, info in sent:
                 reason = connection.wait_ack(info.mid, deadline)
                 if reason is None:
-                    raise TimeoutError(f"no PUBACK within {self._timeout_s:g}s"
-                                       + (" (connection lost)" if connection.lost else ""))
+                    raise TimeoutError(
+                        f"no PUBACK within {self._timeout_s:g}s" + (" (connection lost)" if connection.lost else "")
+                    )
                 if reason.is_failure:
                     raise BrokerRefused(f"the broker refused a count on {self.topic}: {reason}")
                 acked.append(row.id)
@@ -163,8 +176,13 @@ class MqttSender(OutboxDrain):
             return False
         self._failures += 1
         if self._failures == 1:
-            _LOGGER.warning("Sending to the broker at %s:%s failed (%s); counts stay in the outbox and "
-                            "are retried with back-off up to %.0fs", self._host, self._port,
-                            describe_error(error), self._max_backoff_s)
+            _LOGGER.warning(
+                "Sending to the broker at %s:%s failed (%s); counts stay in the outbox and "
+                "are retried with back-off up to %.0fs",
+                self._host,
+                self._port,
+                describe_error(error),
+                self._max_backoff_s,
+            )
         self._wait(backoff_s(self._failures, self._max_backoff_s))
         return True

@@ -13,6 +13,7 @@ One process at a time owns an outbox file (an exclusive `flock` on
 
 Pure standard library (sqlite3): no Google client is needed to use it.
 """
+
 import contextlib
 import fcntl
 import logging
@@ -54,6 +55,7 @@ class OutboxError(RuntimeError):
 
 class Row(NamedTuple):
     """One count waiting in the outbox."""
+
     id: int
     device_id: str
     seq: int
@@ -74,8 +76,7 @@ class Outbox:
     deletes. Only local disk I/O happens under the lock, never network I/O.
     """
 
-    def __init__(self, path: str, max_rows: int = 100_000,
-                 on_full: Optional[Callable[[int], None]] = None):
+    def __init__(self, path: str, max_rows: int = 100_000, on_full: Optional[Callable[[int], None]] = None):
         if max_rows < 1:
             raise ValueError("max_rows must be at least 1")
         self.path = path
@@ -121,8 +122,9 @@ class Outbox:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             db.close()
-            raise OutboxError(f"outbox {path} has schema version {version}, newer than this "
-                              f"publisher's {SCHEMA_VERSION}")
+            raise OutboxError(
+                f"outbox {path} has schema version {version}, newer than this publisher's {SCHEMA_VERSION}"
+            )
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return db
@@ -149,9 +151,15 @@ class Outbox:
 
     # ---- the reader's side -------------------------------------------------------
 
-    def append(self, device_id: str, delta: int, event_time_us: int, *,
-               meta: Optional[Dict[str, str]] = None,
-               cancel: Optional[threading.Event] = None) -> Row:
+    def append(
+        self,
+        device_id: str,
+        delta: int,
+        event_time_us: int,
+        *,
+        meta: Optional[Dict[str, str]] = None,
+        cancel: Optional[threading.Event] = None,
+    ) -> Row:
         """Stores one count with the device's next seq; returns its row once committed.
 
         Blocks while the outbox is full (never drops a count). When `cancel` is
@@ -166,17 +174,19 @@ class Outbox:
             _LOGGER.warning("Outbox has room again after %.0fs: reading resumed", waited_s)
         with self._cond:
             with self._transaction() as db:
-                db.execute("INSERT INTO seqs (device_id, last_seq) VALUES (?, 0) "
-                           "ON CONFLICT (device_id) DO NOTHING", (device_id,))
+                db.execute(
+                    "INSERT INTO seqs (device_id, last_seq) VALUES (?, 0) ON CONFLICT (device_id) DO NOTHING",
+                    (device_id,),
+                )
                 db.execute("UPDATE seqs SET last_seq = last_seq + 1 WHERE device_id = ?", (device_id,))
-                seq = db.execute("SELECT last_seq FROM seqs WHERE device_id = ?",
-                                 (device_id,)).fetchone()[0]
+                seq = db.execute("SELECT last_seq FROM seqs WHERE device_id = ?", (device_id,)).fetchone()[0]
                 event_id = wire.event_id_for(device_id, seq)
                 created_us = wire.now_us()
                 cursor = db.execute(
                     "INSERT INTO outbox (device_id, seq, event_id, delta, event_time_us, created_us) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
-                    (device_id, seq, event_id, delta, event_time_us, created_us))
+                    (device_id, seq, event_id, delta, event_time_us, created_us),
+                )
                 for key, value in (meta or {}).items():
                     self._set_meta(db, key, value)
             self._pending += 1
@@ -203,8 +213,9 @@ class Outbox:
         """Up to `limit` rows, oldest first (each device's rows in seq order)."""
         with self._cond:
             rows = self._db.execute(
-                "SELECT id, device_id, seq, event_id, delta, event_time_us, created_us "
-                "FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
+                "SELECT id, device_id, seq, event_id, delta, event_time_us, created_us FROM outbox ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
         return [Row(*r) for r in rows]
 
     def delete(self, ids: Iterable[int]) -> int:
@@ -216,9 +227,10 @@ class Outbox:
             with self._transaction() as db:
                 removed = 0
                 for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-                    chunk = ids[start:start + 500]
+                    chunk = ids[start : start + 500]
                     removed += db.execute(
-                        f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk).rowcount
+                        f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                    ).rowcount
             self._pending -= removed
             self._cond.notify_all()
         return removed
@@ -255,8 +267,7 @@ class Outbox:
     def last_seq(self, device_id: str) -> int:
         """The last seq handed out to the device (0: none yet)."""
         with self._cond:
-            row = self._db.execute("SELECT last_seq FROM seqs WHERE device_id = ?",
-                                   (device_id,)).fetchone()
+            row = self._db.execute("SELECT last_seq FROM seqs WHERE device_id = ?", (device_id,)).fetchone()
         return row[0] if row else 0
 
     @staticmethod
@@ -287,5 +298,7 @@ class Outbox:
 
     @staticmethod
     def _set_meta(db, key: str, value: str) -> None:
-        db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
-                   "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, str(value)))
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, str(value)),
+        )

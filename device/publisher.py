@@ -33,6 +33,7 @@ devices did (device/mqtt_sender.py; a row leaves the outbox after the broker's P
 Depends on google-cloud-pubsub and paho-mqtt only (the `.[device]` extra): nothing here may
 import Beam or the Firestore client.
 """
+
 import argparse
 import logging
 import os
@@ -64,11 +65,19 @@ PUBSUB_SCOPE = "https://www.googleapis.com/auth/pubsub"
 
 # ---- reading ------------------------------------------------------------------------
 
+
 class Reader(threading.Thread):
     """Moves readings from the source into the outbox; blocks only on local disk or a full outbox."""
 
-    def __init__(self, source: Iterator[Reading], outbox: Outbox, device_id: str, stats: Stats,
-                 progress_key: Optional[str], halt: threading.Event):
+    def __init__(
+        self,
+        source: Iterator[Reading],
+        outbox: Outbox,
+        device_id: str,
+        stats: Stats,
+        progress_key: Optional[str],
+        halt: threading.Event,
+    ):
         super().__init__(name="source-reader", daemon=True)
         self._source = source
         self._outbox = outbox
@@ -95,16 +104,16 @@ class Reader(threading.Thread):
             self.done.set()
 
     def _store(self, reading: Reading) -> None:
-        meta = ({self._progress_key: str(reading.position)}
-                if self._progress_key and reading.position is not None else None)
+        meta = (
+            {self._progress_key: str(reading.position)} if self._progress_key and reading.position is not None else None
+        )
         if reading.error:
             self._stats.add("malformed")
             _LOGGER.warning("Skipped malformed input: %s", reading.error)
         elif reading.delta is not None:
             event_time_us = reading.event_time_us if reading.event_time_us is not None else wire.now_us()
             # The halt event also ends a wait for room: a count already read is stored.
-            self._outbox.append(self._device_id, reading.delta, event_time_us, meta=meta,
-                                cancel=self._halt)
+            self._outbox.append(self._device_id, reading.delta, event_time_us, meta=meta, cancel=self._halt)
             self._stats.add("read")
         elif meta:
             self._outbox.set_meta(self._progress_key, meta[self._progress_key])
@@ -114,6 +123,7 @@ def load_credentials(path: Optional[str], use_emulator: bool):
     """(credentials or None, their project or None); UsageError with a one-line reason."""
     import google.auth
     from google.auth import exceptions as auth_exc
+
     if path:
         if not os.path.isfile(path):
             raise UsageError(f"bad credentials file {path}: not found")
@@ -126,8 +136,10 @@ def load_credentials(path: Optional[str], use_emulator: bool):
     try:
         return google.auth.default(scopes=[PUBSUB_SCOPE])
     except auth_exc.DefaultCredentialsError:
-        raise UsageError("no Google credentials found: pass --credentials KEY.json, set up "
-                         "Application Default Credentials, or use --emulator HOST:PORT") from None
+        raise UsageError(
+            "no Google credentials found: pass --credentials KEY.json, set up "
+            "Application Default Credentials, or use --emulator HOST:PORT"
+        ) from None
 
 
 def resolve_topic(topic: str, project: Optional[str]) -> str:
@@ -160,10 +172,17 @@ class Publisher:
             key = f"replay:{os.path.realpath(args.replay_file)}"
             start = 0 if args.from_start else int(self.outbox.get_meta(key) or 0)
             if start:
-                _LOGGER.info("Resuming the replay of %s after line %d (--from_start starts over)",
-                             args.replay_file, start)
-            return replay_source(args.replay_file, speed=args.speed, retime=args.retime,
-                                 start_line=start, max_abs_delta=args.max_abs_delta, stop=self.halt), key
+                _LOGGER.info(
+                    "Resuming the replay of %s after line %d (--from_start starts over)", args.replay_file, start
+                )
+            return replay_source(
+                args.replay_file,
+                speed=args.speed,
+                retime=args.retime,
+                start_line=start,
+                max_abs_delta=args.max_abs_delta,
+                stop=self.halt,
+            ), key
         if args.source == "simulate":
             return simulate_source(args.device_id, args.seed, self.halt), None
         # Unbuffered: a line is consumed from the pipe only when it is about to be stored.
@@ -178,9 +197,14 @@ class Publisher:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        _LOGGER.info("Device %s publishing to %s; outbox %s holds %d counts, last seq %d",
-                     self.args.device_id, self.topic, self.outbox.path, self.outbox.pending(),
-                     self.outbox.last_seq(self.args.device_id))
+        _LOGGER.info(
+            "Device %s publishing to %s; outbox %s holds %d counts, last seq %d",
+            self.args.device_id,
+            self.topic,
+            self.outbox.path,
+            self.outbox.pending(),
+            self.outbox.last_seq(self.args.device_id),
+        )
         self.sender.start()
         self.reader.start()
         self._loop()
@@ -196,8 +220,11 @@ class Publisher:
 
     def _maybe_heartbeat(self) -> None:
         # Only into an empty outbox: a pile of liveness signals says nothing after an outage.
-        if (self.args.heartbeat_s and not self.outbox.pending()
-                and time.monotonic() - self.stats.last_append >= self.args.heartbeat_s):
+        if (
+            self.args.heartbeat_s
+            and not self.outbox.pending()
+            and time.monotonic() - self.stats.last_append >= self.args.heartbeat_s
+        ):
             self.outbox.append(self.args.device_id, 0, wire.now_us(), cancel=self.halt)
             self.stats.add("heartbeats")
 
@@ -212,8 +239,9 @@ class Publisher:
         self.sender.join(timeout=2)
         _LOGGER.info("Stopped: %s", self.stats.line(self.outbox))
         if self.outbox.pending():
-            _LOGGER.warning("%d counts stay in the outbox %s and go out at the next start",
-                            self.outbox.pending(), self.outbox.path)
+            _LOGGER.warning(
+                "%d counts stay in the outbox %s and go out at the next start", self.outbox.pending(), self.outbox.path
+            )
         if not (self.sender.is_alive() or self.reader.is_alive()):
             self.outbox.close()  # else the process exit closes it: every commit is on disk already
         if self.sender.fatal:
@@ -229,8 +257,7 @@ class Publisher:
         deadline = time.monotonic() + self.args.drain_timeout_s
         while not self.outbox.wait_until_empty(0.2):
             # A signal while draining after the end of the source cuts the drain short.
-            if (self.sender.fatal or time.monotonic() >= deadline
-                    or (self.signalled.is_set() and not by_signal)):
+            if self.sender.fatal or time.monotonic() >= deadline or (self.signalled.is_set() and not by_signal):
                 return False
         return True
 
@@ -249,23 +276,42 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             destination = f"mqtt://{args.broker}{mqtt.topic_for(args.device_id)}"
 
             def make_sender(outbox, stats):
-                return MqttSender(outbox, args.device_id, args.broker, secret, stats, window=window,
-                                  publish_timeout_s=args.publish_timeout_s,
-                                  max_backoff_s=args.max_backoff_s, sign=sign)
+                return MqttSender(
+                    outbox,
+                    args.device_id,
+                    args.broker,
+                    secret,
+                    stats,
+                    window=window,
+                    publish_timeout_s=args.publish_timeout_s,
+                    max_backoff_s=args.max_backoff_s,
+                    sign=sign,
+                )
         else:
             credentials, credentials_project = load_credentials(args.credentials, use_emulator)
-            project = (args.project or os.environ.get("GOOGLE_CLOUD_PROJECT") or credentials_project
-                       or (EMULATOR_PROJECT if use_emulator else None))
+            project = (
+                args.project
+                or os.environ.get("GOOGLE_CLOUD_PROJECT")
+                or credentials_project
+                or (EMULATOR_PROJECT if use_emulator else None)
+            )
             if cli.is_topic_path(args.topic) and not args.project:
                 project = None  # the full path names its project
             destination = resolve_topic(args.topic, project)
-            client_factory = make_client_factory(credentials, args.batch_max_messages,
-                                                 args.batch_max_latency_s)
+            client_factory = make_client_factory(credentials, args.batch_max_messages, args.batch_max_latency_s)
 
             def make_sender(outbox, stats):
-                return Sender(outbox, destination, client_factory, stats, window=window,
-                              publish_timeout_s=args.publish_timeout_s,
-                              max_backoff_s=args.max_backoff_s, sign=sign)
+                return Sender(
+                    outbox,
+                    destination,
+                    client_factory,
+                    stats,
+                    window=window,
+                    publish_timeout_s=args.publish_timeout_s,
+                    max_backoff_s=args.max_backoff_s,
+                    sign=sign,
+                )
+
         # After the transport's checks: a configuration error is reported before the warning
         # about a missing key. The senders above are made later, with this `sign`.
         signer = load_signer(args.private_key, args.device_id, args.key_id)
@@ -296,10 +342,13 @@ def _read_secret(path: Optional[str]) -> str:
 def load_signer(path: Optional[str], device_id: str, key_name: str):
     """The device's signer from its private key file (PEM), or None without one."""
     if not path:
-        _LOGGER.warning("No --private_key: counts are sent unsigned, and a pipeline with "
-                        "--device_auth=require (its default) refuses them")
+        _LOGGER.warning(
+            "No --private_key: counts are sent unsigned, and a pipeline with "
+            "--device_auth=require (its default) refuses them"
+        )
         return None
     from occupancy import identity  # the JOSE library only where a key is used
+
     try:
         mode = os.stat(path).st_mode & 0o077
     except OSError as e:
@@ -313,8 +362,9 @@ def load_signer(path: Optional[str], device_id: str, key_name: str):
 
 
 def _warn_full(max_rows: int) -> None:
-    _LOGGER.warning("Outbox full (%d counts waiting): reading paused until Pub/Sub takes some; "
-                    "no count is dropped", max_rows)
+    _LOGGER.warning(
+        "Outbox full (%d counts waiting): reading paused until Pub/Sub takes some; no count is dropped", max_rows
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The publisher's sender thread: drains the outbox to Pub/Sub in order and deletes a row only
 once Pub/Sub acknowledged it; capped exponential back-off with jitter while it cannot.
 """
+
 import contextlib
 import logging
 import random
@@ -14,6 +15,7 @@ _LOGGER = logging.getLogger(__name__)
 
 
 # ---- status -------------------------------------------------------------------------
+
 
 class Stats:
     """Counters the status line shows; updated by both threads."""
@@ -37,13 +39,16 @@ class Stats:
     def line(self, outbox: Outbox) -> str:
         pending, age = outbox.pending(), outbox.oldest_age_s()
         with self._lock:
-            return (f"published {self.published}, pending {pending}"
-                    + (f" (oldest {age:.0f}s)" if age is not None and pending else "")
-                    + f", read {self.read}, malformed {self.malformed}, heartbeats {self.heartbeats}, "
-                    f"last error: {self.last_error or 'none'}")
+            return (
+                f"published {self.published}, pending {pending}"
+                + (f" (oldest {age:.0f}s)" if age is not None and pending else "")
+                + f", read {self.read}, malformed {self.malformed}, heartbeats {self.heartbeats}, "
+                f"last error: {self.last_error or 'none'}"
+            )
 
 
 # ---- sending ------------------------------------------------------------------------
+
 
 def describe_error(error: BaseException) -> str:
     """One line: the exception's class and message (gRPC messages can be multi-line)."""
@@ -61,15 +66,19 @@ def _fatal_at_first_publish(error: BaseException, topic: str) -> Optional[str]:
     """The one-line reason to stop, for errors that mean the configuration is wrong."""
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exc
+
     if isinstance(error, gexc.NotFound):
         return f"topic {topic} does not exist"
     if isinstance(error, gexc.PermissionDenied):
-        return (f"permission denied publishing to {topic}: the device's account needs "
-                f"roles/pubsub.publisher on that topic ({describe_error(error)})")
+        return (
+            f"permission denied publishing to {topic}: the device's account needs "
+            f"roles/pubsub.publisher on that topic ({describe_error(error)})"
+        )
     # Not auth_exc.TransportError: a device that boots offline cannot reach the token
     # endpoint either, and that is an outage to wait out, not a configuration error.
     if isinstance(error, (gexc.Unauthenticated, auth_exc.DefaultCredentialsError)) or (
-            isinstance(error, auth_exc.RefreshError) and not getattr(error, "retryable", False)):
+        isinstance(error, auth_exc.RefreshError) and not getattr(error, "retryable", False)
+    ):
         return f"Pub/Sub rejected the credentials: {describe_error(error)}"
     if isinstance(error, gexc.InvalidArgument):
         return f"Pub/Sub refused to publish to {topic}: {describe_error(error)}"
@@ -127,9 +136,18 @@ class OutboxDrain(threading.Thread):
 class Sender(OutboxDrain):
     """Drains the outbox to Pub/Sub in order; deletes rows only after their publish is acknowledged."""
 
-    def __init__(self, outbox: Outbox, topic: str, client_factory: Callable, stats: Stats, *,
-                 window: int, publish_timeout_s: float, max_backoff_s: float,
-                 sign: Optional[Callable[[bytes], bytes]] = None):
+    def __init__(
+        self,
+        outbox: Outbox,
+        topic: str,
+        client_factory: Callable,
+        stats: Stats,
+        *,
+        window: int,
+        publish_timeout_s: float,
+        max_backoff_s: float,
+        sign: Optional[Callable[[bytes], bytes]] = None,
+    ):
         super().__init__(outbox, name="outbox-sender", window=window)
         # The device's signature over each payload (occupancy.identity.Signer.sign); None: unsigned.
         self._sign = sign
@@ -154,9 +172,16 @@ class Sender(OutboxDrain):
                 if self._sign is not None:
                     payload = self._sign(payload)
                 # retry=None: one attempt per call; this class does the retrying, with back-off.
-                futures.append(client.publish(self._topic, payload, ordering_key=row.device_id,
-                                              retry=None, timeout=self._publish_timeout_s,
-                                              **attributes))
+                futures.append(
+                    client.publish(
+                        self._topic,
+                        payload,
+                        ordering_key=row.device_id,
+                        retry=None,
+                        timeout=self._publish_timeout_s,
+                        **attributes,
+                    )
+                )
         except Exception as e:  # noqa: BLE001 - e.g. the client could not be created: retried like a failed publish
             error = e
         acked = []
@@ -203,13 +228,15 @@ class Sender(OutboxDrain):
         self._stats.error(describe_error(error))
         if self._failures == 1:
             self._failing_since = time.monotonic()
-            _LOGGER.warning("Publishing to %s failed (%s); counts stay in the outbox and are "
-                            "retried with back-off up to %.0fs", self._topic, describe_error(error),
-                            self._max_backoff_s)
+            _LOGGER.warning(
+                "Publishing to %s failed (%s); counts stay in the outbox and are retried with back-off up to %.0fs",
+                self._topic,
+                describe_error(error),
+                self._max_backoff_s,
+            )
         elif type(error) is not self._last_error_type:
             # A new kind of failure is news (e.g. reachable again, but the topic is gone).
-            _LOGGER.warning("Publishing to %s still fails, now with %s", self._topic,
-                            describe_error(error))
+            _LOGGER.warning("Publishing to %s still fails, now with %s", self._topic, describe_error(error))
         else:
             _LOGGER.debug("Publish attempt %d failed: %s", self._failures, describe_error(error))
         self._last_error_type = type(error)
@@ -218,10 +245,13 @@ class Sender(OutboxDrain):
 
     def _recovered(self) -> None:
         if self._failures:
-            _LOGGER.info("Publishing to %s works again after %.0fs and %d failed attempts; "
-                         "%d counts still pending", self._topic,
-                         time.monotonic() - self._failing_since, self._failures,
-                         self._outbox.pending())
+            _LOGGER.info(
+                "Publishing to %s works again after %.0fs and %d failed attempts; %d counts still pending",
+                self._topic,
+                time.monotonic() - self._failing_since,
+                self._failures,
+                self._outbox.pending(),
+            )
         self._failures = 0
         self._last_error_type = None
 
@@ -233,12 +263,13 @@ def make_client_factory(credentials, batch_max_messages: int, batch_max_latency_
     def create():
         kwargs = {"credentials": credentials} if credentials is not None else {}
         return pubsub_v1.PublisherClient(
-            batch_settings=pubsub_v1.types.BatchSettings(max_messages=batch_max_messages,
-                                                         max_latency=batch_max_latency_s),
+            batch_settings=pubsub_v1.types.BatchSettings(
+                max_messages=batch_max_messages, max_latency=batch_max_latency_s
+            ),
             # Ordering: a failed batch fails every later one of the device, so what Pub/Sub
             # has acknowledged is always a prefix of the outbox, in seq order.
             publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
-            **kwargs)
+            **kwargs,
+        )
+
     return create
-
-

@@ -4,6 +4,7 @@ simulated door; each yields Readings for the publisher's reader thread (device/p
 Depends on nothing outside the standard library and occupancy.wire (the `simulate`
 source alone imports sim.simulator, a development aid, not part of a device install).
 """
+
 import contextlib
 import json
 import threading
@@ -23,6 +24,7 @@ class UsageError(Exception):
 
 
 # ---- parsing what the sources deliver --------------------------------------------
+
 
 def parse_count_line(text: str, max_abs_delta: int = DEFAULT_MAX_ABS_DELTA) -> Optional[int]:
     """The delta of one stdin line, None for a blank or `#` comment line; ValueError if malformed.
@@ -84,7 +86,7 @@ def parse_replay_line(text: str, max_abs_delta: int = DEFAULT_MAX_ABS_DELTA):
         except ValueError as e:
             raise ValueError(f"invalid JSON: {e}") from None
         if not isinstance(obj, dict) or "event_time" not in obj or "delta" not in obj:
-            raise ValueError(f"expected {{\"event_time\": ..., \"delta\": ...}}: {text!r}")
+            raise ValueError(f'expected {{"event_time": ..., "delta": ...}}: {text!r}')
         time_value, delta = obj["event_time"], obj["delta"]
         if not isinstance(delta, int) or isinstance(delta, bool):
             raise ValueError(f"delta must be an integer: {text!r}")
@@ -106,12 +108,14 @@ def parse_replay_line(text: str, max_abs_delta: int = DEFAULT_MAX_ABS_DELTA):
 
 # ---- sources ------------------------------------------------------------------------
 
+
 class Reading(NamedTuple):
     """What a source yields: a count, a malformed input (`error`), or progress only.
 
     `event_time_us` None means "now, when stored". `position` is a replay's
     line number, stored with the count so that a restart resumes after it.
     """
+
     delta: Optional[int] = None
     event_time_us: Optional[int] = None
     error: str = ""
@@ -140,8 +144,9 @@ def stdin_source(stream, max_abs_delta: int, stop: threading.Event) -> Iterator[
             yield Reading(delta)
 
 
-def replay_source(path: str, *, speed: float, retime: bool, start_line: int,
-                  max_abs_delta: int, stop: threading.Event) -> Iterator[Reading]:
+def replay_source(
+    path: str, *, speed: float, retime: bool, start_line: int, max_abs_delta: int, stop: threading.Event
+) -> Iterator[Reading]:
     """The counts of a `time,delta` CSV or JSON Lines log, paced like the original / `speed`.
 
     Event times are the log's own unless `retime`, which stamps each count with
@@ -180,6 +185,7 @@ SIMULATED_DOOR_CAPACITY = 80
 def simulate_source(device_id: str, seed: int, stop: threading.Event) -> Iterator[Reading]:
     """Realistic station bursts for one door, in real time, from sim/simulator.py's model."""
     from sim import simulator  # only this source needs it (a development aid)
+
     spec = simulator.TrainSpec(device_id, SIMULATED_DOOR_CAPACITY, device_id, (device_id,))
     # No injected faults and no reset: this is one honest door; the outbox assigns the seqs.
     config = simulator.SimConfig(faults=simulator.FaultRates(0.0, 0.0, 0.0), reset_at_start=False)
@@ -190,5 +196,3 @@ def simulate_source(device_id: str, seed: int, stop: threading.Event) -> Iterato
         if stop.wait(max(0.0, started + message.send_at - time.monotonic())):
             return
         yield Reading(json.loads(message.payload)["delta"])
-
-

@@ -1,4 +1,5 @@
 """python -m faults: see faults/run.py."""
+
 import sys
 
 from faults.run import main

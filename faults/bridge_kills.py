@@ -9,6 +9,7 @@ over MQTT from a door's own credential. Expected: realtime = the sensors' counts
 door's seqs continuous, 0 lost, 0 double counted, the three hostile payloads dead letters,
 the bridge alive and healthy at the end.
 """
+
 import os
 import random
 import subprocess
@@ -36,17 +37,41 @@ class Bridge:
 
     def __init__(self, broker: Broker, proxy: Proxy, topic: str, secret_file: str, work_dir: str):
         self.health_port = free_port()
-        self.command = [sys.executable, "-m", "bridge", "--broker", broker.host_port, "--secret_file", secret_file,
-                        "--topic", topic, "--project", PROJECT, "--emulator", proxy.host_port,
-                        "--health_port", str(self.health_port), "--max_backoff_s", "1",
-                        "--publish_timeout_s", "5", "--status_interval_s", "5"]
+        self.command = [
+            sys.executable,
+            "-m",
+            "bridge",
+            "--broker",
+            broker.host_port,
+            "--secret_file",
+            secret_file,
+            "--topic",
+            topic,
+            "--project",
+            PROJECT,
+            "--emulator",
+            proxy.host_port,
+            "--health_port",
+            str(self.health_port),
+            "--max_backoff_s",
+            "1",
+            "--publish_timeout_s",
+            "5",
+            "--status_interval_s",
+            "5",
+        ]
         self.log = os.path.join(work_dir, "bridge.log")
         self.process = None
 
     def start(self):
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+            self.process = subprocess.Popen(
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            )
 
     def kill(self):
         self.process.kill()
@@ -73,11 +98,19 @@ def setup_credentials(scenario, broker: Broker, devices, work_dir: str) -> str:
     bridge_secret = os.path.join(work_dir, "bridge.secret")
     if not os.path.exists(bridge_secret):
         mqtt_commands.write_secret_file(bridge_secret)
-    mqtt_commands.register_bridge(scenario.client, "devices", mqtt.BRIDGE,
-                                  mqtt_commands.read_secret_file(bridge_secret))
-    mqtt_commands.sync_once(scenario.client, types.SimpleNamespace(
-        devices_collection="devices", timeout=30, password_file=broker.password_file,
-        acl_file=broker.acl_file, pid_file=broker.pid_file))
+    mqtt_commands.register_bridge(
+        scenario.client, "devices", mqtt.BRIDGE, mqtt_commands.read_secret_file(bridge_secret)
+    )
+    mqtt_commands.sync_once(
+        scenario.client,
+        types.SimpleNamespace(
+            devices_collection="devices",
+            timeout=30,
+            password_file=broker.password_file,
+            acl_file=broker.acl_file,
+            pid_file=broker.pid_file,
+        ),
+    )
     return bridge_secret
 
 
@@ -101,9 +134,20 @@ def run(context, short: bool) -> dict:
         pipeline = scenario.start_pipeline()
         scenario.warm_up(pipeline)
         for device in devices:
-            door = Door(scenario, device, device.split("-")[0], context.work_dir, transport_args=[
-                "--transport", "mqtt", "--broker", broker.host_port,
-                "--mqtt_secret_file", os.path.join(context.work_dir, f"{device}.secret")])
+            door = Door(
+                scenario,
+                device,
+                device.split("-")[0],
+                context.work_dir,
+                transport_args=[
+                    "--transport",
+                    "mqtt",
+                    "--broker",
+                    broker.host_port,
+                    "--mqtt_secret_file",
+                    os.path.join(context.work_dir, f"{device}.secret"),
+                ],
+            )
             doors.append(door)
             door.start()
             door.count(100)  # a margin: no arrival order reaches the clamp at 0
@@ -128,10 +172,12 @@ def run(context, short: bool) -> dict:
                 proxy.cut()
                 cut_until = time.monotonic() + cut_s
             elif event == "hostile":
-                sender = MqttClient(broker, doors[0].device,
-                                    mqtt_commands.read_secret_file(os.path.join(context.work_dir,
-                                                                                f"{doors[0].device}.secret")),
-                                    client_id=f"{doors[0].device}-hostile")
+                sender = MqttClient(
+                    broker,
+                    doors[0].device,
+                    mqtt_commands.read_secret_file(os.path.join(context.work_dir, f"{doors[0].device}.secret")),
+                    client_id=f"{doors[0].device}-hostile",
+                )
                 for payload in HOSTILE:
                     sender.publish(mqtt.topic_for(doors[0].device), payload)
                 sender.close()
@@ -156,12 +202,22 @@ def run(context, short: bool) -> dict:
         status, health = bridge.health()
         alive = bridge.process.poll() is None and status == 200
         return scenario.result(
-            recovery, bridge_kills=done["kill"], broker_restarts=done["broker_restart"], pubsub_cut_s=cut_s,
-            hostile_dead_letters=dead, bridge_alive=alive, bridge_counters=health, seqs_continuous=continuous,
-            passed=continuous and alive and dead == len(HOSTILE) and codes == [0] * len(doors)
+            recovery,
+            bridge_kills=done["kill"],
+            broker_restarts=done["broker_restart"],
+            pubsub_cut_s=cut_s,
+            hostile_dead_letters=dead,
+            bridge_alive=alive,
+            bridge_counters=health,
+            seqs_continuous=continuous,
+            passed=continuous
+            and alive
+            and dead == len(HOSTILE)
+            and codes == [0] * len(doors)
             and done["kill"] == kills,
             notes=f"{done['kill']} bridge SIGKILLs, 1 broker restart, Pub/Sub cut {cut_s} s; "
-                  f"{len(HOSTILE)} hostile MQTT payloads -> {dead} dead letters; bridge healthy: {alive}")
+            f"{len(HOSTILE)} hostile MQTT payloads -> {dead} dead letters; bridge healthy: {alive}",
+        )
     finally:
         kill_running(doors)
         if bridge is not None:

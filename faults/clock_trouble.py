@@ -10,6 +10,7 @@ counts arrive exactly at the daily reset boundary (the pipeline runs with --dail
   exactly at it belongs to the new day (applied after the reset).
 The DST day of --daily_reset in Europe/Vienna is covered by tests/test_fold.py (pure).
 """
+
 import datetime
 
 from faults.harness import Scenario
@@ -62,9 +63,12 @@ def run(context, short: bool) -> dict:
         devices.send(30, interval_s=0.1)
         recovery = scenario.wait_exact(pipeline, timeout_s=120)
         dead = scenario.dead_letters()
-        return scenario.result(recovery, future_dead_letters=dead.get(wire.FUTURE_TIMESTAMP, 0),
-                               passed=dead.get(wire.FUTURE_TIMESTAMP, 0) == len(future),
-                               notes="back 1 h: counted late; forward 10 min: future_timestamp dead letters "
-                                     f"({len(future)}); daily reset at {boundary:%H:%M} UTC")
+        return scenario.result(
+            recovery,
+            future_dead_letters=dead.get(wire.FUTURE_TIMESTAMP, 0),
+            passed=dead.get(wire.FUTURE_TIMESTAMP, 0) == len(future),
+            notes="back 1 h: counted late; forward 10 min: future_timestamp dead letters "
+            f"({len(future)}); daily reset at {boundary:%H:%M} UTC",
+        )
     finally:
         scenario.close()

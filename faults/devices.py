@@ -1,6 +1,7 @@
 """The fault scenarios' door devices: they sign and publish counts, keep what they sent (the
 ground truth, faults/harness.py), and send again what they cannot see applied in `realtime`;
 and the heartbeats that keep the local runner's watermark moving."""
+
 import collections
 import random
 import threading
@@ -26,6 +27,7 @@ class Devices:
 
     def __init__(self, topic: str, trains: Dict[str, List[str]], seed: int = 0):
         from google.cloud import pubsub_v1
+
         self.publisher = pubsub_v1.PublisherClient()
         self.topic = topic
         self.trains = trains
@@ -33,8 +35,8 @@ class Devices:
         self.random = random.Random(seed)
         self.seqs = collections.Counter()
         self.truth = collections.Counter()
-        self.sent: List[Message] = []          # distinct messages, in creation order
-        self.published = 0                     # every publish, duplicates and re-publishes too
+        self.sent: List[Message] = []  # distinct messages, in creation order
+        self.published = 0  # every publish, duplicates and re-publishes too
         self.last_t_us = 0
         # Alightings never take a train's truth below this: with a margin, events that the
         # pipeline applies late (re-published after a crash) cannot hit the clamp at zero,
@@ -49,15 +51,17 @@ class Devices:
         payload, attributes = wire.encode_event(device, delta, t_us, seq)
         return self.keys.sign(device, payload), attributes
 
-    def make(self, device: Optional[str] = None, delta: Optional[int] = None,
-             t_us: Optional[int] = None) -> Message:
+    def make(self, device: Optional[str] = None, delta: Optional[int] = None, t_us: Optional[int] = None) -> Message:
         """The next message of a device (a random one, a random delta that keeps truth >= 0)."""
         with self.lock:
             device = device or self.random.choice(sorted(self.train_of))
             train = self.train_of[device]
             if delta is None:
-                delta = self.random.choice([1, 2, 3, 4]) if self.random.random() < 0.6 else \
-                    -min(max(0, self.truth[train] - self.floor), self.random.choice([1, 2, 3]))
+                delta = (
+                    self.random.choice([1, 2, 3, 4])
+                    if self.random.random() < 0.6
+                    else -min(max(0, self.truth[train] - self.floor), self.random.choice([1, 2, 3]))
+                )
             self.truth[train] += delta
             self.seqs[device] += 1
             seq = self.seqs[device]

@@ -4,6 +4,7 @@ Messages are made in groups whose event times span less than the reorder delay
 (1 s); each group is published three times over, shuffled. Expected: counts exact,
 every duplicate dropped by its (device, seq).
 """
+
 import random
 
 from faults.harness import Scenario
@@ -28,7 +29,8 @@ def run(context, short: bool) -> dict:
             for future in futures:
                 future.result(timeout=60)
         recovery = scenario.wait_exact(pipeline, timeout_s=120)
-        return scenario.result(recovery, deliveries_per_message=3,
-                               notes="each message 3 times, shuffled within 0.24 s of event time")
+        return scenario.result(
+            recovery, deliveries_per_message=3, notes="each message 3 times, shuffled within 0.24 s of event time"
+        )
     finally:
         scenario.close()

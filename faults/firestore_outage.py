@@ -5,6 +5,7 @@ transient errors and are retried (--write_retry_deadline_s=120), then the
 runner retries the bundle. Expected: nothing lost, nothing counted twice, and
 realtime exact soon after Firestore is back (recovery = from its return).
 """
+
 import time
 
 from faults.harness import Scenario
@@ -28,9 +29,13 @@ def run(context, short: bool) -> dict:
         recovery = scenario.wait_exact(pipeline, timeout_s=180)
         with open(pipeline.log_path, errors="replace") as f:
             retries = sum("Transient Firestore error" in line for line in f)
-        return scenario.result(recovery, outage_s=outage_s, write_retries_logged=retries,
-                               passed=retries > 0,  # the outage did reach the pipeline's writes
-                               notes=f"Firestore cut for {outage_s} s; recovery counted from its return")
+        return scenario.result(
+            recovery,
+            outage_s=outage_s,
+            write_retries_logged=retries,
+            passed=retries > 0,  # the outage did reach the pipeline's writes
+            notes=f"Firestore cut for {outage_s} s; recovery counted from its return",
+        )
     finally:
         context.proxy.restore()
         scenario.close()

@@ -9,6 +9,7 @@ number of its distinct non-zero messages. The pipeline's side: `realtime/{train}
 (count) and the sum of `events` over the train's `history` documents (every applied
 event lands in exactly one bucket).
 """
+
 import collections
 import logging
 import os
@@ -27,8 +28,12 @@ from occupancy import registry
 from occupancy.store import make_client
 
 _LOGGER = logging.getLogger(__name__)
-PIPELINE_ARGS = ("--registry_refresh_s=5", "--reorder_delay_s=1", "--flush_interval_s=1",
-                 "--write_retry_deadline_s=120")
+PIPELINE_ARGS = (
+    "--registry_refresh_s=5",
+    "--reorder_delay_s=1",
+    "--flush_interval_s=1",
+    "--write_retry_deadline_s=120",
+)
 
 
 class Progress(threading.Thread):
@@ -63,8 +68,12 @@ class Progress(threading.Thread):
             if updated is not None and (oldest is None or updated < oldest):
                 oldest = updated
         lag = None if oldest is None else time.time() - oldest.timestamp()
-        return {"t_s": round(time.monotonic() - self.began, 1), "sent": sent, "applied": applied,
-                "lag_s": None if lag is None else round(lag, 1)}
+        return {
+            "t_s": round(time.monotonic() - self.began, 1),
+            "sent": sent,
+            "applied": applied,
+            "lag_s": None if lag is None else round(lag, 1),
+        }
 
     def run(self):
         while not self.halt.wait(self.interval_s):
@@ -74,8 +83,14 @@ class Progress(threading.Thread):
                 _LOGGER.warning("%s: progress sample failed: %s", self.scenario.name, e)
                 continue
             self.samples.append(sample)
-            _LOGGER.info("%s: %.0f s, sent %d, applied %d, behind %s s", self.scenario.name,
-                         sample["t_s"], sample["sent"], sample["applied"], sample["lag_s"])
+            _LOGGER.info(
+                "%s: %.0f s, sent %d, applied %d, behind %s s",
+                self.scenario.name,
+                sample["t_s"],
+                sample["sent"],
+                sample["applied"],
+                sample["lag_s"],
+            )
 
     def stop(self) -> List[dict]:
         self.halt.set()
@@ -99,16 +114,20 @@ class Scenario:
             for device in devices + [f"hb-{train}"]:
                 registry.register_device(self.client, "devices", device, train, device.split("-", 1)[-1])
         self.devices = Devices(stack.topic_path(PROJECT, self.topic_name), fleet, seed)
-        self.devices.keys.register(self.client, "devices",
-                                   [d for devices in fleet.values() for d in devices] + [f"hb-{t}" for t in fleet],
-                                   control_trains=["*"])
+        self.devices.keys.register(
+            self.client,
+            "devices",
+            [d for devices in fleet.values() for d in devices] + [f"hb-{t}" for t in fleet],
+            control_trains=["*"],
+        )
         self.heartbeats = Heartbeats(self.devices)
         self.processes = []
 
     def start_pipeline(self, *extra_args: str):
         log_path = os.path.join(self.context.work_dir, f"{self.name}-{len(self.processes)}.log")
-        process = stack.start_pipeline(PROJECT, self.subscription, *PIPELINE_ARGS, *extra_args,
-                                       env=self.context.pipeline_env, log_path=log_path)
+        process = stack.start_pipeline(
+            PROJECT, self.subscription, *PIPELINE_ARGS, *extra_args, env=self.context.pipeline_env, log_path=log_path
+        )
         process.log_path = log_path
         self.processes.append(process)
         return process
@@ -127,6 +146,7 @@ class Scenario:
                 return True
             doc = self.client.collection("realtime").document(train).get().to_dict() or {}
             return ((doc.get("devices_seen") or {}).get(probe.device) or {}).get("seq", 0) >= probe.seq
+
         stack.wait_for(applied, timeout_s, what=f"{self.name}: the pipeline's first writes")
         if process.poll() is not None:
             raise RuntimeError(f"{self.name}: the pipeline died:\n{tail(process)}")
@@ -137,9 +157,13 @@ class Scenario:
         for _train, doors in self.devices.trains.items():
             for _ in range(people // 100):
                 self.devices.publish(self.devices.make(doors[0], 100))
-        stack.wait_for(lambda: process.poll() is not None or all(
-            (self.realtime().get(t) or 0) >= people for t in self.devices.trains), 60,
-            what=f"{self.name}: the primed counts")
+        stack.wait_for(
+            lambda: (
+                process.poll() is not None or all((self.realtime().get(t) or 0) >= people for t in self.devices.trains)
+            ),
+            60,
+            what=f"{self.name}: the primed counts",
+        )
         self.devices.floor = people - 50
 
     def start_primed(self):
@@ -163,13 +187,18 @@ class Scenario:
         return {t: events.get(t, 0) for t in self.devices.trains}
 
     def dead_letters(self) -> Dict[str, int]:
-        return dict(collections.Counter((d.to_dict() or {}).get("reason") for d in
-                                        self.client.collection("dead_letters").stream()))
+        return dict(
+            collections.Counter(
+                (d.to_dict() or {}).get("reason") for d in self.client.collection("dead_letters").stream()
+            )
+        )
 
     def exact(self) -> bool:
         realtime = self.realtime()
-        return (all(realtime.get(t) == self.devices.truth[t] for t in self.devices.trains)
-                and self.applied_events() == self.devices.expected_events())
+        return (
+            all(realtime.get(t) == self.devices.truth[t] for t in self.devices.trains)
+            and self.applied_events() == self.devices.expected_events()
+        )
 
     def wait_exact(self, process, timeout_s: float) -> Optional[float]:
         """Seconds until realtime and history match the truth, or None if they never do."""
@@ -217,13 +246,22 @@ class Scenario:
         dead = self.dead_letters()
         dead_total = sum(dead.values()) if dead_lettered is None else dead_lettered
         sent = self.devices.published
-        row = {"name": self.name, "sent": sent, "accepted": sent - dead_total, "dead_lettered": dead_total,
-               "dead_letter_reasons": dead, "lost": lost, "double_counted": double, "count_error": count_error,
-               "recovery_s": None if recovery_s is None else round(recovery_s, 1),
-               "distinct_count_messages": sum(expected.values())}
+        row = {
+            "name": self.name,
+            "sent": sent,
+            "accepted": sent - dead_total,
+            "dead_lettered": dead_total,
+            "dead_letter_reasons": dead,
+            "lost": lost,
+            "double_counted": double,
+            "count_error": count_error,
+            "recovery_s": None if recovery_s is None else round(recovery_s, 1),
+            "distinct_count_messages": sum(expected.values()),
+        }
         row.update(extra)
-        row["passed"] = bool(recovery_s is not None and lost == 0 and double == 0 and count_error == 0
-                             and row.get("passed", True))
+        row["passed"] = bool(
+            recovery_s is not None and lost == 0 and double == 0 and count_error == 0 and row.get("passed", True)
+        )
         return row
 
     def close(self) -> None:

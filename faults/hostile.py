@@ -9,6 +9,7 @@ dead letter with a reason: dead letters = hostile messages, the
 pipeline never crashes, and the good traffic around them (and after them) counts
 exactly.
 """
+
 import time
 
 from faults import payloads
@@ -23,11 +24,15 @@ def missing_dead_letters(scenario, drawn, examples: int = 5) -> list:
     import base64
     import collections
     import json
-    key = (lambda payload, attributes: (base64.b64encode(payload).decode("ascii"),
-                                        json.dumps(attributes, sort_keys=True)))
-    found = collections.Counter(key(base64.b64decode(d.get("payload") or ""), d.get("attributes") or {})
-                                for d in (doc.to_dict() or {} for doc in
-                                          scenario.client.collection("dead_letters").stream()))
+
+    key = lambda payload, attributes: (
+        base64.b64encode(payload).decode("ascii"),
+        json.dumps(attributes, sort_keys=True),
+    )
+    found = collections.Counter(
+        key(base64.b64decode(d.get("payload") or ""), d.get("attributes") or {})
+        for d in (doc.to_dict() or {} for doc in scenario.client.collection("dead_letters").stream())
+    )
     missing = []
     for payload, attributes in drawn:
         k = key(payload, attributes)
@@ -63,11 +68,13 @@ def run(context, short: bool) -> dict:
         reasons_ok = set(dead) <= set(wire.REASONS)
         all_accounted = sum(dead.values()) == len(drawn)
         missing = [] if all_accounted else missing_dead_letters(scenario, drawn)
-        return scenario.result(None if recovery is None else time.monotonic() - published_at,
-                               hostile=len(drawn), crashed=pipeline.poll() is not None,
-                               passed=reasons_ok and all_accounted and pipeline.poll() is None,
-                               notes=f"{len(drawn)} hostile payloads, all to be dead letters "
-                                     f"({sum(dead.values())} were)",
-                               **({"missing": missing} if missing else {}))
+        return scenario.result(
+            None if recovery is None else time.monotonic() - published_at,
+            hostile=len(drawn),
+            crashed=pipeline.poll() is not None,
+            passed=reasons_ok and all_accounted and pipeline.poll() is None,
+            notes=f"{len(drawn)} hostile payloads, all to be dead letters ({sum(dead.values())} were)",
+            **({"missing": missing} if missing else {}),
+        )
     finally:
         scenario.close()

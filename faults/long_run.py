@@ -22,6 +22,7 @@ Expected: counts exact (0 lost, 0 double) within the deadline (0 late), memory
 flat (the last tenth of the run within 10 % + 10 MB of the second tenth),
 per-train sizes at the end within 10 % of the 5-minute mark.
 """
+
 import pickle
 import time
 
@@ -40,9 +41,13 @@ STUCK_S, MAX_WAIT_S = 60, 1800
 def _sizes(scenario) -> dict:
     """Largest realtime document (storage bytes) and seeded TrainState (pickled bytes) over trains."""
     docs = {d.id: d.to_dict() or {} for d in scenario.client.collection("realtime").stream()}
-    return {"realtime_doc_bytes": max(documents.storage_size(f"realtime/{t}", d) for t, d in docs.items()),
-            "train_state_bytes": max(len(pickle.dumps(documents.state_from_documents(d, None, 1000),
-                                                      pickle.HIGHEST_PROTOCOL)) for d in docs.values())}
+    return {
+        "realtime_doc_bytes": max(documents.storage_size(f"realtime/{t}", d) for t, d in docs.items()),
+        "train_state_bytes": max(
+            len(pickle.dumps(documents.state_from_documents(d, None, 1000), pickle.HIGHEST_PROTOCOL))
+            for d in docs.values()
+        ),
+    }
 
 
 def sustained_rate(samples) -> float:
@@ -87,22 +92,32 @@ def run(context, short: bool, rate: int = RATE) -> dict:
         progress.stop()
         at_end = _sizes(scenario)
         tenth = max(1, len(samples) // 10)
-        early, late_rss = max(samples[tenth:2 * tenth]), max(samples[-tenth:])
+        early, late_rss = max(samples[tenth : 2 * tenth]), max(samples[-tenth:])
         flat = late_rss <= 1.10 * early + 10
         bounded = all(at_end[k] <= 1.10 * at_five[k] for k in at_end)
         sustained = sustained_rate(progress.samples)
         row = scenario.result(
-            recovery, simulated_minutes=minutes, rate=rate, late=late, wait_ended=ended,
-            drained_s=round(drained_s, 1), sustained_counts_per_s=round(sustained, 1),
-            rss_mb_early=early, rss_mb_late=late_rss, rss_mb_samples=len(samples),
-            sizes_at_5_min=at_five, sizes_at_end=at_end, progress=progress.samples,
+            recovery,
+            simulated_minutes=minutes,
+            rate=rate,
+            late=late,
+            wait_ended=ended,
+            drained_s=round(drained_s, 1),
+            sustained_counts_per_s=round(sustained, 1),
+            rss_mb_early=early,
+            rss_mb_late=late_rss,
+            rss_mb_samples=len(samples),
+            sizes_at_5_min=at_five,
+            sizes_at_end=at_end,
+            progress=progress.samples,
             passed=flat and bounded and late == 0,
             notes=f"{TRAINS} trains, {total:,} counts ({minutes} simulated min) at {rate}/s in "
-                  f"{published - began:.0f} s; {late:,} applied late (after {DEADLINE_S} s), wait ended "
-                  f"{ended} {drained_s:.0f} s after the last publish; pipeline RSS {early:.0f} -> "
-                  f"{late_rss:.0f} MB; largest realtime doc {at_five['realtime_doc_bytes']} -> "
-                  f"{at_end['realtime_doc_bytes']} B, TrainState {at_five['train_state_bytes']} -> "
-                  f"{at_end['train_state_bytes']} B")
+            f"{published - began:.0f} s; {late:,} applied late (after {DEADLINE_S} s), wait ended "
+            f"{ended} {drained_s:.0f} s after the last publish; pipeline RSS {early:.0f} -> "
+            f"{late_rss:.0f} MB; largest realtime doc {at_five['realtime_doc_bytes']} -> "
+            f"{at_end['realtime_doc_bytes']} B, TrainState {at_five['train_state_bytes']} -> "
+            f"{at_end['train_state_bytes']} B",
+        )
         return row
     finally:
         progress.halt.set()

@@ -1,6 +1,7 @@
 """A plain MQTT 5 client (paho), for what the real publisher would never send: another
 device's topic, a wrong secret, a hostile payload. The tests and the bridge_kills scenario
 use it."""
+
 from local import stack
 
 
@@ -10,9 +11,9 @@ class MqttClient:
     def __init__(self, broker, username: str, secret: str, client_id: str = None):
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
+
         self.connack, self.pubacks, self.messages, self.disconnects = None, {}, [], []
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or username,
-                                  protocol=paho.MQTTv5)
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or username, protocol=paho.MQTTv5)
         self.client.username_pw_set(username, secret)
         self.client.on_connect = lambda c, u, f, rc, p: setattr(self, "connack", rc)
         self.client.on_publish = lambda c, u, mid, rc, p: self.pubacks.__setitem__(mid, rc)

@@ -5,6 +5,7 @@ draw from the same strategy.
 
 A drawn message is (payload bytes, attributes dict, the event it must count as, or None).
 """
+
 import base64
 import json
 import string
@@ -16,19 +17,61 @@ from occupancy import identity, wire
 NOW_US = wire.parse_time("2026-11-24T07:30:00Z")
 GOOD_TIME = wire.format_time(NOW_US - 5_000_000)
 
-BAD_IDS = ["a/b", "..", ".", "__x__", "", " ", "a b", "x" * 129, "café", "a\n", "\nabc", "../../devices/x",
-           "d1/..", "%2F", "a\x00b", "__name__", "a" * 1_000_000]
-BAD_TIMES = ["", "yesterday", "2026-11-24", "2026-11-24T07:00:00", "0001-01-01T00:00:00Z",
-             "1970-01-01T00:00:00Z", "9999-12-31T23:59:59+00:00", "2026-13-40T99:99:99Z",
-             "2026-11-24T07:00:00+25:00", "2126-11-24T07:00:00Z", "1e308", "T" * 5000]
-BAD_NUMBERS = [None, True, False, 1.5, float("nan"), float("inf"), -float("inf"), "5", [], {}, 10 ** 30,
-               -(10 ** 30), 2 ** 63, -1]
+BAD_IDS = [
+    "a/b",
+    "..",
+    ".",
+    "__x__",
+    "",
+    " ",
+    "a b",
+    "x" * 129,
+    "café",
+    "a\n",
+    "\nabc",
+    "../../devices/x",
+    "d1/..",
+    "%2F",
+    "a\x00b",
+    "__name__",
+    "a" * 1_000_000,
+]
+BAD_TIMES = [
+    "",
+    "yesterday",
+    "2026-11-24",
+    "2026-11-24T07:00:00",
+    "0001-01-01T00:00:00Z",
+    "1970-01-01T00:00:00Z",
+    "9999-12-31T23:59:59+00:00",
+    "2026-13-40T99:99:99Z",
+    "2026-11-24T07:00:00+25:00",
+    "2126-11-24T07:00:00Z",
+    "1e308",
+    "T" * 5000,
+]
+BAD_NUMBERS = [
+    None,
+    True,
+    False,
+    1.5,
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+    "5",
+    [],
+    {},
+    10**30,
+    -(10**30),
+    2**63,
+    -1,
+]
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=50),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=50),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
-    max_leaves=20)
+    max_leaves=20,
+)
 
 
 def _dumps(value) -> bytes:
@@ -39,7 +82,7 @@ def _dumps(value) -> bytes:
 def mutated_event(draw):
     """A count or reset message with one or more fields broken (or none: then it is valid)."""
     kind = draw(st.sampled_from(["count", "count", "reset", "terminus", "x", None]))
-    obj = {"device_id": "d1", "delta": 1, "event_time": GOOD_TIME, "seq": draw(st.integers(0, 10 ** 6))}
+    obj = {"device_id": "d1", "delta": 1, "event_time": GOOD_TIME, "seq": draw(st.integers(0, 10**6))}
     if kind == "reset":
         obj = {"type": "reset", "train_id": "t-unregistered", "event_time": GOOD_TIME}
     elif kind not in ("count", None):
@@ -78,8 +121,19 @@ def huge_number(draw):
 @st.composite
 def legacy_csv(draw):
     delta = draw(st.sampled_from(["1", "-1", "+3", " 2 ", "1.5", "x", "", "99999999999999999999", "١"]))
-    time_text = draw(st.sampled_from(["2026-11-24 07:29:00.000000", "2026-11-24 07:29:00", "2026-11-24T07:29:00",
-                                      "0001-01-01 00:00:00", "9999-12-31 23:59:59.999999", "", "garbage"]))
+    time_text = draw(
+        st.sampled_from(
+            [
+                "2026-11-24 07:29:00.000000",
+                "2026-11-24 07:29:00",
+                "2026-11-24T07:29:00",
+                "0001-01-01 00:00:00",
+                "9999-12-31 23:59:59.999999",
+                "",
+                "garbage",
+            ]
+        )
+    )
     device = draw(st.sampled_from(["d1", "a/b", "", "__x__", "d1,extra"]))
     sep = draw(st.sampled_from([",", ";", ", "]))
     return sep.join([delta, time_text, device]).encode()
@@ -101,7 +155,7 @@ def forged_envelope(draw):
     """A signed-looking message that must not count: another key, another device's kid, no
     signature algorithm, a tampered payload, or three random base64url segments."""
     device = draw(st.sampled_from(_TARGETS))
-    delta, seq = draw(st.integers(1, 90)), draw(st.integers(1, 10 ** 6))
+    delta, seq = draw(st.integers(1, 90)), draw(st.integers(1, 10**6))
     payload = wire.encode_event(device, delta, NOW_US - 5_000_000, seq)[0]
     how = draw(st.sampled_from(["foreign_key", "other_kid", "alg_none", "tampered", "segments", "bad_kid"]))
     if how == "foreign_key":
@@ -124,7 +178,8 @@ attributes = st.dictionaries(
     | st.text(string.ascii_letters, min_size=1, max_size=10).filter(lambda k: not k.lower().startswith("goog")),
     st.sampled_from(["", "not a time", "2026-11-24T07:00:00Z", "0001-01-01T00:00:00Z", "9" * 1000])
     | st.text(max_size=30),
-    max_size=4)
+    max_size=4,
+)
 
 payloads = st.one_of(
     st.binary(max_size=300),
@@ -148,10 +203,12 @@ def draw(n: int, seed: int = 0, max_big: int = 5):
     """n (payload, attributes) pairs from the strategies, reproducibly; at most `max_big`
     payloads of 100 KB or more (they are slow to publish, and one shows the point)."""
     from hypothesis import HealthCheck, given, settings
+
     drawn, big = [], [0]
 
-    @settings(max_examples=n * 3, database=None, derandomize=True, deadline=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=n * 3, database=None, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck)
+    )
     @given(st.tuples(payloads, attributes))
     def collect(pair):
         payload, attrs = pair
@@ -164,5 +221,6 @@ def draw(n: int, seed: int = 0, max_big: int = 5):
         if not payload and not attrs:
             attrs = {"x": "1"}  # Pub/Sub refuses a message with neither
         drawn.append((payload, attrs))
+
     collect()
     return drawn

@@ -12,6 +12,7 @@ Re-published messages arrive after later ones were applied (late events): a trai
 is first primed with 200 people so that no arrival order can reach the clamp at 0,
 and the ground truth stays what the pipeline must show.
 """
+
 import time
 
 from faults.harness import Scenario
@@ -35,8 +36,11 @@ def run(context, short: bool) -> dict:
         restarted = time.monotonic()
         recovery, again = scenario.wait_exact_republishing(pipeline, restarted)
         republished += again
-        return scenario.result(recovery, kills=kills, republished=republished,
-                               notes=f"{kills} SIGKILLs; devices re-published {republished} messages "
-                                     "they could not see applied")
+        return scenario.result(
+            recovery,
+            kills=kills,
+            republished=republished,
+            notes=f"{kills} SIGKILLs; devices re-published {republished} messages they could not see applied",
+        )
     finally:
         scenario.close()

@@ -6,6 +6,7 @@ Firestore is unreachable (connection refused / reset); `restore()` listens
 again on the same port. The emulator behind it keeps its data, as Firestore
 does through a real outage (restarting the emulator itself would wipe it).
 """
+
 import logging
 import socket
 import threading

@@ -9,6 +9,7 @@ scenario reads the outbox's last seq to know). Expected: realtime = the sum of t
 accepted counts, every door's seqs continuous from 1 (no gap, none reused), 0 lost,
 0 double counted.
 """
+
 import os
 import random
 import subprocess
@@ -32,28 +33,50 @@ class Door:
         Pub/Sub topic on the emulator)."""
         self.scenario, self.device, self.train = scenario, device, train
         self.transport_args = transport_args or [
-            "--topic", scenario.topic_name, "--project", PROJECT, "--emulator", os.environ["PUBSUB_EMULATOR_HOST"]]
+            "--topic",
+            scenario.topic_name,
+            "--project",
+            PROJECT,
+            "--emulator",
+            os.environ["PUBSUB_EMULATOR_HOST"],
+        ]
         self.outbox = os.path.join(work_dir, f"{device}.sqlite")
         self.log = os.path.join(work_dir, f"{device}.log")
         self.key = scenario.devices.keys.write_private_key(device, os.path.join(work_dir, f"{device}.pem"))
-        self.counts = []      # what the sensor counted, in order
+        self.counts = []  # what the sensor counted, in order
         self.process = None
 
     def start(self):
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "device.publisher", "--device_id", self.device,
-                 *self.transport_args, "--outbox", self.outbox,
-                 "--max_backoff_s", "1", "--status_interval_s", "5", "--private_key", self.key],
-                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                [
+                    sys.executable,
+                    "-m",
+                    "device.publisher",
+                    "--device_id",
+                    self.device,
+                    *self.transport_args,
+                    "--outbox",
+                    self.outbox,
+                    "--max_backoff_s",
+                    "1",
+                    "--status_interval_s",
+                    "5",
+                    "--private_key",
+                    self.key,
+                ],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            )
 
     def accepted(self) -> int:
         return Outbox.peek(self.outbox)[1]
 
     def feed_pending(self):
         """Sends the sensor's counts the publisher has not accepted yet (all of them after a kill)."""
-        for delta in self.counts[self.accepted():]:
+        for delta in self.counts[self.accepted() :]:
             self.process.stdin.write(f"{delta:+d}\n".encode())
         self.process.stdin.flush()
 
@@ -118,8 +141,11 @@ def run(context, short: bool) -> dict:
         kill_at = set(rng.sample(range(10, steps), kills))  # random points, exactly `kills` of them
         for step in range(steps):
             door = rng.choice(doors)
-            delta = rng.choice([1, 2, 3]) if rng.random() < 0.5 or totals[door.train] < truth_floor + 3 \
+            delta = (
+                rng.choice([1, 2, 3])
+                if rng.random() < 0.5 or totals[door.train] < truth_floor + 3
                 else -rng.choice([1, 2, 3])
+            )
             door.count(delta)
             totals[door.train] += delta
             if step in kill_at:
@@ -133,10 +159,13 @@ def run(context, short: bool) -> dict:
         count_as_truth(scenario, doors)
         recovery = scenario.wait_exact(pipeline, timeout_s=120)
         continuous = seqs_continuous(scenario, doors)
-        return scenario.result(recovery, kills=done_kills, seqs_continuous=continuous,
-                               passed=continuous and codes == [0] * len(doors),
-                               notes=f"{done_kills} publisher SIGKILLs across {len(doors)} doors; "
-                                     f"seqs continuous: {continuous}")
+        return scenario.result(
+            recovery,
+            kills=done_kills,
+            seqs_continuous=continuous,
+            passed=continuous and codes == [0] * len(doors),
+            notes=f"{done_kills} publisher SIGKILLs across {len(doors)} doors; seqs continuous: {continuous}",
+        )
     finally:
         kill_running(doors)
         scenario.close()

@@ -16,6 +16,7 @@ subscription created again (as `make deploy-infra` would); the pipeline, whose
 subscription had vanished, restarted if it stopped; the devices re-publish
 what they cannot see applied. Expected: 0 lost, 0 double counted.
 """
+
 import time
 
 from faults.harness import Scenario
@@ -54,11 +55,16 @@ def run(context, short: bool) -> dict:
         scenario.devices.send(20, interval_s=0.05)
         recovery, again = scenario.wait_exact_republishing(pipeline, time.monotonic())
         republished += again
-        return scenario.result(recovery, down_s=down_s, held_by_devices=held,
-                               republished=republished, pipeline_survived=survived,
-                               notes=f"Pub/Sub emulator down {down_s} s and restarted empty; "
-                                     f"devices held {held} counts and re-published {republished} "
-                                     f"they could not see applied; the pipeline "
-                                     f"{'kept running' if survived else 'stopped and was restarted'}")
+        return scenario.result(
+            recovery,
+            down_s=down_s,
+            held_by_devices=held,
+            republished=republished,
+            pipeline_survived=survived,
+            notes=f"Pub/Sub emulator down {down_s} s and restarted empty; "
+            f"devices held {held} counts and re-published {republished} "
+            f"they could not see applied; the pipeline "
+            f"{'kept running' if survived else 'stopped and was restarted'}",
+        )
     finally:
         scenario.close()

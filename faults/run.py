@@ -7,6 +7,7 @@ one table and writes the results JSON:
    lost, double_counted, count_error, recovery_s, passed, ...}]}
 Exit code 1 when a scenario did not pass.
 """
+
 import argparse
 import datetime
 import json
@@ -36,11 +37,23 @@ from local.progress import Steps, last_durations
 
 _LOGGER = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCENARIOS = {m.NAME: m for m in (firestore_outage, pubsub_restart, pipeline_kills, two_writers,
-                                  publisher_kills, duplicate_storm, hostile, clock_trouble, bridge_kills, long_run)}
+SCENARIOS = {
+    m.NAME: m
+    for m in (
+        firestore_outage,
+        pubsub_restart,
+        pipeline_kills,
+        two_writers,
+        publisher_kills,
+        duplicate_storm,
+        hostile,
+        clock_trouble,
+        bridge_kills,
+        long_run,
+    )
+}
 SHORT = ("firestore_outage", "pipeline_kills", "duplicate_storm", "hostile_input")  # make test
-COLUMNS = ("name", "sent", "accepted", "dead_lettered", "lost", "double_counted", "count_error", "recovery_s",
-           "passed")
+COLUMNS = ("name", "sent", "accepted", "dead_lettered", "lost", "double_counted", "count_error", "recovery_s", "passed")
 
 
 class Context:
@@ -52,8 +65,10 @@ class Context:
         self.proxy = Proxy(self.firestore.host_port).start()
         # The harness reads Firestore directly; the pipeline goes through the proxy.
         os.environ.update({**self.firestore.env(), **self.pubsub.env()})
-        self.pipeline_env = {"FIRESTORE_EMULATOR_HOST": self.proxy.host_port,
-                             "PUBSUB_EMULATOR_HOST": self.pubsub.host_port}
+        self.pipeline_env = {
+            "FIRESTORE_EMULATOR_HOST": self.proxy.host_port,
+            "PUBSUB_EMULATOR_HOST": self.pubsub.host_port,
+        }
 
     def close(self):
         self.proxy.stop()
@@ -64,18 +79,27 @@ class Context:
 def table(rows) -> str:
     cells = [COLUMNS] + [tuple("-" if r.get(c) is None else str(r.get(c)) for c in COLUMNS) for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-             for row in cells]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells
+    ]
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m faults", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--short", action="store_true",
-                        help="The short form (make test): shorter outage, fewer kills, 1,000 hostile payloads.")
-    parser.add_argument("--scenarios", default=None,
-                        help="Comma-separated scenarios (default: all; with --short: "
-                             + ", ".join(SHORT) + "): " + ", ".join(SCENARIOS))
+    parser.add_argument(
+        "--short",
+        action="store_true",
+        help="The short form (make test): shorter outage, fewer kills, 1,000 hostile payloads.",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=None,
+        help="Comma-separated scenarios (default: all; with --short: "
+        + ", ".join(SHORT)
+        + "): "
+        + ", ".join(SCENARIOS),
+    )
     parser.add_argument("--output", default=os.path.join(HERE, "results.json"), help="Results JSON file.")
     args = parser.parse_args(argv)
     names = [n for n in (args.scenarios or ",".join(SHORT if args.short else SCENARIOS)).split(",") if n]
@@ -109,9 +133,13 @@ def main(argv=None) -> int:
         shutil.rmtree(work_dir, ignore_errors=True)
     else:  # the pipelines' logs, for whoever looks into the failure
         _LOGGER.warning("A scenario failed: the pipelines' logs are kept in %s", work_dir)
-    results = {"short": args.short, "machine": dict(machine(), python=platform.python_version()),
-               "started_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-               "duration_s": round(time.monotonic() - began, 1), "scenarios": rows}
+    results = {
+        "short": args.short,
+        "machine": dict(machine(), python=platform.python_version()),
+        "started_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "duration_s": round(time.monotonic() - began, 1),
+        "scenarios": rows,
+    }
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(results, f, indent=1, sort_keys=True)

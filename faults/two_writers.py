@@ -12,6 +12,7 @@ in realtime; the newer job counts each of those once.
 Expected: 0 lost, 0 double counted, every realtime document last written by
 the newer job, and the older job's log says it was fenced off.
 """
+
 import time
 
 from faults.harness import Scenario, tail
@@ -23,8 +24,7 @@ FENCED_LOG = "is written by a newer job"
 
 
 def _epochs(scenario) -> dict:
-    return {d.id: (d.to_dict() or {}).get(EPOCH_FIELD) for d in
-            scenario.client.collection("realtime").stream()}
+    return {d.id: (d.to_dict() or {}).get(EPOCH_FIELD) for d in scenario.client.collection("realtime").stream()}
 
 
 def run(context, short: bool) -> dict:
@@ -34,15 +34,20 @@ def run(context, short: bool) -> dict:
         old = scenario.start_primed()
         old_epoch = max(e for e in _epochs(scenario).values() if e)
         new = scenario.start_pipeline()  # the old job keeps running: two jobs, one subscription
-        stack.wait_for(lambda: new.poll() is not None or any(
-            (e or 0) > old_epoch for e in _epochs(scenario).values()), 120,
-            what=f"{NAME}: the second job's first writes")
+        stack.wait_for(
+            lambda: new.poll() is not None or any((e or 0) > old_epoch for e in _epochs(scenario).values()),
+            120,
+            what=f"{NAME}: the second job's first writes",
+        )
         if new.poll() is not None:
             raise RuntimeError(f"{NAME}: the second job died:\n{tail(new)}")
         scenario.devices.send(40 if short else 150, interval_s=0.05)  # both jobs take messages
         new_epoch = max(e for e in _epochs(scenario).values() if e)
-        stack.wait_for(lambda: all(e == new_epoch for e in _epochs(scenario).values()), 60,
-                       what=f"{NAME}: every train taken over by the second job")
+        stack.wait_for(
+            lambda: all(e == new_epoch for e in _epochs(scenario).values()),
+            60,
+            what=f"{NAME}: every train taken over by the second job",
+        )
         with open(old.log_path, errors="replace") as f:
             fenced = FENCED_LOG in f.read()
         scenario.kill(old)  # the operator cancels the older job
@@ -52,10 +57,14 @@ def run(context, short: bool) -> dict:
         recovery, again = scenario.wait_exact_republishing(new, stopped)
         republished += again
         newest_everywhere = set(_epochs(scenario).values()) == {new_epoch}
-        return scenario.result(recovery, republished=republished, old_job_fenced=fenced,
-                               passed=fenced and newest_everywhere,
-                               notes=f"two jobs on one subscription; the older was fenced off "
-                                     f"({fenced}) and stopped; devices re-published {republished} "
-                                     "messages they could not see applied")
+        return scenario.result(
+            recovery,
+            republished=republished,
+            old_job_fenced=fenced,
+            passed=fenced and newest_everywhere,
+            notes=f"two jobs on one subscription; the older was fenced off "
+            f"({fenced}) and stopped; devices re-published {republished} "
+            "messages they could not see applied",
+        )
     finally:
         scenario.close()

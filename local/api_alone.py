@@ -7,6 +7,7 @@ FIREBASE_AUTH_EMULATOR_HOST when they answer (e.g. those of a running
 `make run`), else starts them (and stops them at the end); creates the demo
 operator on the Auth emulator and serves the API in the foreground.
 """
+
 import argparse
 import os
 import sys
@@ -42,8 +43,11 @@ def main(argv=None) -> int:
         auth = _reuse_or_start(AuthEmulator(project=PROJECT), started)
         stack.create_operator(auth, *DEMO_OPERATOR)
         url = f"http://127.0.0.1:{args.port}"
-        print(f"[api] {url}  (OpenAPI docs: {url}/docs); operator sign-in: {DEMO_OPERATOR[0]} / "
-              f"{DEMO_OPERATOR[1]} on the Auth emulator at {auth.host_port}", flush=True)
+        print(
+            f"[api] {url}  (OpenAPI docs: {url}/docs); operator sign-in: {DEMO_OPERATOR[0]} / "
+            f"{DEMO_OPERATOR[1]} on the Auth emulator at {auth.host_port}",
+            flush=True,
+        )
         process = stack.start_api(PROJECT, args.port, *api_args)
         return process.wait()
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ accepts when FIREBASE_AUTH_EMULATOR_HOST is set. Like the gcloud emulators it
 runs in a process group of its own (firebase-tools starts a Java-free node
 process tree) and the whole group is stopped.
 """
+
 import json
 import logging
 import os
@@ -29,8 +30,10 @@ ENV_VAR = "FIREBASE_AUTH_EMULATOR_HOST"
 
 def firebase_path() -> pathlib.Path:
     if not FIREBASE.exists():
-        raise EmulatorError(f"firebase-tools not found at {FIREBASE}: run 'make install-firebase' "
-                            "(needs node and npm, e.g. apt-get install nodejs npm)")
+        raise EmulatorError(
+            f"firebase-tools not found at {FIREBASE}: run 'make install-firebase' "
+            "(needs node and npm, e.g. apt-get install nodejs npm)"
+        )
     return FIREBASE
 
 
@@ -50,16 +53,26 @@ class AuthEmulator:
         firebase = firebase_path()
         self._dir = tempfile.TemporaryDirectory(prefix="auth-emulator-")
         host, port = self.host_port.split(":")
-        config = {"emulators": {"auth": {"host": host, "port": int(port)}, "ui": {"enabled": False},
-                                "hub": {"host": host, "port": free_port()},
-                                "logging": {"host": host, "port": free_port()}}}
+        config = {
+            "emulators": {
+                "auth": {"host": host, "port": int(port)},
+                "ui": {"enabled": False},
+                "hub": {"host": host, "port": free_port()},
+                "logging": {"host": host, "port": free_port()},
+            }
+        }
         pathlib.Path(self._dir.name, "firebase.json").write_text(json.dumps(config))
         self._log = open(os.path.join(self._dir.name, "emulator.log"), "wb")
         env = dict(os.environ, FIREBASE_CLI_DISABLE_UPDATE_CHECK="true", CI="true")
         self._process = subprocess.Popen(
             [str(firebase), "emulators:start", "--only", "auth", "--project", self.project],
-            cwd=self._dir.name, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, start_new_session=True)
+            cwd=self._dir.name,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout_s
         while not is_up(self.host_port):
             if self._process.poll() is not None or time.monotonic() > deadline:
@@ -108,8 +121,9 @@ class AuthEmulator:
 
     def sign_in(self, email: str, password: str) -> str:
         """A fresh ID token (carrying the user's current custom claims)."""
-        data = self._call("accounts:signInWithPassword",
-                          {"email": email, "password": password, "returnSecureToken": True})
+        data = self._call(
+            "accounts:signInWithPassword", {"email": email, "password": password, "returnSecureToken": True}
+        )
         return data["idToken"]
 
     def lookup(self, email: str) -> str:
@@ -120,9 +134,16 @@ class AuthEmulator:
     def revoke(self, uid: str) -> None:
         """Revokes the user's tokens issued until now (what `auth.revoke_refresh_tokens` does)."""
         import time
-        self._call(f"projects/{self.project}/accounts:update",
-                   {"localId": uid, "validSince": str(int(time.time()))}, owner=True)
+
+        self._call(
+            f"projects/{self.project}/accounts:update",
+            {"localId": uid, "validSince": str(int(time.time()))},
+            owner=True,
+        )
 
     def set_claims(self, uid: str, claims: Optional[dict]) -> None:
-        self._call(f"projects/{self.project}/accounts:update",
-                   {"localId": uid, "customAttributes": json.dumps(claims or {})}, owner=True)
+        self._call(
+            f"projects/{self.project}/accounts:update",
+            {"localId": uid, "customAttributes": json.dumps(claims or {})},
+            owner=True,
+        )

@@ -6,6 +6,7 @@ sync` writes (occupancy/mqtt.py). `reload()` is what that sync does in productio
 which makes mosquitto re-read both files and disconnect clients no longer allowed.
 Production settings (TLS on 8883, sizes): docs/operations.md, "MQTT devices".
 """
+
 import getpass
 import logging
 import os
@@ -43,8 +44,10 @@ class BrokerError(RuntimeError):
 def mosquitto_path() -> str:
     path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
     if not path:
-        raise BrokerError("mosquitto not found: the MQTT broker comes from Debian's packages "
-                          "(make check-prereqs installs it as root; else: sudo apt-get install mosquitto)")
+        raise BrokerError(
+            "mosquitto not found: the MQTT broker comes from Debian's packages "
+            "(make check-prereqs installs it as root; else: sudo apt-get install mosquitto)"
+        )
     return path
 
 
@@ -104,9 +107,13 @@ connection_messages true
 
     def start(self, timeout_s: float = 15.0) -> "Broker":
         config = self._config()
-        self._process = subprocess.Popen([mosquitto_path(), "-c", config], stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                         start_new_session=True)
+        self._process = subprocess.Popen(
+            [mosquitto_path(), "-c", config],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout_s
         while not _accepts(self.port):
             if self._process.poll() is not None or time.monotonic() > deadline:
@@ -120,6 +127,7 @@ connection_messages true
         """Writes the password and ACL files for `users` (occupancy.mqtt.BrokerUser) and reloads:
         what `mqtt sync` does from the registry, for tests that need no registry."""
         from occupancy import mqtt
+
         passwords, acl = mqtt.broker_files(users)
         for path, text in ((self.password_file, passwords), (self.acl_file, acl)):
             with open(path, "w") as f:

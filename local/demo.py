@@ -28,6 +28,7 @@ head`, or `| tee` when Ctrl-C ends tee first) or the end of --duration stop
 everything this command started and exit 0; a pipeline that dies shows its
 log's tail and exits 1.
 """
+
 import argparse
 import contextlib
 import logging
@@ -92,8 +93,11 @@ class Demo:
 
     def start_emulators(self) -> None:
         wanted = []
-        for emulator in (Emulator("pubsub", project=PROJECT), Emulator("firestore", project=PROJECT),
-                         AuthEmulator(project=PROJECT)):
+        for emulator in (
+            Emulator("pubsub", project=PROJECT),
+            Emulator("firestore", project=PROJECT),
+            AuthEmulator(project=PROJECT),
+        ):
             kind = emulator.kind
             host = os.environ.get(emulator.env_var)
             if host and is_up(host):
@@ -129,41 +133,45 @@ class Demo:
             errors.append(e)
 
     def emulator_env(self) -> dict:
-        return {name: os.environ[name] for name in ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST",
-                                                    "FIREBASE_AUTH_EMULATOR_HOST")}
+        return {
+            name: os.environ[name]
+            for name in ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST")
+        }
 
     def create_pubsub(self) -> None:
         from google.cloud import pubsub_v1
+
         say(f"creating topic {TOPIC} and subscription {SUBSCRIPTION}...")
         subscriber = pubsub_v1.SubscriberClient()
         with subscriber:
             with contextlib.suppress(gexc.NotFound):
                 # Unread messages of an earlier run would replay its stale counts into this one.
-                subscriber.delete_subscription(
-                    subscription=stack.subscription_path(PROJECT, SUBSCRIPTION), timeout=30)
+                subscriber.delete_subscription(subscription=stack.subscription_path(PROJECT, SUBSCRIPTION), timeout=30)
         stack.ensure_topic(PROJECT, TOPIC, [SUBSCRIPTION])
 
     def load_fleet(self) -> None:
         self.client = make_client(PROJECT)
-        say(f"registering {len(self.fleet)} trains and "
-            f"{sum(len(t.devices) for t in self.fleet)} door devices...")
+        say(f"registering {len(self.fleet)} trains and {sum(len(t.devices) for t in self.fleet)} door devices...")
         for train in self.fleet:
             registry.set_train(self.client, TRAINS, train.train_id, train.capacity, train.name)
             for device_id in train.devices:
-                door = device_id[len(train.train_id) + 1:]
+                door = device_id[len(train.train_id) + 1 :]
                 try:
                     registry.register_device(self.client, DEVICES, device_id, train.train_id, door)
                 except registry.RegistryError:
                     # Moved to another train by hand in an earlier session: the demo takes it back.
                     registry.assign_device(self.client, DEVICES, device_id, train.train_id)
                     registry.register_device(self.client, DEVICES, device_id, train.train_id, door)
-            say(f"  {train.train_id:7} {train.name} (capacity {train.capacity}): "
-                + ", ".join(train.devices))
+            say(f"  {train.train_id:7} {train.name} (capacity {train.capacity}): " + ", ".join(train.devices))
         # Each simulated device signs with a key pair made now (the private halves never leave
         # this process); resets are signed by the operator's control key.
         self.keys = Keyring()
-        self.keys.register(self.client, DEVICES, [d for train in self.fleet for d in train.devices],
-                           control_trains=[train.train_id for train in self.fleet])
+        self.keys.register(
+            self.client,
+            DEVICES,
+            [d for train in self.fleet for d in train.devices],
+            control_trains=[train.train_id for train in self.fleet],
+        )
         say(f"registered a fresh Ed25519 key for each device and the control principal {CONTROL_ID}")
         self.dead_letters_before = sum((count_dead_letters(self.client) or {}).values())
 
@@ -172,8 +180,9 @@ class Demo:
         self.log_path.write_bytes(b"")  # this run's log only: its tail is what a failure shows
         say("starting the pipeline (python -m pipeline.main, BundleBasedDirectRunner)...")
         say(f"pipeline log: {relative(self.log_path)}")
-        self.pipeline = stack.start_pipeline(PROJECT, SUBSCRIPTION, *PIPELINE_ARGS,
-                                             env=self.emulator_env(), log_path=str(self.log_path))
+        self.pipeline = stack.start_pipeline(
+            PROJECT, SUBSCRIPTION, *PIPELINE_ARGS, env=self.emulator_env(), log_path=str(self.log_path)
+        )
         self.pipeline_started = time.monotonic()
 
     def start_api(self) -> None:
@@ -197,18 +206,24 @@ class Demo:
         devices = list(self.fleet[0].devices)
         directory = self.log_path.parent / "mqtt"
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        say(f"starting the MQTT broker (mosquitto) and the bridge; {len(devices)} doors of "
-            f"{self.fleet[0].train_id} get broker secrets and send over MQTT...")
+        say(
+            f"starting the MQTT broker (mosquitto) and the bridge; {len(devices)} doors of "
+            f"{self.fleet[0].train_id} get broker secrets and send over MQTT..."
+        )
         self.mqtt = MqttSide(str(directory))
         self.mqtt.start(self.client, devices, PROJECT, TOPIC, str(self.log_path.parent / "bridge.log"))
-        say(f"MQTT broker: {self.mqtt.broker.host_port}; bridge health: "
-            f"http://127.0.0.1:{self.mqtt.health_port}/healthz")
+        say(
+            f"MQTT broker: {self.mqtt.broker.host_port}; bridge health: "
+            f"http://127.0.0.1:{self.mqtt.health_port}/healthz"
+        )
 
     def start_simulator(self) -> None:
         sim = simulator.Simulation(self.fleet, self.args.seed, keys=self.keys)
         route = MqttRoute(self.mqtt.broker.host_port, self.mqtt.secrets) if self.mqtt else None
-        say(f"starting {sum(len(t.devices) for t in self.fleet)} simulated door devices "
-            f"(seed {self.args.seed}) publishing to {TOPIC}" + (" and over MQTT" if route else "") + "...")
+        say(
+            f"starting {sum(len(t.devices) for t in self.fleet)} simulated door devices "
+            f"(seed {self.args.seed}) publishing to {TOPIC}" + (" and over MQTT" if route else "") + "..."
+        )
         self.publisher = DevicePublisher(sim, PROJECT, TOPIC, mqtt_route=route).start()
 
     # ---- stop ----------------------------------------------------------------------
@@ -219,8 +234,9 @@ class Demo:
             say("stopping the device simulator...")
             self.publisher.stop()
             expected = ", ".join(f"{train} {value}" for train, value in self.publisher.expected().items())
-            say(f"published {self.publisher.published()} messages; the simulator's counts for what "
-                f"was sent: {expected}")
+            say(
+                f"published {self.publisher.published()} messages; the simulator's counts for what was sent: {expected}"
+            )
         if self.mqtt is not None:
             say("stopping the bridge and the MQTT broker...")
             self.mqtt.stop()
@@ -242,21 +258,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m local.demo",
         description="Emulators, demo fleet, pipeline and simulated door devices, with a live "
-                    "occupancy table. Ctrl-C stops everything it started.")
-    parser.add_argument("--duration", type=float, default=0.0,
-                        help="Seconds to run once everything is started, then stop cleanly; "
-                             "0 runs until Ctrl-C.")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="Seed of the simulated devices: same seed, same passengers.")
-    parser.add_argument("--refresh", type=float, default=1.0,
-                        help="Seconds between redraws of the live table.")
-    parser.add_argument("--plain", action="store_true",
-                        help=f"Print a plain table every {PLAIN_INTERVAL_S:g}s instead of redrawing "
-                             "(the default when stdout is not a terminal).")
-    parser.add_argument("--api_port", type=int, default=8080,
-                        help="Port of the HTTP API (a free one if it is taken).")
-    parser.add_argument("--log", type=str, default=str(REPO / ".local" / "pipeline.log"),
-                        help="Where the pipeline's log goes (overwritten on each run).")
+        "occupancy table. Ctrl-C stops everything it started.",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="Seconds to run once everything is started, then stop cleanly; 0 runs until Ctrl-C.",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="Seed of the simulated devices: same seed, same passengers."
+    )
+    parser.add_argument("--refresh", type=float, default=1.0, help="Seconds between redraws of the live table.")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help=f"Print a plain table every {PLAIN_INTERVAL_S:g}s instead of redrawing "
+        "(the default when stdout is not a terminal).",
+    )
+    parser.add_argument("--api_port", type=int, default=8080, help="Port of the HTTP API (a free one if it is taken).")
+    parser.add_argument(
+        "--log",
+        type=str,
+        default=str(REPO / ".local" / "pipeline.log"),
+        help="Where the pipeline's log goes (overwritten on each run).",
+    )
     args = parser.parse_args(argv)
     if args.duration < 0 or args.refresh <= 0:
         parser.error("--duration must be >= 0 and --refresh > 0")

@@ -4,6 +4,7 @@
 its PID can leave the emulator running with its port taken, so each emulator
 runs in a process group of its own and the whole group is stopped.
 """
+
 import logging
 import shutil
 import socket
@@ -62,11 +63,11 @@ def file_tail(path, lines: int = 20) -> str:
 def check_prerequisites() -> None:
     """Clear errors for what a user must install first."""
     if not shutil.which("gcloud"):
-        raise EmulatorError("gcloud not found: install the Google Cloud CLI "
-                            "(see README, 'What you need first')")
+        raise EmulatorError("gcloud not found: install the Google Cloud CLI (see README, 'What you need first')")
     if not shutil.which("java"):
-        raise EmulatorError("java not found: the emulators need a Java runtime 11+ "
-                            "(e.g. apt-get install default-jre-headless)")
+        raise EmulatorError(
+            "java not found: the emulators need a Java runtime 11+ (e.g. apt-get install default-jre-headless)"
+        )
 
 
 class Emulator:
@@ -83,22 +84,22 @@ class Emulator:
 
     def start(self, timeout_s: float = 90.0) -> "Emulator":
         check_prerequisites()
-        self._log = tempfile.NamedTemporaryFile(prefix=f"{self.kind}-emulator-", suffix=".log",
-                                                delete=False)
-        cmd = ["gcloud", *self._args, f"--host-port={self.host_port}", f"--project={self.project}",
-               "--quiet"]
+        self._log = tempfile.NamedTemporaryFile(prefix=f"{self.kind}-emulator-", suffix=".log", delete=False)
+        cmd = ["gcloud", *self._args, f"--host-port={self.host_port}", f"--project={self.project}", "--quiet"]
         if self.kind == "firestore":
             cmd.append("--database-mode=firestore-native")
             if self.rules:
                 cmd.append(f"--rules={self.rules}")
-        self._process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        self._process = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         while not is_up(self.host_port):
             if self._process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise EmulatorError(f"{self.kind} emulator did not start on {self.host_port}; "
-                                    f"log: {self._log.name}\n{self.log_tail()}")
+                raise EmulatorError(
+                    f"{self.kind} emulator did not start on {self.host_port}; log: {self._log.name}\n{self.log_tail()}"
+                )
             time.sleep(0.3)
         _LOGGER.info("%s emulator up on %s", self.kind, self.host_port)
         return self
@@ -117,7 +118,8 @@ class Emulator:
         """Deletes all Firestore data (Firestore emulator only)."""
         request = urllib.request.Request(
             f"http://{self.host_port}/emulator/v1/projects/{self.project}/databases/(default)/documents",
-            method="DELETE")
+            method="DELETE",
+        )
         urllib.request.urlopen(request, timeout=10).close()
 
     def env(self) -> dict:

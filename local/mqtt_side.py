@@ -1,6 +1,7 @@
 """`make run`'s MQTT side: a mosquitto broker, broker secrets for some of the simulated doors,
 the registry synced to the broker every few seconds, and the bridge (python -m bridge)
 forwarding to the Pub/Sub topic the pipeline reads."""
+
 import logging
 import os
 import sys
@@ -42,19 +43,43 @@ class MqttSide:
         bridge_secret = os.path.join(self.directory, "bridge.secret")
         if not os.path.exists(bridge_secret):
             mqtt_commands.write_secret_file(bridge_secret)
-        mqtt_commands.register_bridge(client, "devices", mqtt.BRIDGE, mqtt_commands.read_secret_file(bridge_secret),
-                                      timeout=30)
-        sync_args = types.SimpleNamespace(devices_collection="devices", timeout=10,
-                                          password_file=self.broker.password_file,
-                                          acl_file=self.broker.acl_file, pid_file=self.broker.pid_file)
+        mqtt_commands.register_bridge(
+            client, "devices", mqtt.BRIDGE, mqtt_commands.read_secret_file(bridge_secret), timeout=30
+        )
+        sync_args = types.SimpleNamespace(
+            devices_collection="devices",
+            timeout=10,
+            password_file=self.broker.password_file,
+            acl_file=self.broker.acl_file,
+            pid_file=self.broker.pid_file,
+        )
         mqtt_commands.sync_once(client, sync_args)  # before any device connects
-        self._sync = threading.Thread(target=mqtt_commands.sync_forever,
-                                      args=(client, sync_args, self._stop_sync, SYNC_EVERY_S),
-                                      name="mqtt-sync", daemon=True)
+        self._sync = threading.Thread(
+            target=mqtt_commands.sync_forever,
+            args=(client, sync_args, self._stop_sync, SYNC_EVERY_S),
+            name="mqtt-sync",
+            daemon=True,
+        )
         self._sync.start()
-        command = [sys.executable, "-m", "bridge", "--broker", self.broker.host_port, "--secret_file", bridge_secret,
-                   "--topic", topic, "--project", project, "--emulator", os.environ["PUBSUB_EMULATOR_HOST"],
-                   "--health_port", str(self.health_port), "--status_interval_s", "30"]
+        command = [
+            sys.executable,
+            "-m",
+            "bridge",
+            "--broker",
+            self.broker.host_port,
+            "--secret_file",
+            bridge_secret,
+            "--topic",
+            topic,
+            "--project",
+            project,
+            "--emulator",
+            os.environ["PUBSUB_EMULATOR_HOST"],
+            "--health_port",
+            str(self.health_port),
+            "--status_interval_s",
+            "30",
+        ]
         self.bridge = stack.start_command(command, log_path, env={"PYTHONUNBUFFERED": "1"})
         return self
 

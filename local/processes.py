@@ -5,6 +5,7 @@ groups of their own, so that stopping one stops everything it started; a stop
 is complete only when no process of the group is left (the emulator's JVM
 outlives its wrapper by about two seconds, with its port already closed).
 """
+
 import contextlib
 import logging
 import os

@@ -5,6 +5,7 @@ The estimate starts from each step's expected seconds (what the run measured las
 down by its caller) and is scaled by how this run compares so far: a machine twice as slow
 doubles what is left.
 """
+
 import json
 import logging
 import time
@@ -21,25 +22,37 @@ def _duration(seconds: float) -> str:
 class Steps:
     """`steps`: (label, expected seconds) in the order they run; `step(label)` as each begins."""
 
-    def __init__(self, run: str, steps: Sequence[Tuple[str, float]], clock: Callable[[], float] = time.monotonic,
-                 log: Callable[..., None] = _LOGGER.warning):
+    def __init__(
+        self,
+        run: str,
+        steps: Sequence[Tuple[str, float]],
+        clock: Callable[[], float] = time.monotonic,
+        log: Callable[..., None] = _LOGGER.warning,
+    ):
         self._run, self._steps, self._clock, self._log = run, list(steps), clock, log
         self._began = clock()
         self._done = 0  # steps finished (the one running is not)
 
     def left_s(self) -> float:
         """Seconds left, from the steps not yet finished, scaled by this run's pace so far."""
-        expected_done = sum(s for _, s in self._steps[:self._done])
+        expected_done = sum(s for _, s in self._steps[: self._done])
         pace = (self._clock() - self._began) / expected_done if expected_done > 0 else 1.0
-        return pace * sum(s for _, s in self._steps[self._done:])
+        return pace * sum(s for _, s in self._steps[self._done :])
 
     def step(self, label: str) -> None:
         """Announces `label` (a step of the list; a label not in it is a step of its own)."""
         labels = [name for name, _ in self._steps]
-        if label in labels[self._done:]:
+        if label in labels[self._done :]:
             self._done = labels.index(label, self._done)
-        self._log("[%s] %d/%d %s; %s so far, about %s left", self._run, self._done + 1, len(self._steps), label,
-                  _duration(self._clock() - self._began), _duration(self.left_s()))
+        self._log(
+            "[%s] %d/%d %s; %s so far, about %s left",
+            self._run,
+            self._done + 1,
+            len(self._steps),
+            label,
+            _duration(self._clock() - self._began),
+            _duration(self.left_s()),
+        )
 
     def finished(self) -> None:
         self._done = len(self._steps)
@@ -53,5 +66,8 @@ def last_durations(path: str, rows_key: str, name_key: str = "name") -> Dict[str
             rows = json.load(f).get(rows_key) or []
     except (OSError, ValueError):
         return {}
-    return {row[name_key]: float(row["duration_s"]) for row in rows
-            if isinstance(row, dict) and name_key in row and row.get("duration_s")}
+    return {
+        row[name_key]: float(row["duration_s"])
+        for row in rows
+        if isinstance(row, dict) and name_key in row and row.get("duration_s")
+    }

@@ -4,6 +4,7 @@ and the pipeline as a subprocess on the BundleBasedDirectRunner.
 A streaming DirectRunner run cannot be waited on with a timeout, so the pipeline
 runs as a child process in its own process group and is stopped with a signal.
 """
+
 import contextlib
 import os
 import signal
@@ -30,6 +31,7 @@ def subscription_path(project: str, name: str) -> str:
 def ensure_topic(project: str, topic: str, subscriptions=()) -> None:
     """Creates the topic and its subscriptions if they do not exist (needs PUBSUB_EMULATOR_HOST or ADC)."""
     from google.cloud import pubsub_v1
+
     publisher = pubsub_v1.PublisherClient()
     with contextlib.suppress(gexc.AlreadyExists):
         publisher.create_topic(name=topic_path(project, topic))
@@ -37,22 +39,29 @@ def ensure_topic(project: str, topic: str, subscriptions=()) -> None:
     with subscriber:
         for name in subscriptions:
             with contextlib.suppress(gexc.AlreadyExists):
-                subscriber.create_subscription(name=subscription_path(project, name),
-                                               topic=topic_path(project, topic),
-                                               ack_deadline_seconds=60)
+                subscriber.create_subscription(
+                    name=subscription_path(project, name), topic=topic_path(project, topic), ack_deadline_seconds=60
+                )
 
 
 def pipeline_command(project: str, subscription: str, *extra_args: str) -> list:
-    return [sys.executable, "-m", "pipeline.main", "--runner=BundleBasedDirectRunner", "--streaming",
-            f"--project={project}", f"--input_subscription={subscription_path(project, subscription)}",
-            *extra_args]
+    return [
+        sys.executable,
+        "-m",
+        "pipeline.main",
+        "--runner=BundleBasedDirectRunner",
+        "--streaming",
+        f"--project={project}",
+        f"--input_subscription={subscription_path(project, subscription)}",
+        *extra_args,
+    ]
 
 
-def start_pipeline(project: str, subscription: str, *extra_args: str, env: dict = None,
-                   log_path: str = None) -> subprocess.Popen:
+def start_pipeline(
+    project: str, subscription: str, *extra_args: str, env: dict = None, log_path: str = None
+) -> subprocess.Popen:
     """Starts `python -m pipeline.main` on the local runner in its own process group."""
-    return _start_in_group(pipeline_command(project, subscription, *extra_args), env, log_path,
-                           subprocess.DEVNULL)
+    return _start_in_group(pipeline_command(project, subscription, *extra_args), env, log_path, subprocess.DEVNULL)
 
 
 def _start_in_group(command: list, env: Optional[dict], log_path: Optional[str], no_log) -> subprocess.Popen:
@@ -61,8 +70,14 @@ def _start_in_group(command: list, env: Optional[dict], log_path: Optional[str],
     full_env.setdefault("PYTHONUNBUFFERED", "1")
     log = open(log_path, "ab") if log_path else no_log
     try:
-        return subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            command,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     finally:
         if log_path:
             log.close()
@@ -91,12 +106,15 @@ def wait_for(predicate, timeout_s: float, interval_s: float = 0.2, what: str = "
 DEMO_OPERATOR = ("operator@example.com", "operator-password")
 
 
-def start_api(project: str, port: int, *extra_args: str, env: dict = None,
-              log_path: str = None) -> subprocess.Popen:
+def start_api(project: str, port: int, *extra_args: str, env: dict = None, log_path: str = None) -> subprocess.Popen:
     """Starts `python -m api` on 127.0.0.1:port in its own process group (output to log_path,
     else to this process's own stdout)."""
-    return _start_in_group([sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port),
-                            "--project", project, *extra_args], env, log_path, None)
+    return _start_in_group(
+        [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port), "--project", project, *extra_args],
+        env,
+        log_path,
+        None,
+    )
 
 
 def start_command(command: list, log_path: str, env: dict = None) -> subprocess.Popen:
@@ -116,12 +134,14 @@ def wait_until_serving(process: subprocess.Popen, base_url: str, timeout_s: floa
                 return response.status == 200
         except OSError:
             return False
+
     wait_for(up, timeout_s, what=f"the API at {base_url}")
 
 
 def create_operator(auth_emulator, email: str, password: str) -> str:
     """A user with the operator role on the Auth emulator (kept if it exists); returns its token."""
     from local.emulators import EmulatorError
+
     try:
         uid, _ = auth_emulator.sign_up(email, password)
     except EmulatorError as e:

@@ -1,4 +1,5 @@
 """The demo's occupancy table (`make run`): plain text, no terminal codes."""
+
 import datetime
 from typing import List, NamedTuple, Optional
 
@@ -10,7 +11,6 @@ class Row(NamedTuple):
     capacity: Optional[int]
     last_updated: Optional[datetime.datetime]
     expected: Optional[int]
-
 
 
 def _age(moment: datetime.datetime) -> str:
@@ -32,9 +32,13 @@ def render(rows: List[Row], footer: List[str], width: int = 0) -> str:
     name_w = 26 if not width else min(26, width - 80)
     name_w = name_w if name_w >= 6 else 0
     show_bar = not width or width > 78
-    header = (f"{'TRAIN':8} " + (f"{'NAME':{name_w}} " if name_w else "")
-              + f"{'OCCUPANCY':>9} {'CAPACITY':>8} {'FULL':>5} " + (f"{'':10} " if show_bar else "")
-              + f"{'LAST EVENT (UTC)':24} {'EXPECTED':>8}")
+    header = (
+        f"{'TRAIN':8} "
+        + (f"{'NAME':{name_w}} " if name_w else "")
+        + f"{'OCCUPANCY':>9} {'CAPACITY':>8} {'FULL':>5} "
+        + (f"{'':10} " if show_bar else "")
+        + f"{'LAST EVENT (UTC)':24} {'EXPECTED':>8}"
+    )
     now = datetime.datetime.now(datetime.timezone.utc)
     lines = [f"Train occupancy  {now.strftime('%H:%M:%S')} UTC", header, "-" * len(header)]
     for r in rows:
@@ -43,12 +47,15 @@ def render(rows: List[Row], footer: List[str], width: int = 0) -> str:
             full, bar = f"{r.value / r.capacity:.0%}", _bar(r.value / r.capacity)
         else:
             full, bar = "-", ""
-        last = (f"{r.last_updated.strftime('%H:%M:%S.%f')[:12]} ({_age(r.last_updated)})"
-                if r.last_updated else "-")
+        last = f"{r.last_updated.strftime('%H:%M:%S.%f')[:12]} ({_age(r.last_updated)})" if r.last_updated else "-"
         expected = "-" if r.expected is None else str(r.expected)
-        lines.append(f"{r.train_id:8} " + (f"{r.name[:name_w]:{name_w}} " if name_w else "")
-                     + f"{value:>9} {r.capacity or '-':>8} {full:>5} "
-                     + (f"{bar:10} " if show_bar else "") + f"{last:24} {expected:>8}")
+        lines.append(
+            f"{r.train_id:8} "
+            + (f"{r.name[:name_w]:{name_w}} " if name_w else "")
+            + f"{value:>9} {r.capacity or '-':>8} {full:>5} "
+            + (f"{bar:10} " if show_bar else "")
+            + f"{last:24} {expected:>8}"
+        )
     if not rows:
         lines.append("(no data)")
     return "\n".join(lines + [""] + footer)

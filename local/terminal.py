@@ -1,4 +1,5 @@
 """What `make run` prints: lines that survive a reader who has gone (`make run | head`)."""
+
 import contextlib
 import os
 import pathlib

@@ -1,5 +1,6 @@
 """`make run`'s live table: Firestore's realtime documents beside the simulator's truth, and a
 footer of what the run did (local/demo.py starts and stops what it reads)."""
+
 import logging
 import shutil
 import sys
@@ -23,6 +24,7 @@ PLAIN_INTERVAL_S = 5.0
 def count_dead_letters(client) -> Optional[Dict[str, int]]:
     """Dead letters by reason (one count query per reason), or None if Firestore cannot say."""
     from google.cloud.firestore_v1.base_query import FieldFilter
+
     counts = {}
     try:
         for reason in wire.REASONS:
@@ -44,28 +46,40 @@ class Watch:
 
     def read_rows(self) -> List[Row]:
         refs = [self.demo.client.collection(REALTIME).document(t.train_id) for t in self.demo.fleet]
-        docs = {snap.id: snap.to_dict() for snap in
-                self.demo.client.get_all(refs, timeout=FIRESTORE_TIMEOUT_S) if snap.exists}
+        docs = {
+            snap.id: snap.to_dict()
+            for snap in self.demo.client.get_all(refs, timeout=FIRESTORE_TIMEOUT_S)
+            if snap.exists
+        }
         truth = self.demo.publisher.simulation.truth
         rows = []
         for train in self.demo.fleet:
             doc = docs.get(train.train_id) or {}
             last = doc.get("last_updated")
             expected = truth.value_at(train.train_id, wire.to_micros(last)) if last else None
-            rows.append(Row(train.train_id, train.name, doc.get("current_value"),
-                            doc.get("capacity", train.capacity), last, expected))
+            rows.append(
+                Row(
+                    train.train_id,
+                    train.name,
+                    doc.get("current_value"),
+                    doc.get("capacity", train.capacity),
+                    last,
+                    expected,
+                )
+            )
         return rows
 
     def failure(self) -> Optional[str]:
         """Why the demo cannot go on, or None."""
         if self.demo.pipeline.poll() is not None:
-            return (f"the pipeline exited with code {self.demo.pipeline.returncode}; "
-                    f"last lines of {relative(self.demo.log_path)}:\n{self.log_tail()}")
+            return (
+                f"the pipeline exited with code {self.demo.pipeline.returncode}; "
+                f"last lines of {relative(self.demo.log_path)}:\n{self.log_tail()}"
+            )
         if self.demo.publisher.error is not None:
             return f"the device simulator stopped: {self.demo.publisher.error!r}"
         if self.demo.api is not None and self.demo.api.poll() is not None:
-            return (f"the API exited with code {self.demo.api.returncode}; see "
-                    f"{relative(self.demo.api_log_path)}")
+            return f"the API exited with code {self.demo.api.returncode}; see {relative(self.demo.api_log_path)}"
         return None
 
     def log_tail(self, lines: int = 30) -> str:
@@ -80,8 +94,11 @@ class Watch:
         interval = self.demo.args.refresh if live else PLAIN_INTERVAL_S
         began = time.monotonic()
         deadline = began + self.demo.args.duration if self.demo.args.duration > 0 else None
-        say("running: " + (f"for {self.demo.args.duration:g}s" if deadline else "until Ctrl-C")
-            + ("" if live else f"; a table every {interval:g}s"))
+        say(
+            "running: "
+            + (f"for {self.demo.args.duration:g}s" if deadline else "until Ctrl-C")
+            + ("" if live else f"; a table every {interval:g}s")
+        )
         next_show = began
         while True:
             problem = self.failure()
@@ -112,29 +129,40 @@ class Watch:
         counters = self.demo.mqtt.counters() if self.demo.mqtt else None
         if counters is None:
             return "MQTT bridge: not answering"
-        return (f"MQTT bridge: {counters['status']}, received {counters['received']}, forwarded "
-                f"{counters['forwarded']}, in flight {counters['in_flight']}, publish errors "
-                f"{counters['publish_errors']}")
+        return (
+            f"MQTT bridge: {counters['status']}, received {counters['received']}, forwarded "
+            f"{counters['forwarded']}, in flight {counters['in_flight']}, publish errors "
+            f"{counters['publish_errors']}"
+        )
 
     def footer(self, elapsed: float, error: Optional[str]) -> List[str]:
         c = self.demo.publisher.counts()
         by_reason = count_dead_letters(self.demo.client)
         dead = None if by_reason is None else sum(by_reason.values())
-        dead_text = "?" if dead is None else f"{dead}" + (
-            f" ({dead - self.demo.dead_letters_before} this run)" if self.demo.dead_letters_before else "") + (
-            " (" + ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items()) if n) + ")" if dead else "")
+        dead_text = (
+            "?"
+            if dead is None
+            else f"{dead}"
+            + (f" ({dead - self.demo.dead_letters_before} this run)" if self.demo.dead_letters_before else "")
+            + (" (" + ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items()) if n) + ")" if dead else "")
+        )
         up = time.monotonic() - self.demo.pipeline_started
-        status = (f"running (pid {self.demo.pipeline.pid}, up {up:.0f}s)" if self.first_result_at
-                  else f"starting, no results yet (up {up:.0f}s)")
+        status = (
+            f"running (pid {self.demo.pipeline.pid}, up {up:.0f}s)"
+            if self.first_result_at
+            else f"starting, no results yet (up {up:.0f}s)"
+        )
         until = (f" of {self.demo.args.duration:g}s" if self.demo.args.duration > 0 else "") + ", Ctrl-C stops"
-        lines = [f"messages published: {sum(c[k] for k in simulator.KINDS)} ({c[simulator.COUNT]} counts, "
-                 f"{c[simulator.HEARTBEAT]} heartbeats, {c[simulator.RESET]} resets)",
-                 f"faults injected: {c[simulator.DUPLICATE]} duplicates, {c[simulator.OUT_OF_ORDER]} out of "
-                 f"order, {c[simulator.MALFORMED]} malformed; publish failures: {c['failed']}",
-                 f"dead letters: {dead_text}    pipeline: {status}",
-                 self.mqtt_line(),
-                 f"pipeline log: {relative(self.demo.log_path)}    dashboard: {self.demo.api_url}/",
-                 f"EXPECTED: the simulator's count at the same event time.  Elapsed {elapsed:.0f}s{until}"]
+        lines = [
+            f"messages published: {sum(c[k] for k in simulator.KINDS)} ({c[simulator.COUNT]} counts, "
+            f"{c[simulator.HEARTBEAT]} heartbeats, {c[simulator.RESET]} resets)",
+            f"faults injected: {c[simulator.DUPLICATE]} duplicates, {c[simulator.OUT_OF_ORDER]} out of "
+            f"order, {c[simulator.MALFORMED]} malformed; publish failures: {c['failed']}",
+            f"dead letters: {dead_text}    pipeline: {status}",
+            self.mqtt_line(),
+            f"pipeline log: {relative(self.demo.log_path)}    dashboard: {self.demo.api_url}/",
+            f"EXPECTED: the simulator's count at the same event time.  Elapsed {elapsed:.0f}s{until}",
+        ]
         if error:
             lines.append(f"warning: {error}")
         return lines

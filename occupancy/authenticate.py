@@ -12,6 +12,7 @@ the worker's registry view. The rules (docs/design.md, "Device identity"):
 Nothing of what a refused message claims reaches a train's state: the lookup dead-letters it
 before it is keyed.
 """
+
 import threading
 from typing import Optional, Tuple
 
@@ -30,8 +31,9 @@ class Authenticator:
         self._parsed = {}
         self._lock = threading.Lock()
 
-    def check(self, event: wire.Event, entry: Optional[registry.DeviceEntry], now_us: int,
-              principal_entry=None) -> Optional[Tuple[str, str]]:
+    def check(
+        self, event: wire.Event, entry: Optional[registry.DeviceEntry], now_us: int, principal_entry=None
+    ) -> Optional[Tuple[str, str]]:
         """None if `event` (with its `raw` envelope) is signed as it must be, else (reason, detail).
 
         `entry`: the registry entry of the device a count names; for a reset or terminus,
@@ -48,8 +50,9 @@ class Authenticator:
         if event.kind in wire.ZEROING:
             signer = principal_entry(principal) if principal_entry else None
             if signer is None or signer.role != registry.CONTROL or not signer.enabled:
-                return wire.BAD_SIGNATURE, (f"{event.kind} signed by {wire.shown(principal)}, which is not "
-                                            "an enabled control principal")
+                return wire.BAD_SIGNATURE, (
+                    f"{event.kind} signed by {wire.shown(principal)}, which is not an enabled control principal"
+                )
             if not signer.controls(event.train_id):
                 return wire.BAD_SIGNATURE, f"{principal} may not {event.kind} train {event.train_id}"
         else:

@@ -4,6 +4,7 @@ types and the project to work on.
 Beam-free, so that the device install can use them. Each rejects nan and inf,
 which float() accepts and no option here means.
 """
+
 import argparse
 import math
 import os
@@ -32,8 +33,9 @@ def resolve_project(project: Optional[str]) -> str:
         return project
     if os.environ.get("FIRESTORE_EMULATOR_HOST"):
         return EMULATOR_PROJECT
-    raise NoProject("no project: pass --project or set GOOGLE_CLOUD_PROJECT "
-                    "(or FIRESTORE_EMULATOR_HOST to use the emulator)")
+    raise NoProject(
+        "no project: pass --project or set GOOGLE_CLOUD_PROJECT (or FIRESTORE_EMULATOR_HOST to use the emulator)"
+    )
 
 
 def positive_int(text: str) -> int:
@@ -79,6 +81,5 @@ def topic_path(topic: str, project: Optional[str]) -> str:
     if not _TOPIC_NAME_RE.match(topic):
         raise ValueError(f"invalid --topic {topic!r}: a topic name, or projects/P/topics/T")
     if not project:
-        raise NoProject("no project: pass --project, a full --topic projects/P/topics/T, "
-                        "or set GOOGLE_CLOUD_PROJECT")
+        raise NoProject("no project: pass --project, a full --topic projects/P/topics/T, or set GOOGLE_CLOUD_PROJECT")
     return f"projects/{project}/topics/{topic}"

@@ -4,6 +4,7 @@ Pure functions: the sink writes what these return, and a new job seeds a
 train's state from what they wrote. Field names of the original prototype
 (`current_value`, `last_updated`, `timestamp`, `train`, `value`) are kept.
 """
+
 import datetime
 import hashlib
 import logging
@@ -37,6 +38,7 @@ TRIPS = "trips"
 
 class DocumentWrite(NamedTuple):
     """One document to set (replace) in a logical collection."""
+
     collection: str
     doc_id: str
     data: dict
@@ -48,18 +50,22 @@ def history_doc_id(train_id: str, bucket_start_us: int) -> str:
 
 
 def history_write(train_id: str, bucket: Bucket) -> DocumentWrite:
-    return DocumentWrite(HISTORY, history_doc_id(train_id, bucket.start_us), {
-        "timestamp": from_micros(bucket.timestamp_us),
-        "train": train_id,
-        "value": bucket.value,
-        "delta": bucket.delta,
-        "events": bucket.events,
-        "boarded": bucket.boarded,
-        "alighted": bucket.alighted,
-        "late": bucket.late,
-        "correction": bucket.correction,
-        "bucket_start": from_micros(bucket.start_us),
-    })
+    return DocumentWrite(
+        HISTORY,
+        history_doc_id(train_id, bucket.start_us),
+        {
+            "timestamp": from_micros(bucket.timestamp_us),
+            "train": train_id,
+            "value": bucket.value,
+            "delta": bucket.delta,
+            "events": bucket.events,
+            "boarded": bucket.boarded,
+            "alighted": bucket.alighted,
+            "late": bucket.late,
+            "correction": bucket.correction,
+            "bucket_start": from_micros(bucket.start_us),
+        },
+    )
 
 
 def trip_write(train_id: str, trip: Trip) -> DocumentWrite:
@@ -69,15 +75,19 @@ def trip_write(train_id: str, trip: Trip) -> DocumentWrite:
     per door, what it counted in the trip and its net (boarded - alighted): the
     evidence for a door that counts out of line.
     """
-    return DocumentWrite(TRIPS, history_doc_id(train_id, trip.end_us), {
-        "train": train_id,
-        "started_at": from_micros(trip.start_us) if trip.start_us else None,
-        "ended_at": from_micros(trip.end_us),
-        "ons": trip.ons,
-        "offs": trip.offs,
-        "residual": trip.residual,
-        "doors": {device: {"boarded": b, "alighted": a, "net": b - a} for device, (b, a) in trip.doors.items()},
-    })
+    return DocumentWrite(
+        TRIPS,
+        history_doc_id(train_id, trip.end_us),
+        {
+            "train": train_id,
+            "started_at": from_micros(trip.start_us) if trip.start_us else None,
+            "ended_at": from_micros(trip.end_us),
+            "ons": trip.ons,
+            "offs": trip.offs,
+            "residual": trip.residual,
+            "doors": {device: {"boarded": b, "alighted": a, "net": b - a} for device, (b, a) in trip.doors.items()},
+        },
+    )
 
 
 def realtime_write(train_id: str, state: TrainState) -> DocumentWrite:
@@ -98,11 +108,15 @@ def realtime_write(train_id: str, state: TrainState) -> DocumentWrite:
                 # Since the last reset: per-door counts for per-carriage estimates (occupancy.fleet).
                 "trip_boarded": memory.trip_boarded,
                 "trip_alighted": memory.trip_alighted,
-            } for device_id, memory in sorted(state.devices.items())
+            }
+            for device_id, memory in sorted(state.devices.items())
         },
-        CHECKPOINT: state_codec.encode_dedup({
-            device_id: (memory.registered_us, capped_ranges(memory.applied, MAX_RANGES_PER_DEVICE))
-            for device_id, memory in state.devices.items()}),
+        CHECKPOINT: state_codec.encode_dedup(
+            {
+                device_id: (memory.registered_us, capped_ranges(memory.applied, MAX_RANGES_PER_DEVICE))
+                for device_id, memory in state.devices.items()
+            }
+        ),
         "reset_through_us": state.reset_through_us,
         "trip_start_us": state.trip_start_us,
     }
@@ -130,7 +144,7 @@ def capped_ranges(ranges, cap: int):
     # Filling a gap leaves the others as wide as they were: fill the narrowest at once (ties: the
     # lowest first), in O(n log n) rather than one at a time.
     gaps = sorted(range(len(ranges) - 1), key=lambda k: (ranges[k + 1][0] - ranges[k][1], k))
-    filled = set(gaps[:len(ranges) - cap])
+    filled = set(gaps[: len(ranges) - cap])
     out = [list(ranges[0])]
     for k in range(1, len(ranges)):
         if k - 1 in filled:
@@ -183,8 +197,7 @@ def bucket_start_of(realtime: dict, flush_interval_us: int) -> Optional[int]:
     return t - t % flush_interval_us
 
 
-def state_from_documents(realtime: Optional[dict], history: Optional[dict],
-                         dedup_window: int) -> TrainState:
+def state_from_documents(realtime: Optional[dict], history: Optional[dict], dedup_window: int) -> TrainState:
     """Seeds a train's state from its realtime document and its latest history document."""
     state = TrainState()
     if not realtime:
@@ -201,8 +214,11 @@ def state_from_documents(realtime: Optional[dict], history: Optional[dict],
         state.bucket = Bucket(
             start_us=_micros(history.get("bucket_start")),
             timestamp_us=_micros(history.get("timestamp")),
-            **{k: int(history.get(k) or 0) for k in
-               ("value", "delta", "events", "boarded", "alighted", "late", "correction")})
+            **{
+                k: int(history.get(k) or 0)
+                for k in ("value", "delta", "events", "boarded", "alighted", "late", "correction")
+            },
+        )
     return state
 
 
@@ -214,8 +230,9 @@ def _dedup_memory(realtime: dict, dedup_window: int) -> Dict[str, DeviceMemory]:
         try:
             checkpoint = state_codec.decode_dedup(realtime[CHECKPOINT])
         except state_codec.UnknownVersion as e:  # a newer job's document: the safe side below
-            _LOGGER.warning("realtime checkpoint not read (%s): each device's last %d seqs taken as applied",
-                            e, dedup_window)
+            _LOGGER.warning(
+                "realtime checkpoint not read (%s): each device's last %d seqs taken as applied", e, dedup_window
+            )
     out = {}
     for device_id, seen in (realtime.get("devices_seen") or {}).items():
         seq = int(seen.get("seq", -1))
@@ -230,6 +247,11 @@ def _dedup_memory(realtime: dict, dedup_window: int) -> Dict[str, DeviceMemory]:
             registered_us = int(seen.get("registered_us") or 0)
             applied = [[max(0, seq - dedup_window + 1), seq]] if seq >= 0 and dedup_window > 0 else []
         out[device_id] = DeviceMemory(
-            seq=seq, applied=applied, last_seen_us=_micros(seen.get("last_seen")), registered_us=registered_us,
-            trip_boarded=int(seen.get("trip_boarded") or 0), trip_alighted=int(seen.get("trip_alighted") or 0))
+            seq=seq,
+            applied=applied,
+            last_seen_us=_micros(seen.get("last_seen")),
+            registered_us=registered_us,
+            trip_boarded=int(seen.get("trip_boarded") or 0),
+            trip_alighted=int(seen.get("trip_alighted") or 0),
+        )
     return out

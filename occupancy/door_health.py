@@ -20,6 +20,7 @@ A door without enough crossings (fewer than `min_crossings` over the window) is
 `insufficient_data`. Statistics, not magic: a ±10 % bias needs about 3,000
 crossings through the door to stand out at z = 4 (see docs/accuracy.md).
 """
+
 import math
 import statistics
 from typing import Dict, List, NamedTuple, Sequence
@@ -28,32 +29,37 @@ OK, BIASED, SILENT, INSUFFICIENT = "ok", "biased", "silent", "insufficient_data"
 
 
 class Rule(NamedTuple):
-    window: int = 200          # trips looked at (the newest)
+    window: int = 200  # trips looked at (the newest)
     z_threshold: float = 4.0
     min_crossings: int = 100
     silent_trips: int = 1
-    min_moved: int = 5         # people per door per trip for "silent" to mean anything
+    min_moved: int = 5  # people per door per trip for "silent" to mean anything
     min_bias: float = 0.05
-    persistent: int = 3        # biased in this many consecutive assessments (one per trip)
+    persistent: int = 3  # biased in this many consecutive assessments (one per trip)
 
 
 class DoorHealth(NamedTuple):
     device_id: str
     status: str
-    bias_estimate: float       # relative, ins vs outs against the train's median door
+    bias_estimate: float  # relative, ins vs outs against the train's median door
     z: float
     boarded: int
     alighted: int
     trips: int
 
     def as_document(self) -> dict:
-        return {"status": self.status, "bias_estimate": round(self.bias_estimate, 4), "z": round(self.z, 2),
-                "boarded": self.boarded, "alighted": self.alighted, "trips": self.trips}
+        return {
+            "status": self.status,
+            "bias_estimate": round(self.bias_estimate, 4),
+            "z": round(self.z, 2),
+            "boarded": self.boarded,
+            "alighted": self.alighted,
+            "trips": self.trips,
+        }
 
 
 def _log_ratio(boarded: int, alighted: int):
-    return (math.log((boarded + 0.5) / (alighted + 0.5)),
-            math.sqrt(1 / (boarded + 0.5) + 1 / (alighted + 0.5)))
+    return (math.log((boarded + 0.5) / (alighted + 0.5)), math.sqrt(1 / (boarded + 0.5) + 1 / (alighted + 0.5)))
 
 
 def assess(trips: Sequence[dict], devices: Sequence[str], rule: Rule = Rule()) -> Dict[str, DoorHealth]:
@@ -75,7 +81,7 @@ def assess(trips: Sequence[dict], devices: Sequence[str], rule: Rule = Rule()) -
 
 
 def _assess_once(trips: Sequence[dict], devices: Sequence[str], rule: Rule) -> Dict[str, DoorHealth]:
-    recent = list(trips)[-rule.window:]
+    recent = list(trips)[-rule.window :]
     sums = {d: [0, 0] for d in devices}
     for trip in recent:
         for device, counts in (trip.get("doors") or {}).items():
@@ -84,15 +90,21 @@ def _assess_once(trips: Sequence[dict], devices: Sequence[str], rule: Rule) -> D
                 sums[device][1] += int(counts.get("alighted") or 0)
     ratios = {d: _log_ratio(b, a) for d, (b, a) in sums.items() if b + a >= rule.min_crossings}
     median = statistics.median(ln for ln, _ in ratios.values()) if len(ratios) >= 3 else None
-    spread = (1.4826 * statistics.median(abs(ln - median) for ln, _ in ratios.values())
-              if median is not None else 0.0)
+    spread = 1.4826 * statistics.median(abs(ln - median) for ln, _ in ratios.values()) if median is not None else 0.0
     silent = set()
-    last = recent[-rule.silent_trips:] if len(recent) >= rule.silent_trips else []
-    if last and all(int(t.get("ons") or 0) + int(t.get("offs") or 0) >= rule.min_moved * 2 * len(devices)
-                    for t in last):
-        silent = {d for d in devices
-                  if all(not ((t.get("doors") or {}).get(d) or {}).get("boarded")
-                         and not ((t.get("doors") or {}).get(d) or {}).get("alighted") for t in last)}
+    last = recent[-rule.silent_trips :] if len(recent) >= rule.silent_trips else []
+    if last and all(
+        int(t.get("ons") or 0) + int(t.get("offs") or 0) >= rule.min_moved * 2 * len(devices) for t in last
+    ):
+        silent = {
+            d
+            for d in devices
+            if all(
+                not ((t.get("doors") or {}).get(d) or {}).get("boarded")
+                and not ((t.get("doors") or {}).get(d) or {}).get("alighted")
+                for t in last
+            )
+        }
     out = {}
     for device in devices:
         boarded, alighted = sums[device]

@@ -22,6 +22,7 @@ it, and what the fenced job applied and the newest did not is re-published by
 the devices (they re-send what they do not see in `devices_seen`) and counted
 once, by the newest job. Pure bookkeeping here; the sink drives it.
 """
+
 import logging
 import threading
 from typing import Dict, Iterable, List, NamedTuple, Optional, Set
@@ -32,6 +33,7 @@ EPOCH_FIELD = "writer_epoch"
 
 class Guard(NamedTuple):
     """A write's precondition: the document must be absent, or last updated at `update_time`."""
+
     must_not_exist: bool = False
     update_time: Optional[object] = None
 
@@ -70,9 +72,13 @@ class WriterFence:
             epoch = int(data.get(EPOCH_FIELD) or 0)
             if epoch > self.epoch_us:
                 if train_id not in self._fenced:
-                    _LOGGER.error("Train %s is written by a newer job (epoch %s > %s): this job no "
-                                  "longer writes it; drain or cancel this job", train_id, epoch,
-                                  self.epoch_us)
+                    _LOGGER.error(
+                        "Train %s is written by a newer job (epoch %s > %s): this job no "
+                        "longer writes it; drain or cancel this job",
+                        train_id,
+                        epoch,
+                        self.epoch_us,
+                    )
                 self._fenced.add(train_id)
                 self._versions.pop(train_id, None)
             else:

@@ -5,6 +5,7 @@ device: fine for an operator, slow for a thousand trains. This checks the
 whole list against the registry first (one query each for devices and trains)
 and then writes in batches of 500.
 """
+
 import csv
 from typing import Dict, List, Optional, TextIO, Tuple
 
@@ -24,11 +25,13 @@ def read_csv(stream: TextIO, directory: str = ".") -> Tuple[List[Tuple[str, int,
     empty; a key file is read relative to `directory`.
     """
     import os
+
     reader = csv.DictReader(stream)
     missing = [c for c in ("train_id", "capacity", "device_id") if c not in (reader.fieldnames or [])]
     if missing:
-        raise registry.RegistryError(f"the CSV needs the columns {', '.join(CSV_COLUMNS)}; "
-                                     f"missing {', '.join(missing)}")
+        raise registry.RegistryError(
+            f"the CSV needs the columns {', '.join(CSV_COLUMNS)}; missing {', '.join(missing)}"
+        )
     trains: Dict[str, Tuple[str, int, Optional[str]]] = {}
     devices = []
     for line, row in enumerate(reader, start=2):
@@ -45,15 +48,19 @@ def read_csv(stream: TextIO, directory: str = ".") -> Tuple[List[Tuple[str, int,
                     pem = f.read()
             except OSError as e:
                 raise registry.RegistryError(f"line {line}: cannot read {key_file}: {e.strerror}") from None
-        devices.append(((row.get("device_id") or "").strip(), train_id, (row.get("door") or "").strip() or None,
-                        pem))
+        devices.append(((row.get("device_id") or "").strip(), train_id, (row.get("door") or "").strip() or None, pem))
     return list(trains.values()), devices
 
 
-def import_fleet(client, devices_collection: str, trains_collection: str,
-                 trains: List[Tuple[str, int, Optional[str]]],
-                 devices: List[tuple], *,
-                 timeout: Optional[float] = None) -> Dict[str, int]:
+def import_fleet(
+    client,
+    devices_collection: str,
+    trains_collection: str,
+    trains: List[Tuple[str, int, Optional[str]]],
+    devices: List[tuple],
+    *,
+    timeout: Optional[float] = None,
+) -> Dict[str, int]:
     """Registers a whole fleet in batches: trains (id, capacity, name), devices (id, train, door)
     or (id, train, door, public key PEM or None).
 
@@ -68,6 +75,7 @@ def import_fleet(client, devices_collection: str, trains_collection: str,
     seq history kept); the others are created. Returns the counts written.
     """
     from google.cloud import firestore
+
     for train_id, capacity, _ in trains:
         registry.check_id("train id", train_id)
         registry.check_capacity(capacity)
@@ -92,8 +100,9 @@ def import_fleet(client, devices_collection: str, trains_collection: str,
             raise registry.UnknownDevice(f"device {device_id}: train {train_id} is neither listed nor registered")
         current = existing.get(device_id)
         if current is not None and current != train_id:
-            raise registry.RegistryConflict(f"device {device_id} is registered to train {current}; "
-                                            f"use 'assign' to move it")
+            raise registry.RegistryConflict(
+                f"device {device_id} is registered to train {current}; use 'assign' to move it"
+            )
         if current is None:
             new.append((device_id, train_id, door, key))
             per_train[train_id] = per_train.get(train_id, 0) + 1
@@ -101,8 +110,10 @@ def import_fleet(client, devices_collection: str, trains_collection: str,
             keyed.append((device_id, key))
     full = sorted(t for t, n in per_train.items() if n > registry.MAX_DEVICES_PER_TRAIN)
     if full:
-        raise registry.RegistryConflict(f"train {full[0]} would have {per_train[full[0]]} devices; "
-                                        f"at most {registry.MAX_DEVICES_PER_TRAIN} per train")
+        raise registry.RegistryConflict(
+            f"train {full[0]} would have {per_train[full[0]]} devices; "
+            f"at most {registry.MAX_DEVICES_PER_TRAIN} per train"
+        )
     batch = client.batch()
     for train_id, capacity, name in trains:
         data = {"capacity": capacity, "updated_at": firestore.SERVER_TIMESTAMP}
@@ -117,18 +128,24 @@ def import_fleet(client, devices_collection: str, trains_collection: str,
         batch.create(client.collection(devices_collection).document(device_id), document)
         batch = _full_batch(client, batch, timeout)
     for device_id, key in keyed:
-        batch.update(client.collection(devices_collection).document(device_id),
-                     {"keys": [key], "updated_at": firestore.SERVER_TIMESTAMP})
+        batch.update(
+            client.collection(devices_collection).document(device_id),
+            {"keys": [key], "updated_at": firestore.SERVER_TIMESTAMP},
+        )
         batch = _full_batch(client, batch, timeout)
     if len(batch):
         batch.commit(**registry.rpc_options(timeout))
-    return {"trains": len(trains), "devices_created": len(new),
-            "devices_unchanged": len(devices) - len(new), "keys_registered": sum(k is not None for *_, k in new)
-            + len(keyed)}
+    return {
+        "trains": len(trains),
+        "devices_created": len(new),
+        "devices_unchanged": len(devices) - len(new),
+        "keys_registered": sum(k is not None for *_, k in new) + len(keyed),
+    }
 
 
 def _key_document(device_id: str, pem: str) -> dict:
     from occupancy import identity
+
     try:
         _, alg = identity.load_public_key(pem)
     except identity.IdentityError as e:

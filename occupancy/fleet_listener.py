@@ -13,6 +13,7 @@ A listener that stops (Firestore unreachable long enough for the client library 
 is noticed by `view()` and started again; until it has delivered its first snapshot the
 view is not ready and `view()` raises NotReady (the caller reads the fleet instead).
 """
+
 import datetime
 import logging
 import threading
@@ -68,8 +69,14 @@ class _Collection:
 
 
 class FleetListener:
-    def __init__(self, client, realtime_collection: str = "realtime", trains_collection: str = "trains",
-                 stale_after_s: float = fleet.DEFAULT_STALE_AFTER_S, devices_collection: Optional[str] = None):
+    def __init__(
+        self,
+        client,
+        realtime_collection: str = "realtime",
+        trains_collection: str = "trains",
+        stale_after_s: float = fleet.DEFAULT_STALE_AFTER_S,
+        devices_collection: Optional[str] = None,
+    ):
         self._collections = (_Collection(client, realtime_collection), _Collection(client, trains_collection))
         self._devices = _Collection(client, devices_collection) if devices_collection else None
         self._doors = None  # (devices version, train_id -> {device_id: door})
@@ -126,8 +133,9 @@ class FleetListener:
                     return built[1], built[2]
                 realtime_docs, train_docs = dict(realtime.docs), dict(trains.docs)
             ids = sorted(i for i in set(realtime_docs) | set(train_docs) if valid_id(i))
-            views = [fleet.train_view(i, realtime_docs.get(i), train_docs.get(i), now, self._stale_after_s)
-                     for i in ids]
+            views = [
+                fleet.train_view(i, realtime_docs.get(i), train_docs.get(i), now, self._stale_after_s) for i in ids
+            ]
             self._built = (versions, now, views)
             return now, views
 

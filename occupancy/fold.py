@@ -15,6 +15,7 @@ semantics of docs/design.md, "Running occupancy":
 
 Sign convention, kept in every bucket: value = previous value + delta + correction.
 """
+
 import bisect
 import dataclasses
 import datetime
@@ -35,6 +36,7 @@ HEARTBEAT_WRITE_INTERVAL_US = 60_000_000
 @dataclasses.dataclass
 class DeviceMemory:
     """What the train remembers of one device for de-duplication."""
+
     seq: int = NO_SEQ
     # Sorted, disjoint, inclusive [lo, hi] ranges of applied seqs within the window.
     applied: List[List[int]] = dataclasses.field(default_factory=list)
@@ -80,6 +82,7 @@ def _add_to_ranges(ranges: List[List[int]], seq: int) -> None:
 @dataclasses.dataclass
 class Bucket:
     """Aggregates of one history document: a train's events in one flush interval."""
+
     start_us: int
     timestamp_us: int = 0
     value: int = 0
@@ -117,6 +120,7 @@ class TrainState:
 class Trip:
     """A train's trip balanced at a zero-load point (terminus): what the doors counted since
     the last reset or terminus, and the residual the train still showed (set to 0)."""
+
     start_us: int
     end_us: int
     ons: int
@@ -128,6 +132,7 @@ class Trip:
 @dataclasses.dataclass(frozen=True)
 class DailyReset:
     """A wall-clock time of day, in a time zone, at which occupancy returns to 0."""
+
     hour: int
     minute: int
     tz: datetime.tzinfo
@@ -214,13 +219,14 @@ def _seq_jump(state: TrainState, event: Event, window: int) -> str:
     if memory is None or memory.seq == NO_SEQ or event.registered_us > memory.registered_us:
         return ""
     if event.seq > memory.seq + SEQ_JUMP_WINDOWS * window:
-        return (f"seq {event.seq} of {event.device_id} is more than {SEQ_JUMP_WINDOWS} x {window} above its "
-                f"highest applied seq {memory.seq}; register the device again if it was reset")
+        return (
+            f"seq {event.seq} of {event.device_id} is more than {SEQ_JUMP_WINDOWS} x {window} above its "
+            f"highest applied seq {memory.seq}; register the device again if it was reset"
+        )
     return ""
 
 
-def apply_events(state: TrainState, events: List[Event], config: FoldConfig,
-                 flush_time_us: int) -> FlushResult:
+def apply_events(state: TrainState, events: List[Event], config: FoldConfig, flush_time_us: int) -> FlushResult:
     """Applies the released events to `state` (mutated) and says what to write."""
     result = FlushResult()
     touched: Dict[int, Bucket] = {}
@@ -291,7 +297,8 @@ def apply_events(state: TrainState, events: List[Event], config: FoldConfig,
         state.recent_ids = {k: v for k, v in state.recent_ids.items() if v >= horizon}
     result.buckets = sorted(touched.values(), key=lambda b: b.start_us)
     result.write_realtime = bool(result.buckets) or (
-        devices_changed and flush_time_us - state.last_written_us >= HEARTBEAT_WRITE_INTERVAL_US)
+        devices_changed and flush_time_us - state.last_written_us >= HEARTBEAT_WRITE_INTERVAL_US
+    )
     if result.write_realtime:
         state.last_written_us = flush_time_us
     return result
@@ -316,10 +323,19 @@ def _apply_daily_reset(state, t, late, config, bucket_for, result) -> None:
 
 
 def _balance(state: TrainState, t_us: int) -> Trip:
-    doors = {d: (m.trip_boarded, m.trip_alighted) for d, m in sorted(state.devices.items())
-             if m.trip_boarded or m.trip_alighted}
-    return Trip(start_us=state.trip_start_us, end_us=t_us, ons=sum(b for b, _ in doors.values()),
-                offs=sum(a for _, a in doors.values()), residual=state.value, doors=doors)
+    doors = {
+        d: (m.trip_boarded, m.trip_alighted)
+        for d, m in sorted(state.devices.items())
+        if m.trip_boarded or m.trip_alighted
+    }
+    return Trip(
+        start_us=state.trip_start_us,
+        end_us=t_us,
+        ons=sum(b for b, _ in doors.values()),
+        offs=sum(a for _, a in doors.values()),
+        residual=state.value,
+        doors=doors,
+    )
 
 
 def _start_trip(state: TrainState, t_us: int) -> None:

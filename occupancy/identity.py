@@ -11,6 +11,7 @@ Core took them).
 
 The JOSE work is PyJWT's (on `cryptography`); nothing here implements cryptography.
 """
+
 import datetime
 import json
 from typing import NamedTuple, Optional, Tuple
@@ -32,6 +33,7 @@ class IdentityError(ValueError):
 
 class PublicKey(NamedTuple):
     """One of a principal's public keys, as the registry holds it."""
+
     key_id: str
     alg: str
     pem: str
@@ -56,6 +58,7 @@ def split_key_id(kid) -> Tuple[str, str]:
 
 # ---- keys -------------------------------------------------------------------------------
 
+
 def generate_private_key(alg: str = "EdDSA"):
     if alg == "EdDSA":
         return ed25519.Ed25519PrivateKey.generate()
@@ -67,20 +70,21 @@ def generate_private_key(alg: str = "EdDSA"):
 
 
 def private_pem(private_key) -> bytes:
-    return private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                     serialization.NoEncryption())
+    return private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def public_pem(private_or_public_key) -> str:
     key = getattr(private_or_public_key, "public_key", lambda: private_or_public_key)()
-    return key.public_bytes(serialization.Encoding.PEM,
-                            serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
 
 
 def write_private_key(path: str, private_key, overwrite: bool = False) -> str:
     """`private_key` as PEM to `path`, readable by its owner only (mode 0600); an existing file is
     an error (FileExistsError) unless `overwrite`."""
     import os
+
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
     with os.fdopen(os.open(path, flags, 0o600), "wb") as f:
         f.write(private_pem(private_key))
@@ -117,6 +121,7 @@ def algorithm_of(public_key) -> str:
 
 # ---- envelopes --------------------------------------------------------------------------
 
+
 class Signer:
     """Signs payloads with one private key under its `kid`."""
 
@@ -134,8 +139,9 @@ class Signer:
     def sign(self, payload: bytes) -> bytes:
         """The JWS compact serialization of `payload` (ASCII bytes)."""
         # typ None: no "typ": "JWT" header (this is a JWS of an event, not a JWT).
-        return _JWS.encode(payload, self._key, algorithm=self.alg,
-                           headers={"kid": self.kid, "typ": None}).encode("ascii")
+        return _JWS.encode(payload, self._key, algorithm=self.alg, headers={"kid": self.kid, "typ": None}).encode(
+            "ascii"
+        )
 
 
 def open_envelope(data: bytes) -> Tuple[dict, bytes]:
@@ -156,8 +162,9 @@ def open_envelope(data: bytes) -> Tuple[dict, bytes]:
     if not isinstance(header, dict):
         raise IdentityError("malformed envelope: the header is not a JSON object")
     if header.get("alg") not in ALGORITHMS:
-        raise IdentityError(f"envelope algorithm must be one of {', '.join(ALGORITHMS)}, "
-                            f"got {json.dumps(header.get('alg'))[:40]}")
+        raise IdentityError(
+            f"envelope algorithm must be one of {', '.join(ALGORITHMS)}, got {json.dumps(header.get('alg'))[:40]}"
+        )
     split_key_id(header.get("kid"))
     return header, payload
 

@@ -16,6 +16,7 @@ Within a departure nothing changes, whatever boards: a ±1 change cannot be read
 a function of (seed, train, departure) only, never of the request: the same answer to
 everyone, on every instance that holds the same seed.
 """
+
 import datetime
 import hashlib
 import hmac
@@ -38,11 +39,10 @@ class Policy(NamedTuple):
 def _unit(seed: bytes, *parts: str) -> float:
     """A number in [0, 1) from the seed and the parts (HMAC-SHA256 from the standard library)."""
     digest = hmac.new(seed, "|".join(parts).encode("utf-8"), hashlib.sha256).digest()
-    return int.from_bytes(digest[:8], "big") / 2 ** 64
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def departure_key(at: datetime.datetime, policy: Policy, run=None,
-                  departures: Sequence[datetime.datetime] = ()) -> str:
+def departure_key(at: datetime.datetime, policy: Policy, run=None, departures: Sequence[datetime.datetime] = ()) -> str:
     """Which departure `at` belongs to: the trip run's latest stop departure at or before it,
     else the `window_s` window it falls in."""
     if run is not None and departures:
@@ -53,8 +53,10 @@ def departure_key(at: datetime.datetime, policy: Policy, run=None,
 
 
 def coarse_status(ratio: float, thresholds: fleet.Thresholds, policy: Policy, train_id: str, key: str) -> str:
-    bounds = tuple(bound + (2 * _unit(policy.seed, train_id, key, str(i)) - 1) * policy.jitter
-                   for i, bound in enumerate(thresholds.bounds))
+    bounds = tuple(
+        bound + (2 * _unit(policy.seed, train_id, key, str(i)) - 1) * policy.jitter
+        for i, bound in enumerate(thresholds.bounds)
+    )
     # Moved bounds stay in order: each moves at most `jitter`, defaults are 0.15 or more apart.
     return fleet.Thresholds(tuple(sorted(bounds))).status(ratio)
 
@@ -63,16 +65,26 @@ def coarse_ratio(ratio: float, policy: Policy) -> float:
     return policy.step_pct * round(100 * ratio / policy.step_pct) / 100
 
 
-def public_view(sample: fleet.TrainView, now_view: fleet.TrainView, thresholds: fleet.Thresholds,
-                policy: Policy, key: str) -> fleet.TrainView:
+def public_view(
+    sample: fleet.TrainView, now_view: fleet.TrainView, thresholds: fleet.Thresholds, policy: Policy, key: str
+) -> fleet.TrainView:
     """What the public sees of a train: the departure's sample, coarse; liveness (status,
     last_seen) from now. No count, no per-device numbers."""
-    fields = dict(current_value=None, occupancy_ratio=None, public_status=fleet.NO_DATA_AVAILABLE,
-                  devices_seen={}, status=now_view.status, last_seen=now_view.last_seen,
-                  staleness_s=now_view.staleness_s, last_updated=sample.last_updated)
+    fields = dict(
+        current_value=None,
+        occupancy_ratio=None,
+        public_status=fleet.NO_DATA_AVAILABLE,
+        devices_seen={},
+        status=now_view.status,
+        last_seen=now_view.last_seen,
+        staleness_s=now_view.staleness_s,
+        last_updated=sample.last_updated,
+    )
     if sample.capacity and sample.capacity >= policy.min_capacity and sample.occupancy_ratio is not None:
-        fields.update(occupancy_ratio=coarse_ratio(sample.occupancy_ratio, policy),
-                      public_status=coarse_status(sample.occupancy_ratio, thresholds, policy, sample.train_id, key))
+        fields.update(
+            occupancy_ratio=coarse_ratio(sample.occupancy_ratio, policy),
+            public_status=coarse_status(sample.occupancy_ratio, thresholds, policy, sample.train_id, key),
+        )
     return now_view._replace(**fields)
 
 

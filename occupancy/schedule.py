@@ -14,6 +14,7 @@ libraries that read GTFS (partridge, gtfs-kit) bring pandas into the API for tha
 GTFS times are seconds after "noon minus 12 h" of the service date in the agency's time
 zone, and may pass 24:00:00: a trip leaving at 24:30:00 runs on the previous service date.
 """
+
 import csv
 import datetime
 import io
@@ -38,7 +39,7 @@ class Trip(NamedTuple):
     headsign: str
     direction_id: Optional[int]
     start_s: int  # first departure, seconds after the service day's reference
-    end_s: int    # last arrival
+    end_s: int  # last arrival
     route_short_name: str
     route_long_name: str
     departures_s: tuple = ()  # every stop's departure, in stop order (the public sample points)
@@ -46,6 +47,7 @@ class Trip(NamedTuple):
 
 class TripRun(NamedTuple):
     """A trip on one service date: what a TripDescriptor names."""
+
     trip: Trip
     service_date: datetime.date
     starts_at: datetime.datetime
@@ -116,11 +118,19 @@ class Schedule:
                 continue  # a trip without stop times cannot be placed in time
             route = routes.get(r["route_id"], {})
             direction = r.get("direction_id", "").strip()
-            trip = Trip(r["trip_id"], r["route_id"], r["service_id"], (r.get("trip_short_name") or "").strip(),
-                        r.get("trip_headsign") or "", int(direction) if direction.isdigit() else None,
-                        min(times[r["trip_id"]]), max(times[r["trip_id"]]),
-                        route.get("route_short_name") or "", route.get("route_long_name") or "",
-                        tuple(t for _, t in sorted(departures.get(r["trip_id"], ()))))
+            trip = Trip(
+                r["trip_id"],
+                r["route_id"],
+                r["service_id"],
+                (r.get("trip_short_name") or "").strip(),
+                r.get("trip_headsign") or "",
+                int(direction) if direction.isdigit() else None,
+                min(times[r["trip_id"]]),
+                max(times[r["trip_id"]]),
+                route.get("route_short_name") or "",
+                route.get("route_long_name") or "",
+                tuple(t for _, t in sorted(departures.get(r["trip_id"], ()))),
+            )
             self.trips[trip.trip_id] = trip
             if trip.short_name:
                 self.by_short_name.setdefault(trip.short_name, []).append(trip)
@@ -135,8 +145,13 @@ class Schedule:
     def from_zip(cls, path: str) -> "Schedule":
         try:
             with zipfile.ZipFile(path) as z:
-                return cls({name.rsplit("/", 1)[-1]: z.read(name).decode("utf-8-sig") for name in z.namelist()
-                            if name.endswith(".txt")})
+                return cls(
+                    {
+                        name.rsplit("/", 1)[-1]: z.read(name).decode("utf-8-sig")
+                        for name in z.namelist()
+                        if name.endswith(".txt")
+                    }
+                )
         except (OSError, zipfile.BadZipFile, UnicodeDecodeError) as e:
             raise ScheduleError(f"cannot read the static feed {path}: {e}") from None
 
@@ -148,8 +163,11 @@ class Schedule:
         if exception == "2":
             return False
         row = self._calendar.get(service_id)
-        return bool(row and _date(row["start_date"]) <= day <= _date(row["end_date"])
-                    and row.get(_WEEKDAYS[day.weekday()], "0").strip() == "1")
+        return bool(
+            row
+            and _date(row["start_date"]) <= day <= _date(row["end_date"])
+            and row.get(_WEEKDAYS[day.weekday()], "0").strip() == "1"
+        )
 
     def _reference(self, day: datetime.date) -> datetime.datetime:
         """Noon minus 12 h of the service date: what GTFS times count from (midnight, but for
@@ -159,8 +177,12 @@ class Schedule:
 
     def run(self, trip: Trip, day: datetime.date) -> TripRun:
         reference = self._reference(day)
-        return TripRun(trip, day, reference + datetime.timedelta(seconds=trip.start_s),
-                       reference + datetime.timedelta(seconds=trip.end_s))
+        return TripRun(
+            trip,
+            day,
+            reference + datetime.timedelta(seconds=trip.start_s),
+            reference + datetime.timedelta(seconds=trip.end_s),
+        )
 
     def current_run(self, short_name: str, at: datetime.datetime) -> Optional[TripRun]:
         """The run of the trip with this `trip_short_name` that is under way at `at` (within
@@ -172,8 +194,11 @@ class Schedule:
             for day in (local_day - datetime.timedelta(days=1), local_day):
                 if self.runs_on(trip.service_id, day):
                     run = self.run(trip, day)
-                    if (run.starts_at - datetime.timedelta(seconds=EARLY_S) <= at
-                            <= run.ends_at + datetime.timedelta(seconds=LATE_S)):
+                    if (
+                        run.starts_at - datetime.timedelta(seconds=EARLY_S)
+                        <= at
+                        <= run.ends_at + datetime.timedelta(seconds=LATE_S)
+                    ):
                         candidates.append(run)
         return min(candidates, key=lambda r: abs((r.starts_at - at).total_seconds()), default=None)
 

@@ -17,14 +17,14 @@ Integers are LEB128 varints, signed ones zigzag-encoded; strings are a
 length and UTF-8; seq ranges are each range's distance from the previous one
 and its width, so consecutive seqs cost a few bytes whatever their size.
 """
+
 from typing import Dict, List, Tuple
 
 from occupancy.fold import Bucket, DeviceMemory, TrainState
 
 STATE_VERSION = 1
 DEDUP_VERSION = 1
-_BUCKET_FIELDS = ("start_us", "timestamp_us", "value", "delta", "events", "boarded", "alighted", "late",
-                  "correction")
+_BUCKET_FIELDS = ("start_us", "timestamp_us", "value", "delta", "events", "boarded", "alighted", "late", "correction")
 
 
 class UnknownVersion(ValueError):
@@ -94,7 +94,7 @@ class _Reader:
     def str(self) -> str:
         n = self.uint()
         self.at += n
-        return bytes(self.data[self.at - n:self.at]).decode("utf-8")
+        return bytes(self.data[self.at - n : self.at]).decode("utf-8")
 
     def ranges(self) -> List[List[int]]:
         out, previous = [], 0
@@ -141,9 +141,14 @@ def decode_state(data: bytes) -> TrainState:
     for _ in range(r.uint()):
         device_id = r.str()
         seq, registered_us, last_seen_us, boarded, alighted = (r.int() for _ in range(5))
-        state.devices[device_id] = DeviceMemory(seq=seq, applied=r.ranges(), last_seen_us=last_seen_us,
-                                                registered_us=registered_us, trip_boarded=boarded,
-                                                trip_alighted=alighted)
+        state.devices[device_id] = DeviceMemory(
+            seq=seq,
+            applied=r.ranges(),
+            last_seen_us=last_seen_us,
+            registered_us=registered_us,
+            trip_boarded=boarded,
+            trip_alighted=alighted,
+        )
     state.recent_ids = {r.str(): r.int() for _ in range(r.uint())}
     if r.uint():
         state.bucket = Bucket(**{name: r.int() for name in _BUCKET_FIELDS})

@@ -6,6 +6,7 @@ one way to commit writes: batched, transient errors retried with capped
 exponential back-off and then re-raised, permanent errors reported per
 document so that only the documents that cannot succeed are dead-lettered.
 """
+
 import logging
 import os
 import random
@@ -17,12 +18,25 @@ from google.api_core import exceptions as gexc
 _LOGGER = logging.getLogger(__name__)
 
 # Errors that may succeed when tried again.
-TRANSIENT = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Aborted,
-             gexc.ResourceExhausted, gexc.InternalServerError, gexc.TooManyRequests,
-             gexc.GatewayTimeout, gexc.BadGateway)
+TRANSIENT = (
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.Aborted,
+    gexc.ResourceExhausted,
+    gexc.InternalServerError,
+    gexc.TooManyRequests,
+    gexc.GatewayTimeout,
+    gexc.BadGateway,
+)
 # Errors that cannot succeed on retry: the documents go to the dead letters.
-PERMANENT = (gexc.InvalidArgument, gexc.PermissionDenied, gexc.FailedPrecondition,
-             gexc.Unauthenticated, gexc.NotFound, gexc.BadRequest)
+PERMANENT = (
+    gexc.InvalidArgument,
+    gexc.PermissionDenied,
+    gexc.FailedPrecondition,
+    gexc.Unauthenticated,
+    gexc.NotFound,
+    gexc.BadRequest,
+)
 
 MAX_BATCH = 500  # Firestore's limit of writes per commit
 # And of bytes per commit: Firestore takes 10 MiB a request, the emulator's gRPC server 4 MiB
@@ -38,6 +52,7 @@ class WriteConflict(Exception):
     def __init__(self, writes):
         super().__init__(f"{len(writes)} guarded writes conflicted")
         self.writes = writes
+
 
 # Opt-in operation counting for the benchmark (bench/): the Firestore emulator
 # neither bills nor counts, so reads and writes are counted where they are made.
@@ -59,14 +74,20 @@ def count_ops(reads: int = 0, writes: int = 0) -> None:
 
 def make_client(project: Optional[str], database: str = "(default)"):
     from google.cloud import firestore
+
     return firestore.Client(project=project, database=database)
 
 
 class RetryPolicy:
     """Capped exponential back-off with jitter, bounded by a total time."""
 
-    def __init__(self, initial_s: float = 0.25, max_backoff_s: float = 8.0, deadline_s: float = 60.0,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        initial_s: float = 0.25,
+        max_backoff_s: float = 8.0,
+        deadline_s: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.initial_s = initial_s
         self.max_backoff_s = max_backoff_s
         self.deadline_s = deadline_s
@@ -80,8 +101,7 @@ class RetryPolicy:
                 return fn()
             except TRANSIENT as e:
                 if time.monotonic() - start + backoff > self.deadline_s:
-                    _LOGGER.error("Giving up after %.1fs of transient errors: %s",
-                                  time.monotonic() - start, e)
+                    _LOGGER.error("Giving up after %.1fs of transient errors: %s", time.monotonic() - start, e)
                     raise
                 on_retry(e)
                 _LOGGER.warning("Transient Firestore error, retrying in %.2fs: %s", backoff, e)
@@ -89,10 +109,13 @@ class RetryPolicy:
                 backoff = min(backoff * 2, self.max_backoff_s)
 
 
-def commit_documents(client, writes: Sequence[tuple], policy: RetryPolicy,
-                     on_retry: Callable[[Exception], None] = lambda e: None,
-                     on_committed: Callable[[tuple, object], None] = lambda write, result: None
-                     ) -> List[Tuple[tuple, Exception]]:
+def commit_documents(
+    client,
+    writes: Sequence[tuple],
+    policy: RetryPolicy,
+    on_retry: Callable[[Exception], None] = lambda e: None,
+    on_committed: Callable[[tuple, object], None] = lambda write, result: None,
+) -> List[Tuple[tuple, Exception]]:
     """Sets every (collection, doc_id, data[, guard]) in batches of up to 500.
 
     A write with a guard (occupancy.fencing.Guard) is committed only if its
@@ -127,6 +150,7 @@ def commit_documents(client, writes: Sequence[tuple], policy: RetryPolicy,
 def _chunks(writes):
     """The writes in order, in batches of at most MAX_BATCH writes and about MAX_BATCH_BYTES."""
     from occupancy.documents import storage_size
+
     chunk, size = [], 0
     for write in writes:
         write_size = storage_size(f"{write[0]}/{write[1]}", write[2])

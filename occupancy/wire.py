@@ -4,6 +4,7 @@ Pure Python, no Beam and no Google client: a door device installs only the
 publisher's dependencies and still imports this module. See docs/design.md, "Event
 message", for the contract this code keeps.
 """
+
 import datetime
 import hashlib
 import json
@@ -38,8 +39,18 @@ INVALID_FIELD = "invalid_field"
 FUTURE_TIMESTAMP = "future_timestamp"
 UNKNOWN_DEVICE = "unknown_device"
 WRITE_FAILED = "write_failed"
-REASONS = (MALFORMED, INVALID_FIELD, FUTURE_TIMESTAMP, UNKNOWN_DEVICE, WRITE_FAILED, UNSIGNED, BAD_SIGNATURE,
-           UNKNOWN_KEY, EXPIRED_KEY, SEQ_JUMP)
+REASONS = (
+    MALFORMED,
+    INVALID_FIELD,
+    FUTURE_TIMESTAMP,
+    UNKNOWN_DEVICE,
+    WRITE_FAILED,
+    UNSIGNED,
+    BAD_SIGNATURE,
+    UNKNOWN_KEY,
+    EXPIRED_KEY,
+    SEQ_JUMP,
+)
 
 COUNT = "count"
 RESET = "reset"
@@ -65,6 +76,7 @@ class Event(NamedTuple):
     lookup fills them (a reset names its train itself). `seq` is NO_SEQ for
     legacy and reset events, which are de-duplicated by `event_id` only.
     """
+
     event_id: str
     event_time_us: int
     kind: str = COUNT
@@ -144,17 +156,18 @@ def event_id_for(device_id: str, seq: int) -> str:
 def encode_event(device_id: str, delta: int, event_time_us: int, seq: int):
     """The (payload bytes, attributes) a device publishes for one count."""
     event_time = format_time(event_time_us)
-    payload = json.dumps({"device_id": device_id, "delta": delta,
-                          "event_time": event_time, "seq": seq},
-                         separators=(",", ":")).encode("utf-8")
+    payload = json.dumps(
+        {"device_id": device_id, "delta": delta, "event_time": event_time, "seq": seq}, separators=(",", ":")
+    ).encode("utf-8")
     return payload, {"event_id": event_id_for(device_id, seq), "event_time": event_time}
 
 
 def encode_reset(train_id: str, event_time_us: int, kind: str = RESET):
     """A reset (or, with kind=TERMINUS, a zero-load event) as the operator's systems send it."""
     event_time = format_time(event_time_us)
-    payload = json.dumps({"type": kind, "train_id": train_id, "event_time": event_time},
-                         separators=(",", ":")).encode("utf-8")
+    payload = json.dumps({"type": kind, "train_id": train_id, "event_time": event_time}, separators=(",", ":")).encode(
+        "utf-8"
+    )
     return payload, {"event_id": f"{kind}:{train_id}:{event_time}", "event_time": event_time}
 
 
@@ -193,8 +206,9 @@ def _parse_json(obj, max_abs_delta: int) -> Event:
     if seq < 0:
         raise Rejected(INVALID_FIELD, f"seq must not be negative, got {seq}")
     event_time_us = parse_time(obj.get("event_time"))
-    return Event(event_id=event_id_for(device_id, seq), event_time_us=event_time_us,
-                 device_id=device_id, delta=delta, seq=seq)
+    return Event(
+        event_id=event_id_for(device_id, seq), event_time_us=event_time_us, device_id=device_id, delta=delta, seq=seq
+    )
 
 
 def _parse_legacy(text: str, message_id: str, max_abs_delta: int, legacy_tz) -> Event:
@@ -221,8 +235,12 @@ def _parse_legacy(text: str, message_id: str, max_abs_delta: int, legacy_tz) -> 
         event_time_us = to_micros(naive.replace(tzinfo=legacy_tz))
     except OverflowError:  # year 1 or 9999 moved across the date line by the time zone
         raise Rejected(INVALID_FIELD, f"legacy time is out of range: {shown(time_text)}") from None
-    return Event(event_id=f"legacy:{key}", event_time_us=_checked_time(event_time_us, time_text),
-                 device_id=device_id, delta=delta)
+    return Event(
+        event_id=f"legacy:{key}",
+        event_time_us=_checked_time(event_time_us, time_text),
+        device_id=device_id,
+        delta=delta,
+    )
 
 
 def is_envelope(data) -> bool:
@@ -231,14 +249,22 @@ def is_envelope(data) -> bool:
     return isinstance(data, (bytes, bytearray)) and _ENVELOPE_RE.match(data) is not None
 
 
-def parse_message(data: bytes, message_id: Optional[str], *, now_us: int, max_abs_delta: int,
-                  max_future_skew_s: float, legacy_tz=datetime.timezone.utc) -> Event:
+def parse_message(
+    data: bytes,
+    message_id: Optional[str],
+    *,
+    now_us: int,
+    max_abs_delta: int,
+    max_future_skew_s: float,
+    legacy_tz=datetime.timezone.utc,
+) -> Event:
     """Validates one Pub/Sub payload into an Event, or raises Rejected.
 
     A signed message (a JWS envelope, occupancy.identity) is parsed from its payload; its
     signature is checked later, by the registry lookup, which knows the sender's keys."""
     if is_envelope(data):
         from occupancy import identity  # only signed messages need the JOSE library
+
         try:
             _, data = identity.open_envelope(bytes(data))
         except identity.IdentityError as e:
@@ -261,16 +287,26 @@ def parse_message(data: bytes, message_id: Optional[str], *, now_us: int, max_ab
     else:
         event = _parse_legacy(text, message_id, max_abs_delta, legacy_tz)
     if event.event_time_us > now_us + int(max_future_skew_s * 1_000_000):
-        raise Rejected(FUTURE_TIMESTAMP,
-                       f"event_time {format_time(event.event_time_us)} is more than "
-                       f"{max_future_skew_s:g}s ahead of {format_time(now_us)}")
+        raise Rejected(
+            FUTURE_TIMESTAMP,
+            f"event_time {format_time(event.event_time_us)} is more than "
+            f"{max_future_skew_s:g}s ahead of {format_time(now_us)}",
+        )
     return event
 
 
-def dead_letter(reason: str, detail: str, payload: bytes, attributes: Optional[dict],
-                message_id: Optional[str], rejected_at_us: int, step: str) -> dict:
+def dead_letter(
+    reason: str,
+    detail: str,
+    payload: bytes,
+    attributes: Optional[dict],
+    message_id: Optional[str],
+    rejected_at_us: int,
+    step: str,
+) -> dict:
     """A dead-letter record: the original message (payload base64) and why it was rejected."""
     import base64
+
     if isinstance(payload, str):
         payload = payload.encode("utf-8")
     return {
@@ -286,6 +322,13 @@ def dead_letter(reason: str, detail: str, payload: bytes, attributes: Optional[d
 
 def dead_letter_id(record: dict) -> str:
     """Deterministic, so that a retried write of the same dead letter replaces itself."""
-    key = "|".join((record["reason"], record.get("message_id") or "", record["payload"],
-                    record["step"], json.dumps(record["attributes"], sort_keys=True)))
+    key = "|".join(
+        (
+            record["reason"],
+            record.get("message_id") or "",
+            record["payload"],
+            record["step"],
+            json.dumps(record["attributes"], sort_keys=True),
+        )
+    )
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]

@@ -1,4 +1,5 @@
 """build_pipeline: composes the occupancy pipeline on a Pipeline; never runs it."""
+
 import zoneinfo
 
 import apache_beam as beam
@@ -13,21 +14,30 @@ from transforms.parse import ParseEvents
 
 # Step labels are part of the job's contract: Dataflow's --update matches them.
 READ, PARSE, ENRICH, OCCUPANCY, WRITE = (
-    "ReadEvents", "ParseEvents", "EnrichWithTrain", "RunningOccupancy", "WriteToFirestore")
+    "ReadEvents",
+    "ParseEvents",
+    "EnrichWithTrain",
+    "RunningOccupancy",
+    "WriteToFirestore",
+)
 COLLECT_DEAD_LETTERS, WRITE_DEAD_LETTERS = "CollectDeadLetters", "WriteDeadLetters"
 
 
 def fold_config(options: OccupancyOptions) -> fold.FoldConfig:
-    daily_reset = (fold.DailyReset.parse(options.daily_reset, zoneinfo.ZoneInfo(options.timezone))
-                   if options.daily_reset else None)
+    daily_reset = (
+        fold.DailyReset.parse(options.daily_reset, zoneinfo.ZoneInfo(options.timezone)) if options.daily_reset else None
+    )
     return fold.FoldConfig(
         flush_interval_us=int(options.flush_interval_s * 1_000_000),
         reorder_delay_us=int(options.reorder_delay_s * 1_000_000),
-        dedup_window=options.dedup_window, daily_reset=daily_reset)
+        dedup_window=options.dedup_window,
+        daily_reset=daily_reset,
+    )
 
 
 def _read(p, options: OccupancyOptions):
     from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
+
     kwargs = {"with_attributes": True}
     # By the runner object, not its name: Beam accepts any spelling ("dataflow", "DataflowRunner",
     # "dataflowrunner", a module path), and a Pipeline may be given a runner instance.
@@ -54,25 +64,40 @@ def compose(messages, options: OccupancyOptions):
     same steps from a bounded source.
     """
     project, database = options.firestore_project_id(), options.firestore_database
-    parsed = messages | PARSE >> ParseEvents(
-        options.max_abs_delta, options.max_future_skew_s, options.legacy_timezone)
+    parsed = messages | PARSE >> ParseEvents(options.max_abs_delta, options.max_future_skew_s, options.legacy_timezone)
     enriched = parsed.events | ENRICH >> EnrichWithTrain(
-        project, database, options.devices_collection, options.trains_collection,
-        options.registry_refresh_s, options.device_auth)
-    seed = RealtimeSeed(project, database, options.realtime_collection, options.history_collection,
-                        options.write_retry_deadline_s)
+        project,
+        database,
+        options.devices_collection,
+        options.trains_collection,
+        options.registry_refresh_s,
+        options.device_auth,
+    )
+    seed = RealtimeSeed(
+        project, database, options.realtime_collection, options.history_collection, options.write_retry_deadline_s
+    )
     occupancy = enriched.keyed | OCCUPANCY >> RunningOccupancy(fold_config(options), seed)
     writes = occupancy["writes"]
     # The job's epoch: a job built later (a second job, a restart) fences this one off the
     # trains it writes (occupancy.fencing).
     write_failures = writes | WRITE >> WriteToFirestore(
-        project, database, {documents.REALTIME: options.realtime_collection,
-                            documents.HISTORY: options.history_collection,
-                            documents.TRIPS: options.trips_collection},
-        options.write_retry_deadline_s, writer_epoch_us=wire.now_us())
-    dead_letters = ((parsed.dead_letter, enriched.dead_letter, occupancy["dead_letter"], write_failures)
-                    | COLLECT_DEAD_LETTERS >> beam.Flatten())
+        project,
+        database,
+        {
+            documents.REALTIME: options.realtime_collection,
+            documents.HISTORY: options.history_collection,
+            documents.TRIPS: options.trips_collection,
+        },
+        options.write_retry_deadline_s,
+        writer_epoch_us=wire.now_us(),
+    )
+    dead_letters = (
+        parsed.dead_letter,
+        enriched.dead_letter,
+        occupancy["dead_letter"],
+        write_failures,
+    ) | COLLECT_DEAD_LETTERS >> beam.Flatten()
     dead_letters | WRITE_DEAD_LETTERS >> WriteDeadLetters(
-        options.dead_letter_topic, project, database, options.dead_letter_collection,
-        options.write_retry_deadline_s)
+        options.dead_letter_topic, project, database, options.dead_letter_collection, options.write_retry_deadline_s
+    )
     return writes, dead_letters

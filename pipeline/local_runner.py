@@ -17,6 +17,7 @@ callable, which differs per instance: those are not cached. Dataflow and the
 portable runners build a DoFn's signature once per bundle processor, so this is
 applied only to the local runner (`pipeline.main`).
 """
+
 import functools
 import logging
 
@@ -39,6 +40,7 @@ class _GrpcWithUnlimitedChannels:
 
 class _SpecKey:
     """A DoFn class as an lru_cache key, carrying one instance to compute the specs from."""
+
     __slots__ = ("dofn_class", "dofn")
 
     def __init__(self, dofn):
@@ -70,8 +72,7 @@ def _emulator_channel(target, options=None, compression=None):
     messages failed with RESOURCE_EXHAUSTED once they passed gRPC's default 4 MiB (several
     1 MB hostile payloads in one pull), was never acknowledged, and came back the same way, so
     those messages never arrived (the hostile_input flake: 10 of 1,000 dead letters missing)."""
-    options = list(options or []) + [("grpc.max_send_message_length", -1),
-                                     ("grpc.max_receive_message_length", -1)]
+    options = list(options or []) + [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
     return _insecure_channel(target, options=options, compression=compression)
 
 
@@ -79,8 +80,10 @@ def install() -> None:
     """Makes the local runner compute each DoFn class's state and timer specs once, and pull
     from the Pub/Sub emulator without gRPC's 4 MiB message limit."""
     import os
+
     if os.environ.get("PUBSUB_EMULATOR_HOST"):
         from google.pubsub_v1.services.subscriber import client as subscriber_client
+
         if not isinstance(subscriber_client.grpc, _GrpcWithUnlimitedChannels):
             subscriber_client.grpc = _GrpcWithUnlimitedChannels()
     if userstate.get_dofn_specs is get_dofn_specs:

@@ -1,4 +1,5 @@
 """Entrypoint: python -m pipeline.main --help"""
+
 import logging
 
 import apache_beam as beam
@@ -12,6 +13,7 @@ def run(argv=None) -> None:
     options = OccupancyOptions(argv)
     if "direct" in (options.view_as(StandardOptions).runner or "DirectRunner").lower():
         from pipeline import local_runner
+
         local_runner.install()
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, options)

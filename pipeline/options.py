@@ -1,4 +1,5 @@
 """The pipeline's command-line options (docs/design.md, "Command line")."""
+
 import datetime
 import zoneinfo
 
@@ -14,6 +15,7 @@ def _timezone(text: str) -> str:
 
 def _hh_mm(text: str) -> str:
     from occupancy.fold import DailyReset
+
     if text:  # empty: no daily reset
         DailyReset.parse(text, datetime.timezone.utc)
     return text
@@ -26,72 +28,117 @@ class OccupancyOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         source = parser.add_argument_group("input")
         source.add_argument(
-            "--input_subscription", type=str, default=None,
+            "--input_subscription",
+            type=str,
+            default=None,
             help="Pub/Sub subscription to read events from, "
-                 "projects/<project>/subscriptions/<name>. Use this locally: with a topic the "
-                 "local runner creates a new subscription on every start.")
+            "projects/<project>/subscriptions/<name>. Use this locally: with a topic the "
+            "local runner creates a new subscription on every start.",
+        )
         source.add_argument(
-            "--input_topic", type=str, default=None,
+            "--input_topic",
+            type=str,
+            default=None,
             help="Pub/Sub topic to read events from (a subscription is created for the job), "
-                 "projects/<project>/topics/<name>. Give this or --input_subscription.")
+            "projects/<project>/topics/<name>. Give this or --input_subscription.",
+        )
         parser.add_argument(
-            "--dead_letter_topic", type=str, default=None,
+            "--dead_letter_topic",
+            type=str,
+            default=None,
             help="Pub/Sub topic for rejected messages, projects/<project>/topics/<name>. "
-                 "Without it, dead letters go to the --dead_letter_collection in Firestore.")
+            "Without it, dead letters go to the --dead_letter_collection in Firestore.",
+        )
         parser.add_argument(
-            "--firestore_project", type=str, default=None,
-            help="Project of the Firestore database (default: --project).")
+            "--firestore_project",
+            type=str,
+            default=None,
+            help="Project of the Firestore database (default: --project).",
+        )
+        parser.add_argument("--firestore_database", type=str, default="(default)", help="Firestore database id.")
         parser.add_argument(
-            "--firestore_database", type=str, default="(default)",
-            help="Firestore database id.")
+            "--registry_refresh_s",
+            type=positive_float,
+            default=60.0,
+            help="Seconds between reloads of the cached device registry view on each worker.",
+        )
         parser.add_argument(
-            "--registry_refresh_s", type=positive_float, default=60.0,
-            help="Seconds between reloads of the cached device registry view on each worker.")
+            "--device_auth",
+            type=str,
+            default="require",
+            choices=("require", "log", "off"),
+            help='Device identity (docs/design.md, "Device identity"): require: a message not '
+            "signed by its sender's registered key is a dead letter (unsigned, bad_signature, "
+            "unknown_key, expired_key); log: verified and counted but accepted (while moving a "
+            "fleet over); off: not checked, INSECURE, only for legacy devices that cannot sign.",
+        )
         parser.add_argument(
-            "--device_auth", type=str, default="require", choices=("require", "log", "off"),
-            help="Device identity (docs/design.md, \"Device identity\"): require: a message not "
-                 "signed by its sender's registered key is a dead letter (unsigned, bad_signature, "
-                 "unknown_key, expired_key); log: verified and counted but accepted (while moving a "
-                 "fleet over); off: not checked, INSECURE, only for legacy devices that cannot sign.")
-        parser.add_argument(
-            "--reorder_delay_s", type=float, default=2.0,
+            "--reorder_delay_s",
+            type=float,
+            default=2.0,
             help="Seconds an event waits for earlier events that arrive out of order before it "
-                 "is applied; realtime shows it only after that.")
+            "is applied; realtime shows it only after that.",
+        )
         parser.add_argument(
-            "--flush_interval_s", type=positive_float, default=1.0,
-            help="Width of a history bucket in seconds; also the least time between two "
-                 "realtime writes of one train.")
+            "--flush_interval_s",
+            type=positive_float,
+            default=1.0,
+            help="Width of a history bucket in seconds; also the least time between two realtime writes of one train.",
+        )
         parser.add_argument(
-            "--max_abs_delta", type=int, default=100,
-            help="Largest |delta| accepted in one message; larger ones are dead-lettered.")
+            "--max_abs_delta",
+            type=int,
+            default=100,
+            help="Largest |delta| accepted in one message; larger ones are dead-lettered.",
+        )
         parser.add_argument(
-            "--max_future_skew_s", type=float, default=300.0,
-            help="Events stamped more than this many seconds in the future are dead-lettered.")
+            "--max_future_skew_s",
+            type=float,
+            default=300.0,
+            help="Events stamped more than this many seconds in the future are dead-lettered.",
+        )
         parser.add_argument(
-            "--dedup_window", type=int, default=1000,
+            "--dedup_window",
+            type=int,
+            default=1000,
             help="Per device, how many seqs below the highest applied one are remembered; "
-                 "older seqs count as duplicates.")
+            "older seqs count as duplicates.",
+        )
         parser.add_argument(
-            "--legacy_timezone", type=_timezone, default="UTC",
-            help="Time zone of the naive timestamps in the legacy CSV payload.")
+            "--legacy_timezone",
+            type=_timezone,
+            default="UTC",
+            help="Time zone of the naive timestamps in the legacy CSV payload.",
+        )
         parser.add_argument(
-            "--daily_reset", type=_hh_mm, default="",
-            help="HH:MM at which every train's occupancy returns to 0 (event time, in "
-                 "--timezone). Empty: off.")
+            "--daily_reset",
+            type=_hh_mm,
+            default="",
+            help="HH:MM at which every train's occupancy returns to 0 (event time, in --timezone). Empty: off.",
+        )
+        parser.add_argument("--timezone", type=_timezone, default="UTC", help="Time zone of --daily_reset.")
         parser.add_argument(
-            "--timezone", type=_timezone, default="UTC",
-            help="Time zone of --daily_reset.")
-        parser.add_argument(
-            "--write_retry_deadline_s", type=positive_float, default=60.0,
+            "--write_retry_deadline_s",
+            type=positive_float,
+            default=60.0,
             help="How long transient Firestore errors are retried before the bundle fails "
-                 "(the runner then retries it).")
+            "(the runner then retries it).",
+        )
         collections = parser.add_argument_group("Firestore collections")
-        for name, default in (("realtime", "realtime"), ("history", "history"),
-                              ("devices", "devices"), ("trains", "trains"),
-                              ("dead_letter", "dead_letters"), ("trips", "trips")):
+        for name, default in (
+            ("realtime", "realtime"),
+            ("history", "history"),
+            ("devices", "devices"),
+            ("trains", "trains"),
+            ("dead_letter", "dead_letters"),
+            ("trips", "trips"),
+        ):
             collections.add_argument(
-                f"--{name}_collection", type=str, default=default,
-                help=f"Firestore collection for {name.replace('_', ' ')} documents.")
+                f"--{name}_collection",
+                type=str,
+                default=default,
+                help=f"Firestore collection for {name.replace('_', ' ')} documents.",
+            )
 
     def firestore_project_id(self) -> str:
         return self.firestore_project or self.view_as(GoogleCloudOptions).project

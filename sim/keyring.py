@@ -4,6 +4,7 @@ Generated when a simulation starts and never written anywhere but the registry's
 half (no private key lives in the repository): `make run`, the fault suite, the benchmarks
 and the tests sign every message as a real device does (occupancy.identity).
 """
+
 import threading
 from typing import Dict, Iterable, Optional
 
@@ -37,7 +38,8 @@ class Keyring:
             signer = self._signers.get(principal)
             if signer is None:
                 signer = self._signers[principal] = identity.Signer(
-                    self._new_key(principal), identity.key_id(principal, KEY_NAME))
+                    self._new_key(principal), identity.key_id(principal, KEY_NAME)
+                )
             return signer
 
     def _new_key(self, principal: str):
@@ -46,8 +48,10 @@ class Keyring:
         import hashlib
 
         from cryptography.hazmat.primitives.asymmetric import ed25519
+
         return ed25519.Ed25519PrivateKey.from_private_bytes(
-            hashlib.sha256(self._seed + b"|" + principal.encode("utf-8")).digest())
+            hashlib.sha256(self._seed + b"|" + principal.encode("utf-8")).digest()
+        )
 
     def sign(self, principal: str, payload: bytes) -> bytes:
         return self.signer(principal).sign(payload)
@@ -59,6 +63,7 @@ class Keyring:
         """A simulated message signed by who sends it: the device it names, else (a reset or
         terminus) the control principal."""
         import json
+
         device = json.loads(payload).get("device_id")
         return self.sign(device, payload) if device else self.sign_control(payload)
 
@@ -72,11 +77,16 @@ class Keyring:
     def key_document(self, principal: str) -> dict:
         """The registry's `keys` entry for a principal (for batched registration)."""
         signer = self.signer(principal)
-        return {"key_id": KEY_NAME, "alg": signer.alg, "public_key": self.public_pem(principal),
-                "expires_at": None}
+        return {"key_id": KEY_NAME, "alg": signer.alg, "public_key": self.public_pem(principal), "expires_at": None}
 
-    def register(self, client, collection: str, principals: Iterable[str], control_trains: Optional[list] = None,
-                 timeout: Optional[float] = None) -> None:
+    def register(
+        self,
+        client,
+        collection: str,
+        principals: Iterable[str],
+        control_trains: Optional[list] = None,
+        timeout: Optional[float] = None,
+    ) -> None:
         """Sets each registered principal's keys to this keyring's one key (batched: a whole
         simulated fleet at once; an earlier run's key is replaced); with `control_trains`,
         registers the control principal for them (["*"]: every train) with its key."""
@@ -88,7 +98,9 @@ class Keyring:
         principals = list(principals)
         for start in range(0, len(principals), 400):
             batch = client.batch()
-            for principal in principals[start:start + 400]:
-                batch.update(client.collection(collection).document(principal),
-                             {"keys": [self.key_document(principal)], "updated_at": firestore.SERVER_TIMESTAMP})
+            for principal in principals[start : start + 400]:
+                batch.update(
+                    client.collection(collection).document(principal),
+                    {"keys": [self.key_document(principal)], "updated_at": firestore.SERVER_TIMESTAMP},
+                )
             batch.commit(**rpc_options(timeout))

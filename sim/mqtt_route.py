@@ -1,6 +1,7 @@
 """Simulated door devices that speak MQTT: each connects to the broker as itself (its own
 secret) and publishes its signed messages on its own topic, as a real device over MQTT does
 (`make run` sends some of the fleet this way, the rest straight to Pub/Sub)."""
+
 import logging
 import threading
 from typing import Callable, Dict, Optional
@@ -31,6 +32,7 @@ class MqttRoute:
         if client is None:
             import paho.mqtt.client as paho
             from paho.mqtt.enums import CallbackAPIVersion
+
             client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"sim-{device}", protocol=paho.MQTTv5)
             client.username_pw_set(device, self._secrets[device])
             client.on_publish = lambda c, u, mid, rc, p, device=device: self._on_publish(device, mid, rc)

@@ -4,6 +4,7 @@ thread (honours PUBSUB_EMULATOR_HOST), the doors a `sim.mqtt_route.MqttRoute` na
 
     python -m sim.publisher --project demo-occupancy --topic occupancy-events --seconds 60
 """
+
 import argparse
 import json
 import logging
@@ -31,8 +32,9 @@ _LOGGER = logging.getLogger(__name__)
 class DevicePublisher:
     """Publishes a simulation in real time to a Pub/Sub topic from a background thread."""
 
-    def __init__(self, simulation: Simulation, project: str, topic: str,
-                 seconds: Optional[float] = None, mqtt_route=None):
+    def __init__(
+        self, simulation: Simulation, project: str, topic: str, seconds: Optional[float] = None, mqtt_route=None
+    ):
         """`mqtt_route` (sim.mqtt_route.MqttRoute): the devices it names send over MQTT instead."""
         self.simulation = simulation
         self.mqtt_route = mqtt_route
@@ -50,6 +52,7 @@ class DevicePublisher:
 
     def start(self) -> "DevicePublisher":
         from google.cloud import pubsub_v1  # the device extra; the generator needs none of it
+
         self._client = pubsub_v1.PublisherClient()
         self.start_us = wire.now_us()
         self._started = time.monotonic()
@@ -90,8 +93,7 @@ class DevicePublisher:
         # Messages are sent in send order, but one held back may still be due.
         held_back_s = self.simulation.config.out_of_order_delay_s[1]
         through_us = self.start_us + int((self._last_send_at - held_back_s) * 1_000_000)
-        return {t.train_id: self.simulation.truth.value_at(t.train_id, through_us)
-                for t in self.simulation.fleet}
+        return {t.train_id: self.simulation.truth.value_at(t.train_id, through_us) for t in self.simulation.fleet}
 
     def _run(self) -> None:
         try:
@@ -101,8 +103,9 @@ class DevicePublisher:
                     break
                 device = self.mqtt_route.device_of(message.attributes) if self.mqtt_route else None
                 if device is not None:
-                    self.mqtt_route.publish(device, message.payload,
-                                            lambda ok, kind=message.kind: self._counted(kind, ok))
+                    self.mqtt_route.publish(
+                        device, message.payload, lambda ok, kind=message.kind: self._counted(kind, ok)
+                    )
                 else:
                     future = self._client.publish(self.topic_path, message.payload, **message.attributes)
                     future.add_done_callback(lambda f, kind=message.kind: self._done(f, kind))
@@ -134,6 +137,7 @@ class DevicePublisher:
 
 # ---- command line ----------------------------------------------------------------
 
+
 def _train_arg(text: str) -> TrainSpec:
     """ID[:CAPACITY[:DOORS]]; a demo train's id alone gives its demo capacity and doors."""
     demo = {t.train_id: t for t in DEMO_FLEET}
@@ -163,27 +167,44 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m sim.publisher",
         description="Publish simulated door-device counts to Pub/Sub in real time "
-                    "(honours PUBSUB_EMULATOR_HOST). The devices must be registered "
-                    "(e.g. by `python -m local.demo`) or the pipeline dead-letters them.")
+        "(honours PUBSUB_EMULATOR_HOST). The devices must be registered "
+        "(e.g. by `python -m local.demo`) or the pipeline dead-letters them.",
+    )
     parser.add_argument("--project", type=str, default=DEFAULT_PROJECT, help="Pub/Sub project.")
     parser.add_argument("--topic", type=str, default=DEFAULT_TOPIC, help="Pub/Sub topic name.")
-    parser.add_argument("--trains", type=_train_arg, nargs="+", default=list(DEMO_FLEET),
-                        metavar="ID[:CAPACITY[:DOORS]]",
-                        help="Trains to simulate (default: the demo fleet "
-                             + ", ".join(t.train_id for t in DEMO_FLEET) + ").")
-    parser.add_argument("--seconds", type=float, default=60.0,
-                        help="Simulated (and real) seconds to run; 0 runs until Ctrl-C.")
+    parser.add_argument(
+        "--trains",
+        type=_train_arg,
+        nargs="+",
+        default=list(DEMO_FLEET),
+        metavar="ID[:CAPACITY[:DOORS]]",
+        help="Trains to simulate (default: the demo fleet " + ", ".join(t.train_id for t in DEMO_FLEET) + ").",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=60.0, help="Simulated (and real) seconds to run; 0 runs until Ctrl-C."
+    )
     parser.add_argument("--seed", type=int, default=0, help="Random seed: same seed, same messages.")
-    parser.add_argument("--duplicate-rate", type=_rate, default=FaultRates.duplicate,
-                        help="Share of messages published twice.")
-    parser.add_argument("--out-of-order-rate", type=_rate, default=FaultRates.out_of_order,
-                        help="Share of messages held back by 0.5-1.5 s.")
-    parser.add_argument("--malformed-rate", type=_rate, default=FaultRates.malformed,
-                        help="Share of messages followed by a malformed one.")
-    parser.add_argument("--no-reset", action="store_true",
-                        help="Do not send a reset per train at the start.")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="Print the messages as JSON lines instead of publishing them (no waiting).")
+    parser.add_argument(
+        "--duplicate-rate", type=_rate, default=FaultRates.duplicate, help="Share of messages published twice."
+    )
+    parser.add_argument(
+        "--out-of-order-rate",
+        type=_rate,
+        default=FaultRates.out_of_order,
+        help="Share of messages held back by 0.5-1.5 s.",
+    )
+    parser.add_argument(
+        "--malformed-rate",
+        type=_rate,
+        default=FaultRates.malformed,
+        help="Share of messages followed by a malformed one.",
+    )
+    parser.add_argument("--no-reset", action="store_true", help="Do not send a reset per train at the start.")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Print the messages as JSON lines instead of publishing them (no waiting).",
+    )
     return parser.parse_args(argv)
 
 
@@ -195,8 +216,16 @@ def _simulation(args: argparse.Namespace) -> Simulation:
 def _dry_run(simulation: Simulation, seconds: Optional[float]) -> None:
     try:
         for m in simulation.messages(wire.now_us(), seconds or 60.0):
-            print(json.dumps({"send_at": m.send_at, "kind": m.kind, "attributes": m.attributes,
-                              "payload": m.payload.decode("utf-8", errors="replace")}))
+            print(
+                json.dumps(
+                    {
+                        "send_at": m.send_at,
+                        "kind": m.kind,
+                        "attributes": m.attributes,
+                        "payload": m.payload.decode("utf-8", errors="replace"),
+                    }
+                )
+            )
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stderr.close()
 
@@ -210,8 +239,12 @@ def main(argv=None) -> int:
         _dry_run(simulation, seconds)
         return 0
     publisher = DevicePublisher(simulation, args.project, args.topic, seconds).start()
-    _LOGGER.info("Publishing to %s for %s (seed %s)", publisher.topic_path,
-                 f"{seconds:g}s" if seconds else "ever, Ctrl-C stops", args.seed)
+    _LOGGER.info(
+        "Publishing to %s for %s (seed %s)",
+        publisher.topic_path,
+        f"{seconds:g}s" if seconds else "ever, Ctrl-C stops",
+        args.seed,
+    )
     try:
         while not publisher.wait(5.0):
             _LOGGER.info("Published %s", publisher.counts())
@@ -220,8 +253,7 @@ def main(argv=None) -> int:
     finally:
         publisher.stop()
     _LOGGER.info("Published %s", publisher.counts())
-    _LOGGER.info("Expected occupancy once the pipeline has applied everything sent: %s",
-                 publisher.expected())
+    _LOGGER.info("Expected occupancy once the pipeline has applied everything sent: %s", publisher.expected())
     return 1 if publisher.error or publisher.counts()["failed"] else 0
 
 

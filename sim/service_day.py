@@ -11,6 +11,7 @@ train, and so is which doors are faulty.
 Two minutes after the last stop of a trip the operator's systems send a terminus event
 (`balancing=True`): the pipeline sets the train to 0 and records the residual.
 """
+
 import dataclasses
 import datetime
 import random
@@ -25,11 +26,12 @@ _S = 1_000_000
 @dataclasses.dataclass(frozen=True)
 class DoorError:
     """How one door counter errs, per person crossing."""
-    miss: float = 0.0       # not counted
-    double: float = 0.0     # counted twice
-    swap: float = 0.0       # counted in the other direction
-    bias_in: float = 0.0    # ins over-counted by this fraction (negative: under-counted)
-    dead: bool = False      # sends nothing at all
+
+    miss: float = 0.0  # not counted
+    double: float = 0.0  # counted twice
+    swap: float = 0.0  # counted in the other direction
+    bias_in: float = 0.0  # ins over-counted by this fraction (negative: under-counted)
+    dead: bool = False  # sends nothing at all
 
     @property
     def faulty(self) -> bool:
@@ -59,17 +61,18 @@ def observe(rng: random.Random, error: DoorError, boarded: int, alighted: int) -
 class Train(NamedTuple):
     train_id: str
     capacity: int
-    doors: Tuple[str, ...]              # device ids
-    door_names: Tuple[str, ...]         # registry door names, "car3-door1"
+    doors: Tuple[str, ...]  # device ids
+    door_names: Tuple[str, ...]  # registry door names, "car3-door1"
     errors: Tuple[DoorError, ...]
 
 
 @dataclasses.dataclass
 class Day:
     """What a simulated day sends, and what really happened."""
+
     messages: List[Tuple[bytes, dict]] = dataclasses.field(default_factory=list)
     truth: Dict[str, List[Tuple[int, int]]] = dataclasses.field(default_factory=dict)  # train -> (t_us, value)
-    termini: Dict[str, List[int]] = dataclasses.field(default_factory=dict)            # train -> terminus t_us
+    termini: Dict[str, List[int]] = dataclasses.field(default_factory=dict)  # train -> terminus t_us
     # Moments between stops, when every door has reported the last stop: where counting
     # error is measured (not the seconds of reporting lag within a stop).
     settled: Dict[str, List[int]] = dataclasses.field(default_factory=dict)
@@ -83,14 +86,30 @@ def fleet(trains: int, doors: int, capacity: int, errors_for) -> List[Train]:
     for i in range(trains):
         train_id = f"svc{i:03d}"
         names = tuple(f"car{d + 1}-door1" for d in range(doors))
-        out.append(Train(train_id, capacity, tuple(f"{train_id}-{n}" for n in names), names,
-                         tuple(errors_for(i, d) for d in range(doors))))
+        out.append(
+            Train(
+                train_id,
+                capacity,
+                tuple(f"{train_id}-{n}" for n in names),
+                names,
+                tuple(errors_for(i, d) for d in range(doors)),
+            )
+        )
     return out
 
 
-def simulate_day(trains: List[Train], date: datetime.date, seed: int, balancing: bool = True,
-                 stops: int = 12, trip_minutes: int = 50, turnaround_minutes: int = 10,
-                 first_hour: int = 6, last_hour: int = 22, seqs: Optional[Dict[str, int]] = None) -> Day:
+def simulate_day(
+    trains: List[Train],
+    date: datetime.date,
+    seed: int,
+    balancing: bool = True,
+    stops: int = 12,
+    trip_minutes: int = 50,
+    turnaround_minutes: int = 10,
+    first_hour: int = 6,
+    last_hour: int = 22,
+    seqs: Optional[Dict[str, int]] = None,
+) -> Day:
     """One service day of every train. `seqs` carries each device's seq across days."""
     rng = random.Random(seed)
     seqs = seqs if seqs is not None else {}
@@ -110,10 +129,12 @@ def simulate_day(trains: List[Train], date: datetime.date, seed: int, balancing:
             for stop in range(stops):
                 at = t + stop * stop_gap_us
                 last = stop == stops - 1
-                alight = load if last else (0 if stop == 0 else
-                                            sum(rng.random() < 0.25 + 0.5 * stop / stops for _ in range(load)))
-                board = 0 if last else int(rng.gauss(peak * train.capacity * (1.6 / stops) *
-                                                     (1.5 - stop / stops), 5))
+                alight = (
+                    load
+                    if last
+                    else (0 if stop == 0 else sum(rng.random() < 0.25 + 0.5 * stop / stops for _ in range(load)))
+                )
+                board = 0 if last else int(rng.gauss(peak * train.capacity * (1.6 / stops) * (1.5 - stop / stops), 5))
                 board = max(0, min(board, train.capacity * 2 - (load - alight)))
                 ins = [0] * len(train.doors)
                 outs = [0] * len(train.doors)

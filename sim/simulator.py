@@ -28,6 +28,7 @@ One model in one file (the stops, the doors' bursts, the faults and the truth
 they must add up to), longer than most modules here because its parts change
 together.
 """
+
 import bisect
 import dataclasses
 import heapq
@@ -59,6 +60,7 @@ _MS = 1000  # microseconds per millisecond
 @dataclasses.dataclass(frozen=True)
 class TrainSpec:
     """One train of the fleet and its door devices."""
+
     train_id: str
     capacity: int
     name: str = ""
@@ -85,6 +87,7 @@ DEMO_FLEET = (
 @dataclasses.dataclass(frozen=True)
 class FaultRates:
     """Probability, per valid message, of each injected fault."""
+
     duplicate: float = 0.02
     out_of_order: float = 0.03
     malformed: float = 0.01
@@ -93,6 +96,7 @@ class FaultRates:
 @dataclasses.dataclass(frozen=True)
 class SimConfig:
     """The model's knobs; ranges are uniform (low, high) in seconds."""
+
     first_stop_s: Tuple[float, float] = (1.0, 4.0)
     stop_interval_s: Tuple[float, float] = (20.0, 40.0)
     dwell_s: Tuple[float, float] = (4.0, 8.0)
@@ -113,6 +117,7 @@ class SimConfig:
 
 class TimedMessage(NamedTuple):
     """One message to publish `send_at` seconds after the start."""
+
     send_at: float
     payload: bytes
     attributes: Dict[str, str]
@@ -143,7 +148,7 @@ class Truth:
             points.append((event_time_us, value))
             # Bounded memory for an endless demo: only recent values are ever asked for.
             if len(points) > self._max_points:
-                del points[:len(points) - self._max_points // 2]
+                del points[: len(points) - self._max_points // 2]
 
     def value_at(self, train_id: str, event_time_us: int) -> Optional[int]:
         """Occupancy after every event with an event time <= `event_time_us` (None: none yet)."""
@@ -170,7 +175,7 @@ def malformed_payload(rng: random.Random, device_id: str, event_time_us: int, se
         return b"ERR door sensor fault 17"  # neither JSON nor the legacy CSV
     if choice == 2:
         text = json.dumps(good, separators=(",", ":"))
-        return text[:len(text) // 2].encode("utf-8")  # truncated JSON
+        return text[: len(text) // 2].encode("utf-8")  # truncated JSON
     if choice == 3:
         good["delta"] = str(good["delta"])  # mistyped field
     elif choice == 4:
@@ -193,8 +198,17 @@ class _Device:
 class _TrainSim:
     """One train: generates its messages segment by segment (a stop, or the run between stops)."""
 
-    def __init__(self, index: int, spec: TrainSpec, seed: int, config: SimConfig, start_us: int,
-                 until_ms: Optional[int], truth: Truth, keys=None):
+    def __init__(
+        self,
+        index: int,
+        spec: TrainSpec,
+        seed: int,
+        config: SimConfig,
+        start_us: int,
+        until_ms: Optional[int],
+        truth: Truth,
+        keys=None,
+    ):
         self.keys = keys
         self.index = index
         self.spec = spec
@@ -262,11 +276,9 @@ class _TrainSim:
         crossings = {d.device_id: [] for d in self.devices}
         # People get off first and on after; each through a random door.
         for _ in range(alight):
-            crossings[rng.choice(self.spec.devices)].append(
-                (begin + rng.randrange(1, max(2, int(dwell * 0.6))), -1))
+            crossings[rng.choice(self.spec.devices)].append((begin + rng.randrange(1, max(2, int(dwell * 0.6))), -1))
         for _ in range(board):
-            crossings[rng.choice(self.spec.devices)].append(
-                (begin + rng.randrange(int(dwell * 0.25), dwell), +1))
+            crossings[rng.choice(self.spec.devices)].append((begin + rng.randrange(int(dwell * 0.25), dwell), +1))
         return crossings
 
     def _count_messages(self, crossings: List[Tuple[int, int]], end: int) -> List[Tuple[int, int]]:
@@ -347,8 +359,9 @@ class Simulation:
     `start_us` give the same messages.
     """
 
-    def __init__(self, fleet: Sequence[TrainSpec] = DEMO_FLEET, seed: int = 0,
-                 config: SimConfig = SimConfig(), keys=None):
+    def __init__(
+        self, fleet: Sequence[TrainSpec] = DEMO_FLEET, seed: int = 0, config: SimConfig = SimConfig(), keys=None
+    ):
         if not fleet:
             raise ValueError("the fleet has no trains")
         # sim.keyring.Keyring: every message signed by its device (a reset by the control key).
@@ -364,9 +377,10 @@ class Simulation:
         self.truth = Truth()
         until_ms = None if seconds is None else int(seconds * 1000)
         master = random.Random(self.seed)
-        trains = [_TrainSim(i, spec, master.getrandbits(64), self.config, start_us, until_ms, self.truth,
-                            self.keys)
-                  for i, spec in enumerate(self.fleet)]
+        trains = [
+            _TrainSim(i, spec, master.getrandbits(64), self.config, start_us, until_ms, self.truth, self.keys)
+            for i, spec in enumerate(self.fleet)
+        ]
         heap, order = [], itertools.count()
         for train in trains:
             for send_ms, message in train.start():

@@ -2,6 +2,7 @@
 
 Tests that use them are marked `emulator` automatically (`make test-fast` skips them).
 """
+
 import time
 import uuid
 
@@ -16,8 +17,14 @@ from local.stack import PROJECT
 from occupancy.store import make_client
 from tests.support import PIPELINE_ARGS, Fleet, serve_api
 
-EMULATOR_FIXTURES = {"firestore_emulator", "pubsub_emulator", "firestore_client", "emulator_env",
-                     "own_emulator", "auth_emulator"}
+EMULATOR_FIXTURES = {
+    "firestore_emulator",
+    "pubsub_emulator",
+    "firestore_client",
+    "emulator_env",
+    "own_emulator",
+    "auth_emulator",
+}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -93,6 +100,7 @@ def own_emulator(monkeypatch):
 
 # ---- the running stack: the pipeline as a subprocess, the API server --------------------
 
+
 @pytest.fixture
 def local_stack(emulator_env, tmp_path):
     """Topic, subscription, a Firestore client and a way to start the pipeline; stops what it started."""
@@ -103,8 +111,9 @@ def local_stack(emulator_env, tmp_path):
 
     def start(log_name="pipeline.log", *extra_args):
         log_path = str(tmp_path / log_name)
-        process = stack.start_pipeline(PROJECT, f"pipeline-{name}", *PIPELINE_ARGS, *extra_args,
-                                       env=emulator_env, log_path=log_path)
+        process = stack.start_pipeline(
+            PROJECT, f"pipeline-{name}", *PIPELINE_ARGS, *extra_args, env=emulator_env, log_path=log_path
+        )
         process.log_path = log_path
         processes.append(process)
         return process
@@ -119,8 +128,9 @@ def local_stack(emulator_env, tmp_path):
 def api(firestore_emulator, auth_emulator, tmp_path_factory):
     """Base URL of the API served against the emulators (public occupancy reads)."""
     # No fleet cache: each test reads what it has just written.
-    process, base_url = serve_api(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()},
-                               "--fleet_cache_s=0")
+    process, base_url = serve_api(
+        tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()}, "--fleet_cache_s=0"
+    )
     yield base_url
     stack.stop_process(process)
 
@@ -131,8 +141,7 @@ def tokens(auth_emulator):
     suffix = str(time.time_ns())
     operator = stack.create_operator(auth_emulator, f"op-{suffix}@example.com", "secret-op")
     _, user = auth_emulator.sign_up(f"user-{suffix}@example.com", "secret-user")
-    return {"operator": {"Authorization": f"Bearer {operator}"},
-            "user": {"Authorization": f"Bearer {user}"}}
+    return {"operator": {"Authorization": f"Bearer {operator}"}, "user": {"Authorization": f"Bearer {user}"}}
 
 
 @pytest.fixture

@@ -1,32 +1,31 @@
 """A small GTFS static feed made by the tests (never a real operator's): train 1832 runs one
 trip on weekdays and another at weekends, 1999 leaves at 23:30 and arrives past midnight,
 the weekday service is removed on 2026-12-25 and a special service added on 2026-12-08."""
+
 import datetime
 import zipfile
 from zoneinfo import ZoneInfo
 
 FILES = {
-    "agency.txt": "agency_id,agency_name,agency_url,agency_timezone\n"
-                  "a,Demo Rail,https://example.com,Europe/Zurich\n",
+    "agency.txt": "agency_id,agency_name,agency_url,agency_timezone\na,Demo Rail,https://example.com,Europe/Zurich\n",
     "stops.txt": "stop_id,stop_name,stop_lat,stop_lon\n"
-                 "basel,Basel SBB,47.547,7.589\nzurich,Zuerich HB,47.378,8.540\nchur,Chur,46.853,9.529\n",
-    "routes.txt": "route_id,agency_id,route_short_name,route_long_name,route_type\n"
-                  "ic3,a,IC 3,Basel - Chur,2\n",
+    "basel,Basel SBB,47.547,7.589\nzurich,Zuerich HB,47.378,8.540\nchur,Chur,46.853,9.529\n",
+    "routes.txt": "route_id,agency_id,route_short_name,route_long_name,route_type\nic3,a,IC 3,Basel - Chur,2\n",
     "calendar.txt": "service_id,monday,tuesday,wednesday,thursday,friday,saturday,sunday,start_date,end_date\n"
-                    "weekdays,1,1,1,1,1,0,0,20260101,20271231\n"
-                    "weekends,0,0,0,0,0,1,1,20260101,20271231\n",
+    "weekdays,1,1,1,1,1,0,0,20260101,20271231\n"
+    "weekends,0,0,0,0,0,1,1,20260101,20271231\n",
     "calendar_dates.txt": "service_id,date,exception_type\nweekdays,20261225,2\nspecial,20261208,1\n",
     "trips.txt": "route_id,service_id,trip_id,trip_short_name,trip_headsign,direction_id\n"
-                 "ic3,weekdays,ic1832-wd,1832,Chur,0\n"
-                 "ic3,weekends,ic1832-we,1832,Chur,0\n"
-                 "ic3,weekdays,ic1999-night,1999,Basel SBB,1\n"
-                 "ic3,special,ic1850-special,1850,Chur,0\n",
+    "ic3,weekdays,ic1832-wd,1832,Chur,0\n"
+    "ic3,weekends,ic1832-we,1832,Chur,0\n"
+    "ic3,weekdays,ic1999-night,1999,Basel SBB,1\n"
+    "ic3,special,ic1850-special,1850,Chur,0\n",
     "stop_times.txt": "trip_id,arrival_time,departure_time,stop_id,stop_sequence\n"
-                      "ic1832-wd,08:00:00,08:00:00,basel,1\nic1832-wd,09:00:00,09:02:00,zurich,2\n"
-                      "ic1832-wd,10:15:00,10:15:00,chur,3\n"
-                      "ic1832-we,09:00:00,09:00:00,basel,1\nic1832-we,11:15:00,11:15:00,chur,2\n"
-                      "ic1999-night,23:30:00,23:30:00,chur,1\nic1999-night,25:10:00,25:10:00,basel,2\n"
-                      "ic1850-special,12:00:00,12:00:00,basel,1\nic1850-special,14:15:00,14:15:00,chur,2\n",
+    "ic1832-wd,08:00:00,08:00:00,basel,1\nic1832-wd,09:00:00,09:02:00,zurich,2\n"
+    "ic1832-wd,10:15:00,10:15:00,chur,3\n"
+    "ic1832-we,09:00:00,09:00:00,basel,1\nic1832-we,11:15:00,11:15:00,chur,2\n"
+    "ic1999-night,23:30:00,23:30:00,chur,1\nic1999-night,25:10:00,25:10:00,basel,2\n"
+    "ic1850-special,12:00:00,12:00:00,basel,1\nic1850-special,14:15:00,14:15:00,chur,2\n",
 }
 
 
@@ -39,6 +38,7 @@ def files_running_at(moment: datetime.datetime) -> dict:
 
     def t(seconds):
         return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
     files = dict(FILES)
     files["calendar.txt"] += "everyday,1,1,1,1,1,1,1,20260101,20271231\n"
     files["trips.txt"] += "ic3,everyday,now-7777,7777,Chur,0\nic3,everyday,now-8888,8888,Basel SBB,1\n"

@@ -1,5 +1,6 @@
 """A benchmark step for tests/test_bench_child.py: starts a server-like child in a process group of
 its own (as a step starts the API), writes its pid, waits for ever; stops the child on the way out."""
+
 import argparse
 import subprocess
 import sys

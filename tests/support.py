@@ -1,5 +1,6 @@
 """Helpers the end-to-end, API, dashboard and feed tests share (their fixtures are in
 conftest.py)."""
+
 import datetime
 import pathlib
 import threading
@@ -82,6 +83,7 @@ def wait_for_values(client, expected: dict, process, timeout_s: float = 60):
         assert process.poll() is None, f"pipeline died:\n{tail(process)}"
         values = realtime_values(client)
         return all(values.get(k) == v for k, v in expected.items())
+
     try:
         stack.wait_for(reached, timeout_s, what=f"realtime {expected}")
     except TimeoutError:
@@ -108,8 +110,11 @@ def warm_up(client, fleet, process, heartbeat_devices):
     beats = Heartbeats(fleet, heartbeat_devices, interval_s=0.5)
     beats.start()
     try:
-        stack.wait_for(lambda: process.poll() is not None or len(realtime_values(client)) >= len(heartbeat_devices),
-                       120, what="the pipeline's first realtime writes")
+        stack.wait_for(
+            lambda: process.poll() is not None or len(realtime_values(client)) >= len(heartbeat_devices),
+            120,
+            what="the pipeline's first realtime writes",
+        )
         assert process.poll() is None, f"pipeline died:\n{tail(process)}"
     finally:
         beats.stop()
@@ -145,4 +150,3 @@ def write_realtime(client, train_id, value, capacity=None, seen=None):
 
 def ago(seconds):
     return datetime.datetime.now(UTC) - datetime.timedelta(seconds=seconds)
-

@@ -4,6 +4,7 @@ Firestore emulator, tokens from the Firebase Auth emulator, called with httpx.
 Documents are written with the same functions the pipeline uses
 (occupancy.documents, occupancy.store), so the API reads what production writes.
 """
+
 import datetime
 import os
 import subprocess
@@ -28,12 +29,18 @@ def parse_time(text):
 
 # ---- health and docs -----------------------------------------------------------------
 
+
 def test_health_ready_and_openapi(http):
     assert http.get("/healthz").json() == {"status": "ok"}
     assert http.get("/readyz").json() == {"status": "ready"}
     paths = http.get("/openapi.json").json()["paths"]
-    for path in ("/v1/devices", "/v1/devices/{device_id}/train", "/v1/trains", "/v1/trains/{train_id}",
-                 "/v1/trains/{train_id}/history"):
+    for path in (
+        "/v1/devices",
+        "/v1/devices/{device_id}/train",
+        "/v1/trains",
+        "/v1/trains/{train_id}",
+        "/v1/trains/{train_id}/history",
+    ):
         assert path in paths
     docs = http.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
@@ -58,8 +65,9 @@ def test_help_lists_the_flags():
     assert out.returncode == 0
     for flag in ("--host", "--port", "--project", "--private_reads", "--stale_after_s", "--thresholds"):
         assert flag in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "api", "--thresholds", "0.5,0.2"], capture_output=True,
-                         text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "api", "--thresholds", "0.5,0.2"], capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 2 and "thresholds" in bad.stderr
 
 
@@ -67,13 +75,20 @@ def test_the_auth_emulator_is_refused_outside_a_demo_project(firestore_emulator)
     """firebase-admin accepts unsigned tokens while FIREBASE_AUTH_EMULATOR_HOST is set: a real
     project must not start so."""
     import os
+
     env = dict(os.environ, FIREBASE_AUTH_EMULATOR_HOST="127.0.0.1:9", **firestore_emulator.env())
-    out = subprocess.run([sys.executable, "-m", "api", "--project", "my-real-project", "--port", "1"],
-                         capture_output=True, text=True, timeout=60, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "api", "--project", "my-real-project", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert out.returncode == 1 and "refusing to serve project my-real-project" in out.stderr, out.stderr
 
 
 # ---- occupancy reads ---------------------------------------------------------------
+
 
 def test_trains_now_with_status_staleness_and_ratio(http, firestore_client):
     registry.set_train(firestore_client, "trains", "t-ok", 200, "Fresh")
@@ -127,8 +142,13 @@ def test_the_jobs_checkpoint_is_never_served(http, tokens, firestore_client):
     write_realtime(firestore_client, "t1", 10, 100, {"d1": (400, ago(2))})
     checkpoint = firestore_client.collection("realtime").document("t1").get().to_dict()[documents.CHECKPOINT]
     assert checkpoint  # written, so that its absence below means something
-    for path in ("/v1/trains", "/v1/trains/t1", "/v1/trains/t1/history", "/v1/devices",
-                 "/gtfs-rt/vehicle-positions.pb"):
+    for path in (
+        "/v1/trains",
+        "/v1/trains/t1",
+        "/v1/trains/t1/history",
+        "/v1/devices",
+        "/gtfs-rt/vehicle-positions.pb",
+    ):
         for headers in ({}, tokens["operator"]):
             response = http.get(path, headers=headers)
             if path == "/v1/devices" and not headers:
@@ -144,8 +164,14 @@ def test_history_pages_with_a_cursor_and_a_time_range(http, firestore_client):
     base = (wire.now_us() // S - 3600) * S
     writes = []
     for k in range(7):
-        bucket = Bucket(start_us=base + k * 60 * S, timestamp_us=base + k * 60 * S + 5 * S, value=10 + k,
-                        delta=1, events=1, boarded=1)
+        bucket = Bucket(
+            start_us=base + k * 60 * S,
+            timestamp_us=base + k * 60 * S + 5 * S,
+            value=10 + k,
+            delta=1,
+            events=1,
+            boarded=1,
+        )
         write = documents.history_write("th", bucket)
         writes.append((write.collection, write.doc_id, write.data))
     other = documents.history_write("other", Bucket(start_us=base, timestamp_us=base + S, value=99))
@@ -180,14 +206,18 @@ def test_history_pages_with_a_cursor_and_a_time_range(http, firestore_client):
 
 # ---- who may do what -----------------------------------------------------------------
 
-@pytest.mark.parametrize("method,path,body", [
-    ("GET", "/v1/devices", None),
-    ("POST", "/v1/devices", {"device_id": "d", "train_id": "t"}),
-    ("PUT", "/v1/devices/d/train", {"train_id": "t"}),
-    ("POST", "/v1/devices/d/enable", None),
-    ("POST", "/v1/devices/d/disable", None),
-    ("PUT", "/v1/trains/t", {"capacity": 10}),
-])
+
+@pytest.mark.parametrize(
+    "method,path,body",
+    [
+        ("GET", "/v1/devices", None),
+        ("POST", "/v1/devices", {"device_id": "d", "train_id": "t"}),
+        ("PUT", "/v1/devices/d/train", {"train_id": "t"}),
+        ("POST", "/v1/devices/d/enable", None),
+        ("POST", "/v1/devices/d/disable", None),
+        ("PUT", "/v1/trains/t", {"capacity": 10}),
+    ],
+)
 def test_device_endpoints_and_writes_need_an_operator(http, tokens, method, path, body):
     anonymous = http.request(method, path, json=body)
     assert anonymous.status_code == 401 and "sign in" in anonymous.json()["detail"]
@@ -199,8 +229,9 @@ def test_device_endpoints_and_writes_need_an_operator(http, tokens, method, path
 
 
 def test_private_reads_need_a_signed_in_user(firestore_emulator, auth_emulator, tokens, tmp_path_factory):
-    process, base_url = serve_api(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()},
-                               "--private_reads")
+    process, base_url = serve_api(
+        tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()}, "--private_reads"
+    )
     try:
         assert httpx.get(f"{base_url}/v1/trains").status_code == 401
         assert httpx.get(f"{base_url}/v1/trains", headers=tokens["user"]).status_code == 200
@@ -213,19 +244,28 @@ def test_auth_config_points_a_browser_at_the_emulator(http, auth_emulator):
     config = http.get("/v1/auth/config").json()
     assert config["emulator"] is True and config["public_reads"] is True
     assert config["sign_in_url"].startswith(f"http://{auth_emulator.host_port}/identitytoolkit")
-    token = httpx.post(config["sign_in_url"], params={"key": config["api_key"]},
-                       json={"email": stack.DEMO_OPERATOR[0] + ".missing", "password": "x",
-                             "returnSecureToken": True})
+    token = httpx.post(
+        config["sign_in_url"],
+        params={"key": config["api_key"]},
+        json={"email": stack.DEMO_OPERATOR[0] + ".missing", "password": "x", "returnSecureToken": True},
+    )
     assert token.status_code == 400  # the URL is the real sign-in endpoint: an unknown user is refused
 
 
-def test_the_api_answers_503_while_firestore_is_cut_off_and_recovers_by_itself(firestore_emulator, auth_emulator,
-                                                                            firestore_client, tmp_path_factory):
+def test_the_api_answers_503_while_firestore_is_cut_off_and_recovers_by_itself(
+    firestore_emulator, auth_emulator, firestore_client, tmp_path_factory
+):
     from faults.proxy import Proxy
+
     registry.set_train(firestore_client, "trains", "t1", 100)
     proxy = Proxy(firestore_emulator.host_port).start()
-    process, base_url = serve_api(tmp_path_factory, {"FIRESTORE_EMULATOR_HOST": proxy.host_port, **auth_emulator.env()},
-                                  "--fleet_cache_s=1", "--fleet_max_age_s=3", "--firestore_timeout_s=2")
+    process, base_url = serve_api(
+        tmp_path_factory,
+        {"FIRESTORE_EMULATOR_HOST": proxy.host_port, **auth_emulator.env()},
+        "--fleet_cache_s=1",
+        "--fleet_max_age_s=3",
+        "--firestore_timeout_s=2",
+    )
     try:
         with httpx.Client(base_url=base_url, timeout=30) as client:
             assert client.get("/v1/trains").status_code == 200
@@ -259,9 +299,13 @@ def test_operators_cli_grants_and_revokes_the_role(http, auth_emulator, monkeypa
     monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", auth_emulator.host_port)
     email, password = f"promoted-{time.time_ns()}@example.com", "secret-p"
     auth_emulator.sign_up(email, password)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "api.operators", *a, email, "--project", PROJECT],
-                                    capture_output=True, text=True, timeout=60,
-                                    env={**os.environ, **auth_emulator.env()})
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "api.operators", *a, email, "--project", PROJECT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **auth_emulator.env()},
+    )
     headers = lambda: {"Authorization": f"Bearer {auth_emulator.sign_in(email, password)}"}
     assert http.get("/v1/devices", headers=headers()).status_code == 403
     granted = run("grant")
@@ -269,13 +313,18 @@ def test_operators_cli_grants_and_revokes_the_role(http, auth_emulator, monkeypa
     assert http.get("/v1/devices", headers=headers()).status_code == 200
     assert run("revoke").returncode == 0
     assert http.get("/v1/devices", headers=headers()).status_code == 403
-    missing = subprocess.run([sys.executable, "-m", "api.operators", "grant", "nobody@example.com",
-                              "--project", PROJECT], capture_output=True, text=True, timeout=60,
-                             env={**os.environ, **auth_emulator.env()})
+    missing = subprocess.run(
+        [sys.executable, "-m", "api.operators", "grant", "nobody@example.com", "--project", PROJECT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **auth_emulator.env()},
+    )
     assert missing.returncode == 1 and "no user" in missing.stderr
 
 
 # ---- the fleet registry --------------------------------------------------------------
+
 
 def test_list_devices_with_last_seen_and_filters(http, tokens, firestore_client):
     op = tokens["operator"]
@@ -304,16 +353,19 @@ def test_list_devices_with_last_seen_and_filters(http, tokens, firestore_client)
 
 def test_register_move_enable_disable_and_set_train(http, tokens, firestore_client):
     op = tokens["operator"]
-    created = http.post("/v1/devices", json={"device_id": "n1", "train_id": "t1", "door": "car1-door2"},
-                        headers=op)
+    created = http.post("/v1/devices", json={"device_id": "n1", "train_id": "t1", "door": "car1-door2"}, headers=op)
     assert created.status_code == 201 and created.headers["location"] == "/v1/devices/n1"
     assert created.json()["train_id"] == "t1" and created.json()["enabled"] is True
     assert registry.read_device(firestore_client, "devices", "n1").door == "car1-door2"
 
     elsewhere = http.post("/v1/devices", json={"device_id": "n1", "train_id": "t2"}, headers=op)
     assert elsewhere.status_code == 409 and "registered to train t1" in elsewhere.json()["detail"]
-    for body in ({"device_id": "a/b", "train_id": "t1"}, {"device_id": "ok\n", "train_id": "t1"},
-                 {"device_id": "n2"}, {"device_id": "n2", "train_id": 5}):
+    for body in (
+        {"device_id": "a/b", "train_id": "t1"},
+        {"device_id": "ok\n", "train_id": "t1"},
+        {"device_id": "n2"},
+        {"device_id": "n2", "train_id": 5},
+    ):
         response = http.post("/v1/devices", json=body, headers=op)
         assert response.status_code == 422, body
         assert isinstance(response.json()["detail"], str) and response.json()["detail"]
@@ -334,20 +386,22 @@ def test_register_move_enable_disable_and_set_train(http, tokens, firestore_clie
     train = http.put("/v1/trains/t2", json={"capacity": 300, "name": "Night train"}, headers=op)
     assert train.status_code == 200 and (train.json()["capacity"], train.json()["name"]) == (300, "Night train")
     assert http.put("/v1/trains/t2", json={"capacity": 250}, headers=op).json()["name"] == "Night train"
-    assert registry.train_entry(firestore_client.collection("trains").document("t2").get().to_dict()) == \
-        registry.TrainEntry(250, "Night train")
+    assert registry.train_entry(
+        firestore_client.collection("trains").document("t2").get().to_dict()
+    ) == registry.TrainEntry(250, "Night train")
     assert http.put("/v1/trains/t2", json={"capacity": 0}, headers=op).status_code == 422
     assert http.put("/v1/trains/t2", json={"name": "no capacity"}, headers=op).status_code == 422
 
 
 # ---- a device moved through the API while the pipeline runs ------------------------------
 
-def test_device_moved_through_the_api_counts_for_its_new_train(local_stack, auth_emulator, tokens,
-                                                               tmp_path_factory):
+
+def test_device_moved_through_the_api_counts_for_its_new_train(local_stack, auth_emulator, tokens, tmp_path_factory):
     client, fleet, start = local_stack
     register(client, {"ta": ["mover", "hb-a"], "tb": ["hb-b"]}, {"ta": 100, "tb": 100})
-    process, base_url = serve_api(tmp_path_factory, {"FIRESTORE_EMULATOR_HOST": os.environ[
-        "FIRESTORE_EMULATOR_HOST"], **auth_emulator.env()})
+    process, base_url = serve_api(
+        tmp_path_factory, {"FIRESTORE_EMULATOR_HOST": os.environ["FIRESTORE_EMULATOR_HOST"], **auth_emulator.env()}
+    )
     pipeline = start()
     try:
         warm_up(client, fleet, pipeline, ["hb-a", "hb-b"])
@@ -356,8 +410,9 @@ def test_device_moved_through_the_api_counts_for_its_new_train(local_stack, auth
         try:
             fleet.publish("mover", 4)
             wait_for_values(client, {"ta": 4, "tb": 0}, pipeline)
-            moved = httpx.put(f"{base_url}/v1/devices/mover/train", json={"train_id": "tb"},
-                              headers=tokens["operator"], timeout=30)
+            moved = httpx.put(
+                f"{base_url}/v1/devices/mover/train", json={"train_id": "tb"}, headers=tokens["operator"], timeout=30
+            )
             assert moved.status_code == 200, moved.text
             time.sleep(3.5)  # the pipeline's registry refresh (--registry_refresh_s=2) picks it up
             fleet.publish("mover", 3)
@@ -367,8 +422,9 @@ def test_device_moved_through_the_api_counts_for_its_new_train(local_stack, auth
         trains = {t["train_id"]: t for t in httpx.get(f"{base_url}/v1/trains", timeout=30).json()["trains"]}
         assert (trains["ta"]["current_value"], trains["tb"]["current_value"]) == (4, 3)
         assert trains["tb"]["status"] == "ok" and trains["tb"]["occupancy_ratio"] == 0.03
-        devices = httpx.get(f"{base_url}/v1/devices", params={"train": "tb"}, headers=tokens["operator"],
-                            timeout=30).json()["devices"]
+        devices = httpx.get(
+            f"{base_url}/v1/devices", params={"train": "tb"}, headers=tokens["operator"], timeout=30
+        ).json()["devices"]
         mover = {d["device_id"]: d for d in devices}["mover"]
         assert mover["train_id"] == "tb" and mover["seq"] == 2
     finally:
@@ -377,17 +433,27 @@ def test_device_moved_through_the_api_counts_for_its_new_train(local_stack, auth
 
 def test_device_keys_are_listed_added_and_removed_by_operators_only(http, tokens, firestore_client):
     from occupancy import identity
+
     op = tokens["operator"]
     assert http.post("/v1/devices", json={"device_id": "k1dev", "train_id": "t1"}, headers=op).status_code == 201
     pem = identity.public_pem(identity.generate_private_key("ES256"))
-    assert http.post("/v1/devices/k1dev/keys", json={"key_id": "k1", "public_key": pem},
-                     headers=tokens["user"]).status_code == 403
-    added = http.post("/v1/devices/k1dev/keys", json={"key_id": "k1", "public_key": pem,
-                                                      "expires_at": "2030-01-01T00:00:00Z"}, headers=op)
+    assert (
+        http.post(
+            "/v1/devices/k1dev/keys", json={"key_id": "k1", "public_key": pem}, headers=tokens["user"]
+        ).status_code
+        == 403
+    )
+    added = http.post(
+        "/v1/devices/k1dev/keys",
+        json={"key_id": "k1", "public_key": pem, "expires_at": "2030-01-01T00:00:00Z"},
+        headers=op,
+    )
     assert added.status_code == 201 and added.json()["alg"] == "ES256"
     assert http.post("/v1/devices/k1dev/keys", json={"key_id": "k1", "public_key": pem}, headers=op).status_code == 409
-    assert http.post("/v1/devices/k1dev/keys", json={"key_id": "k2", "public_key": "not a key"},
-                     headers=op).status_code == 409
+    assert (
+        http.post("/v1/devices/k1dev/keys", json={"key_id": "k2", "public_key": "not a key"}, headers=op).status_code
+        == 409
+    )
     listed = http.get("/v1/devices/k1dev/keys", headers=op).json()["keys"]
     assert [(k["key_id"], k["alg"], k["expires_at"][:4]) for k in listed] == [("k1", "ES256", "2030")]
     assert http.delete("/v1/devices/k1dev/keys/k1", headers=op).status_code == 204

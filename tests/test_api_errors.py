@@ -1,5 +1,6 @@
 """The API's error paths in-process (FastAPI TestClient, no emulator): Firestore unreachable or a
 fleet view too old answers 503 with Retry-After, never 500 or old numbers."""
+
 from fastapi.testclient import TestClient
 from google.api_core import exceptions as gexc
 
@@ -34,8 +35,7 @@ def _client(error, **settings):
 
 
 def test_firestore_unavailable_answers_503_with_retry_after():
-    for error in (gexc.ServiceUnavailable("down"), gexc.DeadlineExceeded("slow"),
-                  gexc.RetryError("gave up", None)):
+    for error in (gexc.ServiceUnavailable("down"), gexc.DeadlineExceeded("slow"), gexc.RetryError("gave up", None)):
         with _client(error) as http:
             for path in ("/v1/trains", "/v1/trains/t1", "/gtfs-rt/vehicle-positions.pb"):
                 response = http.get(path)
@@ -56,6 +56,7 @@ def test_a_422_is_what_openapi_declares_and_the_client_is_closed_at_shutdown():
 
     def close():
         client.closed = True
+
     client.close = close
     with TestClient(create_app(Settings(), client=client), raise_server_exceptions=False) as http:
         schema = http.get("/openapi.json").json()

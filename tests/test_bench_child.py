@@ -1,4 +1,5 @@
 """A `make bench` step that runs past its time limit stops the servers it started."""
+
 import os
 import subprocess
 import time
@@ -19,8 +20,7 @@ def _alive(pid: int) -> bool:
 def test_a_step_that_times_out_leaves_no_server_running(tmp_path):
     pid_file = tmp_path / "server.pid"
     with pytest.raises(subprocess.TimeoutExpired):
-        run_child("tests.step_with_a_server", [f"--pid_file={pid_file}"], {}, str(tmp_path / "out.json"),
-                  timeout_s=8)
+        run_child("tests.step_with_a_server", [f"--pid_file={pid_file}"], {}, str(tmp_path / "out.json"), timeout_s=8)
     pid = int(pid_file.read_text())
     deadline = time.monotonic() + 10
     while _alive(pid) and time.monotonic() < deadline:

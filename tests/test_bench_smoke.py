@@ -3,6 +3,7 @@
 Only the shape and sane values are checked, never the performance targets:
 those are for `make bench` on a quiet machine (docs/benchmarks.md).
 """
+
 import json
 import pathlib
 import subprocess
@@ -12,16 +13,29 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 RUNS = ("pipeline", "ceiling", "naive", "naive_concurrent")
-RUN_KEYS = ("msgs_per_s", "latency_p50_s", "latency_p95_s", "latency_p99_s",
-            "firestore_writes_per_1000", "firestore_reads_per_1000", "peak_rss_mb",
-            "counts_exact", "count_error")
+RUN_KEYS = (
+    "msgs_per_s",
+    "latency_p50_s",
+    "latency_p95_s",
+    "latency_p99_s",
+    "firestore_writes_per_1000",
+    "firestore_reads_per_1000",
+    "peak_rss_mb",
+    "counts_exact",
+    "count_error",
+)
 
 
 @pytest.mark.emulator
 @pytest.mark.timeout(240)
 def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
-    completed = subprocess.run([sys.executable, "-m", "bench", "--smoke", f"--output={tmp_path}"],
-                               cwd=REPO, capture_output=True, text=True, timeout=230)
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", f"--output={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert "pipeline, streaming" in completed.stdout  # the one table
     results = json.loads((tmp_path / "results.json").read_text())
@@ -53,11 +67,14 @@ def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
     assert results["workload"]["messages"] > 0 and results["workload"]["trains"] == 3
     assert results["machine"]["cores"] >= 1 and results["machine"]["memory_mb"] > 0
     assert results["flush_interval_s"] == 1.0 and results["reorder_delay_s"] == 2.0
-    assert set(results["ratios"]) == {"pipeline_vs_ceiling", "writes_vs_naive", "reads_vs_naive",
-                                      "harness_vs_passthrough"}
+    assert set(results["ratios"]) == {
+        "pipeline_vs_ceiling",
+        "writes_vs_naive",
+        "reads_vs_naive",
+        "harness_vs_passthrough",
+    }
     assert all(value > 0 for value in results["ratios"].values())
-    assert {t["target"] for t in results["targets"]} and all(
-        isinstance(t["pass"], bool) for t in results["targets"])
+    assert {t["target"] for t in results["targets"]} and all(isinstance(t["pass"], bool) for t in results["targets"])
 
     # The API row: the cache off reads the whole fleet per request (two queries, one read per
     # document); with the cache, most requests read nothing.
@@ -84,14 +101,20 @@ def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
 @pytest.mark.timeout(240)
 def test_bench_scale_smoke_gives_the_curve_state_sizes_and_a_profile(tmp_path):
     out = tmp_path / "scale.json"
-    completed = subprocess.run([sys.executable, "-m", "bench.scale", "--smoke", f"--output={out}"],
-                               cwd=REPO, capture_output=True, text=True, timeout=230)
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.scale", "--smoke", f"--output={out}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert "msgs/s/core" in completed.stdout and "top functions" in completed.stdout
     assert (tmp_path / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the docs' figure
     results = json.loads(out.read_text())
-    assert [(f["trains"], f["mode"], f["workers"], f["per_bundle"], f["state_cache_mb"])
-            for f in results["fleets"]] == [(3, "multi_threading", 4, 20, 0), (10, "in_memory", 1, 0, 100)]
+    assert [
+        (f["trains"], f["mode"], f["workers"], f["per_bundle"], f["state_cache_mb"]) for f in results["fleets"]
+    ] == [(3, "multi_threading", 4, 20, 0), (10, "in_memory", 1, 0, 100)]
     for fleet in results["fleets"]:
         assert fleet["counts_exact"] is True and fleet["count_errors"] == 0, fleet
         assert fleet["messages"] > 0 and fleet["msgs_per_s_per_core"] > 0 and fleet["peak_rss_mb"] > 0
@@ -111,11 +134,15 @@ def test_bench_scale_smoke_gives_the_curve_state_sizes_and_a_profile(tmp_path):
         assert end["messages"] > five["messages"] > 0
         assert end["train_state_bytes"] <= 1.1 * five["train_state_bytes"], doors
         assert end["queued_events"] < 100 and end["realtime_doc_bytes"] <= 1.05 * five["realtime_doc_bytes"]
-    assert (results["state"]["200"]["end"]["realtime_doc_bytes"]
-            > results["state"]["10"]["end"]["realtime_doc_bytes"])
+    assert results["state"]["200"]["end"]["realtime_doc_bytes"] > results["state"]["10"]["end"]["realtime_doc_bytes"]
     document = results["document"]
     assert document["worst_doc_bytes_at_max_devices"] < 1_048_576
     assert document["devices_at_1_mib_worst"] > document["max_devices_per_train"]
     top = results["profile"]["top"]
     assert len(top) == 10 and {row["owner"] for row in top} <= {
-        "ours", "Beam", "Beam (state cache: objsize)", "Firestore client", "other"}
+        "ours",
+        "Beam",
+        "Beam (state cache: objsize)",
+        "Firestore client",
+        "other",
+    }

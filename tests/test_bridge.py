@@ -3,6 +3,7 @@ byte for byte, acknowledged to the broker only after Pub/Sub took them, a bounde
 and nothing lost through kills, a broker restart and a Pub/Sub outage (the bridge_kills
 fault scenario, on the real pipeline).
 """
+
 import json
 import subprocess
 import sys
@@ -31,8 +32,7 @@ def _pull_all(subscriber, subscription, n, timeout_s=60):
     while len(got) < n and time.monotonic() < deadline:
         response = subscriber.pull(subscription=subscription, max_messages=100, timeout=10)
         if response.received_messages:
-            subscriber.acknowledge(subscription=subscription,
-                                   ack_ids=[m.ack_id for m in response.received_messages])
+            subscriber.acknowledge(subscription=subscription, ack_ids=[m.ack_id for m in response.received_messages])
         got += [m.message for m in response.received_messages]
     return got
 
@@ -50,16 +50,29 @@ def pubsub(pubsub_emulator, monkeypatch):
 
 def test_the_bridge_forwards_unchanged_and_acks_only_what_pubsub_took(broker, pubsub, monkeypatch):
     topic, subscription, proxy = pubsub
-    broker.set_users([mqtt.BrokerUser("bridge", mqtt.password_hash("bridge-secret"), reads_all=True),
-                      mqtt.BrokerUser("d1", mqtt.password_hash("d1-secret"))])
+    broker.set_users(
+        [
+            mqtt.BrokerUser("bridge", mqtt.password_hash("bridge-secret"), reads_all=True),
+            mqtt.BrokerUser("d1", mqtt.password_hash("d1-secret")),
+        ]
+    )
     counters = health.Counters()
     server = health.serve(counters, 0)
     # The bridge reaches Pub/Sub through the proxy only.
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", proxy.host_port)
-    bridge = forwarder.Forwarder(host="127.0.0.1", port=broker.port, username="bridge", secret="bridge-secret",
-                                 client_id="test-bridge", topic=topic,
-                                 publisher_factory=make_client_factory(None, 100, 0.01), counters=counters,
-                                 max_in_flight=10, publish_timeout_s=3, max_backoff_s=1)
+    bridge = forwarder.Forwarder(
+        host="127.0.0.1",
+        port=broker.port,
+        username="bridge",
+        secret="bridge-secret",
+        client_id="test-bridge",
+        topic=topic,
+        publisher_factory=make_client_factory(None, 100, 0.01),
+        counters=counters,
+        max_in_flight=10,
+        publish_timeout_s=3,
+        max_backoff_s=1,
+    )
     running = threading.Thread(target=bridge.run, daemon=True)
     running.start()
     stack.wait_for(lambda: counters.connected, 10, what="the bridge connected")
@@ -86,8 +99,7 @@ def test_the_bridge_forwards_unchanged_and_acks_only_what_pubsub_took(broker, pu
     # Every payload arrived unchanged (copies are allowed: at least once), with what the topic proves.
     assert set(by_payload) == set(signed) | set(hostile)
     for seq, payload in enumerate(signed, 1):
-        assert by_payload[payload] == {"device_id": "d1", "event_id": f"d1:{seq}",
-                                       "event_time": wire.format_time(T)}
+        assert by_payload[payload] == {"device_id": "d1", "event_id": f"d1:{seq}", "event_time": wire.format_time(T)}
     assert by_payload[hostile[0]] == {"device_id": "d1"}
     stack.wait_for(lambda: _get(server.server_port)[0] == 200, 30, what="the bridge healthy again")
     assert counters.max_in_flight_seen <= 10 and counters.reconnects >= 1
@@ -101,6 +113,7 @@ def test_the_bridge_forwards_unchanged_and_acks_only_what_pubsub_took(broker, pu
 def _get(port):
     import urllib.error
     import urllib.request
+
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
             return response.status, response.read()
@@ -111,8 +124,12 @@ def _get(port):
 def test_bridge_help_and_a_missing_secret_are_clear():
     result = subprocess.run([sys.executable, "-m", "bridge", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--max_in_flight" in result.stdout and "--health_port" in result.stdout
-    result = subprocess.run([sys.executable, "-m", "bridge", "--secret_file", "/nonexistent", "--emulator",
-                             "127.0.0.1:1"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge", "--secret_file", "/nonexistent", "--emulator", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and result.stderr.startswith("error:") and "/nonexistent" in result.stderr
 
 
@@ -121,8 +138,12 @@ def test_bridge_help_and_a_missing_secret_are_clear():
 def test_bridge_kills_a_broker_restart_and_a_pubsub_outage_lose_nothing(tmp_path):
     """5 bridge SIGKILLs, a broker restart, Pub/Sub unreachable 20 s; hostile MQTT payloads."""
     out = tmp_path / "results.json"
-    completed = subprocess.run([sys.executable, "-m", "faults", "--scenarios", "bridge_kills", f"--output={out}"],
-                               capture_output=True, text=True, timeout=590)
+    completed = subprocess.run(
+        [sys.executable, "-m", "faults", "--scenarios", "bridge_kills", f"--output={out}"],
+        capture_output=True,
+        text=True,
+        timeout=590,
+    )
     row = json.loads(out.read_text())["scenarios"][0]
     if not row["passed"]:
         print(json.dumps(row, indent=1, sort_keys=True), completed.stderr[-5000:])

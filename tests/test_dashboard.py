@@ -4,6 +4,7 @@ whole local stack: emulators, the pipeline, the API and devices publishing.
 Never skipped: without Chromium the test fails and says how to install it
 (`make test` installs it first, `make install-browser`).
 """
+
 import os
 import time
 
@@ -41,16 +42,17 @@ def wait(predicate, timeout_s, what):
             return predicate()
         except (NoSuchElementException, StaleElementReferenceException):
             return False
+
     return stack.wait_for(check, timeout_s, interval_s=0.05, what=what)
 
 
-def test_dashboard_follows_the_running_pipeline(local_stack, auth_emulator, tokens, chrome,
-                                                tmp_path_factory, tmp_path):
+def test_dashboard_follows_the_running_pipeline(local_stack, auth_emulator, tokens, chrome, tmp_path_factory, tmp_path):
     client, fleet, start = local_stack
     register(client, {"ta": ["a1", "a2", "hb-a"], "tb": ["b1", "hb-b"]}, {"ta": 40, "tb": 100})
     registry.register_device(client, "devices", "a1", "ta", "car1-door1")  # a door mapping for the feed
-    process, base_url = serve_api(tmp_path_factory, {"FIRESTORE_EMULATOR_HOST": os.environ["FIRESTORE_EMULATOR_HOST"],
-                                                  **auth_emulator.env()})
+    process, base_url = serve_api(
+        tmp_path_factory, {"FIRESTORE_EMULATOR_HOST": os.environ["FIRESTORE_EMULATOR_HOST"], **auth_emulator.env()}
+    )
     pipeline = start()
     beats = None
     try:
@@ -64,8 +66,9 @@ def test_dashboard_follows_the_running_pipeline(local_stack, auth_emulator, toke
         chrome.execute_script("window.__noReload = true")  # gone if the page reloads
         fleet.publish("a1", 12)
         fleet.publish("a2", 9)
-        changed_in_firestore = wait(lambda: realtime_values(client).get("ta") == 21 and time.monotonic(),
-                                    60, "realtime ta = 21")
+        changed_in_firestore = wait(
+            lambda: realtime_values(client).get("ta") == 21 and time.monotonic(), 60, "realtime ta = 21"
+        )
         shown = wait(lambda: bar_value(chrome, "ta") == "21" and time.monotonic(), 10, "the bar at 21")
         page_lag_s = shown - changed_in_firestore
         assert page_lag_s <= 2.5, f"the page showed the change {page_lag_s:.2f} s after Firestore"
@@ -76,8 +79,14 @@ def test_dashboard_follows_the_running_pipeline(local_stack, auth_emulator, toke
 
         # The train's history chart for the day and its devices.
         row.click()
-        wait(lambda: any(int(svg.get_attribute("data-points") or 0) >= 1
-                         for svg in chrome.find_elements("css selector", "#chart svg")), 15, "the history chart")
+        wait(
+            lambda: any(
+                int(svg.get_attribute("data-points") or 0) >= 1
+                for svg in chrome.find_elements("css selector", "#chart svg")
+            ),
+            15,
+            "the history chart",
+        )
         assert chrome.find_elements("css selector", "#chart path.value")
         assert chrome.find_elements("css selector", "#chart rect.boarded")
         devices_text = chrome.find_element("css selector", "#train-devices").text
@@ -88,8 +97,11 @@ def test_dashboard_follows_the_running_pipeline(local_stack, auth_emulator, toke
         chrome.find_element("id", "email").send_keys(stack.DEMO_OPERATOR[0])
         chrome.find_element("id", "password").send_keys(stack.DEMO_OPERATOR[1])
         chrome.find_element("css selector", "#sign-in button").click()
-        wait(lambda: chrome.find_elements("css selector", 'tr[data-device="b1"] button[data-action="disable"]'),
-             15, "the operator's device list")
+        wait(
+            lambda: chrome.find_elements("css selector", 'tr[data-device="b1"] button[data-action="disable"]'),
+            15,
+            "the operator's device list",
+        )
         chrome.find_element("css selector", 'tr[data-device="b1"] button[data-action="disable"]').click()
         wait(lambda: registry.read_device(client, "devices", "b1").enabled is False, 10, "b1 disabled")
         chrome.find_element("css selector", 'tr[data-device="a2"] input[data-role="move-to"]').send_keys("tb")
@@ -111,8 +123,9 @@ def test_dashboard_follows_the_running_pipeline(local_stack, auth_emulator, toke
         stack.stop_process(process)
 
 
-def test_dashboard_shows_a_sign_in_error_and_a_non_operator(firestore_emulator, auth_emulator, chrome,
-                                                            tmp_path_factory, firestore_client):
+def test_dashboard_shows_a_sign_in_error_and_a_non_operator(
+    firestore_emulator, auth_emulator, chrome, tmp_path_factory, firestore_client
+):
     process, base_url = serve_api(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()})
     try:
         chrome.get(base_url + "/")
@@ -127,30 +140,35 @@ def test_dashboard_shows_a_sign_in_error_and_a_non_operator(firestore_emulator, 
         chrome.find_element("id", "password").clear()
         chrome.find_element("id", "password").send_keys("viewer-pass")
         chrome.find_element("css selector", "#sign-in button").click()
-        wait(lambda: "not an operator" in chrome.find_element("id", "operator-error").text, 10,
-             "the 403 explained")
+        wait(lambda: "not an operator" in chrome.find_element("id", "operator-error").text, 10, "the 403 explained")
     finally:
         stack.stop_process(process)
 
 
-
-def test_dashboard_shows_the_trip_beside_the_train(firestore_emulator, auth_emulator, chrome, tmp_path_factory,
-                                                   firestore_client):
+def test_dashboard_shows_the_trip_beside_the_train(
+    firestore_emulator, auth_emulator, chrome, tmp_path_factory, firestore_client
+):
     import datetime
 
     from tests import schedule_feed
     from tests.support import ago, write_realtime
-    gtfs = schedule_feed.write(tmp_path_factory.mktemp("gtfs") / "gtfs.zip",
-                               schedule_feed.files_running_at(datetime.datetime.now(datetime.timezone.utc)))
+
+    gtfs = schedule_feed.write(
+        tmp_path_factory.mktemp("gtfs") / "gtfs.zip",
+        schedule_feed.files_running_at(datetime.datetime.now(datetime.timezone.utc)),
+    )
     registry.set_train(firestore_client, "trains", "ic7777", 300, "IC 7777", train_number="7777")
     write_realtime(firestore_client, "ic7777", 30, 300, {"d1": (3, ago(1))})
-    process, base_url = serve_api(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()},
-                                  f"--gtfs_static={gtfs}")
+    process, base_url = serve_api(
+        tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()}, f"--gtfs_static={gtfs}"
+    )
     try:
         chrome.get(base_url + "/")
+
         def name_cell():
             cells = chrome.find_elements("css selector", 'tr[data-train="ic7777"] td')
             return cells[0].text if cells else ""
+
         wait(lambda: "IC 3 → Chur" in name_cell(), 20, "the trip beside the train")
         assert name_cell() == "IC 7777 (ic7777) · IC 3 → Chur"
     finally:

@@ -9,6 +9,7 @@ retry the network for minutes); each build takes about a second here.
 Under Runner v2 `job.proto.steps` is empty, so the assertions read
 `job.proto.type` and the portable pipeline `job.proto_pipeline`.
 """
+
 import argparse
 import pathlib
 import re
@@ -31,9 +32,12 @@ TOPIC = "projects/demo-occupancy-123/topics/occupancy-events"
 DEAD_LETTER_TOPIC = "projects/demo-occupancy-123/topics/occupancy-dead-letters"
 
 DATAFLOW_ARGS = [
-    f"--project={PROJECT}", "--region=europe-west1", "--job_name=occupancy",
+    f"--project={PROJECT}",
+    "--region=europe-west1",
+    "--job_name=occupancy",
     "--temp_location=gs://demo-occupancy-bucket/tmp",
-    "--streaming", "--enable_streaming_engine",
+    "--streaming",
+    "--enable_streaming_engine",
     # Built into an sdist by the runner (python setup.py sdist, well under a second).
     f"--setup_file={REPO / 'setup.py'}",
     f"--sdk_container_image={IMAGE}",
@@ -68,16 +72,25 @@ OCCUPANCY_ARGS = {
 
 # The labels docs/operations.md ("Deploy to Dataflow") documents as stable for --update.
 TOP_LEVEL_STEPS = [
-    "ReadEvents", "ParseEvents", "EnrichWithTrain", "RunningOccupancy", "WriteToFirestore",
-    "CollectDeadLetters", "WriteDeadLetters",
+    "ReadEvents",
+    "ParseEvents",
+    "EnrichWithTrain",
+    "RunningOccupancy",
+    "WriteToFirestore",
+    "CollectDeadLetters",
+    "WriteDeadLetters",
 ]
 SECOND_LEVEL_STEPS = [  # with --dead_letter_topic
-    "ReadEvents/Read", "ReadEvents/ParDo(_AddMetricsPassThrough)", "ReadEvents/Map(_from_proto_str)",
+    "ReadEvents/Read",
+    "ReadEvents/ParDo(_AddMetricsPassThrough)",
+    "ReadEvents/Map(_from_proto_str)",
     "ParseEvents/Parse",
     "EnrichWithTrain/LookupTrain",
-    "RunningOccupancy/FoldOccupancy", "RunningOccupancy/CountFlushes",
+    "RunningOccupancy/FoldOccupancy",
+    "RunningOccupancy/CountFlushes",
     "WriteToFirestore/Write",
-    "WriteDeadLetters/ToPubsubMessage", "WriteDeadLetters/PublishDeadLetters",
+    "WriteDeadLetters/ToPubsubMessage",
+    "WriteDeadLetters/PublishDeadLetters",
 ]
 DEAD_LETTERS_TO_FIRESTORE_STEPS = [  # without --dead_letter_topic
     "WriteDeadLetters/StoreDeadLetters",
@@ -96,8 +109,7 @@ def _dry_run(args):
 
 @pytest.fixture(scope="module")
 def built():
-    args = ["--runner=DataflowRunner", *DATAFLOW_ARGS,
-            *(f"--{name}={value}" for name, value in OCCUPANCY_ARGS.items())]
+    args = ["--runner=DataflowRunner", *DATAFLOW_ARGS, *(f"--{name}={value}" for name, value in OCCUPANCY_ARGS.items())]
     return _dry_run(args)
 
 
@@ -178,16 +190,14 @@ def test_stateful_step_keeps_its_state_and_timer_specs(job):
     transform = _by_name(job)[STATEFUL_STEP]
     assert transform.spec.urn == "beam:transform:pardo:v1"
     payload = beam_runner_api_pb2.ParDoPayload.FromString(transform.spec.payload)
-    assert set(payload.state_specs) == {"pending", "waiting", "later", "horizon", "train", "clock",
-                                        "timer_at"}
+    assert set(payload.state_specs) == {"pending", "waiting", "later", "horizon", "train", "clock", "timer_at"}
     assert payload.state_specs["pending"].WhichOneof("spec") == "bag_spec"
     assert payload.state_specs["train"].WhichOneof("spec") == "read_modify_write_spec"
     assert payload.state_specs["clock"].WhichOneof("spec") == "read_modify_write_spec"
     assert payload.state_specs["timer_at"].WhichOneof("spec") == "read_modify_write_spec"
     # The Python SDK names a timer family "ts-<timer name>".
     assert set(payload.timer_family_specs) == {"ts-flush"}
-    assert (payload.timer_family_specs["ts-flush"].time_domain
-            == beam_runner_api_pb2.TimeDomain.EVENT_TIME)
+    assert payload.timer_family_specs["ts-flush"].time_domain == beam_runner_api_pb2.TimeDomain.EVENT_TIME
     # Keyed input (state is per train_id) with a deterministic key encoding; the coders are part
     # of what --update checks, like the labels.
     components = job.proto_pipeline.components
@@ -199,8 +209,7 @@ def test_stateful_step_keeps_its_state_and_timer_specs(job):
 
 def test_pubsub_read_deduplicates_by_event_id(job, topic_job):
     for built_job, source in ((job, ("subscription", SUBSCRIPTION)), (topic_job, ("topic", TOPIC))):
-        reads = [t for t in _transforms(built_job).values()
-                 if t.spec.urn == "beam:transform:pubsub_read:v1"]
+        reads = [t for t in _transforms(built_job).values() if t.spec.urn == "beam:transform:pubsub_read:v1"]
         assert [r.unique_name for r in reads] == ["ReadEvents/Read"]
         payload = beam_runner_api_pb2.PubSubReadPayload.FromString(reads[0].spec.payload)
         assert getattr(payload, source[0]) == source[1]
@@ -225,14 +234,19 @@ def test_workers_run_the_image_with_the_staged_project_and_streaming_engine(job)
     environment = next(iter(components.environments.values()))
     docker = beam_runner_api_pb2.DockerPayload.FromString(environment.payload)
     assert docker.container_image == IMAGE
-    staged = {beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(d.role_payload).staged_name
-              for d in environment.dependencies}
+    staged = {
+        beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(d.role_payload).staged_name
+        for d in environment.dependencies
+    }
     assert "workflow.tar.gz" in staged  # the sdist of setup.py (--setup_file)
     # The job environment the runner would send (built offline, as create_job does).
     env = apiclient.Environment(
-        packages=[], options=job.options, environment_version="8",
+        packages=[],
+        options=job.options,
+        environment_version="8",
         proto_pipeline_staged_url="gs://demo-occupancy-bucket/staging/pipeline.pb",
-        proto_pipeline=job.proto_pipeline).proto
+        proto_pipeline=job.proto_pipeline,
+    ).proto
     assert {"enable_streaming_engine", "enable_windmill_service", "use_runner_v2"} <= set(env.experiments)
     assert env.worker_pools[0].worker_harness_container_image == IMAGE
 
@@ -240,9 +254,12 @@ def test_workers_run_the_image_with_the_staged_project_and_streaming_engine(job)
 def test_workers_receive_every_occupancy_option(built):
     job, options, _ = built
     env = apiclient.Environment(
-        packages=[], options=job.options, environment_version="8",
+        packages=[],
+        options=job.options,
+        environment_version="8",
         proto_pipeline_staged_url="gs://demo-occupancy-bucket/staging/pipeline.pb",
-        proto_pipeline=job.proto_pipeline).proto
+        proto_pipeline=job.proto_pipeline,
+    ).proto
     sent = dict(env.sdk_pipeline_options["options"])
     for name in OCCUPANCY_ARGS:
         assert sent[name] == getattr(options, name), name

@@ -4,6 +4,7 @@ The demo runs as a subprocess with the emulator variables set, so it reuses the
 test's emulators instead of starting its own. Every process it starts inherits
 a token in its environment: after the demo exits, no process may carry it.
 """
+
 import collections
 import os
 import pathlib
@@ -52,7 +53,12 @@ def start_demo(tmp_path, *args):
     env = dict(os.environ, **{TOKEN_VAR: token, "PYTHONUNBUFFERED": "1"})
     process = subprocess.Popen(
         [sys.executable, "-m", "local.demo", "--log", str(tmp_path / "pipeline.log"), *args],
-        cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        cwd=REPO,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     out.close()
     process.token = token
     process.out_path = tmp_path / "demo.out"
@@ -68,8 +74,7 @@ def realtime(client):
 
 
 def is_demo_pipeline(cmdline: str) -> bool:
-    return ("pipeline.main" in cmdline
-            and stack.subscription_path(stack.PROJECT, demo.SUBSCRIPTION) in cmdline)
+    return "pipeline.main" in cmdline and stack.subscription_path(stack.PROJECT, demo.SUBSCRIPTION) in cmdline
 
 
 def watch(process, client, timeout_s, until=lambda seen: False):
@@ -96,7 +101,7 @@ def final_table(text: str):
     rows = {}
     for line in text.splitlines():
         if line.split()[:1] and line.split()[0] in TRAINS:
-            rest = line[9 + 26:].split()  # after the train and the fixed-width name
+            rest = line[9 + 26 :].split()  # after the train and the fixed-width name
             rows[line.split()[0]] = (rest[0], rest[-1])  # OCCUPANCY ... EXPECTED
     return rows
 
@@ -106,17 +111,16 @@ def api_url(text: str):
     return match.group(1) if match else None
 
 
-def test_demo_runs_for_its_duration_counts_and_leaves_nothing_running(emulator_env, firestore_client,
-                                                                      auth_emulator, monkeypatch, tmp_path):
+def test_demo_runs_for_its_duration_counts_and_leaves_nothing_running(
+    emulator_env, firestore_client, auth_emulator, monkeypatch, tmp_path
+):
     monkeypatch.setenv(auth_emulator.env_var, auth_emulator.host_port)
     process = start_demo(tmp_path, "--duration", "45", "--seed", "1")
     try:
-        stack.wait_for(lambda: api_url(output(process)) or process.poll() is not None, 120,
-                       what="the demo's API URL")
+        stack.wait_for(lambda: api_url(output(process)) or process.poll() is not None, 120, what="the demo's API URL")
         url = api_url(output(process))
         assert url, output(process)
-        seen, children = watch(process, firestore_client, timeout_s=120,
-                               until=lambda seen: set(seen) >= set(TRAINS))
+        seen, children = watch(process, firestore_client, timeout_s=120, until=lambda seen: set(seen) >= set(TRAINS))
         served = httpx.get(f"{url}/v1/trains", timeout=30).json()["trains"]
         assert {t["train_id"] for t in served} == set(TRAINS)
         assert httpx.get(f"{url}/docs", timeout=30).status_code == 200
@@ -156,8 +160,7 @@ def test_demo_runs_for_its_duration_counts_and_leaves_nothing_running(emulator_e
 def test_demo_stops_everything_on_ctrl_c(emulator_env, firestore_client, tmp_path):
     process = start_demo(tmp_path, "--seed", "2")
     try:
-        seen, children = watch(process, firestore_client, timeout_s=90,
-                               until=lambda seen: set(seen) >= set(TRAINS))
+        seen, children = watch(process, firestore_client, timeout_s=90, until=lambda seen: set(seen) >= set(TRAINS))
         assert process.poll() is None, output(process)
         assert set(seen) >= set(TRAINS), f"no realtime documents for every train:\n{output(process)}"
         process.send_signal(signal.SIGINT)
@@ -178,7 +181,12 @@ def test_demo_stops_everything_when_its_terminal_or_reader_goes(emulator_env, fi
     env = dict(os.environ, **{TOKEN_VAR: token, "PYTHONUNBUFFERED": "1"})
     process = subprocess.Popen(
         [sys.executable, "-m", "local.demo", "--log", str(tmp_path / "pipeline.log"), "--seed", "3"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
     process.token = token
     try:
         children = set()
@@ -203,6 +211,7 @@ def test_demo_stops_everything_when_its_terminal_or_reader_goes(emulator_env, fi
 
 def pull_all(subscription: str, expected: int, timeout_s: float = 30):
     from google.cloud import pubsub_v1
+
     received = []
     deadline = time.monotonic() + timeout_s
     with pubsub_v1.SubscriberClient() as subscriber:
@@ -226,8 +235,7 @@ def test_publisher_sends_each_message_at_its_time_and_stops_when_told(emulator_e
     received = pull_all(stack.subscription_path(stack.PROJECT, f"sim-{name}"), len(planned))
 
     key = lambda payload, attributes: (payload, tuple(sorted(attributes.items())))
-    assert sorted(key(m.data, m.attributes) for m in received) == sorted(
-        key(m.payload, m.attributes) for m in planned)
+    assert sorted(key(m.data, m.attributes) for m in received) == sorted(key(m.payload, m.attributes) for m in planned)
     counts = publisher.counts()
     assert counts["failed"] == 0 and sum(counts[k] for k in simulator.KINDS) == len(planned)
     assert publisher.expected() == sim.truth.final()

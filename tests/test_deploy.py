@@ -1,6 +1,7 @@
 """The deployment scripts and make targets, offline: deploy/infra.sh (`bash -n` and the
 commands its --dry-run prints) and the Makefile's cloud targets (`make -n`), parsed with the
 tools' own parsers where there is one (the launcher's argparse)."""
+
 import os
 import shlex
 import subprocess
@@ -19,53 +20,194 @@ DEVICE_SA = "serviceAccount:occupancy-device@demo-occupancy-123.iam.gserviceacco
 API_SA = "serviceAccount:occupancy-api@demo-occupancy-123.iam.gserviceaccount.com"
 P = "--project=demo-occupancy-123"
 EXPECTED_BINDINGS = [
-    ["gcloud", "pubsub", "subscriptions", "add-iam-policy-binding", "occupancy-pipeline", P,
-     f"--member={PIPELINE_SA}", "--role=roles/pubsub.subscriber"],
-    ["gcloud", "pubsub", "subscriptions", "add-iam-policy-binding", "occupancy-pipeline", P,
-     f"--member={PIPELINE_SA}", "--role=roles/pubsub.viewer"],
-    ["gcloud", "pubsub", "topics", "add-iam-policy-binding", "occupancy-dead-letters", P,
-     f"--member={PIPELINE_SA}", "--role=roles/pubsub.publisher"],
-    ["gcloud", "projects", "add-iam-policy-binding", "demo-occupancy-123",
-     f"--member={PIPELINE_SA}", "--role=roles/datastore.user", "--condition=None"],
-    ["gcloud", "projects", "add-iam-policy-binding", "demo-occupancy-123",
-     f"--member={PIPELINE_SA}", "--role=roles/dataflow.worker", "--condition=None"],
-    ["gcloud", "storage", "buckets", "add-iam-policy-binding", "gs://demo-occupancy-bucket",
-     f"--member={PIPELINE_SA}", "--role=roles/storage.objectAdmin"],
-    ["gcloud", "artifacts", "repositories", "add-iam-policy-binding", "occupancy", P,
-     "--location=europe-west1", f"--member={PIPELINE_SA}", "--role=roles/artifactregistry.reader"],
-    ["gcloud", "pubsub", "topics", "add-iam-policy-binding", "occupancy-events", P,
-     f"--member={DEVICE_SA}", "--role=roles/pubsub.publisher"],
-    ["gcloud", "projects", "add-iam-policy-binding", "demo-occupancy-123",
-     f"--member={API_SA}", "--role=roles/datastore.user", "--condition=None"],
+    [
+        "gcloud",
+        "pubsub",
+        "subscriptions",
+        "add-iam-policy-binding",
+        "occupancy-pipeline",
+        P,
+        f"--member={PIPELINE_SA}",
+        "--role=roles/pubsub.subscriber",
+    ],
+    [
+        "gcloud",
+        "pubsub",
+        "subscriptions",
+        "add-iam-policy-binding",
+        "occupancy-pipeline",
+        P,
+        f"--member={PIPELINE_SA}",
+        "--role=roles/pubsub.viewer",
+    ],
+    [
+        "gcloud",
+        "pubsub",
+        "topics",
+        "add-iam-policy-binding",
+        "occupancy-dead-letters",
+        P,
+        f"--member={PIPELINE_SA}",
+        "--role=roles/pubsub.publisher",
+    ],
+    [
+        "gcloud",
+        "projects",
+        "add-iam-policy-binding",
+        "demo-occupancy-123",
+        f"--member={PIPELINE_SA}",
+        "--role=roles/datastore.user",
+        "--condition=None",
+    ],
+    [
+        "gcloud",
+        "projects",
+        "add-iam-policy-binding",
+        "demo-occupancy-123",
+        f"--member={PIPELINE_SA}",
+        "--role=roles/dataflow.worker",
+        "--condition=None",
+    ],
+    [
+        "gcloud",
+        "storage",
+        "buckets",
+        "add-iam-policy-binding",
+        "gs://demo-occupancy-bucket",
+        f"--member={PIPELINE_SA}",
+        "--role=roles/storage.objectAdmin",
+    ],
+    [
+        "gcloud",
+        "artifacts",
+        "repositories",
+        "add-iam-policy-binding",
+        "occupancy",
+        P,
+        "--location=europe-west1",
+        f"--member={PIPELINE_SA}",
+        "--role=roles/artifactregistry.reader",
+    ],
+    [
+        "gcloud",
+        "pubsub",
+        "topics",
+        "add-iam-policy-binding",
+        "occupancy-events",
+        P,
+        f"--member={DEVICE_SA}",
+        "--role=roles/pubsub.publisher",
+    ],
+    [
+        "gcloud",
+        "projects",
+        "add-iam-policy-binding",
+        "demo-occupancy-123",
+        f"--member={API_SA}",
+        "--role=roles/datastore.user",
+        "--condition=None",
+    ],
 ]
 EXPECTED_RESOURCES = [
     ["gcloud", "pubsub", "topics", "create", "occupancy-events", P],
     ["gcloud", "pubsub", "topics", "create", "occupancy-dead-letters", P],
-    ["gcloud", "pubsub", "subscriptions", "create", "occupancy-pipeline", P, "--topic=occupancy-events",
-     "--ack-deadline=60", "--message-retention-duration=7d", "--expiration-period=never"],
-    ["gcloud", "pubsub", "subscriptions", "create", "occupancy-dead-letters", P,
-     "--topic=occupancy-dead-letters", "--message-retention-duration=7d", "--expiration-period=never"],
-    ["gcloud", "storage", "buckets", "create", "gs://demo-occupancy-bucket", P, "--location=europe-west1",
-     "--uniform-bucket-level-access"],
-    ["gcloud", "firestore", "indexes", "composite", "create", P, "--database=(default)",
-     "--collection-group=history", "--query-scope=collection",
-     "--field-config=field-path=train,order=ascending",
-     "--field-config=field-path=timestamp,order=descending", "--async"],
-    ["gcloud", "firestore", "indexes", "composite", "create", P, "--database=(default)",
-     "--collection-group=history", "--query-scope=collection",
-     "--field-config=field-path=train,order=ascending",
-     "--field-config=field-path=timestamp,order=ascending", "--async"],
-    ["gcloud", "firestore", "indexes", "fields", "update", "timestamp", P, "--database=(default)",
-     "--collection-group=history", "--disable-indexes", "--async"],
+    [
+        "gcloud",
+        "pubsub",
+        "subscriptions",
+        "create",
+        "occupancy-pipeline",
+        P,
+        "--topic=occupancy-events",
+        "--ack-deadline=60",
+        "--message-retention-duration=7d",
+        "--expiration-period=never",
+    ],
+    [
+        "gcloud",
+        "pubsub",
+        "subscriptions",
+        "create",
+        "occupancy-dead-letters",
+        P,
+        "--topic=occupancy-dead-letters",
+        "--message-retention-duration=7d",
+        "--expiration-period=never",
+    ],
+    [
+        "gcloud",
+        "storage",
+        "buckets",
+        "create",
+        "gs://demo-occupancy-bucket",
+        P,
+        "--location=europe-west1",
+        "--uniform-bucket-level-access",
+    ],
+    [
+        "gcloud",
+        "firestore",
+        "indexes",
+        "composite",
+        "create",
+        P,
+        "--database=(default)",
+        "--collection-group=history",
+        "--query-scope=collection",
+        "--field-config=field-path=train,order=ascending",
+        "--field-config=field-path=timestamp,order=descending",
+        "--async",
+    ],
+    [
+        "gcloud",
+        "firestore",
+        "indexes",
+        "composite",
+        "create",
+        P,
+        "--database=(default)",
+        "--collection-group=history",
+        "--query-scope=collection",
+        "--field-config=field-path=train,order=ascending",
+        "--field-config=field-path=timestamp,order=ascending",
+        "--async",
+    ],
+    [
+        "gcloud",
+        "firestore",
+        "indexes",
+        "fields",
+        "update",
+        "timestamp",
+        P,
+        "--database=(default)",
+        "--collection-group=history",
+        "--disable-indexes",
+        "--async",
+    ],
 ]
 
 
 @pytest.fixture(scope="module")
 def dry_run_commands():
     env = {k: v for k, v in os.environ.items() if k not in ("PROJECT", "REGION", "BUCKET")}
-    out = subprocess.run(["bash", str(INFRA), "--dry-run", "--project", "demo-occupancy-123",
-                          "--region", "europe-west1", "--bucket", "gs://demo-occupancy-bucket"],
-                         capture_output=True, text=True, timeout=60, env=env)
+    out = subprocess.run(
+        [
+            "bash",
+            str(INFRA),
+            "--dry-run",
+            "--project",
+            "demo-occupancy-123",
+            "--region",
+            "europe-west1",
+            "--bucket",
+            "gs://demo-occupancy-bucket",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     return [shlex.split(line) for line in out.stdout.splitlines() if line.strip()]
 
@@ -79,8 +221,15 @@ def test_infra_dry_run_grants_least_privilege(dry_run_commands):
     bindings = [c for c in dry_run_commands if "add-iam-policy-binding" in c]
     assert sorted(map(tuple, bindings)) == sorted(map(tuple, EXPECTED_BINDINGS))
     roles = " ".join(" ".join(c) for c in dry_run_commands)
-    for broad in ("roles/owner", "roles/editor", "roles/pubsub.editor", "roles/pubsub.admin",
-                  "roles/storage.admin", "roles/datastore.owner", "roles/dataflow.admin"):
+    for broad in (
+        "roles/owner",
+        "roles/editor",
+        "roles/pubsub.editor",
+        "roles/pubsub.admin",
+        "roles/storage.admin",
+        "roles/datastore.owner",
+        "roles/dataflow.admin",
+    ):
         assert broad not in roles
 
 
@@ -94,8 +243,13 @@ def test_infra_dry_run_creates_the_resources(dry_run_commands):
 
 def test_infra_refuses_to_run_without_project(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PROJECT", "REGION", "BUCKET")}
-    out = subprocess.run(["bash", str(INFRA), "--dry-run", "--region", "europe-west1", "--bucket", "b-123"],
-                         capture_output=True, text=True, timeout=60, env=env)
+    out = subprocess.run(
+        ["bash", str(INFRA), "--dry-run", "--region", "europe-west1", "--bucket", "b-123"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert out.returncode != 0
     assert "--project" in out.stderr and out.stdout == ""
 
@@ -106,10 +260,14 @@ CLOUD = ["PROJECT=demo-occupancy-123", "REGION=europe-west1", "BUCKET=demo-occup
 
 
 def _make(*args):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PROJECT", "REGION", "BUCKET", "IMAGE", "TAG", "PARAMS", "UPDATE", "DRY_RUN")}
-    return subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=60, env=env)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PROJECT", "REGION", "BUCKET", "IMAGE", "TAG", "PARAMS", "UPDATE", "DRY_RUN")
+    }
+    return subprocess.run(
+        ["make", "--no-print-directory", "-n", *args], cwd=REPO, capture_output=True, text=True, timeout=60, env=env
+    )
 
 
 @pytest.mark.parametrize("target", ["deploy-infra", "template", "launch", "dataflow", "drain", "api-deploy"])
@@ -127,8 +285,10 @@ def test_make_template_builds_image_and_spec():
     assert "gcloud dataflow flex-template build 'gs://demo-occupancy-bucket/templates/occupancy-v1.json'" in out.stdout
     assert "--metadata-file=templates/metadata.json" in out.stdout
     assert "pipeline.launch complete-spec --metadata templates/metadata.json" in out.stdout
-    assert "gcloud storage cp .local/template-spec.json 'gs://demo-occupancy-bucket/templates/occupancy-v1.json'" \
+    assert (
+        "gcloud storage cp .local/template-spec.json 'gs://demo-occupancy-bucket/templates/occupancy-v1.json'"
         in out.stdout
+    )
 
 
 def _make_line(out, marker):
@@ -137,8 +297,14 @@ def _make_line(out, marker):
 
 def test_make_launch_passes_the_parameters_update_and_mappings():
     from pipeline import launch
-    out = _make("launch", *CLOUD, "UPDATE=1", "PARAMS=daily_reset=07:30 timezone=Europe/Vienna",
-                "MAPPINGS=ParseEvents=Parse Old=New")
+
+    out = _make(
+        "launch",
+        *CLOUD,
+        "UPDATE=1",
+        "PARAMS=daily_reset=07:30 timezone=Europe/Vienna",
+        "MAPPINGS=ParseEvents=Parse Old=New",
+    )
     assert out.returncode == 0, out.stderr
     command = _make_line(out, "pipeline.launch")
     assert command[1:4] == ["-m", "pipeline.launch", "launch"]
@@ -152,18 +318,25 @@ def test_make_launch_passes_the_parameters_update_and_mappings():
         "input_subscription=projects/demo-occupancy-123/subscriptions/occupancy-pipeline",
         "dead_letter_topic=projects/demo-occupancy-123/topics/occupancy-dead-letters",
         "sdk_container_image=europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:v1",
-        "daily_reset=07:30", "timezone=Europe/Vienna"]
+        "daily_reset=07:30",
+        "timezone=Europe/Vienna",
+    ]
 
 
 @pytest.mark.parametrize("target", ["drain", "cancel", "status"])
 def test_make_drain_cancel_status_call_the_launcher(target):
     from pipeline import launch
+
     out = _make(target, "PROJECT=demo-occupancy-123", "REGION=europe-west1")
     assert out.returncode == 0, out.stderr
     command = _make_line(out, "pipeline.launch")
     args = launch.build_parser().parse_args(command[3:])
     assert (args.command, args.project, args.region, args.job_name) == (
-        target, "demo-occupancy-123", "europe-west1", "occupancy")
+        target,
+        "demo-occupancy-123",
+        "europe-west1",
+        "occupancy",
+    )
 
 
 def test_make_dataflow_launches_directly_with_setup_file():
@@ -171,13 +344,22 @@ def test_make_dataflow_launches_directly_with_setup_file():
     assert out.returncode == 0, out.stderr
     line = next(ln for ln in out.stdout.replace("\\\n", " ").splitlines() if "pipeline.main" in ln)
     command = shlex.split(line)
-    for arg in ("--runner", "DataflowRunner", "--streaming", "--enable_streaming_engine",
-                "--setup_file", "./setup.py", "--dry_run=True"):
+    for arg in (
+        "--runner",
+        "DataflowRunner",
+        "--streaming",
+        "--enable_streaming_engine",
+        "--setup_file",
+        "./setup.py",
+        "--dry_run=True",
+    ):
         assert arg in command, arg
 
 
 def test_make_deploy_infra_calls_the_script():
     out = _make("deploy-infra", *CLOUD, "DRY_RUN=1")
     assert out.returncode == 0, out.stderr
-    assert ("bash deploy/infra.sh --project 'demo-occupancy-123' --region 'europe-west1' "
-            "--bucket 'demo-occupancy-bucket' --dry-run") in out.stdout
+    assert (
+        "bash deploy/infra.sh --project 'demo-occupancy-123' --region 'europe-west1' "
+        "--bucket 'demo-occupancy-bucket' --dry-run"
+    ) in out.stdout

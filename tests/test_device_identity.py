@@ -5,6 +5,7 @@ keys made by `python -m occupancy.registry register --generate_key`, counts sign
 `python -m device.publisher`, forgeries sent by a plain Pub/Sub client holding nothing but
 publish access to the topic, as an attacker with a leaked credential would.
 """
+
 import base64
 import datetime
 import os
@@ -40,9 +41,16 @@ def _reset(raw, train="t1"):
 
 @pytest.fixture(scope="module")
 def signers():
-    return {name: identity.Signer(identity.generate_private_key(alg), kid) for name, alg, kid in (
-        ("d1", "EdDSA", "d1/k1"), ("d2", "EdDSA", "d2/k1"), ("es", "ES256", "d1/k1"), ("rs", "RS256", "d1/k1"),
-        ("ops", "EdDSA", "ops/k1"))}
+    return {
+        name: identity.Signer(identity.generate_private_key(alg), kid)
+        for name, alg, kid in (
+            ("d1", "EdDSA", "d1/k1"),
+            ("d2", "EdDSA", "d2/k1"),
+            ("es", "ES256", "d1/k1"),
+            ("rs", "RS256", "d1/k1"),
+            ("ops", "EdDSA", "ops/k1"),
+        )
+    }
 
 
 def test_a_count_is_accepted_only_signed_by_a_current_key_of_its_own_device(signers):
@@ -91,8 +99,14 @@ def test_a_malformed_envelope_is_a_dead_letter_of_the_parser():
 
 
 def _registry_cli(*argv):
-    return subprocess.run([sys.executable, "-m", "occupancy.registry", *argv], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    return subprocess.run(
+        [sys.executable, "-m", "occupancy.registry", *argv],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
 
 
 def test_signed_end_to_end_forgeries_are_dead_letters_and_move_nothing(local_stack, tmp_path):
@@ -108,10 +122,26 @@ def test_signed_end_to_end_forgeries_are_dead_letters_and_move_nothing(local_sta
     beats = Heartbeats(fleet, ["hb-a", "hb-b"])
     beats.start()
     publisher = subprocess.Popen(
-        [sys.executable, "-m", "device.publisher", "--device_id", "door", "--topic", fleet.topic,
-         "--emulator", os.environ["PUBSUB_EMULATOR_HOST"], "--outbox", str(tmp_path / "outbox.sqlite"),
-         "--private_key", str(key_path)],
-        cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "device.publisher",
+            "--device_id",
+            "door",
+            "--topic",
+            fleet.topic,
+            "--emulator",
+            os.environ["PUBSUB_EMULATOR_HOST"],
+            "--outbox",
+            str(tmp_path / "outbox.sqlite"),
+            "--private_key",
+            str(key_path),
+        ],
+        cwd=REPO_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         publisher.stdin.write(b"+5\n+2\n")
         publisher.stdin.flush()
@@ -119,19 +149,26 @@ def test_signed_end_to_end_forgeries_are_dead_letters_and_move_nothing(local_sta
 
         def forge(payload, **attributes):
             fleet.publish_raw(payload, **attributes)
+
         now = wire.now_us()
         count = lambda device, delta, seq: wire.encode_event(device, delta, now, seq)  # noqa: E731
         p, a = count("door", 90, 999_999)
-        forge(KEYS.sign("b1", p), **a)                                  # b1's key, door's claim
+        forge(KEYS.sign("b1", p), **a)  # b1's key, door's claim
         forge(identity.Signer(KEYS.signer("b1")._key, "door/k1").sign(p), **a)  # b1's key, door's kid
-        forge(p, **a)                                                   # unsigned
+        forge(p, **a)  # unsigned
         signed = KEYS.sign("b1", wire.encode_event("b1", 3, now, 1)[0])
-        forge(signed[:-5], **count("b1", 3, 1)[1])                      # cut
+        forge(signed[:-5], **count("b1", 3, 1)[1])  # cut
         reset, reset_attributes = wire.encode_reset("ta", now)
-        forge(KEYS.sign("b1", reset), **reset_attributes)               # a reset signed by a door key
+        forge(KEYS.sign("b1", reset), **reset_attributes)  # a reset signed by a door key
         # An expired key, and a key removed while the pipeline runs.
-        registry_keys.add_key(client, "devices", "b1", "old", KEYS.public_pem("hb-b"),
-                              datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc))
+        registry_keys.add_key(
+            client,
+            "devices",
+            "b1",
+            "old",
+            KEYS.public_pem("hb-b"),
+            datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc),
+        )
         expired = identity.Signer(KEYS.signer("hb-b")._key, "b1/old")
         time.sleep(3.5)  # the pipeline's registry refresh (2 s) sees the new key
         forge(expired.sign(wire.encode_event("b1", 4, now, 2)[0]), **count("b1", 4, 2)[1])
@@ -142,10 +179,19 @@ def test_signed_end_to_end_forgeries_are_dead_letters_and_move_nothing(local_sta
         time.sleep(3.5)
         publisher.stdin.write(b"+8\n")  # a disabled device, signed properly
         publisher.stdin.flush()
-        reasons = [wire.BAD_SIGNATURE, wire.BAD_SIGNATURE, wire.UNSIGNED, wire.BAD_SIGNATURE,
-                   wire.BAD_SIGNATURE, wire.EXPIRED_KEY, wire.UNKNOWN_KEY, wire.UNKNOWN_DEVICE]
-        stack.wait_for(lambda: len(list(client.collection("dead_letters").stream())) >= len(reasons), 60,
-                       what="the dead letters")
+        reasons = [
+            wire.BAD_SIGNATURE,
+            wire.BAD_SIGNATURE,
+            wire.UNSIGNED,
+            wire.BAD_SIGNATURE,
+            wire.BAD_SIGNATURE,
+            wire.EXPIRED_KEY,
+            wire.UNKNOWN_KEY,
+            wire.UNKNOWN_DEVICE,
+        ]
+        stack.wait_for(
+            lambda: len(list(client.collection("dead_letters").stream())) >= len(reasons), 60, what="the dead letters"
+        )
         registry.set_enabled(client, "devices", "door", True)
         time.sleep(3.5)
         # A reset signed by the operator's control key applies; after the forged seq 999,999, the
@@ -169,12 +215,14 @@ def test_signed_end_to_end_forgeries_are_dead_letters_and_move_nothing(local_sta
 
 def test_a_fleet_import_registers_each_devices_public_key(firestore_client, tmp_path):
     from occupancy import fleet_import
+
     (tmp_path / "keys").mkdir()
     pem = identity.public_pem(identity.generate_private_key("ES256"))
     (tmp_path / "keys" / "a1.pem").write_text(pem)
     csv_file = tmp_path / "fleet.csv"
-    csv_file.write_text("train_id,capacity,name,device_id,door,public_key_file\n"
-                        "ta,100,A,a1,car1,keys/a1.pem\nta,100,A,a2,car2,\n")
+    csv_file.write_text(
+        "train_id,capacity,name,device_id,door,public_key_file\nta,100,A,a1,car1,keys/a1.pem\nta,100,A,a2,car2,\n"
+    )
     with open(csv_file) as f:
         trains, devices = fleet_import.read_csv(f, str(tmp_path))
     counts = fleet_import.import_fleet(firestore_client, "devices", "trains", trains, devices)

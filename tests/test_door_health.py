@@ -1,4 +1,5 @@
 """occupancy/door_health.py (pure) and the service-day error model (sim/service_day.py)."""
+
 import datetime
 import json
 import random
@@ -30,8 +31,13 @@ def trips_of(errors, n_trips, people=150, seed=0):
             counts[device] = {"boarded": 0, "alighted": 0}
             b, a = service_day.observe(rng, errors[i], ins[i], outs[i])
             counts[device] = {"boarded": b, "alighted": a}
-        out.append({"ons": sum(c["boarded"] for c in counts.values()),
-                    "offs": sum(c["alighted"] for c in counts.values()), "doors": counts})
+        out.append(
+            {
+                "ons": sum(c["boarded"] for c in counts.values()),
+                "offs": sum(c["alighted"] for c in counts.values()),
+                "doors": counts,
+            }
+        )
     return doors, out
 
 
@@ -60,14 +66,17 @@ def test_no_healthy_door_is_flagged_over_many_simulated_trains():
     assert flagged == 0
 
 
-@pytest.mark.parametrize("error,boarded,alighted,expect", [
-    (DoorError(), 1000, 1000, (1000, 1000)),
-    (DoorError(miss=1.0), 50, 50, (0, 0)),
-    (DoorError(swap=1.0), 30, 10, (10, 30)),
-    (DoorError(double=1.0), 7, 3, (14, 6)),
-    (DoorError(bias_in=1.0), 9, 4, (18, 4)),
-    (DoorError(bias_in=-1.0), 9, 4, (0, 4)),
-])
+@pytest.mark.parametrize(
+    "error,boarded,alighted,expect",
+    [
+        (DoorError(), 1000, 1000, (1000, 1000)),
+        (DoorError(miss=1.0), 50, 50, (0, 0)),
+        (DoorError(swap=1.0), 30, 10, (10, 30)),
+        (DoorError(double=1.0), 7, 3, (14, 6)),
+        (DoorError(bias_in=1.0), 9, 4, (18, 4)),
+        (DoorError(bias_in=-1.0), 9, 4, (0, 4)),
+    ],
+)
 def test_observe_applies_each_error(error, boarded, alighted, expect):
     assert service_day.observe(random.Random(1), error, boarded, alighted) == expect
 
@@ -83,15 +92,20 @@ def test_a_service_day_is_empty_at_every_terminus_and_exact_doors_add_up():
     # Exact doors: the sum of all deltas is zero (everyone who boarded alighted).
     deltas = [json.loads(p)["delta"] for p, a in day.messages if b"terminus" not in p]
     assert sum(deltas) == 0 and sum(b"terminus" in p for p, _ in day.messages) == sum(
-        len(t) for t in day.termini.values())
+        len(t) for t in day.termini.values()
+    )
 
 
 @pytest.mark.emulator
 @pytest.mark.timeout(300)
 def test_make_accuracy_smoke(tmp_path):
     out = tmp_path / "accuracy.json"
-    done = subprocess.run([sys.executable, "-m", "bench.accuracy", "--smoke", f"--output={out}"],
-                          capture_output=True, text=True, timeout=280)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.accuracy", "--smoke", f"--output={out}"],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
     rows = {(r["level"], r["balancing"]): r for r in results["levels"]}

@@ -4,6 +4,7 @@ The pipeline runs as a subprocess, mid-stream: nothing here waits for the end
 of a stream. Device heartbeats flow all the time, as they do in the field (the
 local runner's watermark only moves when a pull returns messages).
 """
+
 import base64
 import json
 import statistics
@@ -20,15 +21,28 @@ from tests.support import REFRESH_S, Heartbeats, S, realtime_values, register, w
 
 def history_of(client, train):
     docs = [d.to_dict() for d in client.collection("history").where("train", "==", train).stream()]
-    return [(round((wire.to_micros(d["bucket_start"]) - 0) / S), d["value"], d["delta"], d["events"],
-             d["boarded"], d["alighted"], d["late"], d["correction"])
-            for d in sorted(docs, key=lambda d: d["bucket_start"])]
+    return [
+        (
+            round((wire.to_micros(d["bucket_start"]) - 0) / S),
+            d["value"],
+            d["delta"],
+            d["events"],
+            d["boarded"],
+            d["alighted"],
+            d["late"],
+            d["correction"],
+        )
+        for d in sorted(docs, key=lambda d: d["bucket_start"])
+    ]
 
 
 def test_scenario_counts_history_dead_letters_and_a_reassignment_while_running(local_stack):
     client, fleet, start = local_stack
-    register(client, {"ta": ["a1", "a2", "mover", "hb-a"], "tb": ["b1", "b2", "hb-b"], "tc": ["c1", "hb-c"]},
-             {"ta": 100, "tb": 50})
+    register(
+        client,
+        {"ta": ["a1", "a2", "mover", "hb-a"], "tb": ["b1", "b2", "hb-b"], "tc": ["c1", "hb-c"]},
+        {"ta": 100, "tb": 50},
+    )
     process = start()
     warm_up(client, fleet, process, ["hb-a", "hb-b", "hb-c"])
     beats = Heartbeats(fleet, ["hb-a", "hb-b", "hb-c"])
@@ -69,13 +83,10 @@ def test_scenario_counts_history_dead_letters_and_a_reassignment_while_running(l
     assert history_of(client, "ta") == [
         (b, 8, 8, 2, 8, 0, 0, 0),
         (b + 1, 6, -2, 1, 0, 2, 0, 0),
-        (b + 2, 8, 2, 1, 2, 0, 0, 0)]
-    assert history_of(client, "tb") == [
-        (b, 4, 4, 1, 4, 0, 0, 0),
-        (b + 1, 0, -10, 1, 0, 10, 0, 6)]
-    assert history_of(client, "tc") == [
-        (b + 1, 1, 1, 2, 2, 1, 0, 0),
-        (move_bucket, 4, 3, 1, 3, 0, 0, 0)]
+        (b + 2, 8, 2, 1, 2, 0, 0, 0),
+    ]
+    assert history_of(client, "tb") == [(b, 4, 4, 1, 4, 0, 0, 0), (b + 1, 0, -10, 1, 0, 10, 0, 6)]
+    assert history_of(client, "tc") == [(b + 1, 1, 1, 2, 2, 1, 0, 0), (move_bucket, 4, 3, 1, 3, 0, 0, 0)]
 
     realtime = {d.id: d.to_dict() for d in client.collection("realtime").stream()}
     assert realtime["ta"]["capacity"] == 100 and realtime["ta"]["occupancy_ratio"] == 0.08
@@ -88,7 +99,8 @@ def test_scenario_counts_history_dead_letters_and_a_reassignment_while_running(l
         (wire.MALFORMED, b"garbage, not an event"),
         (wire.UNKNOWN_DEVICE, ghost_payload),
         # The prototype's CSV cannot be signed: refused under the default --device_auth=require.
-        (wire.UNSIGNED, f"1,{legacy_time},a1".encode())]
+        (wire.UNSIGNED, f"1,{legacy_time},a1".encode()),
+    ]
     assert dead[1]["attributes"]["event_id"] == "ghost:1" and dead[1]["detail"] == "device ghost is not registered"
 
 
@@ -108,8 +120,12 @@ def test_publish_to_realtime_latency_with_heartbeats_flowing_and_dead_letters_to
             value += 1
             published = time.monotonic()
             fleet.publish("a1", 1)
-            stack.wait_for(lambda value=value: realtime_values(client).get("ta") == value, 60, interval_s=0.05,
-                           what=f"ta == {value}")
+            stack.wait_for(
+                lambda value=value: realtime_values(client).get("ta") == value,
+                60,
+                interval_s=0.05,
+                what=f"ta == {value}",
+            )
             latencies.append(time.monotonic() - published)
     finally:
         beats.stop()
@@ -126,13 +142,17 @@ def test_publish_to_realtime_latency_with_heartbeats_flowing_and_dead_letters_to
     received = []
     deadline = time.monotonic() + 60
     while not received and time.monotonic() < deadline:
-        response = subscriber.pull(subscription=stack.subscription_path(PROJECT, dead_topic),
-                                   max_messages=10, timeout=10)
+        response = subscriber.pull(
+            subscription=stack.subscription_path(PROJECT, dead_topic), max_messages=10, timeout=10
+        )
         received += [m.message for m in response.received_messages]
     assert len(received) == 1, "one dead letter on the topic"
     record = json.loads(received[0].data)
     assert (record["reason"], base64.b64decode(record["payload"]), record["attributes"]) == (
-        wire.MALFORMED, b"\x00 not an event", {"source": "test"})
+        wire.MALFORMED,
+        b"\x00 not an event",
+        {"source": "test"},
+    )
     assert received[0].attributes["reason"] == wire.MALFORMED
     assert list(client.collection("dead_letters").stream()) == []
 

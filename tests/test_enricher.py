@@ -1,6 +1,7 @@
 """The enricher: an operator's own VehiclePositions feed, fetched over HTTP, served with the
 pipeline's occupancy added to the vehicles the registry maps; positions, trips and unmapped
 vehicles kept exactly as they came."""
+
 import datetime
 import http.server
 import threading
@@ -36,12 +37,16 @@ def operator_feed(now: datetime.datetime) -> pb.FeedMessage:
 
 def test_enrich_sets_occupancy_on_mapped_vehicles_only():
     now = datetime.datetime.now(UTC)
-    realtime = {"current_value": 30, "last_updated": now,
-                "devices_seen": {"d1": {"last_seen": now, "seq": 1, "trip_boarded": 30, "trip_alighted": 0}}}
+    realtime = {
+        "current_value": 30,
+        "last_updated": now,
+        "devices_seen": {"d1": {"last_seen": now, "seq": 1, "trip_boarded": 30, "trip_alighted": 0}},
+    }
     view = fleet.train_view("t1", realtime, {"capacity": 100, "vehicle_id": "veh-100"}, now)
     upstream = operator_feed(now)
-    enriched = enricher.enrich(upstream.SerializeToString(), {"veh-100": view}, fleet.Thresholds(),
-                               {"t1": {"d1": "car1-door1"}})
+    enriched = enricher.enrich(
+        upstream.SerializeToString(), {"veh-100": view}, fleet.Thresholds(), {"t1": {"d1": "car1-door1"}}
+    )
     ours, theirs = enriched.entity
     assert ours.vehicle.occupancy_percentage == 30
     assert ours.vehicle.occupancy_status == pb.VehiclePosition.FEW_SEATS_AVAILABLE
@@ -71,12 +76,14 @@ class _Upstream(http.server.ThreadingHTTPServer):
 
             def log_message(handler, *args):  # noqa: N805
                 pass
+
         super().__init__(("127.0.0.1", free_port()), Handler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
-def test_the_enricher_end_to_end_over_http_with_the_running_pipeline(local_stack, emulator_env, auth_emulator,
-                                                                     tmp_path_factory):
+def test_the_enricher_end_to_end_over_http_with_the_running_pipeline(
+    local_stack, emulator_env, auth_emulator, tmp_path_factory
+):
     client, fleet_devices, start = local_stack
     register(client, {"t1": ["d1"], "t2": ["d2"]}, {"t1": 100, "t2": 50})
     registry.set_train(client, "trains", "t1", 100, vehicle_id="veh-100")
@@ -84,8 +91,12 @@ def test_the_enricher_end_to_end_over_http_with_the_running_pipeline(local_stack
     warm_up(client, fleet_devices, pipeline, ["d1"])
     upstream = operator_feed(datetime.datetime.now(UTC))
     server = _Upstream(upstream.SerializeToString())
-    api, base_url = serve_api(tmp_path_factory, {**emulator_env, **auth_emulator.env()}, "--fleet_cache_s=0",
-                              f"--upstream_vehicle_positions=http://127.0.0.1:{server.server_port}/vp.pb")
+    api, base_url = serve_api(
+        tmp_path_factory,
+        {**emulator_env, **auth_emulator.env()},
+        "--fleet_cache_s=0",
+        f"--upstream_vehicle_positions=http://127.0.0.1:{server.server_port}/vp.pb",
+    )
     try:
         fleet_devices.publish("d1", 45)
         wait_for_values(client, {"t1": 45}, pipeline)
@@ -94,8 +105,10 @@ def test_the_enricher_end_to_end_over_http_with_the_running_pipeline(local_stack
             assert response.status_code == 200 and response.headers["content-type"] == "application/x-protobuf"
             feed = pb.FeedMessage.FromString(response.content)
             ours, theirs = feed.entity
-            assert (ours.vehicle.occupancy_percentage, ours.vehicle.occupancy_status) == \
-                (45, pb.VehiclePosition.FEW_SEATS_AVAILABLE)
+            assert (ours.vehicle.occupancy_percentage, ours.vehicle.occupancy_status) == (
+                45,
+                pb.VehiclePosition.FEW_SEATS_AVAILABLE,
+            )
             assert ours.vehicle.position == upstream.entity[0].vehicle.position
             assert ours.vehicle.trip == upstream.entity[0].vehicle.trip
             assert theirs.SerializeToString() == upstream.entity[1].SerializeToString()

@@ -2,6 +2,7 @@
 the pipeline SIGKILLed and restarted, a duplicate storm and 1,000 hostile payloads, each on
 the real emulators and the real pipeline process, checked against the devices' ground truth.
 """
+
 import json
 import subprocess
 import sys
@@ -15,8 +16,9 @@ from faults import proxy
 @pytest.mark.timeout(600)
 def test_short_fault_suite_loses_nothing_and_counts_nothing_twice(tmp_path):
     out = tmp_path / "results.json"
-    completed = subprocess.run([sys.executable, "-m", "faults", "--short", f"--output={out}"],
-                               capture_output=True, text=True, timeout=590)
+    completed = subprocess.run(
+        [sys.executable, "-m", "faults", "--short", f"--output={out}"], capture_output=True, text=True, timeout=590
+    )
     results = json.loads(out.read_text())
     rows = {row["name"]: row for row in results["scenarios"]}
     assert set(rows) == {"firestore_outage", "pipeline_kills", "duplicate_storm", "hostile_input"}, rows
@@ -39,6 +41,7 @@ def test_short_fault_suite_loses_nothing_and_counts_nothing_twice(tmp_path):
 def test_proxy_cuts_and_restores_on_the_same_port():
     import socket
     import threading
+
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
@@ -52,6 +55,7 @@ def test_proxy_cuts_and_restores_on_the_same_port():
             data = conn.recv(100)
             conn.sendall(data.upper())
             conn.close()
+
     threading.Thread(target=echo, daemon=True).start()
     p = proxy.Proxy(f"127.0.0.1:{server.getsockname()[1]}").start()
     host, port = p.host_port.split(":")
@@ -60,6 +64,7 @@ def test_proxy_cuts_and_restores_on_the_same_port():
         with socket.create_connection((host, int(port)), timeout=5) as c:
             c.sendall(b"hi")
             return c.recv(100)
+
     assert call() == b"HI"
     p.cut()
     with pytest.raises(OSError):
@@ -74,6 +79,7 @@ def test_proxy_carries_large_transfers_both_ways_at_once():
     """64 MB echoed through the proxy while it is still being sent: both directions at once."""
     import socket
     import threading
+
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
@@ -86,18 +92,21 @@ def test_proxy_carries_large_transfers_both_ways_at_once():
                 if not data:
                     return
                 conn.sendall(data)
+
     threading.Thread(target=echo, daemon=True).start()
     p = proxy.Proxy(f"127.0.0.1:{server.getsockname()[1]}").start()
     host, port = p.host_port.split(":")
     payload = b"x" * (64 * 1024 * 1024)
     received = bytearray()
     with socket.create_connection((host, int(port)), timeout=20) as c:
+
         def read():
             while len(received) < len(payload):
                 chunk = c.recv(65536)
                 if not chunk:
                     return
                 received.extend(chunk)
+
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         c.sendall(payload)

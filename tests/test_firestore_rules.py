@@ -1,6 +1,7 @@
 """deploy/firestore.rules on the Firestore emulator started with them (`--rules`): what a
 client outside the service accounts may read and write, anonymous and signed in (a real ID
 token from the Auth emulator), through Firestore's REST API."""
+
 import pathlib
 import time
 
@@ -26,8 +27,7 @@ def rules_emulator():
     emulator.stop()
 
 
-def test_firestore_rules_let_clients_read_trains_and_nothing_else(rules_emulator, auth_emulator,
-                                                                      monkeypatch):
+def test_firestore_rules_let_clients_read_trains_and_nothing_else(rules_emulator, auth_emulator, monkeypatch):
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", rules_emulator.host_port)
     # Seeded as the service accounts write: the client library, which the emulator lets
     # through as an administrator (rules do not apply to IAM principals).
@@ -49,8 +49,9 @@ def test_firestore_rules_let_clients_read_trains_and_nothing_else(rules_emulator
         listing = httpx.get(f"{docs}/devices", headers=headers)
         assert listing.status_code == 403, (who, listing.text)
         for target in ("realtime/t1", "trains/t9", "history/h2", "devices/d9"):
-            write = httpx.patch(f"{docs}/{target}", headers=headers,
-                                json={"fields": {"current_value": {"integerValue": "999"}}})
+            write = httpx.patch(
+                f"{docs}/{target}", headers=headers, json={"fields": {"current_value": {"integerValue": "999"}}}
+            )
             assert write.status_code == 403, (who, target, write.text)
         assert httpx.delete(f"{docs}/realtime/t1", headers=headers).status_code == 403
     assert client.collection("realtime").document("t1").get().to_dict()["current_value"] == 3

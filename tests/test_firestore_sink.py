@@ -1,4 +1,5 @@
 """Writes to the real Firestore emulator: batching, idempotence, transient retry, permanent dead letters."""
+
 import threading
 import time
 
@@ -51,8 +52,12 @@ def test_transient_errors_are_retried_until_firestore_is_back(own_emulator):
     restarter.start()
     retries = []
     started = time.monotonic()
-    failed = commit_documents(client, [("rt", "t1", {"current_value": 5})],
-                              RetryPolicy(initial_s=0.2, max_backoff_s=1.0, deadline_s=60), retries.append)
+    failed = commit_documents(
+        client,
+        [("rt", "t1", {"current_value": 5})],
+        RetryPolicy(initial_s=0.2, max_backoff_s=1.0, deadline_s=60),
+        retries.append,
+    )
     restarter.join()
     assert failed == [] and len(retries) >= 2 and time.monotonic() - started >= 2.5
     assert all(isinstance(e, gexc.ServiceUnavailable) for e in retries)
@@ -76,8 +81,12 @@ def test_write_transform_coalesces_stamps_realtime_and_dead_letters_permanent_fa
         documents.DocumentWrite(documents.HISTORY, "__bad__", {"value": 9}),
     ]
     with TestPipeline(runner="BundleBasedDirectRunner") as p:
-        dead = (p | beam.Create(writes) | WriteToFirestore(PROJECT, "(default)", COLLECTIONS)
-                | beam.Map(lambda d: (d["reason"], d["step"], d["detail"].split(":")[0])))
+        dead = (
+            p
+            | beam.Create(writes)
+            | WriteToFirestore(PROJECT, "(default)", COLLECTIONS)
+            | beam.Map(lambda d: (d["reason"], d["step"], d["detail"].split(":")[0]))
+        )
         assert_that(dead, equal_to([(wire.WRITE_FAILED, "WriteToFirestore", "InvalidArgument")]))
     realtime = firestore_client.collection("rt").document("t1").get().to_dict()
     assert realtime["current_value"] == 2 and realtime["updated_at"] is not None
@@ -86,6 +95,7 @@ def test_write_transform_coalesces_stamps_realtime_and_dead_letters_permanent_fa
 
 def test_dead_letters_are_stored_and_an_oversized_payload_is_cut_not_lost(firestore_client):
     from transforms.dead_letters import MAX_STORED_PAYLOAD, WriteDeadLetters
+
     now = wire.parse_time("2026-11-24T07:00:00Z")
     small = wire.dead_letter(wire.MALFORMED, "bad", b"x", {"a": "1"}, "m1", now, "ParseEvents")
     huge = wire.dead_letter(wire.MALFORMED, "bad", b"\x00" * 2_000_000, {}, "m2", now, "ParseEvents")
@@ -110,8 +120,10 @@ def test_a_newer_job_fences_an_older_one_off_the_trains_it_writes(firestore_clie
 
     def flush(fn, value, bucket, train="t1"):
         fn.start_bundle()
-        for write in (documents.DocumentWrite(documents.REALTIME, train, {"current_value": value}),
-                      documents.DocumentWrite(documents.HISTORY, bucket, {"train": train, "value": value})):
+        for write in (
+            documents.DocumentWrite(documents.REALTIME, train, {"current_value": value}),
+            documents.DocumentWrite(documents.HISTORY, bucket, {"train": train, "value": value}),
+        ):
             assert list(fn.process(write)) == []
         assert list(fn.finish_bundle()) == []  # never a dead letter
 
@@ -136,8 +148,13 @@ def test_a_newer_job_fences_an_older_one_off_the_trains_it_writes(firestore_clie
     flush(new, 7, "h7")  # the newer job writes on with the version it knows
     assert realtime() == (7, 200)
     new.start_bundle()  # a guarded write replaces the document: no field of an earlier one stays
-    list(new.process(documents.DocumentWrite(documents.REALTIME, "t1", {"current_value": 7, "capacity": 300,
-                                                                         "occupancy_ratio": 0.0233})))
+    list(
+        new.process(
+            documents.DocumentWrite(
+                documents.REALTIME, "t1", {"current_value": 7, "capacity": 300, "occupancy_ratio": 0.0233}
+            )
+        )
+    )
     list(new.finish_bundle())
     assert firestore_client.collection("rt").document("t1").get().to_dict()["capacity"] == 300
     flush(new, 7, "h7")

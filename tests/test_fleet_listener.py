@@ -1,5 +1,6 @@
 """The fleet view kept by Firestore listeners on the emulator: changes arrive without a read
 per request, and the API serves them with --fleet_listener."""
+
 import httpx
 
 from local import stack
@@ -25,6 +26,7 @@ def test_the_listener_follows_writes_and_removals(firestore_client):
 
         def values():
             return {v.train_id: v.current_value for v in listener.view()[1]}
+
         stack.wait_for(lambda: values() == {"t1": 12, "t2": 7}, 30, what="both writes in the view")
         assert {v.train_id: v.name for v in listener.view()[1]}["t1"] == "One"
         firestore_client.collection("realtime").document("t2").delete()
@@ -40,14 +42,22 @@ def test_the_listener_follows_writes_and_removals(firestore_client):
 def test_the_api_serves_the_listeners_view(firestore_emulator, auth_emulator, firestore_client, tmp_path_factory):
     registry.set_train(firestore_client, "trains", "t1", 100)
     # A fleet cache of an hour: without the listener the second value could not show.
-    process, base_url = serve_api(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()},
-                                  "--fleet_listener", "--fleet_cache_s=3600", "--fleet_max_age_s=7200")
+    process, base_url = serve_api(
+        tmp_path_factory,
+        {**firestore_emulator.env(), **auth_emulator.env()},
+        "--fleet_listener",
+        "--fleet_cache_s=3600",
+        "--fleet_max_age_s=7200",
+    )
     try:
         with httpx.Client(base_url=base_url, timeout=30) as http:
             for value in (5, 6):
                 write_realtime(firestore_client, "t1", value, 100, {"d1": (value, ago(1))})
-                stack.wait_for(lambda v=value: http.get("/v1/trains").json()["trains"][0]["current_value"] == v,
-                               30, what=f"the API showing {value}")
+                stack.wait_for(
+                    lambda v=value: http.get("/v1/trains").json()["trains"][0]["current_value"] == v,
+                    30,
+                    what=f"the API showing {value}",
+                )
     finally:
         stack.stop_process(process)
 
@@ -57,11 +67,13 @@ def test_the_devices_listener_keeps_the_feeds_doors(firestore_client):
     registry.register_device(firestore_client, "devices", "d1", "t1", "car1-door1")
     listener = FleetListener(firestore_client, devices_collection="devices").start()
     try:
+
         def doors():
             try:
                 return listener.doors()
             except NotReady:
                 return None
+
         stack.wait_for(lambda: doors() == {"t1": {"d1": "car1-door1"}}, 30, what="the first snapshot's doors")
         registry.register_device(firestore_client, "devices", "d2", "t1", "car2-door1")
         registry.set_enabled(firestore_client, "devices", "d1", False)  # a disabled door counts for nothing

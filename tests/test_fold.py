@@ -1,4 +1,5 @@
 """The running-occupancy fold (pure): the five semantics of docs/design.md, without Beam."""
+
 import datetime
 import random
 import zoneinfo
@@ -11,8 +12,14 @@ CONFIG = fold.FoldConfig(flush_interval_us=S, reorder_delay_us=2 * S, dedup_wind
 
 
 def ev(device, seq, delta, t_s, **kw):
-    return wire.Event(event_id=wire.event_id_for(device, seq), event_time_us=T0 + int(t_s * S),
-                      device_id=device, delta=delta, seq=seq, **kw)
+    return wire.Event(
+        event_id=wire.event_id_for(device, seq),
+        event_time_us=T0 + int(t_s * S),
+        device_id=device,
+        delta=delta,
+        seq=seq,
+        **kw,
+    )
 
 
 def run(events, state=None, config=CONFIG, flush_at=None):
@@ -107,8 +114,9 @@ def test_reset_event_sets_zero_and_records_the_removed_amount():
 
 def test_daily_reset_at_the_boundary_in_the_configured_timezone():
     vienna = zoneinfo.ZoneInfo("Europe/Vienna")
-    config = fold.FoldConfig(flush_interval_us=S, reorder_delay_us=2 * S,
-                             daily_reset=fold.DailyReset.parse("03:00", vienna))
+    config = fold.FoldConfig(
+        flush_interval_us=S, reorder_delay_us=2 * S, daily_reset=fold.DailyReset.parse("03:00", vienna)
+    )
     boundary = wire.to_micros(datetime.datetime(2026, 11, 25, 3, 0, tzinfo=vienna))
     before = (boundary - T0) / S - 10
     state, _ = run([ev("d1", 1, 9, before)], config=config)
@@ -129,7 +137,8 @@ def test_daily_reset_boundary_across_daylight_saving_change():
     assert boundary.date() == datetime.date(2026, 3, 29) and boundary < wire.from_micros(t)
     summer = wire.to_micros(datetime.datetime(2026, 7, 1, 12, 0, tzinfo=vienna))
     assert wire.from_micros(reset.boundary_at_or_before(summer)) == datetime.datetime(
-        2026, 7, 1, 0, 30, tzinfo=datetime.timezone.utc)
+        2026, 7, 1, 0, 30, tzinfo=datetime.timezone.utc
+    )
 
 
 def test_heartbeats_update_last_seen_without_history():
@@ -216,8 +225,17 @@ def test_doors_count_their_trip_until_a_reset_and_survive_a_restart():
 def test_terminus_zeroes_the_train_and_balances_the_trip_per_door():
     first = wire.Event(event_id="reset:t1:a", event_time_us=T0, kind=wire.RESET, train_id="t1")
     terminus = wire.Event(event_id="terminus:t1:b", event_time_us=T0 + 5 * S, kind=wire.TERMINUS, train_id="t1")
-    state, result = run([first, ev("d1", 1, 10, 1), ev("d2", 1, 4, 1.5), ev("d1", 2, -6, 2),
-                         ev("d2", 2, -5, 3), terminus, ev("d1", 3, 2, 6)])
+    state, result = run(
+        [
+            first,
+            ev("d1", 1, 10, 1),
+            ev("d2", 1, 4, 1.5),
+            ev("d1", 2, -6, 2),
+            ev("d2", 2, -5, 3),
+            terminus,
+            ev("d1", 3, 2, 6),
+        ]
+    )
     assert state.value == 2 and state.trip_start_us == T0 + 5 * S
     [trip] = result.trips
     # The doors counted 14 in and 11 out: 3 people too many were still on board at the terminus.
@@ -232,12 +250,14 @@ def test_terminus_zeroes_the_train_and_balances_the_trip_per_door():
     _, again = run([terminus], state)
     assert again.trips == [] and again.duplicates == 1
     # A reset zeroes too, but is not a balancing point.
-    _, reset_result = run([wire.Event(event_id="reset:t1:c", event_time_us=T0 + 9 * S, kind=wire.RESET,
-                                      train_id="t1")], state)
+    _, reset_result = run(
+        [wire.Event(event_id="reset:t1:c", event_time_us=T0 + 9 * S, kind=wire.RESET, train_id="t1")], state
+    )
     assert reset_result.trips == [] and state.value == 0
 
 
 # ---- the realtime document's size: bounded whatever the devices' seq gaps ---------------
+
 
 def test_capped_ranges_fill_the_narrowest_gaps_and_keep_every_applied_seq_covered():
     ranges = [[1, 1], [3, 10], [12, 12], [20, 25], [40, 40]]
@@ -249,6 +269,7 @@ def test_capped_ranges_fill_the_narrowest_gaps_and_keep_every_applied_seq_covere
 
 def test_a_train_with_the_most_devices_and_the_worst_gaps_stays_far_below_one_mib():
     from occupancy.registry import MAX_DEVICES_PER_TRAIN
+
     state = fold.TrainState(value=120, capacity=400, last_applied_us=wire.parse_time("2026-11-24T07:00:00Z"))
     for d in range(MAX_DEVICES_PER_TRAIN):
         memory = fold.DeviceMemory(last_seen_us=state.last_applied_us, registered_us=1)
@@ -296,5 +317,5 @@ def test_a_seq_far_ahead_is_refused_and_the_door_keeps_counting():
     fold.apply_events(state, [ev("d1", 3, 1, 2.1), ev("d1", just_within, 1, 2.2)], CONFIG, 4 * S)
     assert state.value == 5 and state.devices["d1"].seq == just_within
     # Registered again (seq starts over): any seq is a first sight.
-    again = ev("d1", 10 ** 9, 4, 3.1)._replace(registered_us=5)
+    again = ev("d1", 10**9, 4, 3.1)._replace(registered_us=5)
     assert fold.apply_events(state, [again], CONFIG, 5 * S).refused == [] and state.value == 9

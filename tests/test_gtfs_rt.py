@@ -1,5 +1,6 @@
 """The GTFS-Realtime VehiclePositions feed: built from the fleet (pure), checked by a GTFS-RT
 validator from PyPI (gtfs-rt-validator), and served by the real API over the emulator."""
+
 import datetime
 import json
 import subprocess
@@ -19,8 +20,12 @@ VP = pb.VehiclePosition
 
 
 def seen(age_s, boarded=0, alighted=0):
-    return {"last_seen": NOW - datetime.timedelta(seconds=age_s), "seq": 1,
-            "trip_boarded": boarded, "trip_alighted": alighted}
+    return {
+        "last_seen": NOW - datetime.timedelta(seconds=age_s),
+        "seq": 1,
+        "trip_boarded": boarded,
+        "trip_alighted": alighted,
+    }
 
 
 def view(train_id, value, capacity, devices, name=None):
@@ -36,8 +41,7 @@ def fleet_feed():
         view("nocap", 12, None, {"n": seen(1)}),
         view("overfull", 250, 200, {"o": seen(2)}),
     ]
-    doors = {"fresh": {"a": "car1-door1", "b": "car3-door2", "c": "car3-door1"},
-             "stale": {"s": "car1-door1"}}
+    doors = {"fresh": {"a": "car1-door1", "b": "car3-door2", "c": "car3-door1"}, "stale": {"s": "car1-door1"}}
     return build_feed(views, NOW, fleet.Thresholds(), doors)
 
 
@@ -74,7 +78,10 @@ def test_carriages_from_door_names():
     entities = {e.id: e.vehicle for e in fleet_feed().entity}
     cars = entities["fresh"].multi_carriage_details
     assert [(c.carriage_sequence, c.id, c.label) for c in cars] == [
-        (1, "fresh-car1", "car1"), (2, "fresh-car2", "car2"), (3, "fresh-car3", "car3")]
+        (1, "fresh-car1", "car1"),
+        (2, "fresh-car2", "car2"),
+        (3, "fresh-car3", "car3"),
+    ]
     # capacity 200 over 3 carriages: car1 90 net of 66.7 -> 135 %, car3 40 -> 60 %, car2 has no door.
     assert (cars[0].occupancy_percentage, cars[0].occupancy_status) == (135, VP.FULL)
     assert (cars[1].occupancy_percentage, cars[1].occupancy_status) == (-1, VP.NO_DATA_AVAILABLE)
@@ -89,10 +96,10 @@ GTFS_STATIC = {
     "stops.txt": "stop_id,stop_name,stop_lat,stop_lon\ns1,A,47.0,8.0\ns2,B,47.1,8.1\n",
     "routes.txt": "route_id,agency_id,route_short_name,route_long_name,route_type\nr1,a,IC,Intercity,2\n",
     "calendar.txt": "service_id,monday,tuesday,wednesday,thursday,friday,saturday,sunday,start_date,end_date\n"
-                    "all,1,1,1,1,1,1,1,20260101,20271231\n",
+    "all,1,1,1,1,1,1,1,20260101,20271231\n",
     "trips.txt": "route_id,service_id,trip_id\nr1,all,trip1\n",
     "stop_times.txt": "trip_id,arrival_time,departure_time,stop_id,stop_sequence\n"
-                      "trip1,08:00:00,08:00:00,s1,1\ntrip1,09:00:00,09:00:00,s2,2\n",
+    "trip1,08:00:00,08:00:00,s1,1\ntrip1,09:00:00,09:00:00,s2,2\n",
 }
 
 
@@ -106,9 +113,24 @@ def validate(feed, tmp_path, static=None, at=NOW):
     message = tmp_path / "vehicle-positions.pb"
     message.write_bytes(feed.SerializeToString())
     out = tmp_path / "report"
-    run = subprocess.run([sys.executable, "-m", "gtfs_rt_validator.cli", "-gtfs", str(gtfs), "-vp", str(message),
-                          "--at", at.astimezone(UTC).isoformat().replace("+00:00", "Z"), "--out", str(out)],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gtfs_rt_validator.cli",
+            "-gtfs",
+            str(gtfs),
+            "-vp",
+            str(message),
+            "--at",
+            at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads((out / "system_errors.json").read_text())["notices"] == []
     return [(n["code"], n["severity"]) for n in json.loads((out / "report.json").read_text())["notices"]]
@@ -155,9 +177,19 @@ def test_served_feed_matches_firestore(http, firestore_client):
     assert http.get("/gtfs-rt/vehicle-positions.pb", params={"format": "xml"}).status_code == 422
 
 
-@pytest.mark.parametrize("value,status", [(0, VP.EMPTY), (5, VP.MANY_SEATS_AVAILABLE), (20, VP.FEW_SEATS_AVAILABLE),
-                                          (50, VP.STANDING_ROOM_ONLY), (70, VP.CRUSHED_STANDING_ROOM_ONLY),
-                                          (90, VP.FULL), (4, VP.EMPTY), (89, VP.CRUSHED_STANDING_ROOM_ONLY)])
+@pytest.mark.parametrize(
+    "value,status",
+    [
+        (0, VP.EMPTY),
+        (5, VP.MANY_SEATS_AVAILABLE),
+        (20, VP.FEW_SEATS_AVAILABLE),
+        (50, VP.STANDING_ROOM_ONLY),
+        (70, VP.CRUSHED_STANDING_ROOM_ONLY),
+        (90, VP.FULL),
+        (4, VP.EMPTY),
+        (89, VP.CRUSHED_STANDING_ROOM_ONLY),
+    ],
+)
 def test_feed_status_at_the_threshold_boundaries(value, status):
     feed = build_feed([view("t", value, 100, {"d": seen(1)})], NOW, fleet.Thresholds(), {})
     assert feed.entity[0].vehicle.occupancy_status == status

@@ -4,6 +4,7 @@ Generated with hypothesis (faults/payloads.py, the same generator the fault suit
 into the running pipeline): random bytes, JSON of every shape, broken fields, nesting bombs,
 huge numbers, 1 MB strings, path-like and unicode ids, legacy CSV variants.
 """
+
 import json
 
 import apache_beam as beam
@@ -44,12 +45,12 @@ def test_any_payload_is_an_event_or_a_dead_letter_with_a_reason(payload):
 def test_the_worst_cases_explicitly():
     assert check(b"[" * 100_000 + b"]" * 100_000) == wire.MALFORMED  # RecursionError before the fix
     assert check(b'{"device_id":"d1","delta":' + b"9" * 5000 + b"}") == wire.MALFORMED
-    assert check(b'{"device_id":"d1","delta":1,"event_time":"0001-01-01T00:00:00Z","seq":1}') == \
-        wire.INVALID_FIELD  # outside Beam's timestamp range before the fix
+    assert (
+        check(b'{"device_id":"d1","delta":1,"event_time":"0001-01-01T00:00:00Z","seq":1}') == wire.INVALID_FIELD
+    )  # outside Beam's timestamp range before the fix
     assert check(b"1,0001-01-01 00:00:00,d1") == wire.INVALID_FIELD
     assert check(b'{"device_id":"' + b"a" * 1_000_000 + b'","delta":1}') == wire.INVALID_FIELD
-    assert check(b'{"device_id":"d1","delta":NaN,"event_time":"2026-11-24T07:29:00Z","seq":1}') == \
-        wire.INVALID_FIELD
+    assert check(b'{"device_id":"d1","delta":NaN,"event_time":"2026-11-24T07:29:00Z","seq":1}') == wire.INVALID_FIELD
     assert check(wire.encode_event("d1", 2, payloads.NOW_US - 10, 4)[0]) == "ok"
 
 
@@ -58,13 +59,18 @@ def test_the_parse_step_turns_hostile_payloads_into_dead_letters():
 
     def Message(data, attributes):  # noqa: N802
         return PubsubMessage(data, attributes, message_id=f"m{len(data)}")
-    hostile = [Message(b"[" * 50_000 + b"]" * 50_000, {"event_time": "not a time"}),
-               Message(b"\xff\xfe", {}),
-               Message(b'{"device_id":"a/b","delta":1,"event_time":"2026-11-24T07:00:00Z","seq":1}', {}),
-               Message(wire.encode_event("d1", 3, wire.now_us(), 1)[0], {"event_time": "0001-01-01"})]
+
+    hostile = [
+        Message(b"[" * 50_000 + b"]" * 50_000, {"event_time": "not a time"}),
+        Message(b"\xff\xfe", {}),
+        Message(b'{"device_id":"a/b","delta":1,"event_time":"2026-11-24T07:00:00Z","seq":1}', {}),
+        Message(wire.encode_event("d1", 3, wire.now_us(), 1)[0], {"event_time": "0001-01-01"}),
+    ]
     with TestPipeline(runner="BundleBasedDirectRunner") as p:
         out = p | beam.Create(hostile) | ParseEvents()
-        assert_that(out[DEAD_LETTER] | beam.Map(lambda d: d["reason"]),
-                    equal_to([wire.MALFORMED, wire.MALFORMED, wire.INVALID_FIELD]), label="Dead")
-        assert_that(out["events"] | beam.Map(lambda e: (e.device_id, e.delta)), equal_to([("d1", 3)]),
-                    label="Events")
+        assert_that(
+            out[DEAD_LETTER] | beam.Map(lambda d: d["reason"]),
+            equal_to([wire.MALFORMED, wire.MALFORMED, wire.INVALID_FIELD]),
+            label="Dead",
+        )
+        assert_that(out["events"] | beam.Map(lambda e: (e.device_id, e.delta)), equal_to([("d1", 3)]), label="Events")

@@ -1,6 +1,7 @@
 """The codebase's shape: no import cycle among the project's modules (counting imports inside
 functions too: a lazy import is a cycle all the same), and no module citing a document the
 repository lacks."""
+
 import ast
 import pathlib
 import re
@@ -47,10 +48,11 @@ def test_the_import_graph_has_no_cycle():
         state[node] = "open"
         for target in sorted(graph.get(node, ())):
             if state.get(target) == "open":
-                cycles.append(stack[stack.index(target):] + [target])
+                cycles.append(stack[stack.index(target) :] + [target])
             elif target not in state:
                 visit(target, stack + [target])
         state[node] = "done"
+
     for name in sorted(graph):
         if name not in state:
             visit(name, [name])
@@ -60,8 +62,13 @@ def test_the_import_graph_has_no_cycle():
 def test_no_file_cites_a_document_the_repository_lacks():
     cited = re.compile(r"\b((?:[A-Za-z_]+/)*[A-Za-z_]+\.md)\b")
     missing = []
-    for path in [*REPO.glob("*.md"), *REPO.glob("docs/*.md"), *REPO.glob("*/README.md"), *(p for _, p in _modules()),
-                 REPO / "Makefile"]:
+    for path in [
+        *REPO.glob("*.md"),
+        *REPO.glob("docs/*.md"),
+        *REPO.glob("*/README.md"),
+        *(p for _, p in _modules()),
+        REPO / "Makefile",
+    ]:
         for doc in set(cited.findall(path.read_text(errors="replace"))):
             if not any((base / doc).exists() for base in (REPO, path.parent, REPO / "docs", REPO / "bench")):
                 missing.append(f"{path.relative_to(REPO)} cites {doc}")
@@ -81,10 +88,13 @@ def test_the_worker_image_carries_what_the_job_imports_and_no_more():
             todo += [t for t in _imports(name, modules[name], known)]
     packages = {name.split(".")[0] for name in needed}
     dockerfile = (REPO / "templates" / "Dockerfile").read_text().splitlines()
-    copied = {line.split()[1] for line in dockerfile
-              if line.startswith("COPY ") and "--from" not in line and line.split()[1] != "setup.py"}
+    copied = {
+        line.split()[1]
+        for line in dockerfile
+        if line.startswith("COPY ") and "--from" not in line and line.split()[1] != "setup.py"
+    }
     assert copied == packages == {"occupancy", "pipeline", "transforms"}
     setup = (REPO / "setup.py").read_text()
-    pipeline_extra = setup[setup.index("PIPELINE = ["):]
-    pipeline_extra = pipeline_extra[:pipeline_extra.index("]\n")]
+    pipeline_extra = setup[setup.index("PIPELINE = [") :]
+    pipeline_extra = pipeline_extra[: pipeline_extra.index("]\n")]
     assert "google-api-python-client" not in pipeline_extra and "fastapi" not in pipeline_extra

@@ -1,4 +1,5 @@
 """pipeline.local_runner: the local runner computes a DoFn class's state and timer specs once."""
+
 import collections
 
 import apache_beam as beam
@@ -67,10 +68,26 @@ def test_a_streaming_run_computes_each_classes_specs_once(counted):
     options = PipelineOptions(runner="BundleBasedDirectRunner")
     options.view_as(StandardOptions).streaming = True
     with beam.Pipeline(options=options) as p:
-        sums = (p | stream | "Sum" >> beam.ParDo(RunningSum())
-                | beam.Filter(lambda kv: kv[1] >= 20))
-        assert_that(sums, equal_to([("k", 20), ("j", 20), ("j", 22), ("j", 24), ("j", 26), ("j", 28),
-                                    ("j", 30), ("j", 32), ("j", 34), ("j", 36), ("j", 38), ("j", 40)]))
+        sums = p | stream | "Sum" >> beam.ParDo(RunningSum()) | beam.Filter(lambda kv: kv[1] >= 20)
+        assert_that(
+            sums,
+            equal_to(
+                [
+                    ("k", 20),
+                    ("j", 20),
+                    ("j", 22),
+                    ("j", 24),
+                    ("j", 26),
+                    ("j", 28),
+                    ("j", 30),
+                    ("j", 32),
+                    ("j", 34),
+                    ("j", 36),
+                    ("j", 38),
+                    ("j", 40),
+                ]
+            ),
+        )
     assert asked["RunningSum"] >= 20  # the runner asks at every bundle...
     assert computed["RunningSum"] == 1  # ...and it is computed once
 
@@ -85,6 +102,7 @@ def test_a_pull_of_more_than_4_mib_from_the_emulator_works_once_installed(pubsub
     from google.pubsub_v1.services.subscriber import client as subscriber_client
 
     from local import stack
+
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host_port)
     monkeypatch.setattr(subscriber_client, "grpc", subscriber_client.grpc)
     monkeypatch.setattr(userstate, "get_dofn_specs", userstate.get_dofn_specs)
@@ -97,8 +115,12 @@ def test_a_pull_of_more_than_4_mib_from_the_emulator_works_once_installed(pubsub
 
     def pull(subscription):
         with pubsub_v1.SubscriberClient() as subscriber:
-            return len(subscriber.pull(subscription=stack.subscription_path(stack.PROJECT, subscription),
-                                       max_messages=10, timeout=30).received_messages)
+            return len(
+                subscriber.pull(
+                    subscription=stack.subscription_path(stack.PROJECT, subscription), max_messages=10, timeout=30
+                ).received_messages
+            )
+
     with pytest.raises(gexc.ResourceExhausted):
         pull(f"{name}-a")
     local_runner.install()

@@ -2,6 +2,7 @@
 broker (Debian's mosquitto, a real one per test) letting each device publish on its own topic
 only, refusing a wrong secret, and locking a disabled device out at the next sync.
 """
+
 import base64
 import json
 import os
@@ -18,8 +19,11 @@ T = 1_800_000_000_000_000
 
 def test_the_bridge_vouches_only_for_what_the_topic_proves():
     own = KEYS.sign("d1", wire.encode_event("d1", 2, T, 7)[0])
-    assert mqtt.event_attributes("d1", own) == {"device_id": "d1", "event_id": "d1:7",
-                                                "event_time": wire.format_time(T)}
+    assert mqtt.event_attributes("d1", own) == {
+        "device_id": "d1",
+        "event_id": "d1:7",
+        "event_time": wire.format_time(T),
+    }
     # d2 sends a message that names d1 (a replay, or an attempt to make Dataflow drop d1's
     # count 7 as a duplicate): no event_id is derived from it.
     assert mqtt.event_attributes("d2", own) == {"device_id": "d2"}
@@ -31,19 +35,26 @@ def test_the_bridge_vouches_only_for_what_the_topic_proves():
 
 def test_topics_name_a_valid_device_or_none():
     assert mqtt.device_of_topic(mqtt.topic_for("ic1832-car3-door2")) == "ic1832-car3-door2"
-    for topic in ("/devices/a/b/events", "devices/d1/events", "/devices//events", "/devices/d1/state",
-                  "/devices/" + "x" * 200 + "/events"):
+    for topic in (
+        "/devices/a/b/events",
+        "devices/d1/events",
+        "/devices//events",
+        "/devices/d1/state",
+        "/devices/" + "x" * 200 + "/events",
+    ):
         assert mqtt.device_of_topic(topic) is None
 
 
 def test_broker_users_are_the_enabled_doors_and_bridges_with_a_secret():
     secret_hash = mqtt.password_hash("s")
-    documents = [("d1", {"train_id": "t1", "mqtt_password": secret_hash}),
-                 ("d2", {"train_id": "t1", "mqtt_password": secret_hash, "enabled": False}),
-                 ("d3", {"train_id": "t1"}),
-                 ("ops", {"role": "control", "trains": ["*"], "mqtt_password": secret_hash}),
-                 ("bridge", {"role": "bridge", "mqtt_password": secret_hash}),
-                 ("d4", {"train_id": "t1", "mqtt_password": "plain-text"})]
+    documents = [
+        ("d1", {"train_id": "t1", "mqtt_password": secret_hash}),
+        ("d2", {"train_id": "t1", "mqtt_password": secret_hash, "enabled": False}),
+        ("d3", {"train_id": "t1"}),
+        ("ops", {"role": "control", "trains": ["*"], "mqtt_password": secret_hash}),
+        ("bridge", {"role": "bridge", "mqtt_password": secret_hash}),
+        ("d4", {"train_id": "t1", "mqtt_password": "plain-text"}),
+    ]
     assert [(u.username, u.reads_all) for u in mqtt.broker_users(documents)] == [("bridge", True), ("d1", False)]
     passwords, acl = mqtt.broker_files(mqtt.broker_users(documents))
     assert passwords.splitlines() == [f"bridge:{secret_hash}", f"d1:{secret_hash}"]
@@ -51,12 +62,17 @@ def test_broker_users_are_the_enabled_doors_and_bridges_with_a_secret():
 
 
 def _cli(*args, env):
-    return subprocess.run([sys.executable, "-m", "occupancy.registry", *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "occupancy.registry", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
-def test_each_device_publishes_as_itself_on_its_own_topic_only(firestore_client, firestore_emulator, broker,
-                                                                tmp_path):
+def test_each_device_publishes_as_itself_on_its_own_topic_only(firestore_client, firestore_emulator, broker, tmp_path):
     env = dict(os.environ, **firestore_emulator.env())
     for device in ("d1", "d2"):
         registry.register_device(firestore_client, "devices", device, "t1")
@@ -74,8 +90,16 @@ def test_each_device_publishes_as_itself_on_its_own_topic_only(firestore_client,
     assert refused.returncode == 2 and "not registered" in refused.stderr and not (tmp_path / "x").exists()
     bridge_secret = tmp_path / "bridge.secret"
     assert _cli("mqtt", "bridge", "bridge", "--secret_file", str(bridge_secret), env=env).returncode == 0
-    sync = ("mqtt", "sync", "--password_file", broker.password_file, "--acl_file", broker.acl_file,
-            "--pid_file", broker.pid_file)
+    sync = (
+        "mqtt",
+        "sync",
+        "--password_file",
+        broker.password_file,
+        "--acl_file",
+        broker.acl_file,
+        "--pid_file",
+        broker.pid_file,
+    )
     result = _cli(*sync, env=env)
     assert result.returncode == 0 and "3 users" in result.stdout, result.stderr
 
@@ -112,17 +136,40 @@ def _publish_over_mqtt(broker, tmp_path, secret: str, lines: bytes):
     key = KEYS.write_private_key("d1", str(tmp_path / "d1.pem"))
     outbox = tmp_path / "outbox.sqlite"
     result = subprocess.run(
-        [sys.executable, "-m", "device.publisher", "--device_id", "d1", "--transport", "mqtt",
-         "--broker", broker.host_port, "--mqtt_secret_file", str(secret_file), "--private_key", key,
-         "--outbox", str(outbox), "--drain_timeout_s", "10"],
-        input=lines, cwd=REPO_ROOT, capture_output=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "device.publisher",
+            "--device_id",
+            "d1",
+            "--transport",
+            "mqtt",
+            "--broker",
+            broker.host_port,
+            "--mqtt_secret_file",
+            str(secret_file),
+            "--private_key",
+            key,
+            "--outbox",
+            str(outbox),
+            "--drain_timeout_s",
+            "10",
+        ],
+        input=lines,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=60,
+    )
     from device.outbox import Outbox
+
     return result, Outbox.peek(str(outbox))
 
 
 def test_the_publisher_sends_over_mqtt_and_keeps_what_the_broker_refused(broker, tmp_path):
-    users = [mqtt.BrokerUser("d1", mqtt.password_hash("right")),
-             mqtt.BrokerUser("bridge", mqtt.password_hash("b"), True)]
+    users = [
+        mqtt.BrokerUser("d1", mqtt.password_hash("right")),
+        mqtt.BrokerUser("bridge", mqtt.password_hash("b"), True),
+    ]
     broker.set_users(users)
     reader = MqttClient(broker, "bridge", "b")
     reader.client.subscribe(mqtt.TOPIC_FILTER, qos=1)
@@ -137,6 +184,7 @@ def test_the_publisher_sends_over_mqtt_and_keeps_what_the_broker_refused(broker,
     assert (pending, last_seq) == (0, 3)
     stack.wait_for(lambda: len(reader.messages) >= 3, 10, what="the three counts at the broker")
     from occupancy import identity
+
     seqs = [json.loads(identity.open_envelope(payload)[1])["seq"] for _, payload in reader.messages]
     assert seqs == [1, 2, 3] and {topic for topic, _ in reader.messages} == {mqtt.topic_for("d1")}
     reader.close()

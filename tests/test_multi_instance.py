@@ -5,6 +5,7 @@ What a DoFn instance keeps (the writer fence's update times, the registry view) 
 a train's bundles move to another instance; kept per process (transforms/worker_cache.py) it
 does not: no precondition conflict within one job, and one registry read per process.
 """
+
 import collections
 import random
 

@@ -5,6 +5,7 @@ is already at the arrival time when an element arrives (every element is
 behind it), so each flush happens when its own timer fires, mid-stream, and a
 message that arrives after its bucket was flushed is really late.
 """
+
 import random
 
 import apache_beam as beam
@@ -26,8 +27,14 @@ CONFIG = fold.FoldConfig(flush_interval_us=S, reorder_delay_us=2 * S)
 
 
 def ev(device, seq, delta, t_s, train="t1"):
-    return wire.Event(event_id=wire.event_id_for(device, seq), event_time_us=T0 + int(t_s * S),
-                      device_id=device, delta=delta, seq=seq, train_id=train)
+    return wire.Event(
+        event_id=wire.event_id_for(device, seq),
+        event_time_us=T0 + int(t_s * S),
+        device_id=device,
+        delta=delta,
+        seq=seq,
+        train_id=train,
+    )
 
 
 def run_stream(arrivals, check, config=CONFIG, expected_stats=None):
@@ -38,13 +45,13 @@ def run_stream(arrivals, check, config=CONFIG, expected_stats=None):
     stream = TestStream()
     for arrival_s, event in sorted(arrivals, key=lambda a: a[0]):
         stream.advance_watermark_to(Timestamp(micros=T0 + round(arrival_s * 1000) * 1000))
-        stream.add_elements([TimestampedValue((event.train_id, event),
-                                              Timestamp(micros=event.event_time_us))])
+        stream.add_elements([TimestampedValue((event.train_id, event), Timestamp(micros=event.event_time_us))])
     # Every flush must happen at a finite watermark, mid-stream: outputs emitted once the
     # watermark is at infinity would not even reach assert_that.
     last_release = max(config.release_time(e.event_time_us) for _, e in arrivals)
-    stream.advance_watermark_to(Timestamp(micros=max(last_release, T0 + round(
-        max(a for a, _ in arrivals) * 1000) * 1000) + S))
+    stream.advance_watermark_to(
+        Timestamp(micros=max(last_release, T0 + round(max(a for a, _ in arrivals) * 1000) * 1000) + S)
+    )
     stream.advance_watermark_to_infinity()
     options = PipelineOptions(runner="BundleBasedDirectRunner")
     options.view_as(StandardOptions).streaming = True
@@ -53,10 +60,12 @@ def run_stream(arrivals, check, config=CONFIG, expected_stats=None):
         writes = outputs.writes | beam.Map(lambda w, t=beam.DoFn.TimestampParam: (w, t.micros))
         assert_that(writes, check)
         if expected_stats is not None:
+
             def check_stats(rows):
                 totals = {name: sum(row[i] for row in rows) for i, name in enumerate(STAT_NAMES)}
                 actual = {name: totals[name] for name in expected_stats}
                 expect(actual == expected_stats, f"stats {actual} != {expected_stats}")
+
             assert_that(outputs[STATS], check_stats, label="Stats")
 
 
@@ -77,8 +86,9 @@ def last_writes(outputs, collection):
 def in_order_history(events, train="t1"):
     state = fold.TrainState()
     result = fold.apply_events(state, events, CONFIG, 0)
-    return {documents.history_doc_id(train, b.start_us): documents.history_write(train, b).data
-            for b in result.buckets}, state.value
+    return {
+        documents.history_doc_id(train, b.start_us): documents.history_write(train, b).data for b in result.buckets
+    }, state.value
 
 
 def test_shuffled_arrival_within_the_delay_gives_exactly_the_in_order_history():
@@ -90,8 +100,11 @@ def test_shuffled_arrival_within_the_delay_gives_exactly_the_in_order_history():
 
     def check(outputs):
         history = last_writes(outputs, documents.HISTORY)
-        diff = {k: (history.get(k), expected_history.get(k))
-                for k in set(history) | set(expected_history) if history.get(k) != expected_history.get(k)}
+        diff = {
+            k: (history.get(k), expected_history.get(k))
+            for k in set(history) | set(expected_history)
+            if history.get(k) != expected_history.get(k)
+        }
         expect(not diff, f"history differs (actual, expected): {diff}")
         realtime = last_writes(outputs, documents.REALTIME)["t1"]
         expect(realtime["current_value"] == expected_value, f"realtime {realtime}")
@@ -110,8 +123,13 @@ def test_shuffled_arrival_within_the_delay_gives_exactly_the_in_order_history():
 
 def test_a_duplicate_is_counted_once_even_after_its_flush():
     first = ev("door1", 1, 4, 0.2)
-    arrivals = [(0.3, first), (0.5, first), (0.6, ev("door1", 2, 1, 0.4)),
-                (10.0, first), (10.1, ev("door1", 3, 2, 9.9))]
+    arrivals = [
+        (0.3, first),
+        (0.5, first),
+        (0.6, ev("door1", 2, 1, 0.4)),
+        (10.0, first),
+        (10.1, ev("door1", 3, 2, 9.9)),
+    ]
 
     def check(outputs):
         realtime = last_writes(outputs, documents.REALTIME)
@@ -134,9 +152,12 @@ def test_an_event_below_zero_records_the_correction():
 
 
 def test_an_event_beyond_the_delay_is_late_and_applied_in_the_latest_bucket():
-    arrivals = [(0.2, ev("door1", 1, 5, 0.1)), (4.1, ev("door1", 2, 1, 4.0)),
-                # Its bucket [0.0, 1.0) was flushed at 3.0: this one is late.
-                (8.0, ev("door2", 1, 2, 0.5))]
+    arrivals = [
+        (0.2, ev("door1", 1, 5, 0.1)),
+        (4.1, ev("door1", 2, 1, 4.0)),
+        # Its bucket [0.0, 1.0) was flushed at 3.0: this one is late.
+        (8.0, ev("door2", 1, 2, 0.5)),
+    ]
 
     def check(outputs):
         history = last_writes(outputs, documents.HISTORY)
@@ -177,29 +198,43 @@ def test_trains_are_independent_and_realtime_is_written_once_per_flush():
 
 def test_event_coder_round_trips_state_events():
     coder = EventCoder()
-    for event in (ev("d1", 5, -3, 1.5), wire.Event(event_id="reset:t:x", event_time_us=T0, kind=wire.RESET,
-                                                   train_id="t", capacity=120, registered_us=9),
-                  ev("d1", 6, 2, 1.5)._replace(raw=b"\xff{", attributes=(("a", "1"), ("b", "2")),
-                                               message_id="m1")):
+    for event in (
+        ev("d1", 5, -3, 1.5),
+        wire.Event(
+            event_id="reset:t:x", event_time_us=T0, kind=wire.RESET, train_id="t", capacity=120, registered_us=9
+        ),
+        ev("d1", 6, 2, 1.5)._replace(raw=b"\xff{", attributes=(("a", "1"), ("b", "2")), message_id="m1"),
+    ):
         assert coder.decode(coder.encode(event)) == event
 
 
 def test_flush_stats_become_beam_counters():
     from apache_beam.metrics.metric import MetricsFilter
+
     p = TestPipeline(runner="BundleBasedDirectRunner")
-    p | beam.Create([(3, 1, 0, 1, 2, 1, 0), (2, 0, 1, 0, 0, 0, 0), (0, 0, 0, 0, 0, 0, 1)]) | beam.ParDo(
-        CountFlushes())
+    p | beam.Create([(3, 1, 0, 1, 2, 1, 0), (2, 0, 1, 0, 0, 0, 0), (0, 0, 0, 0, 0, 0, 1)]) | beam.ParDo(CountFlushes())
     result = p.run()
     result.wait_until_finish()
-    counters = {c.key.metric.name: c.committed for c in result.metrics().query(
-        MetricsFilter().with_namespace("occupancy"))["counters"]}
-    assert counters == {"flushes": 2, "applied": 5, "duplicates": 1, "late": 1, "corrections": 1,
-                        "heartbeats": 2, "seeded": 1, "seeds_put_off": 1}
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace("occupancy"))["counters"]
+    }
+    assert counters == {
+        "flushes": 2,
+        "applied": 5,
+        "duplicates": 1,
+        "late": 1,
+        "corrections": 1,
+        "heartbeats": 2,
+        "seeded": 1,
+        "seeds_put_off": 1,
+    }
 
 
 class FlakySeed:
     """A RealtimeSeed whose first `failures` reads fail as Firestore does when it is cut off or
     refuses the job's account; then the train's stored state (value 10)."""
+
     calls = []
 
     def __init__(self, failures):
@@ -219,9 +254,15 @@ def test_a_train_that_cannot_be_seeded_keeps_its_events_until_it_can():
     """Seeding fails twice (each read bounded by its own deadline): the flush is put off, not
     raised (the runner would retry the whole work item) and not applied from zero."""
     FlakySeed.calls.clear()
-    arrivals = [(0.2, ev("d1", 1, 3, 0.1)), (0.4, ev("d1", 2, 2, 0.3)),
-                (3.5, ev("hb", 1, 0, 3.4)),  # keeps the watermark moving, as heartbeats do
-                (14.0, ev("hb", 2, 0, 13.9)), (25.0, ev("hb", 3, 0, 24.9)), (36.0, ev("hb", 4, 0, 35.9))]
+    arrivals = [
+        (0.2, ev("d1", 1, 3, 0.1)),
+        (0.4, ev("d1", 2, 2, 0.3)),
+        (3.5, ev("hb", 1, 0, 3.4)),  # keeps the watermark moving, as heartbeats do
+        (14.0, ev("hb", 2, 0, 13.9)),
+        (25.0, ev("hb", 3, 0, 24.9)),
+        (36.0, ev("hb", 4, 0, 35.9)),
+    ]
+
     def check(outputs):
         realtime = [(t, w.data["current_value"]) for w, t in outputs if w.collection == documents.REALTIME]
         expect(realtime and all(value == 15 for _, value in realtime), f"{realtime}")
@@ -238,8 +279,9 @@ def test_a_train_that_cannot_be_seeded_keeps_its_events_until_it_can():
     options = PipelineOptions(runner="BundleBasedDirectRunner")
     options.view_as(StandardOptions).streaming = True
     with TestPipeline(options=options) as p:
-        outputs = p | stream | beam.ParDo(FoldOccupancy(CONFIG, FlakySeed(failures=2))).with_outputs(
-            STATS, main="writes")
+        outputs = (
+            p | stream | beam.ParDo(FoldOccupancy(CONFIG, FlakySeed(failures=2))).with_outputs(STATS, main="writes")
+        )
         writes = outputs.writes | beam.Map(lambda w, t=beam.DoFn.TimestampParam: (w, t.micros))
         assert_that(writes, check)
 
@@ -247,5 +289,6 @@ def test_a_train_that_cannot_be_seeded_keeps_its_events_until_it_can():
             totals = {name: sum(row[i] for row in rows) for i, name in enumerate(STAT_NAMES)}
             expect((totals["seeds_put_off"], totals["seeded"]) == (2, 1), f"{totals}")
             expect(totals["applied"] == 2, f"{totals}")
+
         assert_that(outputs[STATS], check_stats, label="Stats")
     assert len(FlakySeed.calls) == 3

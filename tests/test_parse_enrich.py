@@ -1,4 +1,5 @@
 """ParseEvents with TestPipeline, and the registry lookup (EnrichWithTrain) on the real Firestore emulator."""
+
 import base64
 import time
 
@@ -33,15 +34,23 @@ def test_parse_events_stamps_event_time_and_dead_letters_with_reason_and_payload
     with TestPipeline(runner="BundleBasedDirectRunner") as p:
         parsed = p | beam.Create(messages) | ParseEvents(max_abs_delta=100, max_future_skew_s=300)
         events = parsed.events | beam.Map(
-            lambda e, ts=beam.DoFn.TimestampParam: (e.event_id, e.delta, ts.micros, e.message_id))
+            lambda e, ts=beam.DoFn.TimestampParam: (e.event_id, e.delta, ts.micros, e.message_id)
+        )
         assert_that(events, equal_to([("d1:9", 2, t - t % 1000, "m1")]), label="Events")
         dead = parsed.dead_letter | beam.Map(
-            lambda d: (d["reason"], d["message_id"], base64.b64decode(d["payload"])[:2], d["attributes"]))
-        assert_that(dead, equal_to([
-            (wire.MALFORMED, "m2", b"\xff\xfe", {"event_id": "x"}),
-            (wire.INVALID_FIELD, "m3", b'{"', {}),
-            (wire.FUTURE_TIMESTAMP, "m4", b'{"', {}),
-        ]), label="DeadLetters")
+            lambda d: (d["reason"], d["message_id"], base64.b64decode(d["payload"])[:2], d["attributes"])
+        )
+        assert_that(
+            dead,
+            equal_to(
+                [
+                    (wire.MALFORMED, "m2", b"\xff\xfe", {"event_id": "x"}),
+                    (wire.INVALID_FIELD, "m3", b'{"', {}),
+                    (wire.FUTURE_TIMESTAMP, "m4", b'{"', {}),
+                ]
+            ),
+            label="DeadLetters",
+        )
 
 
 def test_enrich_keys_by_train_and_dead_letters_unknown_and_disabled_devices(firestore_client):
@@ -51,24 +60,39 @@ def test_enrich_keys_by_train_and_dead_letters_unknown_and_disabled_devices(fire
     registry.set_enabled(firestore_client, "devices", "d2", False)
     t = now_us()
     raw = wire.encode_event("ghost", 1, t, 1)[0]
-    events = [wire.Event("d1:1", t, device_id="d1", delta=1, seq=1, raw=b"x"),
-              wire.Event("ghost:1", t, device_id="ghost", delta=1, seq=1, raw=raw,
-                         attributes=(("event_id", "ghost:1"),), message_id="m7"),
-              wire.Event("d2:1", t, device_id="d2", delta=1, seq=1),
-              wire.Event("reset:ic1:x", t, kind=wire.RESET, train_id="ic1"),
-              wire.Event("reset:nope:x", t, kind=wire.RESET, train_id="nope", message_id="m9")]
+    events = [
+        wire.Event("d1:1", t, device_id="d1", delta=1, seq=1, raw=b"x"),
+        wire.Event(
+            "ghost:1",
+            t,
+            device_id="ghost",
+            delta=1,
+            seq=1,
+            raw=raw,
+            attributes=(("event_id", "ghost:1"),),
+            message_id="m7",
+        ),
+        wire.Event("d2:1", t, device_id="d2", delta=1, seq=1),
+        wire.Event("reset:ic1:x", t, kind=wire.RESET, train_id="ic1"),
+        wire.Event("reset:nope:x", t, kind=wire.RESET, train_id="nope", message_id="m9"),
+    ]
     # device_auth off: identity is tests/test_device_identity.py's; here parsing and the lookup.
     with TestPipeline(runner="BundleBasedDirectRunner") as p:
         out = p | beam.Create(events) | EnrichWithTrain(PROJECT, device_auth="off")
         keyed = out.keyed | beam.Map(lambda kv: (kv[0], kv[1].event_id, kv[1].capacity, kv[1].raw))
-        assert_that(keyed, equal_to([("ic1", "d1:1", 120, b""), ("ic1", "reset:ic1:x", 120, b"")]),
-                    label="Keyed")
+        assert_that(keyed, equal_to([("ic1", "d1:1", 120, b""), ("ic1", "reset:ic1:x", 120, b"")]), label="Keyed")
         dead = out.dead_letter | beam.Map(lambda d: (d["reason"], d["detail"], d["payload"], d["message_id"]))
-        assert_that(dead, equal_to([
-            (wire.UNKNOWN_DEVICE, "device ghost is not registered", base64.b64encode(raw).decode(), "m7"),
-            (wire.UNKNOWN_DEVICE, "device d2 is disabled", "", None),
-            (wire.UNKNOWN_DEVICE, "reset for train nope, which is not registered", "", "m9"),
-        ]), label="Dead")
+        assert_that(
+            dead,
+            equal_to(
+                [
+                    (wire.UNKNOWN_DEVICE, "device ghost is not registered", base64.b64encode(raw).decode(), "m7"),
+                    (wire.UNKNOWN_DEVICE, "device d2 is disabled", "", None),
+                    (wire.UNKNOWN_DEVICE, "reset for train nope, which is not registered", "", "m9"),
+                ]
+            ),
+            label="Dead",
+        )
 
 
 def test_lookup_rereads_an_unknown_device_once_and_refreshes_assignments(firestore_client):

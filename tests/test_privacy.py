@@ -1,5 +1,6 @@
 """Coarse public numbers: sampled once per departure, a rounded percentage, a level drawn with
 secret-seeded boundaries, nothing for small vehicles; operators still see the counts."""
+
 import datetime
 
 import httpx
@@ -17,8 +18,11 @@ POLICY = privacy.Policy(seed=b"a test seed, not a secret 0123456789")
 
 
 def view(value, capacity=300, train="t1"):
-    realtime = {"current_value": value, "last_updated": NOW,
-                "devices_seen": {"d1": {"last_seen": NOW, "seq": value + 1}}}
+    realtime = {
+        "current_value": value,
+        "last_updated": NOW,
+        "devices_seen": {"d1": {"last_seen": NOW, "seq": value + 1}},
+    }
     return fleet.train_view(train, realtime, {"capacity": capacity}, NOW)
 
 
@@ -44,8 +48,9 @@ def test_within_a_departure_no_single_boarding_shows():
 def test_the_public_percentage_moves_in_steps_a_single_person_cannot_make_visible():
     capacity = 300
     for value in range(0, capacity + 1):
-        ratio = privacy.public_view(view(value, capacity), view(value, capacity), fleet.Thresholds(), POLICY,
-                                    "k").occupancy_ratio
+        ratio = privacy.public_view(
+            view(value, capacity), view(value, capacity), fleet.Thresholds(), POLICY, "k"
+        ).occupancy_ratio
         assert round(ratio * 100) % POLICY.step_pct == 0
     # ±1 around any count changes the step only where a 10 % boundary lies, and the same count
     # 15 people from it never does: a step is 30 people here.
@@ -59,8 +64,11 @@ def test_the_level_is_the_same_for_a_departure_and_drawn_differently_across_depa
     levels = {published(near_boundary, f"ic1832/20261201/{stop}")[0] for stop in range(40)}
     assert levels == {"FEW_SEATS_AVAILABLE", "STANDING_ROOM_ONLY"}
     other_seed = POLICY._replace(seed=b"another seed entirely, 0123456789")
-    draws = [privacy.coarse_status(0.5, fleet.Thresholds(), p, "t1", f"k{i}") for p in (POLICY, other_seed)
-             for i in range(40)]
+    draws = [
+        privacy.coarse_status(0.5, fleet.Thresholds(), p, "t1", f"k{i}")
+        for p in (POLICY, other_seed)
+        for i in range(40)
+    ]
     assert draws[:40] != draws[40:]  # the seed decides: without it the draws cannot be predicted
 
 
@@ -86,9 +94,14 @@ def test_a_scheduled_train_is_sampled_at_each_stop_departure():
 def coarse_api(firestore_emulator, auth_emulator, tmp_path_factory):
     seed = tmp_path_factory.mktemp("seed") / "seed"
     seed.write_bytes(b"a secret seed for this test only, 32b")
-    process, base_url = serve_api(tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()},
-                                  "--fleet_cache_s=0", "--public_precision=coarse", "--privacy_window_s=86400",
-                                  f"--privacy_seed_file={seed}")
+    process, base_url = serve_api(
+        tmp_path_factory,
+        {**firestore_emulator.env(), **auth_emulator.env()},
+        "--fleet_cache_s=0",
+        "--public_precision=coarse",
+        "--privacy_window_s=86400",
+        f"--privacy_seed_file={seed}",
+    )
     yield base_url
     stack.stop_process(process)
 
@@ -98,6 +111,7 @@ def test_the_public_reads_are_coarse_and_operators_see_the_counts(coarse_api, fi
     registry.register_device(firestore_client, "devices", "d1", "t1", "car1-door1")
     write_realtime(firestore_client, "t1", 101, 300, {"d1": (3, ago(1))})
     with httpx.Client(base_url=coarse_api, timeout=30) as http:
+
         def public():
             train = http.get("/v1/trains").json()["trains"][0]
             feed = pb.FeedMessage.FromString(http.get("/gtfs-rt/vehicle-positions.pb").content)
@@ -112,8 +126,10 @@ def test_the_public_reads_are_coarse_and_operators_see_the_counts(coarse_api, fi
         # One more person: the public numbers do not move until the next departure.
         write_realtime(firestore_client, "t1", 102, 300, {"d1": (4, ago(1))})
         again, vehicle_again = public()
-        assert (again["occupancy_ratio"], again["occupancy_status"]) == (train["occupancy_ratio"],
-                                                                          train["occupancy_status"])
+        assert (again["occupancy_ratio"], again["occupancy_status"]) == (
+            train["occupancy_ratio"],
+            train["occupancy_status"],
+        )
         assert vehicle_again.occupancy_percentage == vehicle.occupancy_percentage
         assert http.get("/v1/trains", headers=tokens["operator"]).json()["trains"][0]["current_value"] == 102
         # A signed-in user who is not an operator is the public.

@@ -1,4 +1,5 @@
 """Stopping child processes: the whole group, and a child that does not lead one."""
+
 import subprocess
 import time
 

@@ -9,6 +9,7 @@ Pub/Sub is unreachable, and end to end through the pipeline to Firestore.
 What arrived is read back with subscriptions and de-duplicated by the
 `event_id` attribute, as the pipeline does.
 """
+
 import itertools
 import json
 import os
@@ -38,9 +39,23 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ---- pure: parsing, back-off ---------------------------------------------------------
 
-@pytest.mark.parametrize("line, delta", [
-    ("+2", 2), ("-1", -1), ("3", 3), (" 0 ", 0), ("2,1", 1), ("2,-1", 1), ("0,4", -4),
-    (" 5 , 2 \n", 3), ("", None), ("   \n", None), ("# a comment", None)])
+
+@pytest.mark.parametrize(
+    "line, delta",
+    [
+        ("+2", 2),
+        ("-1", -1),
+        ("3", 3),
+        (" 0 ", 0),
+        ("2,1", 1),
+        ("2,-1", 1),
+        ("0,4", -4),
+        (" 5 , 2 \n", 3),
+        ("", None),
+        ("   \n", None),
+        ("# a comment", None),
+    ],
+)
 def test_parse_count_line(line, delta):
     assert sources.parse_count_line(line) == delta
 
@@ -60,14 +75,23 @@ def test_parse_replay_line_csv_jsonl_and_header():
     assert sources.parse_replay_line(json.dumps({"event_time": t / S, "delta": -1})) == (t, -1)
     for skipped in ("time,delta", "event_time,delta", "", "# note"):
         assert sources.parse_replay_line(skipped) is None
-    for bad in ("2025-03-01 07:30:00,1", "yesterday,1", "2025-03-01T07:30:00Z,x", "1,2,3",
-                '{"delta": 1}', '{"event_time": 1, "delta": "1"}', "{not json", "1,500"):
+    for bad in (
+        "2025-03-01 07:30:00,1",
+        "yesterday,1",
+        "2025-03-01T07:30:00Z,x",
+        "1,2,3",
+        '{"delta": 1}',
+        '{"event_time": 1, "delta": "1"}',
+        "{not json",
+        "1,500",
+    ):
         with pytest.raises(ValueError):
             sources.parse_replay_line(bad)
 
 
 def test_backoff_grows_exponentially_is_capped_and_jittered():
     import random
+
     rng = random.Random(1)
     delays = [sender.backoff_s(n, cap_s=10, rng=rng) for n in range(1, 12)]
     assert 0.25 <= delays[0] <= 0.5 and 0.5 <= delays[1] <= 1.0 and 2 <= delays[3] <= 4
@@ -76,6 +100,7 @@ def test_backoff_grows_exponentially_is_capped_and_jittered():
 
 
 # ---- pure: the outbox ----------------------------------------------------------------
+
 
 def test_outbox_seq_is_persisted_and_continues_after_reopening(tmp_path):
     path = str(tmp_path / "o.sqlite")
@@ -154,6 +179,7 @@ def test_an_outbox_has_one_owner(tmp_path):
 
 # ---- pure: the sources ---------------------------------------------------------------
 
+
 class _NoWait:
     """A stop event whose waits return at once: sources run without pacing."""
 
@@ -170,25 +196,29 @@ class _NoWait:
 
 def test_replay_source_paces_by_speed_resumes_and_retimes(tmp_path):
     log = tmp_path / "log.csv"
-    log.write_text("time,delta\n"
-                   "2025-03-01T07:30:00.000Z,2\n"
-                   "2025-03-01T07:30:01.000Z,oops\n"
-                   "2025-03-01T07:30:04.000Z,-1\n"
-                   "\n")
+    log.write_text(
+        "time,delta\n2025-03-01T07:30:00.000Z,2\n2025-03-01T07:30:01.000Z,oops\n2025-03-01T07:30:04.000Z,-1\n\n"
+    )
     stop = _NoWait()
-    readings = list(sources.replay_source(str(log), speed=2, retime=False, start_line=0,
-                                            max_abs_delta=100, stop=stop))
+    readings = list(sources.replay_source(str(log), speed=2, retime=False, start_line=0, max_abs_delta=100, stop=stop))
     t0 = wire.parse_time("2025-03-01T07:30:00Z")
     assert [(r.delta, r.event_time_us, r.position) for r in readings if not r.error] == [
-        (2, t0, 2), (-1, t0 + 4 * S, 4), (None, None, 5)]
-    assert [r.error for r in readings if r.error] == [f"{log}:3: delta must be an integer: "
-                                                      "'2025-03-01T07:30:01.000Z,oops'"]
+        (2, t0, 2),
+        (-1, t0 + 4 * S, 4),
+        (None, None, 5),
+    ]
+    assert [r.error for r in readings if r.error] == [
+        f"{log}:3: delta must be an integer: '2025-03-01T07:30:01.000Z,oops'"
+    ]
     assert stop.waited[-1] == pytest.approx(2.0, abs=0.1), "4 s of log at speed 2"
 
-    resumed = list(sources.replay_source(str(log), speed=0, retime=True, start_line=2,
-                                           max_abs_delta=100, stop=_NoWait()))
+    resumed = list(
+        sources.replay_source(str(log), speed=0, retime=True, start_line=2, max_abs_delta=100, stop=_NoWait())
+    )
     assert [(r.delta, r.event_time_us, r.position) for r in resumed if not r.error] == [
-        (-1, None, 4), (None, None, 5)], "resumes after line 2; retimed counts are stamped when stored"
+        (-1, None, 4),
+        (None, None, 5),
+    ], "resumes after line 2; retimed counts are stamped when stored"
 
 
 def test_simulate_source_gives_one_doors_station_bursts():
@@ -200,23 +230,29 @@ def test_simulate_source_gives_one_doors_station_bursts():
 
 
 def test_the_publisher_imports_neither_beam_nor_firestore():
-    code = ("import sys, device.publisher as p, device.outbox, sim.simulator, sim.publisher\n"
-            "p.make_client_factory(None, 10, 0.01)\n"
-            "bad = sorted(m for m in sys.modules if m.startswith(('apache_beam', 'google.cloud.firestore')))\n"
-            "assert not bad, bad\n"
-            "assert 'google.cloud.pubsub_v1' in sys.modules\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                            timeout=60)
+    code = (
+        "import sys, device.publisher as p, device.outbox, sim.simulator, sim.publisher\n"
+        "p.make_client_factory(None, 10, 0.01)\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('apache_beam', 'google.cloud.firestore')))\n"
+        "assert not bad, bad\n"
+        "assert 'google.cloud.pubsub_v1' in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--device_id", "car3/door2"], "invalid device id 'car3/door2'"),
-    (["--device_id", "d1", "--credentials", "/nonexistent/key.json"],
-     "bad credentials file /nonexistent/key.json: not found"),
-    (["--device_id", "d1", "--source", "replay"], "replay needs one FILE"),
-    (["--device_id", "d1", "--emulator", "localhost:1", "--topic", "a/b"], "invalid --topic 'a/b'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--device_id", "car3/door2"], "invalid device id 'car3/door2'"),
+        (
+            ["--device_id", "d1", "--credentials", "/nonexistent/key.json"],
+            "bad credentials file /nonexistent/key.json: not found",
+        ),
+        (["--device_id", "d1", "--source", "replay"], "replay needs one FILE"),
+        (["--device_id", "d1", "--emulator", "localhost:1", "--topic", "a/b"], "invalid --topic 'a/b'"),
+    ],
+)
 def test_configuration_errors_are_one_line_with_exit_code_2(argv, message, tmp_path):
     result = run_publisher(argv + ["--outbox", str(tmp_path / "o.sqlite")], timeout=30)
     lines = result.stderr.strip().splitlines()
@@ -227,8 +263,19 @@ def test_configuration_errors_are_one_line_with_exit_code_2(argv, message, tmp_p
 def test_a_credentials_file_that_is_not_a_key_is_refused(tmp_path):
     key = tmp_path / "key.json"
     key.write_text('{"type": "service_account"}')
-    result = run_publisher(["--device_id", "d1", "--credentials", str(key), "--topic", "projects/p1/topics/events",
-                            "--outbox", str(tmp_path / "o.sqlite")], timeout=30)
+    result = run_publisher(
+        [
+            "--device_id",
+            "d1",
+            "--credentials",
+            str(key),
+            "--topic",
+            "projects/p1/topics/events",
+            "--outbox",
+            str(tmp_path / "o.sqlite"),
+        ],
+        timeout=30,
+    )
     assert result.returncode == 2 and result.stderr.startswith(f"error: bad credentials file {key}: ")
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -236,8 +283,7 @@ def test_a_credentials_file_that_is_not_a_key_is_refused(tmp_path):
 def test_sigterm_while_pubsub_is_unreachable_keeps_the_counts_and_exits_0(tmp_path):
     outbox = tmp_path / "o.sqlite"
     # Nothing listens on this port: every publish fails as unavailable (not fatal).
-    process = start_publisher(tmp_path, f"127.0.0.1:{free_port()}", "events", outbox,
-                              "--drain_timeout_s", "1")
+    process = start_publisher(tmp_path, f"127.0.0.1:{free_port()}", "events", outbox, "--drain_timeout_s", "1")
     try:
         feed(process, ["+1", "+2", "-1"])
         stack.wait_for(lambda: outbox_state(outbox)[1] == 3, 30, what="3 counts stored")
@@ -253,22 +299,49 @@ def test_sigterm_while_pubsub_is_unreachable_keeps_the_counts_and_exits_0(tmp_pa
 
 # ---- subprocess helpers -----------------------------------------------------------------
 
+
 def run_publisher(argv, timeout):
-    return subprocess.run([sys.executable, "-m", "device.publisher", *argv], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "device.publisher", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
-def start_publisher(tmp_path, emulator_host, topic, outbox, *extra, log_name="publisher.log",
-                    stdin=subprocess.PIPE, device="door-t"):
+def start_publisher(
+    tmp_path, emulator_host, topic, outbox, *extra, log_name="publisher.log", stdin=subprocess.PIPE, device="door-t"
+):
     """`python -m device.publisher` with a stdin pipe the test writes to; log in tmp_path."""
     log = open(tmp_path / log_name, "ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "device.publisher", "--device_id", device, "--topic", topic,
-             "--emulator", emulator_host, "--outbox", str(outbox), "--status_interval_s", "0.5",
-             "--max_backoff_s", "1", *extra],
-            cwd=REPO, stdin=stdin, stdout=log, stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+            [
+                sys.executable,
+                "-m",
+                "device.publisher",
+                "--device_id",
+                device,
+                "--topic",
+                topic,
+                "--emulator",
+                emulator_host,
+                "--outbox",
+                str(outbox),
+                "--status_interval_s",
+                "0.5",
+                "--max_backoff_s",
+                "1",
+                *extra,
+            ],
+            cwd=REPO,
+            stdin=stdin,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
     finally:
         log.close()
 
@@ -303,11 +376,16 @@ def outbox_state(path):
 def create_topic(topic, subscription):
     """The topic and an ordered subscription on it (on the emulator the fixture names)."""
     from google.cloud import pubsub_v1
+
     pubsub_v1.PublisherClient().create_topic(name=stack.topic_path(PROJECT, topic))
     with pubsub_v1.SubscriberClient() as subscriber:
-        subscriber.create_subscription(request={
-            "name": stack.subscription_path(PROJECT, subscription),
-            "topic": stack.topic_path(PROJECT, topic), "enable_message_ordering": True})
+        subscriber.create_subscription(
+            request={
+                "name": stack.subscription_path(PROJECT, subscription),
+                "topic": stack.topic_path(PROJECT, topic),
+                "enable_message_ordering": True,
+            }
+        )
     return Collector(subscription)
 
 
@@ -316,6 +394,7 @@ class Collector:
 
     def __init__(self, subscription):
         from google.cloud import pubsub_v1
+
         self.client = pubsub_v1.SubscriberClient()
         self.path = stack.subscription_path(PROJECT, subscription)
         self.arrivals = []  # (event_id, payload dict)
@@ -328,13 +407,13 @@ class Collector:
         messages = response.received_messages
         if messages:
             self.client.acknowledge(subscription=self.path, ack_ids=[m.ack_id for m in messages])
-        self.arrivals += [(m.message.attributes["event_id"], json.loads(m.message.data))
-                          for m in messages]
+        self.arrivals += [(m.message.attributes["event_id"], json.loads(m.message.data)) for m in messages]
 
     def wait_for(self, count, timeout_s=30):
         def enough():
             self.pull()
             return len({event_id for event_id, _ in self.arrivals}) >= count
+
         stack.wait_for(enough, timeout_s, interval_s=0.05, what=f"{count} distinct events")
 
 
@@ -363,12 +442,12 @@ def shared_pubsub(pubsub_emulator, monkeypatch):
 
 # ---- against the emulator ---------------------------------------------------------------
 
+
 @pytest.mark.emulator
 def test_an_outage_loses_nothing_and_everything_arrives_once_in_seq_order(own_emulator, tmp_path):
     emulator, outbox = own_emulator("pubsub"), tmp_path / "o.sqlite"
     before = create_topic("outage-events", "outage-sub")
-    process = start_publisher(tmp_path, emulator.host_port, "outage-events", outbox,
-                              "--drain_timeout_s", "20")
+    process = start_publisher(tmp_path, emulator.host_port, "outage-events", outbox, "--drain_timeout_s", "20")
     lines = [("+1", "2,1", "-1", "0,2", "+3")[i % 5] for i in range(60)]
     try:
         feed(process, lines[:20])
@@ -378,13 +457,17 @@ def test_an_outage_loses_nothing_and_everything_arrives_once_in_seq_order(own_em
         outage_started = time.monotonic()
         feed(process, lines[20:50], pause_s=0.2)  # counting goes on during the outage
         stack.wait_for(lambda: outbox_state(outbox) == (30, 50), 20, what="30 counts waiting")
-        stack.wait_for(lambda: "pending 30 (oldest" in log_of(tmp_path), 5,
-                       what="a status line showing the 30 waiting counts")
+        stack.wait_for(
+            lambda: "pending 30 (oldest" in log_of(tmp_path), 5, what="a status line showing the 30 waiting counts"
+        )
 
         emulator.start()  # same port, but the emulator forgot the topic: publishes get NotFound
         offset = len(log_of(tmp_path))
-        stack.wait_for(lambda: "NotFound" in log_of(tmp_path)[offset:], 20,
-                       what="a publish refused with NotFound after the restart")
+        stack.wait_for(
+            lambda: "NotFound" in log_of(tmp_path)[offset:],
+            20,
+            what="a publish refused with NotFound after the restart",
+        )
         assert outbox_state(outbox)[0] == 30, "refused publishes stay in the outbox"
         # Topic and subscription must both exist before the next retry, or that retry's
         # messages would be accepted by a topic with no subscription yet: freeze the publisher.
@@ -407,8 +490,7 @@ def test_an_outage_loses_nothing_and_everything_arrives_once_in_seq_order(own_em
     assert {p["device_id"] for p in arrived} == {"door-t"}
     assert outbox_state(outbox) == (0, 60)
     assert "Stopped: published 60, pending 0, read 60, malformed 0" in log_of(tmp_path)
-    print(f"outage: {outage_s:.1f}s until the backlog arrived, 30 counts during it, "
-          f"{duplicates} duplicates")
+    print(f"outage: {outage_s:.1f}s until the backlog arrived, 30 counts during it, {duplicates} duplicates")
 
 
 @pytest.mark.emulator
@@ -417,8 +499,9 @@ def test_sigkill_and_restart_lose_nothing_and_continue_the_seq(shared_pubsub, tm
     collector = create_topic(f"kill-{name}", f"kill-sub-{name}")
     outbox = tmp_path / "o.sqlite"
     lines = [str(d) for d in (1, 2, -1, 3, 1, -2, 1, 1, 2, -3) * 2]
-    first = start_publisher(tmp_path, shared_pubsub.host_port, f"kill-{name}", outbox,
-                            "--batch_max_latency_s", "2", log_name="first.log")
+    first = start_publisher(
+        tmp_path, shared_pubsub.host_port, f"kill-{name}", outbox, "--batch_max_latency_s", "2", log_name="first.log"
+    )
     try:
         feed(first, lines[:10])
         collector.wait_for(10)
@@ -432,8 +515,7 @@ def test_sigkill_and_restart_lose_nothing_and_continue_the_seq(shared_pubsub, tm
     pending_at_kill, last_seq = outbox_state(outbox)
     assert last_seq == 15 and pending_at_kill > 0
 
-    second = start_publisher(tmp_path, shared_pubsub.host_port, f"kill-{name}", outbox,
-                             log_name="second.log")
+    second = start_publisher(tmp_path, shared_pubsub.host_port, f"kill-{name}", outbox, log_name="second.log")
     try:
         feed(second, lines[15:])
         second.stdin.close()
@@ -448,8 +530,10 @@ def test_sigkill_and_restart_lose_nothing_and_continue_the_seq(shared_pubsub, tm
     assert [p["delta"] for p in arrived] == deltas_of(lines)
     assert outbox_state(outbox) == (0, 20)
     assert "holds %d counts, last seq 15" % pending_at_kill in log_of(tmp_path, "second.log")
-    print(f"SIGKILL with {pending_at_kill} of 15 counts unacknowledged; after the restart "
-          f"20 arrived once each, {duplicates} duplicates")
+    print(
+        f"SIGKILL with {pending_at_kill} of 15 counts unacknowledged; after the restart "
+        f"20 arrived once each, {duplicates} duplicates"
+    )
 
 
 @pytest.mark.emulator
@@ -474,8 +558,9 @@ def test_malformed_lines_are_skipped_and_counted(shared_pubsub, tmp_path):
 def test_heartbeats_fill_silences_and_take_their_seq(shared_pubsub, tmp_path):
     name = uuid.uuid4().hex[:8]
     collector = create_topic(f"hb-{name}", f"hb-sub-{name}")
-    process = start_publisher(tmp_path, shared_pubsub.host_port, f"hb-{name}", tmp_path / "o.sqlite",
-                              "--heartbeat_s", "0.5")
+    process = start_publisher(
+        tmp_path, shared_pubsub.host_port, f"hb-{name}", tmp_path / "o.sqlite", "--heartbeat_s", "0.5"
+    )
     try:
         feed(process, ["+2"])
         collector.wait_for(4)
@@ -485,8 +570,7 @@ def test_heartbeats_fill_silences_and_take_their_seq(shared_pubsub, tmp_path):
         kill(process)
     arrived = first_arrivals(collector)[0]
     assert [(p["seq"], p["delta"]) for p in arrived[:4]] == [(1, 2), (2, 0), (3, 0), (4, 0)]
-    gaps = [wire.parse_time(b["event_time"]) - wire.parse_time(a["event_time"])
-            for a, b in zip(arrived, arrived[1:4])]
+    gaps = [wire.parse_time(b["event_time"]) - wire.parse_time(a["event_time"]) for a, b in zip(arrived, arrived[1:4])]
     assert all(0.45 * S <= g <= 1.5 * S for g in gaps), gaps
 
 
@@ -500,11 +584,13 @@ def test_a_missing_topic_at_the_first_publish_is_a_one_line_error(shared_pubsub,
     finally:
         kill(process)
     assert log_of(tmp_path).strip().splitlines()[-1] == (
-        f"error: topic projects/{PROJECT}/topics/no-such-topic does not exist")
+        f"error: topic projects/{PROJECT}/topics/no-such-topic does not exist"
+    )
     assert outbox_state(outbox) == (1, 1), "the count stays for a run with the right topic"
 
 
 # ---- end to end: replay -> publisher -> pipeline -> Firestore ------------------------
+
 
 class _Heartbeats(threading.Thread):
     """Delta-0 messages from one registered device: the local runner needs traffic to advance."""
@@ -512,6 +598,7 @@ class _Heartbeats(threading.Thread):
     def __init__(self, topic, device):
         super().__init__(daemon=True)
         from google.cloud import pubsub_v1
+
         self.client, self.topic, self.device = pubsub_v1.PublisherClient(), topic, device
         self.halt = threading.Event()
 
@@ -547,28 +634,53 @@ def test_replayed_counts_reach_realtime_through_the_pipeline(emulator_env, tmp_p
         expected = max(0, expected + d)  # the pipeline clamps at 0
     start = wire.parse_time("2025-11-24T07:30:00Z")
     log = tmp_path / "door.csv"
-    log.write_text("time,delta\n" + "".join(
-        f"{wire.format_time(start + i * S // 2)},{d}\n" for i, d in enumerate(deltas)))
+    log.write_text(
+        "time,delta\n" + "".join(f"{wire.format_time(start + i * S // 2)},{d}\n" for i, d in enumerate(deltas))
+    )
 
-    pipeline = stack.start_pipeline(PROJECT, subscription, "--registry_refresh_s=2",
-                                    "--reorder_delay_s=2", "--flush_interval_s=1",
-                                    env=emulator_env, log_path=str(tmp_path / "pipeline.log"))
+    pipeline = stack.start_pipeline(
+        PROJECT,
+        subscription,
+        "--registry_refresh_s=2",
+        "--reorder_delay_s=2",
+        "--flush_interval_s=1",
+        env=emulator_env,
+        log_path=str(tmp_path / "pipeline.log"),
+    )
     beats = _Heartbeats(stack.topic_path(PROJECT, topic), beat)
     beats.start()
     try:
         realtime = client.collection("realtime").document(train)
-        stack.wait_for(lambda: pipeline.poll() is not None or realtime.get().exists, 120,
-                       what="the pipeline's first realtime write")
+        stack.wait_for(
+            lambda: pipeline.poll() is not None or realtime.get().exists,
+            120,
+            what="the pipeline's first realtime write",
+        )
         assert pipeline.poll() is None, (tmp_path / "pipeline.log").read_text()[-3000:]
 
         replayed_at = int(time.time() * S)
-        process = start_publisher(tmp_path, emulator_env["PUBSUB_EMULATOR_HOST"], topic,
-                                  tmp_path / "o.sqlite", "--source", "replay", str(log),
-                                  "--retime", "--speed", "5", "--private_key", key, device=door,
-                                  stdin=subprocess.DEVNULL)
+        process = start_publisher(
+            tmp_path,
+            emulator_env["PUBSUB_EMULATOR_HOST"],
+            topic,
+            tmp_path / "o.sqlite",
+            "--source",
+            "replay",
+            str(log),
+            "--retime",
+            "--speed",
+            "5",
+            "--private_key",
+            key,
+            device=door,
+            stdin=subprocess.DEVNULL,
+        )
         assert process.wait(timeout=60) == 0, log_of(tmp_path)
-        stack.wait_for(lambda: (realtime.get().to_dict() or {}).get("devices_seen", {}).get(door, {})
-                       .get("seq") == len(deltas), 60, what=f"all {len(deltas)} counts applied")
+        stack.wait_for(
+            lambda: (realtime.get().to_dict() or {}).get("devices_seen", {}).get(door, {}).get("seq") == len(deltas),
+            60,
+            what=f"all {len(deltas)} counts applied",
+        )
     finally:
         beats.stop()
         stack.stop_process(pipeline)

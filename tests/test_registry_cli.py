@@ -4,6 +4,7 @@ Most tests call `occupancy.registry.__main__.main([...])` in-process and read st
 with capsys; `test_entry_point_as_subprocess` runs the module as a real
 process. After each write the Firestore documents are read directly.
 """
+
 import datetime
 import json
 import os
@@ -57,6 +58,7 @@ def is_timestamp(value):
 
 
 # ---- register ------------------------------------------------------------------------
+
 
 def test_register_writes_the_device_document(firestore_client, capsys):
     before = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1)
@@ -116,6 +118,7 @@ def test_register_help_says_that_registering_again_resets_seq(capsys):
 
 # ---- assign / enable / disable ----------------------------------------------------------
 
+
 def test_assign_moves_the_device_and_keeps_registered_at(firestore_client, capsys):
     assert run(capsys, "register", "d1", "--train", "t1", "--door", "3")[0] == 0
     first = device_doc(firestore_client, "d1")
@@ -158,20 +161,24 @@ def test_changing_an_unknown_device_is_an_error(firestore_client, capsys, argv):
 
 # ---- validation ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("argv, bad", [
-    (["register", "car3/door2", "--train", "t1"], "car3/door2"),
-    (["register", "d1", "--train", "trains/t1"], "trains/t1"),
-    (["register", "d 1", "--train", "t1"], "d 1"),
-    (["register", "_d1", "--train", "t1"], "_d1"),
-    (["register", "", "--train", "t1"], "''"),
-    (["register", "d" * 129, "--train", "t1"], "d" * 129),
-    (["assign", "a/b", "t1"], "a/b"),
-    (["assign", "d1", "t/1"], "t/1"),
-    (["enable", "a/b"], "a/b"),
-    (["disable", "a/b"], "a/b"),
-    (["list", "--train", "x/y"], "x/y"),
-    (["train", "set", "ic/1", "--capacity", "10"], "ic/1"),
-])
+
+@pytest.mark.parametrize(
+    "argv, bad",
+    [
+        (["register", "car3/door2", "--train", "t1"], "car3/door2"),
+        (["register", "d1", "--train", "trains/t1"], "trains/t1"),
+        (["register", "d 1", "--train", "t1"], "d 1"),
+        (["register", "_d1", "--train", "t1"], "_d1"),
+        (["register", "", "--train", "t1"], "''"),
+        (["register", "d" * 129, "--train", "t1"], "d" * 129),
+        (["assign", "a/b", "t1"], "a/b"),
+        (["assign", "d1", "t/1"], "t/1"),
+        (["enable", "a/b"], "a/b"),
+        (["disable", "a/b"], "a/b"),
+        (["list", "--train", "x/y"], "x/y"),
+        (["train", "set", "ic/1", "--capacity", "10"], "ic/1"),
+    ],
+)
 def test_invalid_ids_are_refused(firestore_client, capsys, argv, bad):
     code, out, err = run(capsys, *argv)
     assert_usage_error(code, out, err, "invalid", bad, "must match")
@@ -192,14 +199,17 @@ def test_a_capacity_that_is_not_positive_is_refused(firestore_client, capsys, ca
     assert train_doc(firestore_client, "ic1") is None
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    ([], "required: COMMAND"),
-    (["register", "d1"], "required: --train"),
-    (["train", "set", "ic1"], "required: --capacity"),
-    (["train", "set", "ic1", "--capacity", "many"], "invalid int value"),
-    (["frobnicate"], "invalid choice"),
-    (["--timeout", "0", "list"], "--timeout"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        ([], "required: COMMAND"),
+        (["register", "d1"], "required: --train"),
+        (["train", "set", "ic1"], "required: --capacity"),
+        (["train", "set", "ic1", "--capacity", "many"], "invalid int value"),
+        (["frobnicate"], "invalid choice"),
+        (["--timeout", "0", "list"], "--timeout"),
+    ],
+)
 def test_usage_errors_are_one_line_with_exit_code_2(monkeypatch, capsys, argv, fragment):
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
     code, out, err = run(capsys, *argv)
@@ -235,6 +245,7 @@ def test_unreachable_firestore_exits_1_with_a_clear_message(monkeypatch, capsys)
 
 # ---- trains ----------------------------------------------------------------------------------
 
+
 def test_train_set_creates_and_updates_a_train(firestore_client, capsys):
     code, out, err = run(capsys, "train", "set", "ic1832", "--capacity", "420", "--name", "IC 1832")
     assert (code, err) == (0, "")
@@ -266,18 +277,21 @@ def test_train_list_table_and_json(firestore_client, capsys):
     assert (code, err) == (0, "")
     rows = json.loads(out)
     assert [set(row) for row in rows] == [TRAIN_FIELDS, TRAIN_FIELDS]
-    assert [(r["train_id"], r["capacity"], r["name"]) for r in rows] == [
-        ("t1", 120, "Morning"), ("t2", 80, None)]
+    assert [(r["train_id"], r["capacity"], r["name"]) for r in rows] == [("t1", 120, "Morning"), ("t2", 80, None)]
     assert rows[0]["updated_at"] == updated
 
 
 # ---- list ------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def fleet(firestore_client, capsys):
     """Three devices on two trains, one of them disabled."""
-    for device_id, train_id, door in (("ic1-car1-door1", "ic1", "1"), ("ic1-car2-door2", "ic1", None),
-                                      ("re5-car1-door1", "re5", "1")):
+    for device_id, train_id, door in (
+        ("ic1-car1-door1", "ic1", "1"),
+        ("ic1-car2-door2", "ic1", None),
+        ("re5-car1-door1", "re5", "1"),
+    ):
         argv = ["register", device_id, "--train", train_id] + (["--door", door] if door else [])
         assert run(capsys, *argv)[0] == 0
     assert run(capsys, "disable", "ic1-car2-door2")[0] == 0
@@ -299,14 +313,13 @@ def test_list_prints_an_aligned_table(fleet, capsys):
     # Aligned: each column starts at the same offset on every line.
     for header in ("TRAIN", "DOOR", "ENABLED", "HEALTH", "UPDATED"):
         column = lines[0].index(header)
-        assert all(line[column - 2:column] == "  " and line[column] != " " for line in lines[1:])
+        assert all(line[column - 2 : column] == "  " and line[column] != " " for line in lines[1:])
 
 
 def test_list_filters_by_train(fleet, capsys):
     code, out, err = run(capsys, "list", "--train", "ic1")
     assert (code, err) == (0, "")
-    assert [line.split()[:2] for line in out.splitlines()[1:]] == [
-        ["ic1-car1-door1", "ic1"], ["ic1-car2-door2", "ic1"]]
+    assert [line.split()[:2] for line in out.splitlines()[1:]] == [["ic1-car1-door1", "ic1"], ["ic1-car2-door2", "ic1"]]
     code, out, err = run(capsys, "list", "--train", "nothing-here")
     assert (code, err) == (0, "")
     assert out.splitlines()[1:] == ["(none)"]
@@ -319,8 +332,10 @@ def test_list_json_has_the_fields(fleet, capsys, argv):
     rows = json.loads(out)
     assert all(set(row) == DEVICE_FIELDS for row in rows)
     assert [(r["device_id"], r["train_id"], r["door"], r["enabled"]) for r in rows] == [
-        ("ic1-car1-door1", "ic1", "1", True), ("ic1-car2-door2", "ic1", None, False),
-        ("re5-car1-door1", "re5", "1", True)]
+        ("ic1-car1-door1", "ic1", "1", True),
+        ("ic1-car2-door2", "ic1", None, False),
+        ("re5-car1-door1", "re5", "1", True),
+    ]
     doc = device_doc(fleet, "re5-car1-door1")
     assert rows[2]["registered_at"] == format_time(to_micros(doc["registered_at"]))
     assert rows[2]["updated_at"] == format_time(to_micros(doc["updated_at"]))
@@ -350,14 +365,21 @@ def test_custom_collections(firestore_client, capsys):
 
 # ---- the real entry point ---------------------------------------------------------------------
 
+
 def test_entry_point_as_subprocess(firestore_client):
     env = dict(os.environ)  # FIRESTORE_EMULATOR_HOST is set by the fixture
     env.pop("GOOGLE_CLOUD_PROJECT", None)
     env["PYTHONPATH"] = str(REPO)
 
     def module(*argv):
-        return subprocess.run([sys.executable, "-m", "occupancy.registry", *argv], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "occupancy.registry", *argv],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     done = module("register", "sub-d1", "--train", "sub-t1", "--door", "7")
     assert done.returncode == 0, done.stderr
@@ -378,11 +400,12 @@ def test_entry_point_as_subprocess(firestore_client):
 
 # ---- a concurrent change between register's read and its write ----------------------------------
 
+
 @pytest.mark.parametrize("exists_before", [True, False])
-def test_register_does_not_overwrite_a_concurrent_change(firestore_client, capsys, monkeypatch,
-                                                         exists_before):
+def test_register_does_not_overwrite_a_concurrent_change(firestore_client, capsys, monkeypatch, exists_before):
     from google.cloud import firestore
     from google.cloud.firestore_v1.document import DocumentReference
+
     if exists_before:
         assert run(capsys, "register", "d1", "--train", "t1")[0] == 0
     real_get = DocumentReference.get
@@ -393,9 +416,14 @@ def test_register_does_not_overwrite_a_concurrent_change(firestore_client, capsy
         reads.append(snapshot.exists)
         if len(reads) == 1:  # another admin moves the device right after register read it
             firestore_client.collection("devices").document("d1").set(
-                {"train_id": "t2", "enabled": True, "door": None,
-                 "registered_at": firestore.SERVER_TIMESTAMP,
-                 "updated_at": firestore.SERVER_TIMESTAMP})
+                {
+                    "train_id": "t2",
+                    "enabled": True,
+                    "door": None,
+                    "registered_at": firestore.SERVER_TIMESTAMP,
+                    "updated_at": firestore.SERVER_TIMESTAMP,
+                }
+            )
         return snapshot
 
     monkeypatch.setattr(DocumentReference, "get", get_then_change)
@@ -410,6 +438,7 @@ def test_health_flags_a_biased_and_a_silent_door_from_trips_and_list_shows_it(fi
 
     from occupancy import documents
     from occupancy.fold import Trip
+
     doors = [f"t1-car{i}-door1" for i in range(1, 7)]
     for device in doors:
         assert run(capsys, "register", device, "--train", "t1")[0] == 0
@@ -427,11 +456,18 @@ def test_health_flags_a_biased_and_a_silent_door_from_trips_and_list_shows_it(fi
             if device.startswith("t1-car6") and k >= 30:
                 continue
             counts[device] = (ins, outs)
-        trip = Trip(start_us=k * 10**9, end_us=(k + 1) * 10**9, ons=sum(b for b, _ in counts.values()),
-                    offs=sum(a for _, a in counts.values()), residual=0, doors=counts)
+        trip = Trip(
+            start_us=k * 10**9,
+            end_us=(k + 1) * 10**9,
+            ons=sum(b for b, _ in counts.values()),
+            offs=sum(a for _, a in counts.values()),
+            residual=0,
+            doors=counts,
+        )
         write = documents.trip_write("t1", trip)
         writes.append((write.collection, write.doc_id, write.data))
     from occupancy.store import RetryPolicy, commit_documents
+
     assert not commit_documents(firestore_client, writes, RetryPolicy())
     code, out, err = run(capsys, "health", "--json")
     assert (code, err) == (0, "")
@@ -446,18 +482,19 @@ def test_health_flags_a_biased_and_a_silent_door_from_trips_and_list_shows_it(fi
 
 # ---- import: a whole fleet, and the devices-per-train limit ----------------------------
 
+
 def write_csv(tmp_path, rows, header="train_id,capacity,name,device_id,door"):
     path = tmp_path / "fleet.csv"
     path.write_text("\n".join([header] + rows) + "\n", encoding="utf-8")
     return str(path)
 
 
-def test_import_registers_a_fleet_and_leaves_known_devices_as_they_are(firestore_client, capsys,
-                                                                        tmp_path):
+def test_import_registers_a_fleet_and_leaves_known_devices_as_they_are(firestore_client, capsys, tmp_path):
     assert run(capsys, "register", "t0-d0", "--train", "t0", "--door", "old")[0] == 0
     before = firestore_client.collection("devices").document("t0-d0").get()
-    rows = [f"t{t},{300 + t},Train {t},t{t}-d{d},car{d // 2 + 1}-door{d % 2 + 1}"
-            for t in range(60) for d in range(10)]  # 600 devices: more than one batch of 500
+    rows = [
+        f"t{t},{300 + t},Train {t},t{t}-d{d},car{d // 2 + 1}-door{d % 2 + 1}" for t in range(60) for d in range(10)
+    ]  # 600 devices: more than one batch of 500
     code, out, err = run(capsys, "import", write_csv(tmp_path, rows))
     assert (code, err) == (0, "")
     assert "imported 60 trains; devices: 599 registered, 1 already on their train" in out
@@ -469,14 +506,16 @@ def test_import_registers_a_fleet_and_leaves_known_devices_as_they_are(firestore
     assert after.update_time == before.update_time and after.to_dict()["door"] == "old"
 
 
-@pytest.mark.parametrize("rows, fragment", [
-    (["t1,100,,d1,", "t2,100,,d1,"], "d1 is listed twice"),
-    (["t1,many,,d1,"], "line 2: capacity 'many'"),
-    (["t1,100,,d/1,"], "invalid device id"),
-    (["t1,0,,d1,"], "capacity must be a positive integer"),
-])
-def test_import_refuses_a_wrong_file_and_writes_nothing(firestore_client, capsys, tmp_path, rows,
-                                                        fragment):
+@pytest.mark.parametrize(
+    "rows, fragment",
+    [
+        (["t1,100,,d1,", "t2,100,,d1,"], "d1 is listed twice"),
+        (["t1,many,,d1,"], "line 2: capacity 'many'"),
+        (["t1,100,,d/1,"], "invalid device id"),
+        (["t1,0,,d1,"], "capacity must be a positive integer"),
+    ],
+)
+def test_import_refuses_a_wrong_file_and_writes_nothing(firestore_client, capsys, tmp_path, rows, fragment):
     code, out, err = run(capsys, "import", write_csv(tmp_path, rows + ["t9,100,,ok1,"]))
     assert_usage_error(code, out, err, fragment)
     assert registry.list_devices(firestore_client, "devices") == []
@@ -494,8 +533,7 @@ def test_import_refuses_a_device_of_another_train_and_a_missing_file(firestore_c
     assert_usage_error(code, out, err, "missing device_id")
 
 
-def test_a_train_takes_at_most_max_devices_whatever_the_way_in(firestore_client, capsys, tmp_path,
-                                                                monkeypatch):
+def test_a_train_takes_at_most_max_devices_whatever_the_way_in(firestore_client, capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "MAX_DEVICES_PER_TRAIN", 3)
     rows = [f"t1,100,,d{i}," for i in range(4)]
     code, out, err = run(capsys, "import", write_csv(tmp_path, rows))

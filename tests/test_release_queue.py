@@ -5,6 +5,7 @@ The queue logic is driven here directly over its in-memory state
 (`release_queue.memory_state`, which counts what was written); the same queue on a runner is exercised by
 test_occupancy_stream.py (TestStream) and the end-to-end tests.
 """
+
 import random
 
 import apache_beam as beam
@@ -20,7 +21,7 @@ from tests.test_occupancy_stream import CONFIG, T0, S, ev, expect, in_order_hist
 from transforms.occupancy import STATS, FoldOccupancy
 from transforms.release_queue import MIN_HORIZON_US, ReleaseQueue, keep_clock, memory_state
 
-RELEASE = (lambda t_us: t_us - t_us % S + S + 2 * S)  # bucket end + reorder delay, 1 s buckets
+RELEASE = lambda t_us: t_us - t_us % S + S + 2 * S  # bucket end + reorder delay, 1 s buckets
 QUEUE = ReleaseQueue(RELEASE, S, 2 * S)
 
 
@@ -83,11 +84,15 @@ def test_a_backlog_replayed_ahead_of_the_watermark_gives_the_in_order_history():
     """On the local runner: five minutes of one train's events all arrive first, then the
     watermark advances a second at a time, so every flush happens mid-stream."""
     rng = random.Random(11)
-    events = [ev(f"door-{d}", seq, rng.choice((-2, -1, 1, 2, 3)), seq * 1.5 + d * 0.3)
-              for d in range(2) for seq in range(1, 200)]
+    events = [
+        ev(f"door-{d}", seq, rng.choice((-2, -1, 1, 2, 3)), seq * 1.5 + d * 0.3)
+        for d in range(2)
+        for seq in range(1, 200)
+    ]
     stream = TestStream().advance_watermark_to(Timestamp(micros=T0))
-    stream.add_elements([TimestampedValue(("t1", e), Timestamp(micros=e.event_time_us))
-                         for e in rng.sample(events, len(events))])
+    stream.add_elements(
+        [TimestampedValue(("t1", e), Timestamp(micros=e.event_time_us)) for e in rng.sample(events, len(events))]
+    )
     end = max(CONFIG.release_time(e.event_time_us) for e in events)
     for t in range(T0 + S, end + 2 * S, S):
         stream.advance_watermark_to(Timestamp(micros=t))
@@ -105,6 +110,5 @@ def test_a_backlog_replayed_ahead_of_the_watermark_gives_the_in_order_history():
     options = PipelineOptions(runner="BundleBasedDirectRunner")
     options.view_as(StandardOptions).streaming = True
     with TestPipeline(options=options) as p:
-        writes = (p | stream | beam.ParDo(FoldOccupancy(CONFIG)).with_outputs(STATS, main="writes")
-                  ).writes
+        writes = (p | stream | beam.ParDo(FoldOccupancy(CONFIG)).with_outputs(STATS, main="writes")).writes
         assert_that(writes | beam.Map(lambda w, t=beam.DoFn.TimestampParam: (w, t.micros)), check)

@@ -1,5 +1,6 @@
 """Trips from the static schedule: a train number to its trip on the service date, with
 calendar_dates' exceptions and trips past midnight, and an operator's assignment first."""
+
 import datetime
 from zoneinfo import ZoneInfo
 

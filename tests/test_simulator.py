@@ -3,6 +3,7 @@
 Every property is checked on the messages as the pipeline would see them
 (parsed with occupancy.wire), not on the generator's internals.
 """
+
 import collections
 
 import pytest
@@ -24,8 +25,9 @@ def run(seed=1, seconds=150, config=FAULTY, fleet=simulator.DEMO_FLEET):
 
 
 def parse(message):
-    return wire.parse_message(message.payload, None, now_us=START_US + 3600 * S,
-                              max_abs_delta=100, max_future_skew_s=300)
+    return wire.parse_message(
+        message.payload, None, now_us=START_US + 3600 * S, max_abs_delta=100, max_future_skew_s=300
+    )
 
 
 def valid(messages):
@@ -61,8 +63,11 @@ def test_every_kind_occurs_and_messages_come_in_send_order(faulty_run):
 def test_seq_per_device_goes_up_by_one_in_event_time(faulty_run):
     _, messages = faulty_run
     seqs = collections.defaultdict(list)
-    originals = sorted((e.event_time_us, e.seq, e.device_id) for m, e in valid(messages)
-                       if m.kind != DUPLICATE and e.kind == wire.COUNT)
+    originals = sorted(
+        (e.event_time_us, e.seq, e.device_id)
+        for m, e in valid(messages)
+        if m.kind != DUPLICATE and e.kind == wire.COUNT
+    )
     for _, seq, device in originals:
         seqs[device].append(seq)
     assert set(seqs) == {d for t in simulator.DEMO_FLEET for d in t.devices}
@@ -150,8 +155,7 @@ def test_truth_over_time_follows_the_events():
     changes = sorted({e.event_time_us for e in mine if e.delta})
     assert len(changes) > 10
     for t in changes[::7]:
-        assert sim.truth.value_at(train, t) == naive_fold(
-            [e for e in mine if e.event_time_us <= t]).get(train, 0)
+        assert sim.truth.value_at(train, t) == naive_fold([e for e in mine if e.event_time_us <= t]).get(train, 0)
     assert sim.truth.value_at(train, START_US - S) is None
 
 

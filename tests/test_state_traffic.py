@@ -1,6 +1,7 @@
 """FoldOccupancy's state traffic: on Dataflow every read of an uncached state cell is a request to
 the runner, so a new element reads at most two cells and never the train's whole state, and a
 flush reads each cell at most once. State written by a job before the `clock` cell still works."""
+
 import collections
 
 from apache_beam.utils.timestamp import Timestamp
@@ -97,6 +98,7 @@ def test_state_of_an_earlier_job_is_read_through_its_own_clock():
 
 def test_a_seq_jump_leaves_the_flush_as_a_dead_letter():
     import apache_beam as beam
+
     fn, reads, timer = FoldOccupancy(CONFIG), collections.Counter(), Timer()
     state = cells(reads)
     process(fn, state, timer, event(1, T0))
@@ -106,5 +108,6 @@ def test_a_seq_jump_leaves_the_flush_as_a_dead_letter():
     out = list(fn.on_flush(key="t1", fired=Timestamp(micros=timer.at), flush=timer, **state))
     dead = [o.value for o in out if isinstance(o, beam.pvalue.TaggedOutput) and o.tag == "dead_letter"]
     assert [(d["reason"], d["step"], d["attributes"]["event_id"]) for d in dead] == [
-        (wire.SEQ_JUMP, "RunningOccupancy", f"d1:{far}")]
+        (wire.SEQ_JUMP, "RunningOccupancy", f"d1:{far}")
+    ]
     assert state["train"].value.value == 1 and state["train"].value.devices["d1"].seq == 1

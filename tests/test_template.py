@@ -7,6 +7,7 @@ gcloud's own parsing of the metadata (flex-template build --print-only), the
 Dockerfile against setup.py and the Firestore index file. The deployment
 scripts and make targets: tests/test_deploy.py.
 """
+
 import argparse
 import ast
 import json
@@ -33,15 +34,17 @@ NOT_IN_TEMPLATE = set()
 # Options without a default that are still optional at launch, and why.
 OPTIONAL_WITHOUT_DEFAULT = {
     "input_subscription",  # one of input_subscription / input_topic (validate_occupancy)
-    "input_topic",         # the other one
-    "dead_letter_topic",   # none: dead letters go to --dead_letter_collection
-    "firestore_project",   # none: the job's --project
+    "input_topic",  # the other one
+    "dead_letter_topic",  # none: dead letters go to --dead_letter_collection
+    "firestore_project",  # none: the job's --project
 }
 
 # Values each parameter's regex must accept (docs/operations.md examples among them) and reject.
 GOOD = {
-    "input_subscription": ["projects/my-project/subscriptions/occupancy-pipeline",
-                           "projects/demo-occupancy-123/subscriptions/occupancy-pipeline"],
+    "input_subscription": [
+        "projects/my-project/subscriptions/occupancy-pipeline",
+        "projects/demo-occupancy-123/subscriptions/occupancy-pipeline",
+    ],
     "input_topic": ["projects/my-project/topics/occupancy-events"],
     "dead_letter_topic": ["projects/my-project/topics/occupancy-dead-letters"],
     "firestore_project": ["my-project", "demo-occupancy-123"],
@@ -65,11 +68,14 @@ GOOD = {
     "trips_collection": ["trips", "trips_2026"],
 }
 BAD = {
-    "input_subscription": ["projects/x/topics/", "projects/my-project/topics/occupancy-events",
-                           "occupancy-pipeline", "projects/My_Project/subscriptions/occupancy-pipeline",
-                           "projects/my-project/subscriptions/a/b"],
-    "input_topic": ["projects/x/topics/", "projects/my-project/subscriptions/occupancy-pipeline",
-                    "occupancy-events"],
+    "input_subscription": [
+        "projects/x/topics/",
+        "projects/my-project/topics/occupancy-events",
+        "occupancy-pipeline",
+        "projects/My_Project/subscriptions/occupancy-pipeline",
+        "projects/my-project/subscriptions/a/b",
+    ],
+    "input_topic": ["projects/x/topics/", "projects/my-project/subscriptions/occupancy-pipeline", "occupancy-events"],
     "dead_letter_topic": ["projects/x/topics/", "occupancy-dead-letters"],
     "firestore_project": ["a/b", "x", "My-Project", "my-project-"],
     "firestore_database": ["a/b", "db", "Occupancy", "occupancy-"],
@@ -125,6 +131,7 @@ def _matches(param, value):
 
 # --- metadata.json ------------------------------------------------------------
 
+
 def test_metadata_is_a_valid_template_metadata_message():
     # Strict parse with the Dataflow API's own message: unknown fields or enum values fail.
     parsed = TemplateMetadata.from_json(METADATA.read_text())
@@ -154,8 +161,13 @@ def test_help_text_states_the_default_and_the_input_rule(params, actions):
         default = actions[name].default
         if default is None:
             continue
-        shown = ("off" if default == "" else
-                 str(int(default)) if isinstance(default, float) and default.is_integer() else str(default))
+        shown = (
+            "off"
+            if default == ""
+            else str(int(default))
+            if isinstance(default, float) and default.is_integer()
+            else str(default)
+        )
         assert f"Default: {shown}." in param["helpText"], name
     for name in ("input_subscription", "input_topic"):
         assert "one of them is required" in params[name]["helpText"]
@@ -194,11 +206,23 @@ def _gcloud_spec(tmp_path):
     and validation of the spec, offline (--print-only uploads nothing)."""
     env = {**os.environ, "CLOUDSDK_CONFIG": str(tmp_path), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
     out = subprocess.run(
-        ["gcloud", "dataflow", "flex-template", "build", "gs://demo-occupancy-bucket/templates/t.json",
-         "--project=demo-occupancy-123", "--sdk-language=PYTHON", "--print-only",
-         "--image=europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:test",
-         f"--metadata-file={METADATA}"],
-        capture_output=True, text=True, timeout=120, env=env)
+        [
+            "gcloud",
+            "dataflow",
+            "flex-template",
+            "build",
+            "gs://demo-occupancy-bucket/templates/t.json",
+            "--project=demo-occupancy-123",
+            "--sdk-language=PYTHON",
+            "--print-only",
+            "--image=europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:test",
+            f"--metadata-file={METADATA}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     return out
 
@@ -206,8 +230,9 @@ def _gcloud_spec(tmp_path):
 def test_gcloud_accepts_the_metadata(tmp_path):
     out = _gcloud_spec(tmp_path)
     spec = json.loads(out.stdout.lstrip("|-\n"))
-    assert [p["name"] for p in spec["metadata"]["parameters"]] == \
-        [p["name"] for p in json.loads(METADATA.read_text())["parameters"]]
+    assert [p["name"] for p in spec["metadata"]["parameters"]] == [
+        p["name"] for p in json.loads(METADATA.read_text())["parameters"]
+    ]
     assert spec["sdkInfo"]["language"] == "PYTHON"
 
 
@@ -243,19 +268,29 @@ def test_template_spec_keeps_the_streaming_fields(tmp_path):
     pipeline.launch complete-spec puts them back."""
     out = _gcloud_spec(tmp_path)
     assert "streaming" not in json.loads(out.stdout.lstrip("|-\n"))["metadata"]  # gcloud 528 drops it
-    completed = subprocess.run([sys.executable, "-m", "pipeline.launch", "complete-spec", "--metadata",
-                                str(METADATA)], input=out.stdout, capture_output=True, text=True, timeout=60,
-                               cwd=REPO)
+    completed = subprocess.run(
+        [sys.executable, "-m", "pipeline.launch", "complete-spec", "--metadata", str(METADATA)],
+        input=out.stdout,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert completed.returncode == 0, completed.stderr
     spec = json.loads(completed.stdout)
     meta = spec["metadata"]
-    assert (meta.get("streaming"), meta.get("supportsAtLeastOnce"), meta.get("supportsExactlyOnce"),
-            meta.get("defaultStreamingMode")) == (True, True, True, "EXACTLY_ONCE")
+    assert (
+        meta.get("streaming"),
+        meta.get("supportsAtLeastOnce"),
+        meta.get("supportsExactlyOnce"),
+        meta.get("defaultStreamingMode"),
+    ) == (True, True, True, "EXACTLY_ONCE")
     assert TemplateMetadata.from_json(json.dumps(meta)).streaming is True  # the API's own message
     assert spec["image"].endswith("occupancy-pipeline:test") and spec["sdkInfo"] == {"language": "PYTHON"}
 
 
 # --- Dockerfile -----------------------------------------------------------------
+
 
 def _setup_beam_version():
     tree = ast.parse((REPO / "setup.py").read_text())
@@ -283,8 +318,10 @@ def test_dockerfile_pins_the_beam_version_of_setup_py():
 
 def test_dockerfile_is_launcher_and_worker_image():
     lines = _dockerfile()
-    assert ("COPY --from=launcher /opt/google/dataflow/python_template_launcher "
-            "/opt/google/dataflow/python_template_launcher") in lines
+    assert (
+        "COPY --from=launcher /opt/google/dataflow/python_template_launcher "
+        "/opt/google/dataflow/python_template_launcher"
+    ) in lines
     assert lines[-1] == 'ENTRYPOINT ["/opt/apache/beam/boot"]'
     assert any(ln.startswith("RUN pip install") and "'.[pipeline]'" in ln for ln in lines)
 
@@ -301,11 +338,13 @@ def test_flex_template_files_exist_in_the_image_and_the_repo():
             dest = dest.removeprefix("./").rstrip("/")
             for source in sources:
                 copied[source] = dest if len(sources) == 1 and dest else source
-    for var, expected in (("FLEX_TEMPLATE_PYTHON_PY_FILE", "pipeline/main.py"),
-                          ("FLEX_TEMPLATE_PYTHON_SETUP_FILE", "setup.py")):
+    for var, expected in (
+        ("FLEX_TEMPLATE_PYTHON_PY_FILE", "pipeline/main.py"),
+        ("FLEX_TEMPLATE_PYTHON_SETUP_FILE", "setup.py"),
+    ):
         path = env[var]
         assert path.startswith(workdir + "/"), (var, path)
-        relative = path[len(workdir) + 1:]
+        relative = path[len(workdir) + 1 :]
         assert relative == expected
         assert (REPO / relative).is_file()
         top = relative.split("/")[0]
@@ -314,8 +353,13 @@ def test_flex_template_files_exist_in_the_image_and_the_repo():
 
 def test_main_runs_as_a_script_like_the_launcher_runs_it(actions, tmp_path):
     # The launcher runs `python $FLEX_TEMPLATE_PYTHON_PY_FILE ...`, not `python -m`.
-    out = subprocess.run([sys.executable, str(REPO / "pipeline" / "main.py"), "--help"],
-                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "pipeline" / "main.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     for name in actions:
         assert f"--{name}" in out.stdout, name
@@ -323,11 +367,13 @@ def test_main_runs_as_a_script_like_the_launcher_runs_it(actions, tmp_path):
 
 # --- deploy/firestore.indexes.json ----------------------------------------------
 
+
 def test_firestore_indexes_serve_per_train_history_and_exempt_timestamp(actions):
     spec = json.loads(INDEXES.read_text())
     history = actions["history_collection"].default
-    composite = {(i["collectionGroup"], tuple((f["fieldPath"], f["order"]) for f in i["fields"]))
-                 for i in spec["indexes"]}
+    composite = {
+        (i["collectionGroup"], tuple((f["fieldPath"], f["order"]) for f in i["fields"])) for i in spec["indexes"]
+    }
     assert (history, (("train", "ASCENDING"), ("timestamp", "DESCENDING"))) in composite
     assert (history, (("train", "ASCENDING"), ("timestamp", "ASCENDING"))) in composite
     exempt = {(o["collectionGroup"], o["fieldPath"]) for o in spec["fieldOverrides"] if o["indexes"] == []}

@@ -1,5 +1,6 @@
 """A terminus (zero-load) event through the running pipeline: the train goes to 0, the
 residual is a correction, and trips/{id} records the trip's balance per door."""
+
 import time
 
 from local import stack
@@ -32,8 +33,10 @@ def test_terminus_balances_the_trip_while_the_pipeline_runs(local_stack):
         beats.stop()
     [trip] = [d.to_dict() for d in client.collection("trips").stream()]
     assert (trip["train"], trip["ons"], trip["offs"], trip["residual"]) == ("ta", 12, 9, 3)
-    assert trip["doors"] == {"a1": {"boarded": 9, "alighted": 5, "net": 4},
-                             "a2": {"boarded": 3, "alighted": 4, "net": -1}}
+    assert trip["doors"] == {
+        "a1": {"boarded": 9, "alighted": 5, "net": 4},
+        "a2": {"boarded": 3, "alighted": 4, "net": -1},
+    }
     assert trip["ended_at"] == wire.from_micros(wire.parse_time(attributes["event_time"]))
     history = [d.to_dict() for d in client.collection("history").where("train", "==", "ta").stream()]
     assert sum(h["correction"] for h in history) == -3

@@ -1,4 +1,5 @@
 """The message format: every accepted form and every rejection reason of docs/design.md."""
+
 import datetime
 import json
 import zoneinfo
@@ -23,8 +24,7 @@ def reason_of(payload, **overrides):
 
 
 def test_json_event_is_parsed_with_its_event_id_and_time():
-    event = parse({"device_id": "ic1832-car3-door2", "delta": 3,
-                   "event_time": "2026-11-24T07:31:02.123Z", "seq": 1842})
+    event = parse({"device_id": "ic1832-car3-door2", "delta": 3, "event_time": "2026-11-24T07:31:02.123Z", "seq": 1842})
     assert event.event_id == "ic1832-car3-door2:1842"
     assert event.device_id == "ic1832-car3-door2"
     assert (event.delta, event.seq, event.kind) == (3, 1842, wire.COUNT)
@@ -58,55 +58,63 @@ def test_legacy_csv_is_read_in_the_legacy_timezone_and_keyed_by_message_id():
     assert utc.delta == 2 and utc.device_id == "ic1832-car3-door2" and utc.seq == wire.NO_SEQ
     assert utc.event_id == "legacy:12345"
     assert wire.format_time(utc.event_time_us) == "2026-11-24T08:31:02.500Z"
-    vienna = wire.parse_message(data, "12345", **later,
-                                legacy_tz=zoneinfo.ZoneInfo("Europe/Vienna"))
+    vienna = wire.parse_message(data, "12345", **later, legacy_tz=zoneinfo.ZoneInfo("Europe/Vienna"))
     assert wire.format_time(vienna.event_time_us) == "2026-11-24T07:31:02.500Z"
 
 
-@pytest.mark.parametrize("data", [
-    b"\xff\xfe not utf-8",
-    b"hello world",
-    b"{not json",
-    b"1,2",
-    b"1,2,3,4",
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xff\xfe not utf-8",
+        b"hello world",
+        b"{not json",
+        b"1,2",
+        b"1,2,3,4",
+    ],
+)
 def test_malformed(data):
     assert reason_of(data) == wire.MALFORMED
 
 
-@pytest.mark.parametrize("payload", [
-    {"delta": 1, "event_time": "2026-11-24T07:31:02Z", "seq": 1},                      # no device
-    {"device_id": "ic1832/../trains/x", "delta": 1, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
-    {"device_id": "a/b", "delta": 1, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
-    {"device_id": "-leading-dash", "delta": 1, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
-    {"device_id": "x" * 129, "delta": 1, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
-    {"device_id": 42, "delta": 1, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
-    {"device_id": "d1", "delta": "3", "event_time": "2026-11-24T07:31:02Z", "seq": 1},
-    {"device_id": "d1", "delta": 1.5, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
-    {"device_id": "d1", "delta": True, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
-    {"device_id": "d1", "delta": 1, "event_time": "2026-11-24T07:31:02Z"},             # no seq
-    {"device_id": "d1", "delta": 1, "event_time": "2026-11-24T07:31:02Z", "seq": -1},
-    {"device_id": "d1", "delta": 1, "event_time": "yesterday", "seq": 1},
-    {"device_id": "d1", "delta": 1, "event_time": "2026-11-24T07:31:02", "seq": 1},    # no offset
-    {"device_id": "d1", "delta": 1, "event_time": "2026-11-24", "seq": 1},
-    {"device_id": "d1", "delta": 1, "event_time": 1764000000, "seq": 1},
-    {"device_id": "d1", "delta": 101, "event_time": "2026-11-24T07:31:02Z", "seq": 1},  # |delta| too big
-    {"device_id": "d1", "delta": -101, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
-    {"type": "reset", "event_time": "2026-11-24T07:31:02Z"},                           # reset, no train
-    {"type": "reset", "train_id": "a/b", "event_time": "2026-11-24T07:31:02Z"},
-    {"type": "teleport", "device_id": "d1", "delta": 1, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"delta": 1, "event_time": "2026-11-24T07:31:02Z", "seq": 1},  # no device
+        {"device_id": "ic1832/../trains/x", "delta": 1, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
+        {"device_id": "a/b", "delta": 1, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
+        {"device_id": "-leading-dash", "delta": 1, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
+        {"device_id": "x" * 129, "delta": 1, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
+        {"device_id": 42, "delta": 1, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
+        {"device_id": "d1", "delta": "3", "event_time": "2026-11-24T07:31:02Z", "seq": 1},
+        {"device_id": "d1", "delta": 1.5, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
+        {"device_id": "d1", "delta": True, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
+        {"device_id": "d1", "delta": 1, "event_time": "2026-11-24T07:31:02Z"},  # no seq
+        {"device_id": "d1", "delta": 1, "event_time": "2026-11-24T07:31:02Z", "seq": -1},
+        {"device_id": "d1", "delta": 1, "event_time": "yesterday", "seq": 1},
+        {"device_id": "d1", "delta": 1, "event_time": "2026-11-24T07:31:02", "seq": 1},  # no offset
+        {"device_id": "d1", "delta": 1, "event_time": "2026-11-24", "seq": 1},
+        {"device_id": "d1", "delta": 1, "event_time": 1764000000, "seq": 1},
+        {"device_id": "d1", "delta": 101, "event_time": "2026-11-24T07:31:02Z", "seq": 1},  # |delta| too big
+        {"device_id": "d1", "delta": -101, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
+        {"type": "reset", "event_time": "2026-11-24T07:31:02Z"},  # reset, no train
+        {"type": "reset", "train_id": "a/b", "event_time": "2026-11-24T07:31:02Z"},
+        {"type": "teleport", "device_id": "d1", "delta": 1, "event_time": "2026-11-24T07:31:02Z", "seq": 1},
+    ],
+)
 def test_invalid_field(payload):
     assert reason_of(payload) == wire.INVALID_FIELD
 
 
-@pytest.mark.parametrize("data", [
-    b"x,2026-11-24 07:31:02.000000,d1",          # delta not an integer
-    b"1,2026-11-24T07:31:02,d1",                 # wrong time layout
-    b"1,2026-13-45 07:31:02.000000,d1",          # impossible date
-    b"1,2026-11-24 07:31:02.000000,a/b",         # device id with a slash
-    b"500,2026-11-24 07:31:02.000000,d1",        # |delta| too big
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"x,2026-11-24 07:31:02.000000,d1",  # delta not an integer
+        b"1,2026-11-24T07:31:02,d1",  # wrong time layout
+        b"1,2026-13-45 07:31:02.000000,d1",  # impossible date
+        b"1,2026-11-24 07:31:02.000000,a/b",  # device id with a slash
+        b"500,2026-11-24 07:31:02.000000,d1",  # |delta| too big
+    ],
+)
 def test_invalid_legacy_fields(data):
     assert reason_of(data) == wire.INVALID_FIELD
 
@@ -126,8 +134,10 @@ def test_future_timestamp_beyond_the_allowed_skew():
     assert reason_of({"device_id": "d1", "delta": 1, "event_time": ahead, "seq": 1}) == wire.FUTURE_TIMESTAMP
     within = wire.format_time(NOW + 299_000_000)
     assert parse({"device_id": "d1", "delta": 1, "event_time": within, "seq": 1}).delta == 1
-    assert reason_of(b"1," + wire.from_micros(NOW + 10**9).strftime("%Y-%m-%d %H:%M:%S.%f").encode()
-                     + b",d1") == wire.FUTURE_TIMESTAMP
+    assert (
+        reason_of(b"1," + wire.from_micros(NOW + 10**9).strftime("%Y-%m-%d %H:%M:%S.%f").encode() + b",d1")
+        == wire.FUTURE_TIMESTAMP
+    )
 
 
 def test_dead_letter_keeps_payload_attributes_and_reason():
@@ -146,11 +156,26 @@ def test_micros_round_trip():
     assert wire.from_micros(wire.to_micros(dt)) == dt
 
 
-@pytest.mark.parametrize("value,ok", [
-    ("car3-door2", True), ("a", True), ("A.b:c_d-9", True), ("x" * 128, True),
-    ("abc\n", False), ("\nabc", False), ("a/b", False), ("..", False), ("__x__", False), ("", False),
-    ("x" * 129, False), ("café", False), ("a b", False), (None, False), (7, False),
-])
+@pytest.mark.parametrize(
+    "value,ok",
+    [
+        ("car3-door2", True),
+        ("a", True),
+        ("A.b:c_d-9", True),
+        ("x" * 128, True),
+        ("abc\n", False),
+        ("\nabc", False),
+        ("a/b", False),
+        ("..", False),
+        ("__x__", False),
+        ("", False),
+        ("x" * 129, False),
+        ("café", False),
+        ("a b", False),
+        (None, False),
+        (7, False),
+    ],
+)
 def test_valid_id_matches_the_whole_string(value, ok):
     # Regression: `re.match` with `$` accepted a trailing newline ("abc\n").
     assert wire.valid_id(value) is ok

@@ -5,6 +5,7 @@ EventCoder is deterministic and compact (no pickling per element); registering
 it also gives the keyed PCollection (train_id, Event) a deterministic key coder,
 which stateful processing on Dataflow requires.
 """
+
 import pickle
 
 import apache_beam as beam
@@ -22,12 +23,22 @@ class EventCoder(coders.Coder):
     """Encodes every field of an Event, in field order."""
 
     def __init__(self):
-        self._tuple = coders.TupleCoder([
-            coders.StrUtf8Coder(), coders.VarIntCoder(), coders.StrUtf8Coder(), coders.StrUtf8Coder(),
-            coders.VarIntCoder(), coders.VarIntCoder(), coders.StrUtf8Coder(),
-            coders.NullableCoder(coders.VarIntCoder()), coders.VarIntCoder(), coders.BytesCoder(),
-            coders.IterableCoder(coders.TupleCoder([coders.StrUtf8Coder(), coders.StrUtf8Coder()])),
-            coders.StrUtf8Coder()])
+        self._tuple = coders.TupleCoder(
+            [
+                coders.StrUtf8Coder(),
+                coders.VarIntCoder(),
+                coders.StrUtf8Coder(),
+                coders.StrUtf8Coder(),
+                coders.VarIntCoder(),
+                coders.VarIntCoder(),
+                coders.StrUtf8Coder(),
+                coders.NullableCoder(coders.VarIntCoder()),
+                coders.VarIntCoder(),
+                coders.BytesCoder(),
+                coders.IterableCoder(coders.TupleCoder([coders.StrUtf8Coder(), coders.StrUtf8Coder()])),
+                coders.StrUtf8Coder(),
+            ]
+        )
 
     def encode(self, event):
         return self._tuple.encode(tuple(event))

@@ -1,4 +1,5 @@
 """WriteDeadLetters: dead-letter records (dict) -> a Pub/Sub topic or a Firestore collection."""
+
 import json
 import logging
 
@@ -17,14 +18,17 @@ def _storable(record: dict) -> dict:
     payload = record["payload"]
     if len(payload) <= MAX_STORED_PAYLOAD:
         return record
-    return dict(record, payload=payload[:MAX_STORED_PAYLOAD], payload_truncated=True,
-                payload_base64_length=len(payload))
+    return dict(
+        record, payload=payload[:MAX_STORED_PAYLOAD], payload_truncated=True, payload_base64_length=len(payload)
+    )
 
 
 def _to_pubsub(record: dict):
     from apache_beam.io.gcp.pubsub import PubsubMessage
-    return PubsubMessage(json.dumps(record, sort_keys=True).encode("utf-8"),
-                         {"reason": record["reason"], "step": record["step"]})
+
+    return PubsubMessage(
+        json.dumps(record, sort_keys=True).encode("utf-8"), {"reason": record["reason"], "step": record["step"]}
+    )
 
 
 class StoreDeadLetters(WriteDocuments):
@@ -56,8 +60,14 @@ class StoreDeadLetters(WriteDocuments):
 class WriteDeadLetters(beam.PTransform):
     """PCollection[dict] (wire.dead_letter records) -> written to `topic` if given, else Firestore."""
 
-    def __init__(self, topic: str = None, project: str = None, database: str = "(default)",
-                 collection: str = "dead_letters", retry_deadline_s: float = 60.0):
+    def __init__(
+        self,
+        topic: str = None,
+        project: str = None,
+        database: str = "(default)",
+        collection: str = "dead_letters",
+        retry_deadline_s: float = 60.0,
+    ):
         super().__init__()
         self._topic = topic
         self._project = project
@@ -67,8 +77,11 @@ class WriteDeadLetters(beam.PTransform):
 
     def expand(self, records):
         if self._topic:
-            return (records
-                    | "ToPubsubMessage" >> beam.Map(_to_pubsub)
-                    | "PublishDeadLetters" >> beam.io.WriteToPubSub(self._topic, with_attributes=True))
-        return records | "StoreDeadLetters" >> beam.ParDo(StoreDeadLetters(
-            self._project, self._database, self._collection, self._retry_deadline_s))
+            return (
+                records
+                | "ToPubsubMessage" >> beam.Map(_to_pubsub)
+                | "PublishDeadLetters" >> beam.io.WriteToPubSub(self._topic, with_attributes=True)
+            )
+        return records | "StoreDeadLetters" >> beam.ParDo(
+            StoreDeadLetters(self._project, self._database, self._collection, self._retry_deadline_s)
+        )

@@ -13,6 +13,7 @@ elements, so a 100,000-device registry would cross the Fn API per bundle. Not
 a slowly-updating side input either: the local BundleBasedDirectRunner runs
 neither PeriodicImpulse nor a side input fed by an unbounded source.
 """
+
 import logging
 import threading
 import time
@@ -47,8 +48,15 @@ class _RegistryView:
 class LookupTrain(beam.DoFn):
     """Event -> (train_id, Event with train_id, capacity, registered_us); unknown -> dead letter."""
 
-    def __init__(self, project: str, database: str, devices_collection: str,
-                 trains_collection: str, refresh_s: float, device_auth: str = authenticate.REQUIRE):
+    def __init__(
+        self,
+        project: str,
+        database: str,
+        devices_collection: str,
+        trains_collection: str,
+        refresh_s: float,
+        device_auth: str = authenticate.REQUIRE,
+    ):
         if device_auth not in authenticate.MODES:
             raise ValueError(f"device_auth must be one of {', '.join(authenticate.MODES)}, got {device_auth!r}")
         self._device_auth = device_auth
@@ -64,8 +72,10 @@ class LookupTrain(beam.DoFn):
         self._refresh_failed = beam.metrics.Metrics.counter("occupancy", "registry_refresh_failures")
         self._rereads = beam.metrics.Metrics.counter("occupancy", "registry_device_rereads")
         self._loads = beam.metrics.Metrics.counter("occupancy", "registry_loads")
-        self._refused = {reason: beam.metrics.Metrics.counter("occupancy", f"rejected_{reason}")
-                         for reason in (wire.UNSIGNED, wire.BAD_SIGNATURE, wire.UNKNOWN_KEY, wire.EXPIRED_KEY)}
+        self._refused = {
+            reason: beam.metrics.Metrics.counter("occupancy", f"rejected_{reason}")
+            for reason in (wire.UNSIGNED, wire.BAD_SIGNATURE, wire.UNKNOWN_KEY, wire.EXPIRED_KEY)
+        }
         self._logged = beam.metrics.Metrics.counter("occupancy", "auth_failures_accepted")
 
     def setup(self):
@@ -74,8 +84,7 @@ class LookupTrain(beam.DoFn):
 
     def _load(self) -> _RegistryView:
         """The whole registry, read once per worker process."""
-        snapshot = RetryPolicy().call(
-            lambda: registry.load_snapshot(self._client, self._devices, self._trains))
+        snapshot = RetryPolicy().call(lambda: registry.load_snapshot(self._client, self._devices, self._trains))
         self._loads.inc()
         _LOGGER.info("Loaded registry: %s devices, %s trains", len(snapshot.devices), len(snapshot.trains))
         return _RegistryView(snapshot)
@@ -93,17 +102,24 @@ class LookupTrain(beam.DoFn):
                 # Only a registered train can be reset: a forged or mistyped train id must
                 # not create a train (or zero one) out of nothing.
                 self._unknown.inc()
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, wire.dead_letter(
-                    wire.UNKNOWN_DEVICE, f"{event.kind} for train {event.train_id}, which is not registered",
-                    event.raw, dict(event.attributes), event.message_id or None,
-                    wire.now_us(), "EnrichWithTrain"))
+                yield beam.pvalue.TaggedOutput(
+                    DEAD_LETTER,
+                    wire.dead_letter(
+                        wire.UNKNOWN_DEVICE,
+                        f"{event.kind} for train {event.train_id}, which is not registered",
+                        event.raw,
+                        dict(event.attributes),
+                        event.message_id or None,
+                        wire.now_us(),
+                        "EnrichWithTrain",
+                    ),
+                )
                 return
             refused = self._authenticate(view, event, None, now)
             if refused is not None:
                 yield refused
                 return
-            yield event.train_id, event.without_message()._replace(
-                capacity=snapshot.capacity(event.train_id))
+            yield event.train_id, event.without_message()._replace(capacity=snapshot.capacity(event.train_id))
             return
         entry = snapshot.devices.get(event.device_id)
         if entry is None or not entry.enabled:
@@ -111,18 +127,29 @@ class LookupTrain(beam.DoFn):
         if entry is None or not entry.enabled:
             self._unknown.inc()
             state = "disabled" if entry else "not registered"
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, wire.dead_letter(
-                wire.UNKNOWN_DEVICE, f"device {event.device_id} is {state}",
-                event.raw, dict(event.attributes), event.message_id or None,
-                wire.now_us(), "EnrichWithTrain"))
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER,
+                wire.dead_letter(
+                    wire.UNKNOWN_DEVICE,
+                    f"device {event.device_id} is {state}",
+                    event.raw,
+                    dict(event.attributes),
+                    event.message_id or None,
+                    wire.now_us(),
+                    "EnrichWithTrain",
+                ),
+            )
             return
         refused = self._authenticate(view, event, entry, now)
         if refused is not None:
             yield refused
             return
-        yield entry.train_id, event.without_message()._replace(
-            train_id=entry.train_id, capacity=snapshot.capacity(entry.train_id),
-            registered_us=entry.registered_us)
+        yield (
+            entry.train_id,
+            event.without_message()._replace(
+                train_id=entry.train_id, capacity=snapshot.capacity(entry.train_id), registered_us=entry.registered_us
+            ),
+        )
 
     def _authenticate(self, view: _RegistryView, event: wire.Event, entry, now: float):
         """None if the message may go on (signed as it must be, or --device_auth says so), else
@@ -133,8 +160,11 @@ class LookupTrain(beam.DoFn):
 
         def principal_entry(principal):
             found = view.snapshot.devices.get(principal)
-            return found if found is not None and found.role == registry.CONTROL and found.enabled \
+            return (
+                found
+                if found is not None and found.role == registry.CONTROL and found.enabled
                 else (self._reread(view, principal, now) or found)
+            )
 
         now_us = wire.now_us()
         refused = view.authenticator.check(event, entry, now_us, principal_entry)
@@ -151,9 +181,12 @@ class LookupTrain(beam.DoFn):
             _LOGGER.warning("Accepted (--device_auth=log) a message that would be refused: %s: %s", reason, detail)
             return None
         _LOGGER.info("Refused message %s: %s: %s", event.message_id, reason, detail)
-        return beam.pvalue.TaggedOutput(DEAD_LETTER, wire.dead_letter(
-            reason, detail, event.raw, dict(event.attributes), event.message_id or None, now_us,
-            "EnrichWithTrain"))
+        return beam.pvalue.TaggedOutput(
+            DEAD_LETTER,
+            wire.dead_letter(
+                reason, detail, event.raw, dict(event.attributes), event.message_id or None, now_us, "EnrichWithTrain"
+            ),
+        )
 
     def _refresh(self, view: _RegistryView, now: float) -> None:
         if not view.lock.acquire(blocking=False):
@@ -162,8 +195,7 @@ class LookupTrain(beam.DoFn):
             if now - view.loaded_at < self._refresh_s:
                 return
             try:
-                view.snapshot = registry.load_changes(self._client, view.snapshot, self._devices,
-                                                      self._trains)
+                view.snapshot = registry.load_changes(self._client, view.snapshot, self._devices, self._trains)
             except TRANSIENT as e:
                 # A stale view is better than a stopped pipeline: try again next interval.
                 self._refresh_failed.inc()
@@ -192,9 +224,15 @@ class LookupTrain(beam.DoFn):
 class EnrichWithTrain(beam.PTransform):
     """PCollection[Event] -> tagged outputs `keyed` ((train_id, Event)) and `dead_letter` (dict)."""
 
-    def __init__(self, project: str, database: str = "(default)", devices_collection: str = "devices",
-                 trains_collection: str = "trains", refresh_s: float = 60.0,
-                 device_auth: str = authenticate.REQUIRE):
+    def __init__(
+        self,
+        project: str,
+        database: str = "(default)",
+        devices_collection: str = "devices",
+        trains_collection: str = "trains",
+        refresh_s: float = 60.0,
+        device_auth: str = authenticate.REQUIRE,
+    ):
         super().__init__()
         self._args = (project, database, devices_collection, trains_collection)
         self._refresh_s = refresh_s

@@ -1,4 +1,5 @@
 """WriteToFirestore: DocumentWrite -> documents set in Firestore; permanent failures -> dead letters."""
+
 import json
 import logging
 import uuid
@@ -34,8 +35,9 @@ class WriteDocuments(beam.DoFn):
     # Rounds of re-reading and re-writing realtime documents another job changed meanwhile.
     CONFLICT_ROUNDS = 4
 
-    def __init__(self, project: str, database: str, collections: dict, retry_deadline_s: float = 60.0,
-                 writer_epoch_us: int = 0):
+    def __init__(
+        self, project: str, database: str, collections: dict, retry_deadline_s: float = 60.0, writer_epoch_us: int = 0
+    ):
         self._project = project
         self._database = database
         self._collections = dict(collections)
@@ -43,8 +45,7 @@ class WriteDocuments(beam.DoFn):
         self._retry_deadline_s = retry_deadline_s
         self._writer_epoch_us = writer_epoch_us
         self._fenced = beam.metrics.Metrics.counter("occupancy", "fenced_writes")
-        self._writes = {name: beam.metrics.Metrics.counter("occupancy", f"{name}_writes")
-                        for name in self._collections}
+        self._writes = {name: beam.metrics.Metrics.counter("occupancy", f"{name}_writes") for name in self._collections}
         self._retries = beam.metrics.Metrics.counter("occupancy", "write_retries")
         self._conflicts = beam.metrics.Metrics.counter("occupancy", "realtime_write_conflicts")
         self._failed = beam.metrics.Metrics.counter("occupancy", "rejected_write_failed")
@@ -53,6 +54,7 @@ class WriteDocuments(beam.DoFn):
 
     def setup(self):
         from google.cloud import firestore
+
         self._client = make_client(self._project, self._database)
         self._server_timestamp = firestore.SERVER_TIMESTAMP
         self._delete_field = firestore.DELETE_FIELD
@@ -71,8 +73,7 @@ class WriteDocuments(beam.DoFn):
 
     def finish_bundle(self):
         for record in self._commit():
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, WindowedValue(
-                record, Timestamp.now(), [GlobalWindow()]))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, WindowedValue(record, Timestamp.now(), [GlobalWindow()]))
 
     def _add(self, write: documents.DocumentWrite) -> bool:
         """Buffers a write; True when the buffer is full and must be committed."""
@@ -97,15 +98,20 @@ class WriteDocuments(beam.DoFn):
         for (collection, doc_id, data, *_), error in failed:
             self._failed.inc()
             _LOGGER.error("Permanent failure writing %s/%s: %s", collection, doc_id, error)
-            payload = json.dumps({"collection": collection, "doc_id": doc_id, "data": data},
-                                 default=str, sort_keys=True).encode("utf-8")
-            dead.append(wire.dead_letter(wire.WRITE_FAILED, f"{type(error).__name__}: {error}",
-                                         payload, {}, None, now_us, "WriteToFirestore"))
+            payload = json.dumps(
+                {"collection": collection, "doc_id": doc_id, "data": data}, default=str, sort_keys=True
+            ).encode("utf-8")
+            dead.append(
+                wire.dead_letter(
+                    wire.WRITE_FAILED, f"{type(error).__name__}: {error}", payload, {}, None, now_us, "WriteToFirestore"
+                )
+            )
         return dead
 
     def _commit_round(self, writes) -> list:
-        return commit_documents(self._client, self._prepared(writes), self._policy,
-                                lambda e: self._retries.inc(), self._committed)
+        return commit_documents(
+            self._client, self._prepared(writes), self._policy, lambda e: self._retries.inc(), self._committed
+        )
 
     def _commit_guarded(self, writes) -> list:
         """Realtime writes, re-read and tried again while another job changes them under this one.
@@ -123,9 +129,13 @@ class WriteDocuments(beam.DoFn):
                 self._conflicts.inc(len(trains))
                 self._fence.conflicted(trains)
                 writes = [w for w in writes if w.doc_id in trains]
-        _LOGGER.error("Realtime documents of %s trains kept changing under this job (%s rounds): "
-                      "another job writes them; drain or cancel one of the two (docs/faults.md, "
-                      "\"Two jobs at once\")", len(writes), self.CONFLICT_ROUNDS)
+        _LOGGER.error(
+            "Realtime documents of %s trains kept changing under this job (%s rounds): "
+            "another job writes them; drain or cancel one of the two (docs/faults.md, "
+            '"Two jobs at once")',
+            len(writes),
+            self.CONFLICT_ROUNDS,
+        )
         error = WriteConflict(writes)
         return [((self._collections[w.collection], w.doc_id, w.data), error) for w in writes]
 
@@ -145,8 +155,7 @@ class WriteDocuments(beam.DoFn):
                     data[EPOCH_FIELD] = self._writer_epoch_us
                     guard = self._fence.guard(train)
                     if not guard.must_not_exist:  # an update: what the document must no longer have
-                        data.update({f: self._delete_field for f in documents.REALTIME_OPTIONAL
-                                     if f not in data})
+                        data.update({f: self._delete_field for f in documents.REALTIME_OPTIONAL if f not in data})
             if write.collection == documents.REALTIME:
                 data["updated_at"] = self._server_timestamp
             prepared.append((self._collections[write.collection], write.doc_id, data, guard))
@@ -159,9 +168,10 @@ class WriteDocuments(beam.DoFn):
         collection = self._client.collection(self._collections[documents.REALTIME])
         # retry=None: RetryPolicy is the one retry layer (the library's own would wait out an outage
         # silently).
-        snapshots = self._policy.call(lambda: list(self._client.get_all(
-            [collection.document(t) for t in unknown], retry=None, timeout=30)),
-            lambda e: self._retries.inc())
+        snapshots = self._policy.call(
+            lambda: list(self._client.get_all([collection.document(t) for t in unknown], retry=None, timeout=30)),
+            lambda e: self._retries.inc(),
+        )
         count_ops(reads=len(unknown))
         for snap in snapshots:
             self._fence.saw(snap.id, snap.to_dict() if snap.exists else None, snap.update_time)
@@ -177,11 +187,11 @@ class WriteDocuments(beam.DoFn):
 class WriteToFirestore(beam.PTransform):
     """PCollection[DocumentWrite] -> PCollection[dict] of `write_failed` dead letters."""
 
-    def __init__(self, project: str, database: str, collections: dict, retry_deadline_s: float = 60.0,
-                 writer_epoch_us: int = 0):
+    def __init__(
+        self, project: str, database: str, collections: dict, retry_deadline_s: float = 60.0, writer_epoch_us: int = 0
+    ):
         super().__init__()
         self._fn = WriteDocuments(project, database, collections, retry_deadline_s, writer_epoch_us)
 
     def expand(self, writes):
-        return (writes | "Write" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main="written")
-                )[DEAD_LETTER]
+        return (writes | "Write" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main="written"))[DEAD_LETTER]

@@ -20,6 +20,7 @@ When a train's state is empty (new job, restart) it is seeded from its
 realtime document and latest history document, so counts continue and the
 per-device seq memory de-duplicates across the restart.
 """
+
 import logging
 
 import apache_beam as beam
@@ -44,8 +45,14 @@ SEED_RETRY_US = 10_000_000
 class RealtimeSeed:
     """Reads a train's last written state back from Firestore (realtime + latest history)."""
 
-    def __init__(self, project: str, database: str, realtime_collection: str,
-                 history_collection: str, retry_deadline_s: float = 60.0):
+    def __init__(
+        self,
+        project: str,
+        database: str,
+        realtime_collection: str,
+        history_collection: str,
+        retry_deadline_s: float = 60.0,
+    ):
         self._project = project
         self._database = database
         self._realtime = realtime_collection
@@ -81,19 +88,18 @@ class FoldOccupancy(beam.DoFn):
     TRAIN = ReadModifyWriteStateSpec("train", TrainStateCoder())
     # The release queue's clock: (armed release time or 0, time of the last flush), microseconds
     # of event time, written when an element arms the timer and at every flush.
-    CLOCK = ReadModifyWriteStateSpec("clock", coders.TupleCoder(
-        [coders.VarIntCoder(), coders.VarIntCoder()]))
+    CLOCK = ReadModifyWriteStateSpec("clock", coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()]))
     # The clock as jobs before the `clock` cell kept it (with TrainState.queue_clock after a flush
     # that released events): read only for a train whose state has no `clock` yet.
-    TIMER_AT = ReadModifyWriteStateSpec("timer_at", coders.TupleCoder(
-        [coders.VarIntCoder(), coders.VarIntCoder()]))
+    TIMER_AT = ReadModifyWriteStateSpec("timer_at", coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()]))
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
     def __init__(self, config: fold.FoldConfig, seed: RealtimeSeed = None):
         self._config = config
         self._seed = seed
-        self._queue = ReleaseQueue(lambda event: config.release_time(event.event_time_us),
-                                   config.flush_interval_us, config.reorder_delay_us)
+        self._queue = ReleaseQueue(
+            lambda event: config.release_time(event.event_time_us), config.flush_interval_us, config.reorder_delay_us
+        )
 
     def setup(self):
         if self._seed is not None:
@@ -108,26 +114,43 @@ class FoldOccupancy(beam.DoFn):
             return QueueState(pending, waiting, later, horizon, KnownValue(clock, stored), flush)
         return QueueState(pending, waiting, later, horizon, KnownValue(clock, None), flush, legacy())
 
-    def process(self, element, pending=beam.DoFn.StateParam(PENDING),
-                waiting=beam.DoFn.StateParam(WAITING), later=beam.DoFn.StateParam(LATER),
-                horizon=beam.DoFn.StateParam(HORIZON), train=beam.DoFn.StateParam(TRAIN),
-                clock=beam.DoFn.StateParam(CLOCK), timer_at=beam.DoFn.StateParam(TIMER_AT),
-                flush=beam.DoFn.TimerParam(FLUSH)):
+    def process(
+        self,
+        element,
+        pending=beam.DoFn.StateParam(PENDING),
+        waiting=beam.DoFn.StateParam(WAITING),
+        later=beam.DoFn.StateParam(LATER),
+        horizon=beam.DoFn.StateParam(HORIZON),
+        train=beam.DoFn.StateParam(TRAIN),
+        clock=beam.DoFn.StateParam(CLOCK),
+        timer_at=beam.DoFn.StateParam(TIMER_AT),
+        flush=beam.DoFn.TimerParam(FLUSH),
+    ):
         # No read of the train's state here: on Dataflow each read is a request to the runner.
         def legacy():
             return _legacy_clock(train.read(), timer_at.read())
+
         self._queue.add(element[1], self._queue_state(pending, waiting, later, horizon, clock, flush, legacy))
 
     @on_timer(FLUSH)
-    def on_flush(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
-                 pending=beam.DoFn.StateParam(PENDING), waiting=beam.DoFn.StateParam(WAITING),
-                 later=beam.DoFn.StateParam(LATER), horizon=beam.DoFn.StateParam(HORIZON),
-                 train=beam.DoFn.StateParam(TRAIN), clock=beam.DoFn.StateParam(CLOCK),
-                 timer_at=beam.DoFn.StateParam(TIMER_AT), flush=beam.DoFn.TimerParam(FLUSH)):
+    def on_flush(
+        self,
+        key=beam.DoFn.KeyParam,
+        fired=beam.DoFn.TimestampParam,
+        pending=beam.DoFn.StateParam(PENDING),
+        waiting=beam.DoFn.StateParam(WAITING),
+        later=beam.DoFn.StateParam(LATER),
+        horizon=beam.DoFn.StateParam(HORIZON),
+        train=beam.DoFn.StateParam(TRAIN),
+        clock=beam.DoFn.StateParam(CLOCK),
+        timer_at=beam.DoFn.StateParam(TIMER_AT),
+        flush=beam.DoFn.TimerParam(FLUSH),
+    ):
         fired_us = fired.micros
         state = train.read()
-        queue = self._queue_state(pending, waiting, later, horizon, clock, flush,
-                                  lambda: _legacy_clock(state, timer_at.read()))
+        queue = self._queue_state(
+            pending, waiting, later, horizon, clock, flush, lambda: _legacy_clock(state, timer_at.read())
+        )
         ready, queue_clock = self._queue.take_due(fired_us, queue)
         if not ready:
             return
@@ -140,10 +163,16 @@ class FoldOccupancy(beam.DoFn):
                 # failed work item is retried by the runner with every other train in it. This
                 # train's events go back to the queue, due at its next flush; nothing is applied
                 # from a made-up zero.
-                _LOGGER.error("Train %s not seeded from Firestore (%s: %s); its %d events wait and the flush "
-                              "is tried again in %d s of event time. Check that Firestore is reachable and "
-                              "the workers' service account may read it (roles/datastore.user)",
-                              key, type(e).__name__, e, len(ready), SEED_RETRY_US // 1_000_000)
+                _LOGGER.error(
+                    "Train %s not seeded from Firestore (%s: %s); its %d events wait and the flush "
+                    "is tried again in %d s of event time. Check that Firestore is reachable and "
+                    "the workers' service account may read it (roles/datastore.user)",
+                    key,
+                    type(e).__name__,
+                    e,
+                    len(ready),
+                    SEED_RETRY_US // 1_000_000,
+                )
                 for event in ready:
                     pending.add(event)
                 self._queue.put_off(fired_us, SEED_RETRY_US, queue)
@@ -154,12 +183,16 @@ class FoldOccupancy(beam.DoFn):
             # The raw message was left behind at the lookup (state keeps no payloads): the dead
             # letter carries the event as its device sent it.
             payload, attributes = wire.encode_event(event.device_id, event.delta, event.event_time_us, event.seq)
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, wire.dead_letter(
-                wire.SEQ_JUMP, detail, payload, attributes, None, wire.now_us(), "RunningOccupancy"))
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER,
+                wire.dead_letter(wire.SEQ_JUMP, detail, payload, attributes, None, wire.now_us(), "RunningOccupancy"),
+            )
         state.queue_clock = queue_clock  # what a job of an earlier version reads, if rolled back to
         train.write(state)
-        yield beam.pvalue.TaggedOutput(STATS, (result.applied, result.duplicates, result.late,
-                                               result.corrections, result.heartbeats, int(seeded), 0))
+        yield beam.pvalue.TaggedOutput(
+            STATS,
+            (result.applied, result.duplicates, result.late, result.corrections, result.heartbeats, int(seeded), 0),
+        )
         for bucket in result.buckets:
             yield documents.history_write(key, bucket)
         for trip in result.trips:
@@ -205,7 +238,6 @@ class RunningOccupancy(beam.PTransform):
         self._fn = FoldOccupancy(config, seed)
 
     def expand(self, keyed_events):
-        outputs = keyed_events | "FoldOccupancy" >> beam.ParDo(self._fn).with_outputs(
-            STATS, DEAD_LETTER, main="writes")
+        outputs = keyed_events | "FoldOccupancy" >> beam.ParDo(self._fn).with_outputs(STATS, DEAD_LETTER, main="writes")
         outputs[STATS] | "CountFlushes" >> beam.ParDo(CountFlushes())
         return {"writes": outputs.writes, DEAD_LETTER: outputs[DEAD_LETTER]}

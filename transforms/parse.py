@@ -1,4 +1,5 @@
 """ParseEvents: Pub/Sub messages -> validated, event-time stamped Events."""
+
 import datetime
 import logging
 import zoneinfo
@@ -26,12 +27,14 @@ class ParseEvent(beam.DoFn):
         self._max_future_skew_s = max_future_skew_s
         self._legacy_timezone = legacy_timezone
         self._parsed = beam.metrics.Metrics.counter("occupancy", "parsed")
-        self._rejected = {reason: beam.metrics.Metrics.counter("occupancy", f"rejected_{reason}")
-                          for reason in wire.REASONS}
+        self._rejected = {
+            reason: beam.metrics.Metrics.counter("occupancy", f"rejected_{reason}") for reason in wire.REASONS
+        }
 
     def setup(self):
-        self._legacy_tz = (datetime.timezone.utc if self._legacy_timezone == "UTC"
-                           else zoneinfo.ZoneInfo(self._legacy_timezone))
+        self._legacy_tz = (
+            datetime.timezone.utc if self._legacy_timezone == "UTC" else zoneinfo.ZoneInfo(self._legacy_timezone)
+        )
 
     def process(self, message):
         data = getattr(message, "data", message)
@@ -40,28 +43,33 @@ class ParseEvent(beam.DoFn):
         now_us = wire.now_us()
         try:
             event = wire.parse_message(
-                data, message_id, now_us=now_us, max_abs_delta=self._max_abs_delta,
-                max_future_skew_s=self._max_future_skew_s, legacy_tz=self._legacy_tz)
+                data,
+                message_id,
+                now_us=now_us,
+                max_abs_delta=self._max_abs_delta,
+                max_future_skew_s=self._max_future_skew_s,
+                legacy_tz=self._legacy_tz,
+            )
         except wire.Rejected as e:
             self._rejected[e.reason].inc()
             _LOGGER.info("Rejected message %s: %s", message_id, e)
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, wire.dead_letter(
-                e.reason, e.detail, data, attributes, message_id, now_us, "ParseEvents"))
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER, wire.dead_letter(e.reason, e.detail, data, attributes, message_id, now_us, "ParseEvents")
+            )
             return
         self._parsed.inc()
-        event = event._replace(raw=data, attributes=tuple(sorted(attributes.items())),
-                               message_id=message_id or "")
+        event = event._replace(raw=data, attributes=tuple(sorted(attributes.items())), message_id=message_id or "")
         yield TimestampedValue(event, Timestamp(micros=event.event_time_us))
 
 
 class ParseEvents(beam.PTransform):
     """PCollection[PubsubMessage] -> tagged outputs `events` (Event) and `dead_letter` (dict)."""
 
-    def __init__(self, max_abs_delta: int = 100, max_future_skew_s: float = 300.0,
-                 legacy_timezone: str = "UTC"):
+    def __init__(self, max_abs_delta: int = 100, max_future_skew_s: float = 300.0, legacy_timezone: str = "UTC"):
         super().__init__()
         self._fn = ParseEvent(max_abs_delta, max_future_skew_s, legacy_timezone)
 
     def expand(self, messages):
         return messages | "Parse" >> beam.ParDo(self._fn).with_output_types(wire.Event).with_outputs(
-            DEAD_LETTER, main="events")
+            DEAD_LETTER, main="events"
+        )

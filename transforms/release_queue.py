@@ -32,6 +32,7 @@ Streaming traffic arrives within the reorder delay of the watermark, so `later`
 stays empty; each event is written to state a bounded number of times however
 long the backlog.
 """
+
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from apache_beam.utils.timestamp import Timestamp
@@ -49,6 +50,7 @@ class QueueState(NamedTuple):
     job of an earlier version, which kept the clock of a flush that released
     events in the train's state instead); the later of the two is the clock.
     """
+
     pending: object
     waiting: object
     later: object
@@ -80,8 +82,9 @@ class KnownValue:
         self._cell.write(value)
 
 
-def arm_flush(states: QueueState, release_us: int, flush_interval_us: int,
-              clock: Optional[Tuple[int, int]] = None) -> None:
+def arm_flush(
+    states: QueueState, release_us: int, flush_interval_us: int, clock: Optional[Tuple[int, int]] = None
+) -> None:
     """Arms a key's flush timer for a new element that may be released at `release_us`.
 
     `clock`: `_clock(states)` if the caller has it (one state read fewer)."""
@@ -200,6 +203,7 @@ def _rewrite(bag, elements) -> None:
 
 # ---- the same queue in memory, to replay it offline (benchmarks, tests) -------------------
 
+
 class MemoryBag:
     """A bag state in memory; counts the elements ever written to it."""
 
@@ -241,8 +245,7 @@ class MemoryTimer:
 
 
 def memory_state() -> QueueState:
-    return QueueState(MemoryBag(), MemoryBag(), MemoryBag(), MemoryValue(), MemoryValue(),
-                      MemoryTimer())
+    return QueueState(MemoryBag(), MemoryBag(), MemoryBag(), MemoryValue(), MemoryValue(), MemoryTimer())
 
 
 def keep_clock(states: QueueState, clock: Tuple[int, int]) -> QueueState:

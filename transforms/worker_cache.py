@@ -15,6 +15,7 @@ the local runner: tests/test_api.py, a device moved through the API). Here the
 objects live until the process ends; each is small (one view of the registry,
 one fence of at most a train's update time per train).
 """
+
 import threading
 from typing import Any, Callable, Dict
 

@@ -21,6 +21,7 @@ each call including the client library's own retries, which otherwise keep
 trying an unreachable server for up to five minutes (measured: 300 s). The
 CLI passes it; the pipeline's reads keep the library defaults.
 """
+
 import datetime
 import logging
 from typing import Dict, NamedTuple, Optional
@@ -97,25 +98,46 @@ def device_entry(data: Optional[dict]) -> Optional[DeviceEntry]:
     keys = public_keys(data)
     if data.get("role") == CONTROL:
         trains = tuple(t for t in data.get("trains") or () if t == ALL_TRAINS or valid_id(t))
-        return DeviceEntry(train_id="", enabled=bool(data.get("enabled", True)),
-                           registered_us=_micros(data.get("registered_at")), keys=keys, role=CONTROL,
-                           trains=trains)
+        return DeviceEntry(
+            train_id="",
+            enabled=bool(data.get("enabled", True)),
+            registered_us=_micros(data.get("registered_at")),
+            keys=keys,
+            role=CONTROL,
+            trains=trains,
+        )
     if not valid_id(data.get("train_id")):
         return None
-    return DeviceEntry(train_id=data["train_id"], enabled=bool(data.get("enabled", True)),
-                       registered_us=_micros(data.get("registered_at")), door=data.get("door"), keys=keys)
+    return DeviceEntry(
+        train_id=data["train_id"],
+        enabled=bool(data.get("enabled", True)),
+        registered_us=_micros(data.get("registered_at")),
+        door=data.get("door"),
+        keys=keys,
+    )
 
 
 def public_keys(data: dict) -> tuple:
     """The well-formed keys of a registry document (a malformed one is left out, never fatal)."""
     from occupancy.identity import ALGORITHMS, PublicKey, expiry_us
+
     keys = []
     for item in data.get("keys") or ():
-        if (isinstance(item, dict) and valid_id(item.get("key_id")) and item.get("alg") in ALGORITHMS
-                and isinstance(item.get("public_key"), str)):
+        if (
+            isinstance(item, dict)
+            and valid_id(item.get("key_id"))
+            and item.get("alg") in ALGORITHMS
+            and isinstance(item.get("public_key"), str)
+        ):
             expires = item.get("expires_at")
-            keys.append(PublicKey(item["key_id"], item["alg"], item["public_key"],
-                                  expiry_us(expires) if isinstance(expires, datetime.datetime) else 0))
+            keys.append(
+                PublicKey(
+                    item["key_id"],
+                    item["alg"],
+                    item["public_key"],
+                    expiry_us(expires) if isinstance(expires, datetime.datetime) else 0,
+                )
+            )
     return tuple(keys)
 
 
@@ -130,7 +152,8 @@ def train_entry(data: Optional[dict]) -> TrainEntry:
 def _track(snapshot: RegistrySnapshot, data: dict) -> None:
     updated = data.get("updated_at")
     if isinstance(updated, datetime.datetime) and (
-            snapshot.updated_through is None or updated > snapshot.updated_through):
+        snapshot.updated_through is None or updated > snapshot.updated_through
+    ):
         snapshot.updated_through = updated
 
 
@@ -153,8 +176,9 @@ def load_snapshot(client, devices_collection: str, trains_collection: str) -> Re
     return snapshot
 
 
-def load_changes(client, snapshot: RegistrySnapshot, devices_collection: str,
-                 trains_collection: str) -> RegistrySnapshot:
+def load_changes(
+    client, snapshot: RegistrySnapshot, devices_collection: str, trains_collection: str
+) -> RegistrySnapshot:
     """A new snapshot: `snapshot` plus the documents updated since it was read.
 
     One query per collection: when nothing changed, that costs one read each.
@@ -163,6 +187,7 @@ def load_changes(client, snapshot: RegistrySnapshot, devices_collection: str,
     if snapshot.updated_through is None:
         return load_snapshot(client, devices_collection, trains_collection)
     from google.cloud.firestore_v1.base_query import FieldFilter
+
     fresh = RegistrySnapshot(dict(snapshot.devices), dict(snapshot.trains), snapshot.updated_through)
     since = FieldFilter("updated_at", ">=", snapshot.updated_through)
     devices = list(client.collection(devices_collection).where(filter=since).stream())

@@ -21,6 +21,7 @@ none. Global options may be given before or after the command.
 Exit codes: 0 done; 2 usage or validation error (one `error: ...` line on
 stderr); 1 Firestore could not be reached or refused the request.
 """
+
 import argparse
 import logging
 import os
@@ -49,12 +50,17 @@ class _Parser(argparse.ArgumentParser):
 
 # ---- output ----------------------------------------------------------------------
 
+
 def _device_row(device_id: str, data: dict) -> dict:
-    return {"device_id": device_id, "train_id": data.get("train_id"), "door": data.get("door"),
-            "enabled": bool(data.get("enabled", True)),
-            "registered_at": timestamp(data.get("registered_at")),
-            "updated_at": timestamp(data.get("updated_at")),
-            "health": _health(data.get("health"))}
+    return {
+        "device_id": device_id,
+        "train_id": data.get("train_id"),
+        "door": data.get("door"),
+        "enabled": bool(data.get("enabled", True)),
+        "registered_at": timestamp(data.get("registered_at")),
+        "updated_at": timestamp(data.get("updated_at")),
+        "health": _health(data.get("health")),
+    }
 
 
 def _health(health) -> Optional[str]:
@@ -66,25 +72,40 @@ def _health(health) -> Optional[str]:
     return str(health["status"])
 
 
-DEVICE_COLUMNS = (("DEVICE", "device_id"), ("TRAIN", "train_id"), ("DOOR", "door"),
-                  ("ENABLED", "enabled"), ("HEALTH", "health"), ("UPDATED", "updated_at"))
+DEVICE_COLUMNS = (
+    ("DEVICE", "device_id"),
+    ("TRAIN", "train_id"),
+    ("DOOR", "door"),
+    ("ENABLED", "enabled"),
+    ("HEALTH", "health"),
+    ("UPDATED", "updated_at"),
+)
 # ---- commands: each takes (client, args, out) ----------------------------------------
 
+
 def cmd_register(client, args, out) -> None:
-    registry.register_device(client, args.devices_collection, args.device_id, args.train,
-                             args.door, timeout=args.timeout)
+    registry.register_device(
+        client, args.devices_collection, args.device_id, args.train, args.door, timeout=args.timeout
+    )
     door = f", door {args.door}" if args.door is not None else ""
-    print(f"registered device {args.device_id} to train {args.train}{door} "
-          f"(enabled; its seq history in the pipeline starts afresh)", file=out)
+    print(
+        f"registered device {args.device_id} to train {args.train}{door} "
+        f"(enabled; its seq history in the pipeline starts afresh)",
+        file=out,
+    )
     if args.generate_key:
         from occupancy.registry import keys
+
         try:
             pem = key_commands.generate_key_file(args.generate_key, args.alg)
         except FileExistsError:
             raise UsageError(f"{args.generate_key} exists: a device's key is never overwritten") from None
         key = keys.add_key(client, args.devices_collection, args.device_id, args.key_id, pem, timeout=args.timeout)
-        print(f"wrote its private key to {args.generate_key} (mode 0600: it stays on the device) and "
-              f"registered the {key.alg} public key {key.key_id}", file=out)
+        print(
+            f"wrote its private key to {args.generate_key} (mode 0600: it stays on the device) and "
+            f"registered the {key.alg} public key {key.key_id}",
+            file=out,
+        )
 
 
 def cmd_list(client, args, out) -> None:
@@ -93,20 +114,20 @@ def cmd_list(client, args, out) -> None:
 
 
 def cmd_assign(client, args, out) -> None:
-    registry.assign_device(client, args.devices_collection, args.device_id, args.train_id,
-                           timeout=args.timeout)
+    registry.assign_device(client, args.devices_collection, args.device_id, args.train_id, timeout=args.timeout)
     print(f"assigned device {args.device_id} to train {args.train_id}", file=out)
 
 
 def _cmd_set_enabled(enabled: bool) -> Callable:
     def run(client, args, out) -> None:
-        registry.set_enabled(client, args.devices_collection, args.device_id, enabled,
-                             timeout=args.timeout)
+        registry.set_enabled(client, args.devices_collection, args.device_id, enabled, timeout=args.timeout)
         print(f"{'enabled' if enabled else 'disabled'} device {args.device_id}", file=out)
+
     return run
 
 
 # ---- parser ---------------------------------------------------------------------------
+
 
 def _add_global_flags(parser: argparse.ArgumentParser, top_level: bool) -> None:
     """The global flags, on the top-level parser and again on each command.
@@ -114,25 +135,43 @@ def _add_global_flags(parser: argparse.ArgumentParser, top_level: bool) -> None:
     On the commands their default is SUPPRESS, so a flag given before the
     command is not overwritten by the command's default.
     """
+
     def default(value):
         return value if top_level else argparse.SUPPRESS
+
     group = parser.add_argument_group("global options")
-    group.add_argument("--project", default=default(None),
-                       help="Google Cloud project (default: $GOOGLE_CLOUD_PROJECT, else "
-                            f"{cli.EMULATOR_PROJECT} when FIRESTORE_EMULATOR_HOST is set).")
-    group.add_argument("--database", default=default("(default)"),
-                       help="Firestore database id (default: (default)).")
-    group.add_argument("--devices_collection", default=default("devices"),
-                       help="Collection of device documents (default: devices).")
-    group.add_argument("--trains_collection", default=default("trains"),
-                       help="Collection of train documents (default: trains).")
-    group.add_argument("--json", action="store_true", default=default(False),
-                       help="Print list commands as a JSON array instead of a table.")
-    group.add_argument("--timeout", type=positive_float, default=default(DEFAULT_TIMEOUT_S),
-                       help="Seconds to keep trying Firestore per call, retries included "
-                            f"(default: {DEFAULT_TIMEOUT_S:g}).")
-    group.add_argument("-v", "--verbose", action="store_true", default=default(False),
-                       help="Log what the command does (and tracebacks of backend errors).")
+    group.add_argument(
+        "--project",
+        default=default(None),
+        help="Google Cloud project (default: $GOOGLE_CLOUD_PROJECT, else "
+        f"{cli.EMULATOR_PROJECT} when FIRESTORE_EMULATOR_HOST is set).",
+    )
+    group.add_argument("--database", default=default("(default)"), help="Firestore database id (default: (default)).")
+    group.add_argument(
+        "--devices_collection", default=default("devices"), help="Collection of device documents (default: devices)."
+    )
+    group.add_argument(
+        "--trains_collection", default=default("trains"), help="Collection of train documents (default: trains)."
+    )
+    group.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="Print list commands as a JSON array instead of a table.",
+    )
+    group.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=default(DEFAULT_TIMEOUT_S),
+        help=f"Seconds to keep trying Firestore per call, retries included (default: {DEFAULT_TIMEOUT_S:g}).",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default(False),
+        help="Log what the command does (and tracebacks of backend errors).",
+    )
 
 
 def _command(subparsers, name: str, run: Callable, help_text: str, description: str = None):
@@ -144,41 +183,56 @@ def _command(subparsers, name: str, run: Callable, help_text: str, description: 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
-    parser = _Parser(prog="python -m occupancy.registry", description=__doc__.split("\n\n")[0],
-                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                     epilog=f"Device and train ids must match {ID_PATTERN}.")
+    parser = _Parser(
+        prog="python -m occupancy.registry",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"Device and train ids must match {ID_PATTERN}.",
+    )
     _add_global_flags(parser, top_level=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     register = _command(
-        commands, "register", cmd_register, "Register a device to a train (or register it again).",
+        commands,
+        "register",
+        cmd_register,
+        "Register a device to a train (or register it again).",
         "Register a device to a train. A device already registered to another train is "
         "refused: use 'assign' to move it. Registering it again to the same train (e.g. after "
         "its outbox and seq counter were wiped) rewrites the entry: enabled again, the door as "
-        "given, and a new registered_at, which makes the pipeline forget the device's old seq.")
+        "given, and a new registered_at, which makes the pipeline forget the device's old seq.",
+    )
     register.add_argument("device_id", metavar="DEVICE_ID")
     register.add_argument("--train", required=True, metavar="TRAIN_ID")
     register.add_argument("--door", metavar="D", help="Door label (optional).")
-    register.add_argument("--generate_key", metavar="PATH",
-                          help="Run on the device: make its key pair, the private key to PATH (mode 0600, "
-                               "never overwritten), and register the public key.")
-    register.add_argument("--alg", default="EdDSA", choices=("EdDSA", "ES256", "RS256"),
-                          help="The generated key's algorithm (default: EdDSA).")
+    register.add_argument(
+        "--generate_key",
+        metavar="PATH",
+        help="Run on the device: make its key pair, the private key to PATH (mode 0600, "
+        "never overwritten), and register the public key.",
+    )
+    register.add_argument(
+        "--alg",
+        default="EdDSA",
+        choices=("EdDSA", "ES256", "RS256"),
+        help="The generated key's algorithm (default: EdDSA).",
+    )
     register.add_argument("--key_id", default="k1", metavar="K", help="The generated key's id (default: k1).")
 
     listing = _command(commands, "list", cmd_list, "List registered devices.")
     listing.add_argument("--train", metavar="TRAIN_ID", help="Only the devices of this train.")
 
-    assign = _command(commands, "assign", cmd_assign,
-                      "Move a registered device to another train (keeps its seq history).")
+    assign = _command(
+        commands, "assign", cmd_assign, "Move a registered device to another train (keeps its seq history)."
+    )
     assign.add_argument("device_id", metavar="DEVICE_ID")
     assign.add_argument("train_id", metavar="TRAIN_ID")
 
     for name, enabled, help_text in (
-            ("enable", True, "Accept a registered device's events again."),
-            ("disable", False, "Dead-letter a registered device's events (unknown_device).")):
-        _command(commands, name, _cmd_set_enabled(enabled), help_text).add_argument(
-            "device_id", metavar="DEVICE_ID")
+        ("enable", True, "Accept a registered device's events again."),
+        ("disable", False, "Dead-letter a registered device's events (unknown_device)."),
+    ):
+        _command(commands, name, _cmd_set_enabled(enabled), help_text).add_argument("device_id", metavar="DEVICE_ID")
 
     train_commands.add_commands(commands, _command)
     key_commands.add_commands(commands, _command)
@@ -187,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---- running --------------------------------------------------------------------------
+
 
 def resolve_project(project: Optional[str]) -> str:
     """occupancy.cli.resolve_project, its error as a UsageError."""
@@ -206,25 +261,27 @@ def describe_backend_error(error: Exception, args) -> str:
     """A one-line explanation of a Firestore or credentials failure."""
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exc
+
     where = _where(args)
     if isinstance(error, auth_exc.DefaultCredentialsError):
-        return ("no Google credentials found: run 'gcloud auth application-default login', "
-                "or set FIRESTORE_EMULATOR_HOST to use the emulator")
+        return (
+            "no Google credentials found: run 'gcloud auth application-default login', "
+            "or set FIRESTORE_EMULATOR_HOST to use the emulator"
+        )
     if isinstance(error, gexc.RetryError):
         cause = getattr(error, "cause", None)
-        return (f"cannot reach Firestore {where} within {args.timeout:g}s"
-                + (f": {cause}" if cause else ""))
+        return f"cannot reach Firestore {where} within {args.timeout:g}s" + (f": {cause}" if cause else "")
     if isinstance(error, (gexc.ServiceUnavailable, gexc.DeadlineExceeded)):
         return f"cannot reach Firestore {where}: {error}"
     if isinstance(error, (gexc.PermissionDenied, gexc.Unauthenticated, auth_exc.RefreshError)):
-        return (f"Firestore refused the credentials {where}: {error} "
-                "(the account needs the Cloud Datastore User role)")
+        return f"Firestore refused the credentials {where}: {error} (the account needs the Cloud Datastore User role)"
     return f"Firestore request failed {where}: {error}"
 
 
 def _backend_errors() -> tuple:
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exc
+
     return gexc.GoogleAPIError, auth_exc.GoogleAuthError
 
 

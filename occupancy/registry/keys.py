@@ -7,6 +7,7 @@ system) signs resets and terminus events of the trains it names. At most
 Core kept them: add the new key, move the device over, remove the old one, and no count is
 refused on the way. The pipeline's registry view picks changes up within one refresh.
 """
+
 import datetime
 from typing import List, Optional, Sequence
 
@@ -17,8 +18,16 @@ from occupancy.wire import valid_id
 _ATTEMPTS = 3
 
 
-def add_key(client, collection: str, principal: str, name: str, pem: str,
-            expires: Optional[datetime.datetime] = None, *, timeout: Optional[float] = None) -> identity.PublicKey:
+def add_key(
+    client,
+    collection: str,
+    principal: str,
+    name: str,
+    pem: str,
+    expires: Optional[datetime.datetime] = None,
+    *,
+    timeout: Optional[float] = None,
+) -> identity.PublicKey:
     """Adds a PEM public key to a registered principal; RegistryError if it cannot be used."""
     check_id("device id", principal)
     check_id("key id", name)
@@ -32,9 +41,9 @@ def add_key(client, collection: str, principal: str, name: str, pem: str,
         if any(k.get("key_id") == name for k in keys):
             raise RegistryConflict(f"{principal} already has a key {name}; remove it first")
         if len(keys) >= identity.MAX_KEYS:
-            raise RegistryConflict(f"{principal} has {len(keys)} keys, the most it may have; "
-                                   f"remove one first")
+            raise RegistryConflict(f"{principal} has {len(keys)} keys, the most it may have; remove one first")
         return keys + [{"key_id": name, "alg": alg, "public_key": key.pem, "expires_at": expires}]
+
     _change_keys(client, collection, principal, change, timeout)
     return key
 
@@ -45,6 +54,7 @@ def remove_key(client, collection: str, principal: str, name: str, *, timeout: O
         if len(left) == len(keys):
             raise RegistryConflict(f"{principal} has no key {name}")
         return left
+
     _change_keys(client, collection, principal, change, timeout)
 
 
@@ -55,10 +65,12 @@ def list_keys(client, collection: str, principal: str, *, timeout: Optional[floa
     return public_keys(snap.to_dict() or {})
 
 
-def register_control(client, collection: str, principal: str, trains: Sequence[str], *,
-                     timeout: Optional[float] = None) -> dict:
+def register_control(
+    client, collection: str, principal: str, trains: Sequence[str], *, timeout: Optional[float] = None
+) -> dict:
     """Registers (or updates) a control principal allowed to reset `trains` (["*"]: all)."""
     from google.cloud import firestore
+
     check_id("control id", principal)
     trains = sorted(set(trains))
     if not trains or not all(t == ALL_TRAINS or valid_id(t) for t in trains):
@@ -78,6 +90,7 @@ def _change_keys(client, collection, principal, change, timeout) -> None:
     """Read, change, write back with a precondition (retried if the document changed between)."""
     from google.api_core import exceptions as gexc
     from google.cloud import firestore
+
     ref = client.collection(collection).document(principal)
     for _ in range(_ATTEMPTS):
         snap = ref.get(**rpc_options(timeout))
@@ -85,8 +98,11 @@ def _change_keys(client, collection, principal, change, timeout) -> None:
             raise UnknownDevice(f"{principal} is not registered; register it first")
         keys = list((snap.to_dict() or {}).get("keys") or [])
         try:
-            ref.update({"keys": change(keys), "updated_at": firestore.SERVER_TIMESTAMP},
-                       option=client.write_option(last_update_time=snap.update_time), **rpc_options(timeout))
+            ref.update(
+                {"keys": change(keys), "updated_at": firestore.SERVER_TIMESTAMP},
+                option=client.write_option(last_update_time=snap.update_time),
+                **rpc_options(timeout),
+            )
             return
         except (gexc.FailedPrecondition, gexc.Conflict):
             continue

@@ -11,6 +11,7 @@ reader of Firestore cannot connect as a device. A disabled device is left out of
 files, and `sync` reloads the broker (SIGHUP), which drops the device's connection: it is
 locked out within `--every` seconds plus the reload.
 """
+
 import logging
 import os
 import secrets
@@ -40,6 +41,7 @@ def read_secret_file(path: str) -> str:
 def set_secret(client, collection: str, device_id: str, secret: str, *, timeout=None) -> None:
     """Stores the hash of a registered door device's broker secret (replacing the old one)."""
     from google.cloud import firestore
+
     check_id("device id", device_id)
     ref = client.collection(collection).document(device_id)
     snap = ref.get(**rpc_options(timeout))
@@ -47,19 +49,27 @@ def set_secret(client, collection: str, device_id: str, secret: str, *, timeout=
         raise UnknownDevice(f"{device_id} is not registered; register it first")
     if (snap.to_dict() or {}).get("role") not in (None, "door"):
         raise RegistryConflict(f"{device_id} is not a door device")
-    ref.update({"mqtt_password": mqtt.password_hash(secret), "updated_at": firestore.SERVER_TIMESTAMP},
-               option=client.write_option(last_update_time=snap.update_time), **rpc_options(timeout))
+    ref.update(
+        {"mqtt_password": mqtt.password_hash(secret), "updated_at": firestore.SERVER_TIMESTAMP},
+        option=client.write_option(last_update_time=snap.update_time),
+        **rpc_options(timeout),
+    )
 
 
 def register_bridge(client, collection: str, bridge_id: str, secret: str, *, timeout=None) -> None:
     from google.cloud import firestore
+
     check_id("bridge id", bridge_id)
     ref = client.collection(collection).document(bridge_id)
     existing = ref.get(**rpc_options(timeout))
     if existing.exists and (existing.to_dict() or {}).get("role") != mqtt.BRIDGE:
         raise RegistryConflict(f"{bridge_id} is registered, and not as a bridge")
-    data = {"role": mqtt.BRIDGE, "enabled": True, "mqtt_password": mqtt.password_hash(secret),
-            "updated_at": firestore.SERVER_TIMESTAMP}
+    data = {
+        "role": mqtt.BRIDGE,
+        "enabled": True,
+        "mqtt_password": mqtt.password_hash(secret),
+        "updated_at": firestore.SERVER_TIMESTAMP,
+    }
     if not existing.exists:
         data["registered_at"] = firestore.SERVER_TIMESTAMP
     ref.set(data, merge=True, **rpc_options(timeout))
@@ -67,8 +77,10 @@ def register_bridge(client, collection: str, bridge_id: str, secret: str, *, tim
 
 def broker_users(client, collection: str, *, timeout=None) -> list:
     fields = ["enabled", "role", "train_id", "mqtt_password"]
-    return mqtt.broker_users((doc.id, doc.to_dict() or {}) for doc in
-                             client.collection(collection).select(fields).stream(**rpc_options(timeout)))
+    return mqtt.broker_users(
+        (doc.id, doc.to_dict() or {})
+        for doc in client.collection(collection).select(fields).stream(**rpc_options(timeout))
+    )
 
 
 def _write_if_changed(path: str, text: str) -> bool:
@@ -109,6 +121,7 @@ def _reload(pid_file: str) -> None:
 
 # ---- commands ----------------------------------------------------------------------------
 
+
 def cmd_secret(client, args, out) -> None:
     secret = write_secret_file(args.secret_file)
     try:
@@ -116,13 +129,17 @@ def cmd_secret(client, args, out) -> None:
     except BaseException:
         os.unlink(args.secret_file)  # not registered: no orphan secret left on the device
         raise
-    print(f"broker secret for {args.device_id} written to {args.secret_file} (mode 0600); it works at "
-          f"the broker after the next 'mqtt sync'", file=out)
+    print(
+        f"broker secret for {args.device_id} written to {args.secret_file} (mode 0600); it works at "
+        f"the broker after the next 'mqtt sync'",
+        file=out,
+    )
 
 
 def cmd_bridge(client, args, out) -> None:
-    secret = (read_secret_file(args.secret_file) if os.path.exists(args.secret_file)
-              else write_secret_file(args.secret_file))
+    secret = (
+        read_secret_file(args.secret_file) if os.path.exists(args.secret_file) else write_secret_file(args.secret_file)
+    )
     register_bridge(client, args.devices_collection, args.bridge_id, secret, timeout=args.timeout)
     print(f"bridge {args.bridge_id} registered; its secret is in {args.secret_file}", file=out)
 
@@ -130,8 +147,7 @@ def cmd_bridge(client, args, out) -> None:
 def cmd_sync(client, args, out) -> None:
     if not args.every:
         users = sync_once(client, args)
-        print(f"broker files written: {users} users" if users is not None else "broker files unchanged",
-              file=out)
+        print(f"broker files written: {users} users" if users is not None else "broker files unchanged", file=out)
         return
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -141,25 +157,32 @@ def cmd_sync(client, args, out) -> None:
 
 def add_commands(commands, command) -> None:
     from occupancy.cli import non_negative_float
-    group = commands.add_parser("mqtt", help="Broker credentials for MQTT devices.",
-                                description="A credential per device at the MQTT broker.")
+
+    group = commands.add_parser(
+        "mqtt", help="Broker credentials for MQTT devices.", description="A credential per device at the MQTT broker."
+    )
     sub = group.add_subparsers(dest="mqtt_command", required=True, metavar="COMMAND")
-    secret = command(sub, "secret", cmd_secret,
-                     "Run on the device: make its broker secret (mode 0600) and register its hash.")
+    secret = command(
+        sub, "secret", cmd_secret, "Run on the device: make its broker secret (mode 0600) and register its hash."
+    )
     secret.add_argument("device_id", metavar="DEVICE_ID")
-    secret.add_argument("--secret_file", required=True, metavar="PATH",
-                        help="Where the secret goes (never overwritten).")
+    secret.add_argument(
+        "--secret_file", required=True, metavar="PATH", help="Where the secret goes (never overwritten)."
+    )
     bridge = command(sub, "bridge", cmd_bridge, "Register the bridge's broker credential.")
     bridge.add_argument("bridge_id", metavar="BRIDGE_ID")
-    bridge.add_argument("--secret_file", required=True, metavar="PATH",
-                        help="The bridge's secret (made if missing).")
+    bridge.add_argument("--secret_file", required=True, metavar="PATH", help="The bridge's secret (made if missing).")
     sync = command(sub, "sync", cmd_sync, "Write the broker's password and ACL files from the registry.")
     sync.add_argument("--password_file", required=True, metavar="PATH")
     sync.add_argument("--acl_file", required=True, metavar="PATH")
     sync.add_argument("--pid_file", metavar="PATH", help="The broker's pid file: reload it when the files change.")
-    sync.add_argument("--every", type=non_negative_float, default=0.0, metavar="S",
-                      help="Keep syncing every S seconds (0: once). A disabled device is locked out "
-                           "within S seconds.")
+    sync.add_argument(
+        "--every",
+        type=non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="Keep syncing every S seconds (0: once). A disabled device is locked out within S seconds.",
+    )
 
 
 def sync_forever(client, args, stop: threading.Event, every_s: float) -> None:

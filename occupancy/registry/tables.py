@@ -1,4 +1,5 @@
 """Tables and JSON the registry CLI prints."""
+
 import json
 from typing import List, Optional, Sequence
 
@@ -7,17 +8,17 @@ from occupancy.wire import format_time, to_micros
 
 def table(rows: List[dict], columns: Sequence[tuple]) -> str:
     """An aligned text table; columns are (header, key) pairs, None shown as '-'."""
+
     def cell(value):
         if value is None:
             return "-"
         if isinstance(value, bool):
             return "yes" if value else "no"
         return str(value)
-    cells = [[header for header, _ in columns]] + [[cell(row[key]) for _, key in columns]
-                                                   for row in rows]
+
+    cells = [[header for header, _ in columns]] + [[cell(row[key]) for _, key in columns] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip()
-                     for line in cells)
+    return "\n".join("  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in cells)
 
 
 def print_rows(rows: List[dict], columns: Sequence[tuple], as_json: bool, out) -> None:

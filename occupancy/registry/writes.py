@@ -1,5 +1,6 @@
 """Registry writes and listings, for the `python -m occupancy.registry` CLI and the API (the
 layout and the `timeout` rule: occupancy/registry/__init__.py)."""
+
 import logging
 from typing import List, Optional, Tuple
 
@@ -17,9 +18,13 @@ def rpc_options(timeout: Optional[float]) -> dict:
     if timeout is None:
         return {}
     from google.api_core import retry as retries
-    return {"retry": retries.Retry(predicate=retries.if_transient_error, initial=0.1,
-                                   maximum=2.0, multiplier=2.0, timeout=timeout),
-            "timeout": timeout}
+
+    return {
+        "retry": retries.Retry(
+            predicate=retries.if_transient_error, initial=0.1, maximum=2.0, multiplier=2.0, timeout=timeout
+        ),
+        "timeout": timeout,
+    }
 
 
 def check_id(kind: str, value: str) -> None:
@@ -28,8 +33,15 @@ def check_id(kind: str, value: str) -> None:
         raise RegistryError(f"invalid {kind} {value!r}: must match {ID_PATTERN}")
 
 
-def register_device(client, collection: str, device_id: str, train_id: str,
-                    door: Optional[str] = None, *, timeout: Optional[float] = None) -> dict:
+def register_device(
+    client,
+    collection: str,
+    device_id: str,
+    train_id: str,
+    door: Optional[str] = None,
+    *,
+    timeout: Optional[float] = None,
+) -> dict:
     """Registers a device to a train; a device already on another train needs `assign`.
 
     Registering again (same train) rewrites the whole entry: `enabled` true,
@@ -39,6 +51,7 @@ def register_device(client, collection: str, device_id: str, train_id: str,
     read), so a concurrent `register`/`assign` cannot slip in between them.
     """
     from google.api_core import exceptions as gexc
+
     check_id("device id", device_id)
     check_id("train id", train_id)
     ref = client.collection(collection).document(device_id)
@@ -47,50 +60,54 @@ def register_device(client, collection: str, device_id: str, train_id: str,
         existing = ref.get(**rpc_options(timeout))
         current = (existing.to_dict() or {}).get("train_id") if existing.exists else None
         if current not in (None, train_id):
-            raise RegistryConflict(f"device {device_id} is registered to train {current}; "
-                                f"use 'assign' to move it")
+            raise RegistryConflict(f"device {device_id} is registered to train {current}; use 'assign' to move it")
         if current is None:
             check_room(client, collection, train_id, 1, timeout)
         try:
             if existing.exists:
-                ref.update(data, option=client.write_option(last_update_time=existing.update_time),
-                           **rpc_options(timeout))
+                ref.update(
+                    data, option=client.write_option(last_update_time=existing.update_time), **rpc_options(timeout)
+                )
             else:
                 ref.create(data, **rpc_options(timeout))
             return data
         except (gexc.Conflict, gexc.FailedPrecondition, gexc.NotFound):
-            _LOGGER.info("Device %s changed while it was being registered; reading it again",
-                         device_id)
+            _LOGGER.info("Device %s changed while it was being registered; reading it again", device_id)
     raise RegistryConflict(f"device {device_id} kept changing while being registered; try again")
 
 
 def device_document(train_id: str, door: Optional[str]) -> dict:
     from google.cloud import firestore
-    return {"train_id": train_id, "enabled": True, "door": door,
-            "registered_at": firestore.SERVER_TIMESTAMP, "updated_at": firestore.SERVER_TIMESTAMP}
+
+    return {
+        "train_id": train_id,
+        "enabled": True,
+        "door": door,
+        "registered_at": firestore.SERVER_TIMESTAMP,
+        "updated_at": firestore.SERVER_TIMESTAMP,
+    }
 
 
 def check_room(client, collection: str, train_id: str, adding: int, timeout=None) -> None:
     """RegistryConflict if `train_id` would have more than MAX_DEVICES_PER_TRAIN devices."""
     from google.cloud.firestore_v1.base_query import FieldFilter
+
     query = client.collection(collection).where(filter=FieldFilter("train_id", "==", train_id))
     count = int(query.count().get(**rpc_options(timeout))[0][0].value)
     limit = registry.MAX_DEVICES_PER_TRAIN  # read when called: the package's one value
     if count + adding > limit:
-        raise RegistryConflict(f"train {train_id} has {count} devices; at most "
-                               f"{limit} per train (its realtime document holds them all)")
+        raise RegistryConflict(
+            f"train {train_id} has {count} devices; at most {limit} per train (its realtime document holds them all)"
+        )
 
 
-def assign_device(client, collection: str, device_id: str, train_id: str, *,
-                  timeout: Optional[float] = None) -> None:
+def assign_device(client, collection: str, device_id: str, train_id: str, *, timeout: Optional[float] = None) -> None:
     """Moves a registered device to another train (the prototype's update_train)."""
     check_room(client, collection, train_id, 1, timeout)
-    _update_device(client, collection, device_id, {"train_id": train_id}, check_train=train_id,
-                   timeout=timeout)
+    _update_device(client, collection, device_id, {"train_id": train_id}, check_train=train_id, timeout=timeout)
 
 
-def set_enabled(client, collection: str, device_id: str, enabled: bool, *,
-                timeout: Optional[float] = None) -> None:
+def set_enabled(client, collection: str, device_id: str, enabled: bool, *, timeout: Optional[float] = None) -> None:
     """Enables or disables a registered device (a disabled device's events are dead-lettered)."""
     _update_device(client, collection, device_id, {"enabled": enabled}, timeout=timeout)
 
@@ -98,23 +115,34 @@ def set_enabled(client, collection: str, device_id: str, enabled: bool, *,
 def _update_device(client, collection, device_id, fields, check_train=None, timeout=None) -> None:
     from google.api_core import exceptions as gexc
     from google.cloud import firestore
+
     check_id("device id", device_id)
     if check_train is not None:
         check_id("train id", check_train)
     try:
         client.collection(collection).document(device_id).update(
-            dict(fields, updated_at=firestore.SERVER_TIMESTAMP), **rpc_options(timeout))
+            dict(fields, updated_at=firestore.SERVER_TIMESTAMP), **rpc_options(timeout)
+        )
     except gexc.NotFound:
         raise UnknownDevice(f"device {device_id} is not registered; use 'register'") from None
 
 
-def set_train(client, collection: str, train_id: str, capacity: Optional[int],
-              name: Optional[str] = None, *, train_number: Optional[str] = None,
-              vehicle_id: Optional[str] = None, timeout: Optional[float] = None) -> None:
+def set_train(
+    client,
+    collection: str,
+    train_id: str,
+    capacity: Optional[int],
+    name: Optional[str] = None,
+    *,
+    train_number: Optional[str] = None,
+    vehicle_id: Optional[str] = None,
+    timeout: Optional[float] = None,
+) -> None:
     """Creates or updates a train's capacity; `name`, `train_number` (its scheduled trips'
     `trip_short_name`, occupancy.schedule) and `vehicle_id` (its id in the operator's own
     VehiclePositions feed, api/enricher.py) are written only when given (else kept; "" clears)."""
     from google.cloud import firestore
+
     check_id("train id", train_id)
     if capacity is not None:
         check_capacity(capacity)
@@ -128,17 +156,28 @@ def set_train(client, collection: str, train_id: str, capacity: Optional[int],
     client.collection(collection).document(train_id).set(data, merge=True, **rpc_options(timeout))
 
 
-def assign_trip(client, collection: str, train_id: str, trip_id: Optional[str], start_date: Optional[str], *,
-                timeout: Optional[float] = None) -> None:
+def assign_trip(
+    client,
+    collection: str,
+    train_id: str,
+    trip_id: Optional[str],
+    start_date: Optional[str],
+    *,
+    timeout: Optional[float] = None,
+) -> None:
     """An operator's assignment of a train to a scheduled trip on a service date (None: cleared,
     the train number applies again). The caller checks it against the static feed."""
     from google.cloud import firestore
+
     check_id("train id", train_id)
     ref = client.collection(collection).document(train_id)
     if not ref.get(**rpc_options(timeout)).exists:
         raise RegistryConflict(f"train {train_id} is not registered")
-    value = ({"trip_id": trip_id, "start_date": start_date, "assigned_at": firestore.SERVER_TIMESTAMP}
-             if trip_id else firestore.DELETE_FIELD)
+    value = (
+        {"trip_id": trip_id, "start_date": start_date, "assigned_at": firestore.SERVER_TIMESTAMP}
+        if trip_id
+        else firestore.DELETE_FIELD
+    )
     ref.update({"trip": value}, **rpc_options(timeout))
 
 
@@ -147,8 +186,9 @@ def check_capacity(capacity) -> None:
         raise RegistryError(f"capacity must be a positive integer, got {capacity!r}")
 
 
-def list_devices(client, collection: str, train_id: Optional[str] = None, *,
-                 timeout: Optional[float] = None) -> List[Tuple[str, dict]]:
+def list_devices(
+    client, collection: str, train_id: Optional[str] = None, *, timeout: Optional[float] = None
+) -> List[Tuple[str, dict]]:
     """(device_id, document) for every device, or for one train's devices, sorted by id.
 
     The documents are returned as stored, including entries the pipeline would
@@ -157,13 +197,12 @@ def list_devices(client, collection: str, train_id: Optional[str] = None, *,
     query = client.collection(collection)
     if train_id is not None:
         from google.cloud.firestore_v1.base_query import FieldFilter
+
         check_id("train id", train_id)
         query = query.where(filter=FieldFilter("train_id", "==", train_id))
     return sorted((doc.id, doc.to_dict() or {}) for doc in query.stream(**rpc_options(timeout)))
 
 
-def list_trains(client, collection: str, *,
-                timeout: Optional[float] = None) -> List[Tuple[str, dict]]:
+def list_trains(client, collection: str, *, timeout: Optional[float] = None) -> List[Tuple[str, dict]]:
     """(train_id, document) for every train, sorted by id."""
-    return sorted((doc.id, doc.to_dict() or {})
-                  for doc in client.collection(collection).stream(**rpc_options(timeout)))
+    return sorted((doc.id, doc.to_dict() or {}) for doc in client.collection(collection).stream(**rpc_options(timeout)))
