@@ -27,9 +27,11 @@ T = 1_800_000_000_000_000
 
 
 def _pull_all(subscriber, subscription, n, timeout_s=60):
+    """Pulls until `n` distinct payloads arrived: copies (at least once, after a reconnect) do not
+    count towards `n`."""
     got = []
     deadline = time.monotonic() + timeout_s
-    while len(got) < n and time.monotonic() < deadline:
+    while len({m.data for m in got}) < n and time.monotonic() < deadline:
         response = subscriber.pull(subscription=subscription, max_messages=100, timeout=10)
         if response.received_messages:
             subscriber.acknowledge(subscription=subscription, ack_ids=[m.ack_id for m in response.received_messages])
