@@ -96,12 +96,8 @@ def measure_feed(client, trains: int, rounds: int = 20) -> dict:
 def measure_dashboard(trains: int, work_dir: str) -> dict:
     """First paint of the dashboard with `trains` trains, from Chromium's performance timings."""
     from local import browser
-    from local.emulators import Emulator
 
-    firestore = Emulator("firestore", project=PROJECT)
-    firestore.host_port = os.environ["FIRESTORE_EMULATOR_HOST"]
-    firestore.reset()
-    seed(make_client(PROJECT), trains)
+    _fresh(make_client(PROJECT), trains)
     port = free_port()
     process = stack.start_api(
         PROJECT, port, "--log_level=warning", log_path=os.path.join(work_dir, "api-dashboard.log")
@@ -341,6 +337,7 @@ def fleet_runs(
 
 
 def _fresh(client, trains: int) -> None:
+    """The emulator emptied and `trains` trains seeded again (the dashboard's and the larger fleet's runs)."""
     from local.emulators import Emulator
 
     firestore = Emulator("firestore", project=PROJECT)
