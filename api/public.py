@@ -53,7 +53,6 @@ def views_for(request: Request, views: List[fleet.TrainView], at, claims: Option
     for view in views:
         run, _ = trip_for(request, view, at)
         key = privacy.departure_key(at, state.privacy_policy, run, run.departure_times() if run else ())
-        sample = state.privacy_holder.sample(view, key)
-        out.append(privacy.public_view(sample, view, state.settings.thresholds, state.privacy_policy, key))
+        out.append(state.privacy_holder.public(view, key))
     state.public_memo = (memo_key, views, out)  # holds `views`, so its id cannot be reused meanwhile
     return out

@@ -244,10 +244,7 @@ def _fleet_rows(serving: dict) -> List[tuple]:
         if r.get("failed_requests"):
             label += f" ({r['failed_requests']} of {r['requests']} not 200: {r['answers']})"
         if key == "listener_changing":
-            label += (
-                f" ({_cell(r['documents_changed'])} in {r['timed_s']:g} s: "
-                f"{r['reads_per_changed_document']} reads per change)"
-            )
+            label += f" ({_cell(r['documents_changed'])} in {r['timed_s']:g} s; the listeners' reads counted too)"
         out.append(
             (
                 label,
@@ -259,6 +256,24 @@ def _fleet_rows(serving: dict) -> List[tuple]:
                 _num(r["firestore_queries_per_request"]),
                 _cell(r["firestore_reads_per_request"]),
                 _cell(round(r["response_bytes"] / 1024, 1)),
+            )
+        )
+    cost = serving.get("listener_cost")
+    if cost:  # the view's own reads: per changed document, whatever the requests
+        out.append(
+            (
+                f"fleet listeners' own reads ({_cell(cost['documents_changed'])} changes at "
+                f"{cost['changes_per_s']:g}/s: {cost['reads_per_changed_document']} a change, "
+                f"{_cell(cost['reads_per_minute_at_this_rate'])}/min; caught up {cost['caught_up_after_s']:g} s "
+                "after the writes)",
+                _cell(cost["trains"]),
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                _cell(cost["firestore_reads"]),
+                "-",
             )
         )
     feed = serving.get("feed")

@@ -76,6 +76,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=600.0,
         help="Longest wait for one step (a streaming job's start or completion).",
     )
+    parser.add_argument(
+        "--serving_timeout_s",
+        type=float,
+        default=3600.0,
+        help="Longest wait for the serving step: 1,000 then 10,000 trains, each seeded and served "
+        "six ways (about 25 minutes here).",
+    )
     workload.add_arguments(parser)
     args = parser.parse_args(argv)
     if not args.output.endswith(".json"):  # a directory
@@ -222,10 +229,12 @@ def main(argv=None) -> int:
                     f"--dashboard_trains={5 if args.smoke else 100}",
                     f"--large_trains={0 if args.smoke else 10000}",
                     f"--changes_per_s={5 if args.smoke else 50}",
+                    f"--listener_cost_s={4 if args.smoke else 30}",
+                    "--large_requests=100",
                 ],
                 env,
                 os.path.join(work_dir, "serving.json"),
-                args.timeout_s,
+                args.serving_timeout_s,
             )
         progress.finished()
     finally:

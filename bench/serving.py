@@ -132,22 +132,32 @@ def measure_dashboard(trains: int, work_dir: str) -> dict:
 
 class Changes(threading.Thread):
     """Writes `per_s` realtime documents a second (trains in turn, each a new count), as the
-    pipeline does at each flush: what the listeners are billed for."""
+    pipeline does at each flush: what the listeners are billed for. One batch each TICK_S, as
+    the pipeline's writer commits: one write at a time reached 7 a second beside the API."""
+
+    TICK_S = 0.2
 
     def __init__(self, trains: int, per_s: float):
         super().__init__(daemon=True)
         self.trains, self.per_s, self.written = trains, per_s, 0
+        self.last = {}  # train id -> the value last written to it
         self.halt = threading.Event()
 
     def run(self):
         client = make_client(PROJECT)
         began = time.monotonic()
         while not self.halt.is_set():
-            i = self.written % self.trains
-            write = documents.realtime_write(f"t{i:05d}", _state(i, value=(i + self.written) % 300))
-            client.collection(write.collection).document(write.doc_id).set(write.data)
-            self.written += 1
-            self.halt.wait(max(0.0, began + self.written / self.per_s - time.monotonic()))
+            due = int((time.monotonic() - began) * self.per_s) + 1 - self.written  # the first at once
+            batch = client.batch()
+            for n in range(self.written, self.written + max(0, min(due, 500))):
+                i = n % self.trains
+                write = documents.realtime_write(f"t{i:05d}", _state(i, value=(i + n) % 300))
+                batch.set(client.collection(write.collection).document(write.doc_id), write.data)
+                self.last[write.doc_id] = (i + n) % 300
+            if due > 0:
+                batch.commit()
+                self.written += min(due, 500)
+            self.halt.wait(self.TICK_S)
 
     def stop(self) -> int:
         self.halt.set()
@@ -228,18 +238,74 @@ def measure(
         "answers": {str(code): n for code, n in sorted(statuses.items())},
         "failed_requests": requests - statuses[200],
     }
-    if changes:
-        out.update(
-            {
-                "changes_per_s": changes_per_s,
-                "documents_changed": written,
-                "timed_s": round(timed, 1),
-                "firestore_reads": reads,
-                # What the view itself costs: reads per changed document (1 billed each).
-                "reads_per_changed_document": rounded(reads / written, 2) if written else None,
-            }
-        )
+    if changes:  # requests' cost only: the listeners' own reads are measure_listener_cost's
+        out.update({"changes_per_s": changes_per_s, "documents_changed": written, "timed_s": round(timed, 1)})
     return out
+
+
+def measure_listener_cost(trains: int, per_s: float, seconds: float, work_dir: str) -> dict:
+    """What the listeners themselves are billed while `per_s` realtime documents change a second
+    for `seconds`: reads per changed document, counted until the listener holds the last value
+    written to every changed train (not for a fixed time: on the emulator the listener falls
+    behind, see `caught_up_after_s`). In this process, without the API, so that no request's
+    read is counted with them."""
+    from occupancy.fleet_listener import FleetListener
+
+    ops_path = os.path.join(work_dir, f"ops-listener-cost-{trains}.txt")
+    os.environ[COUNT_OPS_ENV] = ops_path
+    listener = FleetListener(make_client(PROJECT)).start()
+    realtime = listener._collections[0]
+    try:
+        began = time.monotonic()
+        stack.wait_for(lambda: _has_snapshot(listener), 300, what="the listeners' first snapshot")
+        first_snapshot_s = time.monotonic() - began
+        first_reads, _ = read_ops(ops_path)
+        os.remove(ops_path)
+        snapshots = realtime.version
+        changes = Changes(trains, per_s)
+        changes.start()
+        time.sleep(seconds)
+        written = changes.stop()
+        stopped = time.monotonic()
+
+        def caught_up():
+            with realtime.lock:
+                return all((realtime.docs.get(i) or {}).get("current_value") == v for i, v in changes.last.items())
+
+        stack.wait_for(caught_up, 900, what="the listener holding every change")
+        caught_up_s = time.monotonic() - stopped
+        reads, _ = read_ops(ops_path)
+        snapshots = realtime.version - snapshots
+    finally:
+        os.environ.pop(COUNT_OPS_ENV, None)
+        listener.stop()
+    per_change = reads / written if written else None
+    return {
+        "trains": trains,
+        "changes_per_s": per_s,
+        "seconds": seconds,
+        "documents_changed": written,
+        "trains_changed": len(changes.last),
+        "first_snapshot_reads": first_reads,
+        "first_snapshot_s": round(first_snapshot_s, 1),
+        "firestore_reads": reads,
+        "snapshots": snapshots,
+        # One billed read per document a snapshot delivers as changed: fewer than the writes
+        # when a train changed twice between two snapshots.
+        "reads_per_changed_document": rounded(per_change, 3) if per_change is not None else None,
+        "reads_per_minute_at_this_rate": round(60 * per_s * per_change) if per_change is not None else None,
+        "caught_up_after_s": round(caught_up_s, 1),
+    }
+
+
+def _has_snapshot(listener) -> bool:
+    from occupancy.fleet_listener import NotReady
+
+    try:
+        listener.view()
+        return True
+    except NotReady:
+        return False
 
 
 def _get(http, path):
@@ -290,6 +356,12 @@ def main(argv=None) -> int:
         "(default: 50): their reads per changed document.",
     )
     parser.add_argument(
+        "--listener_cost_s",
+        type=float,
+        default=30.0,
+        help="How long documents change while the listeners' own reads are counted (default: 30).",
+    )
+    parser.add_argument(
         "--large_trains",
         type=int,
         default=0,
@@ -306,13 +378,27 @@ def main(argv=None) -> int:
     seed(client, args.trains)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as work_dir:
         out = fleet_runs(
-            client, args.trains, args.requests, args.uncached_requests, args.cache_s, args.changes_per_s, work_dir
+            client,
+            args.trains,
+            args.requests,
+            args.uncached_requests,
+            args.cache_s,
+            args.changes_per_s,
+            args.listener_cost_s,
+            work_dir,
         )
         if args.large_trains:
             _fresh(client, args.large_trains)
             # Uncached, a request reads 2 x 10,000 documents (~10 s on the emulator): a handful.
             out["large"] = fleet_runs(
-                client, args.large_trains, args.large_requests, 3, args.cache_s, args.changes_per_s, work_dir
+                client,
+                args.large_trains,
+                args.large_requests,
+                3,
+                args.cache_s,
+                args.changes_per_s,
+                args.listener_cost_s,
+                work_dir,
             )
         out["dashboard"] = measure_dashboard(args.dashboard_trains, work_dir)
     emit(out, args.output)
@@ -320,7 +406,14 @@ def main(argv=None) -> int:
 
 
 def fleet_runs(
-    client, trains: int, requests: int, uncached_requests: int, cache_s: float, changes_per_s: float, work_dir: str
+    client,
+    trains: int,
+    requests: int,
+    uncached_requests: int,
+    cache_s: float,
+    changes_per_s: float,
+    listener_cost_s: float,
+    work_dir: str,
 ) -> dict:
     """One fleet: GET /v1/trains uncached, cached, through the listeners (still, then with
     documents changing), the feed through the listeners, and the feed's build alone."""
@@ -332,6 +425,7 @@ def fleet_runs(
         "listener_feed": measure(
             trains, requests, cache_s, work_dir, listener=True, path="/gtfs-rt/vehicle-positions.pb"
         ),
+        "listener_cost": measure_listener_cost(trains, changes_per_s, listener_cost_s, work_dir),
         "feed": measure_feed(client, trains),
     }
 

@@ -170,6 +170,13 @@ def train_view(
     )
 
 
+def restated(view: TrainView, now: datetime.datetime, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> TrainView:
+    """`view` with its status and staleness as of `now` (its documents unchanged): what a view
+    kept across requests re-derives instead of joining the documents again."""
+    status, staleness = train_status(view.last_seen, now, stale_after_s)
+    return view._replace(status=status, staleness_s=staleness)
+
+
 def read_fleet(
     client,
     realtime_collection: str = "realtime",

@@ -1,10 +1,14 @@
 """The fleet view kept by Firestore listeners on the emulator: changes arrive without a read
 per request, and the API serves them with --fleet_listener."""
 
+import datetime
+import types
+
 import httpx
+import pytest
 
 from local import stack
-from occupancy import registry
+from occupancy import fleet, registry
 from occupancy.fleet_listener import FleetListener, NotReady
 from tests.support import ago, serve_api, write_realtime
 
@@ -81,3 +85,59 @@ def test_the_devices_listener_keeps_the_feeds_doors(firestore_client):
         assert listener.doors() is listener.doors()  # built once per change, not per call
     finally:
         listener.stop()
+
+
+class _FakeFirestore:
+    """Collections whose listeners the test drives: `push(name, {id: doc or None})`."""
+
+    def __init__(self):
+        self.callbacks = {}
+
+    def collection(self, name):
+        def on_snapshot(callback):
+            self.callbacks[name] = callback
+            return types.SimpleNamespace(is_active=True, unsubscribe=lambda: None)
+
+        return types.SimpleNamespace(on_snapshot=on_snapshot)
+
+    def push(self, name, docs, at):
+        changes = [
+            types.SimpleNamespace(
+                type=types.SimpleNamespace(name="REMOVED" if doc is None else "MODIFIED"),
+                document=types.SimpleNamespace(id=doc_id, to_dict=lambda doc=doc: doc),
+            )
+            for doc_id, doc in docs.items()
+        ]
+        self.callbacks[name](None, changes, at)
+
+
+def test_the_view_joins_only_the_trains_that_changed_and_restates_the_rest_from_the_clock():
+    t0 = datetime.datetime(2026, 12, 1, 8, tzinfo=datetime.timezone.utc)
+    firestore = _FakeFirestore()
+    listener = FleetListener(firestore, stale_after_s=90).start()
+    seen = {"devices_seen": {"d1": {"last_seen": t0}}}
+    firestore.push("realtime", {f"t{i}": {"current_value": i, **seen} for i in range(100)}, t0)
+    firestore.push("trains", {f"t{i}": {"capacity": 200} for i in range(100)}, t0)
+    at, views = listener.view(now=t0)
+    assert at == t0 and [v.train_id for v in views] == sorted(f"t{i}" for i in range(100))
+    assert listener.joins == 100
+    assert listener.view(now=t0 + datetime.timedelta(seconds=0.5)) == (at, views)  # reused within REUSE_S
+
+    firestore.push("realtime", {"t7": {"current_value": 70, **seen}, "t8": None}, t0)  # t8's realtime removed
+    firestore.push("trains", {"t8": None, "t200": {"capacity": 10}}, t0)  # t8 gone, t200 registered
+    later = t0 + datetime.timedelta(seconds=120)
+    at, views = listener.view(now=later)
+    by_id = {v.train_id: v for v in views}
+    assert listener.joins == 100 + 3  # t7, t8, t200 only
+    assert at == later and "t8" not in by_id and by_id["t200"].status == fleet.STATUS_NO_DATA
+    assert by_id["t7"].current_value == 70 and by_id["t6"].current_value == 6
+    # Nothing else changed, yet every train's liveness is the request's: 120 s without a count.
+    assert {(v.status, v.staleness_s) for v in views if v.train_id != "t200"} == {(fleet.STATUS_STALE, 120.0)}
+    assert [v.train_id for v in views] == sorted(by_id)
+
+    listener._collections[0].start()  # a restart reads every document anew: nothing kept from before
+    with pytest.raises(NotReady):
+        listener.view(now=later)
+    firestore.push("realtime", {"t1": {"current_value": 1, **seen}}, later)
+    _, views = listener.view(now=later)
+    assert {v.train_id for v in views if v.current_value is not None} == {"t1"}

@@ -45,6 +45,24 @@ def test_within_a_departure_no_single_boarding_shows():
     assert later.current_value == 150  # a new departure samples anew
 
 
+def test_the_holder_publishes_the_departures_sample_with_liveness_from_now():
+    holder = privacy.Holder(fleet.Thresholds(), POLICY)
+    key = privacy.departure_key(NOW, POLICY)
+    first = holder.public(view(100), key)
+    assert first == privacy.public_view(view(100), view(100), fleet.Thresholds(), POLICY, key)
+    later = NOW + datetime.timedelta(seconds=200)  # same departure, the train gone quiet
+    quiet = fleet.train_view(
+        "t1", {"current_value": 250, "devices_seen": {"d1": {"last_seen": NOW}}}, {"capacity": 300}, later
+    )
+    again = holder.public(quiet, key)
+    assert (again.occupancy_ratio, again.public_status) == (first.occupancy_ratio, first.public_status)
+    assert (again.status, again.staleness_s) == (fleet.STATUS_STALE, 200.0)  # liveness is now's
+    nxt = privacy.departure_key(NOW + datetime.timedelta(seconds=POLICY.window_s), POLICY)
+    assert holder.public(view(250), nxt).occupancy_ratio == 0.8  # a new departure samples anew
+    with pytest.raises(ValueError):
+        privacy.Holder().public(view(1), key)
+
+
 def test_the_public_percentage_moves_in_steps_a_single_person_cannot_make_visible():
     capacity = 300
     for value in range(0, capacity + 1):
