@@ -40,6 +40,7 @@ API = [
 TEST = [
     "pytest>=8,<10",
     "pytest-timeout>=2.2",
+    "pytest-xdist>=3.5,<4",
     "httpx>=0.27,<1",
     "hypothesis>=6.100,<7",
     "selenium>=4.20,<5",

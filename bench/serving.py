@@ -27,45 +27,16 @@ import collections
 import datetime
 import os
 import tempfile
-import threading
 import time
 
 import httpx
 
 from bench.measure import emit, peak_rss_mb, percentile, read_ops, rounded
+from bench.serving_fleet import DEVICES_PER_TRAIN, Changes, door, fresh, measure_listener_cost, seed
 from local import stack
 from local.emulators import free_port
 from local.stack import PROJECT
-from occupancy import documents, registry, wire
-from occupancy.fold import DeviceMemory, TrainState
-from occupancy.store import COUNT_OPS_ENV, RetryPolicy, commit_documents, make_client
-
-DEVICES_PER_TRAIN = 10
-
-
-def door(d: int) -> str:
-    return f"car{d // 2 + 1}-door{d % 2 + 1}"  # 10 doors: 5 carriages of 2
-
-
-def _state(i: int, value: int) -> TrainState:
-    """Train i's state as the pipeline keeps it: 10 doors, counted just now."""
-    now = wire.now_us()
-    state = TrainState(value=value, capacity=300, last_applied_us=now)
-    for d in range(DEVICES_PER_TRAIN):
-        state.devices[f"t{i:05d}-d{d}"] = DeviceMemory(
-            seq=100, applied=[[1, 100]], last_seen_us=now, trip_boarded=(i + d) % 40, trip_alighted=d
-        )
-    return state
-
-
-def seed(client, trains: int) -> None:
-    writes = []
-    for i in range(trains):
-        write = documents.realtime_write(f"t{i:05d}", _state(i, value=i % 300))
-        writes.append((write.collection, write.doc_id, write.data))
-        writes.append(("trains", write.doc_id, {"capacity": 300, "name": f"Train {i}"}))
-    assert not commit_documents(client, writes, RetryPolicy())
-    assert len(registry.list_trains(client, "trains")) == trains
+from occupancy.store import COUNT_OPS_ENV, make_client
 
 
 def measure_feed(client, trains: int, rounds: int = 20) -> dict:
@@ -97,7 +68,7 @@ def measure_dashboard(trains: int, work_dir: str) -> dict:
     """First paint of the dashboard with `trains` trains, from Chromium's performance timings."""
     from local import browser
 
-    _fresh(make_client(PROJECT), trains)
+    fresh(make_client(PROJECT), trains)
     port = free_port()
     process = stack.start_api(
         PROJECT, port, "--log_level=warning", log_path=os.path.join(work_dir, "api-dashboard.log")
@@ -128,41 +99,6 @@ def measure_dashboard(trains: int, work_dir: str) -> dict:
         "first_paint_ms_p50": rounded(percentile(paints, 50), 1),
         "first_paint_ms_max": rounded(max(paints), 1),
     }
-
-
-class Changes(threading.Thread):
-    """Writes `per_s` realtime documents a second (trains in turn, each a new count), as the
-    pipeline does at each flush: what the listeners are billed for. One batch each TICK_S, as
-    the pipeline's writer commits: one write at a time reached 7 a second beside the API."""
-
-    TICK_S = 0.2
-
-    def __init__(self, trains: int, per_s: float):
-        super().__init__(daemon=True)
-        self.trains, self.per_s, self.written = trains, per_s, 0
-        self.last = {}  # train id -> the value last written to it
-        self.halt = threading.Event()
-
-    def run(self):
-        client = make_client(PROJECT)
-        began = time.monotonic()
-        while not self.halt.is_set():
-            due = int((time.monotonic() - began) * self.per_s) + 1 - self.written  # the first at once
-            batch = client.batch()
-            for n in range(self.written, self.written + max(0, min(due, 500))):
-                i = n % self.trains
-                write = documents.realtime_write(f"t{i:05d}", _state(i, value=(i + n) % 300))
-                batch.set(client.collection(write.collection).document(write.doc_id), write.data)
-                self.last[write.doc_id] = (i + n) % 300
-            if due > 0:
-                batch.commit()
-                self.written += min(due, 500)
-            self.halt.wait(self.TICK_S)
-
-    def stop(self) -> int:
-        self.halt.set()
-        self.join(30)
-        return self.written
 
 
 def measure(
@@ -241,71 +177,6 @@ def measure(
     if changes:  # requests' cost only: the listeners' own reads are measure_listener_cost's
         out.update({"changes_per_s": changes_per_s, "documents_changed": written, "timed_s": round(timed, 1)})
     return out
-
-
-def measure_listener_cost(trains: int, per_s: float, seconds: float, work_dir: str) -> dict:
-    """What the listeners themselves are billed while `per_s` realtime documents change a second
-    for `seconds`: reads per changed document, counted until the listener holds the last value
-    written to every changed train (not for a fixed time: on the emulator the listener falls
-    behind, see `caught_up_after_s`). In this process, without the API, so that no request's
-    read is counted with them."""
-    from occupancy.fleet_listener import FleetListener
-
-    ops_path = os.path.join(work_dir, f"ops-listener-cost-{trains}.txt")
-    os.environ[COUNT_OPS_ENV] = ops_path
-    listener = FleetListener(make_client(PROJECT)).start()
-    realtime = listener._collections[0]
-    try:
-        began = time.monotonic()
-        stack.wait_for(lambda: _has_snapshot(listener), 300, what="the listeners' first snapshot")
-        first_snapshot_s = time.monotonic() - began
-        first_reads, _ = read_ops(ops_path)
-        os.remove(ops_path)
-        snapshots = realtime.version
-        changes = Changes(trains, per_s)
-        changes.start()
-        time.sleep(seconds)
-        written = changes.stop()
-        stopped = time.monotonic()
-
-        def caught_up():
-            with realtime.lock:
-                return all((realtime.docs.get(i) or {}).get("current_value") == v for i, v in changes.last.items())
-
-        stack.wait_for(caught_up, 900, what="the listener holding every change")
-        caught_up_s = time.monotonic() - stopped
-        reads, _ = read_ops(ops_path)
-        snapshots = realtime.version - snapshots
-    finally:
-        os.environ.pop(COUNT_OPS_ENV, None)
-        listener.stop()
-    per_change = reads / written if written else None
-    return {
-        "trains": trains,
-        "changes_per_s": per_s,
-        "seconds": seconds,
-        "documents_changed": written,
-        "trains_changed": len(changes.last),
-        "first_snapshot_reads": first_reads,
-        "first_snapshot_s": round(first_snapshot_s, 1),
-        "firestore_reads": reads,
-        "snapshots": snapshots,
-        # One billed read per document a snapshot delivers as changed: fewer than the writes
-        # when a train changed twice between two snapshots.
-        "reads_per_changed_document": rounded(per_change, 3) if per_change is not None else None,
-        "reads_per_minute_at_this_rate": round(60 * per_s * per_change) if per_change is not None else None,
-        "caught_up_after_s": round(caught_up_s, 1),
-    }
-
-
-def _has_snapshot(listener) -> bool:
-    from occupancy.fleet_listener import NotReady
-
-    try:
-        listener.view()
-        return True
-    except NotReady:
-        return False
 
 
 def _get(http, path):
@@ -388,7 +259,7 @@ def main(argv=None) -> int:
             work_dir,
         )
         if args.large_trains:
-            _fresh(client, args.large_trains)
+            fresh(client, args.large_trains)
             # Uncached, a request reads 2 x 10,000 documents (~10 s on the emulator): a handful.
             out["large"] = fleet_runs(
                 client,
@@ -428,16 +299,6 @@ def fleet_runs(
         "listener_cost": measure_listener_cost(trains, changes_per_s, listener_cost_s, work_dir),
         "feed": measure_feed(client, trains),
     }
-
-
-def _fresh(client, trains: int) -> None:
-    """The emulator emptied and `trains` trains seeded again (the dashboard's and the larger fleet's runs)."""
-    from local.emulators import Emulator
-
-    firestore = Emulator("firestore", project=PROJECT)
-    firestore.host_port = os.environ["FIRESTORE_EMULATOR_HOST"]
-    firestore.reset()
-    seed(client, trains)
 
 
 if __name__ == "__main__":

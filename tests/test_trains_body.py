@@ -10,17 +10,16 @@ import api.trains
 from api.app import create_app
 from api.deps import Settings
 
-NOW = datetime.datetime.now(datetime.timezone.utc)
-
 
 class _Fleet:
     """A Firestore client holding a fleet of `trains` trains, counting the queries."""
 
     def __init__(self, trains: int):
         self.queries = 0
+        now = datetime.datetime.now(datetime.timezone.utc)  # devices seen just now: every train `ok`
         self.docs = {
             "realtime": {
-                f"t{i}": {"current_value": 50 + i, "devices_seen": {f"d{i}": {"last_seen": NOW}}} for i in range(trains)
+                f"t{i}": {"current_value": 50 + i, "devices_seen": {f"d{i}": {"last_seen": now}}} for i in range(trains)
             },
             "trains": {f"t{i}": {"capacity": 100} for i in range(trains)},
             "devices": {f"d{i}": {"train_id": f"t{i}", "door": "car1-door1", "enabled": True} for i in range(trains)},
