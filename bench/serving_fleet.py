@@ -5,6 +5,7 @@ while they change (reads per changed document)."""
 import os
 import threading
 import time
+import uuid
 
 from bench.measure import read_ops, rounded
 from local import stack
@@ -14,6 +15,7 @@ from occupancy.fold import DeviceMemory, TrainState
 from occupancy.store import COUNT_OPS_ENV, RetryPolicy, commit_documents, make_client
 
 DEVICES_PER_TRAIN = 10
+MARK = "bench_change"  # a field of the benchmark's own in a changed realtime document (the API ignores it)
 
 
 def door(d: int) -> str:
@@ -61,7 +63,9 @@ class Changes(threading.Thread):
     def __init__(self, trains: int, per_s: float):
         super().__init__(daemon=True)
         self.trains, self.per_s, self.written = trains, per_s, 0
-        self.last = {}  # train id -> the value last written to it
+        # Each write carries a mark no earlier run wrote (a run before this one may have left
+        # the same counts): train id -> the mark last written to it.
+        self.run_id, self.last = uuid.uuid4().hex[:8], {}
         self.halt = threading.Event()
 
     def run(self):
@@ -73,8 +77,9 @@ class Changes(threading.Thread):
             for n in range(self.written, self.written + max(0, min(due, 500))):
                 i = n % self.trains
                 write = documents.realtime_write(f"t{i:05d}", train_state(i, value=(i + n) % 300))
-                batch.set(client.collection(write.collection).document(write.doc_id), write.data)
-                self.last[write.doc_id] = (i + n) % 300
+                mark = f"{self.run_id}:{n}"
+                batch.set(client.collection(write.collection).document(write.doc_id), {**write.data, MARK: mark})
+                self.last[write.doc_id] = mark
             if due > 0:
                 batch.commit()
                 self.written += min(due, 500)
@@ -88,8 +93,8 @@ class Changes(threading.Thread):
 
 def measure_listener_cost(trains: int, per_s: float, seconds: float, work_dir: str) -> dict:
     """What the listeners themselves are billed while `per_s` realtime documents change a second
-    for `seconds`: reads per changed document, counted until the listener holds the last value
-    written to every changed train (not for a fixed time: on the emulator the listener falls
+    for `seconds`: reads per changed document, counted until the listener holds the last write
+    to every changed train (not for a fixed time: on the emulator the listener falls
     behind, see `caught_up_after_s`). In this process, without the API, so that no request's
     read is counted with them."""
     from occupancy.fleet_listener import FleetListener
@@ -113,7 +118,7 @@ def measure_listener_cost(trains: int, per_s: float, seconds: float, work_dir: s
 
         def caught_up():
             with realtime.lock:
-                return all((realtime.docs.get(i) or {}).get("current_value") == v for i, v in changes.last.items())
+                return all((realtime.docs.get(i) or {}).get(MARK) == mark for i, mark in changes.last.items())
 
         stack.wait_for(caught_up, 900, what="the listener holding every change")
         caught_up_s = time.monotonic() - stopped

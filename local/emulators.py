@@ -113,6 +113,8 @@ class Emulator:
             return
         stop_group(self._process, timeout_s=15)
         self._process = None
+        if self._log is not None:
+            self._log.close()  # the file stays, for log_tail and for whoever reads it after a failure
 
     def reset(self) -> None:
         """Deletes all Firestore data (Firestore emulator only)."""

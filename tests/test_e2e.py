@@ -12,6 +12,7 @@ import time
 import uuid
 
 from google.cloud import pubsub_v1
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from local import stack
 from local.stack import PROJECT
@@ -20,7 +21,7 @@ from tests.support import REFRESH_S, Heartbeats, S, realtime_values, register, w
 
 
 def history_of(client, train):
-    docs = [d.to_dict() for d in client.collection("history").where("train", "==", train).stream()]
+    docs = [d.to_dict() for d in client.collection("history").where(filter=FieldFilter("train", "==", train)).stream()]
     return [
         (
             round((wire.to_micros(d["bucket_start"]) - 0) / S),

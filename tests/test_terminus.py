@@ -3,6 +3,8 @@ residual is a correction, and trips/{id} records the trip's balance per door."""
 
 import time
 
+from google.cloud.firestore_v1.base_query import FieldFilter
+
 from local import stack
 from occupancy import wire
 from tests.support import KEYS, Heartbeats, register, wait_for_values, warm_up
@@ -38,7 +40,8 @@ def test_terminus_balances_the_trip_while_the_pipeline_runs(local_stack):
         "a2": {"boarded": 3, "alighted": 4, "net": -1},
     }
     assert trip["ended_at"] == wire.from_micros(wire.parse_time(attributes["event_time"]))
-    history = [d.to_dict() for d in client.collection("history").where("train", "==", "ta").stream()]
+    query = client.collection("history").where(filter=FieldFilter("train", "==", "ta"))
+    history = [d.to_dict() for d in query.stream()]
     assert sum(h["correction"] for h in history) == -3
     seen = client.collection("realtime").document("ta").get().to_dict()["devices_seen"]
     assert (seen["a1"]["trip_boarded"], seen["a2"]["trip_boarded"]) == (2, 0)
