@@ -94,6 +94,8 @@ def stop(process):
     if process.poll() is None:
         process.kill()
         process.wait(10)
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 def final_table(text: str):

@@ -206,6 +206,7 @@ def test_signed_end_to_end_forgeries_are_dead_letters_and_move_nothing(local_sta
         beats.stop()
         publisher.kill()
         publisher.wait(10)
+        publisher.stdin.close()
     letters = [d.to_dict() for d in client.collection("dead_letters").stream()]
     assert sorted(d["reason"] for d in letters) == sorted(reasons), [(d["reason"], d["detail"]) for d in letters]
     seen = client.collection("realtime").document("ta").get().to_dict()["devices_seen"]["door"]
