@@ -156,6 +156,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     status.start()
     bridge.run()
     server.shutdown()
+    server.server_close()  # its listening socket too
     _LOGGER.info("Stopped: %s", counters.snapshot())
     return 0
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 from local.processes import stop_group
@@ -47,6 +48,9 @@ def is_up(host_port: str) -> bool:
     try:
         with urllib.request.urlopen(f"http://{host_port}/", timeout=2) as response:
             return response.status == 200
+    except urllib.error.HTTPError as e:  # it answers, but not yet (or not) as up: its socket closed
+        e.close()
+        return False
     except OSError:
         return False
 

@@ -109,6 +109,7 @@ def test_the_bridge_forwards_unchanged_and_acks_only_what_pubsub_took(broker, pu
     bridge.stop()
     running.join(10)
     server.shutdown()
+    server.server_close()  # its listening socket too
     device.close()
 
 
