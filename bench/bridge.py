@@ -46,25 +46,16 @@ def _percentile(values, q):
 
 def _bridge(broker, secret_file, topic, health_port, log_path):
     return stack.start_command(
-        [
-            sys.executable,
-            "-m",
-            "bridge",
-            "--broker",
-            broker.host_port,
-            "--secret_file",
-            secret_file,
-            "--topic",
-            topic,
-            "--project",
+        stack.bridge_command(
             PROJECT,
-            "--emulator",
+            broker.host_port,
+            secret_file,
+            topic,
             os.environ["PUBSUB_EMULATOR_HOST"],
-            "--health_port",
-            str(health_port),
+            health_port,
             "--status_interval_s",
             "60",
-        ],
+        ),
         log_path,
         env={"PYTHONUNBUFFERED": "1"},
     )

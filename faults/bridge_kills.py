@@ -13,7 +13,6 @@ the bridge alive and healthy at the end.
 import os
 import random
 import subprocess
-import sys
 import time
 import types
 
@@ -22,6 +21,7 @@ from faults.harness import Scenario
 from faults.mqtt_client import MqttClient
 from faults.proxy import Proxy
 from faults.publisher_kills import Door, count_as_truth, kill_running, seqs_continuous
+from local import stack
 from local.broker import Broker
 from local.emulators import free_port
 from local.stack import PROJECT
@@ -37,29 +37,20 @@ class Bridge:
 
     def __init__(self, broker: Broker, proxy: Proxy, topic: str, secret_file: str, work_dir: str):
         self.health_port = free_port()
-        self.command = [
-            sys.executable,
-            "-m",
-            "bridge",
-            "--broker",
-            broker.host_port,
-            "--secret_file",
-            secret_file,
-            "--topic",
-            topic,
-            "--project",
+        self.command = stack.bridge_command(
             PROJECT,
-            "--emulator",
+            broker.host_port,
+            secret_file,
+            topic,
             proxy.host_port,
-            "--health_port",
-            str(self.health_port),
+            self.health_port,
             "--max_backoff_s",
             "1",
             "--publish_timeout_s",
             "5",
             "--status_interval_s",
             "5",
-        ]
+        )
         self.log = os.path.join(work_dir, "bridge.log")
         self.process = None
 

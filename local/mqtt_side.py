@@ -4,7 +4,6 @@ forwarding to the Pub/Sub topic the pipeline reads."""
 
 import logging
 import os
-import sys
 import threading
 import types
 from typing import Dict, List, Optional
@@ -61,25 +60,16 @@ class MqttSide:
             daemon=True,
         )
         self._sync.start()
-        command = [
-            sys.executable,
-            "-m",
-            "bridge",
-            "--broker",
-            self.broker.host_port,
-            "--secret_file",
-            bridge_secret,
-            "--topic",
-            topic,
-            "--project",
+        command = stack.bridge_command(
             project,
-            "--emulator",
+            self.broker.host_port,
+            bridge_secret,
+            topic,
             os.environ["PUBSUB_EMULATOR_HOST"],
-            "--health_port",
-            str(self.health_port),
+            self.health_port,
             "--status_interval_s",
             "30",
-        ]
+        )
         self.bridge = stack.start_command(command, log_path, env={"PYTHONUNBUFFERED": "1"})
         return self
 

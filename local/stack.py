@@ -57,6 +57,30 @@ def pipeline_command(project: str, subscription: str, *extra_args: str) -> list:
     ]
 
 
+def bridge_command(
+    project: str, broker: str, secret_file: str, topic: str, emulator: str, health_port: int, *extra_args: str
+) -> list:
+    """`python -m bridge` from the broker (host:port) to `topic` on the Pub/Sub emulator at `emulator`."""
+    return [
+        sys.executable,
+        "-m",
+        "bridge",
+        "--broker",
+        broker,
+        "--secret_file",
+        secret_file,
+        "--topic",
+        topic,
+        "--project",
+        project,
+        "--emulator",
+        emulator,
+        "--health_port",
+        str(health_port),
+        *extra_args,
+    ]
+
+
 def start_pipeline(
     project: str, subscription: str, *extra_args: str, env: dict = None, log_path: str = None
 ) -> subprocess.Popen:
