@@ -29,16 +29,21 @@ _LOGGER = logging.getLogger(__name__)
 
 OPERATOR_CLAIM = "operator"
 EMULATOR_ENV = "FIREBASE_AUTH_EMULATOR_HOST"
-_APP_NAME = "occupancy-api"
+_VERIFY_APP = "occupancy-api-verify"
+_ADMIN_APP = "occupancy-api-admin"
 
 router = APIRouter(tags=["auth"])
 _bearer = HTTPBearer(auto_error=False, description="A Firebase Authentication ID token.")
 
 
 def init(settings) -> None:
-    """Initialises the firebase-admin app used to verify tokens (once per process).
+    """Initialises the firebase-admin apps used to check tokens (once per process).
 
-    Verification needs only the project id: the keys it checks against are public.
+    Two apps, so that a token's signature is always checked before anything needs a credential:
+    `_VERIFY_APP` checks signatures against Google's public keys and holds no credential (none is
+    needed, and a missing one must never turn a forged token into a 500); `_ADMIN_APP` asks
+    Firebase Auth whether a signed token was revoked (operator writes), with Application Default
+    Credentials, loaded only then.
 
     With FIREBASE_AUTH_EMULATOR_HOST set, firebase-admin accepts unsigned tokens (anyone can
     write one claiming to be an operator): allowed only for a `demo-` project, which cannot be
@@ -52,15 +57,18 @@ def init(settings) -> None:
             f"ID tokens; refusing to serve project {settings.project} so (the emulator is for "
             f"demo- projects only): unset {EMULATOR_ENV}"
         )
-    # Reads verify against public keys and need no credential; checking for revoked tokens
-    # (operator writes) calls Firebase Auth's Admin API, with Application Default Credentials
-    # (the emulator needs none).
-    if emulator:
-        firebase_app(_APP_NAME, settings.project, no_credentials())
+    firebase_app(_app_name(_VERIFY_APP, settings.project), settings.project, no_credentials())
+    if emulator:  # the emulator's Admin API needs no credential
+        firebase_app(_app_name(_ADMIN_APP, settings.project), settings.project, no_credentials())
     else:
         from firebase_admin import credentials
 
-        firebase_app(_APP_NAME, settings.project, credentials.ApplicationDefault())
+        firebase_app(_app_name(_ADMIN_APP, settings.project), settings.project, credentials.ApplicationDefault())
+
+
+def _app_name(role: str, project: str) -> str:
+    """One pair of apps per project: an app's project is fixed when it is made."""
+    return f"{role}:{project}"
 
 
 def firebase_app(name: str, project: str, credential=None):
@@ -85,52 +93,84 @@ def no_credentials():
     return NoCredentials()
 
 
-def verify(token: str, check_revoked: bool = False) -> dict:
-    """The token's claims; raises HTTPException(401) for an invalid, expired or revoked one.
+def _refused(reason: str) -> HTTPException:
+    return HTTPException(status_code=401, detail=reason, headers={"WWW-Authenticate": "Bearer"})
 
-    `check_revoked` (operator writes): also asks Firebase Auth whether the user's tokens were
-    revoked or the user disabled since, one request to Auth per write, so that an operator
-    removed is shut out at once instead of when the token expires (up to an hour)."""
+
+def verify(token: str, project: str) -> dict:
+    """The claims of a token whose signature, issuer, audience and expiry hold, checked against
+    Google's public keys (no credential); HTTPException(401) otherwise.
+
+    Whatever goes wrong here, keys that cannot be fetched included, is a 401: a token that cannot
+    be verified is refused, never a 5xx.
+    """
     import firebase_admin
     from firebase_admin import auth
     from firebase_admin import exceptions as firebase_exceptions
+    from google.auth import exceptions as google_auth_exceptions
 
     try:
         return auth.verify_id_token(
-            token, app=firebase_admin.get_app(_APP_NAME), clock_skew_seconds=10, check_revoked=check_revoked
+            token, app=firebase_admin.get_app(_app_name(_VERIFY_APP, project)), clock_skew_seconds=10
         )
-    except (
-        ValueError,
-        auth.InvalidIdTokenError,
-        auth.ExpiredIdTokenError,
-        auth.RevokedIdTokenError,
-        auth.UserDisabledError,
-        auth.CertificateFetchError,
-    ) as e:
+    except auth.CertificateFetchError as e:
+        _LOGGER.warning("Cannot fetch the public keys ID tokens are checked against: %s", e)
+        raise _refused("invalid ID token: it cannot be verified now (the public keys could not be fetched)") from None
+    except (ValueError, firebase_exceptions.FirebaseError, google_auth_exceptions.GoogleAuthError) as e:
         _LOGGER.info("Rejected token: %s", e)
-        raise HTTPException(
-            status_code=401, detail=f"invalid ID token: {e}", headers={"WWW-Authenticate": "Bearer"}
+        raise _refused(f"invalid ID token: {e}") from None
+
+
+def check_not_revoked(token: str, project: str) -> None:
+    """For a token `verify` accepted (operator writes): asks Firebase Auth whether the user's
+    tokens were revoked or the user disabled since, one request per write, so that an operator
+    removed is shut out at once instead of when the token expires (up to an hour).
+
+    Revoked, disabled or deleted: 401. No credential to ask with (the server's configuration):
+    401 as well, since the revocation cannot be ruled out, and logged as an error for whoever
+    runs the server. Auth unreachable for a genuine token: 503 with Retry-After, the one answer
+    that is not the token's fault.
+    """
+    import firebase_admin
+    from firebase_admin import auth
+    from firebase_admin import exceptions as firebase_exceptions
+    from google.auth import exceptions as google_auth_exceptions
+
+    try:
+        auth.verify_id_token(
+            token, app=firebase_admin.get_app(_app_name(_ADMIN_APP, project)), clock_skew_seconds=10, check_revoked=True
+        )
+    except (auth.RevokedIdTokenError, auth.UserDisabledError, auth.UserNotFoundError) as e:
+        _LOGGER.info("Rejected token: %s", e)
+        raise _refused(f"invalid ID token: {e}") from None
+    except google_auth_exceptions.DefaultCredentialsError as e:
+        _LOGGER.error("Cannot check tokens for revocation, so operator requests are refused: %s", e)
+        raise _refused(
+            "this server cannot check the token for revocation (it has no credentials for "
+            "Firebase Auth), so it refuses operator requests"
         ) from None
-    except (firebase_exceptions.FirebaseError, OSError) as e:  # Auth itself unreachable: not the token's fault
+    except (firebase_exceptions.FirebaseError, google_auth_exceptions.TransportError, OSError) as e:
         _LOGGER.warning("Could not check the token with Firebase Auth: %s", e)
         raise HTTPException(
             status_code=503, detail="cannot check the token with Firebase Auth now", headers={"Retry-After": "5"}
         ) from None
 
 
-def _claims(credentials: Optional[HTTPAuthorizationCredentials], check_revoked: bool = False) -> dict:
+def _token(credentials: Optional[HTTPAuthorizationCredentials]) -> str:
     if credentials is None or not credentials.credentials:
         raise HTTPException(
             status_code=401,
             detail="sign in: this needs an 'Authorization: Bearer <Firebase ID token>' header",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return verify(credentials.credentials, check_revoked)
+    return credentials.credentials
 
 
-def require_operator(credentials: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> dict:
-    """Dependency: the claims of an operator's token (401 without one, or revoked; 403 without the role)."""
-    claims = _claims(credentials, check_revoked=True)
+def require_operator(request: Request, credentials: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> dict:
+    """Dependency: the claims of an operator's token (401 without a valid one, or revoked; 403
+    without the role). The role is checked before the revocation: Auth is asked only for operators."""
+    token, project = _token(credentials), request.app.state.settings.project
+    claims = verify(token, project)
     if claims.get(OPERATOR_CLAIM) is not True:
         raise HTTPException(
             status_code=403,
@@ -138,6 +178,7 @@ def require_operator(credentials: Optional[HTTPAuthorizationCredentials] = Depen
             f"is not an operator (custom claim "
             f"'{OPERATOR_CLAIM}: true' missing)",
         )
+    check_not_revoked(token, project)
     return claims
 
 
@@ -147,7 +188,7 @@ def allow_read(
     """Dependency for occupancy reads: anyone when reads are public, else any signed-in user."""
     if request.app.state.settings.public_reads and credentials is None:
         return None
-    return _claims(credentials)
+    return verify(_token(credentials), request.app.state.settings.project)
 
 
 @router.get("/v1/auth/config", summary="How a browser signs in", response_model=AuthConfig)
