@@ -4,12 +4,16 @@ It listens on 127.0.0.1 only, refuses anonymous clients, keeps its queues on dis
 (persistence), and takes its users and ACL from the files `python -m occupancy.registry mqtt
 sync` writes (occupancy/mqtt.py). `reload()` is what that sync does in production: SIGHUP,
 which makes mosquitto re-read both files and disconnect clients no longer allowed.
+`Broker(user="mosquitto")`, started as root, runs it as Debian's unit does: mosquitto drops
+to that user before it reads the password and ACL files.
 Production settings (TLS on 8883, sizes): docs/operations.md, "MQTT devices".
 """
 
 import getpass
+import grp
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -51,6 +55,34 @@ def mosquitto_path() -> str:
     return path
 
 
+def _account(user: str) -> pwd.struct_passwd:
+    """The account mosquitto is to drop to, if this process can start it so (as root)."""
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        raise BrokerError(
+            f"no user {user!r}: Debian's mosquitto package creates the user mosquitto "
+            f"(make install-broker, as root; else: sudo apt-get install mosquitto)"
+        ) from None
+    if os.geteuid() != 0 and account.pw_uid != os.geteuid():
+        raise BrokerError(f"mosquitto can drop to the user {user!r} only when started as root, as Debian's unit does")
+    return account
+
+
+def _reachable(path: str, account: pwd.struct_passwd) -> bool:
+    """Whether `account` may enter every directory from / to `path` (search permission)."""
+    groups = {account.pw_gid} | {g.gr_gid for g in grp.getgrall() if account.pw_name in g.gr_mem}
+    path = os.path.abspath(path)
+    while True:
+        info = os.stat(path)
+        bit = 0o100 if info.st_uid == account.pw_uid else 0o010 if info.st_gid in groups else 0o001
+        if not info.st_mode & bit:
+            return False
+        if path == os.path.dirname(path):
+            return True
+        path = os.path.dirname(path)
+
+
 def _accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -62,33 +94,52 @@ def _accepts(port: int) -> bool:
 class Broker:
     """One mosquitto process on 127.0.0.1:<port>, its files in a directory of its own."""
 
-    def __init__(self, port: int = 0, directory: str = None, autosave_s: int = 2):
+    def __init__(self, port: int = 0, directory: str = None, autosave_s: int = 2, user: str = None):
+        """`user`: the user mosquitto drops to, as Debian's unit runs it (started as root; the
+        config says `user mosquitto`). Then `directory` is laid out like Debian's: it and the
+        password and ACL files are root:<the user's group>, 0750 and 0640 (as /etc/mosquitto),
+        the queues, log and pid file in `directory`/run, the user's own (as /var/lib/mosquitto).
+        None: the current user, who owns everything, as before."""
         self.port = port or free_port()
         self.host_port = f"127.0.0.1:{self.port}"
         self.directory = directory or tempfile.mkdtemp(prefix="mosquitto-")
+        self.user = user or getpass.getuser()
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        run_dir, account = self.directory, _account(user) if user else None
+        if account:
+            run_dir = os.path.join(self.directory, "run")
+            os.makedirs(run_dir, mode=0o700, exist_ok=True)
+            os.chown(run_dir, account.pw_uid, account.pw_gid)
+            os.chown(self.directory, -1, account.pw_gid)
+            os.chmod(self.directory, 0o750)
+            if not _reachable(run_dir, account):
+                raise BrokerError(f"the user {user} cannot enter a directory on the way to {run_dir}")
         self.password_file = os.path.join(self.directory, "passwords")
         self.acl_file = os.path.join(self.directory, "acl")
-        self.pid_file = os.path.join(self.directory, "mosquitto.pid")
-        self.log_file = os.path.join(self.directory, "mosquitto.log")
+        self.pid_file = os.path.join(run_dir, "mosquitto.pid")
+        self.log_file = os.path.join(run_dir, "mosquitto.log")
+        self._persistence = run_dir
         self._autosave_s = autosave_s
         self._process = None
         for path in (self.password_file, self.acl_file):
             if not os.path.exists(path):
                 with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w"):
                     pass
+                if account:
+                    os.chown(path, -1, account.pw_gid)
+                    os.chmod(path, 0o640)
 
     def _config(self) -> str:
         path = os.path.join(self.directory, "mosquitto.conf")
         with open(path, "w") as f:
             f.write(f"""# Written by local/broker.py
 listener {self.port} 127.0.0.1
-user {getpass.getuser()}
+user {self.user}
 allow_anonymous false
 password_file {self.password_file}
 acl_file {self.acl_file}
 persistence true
-persistence_location {self.directory}/
+persistence_location {self._persistence}/
 autosave_interval {self._autosave_s}
 max_queued_messages {MAX_QUEUED_MESSAGES}
 max_inflight_messages {MAX_INFLIGHT}
@@ -103,7 +154,8 @@ connection_messages true
 """)
         return path
 
-    # `user`: mosquitto started as root drops to the user "mosquitto", who may not write here.
+    # `user`: mosquitto started as root drops to it; without one, to the user "mosquitto", who
+    # may not write a directory of the current user's.
 
     def start(self, timeout_s: float = 15.0) -> "Broker":
         config = self._config()

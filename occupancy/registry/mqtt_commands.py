@@ -4,7 +4,7 @@ registry (docs/operations.md, "MQTT devices").
 
   mqtt secret DEVICE_ID --secret_file PATH     run on the device: make its broker secret
   mqtt bridge BRIDGE_ID --secret_file PATH     register the bridge, which reads every device
-  mqtt sync --password_file P --acl_file A [--every S] [--pid_file F]
+  mqtt sync --password_file P --acl_file A [--group G] [--every S] [--pid_file F]
 
 The registry keeps only the secret's hash (what mosquitto checks), never the secret: a
 reader of Firestore cannot connect as a device. A disabled device is left out of the
@@ -12,15 +12,20 @@ files, and `sync` reloads the broker (SIGHUP), which drops the device's connecti
 locked out within `--every` seconds plus the reload.
 """
 
+import argparse
+import contextlib
+import grp
 import logging
 import os
 import secrets
 import signal
+import stat
+import tempfile
 import threading
 from typing import Optional
 
 from occupancy import mqtt
-from occupancy.registry import RegistryConflict, UnknownDevice, check_id, rpc_options
+from occupancy.registry import RegistryConflict, RegistryError, UnknownDevice, check_id, rpc_options
 
 _LOGGER = logging.getLogger("occupancy.registry")
 
@@ -83,18 +88,43 @@ def broker_users(client, collection: str, *, timeout=None) -> list:
     )
 
 
-def _write_if_changed(path: str, text: str) -> bool:
-    """Replaces `path` atomically (mode 0600: the hashes are still worth guarding)."""
+def group_id(name: str) -> int:
+    """--group: the gid of a group name (the broker's, e.g. mosquitto)."""
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no group named {name!r} on this host") from None
+
+
+def write_broker_file(path: str, text: str, gid: Optional[int] = None) -> bool:
+    """Replaces `path` atomically (a temporary file beside it, then os.replace) if its text
+    differs, or its group is not `gid`. The broker drops to its own user before it reads the
+    file, so the new file keeps the owner, group and mode of the one it replaces; `gid`
+    makes the group that one, with read access. A new file is this process's user's, 0600
+    (0640 with `gid`). Never readable by others: the hashes are still worth guarding.
+    Returns whether it was written; an OSError (e.g. not root and the owner cannot be kept)
+    leaves the old file as it was."""
     try:
         with open(path) as f:
-            if f.read() == text:
-                return False
+            old, same = os.fstat(f.fileno()), f.read() == text
     except FileNotFoundError:
-        pass
-    temporary = f"{path}.tmp"
-    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-        f.write(text)
-    os.replace(temporary, path)
+        old, same = None, False
+    owner = old.st_uid if old else -1  # -1: fchown leaves it as it is (this process's user)
+    mode = ((stat.S_IMODE(old.st_mode) if old else 0o600) | (0o040 if gid is not None else 0)) & 0o770
+    gid = gid if gid is not None else (old.st_gid if old else -1)
+    if same and (old.st_gid, stat.S_IMODE(old.st_mode)) == (gid, mode):
+        return False
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchown(fd, owner, gid)
+            os.fchmod(fd, mode)
+            f.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
     return True
 
 
@@ -103,8 +133,16 @@ def sync_once(client, args) -> Optional[int]:
     Returns the number of users when the files changed, else None."""
     users = broker_users(client, args.devices_collection, timeout=args.timeout)
     passwords, acl = mqtt.broker_files(users)
-    changed = _write_if_changed(args.acl_file, acl)
-    changed = _write_if_changed(args.password_file, passwords) or changed
+    group = getattr(args, "group", None)  # callers' own namespaces (local/, bench/, faults/) have none
+    changed = False
+    for path, text in ((args.acl_file, acl), (args.password_file, passwords)):
+        try:
+            changed = write_broker_file(path, text, group) or changed
+        except OSError as e:
+            raise RegistryError(
+                f"cannot write {path}: {e.strerror}. Run sync as root, or as the owner of the broker's "
+                f"files in the broker's group, in a directory it can write (docs/operations.md, MQTT devices)"
+            ) from None
     if changed and args.pid_file:
         _reload(args.pid_file)
     return len(users) if changed else None
@@ -173,8 +211,26 @@ def add_commands(commands, command) -> None:
     bridge.add_argument("bridge_id", metavar="BRIDGE_ID")
     bridge.add_argument("--secret_file", required=True, metavar="PATH", help="The bridge's secret (made if missing).")
     sync = command(sub, "sync", cmd_sync, "Write the broker's password and ACL files from the registry.")
-    sync.add_argument("--password_file", required=True, metavar="PATH")
-    sync.add_argument("--acl_file", required=True, metavar="PATH")
+    sync.add_argument(
+        "--password_file",
+        required=True,
+        metavar="PATH",
+        help="The broker's password_file (an existing one keeps its owner, group and mode).",
+    )
+    sync.add_argument(
+        "--acl_file",
+        required=True,
+        metavar="PATH",
+        help="The broker's acl_file (an existing one keeps its owner, group and mode).",
+    )
+    sync.add_argument(
+        "--group",
+        type=group_id,
+        default=None,
+        metavar="NAME",
+        help="Give both files this group (the broker's, e.g. mosquitto) with read access: 0640 for a new file. "
+        "Default: an existing file keeps its owner, group and mode; a new one is 0600.",
+    )
     sync.add_argument("--pid_file", metavar="PATH", help="The broker's pid file: reload it when the files change.")
     sync.add_argument(
         "--every",
