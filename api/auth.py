@@ -158,11 +158,7 @@ def check_not_revoked(token: str, project: str) -> None:
 
 def _token(credentials: Optional[HTTPAuthorizationCredentials]) -> str:
     if credentials is None or not credentials.credentials:
-        raise HTTPException(
-            status_code=401,
-            detail="sign in: this needs an 'Authorization: Bearer <Firebase ID token>' header",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise _refused("sign in: this needs an 'Authorization: Bearer <Firebase ID token>' header")
     return credentials.credentials
 
 

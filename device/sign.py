@@ -52,13 +52,15 @@ def _checked(envelope: bytes, attributes: Optional[dict]) -> None:
         raise UsageError(f"the pipeline would dead-letter this payload ({e.reason}): {e.detail}") from None
 
 
-def _signer(path: str, kid: str) -> identity.Signer:
+def _key_file(flag: str, path: str, load):
+    """`load(the file's bytes)`; a file that cannot be read or used is a UsageError naming `flag`."""
     try:
-        return identity.Signer.from_file(path, kid)
+        with open(path, "rb") as f:
+            return load(f.read())
     except OSError as e:
-        raise UsageError(f"--private_key {path}: {e.strerror}") from None
+        raise UsageError(f"{flag} {path}: {e.strerror}") from None
     except identity.IdentityError as e:
-        raise UsageError(f"--private_key {path}: {e}") from None
+        raise UsageError(f"{flag} {path}: {e}") from None
 
 
 def _message(args) -> tuple:
@@ -70,8 +72,13 @@ def _message(args) -> tuple:
         kind = wire.TERMINUS if args.terminus else wire.RESET
         payload, attributes = wire.encode_reset(args.train_id, _event_time_us(args.event_time), kind)
         return payload, attributes, identity.key_id(args.control_id, args.key_id)
-    payload = (open(args.file, "rb") if args.file != "-" else sys.stdin.buffer).read().strip()
-    return payload, None, args.kid
+    if args.file == "-":
+        return sys.stdin.buffer.read().strip(), None, args.kid
+    try:
+        with open(args.file, "rb") as f:
+            return f.read().strip(), None, args.kid
+    except OSError as e:
+        raise UsageError(f"{args.file}: {e.strerror}") from None
 
 
 def _sign(args, out) -> None:
@@ -80,7 +87,10 @@ def _sign(args, out) -> None:
         identity.split_key_id(kid)
     except identity.IdentityError as e:
         raise UsageError(str(e)) from None
-    envelope = _signer(args.private_key, kid).sign(payload)
+    signer = _key_file(
+        "--private_key", args.private_key, lambda pem: identity.Signer(identity.load_private_key(pem), kid)
+    )
+    envelope = signer.sign(payload)
     _checked(envelope, attributes)  # the envelope itself, as the pipeline receives it
     envelope = envelope.decode("ascii")
     if args.format == "pubsub":
@@ -98,13 +108,7 @@ def _show(args, out) -> int:
     shown = {"header": header, "payload": payload.decode("utf-8", "replace")}
     verdict = 0
     if args.public_key:
-        try:
-            with open(args.public_key) as f:
-                key, alg = identity.load_public_key(f.read())
-        except OSError as e:
-            raise UsageError(f"--public_key {args.public_key}: {e.strerror}") from None
-        except identity.IdentityError as e:
-            raise UsageError(f"--public_key {args.public_key}: {e}") from None
+        key, alg = _key_file("--public_key", args.public_key, identity.load_public_key)
         shown["verifies"] = alg == header.get("alg") and identity.verify(data, key, alg)
         verdict = 0 if shown["verifies"] else 1
     out.write(json.dumps(shown, indent=2) + "\n")

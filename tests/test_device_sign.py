@@ -94,6 +94,7 @@ def test_what_the_pipeline_would_refuse_is_refused_before_signing(tmp_path):
          "No such file"),
         (("payload", "--private_key", private, "--kid", "door-1/k1"), "must be a JSON object"),
         (("payload", "--private_key", private, "--kid", "no-slash"), "kid must be"),
+        (("payload", "--private_key", private, "--kid", "door-1/k1", str(tmp_path / "missing.json")), "No such file"),
     ):  # fmt: skip
         made = _sign(*args, stdin="not json" if args[0] == "payload" else None)
         assert made.returncode == 2, (args, made.stdout, made.stderr)
