@@ -79,7 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="Age in seconds at which the fleet view (GET /v1/trains, the feed, the "
         "dashboard) is read again in the background, the last view served meanwhile; "
-        "0 reads Firestore for every request (default: 1).",
+        "0 reads Firestore for every request (default: 1). After the first, a read asks "
+        "only for the documents written since the last one.",
+    )
+    parser.add_argument(
+        "--fleet_full_read_s",
+        type=positive_float,
+        default=60.0,
+        help="How often the fleet view reads the whole fleet again rather than what changed: "
+        "a train deleted from the registry leaves the view then (default: 60).",
     )
     parser.add_argument(
         "--doors_cache_s",
@@ -192,6 +200,7 @@ def settings_from(args):
         thresholds=args.thresholds,
         fleet_cache_s=args.fleet_cache_s,
         fleet_max_age_s=args.fleet_max_age_s,
+        fleet_full_read_s=args.fleet_full_read_s,
         doors_cache_s=args.doors_cache_s,
         firestore_timeout_s=args.firestore_timeout_s,
         firebase_api_key=args.firebase_api_key,

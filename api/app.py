@@ -12,6 +12,7 @@ from google.api_core import exceptions as gexc
 
 from api.deps import Settings
 from occupancy.fleet import FleetCache, FleetStale
+from occupancy.fleet_views import FleetReader
 from occupancy.registry import RegistryConflict, RegistryError, UnknownDevice
 from occupancy.store import TRANSIENT
 
@@ -49,6 +50,13 @@ def create_app(settings: Settings, client=None) -> FastAPI:
     app.state.settings = settings
     app.state.client = client if client is not None else make_client(settings.project, settings.database)
     app.state.fleet_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)
+    app.state.fleet_reader = FleetReader(  # what the cache reads: after the first read, what changed
+        app.state.client,
+        settings.realtime_collection,
+        settings.trains_collection,
+        settings.stale_after_s,
+        settings.fleet_full_read_s,
+    )
     # device -> door: the registry changes rarely, so read far less often than the fleet.
     app.state.doors_cache = FleetCache(
         settings.doors_cache_s, max(settings.fleet_max_age_s, 2 * settings.doors_cache_s)

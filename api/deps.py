@@ -28,6 +28,9 @@ class Settings:
     # Age at which the fleet view (GET /v1/trains, the feed, the dashboard) is refreshed in the
     # background, still served meanwhile; 0: read for every request.
     fleet_cache_s: float = 1.0
+    # How often the fleet cache reads the whole fleet again, not only what changed (deleted
+    # documents show then), seconds.
+    fleet_full_read_s: float = 60.0
     # A fleet view older than this (no refresh succeeded) answers 503 instead of old numbers.
     fleet_max_age_s: float = 30.0
     # How long the feed's map of devices to doors is kept (without the listeners).
@@ -70,10 +73,6 @@ def read_fleet(request: Request):
     router reads the whole fleet."""
     import datetime
 
-    from occupancy import fleet
-
-    settings, client = request.app.state.settings, request.app.state.client
-
     listener = getattr(request.app.state, "fleet_listener", None)
     if listener is not None:
         from occupancy.fleet_listener import NotReady
@@ -85,13 +84,7 @@ def read_fleet(request: Request):
 
     def read():
         now = datetime.datetime.now(datetime.timezone.utc)
-        return now, fleet.read_fleet(
-            client,
-            settings.realtime_collection,
-            settings.trains_collection,
-            now=now,
-            stale_after_s=settings.stale_after_s,
-        )
+        return now, request.app.state.fleet_reader.read(now)
 
     return request.app.state.fleet_cache.get(read)
 

@@ -113,6 +113,16 @@ def targets(results: dict) -> List[dict]:
             15.0,
             "%",
         ),
+        *(
+            _at_most(
+                f"a change visible on GET /v1/trains within 5 s at p95 ({v['mode']}, {v['trains']:,} trains, "
+                f"{v['changes_per_s']:g} changes/s; never visible: {v['never_visible']})",
+                v["visible_p95_s"] if not v["never_visible"] else None,
+                5.0,
+                "s",
+            )
+            for v in (results.get("serving") or {}).get("visible", ())
+        ),
     ]
 
 
@@ -208,6 +218,21 @@ def serving_rows(results: dict) -> List[tuple]:
     out = _fleet_rows(serving)
     if serving.get("large"):
         out += _fleet_rows(serving["large"])
+    for v in serving.get("visible", ()):
+        out.append(
+            (
+                f"change to visible on GET /v1/trains, {v['mode']} ({_cell(v['documents_changed'])} changes at "
+                f"{v['changes_per_s']:g}/s, exact; p50 / p95 / max s, {v['never_visible']} never visible)",
+                _cell(v["trains"]),
+                _cell(v["polls"]),
+                _cell(v["visible_p50_s"]),
+                _cell(v["visible_p95_s"]),
+                _cell(v["visible_max_s"]),
+                "-",
+                "-",
+                "-",
+            )
+        )
     dashboard = serving.get("dashboard")
     if dashboard:
         out.append(

@@ -1,7 +1,8 @@
 """The API's read path at fleet size: GET /v1/trains with N trains in the Firestore emulator
 (and again with --large_trains), the GTFS-Realtime feed, and the dashboard's first paint.
 
-    python -m bench.serving [--trains 1000] [--large_trains 10000] [--requests 1000] [--output PATH]
+    python -m bench.serving [--trains 1000] [--large_trains 10000] [--requests 1000]
+                            [--visible_trains 3000] [--output PATH]
 
 Seeds `trains/` and `realtime/` for N trains (10 devices each, documents made
 by occupancy.documents as the pipeline writes them), serves the real API
@@ -15,7 +16,9 @@ document), and the feed through the listeners. Firestore cost per request comes 
 API's own operation counter (occupancy.store.count_ops): queries and
 documents read (Firestore bills one read per document a query returns).
 The feed is built from the same N trains (10 doors each, 5 carriages) with
-api.gtfs_rt.build_feed, timed without Firestore. The dashboard's first paint
+api.gtfs_rt.build_feed, timed without Firestore. With --visible_trains, how long a change
+takes to show on GET /v1/trains, through the cache and through the listeners
+(bench/serving_visible.py). The dashboard's first paint
 is read from headless Chromium's performance timings (the page marks
 `trains-painted` when the first /v1/trains answer is drawn) with
 --dashboard_trains trains. Needs FIRESTORE_EMULATOR_HOST (bench/run.py passes
@@ -32,7 +35,8 @@ import time
 import httpx
 
 from bench.measure import emit, peak_rss_mb, percentile, read_ops, rounded
-from bench.serving_fleet import DEVICES_PER_TRAIN, Changes, door, fresh, measure_listener_cost, seed
+from bench.serving_fleet import DEVICES_PER_TRAIN, Changes, door, fresh, measure_listener_cost, quiet, seed
+from bench.serving_visible import measure_visible
 from local import stack
 from local.emulators import free_port
 from local.stack import PROJECT
@@ -138,7 +142,7 @@ def measure(
             served = len(_get(http, "/v1/trains").json()["trains"])
             size = len(_get(http, path).content)
             if listener:  # its first snapshot (the whole fleet once) is not a request's cost
-                stack.wait_for(lambda: _quiet(ops_path), 120, what="the listeners' first snapshot")
+                stack.wait_for(lambda: quiet(ops_path), 120, what="the listeners' first snapshot")
             if os.path.exists(ops_path):
                 os.remove(ops_path)  # count the timed requests only
             timed = time.monotonic()
@@ -183,14 +187,6 @@ def _get(http, path):
     response = http.get(path)
     response.raise_for_status()
     return response
-
-
-def _quiet(ops_path: str, for_s: float = 2.0) -> bool:
-    """Whether nothing was counted for `for_s`: the listeners have their first snapshot."""
-    try:
-        return time.time() - os.path.getmtime(ops_path) > for_s
-    except FileNotFoundError:
-        return False
 
 
 def _queries(path: str) -> int:
@@ -241,6 +237,21 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--large_requests", type=int, default=200, help="Timed requests per run at the larger fleet (default: 200)."
     )
+    parser.add_argument(
+        "--visible_trains",
+        type=int,
+        default=3000,
+        help="Trains for the change-to-visible runs (default: 3000; 0: none).",
+    )
+    parser.add_argument(
+        "--visible_changes_per_s",
+        type=float,
+        default=20.0,
+        help="Trains changing a second in the change-to-visible runs (default: 20).",
+    )
+    parser.add_argument(
+        "--visible_s", type=float, default=30.0, help="How long documents change in each such run (default: 30)."
+    )
     parser.add_argument("--output", default="-", help="JSON result file ('-': stdout).")
     args = parser.parse_args(argv)
     if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
@@ -258,6 +269,14 @@ def main(argv=None) -> int:
             args.listener_cost_s,
             work_dir,
         )
+        if args.visible_trains:
+            fresh(client, args.visible_trains)
+            out["visible"] = [
+                measure_visible(
+                    args.visible_trains, args.visible_changes_per_s, args.visible_s, work_dir, listener, args.cache_s
+                )
+                for listener in (False, True)
+            ]
         if args.large_trains:
             fresh(client, args.large_trains)
             # Uncached, a request reads 2 x 10,000 documents (~10 s on the emulator): a handful.

@@ -7,6 +7,8 @@ import threading
 import time
 import uuid
 
+from google.cloud import firestore
+
 from bench.measure import read_ops, rounded
 from local import stack
 from local.stack import PROJECT
@@ -33,12 +35,18 @@ def train_state(i: int, value: int) -> TrainState:
     return state
 
 
+def stamped(data: dict) -> dict:
+    """A realtime or trains document as the pipeline's sink and the registry write it: with the
+    server's `updated_at`, which the API's fleet reads ask for (occupancy.fleet_views)."""
+    return {**data, "updated_at": firestore.SERVER_TIMESTAMP}
+
+
 def seed(client, trains: int) -> None:
     writes = []
     for i in range(trains):
         write = documents.realtime_write(f"t{i:05d}", train_state(i, value=i % 300))
-        writes.append((write.collection, write.doc_id, write.data))
-        writes.append(("trains", write.doc_id, {"capacity": 300, "name": f"Train {i}"}))
+        writes.append((write.collection, write.doc_id, stamped(write.data)))
+        writes.append(("trains", write.doc_id, stamped({"capacity": 300, "name": f"Train {i}"})))
     assert not commit_documents(client, writes, RetryPolicy())
     assert len(registry.list_trains(client, "trains")) == trains
 
@@ -67,6 +75,9 @@ class Changes(threading.Thread):
         # the same counts): train id -> the mark last written to it.
         self.run_id, self.last = uuid.uuid4().hex[:8], {}
         self.halt = threading.Event()
+        # (train id, the write's last_updated in µs) of each write not yet taken: the time a
+        # change was made, which the API serves as `last_updated` (bench.serving_visible).
+        self._issued, self._issued_lock = [], threading.Lock()
 
     def run(self):
         client = make_client(PROJECT)
@@ -74,16 +85,28 @@ class Changes(threading.Thread):
         while not self.halt.is_set():
             due = int((time.monotonic() - began) * self.per_s) + 1 - self.written  # the first at once
             batch = client.batch()
+            issued = []
             for n in range(self.written, self.written + max(0, min(due, 500))):
                 i = n % self.trains
-                write = documents.realtime_write(f"t{i:05d}", train_state(i, value=(i + n) % 300))
+                state = train_state(i, value=(i + n) % 300)
+                write = documents.realtime_write(f"t{i:05d}", state)
                 mark = f"{self.run_id}:{n}"
-                batch.set(client.collection(write.collection).document(write.doc_id), {**write.data, MARK: mark})
+                data = stamped({**write.data, MARK: mark})
+                batch.set(client.collection(write.collection).document(write.doc_id), data)
                 self.last[write.doc_id] = mark
+                issued.append((write.doc_id, state.last_applied_us))
             if due > 0:
                 batch.commit()
                 self.written += min(due, 500)
+                with self._issued_lock:
+                    self._issued += issued
             self.halt.wait(self.TICK_S)
+
+    def take_issued(self) -> list:
+        """(train id, last_updated µs) of the writes committed since the last call."""
+        with self._issued_lock:
+            issued, self._issued = self._issued, []
+        return issued
 
     def stop(self) -> int:
         self.halt.set()
@@ -153,4 +176,13 @@ def _has_snapshot(listener) -> bool:
         listener.view()
         return True
     except NotReady:
+        return False
+
+
+def quiet(ops_path: str, for_s: float = 2.0) -> bool:
+    """Whether the API counted no Firestore reads for `for_s`: the listeners have their first
+    snapshot (the whole fleet once), which is no request's cost."""
+    try:
+        return time.time() - os.path.getmtime(ops_path) > for_s
+    except FileNotFoundError:
         return False

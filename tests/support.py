@@ -6,7 +6,7 @@ import pathlib
 import threading
 import time
 
-from google.cloud import pubsub_v1
+from google.cloud import firestore, pubsub_v1
 
 from local import stack
 from local.emulators import free_port
@@ -145,7 +145,8 @@ def write_realtime(client, train_id, value, capacity=None, seen=None):
     for device, (seq, last_seen) in (seen or {}).items():
         state.devices[device] = DeviceMemory(seq=seq, applied=[[1, seq]], last_seen_us=wire.to_micros(last_seen))
     write = documents.realtime_write(train_id, state)
-    assert not commit_documents(client, [(write.collection, write.doc_id, write.data)], RetryPolicy())
+    data = {**write.data, "updated_at": firestore.SERVER_TIMESTAMP}  # as the sink stamps it
+    assert not commit_documents(client, [(write.collection, write.doc_id, data)], RetryPolicy())
 
 
 def ago(seconds):

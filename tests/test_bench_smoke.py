@@ -98,6 +98,14 @@ def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
     assert 0 < cached["p50_ms"] <= cached["p95_ms"] and 0 < uncached["p50_ms"] <= uncached["p95_ms"]
     assert "GET /v1/trains" in completed.stdout
     assert serving["feed"]["trains"] == 10 and serving["feed"]["bytes"] > 0 and serving["feed"]["build_ms_p50"] > 0
+    # Change to visible: every write shows on GET /v1/trains, through the cache and the listeners.
+    cache, listener = serving["visible"]
+    assert (cache["mode"], listener["mode"]) == ("fleet cache 1 s", "listener")
+    for run in (cache, listener):
+        assert run["documents_changed"] > 0 and run["visible"] == run["documents_changed"], run
+        assert run["never_visible"] == 0 and 0 < run["visible_p50_s"] <= run["visible_p95_s"], run
+    assert "change to visible" in completed.stdout
+    assert sum("a change visible" in t["target"] for t in results["targets"]) == 2
     assert serving["dashboard"]["rows"] == 5 and serving["dashboard"]["first_paint_ms_p50"] > 0
 
 

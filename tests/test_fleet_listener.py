@@ -43,6 +43,40 @@ def test_the_listener_follows_writes_and_removals(firestore_client):
         listener.stop()
 
 
+def test_a_change_is_decoded_alone_not_with_every_document_sent_again(firestore_client, monkeypatch):
+    """The emulator sends the whole collection again with each snapshot: decoding all of it
+    each time is what kept a 3,000-train listener a minute behind (bench.serving)."""
+    from google.cloud.firestore_v1 import watch
+
+    batch = firestore_client.batch()
+    for i in range(200):
+        batch.set(firestore_client.collection("realtime").document(f"t{i:03d}"), {"current_value": i})
+    batch.commit()
+    decode_dict, decoded = watch._helpers.decode_dict, []
+
+    def counting(fields, client):
+        decoded.append(1)
+        return decode_dict(fields, client)
+
+    monkeypatch.setattr(watch._helpers, "decode_dict", counting)
+    listener = FleetListener(firestore_client).start()
+    try:
+        stack.wait_for(lambda: _ready(listener), 30, what="the first snapshot")
+        assert len(decoded) >= 200
+        decoded.clear()
+        for value in (1000, 1001, 1002):
+            firestore_client.collection("realtime").document("t007").set({"current_value": value})
+            stack.wait_for(
+                lambda v=value: {x.train_id: x.current_value for x in listener.view()[1]}["t007"] == v,
+                30,
+                what=f"the change to {value}",
+            )
+        assert {x.train_id: x.current_value for x in listener.view()[1]}["t008"] == 8
+        assert len(decoded) <= 6, f"{len(decoded)} documents decoded for 3 changes"
+    finally:
+        listener.stop()
+
+
 def test_the_api_serves_the_listeners_view(firestore_emulator, auth_emulator, firestore_client, tmp_path_factory):
     registry.set_train(firestore_client, "trains", "t1", 100)
     # A fleet cache of an hour: without the listener the second value could not show.
@@ -93,12 +127,9 @@ class _FakeFirestore:
     def __init__(self):
         self.callbacks = {}
 
-    def collection(self, name):
-        def on_snapshot(callback):
-            self.callbacks[name] = callback
-            return types.SimpleNamespace(is_active=True, unsubscribe=lambda: None)
-
-        return types.SimpleNamespace(on_snapshot=on_snapshot)
+    def follow(self, client, name, callback):
+        self.callbacks[name] = callback
+        return types.SimpleNamespace(is_active=True, unsubscribe=lambda: None)
 
     def push(self, name, docs, at):
         changes = [
@@ -114,7 +145,7 @@ class _FakeFirestore:
 def test_the_view_joins_only_the_trains_that_changed_and_restates_the_rest_from_the_clock():
     t0 = datetime.datetime(2026, 12, 1, 8, tzinfo=datetime.timezone.utc)
     firestore = _FakeFirestore()
-    listener = FleetListener(firestore, stale_after_s=90).start()
+    listener = FleetListener(firestore, stale_after_s=90, follow=firestore.follow).start()
     seen = {"devices_seen": {"d1": {"last_seen": t0}}}
     firestore.push("realtime", {f"t{i}": {"current_value": i, **seen} for i in range(100)}, t0)
     firestore.push("trains", {f"t{i}": {"capacity": 200} for i in range(100)}, t0)
