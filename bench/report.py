@@ -113,6 +113,7 @@ def targets(results: dict) -> List[dict]:
             15.0,
             "%",
         ),
+        *_fn_api_targets(results.get("fn_api")),
         *(
             _at_most(
                 f"a change visible on GET /v1/trains within 5 s at p95 ({v['mode']}, {v['trains']:,} trains, "
@@ -124,6 +125,72 @@ def targets(results: dict) -> List[dict]:
             for v in (results.get("serving") or {}).get("visible", ())
         ),
     ]
+
+
+def _fn_api_targets(fn_api) -> List[dict]:
+    if not fn_api:
+        return []
+    return [
+        _at_least(
+            "the job over the Fn API (4 bundle processors) >= 0.10 x pass-through",
+            fn_api["job_vs_passthrough"],
+            0.10,
+            "x pass-through",
+        ),
+        _at_most(
+            "signature checks over the Fn API <= 15 % more CPU per message",
+            fn_api["signature_cpu_overhead_pct"],
+            15.0,
+            "%",
+        ),
+    ]
+
+
+FN_API_HEADER = (
+    "the job over the Fn API (multi_threading)",
+    "trains",
+    "messages",
+    "msgs/s per core",
+    "pass-through per core",
+    "job / pass-through",
+    "CPU vs signatures off",
+    "state requests/message",
+    "counts exact",
+)
+FN_API_LABELS = {
+    "job": "4 bundle processors, Ed25519 checked (the headline)",
+    "unverified": "4, --device_auth=off",
+    "es256": "4, ES256 keys checked",
+    "one_processor": "1 bundle processor",
+    "one_processor_state_cache": "1, Beam state cache 100 MB",
+}
+
+
+def fn_api_rows(results: dict) -> List[tuple]:
+    fn_api = results.get("fn_api")
+    if not fn_api:
+        return []
+    off = fn_api["runs"]["unverified"]
+    off_per_message = off["cpu_s"] / off["messages"]
+    out = []
+    for name, label in FN_API_LABELS.items():
+        r = fn_api["runs"].get(name)
+        if r is None:
+            continue
+        out.append(
+            (
+                label,
+                _cell(r["trains"]),
+                _cell(r["messages"]),
+                _cell(r["msgs_per_s_per_core"]),
+                _cell(r["passthrough_msgs_per_s_per_core"]),
+                _num(r["msgs_per_s_per_core"] / r["passthrough_msgs_per_s_per_core"]),
+                f"{100 * (r['cpu_s'] / r['messages']) / off_per_message - 100:+.0f} %",
+                _num(r["state_requests"]["requests_per_element_all_in"]),
+                _cell(r["counts_exact"]),
+            )
+        )
+    return out
 
 
 def _cell(value) -> str:
@@ -349,6 +416,8 @@ def table(results: dict) -> str:
         rule,
     ]
     text += [f"{_status(t)}: {t['target']}: {_target_detail(t)}" for t in results["targets"]]
+    if fn_api_rows(results):
+        text += ["", *_aligned(FN_API_HEADER, fn_api_rows(results))]
     if serving_rows(results):
         text += ["", *_aligned(SERVING_HEADER, serving_rows(results))]
     return "\n".join(text)
@@ -368,6 +437,9 @@ def markdown(results: dict) -> str:
     out += ["| " + " | ".join(r) + " |" for r in rows(results)]
     out += ["", "| target | result | measured |", "|---|---|---|"]
     out += [f"| {t['target']} | {_status(t)} | {_target_detail(t)} |" for t in results["targets"]]
+    if fn_api_rows(results):
+        out += ["", "| " + " | ".join(FN_API_HEADER) + " |", "|" + "---|" * len(FN_API_HEADER)]
+        out += ["| " + " | ".join(r) + " |" for r in fn_api_rows(results)]
     if serving_rows(results):
         out += ["", "| " + " | ".join(SERVING_HEADER) + " |", "|" + "---|" * len(SERVING_HEADER)]
         out += ["| " + " | ".join(r) + " |" for r in serving_rows(results)]

@@ -7,6 +7,9 @@ Steps (each on an emptied Firestore with the fleet registered):
   4. the naive baseline, 8 concurrent workers on one subscription (lost updates);
   5. the SDK harness (FnApiRunner, batch): the pipeline's composites vs a pass-through,
      per core, and the parse + fold microbenchmark;
+  5b. the job as Dataflow runs it (bench/fn_api_levers.py): FnApiRunner's multi_threading mode,
+     state over the Fn API, against a stateful pass-through, and the levers on its cost side by
+     side (signatures off, ES256 keys, Beam's state cache);
   6. serving (bench/serving.py): the API's GET /v1/trains with 1,000 and 10,000 trains, p50/p95
      and Firestore reads per request, with the fleet cache off and on and with the fleet
      listeners (still, and with documents changing: reads per change); the GTFS-RT feed
@@ -26,7 +29,7 @@ import sys
 import threading
 import time
 
-from bench import report, streaming, workload
+from bench import fn_api_levers, report, streaming, workload
 from bench.measure import machine
 from local.emulators import Emulator
 from local.progress import Steps
@@ -120,7 +123,7 @@ def fresh_firestore(emulator: Emulator, spec: workload.WorkloadSpec) -> None:
 
 
 # The steps, in order (their durations in the last results file make the estimate of time left).
-STEPS = ("pipeline", "ceiling", "naive", "naive_concurrent", "harness", "serving")
+STEPS = ("pipeline", "ceiling", "naive", "naive_concurrent", "harness", "fn_api", "serving")
 
 
 def _last_results(path: str) -> dict:
@@ -217,6 +220,10 @@ def main(argv=None) -> int:
                 env,
                 os.path.join(work_dir, "harness.json"),
                 args.timeout_s,
+            )
+        with step("fn_api"):
+            results["fn_api"] = fn_api_levers.run_all(
+                firestore.reset, run_child, env, work_dir, args.smoke, args.timeout_s, repeats=1 if args.smoke else 2
             )
         firestore.reset()
         with step("serving"):

@@ -62,6 +62,8 @@ class Run(NamedTuple):
     mode: str = "in_memory"  # or multi_threading: state over the Fn API, several bundle processors
     workers: int = 1  # bundle processors at once (multi_threading)
     per_bundle: int = 0  # messages per bundle, as a streaming job gets them; 0: the batch runner's
+    device_auth: str = "require"  # the job's --device_auth (off: signatures not checked)
+    alg: str = "EdDSA"  # the devices' keys: EdDSA (Ed25519) or ES256
 
     def args(self) -> List[str]:
         return [
@@ -71,6 +73,8 @@ class Run(NamedTuple):
             f"--mode={self.mode}",
             f"--workers={self.workers}",
             f"--per_bundle={self.per_bundle}",
+            f"--device_auth={self.device_auth}",
+            f"--alg={self.alg}",
         ]
 
 
@@ -107,8 +111,13 @@ def fleet(trains: int):
     return tuple(simulator.make_train(f"s{i:05d}", (320, 240, 180)[i % 3], doors=DOORS) for i in range(trains))
 
 
-def options() -> OccupancyOptions:
-    return OccupancyOptions([f"--firestore_project={PROJECT}"])
+def options(device_auth: str = "require") -> OccupancyOptions:
+    return OccupancyOptions([f"--firestore_project={PROJECT}", f"--device_auth={device_auth}"])
+
+
+def keyring(alg: str) -> Keyring:
+    """The devices' keys: KEYS (seeded Ed25519), or new keys of `alg`."""
+    return KEYS if alg == "EdDSA" else Keyring(alg=alg)
 
 
 def _counter(result, name: str) -> int:
@@ -135,9 +144,10 @@ def run_fleet(run: Run, profile: bool = False) -> dict:
         [(t.train_id, t.capacity, None) for t in trains_spec],
         [(d, t.train_id, None) for t in trains_spec for d in t.devices],
     )
-    KEYS.register(client, "devices", [d for t in trains_spec for d in t.devices])
+    keys = keyring(run.alg)
+    keys.register(client, "devices", [d for t in trains_spec for d in t.devices])
     register_s = time.perf_counter() - began
-    sim = simulator.Simulation(trains_spec, SEED, SCALE_SIM, keys=KEYS)
+    sim = simulator.Simulation(trains_spec, SEED, SCALE_SIM, keys=keys)
     start_us = (int(time.time()) - int(minutes * 60) - 600) * 1_000_000
     msgs = [
         PubsubMessage(m.payload, m.attributes, message_id=str(i), publish_time=_utc(start_us / 1e6 + m.send_at))
@@ -156,7 +166,7 @@ def run_fleet(run: Run, profile: bool = False) -> dict:
         reads_before = measure.read_ops(ops_path)[0]
         with fn_api.StateTraffic(run.mode, {"FoldOccupancy": FoldOccupancy}) as job_traffic:
             cpu, wall, result = harness.timed_run(
-                harness.build_pipeline, path, options(), source(), profiler=profiler, options=runner
+                harness.build_pipeline, path, options(run.device_auth), source(), profiler=profiler, options=runner
             )
         reads = measure.read_ops(ops_path)[0] - reads_before
         with fn_api.StateTraffic(run.mode, {"Sum": harness.StatefulSum}) as pass_traffic:
@@ -172,6 +182,8 @@ def run_fleet(run: Run, profile: bool = False) -> dict:
         "mode": run.mode,
         "workers": run.workers,
         "per_bundle": run.per_bundle,
+        "device_auth": run.device_auth,
+        "alg": run.alg,
         "register_s": round(register_s, 1),
         "cpu_s": round(cpu, 2),
         "wall_s": round(wall, 2),
@@ -281,6 +293,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--per_bundle", type=int, default=0, help="Messages per bundle (0: the batch runner's few large bundles)."
     )
+    parser.add_argument("--device_auth", choices=("require", "off"), default="require", help="The job's --device_auth.")
+    parser.add_argument("--alg", choices=("EdDSA", "ES256"), default="EdDSA", help="The devices' key algorithm.")
     parser.add_argument("--output", default="-", help="Where to write the JSON.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -288,6 +302,7 @@ def main(argv=None) -> int:
     # a run in bundles of 20 messages has over a thousand (RecursionError at the default 1,000).
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     run = Run(args.one, args.minutes, args.state_cache_mb, args.mode, args.workers, args.per_bundle)
+    run = run._replace(device_auth=args.device_auth, alg=args.alg)
     measure.emit(run_fleet(run, args.profile), args.output)
     return 0
 

@@ -164,16 +164,18 @@ def _chunks(writes):
 
 
 def _commit(client, writes, on_committed) -> None:
+    from occupancy import firestore_writes as fw
+
     batch = client.batch()
     for collection, doc_id, data, *guard in writes:
         ref = client.collection(collection).document(doc_id)
         guard = guard[0] if guard else None
         if guard is None:
-            batch.set(ref, data)
+            fw.add_to_batch(batch, ref, data, fw.SET)
         elif guard.must_not_exist:
-            batch.create(ref, data)
+            fw.add_to_batch(batch, ref, data, fw.CREATE)
         else:
-            batch.update(ref, data, option=client.write_option(last_update_time=guard.update_time))
+            fw.add_to_batch(batch, ref, data, fw.UPDATE, guard.update_time)
     results = batch.commit(retry=None, timeout=30)  # RetryPolicy is the one retry layer
     count_ops(writes=len(writes))
     for write, result in zip(writes, results):

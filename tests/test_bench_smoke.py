@@ -64,6 +64,16 @@ def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
     assert harness["pipeline_msgs_per_s_per_core"] > 0 and harness["passthrough_msgs_per_s_per_core"] > 0
     assert harness["parse_fold_msgs_per_s_per_core"] > 0 and harness["pipeline_counts_exact"] is True
 
+    # The job as Dataflow runs it, and its levers side by side: every run exact, the ratios shown.
+    fn_api = results["fn_api"]
+    assert set(fn_api["runs"]) == {"job", "unverified", "es256", "one_processor", "one_processor_state_cache"}
+    assert fn_api["counts_exact"] is True and fn_api["runs"]["job"]["mode"] == "multi_threading"
+    assert fn_api["runs"]["unverified"]["device_auth"] == "off" and fn_api["runs"]["es256"]["alg"] == "ES256"
+    assert 0 < fn_api["job_vs_passthrough"] < 1 and fn_api["signature_cpu_overhead_pct"] is not None
+    targets = {t["target"] for t in results["targets"]}
+    assert "the job over the Fn API (4 bundle processors) >= 0.10 x pass-through" in targets
+    assert "the job over the Fn API (multi_threading)" in completed.stdout
+
     assert results["workload"]["messages"] > 0 and results["workload"]["trains"] == 3
     assert results["machine"]["cores"] >= 1 and results["machine"]["memory_mb"] > 0
     assert results["flush_interval_s"] == 1.0 and results["reorder_delay_s"] == 2.0

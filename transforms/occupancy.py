@@ -32,7 +32,8 @@ from google.api_core import exceptions as gexc
 from occupancy import documents, fold, wire
 from occupancy.store import RetryPolicy, count_ops, make_client
 from transforms.coders import EventCoder, TrainStateCoder
-from transforms.release_queue import KnownValue, QueueState, ReleaseQueue
+from transforms.queue_state import QUEUE_CODER, BundleMemo, QueueCell
+from transforms.release_queue import QueueState, ReleaseQueue
 
 _LOGGER = logging.getLogger(__name__)
 STATS = "stats"
@@ -79,18 +80,23 @@ class RealtimeSeed:
 class FoldOccupancy(beam.DoFn):
     """(train_id, Event) -> DocumentWrite, emitted when the train's flush timer fires."""
 
-    # The release queue's bags and horizon (microseconds of event time): transforms.release_queue.
+    # The release queue's bags: transforms.release_queue.
     PENDING = BagStateSpec("pending", EventCoder())
     WAITING = BagStateSpec("waiting", EventCoder())
     LATER = BagStateSpec("later", EventCoder())
+    # Its horizon (microseconds of event time) as the job before the `queue` cell kept it: read
+    # for a train without `queue` only.
     HORIZON = ReadModifyWriteStateSpec("horizon", coders.VarIntCoder())
     # Versioned bytes (occupancy.state_codec), not a pickled class: `--update` and renames read them.
     TRAIN = ReadModifyWriteStateSpec("train", TrainStateCoder())
-    # The release queue's clock: (armed release time or 0, time of the last flush), microseconds
-    # of event time, written when an element arms the timer and at every flush.
+    # The release queue's clock, horizon and count of `pending` events in one cell, read once per
+    # train and bundle (transforms.queue_state).
+    QUEUE = ReadModifyWriteStateSpec("queue", QUEUE_CODER)
+    # The clock as the job before the `queue` cell kept it: (armed release time or 0, time of the
+    # last flush), microseconds of event time. Read for a train without `queue`; still written.
     CLOCK = ReadModifyWriteStateSpec("clock", coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()]))
     # The clock as jobs before the `clock` cell kept it (with TrainState.queue_clock after a flush
-    # that released events): read only for a train whose state has no `clock` yet.
+    # that released events): read only for a train whose state has neither cell.
     TIMER_AT = ReadModifyWriteStateSpec("timer_at", coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()]))
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
@@ -100,19 +106,27 @@ class FoldOccupancy(beam.DoFn):
         self._queue = ReleaseQueue(
             lambda event: config.release_time(event.event_time_us), config.flush_interval_us, config.reorder_delay_us
         )
+        self._memo = BundleMemo()
 
     def setup(self):
         if self._seed is not None:
             self._seed.setup()
 
-    @staticmethod
-    def _queue_state(pending, waiting, later, horizon, clock, flush, legacy) -> QueueState:
-        """The queue's handles with the clock read once: from `clock`, else (a new train, or
-        state written by an earlier version of the job) from what `legacy()` returns."""
-        stored = clock.read()
-        if stored is not None:
-            return QueueState(pending, waiting, later, horizon, KnownValue(clock, stored), flush)
-        return QueueState(pending, waiting, later, horizon, KnownValue(clock, None), flush, legacy())
+    def start_bundle(self):
+        self._memo.clear()
+
+    def _queue_state(self, key, pending, waiting, later, horizon, queue, clock, flush, legacy_clock) -> QueueState:
+        """The queue's handles, its small state read once (transforms.queue_state): from `queue`,
+        else as an earlier job left it, from `clock` (or what `legacy_clock()` returns) and
+        `horizon`, with `pending` read at the next flush whatever it holds."""
+
+        def legacy():
+            stored = clock.read()
+            armed, last_flush = stored if stored is not None else legacy_clock()
+            return armed, last_flush, horizon.read() or 0, 1
+
+        cell = QueueCell(key, queue, pending, self._memo, legacy, clock)
+        return QueueState(cell.pending, waiting, later, cell.horizon, cell.clock, flush)
 
     def process(
         self,
@@ -122,15 +136,19 @@ class FoldOccupancy(beam.DoFn):
         later=beam.DoFn.StateParam(LATER),
         horizon=beam.DoFn.StateParam(HORIZON),
         train=beam.DoFn.StateParam(TRAIN),
+        queue=beam.DoFn.StateParam(QUEUE),
         clock=beam.DoFn.StateParam(CLOCK),
         timer_at=beam.DoFn.StateParam(TIMER_AT),
         flush=beam.DoFn.TimerParam(FLUSH),
     ):
         # No read of the train's state here: on Dataflow each read is a request to the runner.
-        def legacy():
+        def legacy_clock():
             return _legacy_clock(train.read(), timer_at.read())
 
-        self._queue.add(element[1], self._queue_state(pending, waiting, later, horizon, clock, flush, legacy))
+        key, event = element
+        self._queue.add(
+            event, self._queue_state(key, pending, waiting, later, horizon, queue, clock, flush, legacy_clock)
+        )
 
     @on_timer(FLUSH)
     def on_flush(
@@ -142,6 +160,7 @@ class FoldOccupancy(beam.DoFn):
         later=beam.DoFn.StateParam(LATER),
         horizon=beam.DoFn.StateParam(HORIZON),
         train=beam.DoFn.StateParam(TRAIN),
+        queue=beam.DoFn.StateParam(QUEUE),
         clock=beam.DoFn.StateParam(CLOCK),
         timer_at=beam.DoFn.StateParam(TIMER_AT),
         flush=beam.DoFn.TimerParam(FLUSH),
@@ -149,7 +168,7 @@ class FoldOccupancy(beam.DoFn):
         fired_us = fired.micros
         state = train.read()
         queue = self._queue_state(
-            pending, waiting, later, horizon, clock, flush, lambda: _legacy_clock(state, timer_at.read())
+            key, pending, waiting, later, horizon, queue, clock, flush, lambda: _legacy_clock(state, timer_at.read())
         )
         ready, queue_clock = self._queue.take_due(fired_us, queue)
         if not ready:
@@ -174,7 +193,7 @@ class FoldOccupancy(beam.DoFn):
                     SEED_RETRY_US // 1_000_000,
                 )
                 for event in ready:
-                    pending.add(event)
+                    queue.pending.add(event)  # counted, so that the next flush reads it
                 self._queue.put_off(fired_us, SEED_RETRY_US, queue)
                 yield beam.pvalue.TaggedOutput(STATS, (0,) * (len(STAT_NAMES) - 1) + (1,))
                 return

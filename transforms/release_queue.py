@@ -67,21 +67,6 @@ def _clock(states: QueueState) -> Tuple[int, int]:
     return (armed if armed > last_flush else 0), last_flush
 
 
-class KnownValue:
-    """A read-modify-write state cell whose value the caller has already read: reading it again
-    costs no request to the runner (on Dataflow each read() of an uncached cell is one)."""
-
-    def __init__(self, cell, value):
-        self._cell, self._value = cell, value
-
-    def read(self):
-        return self._value
-
-    def write(self, value) -> None:
-        self._value = value
-        self._cell.write(value)
-
-
 def arm_flush(
     states: QueueState, release_us: int, flush_interval_us: int, clock: Optional[Tuple[int, int]] = None
 ) -> None:
