@@ -20,8 +20,9 @@ Every run's counts must equal the simulator's truth. What the figures mean: docs
 """
 
 import os
-from typing import Callable, Dict
+from typing import Callable, Dict, List
 
+from bench.report_cells import cell, num
 from bench.scale_fleet import Run
 
 FLEET, MINUTES = 100, 2.0
@@ -76,3 +77,50 @@ def summary(runs: dict) -> dict:
         ),
         "counts_exact": all(r["counts_exact"] for r in runs.values()),
     }
+
+
+FN_API_HEADER = (
+    "the job over the Fn API (multi_threading)",
+    "trains",
+    "messages",
+    "msgs/s per core",
+    "pass-through per core",
+    "job / pass-through",
+    "CPU vs signatures off",
+    "state requests/message",
+    "counts exact",
+)
+FN_API_LABELS = {
+    "job": "4 bundle processors, Ed25519 checked (the headline)",
+    "unverified": "4, --device_auth=off",
+    "es256": "4, ES256 keys checked",
+    "one_processor": "1 bundle processor",
+    "one_processor_state_cache": "1, Beam state cache 100 MB",
+}
+
+
+def fn_api_rows(results: dict) -> List[tuple]:
+    fn_api = results.get("fn_api")
+    if not fn_api:
+        return []
+    off = fn_api["runs"]["unverified"]
+    off_per_message = off["cpu_s"] / off["messages"]
+    out = []
+    for name, label in FN_API_LABELS.items():
+        r = fn_api["runs"].get(name)
+        if r is None:
+            continue
+        out.append(
+            (
+                label,
+                cell(r["trains"]),
+                cell(r["messages"]),
+                cell(r["msgs_per_s_per_core"]),
+                cell(r["passthrough_msgs_per_s_per_core"]),
+                num(r["msgs_per_s_per_core"] / r["passthrough_msgs_per_s_per_core"]),
+                f"{100 * (r['cpu_s'] / r['messages']) / off_per_message - 100:+.0f} %",
+                num(r["state_requests"]["requests_per_element_all_in"]),
+                cell(r["counts_exact"]),
+            )
+        )
+    return out

@@ -7,6 +7,10 @@ not compare).
 
 from typing import List, Optional
 
+from bench.fn_api_levers import FN_API_HEADER, fn_api_rows
+from bench.report_cells import cell, num
+from bench.serving_report import SERVING_HEADER, serving_rows
+
 ROWS = (
     ("pipeline", "pipeline, streaming (local runner)"),
     ("ceiling", "runner ceiling, streaming (local runner)"),
@@ -146,70 +150,6 @@ def _fn_api_targets(fn_api) -> List[dict]:
     ]
 
 
-FN_API_HEADER = (
-    "the job over the Fn API (multi_threading)",
-    "trains",
-    "messages",
-    "msgs/s per core",
-    "pass-through per core",
-    "job / pass-through",
-    "CPU vs signatures off",
-    "state requests/message",
-    "counts exact",
-)
-FN_API_LABELS = {
-    "job": "4 bundle processors, Ed25519 checked (the headline)",
-    "unverified": "4, --device_auth=off",
-    "es256": "4, ES256 keys checked",
-    "one_processor": "1 bundle processor",
-    "one_processor_state_cache": "1, Beam state cache 100 MB",
-}
-
-
-def fn_api_rows(results: dict) -> List[tuple]:
-    fn_api = results.get("fn_api")
-    if not fn_api:
-        return []
-    off = fn_api["runs"]["unverified"]
-    off_per_message = off["cpu_s"] / off["messages"]
-    out = []
-    for name, label in FN_API_LABELS.items():
-        r = fn_api["runs"].get(name)
-        if r is None:
-            continue
-        out.append(
-            (
-                label,
-                _cell(r["trains"]),
-                _cell(r["messages"]),
-                _cell(r["msgs_per_s_per_core"]),
-                _cell(r["passthrough_msgs_per_s_per_core"]),
-                _num(r["msgs_per_s_per_core"] / r["passthrough_msgs_per_s_per_core"]),
-                f"{100 * (r['cpu_s'] / r['messages']) / off_per_message - 100:+.0f} %",
-                _num(r["state_requests"]["requests_per_element_all_in"]),
-                _cell(r["counts_exact"]),
-            )
-        )
-    return out
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
-
-
-def _num(value) -> str:
-    """Ratios and limits: three significant digits, so that 0.0041 does not print as 0.00."""
-    return "-" if value is None else f"{value:.3g}"
-
-
 HEADER = (
     "run",
     "msgs/s",
@@ -225,37 +165,37 @@ HEADER = (
 
 
 def rows(results: dict) -> List[tuple]:
-    out = [(label, *(_cell(results[key].get(k)) for k in RUN_KEYS)) for key, label in ROWS]
+    out = [(label, *(cell(results[key].get(k)) for k in RUN_KEYS)) for key, label in ROWS]
     h = results["harness"]
     blank = ("-",) * 8
     out.append(
         (
             "harness: pipeline composites, per core",
-            _cell(h["pipeline_msgs_per_s_per_core"]),
+            cell(h["pipeline_msgs_per_s_per_core"]),
             *blank[:5],
-            _cell(h.get("peak_rss_mb")),
-            _cell(h.get("pipeline_counts_exact")),
+            cell(h.get("peak_rss_mb")),
+            cell(h.get("pipeline_counts_exact")),
             "-",
         )
     )
     out.append(
         (
             "harness: pipeline with --device_auth=off, per core",
-            _cell(h.get("pipeline_unverified_msgs_per_s_per_core")),
+            cell(h.get("pipeline_unverified_msgs_per_s_per_core")),
             *blank,
         )
     )
-    out.append(("harness: pass-through, per core", _cell(h["passthrough_msgs_per_s_per_core"]), *blank))
-    out.append(("parse + fold (pure Python), per core", _cell(h["parse_fold_msgs_per_s_per_core"]), *blank))
+    out.append(("harness: pass-through, per core", cell(h["passthrough_msgs_per_s_per_core"]), *blank))
+    out.append(("parse + fold (pure Python), per core", cell(h["parse_fold_msgs_per_s_per_core"]), *blank))
     return out
 
 
 def _target_detail(t: dict) -> str:
-    detail = f"{_num(t['value'])} {t['unit']}".strip()
+    detail = f"{num(t['value'])} {t['unit']}".strip()
     if t["limit"] is not None:
-        detail += f" (limit {_num(t['limit'])})"
+        detail += f" (limit {num(t['limit'])})"
     if not t["pass"] and t["miss_by"] is not None:
-        detail += f", missed by {_num(t['miss_by'])}"
+        detail += f", missed by {num(t['miss_by'])}"
         if t["miss_factor"]:
             detail += f" ({t['miss_factor']}x)"
     return detail
@@ -263,127 +203,6 @@ def _target_detail(t: dict) -> str:
 
 def _status(t: dict) -> str:
     return "pass" if t["pass"] else "MISS"
-
-
-SERVING_HEADER = (
-    "serving",
-    "trains",
-    "requests",
-    "p50 ms",
-    "p95 ms",
-    "p99 ms (max)",
-    "Firestore queries/request",
-    "document reads/request",
-    "response KB",
-)
-
-
-def serving_rows(results: dict) -> List[tuple]:
-    serving = results.get("serving")
-    if not serving:
-        return []
-    out = _fleet_rows(serving)
-    if serving.get("large"):
-        out += _fleet_rows(serving["large"])
-    for v in serving.get("visible", ()):
-        out.append(
-            (
-                f"change to visible on GET /v1/trains, {v['mode']} ({_cell(v['documents_changed'])} changes at "
-                f"{v['changes_per_s']:g}/s, exact; p50 / p95 / max s, {v['never_visible']} never visible)",
-                _cell(v["trains"]),
-                _cell(v["polls"]),
-                _cell(v["visible_p50_s"]),
-                _cell(v["visible_p95_s"]),
-                _cell(v["visible_max_s"]),
-                "-",
-                "-",
-                "-",
-            )
-        )
-    dashboard = serving.get("dashboard")
-    if dashboard:
-        out.append(
-            (
-                "dashboard first paint (Chromium, ms)",
-                _cell(dashboard["trains"]),
-                _cell(dashboard["loads"]),
-                _cell(dashboard["first_paint_ms_p50"]),
-                "-",
-                _cell(dashboard["first_paint_ms_max"]),
-                "-",
-                "-",
-                "-",
-            )
-        )
-    return out
-
-
-def _fleet_rows(serving: dict) -> List[tuple]:
-    """One fleet's rows: GET /v1/trains each way, the feed through the listeners, its build alone."""
-    out = []
-    for key, label in (
-        ("uncached", "GET /v1/trains, fleet cache off"),
-        ("cached", "GET /v1/trains, fleet cache 1 s"),
-        ("listener", "GET /v1/trains, fleet listeners"),
-        ("listener_changing", "GET /v1/trains, fleet listeners, documents changing"),
-        ("listener_feed", "GET /gtfs-rt/vehicle-positions.pb, fleet listeners"),
-    ):
-        r = serving.get(key)
-        if r is None:  # results from before this row
-            continue
-        if key == "cached":
-            label = f"GET /v1/trains, fleet cache {r['fleet_cache_s']:g} s"
-        if r.get("failed_requests"):
-            label += f" ({r['failed_requests']} of {r['requests']} not 200: {r['answers']})"
-        if key == "listener_changing":
-            label += f" ({_cell(r['documents_changed'])} in {r['timed_s']:g} s; the listeners' reads counted too)"
-        out.append(
-            (
-                label,
-                _cell(r["trains"]),
-                _cell(r["requests"]),
-                _cell(r["p50_ms"]),
-                _cell(r["p95_ms"]),
-                _cell(r["p99_ms"]),
-                _num(r["firestore_queries_per_request"]),
-                _cell(r["firestore_reads_per_request"]),
-                _cell(round(r["response_bytes"] / 1024, 1)),
-            )
-        )
-    cost = serving.get("listener_cost")
-    if cost:  # the view's own reads: per changed document, whatever the requests
-        out.append(
-            (
-                f"fleet listeners' own reads ({_cell(cost['documents_changed'])} changes at "
-                f"{cost['changes_per_s']:g}/s: {cost['reads_per_changed_document']} a change, "
-                f"{_cell(cost['reads_per_minute_at_this_rate'])}/min; caught up {cost['caught_up_after_s']:g} s "
-                "after the writes)",
-                _cell(cost["trains"]),
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                _cell(cost["firestore_reads"]),
-                "-",
-            )
-        )
-    feed = serving.get("feed")
-    if feed:
-        out.append(
-            (
-                f"GTFS-RT feed build ({_cell(feed['bytes'])} bytes, {_cell(feed['bytes_per_train'])}/train)",
-                _cell(feed["trains"]),
-                _cell(feed["rounds"]),
-                _cell(feed["build_ms_p50"]),
-                "-",
-                _cell(feed["build_ms_max"]),
-                "0",
-                "0",
-                _cell(round(feed["bytes"] / 1024, 1)),
-            )
-        )
-    return out
 
 
 def _aligned(header: tuple, body: List[tuple]) -> List[str]:

@@ -35,20 +35,30 @@ import time
 import httpx
 
 from bench.measure import emit, peak_rss_mb, percentile, read_ops, rounded
-from bench.serving_fleet import DEVICES_PER_TRAIN, Changes, door, fresh, measure_listener_cost, quiet, seed
+from bench.serving_fleet import (
+    DEVICES_PER_TRAIN,
+    Changes,
+    door,
+    fresh,
+    measure_listener_cost,
+    quiet,
+    seed,
+    start_measured_api,
+)
 from bench.serving_visible import measure_visible
 from local import stack
 from local.emulators import free_port
 from local.stack import PROJECT
-from occupancy.store import COUNT_OPS_ENV, make_client
+from occupancy.store import make_client
 
 
 def measure_feed(client, trains: int, rounds: int = 20) -> dict:
     """build_feed + serialisation for the seeded fleet, timed without the Firestore read."""
     from api.gtfs_rt import build_feed
     from occupancy import fleet
+    from occupancy.fleet_views import FleetReader
 
-    views = fleet.read_fleet(client)
+    views = FleetReader(client).read()
     doors = {v.train_id: {f"{v.train_id}-d{d}": door(d) for d in range(DEVICES_PER_TRAIN)} for v in views}
     timings, size = [], 0
     for _ in range(rounds):
@@ -122,18 +132,7 @@ def measure(
         + path.replace("/", "_")
         + (f"-{changes_per_s:g}" if changes_per_s else "")
     )
-    ops_path = os.path.join(work_dir, f"ops-{name}.txt")
-    port = free_port()
-    process = stack.start_api(
-        PROJECT,
-        port,
-        f"--fleet_cache_s={cache_s}",
-        "--log_level=warning",
-        *(("--fleet_listener",) if listener else ()),
-        env={COUNT_OPS_ENV: ops_path},
-        log_path=os.path.join(work_dir, f"api-{name}.log"),
-    )
-    base = f"http://127.0.0.1:{port}"
+    process, base, ops_path = start_measured_api(name, work_dir, cache_s, listener)
     try:
         stack.wait_until_serving(process, base)
         latencies = []

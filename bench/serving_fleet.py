@@ -11,6 +11,7 @@ from google.cloud import firestore
 
 from bench.measure import read_ops, rounded
 from local import stack
+from local.emulators import free_port
 from local.stack import PROJECT
 from occupancy import documents, registry, wire
 from occupancy.fold import DeviceMemory, TrainState
@@ -177,6 +178,25 @@ def _has_snapshot(listener) -> bool:
         return True
     except NotReady:
         return False
+
+
+def start_measured_api(name: str, work_dir: str, cache_s: float, listener: bool, *extra: str):
+    """(process, base URL, ops file) of the API for one measurement named `name`: the fleet
+    cache at `cache_s` or (listener) the listeners, its Firestore operations counted in the
+    ops file (occupancy.store.count_ops), its log in work_dir."""
+    ops_path = os.path.join(work_dir, f"ops-{name}.txt")
+    port = free_port()
+    process = stack.start_api(
+        PROJECT,
+        port,
+        f"--fleet_cache_s={cache_s}",
+        "--log_level=warning",
+        *(("--fleet_listener",) if listener else ()),
+        *extra,
+        env={COUNT_OPS_ENV: ops_path},
+        log_path=os.path.join(work_dir, f"api-{name}.log"),
+    )
+    return process, f"http://127.0.0.1:{port}", ops_path
 
 
 def quiet(ops_path: str, for_s: float = 2.0) -> bool:

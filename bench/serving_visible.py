@@ -13,19 +13,15 @@ dropped from the figures.
 """
 
 import datetime
-import os
 import threading
 import time
 
 import httpx
 
 from bench.measure import percentile, rounded
-from bench.serving_fleet import Changes, quiet
+from bench.serving_fleet import Changes, quiet, start_measured_api
 from local import stack
-from local.emulators import free_port
-from local.stack import PROJECT
 from occupancy import wire
-from occupancy.store import COUNT_OPS_ENV
 
 
 def measure_visible(
@@ -33,19 +29,8 @@ def measure_visible(
 ) -> dict:
     """Change-to-visible latency with the fleet cache at `cache_s` or (listener) the listeners."""
     name = f"visible-{trains}-{'listener' if listener else f'cache{cache_s:g}'}"
-    ops_path = os.path.join(work_dir, f"ops-{name}.txt")
-    port = free_port()
-    process = stack.start_api(
-        PROJECT,
-        port,
-        f"--fleet_cache_s={cache_s}",
-        "--public_precision=exact",  # last_updated as written (coarse serves a sample's)
-        "--log_level=warning",
-        *(("--fleet_listener",) if listener else ()),
-        env={COUNT_OPS_ENV: ops_path},
-        log_path=os.path.join(work_dir, f"api-{name}.log"),
-    )
-    base = f"http://127.0.0.1:{port}"
+    # last_updated as written (coarse precision serves a sample's)
+    process, base, ops_path = start_measured_api(name, work_dir, cache_s, listener, "--public_precision=exact")
     latencies, waiting, polls = [], {}, [0]
     halt = threading.Event()
     try:

@@ -2,8 +2,8 @@
 
 Beam-free and shared by everything that serves the numbers (the HTTP API, the
 dashboard, the GTFS-Realtime feed, the benchmarks): they read the fleet with
-`read_fleet` (one query on `realtime`, one on `trains`, whatever the fleet's
-size) and classify with the functions here, never with a copy of them.
+`occupancy.fleet_views` (one query on `realtime`, one on `trains`, whatever the
+fleet's size) and classify with the functions here, never with a copy of them.
 
 Freshness (docs/design.md, "Serving the numbers"): a train's newest device
 `last_seen` (heartbeats included) says whether its number is current:
@@ -20,7 +20,7 @@ import logging
 import re
 import threading
 import time
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 from occupancy.registry import device_entry, train_entry
 from occupancy.store import count_ops
@@ -177,26 +177,6 @@ def restated(view: TrainView, now: datetime.datetime, stale_after_s: float = DEF
     return view._replace(status=status, staleness_s=staleness)
 
 
-def read_fleet(
-    client,
-    realtime_collection: str = "realtime",
-    trains_collection: str = "trains",
-    now: Optional[datetime.datetime] = None,
-    stale_after_s: float = DEFAULT_STALE_AFTER_S,
-) -> List[TrainView]:
-    """Every train known to the registry or with a realtime document, sorted by id.
-
-    Two queries whatever the fleet's size (Firestore bills one read per document returned).
-    """
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    realtime = {doc.id: doc.to_dict() or {} for doc in client.collection(realtime_collection).stream()}
-    count_ops(reads=max(1, len(realtime)))  # one line per query: the benchmark counts queries too
-    trains = {doc.id: doc.to_dict() or {} for doc in client.collection(trains_collection).stream()}
-    count_ops(reads=max(1, len(trains)))
-    ids = sorted(i for i in set(realtime) | set(trains) if valid_id(i))
-    return [train_view(i, realtime.get(i), trains.get(i), now, stale_after_s) for i in ids]
-
-
 def read_train(
     client,
     train_id: str,
@@ -273,7 +253,7 @@ class FleetStale(Exception):
 
 
 class FleetCache:
-    """The last `read_fleet` result, served while a newer one is read in the background.
+    """The last fleet read's result, served while a newer one is read in the background.
 
     Every reader of the fleet (apps polling the API, the dashboard, the feed)
     would otherwise cost two queries and one read per train each; the pipeline

@@ -2,11 +2,11 @@
 request (docs/api.md, "Serving cost").
 
 Two `on_snapshot` listeners, on `realtime` and on `trains`, keep every document in memory;
-`view()` joins them as `occupancy.fleet.read_fleet` does, with no read at all. A third, on
+`view()` joins them as the fleet cache's reads do (`occupancy.fleet_views`), with no read at all. A third, on
 `devices` (when given), keeps the registry's door of each device for the feed's carriages
 (`doors()`): devices change rarely, so it costs almost nothing after its first snapshot. The pipeline
 writes a train's realtime document at most once per flush interval, so the listener costs
-one read per train per flush at most, whatever the number of requests; `read_fleet` costs one
+one read per train per flush at most, whatever the number of requests; a whole-fleet read costs one
 read per train per refresh.
 
 `view()` keeps each train's joined view and re-joins only the trains whose documents changed;

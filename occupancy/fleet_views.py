@@ -61,7 +61,8 @@ class JoinedFleet:
 
 
 class FleetReader:
-    """Reads the fleet (as `fleet.read_fleet`), after the first time only what changed since."""
+    """Reads every train known to the registry or with a realtime document (two queries, one
+    billed read per document), after the first time only what changed since."""
 
     def __init__(
         self,
