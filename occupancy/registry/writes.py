@@ -178,7 +178,8 @@ def assign_trip(
         if trip_id
         else firestore.DELETE_FIELD
     )
-    ref.update({"trip": value}, **rpc_options(timeout))
+    # updated_at as every registry write: the API's fleet reads ask for what changed since it.
+    ref.update({"trip": value, "updated_at": firestore.SERVER_TIMESTAMP}, **rpc_options(timeout))
 
 
 def check_capacity(capacity) -> None:
