@@ -26,6 +26,8 @@ REGISTRY = ["google-cloud-firestore>=2.16,<3", *IDENTITY]
 PIPELINE = [
     f"apache-beam[gcp]=={BEAM_VERSION}",
     "google-cloud-firestore>=2.16,<3",
+    # The TIDES tables as Parquet (occupancy/tides_parquet.py); Beam brings it too.
+    "pyarrow>=14",
     *IDENTITY,
 ]
 # The operator's launcher (python -m pipeline.launch: launch, drain, cancel, status), not workers.

@@ -31,6 +31,16 @@ class ScheduleError(ValueError):
     """The static feed cannot be used, with a reason."""
 
 
+class StopTime(NamedTuple):
+    """One stop of a trip, from stop_times.txt: times in seconds after the service day's
+    reference (either may be missing from the feed, then the other stands for both)."""
+
+    stop_sequence: int
+    stop_id: str
+    arrival_s: int
+    departure_s: int
+
+
 class Trip(NamedTuple):
     trip_id: str
     route_id: str
@@ -43,6 +53,7 @@ class Trip(NamedTuple):
     route_short_name: str
     route_long_name: str
     departures_s: tuple = ()  # every stop's departure, in stop order (the public sample points)
+    stops: Tuple[StopTime, ...] = ()  # every stop with a time, in stop order (stop visits)
 
 
 class TripRun(NamedTuple):
@@ -60,6 +71,10 @@ class TripRun(NamedTuple):
     def departure_times(self) -> List[datetime.datetime]:
         offset = self.starts_at - datetime.timedelta(seconds=self.trip.start_s)
         return [offset + datetime.timedelta(seconds=s) for s in self.trip.departures_s]
+
+    def at(self, seconds: int) -> datetime.datetime:
+        """A time of this run's service day (seconds after its reference), as a datetime."""
+        return self.starts_at + datetime.timedelta(seconds=seconds - self.trip.start_s)
 
     @property
     def start_time(self) -> str:
@@ -104,13 +119,20 @@ class Schedule:
         routes = {r["route_id"]: r for r in rows("routes.txt")}
         times: Dict[str, List[int]] = {}
         departures: Dict[str, List[Tuple[int, int]]] = {}
+        stops: Dict[str, List[StopTime]] = {}
         for r in rows("stop_times.txt"):
             for field in ("departure_time", "arrival_time"):
                 if r.get(field):
                     times.setdefault(r["trip_id"], []).append(_seconds(r[field]))
+            sequence = int(r["stop_sequence"]) if (r.get("stop_sequence") or "").isdigit() else 0
             if r.get("departure_time"):
-                sequence = int(r["stop_sequence"]) if (r.get("stop_sequence") or "").isdigit() else 0
                 departures.setdefault(r["trip_id"], []).append((sequence, _seconds(r["departure_time"])))
+            arrival, departure = r.get("arrival_time"), r.get("departure_time")
+            if arrival or departure:  # a stop without times is interpolated by planners: not visited here
+                arrival_s = _seconds(arrival or departure)
+                departure_s = _seconds(departure or arrival)
+                stop = StopTime(sequence, (r.get("stop_id") or "").strip(), arrival_s, departure_s)
+                stops.setdefault(r["trip_id"], []).append(stop)
         self.trips: Dict[str, Trip] = {}
         self.by_short_name: Dict[str, List[Trip]] = {}
         for r in rows("trips.txt"):
@@ -130,6 +152,7 @@ class Schedule:
                 route.get("route_short_name") or "",
                 route.get("route_long_name") or "",
                 tuple(t for _, t in sorted(departures.get(r["trip_id"], ()))),
+                tuple(sorted(stops.get(r["trip_id"], ()))),
             )
             self.trips[trip.trip_id] = trip
             if trip.short_name:

@@ -1,0 +1,184 @@
+"""Stop visits and door counts as rows of the TIDES tables `stop_visits` and `passenger_events`
+(docs/design.md, "TIDES tables"), and the tables' fields as this system fills them.
+
+TIDES (Transit ITS Data Exchange Specification, https://tides-transit.org) describes each
+table as a Frictionless Table Schema. `FIELDS` lists, per table, every field the
+specification requires and every one filled here, with the type and constraints the
+specification gives it; the rest of its fields (fares, ramps, locations) are not known to a
+door counter and are left out, which TIDES allows. The Parquet and BigQuery schemas are made
+from `FIELDS` (occupancy.tides_parquet), and `problems` checks a row against it.
+
+Ids are made from the data, never drawn: a replay of the same counts makes the same rows.
+
+* `trip_id_performed`: `<service date>:<trip_id>:<train>` on a scheduled trip, and
+  `<service date>:<train>` for a train on no known trip (its whole service day is one trip
+  performed: there is nothing else to cut it by);
+* `passenger_event_id`: `<device>:<seq>`, the device's own numbering of its counts (each
+  count is one event: a count is of people in or of people out, never both).
+
+All times are UTC; `service_date` is the trip's (GTFS's: a trip past midnight keeps the day
+it started), or the train's local day in the feed's time zone without a trip.
+"""
+
+import datetime
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from occupancy.stop_visits import StopVisit
+
+
+class Field(NamedTuple):
+    name: str
+    type: str  # Frictionless: string, integer, number, boolean, date, datetime
+    required: bool = False
+    minimum: Optional[int] = None
+    enum: Tuple[str, ...] = ()
+
+
+BOARDED, ALIGHTED = "Passenger boarded", "Passenger alighted"
+SCHEDULED, UNSCHEDULED = "Scheduled", "Unscheduled"
+
+FIELDS: Dict[str, Tuple[Field, ...]] = {
+    "stop_visits": (
+        Field("service_date", "date", required=True),
+        Field("trip_id_performed", "string", required=True),
+        Field("trip_stop_sequence", "integer", required=True, minimum=1),
+        Field("scheduled_stop_sequence", "integer", minimum=0),
+        Field("vehicle_id", "string", required=True),
+        Field("stop_id", "string"),
+        Field("dwell", "integer", minimum=0),
+        Field("schedule_arrival_time", "datetime"),
+        Field("schedule_departure_time", "datetime"),
+        Field("actual_arrival_time", "datetime"),
+        Field("actual_departure_time", "datetime"),
+        Field("boarding_1", "integer", minimum=0),
+        Field("alighting_1", "integer", minimum=0),
+        Field("departure_load", "integer", minimum=0),
+        Field(
+            "schedule_relationship",
+            "string",
+            enum=("Scheduled", "Skipped", "Missing data", "Unscheduled", "Canceled", "Duplicated", "Schedule modified"),
+        ),
+    ),
+    "passenger_events": (
+        Field("passenger_event_id", "string", required=True),
+        Field("service_date", "date", required=True),
+        Field("event_timestamp", "datetime", required=True),
+        Field("trip_id_performed", "string"),
+        Field("trip_id_scheduled", "string"),
+        Field("trip_stop_sequence", "integer", required=True, minimum=1),
+        Field("scheduled_stop_sequence", "integer", minimum=0),
+        Field("event_type", "string", required=True, enum=(BOARDED, ALIGHTED)),
+        Field("vehicle_id", "string", required=True),
+        Field("device_id", "string"),
+        Field("stop_id", "string"),
+        Field("event_count", "integer", minimum=0),
+    ),
+}
+# Each table's key: what a row is the one row of (TIDES's primaryKey, with the vehicle).
+KEYS = {
+    "stop_visits": ("service_date", "trip_id_performed", "trip_stop_sequence", "vehicle_id"),
+    "passenger_events": ("passenger_event_id",),
+}
+
+
+def _utc(us: Optional[int]) -> Optional[datetime.datetime]:
+    if us is None:
+        return None
+    return datetime.datetime.fromtimestamp(us // 1_000_000, datetime.timezone.utc).replace(microsecond=us % 1_000_000)
+
+
+def service_date(visit: StopVisit, timezone: datetime.tzinfo) -> datetime.date:
+    if visit.run is not None:
+        return visit.run.service_date
+    return _utc(visit.arrived_us).astimezone(timezone).date()
+
+
+def trip_id_performed(visit: StopVisit, train_id: str, timezone: datetime.tzinfo) -> str:
+    day = service_date(visit, timezone).isoformat()
+    return f"{day}:{visit.run.trip.trip_id}:{train_id}" if visit.run is not None else f"{day}:{train_id}"
+
+
+def stop_visit_row(visit: StopVisit, train_id: str, timezone: datetime.tzinfo) -> dict:
+    """One `stop_visits` row. The doors' first and last counts stand for arrival and departure
+    (the train stood there at least that long): a stop with no count has no actual times."""
+    stop, run = visit.stop, visit.run
+    return {
+        "service_date": service_date(visit, timezone),
+        "trip_id_performed": trip_id_performed(visit, train_id, timezone),
+        "trip_stop_sequence": visit.trip_stop_sequence,
+        "scheduled_stop_sequence": stop.stop_sequence if stop else None,
+        "vehicle_id": train_id,
+        "stop_id": (stop.stop_id or None) if stop else None,
+        "dwell": (visit.departed_us - visit.arrived_us) // 1_000_000 if visit.counts else None,
+        "schedule_arrival_time": run.at(stop.arrival_s).astimezone(datetime.timezone.utc) if stop else None,
+        "schedule_departure_time": run.at(stop.departure_s).astimezone(datetime.timezone.utc) if stop else None,
+        "actual_arrival_time": _utc(visit.arrived_us),
+        "actual_departure_time": _utc(visit.departed_us),
+        "boarding_1": visit.boarded,  # TIDES: _1 is all doors on a train boarded through all doors
+        "alighting_1": visit.alighted,
+        "departure_load": visit.departure_load,
+        "schedule_relationship": SCHEDULED if stop else UNSCHEDULED,
+    }
+
+
+def passenger_event_rows(visit: StopVisit, train_id: str, timezone: datetime.tzinfo) -> List[dict]:
+    """One `passenger_events` row per count of the visit (counts of nobody are left out)."""
+    if not visit.counts:
+        return []
+    stop = visit.stop
+    common = {
+        "service_date": service_date(visit, timezone),
+        "trip_id_performed": trip_id_performed(visit, train_id, timezone),
+        "trip_id_scheduled": visit.run.trip.trip_id if visit.run else None,
+        "trip_stop_sequence": visit.trip_stop_sequence,
+        "scheduled_stop_sequence": stop.stop_sequence if stop else None,
+        "vehicle_id": train_id,
+        "stop_id": (stop.stop_id or None) if stop else None,
+    }
+    return [
+        {
+            "passenger_event_id": f"{count.device_id}:{count.seq}",
+            "event_timestamp": _utc(count.event_time_us),
+            "event_type": BOARDED if count.delta > 0 else ALIGHTED,
+            "device_id": count.device_id,
+            "event_count": abs(count.delta),
+            **common,
+        }
+        for count in visit.counts
+        if count.delta
+    ]
+
+
+_TYPES = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "date": datetime.date,
+    "datetime": datetime.datetime,
+}
+
+
+def problems(table: str, row: dict) -> List[str]:
+    """What keeps `row` from being a valid row of `table` as FIELDS describe it (empty: none)."""
+    fields = {f.name: f for f in FIELDS[table]}
+    out = [f"unknown field {name}" for name in row if name not in fields]
+    for f in fields.values():
+        value = row.get(f.name)
+        if value is None:
+            if f.required:
+                out.append(f"{f.name} is required")
+            continue
+        kind = _TYPES[f.type]
+        wrong = not isinstance(value, kind) or (f.type == "integer" and isinstance(value, bool))
+        if f.type == "date" and isinstance(value, datetime.datetime):
+            wrong = True
+        if f.type == "datetime" and not wrong and value.tzinfo is None:
+            out.append(f"{f.name} has no time zone")
+        if wrong:
+            out.append(f"{f.name}: {type(value).__name__}, not {f.type}")
+        elif f.minimum is not None and value < f.minimum:
+            out.append(f"{f.name}: {value} below {f.minimum}")
+        elif f.enum and value not in f.enum:
+            out.append(f"{f.name}: {value!r} not one of {f.enum}")
+    return out

@@ -1,0 +1,270 @@
+"""occupancy.stop_visits: door counts grouped into stops and matched to the trip's stop times;
+occupancy.tides: those visits as TIDES rows; occupancy.tides_parquet: the rows as files."""
+
+import datetime
+import pathlib
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from occupancy import tides, tides_parquet
+from occupancy.schedule import Schedule, StopTime
+from occupancy.stop_visits import DoorCount, StopVisits, VisitState
+from tests import schedule_feed
+
+ZURICH = ZoneInfo("Europe/Zurich")
+DAY = datetime.date(2026, 12, 3)  # a Thursday: the weekday service runs
+FILES = {
+    **schedule_feed.FILES,
+    "trips.txt": schedule_feed.FILES["trips.txt"] + "ic3,weekdays,r1,2001,Chur,0\nic3,weekdays,r2,2003,Chur,0\n",
+    "stop_times.txt": schedule_feed.FILES["stop_times.txt"]
+    + "r1,08:00:00,08:00:00,a,1\nr1,08:10:00,08:10:00,b,2\nr1,08:19:00,08:20:00,c,3\nr1,08:30:00,08:30:00,d,4\n"
+    + "r2,09:00:00,09:00:00,d,1\nr2,09:30:00,09:30:00,a,2\n",
+}
+
+
+@pytest.fixture(scope="module")
+def schedule():
+    return Schedule(FILES)
+
+
+def at_us(hh_mm_ss: str) -> int:
+    h, m, s = map(int, hh_mm_ss.split(":"))
+    return int(datetime.datetime(2026, 12, 3, h, m, s, tzinfo=ZURICH).timestamp() * 1_000_000)
+
+
+class Doors:
+    """Counts as a train's doors send them, with the train's running load after each."""
+
+    def __init__(self, load=0):
+        self.load, self.seq = load, 0
+
+    def burst(self, hh_mm_ss: str, *deltas, device="t1-d1"):
+        out = []
+        for k, delta in enumerate(deltas):
+            self.load += delta
+            self.seq += 1
+            out.append(DoorCount(device, self.seq, at_us(hh_mm_ss) + k * 5_000_000, delta, self.load))
+        return out
+
+
+def visit_all(counts, run_of, close_after_each=False):
+    """Every visit the counts make, closed at the end (at the last count + 2 hours)."""
+    rules, state, visits = StopVisits(), VisitState(), []
+    for count in counts:
+        visits += rules.add(state, count, run_of(count.event_time_us))
+        if close_after_each:  # as a timer at the burst's end would, when no count came first
+            due = rules.due_us(state)
+            visits += rules.close(state, due - 1, run_of(due - 1))
+    end = counts[-1].event_time_us + 7_200_000_000
+    return visits + rules.close(state, end, run_of(end))
+
+
+def r1_then_nothing(schedule):
+    run = schedule.run(schedule.trips["r1"], DAY)
+    return lambda t_us: run if t_us < at_us("09:00:00") else None
+
+
+def summary(visits):
+    return [
+        (v.trip_stop_sequence, v.stop.stop_id if v.stop else None, v.boarded, v.alighted, v.departure_load)
+        for v in visits
+    ]
+
+
+def test_the_schedule_keeps_every_stop_of_a_trip_with_its_times(schedule):
+    stops = schedule.trips["ic1832-wd"].stops
+    assert [(s.stop_sequence, s.stop_id) for s in stops] == [(1, "basel"), (2, "zurich"), (3, "chur")]
+    assert (stops[1].arrival_s, stops[1].departure_s) == (9 * 3600, 9 * 3600 + 120)
+
+
+def test_each_stop_is_one_visit_with_its_ons_offs_and_departure_load(schedule):
+    doors = Doors()
+    counts = (
+        doors.burst("08:00:05", 3, 2, 4)
+        + doors.burst("08:10:10", -1, 2)
+        + doors.burst("08:20:00", -3, 1)
+        + doors.burst("08:30:00", -4, -4)
+    )
+    visits = visit_all(counts, r1_then_nothing(schedule))
+    assert summary(visits) == [(1, "a", 9, 0, 9), (2, "b", 2, 1, 10), (3, "c", 1, 3, 8), (4, "d", 0, 8, 0)]
+    first = visits[0]
+    assert (first.arrived_us, first.departed_us) == (at_us("08:00:05"), at_us("08:00:15"))
+
+
+def test_a_stop_where_nobody_got_on_or_off_is_a_visit_of_nobody_with_the_load_carried(schedule):
+    doors = Doors()
+    counts = doors.burst("08:00:05", 5) + doors.burst("08:20:05", -2) + doors.burst("08:30:00", -3)
+    visits = visit_all(counts, r1_then_nothing(schedule))
+    assert summary(visits) == [(1, "a", 5, 0, 5), (2, "b", 0, 0, 5), (3, "c", 0, 2, 3), (4, "d", 0, 3, 0)]
+    assert visits[1].arrived_us is None and visits[1].counts == ()
+
+
+def test_a_delay_growing_past_the_time_between_stops_still_matches_each_stop(schedule):
+    # 4 more minutes late at each stop: at c (08:28) the train is nearer d's time (08:30) than
+    # c's (08:20), and at d 12 minutes late, more than a stop interval.
+    doors = Doors()
+    counts = (
+        doors.burst("08:00:05", 4)
+        + doors.burst("08:14:00", 1)
+        + doors.burst("08:28:00", -2)
+        + doors.burst("08:42:00", -3)
+    )
+    visits = visit_all(counts, lambda t: schedule.run(schedule.trips["r1"], DAY))
+    assert [s for _, s, *_ in summary(visits)] == ["a", "b", "c", "d"]
+
+
+def test_a_burst_far_from_every_stop_left_is_an_unscheduled_visit(schedule):
+    doors = Doors()
+    counts = doors.burst("08:00:05", 4) + doors.burst("08:30:00", -1) + doors.burst("08:58:00", -3)
+    visits = visit_all(counts, r1_then_nothing(schedule))
+    assert summary(visits) == [
+        (1, "a", 4, 0, 4),
+        (2, "b", 0, 0, 4),
+        (3, "c", 0, 0, 4),
+        (4, "d", 0, 1, 3),
+        (5, None, 0, 3, 0),  # after the last stop: no stop of the trip is within 15 minutes
+    ]
+
+
+def test_a_train_on_no_known_trip_makes_unscheduled_visits_in_order():
+    doors = Doors()
+    counts = doors.burst("08:00:05", 4) + doors.burst("08:05:00", -1, 2)
+    visits = visit_all(counts, lambda t: None)
+    assert summary(visits) == [(1, None, 4, 0, 4), (2, None, 2, 1, 5)]
+
+
+def test_a_new_run_ends_the_last_with_its_remaining_stops_and_starts_counting_again(schedule):
+    r1, r2 = (schedule.run(schedule.trips[t], DAY) for t in ("r1", "r2"))
+    doors = Doors()
+    counts = doors.burst("08:00:05", 4) + doors.burst("08:10:00", 2) + doors.burst("09:00:00", -6, 3)
+    visits = visit_all(counts, lambda t: r1 if t < at_us("08:50:00") else r2 if t < at_us("10:00:00") else None)
+    assert [(v.run.trip.trip_id, *s) for v, s in zip(visits, summary(visits))] == [
+        ("r1", 1, "a", 4, 0, 4),
+        ("r1", 2, "b", 2, 0, 6),
+        ("r1", 3, "c", 0, 0, 6),
+        ("r1", 4, "d", 0, 0, 6),
+        ("r2", 1, "d", 3, 6, 3),
+        ("r2", 2, "a", 0, 0, 3),
+    ]
+
+
+def test_closing_at_every_burst_end_makes_the_same_visits_as_closing_once(schedule):
+    doors = Doors()
+    counts = (
+        doors.burst("08:00:05", 3, 2)
+        + doors.burst("08:20:00", -1)
+        + doors.burst("08:31:00", -4)
+        + doors.burst("08:59:00", 1)
+        + doors.burst("09:20:00", -1)
+    )
+    run_of = r1_then_nothing(schedule)
+    assert visit_all(counts, run_of, close_after_each=True) == visit_all(counts, run_of)
+
+
+# ---- TIDES rows ------------------------------------------------------------------------------
+
+# What the TIDES specification requires of each table (its JSON schemas' "required"),
+# written out here rather than read from occupancy.tides, which the rows are made with.
+TIDES_REQUIRED = {
+    "stop_visits": {"service_date", "trip_id_performed", "trip_stop_sequence", "vehicle_id"},
+    "passenger_events": {
+        "passenger_event_id",
+        "service_date",
+        "event_timestamp",
+        "trip_stop_sequence",
+        "event_type",
+        "vehicle_id",
+    },
+}
+
+
+@pytest.fixture
+def visits(schedule):
+    doors = Doors()
+    counts = doors.burst("08:00:05", 3, 2) + doors.burst("08:20:00", -1) + doors.burst("08:58:00", 1, -2)
+    return visit_all(counts, r1_then_nothing(schedule))
+
+
+def rows_of(visits):
+    return (
+        [tides.stop_visit_row(v, "t1", ZURICH) for v in visits],
+        [r for v in visits for r in tides.passenger_event_rows(v, "t1", ZURICH)],
+    )
+
+
+def test_the_tables_declare_every_field_tides_requires_as_required():
+    for table, required in TIDES_REQUIRED.items():
+        assert {f.name for f in tides.FIELDS[table] if f.required} == required
+
+
+def test_every_row_made_is_valid_tides_and_the_checker_catches_what_is_not(visits):
+    stop_rows, event_rows = rows_of(visits)
+    assert [tides.problems("stop_visits", r) for r in stop_rows] == [[]] * len(stop_rows)
+    assert [tides.problems("passenger_events", r) for r in event_rows] == [[]] * len(event_rows)
+    for table, row in (("stop_visits", stop_rows[0]), ("passenger_events", event_rows[0])):
+        for field in TIDES_REQUIRED[table]:
+            assert tides.problems(table, {**row, field: None}) == [f"{field} is required"]
+    bad = {**stop_rows[0], "boarding_1": -1, "schedule_relationship": "Late", "colour": "red"}
+    assert sorted(tides.problems("stop_visits", bad)) == sorted(
+        [
+            "unknown field colour",
+            "boarding_1: -1 below 0",
+            "schedule_relationship: 'Late' not one of " + repr(tides.FIELDS["stop_visits"][-1].enum),
+        ]
+    )
+    naive = {**event_rows[0], "event_timestamp": datetime.datetime(2026, 12, 3, 8)}
+    assert tides.problems("passenger_events", naive) == ["event_timestamp has no time zone"]
+
+
+def test_rows_name_the_trip_stop_and_times_as_tides_asks(visits):
+    stop_rows, event_rows = rows_of(visits)
+    a = stop_rows[0]
+    assert a["trip_id_performed"] == "2026-12-03:r1:t1" and a["service_date"] == DAY
+    assert (a["stop_id"], a["scheduled_stop_sequence"], a["trip_stop_sequence"]) == ("a", 1, 1)
+    assert a["schedule_departure_time"] == datetime.datetime(2026, 12, 3, 7, 0, tzinfo=datetime.timezone.utc)
+    assert a["actual_departure_time"] == datetime.datetime(2026, 12, 3, 7, 0, 10, tzinfo=datetime.timezone.utc)
+    assert (a["boarding_1"], a["alighting_1"], a["departure_load"], a["dwell"]) == (5, 0, 5, 5)
+    c = stop_rows[2]
+    assert (c["stop_id"], c["schedule_arrival_time"].minute, c["schedule_departure_time"].minute) == ("c", 19, 20)
+    assert [(r["stop_id"], r["schedule_relationship"]) for r in stop_rows[3:]] == [
+        ("d", "Scheduled"),  # passed, nobody through the doors, before ...
+        (None, "Unscheduled"),  # ... a stop 28 minutes after d's time
+    ]
+    assert [(e["passenger_event_id"], e["event_type"], e["event_count"], e["stop_id"]) for e in event_rows] == [
+        ("t1-d1:1", "Passenger boarded", 3, "a"),
+        ("t1-d1:2", "Passenger boarded", 2, "a"),
+        ("t1-d1:3", "Passenger alighted", 1, "c"),
+        ("t1-d1:4", "Passenger boarded", 1, None),
+        ("t1-d1:5", "Passenger alighted", 2, None),
+    ]
+
+
+def test_parquet_files_read_back_as_the_rows_and_are_the_same_bytes_when_written_again(visits, tmp_path):
+    stop_rows, event_rows = rows_of(visits)
+    paths = tides_parquet.write_partitioned(str(tmp_path), "stop_visits", reversed(stop_rows), "part-0")
+    tides_parquet.write_partitioned(str(tmp_path), "passenger_events", event_rows, "part-0")
+    assert [p.split(str(tmp_path))[1] for p in paths] == ["/stop_visits/service_date=2026-12-03/part-0.parquet"]
+    table = tides_parquet.read_table(str(tmp_path), "stop_visits")
+    assert sorted(table.to_pylist(), key=lambda r: r["trip_stop_sequence"]) == stop_rows
+    events = tides_parquet.read_table(str(tmp_path), "passenger_events")
+    assert sorted(events.column("passenger_event_id").to_pylist()) == sorted(
+        r["passenger_event_id"] for r in event_rows
+    )
+    first = pathlib.Path(paths[0]).read_bytes()
+    again = tides_parquet.write_partitioned(str(tmp_path), "stop_visits", stop_rows, "part-0")
+    assert pathlib.Path(again[0]).read_bytes() == first  # rows in key order, whatever order they came in
+
+
+def test_a_stop_time_of_a_feed_without_departure_takes_its_arrival():
+    files = {
+        **FILES,
+        "stop_times.txt": "trip_id,arrival_time,departure_time,stop_id,stop_sequence\n"
+        "r1,08:00:00,,a,1\nr1,,08:10:00,b,2\nr1,,,x,3\nr1,08:30:00,08:30:00,d,4\n",
+    }
+    stops = Schedule(files).trips["r1"].stops
+    assert stops == (
+        StopTime(1, "a", 8 * 3600, 8 * 3600),
+        StopTime(2, "b", 8 * 3600 + 600, 8 * 3600 + 600),
+        StopTime(4, "d", 8 * 3600 + 1800, 8 * 3600 + 1800),
+    )
