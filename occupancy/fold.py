@@ -184,6 +184,9 @@ class FlushResult:
     trips: List[Trip] = dataclasses.field(default_factory=list)
     # Events refused here, with why: (event, detail). A seq jump (see `SEQ_JUMP_WINDOWS`).
     refused: List[Tuple[Event, str]] = dataclasses.field(default_factory=list)
+    # Each count of people applied, in the order applied, with the train's value after it
+    # (the stop visits' input: occupancy.stop_visits).
+    counts: List[Tuple[Event, int]] = dataclasses.field(default_factory=list)
 
 
 def sort_key(event: Event):
@@ -282,6 +285,7 @@ def apply_events(state: TrainState, events: List[Event], config: FoldConfig, flu
             if door is not None:
                 door.trip_boarded += max(0, event.delta)
                 door.trip_alighted += max(0, -event.delta)
+            result.counts.append((event, state.value))
         bucket.events += 1
         bucket.correction += correction
         result.corrections += correction != 0

@@ -7,6 +7,9 @@ Two encodings, each starting with its version byte:
   explicitly, in a fixed order, so the bytes do not depend on class or module
   names (a rename or a `--update` reads them) and a new field is a new version
   whose decoder still reads the old ones.
+* `encode_visits` / `decode_visits`: a train's stop-visit state (occupancy.stop_visits), for
+  the `visits` cell of transforms.stop_visits; the run it is on by its key (trip_id, start
+  date), looked up again in the schedule when read.
 * `encode_dedup` / `decode_dedup`: what a new job needs to de-duplicate a
   train's devices across a restart (each device's registration time and
   applied seq ranges), one bytes field of the realtime document
@@ -21,9 +24,11 @@ and its width, so consecutive seqs cost a few bytes whatever their size.
 from typing import Dict, List, Tuple
 
 from occupancy.fold import Bucket, DeviceMemory, TrainState
+from occupancy.stop_visits import DoorCount, VisitState
 
 STATE_VERSION = 1
 DEDUP_VERSION = 1
+VISITS_VERSION = 1
 _BUCKET_FIELDS = ("start_us", "timestamp_us", "value", "delta", "events", "boarded", "alighted", "late", "correction")
 
 
@@ -175,3 +180,29 @@ def decode_dedup(data: bytes) -> Dict[str, Tuple[int, List[List[int]]]]:
         out[device_id] = (r.int(), r.ranges())
     r.done("realtime checkpoint")
     return out
+
+
+def encode_visits(state: VisitState) -> bytes:
+    w = _Writer(VISITS_VERSION)
+    for part in state.key:
+        w.str(part)
+    for n in (state.visits, state.next_stop):
+        w.uint(n)
+    w.int(state.delay_us)
+    w.optional(state.load)
+    w.uint(len(state.counts))
+    for c in state.counts:
+        w.str(c.device_id)
+        for n in (c.seq, c.event_time_us, c.delta, c.load_after):
+            w.int(n)
+    return bytes(w.out)
+
+
+def decode_visits(data: bytes) -> VisitState:
+    """The state with its run's key, not the run (the caller looks it up in its schedule)."""
+    r = _Reader(data, "stop-visit state", VISITS_VERSION)
+    state = VisitState(key=(r.str(), r.str()))
+    state.visits, state.next_stop, state.delay_us, state.load = r.uint(), r.uint(), r.int(), r.optional()
+    state.counts = [DoorCount(r.str(), r.int(), r.int(), r.int(), r.int()) for _ in range(r.uint())]
+    r.done("stop-visit state")
+    return state

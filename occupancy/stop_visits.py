@@ -24,6 +24,7 @@ counts makes the same visits whatever the bundles (`tests/test_stop_visits.py`).
 """
 
 import dataclasses
+import datetime
 from typing import List, NamedTuple, Optional, Tuple
 
 from occupancy.schedule import StopTime, TripRun
@@ -60,15 +61,18 @@ class StopVisit(NamedTuple):
     counts: Tuple[DoorCount, ...]
 
 
-def run_key(run: Optional[TripRun]) -> Optional[Tuple[str, str]]:
-    return (run.trip.trip_id, run.start_date) if run is not None else None
+def run_key(run: Optional[TripRun], day: str = "") -> Tuple[str, str]:
+    """What the visits are numbered along: (trip_id, start date YYYYMMDD) of a run, or ("",
+    the local service day YYYY-MM-DD) for a train on no known trip (its day is one trip)."""
+    return (run.trip.trip_id, run.start_date) if run is not None else ("", day)
 
 
 @dataclasses.dataclass
 class VisitState:
     """One train's: the run its visits belong to, the open burst, what was matched last."""
 
-    run: Optional[TripRun] = None
+    key: Tuple[str, str] = ("", "")  # run_key: what the visits are numbered along (stored)
+    run: Optional[TripRun] = None  # the run the key names (not stored: looked up again)
     counts: List[DoorCount] = dataclasses.field(default_factory=list)  # the open burst
     visits: int = 0  # visits emitted on this run (the last trip_stop_sequence)
     next_stop: int = 0  # index into run.trip.stops of the first stop not matched yet
@@ -80,8 +84,25 @@ class StopVisits:
     """The rules above, as functions of a train's VisitState: `add` each count in event-time
     order with the run the train is on at that time, `close` when `gap_us` has passed."""
 
-    def __init__(self, gap_us: int = DEFAULT_GAP_US, window_us: int = DEFAULT_WINDOW_US, skip_weight: float = 0.5):
+    def __init__(
+        self,
+        gap_us: int = DEFAULT_GAP_US,
+        window_us: int = DEFAULT_WINDOW_US,
+        skip_weight: float = 0.5,
+        timezone: datetime.tzinfo = datetime.timezone.utc,
+    ):
         self.gap_us, self.window_us, self.skip_weight = gap_us, window_us, skip_weight
+        self.timezone = timezone  # where a train on no trip starts a new day
+
+    def _key(self, run: Optional[TripRun], t_us: int) -> Tuple[str, str]:
+        if run is not None:
+            return run_key(run)
+        local = datetime.datetime.fromtimestamp(t_us / 1_000_000, self.timezone)
+        return run_key(None, local.date().isoformat())
+
+    def _start(self, state: VisitState, run: Optional[TripRun], key: Tuple[str, str]) -> None:
+        state.key, state.run = key, run
+        state.visits, state.next_stop, state.delay_us = 0, 0, 0
 
     def add(self, state: VisitState, count: DoorCount, run: Optional[TripRun]) -> List[StopVisit]:
         """Adds a count; returns the visits it closes (the burst before it, if the train left
@@ -89,9 +110,10 @@ class StopVisits:
         out = []
         if state.counts and count.event_time_us - state.counts[-1].event_time_us > self.gap_us:
             out += self._close_burst(state)
-        if run_key(run) != run_key(state.run):
+        key = self._key(run, count.event_time_us)
+        if key != state.key:
             out += self._close_burst(state) + self._finish_run(state)
-            state.run, state.visits, state.next_stop, state.delay_us = run, 0, 0, 0
+            self._start(state, run, key)
         state.counts.append(count)
         state.load = count.load_after
         return out
@@ -107,10 +129,18 @@ class StopVisits:
         due = self.due_us(state)
         if due is not None and now_us >= due:
             out += self._close_burst(state)
-        if not state.counts and run_key(run_now) != run_key(state.run):
+        key = self._key(run_now, now_us)
+        if not state.counts and key != state.key:
             out += self._finish_run(state)
-            state.run, state.visits, state.next_stop, state.delay_us = run_now, 0, 0, 0
+            self._start(state, run_now, key)
         return out
+
+    def run_ends_us(self, state: VisitState, late_us: int) -> Optional[int]:
+        """When the run's stops not yet visited are due as passed (`late_us` after the run's
+        scheduled end), or None: no run, or none left."""
+        if state.run is None or state.next_stop >= len(state.run.trip.stops):
+            return None
+        return int(state.run.ends_at.timestamp() * 1_000_000) + late_us
 
     def _visit(self, state, stop, counts, load: Optional[int]) -> StopVisit:
         """The next visit of the run; `load`: the train's occupancy as it left."""

@@ -14,7 +14,8 @@ Ids are made from the data, never drawn: a replay of the same counts makes the s
   `<service date>:<train>` for a train on no known trip (its whole service day is one trip
   performed: there is nothing else to cut it by);
 * `passenger_event_id`: `<device>:<seq>`, the device's own numbering of its counts (each
-  count is one event: a count is of people in or of people out, never both).
+  count is one event: a count is of people in or of people out, never both); a legacy
+  count without seq is `<device>@<event time, µs>`.
 
 All times are UTC; `service_date` is the trip's (GTFS's: a trip past midnight keeps the day
 it started), or the train's local day in the feed's time zone without a trip.
@@ -137,7 +138,7 @@ def passenger_event_rows(visit: StopVisit, train_id: str, timezone: datetime.tzi
     }
     return [
         {
-            "passenger_event_id": f"{count.device_id}:{count.seq}",
+            "passenger_event_id": _event_id(count),
             "event_timestamp": _utc(count.event_time_us),
             "event_type": BOARDED if count.delta > 0 else ALIGHTED,
             "device_id": count.device_id,
@@ -147,6 +148,12 @@ def passenger_event_rows(visit: StopVisit, train_id: str, timezone: datetime.tzi
         for count in visit.counts
         if count.delta
     ]
+
+
+def _event_id(count) -> str:
+    # A legacy count has no seq (occupancy.wire.NO_SEQ): its device and time name it, as its
+    # de-duplication does (the time is in its event_id).
+    return f"{count.device_id}:{count.seq}" if count.seq >= 0 else f"{count.device_id}@{count.event_time_us}"
 
 
 _TYPES = {

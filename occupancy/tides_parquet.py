@@ -47,23 +47,35 @@ def _sorted(table: str, rows: Iterable[dict]) -> List[dict]:
     return sorted(rows, key=lambda r: tuple(str(r.get(k)) for k in KEYS[table]))
 
 
+def part_path(root: str, table: str, day: str, part: str) -> str:
+    """Where a file of `table`'s rows of service date `day` (YYYY-MM-DD) named `part` goes."""
+    return "/".join((root.rstrip("/"), table, f"{PARTITION}={day}", f"{part}.parquet"))
+
+
+def parquet_bytes(table: str, rows: Iterable[dict]) -> bytes:
+    """One day's rows of `table` as a Parquet file (without the partition column), in key order."""
+    schema = arrow_schema(table, partitioned=True)
+    ordered = _sorted(table, rows)
+    columns = {name: [r.get(name) for r in ordered] for name in schema.names}
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pydict(columns, schema=schema), sink)
+    return sink.getvalue().to_pybytes()
+
+
 def write_partitioned(root: str, table: str, rows: Iterable[dict], part: str) -> List[str]:
-    """Writes `rows` as `<root>/<table>/service_date=<day>/<part>.parquet`, one file per day,
-    rows in key order; returns the paths written. An existing file of that name is replaced
-    (written beside it, then renamed over it: a reader never sees half a file)."""
+    """Writes `rows` to local files, `part_path` for each service date; returns the paths. An
+    existing file of that name is replaced (written beside it, then renamed over it: a reader
+    never sees half a file)."""
     by_day: Dict[str, List[dict]] = {}
     for row in rows:
         by_day.setdefault(row[PARTITION].isoformat(), []).append(row)
-    schema = arrow_schema(table, partitioned=True)
     paths = []
     for day, day_rows in sorted(by_day.items()):
-        directory = os.path.join(root, table, f"{PARTITION}={day}")
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, f"{part}.parquet")
-        columns = {name: [r.get(name) for r in _sorted(table, day_rows)] for name in schema.names}
-        temporary = path + ".tmp"
-        pq.write_table(pa.Table.from_pydict(columns, schema=schema), temporary)
-        os.replace(temporary, path)
+        path = part_path(root, table, day, part)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "wb") as f:
+            f.write(parquet_bytes(table, day_rows))
+        os.replace(path + ".tmp", path)
         paths.append(path)
     return paths
 

@@ -11,6 +11,8 @@ from transforms.enrich import EnrichWithTrain
 from transforms.firestore_sink import WriteToFirestore
 from transforms.occupancy import RealtimeSeed, RunningOccupancy
 from transforms.parse import ParseEvents
+from transforms.stop_visits import StopVisitRows
+from transforms.tides_sink import WriteTidesParquet
 
 # Step labels are part of the job's contract: Dataflow's --update matches them.
 READ, PARSE, ENRICH, OCCUPANCY, WRITE = (
@@ -21,6 +23,7 @@ READ, PARSE, ENRICH, OCCUPANCY, WRITE = (
     "WriteToFirestore",
 )
 COLLECT_DEAD_LETTERS, WRITE_DEAD_LETTERS = "CollectDeadLetters", "WriteDeadLetters"
+STOP_VISITS, WRITE_TIDES = "StopVisitRows", "WriteTidesParquet"
 
 
 def fold_config(options: OccupancyOptions) -> fold.FoldConfig:
@@ -51,6 +54,21 @@ def _read(p, options: OccupancyOptions):
     return p | READ >> beam.io.ReadFromPubSub(**kwargs)
 
 
+def _tides(counts, options: OccupancyOptions):
+    """The TIDES branch (docs/design.md, "TIDES tables"): applied counts -> stop visits -> files."""
+    rows = counts | STOP_VISITS >> StopVisitRows(
+        options.firestore_project_id(),
+        options.firestore_database,
+        options.trains_collection,
+        options.registry_refresh_s,
+        options.gtfs_static,
+        options.timezone,
+        options.stop_gap_s,
+        hold_s=options.reorder_delay_s + 2 * options.flush_interval_s,
+    )
+    return rows | WRITE_TIDES >> WriteTidesParquet(options.tides_output, options.tides_window_s)
+
+
 def build_pipeline(p: beam.Pipeline, options: OccupancyOptions):
     """Applies every step to `p`; returns the writes and the dead letters (PCollections)."""
     options.validate_occupancy()
@@ -76,7 +94,11 @@ def compose(messages, options: OccupancyOptions):
     seed = RealtimeSeed(
         project, database, options.realtime_collection, options.history_collection, options.write_retry_deadline_s
     )
-    occupancy = enriched.keyed | OCCUPANCY >> RunningOccupancy(fold_config(options), seed)
+    occupancy = enriched.keyed | OCCUPANCY >> RunningOccupancy(
+        fold_config(options), seed, emit_counts=bool(options.tides_output)
+    )
+    if options.tides_output:
+        _tides(occupancy["counts"], options)
     writes = occupancy["writes"]
     # The job's epoch: a job built later (a second job, a restart) fences this one off the
     # trains it writes (occupancy.fencing).

@@ -116,7 +116,40 @@ class OccupancyOptions(PipelineOptions):
             default="",
             help="HH:MM at which every train's occupancy returns to 0 (event time, in --timezone). Empty: off.",
         )
-        parser.add_argument("--timezone", type=_timezone, default="UTC", help="Time zone of --daily_reset.")
+        parser.add_argument(
+            "--timezone",
+            type=_timezone,
+            default="UTC",
+            help="Time zone of --daily_reset, and of the service day of a train on no scheduled trip "
+            "in the TIDES tables.",
+        )
+        tides = parser.add_argument_group('TIDES tables (docs/design.md, "TIDES tables")')
+        tides.add_argument(
+            "--tides_output",
+            type=str,
+            default="",
+            help="Where the job writes the TIDES tables stop_visits and passenger_events as Parquet "
+            "files: a directory or a gs:// prefix. Empty: not written.",
+        )
+        tides.add_argument(
+            "--gtfs_static",
+            type=str,
+            default="",
+            help="The static GTFS feed (zip; local or gs://) the stop visits are matched to, as the "
+            "API's --gtfs_static. Empty: every visit is unscheduled, numbered along the train's day.",
+        )
+        tides.add_argument(
+            "--tides_window_s",
+            type=positive_float,
+            default=300.0,
+            help="Seconds of event time per file of each table and service date.",
+        )
+        tides.add_argument(
+            "--stop_gap_s",
+            type=positive_float,
+            default=45.0,
+            help="Seconds without a count of a train's doors after which it has left the stop.",
+        )
         parser.add_argument(
             "--write_retry_deadline_s",
             type=positive_float,

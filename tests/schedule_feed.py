@@ -28,6 +28,15 @@ FILES = {
     "ic1850-special,12:00:00,12:00:00,basel,1\nic1850-special,14:15:00,14:15:00,chur,2\n",
 }
 
+# Two more weekday trips of train 2001 and 2003 with four stops (a, b, c, d), for the stop visits.
+WITH_STOPS = {
+    **FILES,
+    "trips.txt": FILES["trips.txt"] + "ic3,weekdays,r1,2001,Chur,0\nic3,weekdays,r2,2003,Chur,0\n",
+    "stop_times.txt": FILES["stop_times.txt"]
+    + "r1,08:00:00,08:00:00,a,1\nr1,08:10:00,08:10:00,b,2\nr1,08:19:00,08:20:00,c,3\nr1,08:30:00,08:30:00,d,4\n"
+    + "r2,09:00:00,09:00:00,d,1\nr2,09:30:00,09:30:00,a,2\n",
+}
+
 
 def files_running_at(moment: datetime.datetime) -> dict:
     """FILES plus two trips of an every-day service under way at `moment` (trains 7777 and

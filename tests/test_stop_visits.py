@@ -14,13 +14,7 @@ from tests import schedule_feed
 
 ZURICH = ZoneInfo("Europe/Zurich")
 DAY = datetime.date(2026, 12, 3)  # a Thursday: the weekday service runs
-FILES = {
-    **schedule_feed.FILES,
-    "trips.txt": schedule_feed.FILES["trips.txt"] + "ic3,weekdays,r1,2001,Chur,0\nic3,weekdays,r2,2003,Chur,0\n",
-    "stop_times.txt": schedule_feed.FILES["stop_times.txt"]
-    + "r1,08:00:00,08:00:00,a,1\nr1,08:10:00,08:10:00,b,2\nr1,08:19:00,08:20:00,c,3\nr1,08:30:00,08:30:00,d,4\n"
-    + "r2,09:00:00,09:00:00,d,1\nr2,09:30:00,09:30:00,a,2\n",
-}
+FILES = schedule_feed.WITH_STOPS
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from apache_beam.coders import coders
 
 from occupancy import state_codec, wire
 from occupancy.fold import TrainState
+from occupancy.stop_visits import VisitState
 
 # How the bytes a `PickleCoder` wrote begin (pickle protocol 2 and later); state_codec's begin
 # with their version, 1 and up.
@@ -75,6 +76,23 @@ class TrainStateCoder(coders.Coder):
 
     def to_type_hint(self):
         return TrainState
+
+
+class VisitStateCoder(coders.Coder):
+    """The `visits` state cell of transforms.stop_visits: `occupancy.state_codec`'s versioned
+    encoding of a VisitState (its run by key; the DoFn looks the run up again)."""
+
+    def encode(self, state: VisitState) -> bytes:
+        return state_codec.encode_visits(state)
+
+    def decode(self, encoded: bytes) -> VisitState:
+        return state_codec.decode_visits(encoded)
+
+    def is_deterministic(self):
+        return True
+
+    def to_type_hint(self):
+        return VisitState
 
 
 beam.coders.registry.register_coder(wire.Event, EventCoder)

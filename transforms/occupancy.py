@@ -30,6 +30,7 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from google.api_core import exceptions as gexc
 
 from occupancy import documents, fold, wire
+from occupancy.stop_visits import DoorCount
 from occupancy.store import RetryPolicy, count_ops, make_client
 from transforms.coders import EventCoder, TrainStateCoder
 from transforms.queue_state import QUEUE_CODER, BundleMemo, QueueCell
@@ -38,6 +39,7 @@ from transforms.release_queue import QueueState, ReleaseQueue
 _LOGGER = logging.getLogger(__name__)
 STATS = "stats"
 DEAD_LETTER = "dead_letter"
+COUNTS = "counts"
 STAT_NAMES = ("applied", "duplicates", "late", "corrections", "heartbeats", "seeded", "seeds_put_off")
 # A train whose state could not be seeded tries its flush again this much event time later.
 SEED_RETRY_US = 10_000_000
@@ -100,9 +102,10 @@ class FoldOccupancy(beam.DoFn):
     TIMER_AT = ReadModifyWriteStateSpec("timer_at", coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()]))
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
-    def __init__(self, config: fold.FoldConfig, seed: RealtimeSeed = None):
+    def __init__(self, config: fold.FoldConfig, seed: RealtimeSeed = None, emit_counts: bool = False):
         self._config = config
         self._seed = seed
+        self._emit_counts = emit_counts  # the applied counts, for the stop visits
         self._queue = ReleaseQueue(
             lambda event: config.release_time(event.event_time_us), config.flush_interval_us, config.reorder_delay_us
         )
@@ -212,6 +215,10 @@ class FoldOccupancy(beam.DoFn):
             STATS,
             (result.applied, result.duplicates, result.late, result.corrections, result.heartbeats, int(seeded), 0),
         )
+        if self._emit_counts:
+            for event, value in result.counts:
+                count = DoorCount(event.device_id, event.seq, event.event_time_us, event.delta, value)
+                yield beam.pvalue.TaggedOutput(COUNTS, (key, count))
         for bucket in result.buckets:
             yield documents.history_write(key, bucket)
         for trip in result.trips:
@@ -250,13 +257,16 @@ class CountFlushes(beam.DoFn):
 
 class RunningOccupancy(beam.PTransform):
     """PCollection[(train_id, Event)] -> {"writes": PCollection[DocumentWrite] (realtime, history,
-    trips), "dead_letter": PCollection[dict] (seq jumps)}."""
+    trips), "dead_letter": PCollection[dict] (seq jumps), "counts": PCollection[(train_id,
+    occupancy.stop_visits.DoorCount)] (each count of people applied, with `emit_counts`)}."""
 
-    def __init__(self, config: fold.FoldConfig, seed: RealtimeSeed = None):
+    def __init__(self, config: fold.FoldConfig, seed: RealtimeSeed = None, emit_counts: bool = False):
         super().__init__()
-        self._fn = FoldOccupancy(config, seed)
+        self._fn = FoldOccupancy(config, seed, emit_counts)
 
     def expand(self, keyed_events):
-        outputs = keyed_events | "FoldOccupancy" >> beam.ParDo(self._fn).with_outputs(STATS, DEAD_LETTER, main="writes")
+        outputs = keyed_events | "FoldOccupancy" >> beam.ParDo(self._fn).with_outputs(
+            STATS, DEAD_LETTER, COUNTS, main="writes"
+        )
         outputs[STATS] | "CountFlushes" >> beam.ParDo(CountFlushes())
-        return {"writes": outputs.writes, DEAD_LETTER: outputs[DEAD_LETTER]}
+        return {"writes": outputs.writes, DEAD_LETTER: outputs[DEAD_LETTER], COUNTS: outputs[COUNTS]}

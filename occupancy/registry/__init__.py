@@ -24,7 +24,7 @@ CLI passes it; the pipeline's reads keep the library defaults.
 
 import datetime
 import logging
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional, Tuple
 
 from occupancy.store import count_ops
 from occupancy.wire import to_micros, valid_id
@@ -72,6 +72,15 @@ class DeviceEntry(NamedTuple):
 class TrainEntry(NamedTuple):
     capacity: Optional[int]
     name: Optional[str] = None
+    # What attaches the train to its scheduled trip (occupancy.schedule.trip_of): its number
+    # and an operator's assignment, (trip_id, start_date).
+    train_number: Optional[str] = None
+    trip: Optional[Tuple[str, str]] = None
+
+    def schedule_fields(self) -> dict:
+        """The fields of the train's registry document occupancy.schedule.trip_of reads."""
+        trip = {"trip_id": self.trip[0], "start_date": self.trip[1]} if self.trip else None
+        return {"train_number": self.train_number, "trip": trip}
 
 
 class RegistrySnapshot:
@@ -146,7 +155,17 @@ def train_entry(data: Optional[dict]) -> TrainEntry:
     capacity = data.get("capacity")
     if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity <= 0:
         capacity = None
-    return TrainEntry(capacity=capacity, name=data.get("name"))
+    number = data.get("train_number")
+    trip = data.get("trip")
+    assigned = None
+    if isinstance(trip, dict) and trip.get("trip_id") and trip.get("start_date"):
+        assigned = (str(trip["trip_id"]), str(trip["start_date"]))
+    return TrainEntry(
+        capacity=capacity,
+        name=data.get("name"),
+        train_number=str(number) if number not in (None, "") else None,
+        trip=assigned,
+    )
 
 
 def _track(snapshot: RegistrySnapshot, data: dict) -> None:
@@ -159,20 +178,15 @@ def _track(snapshot: RegistrySnapshot, data: dict) -> None:
 
 def load_snapshot(client, devices_collection: str, trains_collection: str) -> RegistrySnapshot:
     """Reads the whole registry (once per job, and now and then to catch deletions)."""
-    snapshot = RegistrySnapshot()
+    snapshot = load_trains(client, trains_collection)
     devices = list(client.collection(devices_collection).stream())
-    trains = list(client.collection(trains_collection).stream())
-    count_ops(reads=max(1, len(devices)) + max(1, len(trains)))  # a query bills at least one read
+    count_ops(reads=max(1, len(devices)))  # a query bills at least one read
     for doc in devices:
         data = doc.to_dict()
         _track(snapshot, data)
         entry = device_entry(data)
         if entry and valid_id(doc.id):
             snapshot.devices[doc.id] = entry
-    for doc in trains:
-        data = doc.to_dict()
-        _track(snapshot, data)
-        snapshot.trains[doc.id] = train_entry(data)
     return snapshot
 
 
@@ -188,11 +202,11 @@ def load_changes(
         return load_snapshot(client, devices_collection, trains_collection)
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    fresh = RegistrySnapshot(dict(snapshot.devices), dict(snapshot.trains), snapshot.updated_through)
+    trains = load_trains(client, trains_collection, since=snapshot.updated_through)
+    fresh = RegistrySnapshot(dict(snapshot.devices), {**snapshot.trains, **trains.trains}, trains.updated_through)
     since = FieldFilter("updated_at", ">=", snapshot.updated_through)
     devices = list(client.collection(devices_collection).where(filter=since).stream())
-    trains = list(client.collection(trains_collection).where(filter=since).stream())
-    count_ops(reads=max(1, len(devices)) + max(1, len(trains)))
+    count_ops(reads=max(1, len(devices)))
     for doc in devices:
         data = doc.to_dict()
         _track(fresh, data)
@@ -201,11 +215,25 @@ def load_changes(
             fresh.devices[doc.id] = entry
         else:
             fresh.devices.pop(doc.id, None)
-    for doc in trains:
-        data = doc.to_dict()
-        _track(fresh, data)
-        fresh.trains[doc.id] = train_entry(data)
     return fresh
+
+
+def load_trains(client, trains_collection: str, since: Optional[datetime.datetime] = None) -> RegistrySnapshot:
+    """The trains alone (a snapshot without devices): all of them, or those updated since
+    `since` (`>=`, as load_changes)."""
+    snapshot = RegistrySnapshot(updated_through=since)
+    query = client.collection(trains_collection)
+    if since is not None:
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = query.where(filter=FieldFilter("updated_at", ">=", since))
+    docs = list(query.stream())
+    count_ops(reads=max(1, len(docs)))
+    for doc in docs:
+        data = doc.to_dict()
+        _track(snapshot, data)
+        snapshot.trains[doc.id] = train_entry(data)
+    return snapshot
 
 
 def read_device(client, devices_collection: str, device_id: str) -> Optional[DeviceEntry]:
