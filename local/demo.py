@@ -180,8 +180,16 @@ class Demo:
         self.log_path.write_bytes(b"")  # this run's log only: its tail is what a failure shows
         say("starting the pipeline (python -m pipeline.main, BundleBasedDirectRunner)...")
         say(f"pipeline log: {relative(self.log_path)}")
+        tides_dir = self.log_path.parent / "tides"
+        say(f"TIDES tables (Parquet, stop_visits and passenger_events): {relative(tides_dir)}")
         self.pipeline = stack.start_pipeline(
-            PROJECT, SUBSCRIPTION, *PIPELINE_ARGS, env=self.emulator_env(), log_path=str(self.log_path)
+            PROJECT,
+            SUBSCRIPTION,
+            *PIPELINE_ARGS,
+            f"--tides_output={tides_dir}",
+            "--tides_window_s=60",
+            env=self.emulator_env(),
+            log_path=str(self.log_path),
         )
         self.pipeline_started = time.monotonic()
 
