@@ -6,13 +6,16 @@ Steps, each announced on the terminal:
   1. emulators: reuses the Pub/Sub and Firestore emulators named by
      PUBSUB_EMULATOR_HOST / FIRESTORE_EMULATOR_HOST when they answer, else
      starts them on free ports (and stops them at the end);
-  2. topic `occupancy-events` and subscription `occupancy-pipeline` (on a
-     reused emulator the subscription is recreated, so a previous run's unread
-     messages do not replay into this one);
+  2. topic `occupancy-events` and subscriptions `occupancy-pipeline` and
+     `occupancy-archive` (on a reused emulator they are recreated, so a previous
+     run's unread messages do not replay into this one); the archive records every
+     message in .local/archive as a Cloud Storage subscription would (local/archive.py),
+     for a replay;
   3. the demo fleet in the registry (collections `trains` and `devices`);
      registering the devices again makes the pipeline forget their old `seq`,
      since the simulated devices start counting at 1;
-  4. `python -m pipeline.main` on the local runner, log in .local/pipeline.log;
+  4. `python -m pipeline.main` on the local runner, log in .local/pipeline.log, the TIDES
+     tables in .local/tides;
   5. the HTTP API (python -m api) on --api_port (or a free port if it is taken),
      with the Firebase Auth emulator (reused like the others, via
      FIREBASE_AUTH_EMULATOR_HOST) and an operator account; log in .local/api.log;
@@ -34,6 +37,7 @@ import contextlib
 import logging
 import os
 import pathlib
+import shutil
 import signal
 import sys
 import threading
@@ -43,6 +47,7 @@ from typing import List, Optional
 from google.api_core import exceptions as gexc
 
 from local import stack
+from local.archive import Archiver
 from local.auth_emulator import AuthEmulator
 from local.broker import BrokerError
 from local.emulators import Emulator, EmulatorError, free_port, is_up, port_free
@@ -51,6 +56,7 @@ from local.stack import DEMO_OPERATOR, PROJECT
 from local.terminal import OutputGone, relative, say, show
 from local.watch import PLAIN_INTERVAL_S, Watch, count_dead_letters
 from occupancy import registry
+from occupancy.cli import positive_float
 from occupancy.store import make_client
 from sim import simulator
 from sim.keyring import CONTROL_ID, Keyring
@@ -62,6 +68,8 @@ _LOGGER = logging.getLogger(__name__)
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TOPIC = "occupancy-events"
 SUBSCRIPTION = "occupancy-pipeline"
+# What records the run for a replay, as a Cloud Storage subscription would (local/archive.py).
+ARCHIVE_SUBSCRIPTION = "occupancy-archive"
 DEVICES, TRAINS = "devices", "trains"
 PIPELINE_ARGS = ("--registry_refresh_s=10",)
 
@@ -86,6 +94,7 @@ class Demo:
         self.api_log_path = self.log_path.parent / "api.log"
         self.publisher: Optional[DevicePublisher] = None
         self.mqtt: Optional[MqttSide] = None
+        self.archiver: Optional[Archiver] = None
         self.client = None
         self.dead_letters_before = 0
 
@@ -141,13 +150,24 @@ class Demo:
     def create_pubsub(self) -> None:
         from google.cloud import pubsub_v1
 
-        say(f"creating topic {TOPIC} and subscription {SUBSCRIPTION}...")
+        say(f"creating topic {TOPIC} and subscriptions {SUBSCRIPTION} and {ARCHIVE_SUBSCRIPTION}...")
         subscriber = pubsub_v1.SubscriberClient()
         with subscriber:
-            with contextlib.suppress(gexc.NotFound):
-                # Unread messages of an earlier run would replay its stale counts into this one.
-                subscriber.delete_subscription(subscription=stack.subscription_path(PROJECT, SUBSCRIPTION), timeout=30)
-        stack.ensure_topic(PROJECT, TOPIC, [SUBSCRIPTION])
+            for name in (SUBSCRIPTION, ARCHIVE_SUBSCRIPTION):
+                with contextlib.suppress(gexc.NotFound):
+                    # Unread messages of an earlier run would replay its stale counts into this one.
+                    subscriber.delete_subscription(subscription=stack.subscription_path(PROJECT, name), timeout=30)
+        stack.ensure_topic(PROJECT, TOPIC, [SUBSCRIPTION, ARCHIVE_SUBSCRIPTION])
+
+    def start_archive(self) -> None:
+        """Records every message of this run (the files of an earlier run are removed: its
+        devices' keys are gone, a replay would refuse its messages)."""
+        directory = self.log_path.parent / "archive"
+        shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(self.log_path.parent / "tides", ignore_errors=True)
+        say(f"archive of the messages (to replay, docs/operations.md): {relative(directory)}")
+        self.archiver = Archiver(stack.subscription_path(PROJECT, ARCHIVE_SUBSCRIPTION), str(directory))
+        self.archiver.start()
 
     def load_fleet(self) -> None:
         self.client = make_client(PROJECT)
@@ -187,7 +207,8 @@ class Demo:
             SUBSCRIPTION,
             *PIPELINE_ARGS,
             f"--tides_output={tides_dir}",
-            "--tides_window_s=60",
+            f"--tides_window_s={self.args.tides_window_s}",
+            f"--stop_gap_s={self.args.stop_gap_s}",
             env=self.emulator_env(),
             log_path=str(self.log_path),
         )
@@ -248,6 +269,8 @@ class Demo:
         if self.mqtt is not None:
             say("stopping the bridge and the MQTT broker...")
             self.mqtt.stop()
+        if self.archiver is not None:
+            say(f"archived {self.archiver.stop()} messages")
         if self.api is not None:
             say(f"stopping the API (pid {self.api.pid})...")
             stack.stop_process(self.api)
@@ -278,6 +301,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--seed", type=int, default=0, help="Seed of the simulated devices: same seed, same passengers."
     )
     parser.add_argument("--refresh", type=float, default=1.0, help="Seconds between redraws of the live table.")
+    parser.add_argument(
+        "--tides_window_s",
+        type=positive_float,
+        default=60.0,
+        help="The pipeline's --tides_window_s: seconds of event time per TIDES file.",
+    )
+    parser.add_argument(
+        "--stop_gap_s",
+        type=positive_float,
+        default=45.0,
+        help="The pipeline's --stop_gap_s: seconds without a count after which a train has left a stop.",
+    )
     parser.add_argument(
         "--plain",
         action="store_true",
@@ -315,6 +350,7 @@ def main(argv=None) -> int:
     try:
         demo.start_emulators()
         demo.create_pubsub()
+        demo.start_archive()
         demo.load_fleet()
         demo.start_pipeline()
         demo.start_api()

@@ -6,6 +6,7 @@ import apache_beam as beam
 
 from occupancy import documents, fold, wire
 from pipeline.options import OccupancyOptions
+from transforms.archive import ReadArchive
 from transforms.dead_letters import WriteDeadLetters
 from transforms.enrich import EnrichWithTrain
 from transforms.firestore_sink import WriteToFirestore
@@ -23,6 +24,7 @@ READ, PARSE, ENRICH, OCCUPANCY, WRITE = (
     "WriteToFirestore",
 )
 COLLECT_DEAD_LETTERS, WRITE_DEAD_LETTERS = "CollectDeadLetters", "WriteDeadLetters"
+READ_ARCHIVE = "ReadArchive"
 STOP_VISITS, WRITE_TIDES = "StopVisitRows", "WriteTidesParquet"
 
 
@@ -47,6 +49,8 @@ def _read(p, options: OccupancyOptions):
     if isinstance(getattr(p, "runner", None), DataflowRunner):
         # Dataflow's own de-duplication of redelivered messages; the local runner rejects it.
         kwargs["id_label"] = "event_id"
+    if options.archive:  # a replay: the archived messages, in batch
+        return p | READ_ARCHIVE >> ReadArchive(options.archive)
     if options.input_subscription:
         kwargs["subscription"] = options.input_subscription
     else:

@@ -42,6 +42,14 @@ class OccupancyOptions(PipelineOptions):
             help="Pub/Sub topic to read events from (a subscription is created for the job), "
             "projects/<project>/topics/<name>. Give this or --input_subscription.",
         )
+        source.add_argument(
+            "--archive",
+            type=str,
+            default=None,
+            help="Replay (batch, not --streaming): the archived messages instead of Pub/Sub, a file "
+            "pattern (local or gs://) of a Cloud Storage subscription's text files, or make run's "
+            'archive (docs/operations.md, "Replay and backfill"). Instead of the two above.',
+        )
         parser.add_argument(
             "--dead_letter_topic",
             type=str,
@@ -178,7 +186,7 @@ class OccupancyOptions(PipelineOptions):
 
     def validate_occupancy(self) -> None:
         """Checks what argparse cannot: exactly one input."""
-        if bool(self.input_subscription) == bool(self.input_topic):
-            raise ValueError("give exactly one of --input_subscription and --input_topic")
+        if sum(map(bool, (self.input_subscription, self.input_topic, self.archive))) != 1:
+            raise ValueError("give exactly one of --input_subscription, --input_topic and --archive")
         if not self.firestore_project_id():
             raise ValueError("give --project or --firestore_project")

@@ -27,9 +27,9 @@ METADATA = REPO / "templates" / "metadata.json"
 DOCKERFILE = REPO / "templates" / "Dockerfile"
 INDEXES = REPO / "deploy" / "firestore.indexes.json"
 
-# OccupancyOptions options deliberately not template parameters: none. Every one
-# of them is something an operator sets when launching the job.
-NOT_IN_TEMPLATE = set()
+# OccupancyOptions options deliberately not template parameters, and why. Every other one is
+# something an operator sets when launching the streaming job.
+NOT_IN_TEMPLATE = {"archive"}  # a replay runs in batch (python -m pipeline.main --archive)
 
 # Options without a default that are still optional at launch, and why.
 OPTIONAL_WITHOUT_DEFAULT = {
