@@ -210,7 +210,9 @@ class Schedule:
     def current_run(self, short_name: str, at: datetime.datetime) -> Optional[TripRun]:
         """The run of the trip with this `trip_short_name` that is under way at `at` (within
         EARLY_S before its start to LATE_S after its end), on the service date it runs: today's,
-        or yesterday's for a trip past midnight. The nearest start wins a tie."""
+        or yesterday's for a trip past midnight. A run between its first departure and last
+        arrival wins (the latest started, when a train runs its number several times a day);
+        else the nearest start."""
         local_day = at.astimezone(self.timezone).date()
         candidates = []
         for trip in self.by_short_name.get(short_name, ()):
@@ -223,6 +225,9 @@ class Schedule:
                         <= run.ends_at + datetime.timedelta(seconds=LATE_S)
                     ):
                         candidates.append(run)
+        running = [r for r in candidates if r.starts_at <= at <= r.ends_at]
+        if running:
+            return max(running, key=lambda r: r.starts_at)
         return min(candidates, key=lambda r: abs((r.starts_at - at).total_seconds()), default=None)
 
     def assigned_run(self, trip_id: str, start_date: str) -> TripRun:

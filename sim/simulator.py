@@ -131,6 +131,17 @@ def step_value(points: List[Tuple[int, int]], t_us: int) -> Optional[int]:
     return points[i - 1][1] if i else None
 
 
+class StopTruth(NamedTuple):
+    """A stop a train made: the route's stop (0 = origin), its dwell and who went through."""
+
+    train_id: str
+    stop_index: int
+    begin_us: int
+    end_us: int
+    boarded: int
+    alighted: int
+
+
 class Truth:
     """The occupancy the pipeline must arrive at, per train, as it evolves in event time.
 
@@ -141,6 +152,13 @@ class Truth:
         self._points: Dict[str, List[Tuple[int, int]]] = {}
         self._max_points = max_points
         self._lock = threading.Lock()
+        self.stops: List[StopTruth] = []  # the stops made, in the order generated (bounded too)
+
+    def record_stop(self, stop: StopTruth) -> None:
+        with self._lock:
+            self.stops.append(stop)
+            if len(self.stops) > self._max_points:
+                del self.stops[: len(self.stops) - self._max_points // 2]
 
     def record(self, train_id: str, event_time_us: int, value: int) -> None:
         with self._lock:
@@ -243,6 +261,7 @@ class _TrainSim:
     def next_segment(self) -> List[Tuple[int, TimedMessage]]:
         """Generates [frontier, end of the next stop or run) and returns (send_ms, message)s."""
         begin = self.frontier_ms
+        stop_index = self.stop_index
         if self.at_stop:
             end = begin + _uniform_ms(self.rng, self.config.dwell_s)
             counts = self._stop_crossings(begin, end)
@@ -251,10 +270,21 @@ class _TrainSim:
             end, counts = self.next_stop_ms, {}
         if self.until_ms is not None:
             end = min(end, self.until_ms)
-        self.at_stop = not self.at_stop
+        at_stop, self.at_stop = self.at_stop, not self.at_stop
         self.frontier_ms = end
         events = self._device_messages(counts, end)
         self._record_truth(events)
+        if at_stop:
+            self.truth.record_stop(
+                StopTruth(
+                    self.spec.train_id,
+                    stop_index,
+                    self.start_us + begin * _MS,
+                    self.start_us + end * _MS,
+                    sum(d for *_, d in events if d and d > 0),
+                    -sum(d for *_, d in events if d and d < 0),
+                )
+            )
         return self._with_faults(events)
 
     # ---- the physical model ----------------------------------------------------

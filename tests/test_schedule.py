@@ -76,3 +76,19 @@ def test_a_feed_without_what_it_needs_is_a_clear_error(tmp_path):
         schedule.Schedule(broken)
     with pytest.raises(schedule.ScheduleError, match="cannot read"):
         schedule.Schedule.from_zip(str(tmp_path / "missing.zip"))
+
+
+def test_a_number_run_back_to_back_is_on_the_run_under_way_not_the_next_one():
+    # Train 5 runs short trips every 15 minutes: at 08:12 it is near the end of the 08:00 run,
+    # the 08:15 run starting sooner than the one it is on started.
+    files = {
+        **schedule_feed.FILES,
+        "trips.txt": schedule_feed.FILES["trips.txt"] + "ic3,weekdays,s1,5,Chur,0\nic3,weekdays,s2,5,Basel,1\n",
+        "stop_times.txt": schedule_feed.FILES["stop_times.txt"]
+        + "s1,08:00:00,08:00:00,basel,1\ns1,08:13:00,08:13:00,chur,2\n"
+        + "s2,08:15:00,08:15:00,chur,1\ns2,08:28:00,08:28:00,basel,2\n",
+    }
+    feed = schedule.Schedule(files)
+    assert run_of(feed, "5", at(2026, 12, 1, 8, 12))[0] == "s1"
+    assert run_of(feed, "5", at(2026, 12, 1, 8, 14))[0] == "s2"  # between the two: the nearer start
+    assert run_of(feed, "5", at(2026, 12, 1, 8, 20))[0] == "s2"
