@@ -310,7 +310,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--stop_gap_s",
         type=positive_float,
-        default=45.0,
+        default=30.0,
         help="The pipeline's --stop_gap_s: seconds without a count after which a train has left a stop.",
     )
     parser.add_argument(

@@ -16,7 +16,10 @@ one visit. Its stop is found in the trip's stop times (occupancy.schedule.StopTi
   (no stop), as a burst of a train that runs no known trip is, after the stops it must
   have passed (their windows over before it began);
 * stops passed between two matched visits, where no door counted, are visits with nobody
-  through the doors (TIDES asks for one record per stop served).
+  through the doors (TIDES asks for one record per stop served);
+* a burst is on the run its first count's time falls in (occupancy.schedule.trip_of),
+  unless the train's current run still has a stop due then (delay-adjusted, within the
+  window): a late train ends its trip after the next one's scheduled start.
 
 The state is small and bounded (the open burst's counts, the last matched stop, the delay),
 and everything is decided in event time from the counts alone, so a replay of the same
@@ -29,9 +32,9 @@ from typing import List, NamedTuple, Optional, Tuple
 
 from occupancy.schedule import StopTime, TripRun
 
-# A burst ends after this long without a count (dwells at a stop are 20-60 s; trains take
-# longer than this between two stops).
-DEFAULT_GAP_US = 45_000_000
+# A burst ends after this long without a count: shorter than the shortest run between two
+# stops, longer than the quietest moment of a dwell (--stop_gap_s).
+DEFAULT_GAP_US = 30_000_000
 # How far from a stop's (delay-adjusted) scheduled departure a burst still matches it.
 DEFAULT_WINDOW_US = 15 * 60_000_000
 
@@ -102,17 +105,20 @@ class StopVisits:
 
     def _start(self, state: VisitState, run: Optional[TripRun], key: Tuple[str, str]) -> None:
         state.key, state.run = key, run
-        state.visits, state.next_stop, state.delay_us = 0, 0, 0
+        # The delay stays: a train late at the end of one trip starts the next one late.
+        state.visits, state.next_stop = 0, 0
+        if run is None:
+            state.delay_us = 0
 
     def add(self, state: VisitState, count: DoorCount, run: Optional[TripRun]) -> List[StopVisit]:
         """Adds a count; returns the visits it closes (the burst before it, if the train left
-        since or is on another run now, and a finished run's remaining stops)."""
+        since; a finished run's remaining stops, when a new burst is on another run)."""
         out = []
         if state.counts and count.event_time_us - state.counts[-1].event_time_us > self.gap_us:
             out += self._close_burst(state)
         key = self._key(run, count.event_time_us)
-        if key != state.key:
-            out += self._close_burst(state) + self._finish_run(state)
+        if key != state.key and not (state.counts or self._keeps(state, count.event_time_us)):
+            out += self._finish_run(state)
             self._start(state, run, key)
         state.counts.append(count)
         state.load = count.load_after
@@ -130,17 +136,33 @@ class StopVisits:
         if due is not None and now_us >= due:
             out += self._close_burst(state)
         key = self._key(run_now, now_us)
-        if not state.counts and key != state.key:
+        if not state.counts and key != state.key and not self._keeps(state, now_us):
             out += self._finish_run(state)
             self._start(state, run_now, key)
         return out
 
-    def run_ends_us(self, state: VisitState, late_us: int) -> Optional[int]:
-        """When the run's stops not yet visited are due as passed (`late_us` after the run's
-        scheduled end), or None: no run, or none left."""
-        if state.run is None or state.next_stop >= len(state.run.trip.stops):
-            return None
-        return int(state.run.ends_at.timestamp() * 1_000_000) + late_us
+    def _keeps(self, state: VisitState, t_us: int) -> bool:
+        """Whether the train is still on its run at `t_us` whatever the schedule says of that
+        time: a stop of the run not yet visited is due within the window (its time moved by
+        the delay). A late train runs the end of its trip after the next one's scheduled start."""
+        if state.run is None:
+            return False
+        stops = state.run.trip.stops
+        return any(
+            abs(t_us - (_at_us(state.run, stops[i].departure_s) + state.delay_us)) <= self.window_us
+            for i in range(state.next_stop, len(stops))
+        )
+
+    def next_close_us(self, state: VisitState, late_us: int) -> Optional[int]:
+        """When `close` has something to do if no count comes: the open burst's end, else (the
+        run's stops not all visited) `late_us` after the run's scheduled end; None: nothing."""
+        due = self.due_us(state)
+        if due is not None:
+            return due
+        if state.run is not None and state.next_stop < len(state.run.trip.stops):
+            ends = int(state.run.ends_at.timestamp() * 1_000_000)
+            return max(ends + late_us, ends + state.delay_us + self.window_us + 1)
+        return None
 
     def _visit(self, state, stop, counts, load: Optional[int]) -> StopVisit:
         """The next visit of the run; `load`: the train's occupancy as it left."""

@@ -6,13 +6,13 @@ import apache_beam as beam
 
 from occupancy import documents, fold, wire
 from pipeline.options import OccupancyOptions
+from transforms import stop_visits
 from transforms.archive import ReadArchive
 from transforms.dead_letters import WriteDeadLetters
 from transforms.enrich import EnrichWithTrain
 from transforms.firestore_sink import WriteToFirestore
-from transforms.occupancy import RealtimeSeed, RunningOccupancy
+from transforms.occupancy import PASSENGER_EVENTS, STOP_VISITS, RealtimeSeed, RunningOccupancy
 from transforms.parse import ParseEvents
-from transforms.stop_visits import StopVisitRows
 from transforms.tides_sink import WriteTidesParquet
 
 # Step labels are part of the job's contract: Dataflow's --update matches them.
@@ -25,7 +25,7 @@ READ, PARSE, ENRICH, OCCUPANCY, WRITE = (
 )
 COLLECT_DEAD_LETTERS, WRITE_DEAD_LETTERS = "CollectDeadLetters", "WriteDeadLetters"
 READ_ARCHIVE = "ReadArchive"
-STOP_VISITS, WRITE_TIDES = "StopVisitRows", "WriteTidesParquet"
+WRITE_TIDES = "WriteTidesParquet"
 
 
 def fold_config(options: OccupancyOptions) -> fold.FoldConfig:
@@ -58,9 +58,11 @@ def _read(p, options: OccupancyOptions):
     return p | READ >> beam.io.ReadFromPubSub(**kwargs)
 
 
-def _tides(counts, options: OccupancyOptions):
-    """The TIDES branch (docs/design.md, "TIDES tables"): applied counts -> stop visits -> files."""
-    rows = counts | STOP_VISITS >> StopVisitRows(
+def _visits(options: OccupancyOptions):
+    """The stop visits' tracker inside the fold (docs/design.md, "Stop visits"), or None."""
+    if not options.tides_output:
+        return None
+    return stop_visits.tracker(
         options.firestore_project_id(),
         options.firestore_database,
         options.trains_collection,
@@ -68,9 +70,8 @@ def _tides(counts, options: OccupancyOptions):
         options.gtfs_static,
         options.timezone,
         options.stop_gap_s,
-        hold_s=options.reorder_delay_s + 2 * options.flush_interval_s,
+        hold_s=options.reorder_delay_s + options.flush_interval_s,
     )
-    return rows | WRITE_TIDES >> WriteTidesParquet(options.tides_output, options.tides_window_s)
 
 
 def build_pipeline(p: beam.Pipeline, options: OccupancyOptions):
@@ -98,11 +99,10 @@ def compose(messages, options: OccupancyOptions):
     seed = RealtimeSeed(
         project, database, options.realtime_collection, options.history_collection, options.write_retry_deadline_s
     )
-    occupancy = enriched.keyed | OCCUPANCY >> RunningOccupancy(
-        fold_config(options), seed, emit_counts=bool(options.tides_output)
-    )
+    occupancy = enriched.keyed | OCCUPANCY >> RunningOccupancy(fold_config(options), seed, _visits(options))
     if options.tides_output:
-        _tides(occupancy["counts"], options)
+        tables = {name: occupancy[name] for name in (STOP_VISITS, PASSENGER_EVENTS)}
+        tables | WRITE_TIDES >> WriteTidesParquet(options.tides_output, options.tides_window_s)
     writes = occupancy["writes"]
     # The job's epoch: a job built later (a second job, a restart) fences this one off the
     # trains it writes (occupancy.fencing).

@@ -155,8 +155,9 @@ class OccupancyOptions(PipelineOptions):
         tides.add_argument(
             "--stop_gap_s",
             type=positive_float,
-            default=45.0,
-            help="Seconds without a count of a train's doors after which it has left the stop.",
+            default=30.0,
+            help="Seconds without a count of a train's doors after which it has left the stop: less "
+            "than the shortest run between two stops, more than the quietest moment of a dwell.",
         )
         parser.add_argument(
             "--write_retry_deadline_s",

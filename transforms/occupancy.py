@@ -30,16 +30,15 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from google.api_core import exceptions as gexc
 
 from occupancy import documents, fold, wire
-from occupancy.stop_visits import DoorCount
 from occupancy.store import RetryPolicy, count_ops, make_client
-from transforms.coders import EventCoder, TrainStateCoder
+from transforms.coders import EventCoder, TrainStateCoder, VisitStateCoder
 from transforms.queue_state import QUEUE_CODER, BundleMemo, QueueCell
-from transforms.release_queue import QueueState, ReleaseQueue
+from transforms.release_queue import QueueState, ReleaseQueue, arm_flush
 
 _LOGGER = logging.getLogger(__name__)
 STATS = "stats"
 DEAD_LETTER = "dead_letter"
-COUNTS = "counts"
+STOP_VISITS, PASSENGER_EVENTS = "stop_visits", "passenger_events"
 STAT_NAMES = ("applied", "duplicates", "late", "corrections", "heartbeats", "seeded", "seeds_put_off")
 # A train whose state could not be seeded tries its flush again this much event time later.
 SEED_RETRY_US = 10_000_000
@@ -101,11 +100,14 @@ class FoldOccupancy(beam.DoFn):
     # that released events): read only for a train whose state has neither cell.
     TIMER_AT = ReadModifyWriteStateSpec("timer_at", coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()]))
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
+    # The train's stop visits (transforms.stop_visits), with --tides_output only: versioned bytes
+    # (occupancy.state_codec.encode_visits), bounded by the open burst of counts.
+    VISITS = ReadModifyWriteStateSpec("visits", VisitStateCoder())
 
-    def __init__(self, config: fold.FoldConfig, seed: RealtimeSeed = None, emit_counts: bool = False):
+    def __init__(self, config: fold.FoldConfig, seed: RealtimeSeed = None, visits=None):
         self._config = config
         self._seed = seed
-        self._emit_counts = emit_counts  # the applied counts, for the stop visits
+        self._visits = visits  # transforms.stop_visits.StopVisitTracker: the TIDES rows, or None
         self._queue = ReleaseQueue(
             lambda event: config.release_time(event.event_time_us), config.flush_interval_us, config.reorder_delay_us
         )
@@ -114,6 +116,8 @@ class FoldOccupancy(beam.DoFn):
     def setup(self):
         if self._seed is not None:
             self._seed.setup()
+        if self._visits is not None:
+            self._visits.setup()
 
     def start_bundle(self):
         self._memo.clear()
@@ -166,6 +170,7 @@ class FoldOccupancy(beam.DoFn):
         queue=beam.DoFn.StateParam(QUEUE),
         clock=beam.DoFn.StateParam(CLOCK),
         timer_at=beam.DoFn.StateParam(TIMER_AT),
+        visits=beam.DoFn.StateParam(VISITS),
         flush=beam.DoFn.TimerParam(FLUSH),
     ):
         fired_us = fired.micros
@@ -175,6 +180,8 @@ class FoldOccupancy(beam.DoFn):
         )
         ready, queue_clock = self._queue.take_due(fired_us, queue)
         if not ready:
+            if self._visits is not None:  # a flush armed for the stop visits alone
+                yield from self._flush_visits(key, [], fired_us, visits, queue)
             return
         seeded = state is None
         if seeded:
@@ -215,16 +222,20 @@ class FoldOccupancy(beam.DoFn):
             STATS,
             (result.applied, result.duplicates, result.late, result.corrections, result.heartbeats, int(seeded), 0),
         )
-        if self._emit_counts:
-            for event, value in result.counts:
-                count = DoorCount(event.device_id, event.seq, event.event_time_us, event.delta, value)
-                yield beam.pvalue.TaggedOutput(COUNTS, (key, count))
+        if self._visits is not None:
+            yield from self._flush_visits(key, result.counts, fired_us, visits, queue)
         for bucket in result.buckets:
             yield documents.history_write(key, bucket)
         for trip in result.trips:
             yield documents.trip_write(key, trip)
         if result.write_realtime:
             yield documents.realtime_write(key, state)
+
+    def _flush_visits(self, key, applied, fired_us, visits, queue):
+        rows, again = self._visits.flush(key, applied, fired_us, visits)
+        if again is not None:  # the one flush timer, armed for it unless due sooner
+            arm_flush(queue, again, self._config.flush_interval_us)
+        yield from rows
 
 
 def _legacy_clock(state, timer_at):
@@ -257,16 +268,21 @@ class CountFlushes(beam.DoFn):
 
 class RunningOccupancy(beam.PTransform):
     """PCollection[(train_id, Event)] -> {"writes": PCollection[DocumentWrite] (realtime, history,
-    trips), "dead_letter": PCollection[dict] (seq jumps), "counts": PCollection[(train_id,
-    occupancy.stop_visits.DoorCount)] (each count of people applied, with `emit_counts`)}."""
+    trips), "dead_letter": PCollection[dict] (seq jumps), "stop_visits" and "passenger_events":
+    PCollection[dict] (TIDES rows, with `visits`: transforms.stop_visits)}."""
 
-    def __init__(self, config: fold.FoldConfig, seed: RealtimeSeed = None, emit_counts: bool = False):
+    def __init__(self, config: fold.FoldConfig, seed: RealtimeSeed = None, visits=None):
         super().__init__()
-        self._fn = FoldOccupancy(config, seed, emit_counts)
+        self._fn = FoldOccupancy(config, seed, visits)
 
     def expand(self, keyed_events):
         outputs = keyed_events | "FoldOccupancy" >> beam.ParDo(self._fn).with_outputs(
-            STATS, DEAD_LETTER, COUNTS, main="writes"
+            STATS, DEAD_LETTER, STOP_VISITS, PASSENGER_EVENTS, main="writes"
         )
         outputs[STATS] | "CountFlushes" >> beam.ParDo(CountFlushes())
-        return {"writes": outputs.writes, DEAD_LETTER: outputs[DEAD_LETTER], COUNTS: outputs[COUNTS]}
+        return {
+            "writes": outputs.writes,
+            DEAD_LETTER: outputs[DEAD_LETTER],
+            STOP_VISITS: outputs[STOP_VISITS],
+            PASSENGER_EVENTS: outputs[PASSENGER_EVENTS],
+        }

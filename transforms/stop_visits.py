@@ -1,11 +1,7 @@
-"""StopVisitRows: (train_id, DoorCount) -> TIDES `stop_visits` and `passenger_events` rows.
-
-Input: the counts of people RunningOccupancy applied (its `counts` output: each with the
-train's value after it, in the order applied, timestamped at the flush that applied them).
-Output: tagged `stop_visits` and `passenger_events`, dicts as occupancy.tides makes them,
-emitted when a visit closes (TrackStopVisits: when the watermark passes the end of its burst
-of counts), and for the stops of a run no door counted at, when the next visit or the
-run's end shows they were passed.
+"""StopVisitTracker: the counts FoldOccupancy applies -> TIDES `stop_visits` and
+`passenger_events` rows (dicts as occupancy.tides makes them), tagged outputs of the fold,
+emitted when a visit closes (occupancy.stop_visits: a burst of counts ended, and the stops
+of a run no door counted at, when the next visit or the run's end shows they were passed).
 
 Which trip a train runs at a count's time (occupancy.schedule.trip_of): the static schedule
 (`--gtfs_static`, read once per worker) and the train's number or an operator's assignment
@@ -20,26 +16,17 @@ import threading
 import time
 import uuid
 import zoneinfo
-from typing import Optional
+from typing import Optional, Tuple
 
 import apache_beam as beam
-from apache_beam.coders import coders
-from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.utils.timestamp import Timestamp
 
 from occupancy import registry, schedule, tides
 from occupancy.stop_visits import DoorCount, StopVisits, VisitState
 from occupancy.store import TRANSIENT, RetryPolicy, make_client
 from transforms import worker_cache
-from transforms.coders import VisitStateCoder
 
 _LOGGER = logging.getLogger(__name__)
 STOP_VISITS, PASSENGER_EVENTS = "stop_visits", "passenger_events"
-# The run's stops no door counted at are given as passed this long after its scheduled end.
-RUN_LATE_US = schedule.LATE_S * 1_000_000
-# A waiting count: (its timestamp, µs; then DoorCount's fields: device, seq, time, delta, load).
-PENDING_CODER = coders.TupleCoder([coders.VarIntCoder(), coders.StrUtf8Coder()] + [coders.VarIntCoder()] * 4)
 
 
 def read_schedule(path: str) -> schedule.Schedule:
@@ -121,88 +108,57 @@ class TripRuns:
             return None
 
 
-class TrackStopVisits(beam.DoFn):
-    """(train_id, DoorCount) -> tagged `stop_visits` and `passenger_events` rows (dicts).
+class StopVisitTracker:
+    """The stop visits of FoldOccupancy's flushes (its `visits` cell): the counts a flush applied,
+    in the order applied, then the visits that closed by the flush's time, as tagged rows.
 
-    The counts come in no particular order (a shuffle is between this and the fold), so they
-    wait in `pending` until the watermark passes the flush that applied them (their
-    timestamp) and are then taken in event-time order. One timer, `tick`, armed for the
-    earliest of: the oldest waiting count, the open burst's end, the run's end. A burst's end
-    is `gap_us` after its last count plus `hold_us`, the longest an on-time count takes from
-    its door to the fold's output (reorder delay and flush interval): a count of the same
-    burst may still be on its way until then.
+    Inside the fold rather than a stage after it: the fold applies a train's counts in
+    event-time order, which nothing after a shuffle is given (measured: FnApiRunner's batch
+    mode fired a later stage's event-time timers before the fold had emitted the counts
+    they were to wait for). A burst that has ended is closed at the train's next flush (a
+    heartbeat's included); the fold arms its flush timer for the burst's end too (one timer:
+    a second one, measured, fired before flushes due earlier on FnApiRunner).
     """
 
-    PENDING = BagStateSpec("pending", PENDING_CODER)
-    # Versioned bytes (occupancy.state_codec.encode_visits): bounded, the open burst's counts.
-    VISITS = ReadModifyWriteStateSpec("visits", VisitStateCoder())
-    ARMED = ReadModifyWriteStateSpec("armed", coders.VarIntCoder())  # when `tick` fires, µs
-    TICK = TimerSpec("tick", TimeDomain.WATERMARK)
-
     def __init__(self, runs: TripRuns, rules: StopVisits, hold_us: int):
+        """`hold_us`: how far behind a flush's time its counts may still be arriving (the
+        reorder delay and a flush interval)."""
         self._runs, self._rules, self._hold_us = runs, rules, hold_us
         self._visits = beam.metrics.Metrics.counter("occupancy", "stop_visits")
         self._unscheduled = beam.metrics.Metrics.counter("occupancy", "stop_visits_unscheduled")
 
-    def setup(self):
+    def setup(self) -> None:
         self._runs.setup()
 
-    def process(
-        self,
-        element,
-        timestamp=beam.DoFn.TimestampParam,
-        pending=beam.DoFn.StateParam(PENDING),
-        armed=beam.DoFn.StateParam(ARMED),
-        tick=beam.DoFn.TimerParam(TICK),
-    ):
-        _, count = element
-        pending.add((timestamp.micros, *count))
-        at = armed.read()
-        if not at or timestamp.micros < at:
-            tick.set(timestamp)
-            armed.write(timestamp.micros)
-
-    @on_timer(TICK)
-    def on_tick(
-        self,
-        key=beam.DoFn.KeyParam,
-        fired=beam.DoFn.TimestampParam,
-        pending=beam.DoFn.StateParam(PENDING),
-        visits=beam.DoFn.StateParam(VISITS),
-        armed=beam.DoFn.StateParam(ARMED),
-        tick=beam.DoFn.TimerParam(TICK),
-    ):
-        now = fired.micros
-        waiting = list(pending.read())
-        ready = sorted(DoorCount(*w[1:]) for w in waiting if w[0] <= now)
-        rest = [w for w in waiting if w[0] > now]
-        if ready:
-            pending.clear()
-            for w in rest:
-                pending.add(w)
-        state = self._read(visits)
+    def flush(self, key: str, applied, fired_us: int, cell) -> Tuple[list, Optional[int]]:
+        """At a flush of the train: `applied`, (Event, the train's value after it) of each count
+        it applied (none: a flush armed for the visits alone). (The rows of the visits that
+        closed, as tagged outputs; when to flush again for them if no count comes, or None.)"""
+        state = self._read(cell)
         closed = []
-        for count in sorted(ready, key=lambda c: (c.event_time_us, c.device_id, c.seq)):
+        for event, value in applied:
+            count = DoorCount(event.device_id, event.seq, event.event_time_us, event.delta, value)
             closed += self._rules.add(state, count, self._runs.run_at(key, count.event_time_us))
-        closed += self._rules.close(state, now - self._hold_us, self._runs.run_at(key, now - self._hold_us))
-        visits.write(state)
-        due = [w[0] for w in rest]
-        for end in (self._rules.due_us(state), self._rules.run_ends_us(state, RUN_LATE_US)):
-            if end is not None:
-                due.append(end + self._hold_us)
-        if due:
-            tick.set(Timestamp(micros=min(due)))
-            armed.write(min(due))
-        else:
-            armed.clear()
-        timezone = self._rules.timezone
+        now = fired_us - self._hold_us
+        closed += self._rules.close(state, now, self._runs.run_at(key, now))
+        if applied or closed:
+            cell.write(state)
+        # For when no flush comes (the last stop before a layover; the end of a replay's input):
+        # a microsecond past the run's end as occupancy.schedule.trip_of sees it.
+        at = self._rules.next_close_us(state, schedule.LATE_S * 1_000_000 + 1)
+        again = at + self._hold_us if at is not None and at + self._hold_us > fired_us else None
+        return self._rows(key, closed), again
+
+    def _rows(self, key: str, closed) -> list:
+        timezone, out = self._rules.timezone, []
         for visit in closed:
             self._visits.inc()
             if visit.stop is None:
                 self._unscheduled.inc()
-            yield beam.pvalue.TaggedOutput(STOP_VISITS, tides.stop_visit_row(visit, key, timezone))
+            out.append(beam.pvalue.TaggedOutput(STOP_VISITS, tides.stop_visit_row(visit, key, timezone)))
             for row in tides.passenger_event_rows(visit, key, timezone):
-                yield beam.pvalue.TaggedOutput(PASSENGER_EVENTS, row)
+                out.append(beam.pvalue.TaggedOutput(PASSENGER_EVENTS, row))
+        return out
 
     def _read(self, cell) -> VisitState:
         state = cell.read()
@@ -215,27 +171,16 @@ class TrackStopVisits(beam.DoFn):
         return state
 
 
-class StopVisitRows(beam.PTransform):
-    """PCollection[(train_id, DoorCount)] -> {"stop_visits": rows, "passenger_events": rows}."""
-
-    def __init__(
-        self,
-        project: str,
-        database: str,
-        trains_collection: str,
-        refresh_s: float,
-        gtfs_static: str,
-        timezone: str,
-        gap_s: float,
-        hold_s: float,
-    ):
-        """`hold_s`: the longest an on-time count takes from its door to the fold's output (the
-        job's reorder delay and two flush intervals)."""
-        super().__init__()
-        runs = TripRuns(project, database, trains_collection, refresh_s, gtfs_static)
-        rules = StopVisits(gap_us=int(gap_s * 1_000_000), timezone=zoneinfo.ZoneInfo(timezone))
-        self._fn = TrackStopVisits(runs, rules, int(hold_s * 1_000_000))
-
-    def expand(self, counts):
-        rows = counts | "TrackStopVisits" >> beam.ParDo(self._fn).with_outputs(STOP_VISITS, PASSENGER_EVENTS)
-        return {STOP_VISITS: rows[STOP_VISITS], PASSENGER_EVENTS: rows[PASSENGER_EVENTS]}
+def tracker(
+    project: str,
+    database: str,
+    trains_collection: str,
+    refresh_s: float,
+    gtfs_static: str,
+    timezone: str,
+    gap_s: float,
+    hold_s: float,
+) -> StopVisitTracker:
+    runs = TripRuns(project, database, trains_collection, refresh_s, gtfs_static)
+    rules = StopVisits(gap_us=int(gap_s * 1_000_000), timezone=zoneinfo.ZoneInfo(timezone))
+    return StopVisitTracker(runs, rules, int(hold_s * 1_000_000))
