@@ -7,8 +7,8 @@ timetable, archived, replayed into the TIDES tables; how fast, and how right.
    dwell, 2 % duplicates, 3 % out of order, 0.5 % malformed) and records each stop it makes;
 2. a static GTFS feed is made from those stops: a trip per run from origin to terminus
    (trip_short_name the train's number), its times the real ones moved by a delay of 0-3
-   minutes (carried from trip to trip, give or take 30 s) and up to 20 s per stop, so that the job matches stops by their times
-   and not by having been told them;
+   minutes (carried from trip to trip, give or take 30 s) and up to 20 s per stop, so that
+   the job matches stops by their times and not by having been told them;
 3. the messages are archived as a Cloud Storage subscription writes them (a line each);
 4. `python -m pipeline.main --runner=FnApiRunner --archive=... --gtfs_static=...` replays
    them, as an operator runs a backfill; its CPU (the child's) over the rows it wrote is the
