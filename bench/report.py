@@ -10,6 +10,7 @@ from typing import List, Optional
 from bench.fn_api_levers import FN_API_HEADER, fn_api_rows
 from bench.report_cells import cell, num
 from bench.serving_report import SERVING_HEADER, serving_rows
+from bench.tides_replay import REPLAY_HEADER, replay_rows
 
 ROWS = (
     ("pipeline", "pipeline, streaming (local runner)"),
@@ -237,6 +238,8 @@ def table(results: dict) -> str:
     text += [f"{_status(t)}: {t['target']}: {_target_detail(t)}" for t in results["targets"]]
     if fn_api_rows(results):
         text += ["", *_aligned(FN_API_HEADER, fn_api_rows(results))]
+    if replay_rows(results):
+        text += ["", *_aligned(REPLAY_HEADER, replay_rows(results))]
     if serving_rows(results):
         text += ["", *_aligned(SERVING_HEADER, serving_rows(results))]
     return "\n".join(text)
@@ -259,6 +262,9 @@ def markdown(results: dict) -> str:
     if fn_api_rows(results):
         out += ["", "| " + " | ".join(FN_API_HEADER) + " |", "|" + "---|" * len(FN_API_HEADER)]
         out += ["| " + " | ".join(r) + " |" for r in fn_api_rows(results)]
+    if replay_rows(results):
+        out += ["", "| " + " | ".join(REPLAY_HEADER) + " |", "|" + "---|" * len(REPLAY_HEADER)]
+        out += ["| " + " | ".join(r) + " |" for r in replay_rows(results)]
     if serving_rows(results):
         out += ["", "| " + " | ".join(SERVING_HEADER) + " |", "|" + "---|" * len(SERVING_HEADER)]
         out += ["| " + " | ".join(r) + " |" for r in serving_rows(results)]

@@ -10,6 +10,8 @@ Steps (each on an emptied Firestore with the fleet registered):
   5b. the job as Dataflow runs it (bench/fn_api_levers.py): FnApiRunner's multi_threading mode,
      state over the Fn API, against a stateful pass-through, and the levers on its cost side by
      side (signatures off, ES256 keys, Beam's state cache);
+  5c. the replay (bench/tides_replay.py): a fleet's service on a timetable, archived and
+     replayed in batch into the TIDES tables; rows/s per core and how many stops come out exact;
   6. serving (bench/serving.py): the API's GET /v1/trains with 1,000 and 10,000 trains, p50/p95
      and Firestore reads per request, with the fleet cache off and on and with the fleet
      listeners (still, and with documents changing: reads per change); the GTFS-RT feed
@@ -123,7 +125,7 @@ def fresh_firestore(emulator: Emulator, spec: workload.WorkloadSpec) -> None:
 
 
 # The steps, in order (their durations in the last results file make the estimate of time left).
-STEPS = ("pipeline", "ceiling", "naive", "naive_concurrent", "harness", "fn_api", "serving")
+STEPS = ("pipeline", "ceiling", "naive", "naive_concurrent", "harness", "fn_api", "replay", "serving")
 
 
 def _last_results(path: str) -> dict:
@@ -224,6 +226,15 @@ def main(argv=None) -> int:
         with step("fn_api"):
             results["fn_api"] = fn_api_levers.run_all(
                 firestore.reset, run_child, env, work_dir, args.smoke, args.timeout_s, repeats=1 if args.smoke else 2
+            )
+        firestore.reset()
+        with step("replay"):
+            results["replay"] = run_child(
+                "bench.tides_replay",
+                ["--smoke"] if args.smoke else [],
+                env,
+                os.path.join(work_dir, "replay.json"),
+                args.timeout_s,
             )
         firestore.reset()
         with step("serving"):

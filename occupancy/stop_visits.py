@@ -11,7 +11,8 @@ one visit. Its stop is found in the trip's stop times (occupancy.schedule.StopTi
   matches the right one. Passing a stop costs half the time from it to the next: a train
   stops at every stop of its trip unless the clock says clearly otherwise, so a delay that
   grows between two stops is not read as a stop skipped (nor a stop where nobody got on or
-  off, on a line of stops close together, as its neighbour's visit);
+  off, on a line of stops close together, as its neighbour's visit); before a run's first
+  visit, four times that: a trip begins at its first stop;
 * within `window_us` of it; a burst outside every stop's window is an unscheduled visit
   (no stop), as a burst of a train that runs no known trip is, after the stops it must
   have passed (their windows over before it began);
@@ -194,7 +195,10 @@ class StopVisits:
         best, best_cost, skipped_us = None, None, 0.0
         for i in range(state.next_stop, len(stops)):
             if i > state.next_stop:  # passing stop i-1 on the way to i
-                skipped_us += self.skip_weight * 1_000_000 * (stops[i].departure_s - stops[i - 1].departure_s)
+                # A trip begins at its first stop, where people board: passing stops before the
+                # run's first visit takes the clock saying so four times as clearly.
+                weight = self.skip_weight * (4 if state.visits == 0 else 1)
+                skipped_us += weight * 1_000_000 * (stops[i].departure_s - stops[i - 1].departure_s)
             off = abs(departed - (_at_us(run, stops[i].departure_s) + state.delay_us))
             if off <= self.window_us and (best_cost is None or off + skipped_us < best_cost):
                 best, best_cost = i, off + skipped_us

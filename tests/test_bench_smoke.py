@@ -70,6 +70,9 @@ def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
     assert fn_api["counts_exact"] is True and fn_api["runs"]["job"]["mode"] == "multi_threading"
     assert fn_api["runs"]["unverified"]["device_auth"] == "off" and fn_api["runs"]["es256"]["alg"] == "ES256"
     assert 0 < fn_api["job_vs_passthrough"] < 1 and fn_api["signature_cpu_overhead_pct"] is not None
+    replay = results["replay"]  # the archived fleet replayed into the TIDES tables
+    assert replay["rows_per_s_per_core"] > 0 and replay["stop_visit_rows"] >= replay["stops"] > 0
+    assert replay["boardings"] == replay["boardings_truth"] and replay["stops_exact"] > 0
     targets = {t["target"] for t in results["targets"]}
     assert "the job over the Fn API (4 bundle processors) >= 0.10 x pass-through" in targets
     assert "the job over the Fn API (multi_threading)" in completed.stdout

@@ -262,3 +262,12 @@ def test_a_stop_time_of_a_feed_without_departure_takes_its_arrival():
         StopTime(2, "b", 8 * 3600 + 600, 8 * 3600 + 600),
         StopTime(4, "d", 8 * 3600 + 1800, 8 * 3600 + 1800),
     )
+
+
+def test_a_trip_begins_at_its_first_stop_even_when_its_clock_is_nearer_the_second(schedule):
+    # 8 minutes late at a (08:00): nearer b's time (08:10) than a's; the trip's first visit
+    # passes a stop only when the clock says so clearly.
+    doors = Doors()
+    counts = doors.burst("08:08:00", 5) + doors.burst("08:18:10", 2)
+    visits = visit_all(counts, r1_then_nothing(schedule))
+    assert summary(visits)[:2] == [(1, "a", 5, 0, 5), (2, "b", 2, 0, 7)]
