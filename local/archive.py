@@ -13,10 +13,13 @@ import datetime
 import logging
 import os
 import threading
+import time
 
 from google.api_core import exceptions as gexc
 
 _LOGGER = logging.getLogger(__name__)
+# How long a stop keeps pulling what the subscription still holds.
+DRAIN_S = 5.0
 
 
 class Archiver(threading.Thread):
@@ -62,9 +65,10 @@ class Archiver(threading.Thread):
         try:
             with pubsub_v1.SubscriberClient() as subscriber:
                 while not self._halt.is_set():
-                    self._pull_once(subscriber, timeout_s=5)
-                while self._pull_once(subscriber, timeout_s=2):  # what came before the stop
-                    pass
+                    self._pull_once(subscriber, timeout_s=1)
+                deadline = time.monotonic() + DRAIN_S
+                while time.monotonic() < deadline and self._pull_once(subscriber, timeout_s=1):
+                    pass  # what came before the stop, for at most DRAIN_S
         except Exception as e:  # noqa: BLE001 - reported by stop(), in the main thread
             self.error = e
             _LOGGER.exception("The archiver stopped")

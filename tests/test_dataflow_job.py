@@ -52,6 +52,8 @@ OCCUPANCY_ARGS = {
     "firestore_project": "demo-occupancy-store",
     "firestore_database": "occupancy-db",
     "registry_refresh_s": "30",
+    "tides_window_s": "60",
+    "stop_gap_s": "20",
     "device_auth": "log",
     "reorder_delay_s": "3",
     "flush_interval_s": "2",
@@ -154,7 +156,9 @@ def _option_dests():
 
 def test_every_occupancy_option_is_set_to_a_non_default_value():
     defaults = _option_dests()
-    assert set(OCCUPANCY_ARGS) | {"input_topic"} == set(defaults)
+    # Each of these selects another graph: a topic's read, a replay's read, the TIDES branch
+    # (tests/test_tides_job.py builds and runs that one).
+    assert set(OCCUPANCY_ARGS) | {"input_topic", "archive", "tides_output", "gtfs_static"} == set(defaults)
     for name, value in OCCUPANCY_ARGS.items():
         assert value != defaults[name] and str(value) != str(defaults[name]), name
 
@@ -190,7 +194,17 @@ def test_stateful_step_keeps_its_state_and_timer_specs(job):
     transform = _by_name(job)[STATEFUL_STEP]
     assert transform.spec.urn == "beam:transform:pardo:v1"
     payload = beam_runner_api_pb2.ParDoPayload.FromString(transform.spec.payload)
-    assert set(payload.state_specs) == {"pending", "waiting", "later", "horizon", "train", "queue", "clock", "timer_at"}
+    assert set(payload.state_specs) == {
+        "pending",
+        "waiting",
+        "later",
+        "horizon",
+        "train",
+        "queue",
+        "clock",
+        "timer_at",
+        "visits",
+    }
     assert payload.state_specs["pending"].WhichOneof("spec") == "bag_spec"
     assert payload.state_specs["train"].WhichOneof("spec") == "read_modify_write_spec"
     assert payload.state_specs["clock"].WhichOneof("spec") == "read_modify_write_spec"
