@@ -87,6 +87,8 @@ REPOSITORY ?= occupancy
 TAG ?= $(shell git describe --always --dirty 2>/dev/null)
 IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/occupancy-pipeline:$(TAG)
 TEMPLATE_SPEC ?= gs://$(BUCKET)/templates/occupancy-$(TAG).json
+# The batch replay's spec, on the same image (templates/replay.json).
+REPLAY_SPEC ?= gs://$(BUCKET)/templates/occupancy-replay-$(TAG).json
 JOB_NAME ?= occupancy
 SUBSCRIPTION ?= projects/$(PROJECT)/subscriptions/occupancy-pipeline
 DEAD_LETTER_TOPIC ?= projects/$(PROJECT)/topics/occupancy-dead-letters
@@ -107,7 +109,7 @@ SETUP_BEAM_VERSION = $(shell sed -n 's/^BEAM_VERSION = "\(.*\)"$$/\1/p' setup.py
 require = $(if $(strip $($(1))),,$(error $(1) is not set: run make $@ PROJECT=<project-id> REGION=<region> BUCKET=<bucket> (docs/operations.md, "Deploy to Dataflow")))
 require_cloud = $(call require,PROJECT)$(call require,REGION)$(call require,BUCKET)
 
-.PHONY: deploy-infra template-image template launch dataflow drain
+.PHONY: deploy-infra template-image template launch replay dataflow drain
 
 # Topic, subscriptions, dead-letter topic, service accounts with least-privilege
 # roles, staging bucket, image repository, Firestore indexes (deploy/infra.sh).
@@ -129,6 +131,7 @@ endif
 
 # Image, then the template spec (gs://BUCKET/templates/occupancy-TAG.json). gcloud builds and
 # checks the spec; it drops the metadata's streaming fields, which pipeline.launch puts back.
+# Then the batch replay's spec on the same image (occupancy-replay-TAG.json).
 template: template-image
 	@:$(require_cloud)
 	mkdir -p .local
@@ -138,7 +141,12 @@ template: template-image
 	  --staging-location='gs://$(BUCKET)/staging' --temp-location='gs://$(BUCKET)/tmp' --print-only \
 	  | $(PY) -m pipeline.launch complete-spec --metadata templates/metadata.json > .local/template-spec.json
 	gcloud storage cp .local/template-spec.json '$(TEMPLATE_SPEC)' --project='$(PROJECT)'
-	@echo "template $(TEMPLATE_SPEC), image $(IMAGE)"
+	$(PY) -m pipeline.template_metadata templates/replay.json > .local/replay-metadata.json
+	gcloud dataflow flex-template build '$(REPLAY_SPEC)' --project='$(PROJECT)' \
+	  --image='$(IMAGE)' --sdk-language=PYTHON --metadata-file=.local/replay-metadata.json \
+	  --service-account-email='$(PIPELINE_SA)' \
+	  --staging-location='gs://$(BUCKET)/staging' --temp-location='gs://$(BUCKET)/tmp'
+	@echo "template $(TEMPLATE_SPEC), replay template $(REPLAY_SPEC), image $(IMAGE)"
 
 # Starts the job from the template through the Dataflow API (python -m pipeline.launch);
 # UPDATE=1 replaces the running job of that name, MAPPINGS="Old=New ..." for renamed steps.
@@ -153,6 +161,18 @@ launch: install
 	  --parameter 'sdk_container_image=$(IMAGE)' \
 	  $(foreach p,$(PARAMS),--parameter '$(p)') $(if $(UPDATE),--update) \
 	  $(foreach m,$(MAPPINGS),--transform_name_mapping '$(m)')
+
+# A batch replay of archived events from the replay template (docs/operations.md, "TIDES tables,
+# replay and backfill"): ARCHIVE='gs://bucket/events/*', PARAMS for its collections and output.
+ARCHIVE ?=
+REPLAY_JOB_NAME ?= occupancy-replay
+replay: install
+	@:$(require_cloud)$(call require,TAG)$(call require,ARCHIVE)
+	$(PY) -m pipeline.launch launch --batch --project '$(PROJECT)' --region '$(REGION)' --job_name '$(REPLAY_JOB_NAME)' \
+	  --template '$(REPLAY_SPEC)' --service_account '$(PIPELINE_SA)' \
+	  --staging_location 'gs://$(BUCKET)/staging' --temp_location 'gs://$(BUCKET)/tmp' \
+	  --parameter 'archive=$(ARCHIVE)' --parameter 'sdk_container_image=$(IMAGE)' \
+	  $(foreach p,$(PARAMS),--parameter '$(p)')
 
 # Direct launch from this checkout, without a template. Workers run IMAGE (built by
 # `make template-image`: the stock Beam image lacks the Firestore client) with this

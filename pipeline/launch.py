@@ -1,7 +1,8 @@
 """python -m pipeline.launch: the job on Dataflow through the Dataflow v1b3 API.
 
     launch   start the Flex Template job (or --update the running one, with
-             --transform_name_mapping OLD=NEW for renamed steps)
+             --transform_name_mapping OLD=NEW for renamed steps; --batch for the
+             replay's template)
     drain    stop reading, finish what is in flight, then stop (no data lost)
     cancel   stop now (in-flight data is dropped)
     status   the job's state, workers and this pipeline's counters (jobs.getMetrics)
@@ -218,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--max_workers", type=int, default=None, help="Autoscaling ceiling.")
     launch.add_argument("--update", action="store_true", help="Replace the running job of this name in place.")
     launch.add_argument(
+        "--batch", action="store_true", help="A batch template (the replay's): no Streaming Engine, no --update."
+    )
+    launch.add_argument(
         "--transform_name_mapping",
         action="append",
         default=[],
@@ -249,7 +253,9 @@ def run(args, client=None, out=sys.stdout) -> int:
         return 0
     launcher = Launcher(client or build_client(), args.project, args.region)
     if args.command == "launch":
-        environment = {"enableStreamingEngine": True}
+        if args.batch and args.update:
+            raise LaunchError("a batch job is not updated in place: launch it again")
+        environment = {} if args.batch else {"enableStreamingEngine": True}
         for key, value in (
             ("serviceAccountEmail", args.service_account),
             ("stagingLocation", args.staging_location),

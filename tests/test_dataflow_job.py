@@ -277,3 +277,29 @@ def test_workers_receive_every_occupancy_option(built):
     sent = dict(env.sdk_pipeline_options["options"])
     for name in OCCUPANCY_ARGS:
         assert sent[name] == getattr(options, name), name
+
+
+# --- the replay (templates/replay.json): the same steps in batch, from the archive -----------
+
+REPLAY_ARGS = [
+    "--archive=gs://demo-occupancy-archive/events/*",
+    "--tides_output=gs://demo-occupancy-bucket/tides",
+    "--gtfs_static=gs://demo-occupancy-bucket/gtfs/gtfs.zip",
+    "--history_collection=history_replay",
+]
+
+
+@pytest.fixture(scope="module")
+def replay_job():
+    batch = [a for a in DATAFLOW_ARGS if a not in ("--streaming", "--enable_streaming_engine")]
+    job, options, _ = _dry_run(["--runner=DataflowRunner", *batch, *REPLAY_ARGS])
+    return job
+
+
+def test_the_replay_builds_a_batch_job_of_the_same_steps_from_the_archive(replay_job):
+    assert replay_job.proto.type == dataflow_v1beta3.JobType.JOB_TYPE_BATCH
+    steps = [s for s in TOP_LEVEL_STEPS if s != "ReadEvents"]
+    assert _top_level(replay_job) == ["ReadArchive", *steps[:3], "WriteTidesParquet", *steps[3:]]
+    assert not [t for t in _transforms(replay_job).values() if "pubsub" in t.spec.urn]
+    payload = beam_runner_api_pb2.ParDoPayload.FromString(_by_name(replay_job)[STATEFUL_STEP].spec.payload)
+    assert "visits" in payload.state_specs and set(payload.timer_family_specs) == {"ts-flush"}

@@ -270,7 +270,7 @@ def _make(*args):
     )
 
 
-@pytest.mark.parametrize("target", ["deploy-infra", "template", "launch", "dataflow", "drain", "api-deploy"])
+@pytest.mark.parametrize("target", ["deploy-infra", "template", "launch", "replay", "dataflow", "drain", "api-deploy"])
 def test_make_targets_say_what_is_missing(target):
     out = _make(target)
     assert out.returncode != 0
@@ -289,6 +289,33 @@ def test_make_template_builds_image_and_spec():
         "gcloud storage cp .local/template-spec.json 'gs://demo-occupancy-bucket/templates/occupancy-v1.json'"
         in out.stdout
     )
+
+
+def test_make_template_builds_the_replay_spec_on_the_same_image():
+    out = _make("template", *CLOUD)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.replace("\\\n", " ")
+    assert "pipeline.template_metadata templates/replay.json > .local/replay-metadata.json" in text
+    [build] = [ln for ln in text.splitlines() if "flex-template build" in ln and "occupancy-replay-v1.json" in ln]
+    image = "europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:v1"
+    assert f"--image='{image}'" in build and "--metadata-file=.local/replay-metadata.json" in build
+    assert "--enable-streaming-engine" not in build and "--print-only" not in build
+
+
+def test_make_replay_launches_the_batch_template_with_the_archive():
+    from pipeline import launch
+
+    assert "ARCHIVE is not set" in _make("replay", *CLOUD).stderr
+    out = _make("replay", *CLOUD, "ARCHIVE=gs://demo-archive/events/*", "PARAMS=history_collection=history_replay")
+    assert out.returncode == 0, out.stderr
+    args = launch.build_parser().parse_args(_make_line(out, "pipeline.launch")[3:])
+    assert args.batch is True and args.update is False and args.job_name == "occupancy-replay"
+    assert args.template == "gs://demo-occupancy-bucket/templates/occupancy-replay-v1.json"
+    assert args.parameter == [
+        "archive=gs://demo-archive/events/*",
+        "sdk_container_image=europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:v1",
+        "history_collection=history_replay",
+    ]
 
 
 def _make_line(out, marker):

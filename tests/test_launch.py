@@ -107,6 +107,19 @@ def test_update_with_transform_name_mappings():
     assert parameter["transformNameMappings"] == {"ParseEvents": "Parse", "Old/Step": "New/Step"}
 
 
+def test_a_batch_launch_asks_for_no_streaming_engine_and_is_never_an_update():
+    client, sent = client_with((200, {"job": {"id": "r1", "name": "occupancy-replay"}}))
+    argv = ["launch", "--batch", *BASE, "--job_name", "occupancy-replay", "--template", SPEC]
+    code, out = run([*argv, "--parameter", "archive=gs://b/events/*"], client)
+    assert code == 0 and "launched occupancy-replay: job r1" in out
+    parameter = sent[0][2]["launchParameter"]
+    assert parameter["environment"] == {} and parameter["parameters"] == {"archive": "gs://b/events/*"}
+    assert "update" not in parameter
+    with pytest.raises(launch.LaunchError, match="not updated in place"):
+        run([*argv, "--update"], client)
+    assert len(sent) == 1
+
+
 def test_mappings_without_update_and_bad_pairs_are_refused_before_any_request():
     client, sent = client_with()
     with pytest.raises(launch.LaunchError, match="only apply to --update"):

@@ -209,7 +209,7 @@ def test_readme_examples_pass_the_regexes(params):
         assert _matches(params[name], value), (name, value)
 
 
-def _gcloud_spec(tmp_path):
+def _gcloud_spec(tmp_path, metadata=METADATA):
     """`gcloud dataflow flex-template build --print-only` of the metadata: gcloud's own parsing
     and validation of the spec, offline (--print-only uploads nothing)."""
     env = {**os.environ, "CLOUDSDK_CONFIG": str(tmp_path), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
@@ -224,7 +224,7 @@ def _gcloud_spec(tmp_path):
             "--sdk-language=PYTHON",
             "--print-only",
             "--image=europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:test",
-            f"--metadata-file={METADATA}",
+            f"--metadata-file={metadata}",
         ],
         capture_output=True,
         text=True,
@@ -242,6 +242,68 @@ def test_gcloud_accepts_the_metadata(tmp_path):
         p["name"] for p in json.loads(METADATA.read_text())["parameters"]
     ]
     assert spec["sdkInfo"]["language"] == "PYTHON"
+
+
+# --- the replay's batch template: templates/replay.json on metadata.json ------------------
+
+REPLAY_OVERLAY = REPO / "templates" / "replay.json"
+# The replay reads the archive instead; its dead letters go to --dead_letter_collection.
+NOT_IN_REPLAY = {"input_subscription", "input_topic", "dead_letter_topic"}
+
+
+@pytest.fixture(scope="module")
+def replay_metadata(tmp_path_factory):
+    """What `make template` builds the replay's spec from (python -m pipeline.template_metadata)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline.template_metadata", str(REPLAY_OVERLAY), "--base", str(METADATA)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr
+    path = tmp_path_factory.mktemp("replay") / "replay-metadata.json"
+    path.write_text(out.stdout)
+    return path
+
+
+def test_the_replay_template_is_batch_with_every_option_but_the_streaming_inputs(replay_metadata, params, actions):
+    TemplateMetadata.from_json(replay_metadata.read_text())  # strict: unknown fields fail
+    meta = json.loads(replay_metadata.read_text())
+    assert meta["streaming"] is False
+    assert not {"supportsAtLeastOnce", "supportsExactlyOnce", "defaultStreamingMode"} & set(meta)
+    names = [p["name"] for p in meta["parameters"]]
+    assert len(names) == len(set(names)) and set(names) == set(actions) - NOT_IN_REPLAY
+    archive, *shared = meta["parameters"]
+    assert archive["name"] == "archive" and archive.get("isOptional", False) is False
+    assert "Required." in archive["helpText"]
+    for param in shared:  # written once, in metadata.json
+        assert param == params[param["name"]]
+
+
+def test_the_replay_archive_regex(replay_metadata, actions):
+    archive = json.loads(replay_metadata.read_text())["parameters"][0]
+    for value in ("gs://my-archive/events/*", "gs://occupancy-archive/events/2026-12-0*.txt"):
+        assert _matches(archive, value), value
+        actions["archive"].type(value)
+    for value in ("/tmp/archive/*.txt", "gs://my-archive", "gs://my-archive/", "s3://my-archive/x", ""):
+        assert not _matches(archive, value), value
+
+
+def test_gcloud_accepts_the_replay_metadata(tmp_path, replay_metadata):
+    spec = json.loads(_gcloud_spec(tmp_path, replay_metadata).stdout.lstrip("|-\n"))
+    assert spec["metadata"]["name"] == "Train occupancy replay"
+    assert spec["metadata"]["parameters"][0]["name"] == "archive"
+
+
+def test_an_overlay_naming_unknown_or_existing_parameters_is_refused():
+    from pipeline.template_metadata import OverlayError, derive
+
+    base = json.loads(METADATA.read_text())
+    with pytest.raises(OverlayError, match="does not have"):
+        derive(base, {"without": ["input_queue"]})
+    with pytest.raises(OverlayError, match="already has"):
+        derive(base, {"parameters": [{"name": "timezone", "label": "x", "helpText": "x"}]})
 
 
 # --- streaming fields, against Dataflow's own discovery document ------------------------
