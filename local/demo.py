@@ -72,6 +72,7 @@ SUBSCRIPTION = "occupancy-pipeline"
 ARCHIVE_SUBSCRIPTION = "occupancy-archive"
 DEVICES, TRAINS = "devices", "trains"
 PIPELINE_ARGS = ("--registry_refresh_s=10",)
+API_PORT_ATTEMPTS = 3
 
 
 class Terminated(Exception):
@@ -216,13 +217,21 @@ class Demo:
 
     def start_api(self) -> None:
         port = self.args.api_port
-        if not port_free(port):
-            port = free_port()
-            say(f"port {self.args.api_port} is taken: the API uses {port}")
-        self.api_log_path.write_bytes(b"")
-        self.api = stack.start_api(PROJECT, port, env=self.emulator_env(), log_path=str(self.api_log_path))
-        self.api_url = f"http://127.0.0.1:{port}"
-        stack.wait_until_serving(self.api, self.api_url)
+        for attempt in range(API_PORT_ATTEMPTS):
+            if not port_free(port):
+                taken, port = port, free_port()
+                say(f"port {taken} is taken: the API uses {port}")
+            self.api_log_path.write_bytes(b"")
+            self.api = stack.start_api(PROJECT, port, env=self.emulator_env(), log_path=str(self.api_log_path))
+            self.api_url = f"http://127.0.0.1:{port}"
+            try:
+                stack.wait_until_serving(self.api, self.api_url)
+                break
+            except RuntimeError:
+                # Another process (a second demo) took the port between the check and the
+                # API's bind: the API exited; try a free one. Any other exit is an error.
+                if port_free(port) or attempt == API_PORT_ATTEMPTS - 1:
+                    raise
         auth = AuthEmulator(project=PROJECT)
         auth.host_port = os.environ[auth.env_var]
         stack.create_operator(auth, *DEMO_OPERATOR)

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from local import demo, stack
-from local.emulators import is_up
+from local.emulators import free_port, is_up
 from sim import simulator
 from sim.publisher import DevicePublisher
 
@@ -48,12 +48,17 @@ def processes_with(token: str):
     return found
 
 
+def api_port():
+    return ["--api_port", str(free_port())]
+
+
 def start_demo(tmp_path, *args):
     token = uuid.uuid4().hex
     out = open(tmp_path / "demo.out", "w")
     env = dict(os.environ, **{TOKEN_VAR: token, "PYTHONUNBUFFERED": "1"})
     process = subprocess.Popen(
-        [sys.executable, "-m", "local.demo", "--log", str(tmp_path / "pipeline.log"), *args],
+        # A port of its own: demos on other test workers run at the same time.
+        [sys.executable, "-m", "local.demo", "--log", str(tmp_path / "pipeline.log"), *api_port(), *args],
         cwd=REPO,
         env=env,
         stdout=out,
@@ -241,11 +246,11 @@ def test_demo_stops_everything_when_its_terminal_or_reader_goes(emulator_env, fi
     token = uuid.uuid4().hex
     env = dict(os.environ, **{TOKEN_VAR: token, "PYTHONUNBUFFERED": "1"})
     process = subprocess.Popen(
-        [sys.executable, "-m", "local.demo", "--log", str(tmp_path / "pipeline.log"), "--seed", "3"],
+        [sys.executable, "-m", "local.demo", "--log", str(tmp_path / "pipeline.log"), *api_port(), "--seed", "3"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
     process.token = token
@@ -255,7 +260,9 @@ def test_demo_stops_everything_when_its_terminal_or_reader_goes(emulator_env, fi
         while time.monotonic() < deadline and process.poll() is None and not (children and realtime(firestore_client)):
             children.update(cmd for _, cmd in processes_with(token) if is_demo_pipeline(cmd))
             time.sleep(0.5)
-        assert process.poll() is None and children, "the demo never ran its pipeline"
+        if process.poll() is not None:
+            pytest.fail(f"the demo exited ({process.returncode}) before it ran: {process.stdout.read().decode()}")
+        assert children, "the demo never ran its pipeline"
         if how == "sighup":
             process.send_signal(signal.SIGHUP)
             head = process.stdout.read()
@@ -317,3 +324,37 @@ def test_publisher_sends_each_message_at_its_time_and_stops_when_told(emulator_e
     published = endless.published()
     time.sleep(1)
     assert endless.published() == published
+
+
+def test_the_api_moves_to_a_free_port_when_another_demo_takes_its_port_first(
+    firestore_emulator, auth_emulator, monkeypatch, tmp_path
+):
+    """Two demos at once (`make run` twice, or test workers): the port was free when checked
+    and taken before the API bound it. The API comes up on another port, not an error."""
+    import socket
+
+    monkeypatch.setenv(firestore_emulator.env_var, firestore_emulator.host_port)
+    monkeypatch.setenv(auth_emulator.env_var, auth_emulator.host_port)
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:1")  # unused by the API
+    with socket.socket() as other_demo:
+        other_demo.bind(("127.0.0.1", 0))
+        other_demo.listen()
+        taken = other_demo.getsockname()[1]
+        checks = []
+        real_port_free = demo.port_free
+
+        def port_free(port):
+            checks.append(port)
+            return len(checks) == 1 or real_port_free(port)  # the other demo binds right after the first check
+
+        monkeypatch.setattr(demo, "port_free", port_free)
+        run = demo.Demo(demo.parse_args(["--api_port", str(taken), "--log", str(tmp_path / "pipeline.log")]))
+        try:
+            run.start_api()
+            assert run.api.poll() is None
+            assert not run.api_url.endswith(f":{taken}")
+            assert httpx.get(f"{run.api_url}/healthz", timeout=5).status_code == 200
+        finally:
+            if run.api is not None:
+                stack.stop_process(run.api)
+    assert checks[0] == taken
