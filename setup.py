@@ -28,6 +28,10 @@ PIPELINE = [
     "google-cloud-firestore>=2.16,<3",
     # The TIDES tables as Parquet (occupancy/tides_parquet.py); Beam brings it too.
     "pyarrow>=14",
+    # The TIDES tables in BigQuery (transforms/tides_bigquery_sink.py, occupancy/tides_bigquery.py);
+    # Beam's gcp extra brings both too.
+    "google-cloud-bigquery-storage>=2.20,<3",
+    "google-cloud-bigquery>=3,<4",
     *IDENTITY,
 ]
 # The operator's launcher (python -m pipeline.launch: launch, drain, cancel, status), not workers.

@@ -34,6 +34,7 @@ log's tail and exits 1.
 
 import argparse
 import contextlib
+import faulthandler
 import logging
 import os
 import pathlib
@@ -354,6 +355,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
+    # `kill -USR1 <pid>` prints where every thread is (the tests do it to a demo that hangs).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     demo = Demo(args)
     code = 1
     try:

@@ -22,7 +22,7 @@ it started), or the train's local day in the feed's time zone without a trip.
 """
 
 import datetime
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from occupancy.stop_visits import StopVisit
 
@@ -80,6 +80,12 @@ KEYS = {
     "stop_visits": ("service_date", "trip_id_performed", "trip_stop_sequence", "vehicle_id"),
     "passenger_events": ("passenger_event_id",),
 }
+
+
+def in_key_order(table: str, rows: Iterable[dict]) -> List[dict]:
+    """The rows sorted by the table's key: the order both sinks write them in, whatever order
+    the runner handed them over."""
+    return sorted(rows, key=lambda r: tuple(str(r.get(k)) for k in KEYS[table]))
 
 
 def _utc(us: Optional[int]) -> Optional[datetime.datetime]:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from occupancy.tides import FIELDS, KEYS
+from occupancy.tides import FIELDS, in_key_order
 
 PARTITION = "service_date"
 _ARROW = {
@@ -43,10 +43,6 @@ def arrow_schema(table: str, partitioned: bool = False) -> pa.Schema:
     )
 
 
-def _sorted(table: str, rows: Iterable[dict]) -> List[dict]:
-    return sorted(rows, key=lambda r: tuple(str(r.get(k)) for k in KEYS[table]))
-
-
 def part_path(root: str, table: str, day: str, part: str) -> str:
     """Where a file of `table`'s rows of service date `day` (YYYY-MM-DD) named `part` goes."""
     return "/".join((root.rstrip("/"), table, f"{PARTITION}={day}", f"{part}.parquet"))
@@ -55,7 +51,7 @@ def part_path(root: str, table: str, day: str, part: str) -> str:
 def parquet_bytes(table: str, rows: Iterable[dict]) -> bytes:
     """One day's rows of `table` as a Parquet file (without the partition column), in key order."""
     schema = arrow_schema(table, partitioned=True)
-    ordered = _sorted(table, rows)
+    ordered = in_key_order(table, rows)
     columns = {name: [r.get(name) for r in ordered] for name in schema.names}
     sink = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pydict(columns, schema=schema), sink)

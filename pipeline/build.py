@@ -13,6 +13,7 @@ from transforms.enrich import EnrichWithTrain
 from transforms.firestore_sink import WriteToFirestore
 from transforms.occupancy import PASSENGER_EVENTS, STOP_VISITS, RealtimeSeed, RunningOccupancy
 from transforms.parse import ParseEvents
+from transforms.tides_bigquery_sink import WriteTidesBigQuery
 from transforms.tides_sink import WriteTidesParquet
 
 # Step labels are part of the job's contract: Dataflow's --update matches them.
@@ -26,6 +27,7 @@ READ, PARSE, ENRICH, OCCUPANCY, WRITE = (
 COLLECT_DEAD_LETTERS, WRITE_DEAD_LETTERS = "CollectDeadLetters", "WriteDeadLetters"
 READ_ARCHIVE = "ReadArchive"
 WRITE_TIDES = "WriteTidesParquet"
+WRITE_TIDES_BIGQUERY = "WriteTidesBigQuery"
 
 
 def fold_config(options: OccupancyOptions) -> fold.FoldConfig:
@@ -60,7 +62,7 @@ def _read(p, options: OccupancyOptions):
 
 def _visits(options: OccupancyOptions):
     """The stop visits' tracker inside the fold (docs/design.md, "Stop visits"), or None."""
-    if not options.tides_output:
+    if not (options.tides_output or options.tides_bigquery):
         return None
     return stop_visits.tracker(
         options.firestore_project_id(),
@@ -100,9 +102,16 @@ def compose(messages, options: OccupancyOptions):
         project, database, options.realtime_collection, options.history_collection, options.write_retry_deadline_s
     )
     occupancy = enriched.keyed | OCCUPANCY >> RunningOccupancy(fold_config(options), seed, _visits(options))
+    tables = {name: occupancy[name] for name in (STOP_VISITS, PASSENGER_EVENTS)}
     if options.tides_output:
-        tables = {name: occupancy[name] for name in (STOP_VISITS, PASSENGER_EVENTS)}
         tables | WRITE_TIDES >> WriteTidesParquet(options.tides_output, options.tides_window_s)
+    tides_refused = ()
+    if options.tides_bigquery:
+        tides_refused = (
+            tables
+            | WRITE_TIDES_BIGQUERY
+            >> WriteTidesBigQuery(options.tides_bigquery, options.tides_window_s, options.write_retry_deadline_s),
+        )
     writes = occupancy["writes"]
     # The job's epoch: a job built later (a second job, a restart) fences this one off the
     # trains it writes (occupancy.fencing).
@@ -122,6 +131,7 @@ def compose(messages, options: OccupancyOptions):
         enriched.dead_letter,
         occupancy["dead_letter"],
         write_failures,
+        *tides_refused,
     ) | COLLECT_DEAD_LETTERS >> beam.Flatten()
     dead_letters | WRITE_DEAD_LETTERS >> WriteDeadLetters(
         options.dead_letter_topic, project, database, options.dead_letter_collection, options.write_retry_deadline_s

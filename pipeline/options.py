@@ -1,6 +1,8 @@
 """The pipeline's command-line options (docs/design.md, "Command line")."""
 
+import argparse
 import datetime
+import re
 import zoneinfo
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
@@ -10,6 +12,14 @@ from occupancy.cli import positive_float
 
 def _timezone(text: str) -> str:
     zoneinfo.ZoneInfo(text)  # raises for an unknown zone
+    return text
+
+
+def _dataset(text: str) -> str:
+    project, _, dataset = text.rpartition(".")
+    # A dataset's name is letters, digits and underscores (BigQuery's naming rules).
+    if text and not (project and re.fullmatch(r"[A-Za-z0-9_]{1,1024}", dataset)):
+        raise argparse.ArgumentTypeError(f"not PROJECT.DATASET: {text!r}")
     return text
 
 
@@ -138,6 +148,14 @@ class OccupancyOptions(PipelineOptions):
             default="",
             help="Where the job writes the TIDES tables stop_visits and passenger_events as Parquet "
             "files: a directory or a gs:// prefix. Empty: not written.",
+        )
+        tides.add_argument(
+            "--tides_bigquery",
+            type=_dataset,
+            default="",
+            help="The BigQuery dataset, PROJECT.DATASET, whose stop_visits and passenger_events "
+            "tables the job writes the TIDES rows to, exactly once (Storage Write API; make the "
+            "tables with python -m occupancy.tides_bigquery create). Empty: not written.",
         )
         tides.add_argument(
             "--gtfs_static",

@@ -64,6 +64,22 @@ def broker(tmp_path):
 
 
 @pytest.fixture
+def bigquery(monkeypatch):
+    """A local BigQuery Storage Write API server (tests/bigquery_write_server.py) with the TIDES
+    tables of dataset demo-occupancy.tides, and the job's client pointed at it."""
+    from occupancy import tides_bigquery
+    from tests.bigquery_write_server import BigQueryWriteServer
+    from transforms.tides_bigquery_sink import EMULATOR_ENV
+
+    server = BigQueryWriteServer().start()
+    for resource in tides_bigquery.table_resources("demo-occupancy", "tides").values():
+        server.create_table(resource)
+    monkeypatch.setenv(EMULATOR_ENV, server.host)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def firestore_client(firestore_emulator, monkeypatch):
     """A client on an emptied Firestore emulator (FIRESTORE_EMULATOR_HOST set for the test)."""
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator.host_port)

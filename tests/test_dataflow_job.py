@@ -157,8 +157,9 @@ def _option_dests():
 def test_every_occupancy_option_is_set_to_a_non_default_value():
     defaults = _option_dests()
     # Each of these selects another graph: a topic's read, a replay's read, the TIDES branch
-    # (tests/test_tides_job.py builds and runs that one).
-    assert set(OCCUPANCY_ARGS) | {"input_topic", "archive", "tides_output", "gtfs_static"} == set(defaults)
+    # (tests/test_tides_job.py builds and runs that one; its BigQuery sink is dry-run below).
+    selecting = {"input_topic", "archive", "tides_output", "tides_bigquery", "gtfs_static"}
+    assert set(OCCUPANCY_ARGS) | selecting == set(defaults)
     for name, value in OCCUPANCY_ARGS.items():
         assert value != defaults[name] and str(value) != str(defaults[name]), name
 
@@ -303,3 +304,28 @@ def test_the_replay_builds_a_batch_job_of_the_same_steps_from_the_archive(replay
     assert not [t for t in _transforms(replay_job).values() if "pubsub" in t.spec.urn]
     payload = beam_runner_api_pb2.ParDoPayload.FromString(_by_name(replay_job)[STATEFUL_STEP].spec.payload)
     assert "visits" in payload.state_specs and set(payload.timer_family_specs) == {"ts-flush"}
+
+
+# --- the TIDES tables in BigQuery from the streaming job (--tides_bigquery) -------------------
+
+
+def test_the_streaming_job_with_the_bigquery_sink_appends_checkpoints_then_commits():
+    job, _, _ = _dry_run(
+        [
+            "--runner=DataflowRunner",
+            *DATAFLOW_ARGS,
+            f"--input_subscription={SUBSCRIPTION}",
+            "--tides_bigquery=demo-occupancy-123.tides",
+            "--gtfs_static=gs://demo-occupancy-bucket/gtfs/gtfs.zip",
+        ]
+    )
+    assert job.proto.type == dataflow_v1beta3.JobType.JOB_TYPE_STREAMING
+    assert _top_level(job) == [*TOP_LEVEL_STEPS[:4], "WriteTidesBigQuery", *TOP_LEVEL_STEPS[4:]]
+    names = _by_name(job)
+    for table in ("PassengerEvents", "StopVisits"):
+        # Append and commit on either side of a Reshuffle (a checkpoint on Dataflow): a retried
+        # append never commits the stream of an attempt the runner dropped.
+        steps = [f"WriteTidesBigQuery/{step}{table}" for step in ("Append", "CheckpointStreams", "Commit")]
+        assert all(step in names for step in steps), sorted(n for n in names if n.startswith("WriteTidesBigQuery/"))
+    payload = beam_runner_api_pb2.ParDoPayload.FromString(names[STATEFUL_STEP].spec.payload)
+    assert "visits" in payload.state_specs

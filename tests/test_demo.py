@@ -98,6 +98,8 @@ def watch(process, client, timeout_s, until=lambda seen: False):
 
 def stop(process):
     if process.poll() is None:
+        process.send_signal(signal.SIGUSR1)  # where it hangs, into its output (local/demo.py)
+        time.sleep(1)
         process.kill()
         process.wait(10)
     if process.stdout is not None:

@@ -11,6 +11,7 @@ from occupancy import tides, tides_parquet
 from occupancy.schedule import Schedule, StopTime
 from occupancy.stop_visits import DoorCount, StopVisits, VisitState
 from tests import schedule_feed
+from tests.tides_spec import TIDES_REQUIRED
 
 ZURICH = ZoneInfo("Europe/Zurich")
 DAY = datetime.date(2026, 12, 3)  # a Thursday: the weekday service runs
@@ -157,20 +158,6 @@ def test_closing_at_every_burst_end_makes_the_same_visits_as_closing_once(schedu
 
 
 # ---- TIDES rows ------------------------------------------------------------------------------
-
-# What the TIDES specification requires of each table (its JSON schemas' "required"),
-# written out here rather than read from occupancy.tides, which the rows are made with.
-TIDES_REQUIRED = {
-    "stop_visits": {"service_date", "trip_id_performed", "trip_stop_sequence", "vehicle_id"},
-    "passenger_events": {
-        "passenger_event_id",
-        "service_date",
-        "event_timestamp",
-        "trip_stop_sequence",
-        "event_type",
-        "vehicle_id",
-    },
-}
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """The job's TIDES branch (pipeline.build, --tides_output): signed door counts of a train on its
 scheduled trip -> stop_visits and passenger_events Parquet files, against the Firestore
-emulator, on FnApiRunner with four bundle processors as Dataflow runs it, and the same files
-from a run in one."""
+emulator, on FnApiRunner with four bundle processors as Dataflow runs it (and the same rows in
+BigQuery, --tides_bigquery, on tests/bigquery_write_server.py), and the same files from a run
+in one."""
 
 import datetime
 import pathlib
@@ -54,13 +55,14 @@ def _messages(client):
     return messages
 
 
-def _run(path, out_dir, feed, **runner_options):
+def _run(path, out_dir, feed, *args, **runner_options):
     options = OccupancyOptions(
         [
             f"--firestore_project={PROJECT}",
             f"--tides_output={out_dir}",
             f"--gtfs_static={feed}",
             "--timezone=Europe/Zurich",
+            *args,
         ]
     )
     p = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions([], **runner_options))
@@ -72,13 +74,24 @@ def _files(root: pathlib.Path):
     return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*.parquet"))}
 
 
-def test_the_job_writes_a_stop_visit_per_stop_and_an_event_per_count(firestore_client, tmp_path):
+def _key(table):
+    return lambda row: tuple(str(row[k]) for k in tides.KEYS[table])
+
+
+def test_the_job_writes_a_stop_visit_per_stop_and_an_event_per_count(firestore_client, bigquery, tmp_path):
     messages = _messages(firestore_client)
     path = harness.save_messages(messages, str(tmp_path))
     feed = schedule_feed.write(tmp_path / "gtfs.zip", schedule_feed.WITH_STOPS)
     four, one = tmp_path / "four", tmp_path / "one"
     with fn_api.no_state_cache():  # as Dataflow; FnApiRunner's cache is wrong across workers
-        _run(path, four, feed, direct_running_mode="multi_threading", direct_num_workers=4)
+        _run(
+            path,
+            four,
+            feed,
+            "--tides_bigquery=demo-occupancy.tides",
+            direct_running_mode="multi_threading",
+            direct_num_workers=4,
+        )
 
     visits = sorted(
         tides_parquet.read_table(str(four), "stop_visits").to_pylist(), key=lambda r: r["trip_stop_sequence"]
@@ -97,6 +110,11 @@ def test_the_job_writes_a_stop_visit_per_stop_and_an_event_per_count(firestore_c
     assert {(e["stop_id"], e["trip_stop_sequence"]) for e in events} == {("a", 1), ("b", 2), ("d", 4)}
     for table, rows in (("stop_visits", visits), ("passenger_events", events)):
         assert [tides.problems(table, r) for r in rows] == [[]] * len(rows)
+    # BigQuery (tests/bigquery_write_server.py) got the same rows, each once, every stream committed.
+    for table, rows in (("stop_visits", visits), ("passenger_events", events)):
+        in_bigquery = bigquery.committed[f"projects/demo-occupancy/datasets/tides/tables/{table}"]
+        assert sorted(in_bigquery, key=_key(table)) == sorted(rows, key=_key(table))
+    assert bigquery.streams and all(s.committed for s in bigquery.streams.values())
     realtime = firestore_client.collection("realtime").document("sv1").get().to_dict()
     assert realtime["current_value"] == 0  # the Firestore documents as ever
 

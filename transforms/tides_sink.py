@@ -51,6 +51,29 @@ class WriteParquetFiles(beam.DoFn):
         yield path
 
 
+def table_label(table: str) -> str:
+    return "".join(part.title() for part in table.split("_"))  # StopVisits, PassengerEvents
+
+
+def panes_by_service_date(rows, label: str, window_s: float):
+    """PCollection[row] -> PCollection[(service date, rows)]: one element per service date,
+    `window_s` event-time window and pane (late rows in panes of their own), as both TIDES
+    sinks write them. Applied in the caller's composite: `Window<label>`,
+    `ByServiceDate<label>`, `Group<label>`."""
+    return (
+        rows
+        | f"Window{label}"
+        >> beam.WindowInto(
+            window.FixedWindows(window_s),
+            trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+            accumulation_mode=trigger.AccumulationMode.DISCARDING,
+            allowed_lateness=Duration(seconds=ALLOWED_LATENESS_S),
+        )
+        | f"ByServiceDate{label}" >> beam.Map(lambda row: (row[tides_parquet.PARTITION].isoformat(), row))
+        | f"Group{label}" >> beam.GroupByKey()
+    )
+
+
 class WriteTidesParquet(beam.PTransform):
     """{table: PCollection[row]} -> PCollection[path] (see the module's docstring)."""
 
@@ -61,18 +84,9 @@ class WriteTidesParquet(beam.PTransform):
     def expand(self, tables):
         written = []
         for table, rows in sorted(tables.items()):
-            label = "".join(part.title() for part in table.split("_"))  # StopVisits, PassengerEvents
+            label = table_label(table)
             written.append(
-                rows
-                | f"Window{label}"
-                >> beam.WindowInto(
-                    window.FixedWindows(self._window_s),
-                    trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
-                    accumulation_mode=trigger.AccumulationMode.DISCARDING,
-                    allowed_lateness=Duration(seconds=ALLOWED_LATENESS_S),
-                )
-                | f"ByServiceDate{label}" >> beam.Map(lambda row: (row[tides_parquet.PARTITION].isoformat(), row))
-                | f"Group{label}" >> beam.GroupByKey()
+                panes_by_service_date(rows, label, self._window_s)
                 | f"Write{label}" >> beam.ParDo(WriteParquetFiles(self._root, table))
             )
         return tuple(written) | "TidesFilesWritten" >> beam.Flatten()

@@ -1,0 +1,274 @@
+"""WriteTidesBigQuery: TIDES rows -> BigQuery tables, exactly once, with the Storage Write API.
+
+Input: {table name: PCollection[row dict]} (transforms.stop_visits), as WriteTidesParquet takes
+them. Output: PCollection[dict], dead letters (rows BigQuery refused, with its reason).
+
+The rows are cut into panes as the Parquet files are (transforms.tides_sink: a pane per table,
+service date and `--tides_window_s` window, late rows in panes of their own). Each pane is
+then written in two steps with a checkpoint between them (docs/design.md, "TIDES tables"):
+
+1. `AppendPane`: a PENDING write stream of its own, the rows appended at explicit offsets,
+   the stream finalized. Nothing is visible yet.
+2. `CheckpointStreams` (a Reshuffle), then `CommitStreams`: BatchCommitWriteStreams makes the
+   stream's rows visible at once.
+
+Exactly once: if step 1 is retried (a worker lost, a bundle failed), the retry appends to a new
+stream and only the stream of the attempt the runner committed goes on; the others are never
+committed and BigQuery drops them. A retried append (an answer lost) finds its offset
+`ALREADY_EXISTS`: the rows landed. A retried commit finds the stream `STREAM_ALREADY_COMMITTED`.
+Transient errors are retried with back-off up to `retry_deadline_s`, then raised (the runner
+retries the bundle); a row BigQuery refuses (its schema, a missing table, permissions) is a
+dead letter with BigQuery's reason, the rest of its pane still written.
+
+`BIGQUERY_WRITE_EMULATOR_HOST=host:port` points the client at a local server without
+credentials (the tests' own: tests/bigquery_write_server.py).
+"""
+
+import json
+import logging
+import os
+from typing import List, Tuple
+
+import apache_beam as beam
+from google.api_core import exceptions as gexc
+
+from occupancy import tides, wire
+from occupancy.store import TRANSIENT, RetryPolicy
+from occupancy.tides_bigquery import RowEncoder
+from transforms.tides_sink import panes_by_service_date, table_label
+
+_LOGGER = logging.getLogger(__name__)
+EMULATOR_ENV = "BIGQUERY_WRITE_EMULATOR_HOST"
+# google.rpc.Code values in an AppendRowsResponse's `error`.
+_ALREADY_EXISTS, _INVALID_ARGUMENT = 6, 3
+# Each call's own time limit. The client library's own retries are off (retry=None): its
+# defaults retry for up to 10-20 minutes inside one call; RetryPolicy bounds them instead.
+CALL_TIMEOUT_S = 30.0
+
+
+def write_client():
+    """A BigQueryWriteClient: Application Default Credentials, or the server named by
+    BIGQUERY_WRITE_EMULATOR_HOST without them."""
+    from google.cloud import bigquery_storage_v1
+
+    host = os.environ.get(EMULATOR_ENV)
+    if not host:
+        return bigquery_storage_v1.BigQueryWriteClient()
+    import grpc
+    from google.cloud.bigquery_storage_v1.services.big_query_write.transports import BigQueryWriteGrpcTransport
+
+    return bigquery_storage_v1.BigQueryWriteClient(
+        transport=BigQueryWriteGrpcTransport(channel=grpc.insecure_channel(host))
+    )
+
+
+class Refused(Exception):
+    """BigQuery refused rows for good (not worth retrying): its reason, and which rows (indexes
+    into the request's rows; all of them when BigQuery does not say)."""
+
+    def __init__(self, reason: str, rows: List[int] = None):
+        super().__init__(reason)
+        self.reason, self.rows = reason, rows
+
+
+def _refused_rows(table: str, rows: List[dict], reason: str) -> List[dict]:
+    return [
+        wire.dead_letter(
+            wire.WRITE_FAILED,
+            f"BigQuery refused the {table} row: {reason}",
+            json.dumps(row, default=str, sort_keys=True),
+            {"table": table},
+            ":".join(str(row.get(k)) for k in tides.KEYS[table]),
+            wire.now_us(),
+            "WriteTidesBigQuery",
+        )
+        for row in rows
+    ]
+
+
+class AppendPane(beam.DoFn):
+    """(service date, rows of one pane) -> (table path, stream name, rows appended), rows
+    written to a finalized PENDING stream (not visible until committed); refused rows ->
+    the `dead_letter` output."""
+
+    def __init__(self, table_path: str, table: str, retry_deadline_s: float):
+        self._table_path, self._table, self._retry_deadline_s = table_path, table, retry_deadline_s
+        self._rows = beam.metrics.Metrics.counter("tides", f"{table}_bigquery_rows_appended")
+        self._refused = beam.metrics.Metrics.counter("tides", f"{table}_bigquery_rows_refused")
+
+    def setup(self):
+        self._client = write_client()
+        self._encoder = RowEncoder(self._table)
+
+    def process(self, element):
+        from google.cloud.bigquery_storage_v1 import types
+
+        _, rows = element
+        rows = tides.in_key_order(self._table, rows)
+        policy = RetryPolicy(deadline_s=self._retry_deadline_s)
+        try:
+            stream = policy.call(
+                lambda: self._client.create_write_stream(
+                    parent=self._table_path,
+                    write_stream=types.WriteStream(type_=types.WriteStream.Type.PENDING),
+                    retry=None,
+                    timeout=CALL_TIMEOUT_S,
+                )
+            ).name
+        except gexc.GoogleAPIError as e:
+            if isinstance(e, TRANSIENT):
+                raise
+            yield from self._dead(rows, f"{type(e).__name__}: {e.message}")
+            return
+        kept, offset = [], 0
+        for batch in _batches(rows, self._encoder):
+            written = self._append(stream, offset, batch, policy)
+            for index, reason in written.refused:
+                yield from self._dead([batch[index][1]], reason)
+            kept += written.rows
+            offset += len(written.rows)
+        policy.call(lambda: self._client.finalize_write_stream(name=stream, retry=None, timeout=CALL_TIMEOUT_S))
+        self._rows.inc(offset)
+        yield (self._table_path, stream, kept)
+
+    def _append(self, stream: str, offset: int, batch, policy) -> "_Written":
+        """Appends `batch` ((encoded, row) pairs) at `offset`; a row BigQuery refuses is left out
+        and the rest appended again at the same offset (nothing of a refused request is kept)."""
+        refused = []
+        while batch:
+            try:
+                serialized = [data for data, _ in batch]
+                policy.call(lambda: self._append_once(stream, offset, serialized))  # noqa: B023 (called here)
+                break
+            except Refused as e:
+                bad = set(range(len(batch)) if e.rows is None else e.rows)
+                refused += [(i, e.reason) for i in sorted(bad)]
+                batch = [pair for i, pair in enumerate(batch) if i not in bad]
+            except gexc.GoogleAPIError as e:
+                if isinstance(e, TRANSIENT):
+                    raise
+                refused += [(i, f"{type(e).__name__}: {e.message}") for i in range(len(batch))]
+                batch = []
+        return _Written([row for _, row in batch], [(i, reason) for i, reason in refused])
+
+    def _append_once(self, stream: str, offset: int, serialized: List[bytes]) -> None:
+        from google.cloud.bigquery_storage_v1 import types
+
+        request = types.AppendRowsRequest(
+            write_stream=stream,
+            offset=offset,
+            proto_rows=types.AppendRowsRequest.ProtoData(
+                writer_schema=types.ProtoSchema(proto_descriptor=self._encoder.descriptor),
+                rows=types.ProtoRows(serialized_rows=serialized),
+            ),
+        )
+        # BigQuery routes an AppendRows stream by this header (as the library's AppendRowsStream sends it).
+        route = (("x-goog-request-params", f"write_stream={stream}"),)
+        try:
+            answers = self._client.append_rows(iter([request]), timeout=CALL_TIMEOUT_S, metadata=route)
+            response = next(iter(answers))
+        except gexc.AlreadyExists:
+            return  # a retry of a request that landed: its rows are at this offset
+        except StopIteration:
+            # The connection closed before the answer came: whether the rows landed is
+            # unknown; the retry at the same offset finds out (ALREADY_EXISTS if they did).
+            raise gexc.ServiceUnavailable("AppendRows ended without an answer") from None
+        if response.row_errors:
+            raise Refused("; ".join(e.message for e in response.row_errors), [e.index for e in response.row_errors])
+        if response.error.code == _ALREADY_EXISTS:
+            return
+        if response.error.code:
+            error = gexc.from_grpc_status(_grpc_code(response.error.code), response.error.message)
+            if isinstance(error, TRANSIENT):
+                raise error
+            raise Refused(f"{type(error).__name__}: {response.error.message}")
+
+    def _dead(self, rows, reason):
+        self._refused.inc(len(rows))
+        _LOGGER.error("BigQuery refused %s %s rows: %s", len(rows), self._table, reason)
+        for record in _refused_rows(self._table, rows, reason):
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, record)
+
+
+class _Written:
+    def __init__(self, rows: List[dict], refused: List[Tuple[int, str]]):
+        self.rows, self.refused = rows, refused
+
+
+def _batches(rows: List[dict], encoder: RowEncoder):
+    """(encoded, row) pairs of `rows`, in the requests RowEncoder.batches cuts."""
+    start = 0
+    for batch in encoder.batches(rows):
+        yield list(zip(batch, rows[start : start + len(batch)]))
+        start += len(batch)
+
+
+def _grpc_code(value: int):
+    import grpc
+
+    return next(code for code in grpc.StatusCode if code.value[0] == value)
+
+
+class CommitStreams(beam.DoFn):
+    """(table path, stream name, rows) -> nothing: the stream committed (its rows visible);
+    rows of a stream BigQuery will not commit -> the `dead_letter` output."""
+
+    def __init__(self, table: str, retry_deadline_s: float):
+        self._table, self._retry_deadline_s = table, retry_deadline_s
+        self._committed = beam.metrics.Metrics.counter("tides", f"{table}_bigquery_rows_committed")
+        self._refused = beam.metrics.Metrics.counter("tides", f"{table}_bigquery_rows_refused")
+
+    def setup(self):
+        self._client = write_client()
+
+    def process(self, element):
+        from google.cloud.bigquery_storage_v1 import types
+
+        table_path, stream, rows = element
+        response = RetryPolicy(deadline_s=self._retry_deadline_s).call(
+            lambda: self._client.batch_commit_write_streams(
+                request={"parent": table_path, "write_streams": [stream]}, retry=None, timeout=CALL_TIMEOUT_S
+            )
+        )
+        already = types.StorageError.StorageErrorCode.STREAM_ALREADY_COMMITTED
+        errors = [e for e in response.stream_errors if e.code != already]
+        if not errors:
+            self._committed.inc(len(rows))
+            return
+        reason = "; ".join(f"{e.code.name}: {e.error_message}" for e in errors)
+        _LOGGER.error("BigQuery did not commit %s rows of %s (stream %s): %s", len(rows), table_path, stream, reason)
+        self._refused.inc(len(rows))
+        for record in _refused_rows(self._table, rows, reason):
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, record)
+
+
+DEAD_LETTER = "dead_letter"
+
+
+class WriteTidesBigQuery(beam.PTransform):
+    """{table: PCollection[row]} -> PCollection[dead letter] (see the module's docstring).
+
+    `dataset`: PROJECT.DATASET, whose `stop_visits` and `passenger_events` tables exist
+    (python -m occupancy.tides_bigquery create)."""
+
+    def __init__(self, dataset: str, window_s: float, retry_deadline_s: float = 60.0):
+        super().__init__()
+        project, _, name = dataset.partition(".")
+        self._parent = f"projects/{project}/datasets/{name}/tables"
+        self._window_s, self._retry_deadline_s = window_s, retry_deadline_s
+
+    def expand(self, tables):
+        dead = []
+        for table, rows in sorted(tables.items()):
+            label = table_label(table)
+            appended = panes_by_service_date(rows, label, self._window_s) | f"Append{label}" >> beam.ParDo(
+                AppendPane(f"{self._parent}/{table}", table, self._retry_deadline_s)
+            ).with_outputs(DEAD_LETTER, main="streams")
+            committed = (
+                appended.streams
+                | f"CheckpointStreams{label}" >> beam.Reshuffle()
+                | f"Commit{label}"
+                >> beam.ParDo(CommitStreams(table, self._retry_deadline_s)).with_outputs(DEAD_LETTER, main="none")
+            )
+            dead += [appended[DEAD_LETTER], committed[DEAD_LETTER]]
+        return tuple(dead) | "TidesRowsRefused" >> beam.Flatten()
