@@ -123,3 +123,31 @@ def test_the_job_writes_a_stop_visit_per_stop_and_an_event_per_count(firestore_c
     firestore_client.recursive_delete(firestore_client.collection("history"))
     _run(path, one, feed)
     assert _files(one) == _files(four) and len(_files(four)) == 6  # 3 windows of 5 minutes, 2 tables
+
+
+def test_rows_bigquery_refuses_are_dead_letters_and_the_rest_is_written(firestore_client, bigquery, tmp_path):
+    """The passenger_events table missing (not created, or dropped): each of its rows is a dead
+    letter in Firestore with BigQuery's reason, while stop_visits and Firestore go on."""
+    del bigquery.tables["projects/demo-occupancy/datasets/tides/tables/passenger_events"]
+    messages = _messages(firestore_client)
+    path = harness.save_messages(messages, str(tmp_path))
+    feed = schedule_feed.write(tmp_path / "gtfs.zip", schedule_feed.WITH_STOPS)
+    with fn_api.no_state_cache():
+        _run(
+            path,
+            tmp_path / "files",
+            feed,
+            "--tides_bigquery=demo-occupancy.tides",
+            direct_running_mode="multi_threading",
+            direct_num_workers=4,
+        )
+
+    dead = [d.to_dict() for d in firestore_client.collection("dead_letters").stream()]
+    events = tides_parquet.read_table(str(tmp_path / "files"), "passenger_events").to_pylist()
+    assert sorted(d["message_id"] for d in dead) == sorted(e["passenger_event_id"] for e in events)
+    assert len(dead) == sum(len(counts) for _, counts in STOPS)
+    assert {d["reason"] for d in dead} == {wire.WRITE_FAILED}
+    assert all("NotFound" in d["detail"] and "passenger_events" in d["detail"] for d in dead)
+    visits = bigquery.committed["projects/demo-occupancy/datasets/tides/tables/stop_visits"]
+    assert len(visits) == len(EXPECTED)
+    assert firestore_client.collection("realtime").document("sv1").get().to_dict()["current_value"] == 0

@@ -30,6 +30,7 @@ import os
 from typing import List, Tuple
 
 import apache_beam as beam
+from apache_beam.transforms import window
 from google.api_core import exceptions as gexc
 
 from occupancy import tides, wire
@@ -271,4 +272,10 @@ class WriteTidesBigQuery(beam.PTransform):
                 >> beam.ParDo(CommitStreams(table, self._retry_deadline_s)).with_outputs(DEAD_LETTER, main="none")
             )
             dead += [appended[DEAD_LETTER], committed[DEAD_LETTER]]
-        return tuple(dead) | "TidesRowsRefused" >> beam.Flatten()
+        # Back in the global window, as every other dead letter the job collects: Flatten keeps
+        # the first input's windowing, and these are in the panes' windows.
+        return (
+            tuple(dead)
+            | "TidesRowsRefused" >> beam.Flatten()
+            | "TidesRowsRefusedUnwindowed" >> beam.WindowInto(window.GlobalWindows())
+        )
