@@ -16,7 +16,8 @@ documents, written here from the API's reference rather than from the code under
   TIMESTAMP int64 microseconds since the epoch ("Supported protocol buffer data types").
 
 `lose_answers[method] = n`: the next n calls of a method are carried out and then answered
-UNAVAILABLE, as when an answer is lost on the way back.
+UNAVAILABLE, as when an answer is lost on the way back. `refuse[method] = code`: every call of
+it is answered with that error, nothing done (as a permission BigQuery checks first).
 """
 
 import datetime
@@ -65,6 +66,7 @@ class BigQueryWriteServer:
         self.committed: Dict[str, List[dict]] = {}  # table path -> rows visible
         self.streams: Dict[str, _Stream] = {}
         self.lose_answers: Dict[str, int] = {}
+        self.refuse: Dict[str, grpc.StatusCode] = {}
         self.calls: Dict[str, int] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -117,7 +119,14 @@ class BigQueryWriteServer:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"{method}: connection reset (the test lost the answer)")
         return response
 
+    def _refuse(self, method: str, context) -> None:
+        if method in self.refuse:
+            with self._lock:
+                self.calls[method] = self.calls.get(method, 0) + 1
+            context.abort(self.refuse[method], f"{method}: refused by the test")
+
     def _create(self, request, context):
+        self._refuse("CreateWriteStream", context)
         if request.parent not in self.tables:
             context.abort(grpc.StatusCode.NOT_FOUND, f"Not found: Table {request.parent}")
         if request.write_stream.type_ != types.WriteStream.Type.PENDING:
@@ -200,6 +209,7 @@ class BigQueryWriteServer:
         return decode
 
     def _finalize(self, request, context):
+        self._refuse("FinalizeWriteStream", context)
         stream = self.streams.get(request.name)
         if stream is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"Not found: Stream {request.name}")
@@ -209,6 +219,7 @@ class BigQueryWriteServer:
         )
 
     def _commit(self, request, context):
+        self._refuse("BatchCommitWriteStreams", context)
         errors = []
         code = types.StorageError.StorageErrorCode
         with self._lock:

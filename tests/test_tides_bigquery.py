@@ -160,3 +160,16 @@ def test_schema_prints_the_tables_and_a_bad_dataset_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         tides_bigquery.main(["schema", "--dataset", "tides"])
     assert e.value.code == 2 and "PROJECT.DATASET" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["FinalizeWriteStream", "BatchCommitWriteStreams"])
+def test_a_stream_bigquery_will_not_finalize_or_commit_is_dead_letters_not_endless_retries(bigquery, method):
+    import grpc
+
+    bigquery.refuse[method] = grpc.StatusCode.PERMISSION_DENIED
+    rows = events(4)
+    dead, _ = write(rows)
+    assert sorted(d["message_id"] for d in dead) == sorted(r["passenger_event_id"] for r in rows)
+    assert all("PermissionDenied" in d["detail"] for d in dead)
+    assert bigquery.calls[method] == 1  # refused for good: not retried
+    assert bigquery.committed[TABLE] == []

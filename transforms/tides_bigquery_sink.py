@@ -117,9 +117,7 @@ class AppendPane(beam.DoFn):
                 )
             ).name
         except gexc.GoogleAPIError as e:
-            if isinstance(e, TRANSIENT):
-                raise
-            yield from self._dead(rows, f"{type(e).__name__}: {e.message}")
+            yield from self._dead(rows, _permanent(e))
             return
         kept, offset = [], 0
         for batch in _batches(rows, self._encoder):
@@ -128,7 +126,11 @@ class AppendPane(beam.DoFn):
                 yield from self._dead([batch[index][1]], reason)
             kept += written.rows
             offset += len(written.rows)
-        policy.call(lambda: self._client.finalize_write_stream(name=stream, retry=None, timeout=CALL_TIMEOUT_S))
+        try:
+            policy.call(lambda: self._client.finalize_write_stream(name=stream, retry=None, timeout=CALL_TIMEOUT_S))
+        except gexc.GoogleAPIError as e:
+            yield from self._dead(kept, _permanent(e))  # never committed: none of them is visible
+            return
         self._rows.inc(offset)
         yield (self._table_path, stream, kept)
 
@@ -146,9 +148,7 @@ class AppendPane(beam.DoFn):
                 refused += [(i, e.reason) for i in sorted(bad)]
                 batch = [pair for i, pair in enumerate(batch) if i not in bad]
             except gexc.GoogleAPIError as e:
-                if isinstance(e, TRANSIENT):
-                    raise
-                refused += [(i, f"{type(e).__name__}: {e.message}") for i in range(len(batch))]
+                refused += [(i, _permanent(e)) for i in range(len(batch))]
                 batch = []
         return _Written([row for _, row in batch], [(i, reason) for i, reason in refused])
 
@@ -204,6 +204,14 @@ def _batches(rows: List[dict], encoder: RowEncoder):
         start += len(batch)
 
 
+def _permanent(error: gexc.GoogleAPIError) -> str:
+    """The reason of an error not worth retrying; a transient one is raised again (its retries
+    are over: the runner retries the bundle)."""
+    if isinstance(error, TRANSIENT):
+        raise error
+    return f"{type(error).__name__}: {getattr(error, 'message', error)}"
+
+
 def _grpc_code(value: int):
     import grpc
 
@@ -226,17 +234,21 @@ class CommitStreams(beam.DoFn):
         from google.cloud.bigquery_storage_v1 import types
 
         table_path, stream, rows = element
-        response = RetryPolicy(deadline_s=self._retry_deadline_s).call(
-            lambda: self._client.batch_commit_write_streams(
-                request={"parent": table_path, "write_streams": [stream]}, retry=None, timeout=CALL_TIMEOUT_S
+        try:
+            response = RetryPolicy(deadline_s=self._retry_deadline_s).call(
+                lambda: self._client.batch_commit_write_streams(
+                    request={"parent": table_path, "write_streams": [stream]}, retry=None, timeout=CALL_TIMEOUT_S
+                )
             )
-        )
-        already = types.StorageError.StorageErrorCode.STREAM_ALREADY_COMMITTED
-        errors = [e for e in response.stream_errors if e.code != already]
-        if not errors:
-            self._committed.inc(len(rows))
-            return
-        reason = "; ".join(f"{e.code.name}: {e.error_message}" for e in errors)
+        except gexc.GoogleAPIError as e:
+            reason = _permanent(e)
+        else:
+            already = types.StorageError.StorageErrorCode.STREAM_ALREADY_COMMITTED
+            errors = [e for e in response.stream_errors if e.code != already]
+            if not errors:
+                self._committed.inc(len(rows))
+                return
+            reason = "; ".join(f"{e.code.name}: {e.error_message}" for e in errors)
         _LOGGER.error("BigQuery did not commit %s rows of %s (stream %s): %s", len(rows), table_path, stream, reason)
         self._refused.inc(len(rows))
         for record in _refused_rows(self._table, rows, reason):
