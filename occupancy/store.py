@@ -87,7 +87,9 @@ class RetryPolicy:
         max_backoff_s: float = 8.0,
         deadline_s: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
+        service: str = "Firestore",
     ):
+        self.service = service  # named in the log: which store is failing
         self.initial_s = initial_s
         self.max_backoff_s = max_backoff_s
         self.deadline_s = deadline_s
@@ -101,10 +103,12 @@ class RetryPolicy:
                 return fn()
             except TRANSIENT as e:
                 if time.monotonic() - start + backoff > self.deadline_s:
-                    _LOGGER.error("Giving up after %.1fs of transient errors: %s", time.monotonic() - start, e)
+                    _LOGGER.error(
+                        "Giving up after %.1fs of transient %s errors: %s", time.monotonic() - start, self.service, e
+                    )
                     raise
                 on_retry(e)
-                _LOGGER.warning("Transient Firestore error, retrying in %.2fs: %s", backoff, e)
+                _LOGGER.warning("Transient %s error, retrying in %.2fs: %s", self.service, backoff, e)
                 self.sleep(backoff * (0.5 + random.random() / 2))
                 backoff = min(backoff * 2, self.max_backoff_s)
 

@@ -181,7 +181,7 @@ class OccupancyOptions(PipelineOptions):
             "--write_retry_deadline_s",
             type=positive_float,
             default=60.0,
-            help="How long transient Firestore errors are retried before the bundle fails "
+            help="How long transient Firestore (and BigQuery) errors are retried before the bundle fails "
             "(the runner then retries it).",
         )
         collections = parser.add_argument_group("Firestore collections")

@@ -111,11 +111,13 @@ def test_a_missing_table_makes_every_row_a_dead_letter_with_bigquerys_reason(big
     assert all("NotFound" in d["detail"] and "nope" in d["detail"] for d in dead)
 
 
-def test_transient_errors_past_the_deadline_are_raised_for_the_runner_to_retry(bigquery):
+def test_transient_errors_past_the_deadline_are_raised_for_the_runner_to_retry(bigquery, caplog):
     bigquery.lose_answers["CreateWriteStream"] = 1000
     with pytest.raises(gexc.ServiceUnavailable):
         write(events(2), deadline_s=1.0)
     assert bigquery.committed[TABLE] == []
+    assert 1 < bigquery.calls["CreateWriteStream"] < 20  # retried with back-off, then given up
+    assert "transient BigQuery errors" in caplog.text and "Firestore" not in caplog.text
 
 
 def test_a_big_pane_goes_in_several_requests_at_consecutive_offsets(bigquery, monkeypatch):

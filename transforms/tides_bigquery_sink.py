@@ -106,7 +106,7 @@ class AppendPane(beam.DoFn):
 
         _, rows = element
         rows = tides.in_key_order(self._table, rows)
-        policy = RetryPolicy(deadline_s=self._retry_deadline_s)
+        policy = RetryPolicy(deadline_s=self._retry_deadline_s, service="BigQuery")
         try:
             stream = policy.call(
                 lambda: self._client.create_write_stream(
@@ -235,7 +235,7 @@ class CommitStreams(beam.DoFn):
 
         table_path, stream, rows = element
         try:
-            response = RetryPolicy(deadline_s=self._retry_deadline_s).call(
+            response = RetryPolicy(deadline_s=self._retry_deadline_s, service="BigQuery").call(
                 lambda: self._client.batch_commit_write_streams(
                     request={"parent": table_path, "write_streams": [stream]}, retry=None, timeout=CALL_TIMEOUT_S
                 )
