@@ -24,7 +24,7 @@ from google.api_core import exceptions as gexc
 from faults.devices import Devices, Heartbeats
 from local import stack
 from local.stack import PROJECT
-from occupancy import registry
+from occupancy import documents, registry
 from occupancy.store import make_client
 
 _LOGGER = logging.getLogger(__name__)
@@ -262,7 +262,34 @@ class Scenario:
         row["passed"] = bool(
             recovery_s is not None and lost == 0 and double == 0 and count_error == 0 and row.get("passed", True)
         )
+        if not row["passed"]:
+            row["mismatch"] = self.mismatch(realtime, applied)
         return row
+
+    def mismatch(self, realtime: Dict[str, int], applied: Dict[str, int]) -> dict:
+        """For whoever looks into a failure: each train whose numbers differ from the truth, with
+        the seqs its devices sent that realtime's devices_seen does not hold as applied."""
+        expected = self.devices.expected_events()
+        docs = {d.id: d.to_dict() or {} for d in self.client.collection("realtime").stream()}
+        out = {}
+        for train in self.devices.trains:
+            if (realtime.get(train), applied[train]) == (self.devices.truth[train], expected[train]):
+                continue
+            ranges = documents.applied_ranges(docs.get(train, {}))
+            unapplied = [
+                f"{m.device}:{m.seq}"
+                for m in self.devices.sent
+                if m.train == train and not any(lo <= m.seq <= hi for lo, hi in ranges.get(m.device) or [])
+            ]
+            out[train] = {
+                "realtime": realtime.get(train),
+                "truth": self.devices.truth[train],
+                "events_in_history": applied[train],
+                "events_sent": expected[train],
+                "unapplied": unapplied[:20],
+                "ranges": {d: r for d, r in ranges.items() if d in self.devices.train_of},
+            }
+        return out
 
     def close(self) -> None:
         self.heartbeats.stop()

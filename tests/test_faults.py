@@ -19,6 +19,9 @@ def test_short_fault_suite_loses_nothing_and_counts_nothing_twice(tmp_path):
     completed = subprocess.run(
         [sys.executable, "-m", "faults", "--short", f"--output={out}"], capture_output=True, text=True, timeout=590
     )
+    assert out.exists(), (
+        f"no results: exit {completed.returncode}\n{completed.stdout[-3000:]}\n{completed.stderr[-5000:]}"
+    )
     results = json.loads(out.read_text())
     rows = {row["name"]: row for row in results["scenarios"]}
     assert set(rows) == {"firestore_outage", "pipeline_kills", "duplicate_storm", "hostile_input"}, rows
