@@ -36,7 +36,9 @@ class Field(NamedTuple):
 
 
 BOARDED, ALIGHTED = "Passenger boarded", "Passenger alighted"
-SCHEDULED, UNSCHEDULED = "Scheduled", "Unscheduled"
+# A visit to a stop of the trip's schedule, and one to no stop of it (TIDES v1.0 calls that an
+# added stop; "Unscheduled" was a value of its drafts, gone since 2023).
+SCHEDULED, ADDED = "Scheduled", "Added"
 
 FIELDS: Dict[str, Tuple[Field, ...]] = {
     "stop_visits": (
@@ -44,7 +46,7 @@ FIELDS: Dict[str, Tuple[Field, ...]] = {
         Field("trip_id_performed", "string", required=True),
         Field("trip_stop_sequence", "integer", required=True, minimum=1),
         Field("scheduled_stop_sequence", "integer", minimum=0),
-        Field("vehicle_id", "string", required=True),
+        Field("vehicle_id", "string"),  # always filled here; TIDES does not require it
         Field("stop_id", "string"),
         Field("dwell", "integer", minimum=0),
         Field("schedule_arrival_time", "datetime"),
@@ -57,7 +59,7 @@ FIELDS: Dict[str, Tuple[Field, ...]] = {
         Field(
             "schedule_relationship",
             "string",
-            enum=("Scheduled", "Skipped", "Missing data", "Unscheduled", "Canceled", "Duplicated", "Schedule modified"),
+            enum=("Scheduled", "Skipped", "Added", "Missing"),
         ),
     ),
     "passenger_events": (
@@ -75,11 +77,18 @@ FIELDS: Dict[str, Tuple[Field, ...]] = {
         Field("event_count", "integer", minimum=0),
     ),
 }
-# Each table's key: what a row is the one row of (TIDES's primaryKey, with the vehicle).
+# Each table's key: what a row is the one row of. TIDES's primaryKey; stop_visits' names the
+# vehicle too, which its trip_id_performed already holds (so it is no less unique), for
+# BigQuery to cluster a day's visits by train.
 KEYS = {
     "stop_visits": ("service_date", "trip_id_performed", "trip_stop_sequence", "vehicle_id"),
     "passenger_events": ("passenger_event_id",),
 }
+
+
+def table_label(table: str) -> str:
+    """StopVisits, PassengerEvents: the table's name in CamelCase (Beam labels, proto messages)."""
+    return "".join(part.title() for part in table.split("_"))
 
 
 def in_key_order(table: str, rows: Iterable[dict]) -> List[dict]:
@@ -121,10 +130,10 @@ def stop_visit_row(visit: StopVisit, train_id: str, timezone: datetime.tzinfo) -
         "schedule_departure_time": run.at(stop.departure_s).astimezone(datetime.timezone.utc) if stop else None,
         "actual_arrival_time": _utc(visit.arrived_us),
         "actual_departure_time": _utc(visit.departed_us),
-        "boarding_1": visit.boarded,  # TIDES: _1 is all doors on a train boarded through all doors
+        "boarding_1": visit.boarded,  # every door: the registry does not know a door's side (design.md)
         "alighting_1": visit.alighted,
         "departure_load": visit.departure_load,
-        "schedule_relationship": SCHEDULED if stop else UNSCHEDULED,
+        "schedule_relationship": SCHEDULED if stop else ADDED,
     }
 
 

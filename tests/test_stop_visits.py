@@ -11,7 +11,7 @@ from occupancy import tides, tides_parquet
 from occupancy.schedule import Schedule, StopTime
 from occupancy.stop_visits import DoorCount, StopVisits, VisitState
 from tests import schedule_feed
-from tests.tides_spec import TIDES_REQUIRED
+from tests.tides_spec import TIDES_FIELDS, TIDES_REQUIRED, spec_problems
 
 ZURICH = ZoneInfo("Europe/Zurich")
 DAY = datetime.date(2026, 12, 3)  # a Thursday: the weekday service runs
@@ -179,8 +179,19 @@ def test_the_tables_declare_every_field_tides_requires_as_required():
         assert {f.name for f in tides.FIELDS[table] if f.required} == required
 
 
+def test_every_field_filled_is_the_specs_with_its_type_minimum_and_values():
+    for table, spec in TIDES_FIELDS.items():
+        for f in tides.FIELDS[table]:
+            kind, required, minimum, enum = spec[f.name]  # a KeyError: a field TIDES does not have
+            assert (f.type, f.required, f.minimum) == (kind, required, minimum), f
+            assert set(f.enum) <= set(enum), f
+
+
 def test_every_row_made_is_valid_tides_and_the_checker_catches_what_is_not(visits):
     stop_rows, event_rows = rows_of(visits)
+    assert {r["schedule_relationship"] for r in stop_rows} == {"Scheduled", "Added"}
+    for table, rows in (("stop_visits", stop_rows), ("passenger_events", event_rows)):
+        assert [spec_problems(table, r) for r in rows] == [[]] * len(rows)
     assert [tides.problems("stop_visits", r) for r in stop_rows] == [[]] * len(stop_rows)
     assert [tides.problems("passenger_events", r) for r in event_rows] == [[]] * len(event_rows)
     for table, row in (("stop_visits", stop_rows[0]), ("passenger_events", event_rows[0])):
@@ -210,7 +221,7 @@ def test_rows_name_the_trip_stop_and_times_as_tides_asks(visits):
     assert (c["stop_id"], c["schedule_arrival_time"].minute, c["schedule_departure_time"].minute) == ("c", 19, 20)
     assert [(r["stop_id"], r["schedule_relationship"]) for r in stop_rows[3:]] == [
         ("d", "Scheduled"),  # passed, nobody through the doors, before ...
-        (None, "Unscheduled"),  # ... a stop 28 minutes after d's time
+        (None, "Added"),  # ... a stop 28 minutes after d's time
     ]
     assert [(e["passenger_event_id"], e["event_type"], e["event_count"], e["stop_id"]) for e in event_rows] == [
         ("t1-d1:1", "Passenger boarded", 3, "a"),
