@@ -88,8 +88,10 @@ class RetryPolicy:
         deadline_s: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
         service: str = "Firestore",
+        transient: Tuple[type, ...] = TRANSIENT,
     ):
         self.service = service  # named in the log: which store is failing
+        self.transient = transient  # the errors retried: the service's own
         self.initial_s = initial_s
         self.max_backoff_s = max_backoff_s
         self.deadline_s = deadline_s
@@ -101,7 +103,7 @@ class RetryPolicy:
         while True:
             try:
                 return fn()
-            except TRANSIENT as e:
+            except self.transient as e:
                 if time.monotonic() - start + backoff > self.deadline_s:
                     _LOGGER.error(
                         "Giving up after %.1fs of transient %s errors: %s", time.monotonic() - start, self.service, e

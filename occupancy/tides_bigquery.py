@@ -8,15 +8,16 @@ API takes them, both made from `occupancy.tides.FIELDS` (docs/design.md, "TIDES 
 * `RowEncoder(table)`: the rows as protocol buffers of a message made from the same fields,
   and its descriptor for the stream's writer schema, with BigQuery's encodings of each type
   (a DATE is days since 1970-01-01 in an int32, a TIMESTAMP microseconds since the epoch in
-  an int64: "Supported protocol buffer data types", Storage Write API).
+  an int64: "Supported protocol buffer data types", Storage Write API); `batches` cuts
+  encoded rows into AppendRows requests.
 """
 
 import datetime
-from typing import Dict, Iterable, Iterator, List, Optional
+from typing import Dict, Iterable, Iterator, List, Optional, TypeVar
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from occupancy.tides import FIELDS, KEYS
+from occupancy.tides import FIELDS, KEYS, table_label
 
 PARTITION = "service_date"
 _EPOCH_DAY = datetime.date(1970, 1, 1)
@@ -42,6 +43,7 @@ _PROTO_TYPES = {
 }
 # A request to AppendRows may carry up to 10 MB; rows are sent in requests of at most this.
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
+T = TypeVar("T")
 
 
 def table_resource(project: str, dataset: str, table: str) -> dict:
@@ -66,7 +68,7 @@ class RowEncoder:
     def __init__(self, table: str):
         self.table = table
         self._fields = FIELDS[table]
-        message = descriptor_pb2.DescriptorProto(name=_message_name(table))
+        message = descriptor_pb2.DescriptorProto(name=table_label(table))
         for number, f in enumerate(self._fields, start=1):
             # proto2 (a bare DescriptorProto is read as proto2): a field left out is NULL.
             message.field.add(name=f.name, number=number, type=_PROTO_TYPES[f.type], label=_F.LABEL_OPTIONAL)
@@ -76,40 +78,44 @@ class RowEncoder:
         self._class = message_factory.GetMessageClass(pool.FindMessageTypeByName(message.name))
 
     def encode(self, row: dict) -> bytes:
+        """The row's bytes; raises ValueError for a value its column cannot hold (a wrong type, an
+        integer past int64, a time without a time zone)."""
         values = {}
         for f in self._fields:
             value = row.get(f.name)
             if value is not None:
                 values[f.name] = _to_wire(f.type, value)
-        return self._class(**values).SerializeToString()
+        try:
+            return self._class(**values).SerializeToString()
+        except (TypeError, ValueError) as e:  # protobuf's own checks of each value
+            raise ValueError(str(e)) from None
 
-    def batches(self, rows: Iterable[dict], max_bytes: Optional[int] = None) -> Iterator[List[bytes]]:
-        """The encoded rows in order, in lists of at most `max_bytes` (MAX_REQUEST_BYTES), at least
-        one row each."""
-        max_bytes = max_bytes or MAX_REQUEST_BYTES
-        batch: List[bytes] = []
-        size = 0
-        for row in rows:
-            data = self.encode(row)
-            if batch and size + len(data) > max_bytes:
-                yield batch
-                batch, size = [], 0
-            batch.append(data)
-            size += len(data)
-        if batch:
+
+def batches(encoded: Iterable[T], max_bytes: Optional[int] = None, size=len) -> Iterator[List[T]]:
+    """`encoded` in order, in lists of at most `max_bytes` (MAX_REQUEST_BYTES) by `size`, at
+    least one item each: the rows of each AppendRows request."""
+    max_bytes = max_bytes or MAX_REQUEST_BYTES
+    batch: List[T] = []
+    total = 0
+    for item in encoded:
+        n = size(item)
+        if batch and total + n > max_bytes:
             yield batch
-
-
-def _message_name(table: str) -> str:
-    return "".join(part.title() for part in table.split("_"))  # StopVisits, PassengerEvents
+            batch, total = [], 0
+        batch.append(item)
+        total += n
+    if batch:
+        yield batch
 
 
 def _to_wire(kind: str, value):
     if kind == "date":
+        if not isinstance(value, datetime.date) or isinstance(value, datetime.datetime):
+            raise ValueError(f"a DATE needs a date: {value!r}")
         return (value - _EPOCH_DAY).days
     if kind == "datetime":
-        if value.tzinfo is None:
-            raise ValueError(f"a TIMESTAMP needs a time zone: {value!r}")
+        if not isinstance(value, datetime.datetime) or value.tzinfo is None:
+            raise ValueError(f"a TIMESTAMP needs a time with a time zone: {value!r}")
         delta = value - _EPOCH
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     return value

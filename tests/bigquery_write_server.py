@@ -15,9 +15,21 @@ documents, written here from the API's reference rather than from the code under
   column missing fails that row (row_errors). DATE is int32 days since 1970-01-01,
   TIMESTAMP int64 microseconds since the epoch ("Supported protocol buffer data types").
 
-`lose_answers[method] = n`: the next n calls of a method are carried out and then answered
-UNAVAILABLE, as when an answer is lost on the way back. `refuse[method] = code`: every call of
-it is answered with that error, nothing done (as a permission BigQuery checks first).
+* A request may carry 10 MB at most (the API's quota page); a larger one is INVALID_ARGUMENT.
+
+What BigQuery may do and the tests make it do:
+* `lose_answers[method] = n`: the next n calls of a method are carried out and then answered
+  UNAVAILABLE, as when an answer is lost on the way back;
+* `refuse[method] = code`: every call of it is answered with that error, nothing done (as a
+  permission BigQuery checks first);
+* `append_errors`: google.rpc codes, each answering one AppendRows request in the response's
+  `error` (in-stream), nothing kept;
+* `row_errors_at_most = n`: a response names at most n of a request's bad rows (the API does
+  not promise to name every one at once): the client must send the rest again, and is told
+  of the next bad row by its index in the shorter request.
+
+`calls` counts the answers of each method; `append_streams` counts the AppendRows streams
+opened (the client library's own retries open more of them).
 """
 
 import datetime
@@ -32,6 +44,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, ti
 from google.rpc import code_pb2, status_pb2
 
 SERVICE = "google.cloud.bigquery.storage.v1.BigQueryWrite"
+MAX_REQUEST_BYTES = 10 * 1000 * 1000
 _F = descriptor_pb2.FieldDescriptorProto
 # Column type -> the proto field types BigQuery converts to it (the API's reference table).
 ACCEPTS = {
@@ -67,10 +80,17 @@ class BigQueryWriteServer:
         self.streams: Dict[str, _Stream] = {}
         self.lose_answers: Dict[str, int] = {}
         self.refuse: Dict[str, grpc.StatusCode] = {}
+        self.append_errors: List[int] = []
+        self.row_errors_at_most = None
         self.calls: Dict[str, int] = {}
+        self.append_streams = 0
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        # gRPC's own limit (4 MiB by default) above BigQuery's, which _append holds.
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=8),
+            options=[("grpc.max_receive_message_length", 4 * MAX_REQUEST_BYTES)],
+        )
         handlers = {
             "CreateWriteStream": grpc.unary_unary_rpc_method_handler(
                 self._create, types.CreateWriteStreamRequest.deserialize, types.WriteStream.serialize
@@ -139,6 +159,8 @@ class BigQueryWriteServer:
         )
 
     def _append(self, requests, context):
+        with self._lock:
+            self.append_streams += 1
         decode = None
         # The client library adds an empty one of its own: any of them may name the stream.
         routes = [value for key, value in context.invocation_metadata() if key == "x-goog-request-params"]
@@ -157,7 +179,12 @@ class BigQueryWriteServer:
             with self._lock:
                 end = len(stream.rows)
                 offset = request.offset if "offset" in request else end
-                if stream.finalized:
+                injected = self.append_errors.pop(0) if self.append_errors else None
+                if injected is not None:
+                    response = _error(injected, "injected by the test")
+                elif types.AppendRowsRequest.pb(request).ByteSize() > MAX_REQUEST_BYTES:
+                    response = _error(code_pb2.INVALID_ARGUMENT, f"AppendRows request larger than {MAX_REQUEST_BYTES}")
+                elif stream.finalized:
                     response = _error(code_pb2.INVALID_ARGUMENT, f"Stream {stream.name} is finalized")
                 elif offset < end:
                     response = _error(code_pb2.ALREADY_EXISTS, f"Offset {offset} already exists (end {end})")
@@ -171,6 +198,7 @@ class BigQueryWriteServer:
                             row_errors.append(types.RowError(index=index, code=1, message=problem))
                         rows.append(row)
                     if row_errors:
+                        row_errors = row_errors[: self.row_errors_at_most]
                         response = types.AppendRowsResponse(
                             error=status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message="row errors"),
                             row_errors=row_errors,

@@ -9,6 +9,7 @@ import datetime
 import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery as bq
+from google.rpc import code_pb2
 
 from occupancy import tides, tides_bigquery
 from tests.tides_spec import TIDES_REQUIRED
@@ -92,6 +93,7 @@ def test_lost_answers_and_a_retried_bundle_write_each_row_once(bigquery):
     )
     assert [s.committed for s in bigquery.streams.values()] == [False, True]
     assert bigquery.calls["AppendRows"] == 3 and bigquery.calls["BatchCommitWriteStreams"] == 2
+    assert bigquery.append_streams == 3  # a stream a request: the library's own retries are off
 
 
 def test_a_row_bigquery_refuses_is_a_dead_letter_and_the_rest_of_its_pane_is_written(bigquery):
@@ -102,6 +104,58 @@ def test_a_row_bigquery_refuses_is_a_dead_letter_and_the_rest_of_its_pane_is_wri
     assert "missing required field(s) vehicle_id" in dead[0]["detail"] and dead[0]["reason"] == "write_failed"
     assert dead[0]["attributes"] == {"table": "passenger_events"}
     assert len(bigquery.committed[TABLE]) == 5
+
+
+def test_rows_refused_over_several_rounds_are_each_a_dead_letter_once_and_the_rest_written(bigquery):
+    bigquery.row_errors_at_most = 1  # the second bad row is named by its index in the shorter request
+    rows = events(8)
+    for i in (2, 5):
+        rows[i] = {**rows[i], "vehicle_id": None}
+    dead, _ = write(rows)
+    assert sorted(d["message_id"] for d in dead) == sorted(rows[i]["passenger_event_id"] for i in (2, 5))
+    assert sorted(r["passenger_event_id"] for r in bigquery.committed[TABLE]) == sorted(
+        r["passenger_event_id"] for i, r in enumerate(rows) if i not in (2, 5)
+    )
+
+
+def test_unknown_and_internal_errors_in_the_stream_are_retried_not_dead_letters(bigquery):
+    bigquery.append_errors += [code_pb2.UNKNOWN, code_pb2.INTERNAL, code_pb2.CANCELLED]
+    rows = events(5)
+    dead, _ = write(rows)
+    assert dead == [] and len(bigquery.committed[TABLE]) == 5
+    assert bigquery.append_errors == []
+
+
+def test_a_permanent_error_in_the_stream_makes_the_requests_rows_dead_letters(bigquery):
+    bigquery.append_errors.append(code_pb2.PERMISSION_DENIED)
+    dead, _ = write(events(4))
+    assert len(dead) == 4 and all("PermissionDenied" in d["detail"] for d in dead)
+    assert bigquery.committed[TABLE] == []
+
+
+def test_an_error_neither_transient_nor_permanent_is_raised_for_the_runner_not_dropped(bigquery):
+    bigquery.append_errors.append(code_pb2.DATA_LOSS)
+    with pytest.raises(gexc.DataLoss):
+        write(events(3))
+    assert bigquery.committed[TABLE] == []
+
+
+def test_a_row_that_cannot_be_encoded_is_a_dead_letter_and_the_rest_is_written(bigquery):
+    rows = events(4)
+    rows[1] = {**rows[1], "event_count": 2.5}
+    rows[3] = {**rows[3], "event_count": 2**63}
+    dead, _ = write(rows)
+    assert sorted(d["message_id"] for d in dead) == sorted(rows[i]["passenger_event_id"] for i in (1, 3))
+    assert all("not a row of the table's columns" in d["detail"] for d in dead)
+    assert len(bigquery.committed[TABLE]) == 2
+
+
+def test_a_pane_larger_than_a_request_may_be_goes_in_requests_bigquery_takes(bigquery):
+    # 12 MB of rows, over BigQuery's 10 MB a request (the server refuses a larger one).
+    rows = [{**row, "trip_id_performed": f"{i:04d}" + "x" * 100_000} for i, row in enumerate(events(120))]
+    dead, _ = write(rows)
+    assert dead == [] and len(bigquery.committed[TABLE]) == 120
+    assert bigquery.calls["AppendRows"] == 2
 
 
 def test_a_missing_table_makes_every_row_a_dead_letter_with_bigquerys_reason(bigquery):
@@ -124,7 +178,7 @@ def test_a_big_pane_goes_in_several_requests_at_consecutive_offsets(bigquery, mo
     monkeypatch.setattr(tides_bigquery, "MAX_REQUEST_BYTES", 1000)
     rows = events(40)
     encoder = tides_bigquery.RowEncoder("passenger_events")
-    assert len(list(encoder.batches(rows, 1000))) > 3
+    assert len(list(tides_bigquery.batches(map(encoder.encode, rows), 1000))) > 3
     dead, _ = write(rows)
     assert dead == [] and len(bigquery.committed[TABLE]) == 40
     assert bigquery.calls["AppendRows"] > 3

@@ -16,10 +16,17 @@ Exactly once: if step 1 is retried (a worker lost, a bundle failed), the retry a
 stream and only the stream of the attempt the runner committed goes on; the others are never
 committed and BigQuery drops them. A retried append (an answer lost) finds its offset
 `ALREADY_EXISTS`: the rows landed. A retried commit finds the stream `STREAM_ALREADY_COMMITTED`.
-Transient errors are retried with back-off up to `retry_deadline_s`, then raised (the runner
-retries the bundle); a row BigQuery refuses (its schema, a missing table, permissions) is a
-dead letter with BigQuery's reason, the rest of its pane still written.
 
+Retry or dead letter, decided here (`BIGQUERY_TRANSIENT`, `occupancy.store.PERMANENT`):
+* transient (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED, INTERNAL, and UNKNOWN
+  and CANCELLED, which BigQuery answers for a timeout on its side) is retried with back-off
+  up to `retry_deadline_s`, then raised: the runner retries the bundle;
+* permanent (INVALID_ARGUMENT, PERMISSION_DENIED, NOT_FOUND, FAILED_PRECONDITION, ...): a row
+  BigQuery refuses is a dead letter with BigQuery's reason, the rest of its pane still
+  written; a stream it will not create, finalize or commit makes its rows dead letters;
+* anything else is raised at once, as a transient error past its deadline: a code neither
+  list names is not taken for a reason to drop rows;
+* a row that cannot be encoded as the table's columns is a dead letter before any call.
 `BIGQUERY_WRITE_EMULATOR_HOST=host:port` points the client at a local server without
 credentials (the tests' own: tests/bigquery_write_server.py).
 """
@@ -34,17 +41,19 @@ from apache_beam.transforms import window
 from google.api_core import exceptions as gexc
 
 from occupancy import tides, wire
-from occupancy.store import TRANSIENT, RetryPolicy
-from occupancy.tides_bigquery import RowEncoder
-from transforms.tides_sink import panes_by_service_date, table_label
+from occupancy.store import PERMANENT, TRANSIENT, RetryPolicy
+from occupancy.tides_bigquery import RowEncoder, batches
+from transforms.tides_sink import panes_by_service_date
 
 _LOGGER = logging.getLogger(__name__)
 EMULATOR_ENV = "BIGQUERY_WRITE_EMULATOR_HOST"
-# google.rpc.Code values in an AppendRowsResponse's `error`.
-_ALREADY_EXISTS, _INVALID_ARGUMENT = 6, 3
-# Each call's own time limit. The client library's own retries are off (retry=None): its
-# defaults retry for up to 10-20 minutes inside one call; RetryPolicy bounds them instead.
+DEAD_LETTER = "dead_letter"
+# google.rpc.Code of an AppendRowsResponse's `error`: the offset was written before.
+_ALREADY_EXISTS = 6
+# Each call's own time limit. The client library's own retries are off (retry=None on every
+# call): its defaults retry for up to 10-20 minutes inside one call; RetryPolicy bounds them.
 CALL_TIMEOUT_S = 30.0
+BIGQUERY_TRANSIENT = TRANSIENT + (gexc.Unknown, gexc.Cancelled)
 
 
 def write_client():
@@ -87,6 +96,10 @@ def _refused_rows(table: str, rows: List[dict], reason: str) -> List[dict]:
     ]
 
 
+def _policy(deadline_s: float) -> RetryPolicy:
+    return RetryPolicy(deadline_s=deadline_s, service="BigQuery", transient=BIGQUERY_TRANSIENT)
+
+
 class AppendPane(beam.DoFn):
     """(service date, rows of one pane) -> (table path, stream name, rows appended), rows
     written to a finalized PENDING stream (not visible until committed); refused rows ->
@@ -105,8 +118,15 @@ class AppendPane(beam.DoFn):
         from google.cloud.bigquery_storage_v1 import types
 
         _, rows = element
-        rows = tides.in_key_order(self._table, rows)
-        policy = RetryPolicy(deadline_s=self._retry_deadline_s, service="BigQuery")
+        encoded = []
+        for row in tides.in_key_order(self._table, rows):
+            try:
+                encoded.append((self._encoder.encode(row), row))
+            except ValueError as e:
+                yield from self._dead([row], f"not a row of the table's columns: {e}")
+        if not encoded:
+            return
+        policy = _policy(self._retry_deadline_s)
         try:
             stream = policy.call(
                 lambda: self._client.create_write_stream(
@@ -117,26 +137,26 @@ class AppendPane(beam.DoFn):
                 )
             ).name
         except gexc.GoogleAPIError as e:
-            yield from self._dead(rows, _permanent(e))
+            yield from self._dead([row for _, row in encoded], _permanent(e))
             return
-        kept, offset = [], 0
-        for batch in _batches(rows, self._encoder):
-            written = self._append(stream, offset, batch, policy)
-            for index, reason in written.refused:
-                yield from self._dead([batch[index][1]], reason)
-            kept += written.rows
-            offset += len(written.rows)
+        kept = []
+        for batch in batches(encoded, size=lambda pair: len(pair[0])):
+            appended, refused = self._append(stream, len(kept), batch, policy)
+            for row, reason in refused:
+                yield from self._dead([row], reason)
+            kept += appended
         try:
             policy.call(lambda: self._client.finalize_write_stream(name=stream, retry=None, timeout=CALL_TIMEOUT_S))
         except gexc.GoogleAPIError as e:
             yield from self._dead(kept, _permanent(e))  # never committed: none of them is visible
             return
-        self._rows.inc(offset)
+        self._rows.inc(len(kept))
         yield (self._table_path, stream, kept)
 
-    def _append(self, stream: str, offset: int, batch, policy) -> "_Written":
-        """Appends `batch` ((encoded, row) pairs) at `offset`; a row BigQuery refuses is left out
-        and the rest appended again at the same offset (nothing of a refused request is kept)."""
+    def _append(self, stream: str, offset: int, batch, policy) -> Tuple[List[dict], List[Tuple[dict, str]]]:
+        """Appends `batch` ((encoded, row) pairs) at `offset`: (the rows appended, (row, reason) of
+        each refused). A row BigQuery refuses is left out and the rest sent again at the same
+        offset (nothing of a refused request is kept), as often as BigQuery refuses rows."""
         refused = []
         while batch:
             try:
@@ -144,13 +164,15 @@ class AppendPane(beam.DoFn):
                 policy.call(lambda: self._append_once(stream, offset, serialized))  # noqa: B023 (called here)
                 break
             except Refused as e:
+                # The indexes are of this request's rows, a batch shorter after each round.
                 bad = set(range(len(batch)) if e.rows is None else e.rows)
-                refused += [(i, e.reason) for i in sorted(bad)]
+                refused += [(row, e.reason) for i, (_, row) in enumerate(batch) if i in bad]
                 batch = [pair for i, pair in enumerate(batch) if i not in bad]
             except gexc.GoogleAPIError as e:
-                refused += [(i, _permanent(e)) for i in range(len(batch))]
+                reason = _permanent(e)
+                refused += [(row, reason) for _, row in batch]
                 batch = []
-        return _Written([row for _, row in batch], [(i, reason) for i, reason in refused])
+        return [row for _, row in batch], refused
 
     def _append_once(self, stream: str, offset: int, serialized: List[bytes]) -> None:
         from google.cloud.bigquery_storage_v1 import types
@@ -166,7 +188,7 @@ class AppendPane(beam.DoFn):
         # BigQuery routes an AppendRows stream by this header (as the library's AppendRowsStream sends it).
         route = (("x-goog-request-params", f"write_stream={stream}"),)
         try:
-            answers = self._client.append_rows(iter([request]), timeout=CALL_TIMEOUT_S, metadata=route)
+            answers = self._client.append_rows(iter([request]), retry=None, timeout=CALL_TIMEOUT_S, metadata=route)
             response = next(iter(answers))
         except gexc.AlreadyExists:
             return  # a retry of a request that landed: its rows are at this offset
@@ -179,10 +201,10 @@ class AppendPane(beam.DoFn):
         if response.error.code == _ALREADY_EXISTS:
             return
         if response.error.code:
-            error = gexc.from_grpc_status(_grpc_code(response.error.code), response.error.message)
-            if isinstance(error, TRANSIENT):
-                raise error
-            raise Refused(f"{type(error).__name__}: {response.error.message}")
+            error = gexc.from_grpc_status(response.error.code, response.error.message)
+            if isinstance(error, PERMANENT):
+                raise Refused(f"{type(error).__name__}: {response.error.message}")
+            raise error  # retried if transient, else raised to the runner (see the module's docstring)
 
     def _dead(self, rows, reason):
         self._refused.inc(len(rows))
@@ -191,31 +213,12 @@ class AppendPane(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, record)
 
 
-class _Written:
-    def __init__(self, rows: List[dict], refused: List[Tuple[int, str]]):
-        self.rows, self.refused = rows, refused
-
-
-def _batches(rows: List[dict], encoder: RowEncoder):
-    """(encoded, row) pairs of `rows`, in the requests RowEncoder.batches cuts."""
-    start = 0
-    for batch in encoder.batches(rows):
-        yield list(zip(batch, rows[start : start + len(batch)]))
-        start += len(batch)
-
-
 def _permanent(error: gexc.GoogleAPIError) -> str:
-    """The reason of an error not worth retrying; a transient one is raised again (its retries
-    are over: the runner retries the bundle)."""
-    if isinstance(error, TRANSIENT):
+    """The reason of an error not worth retrying; any other is raised again (a transient one's
+    retries are over: the runner retries the bundle)."""
+    if not isinstance(error, PERMANENT):
         raise error
     return f"{type(error).__name__}: {getattr(error, 'message', error)}"
-
-
-def _grpc_code(value: int):
-    import grpc
-
-    return next(code for code in grpc.StatusCode if code.value[0] == value)
 
 
 class CommitStreams(beam.DoFn):
@@ -235,7 +238,7 @@ class CommitStreams(beam.DoFn):
 
         table_path, stream, rows = element
         try:
-            response = RetryPolicy(deadline_s=self._retry_deadline_s, service="BigQuery").call(
+            response = _policy(self._retry_deadline_s).call(
                 lambda: self._client.batch_commit_write_streams(
                     request={"parent": table_path, "write_streams": [stream]}, retry=None, timeout=CALL_TIMEOUT_S
                 )
@@ -255,9 +258,6 @@ class CommitStreams(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, record)
 
 
-DEAD_LETTER = "dead_letter"
-
-
 class WriteTidesBigQuery(beam.PTransform):
     """{table: PCollection[row]} -> PCollection[dead letter] (see the module's docstring).
 
@@ -273,7 +273,7 @@ class WriteTidesBigQuery(beam.PTransform):
     def expand(self, tables):
         dead = []
         for table, rows in sorted(tables.items()):
-            label = table_label(table)
+            label = tides.table_label(table)
             appended = panes_by_service_date(rows, label, self._window_s) | f"Append{label}" >> beam.ParDo(
                 AppendPane(f"{self._parent}/{table}", table, self._retry_deadline_s)
             ).with_outputs(DEAD_LETTER, main="streams")

@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
-from occupancy import tides_parquet
+from occupancy import tides, tides_parquet
 
 _LOGGER = logging.getLogger(__name__)
 # Rows later than this after their window are still written (in a pane of their own).
@@ -51,10 +51,6 @@ class WriteParquetFiles(beam.DoFn):
         yield path
 
 
-def table_label(table: str) -> str:
-    return "".join(part.title() for part in table.split("_"))  # StopVisits, PassengerEvents
-
-
 def panes_by_service_date(rows, label: str, window_s: float):
     """PCollection[row] -> PCollection[(service date, rows)]: one element per service date,
     `window_s` event-time window and pane (late rows in panes of their own), as both TIDES
@@ -84,7 +80,7 @@ class WriteTidesParquet(beam.PTransform):
     def expand(self, tables):
         written = []
         for table, rows in sorted(tables.items()):
-            label = table_label(table)
+            label = tides.table_label(table)
             written.append(
                 panes_by_service_date(rows, label, self._window_s)
                 | f"Write{label}" >> beam.ParDo(WriteParquetFiles(self._root, table))
