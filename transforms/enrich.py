@@ -102,17 +102,8 @@ class LookupTrain(beam.DoFn):
                 # Only a registered train can be reset: a forged or mistyped train id must
                 # not create a train (or zero one) out of nothing.
                 self._unknown.inc()
-                yield beam.pvalue.TaggedOutput(
-                    DEAD_LETTER,
-                    wire.dead_letter(
-                        wire.UNKNOWN_DEVICE,
-                        f"{event.kind} for train {event.train_id}, which is not registered",
-                        event.raw,
-                        dict(event.attributes),
-                        event.message_id or None,
-                        wire.now_us(),
-                        "EnrichWithTrain",
-                    ),
+                yield _dead_letter(
+                    event, wire.UNKNOWN_DEVICE, f"{event.kind} for train {event.train_id}, which is not registered"
                 )
                 return
             refused = self._authenticate(view, event, None, now)
@@ -127,18 +118,7 @@ class LookupTrain(beam.DoFn):
         if entry is None or not entry.enabled:
             self._unknown.inc()
             state = "disabled" if entry else "not registered"
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER,
-                wire.dead_letter(
-                    wire.UNKNOWN_DEVICE,
-                    f"device {event.device_id} is {state}",
-                    event.raw,
-                    dict(event.attributes),
-                    event.message_id or None,
-                    wire.now_us(),
-                    "EnrichWithTrain",
-                ),
-            )
+            yield _dead_letter(event, wire.UNKNOWN_DEVICE, f"device {event.device_id} is {state}")
             return
         refused = self._authenticate(view, event, entry, now)
         if refused is not None:
@@ -181,12 +161,7 @@ class LookupTrain(beam.DoFn):
             _LOGGER.warning("Accepted (--device_auth=log) a message that would be refused: %s: %s", reason, detail)
             return None
         _LOGGER.info("Refused message %s: %s: %s", event.message_id, reason, detail)
-        return beam.pvalue.TaggedOutput(
-            DEAD_LETTER,
-            wire.dead_letter(
-                reason, detail, event.raw, dict(event.attributes), event.message_id or None, now_us, "EnrichWithTrain"
-            ),
-        )
+        return _dead_letter(event, reason, detail, now_us)
 
     def _refresh(self, view: _RegistryView, now: float) -> None:
         if not view.lock.acquire(blocking=False):
@@ -219,6 +194,20 @@ class LookupTrain(beam.DoFn):
         if entry is not None:
             view.snapshot.devices[device_id] = entry
         return entry
+
+
+def _dead_letter(event: wire.Event, reason: str, detail: str, now_us: int = None):
+    """The `dead_letter` output of a message refused here, with its payload as sent."""
+    record = wire.dead_letter(
+        reason,
+        detail,
+        event.raw,
+        dict(event.attributes),
+        event.message_id or None,
+        wire.now_us() if now_us is None else now_us,
+        "EnrichWithTrain",
+    )
+    return beam.pvalue.TaggedOutput(DEAD_LETTER, record)
 
 
 class EnrichWithTrain(beam.PTransform):
