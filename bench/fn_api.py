@@ -116,6 +116,7 @@ class StateTraffic:
         self._local = threading.local()
         self._lock = threading.Lock()
         self.requests = collections.Counter()  # (label, phase, kind) -> requests
+        self.cells = collections.Counter()  # (label, state cell, kind) -> requests
         self.calls = collections.Counter()  # (label, "element" | "timer") -> calls
         self._undo = []
 
@@ -140,6 +141,12 @@ class StateTraffic:
                 sum(n for (p, _), n in by.items() if p == "commit"), elements + flushes
             ),
             "requests_per_element_all_in": _ratio(total, elements),
+            # Which cells the requests are for, per flush: what a change of the state's layout saves.
+            "per_flush_by_cell": {
+                f"{cell} {kind}": _ratio(n, flushes)
+                for (owner, cell, kind), n in sorted(self.cells.items())
+                if owner == label and n
+            },
         }
 
     def __enter__(self):
@@ -181,6 +188,7 @@ class StateTraffic:
                 phase = getattr(traffic._local, "phase", None) or "commit"
                 with traffic._lock:
                     traffic.requests[(label, phase, kind)] += 1
+                    traffic.cells[(label, state_key.bag_user_state.user_state_id, kind)] += 1
             return original(handler, state_key, *args, **kwargs)
 
         return counted

@@ -6,6 +6,9 @@ same messages, and the levers on its cost side by side, each a run of its own
 * `job`: the headline, Ed25519 signatures checked (--device_auth=require);
 * `unverified`: the same job with --device_auth=off: what checking signatures costs;
 * `es256`: the devices' keys ES256 instead of Ed25519;
+* `flush_5s` and `flush_30s`: the job with --flush_interval_s 5 and 30 instead of 1: the price
+  of a train's numbers written every second. The job's CPU is a cost per message plus a cost
+  per flush; the two runs with the same messages and other flushes give both (`cost_model`);
 * `one_processor` and `one_processor_state_cache`: one bundle processor, without and with
   Beam's state cache of 100 MB (`--max_cache_memory_usage_mb`). Not with four: FnApiRunner
   gives its SDK workers one static cache token, so a worker's cache keeps what another
@@ -36,6 +39,8 @@ def levers(smoke: bool) -> Dict[str, Run]:
         "job": job,
         "unverified": job._replace(device_auth="off"),
         "es256": job._replace(alg="ES256"),
+        "flush_5s": job._replace(flush_interval_s=5.0),
+        "flush_30s": job._replace(flush_interval_s=30.0),
         "one_processor": job._replace(workers=1),
         "one_processor_state_cache": job._replace(workers=1, state_cache_mb=100),
     }
@@ -72,10 +77,26 @@ def summary(runs: dict) -> dict:
         "job_vs_passthrough": round(job["msgs_per_s_per_core"] / job["passthrough_msgs_per_s_per_core"], 4),
         "signature_cpu_overhead_pct": overhead_pct(job),
         "es256_signature_cpu_overhead_pct": overhead_pct(runs["es256"]),
+        "cost_model": cost_model(job, runs["flush_30s"]),
         "state_cache_speedup": round(
             runs["one_processor_state_cache"]["msgs_per_s_per_core"] / runs["one_processor"]["msgs_per_s_per_core"], 3
         ),
         "counts_exact": all(r["counts_exact"] for r in runs.values()),
+    }
+
+
+def cost_model(a: dict, b: dict) -> dict:
+    """CPU = messages x per message + flushes x per flush, solved from two runs of the same
+    messages with different flush counts (ms)."""
+    per_flush = (a["cpu_s"] - b["cpu_s"]) / (a["flushes"] - b["flushes"])
+    per_message = (a["cpu_s"] - a["flushes"] * per_flush) / a["messages"]
+    return {
+        "cpu_ms_per_message": round(1000 * per_message, 3),
+        "cpu_ms_per_flush": round(1000 * per_flush, 3),
+        # The flushes a message may cost, at most, for 0.10 x the pass-through.
+        "flushes_per_message_at_tenth_of_passthrough": round(
+            (10 / a["passthrough_msgs_per_s_per_core"] - per_message) / per_flush, 3
+        ),
     }
 
 
@@ -88,12 +109,15 @@ FN_API_HEADER = (
     "job / pass-through",
     "CPU vs signatures off",
     "state requests/message",
+    "flushes/message",
     "counts exact",
 )
 FN_API_LABELS = {
     "job": "4 bundle processors, Ed25519 checked (the headline)",
     "unverified": "4, --device_auth=off",
     "es256": "4, ES256 keys checked",
+    "flush_5s": "4, --flush_interval_s=5",
+    "flush_30s": "4, --flush_interval_s=30",
     "one_processor": "1 bundle processor",
     "one_processor_state_cache": "1, Beam state cache 100 MB",
 }
@@ -120,7 +144,27 @@ def fn_api_rows(results: dict) -> List[tuple]:
                 num(r["msgs_per_s_per_core"] / r["passthrough_msgs_per_s_per_core"]),
                 f"{100 * (r['cpu_s'] / r['messages']) / off_per_message - 100:+.0f} %",
                 num(r["state_requests"]["requests_per_element_all_in"]),
+                num(r["flushes"] / r["messages"]),
                 cell(r["counts_exact"]),
             )
         )
     return out
+
+
+def cost_model_line(results: dict) -> List[str]:
+    """The cost model under the table, in words (nothing without the fn_api step)."""
+    fn_api = results.get("fn_api")
+    if not fn_api or "cost_model" not in fn_api:
+        return []
+    model, job = fn_api["cost_model"], fn_api["runs"]["job"]
+    allowed = model["flushes_per_message_at_tenth_of_passthrough"]
+    return [
+        f"CPU over the Fn API: {model['cpu_ms_per_message']:.2f} ms a message + {model['cpu_ms_per_flush']:.2f} ms a "
+        f"flush (fitted from --flush_interval_s 1 and 30); "
+        + (
+            f"0.10 x the pass-through allows {allowed:.3f} flushes a message"
+            if allowed > 0
+            else "0.10 x the pass-through is out of reach even without flushes"
+        )
+        + f", this workload makes {job['flushes'] / job['messages']:.2f} at 1 s."
+    ]

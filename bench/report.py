@@ -7,7 +7,7 @@ not compare).
 
 from typing import List, Optional
 
-from bench.fn_api_levers import FN_API_HEADER, fn_api_rows
+from bench.fn_api_levers import FN_API_HEADER, cost_model_line, fn_api_rows
 from bench.report_cells import cell, num
 from bench.serving_report import SERVING_HEADER, serving_rows
 from bench.tides_replay import REPLAY_HEADER, replay_rows
@@ -237,7 +237,7 @@ def table(results: dict) -> str:
     ]
     text += [f"{_status(t)}: {t['target']}: {_target_detail(t)}" for t in results["targets"]]
     if fn_api_rows(results):
-        text += ["", *_aligned(FN_API_HEADER, fn_api_rows(results))]
+        text += ["", *_aligned(FN_API_HEADER, fn_api_rows(results)), *cost_model_line(results)]
     if replay_rows(results):
         text += ["", *_aligned(REPLAY_HEADER, replay_rows(results))]
     if serving_rows(results):
@@ -262,6 +262,7 @@ def markdown(results: dict) -> str:
     if fn_api_rows(results):
         out += ["", "| " + " | ".join(FN_API_HEADER) + " |", "|" + "---|" * len(FN_API_HEADER)]
         out += ["| " + " | ".join(r) + " |" for r in fn_api_rows(results)]
+        out += ["", *cost_model_line(results)]
     if replay_rows(results):
         out += ["", "| " + " | ".join(REPLAY_HEADER) + " |", "|" + "---|" * len(REPLAY_HEADER)]
         out += ["| " + " | ".join(r) + " |" for r in replay_rows(results)]

@@ -64,6 +64,7 @@ class Run(NamedTuple):
     per_bundle: int = 0  # messages per bundle, as a streaming job gets them; 0: the batch runner's
     device_auth: str = "require"  # the job's --device_auth (off: signatures not checked)
     alg: str = "EdDSA"  # the devices' keys: EdDSA (Ed25519) or ES256
+    flush_interval_s: float = 1.0  # the job's --flush_interval_s: how often a train may be written
 
     def args(self) -> List[str]:
         return [
@@ -75,6 +76,7 @@ class Run(NamedTuple):
             f"--per_bundle={self.per_bundle}",
             f"--device_auth={self.device_auth}",
             f"--alg={self.alg}",
+            f"--flush_interval_s={self.flush_interval_s}",
         ]
 
 
@@ -111,8 +113,10 @@ def fleet(trains: int):
     return tuple(simulator.make_train(f"s{i:05d}", (320, 240, 180)[i % 3], doors=DOORS) for i in range(trains))
 
 
-def options(device_auth: str = "require") -> OccupancyOptions:
-    return OccupancyOptions([f"--firestore_project={PROJECT}", f"--device_auth={device_auth}"])
+def options(device_auth: str = "require", flush_interval_s: float = 1.0) -> OccupancyOptions:
+    return OccupancyOptions(
+        [f"--firestore_project={PROJECT}", f"--device_auth={device_auth}", f"--flush_interval_s={flush_interval_s}"]
+    )
 
 
 def keyring(alg: str) -> Keyring:
@@ -166,7 +170,12 @@ def run_fleet(run: Run, profile: bool = False) -> dict:
         reads_before = measure.read_ops(ops_path)[0]
         with fn_api.StateTraffic(run.mode, {"FoldOccupancy": FoldOccupancy}) as job_traffic:
             cpu, wall, result = harness.timed_run(
-                harness.build_pipeline, path, options(run.device_auth), source(), profiler=profiler, options=runner
+                harness.build_pipeline,
+                path,
+                options(run.device_auth, run.flush_interval_s),
+                source(),
+                profiler=profiler,
+                options=runner,
             )
         reads = measure.read_ops(ops_path)[0] - reads_before
         with fn_api.StateTraffic(run.mode, {"Sum": harness.StatefulSum}) as pass_traffic:
@@ -183,6 +192,7 @@ def run_fleet(run: Run, profile: bool = False) -> dict:
         "workers": run.workers,
         "per_bundle": run.per_bundle,
         "device_auth": run.device_auth,
+        "flush_interval_s": run.flush_interval_s,
         "alg": run.alg,
         "register_s": round(register_s, 1),
         "cpu_s": round(cpu, 2),
@@ -295,6 +305,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--device_auth", choices=("require", "off"), default="require", help="The job's --device_auth.")
     parser.add_argument("--alg", choices=("EdDSA", "ES256"), default="EdDSA", help="The devices' key algorithm.")
+    parser.add_argument("--flush_interval_s", type=float, default=1.0, help="The job's --flush_interval_s.")
     parser.add_argument("--output", default="-", help="Where to write the JSON.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -302,7 +313,7 @@ def main(argv=None) -> int:
     # a run in bundles of 20 messages has over a thousand (RecursionError at the default 1,000).
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     run = Run(args.one, args.minutes, args.state_cache_mb, args.mode, args.workers, args.per_bundle)
-    run = run._replace(device_auth=args.device_auth, alg=args.alg)
+    run = run._replace(device_auth=args.device_auth, alg=args.alg, flush_interval_s=args.flush_interval_s)
     measure.emit(run_fleet(run, args.profile), args.output)
     return 0
 

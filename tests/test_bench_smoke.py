@@ -66,7 +66,26 @@ def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
 
     # The job as Dataflow runs it, and its levers side by side: every run exact, the ratios shown.
     fn_api = results["fn_api"]
-    assert set(fn_api["runs"]) == {"job", "unverified", "es256", "one_processor", "one_processor_state_cache"}
+    assert set(fn_api["runs"]) == {
+        "job",
+        "unverified",
+        "es256",
+        "flush_5s",
+        "flush_30s",
+        "one_processor",
+        "one_processor_state_cache",
+    }
+    runs = fn_api["runs"]
+    assert runs["job"]["flushes"] > runs["flush_5s"]["flushes"] > runs["flush_30s"]["flushes"] > 0
+    assert runs["flush_30s"]["flush_interval_s"] == 30.0 and runs["flush_30s"]["messages"] == runs["job"]["messages"]
+    # A smoke run's CPU is mostly start-up: the model's figures are only there, not yet meaningful.
+    assert set(fn_api["cost_model"]) == {
+        "cpu_ms_per_message",
+        "cpu_ms_per_flush",
+        "flushes_per_message_at_tenth_of_passthrough",
+    }
+    assert runs["job"]["state_requests"]["per_flush_by_cell"]["train get"] > 0
+    assert "CPU over the Fn API" in (tmp_path / "results.md").read_text()
     assert fn_api["counts_exact"] is True and fn_api["runs"]["job"]["mode"] == "multi_threading"
     assert fn_api["runs"]["unverified"]["device_auth"] == "off" and fn_api["runs"]["es256"]["alg"] == "ES256"
     assert 0 < fn_api["job_vs_passthrough"] < 1 and fn_api["signature_cpu_overhead_pct"] is not None
