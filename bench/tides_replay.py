@@ -37,7 +37,7 @@ from typing import Dict, List
 from bench.report_cells import cell
 from bench.scale_fleet import DOORS, SCALE_SIM
 from local.stack import PROJECT
-from occupancy import fleet_import, registry, tides_parquet
+from occupancy import fleet_import, registry, tides, tides_parquet
 from occupancy.store import make_client
 from sim import simulator
 from sim.keyring import Keyring
@@ -172,7 +172,7 @@ def accuracy(directory: str, stops: List[simulator.StopTruth]) -> dict:
         "stops": len(counted),
         "stops_exact": exact,
         "stops_exact_share": round(exact / len(counted), 4) if counted else None,
-        "unscheduled_visits": sum(v["schedule_relationship"] == "Unscheduled" for v in visits),
+        "unscheduled_visits": sum(v["schedule_relationship"] == tides.ADDED for v in visits),
         "boardings": boarded,
         "boardings_truth": sum(s.boarded for s in stops),
         "stop_visit_rows": len(visits),

@@ -42,7 +42,7 @@ def test_stop_visits_are_written_while_the_job_runs(local_stack, tmp_path):
         (1, 5, 0, 5),
         (2, 4, 1, 8),
     ]
-    assert {(v["schedule_relationship"], v["stop_id"]) for v in visits} == {("Unscheduled", None)}  # no schedule
+    assert {(v["schedule_relationship"], v["stop_id"]) for v in visits} == {(tides.ADDED, None)}  # no schedule
     events = _rows(root, "passenger_events")
     assert sorted((e["device_id"], e["event_type"], e["event_count"]) for e in events) == [
         ("a1", tides.ALIGHTED, 1),

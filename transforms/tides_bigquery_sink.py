@@ -27,6 +27,7 @@ Retry or dead letter, decided here (`BIGQUERY_TRANSIENT`, `occupancy.store.PERMA
 * anything else is raised at once, as a transient error past its deadline: a code neither
   list names is not taken for a reason to drop rows;
 * a row that cannot be encoded as the table's columns is a dead letter before any call.
+
 `BIGQUERY_WRITE_EMULATOR_HOST=host:port` points the client at a local server without
 credentials (the tests' own: tests/bigquery_write_server.py).
 """
