@@ -41,6 +41,7 @@ from occupancy import fleet_import, registry, tides, tides_parquet
 from occupancy.store import make_client
 from sim import simulator
 from sim.keyring import Keyring
+from sim.truth import StopTruth
 
 FLEET, MINUTES = 10, 90.0
 SMOKE_FLEET, SMOKE_MINUTES = 2, 20.0
@@ -53,7 +54,7 @@ def _gtfs_time(seconds: int) -> str:
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def timetable(stops: List[simulator.StopTruth], numbers: Dict[str, str], day: datetime.date, seed: int) -> dict:
+def timetable(stops: List[StopTruth], numbers: Dict[str, str], day: datetime.date, seed: int) -> dict:
     """GTFS files whose trips are the simulated runs (agency time zone UTC, one service)."""
     rng = random.Random(seed)
     midnight = datetime.datetime.combine(day, datetime.time(), datetime.timezone.utc).timestamp()
@@ -148,7 +149,7 @@ def replay(directory: str) -> dict:
     return {"cpu_s": round(cpu, 2), "wall_s": round(wall, 2)}
 
 
-def accuracy(directory: str, stops: List[simulator.StopTruth]) -> dict:
+def accuracy(directory: str, stops: List[StopTruth]) -> dict:
     """How many of the simulator's stops the stop_visits rows give exactly, and its boardings."""
     visits = tides_parquet.read_table(os.path.join(directory, "tides"), "stop_visits").to_pylist()
     events = tides_parquet.read_table(os.path.join(directory, "tides"), "passenger_events").to_pylist()

@@ -18,7 +18,7 @@ import random
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from occupancy import wire
-from sim.simulator import step_value
+from sim.truth import step_value
 
 _S = 1_000_000
 
