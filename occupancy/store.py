@@ -11,7 +11,7 @@ import logging
 import os
 import random
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from google.api_core import exceptions as gexc
 
@@ -121,6 +121,7 @@ def commit_documents(
     policy: RetryPolicy,
     on_retry: Callable[[Exception], None] = lambda e: None,
     on_committed: Callable[[tuple, object], None] = lambda write, result: None,
+    group_of: Optional[Callable[[tuple], object]] = None,
 ) -> List[Tuple[tuple, Exception]]:
     """Sets every (collection, doc_id, data[, guard]) in batches of up to 500.
 
@@ -131,40 +132,60 @@ def commit_documents(
     errors are retried by `policy` and re-raised when it gives up. Guarded
     writes whose precondition failed raise WriteConflict at the end, after the
     others were committed. `on_committed(write, WriteResult)` follows each commit.
+
+    `group_of(write)`: writes of one group are committed together or not at all (one batch,
+    never split): a group whose guarded write conflicts is held back whole, in the
+    WriteConflict; one with a permanent failure is written one by one, to find it.
     """
+    groups: Dict[object, list] = {}
+    for i, write in enumerate(writes):
+        groups.setdefault(group_of(write) if group_of else i, []).append(write)
     failed, conflicts = [], []
-    for chunk in _chunks(writes):
+    for chunk in _chunks(list(groups.values())):
         try:
-            policy.call(lambda chunk=chunk: _commit(client, chunk, on_committed), on_retry)
+            policy.call(lambda chunk=chunk: _commit(client, [w for g in chunk for w in g], on_committed), on_retry)
         except PERMANENT + PRECONDITION_FAILED:
-            # One bad document fails its whole batch: find it by writing one by one.
-            for write in chunk:
-                try:
-                    policy.call(lambda write=write: _commit(client, [write], on_committed), on_retry)
-                except PRECONDITION_FAILED as e:
-                    if len(write) > 3 and write[3] is not None:
-                        conflicts.append(write)
-                    else:
+            # One bad document fails its whole batch: find it, a group then a write at a time.
+            for group in chunk:
+                if len(group) > 1:
+                    try:
+                        policy.call(lambda group=group: _commit(client, group, on_committed), on_retry)
+                        continue
+                    except PRECONDITION_FAILED:
+                        if any(len(w) > 3 and w[3] is not None for w in group):
+                            conflicts += group  # held back whole: the caller tries the group again
+                            continue
+                    except PERMANENT:
+                        pass
+                for write in group:
+                    try:
+                        policy.call(lambda write=write: _commit(client, [write], on_committed), on_retry)
+                    except PRECONDITION_FAILED as e:
+                        if len(write) > 3 and write[3] is not None:
+                            conflicts.append(write)
+                        else:
+                            failed.append((write, e))
+                    except PERMANENT as e:
                         failed.append((write, e))
-                except PERMANENT as e:
-                    failed.append((write, e))
     if conflicts:
         raise WriteConflict(conflicts)
     return failed
 
 
-def _chunks(writes):
-    """The writes in order, in batches of at most MAX_BATCH writes and about MAX_BATCH_BYTES."""
+def _chunks(groups):
+    """The groups' writes in order, in batches of at most MAX_BATCH writes and about
+    MAX_BATCH_BYTES, a group never split."""
     from occupancy.documents import storage_size
 
-    chunk, size = [], 0
-    for write in writes:
-        write_size = storage_size(f"{write[0]}/{write[1]}", write[2])
-        if chunk and (len(chunk) >= MAX_BATCH or size + write_size > MAX_BATCH_BYTES):
+    chunk, count, size = [], 0, 0
+    for group in groups:
+        group_size = sum(storage_size(f"{w[0]}/{w[1]}", w[2]) for w in group)
+        if chunk and (count + len(group) > MAX_BATCH or size + group_size > MAX_BATCH_BYTES):
             yield chunk
-            chunk, size = [], 0
-        chunk.append(write)
-        size += write_size
+            chunk, count, size = [], 0, 0
+        chunk.append(group)
+        count += len(group)
+        size += group_size
     if chunk:
         yield chunk
 

@@ -90,9 +90,15 @@ class WriteDocuments(beam.DoFn):
         if self._fence is None:
             failed = self._commit_round(writes)
         else:
-            # Realtime first: a train found fenced off then has its other writes dropped too.
-            failed = self._commit_guarded([w for w in writes if w.collection == documents.REALTIME])
-            failed += self._commit_round([w for w in writes if w.collection != documents.REALTIME])
+            # A train's realtime document and the history and trip documents of the same flush
+            # are one commit: a job that died between two commits would leave realtime saying
+            # a count was applied while its history bucket lacks it, and a job seeded from both
+            # never writes that count to history again. Realtime is guarded, so a train found
+            # fenced off or conflicting has its other writes held back with it.
+            trains = {w.doc_id for w in writes if w.collection == documents.REALTIME}
+            tied = [w for w in writes if _train_of(w) in trains]
+            failed = self._commit_guarded(tied)
+            failed += self._commit_round([w for w in writes if _train_of(w) not in trains])
         dead = []
         now_us = wire.now_us()
         for (collection, doc_id, data, *_), error in failed:
@@ -109,31 +115,40 @@ class WriteDocuments(beam.DoFn):
         return dead
 
     def _commit_round(self, writes) -> list:
+        realtime = self._collections[documents.REALTIME] if documents.REALTIME in self._collections else None
         return commit_documents(
-            self._client, self._prepared(writes), self._policy, lambda e: self._retries.inc(), self._committed
+            self._client,
+            self._prepared(writes),
+            self._policy,
+            lambda e: self._retries.inc(),
+            self._committed,
+            group_of=lambda w: w[1] if w[0] == realtime else w[2].get("train") or (w[0], w[1]),
         )
 
     def _commit_guarded(self, writes) -> list:
-        """Realtime writes, re-read and tried again while another job changes them under this one.
+        """Trains' realtime writes, each with the other writes of its flush, re-read and tried
+        again while another job changes them under this one.
 
         Bounded: after CONFLICT_ROUNDS the writes still conflicting are given up as permanent
         failures (dead letters), not raised (a streaming runner would retry the bundle for
-        ever). Nothing is lost by it: a realtime document is the train's whole state, written
-        again at its next flush, and the other job's write is the newer one.
+        ever). Nothing is lost by it: a realtime document is the train's whole state and a
+        history document its bucket's, each written whole again at the next flush of it, and
+        the other job's write is the newer one.
         """
         for _ in range(self.CONFLICT_ROUNDS):
             try:
                 return self._commit_round(writes)
             except WriteConflict as conflict:
-                trains = {doc_id for _, doc_id, _, _ in conflict.writes}
+                realtime = self._collections[documents.REALTIME]
+                trains = {doc_id for collection, doc_id, _, _ in conflict.writes if collection == realtime}
                 self._conflicts.inc(len(trains))
                 self._fence.conflicted(trains)
-                writes = [w for w in writes if w.doc_id in trains]
+                writes = [w for w in writes if _train_of(w) in trains]
         _LOGGER.error(
             "Realtime documents of %s trains kept changing under this job (%s rounds): "
             "another job writes them; drain or cancel one of the two (docs/faults.md, "
             '"Two jobs at once")',
-            len(writes),
+            len({_train_of(w) for w in writes}),
             self.CONFLICT_ROUNDS,
         )
         error = WriteConflict(writes)
@@ -182,6 +197,11 @@ class WriteDocuments(beam.DoFn):
         self._writes[logical].inc()
         if self._fence is not None and logical == documents.REALTIME:
             self._fence.wrote(doc_id, result.update_time)
+
+
+def _train_of(write: documents.DocumentWrite):
+    """The train a realtime, history or trip write is of (None for any other document)."""
+    return write.doc_id if write.collection == documents.REALTIME else write.data.get("train")
 
 
 class WriteToFirestore(beam.PTransform):
