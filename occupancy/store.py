@@ -47,11 +47,13 @@ PRECONDITION_FAILED = (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFoun
 
 
 class WriteConflict(Exception):
-    """Guarded writes whose document changed since it was read; every other write was committed."""
+    """Guarded writes whose document changed since it was read (and the writes held back with
+    them); every other write was committed, or failed for good: `failed`, as commit_documents
+    returns them."""
 
-    def __init__(self, writes):
+    def __init__(self, writes, failed=()):
         super().__init__(f"{len(writes)} guarded writes conflicted")
-        self.writes = writes
+        self.writes, self.failed = writes, list(failed)
 
 
 # Opt-in operation counting for the benchmark (bench/): the Firestore emulator
@@ -131,7 +133,7 @@ def commit_documents(
     Returns the writes that failed permanently, each with its error. Transient
     errors are retried by `policy` and re-raised when it gives up. Guarded
     writes whose precondition failed raise WriteConflict at the end, after the
-    others were committed. `on_committed(write, WriteResult)` follows each commit.
+    others were committed, with the permanent failures in it. `on_committed(write, WriteResult)` follows each commit.
 
     `group_of(write)`: writes of one group are committed together or not at all (one batch,
     never split): a group whose guarded write conflicts is held back whole, in the
@@ -168,7 +170,7 @@ def commit_documents(
                     except PERMANENT as e:
                         failed.append((write, e))
     if conflicts:
-        raise WriteConflict(conflicts)
+        raise WriteConflict(conflicts, failed)
     return failed
 
 

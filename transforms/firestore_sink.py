@@ -95,10 +95,7 @@ class WriteDocuments(beam.DoFn):
             # a count was applied while its history bucket lacks it, and a job seeded from both
             # never writes that count to history again. Realtime is guarded, so a train found
             # fenced off or conflicting has its other writes held back with it.
-            trains = {w.doc_id for w in writes if w.collection == documents.REALTIME}
-            tied = [w for w in writes if _train_of(w) in trains]
-            failed = self._commit_guarded(tied)
-            failed += self._commit_round([w for w in writes if _train_of(w) not in trains])
+            failed = self._commit_guarded(writes)
         dead = []
         now_us = wire.now_us()
         for (collection, doc_id, data, *_), error in failed:
@@ -126,8 +123,9 @@ class WriteDocuments(beam.DoFn):
         )
 
     def _commit_guarded(self, writes) -> list:
-        """Trains' realtime writes, each with the other writes of its flush, re-read and tried
-        again while another job changes them under this one.
+        """The writes, each train's realtime one with the other writes of its flush; those of a
+        train whose realtime document another job changed under this one are tried again once
+        it is read again. Returns the writes that failed for good, of every round.
 
         Bounded: after CONFLICT_ROUNDS the writes still conflicting are given up as permanent
         failures (dead letters), not raised (a streaming runner would retry the bundle for
@@ -135,10 +133,12 @@ class WriteDocuments(beam.DoFn):
         history document its bucket's, each written whole again at the next flush of it, and
         the other job's write is the newer one.
         """
+        failed = []
         for _ in range(self.CONFLICT_ROUNDS):
             try:
-                return self._commit_round(writes)
+                return failed + self._commit_round(writes)
             except WriteConflict as conflict:
+                failed += conflict.failed
                 realtime = self._collections[documents.REALTIME]
                 trains = {doc_id for collection, doc_id, _, _ in conflict.writes if collection == realtime}
                 self._conflicts.inc(len(trains))
@@ -152,7 +152,7 @@ class WriteDocuments(beam.DoFn):
             self.CONFLICT_ROUNDS,
         )
         error = WriteConflict(writes)
-        return [((self._collections[w.collection], w.doc_id, w.data), error) for w in writes]
+        return failed + [((self._collections[w.collection], w.doc_id, w.data), error) for w in writes]
 
     def _prepared(self, writes) -> list:
         """(collection name, doc_id, data, guard or None) for each write this job may make."""
