@@ -104,14 +104,20 @@ class Devices:
 
         Applied = the seq is within the ranges that realtime's devices_seen records.
         """
-        realtime = {d.id: d.to_dict() or {} for d in client.collection("realtime").stream()}
-        again = 0
-        for m in list(self.sent):
-            ranges = documents.applied_ranges(realtime.get(m.train, {})).get(m.device) or []
-            if not any(lo <= m.seq <= hi for lo, hi in ranges):
-                self.publish(m, wait=False)
-                again += 1
-        return again
+        unapplied = self.unapplied({d.id: d.to_dict() or {} for d in client.collection("realtime").stream()})
+        for m in unapplied:
+            self.publish(m, wait=False)
+        return len(unapplied)
+
+    def unapplied(self, realtime: Dict[str, dict]) -> List[Message]:
+        """The messages sent whose seq is in none of the applied ranges of their train's
+        realtime document (`realtime`: train -> document)."""
+        ranges = {train: documents.applied_ranges(doc) for train, doc in realtime.items()}
+        return [
+            m
+            for m in list(self.sent)
+            if not any(lo <= m.seq <= hi for lo, hi in ranges.get(m.train, {}).get(m.device) or [])
+        ]
 
 
 class Heartbeats(threading.Thread):

@@ -271,22 +271,18 @@ class Scenario:
         the seqs its devices sent that realtime's devices_seen does not hold as applied."""
         expected = self.devices.expected_events()
         docs = {d.id: d.to_dict() or {} for d in self.client.collection("realtime").stream()}
+        unapplied = self.devices.unapplied(docs)
         out = {}
         for train in self.devices.trains:
             if (realtime.get(train), applied[train]) == (self.devices.truth[train], expected[train]):
                 continue
             ranges = documents.applied_ranges(docs.get(train, {}))
-            unapplied = [
-                f"{m.device}:{m.seq}"
-                for m in self.devices.sent
-                if m.train == train and not any(lo <= m.seq <= hi for lo, hi in ranges.get(m.device) or [])
-            ]
             out[train] = {
                 "realtime": realtime.get(train),
                 "truth": self.devices.truth[train],
                 "events_in_history": applied[train],
                 "events_sent": expected[train],
-                "unapplied": unapplied[:20],
+                "unapplied": [f"{m.device}:{m.seq}" for m in unapplied if m.train == train][:20],
                 "ranges": {d: r for d, r in ranges.items() if d in self.devices.train_of},
             }
         return out
