@@ -196,16 +196,19 @@ def test_stateful_step_keeps_its_state_and_timer_specs(job):
     assert transform.spec.urn == "beam:transform:pardo:v1"
     payload = beam_runner_api_pb2.ParDoPayload.FromString(transform.spec.payload)
     assert set(payload.state_specs) == {
-        "pending",
-        "waiting",
+        "train_cell",
         "later",
-        "horizon",
         "train",
         "queue",
         "clock",
         "timer_at",
+        "horizon",
+        "pending",
+        "waiting",
         "visits",
     }
+    assert payload.state_specs["train_cell"].WhichOneof("spec") == "read_modify_write_spec"
+    assert payload.state_specs["later"].WhichOneof("spec") == "bag_spec"
     assert payload.state_specs["pending"].WhichOneof("spec") == "bag_spec"
     assert payload.state_specs["train"].WhichOneof("spec") == "read_modify_write_spec"
     assert payload.state_specs["clock"].WhichOneof("spec") == "read_modify_write_spec"

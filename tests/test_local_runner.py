@@ -57,14 +57,15 @@ def test_the_specs_are_what_beam_computes():
         assert local_runner.get_dofn_specs(dofn) == local_runner._original_get_dofn_specs(dofn)
     states, timers = local_runner.get_dofn_specs(FoldOccupancy(fold.FoldConfig()))
     assert {s.name for s in states} == {
-        "pending",
-        "waiting",
+        "train_cell",
         "later",
-        "horizon",
         "train",
         "queue",
         "clock",
         "timer_at",
+        "horizon",
+        "pending",
+        "waiting",
         "visits",
     }
     assert {t.name for t in timers} == {"ts-flush"}  # Beam prefixes a TimerSpec name

@@ -3,7 +3,8 @@ state over the Fn API (FnApiRunner, multi_threading), against the Firestore emul
 
 What a DoFn instance keeps (the writer fence's update times, the registry view) goes stale when
 a train's bundles move to another instance; kept per process (transforms/worker_cache.py) it
-does not: no precondition conflict within one job, and one registry read per process.
+does not: no precondition conflict within one job, and one registry read per process. Each
+state request costs a round trip there: a flush makes three (transforms/train_cell.py).
 """
 
 import collections
@@ -14,11 +15,12 @@ from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from bench import harness
+from bench import fn_api, harness
 from local.stack import PROJECT
 from occupancy import registry, wire
 from pipeline.options import OccupancyOptions
 from sim.keyring import Keyring
+from transforms.occupancy import FoldOccupancy
 
 TRAINS, DOORS, PER_DOOR = 12, 3, 40
 KEYS = Keyring()
@@ -63,8 +65,9 @@ def test_one_job_on_four_threads_has_no_precondition_conflicts(firestore_client,
     options = PipelineOptions(direct_running_mode="multi_threading", direct_num_workers=4)
     p = beam.Pipeline(runner=FnApiRunner(), options=options)
     harness.build_pipeline(p, path, OccupancyOptions([f"--firestore_project={PROJECT}"]))
-    result = p.run()
-    result.wait_until_finish()
+    with fn_api.no_state_cache(), fn_api.StateTraffic("multi_threading", {"FoldOccupancy": FoldOccupancy}) as traffic:
+        result = p.run()
+        result.wait_until_finish()
     realtime = {d.id: d.to_dict()["current_value"] for d in firestore_client.collection("realtime").stream()}
     assert realtime == dict(truth)
     assert _counter(result, "realtime_writes") > TRAINS
@@ -72,3 +75,14 @@ def test_one_job_on_four_threads_has_no_precondition_conflicts(firestore_client,
     assert _counter(result, "realtime_write_conflicts") == 0
     assert _counter(result, "fenced_writes") == 0
     assert _counter(result, "registry_loads") == 1  # once per worker process, not per instance
+    # State over the Fn API: a flush reads the train's one cell and writes it back (a clear and an
+    # append), and nothing else; 9.3 requests a flush with the state in seven cells.
+    traffic = traffic.summary("FoldOccupancy")
+    assert traffic["flushes"] > 10 * TRAINS
+    per_flush = traffic["per_flush_by_cell"]
+    assert {cell for cell, n in per_flush.items() if n >= 0.5} == {
+        "train_cell get",
+        "train_cell clear",
+        "train_cell append",
+    }, per_flush
+    assert traffic["requests"] / traffic["flushes"] < 4, traffic

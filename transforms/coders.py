@@ -1,5 +1,5 @@
 """Coders of what the job keeps: `occupancy.wire.Event` (registered for every PCollection and
-state that holds one) and the train's state.
+state that holds one), the train's cell and, for earlier jobs' cells, the train's state.
 
 EventCoder is deterministic and compact (no pickling per element); registering
 it also gives the keyed PCollection (train_id, Event) a deterministic key coder,
@@ -14,6 +14,7 @@ from apache_beam.coders import coders
 from occupancy import state_codec, wire
 from occupancy.fold import TrainState
 from occupancy.stop_visits import VisitState
+from transforms.train_cell import TrainCellValue
 
 # How the bytes a `PickleCoder` wrote begin (pickle protocol 2 and later); state_codec's begin
 # with their version, 1 and up.
@@ -76,6 +77,57 @@ class TrainStateCoder(coders.Coder):
 
     def to_type_hint(self):
         return TrainState
+
+
+class TrainCellCoder(coders.Coder):
+    """The `train_cell` state cell (transforms.train_cell): a version byte, then the release
+    queue's clock, horizon and count of `later` events, its `pending` and `waiting` events
+    (EventCoder) and the TrainState's own versioned bytes (occupancy.state_codec), or none
+    before the train's first flush.
+
+    A new field is a new version whose decoder still reads the old ones (docs/design.md,
+    "State encodings")."""
+
+    VERSION = 1
+
+    def __init__(self):
+        events = coders.IterableCoder(EventCoder())
+        self._v1 = coders.TupleCoder(
+            [
+                coders.VarIntCoder(),
+                coders.VarIntCoder(),
+                coders.VarIntCoder(),
+                coders.VarIntCoder(),
+                events,
+                events,
+                coders.NullableCoder(coders.BytesCoder()),
+            ]
+        )
+
+    def encode(self, value: TrainCellValue) -> bytes:
+        fields = (
+            value.armed,
+            value.last_flush,
+            value.horizon,
+            value.later,
+            value.pending,
+            value.waiting,
+            value.train_bytes(),
+        )
+        return bytes([self.VERSION]) + self._v1.encode(fields)
+
+    def decode(self, encoded: bytes) -> TrainCellValue:
+        if not encoded or encoded[0] != self.VERSION:
+            version = encoded[0] if encoded else None
+            raise state_codec.UnknownVersion(f"train cell in version {version}; this job reads version {self.VERSION}")
+        armed, last_flush, horizon, later, pending, waiting, train = self._v1.decode(encoded[1:])
+        return TrainCellValue(armed, last_flush, horizon, later, list(pending), list(waiting), train_bytes=train)
+
+    def is_deterministic(self):
+        return True
+
+    def to_type_hint(self):
+        return TrainCellValue
 
 
 class VisitStateCoder(coders.Coder):

@@ -11,6 +11,8 @@ occupancy"):
   `transforms.release_queue`: one timer per train, never sooner than one flush
   interval after the previous flush, so that realtime is written at most once
   per train per interval even when late events trickle in.
+* A train's state is one cell (`transforms.train_cell`), read once per bundle
+  and written once: over the Fn API each request costs more than the fold.
 * A flush applies the released events with the pure fold in `occupancy.fold`
   and emits one history write per touched bucket and, when needed, one
   realtime write. The outputs are complete documents, so a retried bundle
@@ -31,9 +33,9 @@ from google.api_core import exceptions as gexc
 
 from occupancy import documents, fold, wire
 from occupancy.store import RetryPolicy, count_ops, make_client
-from transforms.coders import EventCoder, TrainStateCoder, VisitStateCoder
-from transforms.queue_state import QUEUE_CODER, BundleMemo, QueueCell
-from transforms.release_queue import QueueState, ReleaseQueue, arm_flush
+from transforms.coders import EventCoder, TrainCellCoder, TrainStateCoder, VisitStateCoder
+from transforms.release_queue import ReleaseQueue, arm_flush
+from transforms.train_cell import BundleMemo, LegacyCells, TrainCell, read_legacy
 
 _LOGGER = logging.getLogger(__name__)
 STATS = "stats"
@@ -81,24 +83,20 @@ class RealtimeSeed:
 class FoldOccupancy(beam.DoFn):
     """(train_id, Event) -> DocumentWrite, emitted when the train's flush timer fires."""
 
-    # The release queue's bags: transforms.release_queue.
+    # The train: its TrainState, the release queue's clock, horizon and near events, in one cell
+    # read once per bundle (transforms.train_cell); versioned bytes, not a pickled class.
+    TRAIN_CELL = ReadModifyWriteStateSpec("train_cell", TrainCellCoder())
+    # The release queue's far events (a backlog's), read when its horizon moves on.
+    LATER = BagStateSpec("later", EventCoder())
+    # Where jobs before `train_cell` kept a train (transforms.train_cell.LegacyCells): read once
+    # for a train without `train_cell`, then cleared.
+    TRAIN = ReadModifyWriteStateSpec("train", TrainStateCoder())
+    QUEUE = ReadModifyWriteStateSpec("queue", coders.TupleCoder([coders.VarIntCoder()] * 4))
+    CLOCK = ReadModifyWriteStateSpec("clock", coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()]))
+    TIMER_AT = ReadModifyWriteStateSpec("timer_at", coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()]))
+    HORIZON = ReadModifyWriteStateSpec("horizon", coders.VarIntCoder())
     PENDING = BagStateSpec("pending", EventCoder())
     WAITING = BagStateSpec("waiting", EventCoder())
-    LATER = BagStateSpec("later", EventCoder())
-    # Its horizon (microseconds of event time) as the job before the `queue` cell kept it: read
-    # for a train without `queue` only.
-    HORIZON = ReadModifyWriteStateSpec("horizon", coders.VarIntCoder())
-    # Versioned bytes (occupancy.state_codec), not a pickled class: `--update` and renames read them.
-    TRAIN = ReadModifyWriteStateSpec("train", TrainStateCoder())
-    # The release queue's clock, horizon and count of `pending` events in one cell, read once per
-    # train and bundle (transforms.queue_state).
-    QUEUE = ReadModifyWriteStateSpec("queue", QUEUE_CODER)
-    # The clock as the job before the `queue` cell kept it: (armed release time or 0, time of the
-    # last flush), microseconds of event time. Read for a train without `queue`; still written.
-    CLOCK = ReadModifyWriteStateSpec("clock", coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()]))
-    # The clock as jobs before the `clock` cell kept it (with TrainState.queue_clock after a flush
-    # that released events): read only for a train whose state has neither cell.
-    TIMER_AT = ReadModifyWriteStateSpec("timer_at", coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()]))
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
     # The train's stop visits (transforms.stop_visits), with --tides_output only: versioned bytes
     # (occupancy.state_codec.encode_visits), bounded by the open burst of counts.
@@ -108,9 +106,8 @@ class FoldOccupancy(beam.DoFn):
         self._config = config
         self._seed = seed
         self._visits = visits  # transforms.stop_visits.StopVisitTracker: the TIDES rows, or None
-        self._queue = ReleaseQueue(
-            lambda event: config.release_time(event.event_time_us), config.flush_interval_us, config.reorder_delay_us
-        )
+        self._release_of = lambda event: config.release_time(event.event_time_us)
+        self._queue = ReleaseQueue(self._release_of, config.flush_interval_us, config.reorder_delay_us, min_dead=None)
         self._memo = BundleMemo()
 
     def setup(self):
@@ -122,67 +119,53 @@ class FoldOccupancy(beam.DoFn):
     def start_bundle(self):
         self._memo.clear()
 
-    def _queue_state(self, key, pending, waiting, later, horizon, queue, clock, flush, legacy_clock) -> QueueState:
-        """The queue's handles, its small state read once (transforms.queue_state): from `queue`,
-        else as an earlier job left it, from `clock` (or what `legacy_clock()` returns) and
-        `horizon`, with `pending` read at the next flush whatever it holds."""
-
-        def legacy():
-            stored = clock.read()
-            armed, last_flush = stored if stored is not None else legacy_clock()
-            return armed, last_flush, horizon.read() or 0, 1
-
-        cell = QueueCell(key, queue, pending, self._memo, legacy, clock)
-        return QueueState(cell.pending, waiting, later, cell.horizon, cell.clock, flush)
+    def _cell(self, key, cell, legacy: LegacyCells) -> TrainCell:
+        return TrainCell(key, cell, self._memo, lambda: read_legacy(legacy, self._release_of))
 
     def process(
         self,
         element,
-        pending=beam.DoFn.StateParam(PENDING),
-        waiting=beam.DoFn.StateParam(WAITING),
+        train_cell=beam.DoFn.StateParam(TRAIN_CELL),
         later=beam.DoFn.StateParam(LATER),
-        horizon=beam.DoFn.StateParam(HORIZON),
         train=beam.DoFn.StateParam(TRAIN),
         queue=beam.DoFn.StateParam(QUEUE),
         clock=beam.DoFn.StateParam(CLOCK),
         timer_at=beam.DoFn.StateParam(TIMER_AT),
+        horizon=beam.DoFn.StateParam(HORIZON),
+        pending=beam.DoFn.StateParam(PENDING),
+        waiting=beam.DoFn.StateParam(WAITING),
         flush=beam.DoFn.TimerParam(FLUSH),
     ):
-        # No read of the train's state here: on Dataflow each read is a request to the runner.
-        def legacy_clock():
-            return _legacy_clock(train.read(), timer_at.read())
-
         key, event = element
-        self._queue.add(
-            event, self._queue_state(key, pending, waiting, later, horizon, queue, clock, flush, legacy_clock)
-        )
+        legacy = LegacyCells(train, queue, clock, timer_at, horizon, pending, waiting)
+        self._queue.add(event, self._cell(key, train_cell, legacy).queue_state(later, flush))
 
     @on_timer(FLUSH)
     def on_flush(
         self,
         key=beam.DoFn.KeyParam,
         fired=beam.DoFn.TimestampParam,
-        pending=beam.DoFn.StateParam(PENDING),
-        waiting=beam.DoFn.StateParam(WAITING),
+        train_cell=beam.DoFn.StateParam(TRAIN_CELL),
         later=beam.DoFn.StateParam(LATER),
-        horizon=beam.DoFn.StateParam(HORIZON),
         train=beam.DoFn.StateParam(TRAIN),
         queue=beam.DoFn.StateParam(QUEUE),
         clock=beam.DoFn.StateParam(CLOCK),
         timer_at=beam.DoFn.StateParam(TIMER_AT),
+        horizon=beam.DoFn.StateParam(HORIZON),
+        pending=beam.DoFn.StateParam(PENDING),
+        waiting=beam.DoFn.StateParam(WAITING),
         visits=beam.DoFn.StateParam(VISITS),
         flush=beam.DoFn.TimerParam(FLUSH),
     ):
         fired_us = fired.micros
-        state = train.read()
-        queue = self._queue_state(
-            key, pending, waiting, later, horizon, queue, clock, flush, lambda: _legacy_clock(state, timer_at.read())
-        )
+        cell = self._cell(key, train_cell, LegacyCells(train, queue, clock, timer_at, horizon, pending, waiting))
+        queue = cell.queue_state(later, flush)
         ready, queue_clock = self._queue.take_due(fired_us, queue)
         if not ready:
             if self._visits is not None:  # a flush armed for the stop visits alone
                 yield from self._flush_visits(key, [], fired_us, visits, queue)
             return
+        state = cell.train
         seeded = state is None
         if seeded:
             try:
@@ -217,7 +200,7 @@ class FoldOccupancy(beam.DoFn):
                 wire.dead_letter(wire.SEQ_JUMP, detail, payload, attributes, None, wire.now_us(), "RunningOccupancy"),
             )
         state.queue_clock = queue_clock  # what a job of an earlier version reads, if rolled back to
-        train.write(state)
+        cell.train = state
         yield beam.pvalue.TaggedOutput(
             STATS,
             (result.applied, result.duplicates, result.late, result.corrections, result.heartbeats, int(seeded), 0),
@@ -236,14 +219,6 @@ class FoldOccupancy(beam.DoFn):
         if again is not None:  # the one flush timer, armed for it unless due sooner
             arm_flush(queue, again, self._config.flush_interval_us)
         yield from rows
-
-
-def _legacy_clock(state, timer_at):
-    """The clock as a job before the `clock` cell kept it: the later of the train state's and
-    `timer_at` (by last flush time)."""
-    kept = state.queue_clock if state is not None else (0, 0)
-    stored = timer_at or (0, 0)
-    return stored if stored[1] >= kept[1] else kept
 
 
 class CountFlushes(beam.DoFn):

@@ -8,11 +8,11 @@ armed for the oldest waiting release time, never pushed later by new events (a
 timer re-set on every element never fires under steady traffic on the local
 runner), and never sooner than one flush interval after the previous flush.
 
-Writing state is much of what a flush costs: it is encoded and sent to the
-runner, and where the SDK harness keeps a state cache it is also weighed
-(objsize: ~0.5 ms a write however small, plus a walk of the whole value; a
-bag's cached list is weighed again at every append; docs/sizing.md). So the
-queue is three bags, and a flush rewrites none of them in the common case:
+The queue is three bags of events and a horizon, handles the caller passes in
+(FoldOccupancy keeps `waiting`, `pending`, the horizon and the clock in its one
+`train_cell`, transforms/train_cell.py, and `later` in a bag of its own; the
+runner ceiling keeps each in a cell). Where a bag is a cell of its own, a flush
+rewrites none of them in the common case:
 
 * `waiting`: events released up to the horizon (a minute or more ahead of the
   last flush). A flush takes those due and leaves the rest; what it took stays
@@ -86,8 +86,13 @@ class ReleaseQueue:
     # `waiting` is rewritten once its dead elements outnumber the living and this many.
     MIN_DEAD = 8
 
-    def __init__(self, release_of: Callable, flush_interval_us: int, reorder_delay_us: int):
+    def __init__(
+        self, release_of: Callable, flush_interval_us: int, reorder_delay_us: int, min_dead: Optional[int] = MIN_DEAD
+    ):
+        """`min_dead`: None to drop dead elements from `waiting` at every flush, where the bag is
+        part of a cell written anyway (transforms.train_cell) and a rewrite costs nothing more."""
         self._release_of = release_of
+        self._min_dead = min_dead
         self._flush_interval_us = flush_interval_us
         # An on-time event is released at most this far ahead of the watermark.
         self._reach_us = flush_interval_us + reorder_delay_us
@@ -132,7 +137,7 @@ class ReleaseQueue:
             (ready if release_of(element) <= fired_us else arriving).append(element)
         dead = len(stored) - len(living)
         living += arriving
-        if dead > max(len(living), self.MIN_DEAD):
+        if dead and (self._min_dead is None or dead > max(len(living), self._min_dead)):
             _rewrite(states.waiting, living)
         else:
             for element in arriving:
