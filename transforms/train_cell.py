@@ -116,10 +116,10 @@ class LegacyCells(NamedTuple):
     """The cells a job before `train_cell` kept a train in (FoldOccupancy declares them still)."""
 
     train: object  # TrainState (transforms.coders.TrainStateCoder)
-    queue: object  # (armed, last flush, horizon, events in pending): jobs from 2026-12-04
-    clock: object  # (armed, last flush): jobs from 2026-12-03
-    timer_at: object  # (armed, last flush), with TrainState.queue_clock: jobs before
-    horizon: object
+    queue: object  # (armed, last flush, horizon, events in pending): jobs from 2026-12-03
+    clock: object  # (armed, last flush): jobs from 2026-12-01 (and later ones, for a rollback)
+    timer_at: object  # (armed, last flush), with TrainState.queue_clock: jobs before 2026-12-01
+    horizon: object  # jobs before 2026-12-03
     pending: object  # bag of events
     waiting: object  # bag of events, with those released at the last flush or before (dead)
 
