@@ -110,9 +110,9 @@ class TrainState:
     last_written_us: int = 0
     # Event time of the last reset or terminus: where the current trip began (0: unknown).
     trip_start_us: int = 0
-    # The release queue's clock as of the last flush that released events: (armed flush time
-    # or 0, that flush's time), kept here, in the state such a flush writes anyway
-    # (transforms/release_queue.py).
+    # The release queue's clock (armed flush time or 0, last flush time) as jobs before
+    # 2026-12-01 kept it: read from their `train` cell only (transforms.train_cell.read_legacy);
+    # no longer written.
     queue_clock: Tuple[int, int] = (0, 0)
 
 

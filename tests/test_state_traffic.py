@@ -173,6 +173,26 @@ def test_state_of_the_job_before_the_train_cell_moves_into_it():
     assert train_of(state).value == 10 and "later" not in reads, reads
 
 
+def test_state_of_a_job_rolled_back_to_before_the_queue_cell_is_read_through_its_newer_clock():
+    """The job with `queue` wrote `clock` too; a job rolled back to the one before then moved
+    `clock` and `horizon` on and left `queue` behind: the newer clock is the train's."""
+    fn, reads, timer = FoldOccupancy(CONFIG), collections.Counter(), Timer()
+    stale, last_flush = T0 + 4 * S, T0 + 10 * S
+    state = cells(
+        reads,
+        queue=(0, stale, stale + 60 * S, 0),
+        clock=(0, last_flush),
+        horizon=last_flush + 60 * S,
+    )
+    # Released at T0 + 7 s: by the stale clock still waiting, by the newer one already applied.
+    state["waiting"].items = [event(5, T0 + 5 * S)[1], event(8, T0 + 20 * S)[1]]
+    process(fn, state, timer, event(9, T0 + 20 * S))
+    assert_moved_and_cleared(state)
+    value = state["train_cell"].value
+    assert (value.last_flush, value.horizon) == (last_flush, last_flush + 60 * S)
+    assert [e.seq for e in value.waiting] == [8, 9]
+
+
 def test_state_of_the_job_before_the_queue_cell_is_read_through_its_clock_and_horizon():
     fn, reads, timer = FoldOccupancy(CONFIG), collections.Counter(), Timer()
     last_flush = T0 + 10 * S

@@ -87,3 +87,19 @@ def test_an_element_passes_the_trains_bytes_through_undecoded():
     assert cell.value._train is None  # never decoded: the queue is all an element needs
     again = coder.decode(coder.encode(cell.value))
     assert [e.seq for e in again.waiting][-1] == 123 and again.train == stored_state()
+
+
+def test_a_value_read_is_never_changed_in_place():
+    """A state cache hands out the object it keeps; a bundle that changed it and then failed
+    would leave the cache holding what was never committed."""
+    kept = TrainCellCoder().decode(TrainCellCoder().encode(stored_cell()))
+    assert kept.train == stored_state()  # decoded, as the cache keeps it after a flush
+    cell = _Cell(kept)
+    train_cell = TrainCell("t1", cell, BundleMemo(), legacy=None)
+    queue = train_cell.queue_state(later=None, flush=None)
+    queue.waiting.add(event(123, T0 + 7 * S))
+    queue.pending.clear()
+    queue.timer_at.write((T0 + 9 * S, T0 + 8 * S))
+    train_cell.train.value += 1
+    assert kept == stored_cell() and kept.train == stored_state()
+    assert cell.value is not kept and cell.value.train.value == stored_state().value + 1

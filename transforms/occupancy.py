@@ -160,7 +160,7 @@ class FoldOccupancy(beam.DoFn):
         fired_us = fired.micros
         cell = self._cell(key, train_cell, LegacyCells(train, queue, clock, timer_at, horizon, pending, waiting))
         queue = cell.queue_state(later, flush)
-        ready, queue_clock = self._queue.take_due(fired_us, queue)
+        ready, _ = self._queue.take_due(fired_us, queue)
         if not ready:
             if self._visits is not None:  # a flush armed for the stop visits alone
                 yield from self._flush_visits(key, [], fired_us, visits, queue)
@@ -186,7 +186,7 @@ class FoldOccupancy(beam.DoFn):
                     SEED_RETRY_US // 1_000_000,
                 )
                 for event in ready:
-                    queue.pending.add(event)  # counted, so that the next flush reads it
+                    queue.pending.add(event)  # due at the next flush
                 self._queue.put_off(fired_us, SEED_RETRY_US, queue)
                 yield beam.pvalue.TaggedOutput(STATS, (0,) * (len(STAT_NAMES) - 1) + (1,))
                 return
@@ -199,7 +199,6 @@ class FoldOccupancy(beam.DoFn):
                 DEAD_LETTER,
                 wire.dead_letter(wire.SEQ_JUMP, detail, payload, attributes, None, wire.now_us(), "RunningOccupancy"),
             )
-        state.queue_clock = queue_clock  # what a job of an earlier version reads, if rolled back to
         cell.train = state
         yield beam.pvalue.TaggedOutput(
             STATS,

@@ -44,11 +44,11 @@ MIN_HORIZON_US = 60_000_000
 class QueueState(NamedTuple):
     """A key's state and timer handles, as the DoFn's StateParams and TimerParam give them.
 
-    The clock is (armed flush time or 0, time of the last flush), kept in the
-    `timer_at` cell: written when a new element arms the timer and at every
-    flush. `clock` is what the caller knows of it otherwise (state written by a
-    job of an earlier version, which kept the clock of a flush that released
-    events in the train's state instead); the later of the two is the clock.
+    The clock is (armed flush time or 0, time of the last flush), kept in
+    `timer_at`: written when a new element arms the timer and at every flush.
+    `clock` is what the caller keeps of it elsewhere, if anything (the runner
+    ceiling keeps it with its total, written at a flush that released
+    elements); the later of the two, by last flush, is the clock.
     """
 
     pending: object
@@ -99,8 +99,8 @@ class ReleaseQueue:
         self._span_us = max(MIN_HORIZON_US, 4 * self._reach_us)
 
     def add(self, element, states: QueueState) -> None:
-        """Queues a new element: at most two state reads (the clock, and the horizon when the
-        element is not already due)."""
+        """Queues a new element: reads the clock, and the horizon when the element is not
+        already due."""
         release = self._release_of(element)
         clock = _clock(states)
         if release <= clock[1]:
@@ -114,7 +114,8 @@ class ReleaseQueue:
     def take_due(self, fired_us: int, states: QueueState) -> Tuple[List, Tuple[int, int]]:
         """(the elements released by `fired_us`, the clock); the rest stay queued, the timer re-armed.
 
-        When elements are released the caller must keep the clock (QueueState.clock).
+        The clock is written to `timer_at`; a caller that keeps it elsewhere too
+        (QueueState.clock) keeps the one returned.
         """
         release_of = self._release_of
         _, last_flush = _clock(states)

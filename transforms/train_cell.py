@@ -3,23 +3,26 @@
 Over the Fn API, as on Dataflow, every read of a state cell is a request to the runner and a
 wait for its answer, and every cell written is two more (a clear and an append) when the
 bundle commits. Measured on FnApiRunner's multi_threading mode (docs/sizing.md, 2026-12-06,
-second run): about 0.57 ms of CPU a request, most of the job's cost. FoldOccupancy kept a
+second run): about 0.55 ms of CPU a request, most of the job's cost. FoldOccupancy kept a
 train in seven cells (`train`, `queue`, `clock`, `waiting`, `pending`, `horizon`,
 `timer_at`) and a flush made 9.3 requests; with all it needs in `train_cell` a flush makes
-three: one read, one clear, one append.
+three (one read, one clear, one append), and one more for `later` while it holds events.
+A train's first element also reads the seven old cells, once (below).
 
 The cell (`TrainCellValue`, encoded by transforms.coders.TrainCellCoder, versioned):
 
 * the release queue's clock (armed flush, last flush), horizon and the count of events in
   `later`;
-* its `pending` and `waiting` events: the events of the next few seconds, bounded by the
-  reorder delay (streaming traffic); a backlog's far events go to the `later` bag, which stays
-  a cell of its own and is read only when the horizon moves on (transforms.release_queue);
+* its `pending` and `waiting` events: those released up to the horizon (a minute or more
+  ahead of the last flush; streaming traffic arrives within the reorder delay, so a few
+  seconds' worth); a backlog's far events go to the `later` bag, which stays a cell of its
+  own and is read only when the horizon moves on (transforms.release_queue);
 * the TrainState, as its versioned bytes (occupancy.state_codec), decoded only at a flush:
   an element needs the queue, never the train's counts.
 
-`TrainCell` presents the one cell as the handles `transforms.release_queue` expects (two bags,
-`horizon`, the clock), so the queue's logic is unchanged.
+`TrainCell` presents the one cell as the handles `transforms.release_queue` expects (the
+`pending` and `waiting` bags, the horizon, the clock; and `later`, counted), so the queue's
+logic is unchanged.
 
 A train whose state a job before this cell wrote is read once through the old cells
 (`LegacyCells`), which are then cleared: the next write puts it all here. A job rolled back
@@ -72,6 +75,20 @@ class TrainCellValue:
         if self._train is not None:
             return state_codec.encode_state(self._train)
         return self._train_bytes
+
+    def copy(self) -> "TrainCellValue":
+        """A value of its own. A state cache (`--max_cache_memory_usage_mb`) hands out the object
+        it keeps: changed in place by a bundle that then fails, the cache would hold what the
+        runner never committed. Cheap without a cache: the train's bytes are shared, not decoded."""
+        return TrainCellValue(
+            self.armed,
+            self.last_flush,
+            self.horizon,
+            self.later,
+            self.pending,
+            self.waiting,
+            train_bytes=self.train_bytes(),
+        )
 
     def __eq__(self, other):
         return isinstance(other, TrainCellValue) and self._fields() == other._fields()
@@ -129,11 +146,13 @@ def read_legacy(cells: LegacyCells, release_of: Callable) -> TrainCellValue:
     cells of a train found there are all cleared (a new train costs their reads only)."""
     train = cells.train.read()
     queue = cells.queue.read()
-    clock = timer_at = None
-    if queue is not None:
+    clock = cells.clock.read()
+    timer_at = None
+    # The jobs with `queue` wrote `clock` too, so that a job rolled back to the one before
+    # finds it; if such a job ran last, its `clock` (and `horizon`) are newer than `queue`.
+    if queue is not None and (clock is None or queue[1] >= clock[1]):
         armed, last_flush, horizon, _ = queue
     else:
-        clock = cells.clock.read()
         if clock is None:
             timer_at = cells.timer_at.read()
         armed, last_flush = clock if clock is not None else _older_clock(train, timer_at)
@@ -170,7 +189,7 @@ class TrainCell:
     def value(self) -> TrainCellValue:
         if self._value is None:
             stored = self._cell.read()
-            self._value = stored if stored is not None else self._legacy()
+            self._value = stored.copy() if stored is not None else self._legacy()
             self._memo.put(self._key, self._value)
         return self._value
 
