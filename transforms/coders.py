@@ -105,23 +105,13 @@ class TrainCellCoder(coders.Coder):
         )
 
     def encode(self, value: TrainCellValue) -> bytes:
-        fields = (
-            value.armed,
-            value.last_flush,
-            value.horizon,
-            value.later,
-            value.pending,
-            value.waiting,
-            value.train_bytes(),
-        )
-        return bytes([self.VERSION]) + self._v1.encode(fields)
+        return bytes([self.VERSION]) + self._v1.encode(value.fields())
 
     def decode(self, encoded: bytes) -> TrainCellValue:
         if not encoded or encoded[0] != self.VERSION:
             version = encoded[0] if encoded else None
             raise state_codec.UnknownVersion(f"train cell in version {version}; this job reads version {self.VERSION}")
-        armed, last_flush, horizon, later, pending, waiting, train = self._v1.decode(encoded[1:])
-        return TrainCellValue(armed, last_flush, horizon, later, list(pending), list(waiting), train_bytes=train)
+        return TrainCellValue(*self._v1.decode(encoded[1:]))
 
     def is_deterministic(self):
         return True

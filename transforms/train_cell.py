@@ -76,24 +76,9 @@ class TrainCellValue:
             return state_codec.encode_state(self._train)
         return self._train_bytes
 
-    def copy(self) -> "TrainCellValue":
-        """A value of its own. A state cache (`--max_cache_memory_usage_mb`) hands out the object
-        it keeps: changed in place by a bundle that then fails, the cache would hold what the
-        runner never committed. Cheap without a cache: the train's bytes are shared, not decoded."""
-        return TrainCellValue(
-            self.armed,
-            self.last_flush,
-            self.horizon,
-            self.later,
-            self.pending,
-            self.waiting,
-            train_bytes=self.train_bytes(),
-        )
-
-    def __eq__(self, other):
-        return isinstance(other, TrainCellValue) and self._fields() == other._fields()
-
-    def _fields(self):
+    def fields(self) -> tuple:
+        """(armed, last flush, horizon, events in `later`, pending, waiting, the train's bytes):
+        the constructor's order, and the coder's (transforms.coders.TrainCellCoder)."""
         return (
             self.armed,
             self.last_flush,
@@ -103,6 +88,15 @@ class TrainCellValue:
             self.waiting,
             self.train_bytes(),
         )
+
+    def copy(self) -> "TrainCellValue":
+        """A value of its own. A state cache (`--max_cache_memory_usage_mb`) hands out the object
+        it keeps: changed in place by a bundle that then fails, the cache would hold what the
+        runner never committed. Cheap without a cache: the train's bytes are shared, not decoded."""
+        return TrainCellValue(*self.fields())
+
+    def __eq__(self, other):
+        return isinstance(other, TrainCellValue) and self.fields() == other.fields()
 
     def __repr__(self):
         return (
