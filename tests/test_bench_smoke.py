@@ -72,6 +72,7 @@ def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
         "es256",
         "flush_5s",
         "flush_30s",
+        "bundles_of_20",
         "one_processor",
         "one_processor_state_cache",
     }
@@ -84,7 +85,8 @@ def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
         "cpu_ms_per_flush",
         "flushes_per_message_at_tenth_of_passthrough",
     }
-    assert runs["job"]["state_requests"]["per_flush_by_cell"]["train get"] > 0
+    assert runs["job"]["state_requests"]["per_flush_by_cell"]["train_cell get"] > 0
+    assert runs["bundles_of_20"]["per_bundle"] == 20 and 0 < fn_api["job_vs_passthrough_in_bundles_of_20"] < 1
     assert "CPU over the Fn API" in (tmp_path / "results.md").read_text()
     assert fn_api["counts_exact"] is True and fn_api["runs"]["job"]["mode"] == "multi_threading"
     assert fn_api["runs"]["unverified"]["device_auth"] == "off" and fn_api["runs"]["es256"]["alg"] == "ES256"
