@@ -154,7 +154,7 @@ def commit_documents(
                         policy.call(lambda group=group: _commit(client, group, on_committed), on_retry)
                         continue
                     except PRECONDITION_FAILED:
-                        if any(len(w) > 3 and w[3] is not None for w in group):
+                        if any(_guarded(w) for w in group):
                             conflicts += group  # held back whole: the caller tries the group again
                             continue
                     except PERMANENT:
@@ -163,7 +163,7 @@ def commit_documents(
                     try:
                         policy.call(lambda write=write: _commit(client, [write], on_committed), on_retry)
                     except PRECONDITION_FAILED as e:
-                        if len(write) > 3 and write[3] is not None:
+                        if _guarded(write):
                             conflicts.append(write)
                         else:
                             failed.append((write, e))
@@ -172,6 +172,11 @@ def commit_documents(
     if conflicts:
         raise WriteConflict(conflicts, failed)
     return failed
+
+
+def _guarded(write: tuple) -> bool:
+    """Whether a (collection, doc_id, data[, guard]) write has a precondition."""
+    return len(write) > 3 and write[3] is not None
 
 
 def _chunks(groups):

@@ -112,14 +112,14 @@ class WriteDocuments(beam.DoFn):
         return dead
 
     def _commit_round(self, writes) -> list:
-        realtime = self._collections[documents.REALTIME] if documents.REALTIME in self._collections else None
         return commit_documents(
             self._client,
             self._prepared(writes),
             self._policy,
             lambda e: self._retries.inc(),
             self._committed,
-            group_of=lambda w: w[1] if w[0] == realtime else w[2].get("train") or (w[0], w[1]),
+            # A document of no train is a group of its own.
+            group_of=lambda w: _train_of(self._logical[w[0]], w[1], w[2]) or (w[0], w[1]),
         )
 
     def _commit_guarded(self, writes) -> list:
@@ -143,12 +143,12 @@ class WriteDocuments(beam.DoFn):
                 trains = {doc_id for collection, doc_id, _, _ in conflict.writes if collection == realtime}
                 self._conflicts.inc(len(trains))
                 self._fence.conflicted(trains)
-                writes = [w for w in writes if _train_of(w) in trains]
+                writes = [w for w in writes if _train_of(w.collection, w.doc_id, w.data) in trains]
         _LOGGER.error(
             "Realtime documents of %s trains kept changing under this job (%s rounds): "
             "another job writes them; drain or cancel one of the two (docs/faults.md, "
             '"Two jobs at once")',
-            len({_train_of(w) for w in writes}),
+            len({_train_of(w.collection, w.doc_id, w.data) for w in writes}),
             self.CONFLICT_ROUNDS,
         )
         error = WriteConflict(writes)
@@ -199,9 +199,10 @@ class WriteDocuments(beam.DoFn):
             self._fence.wrote(doc_id, result.update_time)
 
 
-def _train_of(write: documents.DocumentWrite):
-    """The train a realtime, history or trip write is of (None for any other document)."""
-    return write.doc_id if write.collection == documents.REALTIME else write.data.get("train")
+def _train_of(collection: str, doc_id: str, data: dict):
+    """The train a realtime, history or trip document is of (None for any other document);
+    `collection` as documents names it (REALTIME, ...), not as this job's options do."""
+    return doc_id if collection == documents.REALTIME else data.get("train")
 
 
 class WriteToFirestore(beam.PTransform):
