@@ -141,6 +141,7 @@ class Forwarder:
         )
         client.username_pw_set(self._username, self._secret)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         properties = Properties(PacketTypes.CONNECT)
@@ -192,16 +193,27 @@ class Forwarder:
         if reason_code.is_failure:
             self._failed(f"the broker refused the bridge: {reason_code}", broker=True)
             return
-        client.subscribe(mqtt.TOPIC_FILTER, qos=1)
-        self.counters.connected = True
-        if self._broker_trouble:
-            self.counters.recovered()
         _LOGGER.info(
             "Connected to the broker at %s:%s (session %s)",
             self._host,
             self._port,
             "resumed" if flags.session_present else "new",
         )
+        client.subscribe(mqtt.TOPIC_FILTER, qos=1)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        # Healthy only once subscribed: until then, in a new session, the broker answers a
+        # device's count "No matching subscribers" and holds it for no one (the device keeps it).
+        if client is not self._client:
+            return
+        refused = [code for code in reason_codes if code.is_failure]
+        if refused:
+            self._failed(f"the broker refused the bridge's subscription: {refused[0]}", broker=True)
+            return
+        self.counters.connected = True
+        if self._broker_trouble:
+            self.counters.recovered()
+        _LOGGER.info("Subscribed to %s", mqtt.TOPIC_FILTER)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if client is self._client and not self._stopping.is_set():

@@ -3,9 +3,11 @@
 Each signed count goes out at QoS 1 on `/devices/{device_id}/events` (occupancy/mqtt.py),
 the device connected as itself (username = device id, password = its broker secret). A row
 leaves the outbox only once the broker's PUBACK says Success; a PUBACK that refuses (MQTT 5
-reason codes: not authorized, packet too large) keeps it. Like device/sender.py: in order,
-capped exponential back-off with jitter, and a refusal before the first success is a
-configuration error that stops the publisher (exit 2) with every count kept.
+reason codes: not authorized, packet too large) keeps it, and so does "No matching
+subscribers": the broker took the count but holds it for nobody (no bridge has ever
+subscribed, or its session expired), so it would be dropped there. Like device/sender.py:
+in order, capped exponential back-off with jitter, and a refusal before the first success
+is a configuration error that stops the publisher (exit 2) with every count kept.
 """
 
 import logging
@@ -22,6 +24,14 @@ _LOGGER = logging.getLogger(__name__)
 
 class BrokerRefused(Exception):
     """The broker refused the connection or a publish (wrong secret, disabled, not its topic)."""
+
+
+class NoSubscriber(Exception):
+    """The broker took a count but no bridge is subscribed to hold it for: it is kept and retried."""
+
+
+# MQTT 5's PUBACK reason code 0x10: accepted, and delivered to no one.
+NO_MATCHING_SUBSCRIBERS = 0x10
 
 
 class _Connection:
@@ -137,8 +147,13 @@ class MqttSender(OutboxDrain):
                     )
                 if reason.is_failure:
                     raise BrokerRefused(f"the broker refused a count on {self.topic}: {reason}")
+                if reason.value == NO_MATCHING_SUBSCRIBERS:
+                    raise NoSubscriber(
+                        f"the broker has no subscriber for {self.topic} (is the bridge running, "
+                        "with its session kept?): counts kept"
+                    )
                 acked.append(row.id)
-        except (OSError, TimeoutError, BrokerRefused) as e:
+        except (OSError, TimeoutError, BrokerRefused, NoSubscriber) as e:
             error = e
         if acked:
             self._outbox.delete(acked)

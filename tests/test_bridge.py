@@ -84,7 +84,8 @@ def test_the_bridge_forwards_unchanged_and_acks_only_what_pubsub_took(broker, pu
 
     proxy.cut()
     for payload in signed[:25] + hostile:
-        assert not device.publish(mqtt.topic_for("d1"), payload).is_failure
+        # Success, not "No matching subscribers": the bridge is connected once subscribed.
+        assert device.publish(mqtt.topic_for("d1"), payload).getName() == "Success"
     stack.wait_for(lambda: counters.publish_errors > 0, 30, what=f"a failed publish {counters.snapshot()}")
     status = json.loads(_get(server.server_port)[1])
     assert _get(server.server_port)[0] == 503 and status["status"] == "degraded"
@@ -92,7 +93,7 @@ def test_the_bridge_forwards_unchanged_and_acks_only_what_pubsub_took(broker, pu
     time.sleep(2)
     proxy.restore()
     for payload in signed[25:]:
-        assert not device.publish(mqtt.topic_for("d1"), payload).is_failure
+        assert device.publish(mqtt.topic_for("d1"), payload).getName() == "Success"
     subscriber = pubsub_v1.SubscriberClient()
     got = _pull_all(subscriber, subscription, len(signed) + len(hostile))
     by_payload = {}
@@ -111,6 +112,45 @@ def test_the_bridge_forwards_unchanged_and_acks_only_what_pubsub_took(broker, pu
     server.shutdown()
     server.server_close()  # its listening socket too
     device.close()
+
+
+class _Subscriptions:
+    """Stands in for the paho client in the bridge's callbacks: records what it subscribes to."""
+
+    def __init__(self):
+        self.topics = []
+
+    def subscribe(self, topic, qos):
+        self.topics.append((topic, qos))
+
+
+def test_the_bridge_is_connected_only_once_its_subscription_is_granted():
+    from paho.mqtt.client import ConnectFlags
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    counters = health.Counters()
+    bridge = forwarder.Forwarder(
+        host="127.0.0.1",
+        port=1,
+        username="bridge",
+        secret="s",
+        client_id="test-bridge",
+        topic="projects/p/topics/t",
+        publisher_factory=None,
+        counters=counters,
+    )
+    client = bridge._client = _Subscriptions()
+    bridge._on_connect(client, None, ConnectFlags(session_present=False), ReasonCode(PacketTypes.CONNACK), None)
+    assert client.topics == [(mqtt.TOPIC_FILTER, 1)]
+    assert counters.snapshot()["status"] == "degraded" and not counters.connected
+    bridge._on_subscribe(client, None, 1, [ReasonCode(PacketTypes.SUBACK, "Granted QoS 1")], None)
+    assert counters.snapshot()["status"] == "ok"
+
+    bridge._on_subscribe(client, None, 2, [ReasonCode(PacketTypes.SUBACK, "Not authorized")], None)
+    snapshot = counters.snapshot()
+    assert snapshot["status"] == "degraded"
+    assert "the broker refused the bridge's subscription: Not authorized" in snapshot["last_error"]
 
 
 def _get(port):

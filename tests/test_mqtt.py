@@ -129,7 +129,7 @@ def test_each_device_publishes_as_itself_on_its_own_topic_only(firestore_client,
     reader.close()
 
 
-def _publish_over_mqtt(broker, tmp_path, secret: str, lines: bytes):
+def _publish_over_mqtt(broker, tmp_path, secret: str, lines: bytes, drain_timeout_s: int = 10):
     secret_file = tmp_path / "d1.secret"
     secret_file.write_text(secret)
     secret_file.chmod(0o600)
@@ -153,7 +153,7 @@ def _publish_over_mqtt(broker, tmp_path, secret: str, lines: bytes):
             "--outbox",
             str(outbox),
             "--drain_timeout_s",
-            "10",
+            str(drain_timeout_s),
         ],
         input=lines,
         cwd=REPO_ROOT,
@@ -187,4 +187,29 @@ def test_the_publisher_sends_over_mqtt_and_keeps_what_the_broker_refused(broker,
 
     seqs = [json.loads(identity.open_envelope(payload)[1])["seq"] for _, payload in reader.messages]
     assert seqs == [1, 2, 3] and {topic for topic, _ in reader.messages} == {mqtt.topic_for("d1")}
+    reader.close()
+
+
+def test_a_count_no_bridge_is_subscribed_for_stays_in_the_outbox(broker, tmp_path):
+    """Before any bridge has subscribed (or after its session expired), mosquitto takes a count
+    and answers "No matching subscribers": it is dropped there, so the device keeps it."""
+    users = [
+        mqtt.BrokerUser("d1", mqtt.password_hash("right")),
+        mqtt.BrokerUser("bridge", mqtt.password_hash("b"), True),
+    ]
+    broker.set_users(users)
+    result, (pending, last_seq) = _publish_over_mqtt(broker, tmp_path, "right", b"+2\n-1\n", drain_timeout_s=2)
+    assert result.returncode == 1, result.stderr  # not drained, not a configuration error
+    assert b"no subscriber for /devices/d1/events" in result.stderr
+    assert (pending, last_seq) == (2, 2)
+
+    reader = MqttClient(broker, "bridge", "b")
+    assert not reader.subscribe(mqtt.TOPIC_FILTER).is_failure
+    result, (pending, last_seq) = _publish_over_mqtt(broker, tmp_path, "right", b"")
+    assert result.returncode == 0, result.stderr
+    assert (pending, last_seq) == (0, 2)
+    stack.wait_for(lambda: len(reader.messages) >= 2, 10, what="the two kept counts at the broker")
+    from occupancy import identity
+
+    assert [json.loads(identity.open_envelope(payload)[1])["seq"] for _, payload in reader.messages] == [1, 2]
     reader.close()
