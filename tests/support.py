@@ -151,3 +151,8 @@ def write_realtime(client, train_id, value, capacity=None, seen=None):
 
 def ago(seconds):
     return datetime.datetime.now(UTC) - datetime.timedelta(seconds=seconds)
+
+
+def parse_time(text):
+    """A time the API serves (RFC 3339, "Z"), as an aware datetime to compare with `ago`."""
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))

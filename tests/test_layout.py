@@ -7,7 +7,7 @@ import pathlib
 import re
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-PACKAGES = ("api", "bench", "device", "faults", "local", "occupancy", "pipeline", "sim", "transforms")
+PACKAGES = ("api", "bench", "bridge", "device", "faults", "local", "occupancy", "pipeline", "sim", "transforms")
 
 
 def _modules():
