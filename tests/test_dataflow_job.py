@@ -10,7 +10,6 @@ Under Runner v2 `job.proto.steps` is empty, so the assertions read
 `job.proto.type` and the portable pipeline `job.proto_pipeline`.
 """
 
-import argparse
 import pathlib
 import re
 import time
@@ -23,6 +22,7 @@ from google.cloud import dataflow_v1beta3
 
 from pipeline.build import build_pipeline
 from pipeline.options import OccupancyOptions
+from tests.support import option_actions
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PROJECT = "demo-occupancy-123"
@@ -149,9 +149,7 @@ def _second_level(job):
 
 
 def _option_dests():
-    parser = argparse.ArgumentParser()
-    OccupancyOptions._add_argparse_args(parser)
-    return {a.dest: a.default for a in parser._actions if a.option_strings and a.dest != "help"}
+    return {dest: action.default for dest, action in option_actions().items()}
 
 
 def test_every_occupancy_option_is_set_to_a_non_default_value():

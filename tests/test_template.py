@@ -4,12 +4,11 @@ Checked offline: templates/metadata.json against OccupancyOptions (both ways,
 through argparse, not through a shared list), its regexes against literal good
 and bad values, its streaming fields against Dataflow's discovery document,
 gcloud's own parsing of the metadata (flex-template build --print-only), the
-Dockerfile against setup.py and the Firestore index file. The deployment
-scripts and make targets: tests/test_deploy.py.
+Dockerfile against setup.py and the Firestore index file. The image and the
+Firestore indexes: tests/test_template_image.py; the deployment scripts and
+make targets: tests/test_deploy.py.
 """
 
-import argparse
-import ast
 import json
 import os
 import pathlib
@@ -20,7 +19,7 @@ import sys
 import pytest
 from google.cloud.dataflow_v1beta3.types import TemplateMetadata
 
-from pipeline.options import OccupancyOptions
+from tests.support import option_actions
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 METADATA = REPO / "templates" / "metadata.json"
@@ -130,9 +129,7 @@ def params(metadata):
 
 @pytest.fixture(scope="module")
 def actions():
-    parser = argparse.ArgumentParser()
-    OccupancyOptions._add_argparse_args(parser)
-    return {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+    return option_actions()
 
 
 def _matches(param, value):
@@ -359,99 +356,3 @@ def test_template_spec_keeps_the_streaming_fields(tmp_path):
     ) == (True, True, True, "EXACTLY_ONCE")
     assert TemplateMetadata.from_json(json.dumps(meta)).streaming is True  # the API's own message
     assert spec["image"].endswith("occupancy-pipeline:test") and spec["sdkInfo"] == {"language": "PYTHON"}
-
-
-# --- Dockerfile -----------------------------------------------------------------
-
-
-def _setup_beam_version():
-    tree = ast.parse((REPO / "setup.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "BEAM_VERSION" for t in node.targets):
-            return ast.literal_eval(node.value)
-    raise AssertionError("no BEAM_VERSION in setup.py")
-
-
-def _dockerfile():
-    text = DOCKERFILE.read_text().replace("\\\n", " ")
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
-
-
-def test_dockerfile_pins_the_beam_version_of_setup_py():
-    lines = _dockerfile()
-    args = dict(re.fullmatch(r"ARG (\w+)=(\S+)", ln).groups() for ln in lines if re.fullmatch(r"ARG \w+=\S+", ln))
-    assert args["BEAM_VERSION"] == _setup_beam_version() == "2.77.0"
-    froms = [ln.split()[1] for ln in lines if ln.startswith("FROM ")]
-    assert "apache/beam_python3.11_sdk:${BEAM_VERSION}" in froms
-    assert args["LAUNCHER_IMAGE"].startswith("gcr.io/dataflow-templates-base/python311-template-launcher-base")
-    # Nothing else names a Beam version.
-    assert not re.search(r"\b2\.\d+\.\d+\b", "\n".join(ln for ln in lines if not ln.startswith("ARG BEAM_VERSION=")))
-
-
-def test_dockerfile_is_launcher_and_worker_image():
-    lines = _dockerfile()
-    assert (
-        "COPY --from=launcher /opt/google/dataflow/python_template_launcher "
-        "/opt/google/dataflow/python_template_launcher"
-    ) in lines
-    assert lines[-1] == 'ENTRYPOINT ["/opt/apache/beam/boot"]'
-    assert any(ln.startswith("RUN pip install") and "'.[pipeline]'" in ln for ln in lines)
-
-
-def test_flex_template_files_exist_in_the_image_and_the_repo():
-    lines = _dockerfile()
-    workdir = [ln.split()[1] for ln in lines if ln.startswith("WORKDIR ")][-1]
-    env = dict(re.fullmatch(r'ENV (\w+)="?([^"]*)"?', ln).groups() for ln in lines if ln.startswith("ENV "))
-    # Where each copied repository path lands, relative to WORKDIR.
-    copied = {}
-    for line in lines:
-        if line.startswith("COPY ") and "--from" not in line:
-            *sources, dest = line.split()[1:]
-            dest = dest.removeprefix("./").rstrip("/")
-            for source in sources:
-                copied[source] = dest if len(sources) == 1 and dest else source
-    for var, expected in (
-        ("FLEX_TEMPLATE_PYTHON_PY_FILE", "pipeline/main.py"),
-        ("FLEX_TEMPLATE_PYTHON_SETUP_FILE", "setup.py"),
-    ):
-        path = env[var]
-        assert path.startswith(workdir + "/"), (var, path)
-        relative = path[len(workdir) + 1 :]
-        assert relative == expected
-        assert (REPO / relative).is_file()
-        top = relative.split("/")[0]
-        assert copied.get(top) == top, (var, copied)  # copied from the repo to the same place
-
-
-def test_main_runs_as_a_script_like_the_launcher_runs_it(actions, tmp_path):
-    # The launcher runs `python $FLEX_TEMPLATE_PYTHON_PY_FILE ...`, not `python -m`.
-    out = subprocess.run(
-        [sys.executable, str(REPO / "pipeline" / "main.py"), "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stderr
-    for name in actions:
-        assert f"--{name}" in out.stdout, name
-
-
-# --- deploy/firestore.indexes.json ----------------------------------------------
-
-
-def test_firestore_indexes_serve_per_train_history_and_exempt_timestamp(actions):
-    spec = json.loads(INDEXES.read_text())
-    history = actions["history_collection"].default
-    composite = {
-        (i["collectionGroup"], tuple((f["fieldPath"], f["order"]) for f in i["fields"])) for i in spec["indexes"]
-    }
-    assert (history, (("train", "ASCENDING"), ("timestamp", "DESCENDING"))) in composite
-    assert (history, (("train", "ASCENDING"), ("timestamp", "ASCENDING"))) in composite
-    exempt = {(o["collectionGroup"], o["fieldPath"]) for o in spec["fieldOverrides"] if o["indexes"] == []}
-    assert (history, "timestamp") in exempt
-    collections = {actions[f"{n}_collection"].default for n in ("realtime", "history", "trips")}
-    assert {o["collectionGroup"] for o in spec["fieldOverrides"]} <= collections
-    # registry health reads a train's newest trips: train ==, ended_at descending.
-    trips = actions["trips_collection"].default
-    assert (trips, (("train", "ASCENDING"), ("ended_at", "DESCENDING"))) in composite
