@@ -30,10 +30,6 @@ class NoSubscriber(Exception):
     """The broker took a count but no bridge is subscribed to hold it for: it is kept and retried."""
 
 
-# MQTT 5's PUBACK reason code 0x10: accepted, and delivered to no one.
-NO_MATCHING_SUBSCRIBERS = 0x10
-
-
 class _Connection:
     """One MQTT 5 connection; records each PUBACK's reason code by message id."""
 
@@ -147,7 +143,7 @@ class MqttSender(OutboxDrain):
                     )
                 if reason.is_failure:
                     raise BrokerRefused(f"the broker refused a count on {self.topic}: {reason}")
-                if reason.value == NO_MATCHING_SUBSCRIBERS:
+                if reason.value == mqtt.NO_MATCHING_SUBSCRIBERS:
                     raise NoSubscriber(
                         f"the broker has no subscriber for {self.topic} (is the bridge running, "
                         "with its session kept?): counts kept"

@@ -41,6 +41,10 @@ MAX_QUEUED_MESSAGES = 1_000_000
 MAX_INFLIGHT = 10
 
 
+# What mosquitto 2.0 logs (log_type information) as it re-reads its files on SIGHUP.
+_RELOADING = "Reloading config."
+
+
 class BrokerError(RuntimeError):
     pass
 
@@ -185,12 +189,32 @@ connection_messages true
             with open(path, "w") as f:
                 f.write(text)
         self.reload()
-        time.sleep(0.3)  # SIGHUP is asynchronous: let the broker read them
 
     def reload(self) -> None:
-        """Re-reads the password and ACL files (what `mqtt sync --pid_file` does)."""
+        """Re-reads the password and ACL files (what `mqtt sync --pid_file` does), and returns
+        once the broker has: SIGHUP is asynchronous."""
         if self._process is not None:
+            before = self.reloads()
             self._process.send_signal(signal.SIGHUP)
+            self.wait_reloaded(before)
+
+    def reloads(self) -> int:
+        """How many times the broker has re-read its files (its log says so as it starts to)."""
+        try:
+            with open(self.log_file, errors="replace") as f:
+                return sum(_RELOADING in line for line in f)
+        except FileNotFoundError:
+            return 0
+
+    def wait_reloaded(self, before: int, timeout_s: float = 10.0) -> None:
+        """Waits until the broker has reloaded since `reloads()` was `before`. mosquitto logs
+        the line and reads the files in the same turn of its one loop, so a client that
+        connects after the line is checked against the new files."""
+        deadline = time.monotonic() + timeout_s
+        while self.reloads() <= before:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"mosquitto did not reload within {timeout_s:g}s:\n{self.log_tail()}")
+            time.sleep(0.05)
 
     def restart(self) -> None:
         """Stops (SIGTERM: mosquitto saves its queues) and starts again on the same port."""

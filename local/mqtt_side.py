@@ -17,6 +17,7 @@ from occupancy.registry import mqtt_commands
 
 _LOGGER = logging.getLogger(__name__)
 SYNC_EVERY_S = 5.0
+BRIDGE_START_S = 60.0
 
 
 class MqttSide:
@@ -71,6 +72,15 @@ class MqttSide:
             "30",
         )
         self.bridge = stack.start_command(command, log_path, env={"PYTHONUNBUFFERED": "1"})
+        # Until the bridge's subscription is granted, mosquitto takes a door's count and holds
+        # it for no one ("No matching subscribers"): the doors start once the bridge is healthy.
+        stack.wait_for(
+            lambda: self.bridge.poll() is not None or probe(self.health_port, timeout_s=1)[0] == 200,
+            BRIDGE_START_S,
+            what=f"the bridge subscribed at the broker (log: {log_path})",
+        )
+        if self.bridge.poll() is not None:
+            raise RuntimeError(f"the bridge exited with code {self.bridge.returncode} (log: {log_path})")
         return self
 
     def counters(self) -> Optional[dict]:

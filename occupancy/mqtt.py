@@ -26,6 +26,9 @@ _TOPIC_RE = re.compile(r"^/devices/([^/+#]+)/events$")
 _HASH_PREFIX, _HASH_ROUNDS, _SALT_BYTES = "$7$", 101, 12
 # The bridge's own principal in the registry: it reads every device's topic, publishes none.
 BRIDGE = "bridge"
+# MQTT 5's PUBACK reason code 0x10, not a failure code: the broker took the message and holds
+# it for no one (no bridge session subscribed), so it is dropped. A device keeps such a count.
+NO_MATCHING_SUBSCRIBERS = 0x10
 
 
 def topic_for(device_id: str) -> str:

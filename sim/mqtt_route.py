@@ -50,8 +50,13 @@ class MqttRoute:
     def _on_publish(self, device, mid, reason_code) -> None:
         with self._lock:
             done = self._pending.pop((device, mid), None)
+        # "No matching subscribers" (no bridge subscribed) is not a failure code, but the broker
+        # dropped the count: not delivered.
+        delivered = not reason_code.is_failure and reason_code.value != mqtt.NO_MATCHING_SUBSCRIBERS
+        if not delivered:
+            _LOGGER.warning("The broker did not take %s's count: %s", device, reason_code)
         if done is not None:
-            done(not reason_code.is_failure)
+            done(delivered)
 
     def close(self) -> None:
         for client in self._clients.values():

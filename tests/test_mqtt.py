@@ -100,8 +100,10 @@ def test_each_device_publishes_as_itself_on_its_own_topic_only(firestore_client,
         "--pid_file",
         broker.pid_file,
     )
+    reloads = broker.reloads()
     result = _cli(*sync, env=env)
     assert result.returncode == 0 and "3 users" in result.stdout, result.stderr
+    broker.wait_reloaded(reloads)  # the sync's SIGHUP, read by the broker
 
     reader = MqttClient(broker, "bridge", bridge_secret.read_text().strip())
     assert not reader.connack.is_failure
