@@ -309,7 +309,8 @@ def test_publisher_sends_each_message_at_its_time_and_stops_when_told(emulator_e
     counts = publisher.counts()
     assert counts["failed"] == 0 and sum(counts[k] for k in simulator.KINDS) == len(planned)
     assert publisher.expected() == sim.truth.final()
-    # Real time: each message was published about when it was due, not all at once.
+    # Real time: each message was published about when it was due, not all at once: never
+    # before its time, and not long after (a loaded machine delays a publish by a second or so).
     # (Only messages sent once: a duplicate, or a malformed payload used twice, has two due times.)
     once = collections.Counter(key(m.payload, m.attributes) for m in planned)
     due = {k: m.send_at for m in planned if once[k := key(m.payload, m.attributes)] == 1}
@@ -317,7 +318,7 @@ def test_publisher_sends_each_message_at_its_time_and_stops_when_told(emulator_e
     for m in received:
         sent_at = m.publish_time.timestamp() - publisher.start_us / 1e6
         if key(m.data, m.attributes) in due:
-            assert -0.1 < sent_at - due[key(m.data, m.attributes)] < 1.0
+            assert -0.1 < sent_at - due[key(m.data, m.attributes)] < 2.0
 
     endless = DevicePublisher(simulator.Simulation(seed=6), stack.PROJECT, f"sim-{name}").start()
     time.sleep(2)

@@ -44,7 +44,10 @@ def test_scenario_counts_history_dead_letters_and_a_reassignment_while_running(l
         {"ta": ["a1", "a2", "mover", "hb-a"], "tb": ["b1", "b2", "hb-b"], "tc": ["c1", "hb-c"]},
         {"ta": 100, "tb": 50},
     )
-    process = start()
+    # Event times are pinned to the seconds after `base` below, and a dozen publishes must all
+    # be read before their buckets close: a reorder delay of 6 s, not 2, leaves room for a
+    # loaded machine (the last --reorder_delay_s given wins).
+    process = start("pipeline.log", "--reorder_delay_s=6")
     warm_up(client, fleet, process, ["hb-a", "hb-b", "hb-c"])
     beats = Heartbeats(fleet, ["hb-a", "hb-b", "hb-c"])
     beats.start()
@@ -131,10 +134,11 @@ def test_publish_to_realtime_latency_with_heartbeats_flowing_and_dead_letters_to
     finally:
         beats.stop()
     # Realtime shows an event only after its bucket (1 s) and the reorder delay (2 s) have
-    # passed; the bound allows 1.5 s more for the local runner's pull and bundle rounds.
+    # passed; the median may take 1.5 s more for the local runner's pull and bundle rounds, a
+    # single one (a loaded machine's pause) three flushes more.
     median, worst = statistics.median(latencies), max(latencies)
     print(f"publish-to-realtime latency: p50 {median:.2f}s max {worst:.2f}s over {len(latencies)}")
-    assert median <= 4.5 and worst <= 4.5, latencies
+    assert median <= 4.5 and worst <= 7.5, latencies
     assert min(latencies) >= 2.0, "realtime must not show an event before the reorder delay"
 
     # With --dead_letter_topic, rejected messages go to that topic (not to Firestore).

@@ -115,12 +115,12 @@ def test_sigkill_and_restart_lose_nothing_and_continue_the_seq(shared_pubsub, tm
     outbox = tmp_path / "o.sqlite"
     lines = [str(d) for d in (1, 2, -1, 3, 1, -2, 1, 1, 2, -3) * 2]
     first = start_publisher(
-        tmp_path, shared_pubsub.host_port, f"kill-{name}", outbox, "--batch_max_latency_s", "2", log_name="first.log"
+        tmp_path, shared_pubsub.host_port, f"kill-{name}", outbox, "--batch_max_latency_s", "5", log_name="first.log"
     )
     try:
         feed(first, lines[:10])
         collector.wait_for(10)
-        # Batches wait up to 2 s before they go: these are stored but not yet acknowledged.
+        # Batches wait up to 5 s before they go: these are stored but not yet acknowledged.
         feed(first, lines[10:15])
         stack.wait_for(lambda: outbox_state(outbox)[1] == 15, 20, what="15 counts stored")
         first.kill()
