@@ -73,7 +73,7 @@ def test_an_outage_loses_nothing_and_everything_arrives_once_in_seq_order(own_em
         feed(process, lines[20:50], pause_s=0.2)  # counting goes on during the outage
         stack.wait_for(lambda: outbox_state(outbox) == (30, 50), 20, what="30 counts waiting")
         stack.wait_for(
-            lambda: "pending 30 (oldest" in log_of(tmp_path), 5, what="a status line showing the 30 waiting counts"
+            lambda: "pending 30 (oldest" in log_of(tmp_path), 15, what="a status line showing the 30 waiting counts"
         )
 
         emulator.start()  # same port, but the emulator forgot the topic: publishes get NotFound
@@ -87,7 +87,7 @@ def test_an_outage_loses_nothing_and_everything_arrives_once_in_seq_order(own_em
         # Topic and subscription must both exist before the next retry, or that retry's
         # messages would be accepted by a topic with no subscription yet: freeze the publisher.
         process.send_signal(signal.SIGSTOP)
-        time.sleep(0.5)
+        time.sleep(2)  # a publish already on the wire reaches the emulator before the topic is made
         after = create_topic("outage-events", "outage-sub")
         process.send_signal(signal.SIGCONT)
         after.wait_for(30, timeout_s=30)
@@ -186,7 +186,7 @@ def test_heartbeats_fill_silences_and_take_their_seq(shared_pubsub, tmp_path):
     arrived = first_arrivals(collector)[0]
     assert [(p["seq"], p["delta"]) for p in arrived[:4]] == [(1, 2), (2, 0), (3, 0), (4, 0)]
     gaps = [wire.parse_time(b["event_time"]) - wire.parse_time(a["event_time"]) for a, b in zip(arrived, arrived[1:4])]
-    assert all(0.45 * S <= g <= 1.5 * S for g in gaps), gaps
+    assert all(0.45 * S <= g <= 2.5 * S for g in gaps), gaps  # every 0.5 s, a loaded machine's pause allowed
 
 
 @pytest.mark.emulator
