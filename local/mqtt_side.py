@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 
 from bridge.health import probe
 from local import stack
-from local.broker import Broker
+from local.broker import Broker, BrokerError
 from local.emulators import free_port
 from occupancy import mqtt
 from occupancy.registry import mqtt_commands
@@ -74,13 +74,16 @@ class MqttSide:
         self.bridge = stack.start_command(command, log_path, env={"PYTHONUNBUFFERED": "1"})
         # Until the bridge's subscription is granted, mosquitto takes a door's count and holds
         # it for no one ("No matching subscribers"): the doors start once the bridge is healthy.
-        stack.wait_for(
-            lambda: self.bridge.poll() is not None or probe(self.health_port, timeout_s=1)[0] == 200,
-            BRIDGE_START_S,
-            what=f"the bridge subscribed at the broker (log: {log_path})",
-        )
+        try:
+            stack.wait_for(
+                lambda: self.bridge.poll() is not None or probe(self.health_port, timeout_s=1)[0] == 200,
+                BRIDGE_START_S,
+                what="the bridge subscribed at the broker",
+            )
+        except TimeoutError as e:
+            raise BrokerError(f"{e} (bridge log: {log_path})") from None
         if self.bridge.poll() is not None:
-            raise RuntimeError(f"the bridge exited with code {self.bridge.returncode} (log: {log_path})")
+            raise BrokerError(f"the bridge exited with code {self.bridge.returncode} (log: {log_path})")
         return self
 
     def counters(self) -> Optional[dict]:
