@@ -168,3 +168,14 @@ def option_actions() -> dict:
     parser = argparse.ArgumentParser()
     OccupancyOptions._add_argparse_args(parser)
     return {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+
+
+def setup_beam_version() -> str:
+    """The Beam version setup.py pins (BEAM_VERSION), read from its source, not imported."""
+    import ast
+
+    tree = ast.parse((REPO_ROOT / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "BEAM_VERSION" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError("no BEAM_VERSION in setup.py")

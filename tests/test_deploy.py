@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from tests.test_template import REPO, _setup_beam_version
+from tests.support import REPO_ROOT, setup_beam_version
 
-INFRA = REPO / "deploy" / "infra.sh"
+INFRA = REPO_ROOT / "deploy" / "infra.sh"
 
 
 # --- deploy/infra.sh ------------------------------------------------------------
@@ -266,7 +266,12 @@ def _make(*args):
         if k not in ("PROJECT", "REGION", "BUCKET", "IMAGE", "TAG", "PARAMS", "UPDATE", "DRY_RUN")
     }
     return subprocess.run(
-        ["make", "--no-print-directory", "-n", *args], cwd=REPO, capture_output=True, text=True, timeout=60, env=env
+        ["make", "--no-print-directory", "-n", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
 
 
@@ -281,7 +286,7 @@ def test_make_template_builds_image_and_spec():
     out = _make("template", *CLOUD)
     assert out.returncode == 0, out.stderr
     image = "europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:v1"
-    assert f"_IMAGE={image},_BEAM_VERSION={_setup_beam_version()}" in out.stdout
+    assert f"_IMAGE={image},_BEAM_VERSION={setup_beam_version()}" in out.stdout
     assert "gcloud dataflow flex-template build 'gs://demo-occupancy-bucket/templates/occupancy-v1.json'" in out.stdout
     assert "--metadata-file=templates/metadata.json" in out.stdout
     assert "pipeline.launch complete-spec --metadata templates/metadata.json" in out.stdout

@@ -5,7 +5,6 @@ runnable as the launcher runs it, and deploy/firestore.indexes.json serving the 
 API and the registry CLI make. The metadata: tests/test_template.py.
 """
 
-import ast
 import json
 import pathlib
 import re
@@ -14,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.support import option_actions
+from tests.support import option_actions, setup_beam_version
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "templates" / "Dockerfile"
@@ -29,14 +28,6 @@ def actions():
 # --- Dockerfile -----------------------------------------------------------------
 
 
-def _setup_beam_version():
-    tree = ast.parse((REPO / "setup.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "BEAM_VERSION" for t in node.targets):
-            return ast.literal_eval(node.value)
-    raise AssertionError("no BEAM_VERSION in setup.py")
-
-
 def _dockerfile():
     text = DOCKERFILE.read_text().replace("\\\n", " ")
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
@@ -45,7 +36,7 @@ def _dockerfile():
 def test_dockerfile_pins_the_beam_version_of_setup_py():
     lines = _dockerfile()
     args = dict(re.fullmatch(r"ARG (\w+)=(\S+)", ln).groups() for ln in lines if re.fullmatch(r"ARG \w+=\S+", ln))
-    assert args["BEAM_VERSION"] == _setup_beam_version() == "2.77.0"
+    assert args["BEAM_VERSION"] == setup_beam_version() == "2.77.0"
     froms = [ln.split()[1] for ln in lines if ln.startswith("FROM ")]
     assert "apache/beam_python3.11_sdk:${BEAM_VERSION}" in froms
     assert args["LAUNCHER_IMAGE"].startswith("gcr.io/dataflow-templates-base/python311-template-launcher-base")
