@@ -209,11 +209,11 @@ def main(argv=None) -> int:
             registry.set_train(client, "trains", train, 10_000_000)
             registry.register_device(client, "devices", device, train)
         KEYS.register(client, "devices", ["bench-mqtt-d1", "bench-direct-d1"])
-        secrets = {"bench-mqtt-d1": mqtt_commands.write_secret_file(os.path.join(work_dir, "d1.secret"))}
+        secrets = {"bench-mqtt-d1": mqtt.write_secret_file(os.path.join(work_dir, "d1.secret"))}
         mqtt_commands.set_secret(client, "devices", "bench-mqtt-d1", secrets["bench-mqtt-d1"])
         bridge_secret = os.path.join(work_dir, "bridge.secret")
-        mqtt_commands.write_secret_file(bridge_secret)
-        mqtt_commands.register_bridge(client, "devices", mqtt.BRIDGE, mqtt_commands.read_secret_file(bridge_secret))
+        mqtt.write_secret_file(bridge_secret)
+        mqtt_commands.register_bridge(client, "devices", mqtt.BRIDGE, mqtt.read_secret_file(bridge_secret))
         mqtt_commands.sync_once(
             client,
             types.SimpleNamespace(

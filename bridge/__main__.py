@@ -21,11 +21,12 @@ import threading
 from typing import Optional, Sequence
 
 from bridge import forwarder, health
+from device.pubsub_auth import pubsub_destination  # found and authorised as a device's topic is
 from device.sender import make_client_factory  # the same ordered, batched client as a device's
 from occupancy import cli, mqtt
+from occupancy.cli import UsageError
 
 _LOGGER = logging.getLogger("bridge")
-PUBSUB_SCOPE = "https://www.googleapis.com/auth/pubsub"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,37 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _credentials(args):
-    if args.emulator or os.environ.get("PUBSUB_EMULATOR_HOST"):
-        return None, None
-    import google.auth
-
-    if args.credentials:
-        return google.auth.load_credentials_from_file(args.credentials, scopes=[PUBSUB_SCOPE])
-    return google.auth.default(scopes=[PUBSUB_SCOPE])
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.emulator:
         os.environ["PUBSUB_EMULATOR_HOST"] = args.emulator
+    use_emulator = bool(os.environ.get("PUBSUB_EMULATOR_HOST"))
     try:
-        with open(args.secret_file) as f:
-            secret = f.read().strip()
-        credentials, credentials_project = _credentials(args)
-        project = (
-            args.project
-            or os.environ.get("GOOGLE_CLOUD_PROJECT")
-            or credentials_project
-            or (cli.EMULATOR_PROJECT if os.environ.get("PUBSUB_EMULATOR_HOST") else None)
-        )
-        topic = cli.topic_path(args.topic, None if cli.is_topic_path(args.topic) and not args.project else project)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        secret = mqtt.read_secret_file(args.secret_file)
+        credentials, topic = pubsub_destination(args.topic, args.project, args.credentials, use_emulator)
+    except mqtt.SecretFileError as e:
+        print(f"error: --secret_file {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # noqa: BLE001 - google.auth's errors: one line, exit 2
-        print(f"error: Google credentials: {forwarder.describe(e)}", file=sys.stderr)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     counters = health.Counters()
     server = health.serve(counters, args.health_port)

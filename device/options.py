@@ -5,9 +5,9 @@ import argparse
 import os
 from typing import Optional, Sequence
 
-from device.sources import DEFAULT_MAX_ABS_DELTA, UsageError
+from device.sources import DEFAULT_MAX_ABS_DELTA
 from occupancy import cli, wire
-from occupancy.cli import non_negative_float, positive_float, positive_int
+from occupancy.cli import UsageError, non_negative_float, positive_float, positive_int
 
 DESCRIPTION = "The door-device publisher: counts in, Pub/Sub out, through a durable outbox."
 DEFAULT_TOPIC = "occupancy-events"

@@ -46,22 +46,13 @@ from typing import Callable, Iterator, Optional, Sequence
 from device.mqtt_sender import MqttSender
 from device.options import parse_args
 from device.outbox import Outbox, OutboxError
-from device.sender import Sender, Stats, describe_error, make_client_factory
-from device.sources import (
-    Reading,
-    UsageError,
-    replay_source,
-    simulate_source,
-    stdin_source,
-)
-from occupancy import cli, mqtt, wire
-from occupancy.cli import (
-    EMULATOR_PROJECT,
-)
+from device.pubsub_auth import pubsub_destination
+from device.sender import Sender, Stats, make_client_factory
+from device.sources import Reading, replay_source, simulate_source, stdin_source
+from occupancy import mqtt, wire
+from occupancy.cli import UsageError
 
 _LOGGER = logging.getLogger(__name__)
-
-PUBSUB_SCOPE = "https://www.googleapis.com/auth/pubsub"
 
 # ---- reading ------------------------------------------------------------------------
 
@@ -117,37 +108,6 @@ class Reader(threading.Thread):
             self._stats.add("read")
         elif meta:
             self._outbox.set_meta(self._progress_key, meta[self._progress_key])
-
-
-def load_credentials(path: Optional[str], use_emulator: bool):
-    """(credentials or None, their project or None); UsageError with a one-line reason."""
-    import google.auth
-    from google.auth import exceptions as auth_exc
-
-    if path:
-        if not os.path.isfile(path):
-            raise UsageError(f"bad credentials file {path}: not found")
-        try:
-            return google.auth.load_credentials_from_file(path, scopes=[PUBSUB_SCOPE])
-        except (auth_exc.GoogleAuthError, ValueError, OSError) as e:
-            raise UsageError(f"bad credentials file {path}: {describe_error(e)}") from None
-    if use_emulator:
-        return None, None  # the client uses anonymous credentials with the emulator
-    try:
-        return google.auth.default(scopes=[PUBSUB_SCOPE])
-    except auth_exc.DefaultCredentialsError:
-        raise UsageError(
-            "no Google credentials found: pass --credentials KEY.json, set up "
-            "Application Default Credentials, or use --emulator HOST:PORT"
-        ) from None
-
-
-def resolve_topic(topic: str, project: Optional[str]) -> str:
-    """occupancy.cli.topic_path, its error as a UsageError."""
-    try:
-        return cli.topic_path(topic, project)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
 
 
 class Publisher:
@@ -272,7 +232,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         use_emulator = bool(os.environ.get("PUBSUB_EMULATOR_HOST"))
         window = max(args.batch_max_messages, 1000)
         if args.transport == "mqtt":
-            secret = _read_secret(args.mqtt_secret_file)
+            if not args.mqtt_secret_file:
+                raise UsageError("--transport mqtt needs --mqtt_secret_file (or $OCCUPANCY_MQTT_SECRET_FILE)")
+            try:
+                secret = mqtt.read_secret_file(args.mqtt_secret_file)
+            except mqtt.SecretFileError as e:
+                raise UsageError(f"--mqtt_secret_file {e}") from None
             destination = f"mqtt://{args.broker}{mqtt.topic_for(args.device_id)}"
 
             def make_sender(outbox, stats):
@@ -288,16 +253,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     sign=sign,
                 )
         else:
-            credentials, credentials_project = load_credentials(args.credentials, use_emulator)
-            project = (
-                args.project
-                or os.environ.get("GOOGLE_CLOUD_PROJECT")
-                or credentials_project
-                or (EMULATOR_PROJECT if use_emulator else None)
-            )
-            if cli.is_topic_path(args.topic) and not args.project:
-                project = None  # the full path names its project
-            destination = resolve_topic(args.topic, project)
+            credentials, destination = pubsub_destination(args.topic, args.project, args.credentials, use_emulator)
             client_factory = make_client_factory(credentials, args.batch_max_messages, args.batch_max_latency_s)
 
             def make_sender(outbox, stats):
@@ -321,22 +277,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return Publisher(args, outbox, make_sender, destination).run()
-
-
-def _read_secret(path: Optional[str]) -> str:
-    if not path:
-        raise UsageError("--transport mqtt needs --mqtt_secret_file (or $OCCUPANCY_MQTT_SECRET_FILE)")
-    try:
-        mode = os.stat(path).st_mode & 0o077
-        if mode:
-            raise UsageError(f"--mqtt_secret_file {path} is readable by others (mode {oct(mode)}): chmod 600 it")
-        with open(path) as f:
-            secret = f.read().strip()
-    except OSError as e:
-        raise UsageError(f"cannot read --mqtt_secret_file {path}: {e.strerror}") from None
-    if not secret:
-        raise UsageError(f"--mqtt_secret_file {path} is empty")
-    return secret
 
 
 def load_signer(path: Optional[str], device_id: str, key_name: str):

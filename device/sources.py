@@ -19,10 +19,6 @@ MAX_LINE_BYTES = 4096
 _S = 1_000_000
 
 
-class UsageError(Exception):
-    """A command line or configuration that cannot work: one line, exit code 2."""
-
-
 # ---- parsing what the sources deliver --------------------------------------------
 
 

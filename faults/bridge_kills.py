@@ -85,13 +85,11 @@ def setup_credentials(scenario, broker: Broker, devices, work_dir: str) -> str:
         path = os.path.join(work_dir, f"{device}.secret")
         if os.path.exists(path):
             os.unlink(path)
-        mqtt_commands.set_secret(scenario.client, "devices", device, mqtt_commands.write_secret_file(path))
+        mqtt_commands.set_secret(scenario.client, "devices", device, mqtt.write_secret_file(path))
     bridge_secret = os.path.join(work_dir, "bridge.secret")
     if not os.path.exists(bridge_secret):
-        mqtt_commands.write_secret_file(bridge_secret)
-    mqtt_commands.register_bridge(
-        scenario.client, "devices", mqtt.BRIDGE, mqtt_commands.read_secret_file(bridge_secret)
-    )
+        mqtt.write_secret_file(bridge_secret)
+    mqtt_commands.register_bridge(scenario.client, "devices", mqtt.BRIDGE, mqtt.read_secret_file(bridge_secret))
     mqtt_commands.sync_once(
         scenario.client,
         types.SimpleNamespace(
@@ -166,7 +164,7 @@ def run(context, short: bool) -> dict:
                 sender = MqttClient(
                     broker,
                     doors[0].device,
-                    mqtt_commands.read_secret_file(os.path.join(context.work_dir, f"{doors[0].device}.secret")),
+                    mqtt.read_secret_file(os.path.join(context.work_dir, f"{doors[0].device}.secret")),
                     client_id=f"{doors[0].device}-hostile",
                 )
                 for payload in HOSTILE:

@@ -38,14 +38,12 @@ class MqttSide:
             path = os.path.join(self.directory, f"{device}.secret")
             if os.path.exists(path):
                 os.unlink(path)
-            self.secrets[device] = mqtt_commands.write_secret_file(path)
+            self.secrets[device] = mqtt.write_secret_file(path)
             mqtt_commands.set_secret(client, "devices", device, self.secrets[device], timeout=30)
         bridge_secret = os.path.join(self.directory, "bridge.secret")
         if not os.path.exists(bridge_secret):
-            mqtt_commands.write_secret_file(bridge_secret)
-        mqtt_commands.register_bridge(
-            client, "devices", mqtt.BRIDGE, mqtt_commands.read_secret_file(bridge_secret), timeout=30
-        )
+            mqtt.write_secret_file(bridge_secret)
+        mqtt_commands.register_bridge(client, "devices", mqtt.BRIDGE, mqtt.read_secret_file(bridge_secret), timeout=30)
         sync_args = types.SimpleNamespace(
             devices_collection="devices",
             timeout=10,

@@ -6,8 +6,9 @@ own secret) and publishes its signed messages, unchanged, at QoS 1 on
 changes its host and credentials only. The broker (mosquitto) lets it publish there and
 nowhere else; the bridge (`python -m bridge`) alone reads every device's topic.
 
-Pure, no network: the topic layout, the event attributes the bridge derives, and the
-broker's password and ACL files generated from the registry (`mqtt sync`).
+No network: the topic layout, the event attributes the bridge derives, the broker's
+password and ACL files generated from the registry (`mqtt sync`), and the secret files a
+device and the bridge keep their broker secret in.
 """
 
 import base64
@@ -15,6 +16,7 @@ import binascii
 import json
 import os
 import re
+import secrets
 from typing import Dict, Iterable, NamedTuple, Optional, Tuple
 
 from occupancy import wire
@@ -76,6 +78,34 @@ def _claimed_event(payload: bytes) -> Optional[Tuple[str, int, str]]:
 
 
 # ---- broker credentials -----------------------------------------------------------------
+
+
+class SecretFileError(ValueError):
+    """A broker secret file that cannot be used (missing, readable by others, empty): one line."""
+
+
+def write_secret_file(path: str) -> str:
+    """A new random secret to `path` (mode 0600, never overwritten); returns it."""
+    secret = secrets.token_urlsafe(32)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(secret + "\n")
+    return secret
+
+
+def read_secret_file(path: str) -> str:
+    """The broker secret in `path`. Refused (SecretFileError) when its group or others may read
+    it, as ssh refuses a private key: whoever reads it can publish as its device."""
+    try:
+        mode = os.stat(path).st_mode & 0o077
+        if mode:
+            raise SecretFileError(f"{path}: readable by others (mode {oct(mode)}): chmod 600 it")
+        with open(path) as f:
+            secret = f.read().strip()
+    except OSError as e:
+        raise SecretFileError(f"{path}: {e.strerror}") from None
+    if not secret:
+        raise SecretFileError(f"{path}: empty")
+    return secret
 
 
 def password_hash(secret: str, salt: Optional[bytes] = None) -> str:

@@ -176,6 +176,32 @@ def test_bridge_help_and_a_missing_secret_are_clear():
     assert result.returncode == 2 and result.stderr.startswith("error:") and "/nonexistent" in result.stderr
 
 
+def test_the_bridge_and_a_device_refuse_a_secret_others_may_read_and_a_bad_key_file(tmp_path):
+    secret = tmp_path / "bridge.secret"
+    assert mqtt.write_secret_file(str(secret)) and secret.stat().st_mode & 0o777 == 0o600
+    key = tmp_path / "key.json"
+    key.write_text('{"type": "service_account"}')
+    bridge = [sys.executable, "-m", "bridge", "--secret_file", str(secret), "--project", "p1"]
+    publisher = [
+        *(sys.executable, "-m", "device.publisher", "--device_id", "d1", "--transport", "mqtt"),
+        *("--mqtt_secret_file", str(secret), "--outbox", str(tmp_path / "o.sqlite")),
+    ]
+
+    def one_line_error(command):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        return lines[0]
+
+    assert one_line_error([*bridge, "--credentials", str(key)]).startswith(f"error: bad credentials file {key}: ")
+    secret.chmod(0o640)  # whoever reads it can connect as the bridge (or publish as the device)
+    for command, flag in ((bridge, "--secret_file"), (publisher, "--mqtt_secret_file")):
+        assert one_line_error(command) == f"error: {flag} {secret}: readable by others (mode 0o40): chmod 600 it"
+    secret.chmod(0o600)
+    secret.write_text("\n")
+    assert one_line_error(bridge) == f"error: --secret_file {secret}: empty"
+
+
 @pytest.mark.emulator
 @pytest.mark.timeout(600)
 def test_bridge_kills_a_broker_restart_and_a_pubsub_outage_lose_nothing(tmp_path):

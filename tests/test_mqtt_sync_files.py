@@ -114,7 +114,7 @@ def test_debian_broker_runs_on_the_files_sync_writes(files, firestore_client, fi
     secrets = {}
     for device in ("d1", "d2"):
         registry.register_device(firestore_client, "devices", device, "t1")
-        secrets[device] = mqtt_commands.write_secret_file(os.path.join(broker.directory, f"{device}.secret"))
+        secrets[device] = mqtt.write_secret_file(os.path.join(broker.directory, f"{device}.secret"))
         mqtt_commands.set_secret(firestore_client, "devices", device, secrets[device])
     sync = ["--password_file", broker.password_file, "--acl_file", broker.acl_file, "--pid_file", broker.pid_file]
     if files.startswith("new"):

@@ -17,7 +17,6 @@ import contextlib
 import grp
 import logging
 import os
-import secrets
 import signal
 import stat
 import tempfile
@@ -28,19 +27,6 @@ from occupancy import mqtt
 from occupancy.registry import RegistryConflict, RegistryError, UnknownDevice, check_id, rpc_options
 
 _LOGGER = logging.getLogger("occupancy.registry")
-
-
-def write_secret_file(path: str) -> str:
-    """A new random secret to `path` (mode 0600, never overwritten); returns it."""
-    secret = secrets.token_urlsafe(32)
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-        f.write(secret + "\n")
-    return secret
-
-
-def read_secret_file(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
 
 
 def set_secret(client, collection: str, device_id: str, secret: str, *, timeout=None) -> None:
@@ -161,7 +147,7 @@ def _reload(pid_file: str) -> None:
 
 
 def cmd_secret(client, args, out) -> None:
-    secret = write_secret_file(args.secret_file)
+    secret = mqtt.write_secret_file(args.secret_file)
     try:
         set_secret(client, args.devices_collection, args.device_id, secret, timeout=args.timeout)
     except BaseException:
@@ -176,7 +162,9 @@ def cmd_secret(client, args, out) -> None:
 
 def cmd_bridge(client, args, out) -> None:
     secret = (
-        read_secret_file(args.secret_file) if os.path.exists(args.secret_file) else write_secret_file(args.secret_file)
+        mqtt.read_secret_file(args.secret_file)
+        if os.path.exists(args.secret_file)
+        else mqtt.write_secret_file(args.secret_file)
     )
     register_bridge(client, args.devices_collection, args.bridge_id, secret, timeout=args.timeout)
     print(f"bridge {args.bridge_id} registered; its secret is in {args.secret_file}", file=out)
