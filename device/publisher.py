@@ -49,7 +49,7 @@ from device.outbox import Outbox, OutboxError
 from device.pubsub_auth import pubsub_destination
 from device.sender import Sender, Stats, make_client_factory
 from device.sources import Reading, replay_source, simulate_source, stdin_source
-from occupancy import mqtt, wire
+from occupancy import cli, mqtt, wire
 from occupancy.cli import UsageError
 
 _LOGGER = logging.getLogger(__name__)
@@ -290,7 +290,7 @@ def load_signer(path: Optional[str], device_id: str, key_name: str):
     from occupancy import identity  # the JOSE library only where a key is used
 
     try:
-        mode = os.stat(path).st_mode & 0o077
+        mode = cli.access_of_others(path)
     except OSError as e:
         raise UsageError(f"cannot read --private_key {path}: {e.strerror}") from None
     if mode:

@@ -38,6 +38,13 @@ def resolve_project(project: Optional[str]) -> str:
     )
 
 
+def access_of_others(path: str) -> int:
+    """The permission bits `path` gives its group and others (0: its owner's alone); OSError if
+    it cannot be looked at. A secret (broker secret, private key) is refused unless 0, as ssh
+    refuses a private key: whoever reads it can speak as its device."""
+    return os.stat(path).st_mode & 0o077
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:

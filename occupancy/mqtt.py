@@ -19,7 +19,7 @@ import re
 import secrets
 from typing import Dict, Iterable, NamedTuple, Optional, Tuple
 
-from occupancy import wire
+from occupancy import cli, wire
 
 TOPIC_FILTER = "/devices/+/events"
 _TOPIC_RE = re.compile(r"^/devices/([^/+#]+)/events$")
@@ -94,9 +94,9 @@ def write_secret_file(path: str) -> str:
 
 def read_secret_file(path: str) -> str:
     """The broker secret in `path`. Refused (SecretFileError) when its group or others may read
-    it, as ssh refuses a private key: whoever reads it can publish as its device."""
+    it (occupancy.cli.access_of_others)."""
     try:
-        mode = os.stat(path).st_mode & 0o077
+        mode = cli.access_of_others(path)
         if mode:
             raise SecretFileError(f"{path}: readable by others (mode {oct(mode)}): chmod 600 it")
         with open(path) as f:
