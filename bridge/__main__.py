@@ -116,7 +116,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    counters = health.Counters()
+    # Unhealthy once a message waits longer than a publish may take and the reconnect after it.
+    counters = health.Counters(stall_after_s=args.publish_timeout_s + 30)
     server = health.serve(counters, args.health_port)
     host, port = args.broker.rsplit(":", 1)
     publishers = make_client_factory(credentials, batch_max_messages=100, batch_max_latency_s=0.01)

@@ -13,7 +13,16 @@ message itself: it drops the connection with the rest unacknowledged, waits (cap
 exponential back-off), and connects again, and the broker delivers every unacknowledged
 message again. Nothing is acknowledged that Pub/Sub did not take, so nothing is lost by a
 crash of the bridge either; a message may be forwarded twice, and the pipeline drops the
-copy (its `seq`; Dataflow also by the `event_id` attribute).
+copy (its `seq`).
+
+No message can stop the bridge (docs/design.md, "No element stops the job"): whatever one
+message does in the bridge's own code is caught and the message forwarded unchanged with
+the `device_id` attribute alone; a message Pub/Sub refuses for good (InvalidArgument, too
+large) is forwarded again in a form it takes (attributes `device_id` and `bridge_refused`,
+the payload cut past the wire format's bound so that the pipeline dead-letters it
+`oversized`), and only if that is refused too is it acknowledged unforwarded, logged and
+counted (`unforwardable`). A message received and not acknowledged within the publish
+timeout makes the bridge reconnect, and /healthz says so.
 """
 
 import collections
@@ -24,12 +33,16 @@ import time
 from typing import Callable, NamedTuple
 
 from bridge.health import Counters
-from occupancy import mqtt
+from occupancy import mqtt, wire
 
 _LOGGER = logging.getLogger(__name__)
 
 # A session the broker keeps while the bridge is away (seconds): a week of outage.
 SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+# Pub/Sub takes a message of up to 10 MB (data and attributes); past this the bridge cuts it.
+MAX_PUBLISH_BYTES = 9_000_000
 
 
 class _InFlight(NamedTuple):
@@ -38,6 +51,8 @@ class _InFlight(NamedTuple):
     qos: int
     future: object
     sent_at: float  # monotonic
+    message: object = None  # what was received, kept to forward it again in a form Pub/Sub takes
+    refused: str = ""  # the reason Pub/Sub refused it for good, once forwarded again
 
 
 def backoff_s(failures: int, cap_s: float, base_s: float = 0.5) -> float:
@@ -80,6 +95,8 @@ class Forwarder:
         self._deferred = False  # messages past the hold were left for the next connection
         self._refetch = False
         self._reserved = 0  # window slots given to held messages on their way to Pub/Sub
+        # Every message received on this connection and not yet acknowledged: mid -> monotonic time.
+        self._pending = collections.OrderedDict()
         self._client = None
         self._publisher = None
         self._trouble = threading.Event()
@@ -153,12 +170,17 @@ class Forwarder:
         client.loop_start()
 
     def _check_overdue(self) -> None:
-        """A publish the client never completes (seen while Pub/Sub is unreachable) counts as failed."""
+        """A publish the client never completes (seen while Pub/Sub is unreachable) counts as
+        failed; so does a message received and neither published nor acknowledged in that time."""
         with self._lock:
             head = self._window[0] if self._window else None
-        if head is not None and time.monotonic() - head.sent_at > self._publish_timeout_s + 5:
+            oldest = next(iter(self._pending.values()), None)
+        now = time.monotonic()
+        if head is not None and now - head.sent_at > self._publish_timeout_s + 5:
             self.counters.add("publish_errors")
             self._failed(f"no answer from Pub/Sub within {self._publish_timeout_s + 5:g}s")
+        elif oldest is not None and now - oldest > self._publish_timeout_s + 5:
+            self._failed(f"a message received {now - oldest:.0f}s ago is not forwarded yet")
 
     def _teardown(self) -> None:
         with self._lock:
@@ -169,7 +191,9 @@ class Forwarder:
             self._held.clear()
             self._deferred = False
             self._reserved = 0
+            self._pending.clear()
             self.counters.set_in_flight(0)
+            self.counters.oldest_pending = None
             publisher, self._publisher = self._publisher, None
         self.counters.connected = False
         if client is not None:
@@ -224,6 +248,8 @@ class Forwarder:
         with self._lock:
             if client is not self._client:
                 return
+            self._pending.setdefault(message.mid, time.monotonic())
+            self._set_oldest_pending()
             if self._held or len(self._window) + self._reserved >= self._max_in_flight:
                 # The broker sent more than Receive Maximum (mosquitto 2.0.11 does after a session
                 # resumes): held here, published as the window frees; past the cap left
@@ -231,34 +257,44 @@ class Forwarder:
                 if len(self._held) < self._max_held:
                     self._held.append(message)
                 else:
+                    self._pending.pop(message.mid, None)  # not this connection's to forward
+                    self._set_oldest_pending()
                     self._deferred = True
                     self.counters.add("deferred")
                 return
         self._forward(client, message)
 
-    def _forward(self, client, message, reserved: bool = False) -> None:
-        """Publishes one message; `reserved`: its window slot was taken from the held queue."""
-        device = mqtt.device_of_topic(message.topic)
-        attributes = mqtt.event_attributes(device, message.payload) if device else {}
+    def _set_oldest_pending(self) -> None:
+        self.counters.oldest_pending = next(iter(self._pending.values()), None)
+
+    def _forward(self, client, message, reserved: bool = False, refused: str = "") -> None:
+        """Publishes one message; `reserved`: its window slot was taken from the held queue;
+        `refused`: why Pub/Sub refused it for good (it goes in the form Pub/Sub takes)."""
+        try:
+            data, attributes = _publishable(message, refused)
+        except Exception as e:  # noqa: BLE001 - no message may stop the bridge: forwarded as it came
+            _LOGGER.exception("Reading message %s failed; forwarded unchanged", message.mid)
+            self.counters.add("attribute_errors")
+            data, attributes = bytes(message.payload or b""), {"bridge_error": describe(e)[:200]}
+        device = attributes.get("device_id", "")
         try:
             future = self._publisher.publish(
                 self._topic,
-                message.payload,
-                ordering_key=device or "",
+                data,
+                ordering_key=device,
                 retry=self._retry,
                 timeout=self._publish_timeout_s,
                 **attributes,
             )
-        except Exception as e:  # noqa: BLE001 - not forwarded: left unacknowledged, delivered again
-            self.counters.add("publish_errors")
-            self._failed(f"publish failed: {describe(e)}")
-            future = None
+        except Exception as e:  # noqa: BLE001 - not forwarded: decided by the kind of error
+            future = _Failed(e)
         with self._lock:
             if reserved and client is self._client:
                 self._reserved -= 1
-            if client is not self._client or future is None:
+            if client is not self._client:
                 return
-            self._window.append(_InFlight(client, message.mid, message.qos, future, time.monotonic()))
+            entry = _InFlight(client, message.mid, message.qos, future, time.monotonic(), message, refused)
+            self._window.append(entry)
             self.counters.set_in_flight(len(self._window))
         future.add_done_callback(self._on_published)
 
@@ -266,16 +302,34 @@ class Forwarder:
 
     def _on_published(self, _future) -> None:
         """Acks the prefix of the window that Pub/Sub acknowledged, in arrival order; forwards
-        held messages into the room that made."""
-        acked, room = [], []
+        held messages into the room that made. A message Pub/Sub refused for good is forwarded
+        again in a form it takes (once), then acknowledged unforwarded."""
+        acked, room, again = [], [], None
         with self._lock:
             while self._window and self._window[0].future.done():
                 entry = self._window[0]
                 error = entry.future.exception()
-                if error is not None:
+                if error is not None and not _permanent(error):
                     self.counters.add("publish_errors")
                     self._failed(f"publish failed: {describe(error)}")
                     break
+                if error is not None and not entry.refused:
+                    self.counters.add("refused_by_pubsub")
+                    _LOGGER.warning(
+                        "Pub/Sub refused message %s for good (%s); forwarded cut", entry.mid, describe(error)
+                    )
+                    self._window.popleft()
+                    again = entry._replace(refused=describe(error)[:200])
+                    self._reserved += 1  # its slot, until it is in the window again
+                    break
+                if error is not None:
+                    self.counters.add("unforwardable")
+                    _LOGGER.error(
+                        "Message %s could not be forwarded in any form (%s); acknowledged: first bytes %r",
+                        entry.mid,
+                        describe(error),
+                        bytes(entry.message.payload or b"")[:200],
+                    )
                 self._window.popleft()
                 acked.append(entry)
             current = self._client
@@ -284,8 +338,11 @@ class Forwarder:
             ):
                 room.append(self._held.popleft())
                 self._reserved += 1
+            for entry in acked:
+                self._pending.pop(entry.mid, None)
+            self._set_oldest_pending()
             self.counters.set_in_flight(len(self._window))
-            drained = self._deferred and not self._window and not self._held and not room
+            drained = self._deferred and not self._window and not self._held and not room and again is None
         for entry in acked:
             if entry.client is current and entry.qos > 0:
                 entry.client.ack(entry.mid, entry.qos)
@@ -293,11 +350,53 @@ class Forwarder:
             self.counters.add("forwarded", len(acked))
             if not self._trouble.is_set():
                 self.counters.recovered()
+        if again is not None:
+            # Ahead of the held ones (a new connection would bring it first too); acks keep order
+            # only among what is in the window, and the broker redelivers all unacknowledged anyway.
+            self._forward(current, again.message, reserved=True, refused=again.refused)
         for message in room:
             self._forward(current, message, reserved=True)
         if drained:  # what was deferred comes again on a new connection, no back-off needed
             self._refetch = True
             self._trouble.set()
+
+
+class _Failed:
+    """A publish that raised at once, as a done future (the window handles both alike)."""
+
+    def __init__(self, error: BaseException):
+        self._error = error
+
+    def done(self) -> bool:
+        return True
+
+    def exception(self):
+        return self._error
+
+    def add_done_callback(self, callback) -> None:
+        callback(self)
+
+
+def _permanent(error: BaseException) -> bool:
+    """Whether Pub/Sub (or its client) refused a message for what it is: publishing it again
+    unchanged cannot succeed (a reconnect would bring it back for ever)."""
+    from google.api_core import exceptions as gexc
+
+    return isinstance(error, (gexc.InvalidArgument, ValueError, TypeError))
+
+
+def _publishable(message, refused: str = ""):
+    """(data, attributes) to publish for an MQTT message: the payload unchanged with the
+    attributes the topic proves; past MAX_PUBLISH_BYTES, or once Pub/Sub refused it (`refused`),
+    the payload cut to one byte past the wire format's bound (the pipeline refuses it as
+    `oversized`, keeping its first bytes) with `device_id` and `bridge_refused` alone."""
+    payload = bytes(message.payload or b"")
+    device = mqtt.device_of_topic(message.topic) or ""
+    if refused or len(payload) > MAX_PUBLISH_BYTES:
+        reason = refused or f"{len(payload):,} bytes, more than Pub/Sub takes"
+        attributes = {"bridge_refused": reason[:200], **({"device_id": device} if device else {})}
+        return payload[: wire.MAX_MESSAGE_BYTES + 1], attributes
+    return payload, (mqtt.event_attributes(device, payload) if device else {})
 
 
 def transient_retry(timeout_s: float):

@@ -2,7 +2,9 @@
 
 GET /healthz  200 {"status": "ok", ...counters} while connected to the broker and
               forwarding; 503 {"status": "degraded", ...} otherwise (Pub/Sub failing,
-              broker away), so that a load balancer or systemd watchdog can act.
+              broker away, or a message received more than `stall_after_s` ago and
+              not yet forwarded: progress, not only a connection), so that a load
+              balancer or systemd watchdog can act.
 """
 
 import http.server
@@ -17,11 +19,24 @@ from typing import Optional, Tuple
 class Counters:
     """What the bridge has done, for the health endpoint and the status log line."""
 
-    FIELDS = ("received", "forwarded", "publish_errors", "reconnects", "deferred")
+    FIELDS = (
+        "received",
+        "forwarded",
+        "publish_errors",
+        "reconnects",
+        "deferred",
+        "refused_by_pubsub",
+        "unforwardable",
+        "attribute_errors",
+    )
 
-    def __init__(self):
+    def __init__(self, stall_after_s: float = 60.0):
         self._lock = threading.Lock()
-        self.received = self.forwarded = self.publish_errors = self.reconnects = self.deferred = 0
+        for name in self.FIELDS:
+            setattr(self, name, 0)
+        self.stall_after_s = stall_after_s
+        # Monotonic time the oldest message received and not yet acknowledged came (None: none).
+        self.oldest_pending: Optional[float] = None
         self.in_flight = 0
         self.max_in_flight_seen = 0
         self.connected = False
@@ -49,10 +64,14 @@ class Counters:
 
     def snapshot(self) -> dict:
         with self._lock:
-            healthy = self.connected and self.failing_since is None
+            now = time.monotonic()
+            oldest = self.oldest_pending
+            waiting_s = round(now - oldest, 1) if oldest is not None else 0.0
+            healthy = self.connected and self.failing_since is None and waiting_s <= self.stall_after_s
             return {
                 "status": "ok" if healthy else "degraded",
                 "connected": self.connected,
+                "oldest_unacknowledged_s": waiting_s,
                 **{name: getattr(self, name) for name in self.FIELDS},
                 "in_flight": self.in_flight,
                 "max_in_flight_seen": self.max_in_flight_seen,

@@ -28,6 +28,7 @@ from faults import (
     hostile,
     long_run,
     pipeline_kills,
+    poison,
     publisher_kills,
     pubsub_restart,
     two_writers,
@@ -49,10 +50,11 @@ SCENARIOS = {
         hostile,
         clock_trouble,
         bridge_kills,
+        poison,
         long_run,
     )
 }
-SHORT = ("firestore_outage", "pipeline_kills", "duplicate_storm", "hostile_input")  # make test
+SHORT = ("firestore_outage", "pipeline_kills", "duplicate_storm", "hostile_input", "poison")  # make test
 COLUMNS = ("name", "sent", "accepted", "dead_lettered", "lost", "double_counted", "count_error", "recovery_s", "passed")
 
 

@@ -8,7 +8,7 @@ train's state from what they wrote. Field names of the original prototype
 import datetime
 import hashlib
 import logging
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from occupancy import state_codec
 from occupancy.fold import Bucket, DeviceMemory, TrainState, Trip
@@ -115,7 +115,9 @@ def realtime_write(train_id: str, state: TrainState) -> DocumentWrite:
             {
                 device_id: (memory.registered_us, capped_ranges(memory.applied, MAX_RANGES_PER_DEVICE))
                 for device_id, memory in state.devices.items()
-            }
+            },
+            state.controls,
+            state.control_floor_us,
         ),
         "reset_through_us": state.reset_through_us,
         "trip_start_us": state.trip_start_us,
@@ -128,7 +130,7 @@ def realtime_write(train_id: str, state: TrainState) -> DocumentWrite:
 
 def applied_ranges(realtime: dict) -> Dict[str, List[List[int]]]:
     """device_id -> its applied seq ranges, from a realtime document of either format."""
-    return {device_id: memory.applied for device_id, memory in _dedup_memory(realtime, 0).items()}
+    return {device_id: memory.applied for device_id, memory in _dedup_memory(realtime, 0)[0].items()}
 
 
 def capped_ranges(ranges, cap: int):
@@ -209,7 +211,11 @@ def state_from_documents(realtime: Optional[dict], history: Optional[dict], dedu
     state.capacity = realtime.get("capacity")
     state.reset_through_us = int(realtime.get("reset_through_us") or 0)
     state.trip_start_us = int(realtime.get("trip_start_us") or 0)
-    state.devices = _dedup_memory(realtime, dedup_window)
+    state.devices, controls = _dedup_memory(realtime, dedup_window)
+    # Resets and terminus events the document does not name (written before they were kept, or
+    # by a newer job): all up to the train's last trip start count as applied.
+    state.controls = controls.controls
+    state.control_floor_us = state.trip_start_us if controls.control_floor_us is None else controls.control_floor_us
     if history:
         state.bucket = Bucket(
             start_us=_micros(history.get("bucket_start")),
@@ -222,17 +228,19 @@ def state_from_documents(realtime: Optional[dict], history: Optional[dict], dedu
     return state
 
 
-def _dedup_memory(realtime: dict, dedup_window: int) -> Dict[str, DeviceMemory]:
-    """Each device's memory from `devices_seen` and the `checkpoint`; documents written before
-    the checkpoint (jobs up to 5807173) kept `applied` and `registered_us` in `devices_seen`."""
-    checkpoint = {}
+def _dedup_memory(realtime: dict, dedup_window: int) -> Tuple[Dict[str, DeviceMemory], state_codec.Checkpoint]:
+    """Each device's memory from `devices_seen` and the `checkpoint` (documents written before
+    the checkpoint, by jobs up to 5807173, kept `applied` and `registered_us` in
+    `devices_seen`), and the checkpoint as read (its controls)."""
+    read = state_codec.Checkpoint({})
     if realtime.get(CHECKPOINT):
         try:
-            checkpoint = state_codec.decode_dedup(realtime[CHECKPOINT])
+            read = state_codec.decode_dedup(realtime[CHECKPOINT])
         except state_codec.UnknownVersion as e:  # a newer job's document: the safe side below
             _LOGGER.warning(
                 "realtime checkpoint not read (%s): each device's last %d seqs taken as applied", e, dedup_window
             )
+    checkpoint = read.devices
     out = {}
     for device_id, seen in (realtime.get("devices_seen") or {}).items():
         seq = int(seen.get("seq", -1))
@@ -254,4 +262,4 @@ def _dedup_memory(realtime: dict, dedup_window: int) -> Dict[str, DeviceMemory]:
             trip_boarded=int(seen.get("trip_boarded") or 0),
             trip_alighted=int(seen.get("trip_alighted") or 0),
         )
-    return out
+    return out, read

@@ -9,9 +9,14 @@ semantics of docs/design.md, "Running occupancy":
    applied one is applied anyway, marked late, in the train's latest bucket.
 3. Each event counted once: per device the highest applied seq and the applied
    seqs within `dedup_window` below it (as ranges, so memory stays small);
-   legacy and reset events by event id within the reorder window.
+   legacy events by event id within the reorder window; resets and terminus
+   events by the train's memory of the last MAX_CONTROLS it applied (kept in
+   the realtime checkpoint too, so a redelivery or a replay after a restart
+   finds it).
 5. Reset events and the daily reset boundary set the value to 0 (the amount
-   removed is a negative correction).
+   removed is a negative correction). A reset or terminus older than a count
+   the train already applied is refused (`LATE_CONTROL`): applied, it would
+   erase counts made after it.
 
 Sign convention, kept in every bucket: value = previous value + delta + correction.
 """
@@ -21,12 +26,27 @@ import dataclasses
 import datetime
 from typing import Dict, List, Optional, Tuple
 
-from occupancy.wire import COUNT, NO_SEQ, TERMINUS, ZEROING, Event, from_micros, to_micros
+from occupancy.wire import (
+    COUNT,
+    LATE_CONTROL,
+    NO_SEQ,
+    SEQ_JUMP,
+    TERMINUS,
+    ZEROING,
+    Event,
+    format_time,
+    from_micros,
+    to_micros,
+)
 
 # A seq more than this many de-duplication windows above a device's highest is refused (a
 # dead letter `seq_jump`), unless the device was registered again: accepted, it would make every
 # later honest seq of the device look old, muting the door (docs/design.md, "Running occupancy").
 SEQ_JUMP_WINDOWS = 10
+
+# The resets and terminus events a train remembers having applied (the newest); one older than all
+# of them counts as seen. About a day of a train's trips, a few hundred bytes.
+MAX_CONTROLS = 32
 
 # A heartbeat-only flush refreshes `devices_seen` at most this often (event time):
 # heartbeats keep devices' last_seen current without a write per heartbeat.
@@ -100,8 +120,14 @@ class TrainState:
     last_applied_us: Optional[int] = None
     capacity: Optional[int] = None
     devices: Dict[str, DeviceMemory] = dataclasses.field(default_factory=dict)
-    # Legacy and reset events' ids -> event time, kept within the reorder window.
+    # Legacy events' ids -> event time, kept within the reorder window.
     recent_ids: Dict[str, int] = dataclasses.field(default_factory=dict)
+    # The resets and terminus events applied, (event time, kind), oldest first, at most
+    # MAX_CONTROLS; any at or before `control_floor_us` counts as applied (it is older than
+    # what the train remembers). Class-level defaults, so that a state pickled before these
+    # fields existed reads them.
+    controls: Tuple[Tuple[int, str], ...] = ()
+    control_floor_us: int = 0
     # The latest history bucket, kept so that late events can be added to it.
     bucket: Optional[Bucket] = None
     # The last daily reset boundary applied, so that it is applied once.
@@ -182,8 +208,9 @@ class FlushResult:
     heartbeats: int = 0
     write_realtime: bool = False
     trips: List[Trip] = dataclasses.field(default_factory=list)
-    # Events refused here, with why: (event, detail). A seq jump (see `SEQ_JUMP_WINDOWS`).
-    refused: List[Tuple[Event, str]] = dataclasses.field(default_factory=list)
+    # Events refused here: (event, reason, detail). A seq jump (see `SEQ_JUMP_WINDOWS`), a late
+    # reset or terminus (LATE_CONTROL).
+    refused: List[Tuple[Event, str, str]] = dataclasses.field(default_factory=list)
     # Each count of people applied, in the order applied, with the train's value after it
     # (the stop visits' input: occupancy.stop_visits).
     counts: List[Tuple[Event, int]] = dataclasses.field(default_factory=list)
@@ -191,6 +218,26 @@ class FlushResult:
 
 def sort_key(event: Event):
     return (event.event_time_us, event.device_id, event.seq, event.event_id)
+
+
+def _control_verdict(state: TrainState, event: Event) -> str:
+    """For a reset or terminus: "" to apply it (and it is remembered), "duplicate" if the train
+    applied it already (or it is older than all it remembers), else why it is refused."""
+    t = event.event_time_us
+    if t <= state.control_floor_us or (t, event.kind) in state.controls:
+        return "duplicate"
+    if state.last_applied_us is not None and t < state.last_applied_us:
+        return (
+            f"{event.kind} of {format_time(t)} is older than the train's last applied event of "
+            f"{format_time(state.last_applied_us)}: applying it would erase the counts made after it; "
+            "send a new one if the train is to be zeroed"
+        )
+    kept = sorted(state.controls + ((t, event.kind),))
+    if len(kept) > MAX_CONTROLS:
+        state.control_floor_us = max(state.control_floor_us, kept[-MAX_CONTROLS - 1][0])
+        kept = kept[-MAX_CONTROLS:]
+    state.controls = tuple(kept)
+    return ""
 
 
 def _is_new(state: TrainState, event: Event, window: int) -> bool:
@@ -251,13 +298,22 @@ def apply_events(state: TrainState, events: List[Event], config: FoldConfig, flu
 
     for event in sorted(events, key=sort_key):
         t = event.event_time_us
-        jump = _seq_jump(state, event, config.dedup_window)
-        if jump:
-            result.refused.append((event, jump))
-            continue
-        if not _is_new(state, event, config.dedup_window):
-            result.duplicates += 1
-            continue
+        if event.kind in ZEROING:
+            verdict = _control_verdict(state, event)
+            if verdict == "duplicate":
+                result.duplicates += 1
+                continue
+            if verdict:
+                result.refused.append((event, LATE_CONTROL, verdict))
+                continue
+        else:
+            jump = _seq_jump(state, event, config.dedup_window)
+            if jump:
+                result.refused.append((event, SEQ_JUMP, jump))
+                continue
+            if not _is_new(state, event, config.dedup_window):
+                result.duplicates += 1
+                continue
         devices_changed = True
         if event.capacity is not None:
             state.capacity = event.capacity

@@ -13,14 +13,15 @@ The JOSE work is PyJWT's (on `cryptography`); nothing here implements cryptograp
 """
 
 import datetime
-import json
 from typing import NamedTuple, Optional, Tuple
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-ALGORITHMS = ("EdDSA", "ES256", "RS256")
+from occupancy import wire
+
+ALGORITHMS = wire.ENVELOPE_ALGORITHMS
 # As IoT Core: up to 3 keys a device, so that a key can be rotated without a gap.
 MAX_KEYS = 3
 _JWS = jwt.api_jws.PyJWS()
@@ -49,11 +50,12 @@ def key_id(principal: str, name: str) -> str:
 
 
 def split_key_id(kid) -> Tuple[str, str]:
-    """(principal, key name) of a `kid`; raises IdentityError."""
-    if not isinstance(kid, str) or kid.count("/") != 1 or not all(kid.split("/")):
-        raise IdentityError(f"kid must be '<principal>/<key id>', got {kid!r:.80}")
-    principal, name = kid.split("/")
-    return principal, name
+    """(principal, key name) of a `kid` (the wire format's rule: occupancy.wire.split_key_id);
+    raises IdentityError."""
+    try:
+        return wire.split_key_id(kid)
+    except wire.Rejected as e:
+        raise IdentityError(e.detail) from None
 
 
 # ---- keys -------------------------------------------------------------------------------
@@ -145,28 +147,12 @@ class Signer:
 
 
 def open_envelope(data: bytes) -> Tuple[dict, bytes]:
-    """(protected header, payload bytes) of an envelope, NOT verified; raises IdentityError.
-
-    The parser reads the event from the payload; the registry lookup then verifies the
-    signature with the key the header names (`verify`). Decoded here rather than by PyJWT's
-    `get_unverified_header`, which decodes every segment: this runs twice per message.
-    """
-    parts = data.split(b".")
-    if len(parts) != 3:
-        raise IdentityError("malformed envelope: not three segments")
+    """(protected header, payload bytes) of an envelope, NOT verified (occupancy.wire.open_envelope);
+    raises IdentityError. `verify` then checks the signature with the key the header names."""
     try:
-        header = json.loads(jwt.utils.base64url_decode(parts[0]))
-        payload = jwt.utils.base64url_decode(parts[1])
-    except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as e:
-        raise IdentityError(f"malformed envelope: {e}") from None
-    if not isinstance(header, dict):
-        raise IdentityError("malformed envelope: the header is not a JSON object")
-    if header.get("alg") not in ALGORITHMS:
-        raise IdentityError(
-            f"envelope algorithm must be one of {', '.join(ALGORITHMS)}, got {json.dumps(header.get('alg'))[:40]}"
-        )
-    split_key_id(header.get("kid"))
-    return header, payload
+        return wire.open_envelope(data)
+    except wire.Rejected as e:
+        raise IdentityError(e.detail) from None
 
 
 def verify(data: bytes, public_key, alg: str) -> bool:

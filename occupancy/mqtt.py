@@ -13,7 +13,6 @@ device and the bridge keep their broker secret in.
 
 import base64
 import binascii
-import json
 import os
 import re
 import secrets
@@ -44,12 +43,13 @@ def device_of_topic(topic: str) -> Optional[str]:
 
 
 def event_attributes(topic_device: str, payload: bytes) -> Dict[str, str]:
-    """The Pub/Sub attributes the bridge can vouch for, never more than the topic proves.
+    """The Pub/Sub attributes the bridge can vouch for, never more than the topic proves, each
+    bounded and valid whatever the payload (real Pub/Sub refuses a value over 1,024 bytes).
 
-    `device_id` is the device the broker authenticated. `event_id` (Dataflow's de-duplication
-    id) is `{device_id}:{seq}` as the device itself would set it, but only if the message
-    names that very device: a device cannot make the pipeline drop another's count by
-    claiming its seq. The signature is not checked here (the pipeline does that).
+    `device_id` is the device the broker authenticated. `event_id` (`{device_id}:{seq}`) and
+    `event_time` are informative, set as the device itself would set them, but only if the
+    message names that very device and holds a seq and a time in the wire format's bounds.
+    Nothing downstream trusts them: the pipeline reads the signed payload. Never raises.
     """
     attributes = {"device_id": topic_device}
     claimed = _claimed_event(payload)
@@ -61,20 +61,26 @@ def event_attributes(topic_device: str, payload: bytes) -> Dict[str, str]:
 
 
 def _claimed_event(payload: bytes) -> Optional[Tuple[str, int, str]]:
-    """(device_id, seq, event_time) a signed count claims, or None: a light look, no checks."""
-    if not wire.is_envelope(payload):
+    """(device_id, seq, event_time or "") a signed count claims, or None: a light look, bounded."""
+    if len(payload) > wire.MAX_MESSAGE_BYTES or not wire.is_envelope(payload):
         return None
     try:
         body = bytes(payload).split(b".")[1]
-        obj = json.loads(base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)))
-    except (ValueError, binascii.Error, IndexError):
+        obj = wire.load_json(base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)))
+    except (wire.Rejected, ValueError, binascii.Error, IndexError):
         return None
     if not isinstance(obj, dict):
         return None
     device_id, seq, event_time = obj.get("device_id"), obj.get("seq"), obj.get("event_time")
     if not wire.valid_id(device_id) or not isinstance(seq, int) or isinstance(seq, bool):
         return None
-    return device_id, seq, event_time if isinstance(event_time, str) else ""
+    if not 0 <= seq <= wire.MAX_SEQ:
+        return None
+    try:
+        wire.parse_time(event_time)
+    except wire.Rejected:
+        event_time = ""
+    return device_id, seq, event_time
 
 
 # ---- broker credentials -----------------------------------------------------------------

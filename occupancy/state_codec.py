@@ -11,24 +11,33 @@ Two encodings, each starting with its version byte:
   the `visits` cell of transforms.stop_visits; the run it is on by its key (trip_id, start
   date), looked up again in the schedule when read.
 * `encode_dedup` / `decode_dedup`: what a new job needs to de-duplicate a
-  train's devices across a restart (each device's registration time and
-  applied seq ranges), one bytes field of the realtime document
-  (`checkpoint`). One value for the Firestore client to marshal instead of a
-  map per range; readers (API, dashboard, feed) never need it.
+  train's events across a restart (each device's registration time and
+  applied seq ranges; the resets and terminus events the train applied), one
+  bytes field of the realtime document (`checkpoint`). One value for the
+  Firestore client to marshal instead of a map per range; readers (API,
+  dashboard, feed) never need it.
+
+Versions: the train state 2 adds the applied resets and terminus events
+(`controls`, `control_floor_us`); read from version 1, whose job kept them
+only within the reorder window, everything up to the train's last trip start
+counts as applied. The checkpoint 2 adds the same.
 
 Integers are LEB128 varints, signed ones zigzag-encoded; strings are a
 length and UTF-8; seq ranges are each range's distance from the previous one
 and its width, so consecutive seqs cost a few bytes whatever their size.
 """
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from occupancy.fold import Bucket, DeviceMemory, TrainState
 from occupancy.stop_visits import DoorCount, VisitState
+from occupancy.wire import RESET, TERMINUS
 
-STATE_VERSION = 1
-DEDUP_VERSION = 1
+STATE_VERSION = 2
+DEDUP_VERSION = 2
 VISITS_VERSION = 1
+# A reset or terminus as one byte.
+_CONTROL_KINDS = (RESET, TERMINUS)
 _BUCKET_FIELDS = ("start_us", "timestamp_us", "value", "delta", "events", "boarded", "alighted", "late", "correction")
 
 
@@ -68,6 +77,15 @@ class _Writer:
             self.int(lo - previous)
             self.uint(hi - lo)
             previous = hi
+
+    def controls(self, floor_us: int, controls) -> None:
+        self.int(floor_us)
+        self.uint(len(controls))
+        previous = 0
+        for t_us, kind in controls:
+            self.uint(_CONTROL_KINDS.index(kind))
+            self.int(t_us - previous)
+            previous = t_us
 
 
 class _Reader:
@@ -109,6 +127,14 @@ class _Reader:
             out.append([lo, previous])
         return out
 
+    def controls(self) -> Tuple[int, Tuple[Tuple[int, str], ...]]:
+        floor, out, previous = self.int(), [], 0
+        for _ in range(self.uint()):
+            kind = _CONTROL_KINDS[self.uint()]
+            previous += self.int()
+            out.append((previous, kind))
+        return floor, tuple(out)
+
     def done(self, what: str) -> None:
         if self.at != len(self.data):
             raise ValueError(f"{what}: {len(self.data) - self.at} bytes left over")
@@ -135,6 +161,7 @@ def encode_state(state: TrainState) -> bytes:
     if state.bucket is not None:
         for name in _BUCKET_FIELDS:
             w.int(getattr(state.bucket, name))
+    w.controls(state.control_floor_us, state.controls)
     return bytes(w.out)
 
 
@@ -157,29 +184,52 @@ def decode_state(data: bytes) -> TrainState:
     state.recent_ids = {r.str(): r.int() for _ in range(r.uint())}
     if r.uint():
         state.bucket = Bucket(**{name: r.int() for name in _BUCKET_FIELDS})
+    if r.version >= 2:
+        state.control_floor_us, state.controls = r.controls()
+    else:  # its job kept applied resets only in the reorder window: all before the trip's start is seen
+        state.control_floor_us = state.trip_start_us
     r.done("train state")
     return state
 
 
-def encode_dedup(devices: Dict[str, Tuple[int, List[List[int]]]]) -> bytes:
-    """device_id -> (registered_us, applied seq ranges) as the realtime document's `checkpoint`."""
+class Checkpoint(NamedTuple):
+    """What the realtime document's `checkpoint` holds."""
+
+    # device_id -> (registered_us, applied seq ranges)
+    devices: Dict[str, Tuple[int, List[List[int]]]]
+    # The resets and terminus events applied, as TrainState keeps them; a version-1 checkpoint
+    # has none and no floor (None): the reader takes the train's last trip start.
+    controls: Tuple[Tuple[int, str], ...] = ()
+    control_floor_us: Optional[int] = None
+
+
+def encode_dedup(
+    devices: Dict[str, Tuple[int, List[List[int]]]], controls: Tuple[Tuple[int, str], ...] = (), control_floor_us=0
+) -> bytes:
+    """The realtime document's `checkpoint`: device_id -> (registered_us, applied seq ranges), and
+    the train's applied resets and terminus events."""
     w = _Writer(DEDUP_VERSION)
     w.uint(len(devices))
     for device_id, (registered_us, ranges) in sorted(devices.items()):
         w.str(device_id)
         w.int(registered_us)
         w.ranges(ranges)
+    w.controls(control_floor_us, controls)
     return bytes(w.out)
 
 
-def decode_dedup(data: bytes) -> Dict[str, Tuple[int, List[List[int]]]]:
+def decode_dedup(data: bytes) -> Checkpoint:
     r = _Reader(data, "realtime checkpoint", DEDUP_VERSION)
-    out = {}
+    devices = {}
     for _ in range(r.uint()):
         device_id = r.str()
-        out[device_id] = (r.int(), r.ranges())
+        devices[device_id] = (r.int(), r.ranges())
+    checkpoint = Checkpoint(devices)
+    if r.version >= 2:
+        floor, controls = r.controls()
+        checkpoint = Checkpoint(devices, controls, floor)
     r.done("realtime checkpoint")
-    return out
+    return checkpoint
 
 
 def encode_visits(state: VisitState) -> bytes:

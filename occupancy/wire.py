@@ -5,12 +5,14 @@ publisher's dependencies and still imports this module. See docs/design.md, "Eve
 message", for the contract this code keeps.
 """
 
+import base64
+import binascii
 import datetime
 import hashlib
 import json
 import re
 import time
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 # A '/' in an id would address another Firestore path, so ids are restricted.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
@@ -23,6 +25,24 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 # would also fall outside the range of Beam's timestamps. A dead letter, not an exception.
 MIN_EVENT_TIME = "2000-01-01T00:00:00Z"
 _MAX_SHOWN = 80
+
+# Bounds at the edge (docs/design.md, "Bounds"): what one message may hold, checked here before any
+# lookup, so that nothing after the parse (a coder, a state cell, a Firestore field, a Pub/Sub
+# publish) meets a value it cannot take.
+# A message's bytes: a signed count is about 300, an RS256-signed one under 1,000.
+MAX_MESSAGE_BYTES = 16 * 1024
+# A seq up to 2**53 - 1: exact in every JSON reader (JavaScript's numbers included) and far below
+# the 2**63 of a 64-bit varint, with room for the seq-jump arithmetic above it.
+MAX_SEQ = 2**53 - 1
+# Brackets nested in a payload (a count is one flat object).
+MAX_JSON_DEPTH = 8
+# The length of a time field's text (RFC 3339 with nanoseconds and an offset is 35).
+MAX_TIME_TEXT = 40
+# What a dead letter keeps of a message: the payload's first bytes, each attribute cut, so that
+# a record fits both sinks (a Pub/Sub message of 10 MB, a Firestore document of 1 MiB).
+DEAD_LETTER_PAYLOAD_BYTES = 16 * 1024
+DEAD_LETTER_ATTRIBUTES = 32
+DEAD_LETTER_ATTRIBUTE_CHARS = 1024
 
 # Dead-letter reason codes (docs/design.md).
 MALFORMED = "malformed"
@@ -39,6 +59,17 @@ INVALID_FIELD = "invalid_field"
 FUTURE_TIMESTAMP = "future_timestamp"
 UNKNOWN_DEVICE = "unknown_device"
 WRITE_FAILED = "write_failed"
+# A message larger than MAX_MESSAGE_BYTES: refused unread.
+OVERSIZED = "oversized"
+# A count whose event time is before its device was moved to its train or registered again: a
+# replay of what it sent before (occupancy.registry, `assigned_at`).
+BEFORE_ASSIGNMENT = "before_assignment"
+# A reset or terminus older than a count the train already applied: applied now, it would erase
+# counts made after it (occupancy.fold).
+LATE_CONTROL = "late_control"
+# An exception a step does not know, met on one element: that element's dead letter, never a
+# failed bundle (a streaming runner retries one for ever).
+INTERNAL_ERROR = "internal_error"
 REASONS = (
     MALFORMED,
     INVALID_FIELD,
@@ -50,6 +81,10 @@ REASONS = (
     UNKNOWN_KEY,
     EXPIRED_KEY,
     SEQ_JUMP,
+    OVERSIZED,
+    BEFORE_ASSIGNMENT,
+    LATE_CONTROL,
+    INTERNAL_ERROR,
 )
 
 COUNT = "count"
@@ -129,7 +164,7 @@ def format_time(us: int) -> str:
 
 def parse_time(value) -> int:
     """Parses an RFC 3339 timestamp with an explicit offset; raises Rejected."""
-    if not isinstance(value, str) or "T" not in value.upper():
+    if not isinstance(value, str) or len(value) > MAX_TIME_TEXT or "T" not in value.upper():
         raise Rejected(INVALID_FIELD, f"event_time is not an RFC 3339 timestamp: {shown(value)}")
     try:
         dt = datetime.datetime.fromisoformat(value)
@@ -179,6 +214,56 @@ def _int_field(obj: dict, name: str) -> int:
     return value
 
 
+def json_depth_within(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the brackets of JSON `text` nest at most `limit` deep (strings skipped).
+
+    Counted before json.loads, whose recursion a nesting bomb exhausts. A payload with few
+    brackets (every honest one) is answered by two counts, without the scan.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return True
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def load_json(data):
+    """The JSON value of `data` (bytes or str), bounded in nesting; raises Rejected(MALFORMED).
+
+    The one way every part of the system reads a message's JSON (the parser, the envelope's
+    header, the bridge's look at a payload): no input makes it raise anything else.
+    """
+    try:
+        text = data.decode("utf-8") if isinstance(data, (bytes, bytearray, memoryview)) else data
+    except UnicodeDecodeError:
+        raise Rejected(MALFORMED, "payload is not UTF-8 text") from None
+    if not isinstance(text, str):
+        raise Rejected(MALFORMED, f"not JSON text: {type(data).__name__}")
+    if not json_depth_within(text):
+        raise Rejected(MALFORMED, f"JSON nested more than {MAX_JSON_DEPTH} deep")
+    try:
+        return json.loads(text)
+    except ValueError as e:  # includes an integer of more than 4,300 digits
+        raise Rejected(MALFORMED, f"invalid JSON: {shown(str(e))}") from None
+    except RecursionError:  # not reached within the depth bound; kept so that nothing else escapes
+        raise Rejected(MALFORMED, "JSON nested too deeply") from None
+
+
 def _check_delta(delta: int, max_abs_delta: int) -> int:
     if abs(delta) > max_abs_delta:
         raise Rejected(INVALID_FIELD, f"|delta| {abs(delta)} exceeds max_abs_delta {max_abs_delta}")
@@ -203,8 +288,8 @@ def _parse_json(obj, max_abs_delta: int) -> Event:
         raise Rejected(INVALID_FIELD, f"device_id must match {ID_PATTERN}, got {shown(device_id)}")
     delta = _check_delta(_int_field(obj, "delta"), max_abs_delta)
     seq = _int_field(obj, "seq")
-    if seq < 0:
-        raise Rejected(INVALID_FIELD, f"seq must not be negative, got {seq}")
+    if not 0 <= seq <= MAX_SEQ:
+        raise Rejected(INVALID_FIELD, f"seq must be from 0 to {MAX_SEQ}, got {shown(seq)}")
     event_time_us = parse_time(obj.get("event_time"))
     return Event(
         event_id=event_id_for(device_id, seq), event_time_us=event_time_us, device_id=device_id, delta=delta, seq=seq
@@ -249,6 +334,47 @@ def is_envelope(data) -> bool:
     return isinstance(data, (bytes, bytearray)) and _ENVELOPE_RE.match(data) is not None
 
 
+# The envelope's signature algorithms (occupancy.identity signs and verifies them).
+ENVELOPE_ALGORITHMS = ("EdDSA", "ES256", "RS256")
+
+
+def split_key_id(kid) -> Tuple[str, str]:
+    """(principal, key name) of an envelope's `kid`, each an id of this format's shape (a
+    principal is a registry document id: `__x__` or `..` would address what it must not);
+    raises Rejected(MALFORMED)."""
+    if not isinstance(kid, str) or kid.count("/") != 1 or not all(map(valid_id, kid.split("/"))):
+        raise Rejected(MALFORMED, f"kid must be '<principal>/<key id>', each matching {ID_PATTERN}, got {shown(kid)}")
+    principal, name = kid.split("/")
+    return principal, name
+
+
+def _base64url(segment: bytes) -> bytes:
+    return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+
+
+def open_envelope(data: bytes) -> Tuple[dict, bytes]:
+    """(protected header, payload bytes) of a signed message, NOT verified; raises
+    Rejected(MALFORMED). The header must name an algorithm of ENVELOPE_ALGORITHMS and a
+    well-formed `kid`; the signature is checked by the registry lookup (occupancy.authenticate),
+    which knows the sender's keys."""
+    if not is_envelope(data):
+        raise Rejected(MALFORMED, "not a JWS compact serialization (three base64url segments)")
+    head, body, _ = bytes(data).split(b".")
+    try:
+        header, payload = load_json(_base64url(head)), _base64url(body)
+    except (ValueError, binascii.Error) as e:
+        raise Rejected(MALFORMED, f"malformed envelope: {shown(str(e))}") from None
+    if not isinstance(header, dict):
+        raise Rejected(MALFORMED, "malformed envelope: the header is not a JSON object")
+    if header.get("alg") not in ENVELOPE_ALGORITHMS:
+        raise Rejected(
+            MALFORMED,
+            f"envelope algorithm must be one of {', '.join(ENVELOPE_ALGORITHMS)}, got {shown(header.get('alg'))}",
+        )
+    split_key_id(header.get("kid"))
+    return header, payload
+
+
 def parse_message(
     data: bytes,
     message_id: Optional[str],
@@ -262,13 +388,10 @@ def parse_message(
 
     A signed message (a JWS envelope, occupancy.identity) is parsed from its payload; its
     signature is checked later, by the registry lookup, which knows the sender's keys."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise Rejected(OVERSIZED, f"{len(data):,} bytes; a message may hold at most {MAX_MESSAGE_BYTES:,}")
     if is_envelope(data):
-        from occupancy import identity  # only signed messages need the JOSE library
-
-        try:
-            _, data = identity.open_envelope(bytes(data))
-        except identity.IdentityError as e:
-            raise Rejected(MALFORMED, shown(str(e))) from None
+        _, data = open_envelope(data)
         if not data.lstrip().startswith(b"{"):
             raise Rejected(MALFORMED, "a signed payload must be a JSON object")
     try:
@@ -277,13 +400,7 @@ def parse_message(
         raise Rejected(MALFORMED, "payload is not UTF-8 text") from None
     stripped = text.lstrip()
     if stripped.startswith(("{", "[", '"')) or stripped in ("null", "true", "false"):
-        try:
-            obj = json.loads(text)
-        except ValueError as e:  # includes an integer of more than 4,300 digits
-            raise Rejected(MALFORMED, f"invalid JSON: {shown(str(e))}") from None
-        except RecursionError:
-            raise Rejected(MALFORMED, "JSON nested too deeply") from None
-        event = _parse_json(obj, max_abs_delta)
+        event = _parse_json(load_json(text), max_abs_delta)
     else:
         event = _parse_legacy(text, message_id, max_abs_delta, legacy_tz)
     if event.event_time_us > now_us + int(max_future_skew_s * 1_000_000):
@@ -304,20 +421,33 @@ def dead_letter(
     rejected_at_us: int,
     step: str,
 ) -> dict:
-    """A dead-letter record: the original message (payload base64) and why it was rejected."""
-    import base64
+    """A dead-letter record: the original message (payload base64) and why it was rejected.
 
+    Bounded whatever the message (DEAD_LETTER_PAYLOAD_BYTES and the attribute bounds), so that
+    one record fits either sink: a payload cut is flagged `payload_truncated`, with its full
+    size in `payload_bytes`.
+    """
     if isinstance(payload, str):
         payload = payload.encode("utf-8")
-    return {
+    payload = bytes(payload or b"")
+    record = {
         "reason": reason,
         "detail": detail[:1000],  # details quote values through shown(); this bounds the rest
-        "payload": base64.b64encode(payload or b"").decode("ascii"),
-        "attributes": dict(attributes or {}),
-        "message_id": message_id,
+        "payload": base64.b64encode(payload[:DEAD_LETTER_PAYLOAD_BYTES]).decode("ascii"),
+        "attributes": _bounded_attributes(attributes),
+        "message_id": message_id if message_id is None else str(message_id)[:200],
         "rejected_at": format_time(rejected_at_us),
         "step": step,
     }
+    if len(payload) > DEAD_LETTER_PAYLOAD_BYTES:
+        record.update(payload_truncated=True, payload_bytes=len(payload))
+    return record
+
+
+def _bounded_attributes(attributes: Optional[dict]) -> dict:
+    """At most DEAD_LETTER_ATTRIBUTES attributes (the first by name), names and values cut."""
+    items = sorted((str(k), str(v)) for k, v in dict(attributes or {}).items())
+    return {k[:256]: v[:DEAD_LETTER_ATTRIBUTE_CHARS] for k, v in items[:DEAD_LETTER_ATTRIBUTES]}
 
 
 def dead_letter_id(record: dict) -> str:

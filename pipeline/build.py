@@ -43,16 +43,15 @@ def fold_config(options: OccupancyOptions) -> fold.FoldConfig:
 
 
 def _read(p, options: OccupancyOptions):
-    from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
+    """The messages: the subscription (or topic), or an archive in a replay.
 
-    kwargs = {"with_attributes": True}
-    # By the runner object, not its name: Beam accepts any spelling ("dataflow", "DataflowRunner",
-    # "dataflowrunner", a module path), and a Pipeline may be given a runner instance.
-    if isinstance(getattr(p, "runner", None), DataflowRunner):
-        # Dataflow's own de-duplication of redelivered messages; the local runner rejects it.
-        kwargs["id_label"] = "event_id"
+    No `id_label`: Dataflow would de-duplicate by an attribute the publisher sets and no
+    signature covers, so a message carrying a victim's next `event_id` would make Dataflow drop
+    the real count. The fold de-duplicates by what the signature covers (device and seq).
+    """
     if options.archive:  # a replay: the archived messages, in batch
         return p | READ_ARCHIVE >> ReadArchive(options.archive)
+    kwargs = {"with_attributes": True}
     if options.input_subscription:
         kwargs["subscription"] = options.input_subscription
     else:

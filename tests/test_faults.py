@@ -1,6 +1,7 @@
 """`python -m faults --short` (what `make faults` runs in full): Firestore cut off mid-stream,
-the pipeline SIGKILLed and restarted, a duplicate storm and 1,000 hostile payloads, each on
-the real emulators and the real pipeline process, checked against the devices' ground truth.
+the pipeline SIGKILLed and restarted, a duplicate storm, 1,000 hostile payloads and the poison
+messages that once stopped the fleet, each on the real emulators and the real pipeline process,
+checked against the devices' ground truth.
 """
 
 import json
@@ -24,7 +25,7 @@ def test_short_fault_suite_loses_nothing_and_counts_nothing_twice(tmp_path):
     )
     results = json.loads(out.read_text())
     rows = {row["name"]: row for row in results["scenarios"]}
-    assert set(rows) == {"firestore_outage", "pipeline_kills", "duplicate_storm", "hostile_input"}, rows
+    assert set(rows) == {"firestore_outage", "pipeline_kills", "duplicate_storm", "hostile_input", "poison"}, rows
     failed = {name: row for name, row in rows.items() if not row["passed"]}
     if failed:  # printed whole: pytest cuts a long assertion message
         print(json.dumps(failed, indent=1, sort_keys=True), completed.stdout[-3000:], completed.stderr[-5000:])
@@ -37,6 +38,10 @@ def test_short_fault_suite_loses_nothing_and_counts_nothing_twice(tmp_path):
     assert rows["hostile_input"]["crashed"] is False
     assert rows["firestore_outage"]["write_retries_logged"] > 0  # the outage reached the writes
     assert rows["pipeline_kills"]["republished"] > 0  # the kills did cost pulled messages: the gap is real
+    poison = rows["poison"]
+    assert poison["poison_dead_letters"] == poison["expected_dead_letters"] and poison["poison"] >= 7
+    assert poison["pipeline_alive"] and poison["bridge_alive"] and poison["replays_changed_nothing"]
+    assert poison["over_mqtt"] > 0 and poison["bridge_counters"]["status"] == "ok"
     assert completed.returncode == 0
     assert "firestore_outage" in completed.stdout  # the table
 

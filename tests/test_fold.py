@@ -311,7 +311,8 @@ def test_a_seq_far_ahead_is_refused_and_the_door_keeps_counting():
     fold.apply_events(state, [ev("d1", 1, 2, 0.1), ev("d1", 2, 1, 0.2)], CONFIG, 2 * S)
     far = 2 + fold.SEQ_JUMP_WINDOWS * window + 1
     result = fold.apply_events(state, [ev("d1", far, 90, 1.1)], CONFIG, 3 * S)
-    assert [e.seq for e, _ in result.refused] == [far] and "register the device again" in result.refused[0][1]
+    assert [(e.seq, reason) for e, reason, _ in result.refused] == [(far, wire.SEQ_JUMP)]
+    assert "register the device again" in result.refused[0][2]
     assert state.value == 3 and state.devices["d1"].seq == 2
     just_within = 2 + fold.SEQ_JUMP_WINDOWS * window
     fold.apply_events(state, [ev("d1", 3, 1, 2.1), ev("d1", just_within, 1, 2.2)], CONFIG, 4 * S)
@@ -319,3 +320,62 @@ def test_a_seq_far_ahead_is_refused_and_the_door_keeps_counting():
     # Registered again (seq starts over): any seq is a first sight.
     again = ev("d1", 10**9, 4, 3.1)._replace(registered_us=5)
     assert fold.apply_events(state, [again], CONFIG, 5 * S).refused == [] and state.value == 9
+
+
+def control(kind, t_s):
+    t = T0 + int(t_s * S)
+    return wire.Event(f"{kind}:t1:{wire.format_time(t)}", t, kind=kind, train_id="t1")
+
+
+def test_a_reset_or_terminus_replayed_long_after_changes_nothing():
+    """The same signed reset re-published 40 s later (beyond the reorder window, where its id used
+    to be forgotten) zeroed the train again; a terminus replayed emptied its trip record."""
+    state, _ = run([ev("d1", 1, 6, 0.5), control(wire.RESET, 1), ev("d1", 2, 4, 1.5), control(wire.TERMINUS, 3)])
+    state, _ = run([ev("d1", 3, 10, 4)], state)
+    assert state.value == 10
+    for seq, replayed in enumerate((control(wire.RESET, 1), control(wire.TERMINUS, 3)), 4):
+        state, result = run([replayed, ev("d1", seq, 1, 40 + seq)], state)
+        assert (result.duplicates, result.trips, result.refused) == (1, [], [])
+    assert state.value == 12
+
+
+def test_applied_resets_survive_a_restart_in_the_realtime_checkpoint():
+    state, _ = run([ev("d1", 1, 6, 0.5), control(wire.TERMINUS, 2), ev("d1", 2, 10, 3)])
+    seeded = documents.state_from_documents(documents.realtime_write("t1", state).data, None, 1000)
+    assert seeded.controls == ((T0 + 2 * S, wire.TERMINUS),)
+    seeded, result = run([control(wire.TERMINUS, 2)], seeded)
+    assert (seeded.value, result.duplicates, result.trips) == (10, 1, [])
+
+
+def test_a_document_without_applied_resets_takes_all_before_the_trip_start_as_applied():
+    """A realtime document written before the checkpoint named resets: what came before the
+    train's last trip start is old news, never applied again."""
+    state, _ = run([ev("d1", 1, 6, 0.5), control(wire.RESET, 2), ev("d1", 2, 10, 3)])
+    data = documents.realtime_write("t1", state).data
+    data[documents.CHECKPOINT] = state_codec.encode_dedup({})[:1].replace(b"\x02", b"\x01") + b"\x00"
+    seeded = documents.state_from_documents(data, None, 1000)
+    assert seeded.control_floor_us == T0 + 2 * S and seeded.controls == ()
+    seeded, result = run([control(wire.RESET, 2), control(wire.RESET, 1)], seeded)
+    assert (seeded.value, result.duplicates) == (10, 2)
+
+
+def test_a_reset_older_than_an_applied_count_is_refused_not_applied():
+    """Applied late it would erase the counts made after it: a dead letter with the reason."""
+    state, _ = run([ev("d1", 1, 6, 0.5), ev("d1", 2, 4, 5)])
+    state, result = run([control(wire.RESET, 3)], state)
+    assert state.value == 10
+    [(event, reason, detail)] = result.refused
+    assert (event.kind, reason) == (wire.RESET, wire.LATE_CONTROL) and "erase the counts" in detail
+    state, result = run([control(wire.RESET, 6)], state)  # a new one is applied
+    assert state.value == 0 and result.refused == []
+
+
+def test_the_memory_of_resets_is_bounded_and_what_it_forgot_counts_as_applied():
+    state = fold.TrainState()
+    n = fold.MAX_CONTROLS + 5
+    for i in range(n):
+        state, _ = run([control(wire.RESET, i)], state)
+    assert len(state.controls) == fold.MAX_CONTROLS
+    assert state.control_floor_us == T0 + 4 * S and state.controls[0][0] == T0 + 5 * S
+    state, result = run([control(wire.RESET, i) for i in range(n)], state)
+    assert result.duplicates == n and result.refused == []

@@ -13,6 +13,8 @@ from occupancy import registry, wire
 from transforms.enrich import EnrichWithTrain, LookupTrain
 from transforms.parse import ParseEvents
 
+UNSIGNED_DETAIL = "the message is not signed (a JWS envelope with the sender's key)"
+
 
 def now_us():
     return int(time.time() * 1_000_000)
@@ -77,10 +79,11 @@ def test_enrich_keys_by_train_and_dead_letters_unknown_and_disabled_devices(fire
         wire.Event("reset:nope:x", t, kind=wire.RESET, train_id="nope", message_id="m9"),
     ]
     # device_auth off: identity is tests/test_device_identity.py's; here parsing and the lookup.
+    # A reset is checked whatever device_auth says: these unsigned ones are refused.
     with TestPipeline(runner="BundleBasedDirectRunner") as p:
         out = p | beam.Create(events) | EnrichWithTrain(PROJECT, device_auth="off")
         keyed = out.keyed | beam.Map(lambda kv: (kv[0], kv[1].event_id, kv[1].capacity, kv[1].raw))
-        assert_that(keyed, equal_to([("ic1", "d1:1", 120, b""), ("ic1", "reset:ic1:x", 120, b"")]), label="Keyed")
+        assert_that(keyed, equal_to([("ic1", "d1:1", 120, b"")]), label="Keyed")
         dead = out.dead_letter | beam.Map(lambda d: (d["reason"], d["detail"], d["payload"], d["message_id"]))
         assert_that(
             dead,
@@ -88,7 +91,8 @@ def test_enrich_keys_by_train_and_dead_letters_unknown_and_disabled_devices(fire
                 [
                     (wire.UNKNOWN_DEVICE, "device ghost is not registered", base64.b64encode(raw).decode(), "m7"),
                     (wire.UNKNOWN_DEVICE, "device d2 is disabled", "", None),
-                    (wire.UNKNOWN_DEVICE, "reset for train nope, which is not registered", "", "m9"),
+                    (wire.UNSIGNED, UNSIGNED_DETAIL, "", None),
+                    (wire.UNSIGNED, UNSIGNED_DETAIL, "", "m9"),
                 ]
             ),
             label="Dead",
@@ -99,10 +103,10 @@ def test_lookup_rereads_an_unknown_device_once_and_refreshes_assignments(firesto
     registry.register_device(firestore_client, "devices", "d1", "ic1")
     fn = LookupTrain(PROJECT, "(default)", "devices", "trains", refresh_s=1.0, device_auth="off")
     fn.setup()
-    t = now_us()
 
-    def train_of(device):
-        out = list(fn.process(wire.Event(f"{device}:1", t, device_id=device, delta=1, seq=1)))
+    def train_of(device, t=None):
+        event = wire.Event(f"{device}:1", t or now_us(), device_id=device, delta=1, seq=1)
+        out = list(fn.process(event))
         return out[0][0] if isinstance(out[0], tuple) else out[0].value["reason"]
 
     assert train_of("d1") == "ic1"
@@ -110,9 +114,12 @@ def test_lookup_rereads_an_unknown_device_once_and_refreshes_assignments(firesto
     registry.register_device(firestore_client, "devices", "late-registered", "ic2")
     # Re-read at most once per device per refresh interval: still unknown right away...
     assert train_of("late-registered") == wire.UNKNOWN_DEVICE
+    before_move = now_us()
     registry.assign_device(firestore_client, "devices", "d1", "ic9")
     assert train_of("d1") == "ic1"  # the cached view until the interval passes
     time.sleep(1.1)
     # ...and after it, the refresh (one query for what changed) brings both.
     assert train_of("d1") == "ic9"
     assert train_of("late-registered") == "ic2"
+    # What d1 counted before the move never counts on its new train (a replay, or late).
+    assert train_of("d1", before_move) == wire.BEFORE_ASSIGNMENT

@@ -66,6 +66,14 @@ def stored_state() -> TrainState:
     )
 
 
+def stored_state_v2() -> TrainState:
+    """What tests/data/train_state_v2.bin holds: version 2 adds the applied resets and termini."""
+    state = stored_state()
+    state.controls = ((1_799_990_000_000_000, wire.TERMINUS), (1_800_000_050_000_000, wire.RESET))
+    state.control_floor_us = 1_799_000_000_000_000
+    return state
+
+
 def random_state(rng: random.Random) -> TrainState:
     state = TrainState(
         value=rng.randrange(0, 500),
@@ -88,6 +96,10 @@ def random_state(rng: random.Random) -> TrainState:
         state.devices[f"dé-{d}-{'x' * rng.randrange(0, 200)}"] = memory  # non-ASCII, long names
     state.devices["never-counted"] = DeviceMemory()  # seq -1 (NO_SEQ)
     state.recent_ids = {f"id{i}": rng.randrange(-5, 2**62) for i in range(rng.randrange(0, 5))}
+    state.controls = tuple(
+        sorted((rng.randrange(0, 2**62), rng.choice(wire.ZEROING)) for _ in range(rng.randrange(0, 33)))
+    )
+    state.control_floor_us = rng.randrange(0, 2**62)
     if rng.random() < 0.7:
         state.bucket = Bucket(
             start_us=rng.randrange(0, 2**62),
@@ -115,17 +127,25 @@ def test_the_pickled_state_of_earlier_jobs_is_read_and_written_back_versioned():
     assert len(again) < len(pickled) / 3  # 173 B against 653 B pickled
 
 
-def test_version_1_bytes_stay_readable_and_are_what_the_encoder_writes():
+def test_version_1_bytes_stay_readable():
     stored = (DATA / "train_state_v1.bin").read_bytes()
-    assert state_codec.decode_state(stored) == stored_state()
-    # A change to version 1's layout would strand every train's state: it must be a new version.
-    assert state_codec.encode_state(stored_state()) == stored
+    expected = stored_state()
+    # Its job kept applied resets within the reorder window only: all before the trip's start is seen.
+    expected.control_floor_us = expected.trip_start_us
+    assert state_codec.decode_state(stored) == expected
+
+
+def test_version_2_bytes_stay_readable_and_are_what_the_encoder_writes():
+    stored = (DATA / "train_state_v2.bin").read_bytes()
+    assert stored[0] == 2 and state_codec.decode_state(stored) == stored_state_v2()
+    # A change to version 2's layout would strand every train's state: it must be a new version.
+    assert state_codec.encode_state(stored_state_v2()) == stored
 
 
 def test_bytes_of_a_newer_version_or_cut_short_are_refused_with_a_reason():
     encoded = state_codec.encode_state(stored_state())
-    with pytest.raises(state_codec.UnknownVersion, match="version 2; this job reads versions 1 to 1"):
-        state_codec.decode_state(bytes([2]) + encoded[1:])
+    with pytest.raises(state_codec.UnknownVersion, match="version 3; this job reads versions 1 to 2"):
+        state_codec.decode_state(bytes([3]) + encoded[1:])
     with pytest.raises((ValueError, IndexError)):
         state_codec.decode_state(encoded[:-3])
     with pytest.raises(ValueError, match="bytes left over"):

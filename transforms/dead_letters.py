@@ -1,4 +1,8 @@
-"""WriteDeadLetters: dead-letter records (dict) -> a Pub/Sub topic or a Firestore collection."""
+"""WriteDeadLetters: dead-letter records (dict) -> a Pub/Sub topic or a Firestore collection.
+
+A record is bounded where it is made (occupancy.wire.dead_letter: the payload's first
+16 KiB, attributes cut), so that it fits either sink whatever the message was.
+"""
 
 import json
 import logging
@@ -9,18 +13,6 @@ from occupancy import documents, wire
 from transforms.firestore_sink import WriteDocuments
 
 _LOGGER = logging.getLogger(__name__)
-# A Firestore document holds at most 1 MiB; a larger payload (Pub/Sub takes 10 MB) is
-# stored cut to this many base64 characters, flagged, with its full size.
-MAX_STORED_PAYLOAD = 512 * 1024
-
-
-def _storable(record: dict) -> dict:
-    payload = record["payload"]
-    if len(payload) <= MAX_STORED_PAYLOAD:
-        return record
-    return dict(
-        record, payload=payload[:MAX_STORED_PAYLOAD], payload_truncated=True, payload_base64_length=len(payload)
-    )
 
 
 def _to_pubsub(record: dict):
@@ -43,7 +35,7 @@ class StoreDeadLetters(WriteDocuments):
         super().__init__(project, database, {documents.DEAD_LETTERS: collection}, retry_deadline_s)
 
     def process(self, record: dict):
-        write = documents.DocumentWrite(documents.DEAD_LETTERS, wire.dead_letter_id(record), _storable(record))
+        write = documents.DocumentWrite(documents.DEAD_LETTERS, wire.dead_letter_id(record), record)
         if self._add(write):
             self._log_unstorable(self._commit())
 

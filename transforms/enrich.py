@@ -23,14 +23,17 @@ from typing import Tuple
 import apache_beam as beam
 
 from occupancy import authenticate, registry, wire
-from occupancy.store import TRANSIENT, RetryPolicy, make_client
+from occupancy.store import PERMANENT, TRANSIENT, RetryPolicy, make_client
 from transforms import (
     coders,  # noqa: F401  (registers the Event coder)
+    guard,
     worker_cache,
 )
 
 _LOGGER = logging.getLogger(__name__)
 DEAD_LETTER = "dead_letter"
+# Devices remembered as re-read lately, at most (each refresh forgets them all).
+MAX_RECHECKED = 100_000
 
 
 class _RegistryView:
@@ -43,10 +46,44 @@ class _RegistryView:
         self.rechecked = {}  # device_id -> monotonic time of its last re-read
         self.lock = threading.Lock()
         self.authenticator = authenticate.Authenticator()
+        self.reread_budget = RereadBudget()
+
+
+class RereadBudget:
+    """Re-reads of devices the view does not know, at most REREADS_PER_S a second per worker
+    (a burst of REREAD_BURST): each id a forger invents would otherwise cost a Firestore read.
+    A device registered a moment ago and not re-read for want of budget is in the view at the
+    next refresh."""
+
+    REREADS_PER_S = 20.0
+    REREAD_BURST = 200.0
+
+    def __init__(self, clock=time.monotonic):
+        self._clock = clock
+        self._tokens = self.REREAD_BURST
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.REREAD_BURST, self._tokens + (now - self._at) * self.REREADS_PER_S)
+            self._at = now
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
 
 
 class LookupTrain(beam.DoFn):
-    """Event -> (train_id, Event with train_id, capacity, registered_us); unknown -> dead letter."""
+    """Event -> (train_id, Event with train_id, capacity, registered_us); refused -> dead letter.
+
+    In this order, each refusal a dead letter with its reason: a message not signed as it must
+    be, as far as that is seen without the registry (`Authenticator.precheck`; a reset or
+    terminus is always checked, whatever `device_auth` says); a device or train the registry
+    does not know or has disabled; the signature, with the registry's keys; a count made
+    before its device was moved to its train or registered again (`before_assignment`).
+    """
 
     def __init__(
         self,
@@ -71,12 +108,20 @@ class LookupTrain(beam.DoFn):
         self._refreshed = beam.metrics.Metrics.counter("occupancy", "registry_refreshes")
         self._refresh_failed = beam.metrics.Metrics.counter("occupancy", "registry_refresh_failures")
         self._rereads = beam.metrics.Metrics.counter("occupancy", "registry_device_rereads")
+        self._rereads_skipped = beam.metrics.Metrics.counter("occupancy", "registry_device_rereads_skipped")
         self._loads = beam.metrics.Metrics.counter("occupancy", "registry_loads")
         self._refused = {
             reason: beam.metrics.Metrics.counter("occupancy", f"rejected_{reason}")
-            for reason in (wire.UNSIGNED, wire.BAD_SIGNATURE, wire.UNKNOWN_KEY, wire.EXPIRED_KEY)
+            for reason in (
+                wire.UNSIGNED,
+                wire.BAD_SIGNATURE,
+                wire.UNKNOWN_KEY,
+                wire.EXPIRED_KEY,
+                wire.BEFORE_ASSIGNMENT,
+            )
         }
         self._logged = beam.metrics.Metrics.counter("occupancy", "auth_failures_accepted")
+        self._unexpected = guard.counter()
 
     def setup(self):
         self._client = make_client(self._project, self._database)
@@ -90,12 +135,26 @@ class LookupTrain(beam.DoFn):
         return _RegistryView(snapshot)
 
     def process(self, event: wire.Event):
+        try:
+            yield from self._lookup(event)
+        except TRANSIENT:
+            raise  # Firestore unreachable past its retries: the runner retries the bundle
+        except Exception as e:  # noqa: BLE001 - no element may fail the bundle (transforms/guard.py)
+            self._unexpected.inc()
+            yield guard.dead_letter("EnrichWithTrain", e, event.raw, dict(event.attributes), event.message_id or None)
+
+    def _lookup(self, event: wire.Event):
         if self._view is None:  # here, not in setup(): metrics count only within a bundle
             self._view = worker_cache.get(self._view_key, self._load)
         view = self._view
         now = time.monotonic()
         if now - view.loaded_at >= self._refresh_s:
             self._refresh(view, now)
+        if self._mode(event) != authenticate.OFF:
+            refused = view.authenticator.precheck(event)
+            if refused is not None and self._mode(event) == authenticate.REQUIRE:
+                yield self._refuse(event, *refused)
+                return
         snapshot = view.snapshot
         if event.kind in wire.ZEROING:
             if event.train_id not in snapshot.trains:
@@ -113,16 +172,28 @@ class LookupTrain(beam.DoFn):
             yield event.train_id, event.without_message()._replace(capacity=snapshot.capacity(event.train_id))
             return
         entry = snapshot.devices.get(event.device_id)
+        skipped = False
         if entry is None or not entry.enabled:
-            entry = self._reread(view, event.device_id, now) or entry
+            fresh, skipped = self._reread(view, event.device_id, now)
+            entry = fresh or entry
         if entry is None or not entry.enabled:
             self._unknown.inc()
             state = "disabled" if entry else "not registered"
+            if skipped:
+                state += " (not read again: too many unknown devices a second)"
             yield _dead_letter(event, wire.UNKNOWN_DEVICE, f"device {event.device_id} is {state}")
             return
         refused = self._authenticate(view, event, entry, now)
         if refused is not None:
             yield refused
+            return
+        if event.event_time_us < entry.assigned_us:
+            yield self._refuse(
+                event,
+                wire.BEFORE_ASSIGNMENT,
+                f"count of {wire.format_time(event.event_time_us)}, before {event.device_id} was moved to train "
+                f"{entry.train_id} or registered again at {wire.format_time(entry.assigned_us)}",
+            )
             return
         yield (
             entry.train_id,
@@ -131,37 +202,45 @@ class LookupTrain(beam.DoFn):
             ),
         )
 
+    def _mode(self, event: wire.Event) -> str:
+        """How `event` is checked: a reset or terminus zeroes a whole train, so it is always
+        signed by a control key, whatever --device_auth says (a migration's `log` included)."""
+        return authenticate.REQUIRE if event.kind in wire.ZEROING else self._device_auth
+
+    def _refuse(self, event: wire.Event, reason: str, detail: str, now_us: int = None):
+        self._refused[reason].inc()
+        _LOGGER.info("Refused message %s: %s: %s", event.message_id, reason, detail)
+        return _dead_letter(event, reason, detail, now_us)
+
     def _authenticate(self, view: _RegistryView, event: wire.Event, entry, now: float):
         """None if the message may go on (signed as it must be, or --device_auth says so), else
         its dead letter. A key the view does not know is looked for again (at most once per
         device per refresh interval), so a key added moments ago works."""
-        if self._device_auth == authenticate.OFF:
+        mode = self._mode(event)
+        if mode == authenticate.OFF:
             return None
 
         def principal_entry(principal):
             found = view.snapshot.devices.get(principal)
-            return (
-                found
-                if found is not None and found.role == registry.CONTROL and found.enabled
-                else (self._reread(view, principal, now) or found)
-            )
+            if found is not None and found.role == registry.CONTROL and found.enabled:
+                return found
+            return self._reread(view, principal, now)[0] or found
 
         now_us = wire.now_us()
         refused = view.authenticator.check(event, entry, now_us, principal_entry)
         if refused is not None and refused[0] == wire.UNKNOWN_KEY and entry is not None:
-            fresh = self._reread(view, event.device_id, now)
+            fresh = self._reread(view, event.device_id, now)[0]
             if fresh is not None and fresh.enabled:
                 refused = view.authenticator.check(event, fresh, now_us, principal_entry)
         if refused is None:
             return None
         reason, detail = refused
-        self._refused[reason].inc()
-        if self._device_auth == authenticate.LOG:
+        if mode == authenticate.LOG:
+            self._refused[reason].inc()
             self._logged.inc()
             _LOGGER.warning("Accepted (--device_auth=log) a message that would be refused: %s: %s", reason, detail)
             return None
-        _LOGGER.info("Refused message %s: %s: %s", event.message_id, reason, detail)
-        return _dead_letter(event, reason, detail, now_us)
+        return self._refuse(event, reason, detail, now_us)
 
     def _refresh(self, view: _RegistryView, now: float) -> None:
         if not view.lock.acquire(blocking=False):
@@ -184,16 +263,26 @@ class LookupTrain(beam.DoFn):
             view.lock.release()
 
     def _reread(self, view: _RegistryView, device_id: str, now: float):
-        """Re-reads an unknown device, at most once per device per refresh interval."""
+        """(entry or None, skipped): an unknown device read again, at most once per device per
+        refresh interval and within the worker's RereadBudget (`skipped`: not read for it)."""
         last = view.rechecked.get(device_id)
         if last is not None and now - last < self._refresh_s:
-            return None
+            return None, False
+        if not view.reread_budget.take():
+            self._rereads_skipped.inc()
+            return None, True
+        if len(view.rechecked) >= MAX_RECHECKED:
+            view.rechecked.clear()  # bounded whatever ids arrive; a refresh clears it anyway
         view.rechecked[device_id] = now
         self._rereads.inc()
-        entry = RetryPolicy().call(lambda: registry.read_device(self._client, self._devices, device_id))
+        try:
+            entry = RetryPolicy().call(lambda: registry.read_device(self._client, self._devices, device_id))
+        except PERMANENT as e:  # e.g. no permission: said, and the device stays unknown
+            _LOGGER.warning("Reading device %s from the registry failed: %s", wire.shown(device_id), e)
+            return None, False
         if entry is not None:
             view.snapshot.devices[device_id] = entry
-        return entry
+        return entry, False
 
 
 def _dead_letter(event: wire.Event, reason: str, detail: str, now_us: int = None):

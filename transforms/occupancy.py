@@ -33,6 +33,7 @@ from google.api_core import exceptions as gexc
 
 from occupancy import documents, fold, wire
 from occupancy.store import RetryPolicy, count_ops, make_client
+from transforms import guard
 from transforms.coders import EventCoder, TrainCellCoder, TrainStateCoder, VisitStateCoder
 from transforms.release_queue import ReleaseQueue, arm_flush
 from transforms.train_cell import BundleMemo, LegacyCells, TrainCell, read_legacy
@@ -109,6 +110,7 @@ class FoldOccupancy(beam.DoFn):
         self._release_of = lambda event: config.release_time(event.event_time_us)
         self._queue = ReleaseQueue(self._release_of, config.flush_interval_us, config.reorder_delay_us, min_dead=None)
         self._memo = BundleMemo()
+        self._unexpected = guard.counter()
 
     def setup(self):
         if self._seed is not None:
@@ -138,7 +140,13 @@ class FoldOccupancy(beam.DoFn):
     ):
         key, event = element
         legacy = LegacyCells(train, queue, clock, timer_at, horizon, pending, waiting)
-        self._queue.add(event, self._cell(key, train_cell, legacy).queue_state(later, flush))
+        try:
+            self._queue.add(event, self._cell(key, train_cell, legacy).queue_state(later, flush))
+        except Exception as e:  # noqa: BLE001 - no element may fail the bundle (transforms/guard.py)
+            self._unexpected.inc()
+            payload, attributes = _as_sent(event)
+            return [guard.dead_letter("RunningOccupancy", e, payload, attributes, None)]
+        return None
 
     @on_timer(FLUSH)
     def on_flush(
@@ -190,14 +198,23 @@ class FoldOccupancy(beam.DoFn):
                 self._queue.put_off(fired_us, SEED_RETRY_US, queue)
                 yield beam.pvalue.TaggedOutput(STATS, (0,) * (len(STAT_NAMES) - 1) + (1,))
                 return
-        result = fold.apply_events(state, ready, self._config, fired_us)
-        for event, detail in result.refused:
+        try:
+            result = fold.apply_events(state, ready, self._config, fired_us)
+        except Exception as e:  # noqa: BLE001 - no element may fail the bundle (transforms/guard.py)
+            # The train's state is left as it was (the decoded copy is dropped); the events the
+            # flush took are dead letters, each with the error.
+            for event in ready:
+                self._unexpected.inc()
+                payload, attributes = _as_sent(event)
+                yield guard.dead_letter("RunningOccupancy", e, payload, attributes, None)
+            return
+        for event, reason, detail in result.refused:
             # The raw message was left behind at the lookup (state keeps no payloads): the dead
-            # letter carries the event as its device sent it.
-            payload, attributes = wire.encode_event(event.device_id, event.delta, event.event_time_us, event.seq)
+            # letter carries the event as its sender sent it, unsigned.
+            payload, attributes = _as_sent(event)
             yield beam.pvalue.TaggedOutput(
                 DEAD_LETTER,
-                wire.dead_letter(wire.SEQ_JUMP, detail, payload, attributes, None, wire.now_us(), "RunningOccupancy"),
+                wire.dead_letter(reason, detail, payload, attributes, None, wire.now_us(), "RunningOccupancy"),
             )
         cell.train = state
         yield beam.pvalue.TaggedOutput(
@@ -218,6 +235,13 @@ class FoldOccupancy(beam.DoFn):
         if again is not None:  # the one flush timer, armed for it unless due sooner
             arm_flush(queue, again, self._config.flush_interval_us)
         yield from rows
+
+
+def _as_sent(event: wire.Event):
+    """(payload, attributes) of an event as its sender made it (without its signature)."""
+    if event.kind in wire.ZEROING:
+        return wire.encode_reset(event.train_id, event.event_time_us, event.kind)
+    return wire.encode_event(event.device_id, event.delta, event.event_time_us, event.seq)
 
 
 class CountFlushes(beam.DoFn):
@@ -242,7 +266,7 @@ class CountFlushes(beam.DoFn):
 
 class RunningOccupancy(beam.PTransform):
     """PCollection[(train_id, Event)] -> {"writes": PCollection[DocumentWrite] (realtime, history,
-    trips), "dead_letter": PCollection[dict] (seq jumps), "stop_visits" and "passenger_events":
+    trips), "dead_letter": PCollection[dict] (seq jumps, late resets), "stop_visits" and "passenger_events":
     PCollection[dict] (TIDES rows, with `visits`: transforms.stop_visits)}."""
 
     def __init__(self, config: fold.FoldConfig, seed: RealtimeSeed = None, visits=None):

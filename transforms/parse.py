@@ -9,7 +9,10 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from occupancy import wire
-from transforms import coders  # noqa: F401  (registers the Event coder)
+from transforms import (
+    coders,  # noqa: F401  (registers the Event coder)
+    guard,
+)
 
 _LOGGER = logging.getLogger(__name__)
 DEAD_LETTER = "dead_letter"
@@ -30,6 +33,7 @@ class ParseEvent(beam.DoFn):
         self._rejected = {
             reason: beam.metrics.Metrics.counter("occupancy", f"rejected_{reason}") for reason in wire.REASONS
         }
+        self._unexpected = guard.counter()
 
     def setup(self):
         self._legacy_tz = (
@@ -40,6 +44,13 @@ class ParseEvent(beam.DoFn):
         data = getattr(message, "data", message)
         attributes = getattr(message, "attributes", None) or {}
         message_id = getattr(message, "message_id", None)
+        try:
+            yield from self._parse(data, attributes, message_id)
+        except Exception as e:  # noqa: BLE001 - no element may fail the bundle (transforms/guard.py)
+            self._unexpected.inc()
+            yield guard.dead_letter("ParseEvents", e, data, attributes, message_id)
+
+    def _parse(self, data, attributes, message_id):
         now_us = wire.now_us()
         try:
             event = wire.parse_message(

@@ -1,6 +1,6 @@
 """The device registry in Firestore (replaces the retired Cloud IoT Core registry).
 
-  devices/{device_id}: {train_id, enabled, door, registered_at, updated_at, keys}
+  devices/{device_id}: {train_id, enabled, door, registered_at, assigned_at, updated_at, keys}
   devices/{control_id}: {role: "control", trains, enabled, registered_at, updated_at, keys}
   trains/{train_id}:   {capacity, name, train_number, vehicle_id, trip, updated_at}
 
@@ -15,6 +15,10 @@ and the API; door health (occupancy/registry/health.py) the CLI's `health`. Ever
 what lets the pipeline refresh with one query instead of a full scan.
 `registered_at` changes only when a device is registered (again): the pipeline
 then forgets the device's old `seq` (docs/design.md: a wiped device registers again).
+`assigned_at` is set when a device is moved to another train or registered again (not at
+its first registration, so that a backfill of counts made before it still counts): the
+pipeline refuses a count of the device made before it (`before_assignment`), so that what
+a device sent for its old train, or before it was registered again, never counts again.
 
 The write and list functions take an optional `timeout` (seconds): it bounds
 each call including the client library's own retries, which otherwise keep
@@ -61,6 +65,9 @@ class DeviceEntry(NamedTuple):
     keys: tuple = ()  # occupancy.identity.PublicKey, at most identity.MAX_KEYS
     role: str = DOOR
     trains: tuple = ()  # a control principal's trains (ALL_TRAINS: every one)
+    # When the device was last moved to `train_id` or registered again (0: never, or in a
+    # document written before `assigned_at`): its counts made before it are refused.
+    assigned_us: int = 0
 
     def key(self, name: str):
         return next((k for k in self.keys if k.key_id == name), None)
@@ -123,6 +130,7 @@ def device_entry(data: Optional[dict]) -> Optional[DeviceEntry]:
         registered_us=_micros(data.get("registered_at")),
         door=data.get("door"),
         keys=keys,
+        assigned_us=_micros(data.get("assigned_at")),
     )
 
 

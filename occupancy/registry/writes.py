@@ -45,8 +45,8 @@ def register_device(
     """Registers a device to a train; a device already on another train needs `assign`.
 
     Registering again (same train) rewrites the whole entry: `enabled` true,
-    `door` as given, and a new `registered_at`, so the pipeline forgets the
-    device's old `seq`. The check and the write are one optimistic step: the
+    `door` as given, and a new `registered_at` and `assigned_at`, so the pipeline forgets the
+    device's old `seq` and refuses the counts it made before. The check and the write are one optimistic step: the
     write carries a precondition (document absent, or unchanged since it was
     read), so a concurrent `register`/`assign` cannot slip in between them.
     """
@@ -66,7 +66,9 @@ def register_device(
         try:
             if existing.exists:
                 ref.update(
-                    data, option=client.write_option(last_update_time=existing.update_time), **rpc_options(timeout)
+                    dict(data, assigned_at=data["registered_at"]),
+                    option=client.write_option(last_update_time=existing.update_time),
+                    **rpc_options(timeout),
                 )
             else:
                 ref.create(data, **rpc_options(timeout))
@@ -102,9 +104,19 @@ def check_room(client, collection: str, train_id: str, adding: int, timeout=None
 
 
 def assign_device(client, collection: str, device_id: str, train_id: str, *, timeout: Optional[float] = None) -> None:
-    """Moves a registered device to another train (the prototype's update_train)."""
+    """Moves a registered device to another train (the prototype's update_train); its counts
+    made before the move (`assigned_at`) no longer count, on either train."""
+    from google.cloud import firestore
+
     check_room(client, collection, train_id, 1, timeout)
-    _update_device(client, collection, device_id, {"train_id": train_id}, check_train=train_id, timeout=timeout)
+    _update_device(
+        client,
+        collection,
+        device_id,
+        {"train_id": train_id, "assigned_at": firestore.SERVER_TIMESTAMP},
+        check_train=train_id,
+        timeout=timeout,
+    )
 
 
 def set_enabled(client, collection: str, device_id: str, enabled: bool, *, timeout: Optional[float] = None) -> None:

@@ -1,0 +1,250 @@
+"""One message must never stop the job, nor rewrite a count (docs/design.md, "No element stops
+the job"): each step's boundary with what a hostile device, or a holder of topic access, sends.
+
+The bounds at the edge (wire), what the lookup refuses before any registry read, an exception a
+step does not know (a dead letter `internal_error`, never a failed bundle), and dead letters
+that fit their sinks. The whole path on the running pipeline and bridge: the `poison` fault
+scenario (faults/poison.py, run by tests/test_faults.py).
+"""
+
+import base64
+import json
+
+import apache_beam as beam
+import pytest
+from apache_beam.io.gcp.pubsub import PubsubMessage
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from local.stack import PROJECT
+from occupancy import fold, identity, registry, wire
+from sim.keyring import CONTROL_ID, Keyring
+from transforms import dead_letters
+from transforms.enrich import LookupTrain, RereadBudget
+from transforms.occupancy import DEAD_LETTER, FoldOccupancy
+from transforms.parse import ParseEvents
+
+S = 1_000_000
+KEYS = Keyring()
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _envelope(header: dict, payload: bytes) -> bytes:
+    return b".".join([_b64(json.dumps(header).encode()), _b64(payload), _b64(b"s" * 64)])
+
+
+def _parse(data: bytes):
+    return wire.parse_message(data, "m1", now_us=wire.now_us(), max_abs_delta=100, max_future_skew_s=300)
+
+
+def test_a_kid_naming_a_reserved_or_pathlike_principal_is_refused_at_parsing():
+    """`__evil__/k1` reached the registry read, which Firestore refuses (400, reserved id): the
+    bundle failed, for every train in it."""
+    reset = wire.encode_reset("t1", wire.now_us() - S)[0]
+    for kid in ("__evil__/k1", "../k1", "a b/k1", "d1/__k__", "d1/" + "k" * 200):
+        with pytest.raises(wire.Rejected) as refused:
+            _parse(_envelope({"alg": "EdDSA", "kid": kid}, reset))
+        assert refused.value.reason == wire.MALFORMED and "kid must be" in refused.value.detail
+
+
+def test_a_bridge_payload_of_any_shape_gives_bounded_attributes_and_never_raises():
+    """The bridge read `"[" * 5000` in a JWS payload with json.loads, which raised RecursionError
+    in paho's thread: nothing more was forwarded while /healthz said ok."""
+    from occupancy import mqtt
+
+    t = wire.now_us()
+    bomb = _envelope({"alg": "EdDSA", "kid": "d1/k1"}, b"[" * 5000)
+    long_time = _envelope(
+        {"alg": "EdDSA", "kid": "d1/k1"},
+        json.dumps({"device_id": "d1", "delta": 1, "seq": 3, "event_time": "2" * 5000}).encode(),
+    )
+    big_seq = KEYS.sign("d1", wire.encode_event("d1", 1, t, 2**63)[0])
+    for payload in (bomb, long_time, big_seq, b"\xff" * 300_000, b""):
+        attributes = mqtt.event_attributes("d1", payload)
+        assert attributes["device_id"] == "d1"
+        assert all(len(v.encode()) <= 1024 for v in attributes.values()), attributes
+    assert mqtt.event_attributes("d1", long_time) == {"device_id": "d1", "event_id": "d1:3"}
+    assert "event_id" not in mqtt.event_attributes("d1", big_seq)
+
+
+def test_a_dead_letter_of_any_message_fits_a_pubsub_message_and_a_firestore_document():
+    """A 7.8 MB message made a dead-letter record over Pub/Sub's 10 MB: the publish of dead
+    letters raised, and the job stopped."""
+    huge = b"\x00" * 7_800_000
+    record = wire.dead_letter(
+        wire.OVERSIZED,
+        "big",
+        huge,
+        {"k" * 300: "v" * 5000, **{f"a{i}": "x" for i in range(99)}},
+        "m1",
+        0,
+        "ParseEvents",
+    )
+    message = dead_letters._to_pubsub(record)
+    assert len(message.data) < 64 * 1024
+    assert record["payload_truncated"] and record["payload_bytes"] == len(huge)
+    assert len(record["attributes"]) == wire.DEAD_LETTER_ATTRIBUTES
+    assert all(len(v) <= wire.DEAD_LETTER_ATTRIBUTE_CHARS for v in record["attributes"].values())
+
+
+def test_a_step_turns_an_exception_it_does_not_know_into_a_dead_letter(monkeypatch):
+    """An unknown exception for one message is that message's dead letter; the others pass."""
+    real = wire.parse_message
+
+    def parse(data, *args, **kwargs):
+        if data.startswith(b"boom"):
+            raise ZeroDivisionError("a bug met on one message")
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(wire, "parse_message", parse)
+    t = wire.now_us() - S
+    good = wire.encode_event("d1", 2, t, 9)[0]
+    with TestPipeline(runner="BundleBasedDirectRunner") as p:
+        parsed = (
+            p
+            | beam.Create(
+                [PubsubMessage(b"boom", {"a": "b"}, message_id="m1"), PubsubMessage(good, {}, message_id="m2")]
+            )
+            | ParseEvents()
+        )
+        assert_that(parsed.events | beam.Map(lambda e: e.event_id), equal_to(["d1:9"]), label="Events")
+        dead = parsed.dead_letter | beam.Map(lambda d: (d["reason"], d["step"], d["detail"], d["message_id"]))
+        assert_that(
+            dead,
+            equal_to([(wire.INTERNAL_ERROR, "ParseEvents", "ZeroDivisionError: 'a bug met on one message'", "m1")]),
+            label="Dead",
+        )
+
+
+def test_a_flush_that_raises_dead_letters_its_events_and_other_trains_go_on(monkeypatch):
+    """An exception in one train's flush (its timer) must not fail the work item of every train."""
+    real = fold.apply_events
+
+    def apply(state, events, config, flush_time_us):
+        if any(e.train_id == "bad" for e in events):
+            raise OverflowError("a value no coder takes")
+        return real(state, events, config, flush_time_us)
+
+    monkeypatch.setattr(fold, "apply_events", apply)
+    t0 = wire.parse_time("2026-11-24T07:00:00Z")
+    events = [
+        wire.Event("d1:1", t0, device_id="d1", delta=3, seq=1, train_id="good"),
+        wire.Event("d9:1", t0, device_id="d9", delta=5, seq=1, train_id="bad"),
+    ]
+    stream = TestStream()
+    stream.advance_watermark_to(Timestamp(micros=t0))
+    stream.add_elements([TimestampedValue((e.train_id, e), Timestamp(micros=e.event_time_us)) for e in events])
+    stream.advance_watermark_to(Timestamp(micros=t0 + 10 * S))
+    stream.advance_watermark_to_infinity()
+    options = PipelineOptions(runner="BundleBasedDirectRunner")
+    options.view_as(StandardOptions).streaming = True
+    with TestPipeline(options=options) as p:
+        out = p | stream | beam.ParDo(FoldOccupancy(fold.FoldConfig())).with_outputs(DEAD_LETTER, main="writes")
+        realtime = (
+            out.writes
+            | beam.Filter(lambda w: w.collection == "realtime")
+            | beam.Map(lambda w: (w.doc_id, w.data["current_value"]))
+        )
+        assert_that(realtime, equal_to([("good", 3)]), label="Good")
+        dead = out[DEAD_LETTER] | beam.Map(
+            lambda d: (d["reason"], d["step"], json.loads(base64.b64decode(d["payload"]))["seq"])
+        )
+        assert_that(dead, equal_to([(wire.INTERNAL_ERROR, "RunningOccupancy", 1)]), label="Dead")
+
+
+def test_the_reread_budget_bounds_reads_of_invented_devices():
+    now = [0.0]
+    budget = RereadBudget(clock=lambda: now[0])
+    taken = sum(budget.take() for _ in range(1000))
+    assert taken == RereadBudget.REREAD_BURST
+    now[0] += 1.0
+    assert sum(budget.take() for _ in range(1000)) == RereadBudget.REREADS_PER_S
+
+
+@pytest.fixture
+def lookup(firestore_client):
+    """LookupTrain (--device_auth=require) on the emulator: train t1 with door d1, and the
+    control principal for every train, each with a key of KEYS."""
+    registry.set_train(firestore_client, "trains", "t1", capacity=100)
+    registry.register_device(firestore_client, "devices", "d1", "t1")
+    KEYS.register(firestore_client, "devices", ["d1"], control_trains=["*"])
+
+    def make(device_auth="require"):
+        fn = LookupTrain(PROJECT, "(default)", "devices", "trains", refresh_s=60.0, device_auth=device_auth)
+        fn.setup()
+        return fn
+
+    return make
+
+
+def _outcome(fn, event):
+    [out] = list(fn.process(event))
+    return out[0] if isinstance(out, tuple) else out.value["reason"]
+
+
+def test_what_the_lookup_refuses_it_refuses_before_any_registry_read(lookup):
+    """A forger's invented device ids cost a Firestore read each before the signature was
+    looked at."""
+    fn = lookup()
+    t = wire.now_us() - S
+    for i in range(20):
+        payload = wire.encode_event(f"invented-{i}", 1, t, 1)[0]
+        unsigned = wire.Event(f"invented-{i}:1", t, device_id=f"invented-{i}", delta=1, seq=1, raw=payload)
+        assert _outcome(fn, unsigned) == wire.UNSIGNED
+        someone_else = unsigned._replace(raw=KEYS.sign("d1", payload))
+        assert _outcome(fn, someone_else) == wire.BAD_SIGNATURE
+    assert fn._view.rechecked == {}  # not one device read again
+
+
+def test_a_reset_is_always_signed_whatever_device_auth_says(lookup):
+    """`--device_auth=log`, the documented migration mode, let anyone zero any train."""
+    t = wire.now_us() - S
+    payload = wire.encode_reset("t1", t)[0]
+    reset = wire.Event(f"reset:t1:{t}", t, kind=wire.RESET, train_id="t1", raw=payload)
+    for mode in ("log", "off"):
+        fn = lookup(mode)
+        assert _outcome(fn, reset) == wire.UNSIGNED
+        assert _outcome(fn, reset._replace(raw=KEYS.sign("d1", payload))) == wire.BAD_SIGNATURE
+        assert _outcome(fn, reset._replace(raw=KEYS.sign(CONTROL_ID, payload))) == "t1"
+    # Counts stay as the mode says: accepted unsigned under `log`, refused under `require`.
+    t = wire.now_us()  # after d1's registration
+    count = wire.Event("d1:1", t, device_id="d1", delta=1, seq=1, raw=wire.encode_event("d1", 1, t, 1)[0])
+    assert _outcome(lookup("log"), count) == "t1" and _outcome(lookup(), count) == wire.UNSIGNED
+
+
+def test_a_count_made_before_its_device_was_moved_or_registered_again_is_refused(lookup, firestore_client):
+    """Replayed after a move (or a second registration), a device's old signed counts counted
+    again on its new train: 0 -> 10, and -> 20 after another registration. A first
+    registration refuses nothing (a backfill of counts made before it still counts)."""
+    import time
+
+    fn = lookup()
+    old_t = wire.now_us() - 3600 * S  # before d1's first registration: still its train's
+    old = wire.encode_event("d1", 10, old_t, 1)[0]
+    event = wire.Event("d1:1", old_t, device_id="d1", delta=10, seq=1, raw=KEYS.sign("d1", old))
+    assert _outcome(fn, event) == "t1"
+    time.sleep(0.01)
+    registry.assign_device(firestore_client, "devices", "d1", "t2")
+    moved = lookup()
+    assert _outcome(moved, event) == wire.BEFORE_ASSIGNMENT
+    registry.register_device(firestore_client, "devices", "d1", "t2")
+    assert _outcome(lookup(), event) == wire.BEFORE_ASSIGNMENT
+    fresh_t = wire.now_us()
+    fresh = wire.encode_event("d1", 1, fresh_t, 1)[0]
+    assert _outcome(lookup(), event._replace(event_time_us=fresh_t, raw=KEYS.sign("d1", fresh))) == "t2"
+    assert registry.read_device(firestore_client, "devices", "d1").assigned_us > old_t
+
+
+def test_an_envelope_kid_check_is_shared_by_parse_and_lookup():
+    """The principal of a kid is an id of the wire format's shape wherever a kid is split."""
+    assert identity.split_key_id("d1/k1") == ("d1", "k1")
+    for kid in ("__x__/k1", "d1/k1/k2", "/k1", "d1/", "d1\n/k1"):
+        with pytest.raises(identity.IdentityError):
+            identity.split_key_id(kid)
