@@ -44,6 +44,9 @@ MAX_BATCH = 500  # Firestore's limit of writes per commit
 MAX_BATCH_BYTES = 3 * 1024 * 1024
 # A guarded write (occupancy.fencing.Guard) whose precondition did not hold fails with one of these.
 PRECONDITION_FAILED = (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound)
+# A document the client cannot turn into a request (a value of no Firestore type, an integer past
+# 64 bits): it cannot succeed either, and one such document must not fail its whole batch for ever.
+UNENCODABLE = (TypeError, ValueError, OverflowError)
 
 
 class WriteConflict(Exception):
@@ -146,7 +149,7 @@ def commit_documents(
     for chunk in _chunks(list(groups.values())):
         try:
             policy.call(lambda chunk=chunk: _commit(client, [w for g in chunk for w in g], on_committed), on_retry)
-        except PERMANENT + PRECONDITION_FAILED:
+        except PERMANENT + PRECONDITION_FAILED + UNENCODABLE:
             # One bad document fails its whole batch: find it, a group then a write at a time.
             for group in chunk:
                 if len(group) > 1:
@@ -157,7 +160,7 @@ def commit_documents(
                         if any(_guarded(w) for w in group):
                             conflicts += group  # held back whole: the caller tries the group again
                             continue
-                    except PERMANENT:
+                    except PERMANENT + UNENCODABLE:
                         pass
                 for write in group:
                     try:
@@ -167,7 +170,7 @@ def commit_documents(
                             conflicts.append(write)
                         else:
                             failed.append((write, e))
-                    except PERMANENT as e:
+                    except PERMANENT + UNENCODABLE as e:
                         failed.append((write, e))
     if conflicts:
         raise WriteConflict(conflicts, failed)

@@ -19,6 +19,8 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from local.stack import PROJECT
 from occupancy import fold, identity, registry, wire
@@ -248,3 +250,73 @@ def test_an_envelope_kid_check_is_shared_by_parse_and_lookup():
     for kid in ("__x__/k1", "d1/k1/k2", "/k1", "d1/", "d1\n/k1"):
         with pytest.raises(identity.IdentityError):
             identity.split_key_id(kid)
+
+
+def test_a_document_the_client_cannot_encode_is_a_dead_letter_not_a_failed_batch(firestore_client):
+    """A value of no Firestore type (or past 64 bits) raised out of the commit, for the whole batch,
+    at every retry of the bundle."""
+    from occupancy.store import RetryPolicy, commit_documents
+
+    writes = [("c", "good", {"v": 1}), ("c", "big", {"v": 2**64}), ("c", "odd", {"v": object()}), ("c", "also", {"v": 2})]
+    failed = commit_documents(firestore_client, writes, RetryPolicy(deadline_s=5))
+    assert sorted(w[1] for w, _ in failed) == ["big", "odd"]
+    assert sorted(d.id for d in firestore_client.collection("c").stream()) == ["also", "good"]
+
+
+_EXTREME_INTS = st.sampled_from([2**63, 2**63 - 1, 2**64, -(2**63) - 1, -1, 0, 2**53, 10**30])
+_VALUES = st.recursive(
+    st.none() | st.booleans() | _EXTREME_INTS | st.integers() | st.floats() | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@st.composite
+def _envelopes(draw):
+    """Envelopes with any header and any JSON (or not) payload: what the bridge and the lookup
+    read before anything is verified."""
+    header = draw(st.dictionaries(st.sampled_from(["alg", "kid", "typ", "x"]), _VALUES, max_size=3))
+    if draw(st.booleans()):
+        header = {"alg": "EdDSA", "kid": draw(st.sampled_from(["d1/k1", "__x__/k1", "d1/k1/k2", "d1", ""]))}
+    body = draw(
+        st.one_of(
+            st.binary(max_size=200),
+            st.builds(lambda v: json.dumps(v).encode(), _VALUES),
+            st.builds(
+                lambda seq, t: json.dumps({"device_id": "d1", "delta": 1, "seq": seq, "event_time": t}).encode(),
+                _EXTREME_INTS | st.integers(),
+                st.text(max_size=60) | st.sampled_from(["2026-11-24T07:00:00Z", "9" * 2000]),
+            ),
+            st.sampled_from([b"[" * 5000, b"{" * 20]),
+        )
+    )
+    return _envelope(header, body)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_envelopes())
+def test_any_envelope_gives_the_bridge_bounded_attributes_and_the_lookup_a_verdict(raw):
+    from occupancy import authenticate, mqtt
+
+    attributes = mqtt.event_attributes("d1", raw)
+    assert attributes["device_id"] == "d1" and set(attributes) <= {"device_id", "event_id", "event_time"}
+    assert all(len(v.encode()) <= 1024 for v in attributes.values())
+    if "event_id" in attributes:
+        assert 0 <= int(attributes["event_id"].split(":")[1]) <= wire.MAX_SEQ
+    event = wire.Event("d1:1", 0, device_id="d1", delta=1, seq=1, raw=raw)
+    verdict = authenticate.Authenticator.precheck(event)
+    assert verdict is None or verdict[0] in (wire.UNSIGNED, wire.BAD_SIGNATURE)
+    reset = wire.Event("reset:t1:x", 0, kind=wire.RESET, train_id="t1", raw=raw)
+    assert authenticate.Authenticator().check(reset, None, 0, lambda principal: None) is not None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.binary(max_size=40_000),
+    st.dictionaries(st.text(max_size=400), st.text(max_size=3000), max_size=60),
+    st.text(max_size=3000) | st.none(),
+)
+def test_any_dead_letter_record_is_bounded_and_serializable(payload, attributes, message_id):
+    record = wire.dead_letter(wire.MALFORMED, "x" * 5000, payload, attributes, message_id, 0, "ParseEvents")
+    assert len(json.dumps(record)) < 200_000
+    assert len(dead_letters._to_pubsub(record).data) < 200_000

@@ -199,7 +199,7 @@ class FoldOccupancy(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(STATS, (0,) * (len(STAT_NAMES) - 1) + (1,))
                 return
         try:
-            result = fold.apply_events(state, ready, self._config, fired_us)
+            outputs = self._apply(key, state, ready, fired_us, seeded, visits, queue)
         except Exception as e:  # noqa: BLE001 - no element may fail the bundle (transforms/guard.py)
             # The train's state is left as it was (the decoded copy is dropped); the events the
             # flush took are dead letters, each with the error.
@@ -208,33 +208,44 @@ class FoldOccupancy(beam.DoFn):
                 payload, attributes = _as_sent(event)
                 yield guard.dead_letter("RunningOccupancy", e, payload, attributes, None)
             return
+        cell.train = state
+        yield from outputs
+
+    def _apply(self, key, state: fold.TrainState, ready, fired_us: int, seeded: bool, visits, queue) -> list:
+        """Applies the released events to `state`: what the flush emits (dead letters of the
+        events the fold refused, its statistics, TIDES rows, the documents), built whole before
+        any is emitted."""
+        result = fold.apply_events(state, ready, self._config, fired_us)
+        outputs = []
         for event, reason, detail in result.refused:
             # The raw message was left behind at the lookup (state keeps no payloads): the dead
             # letter carries the event as its sender sent it, unsigned.
             payload, attributes = _as_sent(event)
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER,
-                wire.dead_letter(reason, detail, payload, attributes, None, wire.now_us(), "RunningOccupancy"),
+            outputs.append(
+                beam.pvalue.TaggedOutput(
+                    DEAD_LETTER,
+                    wire.dead_letter(reason, detail, payload, attributes, None, wire.now_us(), "RunningOccupancy"),
+                )
             )
-        cell.train = state
-        yield beam.pvalue.TaggedOutput(
-            STATS,
-            (result.applied, result.duplicates, result.late, result.corrections, result.heartbeats, int(seeded), 0),
+        outputs.append(
+            beam.pvalue.TaggedOutput(
+                STATS,
+                (result.applied, result.duplicates, result.late, result.corrections, result.heartbeats, int(seeded), 0),
+            )
         )
         if self._visits is not None:
-            yield from self._flush_visits(key, result.counts, fired_us, visits, queue)
-        for bucket in result.buckets:
-            yield documents.history_write(key, bucket)
-        for trip in result.trips:
-            yield documents.trip_write(key, trip)
+            outputs += self._flush_visits(key, result.counts, fired_us, visits, queue)
+        outputs += [documents.history_write(key, bucket) for bucket in result.buckets]
+        outputs += [documents.trip_write(key, trip) for trip in result.trips]
         if result.write_realtime:
-            yield documents.realtime_write(key, state)
+            outputs.append(documents.realtime_write(key, state))
+        return outputs
 
-    def _flush_visits(self, key, applied, fired_us, visits, queue):
+    def _flush_visits(self, key, applied, fired_us, visits, queue) -> list:
         rows, again = self._visits.flush(key, applied, fired_us, visits)
         if again is not None:  # the one flush timer, armed for it unless due sooner
             arm_flush(queue, again, self._config.flush_interval_us)
-        yield from rows
+        return list(rows)
 
 
 def _as_sent(event: wire.Event):
