@@ -213,7 +213,7 @@ else
 endif
 
 # Builds the API image on Cloud Build and deploys it to Cloud Run as API_SERVICE, running
-# as its own service account (deploy/infra.sh: Datastore User only). Public ingress:
+# as its own service account (deploy/infra.sh: Datastore User and Firebase Auth Viewer). Public ingress:
 # the API checks tokens itself (occupancy reads public, devices and writes need an operator).
 api-deploy:
 	@:$(require_cloud)$(call require,TAG)

@@ -77,6 +77,17 @@ def create_app(settings: Settings, client=None) -> FastAPI:
     app.state.upstream_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)  # the operator's feed
     auth.init(settings)
 
+    @app.middleware("http")
+    async def private_when_authorized(request, call_next):
+        """What a token changes must never be served from a shared cache to someone else: every
+        answer varies on Authorization, and one to a request that carried a token is private."""
+        response = await call_next(request)
+        vary = response.headers.get("Vary")
+        response.headers["Vary"] = f"{vary}, Authorization" if vary else "Authorization"
+        if request.headers.get("authorization"):
+            response.headers["Cache-Control"] = "private, no-store"
+        return response
+
     @app.exception_handler(RegistryError)
     async def registry_error(_request, exc: RegistryError):
         status = 404 if isinstance(exc, UnknownDevice) else 409 if isinstance(exc, RegistryConflict) else 422

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from api import ids
 from api.auth import require_operator
 from api.deps import ClientDep, SettingsDep
+from api.models import RequestTime
 from occupancy.registry import keys
 
 _LOGGER = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class Key(BaseModel):
 class NewKey(BaseModel):
     key_id: str = "k1"
     public_key: str = Field(description="PEM public key: Ed25519, EC P-256 or RSA 2048+")
-    expires_at: Optional[datetime.datetime] = None
+    expires_at: Optional[RequestTime] = Field(None, description="ISO 8601, from 2000 to 2100; none: never.")
 
 
 class KeyList(BaseModel):

@@ -1,11 +1,35 @@
 """Request and response bodies (they make the OpenAPI schema at /openapi.json)."""
 
 import datetime
-from typing import Dict, List, Optional
+from typing import Annotated, Dict, List, Optional
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
-from occupancy.wire import ID_PATTERN
+from occupancy.wire import ID_PATTERN, MIN_EVENT_TIME
+
+# The times a request may name, in UTC: from the event format's earliest to 2100 (a time past
+# the ends of Python's calendar once answered 500: moved to UTC, 0001-01-01T00:00:00+01:00 has no
+# year).
+EARLIEST_TIME = datetime.datetime.fromisoformat(MIN_EVENT_TIME)
+LATEST_TIME = datetime.datetime(2100, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def utc_in_range(value: datetime.datetime) -> datetime.datetime:
+    """`value` in UTC (a naive one taken as UTC); ValueError (a 422) outside EARLIEST_TIME to
+    LATEST_TIME."""
+    try:
+        utc = value.astimezone(datetime.timezone.utc) if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST_TIME <= utc <= LATEST_TIME:
+        raise ValueError(
+            f"a time from {EARLIEST_TIME.isoformat()} to {LATEST_TIME.isoformat()}, got {value.isoformat()}"
+        )
+    return utc
+
+
+# A time in a request: ISO 8601, bounded (utc_in_range).
+RequestTime = Annotated[datetime.datetime, AfterValidator(utc_in_range)]
 
 
 def Id(description: str):  # noqa: N802 (reads like a type in the models)

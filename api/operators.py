@@ -1,8 +1,10 @@
 """python -m api.operators grant|revoke|show EMAIL: who holds the operator role.
 
 The role is the Firebase Authentication custom claim `operator: true`
-(`api.auth.OPERATOR_CLAIM`). A user sees a granted or revoked role in their
-next ID token (sign in again, or wait for the hourly refresh).
+(`api.auth.OPERATOR_CLAIM`). A user sees a granted role in their next ID token
+(sign in again, or wait for the hourly refresh). A revoke takes effect at once:
+it also revokes the user's refresh tokens, and the API asks Firebase Auth for
+the user's current claims at every operator request (api.auth.check_current).
 
 Credentials: Application Default Credentials of someone allowed to manage
 Firebase Authentication users (roles/firebaseauth.admin); none against the
@@ -26,7 +28,8 @@ def _app(project: str):
 
 
 def set_operator(project: str, email: str, operator: bool) -> dict:
-    """Grants or revokes the role, keeping the user's other claims; returns the new claims."""
+    """Grants or revokes the role, keeping the user's other claims; returns the new claims. A
+    revoke also revokes the user's refresh tokens: tokens signed in before it stop working."""
     from firebase_admin import auth
 
     app = _app(project)
@@ -37,6 +40,8 @@ def set_operator(project: str, email: str, operator: bool) -> dict:
     else:
         claims.pop(OPERATOR_CLAIM, None)
     auth.set_custom_user_claims(user.uid, claims or None, app=app)
+    if not operator:
+        auth.revoke_refresh_tokens(user.uid, app=app)
     return claims
 
 

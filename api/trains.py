@@ -1,6 +1,7 @@
 """Occupancy reads: every train now, one train with its devices, one train's history."""
 
 import base64
+import binascii
 import datetime
 import json
 from typing import Optional
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from api import ids, public
 from api.auth import allow_read
 from api.deps import ClientDep, SettingsDep, read_fleet, trip_for
-from api.models import DeviceSeen, HistoryItem, HistoryPage, TrainDetail, TrainList
+from api.models import DeviceSeen, HistoryItem, HistoryPage, RequestTime, TrainDetail, TrainList, utc_in_range
 from occupancy import fleet, privacy
 from occupancy.store import count_ops
 
@@ -123,8 +124,8 @@ def _decode_cursor(cursor: str):
         doc_id = data["id"]
         if not isinstance(doc_id, str) or not doc_id.isalnum() or timestamp.tzinfo is None:
             raise ValueError(doc_id)
-        return timestamp, doc_id
-    except (ValueError, KeyError, TypeError, UnicodeError):
+        return utc_in_range(timestamp), doc_id
+    except (ValueError, KeyError, TypeError, UnicodeError, binascii.Error):
         raise HTTPException(
             status_code=422, detail="invalid cursor: pass next_cursor from the previous page unchanged"
         ) from None
@@ -141,10 +142,12 @@ def history(
     settings: SettingsDep,
     client: ClientDep,
     train_id: str = Depends(ids.train_id),
-    start: Optional[datetime.datetime] = Query(
-        None, alias="from", description="Earliest timestamp (inclusive), ISO 8601."
+    start: Optional[RequestTime] = Query(
+        None, alias="from", description="Earliest timestamp (inclusive), ISO 8601, from 2000 to 2100."
     ),
-    end: Optional[datetime.datetime] = Query(None, alias="to", description="Latest timestamp (exclusive), ISO 8601."),
+    end: Optional[RequestTime] = Query(
+        None, alias="to", description="Latest timestamp (exclusive), ISO 8601, from 2000 to 2100."
+    ),
     limit: int = Query(500, ge=1, le=MAX_PAGE),
     cursor: Optional[str] = None,
     claims: Optional[dict] = Depends(allow_read),
@@ -153,7 +156,6 @@ def history(
     A public reader gets each value at the public step's granularity and no event counts."""
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    start, end = fleet.as_utc(start), fleet.as_utc(end)
     if start and end and start >= end:
         raise HTTPException(status_code=422, detail="'from' must be before 'to'")
     collection = client.collection(settings.history_collection)

@@ -29,7 +29,8 @@
 #   service account occupancy-device  a door device: roles/pubsub.publisher on
 #                                     the events topic, nothing else
 #   service account occupancy-api     the API on Cloud Run (make api-deploy):
-#                                     roles/datastore.user on the project, nothing else
+#                                     roles/datastore.user and roles/firebaseauth.viewer
+#                                     on the project, nothing else
 #   Firestore indexes from deploy/firestore.indexes.json (composite indexes and
 #   single-field exemptions), with `gcloud firestore indexes ...`
 set -euo pipefail
@@ -181,6 +182,9 @@ run gcloud pubsub topics add-iam-policy-binding "$TOPIC" "$P" "$DEVICE_MEMBER" -
 # per-collection IAM: the split between what it may read and write is the
 # API's code, and clients outside it are held by deploy/firestore.rules.
 run gcloud projects add-iam-policy-binding "$PROJECT" "$API_MEMBER" --role=roles/datastore.user --condition=None
+# Reads Firebase Auth users (firebaseauth.users.get): every operator request asks for the
+# user as it is now, so that a removed operator is shut out at once (api/auth.py).
+run gcloud projects add-iam-policy-binding "$PROJECT" "$API_MEMBER" --role=roles/firebaseauth.viewer --condition=None
 
 # --- Firestore indexes (deploy/firestore.indexes.json, Firebase CLI format) -------
 # Translated to gcloud commands so that no Firebase CLI is needed; the same

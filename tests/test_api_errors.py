@@ -20,6 +20,8 @@ class _Unreachable:
     def where(self, *args, **kwargs):
         return self
 
+    order_by = limit = start_after = where
+
     def document(self, *args):
         return self
 
@@ -91,3 +93,48 @@ def test_every_json_answer_is_declared_in_openapi():
                 if not ok:
                     undeclared.append(f"{method.upper()} {path} {code}: {content}")
     assert undeclared == []
+
+
+def test_a_time_past_the_ends_of_the_calendar_is_a_422_never_a_500():
+    """Moved to UTC, 0001-01-01T00:00:00+01:00 has no year: a public, unauthenticated 500
+    (OverflowError) from the history's `from`, `to` and a crafted cursor, and an operator's from a
+    key's `expires_at`."""
+    import base64
+    import json
+
+    from api.auth import require_operator
+
+    app = create_app(Settings(), client=_Unreachable(gexc.ServiceUnavailable("down")))
+    app.dependency_overrides[require_operator] = lambda: {"operator": True}
+    extremes = (
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        "1999-12-31T23:59:59Z",
+        "2100-01-02T00:00:00Z",
+    )
+    with TestClient(app, raise_server_exceptions=False) as http:
+        for value in extremes:
+            for name in ("from", "to"):
+                answer = http.get("/v1/trains/t1/history", params={name: value})
+                assert answer.status_code == 422, (name, value, answer.text)
+            cursor = base64.urlsafe_b64encode(json.dumps({"t": value, "id": "abc"}).encode()).decode()
+            answer = http.get("/v1/trains/t1/history", params={"cursor": cursor})
+            assert answer.status_code == 422 and "invalid cursor" in answer.json()["detail"], answer.text
+            answer = http.post("/v1/devices/d1/keys", json={"public_key": "x", "expires_at": value})
+            assert answer.status_code == 422, (value, answer.text)
+        # Within the bounds the query is made (and answers as Firestore does: here, unavailable).
+        assert http.get("/v1/trains/t1/history", params={"from": "2026-11-24T07:00:00+01:00"}).status_code == 503
+
+
+def test_an_answer_to_a_token_is_private_and_every_answer_varies_on_it():
+    """Exact operator answers went out `Cache-Control: public` without `Vary: Authorization`: a
+    shared cache could hand them to the public."""
+    with TestClient(create_app(Settings(), client=_Unreachable(gexc.ServiceUnavailable("down")))) as http:
+        for path in ("/openapi.json", "/v1/trains", "/gtfs-rt/vehicle-positions.pb"):
+            public = http.get(path)
+            assert "Authorization" in public.headers["Vary"] and "private" not in public.headers.get(
+                "Cache-Control", ""
+            )
+            private = http.get(path, headers={"Authorization": "Bearer x"})
+            assert private.headers["Cache-Control"] == "private, no-store", path
+            assert "Authorization" in private.headers["Vary"]

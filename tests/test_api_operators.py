@@ -94,9 +94,14 @@ def test_operators_cli_grants_and_revokes_the_role(http, auth_emulator, monkeypa
     assert http.get("/v1/devices", headers=headers()).status_code == 403
     granted = run("grant")
     assert granted.returncode == 0 and "operator" in granted.stdout, granted.stderr
-    assert http.get("/v1/devices", headers=headers()).status_code == 200
+    held = headers()  # a token with the claim, as a removed operator still holds it
+    assert http.get("/v1/devices", headers=held).status_code == 200
     assert run("revoke").returncode == 0
     assert http.get("/v1/devices", headers=headers()).status_code == 403
+    # Shut out at once, not when the held token expires (an hour): its claim is checked against
+    # the user as now, and its refresh tokens were revoked.
+    refused = http.get("/v1/devices", headers=held)
+    assert refused.status_code in (401, 403), refused.text
     missing = subprocess.run(
         [sys.executable, "-m", "api.operators", "grant", "nobody@example.com", "--project", PROJECT],
         capture_output=True,

@@ -107,6 +107,15 @@ EXPECTED_BINDINGS = [
         "--role=roles/datastore.user",
         "--condition=None",
     ],
+    [
+        "gcloud",
+        "projects",
+        "add-iam-policy-binding",
+        "demo-occupancy-123",
+        f"--member={API_SA}",
+        "--role=roles/firebaseauth.viewer",
+        "--condition=None",
+    ],
 ]
 EXPECTED_RESOURCES = [
     ["gcloud", "pubsub", "topics", "create", "occupancy-events", P],

@@ -257,7 +257,12 @@ def test_a_document_the_client_cannot_encode_is_a_dead_letter_not_a_failed_batch
     at every retry of the bundle."""
     from occupancy.store import RetryPolicy, commit_documents
 
-    writes = [("c", "good", {"v": 1}), ("c", "big", {"v": 2**64}), ("c", "odd", {"v": object()}), ("c", "also", {"v": 2})]
+    writes = [
+        ("c", "good", {"v": 1}),
+        ("c", "big", {"v": 2**64}),
+        ("c", "odd", {"v": object()}),
+        ("c", "also", {"v": 2}),
+    ]
     failed = commit_documents(firestore_client, writes, RetryPolicy(deadline_s=5))
     assert sorted(w[1] for w, _ in failed) == ["big", "odd"]
     assert sorted(d.id for d in firestore_client.collection("c").stream()) == ["also", "good"]
