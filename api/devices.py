@@ -75,16 +75,21 @@ def list_devices(
     status_code=201,
     response_model=Device,
     summary="Register a device",
-    responses={409: {"description": "Registered to another train"}, 422: {"description": "Invalid id"}},
+    responses={
+        409: {"description": "Already registered (again: true to register it again), or on another train"},
+        422: {"description": "Invalid id"},
+    },
 )
 def register(body: NewDevice, request: Request, settings: SettingsDep, client: ClientDep, response: Response):
-    """As `registry register`: a device on another train must be moved with PUT .../train."""
+    """As `registry register`: a device on another train must be moved with PUT .../train; one
+    already registered is registered again only with `again: true`, which never enables it."""
     registry.register_device(
         client,
         settings.devices_collection,
         body.device_id,
         body.train_id,
         body.door,
+        again=body.again,
         timeout=settings.firestore_timeout_s,
     )
     _LOGGER.info("Registered device %s to train %s", body.device_id, body.train_id)

@@ -123,6 +123,12 @@ class NewDevice(BaseModel):
     device_id: str = Id("The new device's id.")
     train_id: str = Id("The train it is mounted on.")
     door: Optional[str] = Field(None, max_length=128)
+    again: bool = Field(
+        False,
+        description="Register an already registered device again (its seq counter was wiped): its counts "
+        "made before are refused from then on; a disabled device stays disabled. Without it, an existing "
+        "device is a 409.",
+    )
 
 
 class TrainAssignment(BaseModel):

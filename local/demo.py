@@ -181,9 +181,11 @@ class Demo:
                 try:
                     registry.register_device(self.client, DEVICES, device_id, train.train_id, door)
                 except registry.RegistryError:
-                    # Moved to another train by hand in an earlier session: the demo takes it back.
+                    # From an earlier session (perhaps moved or disabled by hand): the demo takes it
+                    # back and starts its seq afresh, as its simulated device does.
                     registry.assign_device(self.client, DEVICES, device_id, train.train_id)
-                    registry.register_device(self.client, DEVICES, device_id, train.train_id, door)
+                    registry.register_device(self.client, DEVICES, device_id, train.train_id, door, again=True)
+                    registry.set_enabled(self.client, DEVICES, device_id, True)
             say(f"  {train.train_id:7} {train.name} (capacity {train.capacity}): " + ", ".join(train.devices))
         # Each simulated device signs with a key pair made now (the private halves never leave
         # this process); resets are signed by the operator's control key.

@@ -169,6 +169,12 @@ def test_register_move_enable_disable_and_set_train(http, tokens, firestore_clie
 
     assert http.post("/v1/devices/n1/disable", headers=op).json()["enabled"] is False
     assert registry.read_device(firestore_client, "devices", "n1").enabled is False
+    # A stolen device, disabled: registering it by accident must not enable it again.
+    same = http.post("/v1/devices", json={"device_id": "n1", "train_id": "t2"}, headers=op)
+    assert same.status_code == 409 and "already registered" in same.json()["detail"], same.text
+    again = http.post("/v1/devices", json={"device_id": "n1", "train_id": "t2", "again": True}, headers=op)
+    assert again.status_code == 201 and again.json()["enabled"] is False, again.text
+    assert registry.read_device(firestore_client, "devices", "n1").enabled is False
     assert http.post("/v1/devices/n1/enable", headers=op).json()["enabled"] is True
     assert http.post("/v1/devices/ghost/enable", headers=op).status_code == 404
 

@@ -236,7 +236,7 @@ def test_a_count_made_before_its_device_was_moved_or_registered_again_is_refused
     registry.assign_device(firestore_client, "devices", "d1", "t2")
     moved = lookup()
     assert _outcome(moved, event) == wire.BEFORE_ASSIGNMENT
-    registry.register_device(firestore_client, "devices", "d1", "t2")
+    registry.register_device(firestore_client, "devices", "d1", "t2", again=True)
     assert _outcome(lookup(), event) == wire.BEFORE_ASSIGNMENT
     fresh_t = wire.now_us()
     fresh = wire.encode_event("d1", 1, fresh_t, 1)[0]

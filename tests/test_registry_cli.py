@@ -65,18 +65,22 @@ def test_register_to_another_train_is_refused(firestore_client, capsys):
     assert after.update_time == before.update_time
 
 
-def test_register_again_to_the_same_train_resets_the_entry(firestore_client, capsys):
+def test_register_again_only_when_told_and_never_enabling_a_disabled_device(firestore_client, capsys):
     assert run(capsys, "register", "d1", "--train", "t1", "--door", "1")[0] == 0
     assert run(capsys, "disable", "d1")[0] == 0
     first = device_doc(firestore_client, "d1")
     assert first["enabled"] is False
-    time.sleep(0.01)
+    # By accident: refused, and nothing changed (it re-enabled a disabled, perhaps stolen, device).
     code, out, err = run(capsys, "register", "d1", "--train", "t1", "--door", "4")
-    assert (code, err) == (0, "")
+    assert_usage_error(code, out, err, "already registered", "--again")
+    assert device_doc(firestore_client, "d1") == first
+    time.sleep(0.01)
+    code, out, err = run(capsys, "register", "d1", "--train", "t1", "--door", "4", "--again")
+    assert (code, err) == (0, "") and "still disabled" in out
     again = device_doc(firestore_client, "d1")
-    assert again["registered_at"] > first["registered_at"]
+    assert again["registered_at"] > first["registered_at"] and again["assigned_at"] == again["registered_at"]
     assert again["updated_at"] > first["updated_at"]
-    assert (again["train_id"], again["enabled"], again["door"]) == ("t1", True, "4")
+    assert (again["train_id"], again["enabled"], again["door"]) == ("t1", False, "4")
 
 
 def test_register_help_says_that_registering_again_resets_seq(capsys):
@@ -84,7 +88,7 @@ def test_register_help_says_that_registering_again_resets_seq(capsys):
         cli.main(["register", "--help"])
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "registered_at" in text and "forget the device's old seq" in text
+    assert "registered_at" in text and "forget the device's old seq" in text and "--again" in text
     assert "use 'assign'" in text
 
 
@@ -280,7 +284,7 @@ def test_register_does_not_overwrite_a_concurrent_change(firestore_client, capsy
         return snapshot
 
     monkeypatch.setattr(DocumentReference, "get", get_then_change)
-    code, out, err = run(capsys, "register", "d1", "--train", "t1")
+    code, out, err = run(capsys, "register", "d1", "--train", "t1", *(["--again"] if exists_before else []))
     assert_usage_error(code, out, err, "registered to train t2", "assign")
     assert reads == [exists_before, True]
     assert device_doc(firestore_client, "d1")["train_id"] == "t2"

@@ -110,4 +110,4 @@ def test_a_train_takes_at_most_max_devices_whatever_the_way_in(firestore_client,
     code, out, err = run(capsys, "assign", "d9", "t1")
     assert_usage_error(code, out, err, "train t1 has 3 devices")
     assert device_doc(firestore_client, "d9")["train_id"] == "t2"
-    assert run(capsys, "register", "d0", "--train", "t1")[0] == 0  # again, same train: no new device
+    assert run(capsys, "register", "d0", "--train", "t1", "--again")[0] == 0  # again, same train: no new device

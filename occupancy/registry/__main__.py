@@ -3,7 +3,7 @@
 Manages the Firestore collections that replace the retired Cloud IoT Core
 registry (docs/design.md, "Device registry"):
 
-  register DEVICE_ID --train TRAIN_ID [--door D]   add a device, or register it again
+  register DEVICE_ID --train TRAIN_ID [--door D] [--again]   add a device, or register it again
   list [--train T] [--json]                         show devices
   assign DEVICE_ID TRAIN_ID                         move a device to another train
   enable DEVICE_ID / disable DEVICE_ID              accept or dead-letter its events
@@ -84,15 +84,13 @@ DEVICE_COLUMNS = (
 
 
 def cmd_register(client, args, out) -> None:
-    registry.register_device(
-        client, args.devices_collection, args.device_id, args.train, args.door, timeout=args.timeout
+    written = registry.register_device(
+        client, args.devices_collection, args.device_id, args.train, args.door, again=args.again, timeout=args.timeout
     )
     door = f", door {args.door}" if args.door is not None else ""
-    print(
-        f"registered device {args.device_id} to train {args.train}{door} "
-        f"(enabled; its seq history in the pipeline starts afresh)",
-        file=out,
-    )
+    state = "enabled" if written["enabled"] else "still disabled: 'enable' it when it may count again"
+    again = "; its seq history in the pipeline starts afresh" if args.again else ""
+    print(f"registered device {args.device_id} to train {args.train}{door} ({state}{again})", file=out)
     if args.generate_key:
         from occupancy.registry import keys
 
@@ -196,15 +194,21 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "register",
         cmd_register,
-        "Register a device to a train (or register it again).",
-        "Register a device to a train. A device already registered to another train is "
-        "refused: use 'assign' to move it. Registering it again to the same train (e.g. after "
-        "its outbox and seq counter were wiped) rewrites the entry: enabled again, the door as "
-        "given, and a new registered_at, which makes the pipeline forget the device's old seq.",
+        "Register a device to a train (or, with --again, register it again).",
+        "Register a new device to a train, enabled. A device already registered is refused: "
+        "use 'assign' to move it to another train. Registering it again to the same train "
+        "(--again, after its outbox and seq counter were wiped) gives it a new registered_at, "
+        "which makes the pipeline forget the device's old seq and refuse the counts it made "
+        "before, and the door as given; a disabled device stays disabled.",
     )
     register.add_argument("device_id", metavar="DEVICE_ID")
     register.add_argument("--train", required=True, metavar="TRAIN_ID")
     register.add_argument("--door", metavar="D", help="Door label (optional).")
+    register.add_argument(
+        "--again",
+        action="store_true",
+        help="Register an already registered device again (its seq counter was wiped).",
+    )
     register.add_argument(
         "--generate_key",
         metavar="PATH",

@@ -40,15 +40,19 @@ def register_device(
     train_id: str,
     door: Optional[str] = None,
     *,
+    again: bool = False,
     timeout: Optional[float] = None,
 ) -> dict:
-    """Registers a device to a train; a device already on another train needs `assign`.
+    """Registers a new device to a train, enabled; returns what was written.
 
-    Registering again (same train) rewrites the whole entry: `enabled` true,
-    `door` as given, and a new `registered_at` and `assigned_at`, so the pipeline forgets the
-    device's old `seq` and refuses the counts it made before. The check and the write are one optimistic step: the
-    write carries a precondition (document absent, or unchanged since it was
-    read), so a concurrent `register`/`assign` cannot slip in between them.
+    A device already registered is refused (RegistryConflict) unless `again`: a device on
+    another train needs `assign`, and registering one again is a decision (its counter was
+    wiped), never an accident. Registering again (same train) gives a new `registered_at` and
+    `assigned_at`, so that the pipeline forgets the device's old `seq` and refuses the counts it
+    made before, and the door as given; `enabled` stays as it was (a disabled device, a stolen
+    one, is never enabled by it). The check and the write are one optimistic step: the write
+    carries a precondition (document absent, or unchanged since it was read), so a concurrent
+    `register`/`assign` cannot slip in between them.
     """
     from google.api_core import exceptions as gexc
 
@@ -61,17 +65,23 @@ def register_device(
         current = (existing.to_dict() or {}).get("train_id") if existing.exists else None
         if current not in (None, train_id):
             raise RegistryConflict(f"device {device_id} is registered to train {current}; use 'assign' to move it")
+        if existing.exists and not again:
+            raise RegistryConflict(
+                f"device {device_id} is already registered to train {train_id}; register it again only if its "
+                'seq counter was wiped (--again; the API\'s "again": true)'
+            )
         if current is None:
             check_room(client, collection, train_id, 1, timeout)
         try:
             if existing.exists:
+                again_data = {k: v for k, v in data.items() if k != "enabled"}
                 ref.update(
-                    dict(data, assigned_at=data["registered_at"]),
+                    dict(again_data, assigned_at=data["registered_at"]),
                     option=client.write_option(last_update_time=existing.update_time),
                     **rpc_options(timeout),
                 )
-            else:
-                ref.create(data, **rpc_options(timeout))
+                return dict(again_data, enabled=bool((existing.to_dict() or {}).get("enabled", True)))
+            ref.create(data, **rpc_options(timeout))
             return data
         except (gexc.Conflict, gexc.FailedPrecondition, gexc.NotFound):
             _LOGGER.info("Device %s changed while it was being registered; reading it again", device_id)
