@@ -58,8 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("OCCUPANCY_PRIVATE_KEY"),
         help="This device's private key (PEM, mode 0600; made by `python -m occupancy.registry "
         "register --generate_key PATH`): every count is signed with it (default: "
-        "$OCCUPANCY_PRIVATE_KEY; without one counts go unsigned, which the pipeline refuses "
-        "by default).",
+        "$OCCUPANCY_PRIVATE_KEY). Required, unless --unsigned.",
+    )
+    p.add_argument(
+        "--unsigned",
+        action="store_true",
+        default=False,
+        help="Send counts unsigned, on purpose: only a pipeline with --device_auth=off or log "
+        "accepts them (its default, require, dead-letters every one).",
     )
     p.add_argument(
         "--key_id",
@@ -214,6 +220,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if kind != "replay" and extra:
         parser.error(f"argument --source: {kind} takes no argument, got {' '.join(extra)}")
     args.source, args.replay_file = kind, (extra[0] if extra else None)
+    if args.unsigned and args.private_key:
+        parser.error("--unsigned with --private_key (or $OCCUPANCY_PRIVATE_KEY): choose one")
     if args.replay_file and not os.path.isfile(args.replay_file):
         parser.error(f"argument --source: replay file {args.replay_file} not found")
     return args

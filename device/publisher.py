@@ -270,7 +270,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         # After the transport's checks: a configuration error is reported before the warning
         # about a missing key. The senders above are made later, with this `sign`.
-        signer = load_signer(args.private_key, args.device_id, args.key_id)
+        signer = load_signer(args.private_key, args.device_id, args.key_id, args.unsigned)
         sign = signer.sign if signer is not None else None
         outbox = Outbox(args.outbox, args.max_outbox, on_full=_warn_full)
     except (UsageError, OutboxError) as e:
@@ -279,14 +279,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return Publisher(args, outbox, make_sender, destination).run()
 
 
-def load_signer(path: Optional[str], device_id: str, key_name: str):
-    """The device's signer from its private key file (PEM), or None without one."""
-    if not path:
+def load_signer(path: Optional[str], device_id: str, key_name: str, unsigned: bool = False):
+    """The device's signer from its private key file (PEM); None only with `unsigned`. Without
+    a key a publisher would send counts the pipeline refuses (its default, --device_auth=require)
+    and delete them on Pub/Sub's ack: every count lost, silently. So a missing key is a
+    configuration error, and unsigned counts are a choice made on the command line."""
+    if unsigned:
         _LOGGER.warning(
-            "No --private_key: counts are sent unsigned, and a pipeline with "
-            "--device_auth=require (its default) refuses them"
+            "--unsigned: counts are sent unsigned; only a pipeline with --device_auth=off or log accepts them"
         )
         return None
+    if not path:
+        raise UsageError(
+            "no --private_key (or $OCCUPANCY_PRIVATE_KEY): the pipeline refuses unsigned counts; "
+            "give the device's key (registry register --generate_key PATH made it), or --unsigned on purpose"
+        )
     from occupancy import identity  # the JOSE library only where a key is used
 
     try:

@@ -155,6 +155,10 @@ def test_the_publisher_imports_neither_beam_nor_firestore():
         ),
         (["--device_id", "d1", "--source", "replay"], "replay needs one FILE"),
         (["--device_id", "d1", "--emulator", "localhost:1", "--topic", "a/b"], "invalid --topic 'a/b'"),
+        # Without a key every count would be sent unsigned, dead-lettered by the pipeline and
+        # deleted here on Pub/Sub's ack: lost, silently. Unsigned only on purpose.
+        (["--device_id", "d1", "--emulator", "localhost:1", "--private_key", ""], "no --private_key"),
+        (["--device_id", "d1", "--unsigned", "--private_key", "/k.pem"], "--unsigned with --private_key"),
     ],
 )
 def test_configuration_errors_are_one_line_with_exit_code_2(argv, message, tmp_path):

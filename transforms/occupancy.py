@@ -146,7 +146,6 @@ class FoldOccupancy(beam.DoFn):
             self._unexpected.inc()
             payload, attributes = _as_sent(event)
             return [guard.dead_letter("RunningOccupancy", e, payload, attributes, None)]
-        return None
 
     @on_timer(FLUSH)
     def on_flush(
