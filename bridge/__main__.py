@@ -47,8 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--client_id",
         type=str,
         default="occupancy-bridge",
-        help="MQTT client id: the broker keeps this session's queue while the bridge is away "
-        "(one id per bridge; two bridges with one id take turns).",
+        help="MQTT client id. The project's broker configuration replaces it with the username "
+        "(use_username_as_clientid), so the session the broker keeps for the bridge while it is "
+        "away is its username's: one username per bridge (two bridges with one take turns).",
+    )
+    p.add_argument(
+        "--ca_file",
+        type=str,
+        default=None,
+        metavar="PEM",
+        help="TLS to the broker, its certificate verified against this CA.",
+    )
+    p.add_argument("--tls", action="store_true", help="TLS to the broker, verified against the system's CAs.")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="Allow plaintext to a broker off this machine (its secret and the counts in clear).",
     )
     p.add_argument(
         "--topic", type=str, default="occupancy-events", help="Pub/Sub topic: a name, or projects/P/topics/T."
@@ -116,6 +130,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    tls = bool(args.ca_file or args.tls)
+    refused = mqtt.plaintext_refused(args.broker.rsplit(":", 1)[0], tls, args.insecure, "--ca_file", "--insecure")
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return 2
     # Unhealthy once a message waits longer than a publish may take and the reconnect after it.
     counters = health.Counters(stall_after_s=args.publish_timeout_s + 30)
     server = health.serve(counters, args.health_port)
@@ -133,6 +152,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         max_in_flight=args.max_in_flight,
         publish_timeout_s=args.publish_timeout_s,
         max_backoff_s=args.max_backoff_s,
+        tls=tls,
+        tls_ca_file=args.ca_file,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: bridge.stop())

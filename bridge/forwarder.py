@@ -77,6 +77,8 @@ class Forwarder:
         publish_timeout_s: float = 30.0,
         max_backoff_s: float = 30.0,
         keepalive_s: int = 30,
+        tls: bool = False,
+        tls_ca_file: str = None,
     ):
         self._host, self._port = host, port
         self._username, self._secret, self._client_id = username, secret, client_id
@@ -87,6 +89,7 @@ class Forwarder:
         self._publish_timeout_s = publish_timeout_s
         self._max_backoff_s = max_backoff_s
         self._keepalive_s = keepalive_s
+        self._tls, self._tls_ca_file = tls, tls_ca_file
         self._retry = transient_retry(publish_timeout_s)
         self._lock = threading.Lock()
         self._window = collections.deque()
@@ -157,6 +160,8 @@ class Forwarder:
             CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=paho.MQTTv5, manual_ack=True
         )
         client.username_pw_set(self._username, self._secret)
+        if self._tls:
+            mqtt.use_tls(client, self._tls_ca_file)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect

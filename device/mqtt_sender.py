@@ -8,9 +8,15 @@ subscribers": the broker took the count but holds it for nobody (no bridge has e
 subscribed, or its session expired), so it would be dropped there. Like device/sender.py:
 in order, capped exponential back-off with jitter, and a refusal before the first success
 is a configuration error that stops the publisher (exit 2) with every count kept.
+
+To a broker off the device's machine the connection is TLS, the broker's certificate verified
+(host name included) against `tls_ca_file` or the system's CAs (occupancy.mqtt.use_tls); a
+certificate that does not verify before the first count got through is a configuration error
+too. Plaintext is for a broker on loopback, or said on purpose (`--mqtt_insecure`).
 """
 
 import logging
+import ssl
 import threading
 import time
 from typing import Callable, Optional
@@ -33,7 +39,7 @@ class NoSubscriber(Exception):
 class _Connection:
     """One MQTT 5 connection; records each PUBACK's reason code by message id."""
 
-    def __init__(self, host: str, port: int, device_id: str, secret: str, keepalive_s: int):
+    def __init__(self, host: str, port: int, device_id: str, secret: str, keepalive_s: int, tls, tls_ca_file):
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -43,6 +49,8 @@ class _Connection:
         self.lost = False
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=paho.MQTTv5)
         self.client.username_pw_set(device_id, secret)
+        if tls:
+            mqtt.use_tls(self.client, tls_ca_file)
         self.client.on_connect = self._on_connect
         self.client.on_publish = self._on_publish
         self.client.on_disconnect = self._on_disconnect
@@ -102,6 +110,8 @@ class MqttSender(OutboxDrain):
         max_backoff_s: float,
         sign: Optional[Callable[[bytes], bytes]] = None,
         keepalive_s: int = 30,
+        tls: bool = False,
+        tls_ca_file: Optional[str] = None,
     ):
         super().__init__(outbox, name="outbox-mqtt-sender", window=window)
         host, port = broker.rsplit(":", 1)
@@ -111,6 +121,7 @@ class MqttSender(OutboxDrain):
         self._stats, self._sign = stats, sign
         self._timeout_s, self._max_backoff_s = publish_timeout_s, max_backoff_s
         self._keepalive_s = keepalive_s
+        self._tls, self._tls_ca_file = tls, tls_ca_file
         self._connection: Optional[_Connection] = None
         self._published_once = False
         self._failures = 0
@@ -161,7 +172,9 @@ class MqttSender(OutboxDrain):
         if self._connection is not None and self._connection.lost:
             self._disconnect()
         if self._connection is None:
-            connection = _Connection(self._host, self._port, self._device_id, self._secret, self._keepalive_s)
+            connection = _Connection(
+                self._host, self._port, self._device_id, self._secret, self._keepalive_s, self._tls, self._tls_ca_file
+            )
             try:
                 connection.wait_connected(self._timeout_s)
             except BaseException:
@@ -184,6 +197,12 @@ class MqttSender(OutboxDrain):
         self._stats.error(describe_error(error))
         if isinstance(error, BrokerRefused) and not self._published_once:
             self.fatal = f"{error} (device id, broker secret, or not registered with 'mqtt secret'?)"
+            return False
+        if isinstance(error, ssl.SSLCertVerificationError) and not self._published_once:
+            self.fatal = (
+                f"the broker's certificate does not verify: {error.verify_message or error} (--mqtt_ca_file, "
+                "and a --broker host name the certificate names)"
+            )
             return False
         self._failures += 1
         if self._failures == 1:

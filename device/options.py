@@ -117,6 +117,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--broker", type=cli.host_port, default="127.0.0.1:1883", metavar="HOST:PORT", help="mqtt: the broker."
     )
     p.add_argument(
+        "--mqtt_ca_file",
+        type=str,
+        default=os.environ.get("OCCUPANCY_MQTT_CA_FILE"),
+        metavar="PEM",
+        help="mqtt: TLS to the broker, its certificate verified against this CA (default: $OCCUPANCY_MQTT_CA_FILE).",
+    )
+    p.add_argument(
+        "--mqtt_tls",
+        action="store_true",
+        default=False,
+        help="mqtt: TLS to the broker, its certificate verified against the system's CAs.",
+    )
+    p.add_argument(
+        "--mqtt_insecure",
+        action="store_true",
+        default=False,
+        help="mqtt: allow plaintext to a broker off this machine (its secret and the counts in clear).",
+    )
+    p.add_argument(
         "--mqtt_secret_file",
         type=str,
         default=os.environ.get("OCCUPANCY_MQTT_SECRET_FILE"),

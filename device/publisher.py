@@ -238,7 +238,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 secret = mqtt.read_secret_file(args.mqtt_secret_file)
             except mqtt.SecretFileError as e:
                 raise UsageError(f"--mqtt_secret_file {e}") from None
-            destination = f"mqtt://{args.broker}{mqtt.topic_for(args.device_id)}"
+            tls = bool(args.mqtt_ca_file or args.mqtt_tls)
+            host = args.broker.rsplit(":", 1)[0]
+            refused = mqtt.plaintext_refused(host, tls, args.mqtt_insecure, "--mqtt_ca_file", "--mqtt_insecure")
+            if refused:
+                raise UsageError(refused)
+            if args.mqtt_ca_file and not os.path.isfile(args.mqtt_ca_file):
+                raise UsageError(f"--mqtt_ca_file {args.mqtt_ca_file}: not found")
+            destination = f"mqtt{'s' if tls else ''}://{args.broker}{mqtt.topic_for(args.device_id)}"
 
             def make_sender(outbox, stats):
                 return MqttSender(
@@ -251,6 +258,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     publish_timeout_s=args.publish_timeout_s,
                     max_backoff_s=args.max_backoff_s,
                     sign=sign,
+                    tls=tls,
+                    tls_ca_file=args.mqtt_ca_file,
                 )
         else:
             credentials, destination = pubsub_destination(args.topic, args.project, args.credentials, use_emulator)

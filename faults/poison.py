@@ -120,8 +120,13 @@ def run(context, short: bool) -> dict:
     try:
         broker.start()
         mqtt_door = devices.trains["t0"][1]
+        # Poison over MQTT comes from a device of its own: the broker gives a username one
+        # connection (use_username_as_clientid), which the honest door holds.
+        poisoner = "t0-poisoner"
+        registry.register_device(scenario.client, "devices", poisoner, "t0")
         secret_file = os.path.join(context.work_dir, f"{mqtt_door}.secret")
-        bridge_secret = setup_credentials(scenario, broker, [mqtt_door], context.work_dir)
+        poisoner_secret = os.path.join(context.work_dir, f"{poisoner}.secret")
+        bridge_secret = setup_credentials(scenario, broker, [mqtt_door, poisoner], context.work_dir)
         # Trains of the replays, apart from the honest fleet's truth.
         for train in ("tr", "tm1", "tm2"):
             registry.set_train(scenario.client, "trains", train, 300)
@@ -133,15 +138,15 @@ def run(context, short: bool) -> dict:
         pipeline = scenario.start_pipeline(f"--dead_letter_topic={dead.topic}")
         scenario.warm_up(pipeline)
         scenario.prime(pipeline)  # no arrival order (MQTT beside Pub/Sub) meets the clamp at 0
-        door_client = MqttClient(broker, mqtt_door, mqtt.read_secret_file(secret_file), client_id=f"{mqtt_door}-door")
-        poison_client = MqttClient(broker, mqtt_door, mqtt.read_secret_file(secret_file), client_id=f"{mqtt_door}-x")
+        door_client = MqttClient(broker, mqtt_door, mqtt.read_secret_file(secret_file))
+        poison_client = MqttClient(broker, poisoner, mqtt.read_secret_file(poisoner_secret))
         clients += [door_client, poison_client]
         honest = HonestTraffic(scenario, mqtt_door, door_client)
         honest.start()
 
         def poison(payload: bytes, reason: str, attributes=None, over_mqtt: bool = False):
             if over_mqtt:
-                poison_client.publish(mqtt.topic_for(mqtt_door), payload)
+                poison_client.publish(mqtt.topic_for(poisoner), payload)
                 with devices.lock:
                     devices.published += 1
             else:

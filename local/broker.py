@@ -1,7 +1,9 @@
 """Start and stop a mosquitto MQTT broker (Debian's package) for local runs and tests.
 
-It listens on 127.0.0.1 only, refuses anonymous clients, keeps its queues on disk
-(persistence), and takes its users and ACL from the files `python -m occupancy.registry mqtt
+Its configuration is production's (occupancy.mqtt.broker_config: no anonymous clients, a
+client's id its username, no retained messages, bounded packets and queues), on 127.0.0.1
+only, with its queues on disk (persistence), and with `tls` a TLS listener as devices reach it
+in production. It takes its users and ACL from the files `python -m occupancy.registry mqtt
 sync` writes (occupancy/mqtt.py). `reload()` is what that sync does in production: SIGHUP,
 which makes mosquitto re-read both files and disconnect clients no longer allowed.
 `Broker(user="mosquitto")`, started as root, runs it as Debian's unit does: mosquitto drops
@@ -25,21 +27,6 @@ from local.emulators import file_tail, free_port
 from local.processes import stop_group
 
 _LOGGER = logging.getLogger(__name__)
-
-# A count is ~300 bytes signed; larger packets are refused by the broker itself (the client
-# is disconnected), below Pub/Sub's 10 MB so that whatever the broker takes can be forwarded.
-MAX_PACKET_BYTES = 256 * 1024
-# Messages the broker holds for a client that is away (the bridge during an outage), beyond
-# those in flight; mosquitto drops what exceeds it, so it is sized for the longest outage
-# (docs/operations.md). Its default, 1,000, is a few seconds of a fleet.
-MAX_QUEUED_MESSAGES = 1_000_000
-
-
-# QoS 1 messages the broker sends a client before it waits for PUBACKs. mosquitto 2.0.11 honours
-# a client's MQTT 5 Receive Maximum on a new session but not on a resumed one (measured:
-# 10 asked, 40 sent after 5 acks), so the bridge's bound is set here too.
-MAX_INFLIGHT = 10
-
 
 # What mosquitto 2.0 logs (log_type information) as it re-reads its files on SIGHUP.
 _RELOADING = "Reloading config."
@@ -98,13 +85,18 @@ def _accepts(port: int) -> bool:
 class Broker:
     """One mosquitto process on 127.0.0.1:<port>, its files in a directory of its own."""
 
-    def __init__(self, port: int = 0, directory: str = None, autosave_s: int = 2, user: str = None):
+    def __init__(self, port: int = 0, directory: str = None, autosave_s: int = 2, user: str = None, tls=None):
         """`user`: the user mosquitto drops to, as Debian's unit runs it (started as root; the
         config says `user mosquitto`). Then `directory` is laid out like Debian's: it and the
         password and ACL files are root:<the user's group>, 0750 and 0640 (as /etc/mosquitto),
         the queues, log and pid file in `directory`/run, the user's own (as /var/lib/mosquitto).
-        None: the current user, who owns everything, as before."""
+        None: the current user, who owns everything, as before. `tls`: an occupancy.mqtt.BrokerTls
+        (its port 0: a free one), the devices' TLS listener on 127.0.0.1 beside the plain one."""
+        from occupancy import mqtt
+
         self.port = port or free_port()
+        self.tls = tls._replace(port=tls.port or free_port(), host="127.0.0.1") if tls else None
+        self._mqtt = mqtt
         self.host_port = f"127.0.0.1:{self.port}"
         self.directory = directory or tempfile.mkdtemp(prefix="mosquitto-")
         self.user = user or getpass.getuser()
@@ -136,18 +128,12 @@ class Broker:
     def _config(self) -> str:
         path = os.path.join(self.directory, "mosquitto.conf")
         with open(path, "w") as f:
-            f.write(f"""# Written by local/broker.py
-listener {self.port} 127.0.0.1
+            f.write(self._mqtt.broker_config(self.password_file, self.acl_file, port=self.port, tls=self.tls))
+            f.write(f"""# Where this broker keeps its files (local/broker.py)
 user {self.user}
-allow_anonymous false
-password_file {self.password_file}
-acl_file {self.acl_file}
 persistence true
 persistence_location {self._persistence}/
 autosave_interval {self._autosave_s}
-max_queued_messages {MAX_QUEUED_MESSAGES}
-max_inflight_messages {MAX_INFLIGHT}
-max_packet_size {MAX_PACKET_BYTES}
 pid_file {self.pid_file}
 log_dest file {self.log_file}
 log_type error

@@ -7,8 +7,10 @@ changes its host and credentials only. The broker (mosquitto) lets it publish th
 nowhere else; the bridge (`python -m bridge`) alone reads every device's topic.
 
 No network: the topic layout, the event attributes the bridge derives, the broker's
-password and ACL files generated from the registry (`mqtt sync`), and the secret files a
-device and the bridge keep their broker secret in.
+password and ACL files generated from the registry (`mqtt sync`) and its configuration
+(`mqtt config`, and the local broker's: local/broker.py), the secret files a device and the
+bridge keep their broker secret in, and how a client reaches the broker (TLS, or plaintext on
+loopback only).
 """
 
 import base64
@@ -30,6 +32,98 @@ BRIDGE = "bridge"
 # MQTT 5's PUBACK reason code 0x10, not a failure code: the broker took the message and holds
 # it for no one (no bridge session subscribed), so it is dropped. A device keeps such a count.
 NO_MATCHING_SUBSCRIBERS = 0x10
+
+# The broker's limits (docs/design.md, "Devices over MQTT"). A packet holds a message within the
+# wire format's bound and its own fields (topic, properties): anything larger is refused by the
+# broker itself (the client is disconnected), so it never reaches the bridge.
+MAX_PACKET_BYTES = wire.MAX_MESSAGE_BYTES + 1024
+# Messages and bytes the broker holds for a client that is away (the bridge during a Pub/Sub
+# outage), beyond those in flight; mosquitto drops what exceeds either, so they are sized for
+# the longest outage to ride out (docs/operations.md): a million counts of about 400 bytes.
+MAX_QUEUED_MESSAGES = 1_000_000
+MAX_QUEUED_BYTES = 1024**3
+# QoS 1 messages the broker sends a client before it waits for PUBACKs. mosquitto 2.0.11 honours
+# a client's MQTT 5 Receive Maximum on a new session but not on a resumed one (measured:
+# 10 asked, 40 sent after 5 acks), so the bridge's bound is set here too.
+MAX_INFLIGHT = 10
+# Hosts a client may reach in plaintext: the secret and the counts never leave the machine.
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+class BrokerTls(NamedTuple):
+    """The broker's TLS listener for devices: its port, its certificate chain and key (PEM)."""
+
+    port: int
+    certfile: str
+    keyfile: str
+    host: str = ""  # the address it listens on ("": every address)
+
+
+def broker_config(
+    password_file: str,
+    acl_file: str,
+    *,
+    port: int = 1883,
+    host: str = "127.0.0.1",
+    tls: Optional[BrokerTls] = None,
+    max_queued_messages: int = MAX_QUEUED_MESSAGES,
+    max_queued_bytes: int = MAX_QUEUED_BYTES,
+) -> str:
+    """The broker's configuration (mosquitto 2.0) for the fleet, in production and locally alike.
+
+    * Every client logs in (no anonymous), with the password and ACL files `mqtt sync` writes.
+    * `use_username_as_clientid`: a client's id is its username, so no device can take another
+      client's session (the bridge's, with every count queued for it) by claiming its client id.
+    * `retain_available false`: a retained message would be sent again to every new session.
+    * Packets fit the wire format's bound; queues are bounded in messages and bytes.
+    * A plaintext listener on `host` (loopback: the bridge beside the broker) and, with `tls`, the
+      devices' TLS listener.
+    """
+    lines = [
+        "# Written by occupancy.mqtt.broker_config (python -m occupancy.registry mqtt config).",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        f"password_file {password_file}",
+        f"acl_file {acl_file}",
+        "retain_available false",
+        f"max_packet_size {MAX_PACKET_BYTES}",
+        f"max_queued_messages {max_queued_messages}",
+        f"max_queued_bytes {max_queued_bytes}",
+        f"max_inflight_messages {MAX_INFLIGHT}",
+        # A listener's own settings follow it (mosquitto 2.0.11 reads use_username_as_clientid
+        # as one: given before any listener, it opens the default one on 1883).
+        f"listener {port} {host}".rstrip(),
+        "use_username_as_clientid true",
+    ]
+    if tls is not None:
+        lines += [
+            f"listener {tls.port} {tls.host}".rstrip(),
+            "use_username_as_clientid true",
+            f"certfile {tls.certfile}",
+            f"keyfile {tls.keyfile}",
+            "tls_version tlsv1.2",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def plaintext_refused(host: str, tls: bool, insecure: bool, tls_option: str, insecure_option: str) -> Optional[str]:
+    """Why a client may not reach `host` so (None: it may): without TLS, a broker off this
+    machine would see the client's secret and signed counts go by in clear. The options named
+    are the client's own (its CA file, its flag for plaintext on purpose)."""
+    if tls or insecure or host.strip("[]") in LOOPBACK:
+        return None
+    return (
+        f"the broker {host} is not on this machine and the connection is not TLS: the secret and the "
+        f"counts would cross the network in clear; give {tls_option} (TLS), or {insecure_option} on purpose"
+    )
+
+
+def use_tls(client, ca_file: Optional[str]) -> None:
+    """TLS on a paho client, the broker's certificate verified (host name included) against
+    `ca_file`, or the system's CAs without one."""
+    import ssl
+
+    client.tls_set_context(ssl.create_default_context(cafile=ca_file))
 
 
 def topic_for(device_id: str) -> str:

@@ -11,7 +11,7 @@ registry (docs/design.md, "Device registry"):
   train list [--json]                               show trains
   import FLEET.csv                                  register a whole fleet (batched)
   key ... / control ...                             public keys, control principals
-  mqtt secret|bridge|sync ...                       broker credentials (MQTT devices)
+  mqtt secret|bridge|sync|config ...                broker credentials, the broker's configuration
 
 Authentication is Application Default Credentials (`gcloud auth
 application-default login`, or a service account where it runs); with
@@ -297,6 +297,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.verbose:
             for name in ("device", "occupancy"):
                 logging.getLogger(name).setLevel(logging.DEBUG)
+        if not getattr(args, "needs_registry", True):  # e.g. `mqtt config`: text, no Firestore
+            args.run(None, args, sys.stdout)
+            return 0
         args.project = resolve_project(args.project)
         _LOGGER.debug("Firestore project %s, database %s", args.project, args.database)
         args.run(make_client(args.project, args.database), args, sys.stdout)

@@ -24,6 +24,7 @@ import threading
 from typing import Optional
 
 from occupancy import mqtt
+from occupancy.cli import UsageError
 from occupancy.registry import RegistryConflict, RegistryError, UnknownDevice, check_id, rpc_options
 
 _LOGGER = logging.getLogger("occupancy.registry")
@@ -181,6 +182,21 @@ def cmd_sync(client, args, out) -> None:
     sync_forever(client, args, stop, args.every)
 
 
+def cmd_config(_client, args, out) -> None:
+    tls = mqtt.BrokerTls(args.tls_port, args.certfile, args.keyfile) if args.certfile else None
+    if bool(args.certfile) != bool(args.keyfile):
+        raise UsageError("--certfile and --keyfile go together (the devices' TLS listener)")
+    out.write(
+        mqtt.broker_config(
+            args.password_file,
+            args.acl_file,
+            tls=tls,
+            max_queued_messages=args.max_queued_messages,
+            max_queued_bytes=args.max_queued_bytes,
+        )
+    )
+
+
 def add_commands(commands, command) -> None:
     from occupancy.cli import non_negative_float
 
@@ -220,6 +236,33 @@ def add_commands(commands, command) -> None:
         "Default: an existing file keeps its owner, group and mode; a new one is 0600.",
     )
     sync.add_argument("--pid_file", metavar="PATH", help="The broker's pid file: reload it when the files change.")
+    config = command(
+        sub,
+        "config",
+        cmd_config,
+        "Print the broker's configuration (mosquitto 2.0) for the fleet.",
+        "Print the broker's configuration: no anonymous clients, the files 'mqtt sync' writes, a "
+        "client's id its username (no device takes the bridge's session), no retained messages, "
+        "packets and queues bounded, plaintext on loopback for the bridge and, with --certfile and "
+        "--keyfile, the devices' TLS listener. Needs no registry access.",
+    )
+    config.set_defaults(needs_registry=False)
+    config.add_argument("--password_file", default="/etc/mosquitto/occupancy.passwords", metavar="PATH")
+    config.add_argument("--acl_file", default="/etc/mosquitto/occupancy.acl", metavar="PATH")
+    config.add_argument("--certfile", metavar="PEM", help="The broker's certificate chain, for its public name.")
+    config.add_argument("--keyfile", metavar="PEM", help="Its private key.")
+    config.add_argument("--tls_port", type=int, default=8883, metavar="PORT", help="The devices' TLS listener.")
+    config.add_argument(
+        "--max_queued_messages",
+        type=int,
+        default=mqtt.MAX_QUEUED_MESSAGES,
+        metavar="N",
+        help="Messages held for the bridge while it is away: the fleet's messages a second times the "
+        "longest Pub/Sub outage to ride out.",
+    )
+    config.add_argument(
+        "--max_queued_bytes", type=int, default=mqtt.MAX_QUEUED_BYTES, metavar="N", help="The same, in bytes."
+    )
     sync.add_argument(
         "--every",
         type=non_negative_float,
