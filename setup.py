@@ -49,6 +49,8 @@ TEST = [
     "pytest-xdist>=3.5,<4",
     "httpx>=0.27,<1",
     "hypothesis>=6.100,<7",
+    # The API against its own OpenAPI document (tests/test_api_schema.py).
+    "schemathesis>=4.3,<5",
     "selenium>=4.20,<5",
     "psutil>=5.9,<8",
     "gtfs-rt-validator>=0.3,<1",

@@ -6,9 +6,11 @@ import contextlib
 import logging
 
 from fastapi import FastAPI
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from google.api_core import exceptions as gexc
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import Settings
 from occupancy.fleet import FleetCache, FleetStale
@@ -109,6 +111,14 @@ def create_app(settings: Settings, client=None) -> FastAPI:
             return _unavailable("Firestore is unavailable; try again shortly")
         _LOGGER.error("Firestore refused a request: %s", exc)
         return JSONResponse(status_code=500, content={"detail": "internal error"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc: StarletteHTTPException):
+        # A body that is not UTF-8 is a request to correct, like any body that is not valid JSON
+        # (422), not FastAPI's own 400 (docs/api.md; the OpenAPI document declares 422).
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            return JSONResponse(status_code=422, content={"detail": "the body is not JSON text in UTF-8"})
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request, exc: RequestValidationError):

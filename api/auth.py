@@ -23,7 +23,7 @@ from typing import Optional
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.models import AuthConfig
+from api.models import UNAVAILABLE, AuthConfig, Problem
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -31,6 +31,17 @@ OPERATOR_CLAIM = "operator"
 EMULATOR_ENV = "FIREBASE_AUTH_EMULATOR_HOST"
 _VERIFY_APP = "occupancy-api-verify"
 _ADMIN_APP = "occupancy-api-admin"
+
+# What a route answers about its caller's token, declared in the OpenAPI document (`responses`).
+READ_RESPONSES = {
+    401: {"model": Problem, "description": "A token was sent and is not a valid ID token (reads need none)"},
+    **UNAVAILABLE,
+}
+OPERATOR_RESPONSES = {
+    401: {"model": Problem, "description": "No valid ID token, or its user was disabled or its tokens revoked"},
+    403: {"model": Problem, "description": "The token's user is not (or no longer) an operator"},
+    **UNAVAILABLE,
+}
 
 router = APIRouter(tags=["auth"])
 _bearer = HTTPBearer(auto_error=False, description="A Firebase Authentication ID token.")

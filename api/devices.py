@@ -11,7 +11,7 @@ from typing import Optional
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from api import ids
-from api.auth import require_operator
+from api.auth import OPERATOR_RESPONSES, require_operator
 from api.deps import ClientDep, SettingsDep, get_client
 from api.models import Device, DeviceList, NewDevice, TrainAssignment, TrainSettings, TrainSettingsOut
 from occupancy import registry
@@ -22,7 +22,7 @@ _LOGGER = logging.getLogger(__name__)
 router = APIRouter(
     tags=["fleet registry"],
     dependencies=[Depends(require_operator)],
-    responses={401: {"description": "No valid ID token"}, 403: {"description": "The token's user is not an operator"}},
+    responses=OPERATOR_RESPONSES,
 )
 
 

@@ -19,14 +19,16 @@ from typing import Dict, Optional
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from api.auth import allow_read
+from api.auth import READ_RESPONSES, allow_read
 from api.deps import SettingsDep, read_fleet
 from api.gtfs_rt import PROTOBUF, read_doors, set_occupancy
 from api.public import views_for
 from occupancy import fleet
 
 _LOGGER = logging.getLogger(__name__)
-router = APIRouter(prefix="/gtfs-rt", tags=["GTFS-Realtime"], dependencies=[Depends(allow_read)])
+router = APIRouter(
+    prefix="/gtfs-rt", tags=["GTFS-Realtime"], dependencies=[Depends(allow_read)], responses=READ_RESPONSES
+)
 MAX_UPSTREAM_BYTES = 50 * 1024 * 1024
 
 

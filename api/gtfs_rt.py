@@ -31,13 +31,15 @@ from typing import Dict, Iterable, Optional
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from api.auth import allow_read
+from api.auth import READ_RESPONSES, allow_read
 from api.deps import SettingsDep, read_fleet, trip_for
 from api.public import exact_for, views_for
 from occupancy import fleet, registry
 from occupancy.store import count_ops
 
-router = APIRouter(prefix="/gtfs-rt", tags=["GTFS-Realtime"], dependencies=[Depends(allow_read)])
+router = APIRouter(
+    prefix="/gtfs-rt", tags=["GTFS-Realtime"], dependencies=[Depends(allow_read)], responses=READ_RESPONSES
+)
 PROTOBUF = "application/x-protobuf"
 GTFS_RT_VERSION = "2.0"
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from api import ids
-from api.auth import require_operator
+from api.auth import OPERATOR_RESPONSES, require_operator
 from api.deps import ClientDep, SettingsDep
 from api.models import RequestTime
 from occupancy.registry import keys
@@ -19,11 +19,7 @@ _LOGGER = logging.getLogger(__name__)
 router = APIRouter(
     tags=["device keys"],
     dependencies=[Depends(require_operator)],
-    responses={
-        401: {"description": "No valid ID token"},
-        403: {"description": "The token's user is not an operator"},
-        404: {"description": "Unknown device"},
-    },
+    responses={**OPERATOR_RESPONSES, 404: {"description": "Unknown device"}},
 )
 
 

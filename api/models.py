@@ -161,3 +161,8 @@ class AuthConfig(BaseModel):
     sign_in_url: str = Field(description="Where to POST email and password (`accounts:signInWithPassword`).")
     api_key: str = Field(description="The Web API key to send with it (`key=`).")
     public_reads: bool = Field(description="Whether occupancy reads need no token.")
+
+
+# The 503 every route that reads Firestore (or asks Firebase Auth) may answer (api.app): the data
+# cannot be read now, try again after Retry-After.
+UNAVAILABLE = {503: {"model": Problem, "description": "Cannot be read now: try again after Retry-After"}}

@@ -9,13 +9,15 @@ from typing import Optional
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from api import ids, public
-from api.auth import allow_read
+from api.auth import READ_RESPONSES, allow_read
 from api.deps import ClientDep, SettingsDep, read_fleet, trip_for
 from api.models import DeviceSeen, HistoryItem, HistoryPage, RequestTime, TrainDetail, TrainList, utc_in_range
 from occupancy import fleet, privacy
 from occupancy.store import count_ops
 
-router = APIRouter(prefix="/v1/trains", tags=["occupancy"], dependencies=[Depends(allow_read)])
+router = APIRouter(
+    prefix="/v1/trains", tags=["occupancy"], dependencies=[Depends(allow_read)], responses=READ_RESPONSES
+)
 MAX_PAGE = 1000
 
 

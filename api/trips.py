@@ -6,7 +6,7 @@ import datetime
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from api import ids
-from api.auth import require_operator
+from api.auth import OPERATOR_RESPONSES, require_operator
 from api.deps import ClientDep, SettingsDep
 from api.models import TripAssignmentIn, TripOut
 from api.trains import trip_out
@@ -15,7 +15,7 @@ from occupancy import registry, schedule
 router = APIRouter(
     tags=["fleet registry"],
     dependencies=[Depends(require_operator)],
-    responses={401: {"description": "No valid ID token"}, 403: {"description": "The token's user is not an operator"}},
+    responses=OPERATOR_RESPONSES,
 )
 
 

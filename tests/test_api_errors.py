@@ -138,3 +138,13 @@ def test_an_answer_to_a_token_is_private_and_every_answer_varies_on_it():
             private = http.get(path, headers={"Authorization": "Bearer x"})
             assert private.headers["Cache-Control"] == "private, no-store", path
             assert "Authorization" in private.headers["Vary"]
+
+
+def test_a_body_that_is_not_utf8_is_a_422_as_declared():
+    """FastAPI answered 400 ("There was an error parsing the body"), which docs/api.md and the
+    OpenAPI document do not give: a body to correct is a 422 like any other."""
+    with TestClient(create_app(Settings(), client=_Unreachable(gexc.ServiceUnavailable("down")))) as http:
+        answer = http.post(
+            "/v1/devices", content=b'{"device_id": "\xff\xfe"}', headers={"Content-Type": "application/json"}
+        )
+        assert answer.status_code == 422 and "UTF-8" in answer.json()["detail"], answer.text
