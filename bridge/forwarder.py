@@ -308,12 +308,20 @@ class Forwarder:
     def _on_published(self, _future) -> None:
         """Acks the prefix of the window that Pub/Sub acknowledged, in arrival order; forwards
         held messages into the room that made. A message Pub/Sub refused for good is forwarded
-        again in a form it takes (once), then acknowledged unforwarded."""
-        acked, room, again = [], [], None
+        again in a form it takes (once), then acknowledged unforwarded; the client paused its
+        device's ordering key for it, so the key is resumed and the messages of that device
+        refused for the pause alone are forwarded again behind it, in their order."""
+        acked, room, again, refused_keys = [], [], [], set()
         with self._lock:
             while self._window and self._window[0].future.done():
                 entry = self._window[0]
                 error = entry.future.exception()
+                key = _ordering_key(entry.message)
+                if error is not None and key in refused_keys and _paused(error):
+                    self._window.popleft()
+                    again.append(entry._replace(refused=""))
+                    self._reserved += 1  # its slot, until it is in the window again
+                    continue
                 if error is not None and not _permanent(error):
                     self.counters.add("publish_errors")
                     self._failed(f"publish failed: {describe(error)}")
@@ -324,9 +332,10 @@ class Forwarder:
                         "Pub/Sub refused message %s for good (%s); forwarded cut", entry.mid, describe(error)
                     )
                     self._window.popleft()
-                    again = entry._replace(refused=describe(error)[:200])
-                    self._reserved += 1  # its slot, until it is in the window again
-                    break
+                    again.append(entry._replace(refused=describe(error)[:200]))
+                    refused_keys.add(key)
+                    self._reserved += 1
+                    continue
                 if error is not None:
                     self.counters.add("unforwardable")
                     _LOGGER.error(
@@ -347,7 +356,8 @@ class Forwarder:
                 self._pending.pop(entry.mid, None)
             self._set_oldest_pending()
             self.counters.set_in_flight(len(self._window))
-            drained = self._deferred and not self._window and not self._held and not room and again is None
+            drained = self._deferred and not self._window and not self._held and not room and not again
+            publisher = self._publisher
         for entry in acked:
             if entry.client is current and entry.qos > 0:
                 entry.client.ack(entry.mid, entry.qos)
@@ -355,15 +365,32 @@ class Forwarder:
             self.counters.add("forwarded", len(acked))
             if not self._trouble.is_set():
                 self.counters.recovered()
-        if again is not None:
-            # Ahead of the held ones (a new connection would bring it first too); acks keep order
-            # only among what is in the window, and the broker redelivers all unacknowledged anyway.
-            self._forward(current, again.message, reserved=True, refused=again.refused)
+        for key in refused_keys:
+            resume = getattr(publisher, "resume_publish", None)
+            if resume is not None:
+                resume(self._topic, key)
+        # Ahead of the held ones (a new connection would bring them first too); acks keep order
+        # only among what is in the window, and the broker redelivers all unacknowledged anyway.
+        for entry in again:
+            self._forward(current, entry.message, reserved=True, refused=entry.refused)
         for message in room:
             self._forward(current, message, reserved=True)
         if drained:  # what was deferred comes again on a new connection, no back-off needed
             self._refetch = True
             self._trouble.set()
+
+
+def _ordering_key(message) -> str:
+    """The ordering key a message is published with: its device (as _forward sets it)."""
+    return mqtt.device_of_topic(message.topic) or ""
+
+
+def _paused(error: BaseException) -> bool:
+    """Whether the client refused a publish only because an earlier one of its ordering key
+    failed (it pauses the key until resume_publish)."""
+    from google.cloud.pubsub_v1.publisher import exceptions as publisher_exceptions
+
+    return isinstance(error, publisher_exceptions.PublishToPausedOrderingKeyException)
 
 
 class _Failed:

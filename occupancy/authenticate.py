@@ -26,6 +26,17 @@ MODES = (REQUIRE, LOG, OFF)
 _MAX_PARSED = 100_000
 
 
+# The length of a signature by algorithm (bytes): Ed25519 and P-256's r||s are 64; RSA's is the
+# key's size, 2048 to 8192 bits. Checked before any registry read.
+_SIGNATURE_BYTES = {"EdDSA": (64, 64), "ES256": (64, 64), "RS256": (256, 1024)}
+
+
+def _signature_bytes(raw: bytes) -> int:
+    """The decoded length of an envelope's signature (base64url, unpadded)."""
+    encoded = len(raw) - raw.rfind(b".") - 1
+    return encoded * 3 // 4
+
+
 class Authenticator:
     """Checks envelopes; keeps the registry's public keys parsed, never a verdict."""
 
@@ -46,6 +57,10 @@ class Authenticator:
             return wire.BAD_SIGNATURE, wire.shown(str(e))
         if event.kind not in wire.ZEROING and principal != event.device_id:
             return wire.BAD_SIGNATURE, f"signed by {wire.shown(principal)}, not by {event.device_id}"
+        size = _signature_bytes(event.raw)
+        low, high = _SIGNATURE_BYTES[header["alg"]]
+        if not low <= size <= high:
+            return wire.BAD_SIGNATURE, f"a signature of {size} bytes is no {header['alg']} signature"
         return None
 
     def check(

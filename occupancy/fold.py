@@ -27,6 +27,7 @@ import datetime
 from typing import Dict, List, Optional, Tuple
 
 from occupancy.wire import (
+    BEFORE_ASSIGNMENT,
     COUNT,
     LATE_CONTROL,
     NO_SEQ,
@@ -260,6 +261,20 @@ def _is_new(state: TrainState, event: Event, window: int) -> bool:
     return True
 
 
+def _earlier_registration(state: TrainState, event: Event) -> str:
+    """Why `event` is refused as counted under its device's earlier registration, or "". The
+    lookup refuses such counts by their time (`before_assignment`); a worker whose view of the
+    registry is a refresh behind lets one through, and its seq belongs to the wiped counter: in
+    the new memory it would mute the honest seqs."""
+    memory = state.devices.get(event.device_id) if event.device_id else None
+    if memory is None or event.registered_us >= memory.registered_us:
+        return ""
+    return (
+        f"{event.device_id} was registered again at {format_time(memory.registered_us)}; this count was "
+        f"made under its registration of {format_time(event.registered_us)}"
+    )
+
+
 def _seq_jump(state: TrainState, event: Event, window: int) -> str:
     """Why `event` is refused as a seq jump, or "" (a first sight or a device registered again
     starts its seq over; only counts from a device the train knows can jump)."""
@@ -307,6 +322,10 @@ def apply_events(state: TrainState, events: List[Event], config: FoldConfig, flu
                 result.refused.append((event, LATE_CONTROL, verdict))
                 continue
         else:
+            earlier = _earlier_registration(state, event)
+            if earlier:
+                result.refused.append((event, BEFORE_ASSIGNMENT, earlier))
+                continue
             jump = _seq_jump(state, event, config.dedup_window)
             if jump:
                 result.refused.append((event, SEQ_JUMP, jump))

@@ -275,23 +275,49 @@ def test_a_nested_payload_does_not_stall_the_bridge(broker, pubsub):
 
 class _RefusingPublisher:
     """Stands in for Pub/Sub as it refuses an attribute value over 1,024 bytes (the emulator does
-    not check it): InvalidArgument for any message with such an attribute; records the rest."""
+    not check it), with the client's ordering: publishes complete in batches (every 50 ms), a
+    refused one pauses its ordering key, and every later publish of that key fails for the pause
+    until resume_publish."""
 
     def __init__(self):
-        self.published = []
+        import threading
+
+        self.published, self._pending, self._paused = [], [], set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._batches, daemon=True).start()
 
     def publish(self, topic, data, ordering_key="", retry=None, timeout=None, **attributes):
         from concurrent.futures import Future
 
-        from google.api_core import exceptions as gexc
-
         future = Future()
-        if any(len(v.encode()) > 1024 for v in attributes.values()):
-            future.set_exception(gexc.InvalidArgument("attribute value too long"))
-        else:
-            self.published.append((data, attributes))
-            future.set_result("id")
+        with self._lock:
+            self._pending.append((future, ordering_key, data, attributes))
         return future
+
+    def resume_publish(self, topic, ordering_key):
+        with self._lock:
+            self._paused.discard(ordering_key)
+
+    def _batches(self):
+        from google.api_core import exceptions as gexc
+        from google.cloud.pubsub_v1.publisher.exceptions import PublishToPausedOrderingKeyException
+
+        while True:
+            time.sleep(0.05)
+            with self._lock:
+                batch, self._pending = self._pending, []
+                outcomes = []
+                for future, key, data, attributes in batch:
+                    if key in self._paused:
+                        outcomes.append((future, PublishToPausedOrderingKeyException(key)))
+                    elif any(len(v.encode()) > 1024 for v in attributes.values()):
+                        self._paused.add(key)
+                        outcomes.append((future, gexc.InvalidArgument("attribute value too long")))
+                    else:
+                        self.published.append((data, attributes))
+                        outcomes.append((future, None))
+            for future, error in outcomes:
+                future.set_exception(error) if error else future.set_result("id")
 
     def stop(self):
         pass

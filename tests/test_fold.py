@@ -379,3 +379,13 @@ def test_the_memory_of_resets_is_bounded_and_what_it_forgot_counts_as_applied():
     assert state.control_floor_us == T0 + 4 * S and state.controls[0][0] == T0 + 5 * S
     state, result = run([control(wire.RESET, i) for i in range(n)], state)
     assert result.duplicates == n and result.refused == []
+
+
+def test_a_count_of_a_devices_earlier_registration_is_refused():
+    """A worker a registry refresh behind lets a wiped device's old count through: its seq must
+    not enter the new registration's memory (it would mute the honest seqs)."""
+    state, _ = run([ev("d1", 500, 2, 0.5)._replace(registered_us=1)])
+    state, _ = run([ev("d1", 1, 3, 1.5)._replace(registered_us=2)], state)  # registered again
+    state, result = run([ev("d1", 501, 4, 2.5)._replace(registered_us=1)], state)
+    assert [(e.seq, reason) for e, reason, _ in result.refused] == [(501, wire.BEFORE_ASSIGNMENT)]
+    assert state.value == 5 and state.devices["d1"].seq == 1

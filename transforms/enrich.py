@@ -176,9 +176,9 @@ class LookupTrain(beam.DoFn):
         if entry is None or not entry.enabled:
             fresh, skipped = self._reread(view, event.device_id, now)
             entry = fresh or entry
-        if entry is None or not entry.enabled:
+        if entry is None or not entry.enabled or entry.role != registry.DOOR or not wire.valid_id(entry.train_id):
             self._unknown.inc()
-            state = "disabled" if entry else "not registered"
+            state = "not registered" if entry is None else "disabled" if not entry.enabled else "not a door device"
             if skipped:
                 state += " (not read again: too many unknown devices a second)"
             yield _dead_letter(event, wire.UNKNOWN_DEVICE, f"device {event.device_id} is {state}")
@@ -250,8 +250,9 @@ class LookupTrain(beam.DoFn):
                 return
             try:
                 view.snapshot = registry.load_changes(self._client, view.snapshot, self._devices, self._trains)
-            except TRANSIENT as e:
-                # A stale view is better than a stopped pipeline: try again next interval.
+            except Exception as e:  # noqa: BLE001 - any failure: the cached view, tried again next interval
+                # A stale view is better than a stopped pipeline, and than every message failing
+                # with the refresh (a permission, a document edited by hand).
                 self._refresh_failed.inc()
                 _LOGGER.warning("Registry refresh failed, keeping the cached view: %s", e)
             else:

@@ -31,8 +31,8 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from google.api_core import exceptions as gexc
 
-from occupancy import documents, fold, wire
-from occupancy.store import RetryPolicy, count_ops, make_client
+from occupancy import documents, fold, state_codec, wire
+from occupancy.store import TRANSIENT, RetryPolicy, count_ops, make_client
 from transforms import guard
 from transforms.coders import EventCoder, TrainCellCoder, TrainStateCoder, VisitStateCoder
 from transforms.release_queue import ReleaseQueue, arm_flush
@@ -111,6 +111,10 @@ class FoldOccupancy(beam.DoFn):
         self._queue = ReleaseQueue(self._release_of, config.flush_interval_us, config.reorder_delay_us, min_dead=None)
         self._memo = BundleMemo()
         self._unexpected = guard.counter()
+        self._refused = {
+            reason: beam.metrics.Metrics.counter("occupancy", f"rejected_{reason}")
+            for reason in (wire.SEQ_JUMP, wire.LATE_CONTROL, wire.BEFORE_ASSIGNMENT)
+        }
 
     def setup(self):
         if self._seed is not None:
@@ -142,6 +146,8 @@ class FoldOccupancy(beam.DoFn):
         legacy = LegacyCells(train, queue, clock, timer_at, horizon, pending, waiting)
         try:
             self._queue.add(event, self._cell(key, train_cell, legacy).queue_state(later, flush))
+        except TRANSIENT:
+            raise
         except Exception as e:  # noqa: BLE001 - no element may fail the bundle (transforms/guard.py)
             self._unexpected.inc()
             payload, attributes = _as_sent(event)
@@ -170,9 +176,21 @@ class FoldOccupancy(beam.DoFn):
         ready, _ = self._queue.take_due(fired_us, queue)
         if not ready:
             if self._visits is not None:  # a flush armed for the stop visits alone
-                yield from self._flush_visits(key, [], fired_us, visits, queue)
+                try:
+                    yield from self._flush_visits(key, [], fired_us, visits, queue)
+                except TRANSIENT:
+                    raise
+                except Exception:  # noqa: BLE001 - no element may fail the bundle; no event to dead-letter
+                    self._unexpected.inc()
+                    _LOGGER.exception("Train %s: closing its stop visits failed; they close at its next flush", key)
             return
-        state = cell.train
+        try:
+            state = cell.train
+        except state_codec.UnknownVersion as e:
+            # Bytes of a newer job (rolled back without a drain): what this job cannot read it
+            # takes from realtime, as after a restart, rather than stop this train's timer.
+            _LOGGER.error("Train %s: its state cannot be read (%s); seeded from Firestore again", key, e)
+            state = None
         seeded = state is None
         if seeded:
             try:
@@ -197,11 +215,18 @@ class FoldOccupancy(beam.DoFn):
                 self._queue.put_off(fired_us, SEED_RETRY_US, queue)
                 yield beam.pvalue.TaggedOutput(STATS, (0,) * (len(STAT_NAMES) - 1) + (1,))
                 return
+        # The cell hands out the state it holds, and the fold changes it in place: kept as bytes,
+        # so that a flush that raises leaves the train as it was.
+        before = None if seeded else state_codec.encode_state(state)
         try:
             outputs = self._apply(key, state, ready, fired_us, seeded, visits, queue)
+        except TRANSIENT:
+            raise  # Firestore unreachable past its retries: the runner retries the bundle
         except Exception as e:  # noqa: BLE001 - no element may fail the bundle (transforms/guard.py)
-            # The train's state is left as it was (the decoded copy is dropped); the events the
-            # flush took are dead letters, each with the error.
+            # The train's state as it was; the events the flush took are dead letters, each with
+            # the error.
+            if before is not None:
+                cell.train = state_codec.decode_state(before)
             for event in ready:
                 self._unexpected.inc()
                 payload, attributes = _as_sent(event)
@@ -217,6 +242,7 @@ class FoldOccupancy(beam.DoFn):
         result = fold.apply_events(state, ready, self._config, fired_us)
         outputs = []
         for event, reason, detail in result.refused:
+            self._refused[reason].inc()
             # The raw message was left behind at the lookup (state keeps no payloads): the dead
             # letter carries the event as its sender sent it, unsigned.
             payload, attributes = _as_sent(event)
