@@ -49,7 +49,7 @@ def wait(predicate, timeout_s, what):
 def test_dashboard_follows_the_running_pipeline(local_stack, auth_emulator, tokens, chrome, tmp_path_factory, tmp_path):
     client, fleet, start = local_stack
     register(client, {"ta": ["a1", "a2", "hb-a"], "tb": ["b1", "hb-b"]}, {"ta": 40, "tb": 100})
-    registry.register_device(client, "devices", "a1", "ta", "car1-door1")  # a door mapping for the feed
+    registry.register_device(client, "devices", "a1", "ta", "car1-door1", again=True)  # a door mapping for the feed
     process, base_url = serve_api(
         tmp_path_factory, {"FIRESTORE_EMULATOR_HOST": os.environ["FIRESTORE_EMULATOR_HOST"], **auth_emulator.env()}
     )
