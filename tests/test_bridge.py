@@ -51,18 +51,14 @@ def pubsub(pubsub_emulator, monkeypatch):
     proxy.stop()
 
 
-def test_the_bridge_forwards_unchanged_and_acks_only_what_pubsub_took(broker, pubsub, monkeypatch):
-    topic, subscription, proxy = pubsub
+def _bridge(broker, topic, publisher_factory, counters, **kwargs):
+    """The bridge in this process on `broker` (users d1 and the bridge), connected."""
     broker.set_users(
         [
             mqtt.BrokerUser("bridge", mqtt.password_hash("bridge-secret"), reads_all=True),
             mqtt.BrokerUser("d1", mqtt.password_hash("d1-secret")),
         ]
     )
-    counters = health.Counters()
-    server = health.serve(counters, 0)
-    # The bridge reaches Pub/Sub through the proxy only.
-    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", proxy.host_port)
     bridge = forwarder.Forwarder(
         host="127.0.0.1",
         port=broker.port,
@@ -70,15 +66,26 @@ def test_the_bridge_forwards_unchanged_and_acks_only_what_pubsub_took(broker, pu
         secret="bridge-secret",
         client_id="test-bridge",
         topic=topic,
-        publisher_factory=make_client_factory(None, 100, 0.01),
+        publisher_factory=publisher_factory,
         counters=counters,
         max_in_flight=10,
         publish_timeout_s=3,
         max_backoff_s=1,
+        **kwargs,
     )
     running = threading.Thread(target=bridge.run, daemon=True)
     running.start()
     stack.wait_for(lambda: counters.connected, 10, what="the bridge connected")
+    return bridge, running
+
+
+def test_the_bridge_forwards_unchanged_and_acks_only_what_pubsub_took(broker, pubsub, monkeypatch):
+    topic, subscription, proxy = pubsub
+    counters = health.Counters()
+    server = health.serve(counters, 0)
+    # The bridge reaches Pub/Sub through the proxy only.
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", proxy.host_port)
+    bridge, running = _bridge(broker, topic, make_client_factory(None, 100, 0.01), counters)
     device = MqttClient(broker, "d1", "d1-secret")
     signed = [KEYS.sign("d1", wire.encode_event("d1", 1, T, seq)[0]) for seq in range(1, 51)]
     hostile = [b"\xff\xfe\x00binary", b"", "zähler".encode("latin-1")]
@@ -221,33 +228,6 @@ def test_bridge_kills_a_broker_restart_and_a_pubsub_outage_lose_nothing(tmp_path
     assert (row["lost"], row["double_counted"], row["count_error"]) == (0, 0, 0)
     assert (row["bridge_kills"], row["broker_restarts"], row["pubsub_cut_s"]) == (5, 1, 20)
     assert row["hostile_dead_letters"] == 3 and row["bridge_alive"]
-
-
-def _bridge(broker, topic, publisher_factory, counters, **kwargs):
-    broker.set_users(
-        [
-            mqtt.BrokerUser("bridge", mqtt.password_hash("bridge-secret"), reads_all=True),
-            mqtt.BrokerUser("d1", mqtt.password_hash("d1-secret")),
-        ]
-    )
-    bridge = forwarder.Forwarder(
-        host="127.0.0.1",
-        port=broker.port,
-        username="bridge",
-        secret="bridge-secret",
-        client_id="test-bridge",
-        topic=topic,
-        publisher_factory=publisher_factory,
-        counters=counters,
-        max_in_flight=10,
-        publish_timeout_s=3,
-        max_backoff_s=1,
-        **kwargs,
-    )
-    running = threading.Thread(target=bridge.run, daemon=True)
-    running.start()
-    stack.wait_for(lambda: counters.connected, 10, what="the bridge connected")
-    return bridge, running
 
 
 def test_a_nested_payload_does_not_stall_the_bridge(broker, pubsub):
