@@ -124,16 +124,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         secret = mqtt.read_secret_file(args.secret_file)
         credentials, topic = pubsub_destination(args.topic, args.project, args.credentials, use_emulator)
+        tls = mqtt.broker_tls(args.broker, args.ca_file, args.tls, args.insecure, "--ca_file", "--insecure")
     except mqtt.SecretFileError as e:
         print(f"error: --secret_file {e}", file=sys.stderr)
         return 2
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    tls = bool(args.ca_file or args.tls)
-    refused = mqtt.plaintext_refused(args.broker.rsplit(":", 1)[0], tls, args.insecure, "--ca_file", "--insecure")
-    if refused:
-        print(f"error: {refused}", file=sys.stderr)
         return 2
     # Unhealthy once a message waits longer than a publish may take and the reconnect after it.
     counters = health.Counters(stall_after_s=args.publish_timeout_s + 30)

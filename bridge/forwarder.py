@@ -32,17 +32,14 @@ import threading
 import time
 from typing import Callable, NamedTuple
 
+from bridge import publishing
 from bridge.health import Counters
-from occupancy import mqtt, wire
+from occupancy import mqtt
 
 _LOGGER = logging.getLogger(__name__)
 
 # A session the broker keeps while the bridge is away (seconds): a week of outage.
 SESSION_EXPIRY_S = 7 * 24 * 3600
-
-
-# Pub/Sub takes a message of up to 10 MB (data and attributes); past this the bridge cuts it.
-MAX_PUBLISH_BYTES = 9_000_000
 
 
 class _InFlight(NamedTuple):
@@ -90,7 +87,7 @@ class Forwarder:
         self._max_backoff_s = max_backoff_s
         self._keepalive_s = keepalive_s
         self._tls, self._tls_ca_file = tls, tls_ca_file
-        self._retry = transient_retry(publish_timeout_s)
+        self._retry = publishing.transient_retry(publish_timeout_s)
         self._lock = threading.Lock()
         self._window = collections.deque()
         self._held = collections.deque()  # received beyond max_in_flight, not yet published
@@ -128,7 +125,7 @@ class Forwarder:
                 self._failed(f"cannot connect to the broker at {self._host}:{self._port}: {e}", broker=True)
             except Exception as e:  # noqa: BLE001 - e.g. no credentials yet: said, waited out, tried again
                 _LOGGER.exception("Starting the connection failed")
-                self._failed(f"cannot start: {describe(e)}")
+                self._failed(f"cannot start: {publishing.describe(e)}")
             self._teardown()
             if self._stopping.is_set():
                 return
@@ -276,11 +273,11 @@ class Forwarder:
         """Publishes one message; `reserved`: its window slot was taken from the held queue;
         `refused`: why Pub/Sub refused it for good (it goes in the form Pub/Sub takes)."""
         try:
-            data, attributes = _publishable(message, refused)
+            data, attributes = publishing.publishable(message, refused)
         except Exception as e:  # noqa: BLE001 - no message may stop the bridge: forwarded as it came
             _LOGGER.exception("Reading message %s failed; forwarded unchanged", message.mid)
             self.counters.add("attribute_errors")
-            data, attributes = bytes(message.payload or b""), {"bridge_error": describe(e)[:200]}
+            data, attributes = bytes(message.payload or b""), {"bridge_error": publishing.describe(e)[:200]}
         device = attributes.get("device_id", "")
         try:
             future = self._publisher.publish(
@@ -292,7 +289,7 @@ class Forwarder:
                 **attributes,
             )
         except Exception as e:  # noqa: BLE001 - not forwarded: decided by the kind of error
-            future = _Failed(e)
+            future = publishing.Failed(e)
         with self._lock:
             if reserved and client is self._client:
                 self._reserved -= 1
@@ -316,23 +313,23 @@ class Forwarder:
             while self._window and self._window[0].future.done():
                 entry = self._window[0]
                 error = entry.future.exception()
-                key = _ordering_key(entry.message)
-                if error is not None and key in refused_keys and _paused(error):
+                key = publishing.ordering_key(entry.message)
+                if error is not None and key in refused_keys and publishing.paused(error):
                     self._window.popleft()
                     again.append(entry._replace(refused=""))
                     self._reserved += 1  # its slot, until it is in the window again
                     continue
-                if error is not None and not _permanent(error):
+                if error is not None and not publishing.permanent(error):
                     self.counters.add("publish_errors")
-                    self._failed(f"publish failed: {describe(error)}")
+                    self._failed(f"publish failed: {publishing.describe(error)}")
                     break
                 if error is not None and not entry.refused:
                     self.counters.add("refused_by_pubsub")
                     _LOGGER.warning(
-                        "Pub/Sub refused message %s for good (%s); forwarded cut", entry.mid, describe(error)
+                        "Pub/Sub refused message %s for good (%s); forwarded cut", entry.mid, publishing.describe(error)
                     )
                     self._window.popleft()
-                    again.append(entry._replace(refused=describe(error)[:200]))
+                    again.append(entry._replace(refused=publishing.describe(error)[:200]))
                     refused_keys.add(key)
                     self._reserved += 1
                     continue
@@ -341,7 +338,7 @@ class Forwarder:
                     _LOGGER.error(
                         "Message %s could not be forwarded in any form (%s); acknowledged: first bytes %r",
                         entry.mid,
-                        describe(error),
+                        publishing.describe(error),
                         bytes(entry.message.payload or b"")[:200],
                     )
                 self._window.popleft()
@@ -380,83 +377,6 @@ class Forwarder:
             self._trouble.set()
 
 
-def _ordering_key(message) -> str:
-    """The ordering key a message is published with: its device (as _forward sets it)."""
-    return mqtt.device_of_topic(message.topic) or ""
-
-
-def _paused(error: BaseException) -> bool:
-    """Whether the client refused a publish only because an earlier one of its ordering key
-    failed (it pauses the key until resume_publish)."""
-    from google.cloud.pubsub_v1.publisher import exceptions as publisher_exceptions
-
-    return isinstance(error, publisher_exceptions.PublishToPausedOrderingKeyException)
-
-
-class _Failed:
-    """A publish that raised at once, as a done future (the window handles both alike)."""
-
-    def __init__(self, error: BaseException):
-        self._error = error
-
-    def done(self) -> bool:
-        return True
-
-    def exception(self):
-        return self._error
-
-    def add_done_callback(self, callback) -> None:
-        callback(self)
-
-
-def _permanent(error: BaseException) -> bool:
-    """Whether Pub/Sub (or its client) refused a message for what it is: publishing it again
-    unchanged cannot succeed (a reconnect would bring it back for ever)."""
-    from google.api_core import exceptions as gexc
-
-    return isinstance(error, (gexc.InvalidArgument, ValueError, TypeError))
-
-
-def _publishable(message, refused: str = ""):
-    """(data, attributes) to publish for an MQTT message: the payload unchanged with the
-    attributes the topic proves; past MAX_PUBLISH_BYTES, or once Pub/Sub refused it (`refused`),
-    the payload cut to one byte past the wire format's bound (the pipeline refuses it as
-    `oversized`, keeping its first bytes) with `device_id` and `bridge_refused` alone."""
-    payload = bytes(message.payload or b"")
-    device = mqtt.device_of_topic(message.topic) or ""
-    if refused or len(payload) > MAX_PUBLISH_BYTES:
-        reason = refused or f"{len(payload):,} bytes, more than Pub/Sub takes"
-        attributes = {"bridge_refused": reason[:200], **({"device_id": device} if device else {})}
-        return payload[: wire.MAX_MESSAGE_BYTES + 1], attributes
-    return payload, (mqtt.event_attributes(device, payload) if device else {})
-
-
-def transient_retry(timeout_s: float):
-    """Retries a publish on transient errors for `timeout_s` in all; then the bridge reconnects."""
-    from google.api_core import exceptions as gexc
-    from google.api_core import retry as retries
-
-    return retries.Retry(
-        predicate=retries.if_exception_type(
-            gexc.ServiceUnavailable,
-            gexc.DeadlineExceeded,
-            gexc.Aborted,
-            gexc.InternalServerError,
-            gexc.ResourceExhausted,
-            gexc.Unknown,
-            gexc.Cancelled,
-        ),
-        initial=0.1,
-        maximum=2.0,
-        timeout=timeout_s,
-    )
-
-
 def _stop_quietly(publisher) -> None:
     with contextlib.suppress(Exception):  # best effort: the client is discarded anyway
         publisher.stop()
-
-
-def describe(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or repr(error)
-    return f"{type(error).__name__}: {text}"[:300]

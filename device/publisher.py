@@ -238,13 +238,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 secret = mqtt.read_secret_file(args.mqtt_secret_file)
             except mqtt.SecretFileError as e:
                 raise UsageError(f"--mqtt_secret_file {e}") from None
-            tls = bool(args.mqtt_ca_file or args.mqtt_tls)
-            host = args.broker.rsplit(":", 1)[0]
-            refused = mqtt.plaintext_refused(host, tls, args.mqtt_insecure, "--mqtt_ca_file", "--mqtt_insecure")
-            if refused:
-                raise UsageError(refused)
-            if args.mqtt_ca_file and not os.path.isfile(args.mqtt_ca_file):
-                raise UsageError(f"--mqtt_ca_file {args.mqtt_ca_file}: not found")
+            tls = mqtt.broker_tls(
+                args.broker, args.mqtt_ca_file, args.mqtt_tls, args.mqtt_insecure, "--mqtt_ca_file", "--mqtt_insecure"
+            )
             destination = f"mqtt{'s' if tls else ''}://{args.broker}{mqtt.topic_for(args.device_id)}"
 
             def make_sender(outbox, stats):

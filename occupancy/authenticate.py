@@ -37,6 +37,26 @@ def _signature_bytes(raw: bytes) -> int:
     return encoded * 3 // 4
 
 
+def _open(event: wire.Event):
+    """((header, principal, key name), None) of `event`'s envelope, or (None, (reason, detail)):
+    what is refused from the envelope alone. A count's `kid` must name its own device; a
+    signature must have a length its algorithm gives."""
+    if not wire.is_envelope(event.raw):
+        return None, (wire.UNSIGNED, "the message is not signed (a JWS envelope with the sender's key)")
+    try:
+        header, _ = identity.open_envelope(event.raw)
+        principal, name = identity.split_key_id(header.get("kid"))
+    except identity.IdentityError as e:
+        return None, (wire.BAD_SIGNATURE, wire.shown(str(e)))
+    if event.kind not in wire.ZEROING and principal != event.device_id:
+        return None, (wire.BAD_SIGNATURE, f"signed by {wire.shown(principal)}, not by {event.device_id}")
+    size = _signature_bytes(event.raw)
+    low, high = _SIGNATURE_BYTES[header["alg"]]
+    if not low <= size <= high:
+        return None, (wire.BAD_SIGNATURE, f"a signature of {size} bytes is no {header['alg']} signature")
+    return (header, principal, name), None
+
+
 class Authenticator:
     """Checks envelopes; keeps the registry's public keys parsed, never a verdict."""
 
@@ -48,37 +68,22 @@ class Authenticator:
     def precheck(event: wire.Event) -> Optional[Tuple[str, str]]:
         """None if `event` may be signed as it must be, else (reason, detail): what is refused
         without the registry, so before any read of it."""
-        if not wire.is_envelope(event.raw):
-            return wire.UNSIGNED, "the message is not signed (a JWS envelope with the sender's key)"
-        try:
-            header, _ = identity.open_envelope(event.raw)
-            principal, _ = identity.split_key_id(header.get("kid"))
-        except identity.IdentityError as e:
-            return wire.BAD_SIGNATURE, wire.shown(str(e))
-        if event.kind not in wire.ZEROING and principal != event.device_id:
-            return wire.BAD_SIGNATURE, f"signed by {wire.shown(principal)}, not by {event.device_id}"
-        size = _signature_bytes(event.raw)
-        low, high = _SIGNATURE_BYTES[header["alg"]]
-        if not low <= size <= high:
-            return wire.BAD_SIGNATURE, f"a signature of {size} bytes is no {header['alg']} signature"
-        return None
+        return _open(event)[1]
 
     def check(
         self, event: wire.Event, entry: Optional[registry.DeviceEntry], now_us: int, principal_entry=None
     ) -> Optional[Tuple[str, str]]:
-        """None if `event` (with its `raw` envelope) is signed as it must be, else (reason, detail).
+        """None if `event` (with its `raw` envelope) is signed as it must be, else (reason, detail):
+        `precheck`'s refusals, then the registry's.
 
         `entry`: the registry entry of the device a count names; for a reset or terminus,
         `principal_entry(principal)` returns the entry of the principal that signed it.
         """
+        opened, refused = _open(event)
+        if refused is not None:
+            return refused
+        header, principal, name = opened
         raw = event.raw
-        if not wire.is_envelope(raw):
-            return wire.UNSIGNED, "the message is not signed (a JWS envelope with the sender's key)"
-        try:
-            header, _ = identity.open_envelope(raw)
-            principal, name = identity.split_key_id(header.get("kid"))
-        except identity.IdentityError as e:
-            return wire.BAD_SIGNATURE, wire.shown(str(e))
         if event.kind in wire.ZEROING:
             signer = principal_entry(principal) if principal_entry else None
             if signer is None or signer.role != registry.CONTROL or not signer.enabled:
@@ -88,8 +93,6 @@ class Authenticator:
             if not signer.controls(event.train_id):
                 return wire.BAD_SIGNATURE, f"{principal} may not {event.kind} train {event.train_id}"
         else:
-            if principal != event.device_id:
-                return wire.BAD_SIGNATURE, f"signed by {wire.shown(principal)}, not by {event.device_id}"
             signer = entry
         key = signer.key(name) if signer is not None else None
         if key is None:

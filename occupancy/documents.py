@@ -11,7 +11,7 @@ import logging
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from occupancy import state_codec
-from occupancy.fold import Bucket, DeviceMemory, TrainState, Trip
+from occupancy.fold import Bucket, DeviceMemory, TrainState, Trip, controls_unknown
 from occupancy.wire import from_micros, to_micros
 
 _LOGGER = logging.getLogger(__name__)
@@ -212,10 +212,10 @@ def state_from_documents(realtime: Optional[dict], history: Optional[dict], dedu
     state.reset_through_us = int(realtime.get("reset_through_us") or 0)
     state.trip_start_us = int(realtime.get("trip_start_us") or 0)
     state.devices, controls = _dedup_memory(realtime, dedup_window)
-    # Resets and terminus events the document does not name (written before they were kept, or
-    # by a newer job): all up to the train's last trip start count as applied.
-    state.controls = controls.controls
-    state.control_floor_us = state.trip_start_us if controls.control_floor_us is None else controls.control_floor_us
+    if controls.control_floor_us is None:  # written before they were kept, or by a newer job
+        controls_unknown(state)
+    else:
+        state.controls, state.control_floor_us = controls.controls, controls.control_floor_us
     if history:
         state.bucket = Bucket(
             start_us=_micros(history.get("bucket_start")),

@@ -143,6 +143,13 @@ class TrainState:
     queue_clock: Tuple[int, int] = (0, 0)
 
 
+def controls_unknown(state: TrainState) -> None:
+    """For a state read from what kept no applied resets and termini (a version-1 state or
+    checkpoint, whose job kept them within the reorder window only): all up to the train's last
+    trip start count as applied."""
+    state.controls, state.control_floor_us = (), state.trip_start_us
+
+
 @dataclasses.dataclass
 class Trip:
     """A train's trip balanced at a zero-load point (terminus): what the doors counted since
@@ -221,14 +228,32 @@ def sort_key(event: Event):
     return (event.event_time_us, event.device_id, event.seq, event.event_id)
 
 
-def _control_verdict(state: TrainState, event: Event) -> str:
-    """For a reset or terminus: "" to apply it (and it is remembered), "duplicate" if the train
-    applied it already (or it is older than all it remembers), else why it is refused."""
+# `_screen`'s answer for an event applied before.
+_DUPLICATE = ("duplicate", "")
+
+
+def _screen(state: TrainState, event: Event, window: int):
+    """None to apply `event` (its memory updated: its seq, or the reset remembered), _DUPLICATE
+    if it was applied before, else (reason, detail) why it is refused."""
+    if event.kind in ZEROING:
+        return _screen_control(state, event)
+    earlier = _earlier_registration(state, event)
+    if earlier:
+        return BEFORE_ASSIGNMENT, earlier
+    jump = _seq_jump(state, event, window)
+    if jump:
+        return SEQ_JUMP, jump
+    return None if _is_new(state, event, window) else _DUPLICATE
+
+
+def _screen_control(state: TrainState, event: Event):
+    """`_screen` for a reset or terminus: a duplicate if the train applied it already (or it is
+    older than all it remembers), refused if a later event was applied, else remembered."""
     t = event.event_time_us
     if t <= state.control_floor_us or (t, event.kind) in state.controls:
-        return "duplicate"
+        return _DUPLICATE
     if state.last_applied_us is not None and t < state.last_applied_us:
-        return (
+        return LATE_CONTROL, (
             f"{event.kind} of {format_time(t)} is older than the train's last applied event of "
             f"{format_time(state.last_applied_us)}: applying it would erase the counts made after it; "
             "send a new one if the train is to be zeroed"
@@ -238,7 +263,7 @@ def _control_verdict(state: TrainState, event: Event) -> str:
         state.control_floor_us = max(state.control_floor_us, kept[-MAX_CONTROLS - 1][0])
         kept = kept[-MAX_CONTROLS:]
     state.controls = tuple(kept)
-    return ""
+    return None
 
 
 def _is_new(state: TrainState, event: Event, window: int) -> bool:
@@ -313,26 +338,13 @@ def apply_events(state: TrainState, events: List[Event], config: FoldConfig, flu
 
     for event in sorted(events, key=sort_key):
         t = event.event_time_us
-        if event.kind in ZEROING:
-            verdict = _control_verdict(state, event)
-            if verdict == "duplicate":
-                result.duplicates += 1
-                continue
-            if verdict:
-                result.refused.append((event, LATE_CONTROL, verdict))
-                continue
-        else:
-            earlier = _earlier_registration(state, event)
-            if earlier:
-                result.refused.append((event, BEFORE_ASSIGNMENT, earlier))
-                continue
-            jump = _seq_jump(state, event, config.dedup_window)
-            if jump:
-                result.refused.append((event, SEQ_JUMP, jump))
-                continue
-            if not _is_new(state, event, config.dedup_window):
-                result.duplicates += 1
-                continue
+        verdict = _screen(state, event, config.dedup_window)
+        if verdict is _DUPLICATE:
+            result.duplicates += 1
+            continue
+        if verdict is not None:
+            result.refused.append((event, *verdict))
+            continue
         devices_changed = True
         if event.capacity is not None:
             state.capacity = event.capacity

@@ -106,16 +106,23 @@ def broker_config(
     return "\n".join(lines) + "\n"
 
 
-def plaintext_refused(host: str, tls: bool, insecure: bool, tls_option: str, insecure_option: str) -> Optional[str]:
-    """Why a client may not reach `host` so (None: it may): without TLS, a broker off this
-    machine would see the client's secret and signed counts go by in clear. The options named
-    are the client's own (its CA file, its flag for plaintext on purpose)."""
-    if tls or insecure or host.strip("[]") in LOOPBACK:
-        return None
-    return (
-        f"the broker {host} is not on this machine and the connection is not TLS: the secret and the "
-        f"counts would cross the network in clear; give {tls_option} (TLS), or {insecure_option} on purpose"
-    )
+def broker_tls(
+    broker: str, ca_file: Optional[str], system_cas: bool, insecure: bool, ca_option: str, insecure_option: str
+) -> bool:
+    """Whether a client (a device, the bridge) reaches `broker` (HOST:PORT) over TLS: with a CA
+    file or the system's CAs. Plaintext is refused (cli.UsageError, naming the client's own
+    options) to a broker off this machine, which would see the client's secret and signed counts
+    go by in clear, unless `insecure` says so."""
+    if ca_file and not os.path.isfile(ca_file):
+        raise cli.UsageError(f"{ca_option} {ca_file}: not found")
+    tls = bool(ca_file or system_cas)
+    host = broker.rsplit(":", 1)[0]
+    if not (tls or insecure or host.strip("[]") in LOOPBACK):
+        raise cli.UsageError(
+            f"the broker {host} is not on this machine and the connection is not TLS: the secret and the "
+            f"counts would cross the network in clear; give {ca_option} (TLS), or {insecure_option} on purpose"
+        )
+    return tls
 
 
 def use_tls(client, ca_file: Optional[str]) -> None:

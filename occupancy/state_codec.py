@@ -29,7 +29,7 @@ and its width, so consecutive seqs cost a few bytes whatever their size.
 
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from occupancy.fold import Bucket, DeviceMemory, TrainState
+from occupancy.fold import Bucket, DeviceMemory, TrainState, controls_unknown
 from occupancy.stop_visits import DoorCount, VisitState
 from occupancy.wire import RESET, TERMINUS
 
@@ -186,8 +186,8 @@ def decode_state(data: bytes) -> TrainState:
         state.bucket = Bucket(**{name: r.int() for name in _BUCKET_FIELDS})
     if r.version >= 2:
         state.control_floor_us, state.controls = r.controls()
-    else:  # its job kept applied resets only in the reorder window: all before the trip's start is seen
-        state.control_floor_us = state.trip_start_us
+    else:
+        controls_unknown(state)
     r.done("train state")
     return state
 

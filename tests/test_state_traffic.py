@@ -241,3 +241,28 @@ def test_a_seq_jump_leaves_the_flush_as_a_dead_letter():
         (wire.SEQ_JUMP, "RunningOccupancy", f"d1:{far}")
     ]
     assert train_of(state).value == 1 and train_of(state).devices["d1"].seq == 1
+
+
+def test_a_flush_that_raises_leaves_the_train_as_it_was(monkeypatch):
+    """The cell hands out the state it holds and the fold changes it in place: a flush that raised
+    after the fold once kept the change (seqs marked applied, counts in the value) while its
+    events became dead letters."""
+    import apache_beam as beam
+
+    from transforms import occupancy
+
+    fn, reads, timer = FoldOccupancy(CONFIG), collections.Counter(), Timer()
+    state = cells(reads)
+    process(fn, state, timer, event(1, T0))
+    flush(fn, state, timer)
+    process(fn, state, timer, event(2, T0 + 5 * S))
+    fn.start_bundle()  # as read from the runner: the train's bytes, decoded by this flush
+
+    def raising(*args, **kwargs):
+        raise OverflowError("a document no client takes")
+
+    monkeypatch.setattr(occupancy.documents, "realtime_write", raising)
+    out = flush(fn, state, timer)
+    dead = [o.value for o in out if isinstance(o, beam.pvalue.TaggedOutput) and o.tag == "dead_letter"]
+    assert [(d["reason"], d["attributes"]["event_id"]) for d in dead] == [(wire.INTERNAL_ERROR, "d1:2")]
+    assert train_of(state).value == 1 and train_of(state).devices["d1"].seq == 1

@@ -176,7 +176,7 @@ class LookupTrain(beam.DoFn):
         if entry is None or not entry.enabled:
             fresh, skipped = self._reread(view, event.device_id, now)
             entry = fresh or entry
-        if entry is None or not entry.enabled or entry.role != registry.DOOR or not wire.valid_id(entry.train_id):
+        if entry is None or not entry.enabled or entry.role != registry.DOOR:
             self._unknown.inc()
             state = "not registered" if entry is None else "disabled" if not entry.enabled else "not a door device"
             if skipped:

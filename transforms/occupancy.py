@@ -215,9 +215,9 @@ class FoldOccupancy(beam.DoFn):
                 self._queue.put_off(fired_us, SEED_RETRY_US, queue)
                 yield beam.pvalue.TaggedOutput(STATS, (0,) * (len(STAT_NAMES) - 1) + (1,))
                 return
-        # The cell hands out the state it holds, and the fold changes it in place: kept as bytes,
-        # so that a flush that raises leaves the train as it was.
-        before = None if seeded else state_codec.encode_state(state)
+        # The cell hands out the state it holds, and the fold changes it in place: its bytes are
+        # kept, so that a flush that raises leaves the train as it was.
+        before = None if seeded else cell.train_bytes_before_change()
         try:
             outputs = self._apply(key, state, ready, fired_us, seeded, visits, queue)
         except TRANSIENT:

@@ -70,6 +70,12 @@ class TrainCellValue:
     def train(self, state: TrainState) -> None:
         self._train, self._train_bytes = state, None
 
+    def train_bytes_before_change(self) -> Optional[bytes]:
+        """The train's state as bytes, to put back should a change of it fail: the bytes it was
+        read as, kept until it is set (no encoding), else encoded now. Asked before the state
+        handed out by `train` is changed in place."""
+        return self._train_bytes if self._train_bytes is not None else self.train_bytes()
+
     def train_bytes(self) -> Optional[bytes]:
         """The train's state encoded (as read, if it was never decoded)."""
         if self._train is not None:
@@ -199,6 +205,10 @@ class TrainCell:
     def train(self, state: TrainState) -> None:
         self.value().train = state
         self.changed()
+
+    def train_bytes_before_change(self) -> Optional[bytes]:
+        """TrainCellValue.train_bytes_before_change of this train's value."""
+        return self.value().train_bytes_before_change()
 
     def queue_state(self, later, flush) -> QueueState:
         """The release queue's handles: `pending`, `waiting`, the horizon and the clock in this
