@@ -172,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         "$OCCUPANCY_PRIVACY_SEED, else one made per process).",
     )
     parser.add_argument(
+        "--public_cache_s",
+        type=non_negative_float,
+        default=30.0,
+        help="coarse: seconds a public history page is served to every reader before it is read "
+        "again (0: every request reads; default: 30).",
+    )
+    parser.add_argument(
         "--graceful_timeout_s",
         type=non_negative_float,
         default=10.0,
@@ -211,6 +218,7 @@ def settings_from(args):
         privacy_min_capacity=args.privacy_min_capacity,
         privacy_seed_file=args.privacy_seed_file,
         privacy_window_s=args.privacy_window_s,
+        public_cache_s=args.public_cache_s,
         fleet_listener=args.fleet_listener,
     )
 

@@ -74,6 +74,7 @@ def create_app(settings: Settings, client=None) -> FastAPI:
         window_s=settings.privacy_window_s,
     )
     app.state.privacy_holder = privacy.Holder(settings.thresholds, app.state.privacy_policy)
+    app.state.public_reads = public.ReadCache(settings.public_cache_s)  # public history pages
     app.state.trains_bodies = {}  # exact (bool) -> (fleet view, read at, GET /v1/trains body)
     app.state.feeds_built = {}  # exact (bool) -> (fleet view, doors, read at, the feed's FeedMessage)
     app.state.upstream_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)  # the operator's feed

@@ -4,15 +4,19 @@ Every public read of occupancy goes through `views_for`: /v1/trains, /v1/trains/
 history, the GTFS-RT feed and the enriched feed. `--public_precision exact` turns it off.
 """
 
+import collections
 import logging
 import os
 import secrets
-from typing import List, Optional
+import threading
+import time
+from concurrent.futures import Future
+from typing import Callable, Hashable, List, Optional
 
 from fastapi import Request
 
 from api.auth import OPERATOR_CLAIM
-from api.deps import trip_for
+from api.deps import read_fleet, trip_for
 from occupancy import fleet, privacy
 
 _LOGGER = logging.getLogger(__name__)
@@ -51,8 +55,70 @@ def views_for(request: Request, views: List[fleet.TrainView], at, claims: Option
         return memo[2]
     out = []
     for view in views:
-        run, _ = trip_for(request, view, at)
-        key = privacy.departure_key(at, state.privacy_policy, run, run.departure_times() if run else ())
-        out.append(state.privacy_holder.public(view, key))
+        out.append(state.privacy_holder.public(view, hold_at(request, view, at)))
     state.public_memo = (memo_key, views, out)  # holds `views`, so its id cannot be reused meanwhile
     return out
+
+
+def hold_at(request: Request, view: fleet.TrainView, at) -> privacy.Hold:
+    """The hold (departure or window) a train's public numbers stand for at `at`."""
+    run, _ = trip_for(request, view, at)
+    return privacy.hold_of(at, request.app.state.privacy_policy, run, run.departure_times() if run else ())
+
+
+def public_train(request: Request, train_id: str):
+    """(read at, the train's public view or None) from the fleet view every public read shares:
+    no Firestore read of its own."""
+    read_at, views = read_fleet(request)
+    state = request.app.state
+    memo = getattr(state, "public_by_id", None)
+    if memo is None or memo[0] is not views or memo[1] != read_at:
+        shown = views_for(request, views, read_at, None)
+        memo = state.public_by_id = (views, read_at, {view.train_id: view for view in shown})
+    return read_at, memo[2].get(train_id)
+
+
+class ReadCache:
+    """Answers to public reads, each served for `ttl_s` after it was read, at most `size` of
+    them (the least recently used go first). Callers asking for a key being read wait for that
+    one read: a crowd of viewers costs one read per key and interval, not one per viewer.
+    `ttl_s` 0: every call reads."""
+
+    def __init__(self, ttl_s: float, size: int = 1024, clock: Callable[[], float] = time.monotonic):
+        self.ttl_s, self.size, self._clock = ttl_s, size, clock
+        self._lock = threading.Lock()
+        self._answers: "collections.OrderedDict[Hashable, tuple]" = collections.OrderedDict()
+        self._reading: dict = {}
+        self.reads = 0  # reads made (for the tests)
+
+    def get(self, key: Hashable, read: Callable[[], object]):
+        if self.ttl_s <= 0:
+            return read()
+        with self._lock:
+            held = self._answers.get(key)
+            if held is not None and self._clock() - held[0] < self.ttl_s:
+                self._answers.move_to_end(key)
+                return held[1]
+            future = self._reading.get(key)
+            owner = future is None
+            if owner:
+                future = self._reading[key] = Future()
+        if not owner:
+            return future.result()
+        started = self._clock()
+        try:
+            value = read()
+        except BaseException as e:
+            future.set_exception(e)
+            raise
+        finally:
+            with self._lock:
+                self._reading.pop(key, None)
+                self.reads += 1
+        with self._lock:
+            self._answers[key] = (started, value)
+            self._answers.move_to_end(key)
+            while len(self._answers) > self.size:
+                self._answers.popitem(last=False)
+        future.set_result(value)
+        return value

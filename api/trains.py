@@ -19,6 +19,8 @@ router = APIRouter(
     prefix="/v1/trains", tags=["occupancy"], dependencies=[Depends(allow_read)], responses=READ_RESPONSES
 )
 MAX_PAGE = 1000
+# Buckets one public history page reads at most (the dashboard reads a day in 10 pages of 1,000).
+MAX_PUBLIC_READ = 10 * MAX_PAGE
 
 
 def trip_out(run, source) -> Optional[dict]:
@@ -86,14 +88,21 @@ def get_train(
     train_id: str = Depends(ids.train_id),
     claims: Optional[dict] = Depends(allow_read),
 ):
-    """A public reader gets the coarse numbers and no devices."""
-    view = fleet.read_train(
-        client, train_id, settings.realtime_collection, settings.trains_collection, stale_after_s=settings.stale_after_s
-    )
+    """A public reader gets the coarse numbers and no devices, from the fleet view GET /v1/trains
+    serves; an operator, the train read now."""
+    if public.exact_for(request, claims):
+        view = fleet.read_train(
+            client,
+            train_id,
+            settings.realtime_collection,
+            settings.trains_collection,
+            stale_after_s=settings.stale_after_s,
+        )
+        now = datetime.datetime.now(datetime.timezone.utc)
+    else:
+        now, view = public.public_train(request, train_id)
     if view is None:
         raise HTTPException(status_code=404, detail=f"no train {train_id}: neither registered nor counted")
-    now = datetime.datetime.now(datetime.timezone.utc)
-    view = public.views_for(request, [view], now, claims)[0]
     devices = [
         DeviceSeen(device_id=d, last_seen=(seen or {}).get("last_seen"), seq=(seen or {}).get("seq"))
         for d, seen in sorted(view.devices_seen.items())
@@ -101,17 +110,46 @@ def get_train(
     return {**train_out(view, settings, trip_for(request, view, now)), "devices": devices}
 
 
-def _coarse_history(request: Request, client, train_id: str, items):
-    settings, policy = request.app.state.settings, request.app.state.privacy_policy
-    train = client.collection(settings.trains_collection).document(train_id).get(timeout=settings.firestore_timeout_s)
-    count_ops(reads=1)
-    capacity = (train.to_dict() or {}).get("capacity") if train.exists else None
-    out = []
-    for item in items:
-        value = privacy.coarse_history_value(item.value, capacity, policy)
-        if value is not None:
-            out.append(HistoryItem(timestamp=item.timestamp, bucket_start=item.bucket_start, value=value))
-    return out
+def _public_history(request: Request, train_id: str, query, collection, limit: int, cursor):
+    """A page of the public history (occupancy.privacy.public_history): one coarse sample per
+    hold that ended, read from the exact buckets in chunks until the page is full; the cursor
+    names the last bucket of the page's last hold."""
+    settings = request.app.state.settings
+    now, view = public.public_train(request, train_id)
+    if view is None:
+        return {"items": [], "next_cursor": None}
+    policy = request.app.state.privacy_policy
+    buckets, docs_read, exhausted = [], 0, False  # (timestamp, value, id)
+    while not exhausted and docs_read < MAX_PUBLIC_READ:
+        chunk_query = query
+        after = (buckets[-1][0], buckets[-1][2]) if buckets else cursor
+        if after:
+            chunk_query = query.start_after({"timestamp": after[0], "__name__": collection.document(after[1])})
+        docs = list(chunk_query.limit(MAX_PAGE).stream(timeout=settings.firestore_timeout_s))
+        count_ops(reads=max(1, len(docs)))
+        docs_read += len(docs)
+        exhausted = len(docs) < MAX_PAGE
+        for doc in docs:
+            data = doc.to_dict()
+            buckets.append((fleet.as_utc(data["timestamp"]), int(data.get("value") or 0), doc.id))
+        samples = privacy.public_history(
+            ((t, v) for t, v, _ in buckets),
+            lambda at: public.hold_at(request, view, at),
+            view.capacity,
+            policy,
+            now,
+        )
+        if not exhausted:  # a hold ends for certain only once a later bucket is read
+            samples = [s for s in samples if buckets and s.hold.end <= buckets[-1][0]]
+        if len(samples) > limit:
+            break
+    page = samples[:limit]
+    next_cursor = None
+    if len(samples) > limit or not exhausted:  # the next page starts after the page's last hold
+        last = [b for b in buckets if b[0] < page[-1].hold.end][-1] if page else buckets[-1]
+        next_cursor = _encode_cursor(last[0], last[2])
+    items = [HistoryItem(timestamp=s.at, bucket_start=s.hold.start, value=s.value) for s in page]
+    return {"items": items, "next_cursor": next_cursor}
 
 
 def _encode_cursor(timestamp: datetime.datetime, doc_id: str) -> str:
@@ -155,7 +193,8 @@ def history(
     claims: Optional[dict] = Depends(allow_read),
 ):
     """History buckets in timestamp order, a page at a time (the train + timestamp composite index).
-    A public reader gets each value at the public step's granularity and no event counts."""
+    A public reader gets one coarse sample per departure (or window) that ended, at its end, no
+    event counts, each page kept --public_cache_s for every reader (docs/design.md, "Privacy")."""
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     if start and end and start >= end:
@@ -167,14 +206,17 @@ def history(
     if end:
         query = query.where(filter=FieldFilter("timestamp", "<", end))
     query = query.order_by("timestamp").order_by("__name__")
-    if cursor:
-        after_time, after_id = _decode_cursor(cursor)
-        query = query.start_after({"timestamp": after_time, "__name__": collection.document(after_id)})
+    after = _decode_cursor(cursor) if cursor else None
+    if not public.exact_for(request, claims):
+        return request.app.state.public_reads.get(
+            ("history", train_id, start, end, limit, after),
+            lambda: _public_history(request, train_id, query, collection, limit, after),
+        )
+    if after:
+        query = query.start_after({"timestamp": after[0], "__name__": collection.document(after[1])})
     docs = list(query.limit(limit + 1).stream(timeout=settings.firestore_timeout_s))
     count_ops(reads=max(1, len(docs)))
     page = docs[:limit]
     items = [HistoryItem(**{k: v for k, v in doc.to_dict().items() if k in HistoryItem.model_fields}) for doc in page]
-    if not public.exact_for(request, claims):
-        items = _coarse_history(request, client, train_id, items)
     next_cursor = _encode_cursor(page[-1].to_dict()["timestamp"], page[-1].id) if len(docs) > limit else None
     return {"items": items, "next_cursor": next_cursor}

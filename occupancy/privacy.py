@@ -15,13 +15,18 @@ its latest scheduled stop departure when the static schedule says which trip it 
 Within a departure nothing changes, whatever boards: a ±1 change cannot be read. The draw is
 a function of (seed, train, departure) only, never of the request: the same answer to
 everyone, on every instance that holds the same seed.
+
+Times are no finer than the hold either: the public `last_updated` is the moment the sample
+stands for (the departure, or the window's start), `last_seen` is floored to `window_s`, and
+the public history (`public_history`) is one sample per hold, at the moment the realtime
+numbers would have sampled it.
 """
 
 import datetime
 import hashlib
 import hmac
 import threading
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from occupancy import fleet
 
@@ -42,14 +47,35 @@ def _unit(seed: bytes, *parts: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def departure_key(at: datetime.datetime, policy: Policy, run=None, departures: Sequence[datetime.datetime] = ()) -> str:
-    """Which departure `at` belongs to: the trip run's latest stop departure at or before it,
-    else the `window_s` window it falls in."""
+class Hold(NamedTuple):
+    """One departure (or window) of a train: the public numbers hold from `start` to `end`."""
+
+    key: str
+    start: datetime.datetime
+    end: datetime.datetime
+
+
+def hold_of(at: datetime.datetime, policy: Policy, run=None, departures: Sequence[datetime.datetime] = ()) -> Hold:
+    """The hold `at` falls in: from the trip run's latest stop departure at or before it to its
+    next one (the last departure holds for `window_s`), else the `window_s` window it falls in,
+    cut at the run's first departure."""
+    window = datetime.timedelta(seconds=policy.window_s)
     if run is not None and departures:
         passed = [i for i, moment in enumerate(departures) if moment <= at]
-        if passed:
-            return f"{run.trip.trip_id}/{run.start_date}/{passed[-1]}"
-    return f"w{int(at.timestamp()) // policy.window_s}"
+        last_end = departures[-1] + window
+        if passed and at < last_end:
+            i = passed[-1]
+            end = departures[i + 1] if i + 1 < len(departures) else last_end
+            return Hold(f"{run.trip.trip_id}/{run.start_date}/{i}", departures[i], end)
+    number = int(at.timestamp()) // policy.window_s
+    start = datetime.datetime.fromtimestamp(number * policy.window_s, tz=datetime.timezone.utc)
+    end = start + window
+    if run is not None and departures:
+        if at < departures[0]:
+            end = min(end, departures[0])
+        else:
+            start = max(start, departures[-1] + window)
+    return Hold(f"w{number}", start, end)
 
 
 def coarse_status(ratio: float, thresholds: fleet.Thresholds, policy: Policy, train_id: str, key: str) -> str:
@@ -65,31 +91,40 @@ def coarse_ratio(ratio: float, policy: Policy) -> float:
     return policy.step_pct * round(100 * ratio / policy.step_pct) / 100
 
 
-def coarse_fields(sample: fleet.TrainView, thresholds: fleet.Thresholds, policy: Policy, key: str) -> dict:
-    """The published numbers of a departure's sample: a function of (sample, seed, key) only,
-    so a Holder computes them once per departure (five HMACs a train: 0.8 s for 10,000 trains
-    when it was done per request)."""
+def coarse_fields(sample: fleet.TrainView, thresholds: fleet.Thresholds, policy: Policy, hold: Hold) -> dict:
+    """The published numbers of a departure's sample: a function of (sample, seed, hold) only,
+    so a Holder computes them once per departure (five HMACs a train)."""
     fields = dict(
         current_value=None,
         occupancy_ratio=None,
         public_status=fleet.NO_DATA_AVAILABLE,
         devices_seen={},
-        last_updated=sample.last_updated,
+        last_updated=None if sample.last_updated is None else hold.start,
     )
     if sample.capacity and sample.capacity >= policy.min_capacity and sample.occupancy_ratio is not None:
         fields.update(
             occupancy_ratio=coarse_ratio(sample.occupancy_ratio, policy),
-            public_status=coarse_status(sample.occupancy_ratio, thresholds, policy, sample.train_id, key),
+            public_status=coarse_status(sample.occupancy_ratio, thresholds, policy, sample.train_id, hold.key),
         )
     return fields
 
 
+def coarse_liveness(view: fleet.TrainView, policy: Policy) -> dict:
+    """`last_seen` floored to `window_s` (a count's second cannot be read from it), and the
+    staleness from that; the status stays exact."""
+    if view.last_seen is None:
+        return {}
+    seen = hold_of(view.last_seen, policy).start
+    staleness = None if view.staleness_s is None else round(view.staleness_s + (view.last_seen - seen).total_seconds())
+    return dict(last_seen=seen, staleness_s=staleness)
+
+
 def public_view(
-    sample: fleet.TrainView, now_view: fleet.TrainView, thresholds: fleet.Thresholds, policy: Policy, key: str
+    sample: fleet.TrainView, now_view: fleet.TrainView, thresholds: fleet.Thresholds, policy: Policy, hold: Hold
 ) -> fleet.TrainView:
     """What the public sees of a train: the departure's sample, coarse; liveness (status,
-    last_seen) from now. No count, no per-device numbers."""
-    return now_view._replace(**coarse_fields(sample, thresholds, policy, key))
+    last_seen) from now, coarse. No count, no per-device numbers."""
+    return now_view._replace(**coarse_fields(sample, thresholds, policy, hold), **coarse_liveness(now_view, policy))
 
 
 class Holder:
@@ -101,35 +136,69 @@ class Holder:
         self._held: Dict[str, Tuple[str, fleet.TrainView, Optional[dict]]] = {}
         self._lock = threading.Lock()
 
-    def sample(self, view: fleet.TrainView, key: str) -> fleet.TrainView:
+    def sample(self, view: fleet.TrainView, hold: Hold) -> fleet.TrainView:
         with self._lock:
-            return self._hold(view, key)[1]
+            return self._hold(view, hold)[1]
 
-    def public(self, view: fleet.TrainView, key: str) -> fleet.TrainView:
+    def public(self, view: fleet.TrainView, hold: Hold) -> fleet.TrainView:
         """public_view(the departure's sample, view, ...), its coarse numbers computed once per departure."""
         if self._policy is None:
             raise ValueError("a Holder made without a policy cannot publish")
         with self._lock:
-            held = self._hold(view, key)
+            held = self._hold(view, hold)
             if held[2] is None:
                 held = self._held[view.train_id] = (
-                    key,
+                    hold.key,
                     held[1],
-                    coarse_fields(held[1], self._thresholds, self._policy, key),
+                    coarse_fields(held[1], self._thresholds, self._policy, hold),
                 )
-        return view._replace(**held[2])
+        return view._replace(**held[2], **coarse_liveness(view, self._policy))
 
-    def _hold(self, view: fleet.TrainView, key: str):
+    def _hold(self, view: fleet.TrainView, hold: Hold):
         held = self._held.get(view.train_id)
-        if held is None or held[0] != key:
-            held = self._held[view.train_id] = (key, view, None)
+        if held is None or held[0] != hold.key:
+            held = self._held[view.train_id] = (hold.key, view, None)
         return held
 
 
 def coarse_history_value(value: int, capacity: Optional[int], policy: Policy) -> Optional[int]:
-    """A history bucket's value for the public: people at the step's granularity, or None
-    below `min_capacity`."""
+    """A history value for the public: people at the step's granularity, or None below
+    `min_capacity`."""
     if not capacity or capacity < policy.min_capacity:
         return None
     step_people = capacity * policy.step_pct / 100
     return int(round(round(value / step_people) * step_people))
+
+
+class PublicSample(NamedTuple):
+    """One public history sample: the value standing at `at`, which ended `hold`."""
+
+    hold: Hold
+    at: datetime.datetime
+    value: int
+
+
+def public_history(
+    buckets: Iterable[Tuple[datetime.datetime, int]],
+    hold_at: Callable[[datetime.datetime], Hold],
+    capacity: Optional[int],
+    policy: Policy,
+    now: datetime.datetime,
+) -> List[PublicSample]:
+    """The public history of a train's (timestamp, value) buckets, in time order: for each hold
+    that holds a bucket and has ended by `now`, one sample at its end (the moment the realtime
+    numbers sample the next departure) of the value standing then, coarse. What boarded within a
+    hold, and when, cannot be read; nothing below `min_capacity`."""
+    out: List[PublicSample] = []
+    current, standing = None, None
+    for timestamp, value in buckets:
+        if current is None or not current.start <= timestamp < current.end:
+            hold = hold_at(timestamp)
+            if current is not None and hold.key != current.key:
+                out.append(PublicSample(current, current.end, standing))
+            current = hold
+        standing = value
+    if current is not None and current.end <= now:
+        out.append(PublicSample(current, current.end, standing))
+    coarse = [s._replace(value=coarse_history_value(s.value, capacity, policy)) for s in out]
+    return [s for s in coarse if s.value is not None]

@@ -3,17 +3,30 @@ generated paths, queries and bodies, as the public (no token), with a token that
 as an operator. Never a 5xx; only statuses the document declares for the operation; bodies as
 it declares them.
 
-The API is `python -m api` on the Firestore and Firebase Auth emulators (conftest's `api`).
-Driven per operation from the test (schemathesis's pytest plugin does not run under pytest 9).
+The API is `python -m api` on the Firestore and Firebase Auth emulators, its public reads
+coarse as deployed (occupancy/privacy.py). Driven per operation from the test (schemathesis's
+pytest plugin does not run under pytest 9).
 """
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
+from local import stack
+from tests.support import serve_api
+
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
+
+
+@pytest.fixture(scope="module")
+def api(firestore_emulator, auth_emulator, tmp_path_factory):
+    env = {**firestore_emulator.env(), **auth_emulator.env()}
+    process, base_url = serve_api(tmp_path_factory, env, "--fleet_cache_s=0", "--public_precision=coarse")
+    yield base_url
+    stack.stop_process(process)
 
 
 def test_every_operation_answers_only_as_its_document_declares(api, tokens):
