@@ -115,7 +115,8 @@ require_cloud = $(call require,PROJECT)$(call require,REGION)$(call require,BUCK
 # roles, staging bucket, image repository, Firestore indexes (deploy/infra.sh).
 deploy-infra:
 	@:$(require_cloud)
-	bash deploy/infra.sh --project '$(PROJECT)' --region '$(REGION)' --bucket '$(BUCKET)' $(if $(DRY_RUN),--dry-run)
+	bash deploy/infra.sh --project '$(PROJECT)' --region '$(REGION)' --bucket '$(BUCKET)' $(if $(DRY_RUN),--dry-run) \
+	  $(if $(API_DOMAIN),--api-domain '$(API_DOMAIN)' --api-service '$(API_SERVICE)' --api-rate-limit '$(API_RATE_LIMIT)')
 
 # The launcher + worker image (templates/Dockerfile), built from the repository root.
 template-image:
@@ -203,6 +204,10 @@ API_SA ?= occupancy-api@$(PROJECT).iam.gserviceaccount.com
 API_IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/occupancy-api:$(TAG)
 # Extra `python -m api` flags, e.g. API_ARGS="--private_reads"
 API_ARGS ?=
+# With the load balancer and its rate limit (make deploy-infra API_DOMAIN=...): internal-and-cloud-load-balancing.
+API_INGRESS ?= all
+API_DOMAIN ?=
+API_RATE_LIMIT ?= 600
 
 .PHONY: api api-deploy rules-deploy
 api: check-prereqs
@@ -221,7 +226,7 @@ api-deploy:
 	  --ignore-file=templates/.gcloudignore \
 	  --substitutions='_DOCKERFILE=api/Dockerfile,_IMAGE=$(API_IMAGE),_BEAM_VERSION=$(SETUP_BEAM_VERSION)' .
 	gcloud run deploy '$(API_SERVICE)' --project='$(PROJECT)' --region='$(REGION)' \
-	  --image='$(API_IMAGE)' --service-account='$(API_SA)' --allow-unauthenticated \
+	  --image='$(API_IMAGE)' --service-account='$(API_SA)' --allow-unauthenticated --ingress='$(API_INGRESS)' \
 	  --set-env-vars='GOOGLE_CLOUD_PROJECT=$(PROJECT)' $(if $(API_ARGS),--args='$(API_ARGS)')
 	@gcloud run services describe '$(API_SERVICE)' --project='$(PROJECT)' --region='$(REGION)' --format='value(status.url)'
 

@@ -33,6 +33,12 @@
 #                                     on the project, nothing else
 #   Firestore indexes from deploy/firestore.indexes.json (composite indexes and
 #   single-field exemptions), with `gcloud firestore indexes ...`
+#   With --api-domain DOMAIN, the API's edge: a global external HTTPS load
+#   balancer for DOMAIN (Google-managed certificate, a static address) in front
+#   of the Cloud Run service, with the Cloud Armor policy occupancy-api-edge:
+#   at most --api-rate-limit requests a minute (600) from one client address,
+#   the rest answered 429. Deploy the API with API_INGRESS=internal-and-cloud-load-balancing
+#   (make api-deploy) so that nobody reaches it around the limit.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -49,6 +55,9 @@ DEVICE_SA_NAME="occupancy-device"
 API_SA_NAME="occupancy-api"
 DATABASE="(default)"
 INDEXES="$HERE/firestore.indexes.json"
+API_SERVICE="occupancy-api"
+API_DOMAIN=""
+API_RATE_LIMIT=600
 DRY_RUN=0
 
 usage() {
@@ -59,6 +68,7 @@ usage: $0 --project PROJECT --region REGION --bucket BUCKET [--dry-run]
           [--pipeline-sa $PIPELINE_SA_NAME] [--device-sa $DEVICE_SA_NAME]
           [--api-sa $API_SA_NAME]
           [--database '$DATABASE'] [--indexes deploy/firestore.indexes.json]
+          [--api-domain DOMAIN [--api-service $API_SERVICE] [--api-rate-limit $API_RATE_LIMIT]]
 PROJECT, REGION and BUCKET may also come from the environment.
 EOF
 }
@@ -79,6 +89,9 @@ while [[ $# -gt 0 ]]; do
     --api-sa) API_SA_NAME="${2:?}"; shift 2 ;;
     --database) DATABASE="${2:?}"; shift 2 ;;
     --indexes) INDEXES="${2:?}"; shift 2 ;;
+    --api-domain) API_DOMAIN="${2:?}"; shift 2 ;;
+    --api-service) API_SERVICE="${2:?}"; shift 2 ;;
+    --api-rate-limit) API_RATE_LIMIT="${2:?}"; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -94,6 +107,10 @@ BUCKET="${BUCKET%/}"
 [[ "$REGION" =~ ^[a-z]+-[a-z]+[0-9]+$ ]] || die "not a region: $REGION"
 [[ "$BUCKET" =~ ^[a-z0-9][-a-z0-9_.]{1,61}[a-z0-9]$ ]] || die "not a bucket name: $BUCKET"
 [[ -f "$INDEXES" ]] || die "no index file: $INDEXES"
+[[ -z "$API_DOMAIN" || "$API_DOMAIN" =~ ^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$ ]] \
+  || die "not a domain name: $API_DOMAIN"
+[[ "$API_SERVICE" =~ ^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$ ]] || die "not a Cloud Run service name: $API_SERVICE"
+[[ "$API_RATE_LIMIT" =~ ^[1-9][0-9]{0,6}$ ]] || die "not a number of requests a minute: $API_RATE_LIMIT"
 
 PIPELINE_SA="${PIPELINE_SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
 DEVICE_SA="${DEVICE_SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
@@ -225,6 +242,33 @@ while IFS=$'\x1f' read -r -a command; do
   "${command[0]}" "${command[@]:1}"
 done <<<"$commands"
 
+# --- the API's edge (--api-domain): HTTPS load balancer + Cloud Armor rate limit ---
+# Cloud Run has no per-client limit of its own. A crowd of dashboards costs one read per
+# interval (the API's caches); this bounds what one client address can ask: 600 a minute is
+# about 25 open dashboards behind one address (a station's Wi-Fi), each polling every 5 s.
+if [[ -n "$API_DOMAIN" ]]; then
+  EDGE="occupancy-api-edge"
+  RATE_RULE=(1000 "$P" "--security-policy=$EDGE" "--src-ip-ranges=*" --action=throttle
+    "--rate-limit-threshold-count=$API_RATE_LIMIT" --rate-limit-threshold-interval-sec=60
+    --conform-action=allow --exceed-action=deny-429 --enforce-on-key=IP)
+  create gcloud compute security-policies create "$EDGE" "$P" \
+    "--description=Train occupancy API: requests a minute per client address"
+  create gcloud compute security-policies rules create "${RATE_RULE[@]}"
+  run gcloud compute security-policies rules update "${RATE_RULE[@]}"  # the limit as given now
+  create gcloud compute network-endpoint-groups create "$EDGE" "$P" "--region=$REGION" \
+    --network-endpoint-type=serverless "--cloud-run-service=$API_SERVICE"
+  create gcloud compute backend-services create "$EDGE" "$P" --global --load-balancing-scheme=EXTERNAL_MANAGED
+  create gcloud compute backend-services add-backend "$EDGE" "$P" --global \
+    "--network-endpoint-group=$EDGE" "--network-endpoint-group-region=$REGION"
+  run gcloud compute backend-services update "$EDGE" "$P" --global "--security-policy=$EDGE"
+  create gcloud compute url-maps create "$EDGE" "$P" "--default-service=$EDGE"
+  create gcloud compute ssl-certificates create "$EDGE" "$P" --global "--domains=$API_DOMAIN"
+  create gcloud compute target-https-proxies create "$EDGE" "$P" "--url-map=$EDGE" "--ssl-certificates=$EDGE"
+  create gcloud compute addresses create "$EDGE" "$P" --global
+  create gcloud compute forwarding-rules create "$EDGE" "$P" --global --load-balancing-scheme=EXTERNAL_MANAGED \
+    "--target-https-proxy=$EDGE" "--address=$EDGE" --ports=443
+fi
+
 if [[ $DRY_RUN != 1 ]]; then
   cat >&2 <<EOF
 Done. Pipeline service account: $PIPELINE_SA
@@ -233,4 +277,11 @@ API service account: $API_SA
 Next: make template PROJECT=$PROJECT REGION=$REGION BUCKET=$BUCKET
       make api-deploy PROJECT=$PROJECT REGION=$REGION BUCKET=$BUCKET
 EOF
+  if [[ -n "$API_DOMAIN" ]]; then
+    cat >&2 <<EOF
+API edge: point $API_DOMAIN (a DNS A record) at the address that
+      gcloud compute addresses describe occupancy-api-edge --global $P --format='value(address)'
+  prints, then: make api-deploy ... API_INGRESS=internal-and-cloud-load-balancing
+EOF
+  fi
 fi

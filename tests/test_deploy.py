@@ -250,6 +250,69 @@ def test_infra_dry_run_creates_the_resources(dry_run_commands):
     assert all(c[0] == "gcloud" for c in dry_run_commands)
 
 
+def _infra_dry_run(*extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("PROJECT", "REGION", "BUCKET")}
+    base = ["--project", "demo-occupancy-123", "--region", "europe-west1", "--bucket", "b-123"]
+    return subprocess.run(
+        ["bash", str(INFRA), "--dry-run", *base, *extra], capture_output=True, text=True, timeout=60, env=env
+    )
+
+
+def _flags(command):
+    return dict(arg[2:].split("=", 1) for arg in command if arg.startswith("--") and "=" in arg)
+
+
+def _one(commands, *prefix):
+    [found] = [c for c in commands if c[: len(prefix)] == list(prefix)]
+    return found
+
+
+def test_infra_puts_a_rate_limit_per_client_in_front_of_the_api():
+    out = _infra_dry_run("--api-domain", "api.example.org", "--api-rate-limit", "120")
+    assert out.returncode == 0, out.stderr
+    commands = [shlex.split(line) for line in out.stdout.splitlines() if line.strip()]
+    compute = ["gcloud", "compute"]
+    # Follow the path of a request: address:443 -> proxy (certificate) -> URL map -> backend -> Cloud Run.
+    rule = _one(commands, *compute, "forwarding-rules", "create")
+    assert _flags(rule)["ports"] == "443" and "--global" in rule
+    proxy = _one(commands, *compute, "target-https-proxies", "create", _flags(rule)["target-https-proxy"])
+    cert = _one(commands, *compute, "ssl-certificates", "create", _flags(proxy)["ssl-certificates"])
+    assert _flags(cert)["domains"] == "api.example.org"
+    url_map = _one(commands, *compute, "url-maps", "create", _flags(proxy)["url-map"])
+    backend = _flags(url_map)["default-service"]
+    attached = _one(commands, *compute, "backend-services", "add-backend", backend)
+    neg = _one(commands, *compute, "network-endpoint-groups", "create", _flags(attached)["network-endpoint-group"])
+    assert _flags(neg)["cloud-run-service"] == "occupancy-api" and _flags(neg)["region"] == "europe-west1"
+    # The backend answers through the Cloud Armor policy, whose rule limits each client address.
+    policy = _flags(_one(commands, *compute, "backend-services", "update", backend))["security-policy"]
+    for verb in ("create", "update"):
+        limit = _flags(_one(commands, *compute, "security-policies", "rules", verb))
+        assert limit["security-policy"] == policy
+        assert (limit["action"], limit["exceed-action"], limit["enforce-on-key"]) == ("throttle", "deny-429", "IP")
+        assert (limit["rate-limit-threshold-count"], limit["rate-limit-threshold-interval-sec"]) == ("120", "60")
+        assert (limit["src-ip-ranges"], limit["conform-action"]) == ("*", "allow")
+    _one(commands, *compute, "security-policies", "create", policy)
+
+
+def test_infra_without_a_domain_creates_no_edge_and_refuses_a_bad_one(dry_run_commands):
+    assert not [c for c in dry_run_commands if c[:2] == ["gcloud", "compute"]]
+    for bad in (("--api-domain", "not a domain"), ("--api-domain", "a.example.org", "--api-rate-limit", "0")):
+        out = _infra_dry_run(*bad)
+        assert out.returncode == 2 and not out.stdout, out.stdout
+        assert "infra.sh: not a" in out.stderr
+
+
+def test_make_passes_the_edge_to_infra_and_the_ingress_to_cloud_run():
+    out = _make("deploy-infra", *CLOUD, "DRY_RUN=1", "API_DOMAIN=api.example.org", "API_RATE_LIMIT=300")
+    assert out.returncode == 0, out.stderr
+    infra = _make_line(out, "infra.sh")
+    assert infra[infra.index("--api-domain") + 1] == "api.example.org"
+    assert infra[infra.index("--api-rate-limit") + 1] == "300"
+    out = _make("api-deploy", *CLOUD, "TAG=t1", "API_INGRESS=internal-and-cloud-load-balancing")
+    assert out.returncode == 0, out.stderr
+    assert _flags(_make_line(out, "gcloud run deploy"))["ingress"] == "internal-and-cloud-load-balancing"
+
+
 def test_infra_refuses_to_run_without_project(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PROJECT", "REGION", "BUCKET")}
     out = subprocess.run(
