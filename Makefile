@@ -208,6 +208,8 @@ API_ARGS ?=
 API_INGRESS ?= all
 API_DOMAIN ?=
 API_RATE_LIMIT ?= 600
+# Bounds what a flood of requests can cost (instances x 80 concurrent requests).
+API_MAX_INSTANCES ?= 10
 
 .PHONY: api api-deploy rules-deploy
 api: check-prereqs
@@ -227,6 +229,7 @@ api-deploy:
 	  --substitutions='_DOCKERFILE=api/Dockerfile,_IMAGE=$(API_IMAGE),_BEAM_VERSION=$(SETUP_BEAM_VERSION)' .
 	gcloud run deploy '$(API_SERVICE)' --project='$(PROJECT)' --region='$(REGION)' \
 	  --image='$(API_IMAGE)' --service-account='$(API_SA)' --allow-unauthenticated --ingress='$(API_INGRESS)' \
+	  --max-instances='$(API_MAX_INSTANCES)' \
 	  --set-env-vars='GOOGLE_CLOUD_PROJECT=$(PROJECT)' $(if $(API_ARGS),--args='$(API_ARGS)')
 	@gcloud run services describe '$(API_SERVICE)' --project='$(PROJECT)' --region='$(REGION)' --format='value(status.url)'
 

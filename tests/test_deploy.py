@@ -310,7 +310,8 @@ def test_make_passes_the_edge_to_infra_and_the_ingress_to_cloud_run():
     assert infra[infra.index("--api-rate-limit") + 1] == "300"
     out = _make("api-deploy", *CLOUD, "TAG=t1", "API_INGRESS=internal-and-cloud-load-balancing")
     assert out.returncode == 0, out.stderr
-    assert _flags(_make_line(out, "gcloud run deploy"))["ingress"] == "internal-and-cloud-load-balancing"
+    deploy = _flags(_make_line(out, "gcloud run deploy"))
+    assert (deploy["ingress"], deploy["max-instances"]) == ("internal-and-cloud-load-balancing", "10")
 
 
 def test_infra_refuses_to_run_without_project(tmp_path):
