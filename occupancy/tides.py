@@ -1,5 +1,6 @@
-"""Stop visits and door counts as rows of the TIDES tables `stop_visits` and `passenger_events`
-(docs/design.md, "TIDES tables"), and the tables' fields as this system fills them.
+"""Stop visits, door counts and trips as rows of the TIDES tables `stop_visits`,
+`passenger_events` and `trips_performed` (docs/design.md, "TIDES tables"), and the tables'
+fields as this system fills them.
 
 TIDES (Transit ITS Data Exchange Specification, https://tides-transit.org) describes each
 table as a Frictionless Table Schema. `FIELDS` lists, per table, every field the
@@ -39,6 +40,8 @@ BOARDED, ALIGHTED = "Passenger boarded", "Passenger alighted"
 # A visit to a stop of the trip's schedule, and one to no stop of it (TIDES v1.0 calls that an
 # added stop; "Unscheduled" was a value of its drafts, gone since 2023).
 SCHEDULED, ADDED = "Scheduled", "Added"
+# A trip performed with no scheduled trip (trips_performed keeps "Unscheduled"), and in service.
+UNSCHEDULED, IN_SERVICE = "Unscheduled", "In service"
 
 FIELDS: Dict[str, Tuple[Field, ...]] = {
     "stop_visits": (
@@ -76,6 +79,20 @@ FIELDS: Dict[str, Tuple[Field, ...]] = {
         Field("stop_id", "string"),
         Field("event_count", "integer", minimum=0),
     ),
+    "trips_performed": (
+        Field("service_date", "date", required=True),
+        Field("trip_id_performed", "string", required=True),
+        Field("vehicle_id", "string", required=True),
+        Field("trip_id_scheduled", "string"),
+        Field("route_id", "string"),
+        Field("direction_id", "integer", enum=(0, 1)),
+        Field("trip_start_stop_id", "string"),
+        Field("trip_end_stop_id", "string"),
+        Field("schedule_trip_start", "datetime"),
+        Field("schedule_trip_end", "datetime"),
+        Field("trip_type", "string", enum=(IN_SERVICE,)),
+        Field("schedule_relationship", "string", enum=(SCHEDULED, UNSCHEDULED)),
+    ),
 }
 # Each table's key: what a row is the one row of. TIDES's primaryKey; stop_visits' names the
 # vehicle too, which its trip_id_performed already holds (so it is no less unique), for
@@ -83,6 +100,7 @@ FIELDS: Dict[str, Tuple[Field, ...]] = {
 KEYS = {
     "stop_visits": ("service_date", "trip_id_performed", "trip_stop_sequence", "vehicle_id"),
     "passenger_events": ("passenger_event_id",),
+    "trips_performed": ("service_date", "trip_id_performed"),
 }
 
 
@@ -134,6 +152,30 @@ def stop_visit_row(visit: StopVisit, train_id: str, timezone: datetime.tzinfo) -
         "alighting_1": visit.alighted,
         "departure_load": visit.departure_load,
         "schedule_relationship": SCHEDULED if stop else ADDED,
+    }
+
+
+def trip_performed_row(visit: StopVisit, train_id: str, timezone: datetime.tzinfo) -> Optional[dict]:
+    """The `trips_performed` row of the trip a run's first visit begins (None for any other
+    visit): each trip performed is made once, by its first visit, whatever follows. It links
+    `trip_id_performed` to the GTFS trip; the actual times are its stop visits'."""
+    if visit.trip_stop_sequence != 1:
+        return None
+    run = visit.run
+    stops = run.trip.stops if run is not None else ()
+    return {
+        "service_date": service_date(visit, timezone),
+        "trip_id_performed": trip_id_performed(visit, train_id, timezone),
+        "vehicle_id": train_id,
+        "trip_id_scheduled": run.trip.trip_id if run else None,
+        "route_id": (run.trip.route_id or None) if run else None,
+        "direction_id": run.trip.direction_id if run else None,
+        "trip_start_stop_id": stops[0].stop_id if stops else None,
+        "trip_end_stop_id": stops[-1].stop_id if stops else None,
+        "schedule_trip_start": run.at(stops[0].departure_s).astimezone(datetime.timezone.utc) if stops else None,
+        "schedule_trip_end": run.at(stops[-1].arrival_s).astimezone(datetime.timezone.utc) if stops else None,
+        "trip_type": IN_SERVICE,
+        "schedule_relationship": SCHEDULED if run else UNSCHEDULED,
     }
 
 

@@ -4,7 +4,8 @@ API takes them, both made from `occupancy.tides.FIELDS` (docs/design.md, "TIDES 
 * `table_resource(project, dataset, table)`: the table as BigQuery's REST API (tables.insert)
   describes it: the columns with TIDES's types (`REQUIRED` where TIDES requires the field),
   partitioned by day on `service_date`, clustered by the table's key. `python -m
-  occupancy.tides_bigquery create` makes the two tables.
+  occupancy.tides_bigquery create` makes the tables
+  (run again, it makes those missing: `trips_performed` for a dataset made before it).
 * `RowEncoder(table)`: the rows as protocol buffers of a message made from the same fields,
   and its descriptor for the stream's writer schema, with BigQuery's encodings of each type
   (a DATE is days since 1970-01-01 in an int32, a TIMESTAMP microseconds since the epoch in

@@ -11,7 +11,7 @@ from transforms.archive import ReadArchive
 from transforms.dead_letters import WriteDeadLetters
 from transforms.enrich import EnrichWithTrain
 from transforms.firestore_sink import WriteToFirestore
-from transforms.occupancy import PASSENGER_EVENTS, STOP_VISITS, RealtimeSeed, RunningOccupancy
+from transforms.occupancy import RealtimeSeed, RunningOccupancy
 from transforms.parse import ParseEvents
 from transforms.tides_bigquery_sink import WriteTidesBigQuery
 from transforms.tides_sink import WriteTidesParquet
@@ -101,7 +101,7 @@ def compose(messages, options: OccupancyOptions):
         project, database, options.realtime_collection, options.history_collection, options.write_retry_deadline_s
     )
     occupancy = enriched.keyed | OCCUPANCY >> RunningOccupancy(fold_config(options), seed, _visits(options))
-    tables = {name: occupancy[name] for name in (STOP_VISITS, PASSENGER_EVENTS)}
+    tables = {name: occupancy[name] for name in stop_visits.TABLES}
     if options.tides_output:
         tables | WRITE_TIDES >> WriteTidesParquet(options.tides_output, options.tides_window_s)
     tides_refused = ()

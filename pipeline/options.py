@@ -146,14 +146,14 @@ class OccupancyOptions(PipelineOptions):
             "--tides_output",
             type=str,
             default="",
-            help="Where the job writes the TIDES tables stop_visits and passenger_events as Parquet "
+            help="Where the job writes the TIDES tables stop_visits, passenger_events and trips_performed as Parquet "
             "files: a directory or a gs:// prefix. Empty: not written.",
         )
         tides.add_argument(
             "--tides_bigquery",
             type=_dataset,
             default="",
-            help="The BigQuery dataset, PROJECT.DATASET, whose stop_visits and passenger_events "
+            help="The BigQuery dataset, PROJECT.DATASET, whose stop_visits, passenger_events and trips_performed "
             "tables the job writes the TIDES rows to, exactly once (Storage Write API; make the "
             "tables with python -m occupancy.tides_bigquery create). Empty: not written.",
         )

@@ -269,3 +269,36 @@ def test_a_trip_begins_at_its_first_stop_even_when_its_clock_is_nearer_the_secon
     counts = doors.burst("08:08:00", 5) + doors.burst("08:18:10", 2)
     visits = visit_all(counts, r1_then_nothing(schedule))
     assert summary(visits)[:2] == [(1, "a", 5, 0, 5), (2, "b", 2, 0, 7)]
+
+
+def test_each_trip_performed_is_one_trips_performed_row_linking_it_to_its_gtfs_trip(schedule):
+    r1, r2 = (schedule.run(schedule.trips[t], DAY) for t in ("r1", "r2"))
+    doors = Doors()
+    counts = doors.burst("08:00:05", 4) + doors.burst("08:10:00", 2) + doors.burst("09:00:00", -6, 3)
+    counts += doors.burst("10:30:00", 1)  # then on no trip: the rest of its day is one trip performed
+    runs = lambda t: r1 if t < at_us("08:50:00") else r2 if t < at_us("10:00:00") else None  # noqa: E731
+    visits = visit_all(counts, runs)
+    trips = [row for v in visits if (row := tides.trip_performed_row(v, "t1", ZURICH)) is not None]
+    utc = datetime.timezone.utc
+    assert [
+        (t["trip_id_performed"], t["trip_id_scheduled"], t["route_id"], t["schedule_relationship"]) for t in trips
+    ] == [
+        ("2026-12-03:r1:t1", "r1", "ic3", "Scheduled"),
+        ("2026-12-03:r2:t1", "r2", "ic3", "Scheduled"),
+        ("2026-12-03:t1", None, None, "Unscheduled"),
+    ]
+    first = trips[0]
+    assert (first["trip_start_stop_id"], first["trip_end_stop_id"], first["direction_id"]) == ("a", "d", 0)
+    assert (first["schedule_trip_start"], first["schedule_trip_end"]) == (
+        datetime.datetime(2026, 12, 3, 7, 0, tzinfo=utc),  # 08:00 in Zurich
+        datetime.datetime(2026, 12, 3, 7, 30, tzinfo=utc),
+    )
+    # Each stop visit's trip_id_performed names one of these rows, and every row is valid TIDES.
+    assert {tides.stop_visit_row(v, "t1", ZURICH)["trip_id_performed"] for v in visits} == {
+        t["trip_id_performed"] for t in trips
+    }
+    assert [spec_problems("trips_performed", t) for t in trips] == [[]] * 3
+    assert [tides.problems("trips_performed", t) for t in trips] == [[]] * 3
+    assert tides.problems("trips_performed", {**first, "direction_id": 2}) == [
+        "direction_id: 2 not one of (0, 1)"
+    ]

@@ -202,9 +202,9 @@ def test_create_makes_the_tables_that_are_missing_and_keeps_those_that_exist():
             self.made.append(table)
 
     client = Client()
-    assert tides_bigquery.create_tables(client, "p-123456", "d") == ["passenger_events"]
-    [table] = client.made
-    assert (table.project, table.dataset_id, table.time_partitioning.field) == ("p-123456", "d", "service_date")
+    assert tides_bigquery.create_tables(client, "p-123456", "d") == ["passenger_events", "trips_performed"]
+    for table in client.made:
+        assert (table.project, table.dataset_id, table.time_partitioning.field) == ("p-123456", "d", "service_date")
 
 
 def test_schema_prints_the_tables_and_a_bad_dataset_is_a_usage_error(capsys):

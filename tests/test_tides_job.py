@@ -108,10 +108,17 @@ def test_the_job_writes_a_stop_visit_per_stop_and_an_event_per_count(firestore_c
     assert len(events) == sum(len(counts) for _, counts in STOPS)
     assert sum(e["event_count"] for e in events if e["event_type"] == tides.BOARDED) == 12
     assert {(e["stop_id"], e["trip_stop_sequence"]) for e in events} == {("a", 1), ("b", 2), ("d", 4)}
-    for table, rows in (("stop_visits", visits), ("passenger_events", events)):
+    [trip] = tides_parquet.read_table(str(four), "trips_performed").to_pylist()
+    assert (trip["trip_id_performed"], trip["trip_id_scheduled"], trip["vehicle_id"]) == (
+        "2026-12-03:r1:sv1",
+        "r1",
+        "sv1",
+    )
+    tables = (("stop_visits", visits), ("passenger_events", events), ("trips_performed", [trip]))
+    for table, rows in tables:
         assert [tides.problems(table, r) for r in rows] == [[]] * len(rows)
     # BigQuery (tests/bigquery_write_server.py) got the same rows, each once, every stream committed.
-    for table, rows in (("stop_visits", visits), ("passenger_events", events)):
+    for table, rows in tables:
         in_bigquery = bigquery.committed[f"projects/demo-occupancy/datasets/tides/tables/{table}"]
         assert sorted(in_bigquery, key=_key(table)) == sorted(rows, key=_key(table))
     assert bigquery.streams and all(s.committed for s in bigquery.streams.values())
@@ -122,7 +129,8 @@ def test_the_job_writes_a_stop_visit_per_stop_and_an_event_per_count(firestore_c
     firestore_client.recursive_delete(firestore_client.collection("realtime"))
     firestore_client.recursive_delete(firestore_client.collection("history"))
     _run(path, one, feed)
-    assert _files(one) == _files(four) and len(_files(four)) == 6  # 3 windows of 5 minutes, 2 tables
+    # 3 windows of 5 minutes for 2 tables, and the trip performed in its first window
+    assert _files(one) == _files(four) and len(_files(four)) == 7
 
 
 def test_rows_bigquery_refuses_are_dead_letters_and_the_rest_is_written(firestore_client, bigquery, tmp_path):

@@ -1,7 +1,8 @@
 """What the TIDES specification says of each table's fields, written out here by hand from its
-JSON schemas (TIDES-transit/TIDES, spec/stop_visits.schema.json and
-spec/passenger_events.schema.json, v1.0: last changed 2023-11-30) rather than read from
-occupancy.tides, which the rows and tables are made with.
+JSON schemas (TIDES-transit/TIDES, spec/stop_visits.schema.json,
+spec/passenger_events.schema.json and spec/trips_performed.schema.json, v1.0) rather than
+read from occupancy.tides, which the rows and tables are made with. route_type's and
+ntd_mode's long value lists are left out: no row here fills them.
 
 Each field: (Frictionless type, required, minimum, enum). The spec's fields a door counter
 cannot know (fares, ramps, bikes, locations) are listed too, so that a field the project adds
@@ -85,6 +86,46 @@ TIDES_FIELDS = {
         "pattern_id": ("string", False, None, ()),
         "event_count": ("integer", False, 0, ()),
     },
+}
+
+TIDES_FIELDS["trips_performed"] = {
+    "service_date": ("date", True, None, ()),
+    "trip_id_performed": ("string", True, None, ()),
+    "vehicle_id": ("string", True, None, ()),
+    "trip_id_scheduled": ("string", False, None, ()),
+    "route_id": ("string", False, None, ()),
+    "route_type": ("string", False, None, ()),
+    "ntd_mode": ("string", False, None, ()),
+    "route_type_agency": ("string", False, None, ()),
+    "shape_id": ("string", False, None, ()),
+    "pattern_id": ("string", False, None, ()),
+    "direction_id": ("integer", False, None, (0, 1)),
+    "operator_id": ("string", False, None, ()),
+    "block_id": ("string", False, None, ()),
+    "trip_start_stop_id": ("string", False, None, ()),
+    "trip_end_stop_id": ("string", False, None, ()),
+    "schedule_trip_start": ("datetime", False, None, ()),
+    "schedule_trip_end": ("datetime", False, None, ()),
+    "actual_trip_start": ("datetime", False, None, ()),
+    "actual_trip_end": ("datetime", False, None, ()),
+    "trip_type": (
+        "string",
+        False,
+        None,
+        (
+            "In service",
+            "Deadhead",
+            "Layover",
+            "Pullout",
+            "Pullin",
+            "Extra Pullout",
+            "Extra Pullin",
+            "Deadhead To Layover",
+            "Deadhead From Layover",
+            "Other not in service",
+        ),
+    ),
+    "schedule_relationship": ("string", False, None, ("Scheduled", "Added", "Unscheduled", "Canceled", "Duplicated")),
 }
 
 TIDES_REQUIRED = {

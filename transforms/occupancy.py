@@ -36,12 +36,12 @@ from occupancy.store import TRANSIENT, RetryPolicy, count_ops, make_client
 from transforms import guard
 from transforms.coders import EventCoder, TrainCellCoder, TrainStateCoder, VisitStateCoder
 from transforms.release_queue import ReleaseQueue, arm_flush
+from transforms.stop_visits import TABLES
 from transforms.train_cell import BundleMemo, LegacyCells, TrainCell, read_legacy
 
 _LOGGER = logging.getLogger(__name__)
 STATS = "stats"
 DEAD_LETTER = "dead_letter"
-STOP_VISITS, PASSENGER_EVENTS = "stop_visits", "passenger_events"
 STAT_NAMES = ("applied", "duplicates", "late", "corrections", "heartbeats", "seeded", "seeds_put_off")
 # A train whose state could not be seeded tries its flush again this much event time later.
 SEED_RETRY_US = 10_000_000
@@ -302,8 +302,8 @@ class CountFlushes(beam.DoFn):
 
 class RunningOccupancy(beam.PTransform):
     """PCollection[(train_id, Event)] -> {"writes": PCollection[DocumentWrite] (realtime, history,
-    trips), "dead_letter": PCollection[dict] (seq jumps, late resets), "stop_visits" and "passenger_events":
-    PCollection[dict] (TIDES rows, with `visits`: transforms.stop_visits)}."""
+    trips), "dead_letter": PCollection[dict] (seq jumps, late resets), and each TIDES table of
+    transforms.stop_visits.TABLES: PCollection[dict] (its rows, with `visits`)}."""
 
     def __init__(self, config: fold.FoldConfig, seed: RealtimeSeed = None, visits=None):
         super().__init__()
@@ -311,12 +311,7 @@ class RunningOccupancy(beam.PTransform):
 
     def expand(self, keyed_events):
         outputs = keyed_events | "FoldOccupancy" >> beam.ParDo(self._fn).with_outputs(
-            STATS, DEAD_LETTER, STOP_VISITS, PASSENGER_EVENTS, main="writes"
+            STATS, DEAD_LETTER, *TABLES, main="writes"
         )
         outputs[STATS] | "CountFlushes" >> beam.ParDo(CountFlushes())
-        return {
-            "writes": outputs.writes,
-            DEAD_LETTER: outputs[DEAD_LETTER],
-            STOP_VISITS: outputs[STOP_VISITS],
-            PASSENGER_EVENTS: outputs[PASSENGER_EVENTS],
-        }
+        return {"writes": outputs.writes, DEAD_LETTER: outputs[DEAD_LETTER], **{t: outputs[t] for t in TABLES}}

@@ -1,5 +1,6 @@
-"""StopVisitTracker: the counts FoldOccupancy applies -> TIDES `stop_visits` and
-`passenger_events` rows (dicts as occupancy.tides makes them), tagged outputs of the fold,
+"""StopVisitTracker: the counts FoldOccupancy applies -> TIDES `stop_visits`,
+`passenger_events` and `trips_performed` rows (dicts as occupancy.tides makes them), tagged
+outputs of the fold,
 emitted when a visit closes (occupancy.stop_visits: a burst of counts ended, and the stops
 of a run no door counted at, when the next visit or the run's end shows they were passed).
 
@@ -26,7 +27,8 @@ from occupancy.store import TRANSIENT, RetryPolicy, make_client
 from transforms import worker_cache
 
 _LOGGER = logging.getLogger(__name__)
-STOP_VISITS, PASSENGER_EVENTS = "stop_visits", "passenger_events"
+STOP_VISITS, PASSENGER_EVENTS, TRIPS_PERFORMED = "stop_visits", "passenger_events", "trips_performed"
+TABLES = (STOP_VISITS, PASSENGER_EVENTS, TRIPS_PERFORMED)
 
 
 def read_schedule(path: str) -> schedule.Schedule:
@@ -155,6 +157,9 @@ class StopVisitTracker:
             self._visits.inc()
             if visit.stop is None:
                 self._unscheduled.inc()
+            trip = tides.trip_performed_row(visit, key, timezone)
+            if trip is not None:
+                out.append(beam.pvalue.TaggedOutput(TRIPS_PERFORMED, trip))
             out.append(beam.pvalue.TaggedOutput(STOP_VISITS, tides.stop_visit_row(visit, key, timezone)))
             for row in tides.passenger_event_rows(visit, key, timezone):
                 out.append(beam.pvalue.TaggedOutput(PASSENGER_EVENTS, row))

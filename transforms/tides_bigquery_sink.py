@@ -262,7 +262,7 @@ class CommitStreams(beam.DoFn):
 class WriteTidesBigQuery(beam.PTransform):
     """{table: PCollection[row]} -> PCollection[dead letter] (see the module's docstring).
 
-    `dataset`: PROJECT.DATASET, whose `stop_visits` and `passenger_events` tables exist
+    `dataset`: PROJECT.DATASET, whose TIDES tables (occupancy.tides.FIELDS) exist
     (python -m occupancy.tides_bigquery create)."""
 
     def __init__(self, dataset: str, window_s: float, retry_deadline_s: float = 60.0):
