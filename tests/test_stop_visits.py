@@ -299,6 +299,4 @@ def test_each_trip_performed_is_one_trips_performed_row_linking_it_to_its_gtfs_t
     }
     assert [spec_problems("trips_performed", t) for t in trips] == [[]] * 3
     assert [tides.problems("trips_performed", t) for t in trips] == [[]] * 3
-    assert tides.problems("trips_performed", {**first, "direction_id": 2}) == [
-        "direction_id: 2 not one of (0, 1)"
-    ]
+    assert tides.problems("trips_performed", {**first, "direction_id": 2}) == ["direction_id: 2 not one of (0, 1)"]
