@@ -244,6 +244,12 @@ rules-deploy: install-firebase
 accuracy: install
 	$(PY) -m bench.accuracy
 
+# The forecast's rolling-origin backtest on simulated weeks (docs/forecast.md): prints the
+# table against the baselines, writes bench/forecast.json and bench/forecast.png.
+.PHONY: forecast
+forecast: install
+	$(PY) -m bench.forecast
+
 # Fault suite (docs/faults.md): its own emulators, the real pipeline; prints the table and
 # writes faults/results.json. Under 20 minutes; `make test` runs its short form.
 .PHONY: faults

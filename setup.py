@@ -32,6 +32,8 @@ PIPELINE = [
     # Beam's gcp extra brings both too.
     "google-cloud-bigquery-storage>=2.20,<3",
     "google-cloud-bigquery>=3,<4",
+    # The forecast (occupancy/forecast.py, python -m pipeline.forecast): gradient-boosted trees.
+    "scikit-learn>=1.4,<2",
     *IDENTITY,
 ]
 # The operator's launcher (python -m pipeline.launch: launch, drain, cancel, status), not workers.

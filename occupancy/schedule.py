@@ -240,6 +240,15 @@ class Schedule:
             raise ScheduleError(f"trip {trip_id} does not run on {start_date}")
         return self.run(trip, day)
 
+    def exception_days(self) -> Set[datetime.date]:
+        """The days calendar_dates.txt adds or removes a service on (holidays, special days)."""
+        return {day for days in self._exceptions.values() for day in days}
+
+    def weekly_pattern(self, service_id: str) -> int:
+        """calendar.txt's week of a service as bits, Monday the lowest (0: only calendar_dates)."""
+        row = self._calendar.get(service_id) or {}
+        return sum(1 << i for i, name in enumerate(_WEEKDAYS) if row.get(name, "0").strip() == "1")
+
     def services_on(self, day: datetime.date) -> Set[str]:
         return {sid for sid in set(self._calendar) | set(self._exceptions) if self.runs_on(sid, day)}
 

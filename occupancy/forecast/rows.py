@@ -1,0 +1,74 @@
+"""Predictions -> rows of the forecast table, one per (service_date, trip_id, stop_sequence).
+
+`occupancy_status` is a GTFS-Realtime OccupancyStatus name from the predicted load and the
+capacity of the train that ran the trip most recently; without a capacity, no percentage and
+no status (never an invented one); without a prediction (no usable history), no numbers and
+NO_DATA_AVAILABLE.
+"""
+
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from occupancy.fleet import NO_DATA_AVAILABLE, Thresholds
+from occupancy.forecast.history import Observation, Slot
+from occupancy.forecast.model import Prediction
+
+FIELDS = (
+    "service_date",
+    "trip_id",
+    "stop_sequence",
+    "stop_id",
+    "predicted_load",
+    "predicted_load_p10",
+    "predicted_load_p90",
+    "occupancy_percentage",
+    "occupancy_status",
+    "model",
+    "history_days",
+)
+
+
+def latest_vehicles(observations: Iterable[Observation]) -> Dict[str, str]:
+    """trip_id -> the vehicle that ran it most recently."""
+    latest: Dict[str, tuple] = {}
+    for o in observations:
+        if o.vehicle_id and (o.trip_id not in latest or o.service_date >= latest[o.trip_id][0]):
+            latest[o.trip_id] = (o.service_date, o.vehicle_id)
+    return {trip: vehicle for trip, (_, vehicle) in latest.items()}
+
+
+def forecast_rows(
+    slots: Sequence[Slot],
+    predictions: Sequence[Optional[Prediction]],
+    capacity_of_trip: Dict[str, int],
+    model: str,
+    history_days: int,
+    thresholds: Thresholds = Thresholds(),
+) -> List[dict]:
+    out = []
+    for slot, prediction in zip(slots, predictions):
+        capacity = capacity_of_trip.get(slot.trip_id)
+        row = {
+            "service_date": slot.service_date,
+            "trip_id": slot.trip_id,
+            "stop_sequence": slot.stop_sequence,
+            "stop_id": slot.stop_id,
+            "predicted_load": None,
+            "predicted_load_p10": None,
+            "predicted_load_p90": None,
+            "occupancy_percentage": None,
+            "occupancy_status": NO_DATA_AVAILABLE,
+            "model": model,
+            "history_days": history_days,
+        }
+        if prediction is not None:
+            row.update(
+                predicted_load=round(prediction.load),
+                predicted_load_p10=round(prediction.p10),
+                predicted_load_p90=round(prediction.p90),
+                occupancy_status=None,
+            )
+            if capacity:
+                ratio = prediction.load / capacity
+                row.update(occupancy_percentage=round(100 * ratio), occupancy_status=thresholds.status(ratio))
+        out.append(row)
+    return out

@@ -1,0 +1,165 @@
+"""The forecast's domain (occupancy/forecast/): TIDES rows to observations, the schedule's
+slots, the baselines by hand, the model against the baseline on held-out weeks of a simulated
+line, and the rows it publishes."""
+
+import dataclasses
+import datetime
+
+import numpy as np
+import pytest
+
+from occupancy import schedule
+from occupancy.fleet import NO_DATA_AVAILABLE
+from occupancy.forecast import baseline, history, model, rows
+from sim import ridership
+from tests import schedule_feed
+
+DAY = datetime.date(2026, 12, 7)  # a Monday
+
+
+def visit(day, performed, sequence, load, stop="a"):
+    return {
+        "service_date": day,
+        "trip_id_performed": performed,
+        "scheduled_stop_sequence": sequence,
+        "stop_id": stop,
+        "departure_load": load,
+        "vehicle_id": "t1",
+    }
+
+
+def test_observations_join_visits_to_their_scheduled_trip_and_name_the_rows_they_cannot_use():
+    trips = [
+        {"service_date": DAY, "trip_id_performed": f"{DAY}:r1:t1", "trip_id_scheduled": "r1", "vehicle_id": "t1"},
+        {"service_date": DAY, "trip_id_performed": f"{DAY}:t1", "trip_id_scheduled": None, "vehicle_id": "t1"},
+        {"service_date": None, "trip_id_performed": "x"},
+    ]
+    visits = [
+        visit(DAY, f"{DAY}:r1:t1", 1, 5),
+        visit(DAY.isoformat(), f"{DAY}:r1:t1", "2", "7"),  # CSV: every value text
+        visit(DAY, f"{DAY}:r1:t1", None, 9),  # an added stop: no scheduled stop, no observation
+        visit(DAY, f"{DAY}:t1", None, 3),  # a train on no trip: nothing to forecast by
+        visit(DAY, f"{DAY}:r1:t1", 3, -4),
+        visit("not a date", f"{DAY}:r1:t1", 3, 4),
+    ]
+    found, problems = history.observations(visits, trips)
+    assert [(o.trip_id, o.stop_sequence, o.load) for o in found] == [("r1", 1, 5), ("r1", 2, 7)]
+    assert [why for _, why in problems] == [
+        "trips_performed: no service_date or trip_id_performed",
+        "stop_visits: departure_load -4 is no count",
+        "stop_visits: no service_date or trip_id_performed",
+    ]
+
+
+def test_slots_are_the_trips_the_calendar_runs_each_day_a_holiday_the_service_it_names():
+    feed = schedule.Schedule(schedule_feed.WITH_STOPS)
+    christmas = datetime.date(2026, 12, 25)  # a Friday: the weekday service removed
+    by_day = {}
+    for slot in history.slots(feed, datetime.date(2026, 12, 7), 20):
+        by_day.setdefault(slot.service_date, set()).add(slot.trip_id)
+    assert by_day[datetime.date(2026, 12, 7)] == {"ic1832-wd", "ic1999-night", "r1", "r2"}
+    assert by_day[datetime.date(2026, 12, 8)] == {"ic1832-wd", "ic1999-night", "r1", "r2", "ic1850-special"}
+    assert by_day[datetime.date(2026, 12, 12)] == {"ic1832-we"}
+    assert christmas not in by_day
+    r1 = [s for s in history.slots(feed, DAY, 1) if s.trip_id == "r1"]
+    assert [(s.stop_sequence, s.stop_id, s.position, s.stops) for s in r1] == [
+        (1, "a", 0, 4),
+        (2, "b", 1, 4),
+        (3, "c", 2, 4),
+        (4, "d", 3, 4),
+    ]
+    assert feed.exception_days() == {christmas, datetime.date(2026, 12, 8)}
+    assert feed.weekly_pattern("weekdays") == 0b0011111 and feed.weekly_pattern("special") == 0
+
+
+def test_the_baselines_are_last_weeks_load_and_the_mean_of_four_same_weekdays():
+    loads = {DAY - datetime.timedelta(weeks=w): load for w, load in ((1, 40), (2, 30), (3, 20), (4, 10), (5, 99))}
+    loads[DAY - datetime.timedelta(days=1)] = 500  # a Sunday: another weekday
+    past = baseline.History(history.Observation(d, "r1", 2, "b", load, "t1") for d, load in loads.items())
+    slot = history.Slot(DAY, "r1", 2, "b", "ic3", 0, 0, 1, 4, "weekdays")
+    assert baseline.last_week(past, slot, DAY) == 40
+    assert baseline.weekday_mean(past, slot, DAY) == 25  # (40 + 30 + 20 + 10) / 4
+    later = slot._replace(service_date=DAY + datetime.timedelta(weeks=1))
+    assert baseline.last_week(past, later, DAY) == 40  # nothing after the origin is known
+    # made two weeks earlier, from what was known then
+    assert baseline.weekday_mean(past, slot, DAY - datetime.timedelta(weeks=2)) == (20 + 10 + 99) / 3
+    assert baseline.last_week(past, slot._replace(trip_id="r2"), DAY) is None
+
+
+@pytest.fixture(scope="module")
+def growing_line():
+    """Ten weeks of a small line whose riders grow 4 % a week."""
+    scenario = ridership.Scenario(weeks=10, stops=6, growth=((10, 0.04),), seed=3)
+    simulated = ridership.simulate(scenario)
+    found, problems = history.observations(simulated.stop_visits, simulated.trips_performed)
+    assert problems == []
+    return scenario, schedule.Schedule(ridership.gtfs_files(scenario)), found
+
+
+def test_the_model_beats_the_weekday_mean_on_held_out_weeks_of_a_growing_line(growing_line):
+    scenario, feed, found = growing_line
+    origin = scenario.start + datetime.timedelta(weeks=8)
+    fitted = model.Model(found, feed, origin)
+    assert fitted.history_days == 56
+    counted = {(o.service_date, o.trip_id, o.stop_sequence): o.load for o in found}
+    slots = [s for s in history.slots(feed, origin, 14) if (s.service_date, s.trip_id, s.stop_sequence) in counted]
+    predicted = fitted.predict(slots)
+    past = baseline.History(found)
+    actual = np.array([counted[(s.service_date, s.trip_id, s.stop_sequence)] for s in slots], dtype=float)
+    mean4 = np.array([baseline.weekday_mean(past, s, origin) for s in slots], dtype=float)
+    point = np.array([p.load for p in predicted])
+    # The weeks ahead carry more riders than any the trees saw: the level carries them there.
+    assert point.mean() > mean4.mean() * 1.04
+    assert np.abs(point - actual).mean() < 0.9 * np.abs(mean4 - actual).mean()
+    low, high = np.array([p.p10 for p in predicted]), np.array([p.p90 for p in predicted])
+    assert np.all(low <= point) and np.all(point <= high)
+    assert 0.7 <= np.mean((actual >= low) & (actual <= high)) <= 0.92
+
+
+def test_no_forecast_without_history_and_never_a_number_for_a_trip_never_seen(growing_line):
+    scenario, feed, found = growing_line
+    too_early = model.Model(found, feed, scenario.start + datetime.timedelta(days=10))
+    slots = history.slots(feed, scenario.start + datetime.timedelta(days=10), 1)
+    assert too_early.predict(slots) == [None] * len(slots)
+    some_trip = slots[0].trip_id
+    fitted = model.Model(
+        [o for o in found if o.trip_id != some_trip], feed, scenario.start + datetime.timedelta(weeks=8)
+    )
+    predicted = fitted.predict(slots)
+    assert all((p is None) == (s.trip_id == some_trip) for s, p in zip(slots, predicted))
+
+
+def test_rows_carry_the_level_of_the_latest_trains_capacity_and_no_invented_status():
+    slot = history.Slot(DAY, "r1", 2, "b", "ic3", 0, 0, 1, 4, "weekdays")
+    prediction = model.Prediction(151.4, 120.2, 180.9)
+    out = rows.forecast_rows(
+        [slot, slot._replace(trip_id="r2"), slot._replace(trip_id="r3")],
+        [prediction, prediction, None],
+        {"r1": 300, "r3": 300},
+        "level-trend-hgb",
+        56,
+    )
+    assert set(out[0]) == set(rows.FIELDS)
+    assert (out[0]["predicted_load"], out[0]["predicted_load_p10"], out[0]["predicted_load_p90"]) == (151, 120, 181)
+    assert (out[0]["occupancy_percentage"], out[0]["occupancy_status"]) == (50, "STANDING_ROOM_ONLY")
+    assert (out[1]["predicted_load"], out[1]["occupancy_percentage"], out[1]["occupancy_status"]) == (151, None, None)
+    assert (out[2]["predicted_load"], out[2]["occupancy_status"]) == (None, NO_DATA_AVAILABLE)
+    assert rows.latest_vehicles(
+        [
+            history.Observation(DAY, "r1", 1, "a", 1, "t1"),
+            history.Observation(DAY + datetime.timedelta(days=1), "r1", 1, "a", 1, "t2"),
+            history.Observation(DAY - datetime.timedelta(days=1), "r1", 1, "a", 1, "t3"),
+        ]
+    ) == {"r1": "t2"}
+
+
+def test_the_simulated_line_is_the_same_for_the_same_seed_and_its_loads_are_plausible():
+    scenario = ridership.Scenario(weeks=2, stops=5)
+    first, again = ridership.simulate(scenario), ridership.simulate(scenario)
+    assert first.stop_visits == again.stop_visits
+    other = ridership.simulate(dataclasses.replace(scenario, seed=scenario.seed + 1))
+    assert other.stop_visits != first.stop_visits
+    loads = [v["departure_load"] for v in first.stop_visits]
+    assert 0 < np.mean(loads) < scenario.capacity and max(loads) <= scenario.capacity * 1.5
+    last = max(v["trip_stop_sequence"] for v in first.stop_visits)
+    assert {v["departure_load"] for v in first.stop_visits if v["trip_stop_sequence"] == last} == {0}
