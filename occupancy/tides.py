@@ -1,6 +1,8 @@
 """Stop visits, door counts and trips as rows of the TIDES tables `stop_visits`,
 `passenger_events` and `trips_performed` (docs/design.md, "TIDES tables"), and the tables'
-fields as this system fills them.
+fields as this system fills them; and `occupancy_forecast`, the forecast job's table (not a
+TIDES table: its rows are occupancy.forecast.rows'), so that the same Parquet and BigQuery
+writers carry it.
 
 TIDES (Transit ITS Data Exchange Specification, https://tides-transit.org) describes each
 table as a Frictionless Table Schema. `FIELDS` lists, per table, every field the
@@ -40,6 +42,16 @@ BOARDED, ALIGHTED = "Passenger boarded", "Passenger alighted"
 # A visit to a stop of the trip's schedule, and one to no stop of it (TIDES v1.0 calls that an
 # added stop; "Unscheduled" was a value of its drafts, gone since 2023).
 SCHEDULED, ADDED = "Scheduled", "Added"
+# The GTFS-Realtime OccupancyStatus names a forecast row may carry (occupancy.fleet's levels).
+FORECAST_LEVELS = (
+    "EMPTY",
+    "MANY_SEATS_AVAILABLE",
+    "FEW_SEATS_AVAILABLE",
+    "STANDING_ROOM_ONLY",
+    "CRUSHED_STANDING_ROOM_ONLY",
+    "FULL",
+    "NO_DATA_AVAILABLE",
+)
 # A trip performed with no scheduled trip (trips_performed keeps "Unscheduled"), and in service.
 UNSCHEDULED, IN_SERVICE = "Unscheduled", "In service"
 
@@ -93,6 +105,20 @@ FIELDS: Dict[str, Tuple[Field, ...]] = {
         Field("trip_type", "string", enum=(IN_SERVICE,)),
         Field("schedule_relationship", "string", enum=(SCHEDULED, UNSCHEDULED)),
     ),
+    # Not TIDES: the forecast job's output (docs/forecast.md), one row per scheduled departure.
+    "occupancy_forecast": (
+        Field("service_date", "date", required=True),
+        Field("trip_id", "string", required=True),
+        Field("stop_sequence", "integer", required=True, minimum=0),
+        Field("stop_id", "string"),
+        Field("predicted_load", "integer", minimum=0),
+        Field("predicted_load_p10", "integer", minimum=0),
+        Field("predicted_load_p90", "integer", minimum=0),
+        Field("occupancy_percentage", "integer", minimum=0),
+        Field("occupancy_status", "string", enum=FORECAST_LEVELS),
+        Field("model", "string", required=True),
+        Field("history_days", "integer", required=True, minimum=0),
+    ),
 }
 # Each table's key: what a row is the one row of. TIDES's primaryKey; stop_visits' names the
 # vehicle too, which its trip_id_performed already holds (so it is no less unique), for
@@ -101,6 +127,7 @@ KEYS = {
     "stop_visits": ("service_date", "trip_id_performed", "trip_stop_sequence", "vehicle_id"),
     "passenger_events": ("passenger_event_id",),
     "trips_performed": ("service_date", "trip_id_performed"),
+    "occupancy_forecast": ("service_date", "trip_id", "stop_sequence"),
 }
 
 

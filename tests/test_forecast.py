@@ -136,7 +136,7 @@ def test_rows_carry_the_level_of_the_latest_trains_capacity_and_no_invented_stat
         [slot, slot._replace(trip_id="r2"), slot._replace(trip_id="r3")],
         [prediction, prediction, None],
         {"r1": 300, "r3": 300},
-        "level-trend-hgb",
+        "level-hgb",
         56,
     )
     assert set(out[0]) == set(rows.FIELDS)
@@ -163,3 +163,43 @@ def test_the_simulated_line_is_the_same_for_the_same_seed_and_its_loads_are_plau
     assert 0 < np.mean(loads) < scenario.capacity and max(loads) <= scenario.capacity * 1.5
     last = max(v["trip_stop_sequence"] for v in first.stop_visits)
     assert {v["departure_load"] for v in first.stop_visits if v["trip_stop_sequence"] == last} == {0}
+
+
+def test_tides_rows_as_text_are_typed_and_what_breaks_a_type_is_named():
+    from occupancy import tides_read
+
+    row, wrong = tides_read.typed_row(
+        "stop_visits",
+        {
+            "service_date": "2026-12-07",
+            "trip_id_performed": "x",
+            "trip_stop_sequence": "3",
+            "actual_departure_time": "2026-12-07T08:00:10Z",
+            "departure_load": "NA",
+            "timepoint": "true",  # a TIDES field this system does not fill: left out
+        },
+    )
+    assert wrong == []
+    assert row["trip_stop_sequence"] == 3 and row["departure_load"] is None and "timepoint" not in row
+    assert row["actual_departure_time"] == datetime.datetime(2026, 12, 7, 8, 0, 10, tzinfo=datetime.timezone.utc)
+    _, wrong = tides_read.typed_row(
+        "stop_visits",
+        {"service_date": "2026-12-07", "trip_id_performed": "x", "trip_stop_sequence": "0", "dwell": "-"},
+    )
+    assert wrong == ["dwell: '-' is not of type integer", "trip_stop_sequence: 0 below 1"]
+    _, wrong = tides_read.typed_row(
+        "stop_visits",
+        {
+            "service_date": "2026-12-07",
+            "trip_id_performed": "x",
+            "trip_stop_sequence": "1",
+            "actual_arrival_time": "2026-12-07T08:00:00",
+        },
+    )
+    assert wrong == ["actual_arrival_time has no time zone"]
+
+
+def test_the_forecast_tables_levels_are_the_gtfs_realtime_ones():
+    from occupancy import fleet, tides
+
+    assert tides.FORECAST_LEVELS == (*fleet.OCCUPANCY_LEVELS, fleet.NO_DATA_AVAILABLE)

@@ -202,7 +202,11 @@ def test_create_makes_the_tables_that_are_missing_and_keeps_those_that_exist():
             self.made.append(table)
 
     client = Client()
-    assert tides_bigquery.create_tables(client, "p-123456", "d") == ["passenger_events", "trips_performed"]
+    assert tides_bigquery.create_tables(client, "p-123456", "d") == [
+        "occupancy_forecast",
+        "passenger_events",
+        "trips_performed",
+    ]
     for table in client.made:
         assert (table.project, table.dataset_id, table.time_partitioning.field) == ("p-123456", "d", "service_date")
 
@@ -212,7 +216,7 @@ def test_schema_prints_the_tables_and_a_bad_dataset_is_a_usage_error(capsys):
 
     assert tides_bigquery.main(["schema", "--dataset", "p-123456.d"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert set(printed) == set(TIDES_REQUIRED)
+    assert set(printed) == {*TIDES_REQUIRED, "occupancy_forecast"}
     with pytest.raises(SystemExit) as e:
         tides_bigquery.main(["schema", "--dataset", "tides"])
     assert e.value.code == 2 and "PROJECT.DATASET" in capsys.readouterr().err

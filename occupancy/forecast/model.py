@@ -38,7 +38,7 @@ COVERAGE = 0.8
 MIN_HISTORY_DAYS = 14
 # Slots that usually carry fewer people than this say little about the level (Poisson noise).
 MIN_USUAL_LOAD = 10
-NAME = "level-trend-hgb"
+NAME = "level-hgb"
 _EPOCH = datetime.date(2000, 1, 3)  # a Monday: week numbers count from it
 
 

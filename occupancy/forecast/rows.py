@@ -8,23 +8,13 @@ NO_DATA_AVAILABLE.
 
 from typing import Dict, Iterable, List, Optional, Sequence
 
+from occupancy import tides
 from occupancy.fleet import NO_DATA_AVAILABLE, Thresholds
 from occupancy.forecast.history import Observation, Slot
 from occupancy.forecast.model import Prediction
 
-FIELDS = (
-    "service_date",
-    "trip_id",
-    "stop_sequence",
-    "stop_id",
-    "predicted_load",
-    "predicted_load_p10",
-    "predicted_load_p90",
-    "occupancy_percentage",
-    "occupancy_status",
-    "model",
-    "history_days",
-)
+TABLE = "occupancy_forecast"
+FIELDS = tuple(f.name for f in tides.FIELDS[TABLE])
 
 
 def latest_vehicles(observations: Iterable[Observation]) -> Dict[str, str]:

@@ -1,0 +1,41 @@
+"""build_pipeline(p, options): the forecast job's steps, composed (never run here)."""
+
+import json
+
+import apache_beam as beam
+
+from pipeline.forecast.options import ForecastOptions
+from transforms import forecast_io
+from transforms.forecast import ForecastRoutes, JoinObservations
+
+TABLES = ("stop_visits", "trips_performed")
+
+
+def build_pipeline(p: beam.Pipeline, options: ForecastOptions):
+    """Returns the paths written (a PCollection)."""
+    options.validate_forecast()
+    start = options.start_date()
+    read = {}
+    for table in TABLES:
+        patterns = getattr(options, table) or forecast_io.patterns(options.tides_input, table)
+        read[table] = p | f"Read{''.join(w.title() for w in table.split('_'))}" >> forecast_io.ReadTidesTable(
+            table, patterns
+        )
+    shared = options.shared()
+    observations = {t: read[t].rows for t in TABLES} | "JoinObservations" >> JoinObservations(shared.gtfs_static)
+    forecast = observations | "ForecastRoutes" >> ForecastRoutes(
+        shared.gtfs_static,
+        start,
+        options.forecast_days,
+        options.registry_project(),
+        shared.firestore_database,
+        shared.trains_collection,
+    )
+    root = options.forecast_output.rstrip("/")
+    (
+        [read[t][forecast_io.DEAD_LETTER] for t in TABLES]
+        | "DeadLetters" >> beam.Flatten()
+        | "DeadLettersAsJson" >> beam.Map(json.dumps, sort_keys=True)
+        | "WriteDeadLetters" >> beam.io.WriteToText(f"{root}/dead_letters/{start}", file_name_suffix=".jsonl")
+    )
+    return forecast | "WriteForecast" >> forecast_io.WriteForecastFiles(root, start.isoformat())

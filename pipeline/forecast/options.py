@@ -1,0 +1,85 @@
+"""The forecast job's command-line options."""
+
+import argparse
+import datetime
+
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+from occupancy.cli import positive_int
+from pipeline.options import OccupancyOptions
+
+
+def _date(text: str) -> str:
+    try:
+        datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
+    return text
+
+
+class ForecastOptions(PipelineOptions):
+    """Options of the forecast job, on top of Beam's standard ones and those it shares with the
+    occupancy job (`shared`: one definition per flag, as Beam parses every options class)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        source = parser.add_argument_group(
+            "history",
+            "With --gtfs_static (the static feed the trips ran on), and --firestore_project, "
+            "--firestore_database, --trains_collection (the registry whose trains' capacities give "
+            "each row its percentage and level): the occupancy job's options, read as it reads them.",
+        )
+        source.add_argument(
+            "--tides_input",
+            default="",
+            help="Where the TIDES tables lie (local or gs://): Hive-partitioned Parquet as the "
+            "occupancy job writes it (<root>/stop_visits/service_date=<day>/*.parquet) or one CSV "
+            "per table (<root>/stop_visits.csv), as the TIDES samples are.",
+        )
+        for table in ("stop_visits", "trips_performed"):
+            source.add_argument(
+                f"--{table}",
+                action="append",
+                default=[],
+                metavar="PATTERN",
+                help=f"Files of the {table} table, CSV or Parquet (repeatable; ** matches any depth); "
+                "instead of --tides_input's.",
+            )
+        ahead = parser.add_argument_group("forecast")
+        ahead.add_argument(
+            "--forecast_start",
+            type=_date,
+            default="",
+            help="The first service date forecast, YYYY-MM-DD (default: tomorrow, UTC). "
+            "Only history before it is used.",
+        )
+        ahead.add_argument("--forecast_days", type=positive_int, default=14, help="Days forecast (default: 14).")
+        ahead.add_argument(
+            "--forecast_output",
+            default="",
+            help="Where the rows are written as Parquet (local or gs://): "
+            "<root>/occupancy_forecast/service_date=<day>/<start>.parquet; dead letters under "
+            "<root>/dead_letters/.",
+        )
+
+    def start_date(self) -> datetime.date:
+        if self.forecast_start:
+            return datetime.date.fromisoformat(self.forecast_start)
+        return datetime.datetime.now(datetime.timezone.utc).date() + datetime.timedelta(days=1)
+
+    def shared(self) -> OccupancyOptions:
+        """The options the occupancy job defines too, read as it reads them: --gtfs_static (the
+        feed the trips ran on), --firestore_project (default --project; neither: no capacity, so
+        no percentage and no level), --firestore_database, --trains_collection."""
+        return self.view_as(OccupancyOptions)
+
+    def registry_project(self):
+        return self.shared().firestore_project or self.view_as(GoogleCloudOptions).project
+
+    def validate_forecast(self) -> None:
+        if not (self.tides_input or (self.stop_visits and self.trips_performed)):
+            raise ValueError("give --tides_input, or both --stop_visits and --trips_performed")
+        if not self.shared().gtfs_static:
+            raise ValueError("give --gtfs_static: the static feed the trips ran on and will run on")
+        if not self.forecast_output:
+            raise ValueError("give --forecast_output")

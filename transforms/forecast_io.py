@@ -1,0 +1,144 @@
+"""The forecast job's reads and writes (docs/forecast.md):
+
+* `ReadTidesTable`: PBegin -> {"rows": PCollection[dict], "dead_letter": PCollection[dict]}:
+  the rows of one TIDES table from every CSV or Parquet file the patterns match, typed
+  (occupancy.tides_read); a row that breaks the table's types is a dead letter naming its file
+  and row, a file that cannot be read one naming the file; the rest is used.
+* `WriteForecastFiles`: PCollection[forecast row] -> PCollection[path]: one Parquet file per
+  service date, `<root>/occupancy_forecast/service_date=<day>/<part>.parquet`, its bytes a
+  function of its rows (occupancy.tides_parquet).
+"""
+
+import csv
+import io
+import json
+import logging
+import re
+import time
+
+import apache_beam as beam
+from apache_beam.io import fileio
+
+from occupancy import tides, tides_parquet, tides_read, wire
+
+_LOGGER = logging.getLogger(__name__)
+DEAD_LETTER = "dead_letter"
+_PARTITION = re.compile(r"/service_date=(\d{4}-\d{2}-\d{2})/")
+
+
+class ReadTidesFile(beam.DoFn):
+    """ReadableFile of `table` -> its typed rows; TaggedOutput(DEAD_LETTER) for what is not one."""
+
+    def __init__(self, table: str, step: str):
+        self._table, self._step = table, step
+        self._rows = beam.metrics.Metrics.counter("forecast", f"{table}_rows_read")
+        self._refused = beam.metrics.Metrics.counter("forecast", f"{table}_rows_refused")
+
+    def _dead(self, path: str, where: str, detail: str, row=None):
+        self._refused.inc()
+        payload = json.dumps(row, default=str).encode("utf-8") if row is not None else b""
+        return beam.pvalue.TaggedOutput(
+            DEAD_LETTER,
+            wire.dead_letter(
+                "tides_invalid",
+                f"{path}, {where}: {detail}",
+                payload,
+                {"file": path, "where": where, "table": self._table},
+                None,
+                int(time.time() * 1_000_000),
+                self._step,
+            ),
+        )
+
+    def process(self, readable):
+        path = readable.metadata.path
+        try:
+            rows, first = self._read(readable, path)
+        except Exception as e:  # noqa: BLE001 - a file no reader takes is the file's dead letter
+            _LOGGER.warning("Cannot read %s: %s", path, e)
+            yield self._dead(path, "the file", f"cannot be read as CSV or Parquet: {e}")
+            return
+        for number, row in enumerate(rows, start=first):
+            typed, wrong = tides_read.typed_row(self._table, row)
+            if typed is None:
+                yield self._dead(path, f"row {number}", "; ".join(wrong), row)
+                continue
+            self._rows.inc()
+            yield typed
+
+    def _read(self, readable, path: str):
+        """(the file's rows, the number of its first row: 2 in a CSV, under its header)."""
+        if path.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            with readable.open() as f:
+                rows = pq.read_table(io.BytesIO(f.read())).to_pylist()
+            partition = _PARTITION.search(path)
+            if partition:  # a Hive-partitioned file keeps its service date in its directory
+                for row in rows:
+                    row.setdefault("service_date", partition.group(1))
+            return rows, 1
+        with readable.open() as f:
+            text = f.read().decode("utf-8-sig")
+        return list(csv.DictReader(io.StringIO(text))), 2
+
+
+class ReadTidesTable(beam.PTransform):
+    """See the module's docstring. `patterns`: file patterns (local or gs://, ** for any depth)."""
+
+    def __init__(self, table: str, patterns):
+        super().__init__()
+        self._table, self._patterns = table, list(patterns)
+
+    def expand(self, pbegin):
+        label = tides.table_label(self._table)
+        return (
+            pbegin
+            | f"Patterns{label}" >> beam.Create(self._patterns)
+            | f"Match{label}" >> fileio.MatchAll(empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
+            | f"Open{label}" >> fileio.ReadMatches()
+            | f"Read{label}"
+            >> beam.ParDo(ReadTidesFile(self._table, f"Read{label}")).with_outputs(DEAD_LETTER, main="rows")
+        )
+
+
+def patterns(root: str, table: str):
+    """Where a table's files lie under a root, in either layout: this project's Hive-partitioned
+    Parquet (`<root>/<table>/service_date=<day>/*.parquet`) or one CSV per table, as the TIDES
+    samples are (`<root>/<table>.csv`)."""
+    root = root.rstrip("/")
+    return [f"{root}/{table}/**.parquet", f"{root}/{table}/**.csv", f"{root}/{table}.csv", f"{root}/{table}.parquet"]
+
+
+class _WriteDay(beam.DoFn):
+    def __init__(self, root: str, part: str):
+        self._root, self._part = root, part
+        self._files = beam.metrics.Metrics.counter("forecast", "files_written")
+
+    def process(self, element):
+        from apache_beam.io.filesystems import FileSystems
+
+        day, rows = element
+        path = tides_parquet.part_path(self._root, "occupancy_forecast", day, self._part)
+        temporary = path + ".tmp"
+        with FileSystems.create(temporary) as f:
+            f.write(tides_parquet.parquet_bytes("occupancy_forecast", rows))
+        FileSystems.rename([temporary], [path])  # a reader never sees half a file
+        self._files.inc()
+        yield path
+
+
+class WriteForecastFiles(beam.PTransform):
+    """See the module's docstring."""
+
+    def __init__(self, root: str, part: str):
+        super().__init__()
+        self._root, self._part = root, part
+
+    def expand(self, rows):
+        return (
+            rows
+            | "ByServiceDate" >> beam.Map(lambda row: (row["service_date"].isoformat(), row))
+            | "GroupByServiceDate" >> beam.GroupByKey()
+            | "WriteForecastDays" >> beam.ParDo(_WriteDay(self._root, self._part))
+        )
