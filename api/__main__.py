@@ -172,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         "$OCCUPANCY_PRIVACY_SEED, else one made per process).",
     )
     parser.add_argument(
+        "--forecast_collection",
+        default="forecasts",
+        help="Firestore collection of the forecast job's documents, one per trip and service date "
+        "(python -m pipeline.forecast; default: forecasts).",
+    )
+    parser.add_argument(
         "--public_cache_s",
         type=non_negative_float,
         default=30.0,
@@ -219,6 +225,7 @@ def settings_from(args):
         privacy_seed_file=args.privacy_seed_file,
         privacy_window_s=args.privacy_window_s,
         public_cache_s=args.public_cache_s,
+        forecast_collection=args.forecast_collection,
         fleet_listener=args.fleet_listener,
     )
 

@@ -39,7 +39,7 @@ def _schedule(path: str):
 
 def create_app(settings: Settings, client=None) -> FastAPI:
     """The application; `client` defaults to a Firestore client for settings.project/database."""
-    from api import auth, dashboard, devices, enricher, gtfs_rt, health, keys, trains, trips
+    from api import auth, dashboard, devices, enricher, forecasts, gtfs_rt, health, keys, trains, trips
     from occupancy.store import make_client
 
     app = FastAPI(
@@ -132,6 +132,7 @@ def create_app(settings: Settings, client=None) -> FastAPI:
         devices.router,
         keys.router,
         trips.router,
+        forecasts.router,
         gtfs_rt.router,
         enricher.router,
         dashboard.router,

@@ -49,6 +49,8 @@ class Settings:
     privacy_min_capacity: int = 20
     privacy_seed_file: str = ""
     privacy_window_s: int = 300
+    # Firestore collection of the forecast job's documents (docs/forecast.md).
+    forecast_collection: str = "forecasts"
     # How long a public read's answer (one train, its history) is served to every reader, seconds.
     public_cache_s: float = 30.0
     # Follow realtime and trains with Firestore listeners (billed per changed document) instead

@@ -166,3 +166,44 @@ class AuthConfig(BaseModel):
 # The 503 every route that reads Firestore (or asks Firebase Auth) may answer (api.app): the data
 # cannot be read now, try again after Retry-After.
 UNAVAILABLE = {503: {"model": Problem, "description": "Cannot be read now: try again after Retry-After"}}
+
+
+class ForecastStop(BaseModel):
+    stop_sequence: int
+    stop_id: Optional[str] = None
+    occupancy_status: Optional[str] = Field(
+        None, description="GTFS-Realtime OccupancyStatus name; absent: no capacity known for the trip's train."
+    )
+    occupancy_percentage: Optional[int] = Field(None, description="Of the capacity (public: in the public steps).")
+    predicted_load: Optional[int] = Field(None, description="People on board as it leaves (operators only).")
+    predicted_load_p10: Optional[int] = None
+    predicted_load_p90: Optional[int] = None
+
+
+class TripForecast(BaseModel):
+    trip_id: str
+    service_date: str = Field(description="YYYY-MM-DD")
+    model: Optional[str] = None
+    history_days: Optional[int] = Field(None, description="Days of history the model was fitted on.")
+    stops: List[ForecastStop]
+
+
+class Departure(BaseModel):
+    trip_id: str
+    service_date: str
+    route_id: str
+    route_short_name: str = ""
+    headsign: str = ""
+    stop_sequence: int
+    departure_time: datetime.datetime
+    occupancy_status: str = Field(description="GTFS-Realtime OccupancyStatus name; NO_DATA_AVAILABLE: no forecast.")
+    occupancy_percentage: Optional[int] = None
+    predicted_load: Optional[int] = None
+    predicted_load_p10: Optional[int] = None
+    predicted_load_p90: Optional[int] = None
+
+
+class StopDepartures(BaseModel):
+    stop_id: str
+    generated_at: datetime.datetime
+    departures: List[Departure]

@@ -16,6 +16,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from occupancy import registry, schedule, tides_parquet
 from occupancy.forecast import history
+from occupancy.forecast import rows as forecast_rows
 from pipeline.forecast.build import build_pipeline
 from pipeline.forecast.options import ForecastOptions
 from sim import ridership
@@ -137,3 +138,14 @@ def test_the_forecast_job_reads_tides_as_written_and_forecasts_every_scheduled_d
         ("row 22", "service_date: '2026-13-01' is not of type date"),
     ]
     assert all(d["attributes"]["file"] == str(history_root / "stop_visits.csv") for d in dead)
+    # What the API serves: a document per trip and service date, its stops in order, as the rows.
+    documents = {d.id: d.to_dict() for d in firestore_client.collection("forecasts").stream()}
+    assert len(documents) == len({(r["trip_id"], r["service_date"]) for r in rows})
+    some = known[0]
+    document = documents[forecast_rows.document_id(some["trip_id"], some["service_date"].isoformat())]
+    trip_rows = sorted(
+        (r for r in rows if (r["trip_id"], r["service_date"]) == (some["trip_id"], some["service_date"])),
+        key=lambda r: r["stop_sequence"],
+    )
+    assert [s["predicted_load"] for s in document["stops"]] == [r["predicted_load"] for r in trip_rows]
+    assert [s["stop_sequence"] for s in document["stops"]] == list(range(1, SCENARIO.stops + 1))

@@ -7,6 +7,9 @@
 * `WriteForecastFiles`: PCollection[forecast row] -> PCollection[path]: one Parquet file per
   service date, `<root>/occupancy_forecast/service_date=<day>/<part>.parquet`, its bytes a
   function of its rows (occupancy.tides_parquet).
+* `WriteForecastDocuments`: PCollection[forecast row] -> PCollection[dead letter]: one Firestore
+  document per trip and service date (occupancy.forecast.rows.trip_document), what the API
+  serves; transient errors retried (bounded), a document refused for good a dead letter.
 """
 
 import csv
@@ -18,8 +21,13 @@ import time
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from occupancy import tides, tides_parquet, tides_read, wire
+from occupancy.forecast import rows as forecast_rows
+from occupancy.store import RetryPolicy, commit_documents, make_client
 
 _LOGGER = logging.getLogger(__name__)
 DEAD_LETTER = "dead_letter"
@@ -141,4 +149,70 @@ class WriteForecastFiles(beam.PTransform):
             | "ByServiceDate" >> beam.Map(lambda row: (row["service_date"].isoformat(), row))
             | "GroupByServiceDate" >> beam.GroupByKey()
             | "WriteForecastDays" >> beam.ParDo(_WriteDay(self._root, self._part))
+        )
+
+
+class _CommitDocuments(beam.DoFn):
+    """((trip_id, day), rows) -> dead letters of the documents Firestore refused for good."""
+
+    def __init__(self, project: str, database: str, collection: str):
+        self._project, self._database, self._collection = project, database, collection
+        self._written = beam.metrics.Metrics.counter("forecast", "documents_written")
+        self._failed = beam.metrics.Metrics.counter("forecast", "documents_failed")
+
+    def setup(self):
+        self._client = make_client(self._project, self._database)
+
+    def start_bundle(self):
+        self._writes = []
+
+    def process(self, element):
+        (trip_id, day), trip_rows = element
+        document = forecast_rows.trip_document(list(trip_rows))
+        self._writes.append((self._collection, forecast_rows.document_id(trip_id, day), document))
+        if len(self._writes) >= 400:
+            yield from self._commit()
+
+    def finish_bundle(self):
+        for record in self._commit():
+            yield WindowedValue(record, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _commit(self):
+        writes, self._writes = self._writes, []
+        if not writes:
+            return []
+        failed = commit_documents(self._client, writes, RetryPolicy())
+        self._written.inc(len(writes) - len(failed))
+        out = []
+        for (_, doc_id, document), error in failed:
+            self._failed.inc()
+            _LOGGER.error("Firestore refused the forecast of %s: %s", document["trip_id"], error)
+            payload = json.dumps(document, default=str).encode("utf-8")
+            out.append(
+                wire.dead_letter(
+                    "write_failed",
+                    f"forecasts/{doc_id}: {error}",
+                    payload,
+                    {"trip_id": document["trip_id"], "service_date": document["service_date"]},
+                    None,
+                    int(time.time() * 1_000_000),
+                    "WriteForecastDocuments",
+                )
+            )
+        return out
+
+
+class WriteForecastDocuments(beam.PTransform):
+    """See the module's docstring."""
+
+    def __init__(self, project: str, database: str, collection: str):
+        super().__init__()
+        self._args = (project, database, collection)
+
+    def expand(self, rows):
+        return (
+            rows
+            | "ByTripAndDay" >> beam.Map(lambda row: ((row["trip_id"], row["service_date"].isoformat()), row))
+            | "GroupByTripAndDay" >> beam.GroupByKey()
+            | "CommitForecasts" >> beam.ParDo(_CommitDocuments(*self._args))
         )

@@ -6,6 +6,7 @@ no status (never an invented one); without a prediction (no usable history), no 
 NO_DATA_AVAILABLE.
 """
 
+import hashlib
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from occupancy import tides
@@ -62,3 +63,25 @@ def forecast_rows(
                 row.update(occupancy_percentage=round(100 * ratio), occupancy_status=thresholds.status(ratio))
         out.append(row)
     return out
+
+
+def document_id(trip_id: str, service_date: str) -> str:
+    """Deterministic and Firestore-safe whatever the trip id (a GTFS id may hold '/')."""
+    return hashlib.sha256(f"{trip_id}|{service_date}".encode("utf-8")).hexdigest()[:32]
+
+
+def trip_document(trip_rows: Sequence[dict]) -> dict:
+    """The rows of one trip on one service date -> its forecast document (what the API serves:
+    `forecasts/{document_id}`), the stops in their order."""
+    first = trip_rows[0]
+    day = first["service_date"].isoformat()
+    return {
+        "trip_id": first["trip_id"],
+        "service_date": day,
+        "model": first["model"],
+        "history_days": first["history_days"],
+        "stops": [
+            {k: row[k] for k in FIELDS if k not in ("service_date", "trip_id", "model", "history_days")}
+            for row in sorted(trip_rows, key=lambda r: r["stop_sequence"])
+        ],
+    }

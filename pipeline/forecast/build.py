@@ -32,8 +32,16 @@ def build_pipeline(p: beam.Pipeline, options: ForecastOptions):
         shared.trains_collection,
     )
     root = options.forecast_output.rstrip("/")
+    dead = [read[t][forecast_io.DEAD_LETTER] for t in TABLES]
+    project = options.registry_project()
+    if options.forecast_collection and project:
+        dead.append(
+            forecast
+            | "WriteForecastDocuments"
+            >> forecast_io.WriteForecastDocuments(project, shared.firestore_database, options.forecast_collection)
+        )
     (
-        [read[t][forecast_io.DEAD_LETTER] for t in TABLES]
+        dead
         | "DeadLetters" >> beam.Flatten()
         | "DeadLettersAsJson" >> beam.Map(json.dumps, sort_keys=True)
         | "WriteDeadLetters" >> beam.io.WriteToText(f"{root}/dead_letters/{start}", file_name_suffix=".jsonl")

@@ -61,6 +61,12 @@ class ForecastOptions(PipelineOptions):
             "<root>/occupancy_forecast/service_date=<day>/<start>.parquet; dead letters under "
             "<root>/dead_letters/.",
         )
+        ahead.add_argument(
+            "--forecast_collection",
+            default="forecasts",
+            help="Firestore collection of the documents the API serves, one per trip and service date, "
+            "in the registry's project (empty: not written; default: forecasts).",
+        )
 
     def start_date(self) -> datetime.date:
         if self.forecast_start:

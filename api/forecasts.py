@@ -1,0 +1,145 @@
+"""The load ahead (docs/forecast.md): a trip's forecast at each of its stops, and a stop's next
+departures with theirs. `python -m pipeline.forecast` writes them to Firestore (one document per
+trip and service date, occupancy.forecast.rows.trip_document); the API reads them.
+
+The public gets the level and the percentage in the public steps, as for the live numbers;
+an operator (or `--public_precision exact`) gets the loads and their p10-p90 too.
+"""
+
+import datetime
+from typing import Dict, List, Optional, Tuple
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+
+from api import public
+from api.auth import READ_RESPONSES, allow_read
+from api.deps import ClientDep, SettingsDep
+from api.models import StopDepartures, TripForecast
+from occupancy import privacy, schedule
+from occupancy.forecast.rows import document_id
+from occupancy.store import count_ops
+
+router = APIRouter(tags=["forecast"], dependencies=[Depends(allow_read)], responses=READ_RESPONSES)
+MAX_DEPARTURES = 50
+
+
+def _stop_out(stop: dict, exact: bool, policy: privacy.Policy) -> dict:
+    """A stop's forecast as this caller may see it: the loads for operators, the percentage in
+    the public steps for the public."""
+    out = {k: stop.get(k) for k in ("stop_sequence", "stop_id", "occupancy_status", "occupancy_percentage")}
+    if exact:
+        out.update({k: stop.get(k) for k in ("predicted_load", "predicted_load_p10", "predicted_load_p90")})
+    elif out["occupancy_percentage"] is not None:
+        out["occupancy_percentage"] = round(100 * privacy.coarse_ratio(out["occupancy_percentage"] / 100, policy))
+    return out
+
+
+def _local_today(request: Request) -> datetime.date:
+    loaded = request.app.state.schedule
+    zone = loaded.timezone if loaded is not None else datetime.timezone.utc
+    return datetime.datetime.now(zone).date()
+
+
+@router.get(
+    "/v1/trips/{trip_id}/forecast",
+    response_model=TripForecast,
+    response_model_exclude_none=True,
+    summary="A trip's forecast load at each of its stops",
+    responses={404: {"description": "No forecast for that trip and date"}, 422: {"description": "Invalid date"}},
+)
+def trip_forecast(
+    request: Request,
+    settings: SettingsDep,
+    client: ClientDep,
+    trip_id: str = Path(min_length=1, max_length=200, description="A trip_id of the static feed."),
+    date: Optional[datetime.date] = Query(None, description="Its service date (default: today, the feed's zone)."),
+    claims: Optional[dict] = Depends(allow_read),
+):
+    day = date or _local_today(request)
+    ref = client.collection(settings.forecast_collection).document(document_id(trip_id, day.isoformat()))
+    snapshot = ref.get(timeout=settings.firestore_timeout_s)
+    count_ops(reads=1)
+    if not snapshot.exists:
+        raise HTTPException(status_code=404, detail=f"no forecast for trip {trip_id} on {day}: run the forecast job")
+    document = snapshot.to_dict()
+    exact = public.exact_for(request, claims)
+    return {
+        "trip_id": document["trip_id"],
+        "service_date": document["service_date"],
+        "model": document.get("model"),
+        "history_days": document.get("history_days"),
+        "stops": [_stop_out(s, exact, request.app.state.privacy_policy) for s in document.get("stops", [])],
+    }
+
+
+def _stop_index(loaded: schedule.Schedule) -> Dict[str, List[Tuple[schedule.Trip, schedule.StopTime]]]:
+    index: Dict[str, List[Tuple[schedule.Trip, schedule.StopTime]]] = {}
+    for trip in loaded.trips.values():
+        for stop in trip.stops:
+            index.setdefault(stop.stop_id, []).append((trip, stop))
+    return index
+
+
+@router.get(
+    "/v1/stops/{stop_id}/departures",
+    response_model=StopDepartures,
+    response_model_exclude_none=True,
+    summary="A stop's next departures, each with its forecast level",
+    responses={409: {"description": "No static schedule loaded"}},
+)
+def stop_departures(
+    request: Request,
+    settings: SettingsDep,
+    client: ClientDep,
+    stop_id: str = Path(min_length=1, max_length=200, description="A stop_id of the static feed."),
+    limit: int = Query(10, ge=1, le=MAX_DEPARTURES),
+    claims: Optional[dict] = Depends(allow_read),
+):
+    """From the static schedule: the next `limit` departures at the stop within a day; their
+    forecast from the documents of their trips (one batched read)."""
+    loaded = request.app.state.schedule
+    if loaded is None:
+        raise HTTPException(status_code=409, detail="no static schedule: start the API with --gtfs_static GTFS.zip")
+    state = request.app.state
+    if getattr(state, "stop_index", None) is None:
+        state.stop_index = _stop_index(loaded)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    today = now.astimezone(loaded.timezone).date()
+    upcoming = []
+    for trip, stop in state.stop_index.get(stop_id, ()):
+        for day in (today - datetime.timedelta(days=1), today, today + datetime.timedelta(days=1)):
+            if loaded.runs_on(trip.service_id, day):
+                run = loaded.run(trip, day)
+                leaves = run.at(stop.departure_s)
+                if now <= leaves <= now + datetime.timedelta(days=1):
+                    upcoming.append((leaves, run, stop))
+    upcoming.sort(key=lambda item: (item[0], item[1].trip.trip_id))
+    upcoming = upcoming[:limit]
+    collection = client.collection(settings.forecast_collection)
+    refs = [collection.document(document_id(run.trip.trip_id, run.service_date.isoformat())) for _, run, _ in upcoming]
+    documents = {}
+    if refs:
+        for snapshot in client.get_all(refs, timeout=settings.firestore_timeout_s):
+            if snapshot.exists:
+                documents[snapshot.id] = snapshot.to_dict()
+        count_ops(reads=len(refs))
+    exact = public.exact_for(request, claims)
+    departures = []
+    for leaves, run, stop in upcoming:
+        document = documents.get(document_id(run.trip.trip_id, run.service_date.isoformat())) or {}
+        forecast = next((s for s in document.get("stops", []) if s.get("stop_sequence") == stop.stop_sequence), None)
+        shown = _stop_out(forecast, exact, request.app.state.privacy_policy) if forecast else {}
+        departures.append(
+            {
+                "trip_id": run.trip.trip_id,
+                "service_date": run.service_date.isoformat(),
+                "route_id": run.trip.route_id,
+                "route_short_name": run.trip.route_short_name,
+                "headsign": run.trip.headsign,
+                "stop_sequence": stop.stop_sequence,
+                "departure_time": leaves,
+                "occupancy_status": shown.get("occupancy_status") or "NO_DATA_AVAILABLE",
+                **{k: v for k, v in shown.items() if k not in ("stop_sequence", "stop_id", "occupancy_status")},
+            }
+        )
+    return {"stop_id": stop_id, "generated_at": now, "departures": departures}

@@ -1,0 +1,92 @@
+"""The forecast as the API serves it, against the Firestore emulator: a trip's stops, a stop's
+next departures; the public gets levels and the percentage in the public steps, operators the
+loads."""
+
+import datetime
+
+import httpx
+import pytest
+
+from local import stack
+from occupancy.forecast import rows
+from tests import schedule_feed
+from tests.support import serve_api
+
+UTC = datetime.timezone.utc
+
+
+@pytest.fixture(scope="module")
+def forecast_api(firestore_emulator, auth_emulator, tmp_path_factory):
+    now = datetime.datetime.now(UTC)
+    feed = schedule_feed.write(tmp_path_factory.mktemp("gtfs") / "gtfs.zip", schedule_feed.files_running_at(now))
+    process, base_url = serve_api(
+        tmp_path_factory,
+        {**firestore_emulator.env(), **auth_emulator.env()},
+        f"--gtfs_static={feed}",
+        "--public_precision=coarse",
+        "--fleet_cache_s=0",
+    )
+    yield base_url
+    stack.stop_process(process)
+
+
+def _write(client, trip_id: str, day: datetime.date, loads):
+    forecast = [
+        {
+            "service_date": day,
+            "trip_id": trip_id,
+            "stop_sequence": sequence,
+            "stop_id": stop,
+            "predicted_load": load,
+            "predicted_load_p10": load - 20,
+            "predicted_load_p90": load + 25,
+            "occupancy_percentage": round(100 * load / 300),
+            "occupancy_status": "FEW_SEATS_AVAILABLE" if load < 150 else "STANDING_ROOM_ONLY",
+            "model": "level-hgb",
+            "history_days": 56,
+        }
+        for (sequence, stop), load in zip(((1, "basel"), (2, "chur")), loads)
+    ]
+    client.collection("forecasts").document(rows.document_id(trip_id, day.isoformat())).set(
+        rows.trip_document(forecast)
+    )
+
+
+def test_a_trips_forecast_and_a_stops_departures_public_coarse_operators_exact(forecast_api, firestore_client, tokens):
+    today = datetime.datetime.now(schedule_feed.ZoneInfo("Europe/Zurich")).date()
+    _write(firestore_client, "now-7777", today, (131, 160))
+    with httpx.Client(base_url=forecast_api, timeout=30) as http:
+        public = http.get("/v1/trips/now-7777/forecast", params={"date": today.isoformat()})
+        assert public.status_code == 200, public.text
+        stops = public.json()["stops"]
+        # 131 of 300 is 44 %: 40 in the public's 10 % steps; no loads for the public.
+        assert [(s["stop_id"], s["occupancy_status"], s["occupancy_percentage"]) for s in stops] == [
+            ("basel", "FEW_SEATS_AVAILABLE", 40),
+            ("chur", "STANDING_ROOM_ONLY", 50),
+        ]
+        assert all("predicted_load" not in s for s in stops)
+        operator = http.get("/v1/trips/now-7777/forecast", headers=tokens["operator"]).json()["stops"]
+        assert [(s["predicted_load"], s["predicted_load_p10"], s["predicted_load_p90"]) for s in operator] == [
+            (131, 111, 156),
+            (160, 140, 185),
+        ]
+        assert operator[0]["occupancy_percentage"] == 44
+        missing = http.get("/v1/trips/now-7777/forecast", params={"date": "2026-01-01"})
+        assert missing.status_code == 404 and "no forecast" in missing.json()["detail"]
+        assert http.get("/v1/trips/now-7777/forecast", params={"date": "tomorrow"}).status_code == 422
+
+        # Chur: now-7777 and now-8888 both leave it within the hour; now-7777 has a forecast.
+        board = http.get("/v1/stops/chur/departures").json()
+        assert [(d["trip_id"], d["occupancy_status"], d.get("occupancy_percentage")) for d in board["departures"]][
+            :1
+        ] == [("now-7777", "STANDING_ROOM_ONLY", 50)]
+        assert all(
+            datetime.datetime.fromisoformat(d["departure_time"])
+            >= datetime.datetime.fromisoformat(board["generated_at"])
+            for d in board["departures"]
+        )
+        basel = http.get("/v1/stops/basel/departures", params={"limit": 3}).json()["departures"]
+        assert len(basel) <= 3
+        # A departure without a forecast document is shown, with no level.
+        assert {d["occupancy_status"] for d in basel if d["trip_id"] != "now-7777"} <= {"NO_DATA_AVAILABLE"}
+        assert http.get("/v1/stops/nowhere/departures").json()["departures"] == []
