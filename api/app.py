@@ -39,7 +39,7 @@ def _schedule(path: str):
 
 def create_app(settings: Settings, client=None) -> FastAPI:
     """The application; `client` defaults to a Firestore client for settings.project/database."""
-    from api import auth, dashboard, devices, enricher, forecasts, gtfs_rt, health, keys, trains, trips
+    from api import auth, dashboard, devices, enricher, forecasts, gtfs_rt, health, keys, trains, trip_updates, trips
     from occupancy.store import make_client
 
     app = FastAPI(
@@ -77,6 +77,7 @@ def create_app(settings: Settings, client=None) -> FastAPI:
     app.state.public_reads = public.ReadCache(settings.public_cache_s)  # public history pages
     app.state.trains_bodies = {}  # exact (bool) -> (fleet view, read at, GET /v1/trains body)
     app.state.feeds_built = {}  # exact (bool) -> (fleet view, doors, read at, the feed's FeedMessage)
+    app.state.trip_updates_built = {}  # exact (bool) -> (fleet view, read at, the TripUpdates FeedMessage)
     app.state.upstream_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)  # the operator's feed
     auth.init(settings)
 
@@ -134,6 +135,7 @@ def create_app(settings: Settings, client=None) -> FastAPI:
         trips.router,
         forecasts.router,
         gtfs_rt.router,
+        trip_updates.router,
         enricher.router,
         dashboard.router,
     ):

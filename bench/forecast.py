@@ -21,7 +21,7 @@ from typing import Dict, List
 import numpy as np
 
 from occupancy.fleet import Thresholds
-from occupancy.forecast import baseline, history, model
+from occupancy.forecast import baseline, history, model, same_day
 from occupancy.schedule import Schedule
 from sim import ridership
 
@@ -46,6 +46,7 @@ def backtest(scenario: ridership.Scenario, first_week: int, step_weeks: int, hor
     thresholds = Thresholds()
     rows: Dict[str, List[float]] = {k: [] for k in ("actual", "horizon", "p10", "p90", *METHODS)}
     fits = []
+    trips: Dict[tuple, Dict[int, tuple]] = {}  # (day, trip) -> stop_sequence -> (day-ahead, counted)
     for week in range(first_week, scenario.weeks, step_weeks):
         origin = scenario.start + datetime.timedelta(weeks=week)
         started = time.monotonic()
@@ -61,6 +62,7 @@ def backtest(scenario: ridership.Scenario, first_week: int, step_weeks: int, hor
             if prediction is None or a is None or b is None:
                 continue
             key = (slot.service_date, slot.trip_id, slot.stop_sequence)
+            trips.setdefault(key[:2], {})[slot.stop_sequence] = (prediction.load, counted[key])
             for name, value in (
                 ("actual", counted[key]),
                 ("horizon", (slot.service_date - origin).days + 1),
@@ -93,6 +95,7 @@ def backtest(scenario: ridership.Scenario, first_week: int, step_weeks: int, hor
     coverage = float(np.mean((actual >= columns["p10"]) & (actual <= columns["p90"])))
     table["model"]["p10_p90_coverage"] = round(coverage, 4)
     return {
+        "same_day": _same_day(trips),
         "scenario": {k: str(v) for k, v in scenario.__dict__.items()},
         "origins": len(fits),
         "horizon_days": horizon_days,
@@ -105,6 +108,30 @@ def backtest(scenario: ridership.Scenario, first_week: int, step_weeks: int, hor
             "coverage": GOAL_COVERAGE,
             "met": table["model"]["below_b"] >= GOAL_BELOW_B and GOAL_COVERAGE[0] <= coverage <= GOAL_COVERAGE[1],
         },
+    }
+
+
+STOPS_AHEAD = (1, 3, 5)
+
+
+def _same_day(trips: Dict[tuple, Dict[int, tuple]]) -> dict:
+    """MAE 1, 3 and 5 stops ahead: the same-day forecast (occupancy.forecast.same_day, from the
+    load counted as the train left each stop) against the day-ahead forecast of the same stops."""
+    errors = {k: {"same_day": [], "day_ahead": []} for k in STOPS_AHEAD}
+    for stops in trips.values():
+        order = sorted(stops)
+        forecast = [(s, stops[s][0]) for s in order]
+        for j, left in enumerate(order[:-1]):
+            seen = [stops[s] for s in order[: j + 1]]
+            predicted = dict(same_day.ahead(forecast, left, stops[left][1], seen))
+            for k in STOPS_AHEAD:
+                if j + k < len(order):
+                    target = order[j + k]
+                    errors[k]["same_day"].append(abs(predicted[target] - stops[target][1]))
+                    errors[k]["day_ahead"].append(abs(stops[target][0] - stops[target][1]))
+    return {
+        f"{k}_stops_ahead": {name: round(float(np.mean(v)), 3) for name, v in by.items()} | {"n": len(by["same_day"])}
+        for k, by in errors.items()
     }
 
 
@@ -124,6 +151,10 @@ def report(result: dict) -> str:
             f"| {LABELS[name]} | {row['mae_people']:.2f} | {row['mae_pct_capacity']:.2f} | "
             f"{100 * row['below_b']:.1f} % | {100 * row['level_accuracy']:.1f} % | {coverage} |"
         )
+    lines += ["", "| stops ahead | same day (MAE) | day ahead (MAE) | departures |", "|---|---|---|---|"]
+    for k in STOPS_AHEAD:
+        row = result["same_day"][f"{k}_stops_ahead"]
+        lines.append(f"| {k} | {row['same_day']:.2f} | {row['day_ahead']:.2f} | {row['n']:,} |")
     goal = result["goal"]
     lines.append("")
     lines.append(

@@ -203,3 +203,40 @@ def test_the_forecast_tables_levels_are_the_gtfs_realtime_ones():
     from occupancy import fleet, tides
 
     assert tides.FORECAST_LEVELS == (*fleet.OCCUPANCY_LEVELS, fleet.NO_DATA_AVAILABLE)
+
+
+def test_the_same_day_forecast_keeps_todays_riders_as_far_as_they_ride_and_scales_the_rest():
+    from occupancy.forecast import same_day
+
+    forecast = [(1, 100.0), (2, 150.0), (3, 60.0), (4, 80.0)]
+    # As forecast so far: the forecast itself.
+    assert same_day.ahead(forecast, 1, 100, [(100, 100)]) == [(2, 150.0), (3, 60.0), (4, 80.0)]
+    # 30 more on board than forecast as it leaves stop 2, after a stop as forecast: today's ratio
+    # is (100 + 150) / (100 + 180), drawn halfway to 1 (2 stops seen, 2 of prior); the 30 stay
+    # with the load's low on the way: 60 / 150 of them after stop 3.
+    ratio = 1 + 0.5 * (280 / 250 - 1)
+    assert same_day.today_ratio([(100, 100), (150, 180)]) == pytest.approx(ratio)
+    predicted = dict(same_day.ahead(forecast, 2, 180, [(100, 100), (150, 180)]))
+    surplus = 180 - ratio * 150
+    assert predicted[3] == pytest.approx(ratio * 60 + surplus * 60 / 150)
+    assert predicted[4] == pytest.approx(ratio * 80 + surplus * 60 / 150)
+    assert same_day.today_ratio([(10, 100)]) == same_day.BOUNDS[1]  # bounded
+    assert same_day.ahead(forecast, 9, 50, []) == []  # a stop the trip does not have
+    assert same_day.ahead(forecast, 4, 50, []) == []  # the last stop: nothing to come
+
+
+def test_the_forecast_options_leave_every_other_job_parsing_as_before():
+    """Beam parses every options class for every job in the process: the forecast's must take
+    their defaults quietly and name no flag another job defines."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.forecast.options import ForecastOptions
+    from pipeline.options import OccupancyOptions
+
+    options = PipelineOptions(["--input_subscription=projects/p/subscriptions/s", "--gtfs_static=feed.zip"])
+    assert options.view_as(OccupancyOptions).gtfs_static == "feed.zip"
+    forecast = options.view_as(ForecastOptions)
+    assert forecast.forecast_days == 14 and forecast.shared().gtfs_static == "feed.zip"
+    assert forecast.start_date() == datetime.datetime.now(datetime.timezone.utc).date() + datetime.timedelta(days=1)
+    with pytest.raises(ValueError, match="--tides_input"):
+        forecast.validate_forecast()

@@ -90,3 +90,28 @@ def test_a_trips_forecast_and_a_stops_departures_public_coarse_operators_exact(f
         # A departure without a forecast document is shown, with no level.
         assert {d["occupancy_status"] for d in basel if d["trip_id"] != "now-7777"} <= {"NO_DATA_AVAILABLE"}
         assert http.get("/v1/stops/nowhere/departures").json()["departures"] == []
+
+
+def test_the_trip_updates_feed_says_the_level_ahead_of_a_train_on_its_trip(forecast_api, firestore_client, tokens):
+    from google.transit import gtfs_realtime_pb2 as pb
+
+    from occupancy import registry
+    from tests.support import ago, write_realtime
+
+    today = datetime.datetime.now(schedule_feed.ZoneInfo("Europe/Zurich")).date()
+    _write(firestore_client, "now-7777", today, (131, 160))
+    registry.set_train(firestore_client, "trains", "t7777", 300, "IC 7777", train_number="7777")
+    write_realtime(firestore_client, "t7777", 200, 300, {"d1": (3, ago(2))})
+    with httpx.Client(base_url=forecast_api, timeout=30) as http:
+        for headers in ({}, tokens["operator"]):
+            feed = pb.FeedMessage.FromString(http.get("/gtfs-rt/trip-updates.pb", headers=headers).content)
+            [entity] = feed.entity
+            update = entity.trip_update
+            assert (update.trip.trip_id, update.vehicle.id) == ("now-7777", "t7777")
+            # It left Basel an hour ago with 200 on board (the public: 70 %, 210) where 131 were
+            # forecast: Chur's 160 plus those 69 (or 79) more, over 0.7 of 300 places.
+            [chur] = update.stop_time_update
+            assert (chur.stop_id, pb.VehiclePosition.OccupancyStatus.Name(chur.departure_occupancy_status)) == (
+                "chur",
+                "CRUSHED_STANDING_ROOM_ONLY",
+            )

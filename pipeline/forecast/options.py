@@ -10,6 +10,10 @@ from pipeline.options import OccupancyOptions
 
 
 def _date(text: str) -> str:
+    """A date, YYYY-MM-DD; empty: the default (argparse converts a default too, and Beam parses
+    every options class for every job in the process)."""
+    if not text:
+        return text
     try:
         datetime.date.fromisoformat(text)
     except ValueError:

@@ -1,0 +1,143 @@
+"""GTFS-Realtime TripUpdates with the forecast load at each stop still to come, for journey
+planners (docs/forecast.md, "Same day").
+
+    GET /gtfs-rt/trip-updates.pb              protobuf FeedMessage
+    GET /gtfs-rt/trip-updates.pb?format=json  the same message as JSON
+
+One TripUpdate per train running a scheduled trip now (--gtfs_static) that has a forecast
+(the forecast job's document for the trip and service date) and a capacity. Each stop after
+the last one whose scheduled departure has passed gets a StopTimeUpdate with
+`departure_occupancy_status` (experimental in GTFS-RT), and `schedule_relationship NO_DATA`
+as the specification asks of an update without times. The level is the same-day forecast
+(occupancy.forecast.same_day): the day-ahead forecast corrected by the load on board now.
+The public's load on board is its coarse sample (occupancy.privacy), an operator's the count.
+"""
+
+import datetime
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from api.auth import READ_RESPONSES, allow_read
+from api.deps import SettingsDep, read_fleet, trip_for
+from api.gtfs_rt import GTFS_RT_VERSION, PROTOBUF
+from api.public import exact_for, views_for
+from occupancy import fleet
+from occupancy.forecast import same_day
+from occupancy.forecast.rows import document_id
+from occupancy.store import count_ops
+
+router = APIRouter(
+    prefix="/gtfs-rt", tags=["GTFS-Realtime"], dependencies=[Depends(allow_read)], responses=READ_RESPONSES
+)
+
+
+def stops_ahead(run, forecast: dict, on_board: float, now: datetime.datetime) -> List[Tuple[int, str, float]]:
+    """(stop_sequence, stop_id, predicted load) of each stop of `run` still to come at `now`,
+    from its forecast document and the load on board."""
+    stops = [s for s in forecast.get("stops", []) if s.get("predicted_load") is not None]
+    if not stops:
+        return []
+    ids = {s["stop_sequence"]: s.get("stop_id") or "" for s in stops}
+    passed = [t.stop_sequence for t in run.trip.stops if run.at(t.departure_s) <= now]
+    day_ahead = [(s["stop_sequence"], float(s["predicted_load"])) for s in stops]
+    if not passed:  # not left its first stop yet: the day-ahead forecast
+        return [(seq, ids[seq], load) for seq, load in day_ahead]
+    left = passed[-1]
+    return [(seq, ids[seq], load) for seq, load in same_day.ahead(day_ahead, left, on_board, [])]
+
+
+def build_trip_updates(
+    running: Iterable[Tuple[fleet.TrainView, object, dict]],
+    generated_at: datetime.datetime,
+    thresholds: fleet.Thresholds,
+):
+    """The FeedMessage for (train view, run, forecast document) of each train running a trip."""
+    from google.transit import gtfs_realtime_pb2 as pb
+
+    feed = pb.FeedMessage()
+    feed.header.gtfs_realtime_version = GTFS_RT_VERSION
+    feed.header.incrementality = pb.FeedHeader.FULL_DATASET
+    feed.header.timestamp = int(generated_at.timestamp())
+    for view, run, forecast in running:
+        on_board = view.current_value if view.current_value is not None else (view.occupancy_ratio or 0) * view.capacity
+        ahead = stops_ahead(run, forecast, on_board, generated_at)
+        if not ahead or not view.capacity:
+            continue
+        entity = feed.entity.add()
+        entity.id = f"{view.train_id}@{run.trip.trip_id}"
+        update = entity.trip_update
+        update.trip.trip_id = run.trip.trip_id
+        update.trip.route_id = run.trip.route_id
+        update.trip.start_date = run.start_date
+        update.trip.start_time = run.start_time
+        if run.trip.direction_id is not None:
+            update.trip.direction_id = run.trip.direction_id
+        update.trip.schedule_relationship = pb.TripDescriptor.SCHEDULED
+        update.vehicle.id = view.train_id
+        update.vehicle.label = view.name or view.train_id
+        update.timestamp = int(generated_at.timestamp())
+        for sequence, stop_id, load in ahead:
+            stop = update.stop_time_update.add()
+            stop.stop_sequence = sequence
+            if stop_id:
+                stop.stop_id = stop_id
+            stop.schedule_relationship = pb.TripUpdate.StopTimeUpdate.NO_DATA
+            level = thresholds.status(load / view.capacity)
+            stop.departure_occupancy_status = pb.VehiclePosition.OccupancyStatus.Value(level)
+    return feed
+
+
+def _forecasts(request: Request, runs: Dict[str, object]) -> Dict[str, dict]:
+    """train_id -> the forecast document of the run it is on (one batched read)."""
+    settings, client = request.app.state.settings, request.app.state.client
+    collection = client.collection(settings.forecast_collection)
+    ids = {train: document_id(run.trip.trip_id, run.service_date.isoformat()) for train, run in runs.items()}
+    if not ids:
+        return {}
+    found, refs = {}, [collection.document(i) for i in sorted(set(ids.values()))]
+    for snapshot in client.get_all(refs, timeout=settings.firestore_timeout_s):
+        if snapshot.exists:
+            found[snapshot.id] = snapshot.to_dict()
+    count_ops(reads=len(refs))
+    return {train: found[i] for train, i in ids.items() if i in found}
+
+
+@router.get(
+    "/trip-updates.pb",
+    summary="GTFS-Realtime TripUpdates: the forecast level at each stop to come",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {PROTOBUF: {}, "application/json": {}},
+            "description": "A FeedMessage (protobuf, or JSON with ?format=json)",
+        }
+    },
+)
+def trip_updates(
+    request: Request,
+    settings: SettingsDep,
+    format: str = Query("pb", pattern="^(pb|json)$", description="pb (default) or json"),
+    claims: Optional[dict] = Depends(allow_read),
+):
+    generated_at, views = read_fleet(request)
+    built, exact = request.app.state.trip_updates_built, exact_for(request, claims)
+    held = built.get(exact)
+    if held is None or held[0] is not views or held[1] != generated_at:
+        shown = views_for(request, views, generated_at, claims)
+        runs = {}
+        for view in shown:
+            run = trip_for(request, view, generated_at)[0]
+            if run is not None and view.status == fleet.STATUS_OK:
+                runs[view.train_id] = run
+        forecasts = _forecasts(request, runs)
+        running = [(v, runs[v.train_id], forecasts[v.train_id]) for v in shown if v.train_id in forecasts]
+        held = built[exact] = (views, generated_at, build_trip_updates(running, generated_at, settings.thresholds))
+    feed = held[2]
+    headers = {"Cache-Control": f"public, max-age={int(settings.fleet_cache_s)}"}
+    if format == "json":
+        from google.protobuf.json_format import MessageToDict
+
+        return JSONResponse(MessageToDict(feed, preserving_proto_field_name=True), headers=headers)
+    return Response(feed.SerializeToString(), media_type=PROTOBUF, headers=headers)
