@@ -64,12 +64,17 @@ def trip_forecast(
     document = snapshot.to_dict()
     exact = public.exact_for(request, claims)
     return {
-        "trip_id": document["trip_id"],
-        "service_date": document["service_date"],
+        "trip_id": trip_id,
+        "service_date": day.isoformat(),
         "model": document.get("model"),
         "history_days": document.get("history_days"),
-        "stops": [_stop_out(s, exact, request.app.state.privacy_policy) for s in document.get("stops", [])],
+        "stops": [_stop_out(s, exact, request.app.state.privacy_policy) for s in _stops(document)],
     }
+
+
+def _stops(document: dict) -> List[dict]:
+    """The document's stops that say which stop they are (a document written by hand may not)."""
+    return [s for s in document.get("stops") or [] if isinstance(s, dict) and isinstance(s.get("stop_sequence"), int)]
 
 
 def _stop_index(loaded: schedule.Schedule) -> Dict[str, List[Tuple[schedule.Trip, schedule.StopTime]]]:
@@ -127,7 +132,7 @@ def stop_departures(
     departures = []
     for leaves, run, stop in upcoming:
         document = documents.get(document_id(run.trip.trip_id, run.service_date.isoformat())) or {}
-        forecast = next((s for s in document.get("stops", []) if s.get("stop_sequence") == stop.stop_sequence), None)
+        forecast = next((s for s in _stops(document) if s["stop_sequence"] == stop.stop_sequence), None)
         shown = _stop_out(forecast, exact, request.app.state.privacy_policy) if forecast else {}
         departures.append(
             {

@@ -84,7 +84,7 @@ class ReadCache:
     one read: a crowd of viewers costs one read per key and interval, not one per viewer.
     `ttl_s` 0: every call reads."""
 
-    def __init__(self, ttl_s: float, size: int = 1024, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, ttl_s: float, size: int = 256, clock: Callable[[], float] = time.monotonic):
         self.ttl_s, self.size, self._clock = ttl_s, size, clock
         self._lock = threading.Lock()
         self._answers: "collections.OrderedDict[Hashable, tuple]" = collections.OrderedDict()

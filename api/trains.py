@@ -19,8 +19,8 @@ router = APIRouter(
     prefix="/v1/trains", tags=["occupancy"], dependencies=[Depends(allow_read)], responses=READ_RESPONSES
 )
 MAX_PAGE = 1000
-# Buckets one public history page reads at most (the dashboard reads a day in 10 pages of 1,000).
-MAX_PUBLIC_READ = 10 * MAX_PAGE
+# Buckets one public history page reads at most.
+MAX_PUBLIC_READ = 5 * MAX_PAGE
 
 
 def trip_out(run, source) -> Optional[dict]:
@@ -110,46 +110,66 @@ def get_train(
     return {**train_out(view, settings, trip_for(request, view, now)), "devices": devices}
 
 
-def _public_history(request: Request, train_id: str, query, collection, limit: int, cursor):
+def _public_history(request: Request, train_id: str, start, end, limit: int, after) -> Response:
     """A page of the public history (occupancy.privacy.public_history): one coarse sample per
-    hold that ended, read from the exact buckets in chunks until the page is full; the cursor
-    names the last bucket of the page's last hold."""
-    settings = request.app.state.settings
+    hold that ended. Every bound is widened to whole holds first: `from` (or the cursor, the
+    last sample's time) to the start of the hold it falls in, `to` to the start of its hold, so
+    that no bound cuts a hold and tells more than its sample. The page, as bytes, is kept
+    --public_cache_s for every reader asking for the same holds."""
     now, view = public.public_train(request, train_id)
-    if view is None:
-        return {"items": [], "next_cursor": None}
     policy = request.app.state.privacy_policy
-    buckets, docs_read, exhausted = [], 0, False  # (timestamp, value, id)
-    while not exhausted and docs_read < MAX_PUBLIC_READ:
-        chunk_query = query
-        after = (buckets[-1][0], buckets[-1][2]) if buckets else cursor
-        if after:
-            chunk_query = query.start_after({"timestamp": after[0], "__name__": collection.document(after[1])})
-        docs = list(chunk_query.limit(MAX_PAGE).stream(timeout=settings.firestore_timeout_s))
+    if view is None or privacy.coarse_history_value(0, view.capacity, policy) is None:
+        return Response(HistoryPage(items=[]).model_dump_json(), media_type="application/json")
+
+    def hold_at(at):
+        return public.hold_at(request, view, at)
+
+    lower = max((t for t in (start, after[0] if after else None) if t is not None), default=None)
+    since = hold_at(lower).start if lower is not None else None
+    until = hold_at(end).start if end is not None else None
+    return request.app.state.public_reads.get(
+        ("history", train_id, since, until, limit),
+        lambda: _read_public_history(request, train_id, since, until, limit, hold_at, view.capacity, now),
+    )
+
+
+def _read_public_history(request, train_id, since, until, limit, hold_at, capacity, now) -> Response:
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    settings = request.app.state.settings
+    collection = request.app.state.client.collection(settings.history_collection)
+    query = collection.where(filter=FieldFilter("train", "==", train_id))
+    if since is not None:
+        query = query.where(filter=FieldFilter("timestamp", ">=", since))
+    if until is not None:
+        query = query.where(filter=FieldFilter("timestamp", "<", until))
+    query = query.order_by("timestamp").order_by("__name__")
+    buckets, exhausted = [], False  # (timestamp, value, id)
+    while not exhausted and len(buckets) < MAX_PUBLIC_READ:
+        chunk = query
+        if buckets:
+            chunk = query.start_after({"timestamp": buckets[-1][0], "__name__": collection.document(buckets[-1][2])})
+        docs = list(chunk.limit(MAX_PAGE).stream(timeout=settings.firestore_timeout_s))
         count_ops(reads=max(1, len(docs)))
-        docs_read += len(docs)
         exhausted = len(docs) < MAX_PAGE
         for doc in docs:
             data = doc.to_dict()
             buckets.append((fleet.as_utc(data["timestamp"]), int(data.get("value") or 0), doc.id))
         samples = privacy.public_history(
-            ((t, v) for t, v, _ in buckets),
-            lambda at: public.hold_at(request, view, at),
-            view.capacity,
-            policy,
-            now,
+            ((t, v) for t, v, _ in buckets), hold_at, capacity, request.app.state.privacy_policy, now
         )
         if not exhausted:  # a hold ends for certain only once a later bucket is read
-            samples = [s for s in samples if buckets and s.hold.end <= buckets[-1][0]]
+            samples = [s for s in samples if s.hold.end <= buckets[-1][0]]
         if len(samples) > limit:
             break
     page = samples[:limit]
-    next_cursor = None
-    if len(samples) > limit or not exhausted:  # the next page starts after the page's last hold
-        last = [b for b in buckets if b[0] < page[-1].hold.end][-1] if page else buckets[-1]
-        next_cursor = _encode_cursor(last[0], last[2])
+    more = len(samples) > limit or not exhausted
+    next_cursor = _encode_cursor(page[-1].at, "hold") if more and page else None
+    if more and not page:  # one hold longer than MAX_PUBLIC_READ buckets: go on after them
+        next_cursor = _encode_cursor(buckets[-1][0], "hold")
     items = [HistoryItem(timestamp=s.at, bucket_start=s.hold.start, value=s.value) for s in page]
-    return {"items": items, "next_cursor": next_cursor}
+    body = HistoryPage(items=items, next_cursor=next_cursor).model_dump_json()
+    return Response(body.encode("utf-8"), media_type="application/json")
 
 
 def _encode_cursor(timestamp: datetime.datetime, doc_id: str) -> str:
@@ -199,6 +219,9 @@ def history(
 
     if start and end and start >= end:
         raise HTTPException(status_code=422, detail="'from' must be before 'to'")
+    after = _decode_cursor(cursor) if cursor else None
+    if not public.exact_for(request, claims):
+        return _public_history(request, train_id, start, end, limit, after)
     collection = client.collection(settings.history_collection)
     query = collection.where(filter=FieldFilter("train", "==", train_id))
     if start:
@@ -206,12 +229,6 @@ def history(
     if end:
         query = query.where(filter=FieldFilter("timestamp", "<", end))
     query = query.order_by("timestamp").order_by("__name__")
-    after = _decode_cursor(cursor) if cursor else None
-    if not public.exact_for(request, claims):
-        return request.app.state.public_reads.get(
-            ("history", train_id, start, end, limit, after),
-            lambda: _public_history(request, train_id, query, collection, limit, after),
-        )
     if after:
         query = query.start_after({"timestamp": after[0], "__name__": collection.document(after[1])})
     docs = list(query.limit(limit + 1).stream(timeout=settings.firestore_timeout_s))

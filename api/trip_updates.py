@@ -33,15 +33,21 @@ router = APIRouter(
 )
 
 
-def stops_ahead(run, forecast: dict, on_board: float, now: datetime.datetime) -> List[Tuple[int, str, float]]:
+def stops_ahead(run, forecast: dict, on_board: Optional[float], now: datetime.datetime) -> List[Tuple[int, str, float]]:
     """(stop_sequence, stop_id, predicted load) of each stop of `run` still to come at `now`,
-    from its forecast document and the load on board."""
-    stops = [s for s in forecast.get("stops", []) if s.get("predicted_load") is not None]
+    from its forecast document and the load on board (None: not known)."""
+    stops = [
+        s
+        for s in forecast.get("stops") or []
+        if isinstance(s, dict) and isinstance(s.get("stop_sequence"), int) and isinstance(s.get("predicted_load"), int)
+    ]
     if not stops:
         return []
-    ids = {s["stop_sequence"]: s.get("stop_id") or "" for s in stops}
+    ids = {s["stop_sequence"]: str(s.get("stop_id") or "") for s in stops}
     passed = [t.stop_sequence for t in run.trip.stops if run.at(t.departure_s) <= now]
     day_ahead = [(s["stop_sequence"], float(s["predicted_load"])) for s in stops]
+    if on_board is None:  # the load on board unknown (a small train's public view): uncorrected
+        return [(seq, ids[seq], load) for seq, load in day_ahead if not passed or seq > passed[-1]]
     if not passed:  # not left its first stop yet: the day-ahead forecast
         return [(seq, ids[seq], load) for seq, load in day_ahead]
     left = passed[-1]
@@ -61,9 +67,13 @@ def build_trip_updates(
     feed.header.incrementality = pb.FeedHeader.FULL_DATASET
     feed.header.timestamp = int(generated_at.timestamp())
     for view, run, forecast in running:
-        on_board = view.current_value if view.current_value is not None else (view.occupancy_ratio or 0) * view.capacity
+        if not view.capacity:
+            continue
+        on_board = view.current_value
+        if on_board is None and view.occupancy_ratio is not None:  # a public view: its coarse sample
+            on_board = view.occupancy_ratio * view.capacity
         ahead = stops_ahead(run, forecast, on_board, generated_at)
-        if not ahead or not view.capacity:
+        if not ahead:
             continue
         entity = feed.entity.add()
         entity.id = f"{view.train_id}@{run.trip.trip_id}"

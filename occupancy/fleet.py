@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Dict, NamedTuple, Optional, Tuple
 
+from occupancy.levels import NO_DATA_AVAILABLE, OCCUPANCY_LEVELS  # noqa: F401 (re-exported)
 from occupancy.registry import device_entry, train_entry
 from occupancy.store import count_ops
 from occupancy.wire import to_micros, valid_id
@@ -31,16 +32,6 @@ _LOGGER = logging.getLogger(__name__)
 STATUS_OK, STATUS_STALE, STATUS_NO_DATA = "ok", "stale", "no_data"
 DEFAULT_STALE_AFTER_S = 90.0
 
-# GTFS-Realtime VehiclePosition.OccupancyStatus names, in increasing order of load.
-OCCUPANCY_LEVELS = (
-    "EMPTY",
-    "MANY_SEATS_AVAILABLE",
-    "FEW_SEATS_AVAILABLE",
-    "STANDING_ROOM_ONLY",
-    "CRUSHED_STANDING_ROOM_ONLY",
-    "FULL",
-)
-NO_DATA_AVAILABLE = "NO_DATA_AVAILABLE"
 DEFAULT_THRESHOLDS = (0.05, 0.2, 0.5, 0.7, 0.9)
 
 # A door named like "car3-door2" (or "car3_door2", "car3"): the carriage is "car3", number 3.

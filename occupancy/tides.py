@@ -27,6 +27,7 @@ it started), or the train's local day in the feed's time zone without a trip.
 import datetime
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
+from occupancy.levels import NO_DATA_AVAILABLE, OCCUPANCY_LEVELS
 from occupancy.stop_visits import StopVisit
 
 
@@ -42,16 +43,8 @@ BOARDED, ALIGHTED = "Passenger boarded", "Passenger alighted"
 # A visit to a stop of the trip's schedule, and one to no stop of it (TIDES v1.0 calls that an
 # added stop; "Unscheduled" was a value of its drafts, gone since 2023).
 SCHEDULED, ADDED = "Scheduled", "Added"
-# The GTFS-Realtime OccupancyStatus names a forecast row may carry (occupancy.fleet's levels).
-FORECAST_LEVELS = (
-    "EMPTY",
-    "MANY_SEATS_AVAILABLE",
-    "FEW_SEATS_AVAILABLE",
-    "STANDING_ROOM_ONLY",
-    "CRUSHED_STANDING_ROOM_ONLY",
-    "FULL",
-    "NO_DATA_AVAILABLE",
-)
+# The GTFS-Realtime OccupancyStatus names a forecast row may carry.
+FORECAST_LEVELS = (*OCCUPANCY_LEVELS, NO_DATA_AVAILABLE)
 # A trip performed with no scheduled trip (trips_performed keeps "Unscheduled"), and in service.
 UNSCHEDULED, IN_SERVICE = "Unscheduled", "In service"
 

@@ -20,7 +20,10 @@ def _value(kind: str, text: str):
     if kind == "string":
         return text
     if kind == "integer":
-        return int(text)
+        value = int(text)
+        if not -(2**63) <= value < 2**63:  # what Parquet and BigQuery hold
+            raise ValueError(text)
+        return value
     if kind == "number":
         return float(text)
     if kind == "boolean":
@@ -52,6 +55,8 @@ def typed_row(table: str, row: dict) -> Tuple[Optional[dict], List[str]]:
                     continue
         elif isinstance(value, datetime.datetime) and field.type == "date":
             value = value.date()
+        elif isinstance(value, float) and value != value:  # NaN: Parquet's missing number
+            value = None
         out[field.name] = value
     wrong += [p for p in problems(table, out) if p.split(" ", 1)[0] not in failed]
     return (None, wrong) if wrong else (out, [])

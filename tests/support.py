@@ -179,3 +179,43 @@ def setup_beam_version() -> str:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "BEAM_VERSION" for t in node.targets):
             return ast.literal_eval(node.value)
     raise AssertionError("no BEAM_VERSION in setup.py")
+
+
+def gtfs_rt_notices(feed, directory: pathlib.Path, static_files: dict, at: datetime.datetime, role: str = "-vp"):
+    """The notices (code, severity) of gtfs-rt-validator (PyPI) on a FeedMessage against a static
+    feed, at a pinned clock; `role`: -vp (VehiclePositions) or -tu (TripUpdates)."""
+    import json
+    import subprocess
+    import sys
+    import zipfile
+
+    directory.mkdir()
+    gtfs = directory / "gtfs.zip"
+    with zipfile.ZipFile(gtfs, "w") as z:
+        for name, text in static_files.items():
+            z.writestr(name, text)
+    message = directory / "feed.pb"
+    message.write_bytes(feed.SerializeToString())
+    out = directory / "report"
+    at_text = at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gtfs_rt_validator.cli",
+            "-gtfs",
+            str(gtfs),
+            role,
+            str(message),
+            "--at",
+            at_text,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads((out / "system_errors.json").read_text())["notices"] == []
+    return [(n["code"], n["severity"]) for n in json.loads((out / "report.json").read_text())["notices"]]

@@ -40,6 +40,7 @@ def test_observations_join_visits_to_their_scheduled_trip_and_name_the_rows_they
         visit(DAY, f"{DAY}:r1:t1", None, 9),  # an added stop: no scheduled stop, no observation
         visit(DAY, f"{DAY}:t1", None, 3),  # a train on no trip: nothing to forecast by
         visit(DAY, f"{DAY}:r1:t1", 3, -4),
+        visit(DAY, f"{DAY}:r1:t1", 3, history.MAX_LOAD + 1),  # more than any train carries
         visit("not a date", f"{DAY}:r1:t1", 3, 4),
     ]
     found, problems = history.observations(visits, trips)
@@ -47,6 +48,7 @@ def test_observations_join_visits_to_their_scheduled_trip_and_name_the_rows_they
     assert [why for _, why in problems] == [
         "trips_performed: no service_date or trip_id_performed",
         "stop_visits: departure_load -4 is no count",
+        f"stop_visits: departure_load {history.MAX_LOAD + 1} is no count",
         "stop_visits: no service_date or trip_id_performed",
     ]
 
@@ -129,6 +131,12 @@ def test_no_forecast_without_history_and_never_a_number_for_a_trip_never_seen(gr
     assert all((p is None) == (s.trip_id == some_trip) for s, p in zip(slots, predicted))
 
 
+def test_a_route_too_quiet_to_say_a_level_is_forecast_at_its_usual_level():
+    quiet = [history.Observation(DAY - datetime.timedelta(days=d), "r1", 1, "a", 0, "t1") for d in range(1, 29)]
+    level = model.Level(quiet)
+    assert (level.weeks, level.ahead, level.slope) == ({}, 1.0, 0.0)
+
+
 def test_rows_carry_the_level_of_the_latest_trains_capacity_and_no_invented_status():
     slot = history.Slot(DAY, "r1", 2, "b", "ic3", 0, 0, 1, 4, "weekdays")
     prediction = model.Prediction(151.4, 120.2, 180.9)
@@ -197,12 +205,21 @@ def test_tides_rows_as_text_are_typed_and_what_breaks_a_type_is_named():
         },
     )
     assert wrong == ["actual_arrival_time has no time zone"]
-
-
-def test_the_forecast_tables_levels_are_the_gtfs_realtime_ones():
-    from occupancy import fleet, tides
-
-    assert tides.FORECAST_LEVELS == (*fleet.OCCUPANCY_LEVELS, fleet.NO_DATA_AVAILABLE)
+    _, wrong = tides_read.typed_row(
+        "stop_visits",
+        {"service_date": "2026-12-07", "trip_id_performed": "x", "trip_stop_sequence": str(2**63)},
+    )
+    assert wrong == [f"trip_stop_sequence: {str(2**63)!r} is not of type integer"]
+    row, wrong = tides_read.typed_row(
+        "stop_visits",
+        {
+            "service_date": "2026-12-07",
+            "trip_id_performed": "x",
+            "trip_stop_sequence": 1,
+            "departure_load": float("nan"),
+        },
+    )
+    assert wrong == [] and row["departure_load"] is None  # NaN: Parquet's missing number
 
 
 def test_the_same_day_forecast_keeps_todays_riders_as_far_as_they_ride_and_scales_the_rest():

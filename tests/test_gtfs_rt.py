@@ -2,17 +2,13 @@
 validator from PyPI (gtfs-rt-validator), and served by the real API over the emulator."""
 
 import datetime
-import json
-import subprocess
-import sys
-import zipfile
 
 import pytest
 from google.transit import gtfs_realtime_pb2 as pb
 
 from api.gtfs_rt import build_feed
 from occupancy import fleet, registry
-from tests.support import ago, write_realtime
+from tests.support import ago, gtfs_rt_notices, write_realtime
 
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -104,36 +100,7 @@ GTFS_STATIC = {
 
 
 def validate(feed, tmp_path, static=None, at=NOW):
-    """The notices (code, severity) of gtfs-rt-validator (PyPI) on this feed message."""
-    tmp_path.mkdir()
-    gtfs = tmp_path / "gtfs.zip"
-    with zipfile.ZipFile(gtfs, "w") as z:
-        for name, text in (static or GTFS_STATIC).items():
-            z.writestr(name, text)
-    message = tmp_path / "vehicle-positions.pb"
-    message.write_bytes(feed.SerializeToString())
-    out = tmp_path / "report"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gtfs_rt_validator.cli",
-            "-gtfs",
-            str(gtfs),
-            "-vp",
-            str(message),
-            "--at",
-            at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr
-    assert json.loads((out / "system_errors.json").read_text())["notices"] == []
-    return [(n["code"], n["severity"]) for n in json.loads((out / "report.json").read_text())["notices"]]
+    return gtfs_rt_notices(feed, tmp_path, static or GTFS_STATIC, at)
 
 
 def test_the_feed_passes_a_gtfs_realtime_validator(tmp_path):

@@ -1,8 +1,10 @@
 """Coarse public numbers: sampled once per departure, a rounded percentage, a level drawn with
 secret-seeded boundaries, nothing for small vehicles; operators still see the counts."""
 
+import base64
 import concurrent.futures
 import datetime
+import json
 
 import httpx
 import pytest
@@ -236,6 +238,12 @@ def test_the_public_history_is_one_sample_per_hold_at_its_end_read_once_for_ever
             if not cursor:
                 break
         assert walked == items
+        # A bound or a cursor inside a hold is widened to whole holds: no bound cuts a hold.
+        mid = datetime.timedelta(hours=10)
+        assert http.get(path, params={"to": (days[2] + mid).isoformat()}).json()["items"] == items[:2]
+        assert http.get(path, params={"from": (days[1] + mid).isoformat()}).json()["items"] == items[1:]
+        forged = base64.urlsafe_b64encode(json.dumps({"t": (days[1] + mid).isoformat(), "id": "h5"}).encode())
+        assert http.get(path, params={"cursor": forged.decode()}).json()["items"] == items[1:]
         # An operator gets every bucket, exact.
         operator = http.get(path, headers=tokens["operator"]).json()["items"]
         assert [(parse_time(i["timestamp"]), i["value"]) for i in operator] == exact

@@ -3,9 +3,6 @@ forecast document and the load on board (pure), checked by gtfs-rt-validator (Py
 the static feed."""
 
 import datetime
-import json
-import subprocess
-import sys
 
 import pytest
 from google.transit import gtfs_realtime_pb2 as pb
@@ -14,6 +11,7 @@ from api.trip_updates import build_trip_updates, stops_ahead
 from occupancy import fleet, schedule
 from occupancy.forecast import rows
 from tests import schedule_feed
+from tests.support import gtfs_rt_notices
 
 UTC = datetime.timezone.utc
 # The stops r1 calls at, which schedule_feed's stops.txt leaves out.
@@ -64,34 +62,7 @@ def test_the_stops_to_come_carry_the_forecast_corrected_by_the_load_on_board():
 
 
 def validate(feed, tmp_path):
-    """gtfs-rt-validator's notices (code, severity) on a TripUpdates message."""
-    tmp_path.mkdir()
-    gtfs = schedule_feed.write(tmp_path / "gtfs.zip", STATIC)
-    message = tmp_path / "trip-updates.pb"
-    message.write_bytes(feed.SerializeToString())
-    out = tmp_path / "report"
-    at = LEFT_B.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gtfs_rt_validator.cli",
-            "-gtfs",
-            gtfs,
-            "-tu",
-            str(message),
-            "--at",
-            at,
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr
-    assert json.loads((out / "system_errors.json").read_text())["notices"] == []
-    return [(n["code"], n["severity"]) for n in json.loads((out / "report.json").read_text())["notices"]]
+    return gtfs_rt_notices(feed, tmp_path, STATIC, LEFT_B, role="-tu")
 
 
 @pytest.mark.parametrize("on_board", [150, 20])

@@ -5,7 +5,8 @@
   (occupancy.tides_read); a row that breaks the table's types is a dead letter naming its file
   and row, a file that cannot be read one naming the file; the rest is used.
 * `WriteForecastFiles`: PCollection[forecast row] -> PCollection[path]: one Parquet file per
-  service date, `<root>/occupancy_forecast/service_date=<day>/<part>.parquet`, its bytes a
+  service date, `<root>/occupancy_forecast/service_date=<day>/<part>.parquet` (the latest run
+  replaces a day's file), its bytes a
   function of its rows (occupancy.tides_parquet).
 * `WriteForecastDocuments`: PCollection[forecast row] -> PCollection[dead letter]: one Firestore
   document per trip and service date (occupancy.forecast.rows.trip_document), what the API
@@ -31,6 +32,9 @@ from occupancy.store import RetryPolicy, commit_documents, make_client
 
 _LOGGER = logging.getLogger(__name__)
 DEAD_LETTER = "dead_letter"
+# Every run writes a service date's file under this name: the latest run's forecast of a day
+# replaces the one before (a reader never sees two forecasts of a departure).
+FORECAST_PART = "forecast"
 _PARTITION = re.compile(r"/service_date=(\d{4}-\d{2}-\d{2})/")
 
 

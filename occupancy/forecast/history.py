@@ -6,6 +6,9 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from occupancy.schedule import Schedule, Trip
 
+# More people than any train carries: a load above this is no count.
+MAX_LOAD = 10_000
+
 
 class Observation(NamedTuple):
     """One stop visit's departure load, on the GTFS trip its trip performed ran."""
@@ -83,7 +86,7 @@ def observations(
         trip = scheduled.get((day, performed))
         if trip is None or sequence is None or row.get("departure_load") in (None, ""):
             continue
-        if load is None or load < 0:
+        if load is None or not 0 <= load <= MAX_LOAD:
             problems.append((row, f"stop_visits: departure_load {row.get('departure_load')!r} is no count"))
             continue
         out.append(

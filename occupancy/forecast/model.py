@@ -71,13 +71,14 @@ class Level:
             weeks.setdefault(_week(day), []).append(float(np.median(day_ratios)))
         self.weeks = {week: float(np.mean(ratios)) for week, ratios in sorted(weeks.items())}
         recent = sorted(self.weeks)[-TREND_WEEKS:]
-        logs = np.log([max(self.weeks[w], 1e-3) for w in recent])
-        if len(recent) >= 3:
-            slope, intercept = np.polyfit(np.array(recent, dtype=float), logs, 1)
-        else:
-            slope, intercept = 0.0, float(np.mean(logs))
-        self.slope = float(slope)  # a week's growth, as a log
-        self.ahead = float(np.exp(intercept + slope * recent[-1]))
+        self.slope, self.ahead = 0.0, 1.0  # no week says anything (a quiet route): as usual
+        if recent:
+            logs = np.log([max(self.weeks[w], 1e-3) for w in recent])
+            slope, intercept = (
+                np.polyfit(np.array(recent, dtype=float), logs, 1) if len(recent) >= 3 else (0.0, np.mean(logs))
+            )
+            self.slope = float(slope)  # a week's growth, as a log
+            self.ahead = float(np.exp(intercept + slope * recent[-1]))
 
     def of_week(self, day: datetime.date) -> float:
         """The level of a week of the history (the level ahead, for a week it does not hold)."""

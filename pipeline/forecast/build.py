@@ -46,4 +46,4 @@ def build_pipeline(p: beam.Pipeline, options: ForecastOptions):
         | "DeadLettersAsJson" >> beam.Map(json.dumps, sort_keys=True)
         | "WriteDeadLetters" >> beam.io.WriteToText(f"{root}/dead_letters/{start}", file_name_suffix=".jsonl")
     )
-    return forecast | "WriteForecast" >> forecast_io.WriteForecastFiles(root, start.isoformat())
+    return forecast | "WriteForecast" >> forecast_io.WriteForecastFiles(root, forecast_io.FORECAST_PART)

@@ -62,8 +62,8 @@ class ForecastOptions(PipelineOptions):
             "--forecast_output",
             default="",
             help="Where the rows are written as Parquet (local or gs://): "
-            "<root>/occupancy_forecast/service_date=<day>/<start>.parquet; dead letters under "
-            "<root>/dead_letters/.",
+            "<root>/occupancy_forecast/service_date=<day>/forecast.parquet (a later run replaces "
+            "a day's); dead letters under <root>/dead_letters/.",
         )
         ahead.add_argument(
             "--forecast_collection",
