@@ -68,6 +68,7 @@ def trip_forecast(
         "service_date": day.isoformat(),
         "model": document.get("model"),
         "history_days": document.get("history_days"),
+        "forecast_start": document.get("forecast_start"),
         "stops": [_stop_out(s, exact, request.app.state.privacy_policy) for s in _stops(document)],
     }
 

@@ -185,6 +185,9 @@ class TripForecast(BaseModel):
     service_date: str = Field(description="YYYY-MM-DD")
     model: Optional[str] = None
     history_days: Optional[int] = Field(None, description="Days of history the model was fitted on.")
+    forecast_start: Optional[str] = Field(
+        None, description="YYYY-MM-DD: the first day of the run that made it (the lead time is service_date minus it)."
+    )
     stops: List[ForecastStop]
 
 

@@ -111,6 +111,7 @@ FIELDS: Dict[str, Tuple[Field, ...]] = {
         Field("occupancy_status", "string", enum=FORECAST_LEVELS),
         Field("model", "string", required=True),
         Field("history_days", "integer", required=True, minimum=0),
+        Field("forecast_start", "date", required=True),
     ),
 }
 # Each table's key: what a row is the one row of. TIDES's primaryKey; stop_visits' names the
@@ -120,7 +121,8 @@ KEYS = {
     "stop_visits": ("service_date", "trip_id_performed", "trip_stop_sequence", "vehicle_id"),
     "passenger_events": ("passenger_event_id",),
     "trips_performed": ("service_date", "trip_id_performed"),
-    "occupancy_forecast": ("service_date", "trip_id", "stop_sequence"),
+    # Each run forecasts from its start on: a day is forecast again by every later run.
+    "occupancy_forecast": ("service_date", "trip_id", "stop_sequence", "forecast_start"),
 }
 
 

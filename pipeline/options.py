@@ -15,7 +15,7 @@ def _timezone(text: str) -> str:
     return text
 
 
-def _dataset(text: str) -> str:
+def bigquery_dataset(text: str) -> str:
     project, _, dataset = text.rpartition(".")
     # A dataset's name is letters, digits and underscores (BigQuery's naming rules).
     if text and not (project and re.fullmatch(r"[A-Za-z0-9_]{1,1024}", dataset)):
@@ -151,7 +151,7 @@ class OccupancyOptions(PipelineOptions):
         )
         tides.add_argument(
             "--tides_bigquery",
-            type=_dataset,
+            type=bigquery_dataset,
             default="",
             help="The BigQuery dataset, PROJECT.DATASET, whose stop_visits, passenger_events and trips_performed "
             "tables the job writes the TIDES rows to, exactly once (Storage Write API; make the "

@@ -146,8 +146,10 @@ def test_rows_carry_the_level_of_the_latest_trains_capacity_and_no_invented_stat
         {"r1": 300, "r3": 300},
         "level-hgb",
         56,
+        DAY - datetime.timedelta(days=3),
     )
     assert set(out[0]) == set(rows.FIELDS)
+    assert {r["forecast_start"] for r in out} == {DAY - datetime.timedelta(days=3)}
     assert (out[0]["predicted_load"], out[0]["predicted_load_p10"], out[0]["predicted_load_p90"]) == (151, 120, 181)
     assert (out[0]["occupancy_percentage"], out[0]["occupancy_status"]) == (50, "STANDING_ROOM_ONLY")
     assert (out[1]["predicted_load"], out[1]["occupancy_percentage"], out[1]["occupancy_status"]) == (151, None, None)

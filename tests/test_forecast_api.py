@@ -44,6 +44,7 @@ def _write(client, trip_id: str, day: datetime.date, loads):
             "occupancy_status": "FEW_SEATS_AVAILABLE" if load < 150 else "STANDING_ROOM_ONLY",
             "model": "level-hgb",
             "history_days": 56,
+            "forecast_start": day - datetime.timedelta(days=2),
         }
         for (sequence, stop), load in zip(((1, "basel"), (2, "chur")), loads)
     ]
@@ -65,6 +66,7 @@ def test_a_trips_forecast_and_a_stops_departures_public_coarse_operators_exact(f
             ("chur", "STANDING_ROOM_ONLY", 50),
         ]
         assert all("predicted_load" not in s for s in stops)
+        assert public.json()["forecast_start"] == (today - datetime.timedelta(days=2)).isoformat()
         operator = http.get("/v1/trips/now-7777/forecast", headers=tokens["operator"]).json()["stops"]
         assert [(s["predicted_load"], s["predicted_load_p10"], s["predicted_load_p90"]) for s in operator] == [
             (131, 111, 156),

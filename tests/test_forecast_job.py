@@ -7,6 +7,7 @@ departure, dead letters naming the file and row of what breaks the TIDES types."
 import csv
 import datetime
 import json
+import operator
 import pathlib
 
 import apache_beam as beam
@@ -61,7 +62,9 @@ def _text(value):
     return str(value)
 
 
-def test_the_forecast_job_reads_tides_as_written_and_forecasts_every_scheduled_departure(firestore_client, tmp_path):
+def test_the_forecast_job_reads_tides_as_written_and_forecasts_every_scheduled_departure(
+    firestore_client, bigquery, tmp_path
+):
     simulated = ridership.simulate(SCENARIO)
     files = ridership.gtfs_files(SCENARIO)
     # One more route the history never saw: its departures are rows of NO_DATA_AVAILABLE.
@@ -89,6 +92,7 @@ def test_the_forecast_job_reads_tides_as_written_and_forecasts_every_scheduled_d
             "--forecast_days=7",
             f"--forecast_output={out}",
             f"--firestore_project={PROJECT}",
+            "--forecast_bigquery=demo-occupancy.tides",
         ],
         direct_running_mode="multi_threading",
         direct_num_workers=4,
@@ -102,6 +106,11 @@ def test_the_forecast_job_reads_tides_as_written_and_forecasts_every_scheduled_d
     scheduled = {(s.service_date, s.trip_id, s.stop_sequence) for s in history.slots(feed_schedule, START, 7)}
     assert {(r["service_date"], r["trip_id"], r["stop_sequence"]) for r in rows} == scheduled
     assert len(rows) == len(scheduled)  # one row each
+    # The same rows in BigQuery (tests/bigquery_write_server.py), each once, a committed stream a day.
+    key = operator.itemgetter("service_date", "trip_id", "stop_sequence")
+    in_bigquery = bigquery.committed["projects/demo-occupancy/datasets/tides/tables/occupancy_forecast"]
+    assert sorted(in_bigquery, key=key) == sorted(rows, key=key)
+    assert len(bigquery.streams) == 7 and all(s.committed for s in bigquery.streams.values())
     assert sorted({p.name for p in (out / "occupancy_forecast").iterdir()}) == [
         f"service_date={START + datetime.timedelta(days=d)}" for d in range(7)
     ]
@@ -111,6 +120,7 @@ def test_the_forecast_job_reads_tides_as_written_and_forecasts_every_scheduled_d
     assert all(r["predicted_load_p10"] <= r["predicted_load"] <= r["predicted_load_p90"] for r in known)
     assert {r["history_days"] for r in known} == {42}
     assert {r["model"] for r in rows} == {"level-hgb"}
+    assert {r["forecast_start"] for r in rows} == {START}
     # The last train's trips have no capacity in the registry: no percentage, no level, a load.
     latest = {}
     for trip in simulated.trips_performed:

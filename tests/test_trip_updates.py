@@ -41,6 +41,7 @@ def forecast_document(loads):
                 "occupancy_status": None,
                 "model": "level-hgb",
                 "history_days": 56,
+                "forecast_start": DAY,
             }
             for (sequence, stop), load in zip(((1, "a"), (2, "b"), (3, "c"), (4, "d")), loads)
         ]

@@ -128,7 +128,7 @@ class _ForecastRoute(beam.DoFn):
             fitted.history_days,
             len(slots),
         )
-        for row in rows.forecast_rows(slots, predictions, capacity, model.NAME, fitted.history_days):
+        for row in rows.forecast_rows(slots, predictions, capacity, model.NAME, fitted.history_days, self._start):
             self._rows.inc()
             if row["predicted_load"] is None:
                 self._no_data.inc()

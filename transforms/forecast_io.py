@@ -8,12 +8,15 @@
   service date, `<root>/occupancy_forecast/service_date=<day>/<part>.parquet` (the latest run
   replaces a day's file), its bytes a
   function of its rows (occupancy.tides_parquet).
+* `at_service_date`: a forecast row at its service date's midnight (UTC), so that the BigQuery
+  sink (transforms.tides_bigquery_sink, `DAY_S` windows) writes a service date per pane.
 * `WriteForecastDocuments`: PCollection[forecast row] -> PCollection[dead letter]: one Firestore
   document per trip and service date (occupancy.forecast.rows.trip_document), what the API
   serves; transient errors retried (bounded), a document refused for good a dead letter.
 """
 
 import csv
+import datetime
 import io
 import json
 import logging
@@ -22,7 +25,7 @@ import time
 
 import apache_beam as beam
 from apache_beam.io import fileio
-from apache_beam.transforms.window import GlobalWindow
+from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -35,6 +38,8 @@ DEAD_LETTER = "dead_letter"
 # Every run writes a service date's file under this name: the latest run's forecast of a day
 # replaces the one before (a reader never sees two forecasts of a departure).
 FORECAST_PART = "forecast"
+TABLE = forecast_rows.TABLE
+DAY_S = 86400
 _PARTITION = re.compile(r"/service_date=(\d{4}-\d{2}-\d{2})/")
 
 
@@ -220,3 +225,8 @@ class WriteForecastDocuments(beam.PTransform):
             | "GroupByTripAndDay" >> beam.GroupByKey()
             | "CommitForecasts" >> beam.ParDo(_CommitDocuments(*self._args))
         )
+
+
+def at_service_date(row: dict) -> TimestampedValue:
+    midnight = datetime.datetime.combine(row["service_date"], datetime.time(), datetime.timezone.utc)
+    return TimestampedValue(row, midnight.timestamp())

@@ -1,4 +1,5 @@
-"""Predictions -> rows of the forecast table, one per (service_date, trip_id, stop_sequence).
+"""Predictions -> rows of the forecast table, one per (service_date, trip_id, stop_sequence)
+of a run, with the run's first day (`forecast_start`: a day's lead time is service_date minus it).
 
 `occupancy_status` is a GTFS-Realtime OccupancyStatus name from the predicted load and the
 capacity of the train that ran the trip most recently; without a capacity, no percentage and
@@ -6,6 +7,7 @@ no status (never an invented one); without a prediction (no usable history), no 
 NO_DATA_AVAILABLE.
 """
 
+import datetime
 import hashlib
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -16,6 +18,8 @@ from occupancy.forecast.model import Prediction
 
 TABLE = "occupancy_forecast"
 FIELDS = tuple(f.name for f in tides.FIELDS[TABLE])
+# Fields the same for every stop of a trip's document.
+_PER_TRIP = ("service_date", "trip_id", "model", "history_days", "forecast_start")
 
 
 def latest_vehicles(observations: Iterable[Observation]) -> Dict[str, str]:
@@ -33,6 +37,7 @@ def forecast_rows(
     capacity_of_trip: Dict[str, int],
     model: str,
     history_days: int,
+    start: datetime.date,
     thresholds: Thresholds = Thresholds(),
 ) -> List[dict]:
     out = []
@@ -50,6 +55,7 @@ def forecast_rows(
             "occupancy_status": NO_DATA_AVAILABLE,
             "model": model,
             "history_days": history_days,
+            "forecast_start": start,
         }
         if prediction is not None:
             row.update(
@@ -80,8 +86,9 @@ def trip_document(trip_rows: Sequence[dict]) -> dict:
         "service_date": day,
         "model": first["model"],
         "history_days": first["history_days"],
+        "forecast_start": first["forecast_start"].isoformat(),
         "stops": [
-            {k: row[k] for k in FIELDS if k not in ("service_date", "trip_id", "model", "history_days")}
+            {k: row[k] for k in FIELDS if k not in _PER_TRIP}
             for row in sorted(trip_rows, key=lambda r: r["stop_sequence"])
         ],
     }

@@ -7,6 +7,7 @@ import apache_beam as beam
 from pipeline.forecast.options import ForecastOptions
 from transforms import forecast_io
 from transforms.forecast import ForecastRoutes, JoinObservations
+from transforms.tides_bigquery_sink import WriteTidesBigQuery
 
 TABLES = ("stop_visits", "trips_performed")
 
@@ -39,6 +40,12 @@ def build_pipeline(p: beam.Pipeline, options: ForecastOptions):
             forecast
             | "WriteForecastDocuments"
             >> forecast_io.WriteForecastDocuments(project, shared.firestore_database, options.forecast_collection)
+        )
+    if options.forecast_bigquery:
+        dead.append(
+            {forecast_io.TABLE: forecast | "ByServiceDate" >> beam.Map(forecast_io.at_service_date)}
+            | "WriteForecastBigQuery"
+            >> WriteTidesBigQuery(options.forecast_bigquery, forecast_io.DAY_S, shared.write_retry_deadline_s)
         )
     (
         dead

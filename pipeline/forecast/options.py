@@ -6,7 +6,7 @@ import datetime
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from occupancy.cli import positive_int
-from pipeline.options import OccupancyOptions
+from pipeline.options import OccupancyOptions, bigquery_dataset
 
 
 def _date(text: str) -> str:
@@ -64,6 +64,15 @@ class ForecastOptions(PipelineOptions):
             help="Where the rows are written as Parquet (local or gs://): "
             "<root>/occupancy_forecast/service_date=<day>/forecast.parquet (a later run replaces "
             "a day's); dead letters under <root>/dead_letters/.",
+        )
+        ahead.add_argument(
+            "--forecast_bigquery",
+            type=bigquery_dataset,
+            default="",
+            help="The BigQuery dataset, PROJECT.DATASET, whose occupancy_forecast table the rows are "
+            "also appended to, exactly once per run (Storage Write API; the table is made with the TIDES "
+            "tables: python -m occupancy.tides_bigquery create). Every run appends its own rows: "
+            "forecast_start tells the runs apart. Empty: not written.",
         )
         ahead.add_argument(
             "--forecast_collection",
