@@ -89,6 +89,8 @@ IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/occupancy-pipeline:$(
 TEMPLATE_SPEC ?= gs://$(BUCKET)/templates/occupancy-$(TAG).json
 # The batch replay's spec, on the same image (templates/replay.json).
 REPLAY_SPEC ?= gs://$(BUCKET)/templates/occupancy-replay-$(TAG).json
+# The forecast job's spec, on the same image (templates/forecast.json).
+FORECAST_SPEC ?= gs://$(BUCKET)/templates/occupancy-forecast-$(TAG).json
 JOB_NAME ?= occupancy
 SUBSCRIPTION ?= projects/$(PROJECT)/subscriptions/occupancy-pipeline
 DEAD_LETTER_TOPIC ?= projects/$(PROJECT)/topics/occupancy-dead-letters
@@ -109,7 +111,7 @@ SETUP_BEAM_VERSION = $(shell sed -n 's/^BEAM_VERSION = "\(.*\)"$$/\1/p' setup.py
 require = $(if $(strip $($(1))),,$(error $(1) is not set: run make $@ PROJECT=<project-id> REGION=<region> BUCKET=<bucket> (docs/operations.md, "Deploy to Dataflow")))
 require_cloud = $(call require,PROJECT)$(call require,REGION)$(call require,BUCKET)
 
-.PHONY: deploy-infra template-image template launch replay dataflow drain
+.PHONY: deploy-infra template-image template launch replay forecast-launch dataflow drain
 
 # Topic, subscriptions, dead-letter topic, service accounts with least-privilege
 # roles, staging bucket, image repository, Firestore indexes (deploy/infra.sh).
@@ -132,7 +134,8 @@ endif
 
 # Image, then the template spec (gs://BUCKET/templates/occupancy-TAG.json). gcloud builds and
 # checks the spec; it drops the metadata's streaming fields, which pipeline.launch puts back.
-# Then the batch replay's spec on the same image (occupancy-replay-TAG.json).
+# Then the batch replay's and the forecast's specs on the same image (occupancy-replay-TAG.json,
+# occupancy-forecast-TAG.json).
 template: template-image
 	@:$(require_cloud)
 	mkdir -p .local
@@ -147,7 +150,12 @@ template: template-image
 	  --image='$(IMAGE)' --sdk-language=PYTHON --metadata-file=.local/replay-metadata.json \
 	  --service-account-email='$(PIPELINE_SA)' \
 	  --staging-location='gs://$(BUCKET)/staging' --temp-location='gs://$(BUCKET)/tmp'
-	@echo "template $(TEMPLATE_SPEC), replay template $(REPLAY_SPEC), image $(IMAGE)"
+	$(PY) -m pipeline.template_metadata templates/forecast.json > .local/forecast-metadata.json
+	gcloud dataflow flex-template build '$(FORECAST_SPEC)' --project='$(PROJECT)' \
+	  --image='$(IMAGE)' --sdk-language=PYTHON --metadata-file=.local/forecast-metadata.json \
+	  --service-account-email='$(PIPELINE_SA)' \
+	  --staging-location='gs://$(BUCKET)/staging' --temp-location='gs://$(BUCKET)/tmp'
+	@echo "template $(TEMPLATE_SPEC), replay template $(REPLAY_SPEC), forecast template $(FORECAST_SPEC), image $(IMAGE)"
 
 # Starts the job from the template through the Dataflow API (python -m pipeline.launch);
 # UPDATE=1 replaces the running job of that name, MAPPINGS="Old=New ..." for renamed steps.
@@ -173,6 +181,22 @@ replay: install
 	  --template '$(REPLAY_SPEC)' --service_account '$(PIPELINE_SA)' \
 	  --staging_location 'gs://$(BUCKET)/staging' --temp_location 'gs://$(BUCKET)/tmp' \
 	  --parameter 'archive=$(ARCHIVE)' --parameter 'sdk_container_image=$(IMAGE)' \
+	  $(foreach p,$(PARAMS),--parameter '$(p)')
+
+# The forecast job from its template (docs/forecast.md): TIDES_INPUT (the occupancy job's
+# tides_output), GTFS_STATIC and FORECAST_OUTPUT on Cloud Storage; PARAMS for the rest
+# (forecast_start=YYYY-MM-DD forecast_days=28 forecast_bigquery=PROJECT.DATASET ...).
+TIDES_INPUT ?=
+GTFS_STATIC ?=
+FORECAST_OUTPUT ?=
+FORECAST_JOB_NAME ?= occupancy-forecast
+forecast-launch: install
+	@:$(require_cloud)$(call require,TAG)$(call require,TIDES_INPUT)$(call require,GTFS_STATIC)$(call require,FORECAST_OUTPUT)
+	$(PY) -m pipeline.launch launch --batch --project '$(PROJECT)' --region '$(REGION)' --job_name '$(FORECAST_JOB_NAME)' \
+	  --template '$(FORECAST_SPEC)' --service_account '$(PIPELINE_SA)' \
+	  --staging_location 'gs://$(BUCKET)/staging' --temp_location 'gs://$(BUCKET)/tmp' \
+	  --parameter 'tides_input=$(TIDES_INPUT)' --parameter 'gtfs_static=$(GTFS_STATIC)' \
+	  --parameter 'forecast_output=$(FORECAST_OUTPUT)' --parameter 'sdk_container_image=$(IMAGE)' \
 	  $(foreach p,$(PARAMS),--parameter '$(p)')
 
 # Direct launch from this checkout, without a template. Workers run IMAGE (built by

@@ -2,10 +2,11 @@
 templates/metadata.json (the streaming job's) and an overlay, so that the parameters both
 templates share are written once.
 
-The overlay (templates/replay.json, the batch replay's) gives the new template's `name`,
-`description` and `streaming`, the parameters it has `without`, and its own `parameters`,
-which come first. `make template` writes the result to .local/ and builds a spec from it with
-the same image.
+The overlay (templates/replay.json, the batch replay's; templates/forecast.json, the forecast
+job's) gives the new template's `name`, `description` and `streaming`, the base's parameters
+it has `without` (or `only` those it keeps), and its own `parameters`, which come first (one
+may replace a base parameter the overlay does not keep). `make template` writes the result to
+.local/ and builds a spec from it with the same image.
 """
 
 import argparse
@@ -18,20 +19,28 @@ STREAMING_MODES = ("supportsAtLeastOnce", "supportsExactlyOnce", "defaultStreami
 
 
 class OverlayError(ValueError):
-    """An overlay that names a parameter the base does not have, or one it already has."""
+    """An overlay that names a parameter the base does not have, or adds one the base keeps."""
 
 
 def derive(base: dict, overlay: dict) -> dict:
     """The metadata `overlay` describes, on the parameters of `base`."""
     names = [p["name"] for p in base["parameters"]]
-    missing = sorted(set(overlay.get("without", ())) - set(names))
+    if "without" in overlay and "only" in overlay:
+        raise OverlayError("the overlay names both the parameters it has without and the only ones it keeps")
+    without = set(overlay.get("without", ()))
+    if "only" in overlay:
+        missing = sorted(set(overlay["only"]) - set(names))
+        if missing:
+            raise OverlayError(f"the overlay keeps parameters the base does not have: {missing}")
+        without = set(names) - set(overlay["only"])
+    missing = sorted(without - set(names))
     if missing:
         raise OverlayError(f"the overlay removes parameters the base does not have: {missing}")
     added = overlay.get("parameters", [])
-    clash = sorted({p["name"] for p in added} & set(names))
+    clash = sorted({p["name"] for p in added} & (set(names) - without))
     if clash:
         raise OverlayError(f"the overlay adds parameters the base already has: {clash}")
-    kept = [p for p in base["parameters"] if p["name"] not in set(overlay.get("without", ()))]
+    kept = [p for p in base["parameters"] if p["name"] not in without]
     result = {key: value for key, value in base.items() if key != "parameters" and key not in STREAMING_MODES}
     for key in ("name", "description", "streaming"):
         if key in overlay:

@@ -348,7 +348,9 @@ def _make(*args):
     )
 
 
-@pytest.mark.parametrize("target", ["deploy-infra", "template", "launch", "replay", "dataflow", "drain", "api-deploy"])
+@pytest.mark.parametrize(
+    "target", ["deploy-infra", "template", "launch", "replay", "forecast-launch", "dataflow", "drain", "api-deploy"]
+)
 def test_make_targets_say_what_is_missing(target):
     out = _make(target)
     assert out.returncode != 0
@@ -393,6 +395,39 @@ def test_make_replay_launches_the_batch_template_with_the_archive():
         "archive=gs://demo-archive/events/*",
         "sdk_container_image=europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:v1",
         "history_collection=history_replay",
+    ]
+
+
+def test_make_template_builds_the_forecast_spec_and_forecast_launch_starts_it():
+    from pipeline import launch
+
+    out = _make("template", *CLOUD)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.replace("\\\n", " ")
+    assert "pipeline.template_metadata templates/forecast.json > .local/forecast-metadata.json" in text
+    [build] = [ln for ln in text.splitlines() if "flex-template build" in ln and "occupancy-forecast-v1.json" in ln]
+    image = "europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:v1"
+    assert f"--image='{image}'" in build and "--metadata-file=.local/forecast-metadata.json" in build
+    assert "--enable-streaming-engine" not in build
+    assert "TIDES_INPUT is not set" in _make("forecast-launch", *CLOUD).stderr
+    out = _make(
+        "forecast-launch",
+        *CLOUD,
+        "TIDES_INPUT=gs://demo-occupancy-bucket/tides",
+        "GTFS_STATIC=gs://demo-occupancy-bucket/gtfs.zip",
+        "FORECAST_OUTPUT=gs://demo-occupancy-bucket/forecast",
+        "PARAMS=forecast_days=28",
+    )
+    assert out.returncode == 0, out.stderr
+    args = launch.build_parser().parse_args(_make_line(out, "pipeline.launch")[3:])
+    assert args.batch is True and args.job_name == "occupancy-forecast"
+    assert args.template == "gs://demo-occupancy-bucket/templates/occupancy-forecast-v1.json"
+    assert args.parameter == [
+        "tides_input=gs://demo-occupancy-bucket/tides",
+        "gtfs_static=gs://demo-occupancy-bucket/gtfs.zip",
+        "forecast_output=gs://demo-occupancy-bucket/forecast",
+        f"sdk_container_image={image}",
+        "forecast_days=28",
     ]
 
 

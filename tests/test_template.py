@@ -9,6 +9,7 @@ Firestore indexes: tests/test_template_image.py; the deployment scripts and
 make targets: tests/test_deploy.py.
 """
 
+import datetime
 import json
 import os
 import pathlib
@@ -303,6 +304,147 @@ def test_an_overlay_naming_unknown_or_existing_parameters_is_refused():
         derive(base, {"without": ["input_queue"]})
     with pytest.raises(OverlayError, match="already has"):
         derive(base, {"parameters": [{"name": "timezone", "label": "x", "helpText": "x"}]})
+
+
+# --- the forecast's batch template: templates/forecast.json on metadata.json ----------------
+
+FORECAST_OVERLAY = REPO / "templates" / "forecast.json"
+# The occupancy job's options the forecast job reads too (ForecastOptions.shared, the registry).
+SHARED_WITH_FORECAST = {"gtfs_static", "firestore_project", "firestore_database", "trains_collection"}
+FORECAST_GOOD = {
+    "forecast_output": ["gs://my-bucket/forecast", "gs://occupancy-analytics/forecast/v1"],
+    "gtfs_static": ["gs://my-bucket/gtfs/gtfs.zip"],
+    "tides_input": ["gs://my-bucket/tides"],
+    "stop_visits": ["gs://my-bucket/tides/stop_visits/**.parquet", "gs://other-tool/tides/stop_visits.csv"],
+    "trips_performed": ["gs://my-bucket/tides/trips_performed/**.parquet"],
+    "forecast_start": ["2026-12-08", "2027-01-31"],
+    "forecast_days": ["14", "1", "90"],
+    "forecast_bigquery": ["my-project.tides", "occupancy-prod-123.TIDES_2026"],
+    "forecast_collection": ["forecasts", "forecasts_staging"],
+}
+FORECAST_BAD = {
+    "forecast_output": ["/tmp/forecast", "gs://my-bucket forecast", "s3://b/f", ""],
+    "gtfs_static": ["/data/gtfs.zip", ""],
+    "tides_input": ["tides", "file:///tmp/tides"],
+    "stop_visits": ["gs://my-bucket", "stop_visits.csv"],
+    "trips_performed": ["gs://my-bucket/", "*.parquet"],
+    "forecast_start": ["2026-13-01", "08.12.2026", "tomorrow", ""],
+    "forecast_days": ["0", "-1", "1.5", "1000", ""],
+    "forecast_bigquery": ["tides", "my-project:tides", "my-project.ti-des"],
+    "forecast_collection": ["a/b", "", "_x"],
+}
+
+
+@pytest.fixture(scope="module")
+def forecast_metadata(tmp_path_factory):
+    """What `make template` builds the forecast's spec from (python -m pipeline.template_metadata)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline.template_metadata", str(FORECAST_OVERLAY), "--base", str(METADATA)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr
+    path = tmp_path_factory.mktemp("forecast") / "forecast-metadata.json"
+    path.write_text(out.stdout)
+    return path
+
+
+@pytest.fixture(scope="module")
+def forecast_actions(actions):
+    """ForecastOptions' own flags as argparse builds them, by dest, with the shared ones."""
+    import argparse
+
+    from pipeline.forecast.options import ForecastOptions
+
+    parser = argparse.ArgumentParser()
+    ForecastOptions._add_argparse_args(parser)
+    own = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+    return {**own, **{name: actions[name] for name in SHARED_WITH_FORECAST | {"write_retry_deadline_s"}}}
+
+
+def test_the_forecast_template_is_batch_with_every_forecast_option(forecast_metadata, params, forecast_actions):
+    TemplateMetadata.from_json(forecast_metadata.read_text())  # strict: unknown fields fail
+    meta = json.loads(forecast_metadata.read_text())
+    assert meta["streaming"] is False
+    assert not {"supportsAtLeastOnce", "supportsExactlyOnce", "defaultStreamingMode"} & set(meta)
+    names = [p["name"] for p in meta["parameters"]]
+    assert len(names) == len(set(names)) and set(names) == set(forecast_actions)
+    own = {p["name"]: p for p in meta["parameters"] if p["name"] in FORECAST_GOOD}
+    for name, param in own.items():  # required as validate_forecast requires them
+        required = name in ("forecast_output", "gtfs_static")
+        assert param.get("isOptional", False) is not required, name
+        assert ("Required." in param["helpText"]) is required, name
+        if not required:
+            default = forecast_actions[name].default
+            assert "Default: " in param["helpText"] and (default in ("", []) or str(default) in param["helpText"])
+    for param in meta["parameters"]:
+        if param["name"] not in own:  # written once, in metadata.json
+            assert param == params[param["name"]]
+
+
+@pytest.mark.parametrize("name", sorted(FORECAST_GOOD))
+def test_the_forecast_regexes_accept_what_the_job_accepts_and_refuse_the_rest(
+    name, forecast_metadata, forecast_actions
+):
+    param = {p["name"]: p for p in json.loads(forecast_metadata.read_text())["parameters"]}[name]
+    convert = forecast_actions[name].type or str
+    for value in FORECAST_GOOD[name]:
+        assert _matches(param, value), (name, value)
+        convert(value)
+    for value in FORECAST_BAD[name]:
+        assert not _matches(param, value), (name, value)
+
+
+def test_gcloud_accepts_the_forecast_metadata(tmp_path, forecast_metadata):
+    spec = json.loads(_gcloud_spec(tmp_path, forecast_metadata).stdout.lstrip("|-\n"))
+    assert spec["metadata"]["name"] == "Train occupancy forecast"
+    assert spec["metadata"]["parameters"][0]["name"] == "forecast_output"
+
+
+def test_the_launchers_program_runs_the_forecast_when_given_its_output(tmp_path):
+    """python pipeline/main.py, as the image's launcher runs it, with the forecast template's
+    parameters: the forecast job (no history: a NO_DATA_AVAILABLE row per departure)."""
+    from occupancy import tides_parquet
+    from tests import schedule_feed
+
+    feed = schedule_feed.write(tmp_path / "gtfs.zip", schedule_feed.WITH_STOPS)
+    (tmp_path / "tides").mkdir()
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "pipeline" / "main.py"),
+            f"--forecast_output={tmp_path / 'forecast'}",
+            f"--tides_input={tmp_path / 'tides'}",
+            f"--gtfs_static={feed}",
+            "--forecast_start=2026-12-07",
+            "--forecast_days=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = tides_parquet.read_table(str(tmp_path / "forecast"), "occupancy_forecast").to_pylist()
+    assert rows and {r["occupancy_status"] for r in rows} == {"NO_DATA_AVAILABLE"}
+    assert {r["forecast_start"] for r in rows} == {datetime.date(2026, 12, 7)}
+
+
+def test_an_overlay_keeping_only_some_parameters_may_replace_the_others():
+    from pipeline.template_metadata import OverlayError, derive
+
+    base = json.loads(METADATA.read_text())
+    own = {"name": "timezone", "label": "x", "helpText": "x"}
+    derived = derive(base, {"only": ["firestore_project"], "parameters": [own]})
+    assert [p["name"] for p in derived["parameters"]] == ["timezone", "firestore_project"]
+    with pytest.raises(OverlayError, match="does not have"):
+        derive(base, {"only": ["input_queue"]})
+    with pytest.raises(OverlayError, match="both"):
+        derive(base, {"only": ["timezone"], "without": ["input_topic"]})
+    with pytest.raises(OverlayError, match="already has"):
+        derive(base, {"only": ["timezone"], "parameters": [own]})
 
 
 # --- streaming fields, against Dataflow's own discovery document ------------------------
