@@ -4,6 +4,11 @@ trip and service date, occupancy.forecast.rows.trip_document); the API reads the
 
 The public gets the level and the percentage in the public steps, as for the live numbers;
 an operator (or `--public_precision exact`) gets the loads and their p10-p90 too.
+
+Today, for a trip a train is running now, the stops still to come carry the same-day forecast
+(occupancy.forecast.same_day: the day-ahead forecast corrected by the load on board, the
+public's being its coarse sample), marked `same_day`; without p10-p90, which the correction
+does not give.
 """
 
 import datetime
@@ -15,7 +20,9 @@ from api import public
 from api.auth import READ_RESPONSES, allow_read
 from api.deps import ClientDep, SettingsDep
 from api.models import StopDepartures, TripForecast
-from occupancy import privacy, schedule
+from api.trip_updates import on_board, running_trips
+from occupancy import fleet, privacy, schedule
+from occupancy.forecast import same_day
 from occupancy.forecast.rows import document_id
 from occupancy.store import count_ops
 
@@ -26,11 +33,44 @@ MAX_DEPARTURES = 50
 def _stop_out(stop: dict, exact: bool, policy: privacy.Policy) -> dict:
     """A stop's forecast as this caller may see it: the loads for operators, the percentage in
     the public steps for the public."""
-    out = {k: stop.get(k) for k in ("stop_sequence", "stop_id", "occupancy_status", "occupancy_percentage")}
+    out = {k: stop.get(k) for k in ("stop_sequence", "stop_id", "occupancy_status", "occupancy_percentage", "same_day")}
     if exact:
         out.update({k: stop.get(k) for k in ("predicted_load", "predicted_load_p10", "predicted_load_p90")})
     elif out["occupancy_percentage"] is not None:
         out["occupancy_percentage"] = round(100 * privacy.coarse_ratio(out["occupancy_percentage"] / 100, policy))
+    return out
+
+
+def _running(request: Request, claims, now: datetime.datetime) -> Dict[Tuple[str, str], tuple]:
+    """(trip_id, service date) -> (train view, run) of a train with a capacity on it now."""
+    return {
+        (run.trip.trip_id, run.service_date.isoformat()): (view, run)
+        for view, run in running_trips(request, claims, now)
+        if view.capacity
+    }
+
+
+def _with_same_day(
+    stops: List[dict], live, document: dict, now: datetime.datetime, thresholds: fleet.Thresholds
+) -> List[dict]:
+    """The document's stops, those still to come of the train `live` (view, run) corrected."""
+    view, run = live
+    loads = {seq: load for seq, _, load in same_day.stops_to_come(run, document, on_board(view), now)}
+    out = []
+    for stop in stops:
+        load = loads.get(stop["stop_sequence"])
+        if load is not None:
+            ratio = load / view.capacity
+            stop = {
+                **stop,
+                "predicted_load": round(load),
+                "predicted_load_p10": None,
+                "predicted_load_p90": None,
+                "occupancy_percentage": round(100 * ratio),
+                "occupancy_status": thresholds.status(ratio),
+                "same_day": True,
+            }
+        out.append(stop)
     return out
 
 
@@ -63,13 +103,18 @@ def trip_forecast(
         raise HTTPException(status_code=404, detail=f"no forecast for trip {trip_id} on {day}: run the forecast job")
     document = snapshot.to_dict()
     exact = public.exact_for(request, claims)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    stops, live = _stops(document), _running(request, claims, now).get((trip_id, day.isoformat()))
+    if live is not None:
+        stops = _with_same_day(stops, live, document, now, settings.thresholds)
     return {
         "trip_id": trip_id,
         "service_date": day.isoformat(),
         "model": document.get("model"),
         "history_days": document.get("history_days"),
         "forecast_start": document.get("forecast_start"),
-        "stops": [_stop_out(s, exact, request.app.state.privacy_policy) for s in _stops(document)],
+        "train_id": live[0].train_id if live else None,
+        "stops": [_stop_out(s, exact, request.app.state.privacy_policy) for s in stops],
     }
 
 
@@ -130,10 +175,14 @@ def stop_departures(
                 documents[snapshot.id] = snapshot.to_dict()
         count_ops(reads=len(refs))
     exact = public.exact_for(request, claims)
+    running = _running(request, claims, now) if upcoming else {}
     departures = []
     for leaves, run, stop in upcoming:
         document = documents.get(document_id(run.trip.trip_id, run.service_date.isoformat())) or {}
-        forecast = next((s for s in _stops(document) if s["stop_sequence"] == stop.stop_sequence), None)
+        stops, live = _stops(document), running.get((run.trip.trip_id, run.service_date.isoformat()))
+        if live is not None:
+            stops = _with_same_day(stops, live, document, now, settings.thresholds)
+        forecast = next((s for s in stops if s["stop_sequence"] == stop.stop_sequence), None)
         shown = _stop_out(forecast, exact, request.app.state.privacy_policy) if forecast else {}
         departures.append(
             {

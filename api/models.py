@@ -178,6 +178,11 @@ class ForecastStop(BaseModel):
     predicted_load: Optional[int] = Field(None, description="People on board as it leaves (operators only).")
     predicted_load_p10: Optional[int] = None
     predicted_load_p90: Optional[int] = None
+    same_day: Optional[bool] = Field(
+        None,
+        description="True: the forecast of a train on this trip now, corrected by the load on board "
+        "(the same-day forecast); absent: the day-ahead forecast.",
+    )
 
 
 class TripForecast(BaseModel):
@@ -188,6 +193,7 @@ class TripForecast(BaseModel):
     forecast_start: Optional[str] = Field(
         None, description="YYYY-MM-DD: the first day of the run that made it (the lead time is service_date minus it)."
     )
+    train_id: Optional[str] = Field(None, description="The train on this trip now, if any (stops to come: same_day)")
     stops: List[ForecastStop]
 
 
@@ -204,6 +210,11 @@ class Departure(BaseModel):
     predicted_load: Optional[int] = None
     predicted_load_p10: Optional[int] = None
     predicted_load_p90: Optional[int] = None
+    same_day: Optional[bool] = Field(
+        None,
+        description="True: the forecast of a train on this trip now, corrected by the load on board "
+        "(the same-day forecast); absent: the day-ahead forecast.",
+    )
 
 
 class StopDepartures(BaseModel):

@@ -33,25 +33,25 @@ router = APIRouter(
 )
 
 
-def stops_ahead(run, forecast: dict, on_board: Optional[float], now: datetime.datetime) -> List[Tuple[int, str, float]]:
-    """(stop_sequence, stop_id, predicted load) of each stop of `run` still to come at `now`,
-    from its forecast document and the load on board (None: not known)."""
-    stops = [
-        s
-        for s in forecast.get("stops") or []
-        if isinstance(s, dict) and isinstance(s.get("stop_sequence"), int) and isinstance(s.get("predicted_load"), int)
-    ]
-    if not stops:
-        return []
-    ids = {s["stop_sequence"]: str(s.get("stop_id") or "") for s in stops}
-    passed = [t.stop_sequence for t in run.trip.stops if run.at(t.departure_s) <= now]
-    day_ahead = [(s["stop_sequence"], float(s["predicted_load"])) for s in stops]
-    if on_board is None:  # the load on board unknown (a small train's public view): uncorrected
-        return [(seq, ids[seq], load) for seq, load in day_ahead if not passed or seq > passed[-1]]
-    if not passed:  # not left its first stop yet: the day-ahead forecast
-        return [(seq, ids[seq], load) for seq, load in day_ahead]
-    left = passed[-1]
-    return [(seq, ids[seq], load) for seq, load in same_day.ahead(day_ahead, left, on_board, [])]
+def on_board(view: fleet.TrainView) -> Optional[float]:
+    """The load on board as this caller may see it: the count, or the public's coarse sample."""
+    if view.current_value is not None:
+        return float(view.current_value)
+    if view.occupancy_ratio is not None and view.capacity:
+        return view.occupancy_ratio * view.capacity
+    return None
+
+
+def running_trips(request: Request, claims, now: datetime.datetime) -> List[Tuple[fleet.TrainView, object]]:
+    """(train view, run) of each train with fresh numbers on a scheduled trip now, as this
+    caller may see it."""
+    generated_at, views = read_fleet(request)
+    running = []
+    for view in views_for(request, views, generated_at, claims):
+        run = trip_for(request, view, now)[0]
+        if run is not None and view.status == fleet.STATUS_OK:
+            running.append((view, run))
+    return running
 
 
 def build_trip_updates(
@@ -69,10 +69,7 @@ def build_trip_updates(
     for view, run, forecast in running:
         if not view.capacity:
             continue
-        on_board = view.current_value
-        if on_board is None and view.occupancy_ratio is not None:  # a public view: its coarse sample
-            on_board = view.occupancy_ratio * view.capacity
-        ahead = stops_ahead(run, forecast, on_board, generated_at)
+        ahead = same_day.stops_to_come(run, forecast, on_board(view), generated_at)
         if not ahead:
             continue
         entity = feed.entity.add()
@@ -135,14 +132,9 @@ def trip_updates(
     built, exact = request.app.state.trip_updates_built, exact_for(request, claims)
     held = built.get(exact)
     if held is None or held[0] is not views or held[1] != generated_at:
-        shown = views_for(request, views, generated_at, claims)
-        runs = {}
-        for view in shown:
-            run = trip_for(request, view, generated_at)[0]
-            if run is not None and view.status == fleet.STATUS_OK:
-                runs[view.train_id] = run
-        forecasts = _forecasts(request, runs)
-        running = [(v, runs[v.train_id], forecasts[v.train_id]) for v in shown if v.train_id in forecasts]
+        runs = {view.train_id: (view, run) for view, run in running_trips(request, claims, generated_at)}
+        forecasts = _forecasts(request, {train: run for train, (_, run) in runs.items()})
+        running = [(*runs[train], forecast) for train, forecast in sorted(forecasts.items())]
         held = built[exact] = (views, generated_at, build_trip_updates(running, generated_at, settings.thresholds))
     feed = held[2]
     headers = {"Cache-Control": f"public, max-age={int(settings.fleet_cache_s)}"}

@@ -117,3 +117,17 @@ def test_the_trip_updates_feed_says_the_level_ahead_of_a_train_on_its_trip(forec
                 "chur",
                 "CRUSHED_STANDING_ROOM_ONLY",
             )
+        # The trip's forecast and Chur's board carry the same correction for the stop to come.
+        operator = http.get("/v1/trips/now-7777/forecast", headers=tokens["operator"]).json()
+        assert operator["train_id"] == "t7777"
+        basel, chur = operator["stops"]
+        assert "same_day" not in basel and basel["predicted_load"] == 131  # passed: the day-ahead as is
+        assert chur["same_day"] is True
+        assert (chur["predicted_load"], chur["occupancy_percentage"]) == (160 + 69, 76)
+        assert chur["occupancy_status"] == "CRUSHED_STANDING_ROOM_ONLY" and "predicted_load_p90" not in chur
+        public_chur = http.get("/v1/trips/now-7777/forecast").json()["stops"][1]
+        assert public_chur["same_day"] is True and "predicted_load" not in public_chur
+        assert public_chur["occupancy_status"] == "CRUSHED_STANDING_ROOM_ONLY"
+        assert public_chur["occupancy_percentage"] % 10 == 0  # the public's steps
+        [board] = [d for d in http.get("/v1/stops/chur/departures").json()["departures"] if d["trip_id"] == "now-7777"]
+        assert (board["same_day"], board["occupancy_status"]) == (True, "CRUSHED_STANDING_ROOM_ONLY")

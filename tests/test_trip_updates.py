@@ -7,9 +7,10 @@ import datetime
 import pytest
 from google.transit import gtfs_realtime_pb2 as pb
 
-from api.trip_updates import build_trip_updates, stops_ahead
+from api.trip_updates import build_trip_updates
 from occupancy import fleet, schedule
 from occupancy.forecast import rows
+from occupancy.forecast.same_day import stops_to_come
 from tests import schedule_feed
 from tests.support import gtfs_rt_notices
 
@@ -56,10 +57,10 @@ def view(on_board, capacity=200):
 def test_the_stops_to_come_carry_the_forecast_corrected_by_the_load_on_board():
     document = forecast_document((50, 120, 60, 0))
     # 30 more on board than forecast as it left b; of them, 60/120 are still on board after c.
-    assert stops_ahead(RUN, document, 150, LEFT_B) == [(3, "c", 60 + 30 * 0.5), (4, "d", 0.0)]
+    assert stops_to_come(RUN, document, 150, LEFT_B) == [(3, "c", 60 + 30 * 0.5), (4, "d", 0.0)]
     before = RUN.at(7 * 3600 + 50 * 60)  # before its first departure: the day-ahead forecast
-    assert [load for _, _, load in stops_ahead(RUN, document, 0, before)] == [50, 120, 60, 0]
-    assert stops_ahead(RUN, {"stops": []}, 150, LEFT_B) == []
+    assert [load for _, _, load in stops_to_come(RUN, document, 0, before)] == [50, 120, 60, 0]
+    assert stops_to_come(RUN, {"stops": []}, 150, LEFT_B) == []
 
 
 def validate(feed, tmp_path):
@@ -76,7 +77,7 @@ def test_the_feed_says_each_stops_level_and_passes_a_gtfs_realtime_validator(on_
     assert all(s.schedule_relationship == pb.TripUpdate.StopTimeUpdate.NO_DATA for s in update.stop_time_update)
     expected = [
         fleet.Thresholds().status(load / 200)
-        for _, _, load in stops_ahead(RUN, forecast_document((50, 120, 60, 0)), on_board, LEFT_B)
+        for _, _, load in stops_to_come(RUN, forecast_document((50, 120, 60, 0)), on_board, LEFT_B)
     ]
     assert [
         pb.VehiclePosition.OccupancyStatus.Name(s.departure_occupancy_status) for s in update.stop_time_update

@@ -12,7 +12,8 @@ Two corrections of the day-ahead forecast at each stop to come:
   last stop.
 """
 
-from typing import Dict, List, Sequence, Tuple
+import datetime
+from typing import Dict, List, Optional, Sequence, Tuple
 
 PRIOR_STOPS = 2.0
 BOUNDS = (0.5, 2.0)
@@ -47,3 +48,26 @@ def ahead(
         stays = min(1.0, lowest / loads[left]) if loads[left] > 0 else 0.0
         out.append((stop, max(0.0, ratio * loads[stop] + surplus * stays)))
     return out
+
+
+def stops_to_come(
+    run, forecast: dict, on_board: Optional[float], now: datetime.datetime
+) -> List[Tuple[int, str, float]]:
+    """(stop_sequence, stop_id, predicted load) at each stop of `run` (occupancy.schedule.Run)
+    still to come at `now`, from the trip's forecast document (occupancy.forecast.rows
+    .trip_document) and the load on board (None: not known, the day-ahead forecast as is)."""
+    stops = [
+        s
+        for s in forecast.get("stops") or []
+        if isinstance(s, dict) and isinstance(s.get("stop_sequence"), int) and isinstance(s.get("predicted_load"), int)
+    ]
+    if not stops:
+        return []
+    ids = {s["stop_sequence"]: str(s.get("stop_id") or "") for s in stops}
+    passed = [t.stop_sequence for t in run.trip.stops if run.at(t.departure_s) <= now]
+    day_ahead = [(s["stop_sequence"], float(s["predicted_load"])) for s in stops]
+    if on_board is None:
+        return [(seq, ids[seq], load) for seq, load in day_ahead if not passed or seq > passed[-1]]
+    if not passed:  # not left its first stop yet: the day-ahead forecast
+        return [(seq, ids[seq], load) for seq, load in day_ahead]
+    return [(seq, ids[seq], load) for seq, load in ahead(day_ahead, passed[-1], on_board, [])]
