@@ -9,6 +9,9 @@ capacity, the share of GTFS-RT levels right, and (the model's) p10-p90 coverage;
 simulator's own expectation (what the level and the calendar let anyone expect, without the
 day's shocks or its unannounced events) as the best any forecast could do.
 
+Then the forecast job itself on the same weeks (bench/forecast_job.py): stop visits read per
+CPU-second, for docs/sizing.md.
+
 Writes bench/forecast.json and bench/forecast.png; prints the table.
 """
 
@@ -20,6 +23,7 @@ from typing import Dict, List
 
 import numpy as np
 
+from bench import forecast_job
 from occupancy.fleet import Thresholds
 from occupancy.forecast import baseline, history, model, same_day
 from occupancy.schedule import Schedule
@@ -196,6 +200,8 @@ def main(argv=None) -> int:
     scenario = ridership.Scenario(weeks=args.weeks, seed=args.seed)
     result = backtest(scenario, args.first_week, args.step_weeks, args.horizon_days)
     print(report(result))
+    result["job"] = forecast_job.measure(scenario)
+    print(forecast_job.report(result["job"]))
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)
     plot(result, args.plot)

@@ -5,18 +5,26 @@ templates: the forecast job (pipeline.forecast) when --forecast_output is given,
 templates/forecast.json's parameters give it; the occupancy job otherwise (streaming, or the
 batch replay with --archive)."""
 
+import argparse
 import logging
+import sys
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
 from pipeline.build import build_pipeline
-from pipeline.forecast.options import ForecastOptions
 from pipeline.options import OccupancyOptions
 
 
+def is_forecast(argv) -> bool:
+    """Whether the arguments give --forecast_output (read alone: --help stays the occupancy job's)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--forecast_output", default="")
+    return bool(parser.parse_known_args(sys.argv[1:] if argv is None else argv)[0].forecast_output)
+
+
 def run(argv=None) -> None:
-    if ForecastOptions(argv).forecast_output:
+    if is_forecast(argv):
         from pipeline.forecast.__main__ import run as run_forecast
 
         return run_forecast(argv)

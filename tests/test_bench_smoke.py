@@ -4,6 +4,7 @@ Only the shape and sane values are checked, never the performance targets:
 those are for `make bench` on a quiet machine (docs/benchmarks.md).
 """
 
+import datetime
 import json
 import pathlib
 import subprocess
@@ -192,3 +193,18 @@ def test_bench_scale_smoke_gives_the_curve_state_sizes_and_a_profile(tmp_path):
         "Firestore client",
         "other",
     }
+
+
+def test_the_forecast_jobs_throughput_is_measured_on_what_it_read_and_wrote():
+    from bench import forecast_job
+    from occupancy.forecast import history
+    from occupancy.schedule import Schedule
+    from sim import ridership
+
+    scenario = ridership.Scenario(weeks=3, stops=4, vehicles=4)
+    job = forecast_job.measure(scenario, forecast_days=2)
+    simulated = ridership.simulate(scenario)
+    assert job["stop_visits_read"] == len(simulated.stop_visits)
+    start = scenario.start + datetime.timedelta(weeks=3)
+    assert job["forecast_rows_written"] == len(history.slots(Schedule(ridership.gtfs_files(scenario)), start, 2))
+    assert job["cpu_s"] > 0 and job["visits_per_cpu_s"] > 0
