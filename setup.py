@@ -81,6 +81,8 @@ setuptools.setup(
             "api.*",
             "bridge",
             "bridge.*",
+            "sim",
+            "sim.*",
         ]
     ),
     package_data={"api": ["static/*"]},

@@ -98,3 +98,20 @@ def test_the_worker_image_carries_what_the_job_imports_and_no_more():
     pipeline_extra = setup[setup.index("PIPELINE = [") :]
     pipeline_extra = pipeline_extra[: pipeline_extra.index("]\n")]
     assert "google-api-python-client" not in pipeline_extra and "fastapi" not in pipeline_extra
+
+
+def test_every_package_setup_py_installs_carries_what_its_modules_import():
+    """`pip install .` installs the packages setup.py names; a module among them importing a
+    package it leaves out (local/, `make run`, importing sim/) breaks the installed copy."""
+    setup = (REPO / "setup.py").read_text()
+    include = setup[setup.index("include=[") : setup.index("]", setup.index("include=["))]
+    packaged = {name for name in re.findall(r'"([a-z_]+)"', include)}
+    modules = dict(_modules())
+    known = set(modules)
+    needed = {
+        target.split(".")[0]
+        for name, path in modules.items()
+        if name.split(".")[0] in packaged
+        for target in _imports(name, path, known)
+    }
+    assert needed - packaged == set()
