@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from importlib.metadata import version
 
 from bench import fn_api_levers, report, streaming, workload
 from bench.measure import machine
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
     results = {
         "smoke": args.smoke,
         "started_at": started_at.strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": dict(machine(), python=platform.python_version(), beam="2.77.0"),
+        "machine": dict(machine(), python=platform.python_version(), beam=version("apache-beam")),
         "flush_interval_s": args.flush_interval_s,
         "reorder_delay_s": args.reorder_delay_s,
     }

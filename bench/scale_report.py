@@ -7,6 +7,7 @@ import logging
 import os
 import platform
 import time
+from importlib.metadata import version
 
 from bench import measure, state_size
 from bench import scale_fleet as scale
@@ -25,7 +26,7 @@ def run_all(args, fleets, profiled) -> dict:
     results = {
         "smoke": args.smoke,
         "started_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": dict(measure.machine(), python=platform.python_version(), beam="2.77.0"),
+        "machine": dict(measure.machine(), python=platform.python_version(), beam=version("apache-beam")),
         "workload": {
             "doors": scale.DOORS,
             "seed": scale.SEED,
