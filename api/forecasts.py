@@ -5,10 +5,10 @@ trip and service date, occupancy.forecast.rows.trip_document); the API reads the
 The public gets the level and the percentage in the public steps, as for the live numbers;
 an operator (or `--public_precision exact`) gets the loads and their p10-p90 too.
 
-Today, for a trip a train is running now, the stops still to come carry the same-day forecast
-(occupancy.forecast.same_day: the day-ahead forecast corrected by the load on board, the
-public's being its coarse sample), marked `same_day`; without p10-p90, which the correction
-does not give.
+Today, for a trip a train is running now, an operator gets at the stops still to come the
+same-day forecast (occupancy.forecast.same_day: the day-ahead forecast corrected by the count
+on board), marked `same_day`, without p10-p90, which the correction does not give. The public
+keeps the day-ahead forecast: corrected from its coarse sample it was worse than uncorrected.
 """
 
 import datetime
@@ -55,7 +55,10 @@ def _with_same_day(
 ) -> List[dict]:
     """The document's stops, those still to come of the train `live` (view, run) corrected."""
     view, run = live
-    loads = {seq: load for seq, _, load in same_day.stops_to_come(run, document, on_board(view), now)}
+    load_now = on_board(view)
+    if load_now is None or not any(run.at(t.departure_s) <= now for t in run.trip.stops):
+        return stops  # no count on board (the public), or not left its first stop: nothing to correct
+    loads = {seq: load for seq, _, load in same_day.stops_to_come(run, document, load_now, now)}
     out = []
     for stop in stops:
         load = loads.get(stop["stop_sequence"])
@@ -112,7 +115,7 @@ def trip_forecast(
         "service_date": day.isoformat(),
         "model": document.get("model"),
         "history_days": document.get("history_days"),
-        "forecast_start": document.get("forecast_start"),
+        "forecast_start": document.get("forecast_start") if isinstance(document.get("forecast_start"), str) else None,
         "train_id": live[0].train_id if live else None,
         "stops": [_stop_out(s, exact, request.app.state.privacy_policy) for s in stops],
     }

@@ -98,3 +98,17 @@ def test_a_train_without_capacity_or_forecast_gets_no_update():
     )
     assert list(nothing.entity) == []
     assert list(build_trip_updates([(view(100), RUN, {"stops": []})], LEFT_B, fleet.Thresholds()).entity) == []
+
+
+def test_the_api_corrects_and_marks_only_stops_it_can_correct():
+    from api.forecasts import _with_same_day
+
+    document = forecast_document((50, 120, 60, 0))
+    stops, thresholds = document["stops"], fleet.Thresholds()
+    corrected = _with_same_day(stops, (view(150), RUN), document, LEFT_B, thresholds)
+    assert [s.get("same_day") for s in corrected] == [None, None, True, True]
+    assert [s["predicted_load"] for s in corrected] == [50, 120, 75, 0]
+    before = RUN.at(7 * 3600 + 50 * 60)  # not left its first stop: nothing to correct
+    assert _with_same_day(stops, (view(150), RUN), document, before, thresholds) == stops
+    public = view(150)._replace(current_value=None)  # no count on board for the public
+    assert _with_same_day(stops, (public, RUN), document, LEFT_B, thresholds) == stops
