@@ -168,20 +168,25 @@ class AuthConfig(BaseModel):
 UNAVAILABLE = {503: {"model": Problem, "description": "Cannot be read now: try again after Retry-After"}}
 
 
-class ForecastStop(BaseModel):
-    stop_sequence: int
-    stop_id: Optional[str] = None
-    occupancy_status: Optional[str] = Field(
-        None, description="GTFS-Realtime OccupancyStatus name; absent: no capacity known for the trip's train."
-    )
+class ForecastLoad(BaseModel):
+    """A departure's forecast numbers, as a trip's stops and a stop's departures give them."""
+
     occupancy_percentage: Optional[int] = Field(None, description="Of the capacity (public: in the public steps).")
     predicted_load: Optional[int] = Field(None, description="People on board as it leaves (operators only).")
     predicted_load_p10: Optional[int] = None
     predicted_load_p90: Optional[int] = None
     same_day: Optional[bool] = Field(
         None,
-        description="True: the forecast of a train on this trip now, corrected by the load on board "
-        "(the same-day forecast); absent: the day-ahead forecast.",
+        description="True: the forecast of a train on this trip now, corrected by the count on board "
+        "(the same-day forecast, operators only); absent: the day-ahead forecast.",
+    )
+
+
+class ForecastStop(ForecastLoad):
+    stop_sequence: int
+    stop_id: Optional[str] = None
+    occupancy_status: Optional[str] = Field(
+        None, description="GTFS-Realtime OccupancyStatus name; absent: no capacity known for the trip's train."
     )
 
 
@@ -197,7 +202,7 @@ class TripForecast(BaseModel):
     stops: List[ForecastStop]
 
 
-class Departure(BaseModel):
+class Departure(ForecastLoad):
     trip_id: str
     service_date: str
     route_id: str
@@ -206,15 +211,6 @@ class Departure(BaseModel):
     stop_sequence: int
     departure_time: datetime.datetime
     occupancy_status: str = Field(description="GTFS-Realtime OccupancyStatus name; NO_DATA_AVAILABLE: no forecast.")
-    occupancy_percentage: Optional[int] = None
-    predicted_load: Optional[int] = None
-    predicted_load_p10: Optional[int] = None
-    predicted_load_p90: Optional[int] = None
-    same_day: Optional[bool] = Field(
-        None,
-        description="True: the forecast of a train on this trip now, corrected by the load on board "
-        "(the same-day forecast); absent: the day-ahead forecast.",
-    )
 
 
 class StopDepartures(BaseModel):

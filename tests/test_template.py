@@ -251,20 +251,24 @@ REPLAY_OVERLAY = REPO / "templates" / "replay.json"
 NOT_IN_REPLAY = {"input_subscription", "input_topic", "dead_letter_topic"}
 
 
-@pytest.fixture(scope="module")
-def replay_metadata(tmp_path_factory):
-    """What `make template` builds the replay's spec from (python -m pipeline.template_metadata)."""
+def _derived_metadata(overlay: pathlib.Path, directory: pathlib.Path) -> pathlib.Path:
+    """What `make template` builds a batch template's spec from (python -m pipeline.template_metadata)."""
     out = subprocess.run(
-        [sys.executable, "-m", "pipeline.template_metadata", str(REPLAY_OVERLAY), "--base", str(METADATA)],
+        [sys.executable, "-m", "pipeline.template_metadata", str(overlay), "--base", str(METADATA)],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=REPO,
     )
     assert out.returncode == 0, out.stderr
-    path = tmp_path_factory.mktemp("replay") / "replay-metadata.json"
+    path = directory / f"{overlay.stem}-metadata.json"
     path.write_text(out.stdout)
     return path
+
+
+@pytest.fixture(scope="module")
+def replay_metadata(tmp_path_factory):
+    return _derived_metadata(REPLAY_OVERLAY, tmp_path_factory.mktemp("replay"))
 
 
 def test_the_replay_template_is_batch_with_every_option_but_the_streaming_inputs(replay_metadata, params, actions):
@@ -337,18 +341,7 @@ FORECAST_BAD = {
 
 @pytest.fixture(scope="module")
 def forecast_metadata(tmp_path_factory):
-    """What `make template` builds the forecast's spec from (python -m pipeline.template_metadata)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "pipeline.template_metadata", str(FORECAST_OVERLAY), "--base", str(METADATA)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
-    assert out.returncode == 0, out.stderr
-    path = tmp_path_factory.mktemp("forecast") / "forecast-metadata.json"
-    path.write_text(out.stdout)
-    return path
+    return _derived_metadata(FORECAST_OVERLAY, tmp_path_factory.mktemp("forecast"))
 
 
 @pytest.fixture(scope="module")
