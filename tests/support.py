@@ -158,15 +158,16 @@ def parse_time(text):
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def option_actions() -> dict:
-    """OccupancyOptions' flags as argparse builds them, by dest: what `--help`, the template
-    metadata and the job's tests are checked against (each through argparse, not a shared list)."""
+def option_actions(options_class=None) -> dict:
+    """An options class's flags (default OccupancyOptions) as argparse builds them, by dest: what
+    `--help`, the template metadata and the job's tests are checked against (each through
+    argparse, not a shared list)."""
     import argparse
 
     from pipeline.options import OccupancyOptions
 
     parser = argparse.ArgumentParser()
-    OccupancyOptions._add_argparse_args(parser)
+    (options_class or OccupancyOptions)._add_argparse_args(parser)
     return {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
 
 

@@ -330,6 +330,8 @@ def test_infra_refuses_to_run_without_project(tmp_path):
 # --- Makefile -----------------------------------------------------------------------
 
 CLOUD = ["PROJECT=demo-occupancy-123", "REGION=europe-west1", "BUCKET=demo-occupancy-bucket", "TAG=v1"]
+# The image `make template` builds with CLOUD, and every spec and launch names.
+CLOUD_IMAGE = "europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:v1"
 
 
 def _make(*args):
@@ -360,7 +362,7 @@ def test_make_targets_say_what_is_missing(target):
 def test_make_template_builds_image_and_spec():
     out = _make("template", *CLOUD)
     assert out.returncode == 0, out.stderr
-    image = "europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:v1"
+    image = CLOUD_IMAGE
     assert f"_IMAGE={image},_BEAM_VERSION={setup_beam_version()}" in out.stdout
     assert "gcloud dataflow flex-template build 'gs://demo-occupancy-bucket/templates/occupancy-v1.json'" in out.stdout
     assert "--metadata-file=templates/metadata.json" in out.stdout
@@ -371,15 +373,22 @@ def test_make_template_builds_image_and_spec():
     )
 
 
+def _batch_spec_build(out, name: str) -> str:
+    """The `flex-template build` line of `make template`'s batch spec `name` (replay, forecast),
+    checked to be built on the same image from the metadata python -m pipeline.template_metadata
+    derives from templates/<name>.json."""
+    text = out.stdout.replace("\\\n", " ")
+    assert f"pipeline.template_metadata templates/{name}.json > .local/{name}-metadata.json" in text
+    [build] = [ln for ln in text.splitlines() if "flex-template build" in ln and f"occupancy-{name}-v1.json" in ln]
+    assert f"--image='{CLOUD_IMAGE}'" in build and f"--metadata-file=.local/{name}-metadata.json" in build
+    assert "--enable-streaming-engine" not in build
+    return build
+
+
 def test_make_template_builds_the_replay_spec_on_the_same_image():
     out = _make("template", *CLOUD)
     assert out.returncode == 0, out.stderr
-    text = out.stdout.replace("\\\n", " ")
-    assert "pipeline.template_metadata templates/replay.json > .local/replay-metadata.json" in text
-    [build] = [ln for ln in text.splitlines() if "flex-template build" in ln and "occupancy-replay-v1.json" in ln]
-    image = "europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:v1"
-    assert f"--image='{image}'" in build and "--metadata-file=.local/replay-metadata.json" in build
-    assert "--enable-streaming-engine" not in build and "--print-only" not in build
+    assert "--print-only" not in _batch_spec_build(out, "replay")
 
 
 def test_make_replay_launches_the_batch_template_with_the_archive():
@@ -393,7 +402,7 @@ def test_make_replay_launches_the_batch_template_with_the_archive():
     assert args.template == "gs://demo-occupancy-bucket/templates/occupancy-replay-v1.json"
     assert args.parameter == [
         "archive=gs://demo-archive/events/*",
-        "sdk_container_image=europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:v1",
+        f"sdk_container_image={CLOUD_IMAGE}",
         "history_collection=history_replay",
     ]
 
@@ -403,12 +412,7 @@ def test_make_template_builds_the_forecast_spec_and_forecast_launch_starts_it():
 
     out = _make("template", *CLOUD)
     assert out.returncode == 0, out.stderr
-    text = out.stdout.replace("\\\n", " ")
-    assert "pipeline.template_metadata templates/forecast.json > .local/forecast-metadata.json" in text
-    [build] = [ln for ln in text.splitlines() if "flex-template build" in ln and "occupancy-forecast-v1.json" in ln]
-    image = "europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:v1"
-    assert f"--image='{image}'" in build and "--metadata-file=.local/forecast-metadata.json" in build
-    assert "--enable-streaming-engine" not in build
+    _batch_spec_build(out, "forecast")
     assert "TIDES_INPUT is not set" in _make("forecast-launch", *CLOUD).stderr
     out = _make(
         "forecast-launch",
@@ -426,7 +430,7 @@ def test_make_template_builds_the_forecast_spec_and_forecast_launch_starts_it():
         "tides_input=gs://demo-occupancy-bucket/tides",
         "gtfs_static=gs://demo-occupancy-bucket/gtfs.zip",
         "forecast_output=gs://demo-occupancy-bucket/forecast",
-        f"sdk_container_image={image}",
+        f"sdk_container_image={CLOUD_IMAGE}",
         "forecast_days=28",
     ]
 
@@ -457,7 +461,7 @@ def test_make_launch_passes_the_parameters_update_and_mappings():
     assert args.parameter == [
         "input_subscription=projects/demo-occupancy-123/subscriptions/occupancy-pipeline",
         "dead_letter_topic=projects/demo-occupancy-123/topics/occupancy-dead-letters",
-        "sdk_container_image=europe-west1-docker.pkg.dev/demo-occupancy-123/occupancy/occupancy-pipeline:v1",
+        f"sdk_container_image={CLOUD_IMAGE}",
         "daily_reset=07:30",
         "timezone=Europe/Vienna",
     ]

@@ -271,11 +271,17 @@ def replay_metadata(tmp_path_factory):
     return _derived_metadata(REPLAY_OVERLAY, tmp_path_factory.mktemp("replay"))
 
 
-def test_the_replay_template_is_batch_with_every_option_but_the_streaming_inputs(replay_metadata, params, actions):
-    TemplateMetadata.from_json(replay_metadata.read_text())  # strict: unknown fields fail
-    meta = json.loads(replay_metadata.read_text())
+def _batch_template(path: pathlib.Path) -> dict:
+    """A derived template's metadata, checked to be a strict TemplateMetadata of a batch job."""
+    TemplateMetadata.from_json(path.read_text())  # strict: unknown fields fail
+    meta = json.loads(path.read_text())
     assert meta["streaming"] is False
     assert not {"supportsAtLeastOnce", "supportsExactlyOnce", "defaultStreamingMode"} & set(meta)
+    return meta
+
+
+def test_the_replay_template_is_batch_with_every_option_but_the_streaming_inputs(replay_metadata, params, actions):
+    meta = _batch_template(replay_metadata)
     names = [p["name"] for p in meta["parameters"]]
     assert len(names) == len(set(names)) and set(names) == set(actions) - NOT_IN_REPLAY
     archive, *shared = meta["parameters"]
@@ -347,21 +353,14 @@ def forecast_metadata(tmp_path_factory):
 @pytest.fixture(scope="module")
 def forecast_actions(actions):
     """ForecastOptions' own flags as argparse builds them, by dest, with the shared ones."""
-    import argparse
-
     from pipeline.forecast.options import ForecastOptions
 
-    parser = argparse.ArgumentParser()
-    ForecastOptions._add_argparse_args(parser)
-    own = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
-    return {**own, **{name: actions[name] for name in SHARED_WITH_FORECAST | {"write_retry_deadline_s"}}}
+    shared = SHARED_WITH_FORECAST | {"write_retry_deadline_s"}
+    return {**option_actions(ForecastOptions), **{name: actions[name] for name in shared}}
 
 
 def test_the_forecast_template_is_batch_with_every_forecast_option(forecast_metadata, params, forecast_actions):
-    TemplateMetadata.from_json(forecast_metadata.read_text())  # strict: unknown fields fail
-    meta = json.loads(forecast_metadata.read_text())
-    assert meta["streaming"] is False
-    assert not {"supportsAtLeastOnce", "supportsExactlyOnce", "defaultStreamingMode"} & set(meta)
+    meta = _batch_template(forecast_metadata)
     names = [p["name"] for p in meta["parameters"]]
     assert len(names) == len(set(names)) and set(names) == set(forecast_actions)
     own = {p["name"]: p for p in meta["parameters"] if p["name"] in FORECAST_GOOD}
