@@ -56,7 +56,7 @@ def _with_same_day(
     """The document's stops, those still to come of the train `live` (view, run) corrected."""
     view, run = live
     load_now = on_board(view)
-    if load_now is None or not any(run.at(t.departure_s) <= now for t in run.trip.stops):
+    if load_now is None or same_day.left_last(run, now) is None:
         return stops  # no count on board (the public), or not left its first stop: nothing to correct
     loads = {seq: load for seq, _, load in same_day.stops_to_come(run, document, load_now, now)}
     out = []

@@ -35,6 +35,7 @@ from api.auth import READ_RESPONSES, allow_read
 from api.deps import SettingsDep, read_fleet, trip_for
 from api.public import exact_for, views_for
 from occupancy import fleet, registry
+from occupancy.levels import NO_DATA_AVAILABLE
 from occupancy.store import count_ops
 
 router = APIRouter(
@@ -124,7 +125,7 @@ def set_occupancy(
     (what this feed publishes, and what the enricher adds to an operator's own feed)."""
     status = fleet.published_status(view, thresholds)
     vehicle.occupancy_status = pb.VehiclePosition.OccupancyStatus.Value(status)
-    if status != fleet.NO_DATA_AVAILABLE and view.occupancy_ratio is not None:
+    if status != NO_DATA_AVAILABLE and view.occupancy_ratio is not None:
         # From the ratio: a public view's is coarse and has no count (occupancy.privacy).
         vehicle.occupancy_percentage = int(round(100 * max(0.0, view.occupancy_ratio)))
     _carriages(pb, vehicle, view, doors, thresholds)

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Dict, NamedTuple, Optional, Tuple
 
-from occupancy.levels import NO_DATA_AVAILABLE, OCCUPANCY_LEVELS  # noqa: F401 (re-exported)
+from occupancy.levels import NO_DATA_AVAILABLE, OCCUPANCY_LEVELS
 from occupancy.registry import device_entry, train_entry
 from occupancy.store import count_ops
 from occupancy.wire import to_micros, valid_id

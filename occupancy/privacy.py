@@ -29,6 +29,7 @@ import threading
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from occupancy import fleet
+from occupancy.levels import NO_DATA_AVAILABLE
 
 EXACT, COARSE = "exact", "coarse"
 
@@ -97,7 +98,7 @@ def coarse_fields(sample: fleet.TrainView, thresholds: fleet.Thresholds, policy:
     fields = dict(
         current_value=None,
         occupancy_ratio=None,
-        public_status=fleet.NO_DATA_AVAILABLE,
+        public_status=NO_DATA_AVAILABLE,
         devices_seen={},
         last_updated=None if sample.last_updated is None else hold.start,
     )

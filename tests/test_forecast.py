@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from occupancy import schedule
-from occupancy.fleet import NO_DATA_AVAILABLE
 from occupancy.forecast import baseline, history, model, rows
+from occupancy.levels import NO_DATA_AVAILABLE
 from sim import ridership
 from tests import schedule_feed
 

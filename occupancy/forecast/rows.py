@@ -12,9 +12,10 @@ import hashlib
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from occupancy import tides
-from occupancy.fleet import NO_DATA_AVAILABLE, Thresholds
+from occupancy.fleet import Thresholds
 from occupancy.forecast.history import Observation, Slot
 from occupancy.forecast.model import Prediction
+from occupancy.levels import NO_DATA_AVAILABLE
 
 TABLE = "occupancy_forecast"
 FIELDS = tuple(f.name for f in tides.FIELDS[TABLE])

@@ -50,6 +50,13 @@ def ahead(
     return out
 
 
+def left_last(run, now: datetime.datetime) -> Optional[int]:
+    """The stop_sequence of the last stop of `run` (occupancy.schedule.Run) whose scheduled
+    departure has passed at `now`; None before its first departure."""
+    passed = [t.stop_sequence for t in run.trip.stops if run.at(t.departure_s) <= now]
+    return passed[-1] if passed else None
+
+
 def stops_to_come(
     run, forecast: dict, on_board: Optional[float], now: datetime.datetime
 ) -> List[Tuple[int, str, float]]:
@@ -64,10 +71,10 @@ def stops_to_come(
     if not stops:
         return []
     ids = {s["stop_sequence"]: str(s.get("stop_id") or "") for s in stops}
-    passed = [t.stop_sequence for t in run.trip.stops if run.at(t.departure_s) <= now]
+    left = left_last(run, now)
     day_ahead = [(s["stop_sequence"], float(s["predicted_load"])) for s in stops]
-    if on_board is None:
-        return [(seq, ids[seq], load) for seq, load in day_ahead if not passed or seq > passed[-1]]
-    if not passed:  # not left its first stop yet: the day-ahead forecast
+    if left is None:  # not left its first stop yet: the day-ahead forecast
         return [(seq, ids[seq], load) for seq, load in day_ahead]
-    return [(seq, ids[seq], load) for seq, load in ahead(day_ahead, passed[-1], on_board, [])]
+    if on_board is None:
+        return [(seq, ids[seq], load) for seq, load in day_ahead if seq > left]
+    return [(seq, ids[seq], load) for seq, load in ahead(day_ahead, left, on_board, [])]
