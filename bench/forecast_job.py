@@ -12,13 +12,13 @@ import pathlib
 import resource
 import tempfile
 import time
-import zipfile
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from occupancy import tides_parquet
+from occupancy.schedule import Schedule
 from pipeline.forecast.build import build_pipeline
 from pipeline.forecast.options import ForecastOptions
 from sim import ridership
@@ -34,10 +34,7 @@ def measure(scenario: ridership.Scenario, forecast_days: int = 14) -> dict:
     simulated = ridership.simulate(scenario)
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
-        feed = root / "gtfs.zip"
-        with zipfile.ZipFile(feed, "w") as z:
-            for name, text in ridership.gtfs_files(scenario).items():
-                z.writestr(name, text)
+        feed = Schedule.write_zip(root / "gtfs.zip", ridership.gtfs_files(scenario))
         tides_parquet.write_partitioned(str(root / "tides"), "stop_visits", simulated.stop_visits, "part-0")
         tides_parquet.write_partitioned(str(root / "tides"), "trips_performed", simulated.trips_performed, "part-0")
         start = scenario.start + datetime.timedelta(weeks=scenario.weeks)

@@ -38,6 +38,7 @@ from bench.report_cells import cell
 from bench.scale_fleet import DOORS, SCALE_SIM
 from local.stack import PROJECT
 from occupancy import fleet_import, registry, tides, tides_parquet
+from occupancy.schedule import Schedule
 from occupancy.store import make_client
 from sim import simulator
 from sim.keyring import Keyring
@@ -88,15 +89,6 @@ def timetable(stops: List[StopTruth], numbers: Dict[str, str], day: datetime.dat
     }
 
 
-def _write_zip(path: str, files: dict) -> str:
-    import zipfile
-
-    with zipfile.ZipFile(path, "w") as z:
-        for name, text in files.items():
-            z.writestr(name, text)
-    return path
-
-
 def prepare(trains: int, minutes: float, directory: str):
     """Registers the fleet, simulates it, writes the feed and the archive; (messages, truth stops)."""
     client = make_client(PROJECT)
@@ -120,7 +112,7 @@ def prepare(trains: int, minutes: float, directory: str):
     with open(os.path.join(directory, "archive", "part-0000.txt"), "wb") as f:
         for message in messages:
             f.write(message.payload + b"\n")
-    _write_zip(os.path.join(directory, "gtfs.zip"), timetable(sim.truth.stops, numbers, day, SEED))
+    Schedule.write_zip(os.path.join(directory, "gtfs.zip"), timetable(sim.truth.stops, numbers, day, SEED))
     return messages, list(sim.truth.stops)
 
 

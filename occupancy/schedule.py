@@ -164,6 +164,14 @@ class Schedule:
         if not self._calendar and not self._exceptions:
             raise ScheduleError("the static feed has neither calendar.txt nor calendar_dates.txt")
 
+    @staticmethod
+    def write_zip(path, files: Dict[str, str]) -> str:
+        """A static feed's files (name -> text) as the zip from_zip reads; returns the path."""
+        with zipfile.ZipFile(path, "w") as z:
+            for name, text in files.items():
+                z.writestr(name, text)
+        return str(path)
+
     @classmethod
     def from_zip(cls, path: str) -> "Schedule":
         try:

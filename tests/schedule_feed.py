@@ -3,8 +3,9 @@ trip on weekdays and another at weekends, 1999 leaves at 23:30 and arrives past 
 the weekday service is removed on 2026-12-25 and a special service added on 2026-12-08."""
 
 import datetime
-import zipfile
 from zoneinfo import ZoneInfo
+
+from occupancy.schedule import Schedule
 
 FILES = {
     "agency.txt": "agency_id,agency_name,agency_url,agency_timezone\na,Demo Rail,https://example.com,Europe/Zurich\n",
@@ -57,7 +58,4 @@ def files_running_at(moment: datetime.datetime) -> dict:
 
 
 def write(path, files=None) -> str:
-    with zipfile.ZipFile(path, "w") as z:
-        for name, text in (files or FILES).items():
-            z.writestr(name, text)
-    return str(path)
+    return Schedule.write_zip(path, files or FILES)
