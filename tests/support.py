@@ -158,6 +158,11 @@ def parse_time(text):
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def flag_values(command) -> dict:
+    """A parsed command line's --name=value flags, by name."""
+    return dict(arg[2:].split("=", 1) for arg in command if arg.startswith("--") and "=" in arg)
+
+
 def option_actions(options_class=None) -> dict:
     """An options class's flags (default OccupancyOptions) as argparse builds them, by dest: what
     `--help`, the template metadata and the job's tests are checked against (each through

@@ -6,7 +6,7 @@ and bad values, its streaming fields against Dataflow's discovery document,
 gcloud's own parsing of the metadata (flex-template build --print-only), the
 Dockerfile against setup.py and the Firestore index file. The image and the
 Firestore indexes: tests/test_template_image.py; the deployment scripts and
-make targets: tests/test_deploy.py.
+make targets: tests/test_make_targets.py.
 """
 
 import datetime
