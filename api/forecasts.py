@@ -110,6 +110,7 @@ def trip_forecast(
     stops, live = _stops(document), _running(request, claims, now).get((trip_id, day.isoformat()))
     if live is not None:
         stops = _with_same_day(stops, live, document, now, settings.thresholds)
+    shown = [_stop_out(s, exact, request.app.state.privacy_policy) for s in stops]
     return {
         "trip_id": trip_id,
         "service_date": day.isoformat(),
@@ -117,8 +118,29 @@ def trip_forecast(
         "history_days": document.get("history_days"),
         "forecast_start": document.get("forecast_start") if isinstance(document.get("forecast_start"), str) else None,
         "train_id": live[0].train_id if live else None,
-        "stops": [_stop_out(s, exact, request.app.state.privacy_policy) for s in stops],
+        "stops": _with_schedule(shown, request.app.state.schedule, trip_id, day),
     }
+
+
+def _with_schedule(stops: List[dict], loaded: Optional[schedule.Schedule], trip_id: str, day) -> List[dict]:
+    """The stops with their names and scheduled departures on `day`, where the static feed has
+    the trip and it runs that day."""
+    trip = loaded.trips.get(trip_id) if loaded is not None else None
+    if trip is None or not loaded.runs_on(trip.service_id, day):
+        return stops
+    run = loaded.run(trip, day)
+    times = {stop.stop_sequence: stop for stop in trip.stops}
+    out = []
+    for stop in stops:
+        scheduled = times.get(stop["stop_sequence"])
+        if scheduled is not None:
+            stop = {
+                **stop,
+                "stop_name": loaded.stop_names.get(scheduled.stop_id) or None,
+                "departure_time": run.at(scheduled.departure_s),
+            }
+        out.append(stop)
+    return out
 
 
 def _stops(document: dict) -> List[dict]:
@@ -200,4 +222,5 @@ def stop_departures(
                 **{k: v for k, v in shown.items() if k not in ("stop_sequence", "stop_id", "occupancy_status")},
             }
         )
-    return {"stop_id": stop_id, "generated_at": now, "departures": departures}
+    name = loaded.stop_names.get(stop_id) or None
+    return {"stop_id": stop_id, "stop_name": name, "generated_at": now, "departures": departures}

@@ -185,6 +185,10 @@ class ForecastLoad(BaseModel):
 class ForecastStop(ForecastLoad):
     stop_sequence: int
     stop_id: Optional[str] = None
+    stop_name: Optional[str] = Field(None, description="From the static feed's stops.txt (with --gtfs_static).")
+    departure_time: Optional[datetime.datetime] = Field(
+        None, description="Scheduled departure on the service date (with --gtfs_static)."
+    )
     occupancy_status: Optional[str] = Field(
         None, description="GTFS-Realtime OccupancyStatus name; absent: no capacity known for the trip's train."
     )
@@ -215,5 +219,6 @@ class Departure(ForecastLoad):
 
 class StopDepartures(BaseModel):
     stop_id: str
+    stop_name: Optional[str] = Field(None, description="From the static feed's stops.txt.")
     generated_at: datetime.datetime
     departures: List[Departure]

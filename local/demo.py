@@ -11,19 +11,25 @@ Steps, each announced on the terminal:
      run's unread messages do not replay into this one); the archive records every
      message in .local/archive as a Cloud Storage subscription would (local/archive.py),
      for a replay;
-  3. the demo fleet in the registry (collections `trains` and `devices`);
+  3. the demo fleet in the registry (collections `trains` and `devices`), each train
+     numbered after the trips it runs in the demo's timetable (sim/timetable.py, written to
+     .local/timetable.zip: the pipeline and the API read it as --gtfs_static);
      registering the devices again makes the pipeline forget their old `seq`,
      since the simulated devices start counting at 1;
-  4. `python -m pipeline.main` on the local runner, log in .local/pipeline.log, the TIDES
+  4. the forecast (local/forecast_side.py): weeks of the timetable's past service seeded as
+     TIDES files in .local/history, and the forecast job run on them for today in the
+     background (log in .local/forecast.log); the API serves what it writes;
+  5. `python -m pipeline.main` on the local runner, log in .local/pipeline.log, the TIDES
      tables in .local/tides;
-  5. the HTTP API (python -m api) on --api_port (or a free port if it is taken),
+  6. the HTTP API (python -m api) on --api_port (or a free port if it is taken),
      with the Firebase Auth emulator (reused like the others, via
      FIREBASE_AUTH_EMULATOR_HOST) and an operator account; log in .local/api.log;
-  6. the MQTT side (local/mqtt_side.py): a mosquitto broker, broker secrets for the
+  7. the MQTT side (local/mqtt_side.py): a mosquitto broker, broker secrets for the
      first train's doors, the bridge (python -m bridge, log in .local/bridge.log);
-  7. the simulated door devices (sim.simulator, played by sim.publisher) in real time: the first
-     train's doors over MQTT through the bridge, the others straight to Pub/Sub;
-  8. a table of Firestore `realtime/{train}` refreshed every second (local/watch.py; a plain
+  8. the simulated door devices (sim.simulator, played by sim.publisher) in real time, their
+     trains keeping to the timetable: the first train's doors over MQTT through the bridge, the
+     others straight to Pub/Sub;
+  9. a table of Firestore `realtime/{train}` refreshed every second (local/watch.py; a plain
      table every few seconds when stdout is not a terminal).
 
 Ctrl-C, SIGTERM, SIGHUP (the terminal closed), a broken stdout (`make run |
@@ -34,7 +40,9 @@ log's tail and exits 1.
 
 import argparse
 import contextlib
+import datetime
 import faulthandler
+import functools
 import logging
 import os
 import pathlib
@@ -43,6 +51,7 @@ import signal
 import sys
 import threading
 import time
+import zoneinfo
 from typing import List, Optional
 
 from google.api_core import exceptions as gexc
@@ -52,14 +61,16 @@ from local.archive import Archiver
 from local.auth_emulator import AuthEmulator
 from local.broker import BrokerError
 from local.emulators import Emulator, EmulatorError, free_port, is_up, port_free
+from local.forecast_side import HISTORY_DAYS, ForecastSide
 from local.mqtt_side import MqttSide
 from local.stack import DEMO_OPERATOR, PROJECT
 from local.terminal import OutputGone, relative, say, show
 from local.watch import PLAIN_INTERVAL_S, Watch, count_dead_letters
 from occupancy import registry
 from occupancy.cli import positive_float
+from occupancy.schedule import Schedule
 from occupancy.store import make_client
-from sim import simulator
+from sim import simulator, timetable
 from sim.keyring import CONTROL_ID, Keyring
 from sim.mqtt_route import MqttRoute
 from sim.publisher import DevicePublisher
@@ -74,6 +85,12 @@ ARCHIVE_SUBSCRIPTION = "occupancy-archive"
 DEVICES, TRAINS = "devices", "trains"
 PIPELINE_ARGS = ("--registry_refresh_s=10",)
 API_PORT_ATTEMPTS = 3
+TIMETABLE_WEEKS = 8  # of service before today: the seeded history's days
+# From writing the timetable to the trains' first trip (the fleet's trains a quarter stop apart
+# after it): longer than starting the pipeline, the API, the MQTT side and the simulator takes
+# (5 s measured; a train whose first stop is gone when the simulator starts begins with its
+# next trip, HEADWAY_S later).
+TRIP_LEAD_S = 25
 
 
 class Terminated(Exception):
@@ -96,7 +113,10 @@ class Demo:
         self.api_log_path = self.log_path.parent / "api.log"
         self.publisher: Optional[DevicePublisher] = None
         self.mqtt: Optional[MqttSide] = None
+        self.forecast: Optional[ForecastSide] = None
         self.archiver: Optional[Archiver] = None
+        self.timetable_path = self.log_path.parent / "timetable.zip"
+        self.phase_s = 0
         self.client = None
         self.dead_letters_before = 0
 
@@ -171,11 +191,27 @@ class Demo:
         self.archiver = Archiver(stack.subscription_path(PROJECT, ARCHIVE_SUBSCRIPTION), str(directory))
         self.archiver.start()
 
+    def write_timetable(self) -> None:
+        """The demo's static feed, its service running from TIMETABLE_WEEKS before today, its
+        trips moved so that the trains begin one TRIP_LEAD_S from now: a train joins a trip at
+        its first stop (sim.timetable.stops_from)."""
+        now = datetime.datetime.now(zoneinfo.ZoneInfo(timetable.TIMEZONE))
+        self.phase_s = (now.hour * 3600 + now.minute * 60 + now.second + TRIP_LEAD_S) % timetable.HEADWAY_S
+        first, last = now.date() - datetime.timedelta(weeks=TIMETABLE_WEEKS), now.date() + datetime.timedelta(days=366)
+        self.timetable_path.parent.mkdir(parents=True, exist_ok=True)
+        Schedule.write_zip(self.timetable_path, timetable.gtfs_files(first, last, self.phase_s))
+        say(
+            f"timetable (GTFS, sim/timetable.py): {relative(self.timetable_path)}: each train runs its "
+            f"route back and forth, a stop every {timetable.STOP_S} s"
+        )
+
     def load_fleet(self) -> None:
         self.client = make_client(PROJECT)
         say(f"registering {len(self.fleet)} trains and {sum(len(t.devices) for t in self.fleet)} door devices...")
         for train in self.fleet:
-            registry.set_train(self.client, TRAINS, train.train_id, train.capacity, train.name)
+            registry.set_train(
+                self.client, TRAINS, train.train_id, train.capacity, train.name, train_number=train.train_id
+            )
             for device_id in train.devices:
                 door = device_id[len(train.train_id) + 1 :]
                 try:
@@ -213,6 +249,7 @@ class Demo:
             f"--tides_output={tides_dir}",
             f"--tides_window_s={self.args.tides_window_s}",
             f"--stop_gap_s={self.args.stop_gap_s}",
+            f"--gtfs_static={self.timetable_path}",
             env=self.emulator_env(),
             log_path=str(self.log_path),
         )
@@ -225,7 +262,13 @@ class Demo:
                 taken, port = port, free_port()
                 say(f"port {taken} is taken: the API uses {port}")
             self.api_log_path.write_bytes(b"")
-            self.api = stack.start_api(PROJECT, port, env=self.emulator_env(), log_path=str(self.api_log_path))
+            self.api = stack.start_api(
+                PROJECT,
+                port,
+                f"--gtfs_static={self.timetable_path}",
+                env=self.emulator_env(),
+                log_path=str(self.api_log_path),
+            )
             self.api_url = f"http://127.0.0.1:{port}"
             try:
                 stack.wait_until_serving(self.api, self.api_url)
@@ -243,6 +286,16 @@ class Demo:
         say(f"API: {self.api_url}  (docs {self.api_url}/docs, occupancy {self.api_url}/v1/trains)")
         say(f"operator sign-in (Auth emulator): {DEMO_OPERATOR[0]} / {DEMO_OPERATOR[1]}")
 
+    def start_forecast(self) -> None:
+        self.forecast = ForecastSide(
+            self.log_path.parent, self.fleet, self.timetable_path, self.phase_s, self.args.seed
+        )
+        self.forecast.start(PROJECT, self.emulator_env(), datetime.datetime.now(datetime.timezone.utc))
+        say(
+            f"seeded {self.forecast.visits} stop visits of the timetable's last {HISTORY_DAYS} days; "
+            f"the forecast job computes today's in the background (log {relative(self.forecast.log_path)})"
+        )
+
     def start_mqtt(self) -> None:
         devices = list(self.fleet[0].devices)
         directory = self.log_path.parent / "mqtt"
@@ -259,11 +312,15 @@ class Demo:
         )
 
     def start_simulator(self) -> None:
-        sim = simulator.Simulation(self.fleet, self.args.seed, keys=self.keys)
+        due = functools.partial(timetable.stops_from, phase_s=self.phase_s)
+        sim = simulator.Simulation(self.fleet, self.args.seed, keys=self.keys, timetable=due)
         route = MqttRoute(self.mqtt.broker.host_port, self.mqtt.secrets) if self.mqtt else None
+        now_us = int(time.time() * 1_000_000)
+        waits = [(next(due(t.train_id, now_us)).arrive_us - now_us) / 1e6 for t in self.fleet]
         say(
             f"starting {sum(len(t.devices) for t in self.fleet)} simulated door devices "
-            f"(seed {self.args.seed}) publishing to {TOPIC}" + (" and over MQTT" if route else "") + "..."
+            f"(seed {self.args.seed}) publishing to {TOPIC}" + (" and over MQTT" if route else "") + "; "
+            f"their trains begin their first trips in {min(waits):.0f}-{max(waits):.0f} s..."
         )
         self.publisher = DevicePublisher(sim, PROJECT, TOPIC, mqtt_route=route).start()
 
@@ -278,6 +335,8 @@ class Demo:
             say(
                 f"published {self.publisher.published()} messages; the simulator's counts for what was sent: {expected}"
             )
+        if self.forecast is not None:
+            self.forecast.stop()
         if self.mqtt is not None:
             say("stopping the bridge and the MQTT broker...")
             self.mqtt.stop()
@@ -322,8 +381,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--stop_gap_s",
         type=positive_float,
-        default=30.0,
-        help="The pipeline's --stop_gap_s: seconds without a count after which a train has left a stop.",
+        default=20.0,
+        help="The pipeline's --stop_gap_s: seconds without a count after which a train has left a stop "
+        f"(the timetable's trains run {timetable.STOP_S - timetable.DWELL_S} s from one stop to the next).",
     )
     parser.add_argument(
         "--plain",
@@ -365,7 +425,9 @@ def main(argv=None) -> int:
         demo.start_emulators()
         demo.create_pubsub()
         demo.start_archive()
+        demo.write_timetable()
         demo.load_fleet()
+        demo.start_forecast()
         demo.start_pipeline()
         demo.start_api()
         demo.start_mqtt()

@@ -160,6 +160,7 @@ class Watch:
             f"order, {c[simulator.MALFORMED]} malformed; publish failures: {c['failed']}",
             f"dead letters: {dead_text}    pipeline: {status}",
             self.mqtt_line(),
+            self.demo.forecast.status() if self.demo.forecast else "forecast: not started",
             f"pipeline log: {relative(self.demo.log_path)}    dashboard: {self.demo.api_url}/",
             f"EXPECTED: the simulator's count at the same event time.  Elapsed {elapsed:.0f}s{until}",
         ]

@@ -157,6 +157,11 @@ class Schedule:
             self.trips[trip.trip_id] = trip
             if trip.short_name:
                 self.by_short_name.setdefault(trip.short_name, []).append(trip)
+        self.stop_names: Dict[str, str] = {
+            r["stop_id"].strip(): (r.get("stop_name") or "").strip()
+            for r in rows("stops.txt", required=False)
+            if r.get("stop_id")
+        }
         self._calendar = {r["service_id"]: r for r in rows("calendar.txt", required=False)}
         self._exceptions: Dict[str, Dict[datetime.date, str]] = {}
         for r in rows("calendar_dates.txt", required=False):

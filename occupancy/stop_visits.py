@@ -131,15 +131,17 @@ class StopVisits:
 
     def close(self, state: VisitState, now_us: int, run_now: Optional[TripRun]) -> List[StopVisit]:
         """At `now_us` of event time: the open burst if it has ended, and the rest of the run's
-        stops if the train is no longer on that run (`run_now`)."""
+        stops if the train is no longer on that run (`run_now`). The train is then on no run
+        until its next count: a run begins with a count (`add`), so a train that stopped counting
+        (parked, its doors off) makes no visits of the trips its number runs later."""
         out = []
         due = self.due_us(state)
         if due is not None and now_us >= due:
             out += self._close_burst(state)
         key = self._key(run_now, now_us)
-        if not state.counts and key != state.key and not self._keeps(state, now_us):
+        if not state.counts and state.run is not None and key != state.key and not self._keeps(state, now_us):
             out += self._finish_run(state)
-            self._start(state, run_now, key)
+            self._start(state, None, ("", ""))
         return out
 
     def _keeps(self, state: VisitState, t_us: int) -> bool:

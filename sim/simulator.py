@@ -147,6 +147,22 @@ def malformed_payload(rng: random.Random, device_id: str, event_time_us: int, se
     return json.dumps(good, separators=(",", ":")).encode("utf-8")
 
 
+def stop_flows(
+    rng: random.Random, config: SimConfig, capacity: int, on_board: int, k: int, demand: float = 1.0
+) -> Tuple[int, int]:
+    """(alighting, boarding) at stop `k` (0: the origin) of a route of `config.stops_per_route`
+    stops: early stops board more, later stops alight more, the terminus empties the train,
+    nobody boards past the crush load; `demand` scales who wants to board."""
+    n = config.stops_per_route
+    progress = k / (n - 1)  # 0 at the origin, 1 at the terminus
+    if k == n - 1:
+        return on_board, 0  # terminus: everybody out, the train turns
+    alight = min(on_board, round(on_board * progress * rng.uniform(0.6, 1.0)))
+    want = round(capacity * config.board_share * (1 - progress) * demand * rng.uniform(0.5, 1.3))
+    room = int(capacity * config.crush_load) - (on_board - alight)
+    return alight, max(0, min(want, room))
+
+
 class _Device:
     """One door counter: its seq and when it last sent something."""
 
@@ -170,6 +186,7 @@ class _TrainSim:
         until_ms: Optional[int],
         truth: Truth,
         keys=None,
+        due=None,
     ):
         self.keys = keys
         self.index = index
@@ -184,8 +201,13 @@ class _TrainSim:
         for device in self.devices:
             device.next_gap_ms = _uniform_ms(self.rng, (0.2, config.heartbeat_s[1]))
         self.occupancy = 0
-        self.stop_index = self.rng.randrange(max(1, config.stops_per_route // 2))
-        self.next_stop_ms = _uniform_ms(self.rng, config.first_stop_s)
+        # A timetable's stops (sim.timetable.DueStop, in order) or, without one, stops at random.
+        self.due = due
+        if due is None:
+            self.stop_index = self.rng.randrange(max(1, config.stops_per_route // 2))
+            self.next_stop_ms = _uniform_ms(self.rng, config.first_stop_s)
+        else:
+            self._next_due()
         self.frontier_ms = 0  # everything with an event time before this is generated
         self.at_stop = False
 
@@ -206,7 +228,11 @@ class _TrainSim:
         """Generates [frontier, end of the next stop or run) and returns (send_ms, message)s."""
         begin = self.frontier_ms
         stop_index = self.stop_index
-        if self.at_stop:
+        if self.at_stop and self.due is not None:
+            end = max(begin + 1, self.leave_ms)
+            counts = self._stop_crossings(begin, end)
+            self._next_due()
+        elif self.at_stop:
             end = begin + _uniform_ms(self.rng, self.config.dwell_s)
             counts = self._stop_crossings(begin, end)
             self.next_stop_ms = begin + _uniform_ms(self.rng, self.config.stop_interval_s)
@@ -231,21 +257,20 @@ class _TrainSim:
             )
         return self._with_faults(events)
 
+    def _next_due(self) -> None:
+        """The timetable's next stop: when the doors open and close, and where it is on its trip."""
+        stop = next(self.due)
+        self.stop_index = stop.index
+        self.next_stop_ms = (stop.arrive_us - self.start_us) // _MS
+        self.leave_ms = (stop.depart_us - self.start_us) // _MS
+
     # ---- the physical model ----------------------------------------------------
 
     def _stop_crossings(self, begin: int, end: int) -> Dict[str, List[Tuple[int, int]]]:
         """Per device, (time_ms, +1 in / -1 out) for every person through that door."""
-        cfg, rng, n = self.config, self.rng, self.config.stops_per_route
-        k = self.stop_index
-        self.stop_index = (k + 1) % n
-        progress = k / (n - 1)  # 0 at the origin, 1 at the terminus
-        if k == n - 1:
-            alight, board = self.occupancy, 0  # terminus: everybody out, the train turns
-        else:
-            alight = min(self.occupancy, round(self.occupancy * progress * rng.uniform(0.6, 1.0)))
-            want = round(self.spec.capacity * cfg.board_share * (1 - progress) * rng.uniform(0.5, 1.3))
-            room = int(self.spec.capacity * cfg.crush_load) - (self.occupancy - alight)
-            board = max(0, min(want, room))
+        rng, k = self.rng, self.stop_index
+        self.stop_index = (k + 1) % self.config.stops_per_route
+        alight, board = stop_flows(rng, self.config, self.spec.capacity, self.occupancy, k)
         dwell = end - begin
         crossings = {d.device_id: [] for d in self.devices}
         # People get off first and on after; each through a random door.
@@ -334,12 +359,20 @@ class Simulation:
     """
 
     def __init__(
-        self, fleet: Sequence[TrainSpec] = DEMO_FLEET, seed: int = 0, config: SimConfig = SimConfig(), keys=None
+        self,
+        fleet: Sequence[TrainSpec] = DEMO_FLEET,
+        seed: int = 0,
+        config: SimConfig = SimConfig(),
+        keys=None,
+        timetable=None,
     ):
         if not fleet:
             raise ValueError("the fleet has no trains")
         # sim.keyring.Keyring: every message signed by its device (a reset by the control key).
         self.keys = keys
+        # (train_id, start_us) -> the train's stops from then on (sim.timetable.stops_from): the
+        # trains stop when it says, each stop's place on its trip deciding who gets on and off.
+        self.timetable = timetable
         self.fleet = tuple(fleet)
         self.seed = seed
         self.config = config
@@ -352,7 +385,17 @@ class Simulation:
         until_ms = None if seconds is None else int(seconds * 1000)
         master = random.Random(self.seed)
         trains = [
-            _TrainSim(i, spec, master.getrandbits(64), self.config, start_us, until_ms, self.truth, self.keys)
+            _TrainSim(
+                i,
+                spec,
+                master.getrandbits(64),
+                self.config,
+                start_us,
+                until_ms,
+                self.truth,
+                self.keys,
+                self.timetable(spec.train_id, start_us) if self.timetable else None,
+            )
             for i, spec in enumerate(self.fleet)
         ]
         heap, order = [], itertools.count()

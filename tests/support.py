@@ -149,6 +149,33 @@ def write_realtime(client, train_id, value, capacity=None, seen=None):
     assert not commit_documents(client, [(write.collection, write.doc_id, data)], RetryPolicy())
 
 
+def write_forecast(client, trip_id: str, day: datetime.date, stops, capacity: int = 300) -> None:
+    """A forecast document as the forecast job writes it: `stops`, ((stop_sequence, stop_id), load)
+    pairs; FEW_SEATS_AVAILABLE below half the capacity, STANDING_ROOM_ONLY above."""
+    from occupancy.forecast import rows
+
+    forecast = [
+        {
+            "service_date": day,
+            "trip_id": trip_id,
+            "stop_sequence": sequence,
+            "stop_id": stop,
+            "predicted_load": load,
+            "predicted_load_p10": load - 20,
+            "predicted_load_p90": load + 25,
+            "occupancy_percentage": round(100 * load / capacity),
+            "occupancy_status": "FEW_SEATS_AVAILABLE" if load < capacity / 2 else "STANDING_ROOM_ONLY",
+            "model": "level-hgb",
+            "history_days": 56,
+            "forecast_start": day - datetime.timedelta(days=2),
+        }
+        for (sequence, stop), load in stops
+    ]
+    client.collection("forecasts").document(rows.document_id(trip_id, day.isoformat())).set(
+        rows.trip_document(forecast)
+    )
+
+
 def ago(seconds):
     return datetime.datetime.now(UTC) - datetime.timedelta(seconds=seconds)
 

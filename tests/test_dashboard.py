@@ -147,13 +147,13 @@ def test_dashboard_shows_a_sign_in_error_and_a_non_operator(
         stack.stop_process(process)
 
 
-def test_dashboard_shows_the_trip_beside_the_train(
+def test_dashboard_shows_the_trip_beside_the_train_its_next_stops_ahead_and_a_stops_departures(
     firestore_emulator, auth_emulator, chrome, tmp_path_factory, firestore_client
 ):
     import datetime
 
     from tests import schedule_feed
-    from tests.support import ago, write_realtime
+    from tests.support import ago, write_forecast, write_realtime
 
     gtfs = schedule_feed.write(
         tmp_path_factory.mktemp("gtfs") / "gtfs.zip",
@@ -161,6 +161,9 @@ def test_dashboard_shows_the_trip_beside_the_train(
     )
     registry.set_train(firestore_client, "trains", "ic7777", 300, "IC 7777", train_number="7777")
     write_realtime(firestore_client, "ic7777", 30, 300, {"d1": (3, ago(1))})
+    # Its trip left Basel an hour ago and leaves Chur in an hour: Chur is the stop ahead.
+    today = datetime.datetime.now(schedule_feed.ZoneInfo("Europe/Zurich")).date()
+    write_forecast(firestore_client, "now-7777", today, [((1, "basel"), 40), ((2, "chur"), 160)])
     process, base_url = serve_api(
         tmp_path_factory, {**firestore_emulator.env(), **auth_emulator.env()}, f"--gtfs_static={gtfs}"
     )
@@ -173,5 +176,32 @@ def test_dashboard_shows_the_trip_beside_the_train(
 
         wait(lambda: "IC 3 → Chur" in name_cell(), 20, "the trip beside the train")
         assert name_cell() == "IC 7777 (ic7777) · IC 3 → Chur"
+
+        def next_stops():
+            return [
+                (b.text, b.get_attribute("data-level"))
+                for b in chrome.find_elements("css selector", 'tr[data-train="ic7777"] button.next-stop')
+            ]
+
+        wait(lambda: next_stops(), 20, "the train's next stops")
+        [(text, level)] = next_stops()  # Basel is behind it
+        assert text.startswith("Chur") and level == "STANDING_ROOM_ONLY", next_stops()
+        chrome.find_element("css selector", 'tr[data-train="ic7777"] button.next-stop').click()
+
+        def board():
+            return {
+                row.get_attribute("data-trip"): row.find_element("css selector", "td[data-level]").get_attribute(
+                    "data-level"
+                )
+                for row in chrome.find_elements("css selector", "#board tbody tr")
+            }
+
+        wait(lambda: "now-7777" in board(), 20, "Chur's departures")
+        assert chrome.find_element("id", "departures-title").text == "Departures from Chur"
+        # now-8888 leaves Chur too (and the feed's other trips within a day), with no forecast
+        # written: shown, without a level.
+        shown = board()
+        assert shown.pop("now-7777") == "STANDING_ROOM_ONLY" and "now-8888" in shown, board()
+        assert set(shown.values()) == {"NO_DATA_AVAILABLE"}, board()
     finally:
         stack.stop_process(process)

@@ -21,7 +21,7 @@ import pytest
 
 from local import demo, stack
 from local.emulators import free_port, is_up
-from sim import simulator
+from sim import simulator, timetable
 from sim.publisher import DevicePublisher
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -126,7 +126,7 @@ def test_demo_runs_for_its_duration_counts_and_leaves_nothing_running(
 ):
     monkeypatch.setenv(auth_emulator.env_var, auth_emulator.host_port)
     # TIDES files of 5 s, a stop left after 10 s without a count: visits are written while it runs.
-    process = start_demo(tmp_path, "--duration", "45", "--seed", "1", "--tides_window_s", "5", "--stop_gap_s", "10")
+    process = start_demo(tmp_path, "--duration", "75", "--seed", "1", "--tides_window_s", "5", "--stop_gap_s", "10")
     try:
         stack.wait_for(lambda: api_url(output(process)) or process.poll() is not None, 120, what="the demo's API URL")
         url = api_url(output(process))
@@ -134,6 +134,9 @@ def test_demo_runs_for_its_duration_counts_and_leaves_nothing_running(
         seen, children = watch(process, firestore_client, timeout_s=120, until=lambda seen: set(seen) >= set(TRAINS))
         served = httpx.get(f"{url}/v1/trains", timeout=30).json()["trains"]
         assert {t["train_id"] for t in served} == set(TRAINS)
+        # Each on a trip of the demo's timetable, found by the train's number.
+        assert all(t["trip"]["trip_id"].startswith(t["train_id"] + "-") for t in served), served
+        forecast_is_served(url, served)
         assert httpx.get(f"{url}/docs", timeout=30).status_code == 200
         assert "Train occupancy" in httpx.get(f"{url}/", timeout=30).text
         feed = httpx.get(f"{url}/gtfs-rt/vehicle-positions.pb", params={"format": "json"}, timeout=30).json()
@@ -149,7 +152,7 @@ def test_demo_runs_for_its_duration_counts_and_leaves_nothing_running(
     assert "reusing the pubsub emulator" in text and "reusing the firestore emulator" in text, text
     assert "reusing the auth emulator" in text and "operator sign-in" in text, text
     assert f"dashboard: {url}/" in text and f"GTFS-Realtime feed: {url}/gtfs-rt/vehicle-positions.pb" in text, text
-    assert "pipeline log:" in text and "45s are up" in text and "[demo] stopped" in text, text
+    assert "pipeline log:" in text and "75s are up" in text and "[demo] stopped" in text, text
 
     docs = realtime(firestore_client)
     for train in TRAINS:
@@ -171,6 +174,27 @@ def test_demo_runs_for_its_duration_counts_and_leaves_nothing_running(
     replay_matches_the_run(firestore_client, tmp_path, emulator_env)
 
 
+def forecast_is_served(url, served):
+    """The forecast job, run by the demo on its seeded history, serves each train's trip today:
+    a level at every stop, from the model; a stop's board shows the trains leaving it."""
+
+    def forecast(train):
+        answer = httpx.get(f"{url}/v1/trips/{train['trip']['trip_id']}/forecast", timeout=30)
+        return answer.json() if answer.status_code == 200 else None
+
+    found = stack.wait_for(
+        lambda: (got := [forecast(t) for t in served]) and all(got) and got, 100, what="the demo's forecast"
+    )
+    for trip in found:
+        assert trip["history_days"] >= 14 and trip["model"], trip
+        assert all(s["occupancy_status"] != "NO_DATA_AVAILABLE" and s["stop_name"] for s in trip["stops"]), trip
+    board = httpx.get(f"{url}/v1/stops/zurich/departures", timeout=30).json()
+    assert board["stop_name"] == "Zuerich HB", board
+    leaving = {d["trip_id"].split("-")[0] for d in board["departures"][:6]}
+    assert leaving == {"ic1832", "ic1840", "s3"}, board  # the three routes through Zurich
+    assert board["departures"][0]["occupancy_status"] != "NO_DATA_AVAILABLE", board
+
+
 REPLAYED = {"realtime": "realtime_replay", "history": "history_replay", "trips": "trips_replay"}
 
 
@@ -190,6 +214,7 @@ def replay_matches_the_run(client, tmp_path, env):
         f"--tides_output={tmp_path / 'tides_replay'}",
         "--tides_window_s=5",
         "--stop_gap_s=10",
+        f"--gtfs_static={tmp_path / 'timetable.zip'}",
         "--dead_letter_collection=dead_letters_replay",
         *(f"--{name}_collection={replayed}" for name, replayed in REPLAYED.items()),
     ]
@@ -217,6 +242,12 @@ def replay_matches_the_run(client, tmp_path, env):
         ran_rows, replay_rows = rows("tides", table), rows("tides_replay", table)
         assert ran_rows, table
         assert {k: replay_rows.get(k) for k in ran_rows} == ran_rows, table
+    # The trains kept to the timetable, and each stop they counted at is matched to its stop time.
+    counted = [r for r in rows("tides", "stop_visits").values() if r["dwell"] is not None]
+    assert counted and all(r["schedule_relationship"] == "Scheduled" for r in counted), counted
+    for row in counted:
+        late = (row["actual_departure_time"] - row["schedule_departure_time"]).total_seconds()
+        assert -timetable.DWELL_S <= late <= 1, row
 
     for dead in docs("dead_letters_replay").values():  # the simulator's malformed messages
         path, offset = dead["message_id"].rsplit("@", 1)

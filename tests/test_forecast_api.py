@@ -8,9 +8,8 @@ import httpx
 import pytest
 
 from local import stack
-from occupancy.forecast import rows
 from tests import schedule_feed
-from tests.support import serve_api
+from tests.support import serve_api, write_forecast
 
 UTC = datetime.timezone.utc
 
@@ -30,32 +29,9 @@ def forecast_api(firestore_emulator, auth_emulator, tmp_path_factory):
     stack.stop_process(process)
 
 
-def _write(client, trip_id: str, day: datetime.date, loads):
-    forecast = [
-        {
-            "service_date": day,
-            "trip_id": trip_id,
-            "stop_sequence": sequence,
-            "stop_id": stop,
-            "predicted_load": load,
-            "predicted_load_p10": load - 20,
-            "predicted_load_p90": load + 25,
-            "occupancy_percentage": round(100 * load / 300),
-            "occupancy_status": "FEW_SEATS_AVAILABLE" if load < 150 else "STANDING_ROOM_ONLY",
-            "model": "level-hgb",
-            "history_days": 56,
-            "forecast_start": day - datetime.timedelta(days=2),
-        }
-        for (sequence, stop), load in zip(((1, "basel"), (2, "chur")), loads)
-    ]
-    client.collection("forecasts").document(rows.document_id(trip_id, day.isoformat())).set(
-        rows.trip_document(forecast)
-    )
-
-
 def test_a_trips_forecast_and_a_stops_departures_public_coarse_operators_exact(forecast_api, firestore_client, tokens):
     today = datetime.datetime.now(schedule_feed.ZoneInfo("Europe/Zurich")).date()
-    _write(firestore_client, "now-7777", today, (131, 160))
+    write_forecast(firestore_client, "now-7777", today, zip(((1, "basel"), (2, "chur")), (131, 160)))
     with httpx.Client(base_url=forecast_api, timeout=30) as http:
         public = http.get("/v1/trips/now-7777/forecast", params={"date": today.isoformat()})
         assert public.status_code == 200, public.text
@@ -66,6 +42,10 @@ def test_a_trips_forecast_and_a_stops_departures_public_coarse_operators_exact(f
             ("chur", "STANDING_ROOM_ONLY", 50),
         ]
         assert all("predicted_load" not in s for s in stops)
+        # Named and timed from the static feed: now-7777 leaves Chur an hour after the feed was made.
+        assert [s["stop_name"] for s in stops] == ["Basel SBB", "Chur"]
+        leaves = datetime.datetime.fromisoformat(stops[1]["departure_time"])
+        assert abs((leaves - datetime.datetime.now(UTC)).total_seconds() - 3600) < 120, stops
         assert public.json()["forecast_start"] == (today - datetime.timedelta(days=2)).isoformat()
         operator = http.get("/v1/trips/now-7777/forecast", headers=tokens["operator"]).json()["stops"]
         assert [(s["predicted_load"], s["predicted_load_p10"], s["predicted_load_p90"]) for s in operator] == [
@@ -79,6 +59,7 @@ def test_a_trips_forecast_and_a_stops_departures_public_coarse_operators_exact(f
 
         # Chur: now-7777 and now-8888 both leave it within the hour; now-7777 has a forecast.
         board = http.get("/v1/stops/chur/departures").json()
+        assert board["stop_name"] == "Chur"
         assert [(d["trip_id"], d["occupancy_status"], d.get("occupancy_percentage")) for d in board["departures"]][
             :1
         ] == [("now-7777", "STANDING_ROOM_ONLY", 50)]
@@ -101,7 +82,7 @@ def test_the_trip_updates_feed_says_the_level_ahead_of_a_train_on_its_trip(forec
     from tests.support import ago, write_realtime
 
     today = datetime.datetime.now(schedule_feed.ZoneInfo("Europe/Zurich")).date()
-    _write(firestore_client, "now-7777", today, (131, 160))
+    write_forecast(firestore_client, "now-7777", today, zip(((1, "basel"), (2, "chur")), (131, 160)))
     registry.set_train(firestore_client, "trains", "t7777", 300, "IC 7777", train_number="7777")
     write_realtime(firestore_client, "t7777", 200, 300, {"d1": (3, ago(2))})
     with httpx.Client(base_url=forecast_api, timeout=30) as http:

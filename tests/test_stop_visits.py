@@ -144,6 +144,36 @@ def test_a_new_run_ends_the_last_with_its_remaining_stops_and_starts_counting_ag
     ]
 
 
+def test_a_train_that_stops_counting_makes_no_visits_of_the_trips_its_number_runs_later():
+    """Its number runs every hour all day; its doors counted on one trip, then fell silent (the
+    train parked). Closing whenever the rules ask to (the timers a flush arms, which a batch
+    replay fires one after the other up to the end of time) ends that trip and nothing more."""
+    hourly = dict(FILES)
+    hourly["trips.txt"] += "".join(f"ic3,weekdays,h{h},2001,Chur,0\n" for h in range(9, 24))
+    hourly["stop_times.txt"] += "".join(
+        f"h{h},{h}:00:00,{h}:00:00,a,1\nh{h},{h}:10:00,{h}:10:00,b,2\n" for h in range(9, 24)
+    )
+    schedule = Schedule(hourly)
+    rules, state = StopVisits(), VisitState()
+    count = Doors().burst("08:00:05", 4)[0]
+
+    def run_of(t_us):
+        when = datetime.datetime.fromtimestamp(t_us / 1_000_000, datetime.timezone.utc)
+        return schedule.current_run("2001", when)
+
+    visits, closes = rules.add(state, count, run_of(count.event_time_us)), 0
+    while (at := rules.next_close_us(state, 3_600_000_001)) is not None and closes < 30:
+        visits += rules.close(state, at, run_of(at))
+        closes += 1
+    assert closes < 30, "the rules kept asking to close"
+    assert [(v.run.trip.trip_id, *s) for v, s in zip(visits, summary(visits))] == [
+        ("r1", 1, "a", 4, 0, 4),
+        ("r1", 2, "b", 0, 0, 4),
+        ("r1", 3, "c", 0, 0, 4),
+        ("r1", 4, "d", 0, 0, 4),
+    ]
+
+
 def test_closing_at_every_burst_end_makes_the_same_visits_as_closing_once(schedule):
     doors = Doors()
     counts = (

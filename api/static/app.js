@@ -1,13 +1,17 @@
-// The live dashboard: polls GET /v1/trains (no reload), shows a train's history and devices on
-// click, and, for a signed-in operator, the device registry with enable/disable and move.
+// The live dashboard: polls GET /v1/trains (no reload), shows each train's next stops with
+// their forecast level (GET /v1/trips/{trip}/forecast) and, on a stop's click, its departures
+// board (GET /v1/stops/{stop}/departures); a train's history and devices on click, and, for a
+// signed-in operator, the device registry with enable/disable and move.
 // Plain DOM and SVG, no library: everything the page needs is in this package.
 "use strict";
 
 const POLL_MS = 750;          // with the API's 1 s fleet cache: a change shows within 2 s
 const DETAIL_POLL_MS = 5000;
 const HISTORY_PAGES = 10;      // up to 10,000 buckets a day (one per second is 86,400: the newest win)
+const FORECAST_MS = 30000;     // a trip's forecast is read again after this long
+const NEXT_STOPS = 3;
 const state = { token: sessionStorage.getItem("idToken"), email: sessionStorage.getItem("email"),
-                selected: null, painted: false, authConfig: null };
+                selected: null, painted: false, authConfig: null, forecasts: new Map(), board: null };
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -54,9 +58,10 @@ function renderTrains(trains) {
     if (!row) {
       row = el("tr", { "data-train": train.train_id });
       row.addEventListener("click", () => selectTrain(train.train_id));
-      for (let i = 0; i < 8; i++) row.append(el("td"));
+      for (let i = 0; i < 9; i++) row.append(el("td"));
       row.children[1].append(el("div", { class: "bar" }, el("div", { class: "fill" })));
       [2, 3, 4].forEach((i) => row.children[i].classList.add("num"));
+      row.children[8].classList.add("next-stops");
     }
     rows.delete(train.train_id);
     if (body.children[index] !== row) body.insertBefore(row, body.children[index] || null);
@@ -76,6 +81,7 @@ function renderTrains(trains) {
     cells[6].textContent = ago(train.last_updated);
     cells[7].replaceChildren(el("span", { class: `badge ${train.status}` },
                                 train.status === "no_data" ? "no data" : train.status));
+    renderNextStops(cells[8], train);
     row.classList.toggle("selected", train.train_id === state.selected);
   });
   for (const gone of rows.values()) gone.remove();
@@ -88,12 +94,84 @@ function renderTrains(trains) {
 async function pollTrains() {
   try {
     const body = await api("/v1/trains");
+    body.trains.forEach((train) => { if (train.trip) loadForecast(train.trip.trip_id); });
     renderTrains(body.trains);
     $("#status").textContent = `${body.trains.length} trains, read ${new Date(body.generated_at).toLocaleTimeString()}`;
   } catch (error) {
     $("#status").textContent = `cannot load trains (${error.message})`;
   } finally {
     setTimeout(pollTrains, POLL_MS);
+  }
+}
+
+// ---- the load ahead: next stops and a stop's departures ------------------------------------
+
+function levelText(status) {
+  return (status || "NO_DATA_AVAILABLE").toLowerCase().replaceAll("_", " ");
+}
+
+// Reads a trip's forecast at most every FORECAST_MS; the table shows what was read last.
+async function loadForecast(tripId) {
+  const cached = state.forecasts.get(tripId);
+  if (cached && Date.now() - cached.at < FORECAST_MS) return;
+  state.forecasts.set(tripId, { at: Date.now(), stops: cached ? cached.stops : null });
+  try {
+    const body = await api(`/v1/trips/${encodeURIComponent(tripId)}/forecast`);
+    state.forecasts.set(tripId, { at: Date.now(), stops: body.stops });
+  } catch (error) {  // 404: no forecast for this trip today
+    state.forecasts.set(tripId, { at: Date.now(), stops: [], error: error.message });
+  }
+}
+
+// The train's next NEXT_STOPS stops still to leave, each a button opening the stop's board.
+function renderNextStops(cell, train) {
+  const entry = train.trip ? state.forecasts.get(train.trip.trip_id) : null;
+  const now = Date.now();
+  const ahead = entry && entry.stops
+    ? entry.stops.filter((s) => s.departure_time && Date.parse(s.departure_time) > now).slice(0, NEXT_STOPS) : [];
+  const key = !train.trip ? "none" : !entry || !entry.stops ? "loading"
+    : JSON.stringify(ahead.map((s) => [s.stop_id, s.occupancy_status, s.occupancy_percentage]));
+  if (cell.dataset.key === key) return;
+  cell.dataset.key = key;
+  if (!ahead.length) {
+    cell.textContent = key === "loading" ? "…" : train.trip && entry.error ? "no forecast" : "—";
+    return;
+  }
+  cell.replaceChildren(...ahead.map((stop) => {
+    const pct = stop.occupancy_percentage == null ? "" : ` ${stop.occupancy_percentage}%`;
+    const button = el("button", { type: "button", class: "next-stop", "data-stop": stop.stop_id,
+                                  "data-level": stop.occupancy_status || "NO_DATA_AVAILABLE",
+                                  title: `${levelText(stop.occupancy_status)} as it leaves` },
+                      el("span", { class: `swatch ${stop.occupancy_status || "NO_DATA_AVAILABLE"}` }),
+                      (stop.stop_name || stop.stop_id) + pct);
+    button.addEventListener("click", (event) => { event.stopPropagation(); showBoard(stop.stop_id); });
+    return button;
+  }));
+}
+
+async function showBoard(stopId) {
+  state.board = stopId;
+  $("#departures").hidden = false;
+  await loadBoard();
+}
+
+async function loadBoard() {
+  const stopId = state.board;
+  if (!stopId) return;
+  try {
+    const body = await api(`/v1/stops/${encodeURIComponent(stopId)}/departures?limit=8`);
+    if (state.board !== stopId) return;
+    $("#departures-error").textContent = "";
+    $("#departures-title").textContent = `Departures from ${body.stop_name || stopId}`;
+    $("#board tbody").replaceChildren(...body.departures.map((d) => el("tr", { "data-trip": d.trip_id },
+      el("td", {}, new Date(d.departure_time).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })),
+      el("td", {}, `${d.route_short_name || d.route_id} (${d.trip_id})`),
+      el("td", {}, d.headsign || ""),
+      el("td", { "data-level": d.occupancy_status }, el("span", { class: `swatch ${d.occupancy_status}` }),
+         levelText(d.occupancy_status)),
+      el("td", { class: "num" }, d.occupancy_percentage ?? "—"))));
+  } catch (error) {
+    $("#departures-error").textContent = error.message;
   }
 }
 
@@ -289,4 +367,5 @@ $("#sign-out").addEventListener("click", () => signOut());
 showAccount();
 pollTrains();
 setInterval(loadDetail, DETAIL_POLL_MS);
+setInterval(loadBoard, DETAIL_POLL_MS);
 setInterval(loadDevices, DETAIL_POLL_MS);

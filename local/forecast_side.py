@@ -1,0 +1,105 @@
+"""The forecast in `make run`: weeks of the demo timetable's past service seeded as TIDES files
+(sim/timetable_history.py), and the forecast job (python -m pipeline.forecast) run on them for
+today, in the background, into the registry's Firestore, where the API serves it: each train's
+load ahead at its next stops and a stop's departures, on the dashboard.
+
+Seeded are the runs that leave within 20 minutes before and FORECAST_HOURS after the start, on
+each of the HISTORY_DAYS before today (the model wants 28 days: 14 to fit and 14 to calibrate its
+bounds); the day's other runs get no forecast (NO_DATA_AVAILABLE), as a trip without history does.
+"""
+
+import datetime
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+import zoneinfo
+from typing import Optional, Sequence
+
+from local import stack
+from local.terminal import relative
+from occupancy import tides_parquet
+from sim import timetable
+from sim.simulator import TrainSpec
+from sim.timetable_history import history
+
+HISTORY_DAYS = 28
+FORECAST_HOURS = 1.5
+
+
+class ForecastSide:
+    """Seeds the history under `directory`/history and runs the forecast job once."""
+
+    def __init__(
+        self, directory: pathlib.Path, fleet: Sequence[TrainSpec], feed: pathlib.Path, phase_s: int, seed: int
+    ):
+        """`feed`: the timetable as written with sim.timetable.gtfs_files(..., `phase_s`)."""
+        self.directory, self.fleet, self.feed, self.phase_s, self.seed = directory, fleet, feed, phase_s, seed
+        self.log_path = directory / "forecast.log"
+        self.process: Optional[subprocess.Popen] = None
+        self.visits = 0
+        self.started = self.took_s = None
+
+    def seed_history(self, now: datetime.datetime) -> pathlib.Path:
+        """Writes the seeded history (Parquet, as the occupancy job writes TIDES); returns its root."""
+        local = now.astimezone(zoneinfo.ZoneInfo(timetable.TIMEZONE))
+        now_s = local.hour * 3600 + local.minute * 60 + local.second
+        days = [local.date() - datetime.timedelta(days=k) for k in range(HISTORY_DAYS, 0, -1)]
+        window = (now_s - 1200, now_s + int(FORECAST_HOURS * 3600))
+        seeded = history(self.fleet, days, window, self.seed, phase_s=self.phase_s)
+        root = self.directory / "history"
+        shutil.rmtree(root, ignore_errors=True)
+        for table in ("stop_visits", "trips_performed"):
+            tides_parquet.write_partitioned(str(root), table, getattr(seeded, table), "seeded")
+        self.visits = len(seeded.stop_visits)
+        return root
+
+    def start(self, project: str, env: dict, now: datetime.datetime) -> None:
+        root = self.seed_history(now)
+        today = now.astimezone(zoneinfo.ZoneInfo(timetable.TIMEZONE)).date()
+        output = self.directory / "forecast"
+        shutil.rmtree(output, ignore_errors=True)
+        self.log_path.write_bytes(b"")
+        self.started = time.monotonic()
+        self.process = stack.start_command(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.forecast",
+                "--runner=FnApiRunner",
+                f"--project={project}",
+                f"--tides_input={root}",
+                f"--gtfs_static={self.feed}",
+                f"--forecast_start={today.isoformat()}",
+                "--forecast_days=1",
+                f"--forecast_output={output}",
+            ],
+            str(self.log_path),
+            # One thread for scikit-learn's fits: beside the running pipeline, OpenMP's threads
+            # spinning for each other cost 40 % more CPU (measured) and slowed everything.
+            env={**env, "OMP_NUM_THREADS": "1"},
+        )
+
+    def status(self) -> str:
+        """One line for the demo's table."""
+        if self.process is None:
+            return "forecast: not started"
+        code = self.process.poll()
+        if code is None:
+            return (
+                f"forecast: computing today's from {HISTORY_DAYS} days of seeded history ({self.visits} stop "
+                f"visits; log {relative(self.log_path)})"
+            )
+        if self.took_s is None:
+            self.took_s = time.monotonic() - self.started
+        if code == 0:
+            return (
+                f"forecast: ready for today (took {self.took_s:.0f} s): each train's next stops and a stop's "
+                "departures on the dashboard"
+            )
+        return f"forecast: failed (exit {code}): see {relative(self.log_path)}"
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            stack.stop_process(self.process)
