@@ -19,8 +19,10 @@ IDENTITY = ["PyJWT[crypto]>=2.8,<3"]
 # MQTT (occupancy/mqtt.py): paho-mqtt 2.x, for manual acks; the broker is Debian's mosquitto.
 MQTT = ["paho-mqtt>=2.1,<3"]
 DEVICE = ["google-cloud-pubsub>=2.18,<3", *IDENTITY, *MQTT]
+# GET /metrics of the API and the bridge, for a self-hosted scraper.
+METRICS = ["prometheus-client>=0.20,<1"]
 # The MQTT-to-Pub/Sub bridge (bridge/): no Beam, no Firestore.
-BRIDGE = ["google-cloud-pubsub>=2.18,<3", *IDENTITY, *MQTT]
+BRIDGE = ["google-cloud-pubsub>=2.18,<3", *IDENTITY, *MQTT, *METRICS]
 REGISTRY = ["google-cloud-firestore>=2.16,<3", *IDENTITY]
 # What Dataflow workers run (pipeline.main's imports: occupancy, pipeline, transforms), nothing more.
 PIPELINE = [
@@ -44,6 +46,7 @@ API = [
     "uvicorn>=0.29,<1",
     "firebase-admin>=6.5,<8",
     "gtfs-realtime-bindings>=1.0,<4",
+    *METRICS,
 ]
 TEST = [
     "pytest>=8,<10",

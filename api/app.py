@@ -39,7 +39,20 @@ def _schedule(path: str):
 
 def create_app(settings: Settings, client=None) -> FastAPI:
     """The application; `client` defaults to a Firestore client for settings.project/database."""
-    from api import auth, dashboard, devices, enricher, forecasts, gtfs_rt, health, keys, trains, trip_updates, trips
+    from api import (
+        auth,
+        dashboard,
+        devices,
+        enricher,
+        forecasts,
+        gtfs_rt,
+        health,
+        keys,
+        metrics,
+        trains,
+        trip_updates,
+        trips,
+    )
     from occupancy.store import make_client
 
     app = FastAPI(
@@ -80,6 +93,8 @@ def create_app(settings: Settings, client=None) -> FastAPI:
     app.state.trip_updates_built = {}  # exact (bool) -> (fleet view, read at, the TripUpdates FeedMessage)
     app.state.upstream_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)  # the operator's feed
     auth.init(settings)
+    app.state.metrics = metrics.RequestMetrics()
+    app.middleware("http")(app.state.metrics.middleware())
 
     @app.middleware("http")
     async def private_when_authorized(request, call_next):
@@ -138,6 +153,7 @@ def create_app(settings: Settings, client=None) -> FastAPI:
         trip_updates.router,
         enricher.router,
         dashboard.router,
+        metrics.router,
     ):
         app.include_router(router)
     dashboard.mount(app)

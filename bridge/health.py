@@ -5,6 +5,9 @@ GET /healthz  200 {"status": "ok", ...counters} while connected to the broker an
               broker away, or a message received more than `stall_after_s` ago and
               not yet forwarded: progress, not only a connection), so that a load
               balancer or systemd watchdog can act.
+GET /metrics  the same counters in the Prometheus text format (prometheus-client), for a
+              scraper: occupancy_bridge_<counter>_total, and the gauges in flight, oldest
+              unacknowledged (seconds), connected and healthy (1 or 0).
 """
 
 import http.server
@@ -82,18 +85,71 @@ class Counters:
             }
 
 
+COUNTERS = {
+    "received": "Messages received from the broker.",
+    "forwarded": "Messages Pub/Sub acknowledged (then acknowledged at the broker).",
+    "publish_errors": "Publishes to Pub/Sub that failed for now (the bridge reconnects; the broker redelivers).",
+    "reconnects": "Connections to the broker made again.",
+    "deferred": "Messages past the held queue, left unacknowledged for the broker to send again.",
+    "refused_by_pubsub": "Messages Pub/Sub refused for good, forwarded again cut (a dead letter downstream).",
+    "unforwardable": "Messages Pub/Sub refused in every form: acknowledged, not forwarded (logged).",
+    "attribute_errors": "Messages whose attributes could not be read: forwarded unchanged.",
+}
+GAUGES = {
+    "in_flight": "Messages handed to Pub/Sub and not yet acknowledged by it.",
+    "oldest_unacknowledged_seconds": "Age of the oldest message received and not yet forwarded (0: none).",
+    "connected": "1 while subscribed at the broker.",
+    "healthy": "1 while /healthz says ok (connected, Pub/Sub taking messages, nothing stuck).",
+}
+
+
+class _Snapshot:
+    """A prometheus-client collector of one snapshot of the counters."""
+
+    def __init__(self, snapshot: dict):
+        self.snapshot = snapshot
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        s = self.snapshot
+        for name in Counters.FIELDS:
+            yield CounterMetricFamily(f"occupancy_bridge_{name}", COUNTERS[name], value=s[name])
+        values = {
+            "in_flight": s["in_flight"],
+            "oldest_unacknowledged_seconds": s["oldest_unacknowledged_s"],
+            "connected": int(s["connected"]),
+            "healthy": int(s["status"] == "ok"),
+        }
+        for name, text in GAUGES.items():
+            yield GaugeMetricFamily(f"occupancy_bridge_{name}", text, value=values[name])
+
+
+def metrics_text(counters: Counters) -> bytes:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    registry.register(_Snapshot(counters.snapshot()))
+    return generate_latest(registry)
+
+
 def serve(counters: Counters, port: int, host: str = "127.0.0.1") -> http.server.ThreadingHTTPServer:
     """Starts the health endpoint in a daemon thread; returns the server (its port: .server_port)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - the name http.server calls
-            if self.path.split("?")[0] not in ("/healthz", "/"):
+            path = self.path.split("?")[0]
+            if path == "/metrics":
+                self._answer(200, "text/plain; version=0.0.4; charset=utf-8", metrics_text(counters))
+            elif path in ("/healthz", "/"):
+                body = counters.snapshot()
+                self._answer(200 if body["status"] == "ok" else 503, "application/json", json.dumps(body).encode())
+            else:
                 self.send_error(404)
-                return
-            body = counters.snapshot()
-            data = json.dumps(body).encode()
-            self.send_response(200 if body["status"] == "ok" else 503)
-            self.send_header("Content-Type", "application/json")
+
+        def _answer(self, status: int, content_type: str, data: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

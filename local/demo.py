@@ -284,6 +284,7 @@ class Demo:
         say(f"dashboard: {self.api_url}/")
         say(f"GTFS-Realtime feed: {self.api_url}/gtfs-rt/vehicle-positions.pb (?format=json to read it)")
         say(f"API: {self.api_url}  (docs {self.api_url}/docs, occupancy {self.api_url}/v1/trains)")
+        say(f"API metrics (Prometheus): {self.api_url}/metrics")
         say(f"operator sign-in (Auth emulator): {DEMO_OPERATOR[0]} / {DEMO_OPERATOR[1]}")
 
     def start_forecast(self) -> None:
@@ -308,7 +309,8 @@ class Demo:
         self.mqtt.start(self.client, devices, PROJECT, TOPIC, str(self.log_path.parent / "bridge.log"))
         say(
             f"MQTT broker: {self.mqtt.broker.host_port}; bridge health: "
-            f"http://127.0.0.1:{self.mqtt.health_port}/healthz"
+            f"http://127.0.0.1:{self.mqtt.health_port}/healthz, bridge metrics (Prometheus): "
+            f"http://127.0.0.1:{self.mqtt.health_port}/metrics"
         )
 
     def start_simulator(self) -> None:

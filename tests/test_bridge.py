@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -79,6 +80,15 @@ def _bridge(broker, topic, publisher_factory, counters, **kwargs):
     return bridge, running
 
 
+def _metrics(port: int) -> dict:
+    """GET /metrics read by prometheus-client's parser: sample name -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 def test_the_bridge_forwards_unchanged_and_acks_only_what_pubsub_took(broker, pubsub, monkeypatch):
     topic, subscription, proxy = pubsub
     counters = health.Counters()
@@ -98,6 +108,10 @@ def test_the_bridge_forwards_unchanged_and_acks_only_what_pubsub_took(broker, pu
     status = json.loads(_get(server.server_port)[1])
     assert _get(server.server_port)[0] == 503 and status["status"] == "degraded"
     assert counters.forwarded == 0  # nothing acknowledged while Pub/Sub is away
+    # What a scraper reads says so too.
+    scraped = _metrics(server.server_port)
+    assert scraped["occupancy_bridge_healthy"] == 0 and scraped["occupancy_bridge_publish_errors_total"] >= 1
+    assert scraped["occupancy_bridge_forwarded_total"] == 0 and scraped["occupancy_bridge_received_total"] >= 1
     time.sleep(2)
     proxy.restore()
     for payload in signed[25:]:
@@ -115,6 +129,9 @@ def test_the_bridge_forwards_unchanged_and_acks_only_what_pubsub_took(broker, pu
     stack.wait_for(lambda: _get(server.server_port)[0] == 200, 30, what="the bridge healthy again")
     assert counters.max_in_flight_seen <= 10 and counters.reconnects >= 1
     assert counters.forwarded >= len(signed) + len(hostile)
+    scraped = _metrics(server.server_port)
+    assert scraped["occupancy_bridge_forwarded_total"] >= len(signed) + len(hostile)
+    assert (scraped["occupancy_bridge_healthy"], scraped["occupancy_bridge_connected"]) == (1, 1)
     bridge.stop()
     running.join(10)
     server.shutdown()

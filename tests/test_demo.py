@@ -137,6 +137,14 @@ def test_demo_runs_for_its_duration_counts_and_leaves_nothing_running(
         # Each on a trip of the demo's timetable, found by the train's number.
         assert all(t["trip"]["trip_id"].startswith(t["train_id"] + "-") for t in served), served
         forecast_is_served(url, served)
+        # The signals a scraper reads: the API's requests, the bridge's forwarded messages.
+        assert 'occupancy_api_requests_total{method="GET",route="/v1/trains"' in httpx.get(f"{url}/metrics").text
+        bridge = re.search(r"bridge metrics \(Prometheus\): (http://\S+)", output(process)).group(1)
+        stack.wait_for(
+            lambda: re.search(r"^occupancy_bridge_forwarded_total [1-9]", httpx.get(bridge).text, re.M),
+            60,
+            what="the bridge forwarding",
+        )
         assert httpx.get(f"{url}/docs", timeout=30).status_code == 200
         assert "Train occupancy" in httpx.get(f"{url}/", timeout=30).text
         feed = httpx.get(f"{url}/gtfs-rt/vehicle-positions.pb", params={"format": "json"}, timeout=30).json()

@@ -1,0 +1,56 @@
+"""GET /metrics of the API: every request counted by its route template, method and status, and
+timed, as a Prometheus scraper reads it (prometheus-client's parser); against the Firestore
+emulator in-process (FastAPI TestClient)."""
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from api.app import create_app
+from api.deps import Settings
+from local.stack import PROJECT
+
+
+def scrape(http) -> dict:
+    answer = http.get("/metrics")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(answer.text)
+        for s in family.samples
+    }
+
+
+class _Broken:
+    """A Firestore client that fails as no outage does (a bug): the API answers 500."""
+
+    def collection(self, name):
+        raise RuntimeError("a bug")
+
+
+def test_requests_are_counted_by_route_template_and_status_and_timed(firestore_emulator, firestore_client):
+    with TestClient(create_app(Settings(project=PROJECT), client=firestore_client)) as http:
+        for train in ("a", "b", "c"):
+            assert http.get(f"/v1/trains/{train}-nowhere").status_code == 404
+        assert http.get("/healthz").status_code == 200
+        assert http.get("/v1/no/such/path").status_code == 404
+        seen = scrape(http)
+        assert "/metrics" not in http.get("/openapi.json").json()["paths"]
+
+    def count(route, status, method="GET"):
+        key = (("method", method), ("route", route), ("status", status))
+        return seen.get(("occupancy_api_requests_total", key), 0)
+
+    # One series for the route, whatever train was asked for; a path no route has is "unmatched".
+    assert count("/v1/trains/{train_id}", "404") == 3
+    assert count("/healthz", "200") == 1 and count("unmatched", "404") == 1
+    assert not any("a-nowhere" in str(key) for key in seen)
+    timed = seen[("occupancy_api_request_seconds_count", (("route", "/v1/trains/{train_id}"),))]
+    assert timed == 3 and seen[("occupancy_api_request_seconds_sum", (("route", "/v1/trains/{train_id}"),))] > 0
+
+
+def test_a_request_that_fails_with_an_unexpected_error_is_counted_as_a_500():
+    with TestClient(create_app(Settings(), client=_Broken()), raise_server_exceptions=False) as http:
+        assert http.get("/v1/trains/x").status_code == 500
+        seen = scrape(http)
+    key = ("occupancy_api_requests_total", (("method", "GET"), ("route", "/v1/trains/{train_id}"), ("status", "500")))
+    assert seen.get(key) == 1, seen
