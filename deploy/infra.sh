@@ -33,6 +33,11 @@
 #                                     on the project, nothing else
 #   Firestore indexes from deploy/firestore.indexes.json (composite indexes and
 #   single-field exemptions), with `gcloud firestore indexes ...`
+#   Cloud Monitoring alert policies (deploy/monitoring/policies/*.json, each
+#   with its runbook section in docs/runbook.md) and the dashboard
+#   "Train occupancy" (deploy/monitoring/dashboard.json); a policy or dashboard
+#   whose display name exists is kept as it is. --notification-channel CHANNEL
+#   (a channel's full name; repeatable) is attached to every policy created.
 #   With --api-domain DOMAIN, the API's edge: a global external HTTPS load
 #   balancer for DOMAIN (Google-managed certificate, a static address) in front
 #   of the Cloud Run service, with the Cloud Armor policy occupancy-api-edge:
@@ -58,6 +63,8 @@ INDEXES="$HERE/firestore.indexes.json"
 API_SERVICE="occupancy-api"
 API_DOMAIN=""
 API_RATE_LIMIT=600
+MONITORING="$HERE/monitoring"
+NOTIFICATION_CHANNELS=""
 DRY_RUN=0
 
 usage() {
@@ -69,6 +76,7 @@ usage: $0 --project PROJECT --region REGION --bucket BUCKET [--dry-run]
           [--api-sa $API_SA_NAME]
           [--database '$DATABASE'] [--indexes deploy/firestore.indexes.json]
           [--api-domain DOMAIN [--api-service $API_SERVICE] [--api-rate-limit $API_RATE_LIMIT]]
+          [--notification-channel projects/PROJECT/notificationChannels/ID ...]
 PROJECT, REGION and BUCKET may also come from the environment.
 EOF
 }
@@ -92,6 +100,7 @@ while [[ $# -gt 0 ]]; do
     --api-domain) API_DOMAIN="${2:?}"; shift 2 ;;
     --api-service) API_SERVICE="${2:?}"; shift 2 ;;
     --api-rate-limit) API_RATE_LIMIT="${2:?}"; shift 2 ;;
+    --notification-channel) NOTIFICATION_CHANNELS="${NOTIFICATION_CHANNELS:+$NOTIFICATION_CHANNELS,}${2:?}"; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -111,6 +120,8 @@ BUCKET="${BUCKET%/}"
   || die "not a domain name: $API_DOMAIN"
 [[ "$API_SERVICE" =~ ^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$ ]] || die "not a Cloud Run service name: $API_SERVICE"
 [[ "$API_RATE_LIMIT" =~ ^[1-9][0-9]{0,6}$ ]] || die "not a number of requests a minute: $API_RATE_LIMIT"
+[[ -z "$NOTIFICATION_CHANNELS" || "$NOTIFICATION_CHANNELS" =~ ^(projects/[-a-z0-9.:]+/notificationChannels/[0-9]+,?)+$ ]] \
+  || die "not notification channel names: $NOTIFICATION_CHANNELS"
 
 PIPELINE_SA="${PIPELINE_SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
 DEVICE_SA="${DEVICE_SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
@@ -241,6 +252,28 @@ while IFS=$'\x1f' read -r -a command; do
   [[ ${#command[@]} -gt 0 ]] || continue
   "${command[0]}" "${command[@]:1}"
 done <<<"$commands"
+
+# --- monitoring: alert policies and the dashboard (deploy/monitoring/, docs/runbook.md) ---
+# Kept as they are when one of the same display name exists (change one: gcloud alpha
+# monitoring policies update NAME --policy-from-file=FILE, or delete it and run this again).
+display_name() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["displayName"])' "$1"; }
+exists() {  # exists policies|dashboards DISPLAY_NAME
+  local group="$1" list=(gcloud monitoring dashboards list)
+  [[ $group == policies ]] && list=(gcloud alpha monitoring policies list)
+  [[ -n "$("${list[@]}" "$P" "--filter=displayName=\"$2\"" "--format=value(name)" | head -n1)" ]]
+}
+for policy in "$MONITORING"/policies/*.json; do
+  channels=()
+  [[ -n "$NOTIFICATION_CHANNELS" ]] && channels=("--notification-channels=$NOTIFICATION_CHANNELS")
+  if [[ $DRY_RUN != 1 ]] && exists policies "$(display_name "$policy")"; then
+    printf '  policy "%s" exists, kept\n' "$(display_name "$policy")" >&2
+    continue
+  fi
+  run gcloud alpha monitoring policies create "$P" "--policy-from-file=$policy" "${channels[@]}"
+done
+if [[ $DRY_RUN == 1 ]] || ! exists dashboards "$(display_name "$MONITORING/dashboard.json")"; then
+  run gcloud monitoring dashboards create "$P" "--config-from-file=$MONITORING/dashboard.json"
+fi
 
 # --- the API's edge (--api-domain): HTTPS load balancer + Cloud Armor rate limit ---
 # Cloud Run has no per-client limit of its own. A crowd of dashboards costs one read per
