@@ -2,15 +2,26 @@
 Prometheus text format (prometheus-client), for a self-hosted scraper. On Cloud Run the platform
 counts requests by status and latency itself (docs/operations.md, "Signals").
 
+And what only the fleet's view shows, read through the fleet cache at each scrape: the trains by
+status (ok, stale: no message for --stale_after_s, no_data), and the devices silent that long on
+a train whose other doors still report (a door counter gone quiet, not a train parked).
+
 The route is the matched path template (`/v1/trains/{train_id}`), never the path asked for: one
 series per route, whatever ids callers send; a path no route matches is `unmatched`.
 """
 
+import datetime
+import logging
 import time
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from google.api_core import exceptions as gexc
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from api.deps import read_fleet
+from occupancy import fleet
+
+_LOGGER = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 # Seconds: the fleet cache answers in milliseconds, a Firestore read in tens, a cold one in more.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -36,6 +47,40 @@ class RequestMetrics:
             buckets=BUCKETS,
         )
 
+        self.trains = Gauge(
+            "occupancy_trains", "Trains by status (ok, stale, no_data).", ["status"], registry=self.registry
+        )
+        self.silent = Gauge(
+            "occupancy_devices_silent",
+            "Devices silent for --stale_after_s on trains whose other devices report.",
+            registry=self.registry,
+        )
+        self.fleet_readable = Gauge(
+            "occupancy_fleet_readable", "1 if the fleet could be read for this scrape.", registry=self.registry
+        )
+
+    def read_fleet(self, request: Request, stale_after_s: float) -> None:
+        """Sets the fleet's gauges from its view now (through the fleet cache)."""
+        try:
+            read_at, views = read_fleet(request)
+        except (gexc.GoogleAPIError, fleet.FleetStale):
+            self.fleet_readable.set(0)
+            return
+        except Exception:  # noqa: BLE001 - a bug in reading the fleet must not hide the request counts
+            _LOGGER.exception("Reading the fleet for /metrics failed")
+            self.fleet_readable.set(0)
+            return
+        self.fleet_readable.set(1)
+        for status in ("ok", "stale", "no_data"):
+            self.trains.labels(status).set(sum(view.status == status for view in views))
+        limit = read_at - datetime.timedelta(seconds=stale_after_s)
+        silent = 0
+        for view in views:
+            if view.status == "ok":
+                seen = [fleet.as_utc((entry or {}).get("last_seen")) for entry in view.devices_seen.values()]
+                silent += sum(1 for at in seen if at is not None and at < limit)
+        self.silent.set(silent)
+
     def observe(self, request: Request, status: int, seconds: float) -> None:
         route = getattr(request.scope.get("route"), "path", None) or "unmatched"
         self.requests.labels(route, request.method, str(status)).inc()
@@ -58,4 +103,6 @@ class RequestMetrics:
 
 @router.get("/metrics")
 def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    exported = request.app.state.metrics
+    exported.read_fleet(request, request.app.state.settings.stale_after_s)
+    return Response(generate_latest(exported.registry), media_type=CONTENT_TYPE_LATEST)

@@ -139,14 +139,15 @@ def serve_api(tmp_path_factory, env: dict, *args: str):
     return process, base_url
 
 
-def write_realtime(client, train_id, value, capacity=None, seen=None):
-    """A realtime document as the pipeline writes it; seen: device -> (seq, last_seen datetime)."""
+def write_realtime(client, train_id, value, capacity=None, seen=None, collection=None):
+    """A realtime document as the pipeline writes it; seen: device -> (seq, last_seen datetime);
+    `collection`: another than the pipeline's default."""
     state = TrainState(value=value, capacity=capacity, last_applied_us=wire.now_us())
     for device, (seq, last_seen) in (seen or {}).items():
         state.devices[device] = DeviceMemory(seq=seq, applied=[[1, seq]], last_seen_us=wire.to_micros(last_seen))
     write = documents.realtime_write(train_id, state)
     data = {**write.data, "updated_at": firestore.SERVER_TIMESTAMP}  # as the sink stamps it
-    assert not commit_documents(client, [(write.collection, write.doc_id, data)], RetryPolicy())
+    assert not commit_documents(client, [(collection or write.collection, write.doc_id, data)], RetryPolicy())
 
 
 def write_forecast(client, trip_id: str, day: datetime.date, stops, capacity: int = 300) -> None:

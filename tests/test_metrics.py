@@ -1,13 +1,18 @@
 """GET /metrics of the API: every request counted by its route template, method and status, and
-timed, as a Prometheus scraper reads it (prometheus-client's parser); against the Firestore
-emulator in-process (FastAPI TestClient)."""
+timed; the trains by status and the doors gone silent; as a Prometheus scraper reads it
+(prometheus-client's parser), against the Firestore emulator in-process (FastAPI TestClient)."""
+
+import uuid
 
 from fastapi.testclient import TestClient
+from google.api_core import exceptions as gexc
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from api.deps import Settings
 from local.stack import PROJECT
+from occupancy import registry
+from tests.support import ago, write_realtime
 
 
 def scrape(http) -> dict:
@@ -54,3 +59,48 @@ def test_a_request_that_fails_with_an_unexpected_error_is_counted_as_a_500():
         seen = scrape(http)
     key = ("occupancy_api_requests_total", (("method", "GET"), ("route", "/v1/trains/{train_id}"), ("status", "500")))
     assert seen.get(key) == 1, seen
+
+
+def test_the_fleet_gauges_count_trains_by_status_and_silent_doors_of_live_trains(firestore_emulator, firestore_client):
+    realtime, trains = f"rt-{uuid.uuid4().hex[:8]}", f"trains-{uuid.uuid4().hex[:8]}"
+    for train in ("live", "parked", "new"):
+        registry.set_train(firestore_client, trains, train, 100, train)
+    # live: one door reports, the other has been silent for 5 minutes; parked: all silent (stale).
+    write_realtime(firestore_client, "live", 10, 100, {"l1": (3, ago(1)), "l2": (9, ago(300))}, collection=realtime)
+    write_realtime(firestore_client, "parked", 0, 100, {"p1": (3, ago(300)), "p2": (4, ago(300))}, collection=realtime)
+    settings = Settings(project=PROJECT, realtime_collection=realtime, trains_collection=trains, stale_after_s=90)
+    with TestClient(create_app(settings, client=firestore_client)) as http:
+        seen = scrape(http)
+    assert {s: seen[("occupancy_trains", (("status", s),))] for s in ("ok", "stale", "no_data")} == {
+        "ok": 1,
+        "stale": 1,
+        "no_data": 1,
+    }
+    # The parked train's doors are not counted: silent with their train, not on their own.
+    assert seen[("occupancy_devices_silent", ())] == 1 and seen[("occupancy_fleet_readable", ())] == 1
+
+
+class _Down:
+    """A Firestore client whose every read fails as an outage does."""
+
+    def collection(self, name):
+        return self
+
+    def where(self, *args, **kwargs):
+        return self
+
+    order_by = limit = start_after = document = where
+
+    def stream(self, *args, **kwargs):
+        raise gexc.ServiceUnavailable("down")
+
+    get = stream
+
+
+def test_a_fleet_that_cannot_be_read_is_said_so_and_the_requests_still_exported():
+    with TestClient(create_app(Settings(), client=_Down()), raise_server_exceptions=False) as http:
+        assert http.get("/v1/trains").status_code == 503
+        seen = scrape(http)
+    assert seen[("occupancy_fleet_readable", ())] == 0
+    key = ("occupancy_api_requests_total", (("method", "GET"), ("route", "/v1/trains"), ("status", "503")))
+    assert seen[key] == 1
