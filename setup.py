@@ -61,6 +61,8 @@ TEST = [
     "gtfs-rt-validator>=0.3,<1",
     "ruff>=0.8,<1",
     "matplotlib>=3.8,<4",
+    # requirements/*.lock (make lock), and the check that they are current (tests/test_lock.py).
+    "uv>=0.5,<1",
 ]  # the docs' figures (bench/plots.py)
 
 setuptools.setup(

@@ -1,0 +1,99 @@
+"""requirements/api.lock, the API image's exact packages (make lock): current with setup.py,
+complete, every package a wheel for the image's platform matching its hash, and used by
+api/Dockerfile with hashes required."""
+
+import importlib.metadata
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+from packaging.requirements import Requirement
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+LOCK = REPO / "requirements" / "api.lock"
+UV = pathlib.Path(sys.executable).parent / "uv"
+# The image's interpreter and platform (python:3.11-slim: glibc, x86_64); pip wants every
+# manylinux tag it accepts named.
+PLATFORMS = [
+    *(f"manylinux_2_{minor}_x86_64" for minor in (28, 27, 26, 24, 17, 12, 5)),
+    "manylinux2014_x86_64",
+    "manylinux2010_x86_64",
+    "manylinux1_x86_64",
+    "linux_x86_64",
+    "any",
+]
+
+
+def pins(text: str) -> dict:
+    """name -> (version, [hashes]) of a lock file."""
+    out, name = {}, None
+    for line in text.splitlines():
+        pinned = re.match(r"^([A-Za-z0-9_.-]+)==(\S+)", line)
+        if pinned:
+            name = pinned.group(1).lower().replace("_", "-")
+            out[name] = (pinned.group(2), [])
+        for digest in re.findall(r"--hash=sha256:([0-9a-f]{64})", line):
+            out[name][1].append(digest)
+    return out
+
+
+def test_the_lock_is_what_make_lock_resolves_from_setup_py_now(tmp_path):
+    """uv keeps the pins of the file it writes over while they still satisfy setup.py: resolving
+    again over a copy gives the same pins, unless setup.py asks for something the lock lacks."""
+    copy = tmp_path / "api.lock"
+    shutil.copy(LOCK, copy)
+    command = [str(UV), "pip", "compile", "setup.py", "--extra", "api", "--generate-hashes"]
+    command += ["--python-version", "3.11", "--python-platform", "x86_64-manylinux_2_28", "--no-header"]
+    done = subprocess.run([*command, "--quiet", "-o", str(copy)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    locked, resolved = pins(LOCK.read_text()), pins(copy.read_text())
+    assert {k: v[0] for k, v in resolved.items()} == {k: v[0] for k, v in locked.items()}, "run make lock"
+
+
+def api_requirements() -> list:
+    """setup.py's api extra, as the installed project's metadata declares it."""
+    declared = map(Requirement, importlib.metadata.requires("train-occupancy"))
+    return [r for r in declared if r.marker is not None and r.marker.evaluate({"extra": "api"})]
+
+
+def test_every_api_requirement_of_setup_py_is_pinned_within_its_range_with_hashes():
+    locked = pins(LOCK.read_text())
+    assert locked and all(hashes for _, hashes in locked.values())
+    wanted = api_requirements()
+    assert {"fastapi", "prometheus-client"} <= {r.name.lower() for r in wanted}
+    for requirement in wanted:
+        name = requirement.name.lower().replace("_", "-")
+        assert name in locked, name
+        assert requirement.specifier.contains(locked[name][0], prereleases=True), (requirement, locked[name])
+
+
+def test_every_locked_package_is_a_wheel_for_the_image_matching_its_hash(tmp_path):
+    """What `pip install --require-hashes --only-binary=:all:` in api/Dockerfile will fetch."""
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
+    command += [f"--platform={p}" for p in PLATFORMS]
+    command += [
+        "--python-version=3.11",
+        "--implementation=cp",
+        "--require-hashes",
+        "-r",
+        str(LOCK),
+        "-d",
+        str(tmp_path),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list(tmp_path.glob("*.whl"))) == len(pins(LOCK.read_text()))
+
+
+def test_the_api_image_installs_the_lock_with_hashes_then_the_project_without_resolving():
+    text = (REPO / "api" / "Dockerfile").read_text().replace("\\\n", " ")
+    steps = [line for line in text.splitlines() if line.startswith(("RUN ", "COPY "))]
+    lock, project = (
+        next(i for i, s in enumerate(steps) if s.startswith("RUN ") and k in s) for k in ("api.lock", "'.[api]'")
+    )
+    assert "--require-hashes" in steps[lock] and "--only-binary=:all:" in steps[lock], steps[lock]
+    assert "--no-deps" in steps[project] and "pip check" in steps[project], steps[project]
+    # The lock is installed before the code is copied: a change of code reuses the packages' layer.
+    assert lock < next(i for i, s in enumerate(steps) if s.startswith("COPY occupancy"))
