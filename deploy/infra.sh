@@ -36,7 +36,9 @@
 #   Cloud Monitoring alert policies (deploy/monitoring/policies/*.json, each
 #   with its runbook section in docs/runbook.md) and the dashboard
 #   "Train occupancy" (deploy/monitoring/dashboard.json); a policy or dashboard
-#   whose display name exists is kept as it is. --notification-channel CHANNEL
+#   whose display name exists is kept as it is; the service "occupancy" with
+#   its SLOs (deploy/monitoring/slos/: count freshness, feed availability).
+#   --notification-channel CHANNEL
 #   (a channel's full name; repeatable) is attached to every policy created.
 #   With --api-domain DOMAIN, the API's edge: a global external HTTPS load
 #   balancer for DOMAIN (Google-managed certificate, a static address) in front
@@ -274,6 +276,27 @@ done
 if [[ $DRY_RUN == 1 ]] || ! exists dashboards "$(display_name "$MONITORING/dashboard.json")"; then
   run gcloud monitoring dashboards create "$P" "--config-from-file=$MONITORING/dashboard.json"
 fi
+# The service "occupancy" and its SLOs (deploy/monitoring/slos/, the id is the file's name):
+# gcloud has no command for them, so the Monitoring API itself. An existing one (HTTP 409) is kept.
+MONITORING_API="https://monitoring.googleapis.com/v3/projects/$PROJECT/services"
+post() {  # post URL FILE
+  if [[ $DRY_RUN == 1 ]]; then
+    show curl -sS -X POST "$1" --data-binary "@$2" -H 'Authorization: Bearer $(gcloud auth print-access-token)' \
+      -H 'Content-Type: application/json'
+    return 0
+  fi
+  printf '+ POST %s < %s\n' "$1" "$2" >&2
+  local status
+  status="$(curl -sS -o /dev/stderr -w '%{http_code}' -X POST "$1" --data-binary "@$2" \
+    -H "Authorization: Bearer $(gcloud auth print-access-token)" -H 'Content-Type: application/json')"
+  [[ $status == 200 ]] && return 0
+  [[ $status == 409 ]] && { printf '  (already exists, kept)\n' >&2; return 0; }
+  return 1
+}
+post "$MONITORING_API?serviceId=occupancy" "$MONITORING/service.json"
+for slo in "$MONITORING"/slos/*.json; do
+  post "$MONITORING_API/occupancy/serviceLevelObjectives?serviceLevelObjectiveId=$(basename "$slo" .json)" "$slo"
+done
 
 # --- the API's edge (--api-domain): HTTPS load balancer + Cloud Armor rate limit ---
 # Cloud Run has no per-client limit of its own. A crowd of dashboards costs one read per

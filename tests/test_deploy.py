@@ -247,7 +247,9 @@ def test_infra_dry_run_creates_the_resources(dry_run_commands):
         assert expected in dry_run_commands, expected
     accounts = [c[4] for c in dry_run_commands if c[:4] == ["gcloud", "iam", "service-accounts", "create"]]
     assert accounts == ["occupancy-pipeline", "occupancy-device", "occupancy-api"]
-    assert all(c[0] == "gcloud" for c in dry_run_commands)
+    # gcloud, and for what it has no command for (the SLOs), the Monitoring API.
+    others = [c for c in dry_run_commands if c[0] != "gcloud"]
+    assert others and all(c[0] == "curl" and c[4].startswith("https://monitoring.googleapis.com/v3/") for c in others)
 
 
 def _infra_dry_run(*extra):

@@ -78,9 +78,15 @@ def problems(value, schema: dict, schemas: dict, where: str) -> list:
 def filters(body) -> list:
     """Every monitoring filter string in a body."""
     if isinstance(body, dict):
-        return [v for k, v in body.items() if k in ("filter", "denominatorFilter")] + [
-            f for v in body.values() for f in filters(v)
-        ]
+        keys = (
+            "filter",
+            "denominatorFilter",
+            "timeSeries",
+            "goodServiceFilter",
+            "badServiceFilter",
+            "totalServiceFilter",
+        )
+        return [v for k, v in body.items() if k in keys] + [f for v in body.values() for f in filters(v)]
     if isinstance(body, list):
         return [f for v in body for f in filters(v)]
     return []
@@ -153,6 +159,20 @@ def test_the_dashboard_is_a_valid_body():
     assert all(t["xPos"] + t["width"] <= body["mosaicLayout"]["columns"] for t in tiles)
 
 
+def test_the_service_and_its_slos_are_valid_bodies_on_googles_metrics():
+    v3 = discovery("v3")["schemas"]
+    service = json.loads((MONITORING / "service.json").read_text())
+    assert problems(service, {"$ref": "Service"}, v3, "service") == [] and "custom" in service
+    slos = sorted((MONITORING / "slos").glob("*.json"))
+    assert [p.stem for p in slos] == ["count-freshness", "feed-availability"]
+    for path in slos:
+        slo = json.loads(path.read_text())
+        assert problems(slo, {"$ref": "ServiceLevelObjective"}, v3, path.name) == []
+        assert 0.9 <= slo["goal"] < 1 and slo["rollingPeriod"] == f"{28 * 86400}s"
+    freshness = json.loads(slos[0].read_text())["serviceLevelIndicator"]["windowsBased"]
+    assert freshness["metricMeanInRange"]["range"]["max"] == 10  # counts visible within 10 s
+
+
 def test_the_validator_catches_what_the_api_would_refuse():
     v3 = discovery("v3")["schemas"]
     good = json.loads(POLICIES[0].read_text())
@@ -167,7 +187,8 @@ def test_the_validator_catches_what_the_api_would_refuse():
 
 
 def test_every_metric_named_is_googles_or_emitted_by_this_code():
-    bodies = [json.loads(p.read_text()) for p in POLICIES] + [json.loads((MONITORING / "dashboard.json").read_text())]
+    files = [*POLICIES, MONITORING / "dashboard.json", *sorted((MONITORING / "slos").glob("*.json"))]
+    bodies = [json.loads(p.read_text()) for p in files]
     patterns, families = counter_patterns(), prometheus_families()
     named = set()
     for text in (f for body in bodies for f in filters(body)):
@@ -182,7 +203,8 @@ def test_every_metric_named_is_googles_or_emitted_by_this_code():
             assert metric in families, (metric, sorted(families))
         else:
             assert metric in GOOGLE_METRICS, metric
-    assert {USER_COUNTER, "run.googleapis.com/request_count"} <= named
+    assert {USER_COUNTER, "run.googleapis.com/request_count", "dataflow.googleapis.com/job/data_watermark_age"} <= named
+    assert len(named) >= 10
 
 
 def test_infra_creates_each_policy_and_the_dashboard():
@@ -209,3 +231,12 @@ def test_infra_creates_each_policy_and_the_dashboard():
     assert all("--notification-channels=projects/p/notificationChannels/7" in c for c in made)
     [dashboard] = [c for c in commands if c[:4] == ["gcloud", "monitoring", "dashboards", "create"]]
     assert f"--config-from-file={MONITORING / 'dashboard.json'}" in dashboard
+    posted = {c[4]: c[6] for c in commands if c[0] == "curl"}
+    api = "https://monitoring.googleapis.com/v3/projects/demo-occupancy-123/services"
+    assert posted == {
+        f"{api}?serviceId=occupancy": f"@{MONITORING / 'service.json'}",
+        **{
+            f"{api}/occupancy/serviceLevelObjectives?serviceLevelObjectiveId={p.stem}": f"@{p}"
+            for p in sorted((MONITORING / "slos").glob("*.json"))
+        },
+    }
