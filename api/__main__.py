@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from occupancy import log_format
 from occupancy.cli import non_negative_float, positive_float, positive_int
 from occupancy.fleet import DEFAULT_STALE_AFTER_S, Thresholds
 
@@ -116,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log_level", default="info", choices=["debug", "info", "warning", "error"], help="Log level (default: info)."
+    )
+    parser.add_argument(
+        "--log_format",
+        default=log_format.default(),
+        choices=log_format.FORMATS,
+        help=f"text, or json: one object per line for Cloud Logging (default: ${log_format.ENV} or text).",
     )
     parser.add_argument(
         "--fleet_listener",
@@ -232,7 +239,7 @@ def settings_from(args):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_format.configure(args.log_level, args.log_format)
     import uvicorn
 
     from api.app import create_app
@@ -244,6 +251,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        # Its loggers (access lines included) through the root logger, in --log_format.
+        log_config=None,
         timeout_graceful_shutdown=args.graceful_timeout_s,
         proxy_headers=True,
     )

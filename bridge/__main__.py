@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 from bridge import forwarder, health
 from device.pubsub_auth import pubsub_destination  # found and authorised as a device's topic is
 from device.sender import make_client_factory  # the same ordered, batched client as a device's
-from occupancy import cli, mqtt
+from occupancy import cli, log_format, mqtt
 from occupancy.cli import UsageError
 
 _LOGGER = logging.getLogger("bridge")
@@ -112,12 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log_level", type=str, default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="Log level."
     )
+    p.add_argument(
+        "--log_format",
+        default=log_format.default(),
+        choices=log_format.FORMATS,
+        help=f"text, or json: one object per line for Cloud Logging (default: ${log_format.ENV} or text).",
+    )
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_format.configure(args.log_level, args.log_format)
     if args.emulator:
         os.environ["PUBSUB_EMULATOR_HOST"] = args.emulator
     use_emulator = bool(os.environ.get("PUBSUB_EMULATOR_HOST"))

@@ -130,6 +130,7 @@ def serve_api(tmp_path_factory, env: dict, *args: str):
     port = free_port()
     log = tmp_path_factory.mktemp("api") / "api.log"
     process = stack.start_api(PROJECT, port, *args, env=env, log_path=str(log))
+    process.log_path = log
     base_url = f"http://127.0.0.1:{port}"
     try:
         stack.wait_until_serving(process, base_url)
