@@ -77,10 +77,13 @@ def _with_same_day(
     return out
 
 
-def _local_today(request: Request) -> datetime.date:
+def _service_date(request: Request, trip_id: str) -> datetime.date:
+    """The trip's service date when none is asked for: yesterday's while its run past midnight
+    is still under way, else today (the feed's zone; UTC without a feed)."""
     loaded = request.app.state.schedule
-    zone = loaded.timezone if loaded is not None else datetime.timezone.utc
-    return datetime.datetime.now(zone).date()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    day = loaded.service_date_of(trip_id, now) if loaded is not None else None
+    return day or now.astimezone(loaded.timezone if loaded is not None else datetime.timezone.utc).date()
 
 
 @router.get(
@@ -95,10 +98,14 @@ def trip_forecast(
     settings: SettingsDep,
     client: ClientDep,
     trip_id: str = Path(min_length=1, max_length=200, description="A trip_id of the static feed."),
-    date: Optional[datetime.date] = Query(None, description="Its service date (default: today, the feed's zone)."),
+    date: Optional[datetime.date] = Query(
+        None,
+        description="Its service date (default: today in the feed's zone; yesterday while a run of "
+        "yesterday's is still under way past midnight).",
+    ),
     claims: Optional[dict] = Depends(allow_read),
 ):
-    day = date or _local_today(request)
+    day = date or _service_date(request, trip_id)
     ref = client.collection(settings.forecast_collection).document(document_id(trip_id, day.isoformat()))
     snapshot = ref.get(timeout=settings.firestore_timeout_s)
     count_ops(reads=1)

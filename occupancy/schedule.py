@@ -243,6 +243,21 @@ class Schedule:
             return max(running, key=lambda r: r.starts_at)
         return min(candidates, key=lambda r: abs((r.starts_at - at).total_seconds()), default=None)
 
+    def service_date_of(self, trip_id: str, at: datetime.datetime) -> Optional[datetime.date]:
+        """The service date a rider at `at` means by this trip without naming one: yesterday's
+        run while it is still under way past midnight (until LATE_S after its end), else today's
+        (the feed's zone). None: no such trip."""
+        trip = self.trips.get(trip_id)
+        if trip is None:
+            return None
+        today = at.astimezone(self.timezone).date()
+        yesterday = today - datetime.timedelta(days=1)
+        if self.runs_on(trip.service_id, yesterday):
+            late = self.run(trip, yesterday).ends_at + datetime.timedelta(seconds=LATE_S)
+            if at <= late and trip.end_s >= 24 * 3600:
+                return yesterday
+        return today
+
     def assigned_run(self, trip_id: str, start_date: str) -> TripRun:
         """The run an operator assigned; ScheduleError if the trip does not run that date."""
         trip = self.trips.get(trip_id)

@@ -52,6 +52,19 @@ def test_a_trip_past_midnight_belongs_to_the_previous_service_date(feed):
     assert run.ends_at == at(2026, 12, 2, 1, 10)
 
 
+def test_a_trip_named_without_a_date_is_yesterdays_while_its_run_past_midnight_lasts(feed):
+    day = datetime.date
+    # Wednesday 00:40, and up to LATE_S after its 01:10 arrival: Tuesday's run; later, Wednesday's.
+    assert feed.service_date_of("ic1999-night", at(2026, 12, 2, 0, 40)) == day(2026, 12, 1)
+    assert feed.service_date_of("ic1999-night", at(2026, 12, 2, 2, 10)) == day(2026, 12, 1)
+    assert feed.service_date_of("ic1999-night", at(2026, 12, 2, 2, 11)) == day(2026, 12, 2)
+    # Monday 00:40: no run on Sunday (weekdays only): Monday's.
+    assert feed.service_date_of("ic1999-night", at(2026, 12, 7, 0, 40)) == day(2026, 12, 7)
+    # A trip that ends before midnight is today's, whatever the hour.
+    assert feed.service_date_of("ic1832-wd", at(2026, 12, 2, 0, 40)) == day(2026, 12, 2)
+    assert feed.service_date_of("nowhere", at(2026, 12, 2, 0, 40)) is None
+
+
 def test_an_assignment_wins_over_the_train_number(feed):
     now = at(2026, 12, 1, 8, 30)
     by_number = {"train_number": "1832"}
