@@ -7,7 +7,8 @@ status (ok, stale: no message for --stale_after_s, no_data), and the devices sil
 a train whose other doors still report (a door counter gone quiet, not a train parked).
 
 The route is the matched path template (`/v1/trains/{train_id}`), never the path asked for: one
-series per route, whatever ids callers send; a path no route matches is `unmatched`.
+series per route, whatever ids callers send; a path no route matches is `unmatched`, a method
+outside HTTP's usual ones `other`.
 """
 
 import datetime
@@ -19,10 +20,12 @@ from google.api_core import exceptions as gexc
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from api.deps import read_fleet
+from api.gtfs_rt import read_doors
 from occupancy import fleet
 
 _LOGGER = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Seconds: the fleet cache answers in milliseconds, a Firestore read in tens, a cold one in more.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -63,27 +66,37 @@ class RequestMetrics:
         """Sets the fleet's gauges from its view now (through the fleet cache)."""
         try:
             read_at, views = read_fleet(request)
-        except (gexc.GoogleAPIError, fleet.FleetStale):
-            self.fleet_readable.set(0)
-            return
-        except Exception:  # noqa: BLE001 - a bug in reading the fleet must not hide the request counts
-            _LOGGER.exception("Reading the fleet for /metrics failed")
-            self.fleet_readable.set(0)
+        except Exception as e:  # noqa: BLE001 - no failure to read the fleet may hide the request counts
+            if not isinstance(e, (gexc.GoogleAPIError, fleet.FleetStale)):
+                _LOGGER.exception("Reading the fleet for /metrics failed")
+            self.fleet_readable.set(0)  # and no numbers of an older read left standing
+            self.trains.clear()
+            self.silent.set(0)
             return
         self.fleet_readable.set(1)
         for status in ("ok", "stale", "no_data"):
             self.trains.labels(status).set(sum(view.status == status for view in views))
+        try:
+            doors = read_doors(request)
+        except gexc.GoogleAPIError:
+            self.fleet_readable.set(0)
+            self.silent.set(0)
+            return
         limit = read_at - datetime.timedelta(seconds=stale_after_s)
         silent = 0
         for view in views:
             if view.status == "ok":
-                seen = [fleet.as_utc((entry or {}).get("last_seen")) for entry in view.devices_seen.values()]
+                # Only the train's doors now: a device moved away or disabled stays in what the
+                # fold remembers of the train, and is not this train's door gone quiet.
+                on_train = doors.get(view.train_id, {})
+                seen = [fleet.as_utc((e or {}).get("last_seen")) for d, e in view.devices_seen.items() if d in on_train]
                 silent += sum(1 for at in seen if at is not None and at < limit)
         self.silent.set(silent)
 
     def observe(self, request: Request, status: int, seconds: float) -> None:
         route = getattr(request.scope.get("route"), "path", None) or "unmatched"
-        self.requests.labels(route, request.method, str(status)).inc()
+        method = request.method if request.method in METHODS else "other"  # any word is a method
+        self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route).observe(seconds)
 
     def middleware(self):

@@ -259,19 +259,27 @@ done <<<"$commands"
 # Kept as they are when one of the same display name exists (change one: gcloud alpha
 # monitoring policies update NAME --policy-from-file=FILE, or delete it and run this again).
 display_name() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["displayName"])' "$1"; }
-exists() {  # exists policies|dashboards DISPLAY_NAME
-  local group="$1" list=(gcloud monitoring dashboards list)
-  [[ $group == policies ]] && list=(gcloud alpha monitoring policies list)
-  [[ -n "$("${list[@]}" "$P" "--filter=displayName=\"$2\"" "--format=value(name)" | head -n1)" ]]
+exists() {  # exists policies|dashboards DISPLAY_NAME; a failed listing stops the script
+  local list=(gcloud monitoring dashboards list) found
+  [[ $1 == policies ]] && list=(gcloud alpha monitoring policies list)
+  found="$("${list[@]}" "$P" "--filter=displayName=\"$2\"" "--format=value(name)")" \
+    || die "cannot list the $1 (is the Monitoring API enabled?)"
+  [[ -n "$found" ]]
 }
+channels=()
+[[ -n "$NOTIFICATION_CHANNELS" ]] && channels=("--notification-channels=$NOTIFICATION_CHANNELS")
 for policy in "$MONITORING"/policies/*.json; do
-  channels=()
-  [[ -n "$NOTIFICATION_CHANNELS" ]] && channels=("--notification-channels=$NOTIFICATION_CHANNELS")
   if [[ $DRY_RUN != 1 ]] && exists policies "$(display_name "$policy")"; then
     printf '  policy "%s" exists, kept\n' "$(display_name "$policy")" >&2
     continue
   fi
-  run gcloud alpha monitoring policies create "$P" "--policy-from-file=$policy" "${channels[@]}"
+  # Created once: a create retried after a failure that did create would make a second policy.
+  if [[ $DRY_RUN == 1 ]]; then
+    show gcloud alpha monitoring policies create "$P" "--policy-from-file=$policy" ${channels[@]+"${channels[@]}"}
+  else
+    printf '+ %s\n' "$(show gcloud alpha monitoring policies create "$P" "--policy-from-file=$policy")" >&2
+    gcloud alpha monitoring policies create "$P" "--policy-from-file=$policy" ${channels[@]+"${channels[@]}"} >/dev/null
+  fi
 done
 if [[ $DRY_RUN == 1 ]] || ! exists dashboards "$(display_name "$MONITORING/dashboard.json")"; then
   run gcloud monitoring dashboards create "$P" "--config-from-file=$MONITORING/dashboard.json"
@@ -279,19 +287,22 @@ fi
 # The service "occupancy" and its SLOs (deploy/monitoring/slos/, the id is the file's name):
 # gcloud has no command for them, so the Monitoring API itself. An existing one (HTTP 409) is kept.
 MONITORING_API="https://monitoring.googleapis.com/v3/projects/$PROJECT/services"
-post() {  # post URL FILE
+post() {  # post URL FILE; the token goes to curl on its standard input, not its command line
   if [[ $DRY_RUN == 1 ]]; then
-    show curl -sS -X POST "$1" --data-binary "@$2" -H 'Authorization: Bearer $(gcloud auth print-access-token)' \
-      -H 'Content-Type: application/json'
+    show curl -sS -X POST "$1" --data-binary "@$2" -H @- -H 'Content-Type: application/json'
     return 0
   fi
   printf '+ POST %s < %s\n' "$1" "$2" >&2
-  local status
-  status="$(curl -sS -o /dev/stderr -w '%{http_code}' -X POST "$1" --data-binary "@$2" \
-    -H "Authorization: Bearer $(gcloud auth print-access-token)" -H 'Content-Type: application/json')"
-  [[ $status == 200 ]] && return 0
-  [[ $status == 409 ]] && { printf '  (already exists, kept)\n' >&2; return 0; }
-  return 1
+  local status body
+  body="$(mktemp)"
+  status="$(printf 'Authorization: Bearer %s\n' "$(gcloud auth print-access-token)" \
+    | curl -sS -o "$body" -w '%{http_code}' -X POST "$1" --data-binary "@$2" -H @- \
+      -H 'Content-Type: application/json')" || status=000
+  case "$status" in
+    200) rm -f "$body"; return 0 ;;
+    409) rm -f "$body"; printf '  (already exists, kept)\n' >&2; return 0 ;;
+    *) cat "$body" >&2; rm -f "$body"; die "POST $1 answered $status" ;;
+  esac
 }
 post "$MONITORING_API?serviceId=occupancy" "$MONITORING/service.json"
 for slo in "$MONITORING"/slos/*.json; do

@@ -141,7 +141,8 @@ class StopVisits:
         key = self._key(run_now, now_us)
         if not state.counts and state.run is not None and key != state.key and not self._keeps(state, now_us):
             out += self._finish_run(state)
-            self._start(state, None, ("", ""))
+            # On no run, the delay kept: a train late at the end of one trip starts the next late.
+            state.key, state.run, state.visits, state.next_stop = ("", ""), None, 0, 0
         return out
 
     def _keeps(self, state: VisitState, t_us: int) -> bool:

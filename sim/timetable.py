@@ -165,16 +165,20 @@ def stops_from(train_id: str, start_us: int, phase_s: int = 0) -> Iterator[DueSt
     at its first stop, occupancy/stop_visits.py)."""
     day = datetime.datetime.fromtimestamp(start_us / 1e6, _ZONE).date() - datetime.timedelta(days=1)
     day_runs = runs(train_id, phase_s)
-    started = False
+    started, last_us = False, start_us
     while True:
         base_us = int(reference(day).timestamp()) * 1_000_000
         for run in day_runs:
-            for index in range(STOPS_PER_TRIP):
-                depart_us = base_us + run.departure_s(index) * 1_000_000
-                arrive_us = depart_us - DWELL_S * 1_000_000
-                started = started or (index == 0 and arrive_us >= start_us)
-                if started:
-                    yield DueStop(arrive_us, depart_us, index, run.trip_id)
+            stops = [base_us + run.departure_s(index) * 1_000_000 for index in range(STOPS_PER_TRIP)]
+            # A day of 23 hours (clocks forward) ends after the next one's first trips begin: a
+            # train runs one trip at a time, so a trip that would begin before it is free is left.
+            if stops[0] - DWELL_S * 1_000_000 < last_us:
+                continue
+            started = started or stops[0] - DWELL_S * 1_000_000 >= start_us
+            if started:
+                for index, depart_us in enumerate(stops):
+                    yield DueStop(depart_us - DWELL_S * 1_000_000, depart_us, index, run.trip_id)
+                last_us = stops[-1]
         day += datetime.timedelta(days=1)
 
 

@@ -36,6 +36,8 @@ def test_requests_are_counted_by_route_template_and_status_and_timed(firestore_e
     with TestClient(create_app(Settings(project=PROJECT), client=firestore_client)) as http:
         for train in ("a", "b", "c"):
             assert http.get(f"/v1/trains/{train}-nowhere").status_code == 404
+        for method in ("FOO1", "FOO2"):  # any word is a method: not one series each
+            http.request(method, "/healthz")
         assert http.get("/healthz").status_code == 200
         assert http.get("/v1/no/such/path").status_code == 404
         seen = scrape(http)
@@ -48,7 +50,8 @@ def test_requests_are_counted_by_route_template_and_status_and_timed(firestore_e
     # One series for the route, whatever train was asked for; a path no route has is "unmatched".
     assert count("/v1/trains/{train_id}", "404") == 3
     assert count("/healthz", "200") == 1 and count("unmatched", "404") == 1
-    assert not any("a-nowhere" in str(key) for key in seen)
+    assert not any("a-nowhere" in str(key) or "FOO" in str(key) for key in seen)
+    assert count("/healthz", "405", "other") == 2
     timed = seen[("occupancy_api_request_seconds_count", (("route", "/v1/trains/{train_id}"),))]
     assert timed == 3 and seen[("occupancy_api_request_seconds_sum", (("route", "/v1/trains/{train_id}"),))] > 0
 
@@ -62,13 +65,23 @@ def test_a_request_that_fails_with_an_unexpected_error_is_counted_as_a_500():
 
 
 def test_the_fleet_gauges_count_trains_by_status_and_silent_doors_of_live_trains(firestore_emulator, firestore_client):
-    realtime, trains = f"rt-{uuid.uuid4().hex[:8]}", f"trains-{uuid.uuid4().hex[:8]}"
+    realtime, trains, devices = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("rt", "trains", "devices"))
     for train in ("live", "parked", "new"):
         registry.set_train(firestore_client, trains, train, 100, train)
-    # live: one door reports, the other has been silent for 5 minutes; parked: all silent (stale).
-    write_realtime(firestore_client, "live", 10, 100, {"l1": (3, ago(1)), "l2": (9, ago(300))}, collection=realtime)
+    for device, train in (("l1", "live"), ("l2", "live"), ("p1", "parked"), ("p2", "parked"), ("m1", "parked")):
+        registry.register_device(firestore_client, devices, device, train, "car1-door1")
+    # live: l1 reports, l2 has been silent for 5 minutes, m1 too but it was moved to another
+    # train since; parked: all of its doors silent (the train is stale).
+    seen = {"l1": (3, ago(1)), "l2": (9, ago(300)), "m1": (2, ago(300))}
+    write_realtime(firestore_client, "live", 10, 100, seen, collection=realtime)
     write_realtime(firestore_client, "parked", 0, 100, {"p1": (3, ago(300)), "p2": (4, ago(300))}, collection=realtime)
-    settings = Settings(project=PROJECT, realtime_collection=realtime, trains_collection=trains, stale_after_s=90)
+    settings = Settings(
+        project=PROJECT,
+        realtime_collection=realtime,
+        trains_collection=trains,
+        devices_collection=devices,
+        stale_after_s=90,
+    )
     with TestClient(create_app(settings, client=firestore_client)) as http:
         seen = scrape(http)
     assert {s: seen[("occupancy_trains", (("status", s),))] for s in ("ok", "stale", "no_data")} == {

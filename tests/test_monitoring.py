@@ -76,7 +76,7 @@ def problems(value, schema: dict, schemas: dict, where: str) -> list:
 
 
 def filters(body) -> list:
-    """Every monitoring filter string in a body."""
+    """Every monitoring filter and PromQL query in a body."""
     if isinstance(body, dict):
         keys = (
             "filter",
@@ -85,6 +85,8 @@ def filters(body) -> list:
             "goodServiceFilter",
             "badServiceFilter",
             "totalServiceFilter",
+            "query",
+            "prometheusQuery",
         )
         return [v for k, v in body.items() if k in keys] + [f for v in body.values() for f in filters(v)]
     if isinstance(body, list):
@@ -141,7 +143,7 @@ def test_each_alert_policy_is_a_valid_body_with_a_runbook(path):
     assert body["displayName"] and body["conditions"] and body["combiner"] in ("OR", "AND")
     for condition in body["conditions"]:
         [kind] = [k for k in condition if k.startswith("condition")]
-        assert condition["displayName"] and condition[kind]["filter"], condition
+        assert condition["displayName"] and (condition[kind].get("filter") or condition[kind].get("query")), condition
     anchor = re.search(r"docs/runbook\.md#([a-z0-9-]+)", body["documentation"]["content"]).group(1)
     headings = [
         re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
@@ -190,8 +192,19 @@ def test_every_metric_named_is_googles_or_emitted_by_this_code():
     files = [*POLICIES, MONITORING / "dashboard.json", *sorted((MONITORING / "slos").glob("*.json"))]
     bodies = [json.loads(p.read_text()) for p in files]
     patterns, families = counter_patterns(), prometheus_families()
+    # A name the code makes, with each f-string field filled in.
+    samples = [re.sub(r"\.\+", "x", p.replace("\\", "")) for p in patterns]
     named = set()
     for text in (f for body in bodies for f in filters(body)):
+        promql = re.findall(r'dataflow_googleapis_com:job_user_counter\{[^}]*metric_name(=~?)"([^"]+)"', text)
+        if promql:  # PromQL on Dataflow's user counters: a name, or a regex of names
+            named.add(USER_COUNTER)
+            for how, name in promql:
+                if how == "=":  # a name the code writes as it is, not one of a family's
+                    assert name in [re.sub(r"\\(.)", r"\1", p) for p in patterns if ".+" not in p], name
+                else:
+                    assert any(re.fullmatch(name, sample) for sample in samples), (name, samples)
+            continue
         [metric] = re.findall(r'metric\.type = "([^"]+)"', text)
         named.add(metric)
         if metric == USER_COUNTER:

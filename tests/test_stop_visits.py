@@ -174,6 +174,35 @@ def test_a_train_that_stops_counting_makes_no_visits_of_the_trips_its_number_run
     ]
 
 
+def test_a_delay_carries_into_the_next_trip_through_a_close_between_them(schedule):
+    """r1 runs 20 minutes late; a flush between the trips (a heartbeat's) ends r1 before r2's
+    first count: r2 still starts 20 minutes late, its stops matched as without that flush."""
+    r1, r2 = (schedule.run(schedule.trips[t], DAY) for t in ("r1", "r2"))
+
+    def run_of(t_us):
+        return r1 if t_us < at_us("09:00:00") else r2
+
+    doors = Doors()
+    counts = (
+        doors.burst("08:20:00", 4)
+        + doors.burst("08:30:00", 1)
+        + doors.burst("08:39:00", -1)
+        + doors.burst("08:50:00", -4)
+        + doors.burst("09:20:00", 3)
+        + doors.burst("09:50:00", -3)
+    )
+    rules, state, visits, between = StopVisits(), VisitState(), [], at_us("09:05:00")
+    for count in counts:
+        if counts[0].event_time_us < between < count.event_time_us and state.run is r1:
+            visits += rules.close(state, between, run_of(between))
+            assert state.run is None  # r1 is over: the train is on no run until its next count
+        visits += rules.add(state, count, run_of(count.event_time_us))
+    end = counts[-1].event_time_us + 7_200_000_000
+    visits += rules.close(state, end, run_of(end))
+    assert summary(visits) == summary(visit_all(counts, run_of))
+    assert [(v.run.trip.trip_id, v.stop.stop_id) for v in visits if v.run is r2] == [("r2", "d"), ("r2", "a")]
+
+
 def test_closing_at_every_burst_end_makes_the_same_visits_as_closing_once(schedule):
     doors = Doors()
     counts = (

@@ -48,6 +48,15 @@ def test_the_due_stops_are_the_feeds_stop_times(feed):
             assert stop.depart_us - stop.arrive_us == timetable.DWELL_S * S
 
 
+@pytest.mark.parametrize("start", ["2027-03-27T21:00:00Z", "2027-10-30T21:00:00Z"], ids=["forward", "back"])
+def test_a_train_keeps_to_one_trip_at_a_time_when_clocks_change(start):
+    for train in simulator.DEMO_FLEET:
+        due = timetable.stops_from(train.train_id, wire.parse_time(start))
+        stops = [next(due) for _ in range(8 * 40)]  # 40 trips: through the change
+        assert all(a.depart_us <= b.arrive_us for a, b in zip(stops, stops[1:]))
+        assert all(s.index == k % timetable.STOPS_PER_TRIP for k, s in enumerate(stops))
+
+
 def test_a_phase_moves_every_trip_so_that_a_train_begins_one_when_asked():
     start = datetime.datetime(2027, 5, 4, 10, 0, 7, tzinfo=timetable.zoneinfo.ZoneInfo(timetable.TIMEZONE))
     phase = (10 * 3600 + 7 + 30) % timetable.HEADWAY_S  # as the demo does: 30 s from now
