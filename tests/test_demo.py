@@ -392,6 +392,7 @@ def test_the_api_moves_to_a_free_port_when_another_demo_takes_its_port_first(
         monkeypatch.setattr(demo, "port_free", port_free)
         run = demo.Demo(demo.parse_args(["--api_port", str(taken), "--log", str(tmp_path / "pipeline.log")]))
         try:
+            run.write_timetable()  # the API reads it, as the demo starts them
             run.start_api()
             assert run.api.poll() is None
             assert not run.api_url.endswith(f":{taken}")
