@@ -28,6 +28,7 @@ from occupancy.store import count_ops
 
 router = APIRouter(tags=["forecast"], dependencies=[Depends(allow_read)], responses=READ_RESPONSES)
 MAX_DEPARTURES = 50
+FORECAST_CACHE_S = 60.0
 
 
 def _stop_out(stop: dict, exact: bool, policy: privacy.Policy) -> dict:
@@ -106,12 +107,7 @@ def trip_forecast(
     claims: Optional[dict] = Depends(allow_read),
 ):
     day = date or _service_date(request, trip_id)
-    ref = client.collection(settings.forecast_collection).document(document_id(trip_id, day.isoformat()))
-    snapshot = ref.get(timeout=settings.firestore_timeout_s)
-    count_ops(reads=1)
-    if not snapshot.exists:
-        raise HTTPException(status_code=404, detail=f"no forecast for trip {trip_id} on {day}: run the forecast job")
-    document = snapshot.to_dict()
+    document = _document(request, settings, client, trip_id, day)
     exact = public.exact_for(request, claims)
     now = datetime.datetime.now(datetime.timezone.utc)
     stops, live = _stops(document), _running(request, claims, now).get((trip_id, day.isoformat()))
@@ -148,6 +144,27 @@ def _with_schedule(stops: List[dict], loaded: Optional[schedule.Schedule], trip_
             }
         out.append(stop)
     return out
+
+
+def _document(request: Request, settings, client, trip_id: str, day: datetime.date) -> dict:
+    """A trip's forecast document, read at most once per FORECAST_CACHE_S (the forecast job
+    writes it once a run; every open dashboard asks for each train's): a missing one is not
+    kept, so a forecast written is served at once."""
+    cache = getattr(request.app.state, "forecast_documents", None)
+    if cache is None:
+        cache = request.app.state.forecast_documents = public.ReadCache(FORECAST_CACHE_S, size=4096)
+
+    def read() -> dict:
+        ref = client.collection(settings.forecast_collection).document(document_id(trip_id, day.isoformat()))
+        snapshot = ref.get(timeout=settings.firestore_timeout_s)
+        count_ops(reads=1)
+        if not snapshot.exists:
+            raise HTTPException(
+                status_code=404, detail=f"no forecast for trip {trip_id} on {day}: run the forecast job"
+            )
+        return snapshot.to_dict()
+
+    return cache.get((settings.forecast_collection, trip_id, day.isoformat()), read)
 
 
 def _stops(document: dict) -> List[dict]:

@@ -151,7 +151,9 @@ def write_realtime(client, train_id, value, capacity=None, seen=None, collection
     assert not commit_documents(client, [(collection or write.collection, write.doc_id, data)], RetryPolicy())
 
 
-def write_forecast(client, trip_id: str, day: datetime.date, stops, capacity: int = 300) -> None:
+def write_forecast(
+    client, trip_id: str, day: datetime.date, stops, capacity: int = 300, collection: str = "forecasts"
+) -> None:
     """A forecast document as the forecast job writes it: `stops`, ((stop_sequence, stop_id), load)
     pairs; FEW_SEATS_AVAILABLE below half the capacity, STANDING_ROOM_ONLY above."""
     from occupancy.forecast import rows
@@ -173,9 +175,7 @@ def write_forecast(client, trip_id: str, day: datetime.date, stops, capacity: in
         }
         for (sequence, stop), load in stops
     ]
-    client.collection("forecasts").document(rows.document_id(trip_id, day.isoformat())).set(
-        rows.trip_document(forecast)
-    )
+    client.collection(collection).document(rows.document_id(trip_id, day.isoformat())).set(rows.trip_document(forecast))
 
 
 def ago(seconds):

@@ -113,3 +113,28 @@ def test_the_trip_updates_feed_says_the_level_ahead_of_a_train_on_its_trip(forec
         board = http.get("/v1/stops/chur/departures", headers=tokens["operator"]).json()["departures"]
         [board] = [d for d in board if d["trip_id"] == "now-7777"]
         assert (board["same_day"], board["occupancy_status"]) == (True, "CRUSHED_STANDING_ROOM_ONLY")
+
+
+def test_a_forecast_document_is_read_once_a_minute_and_a_missing_one_is_not_kept(firestore_emulator, firestore_client):
+    import uuid
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.deps import Settings
+
+    collection, day = f"forecasts-{uuid.uuid4().hex[:8]}", "2027-01-04"
+    settings = Settings(project=stack.PROJECT, forecast_collection=collection)
+    with TestClient(create_app(settings, client=firestore_client)) as http:
+
+        def levels():
+            answer = http.get("/v1/trips/t1/forecast", params={"date": day})
+            return answer.status_code, [s["occupancy_status"] for s in answer.json().get("stops", [])]
+
+        assert levels() == (404, [])
+        stops = ((1, "basel"), (2, "chur"))
+        write_forecast(firestore_client, "t1", datetime.date(2027, 1, 4), zip(stops, (40, 60)), collection=collection)
+        assert levels() == (200, ["FEW_SEATS_AVAILABLE", "FEW_SEATS_AVAILABLE"])  # the 404 was not kept
+        write_forecast(firestore_client, "t1", datetime.date(2027, 1, 4), zip(stops, (200, 250)), collection=collection)
+        # Within the minute, the document as read: the job writes once a run, dashboards ask often.
+        assert levels() == (200, ["FEW_SEATS_AVAILABLE", "FEW_SEATS_AVAILABLE"])
