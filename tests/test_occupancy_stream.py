@@ -19,7 +19,7 @@ from google.api_core import exceptions as gexc
 
 from occupancy import documents, fold, wire
 from transforms.coders import EventCoder
-from transforms.occupancy import STAT_NAMES, STATS, CountFlushes, FoldOccupancy
+from transforms.occupancy import AGE, STAT_NAMES, STATS, CountFlushes, FoldOccupancy
 
 T0 = wire.parse_time("2026-11-24T07:00:00Z")
 S = 1_000_000
@@ -37,10 +37,11 @@ def ev(device, seq, delta, t_s, train="t1"):
     )
 
 
-def run_stream(arrivals, check, config=CONFIG, expected_stats=None):
+def run_stream(arrivals, check, config=CONFIG, expected_stats=None, check_ages=None):
     """arrivals: (arrival_s, event) pairs; the watermark moves to each arrival time first.
 
-    `expected_stats`: {stat name: total over all flushes} for the per-flush stats output.
+    `expected_stats`: {stat name: total over all flushes} for the per-flush stats output;
+    `check_ages`: a check of every flush's age of its oldest event (ms; -1: none).
     """
     stream = TestStream()
     for arrival_s, event in sorted(arrivals, key=lambda a: a[0]):
@@ -67,6 +68,8 @@ def run_stream(arrivals, check, config=CONFIG, expected_stats=None):
                 expect(actual == expected_stats, f"stats {actual} != {expected_stats}")
 
             assert_that(outputs[STATS], check_stats, label="Stats")
+        if check_ages is not None:
+            assert_that(outputs[STATS] | beam.Map(lambda row: row[AGE]), check_ages, label="Ages")
 
 
 def expect(condition, message):
@@ -181,6 +184,19 @@ def test_reset_event_sets_the_train_to_zero():
     run_stream(arrivals, check)
 
 
+def test_each_flush_says_how_old_its_oldest_event_was_when_applied():
+    started_ms = (wire.now_us() - T0) // 1000
+    arrivals = [(0.1, ev("a1", 1, 1, 0.05)), (0.2, ev("a1", 2, 1, 0.15)), (1.5, ev("a1", 3, 1, 1.2))]
+
+    def check_ages(ages):
+        # The events' times are T0 + under 1.2 s, and T0 is in the past: each flush's oldest event
+        # is at least as old as the test's start makes it, and no older than now does.
+        now_ms = (wire.now_us() - T0) // 1000
+        expect(len(ages) == 2 and all(started_ms - 1200 <= a <= now_ms for a in ages), f"{ages} {started_ms}")
+
+    run_stream(arrivals, lambda outputs: None, check_ages=check_ages)
+
+
 def test_trains_are_independent_and_realtime_is_written_once_per_flush():
     arrivals = []
     for i in range(20):  # 20 events per train within one bucket
@@ -212,13 +228,15 @@ def test_flush_stats_become_beam_counters():
     from apache_beam.metrics.metric import MetricsFilter
 
     p = TestPipeline(runner="BundleBasedDirectRunner")
-    p | beam.Create([(3, 1, 0, 1, 2, 1, 0), (2, 0, 1, 0, 0, 0, 0), (0, 0, 0, 0, 0, 0, 1)]) | beam.ParDo(CountFlushes())
+    flushes = [(3, 1, 0, 1, 2, 1, 0, 2500), (2, 0, 1, 0, 0, 0, 0, 900), (0, 0, 0, 0, 0, 0, 1, -1)]
+    p | beam.Create(flushes) | beam.ParDo(CountFlushes())
     result = p.run()
     result.wait_until_finish()
-    counters = {
-        c.key.metric.name: c.committed
-        for c in result.metrics().query(MetricsFilter().with_namespace("occupancy"))["counters"]
-    }
+    found = result.metrics().query(MetricsFilter().with_namespace("occupancy"))
+    counters = {c.key.metric.name: c.committed for c in found["counters"]}
+    [age] = [d.committed for d in found["distributions"] if d.key.metric.name == "count_age_at_flush_ms"]
+    # The flush put off applied nothing: no age.
+    assert (age.count, age.min, age.max, age.sum) == (2, 900, 2500, 3400)
     assert counters == {
         "flushes": 2,
         "applied": 5,

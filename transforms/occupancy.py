@@ -43,6 +43,9 @@ _LOGGER = logging.getLogger(__name__)
 STATS = "stats"
 DEAD_LETTER = "dead_letter"
 STAT_NAMES = ("applied", "duplicates", "late", "corrections", "heartbeats", "seeded", "seeds_put_off")
+# A flush's stats: the STAT_NAMES counts, then the age of the oldest event it applied, in
+# milliseconds from its event time to the flush in processing time (-1: none applied).
+AGE = len(STAT_NAMES)
 # A train whose state could not be seeded tries its flush again this much event time later.
 SEED_RETRY_US = 10_000_000
 
@@ -213,7 +216,7 @@ class FoldOccupancy(beam.DoFn):
                 for event in ready:
                     queue.pending.add(event)  # due at the next flush
                 self._queue.put_off(fired_us, SEED_RETRY_US, queue)
-                yield beam.pvalue.TaggedOutput(STATS, (0,) * (len(STAT_NAMES) - 1) + (1,))
+                yield beam.pvalue.TaggedOutput(STATS, (0,) * (len(STAT_NAMES) - 1) + (1, -1))
                 return
         # The cell hands out the state it holds, and the fold changes it in place: its bytes are
         # kept, so that a flush that raises leaves the train as it was.
@@ -252,10 +255,14 @@ class FoldOccupancy(beam.DoFn):
                     wire.dead_letter(reason, detail, payload, attributes, None, wire.now_us(), "RunningOccupancy"),
                 )
             )
+        oldest_ms = (wire.now_us() - min(event.event_time_us for event in ready)) // 1000 if ready else -1
         outputs.append(
             beam.pvalue.TaggedOutput(
                 STATS,
-                (result.applied, result.duplicates, result.late, result.corrections, result.heartbeats, int(seeded), 0),
+                (
+                    *(result.applied, result.duplicates, result.late, result.corrections, result.heartbeats),
+                    *(int(seeded), 0, max(0, oldest_ms) if ready else -1),
+                ),
             )
         )
         if self._visits is not None:
@@ -281,8 +288,11 @@ def _as_sent(event: wire.Event):
 
 
 class CountFlushes(beam.DoFn):
-    """Per-flush stats tuple (STAT_NAMES order) -> Beam counters (a flush put off for its seed
-    counts in `seeds_put_off`, not in `flushes`).
+    """Per-flush stats tuple (STAT_NAMES order, then AGE) -> Beam counters (a flush put off for
+    its seed counts in `seeds_put_off`, not in `flushes`) and the distribution
+    `count_age_at_flush_ms`: how old, in processing time, the oldest event of each flush was when
+    it was applied (what a rider's number lagged behind the doors at worst, the device's clock
+    and Pub/Sub included).
 
     Counted here rather than in the timer callback: the local DirectRunner does
     not report metrics incremented in `on_timer` (measured with Beam 2.77).
@@ -291,13 +301,16 @@ class CountFlushes(beam.DoFn):
     def __init__(self):
         self._flushes = beam.metrics.Metrics.counter("occupancy", "flushes")
         self._counters = [beam.metrics.Metrics.counter("occupancy", name) for name in STAT_NAMES]
+        self._age = beam.metrics.Metrics.distribution("occupancy", "count_age_at_flush_ms")
 
     def process(self, stats):
-        if not stats[-1]:
+        if not stats[STAT_NAMES.index("seeds_put_off")]:
             self._flushes.inc()
         for counter, value in zip(self._counters, stats):
             if value:
                 counter.inc(value)
+        if len(stats) > AGE and stats[AGE] >= 0:
+            self._age.update(stats[AGE])
 
 
 class RunningOccupancy(beam.PTransform):
