@@ -266,24 +266,6 @@ exists() {  # exists policies|dashboards DISPLAY_NAME; a failed listing stops th
     || die "cannot list the $1 (is the Monitoring API enabled?)"
   [[ -n "$found" ]]
 }
-channels=()
-[[ -n "$NOTIFICATION_CHANNELS" ]] && channels=("--notification-channels=$NOTIFICATION_CHANNELS")
-for policy in "$MONITORING"/policies/*.json; do
-  if [[ $DRY_RUN != 1 ]] && exists policies "$(display_name "$policy")"; then
-    printf '  policy "%s" exists, kept\n' "$(display_name "$policy")" >&2
-    continue
-  fi
-  # Created once: a create retried after a failure that did create would make a second policy.
-  if [[ $DRY_RUN == 1 ]]; then
-    show gcloud alpha monitoring policies create "$P" "--policy-from-file=$policy" ${channels[@]+"${channels[@]}"}
-  else
-    printf '+ %s\n' "$(show gcloud alpha monitoring policies create "$P" "--policy-from-file=$policy")" >&2
-    gcloud alpha monitoring policies create "$P" "--policy-from-file=$policy" ${channels[@]+"${channels[@]}"} >/dev/null
-  fi
-done
-if [[ $DRY_RUN == 1 ]] || ! exists dashboards "$(display_name "$MONITORING/dashboard.json")"; then
-  run gcloud monitoring dashboards create "$P" "--config-from-file=$MONITORING/dashboard.json"
-fi
 # The service "occupancy" and its SLOs (deploy/monitoring/slos/, the id is the file's name):
 # gcloud has no command for them, so the Monitoring API itself. An existing one (HTTP 409) is kept.
 MONITORING_API="https://monitoring.googleapis.com/v3/projects/$PROJECT/services"
@@ -308,6 +290,29 @@ post "$MONITORING_API?serviceId=occupancy" "$MONITORING/service.json"
 for slo in "$MONITORING"/slos/*.json; do
   post "$MONITORING_API/occupancy/serviceLevelObjectives?serviceLevelObjectiveId=$(basename "$slo" .json)" "$slo"
 done
+channels=()
+[[ -n "$NOTIFICATION_CHANNELS" ]] && channels=("--notification-channels=$NOTIFICATION_CHANNELS")
+# A policy on an SLO names it by the project's path: PROJECT_ID in the file is this project.
+RENDERED="$(mktemp -d)"
+trap 'rm -rf "$RENDERED"' EXIT
+for template in "$MONITORING"/policies/*.json; do
+  policy="$RENDERED/$(basename "$template")"
+  sed "s|projects/PROJECT_ID/|projects/$PROJECT/|g" "$template" >"$policy"
+  if [[ $DRY_RUN != 1 ]] && exists policies "$(display_name "$policy")"; then
+    printf '  policy "%s" exists, kept\n' "$(display_name "$policy")" >&2
+    continue
+  fi
+  # Created once: a create retried after a failure that did create would make a second policy.
+  if [[ $DRY_RUN == 1 ]]; then  # the file as in the repository (PROJECT_ID replaced when run)
+    show gcloud alpha monitoring policies create "$P" "--policy-from-file=$template" ${channels[@]+"${channels[@]}"}
+  else
+    printf '+ %s\n' "$(show gcloud alpha monitoring policies create "$P" "--policy-from-file=$policy")" >&2
+    gcloud alpha monitoring policies create "$P" "--policy-from-file=$policy" ${channels[@]+"${channels[@]}"} >/dev/null
+  fi
+done
+if [[ $DRY_RUN == 1 ]] || ! exists dashboards "$(display_name "$MONITORING/dashboard.json")"; then
+  run gcloud monitoring dashboards create "$P" "--config-from-file=$MONITORING/dashboard.json"
+fi
 
 # --- the API's edge (--api-domain): HTTPS load balancer + Cloud Armor rate limit ---
 # Cloud Run has no per-client limit of its own. A crowd of dashboards costs one read per

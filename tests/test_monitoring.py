@@ -205,6 +205,13 @@ def test_every_metric_named_is_googles_or_emitted_by_this_code():
                 else:
                     assert any(re.fullmatch(name, sample) for sample in samples), (name, samples)
             continue
+        burn = (
+            r'select_slo_burn_rate\("projects/PROJECT_ID/services/occupancy/serviceLevelObjectives/([a-z-]+)", "\d+s"\)'
+        )
+        slo = re.fullmatch(burn, text)
+        if slo:  # a burn rate: of one of the SLOs infra.sh creates
+            assert (MONITORING / "slos" / f"{slo.group(1)}.json").exists(), text
+            continue
         [metric] = re.findall(r'metric\.type = "([^"]+)"', text)
         named.add(metric)
         if metric == USER_COUNTER:
@@ -244,6 +251,11 @@ def test_infra_creates_each_policy_and_the_dashboard():
     assert all("--notification-channels=projects/p/notificationChannels/7" in c for c in made)
     [dashboard] = [c for c in commands if c[:4] == ["gcloud", "monitoring", "dashboards", "create"]]
     assert f"--config-from-file={MONITORING / 'dashboard.json'}" in dashboard
+    # The SLOs exist before the policies that watch their burn rate.
+    first_policy = next(
+        i for i, c in enumerate(commands) if c[:5] == ["gcloud", "alpha", "monitoring", "policies", "create"]
+    )
+    assert max(i for i, c in enumerate(commands) if c[0] == "curl") < first_policy
     posted = {c[4]: c[6] for c in commands if c[0] == "curl"}
     api = "https://monitoring.googleapis.com/v3/projects/demo-occupancy-123/services"
     assert posted == {
