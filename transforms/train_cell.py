@@ -2,8 +2,8 @@
 
 Over the Fn API, as on Dataflow, every read of a state cell is a request to the runner and a
 wait for its answer, and every cell written is two more (a clear and an append) when the
-bundle commits. Measured on FnApiRunner's multi_threading mode (docs/sizing.md, 2026-12-06,
-second run): about 0.55 ms of CPU a request, most of the job's cost. FoldOccupancy kept a
+bundle commits: about 0.55 ms of CPU a request on FnApiRunner's multi_threading mode, most of
+the job's cost (docs/sizing.md has the measurements). FoldOccupancy kept a
 train in seven cells (`train`, `queue`, `clock`, `waiting`, `pending`, `horizon`,
 `timer_at`) and a flush made 9.3 requests; with all it needs in `train_cell` a flush makes
 three (one read, one clear, one append), and one more for `later` while it holds events.
