@@ -78,7 +78,9 @@ class RequestMetrics:
             self.trains.labels(status).set(sum(view.status == status for view in views))
         try:
             doors = read_doors(request)
-        except gexc.GoogleAPIError:
+        except Exception as e:  # noqa: BLE001 - as for the fleet above
+            if not isinstance(e, (gexc.GoogleAPIError, fleet.FleetStale)):
+                _LOGGER.exception("Reading the doors for /metrics failed")
             self.fleet_readable.set(0)
             self.silent.set(0)
             return

@@ -141,8 +141,11 @@ class StopVisits:
         key = self._key(run_now, now_us)
         if not state.counts and state.run is not None and key != state.key and not self._keeps(state, now_us):
             out += self._finish_run(state)
-            # On no run, the delay kept: a train late at the end of one trip starts the next late.
+            # On no run until its next count. The delay is kept while the train's number has a
+            # run now (late at the end of one trip, it starts the next late), not past its day.
             state.key, state.run, state.visits, state.next_stop = ("", ""), None, 0, 0
+            if run_now is None:
+                state.delay_us = 0
         return out
 
     def _keeps(self, state: VisitState, t_us: int) -> bool:

@@ -203,6 +203,40 @@ def test_a_delay_carries_into_the_next_trip_through_a_close_between_them(schedul
     assert [(v.run.trip.trip_id, v.stop.stop_id) for v in visits if v.run is r2] == [("r2", "d"), ("r2", "a")]
 
 
+def test_a_days_delay_does_not_carry_into_the_next_morning(schedule):
+    """r1 ran later and later, 25 minutes late at its end, then the train had no trip all
+    evening; next morning r1 runs on time, and each stop is its own."""
+    today, tomorrow = (schedule.run(schedule.trips["r1"], d) for d in (DAY, DAY + datetime.timedelta(days=1)))
+    next_day = 24 * 3600 * 1_000_000
+
+    def run_of(t_us):
+        return today if t_us < at_us("09:00:00") else tomorrow if t_us > at_us("07:00:00") + next_day else None
+
+    doors = Doors()
+    late = doors.burst("08:10:00", 4) + doors.burst("08:25:00", -1) + doors.burst("08:40:00", -1)
+    late += doors.burst("08:55:00", -2)
+    on_time = [
+        c._replace(event_time_us=c.event_time_us + next_day)
+        for c in doors.burst("08:00:00", 2) + doors.burst("08:10:00", 1) + doors.burst("08:20:00", -1)
+    ]
+    rules, state, visits = StopVisits(), VisitState(), []
+    for count in late:
+        visits += rules.add(state, count, run_of(count.event_time_us))
+    visits += rules.close(state, at_us("08:56:00"), run_of(at_us("08:56:00")))
+    assert state.delay_us > rules.window_us  # later than a stop's window: it must not carry
+    evening = at_us("20:00:00")
+    visits += rules.close(state, evening, run_of(evening))  # a heartbeat's flush, no trip now
+    for count in on_time:
+        visits += rules.add(state, count, run_of(count.event_time_us))
+    end = on_time[-1].event_time_us + 7_200_000_000
+    visits += rules.close(state, end, run_of(end))
+    assert [(v.stop.stop_id if v.stop else None, v.boarded) for v in visits if v.run is tomorrow] == [
+        ("a", 2),
+        ("b", 1),
+        ("c", 0),
+    ]
+
+
 def test_closing_at_every_burst_end_makes_the_same_visits_as_closing_once(schedule):
     doors = Doors()
     counts = (

@@ -43,8 +43,8 @@ _LOGGER = logging.getLogger(__name__)
 STATS = "stats"
 DEAD_LETTER = "dead_letter"
 STAT_NAMES = ("applied", "duplicates", "late", "corrections", "heartbeats", "seeded", "seeds_put_off")
-# A flush's stats: the STAT_NAMES counts, then the age of the oldest event it applied, in
-# milliseconds from its event time to the flush in processing time (-1: none applied).
+# A flush's stats: the STAT_NAMES counts, then the age of the oldest count of people it applied,
+# in milliseconds from its event time to the flush in processing time (-1: none applied).
 AGE = len(STAT_NAMES)
 # A train whose state could not be seeded tries its flush again this much event time later.
 SEED_RETRY_US = 10_000_000
@@ -255,13 +255,14 @@ class FoldOccupancy(beam.DoFn):
                     wire.dead_letter(reason, detail, payload, attributes, None, wire.now_us(), "RunningOccupancy"),
                 )
             )
-        oldest_ms = (wire.now_us() - min(event.event_time_us for event in ready)) // 1000 if ready else -1
+        counted = [event.event_time_us for event, _ in result.counts]  # not duplicates, heartbeats, refused
+        oldest_ms = max(0, (wire.now_us() - min(counted)) // 1000) if counted else -1
         outputs.append(
             beam.pvalue.TaggedOutput(
                 STATS,
                 (
                     *(result.applied, result.duplicates, result.late, result.corrections, result.heartbeats),
-                    *(int(seeded), 0, max(0, oldest_ms) if ready else -1),
+                    *(int(seeded), 0, oldest_ms),
                 ),
             )
         )
@@ -290,9 +291,9 @@ def _as_sent(event: wire.Event):
 class CountFlushes(beam.DoFn):
     """Per-flush stats tuple (STAT_NAMES order, then AGE) -> Beam counters (a flush put off for
     its seed counts in `seeds_put_off`, not in `flushes`) and the distribution
-    `count_age_at_flush_ms`: how old, in processing time, the oldest event of each flush was when
-    it was applied (what a rider's number lagged behind the doors at worst, the device's clock
-    and Pub/Sub included).
+    `count_age_at_flush_ms`: how old, in processing time, the oldest count of people of each flush
+    was when it was applied (what a rider's number lagged behind the doors at worst, the device's
+    clock and Pub/Sub included).
 
     Counted here rather than in the timer callback: the local DirectRunner does
     not report metrics incremented in `on_timer` (measured with Beam 2.77).
