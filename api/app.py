@@ -88,6 +88,7 @@ def create_app(settings: Settings, client=None) -> FastAPI:
     )
     app.state.privacy_holder = privacy.Holder(settings.thresholds, app.state.privacy_policy)
     app.state.public_reads = public.ReadCache(settings.public_cache_s)  # public history pages
+    app.state.forecast_documents = public.ReadCache(forecasts.FORECAST_CACHE_S, size=4096)  # per trip and day
     app.state.trains_bodies = {}  # exact (bool) -> (fleet view, read at, GET /v1/trains body)
     app.state.feeds_built = {}  # exact (bool) -> (fleet view, doors, read at, the feed's FeedMessage)
     app.state.trip_updates_built = {}  # exact (bool) -> (fleet view, read at, the TripUpdates FeedMessage)

@@ -150,9 +150,6 @@ def _document(request: Request, settings, client, trip_id: str, day: datetime.da
     """A trip's forecast document, read at most once per FORECAST_CACHE_S (the forecast job
     writes it once a run; every open dashboard asks for each train's): a missing one is not
     kept, so a forecast written is served at once."""
-    cache = getattr(request.app.state, "forecast_documents", None)
-    if cache is None:
-        cache = request.app.state.forecast_documents = public.ReadCache(FORECAST_CACHE_S, size=4096)
 
     def read() -> dict:
         ref = client.collection(settings.forecast_collection).document(document_id(trip_id, day.isoformat()))
@@ -164,7 +161,7 @@ def _document(request: Request, settings, client, trip_id: str, day: datetime.da
             )
         return snapshot.to_dict()
 
-    return cache.get((settings.forecast_collection, trip_id, day.isoformat()), read)
+    return request.app.state.forecast_documents.get((settings.forecast_collection, trip_id, day.isoformat()), read)
 
 
 def _stops(document: dict) -> List[dict]:

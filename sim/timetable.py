@@ -165,20 +165,18 @@ def stops_from(train_id: str, start_us: int, phase_s: int = 0) -> Iterator[DueSt
     at its first stop, occupancy/stop_visits.py)."""
     day = datetime.datetime.fromtimestamp(start_us / 1e6, _ZONE).date() - datetime.timedelta(days=1)
     day_runs = runs(train_id, phase_s)
-    started, last_us = False, start_us
+    free_us = start_us  # when the train can begin a trip: the start, then its last trip's end
     while True:
         base_us = int(reference(day).timestamp()) * 1_000_000
         for run in day_runs:
             stops = [base_us + run.departure_s(index) * 1_000_000 for index in range(STOPS_PER_TRIP)]
-            # A day of 23 hours (clocks forward) ends after the next one's first trips begin: a
-            # train runs one trip at a time, so a trip that would begin before it is free is left.
-            if stops[0] - DWELL_S * 1_000_000 < last_us:
+            # Before the start, or before the last trip ended: a day of 23 hours (clocks forward)
+            # ends after the next one's first trips begin, and a train runs one trip at a time.
+            if stops[0] - DWELL_S * 1_000_000 < free_us:
                 continue
-            started = started or stops[0] - DWELL_S * 1_000_000 >= start_us
-            if started:
-                for index, depart_us in enumerate(stops):
-                    yield DueStop(depart_us - DWELL_S * 1_000_000, depart_us, index, run.trip_id)
-                last_us = stops[-1]
+            for index, depart_us in enumerate(stops):
+                yield DueStop(depart_us - DWELL_S * 1_000_000, depart_us, index, run.trip_id)
+            free_us = stops[-1]
         day += datetime.timedelta(days=1)
 
 

@@ -255,8 +255,9 @@ class FoldOccupancy(beam.DoFn):
                     wire.dead_letter(reason, detail, payload, attributes, None, wire.now_us(), "RunningOccupancy"),
                 )
             )
-        counted = [event.event_time_us for event, _ in result.counts]  # not duplicates, heartbeats, refused
-        oldest_ms = max(0, (wire.now_us() - min(counted)) // 1000) if counted else -1
+        # Of the counts of people applied: not duplicates, heartbeats or refused events.
+        oldest_us = min((event.event_time_us for event, _ in result.counts), default=None)
+        oldest_ms = -1 if oldest_us is None else max(0, (wire.now_us() - oldest_us) // 1000)
         outputs.append(
             beam.pvalue.TaggedOutput(
                 STATS,
