@@ -4,10 +4,9 @@
 
 No parsing (train, delta and event time come from bench-only attributes), no
 registry, no de-duplication, no history, no dead letters. What it keeps is the
-pipeline's timer discipline, because that is what the local runner charges
-for: one event-time timer per train, armed for the oldest pending release time
-(bucket end + reorder delay), never pushed later by newer events, re-armed for
-what is left after a flush; and one realtime write per train per flush,
+pipeline's flush policy and cell (`occupancy.train_cell`), because that is what
+the local runner charges for: one event-time timer per train, set where the
+policy says; and one realtime write per train per flush,
 batched per bundle through `occupancy.store.commit_documents` (so the
 operation counting hook counts its writes as well).
 
@@ -22,14 +21,14 @@ from apache_beam.coders import coders
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
 
 from bench.workload import ATTR_DELTA, ATTR_T_US, ATTR_TRAIN
-from occupancy import wire
+from occupancy import train_cell, wire
 from occupancy.store import RetryPolicy, commit_documents, make_client
-from transforms.release_queue import QueueState, ReleaseQueue  # the pipeline's own timer discipline
+from transforms.coders import EventCoder, TrainCellCoder
 
 _LOGGER = logging.getLogger(__name__)
-_PAIR = coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()])
 
 
 class CeilingOptions(PipelineOptions):
@@ -45,13 +44,13 @@ class CeilingOptions(PipelineOptions):
             "--flush_interval_s",
             type=float,
             default=1.0,
-            help="Bucket width and least time between realtime writes of a train.",
+            help="Least time between two flushes of a train while its counts keep coming.",
         )
         parser.add_argument(
             "--reorder_delay_s",
             type=float,
             default=2.0,
-            help="How long past its bucket's end an event waits before it is summed.",
+            help="How long past its event time an event waits before it is summed.",
         )
         parser.add_argument(
             "--realtime_collection",
@@ -69,59 +68,60 @@ def key_by_train(message):
 class SumWithFlushTimer(beam.DoFn):
     """(train, (t_us, delta)) -> (train, value, last_us) once per flush that released events."""
 
-    PENDING = BagStateSpec("pending", _PAIR)
-    WAITING = BagStateSpec("waiting", _PAIR)
-    LATER = BagStateSpec("later", _PAIR)
-    HORIZON = ReadModifyWriteStateSpec("horizon", coders.VarIntCoder())
-    # (value, event time of the last count, the release queue's clock: armed flush, last flush)
-    TOTAL = ReadModifyWriteStateSpec("total", coders.TupleCoder([coders.VarIntCoder()] * 4))
-    TIMER_AT = ReadModifyWriteStateSpec("timer_at", _PAIR)  # (armed release or 0, last flush)
+    CELL = ReadModifyWriteStateSpec("cell", TrainCellCoder())
+    LATER = BagStateSpec("later", EventCoder())
+    TOTAL = ReadModifyWriteStateSpec("total", coders.TupleCoder([coders.VarIntCoder()] * 2))  # (value, last count)
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
     def __init__(self, flush_interval_us: int, reorder_delay_us: int):
-        self._flush_us = flush_interval_us
-        self._delay_us = reorder_delay_us
-        self._queue = ReleaseQueue(lambda event: self._release(event[0]), flush_interval_us, reorder_delay_us)
+        self._policy = train_cell.FlushPolicy(reorder_delay_us, flush_interval_us)
 
-    def _release(self, t_us: int) -> int:
-        return t_us - t_us % self._flush_us + self._flush_us + self._delay_us
+    def _write(self, cell, stored, flush) -> None:
+        at = train_cell.flush_at(cell, self._policy)
+        if at is not None and at != cell.armed_us:
+            flush.set(Timestamp(micros=at))
+            cell.armed_us = at
+        stored.write(cell)
 
     def process(
         self,
         element,
-        pending=beam.DoFn.StateParam(PENDING),
-        waiting=beam.DoFn.StateParam(WAITING),
+        stored=beam.DoFn.StateParam(CELL),
         later=beam.DoFn.StateParam(LATER),
-        horizon=beam.DoFn.StateParam(HORIZON),
-        total=beam.DoFn.StateParam(TOTAL),
-        timer_at=beam.DoFn.StateParam(TIMER_AT),
         flush=beam.DoFn.TimerParam(FLUSH),
     ):
-        _, _, armed, last_flush = total.read() or (0, 0, 0, 0)
-        self._queue.add(element[1], QueueState(pending, waiting, later, horizon, timer_at, flush, (armed, last_flush)))
+        t_us, delta = element[1]
+        cell = stored.read() or train_cell.TrainCell()
+        event = wire.Event("", t_us, delta=delta)
+        if train_cell.add(cell, event, self._policy):
+            later.add(event)
+        self._write(cell, stored, flush)
 
     @on_timer(FLUSH)
     def on_flush(
         self,
         key=beam.DoFn.KeyParam,
         fired=beam.DoFn.TimestampParam,
-        pending=beam.DoFn.StateParam(PENDING),
-        waiting=beam.DoFn.StateParam(WAITING),
+        stored=beam.DoFn.StateParam(CELL),
         later=beam.DoFn.StateParam(LATER),
-        horizon=beam.DoFn.StateParam(HORIZON),
         total=beam.DoFn.StateParam(TOTAL),
-        timer_at=beam.DoFn.StateParam(TIMER_AT),
         flush=beam.DoFn.TimerParam(FLUSH),
     ):
-        value, last, armed, last_flush = total.read() or (0, 0, 0, 0)
-        ready, clock = self._queue.take_due(
-            fired.micros, QueueState(pending, waiting, later, horizon, timer_at, flush, (armed, last_flush))
-        )
+        cell = stored.read() or train_cell.TrainCell()
+        cell.armed_us = 0
+        backlog = list(later.read()) if train_cell.later_due(cell, fired.micros, self._policy) else None
+        ready, rewrite = train_cell.take_due(cell, fired.micros, self._policy, backlog)
+        if rewrite is not None:
+            later.clear()
+            for event in rewrite:
+                later.add(event)
+        self._write(cell, stored, flush)
         if not ready:
             return
-        value += sum(delta for _, delta in ready)
-        last = max([last] + [t for t, delta in ready if delta])
-        total.write((value, last) + clock)
+        value, last = total.read() or (0, 0)
+        value += sum(e.delta for e in ready)
+        last = max([last] + [e.event_time_us for e in ready if e.delta])
+        total.write((value, last))
         yield key, value, last
 
 

@@ -154,7 +154,7 @@ def microbenchmark(msgs, train_of: dict, config: fold.FoldConfig, min_cpu_s: flo
             buckets[(train_of[event.device_id], config.bucket_start(event.event_time_us))].append(event)
         states = defaultdict(fold.TrainState)
         for (train, start), events in sorted(buckets.items(), key=lambda kv: kv[0][1]):
-            fold.apply_events(states[train], events, config, config.release_time(start))
+            fold.apply_events(states[train], events, config, start + config.flush_interval_us + config.reorder_delay_us)
         cpu += time.process_time() - began
         rounds += 1
     return {"parse_fold_msgs_per_s_per_core": round(rounds * len(msgs) / cpu, 1), "rounds": rounds}

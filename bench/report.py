@@ -7,6 +7,7 @@ not compare).
 
 from typing import List, Optional
 
+from bench.flush_policy import FLUSH_POLICY_HEADER, default_and_before, flush_policy_rows
 from bench.fn_api_levers import FN_API_HEADER, cost_model_line, fn_api_rows
 from bench.report_cells import cell, num
 from bench.serving_report import SERVING_HEADER, serving_rows
@@ -119,6 +120,7 @@ def targets(results: dict) -> List[dict]:
             "%",
         ),
         *_fn_api_targets(results.get("fn_api")),
+        *_flush_policy_targets(results.get("flush_policy")),
         *(
             _at_most(
                 f"a change visible on GET /v1/trains within 5 s at p95 ({v['mode']}, {v['trains']:,} trains, "
@@ -142,12 +144,36 @@ def _fn_api_targets(fn_api) -> List[dict]:
             0.10,
             "x pass-through",
         ),
+        _at_least(
+            "the job over the Fn API in bundles of 20 messages >= 0.5 x pass-through",
+            fn_api["job_vs_passthrough_in_bundles_of_20"],
+            0.5,
+            "x pass-through",
+        ),
         _at_most(
             "signature checks over the Fn API <= 15 % more CPU per message",
             fn_api["signature_cpu_overhead_pct"],
             15.0,
             "%",
         ),
+    ]
+
+
+def _flush_policy_targets(policy) -> List[dict]:
+    if not policy:
+        return []
+    now, before = default_and_before({"rows": policy["rows"]})
+    return [
+        _at_most(
+            f"{what} at p95 no later than before ({now['flush_interval_s']:g} s against 1 s, event time)",
+            now[key]["p95"],
+            before[key]["p95"],
+            "s",
+        )
+        for key, what in (
+            ("first_count_s", "a stop's first count applied"),
+            ("departure_s", "a stop's departure load applied"),
+        )
     ]
 
 
@@ -236,6 +262,8 @@ def table(results: dict) -> str:
         rule,
     ]
     text += [f"{_status(t)}: {t['target']}: {_target_detail(t)}" for t in results["targets"]]
+    if flush_policy_rows(results):
+        text += ["", *_aligned(FLUSH_POLICY_HEADER, flush_policy_rows(results))]
     if fn_api_rows(results):
         text += ["", *_aligned(FN_API_HEADER, fn_api_rows(results)), *cost_model_line(results)]
     if replay_rows(results):
@@ -259,6 +287,9 @@ def markdown(results: dict) -> str:
     out += ["| " + " | ".join(r) + " |" for r in rows(results)]
     out += ["", "| target | result | measured |", "|---|---|---|"]
     out += [f"| {t['target']} | {_status(t)} | {_target_detail(t)} |" for t in results["targets"]]
+    if flush_policy_rows(results):
+        out += ["", "| " + " | ".join(FLUSH_POLICY_HEADER) + " |", "|" + "---|" * len(FLUSH_POLICY_HEADER)]
+        out += ["| " + " | ".join(r) + " |" for r in flush_policy_rows(results)]
     if fn_api_rows(results):
         out += ["", "| " + " | ".join(FN_API_HEADER) + " |", "|" + "---|" * len(FN_API_HEADER)]
         out += ["| " + " | ".join(r) + " |" for r in fn_api_rows(results)]

@@ -7,6 +7,9 @@ Steps (each on an emptied Firestore with the fleet registered):
   4. the naive baseline, 8 concurrent workers on one subscription (lost updates);
   5. the SDK harness (FnApiRunner, batch): the pipeline's composites vs a pass-through,
      per core, and the parse + fold microbenchmark;
+  5a. the flush policy (bench/flush_policy.py): flushes, realtime writes per stop and how soon a
+     stop's first and last counts are applied, at several --flush_interval_s and for the policy
+     before, replayed in event time over the scale workload (pure Python, no runner);
   5b. the job as Dataflow runs it (bench/fn_api_levers.py): FnApiRunner's multi_threading mode,
      state over the Fn API, against a stateful pass-through, and the levers on its cost side by
      side (signatures off, ES256 keys, Beam's state cache);
@@ -32,12 +35,13 @@ import threading
 import time
 from importlib.metadata import version
 
-from bench import fn_api_levers, report, streaming, workload
+from bench import flush_policy, fn_api_levers, report, streaming, workload
 from bench.measure import machine
 from local.emulators import Emulator
 from local.progress import Steps
 from local.stack import PROJECT
 from occupancy.store import make_client
+from pipeline.options import DEFAULT_FLUSH_INTERVAL_S
 
 _LOGGER = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -68,7 +72,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="Where to write the markdown table (default: results.md beside --output).",
     )
     parser.add_argument(
-        "--flush_interval_s", type=float, default=1.0, help="The pipeline's and the ceiling's --flush_interval_s."
+        "--flush_interval_s",
+        type=float,
+        default=DEFAULT_FLUSH_INTERVAL_S,
+        help="The pipeline's and the ceiling's --flush_interval_s.",
     )
     parser.add_argument(
         "--reorder_delay_s", type=float, default=2.0, help="The pipeline's and the ceiling's --reorder_delay_s."
@@ -126,7 +133,7 @@ def fresh_firestore(emulator: Emulator, spec: workload.WorkloadSpec) -> None:
 
 
 # The steps, in order (their durations in the last results file make the estimate of time left).
-STEPS = ("pipeline", "ceiling", "naive", "naive_concurrent", "harness", "fn_api", "replay", "serving")
+STEPS = ("pipeline", "ceiling", "naive", "naive_concurrent", "harness", "flush_policy", "fn_api", "replay", "serving")
 
 
 def _last_results(path: str) -> dict:
@@ -224,6 +231,8 @@ def main(argv=None) -> int:
                 os.path.join(work_dir, "harness.json"),
                 args.timeout_s,
             )
+        with step("flush_policy"):
+            results["flush_policy"] = flush_policy.run(*((5, 5.0) if args.smoke else (100, 30.0)))
         with step("fn_api"):
             results["fn_api"] = fn_api_levers.run_all(
                 firestore.reset, run_child, env, work_dir, args.smoke, args.timeout_s, repeats=1 if args.smoke else 2

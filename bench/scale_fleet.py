@@ -42,7 +42,7 @@ from apache_beam.io.gcp.pubsub import PubsubMessage
 from bench import fn_api, harness, measure
 from occupancy import documents, fleet_import, registry, state_codec
 from occupancy.store import COUNT_OPS_ENV, make_client
-from pipeline.options import OccupancyOptions
+from pipeline.options import DEFAULT_FLUSH_INTERVAL_S, OccupancyOptions
 from sim import simulator
 from sim.keyring import Keyring
 from transforms.occupancy import FoldOccupancy
@@ -64,7 +64,7 @@ class Run(NamedTuple):
     per_bundle: int = 0  # messages per bundle, as a streaming job gets them; 0: the batch runner's
     device_auth: str = "require"  # the job's --device_auth (off: signatures not checked)
     alg: str = "EdDSA"  # the devices' keys: EdDSA (Ed25519) or ES256
-    flush_interval_s: float = 1.0  # the job's --flush_interval_s: how often a train may be written
+    flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S  # the job's --flush_interval_s
 
     def args(self) -> List[str]:
         return [

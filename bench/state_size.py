@@ -3,15 +3,14 @@
 The train's messages (sim.simulator, the scale workload's config) are
 replayed in send order as a streaming runner sees them: the watermark is at
 each message's send time, and the flush timer fires once the watermark passes
-it. The job's own pieces do the work: `wire.parse_message`, the release queue
-(`transforms.release_queue`, in memory) and `fold.apply_events`. Measured after
+it. The job's own pieces do the work: `wire.parse_message`, the train's cell
+(`occupancy.train_cell`, in memory) and `fold.apply_events`. Measured after
 5 minutes and after the hour:
 
 * the train's state as a streaming worker keeps it: the encoded TrainState
-  (FoldOccupancy's `train` state, TrainStateCoder; the pickle earlier jobs
-  stored beside it, for comparison), its size in memory as the SDK
-  harness's state cache weighs it (objsize), and the queued events
-  (EventCoder-encoded, all three bags, dead elements included);
+  (in FoldOccupancy's `train_cell`; a pickle of it for comparison), its
+  size in memory as the SDK harness's state cache weighs it (objsize), and
+  the queued events (EventCoder-encoded, the cell's and the `later` bag's);
 * the realtime document's storage size as Firestore counts it
   (`documents.storage_size`), and the writes the flushes emitted per minute.
 """
@@ -21,9 +20,8 @@ from typing import Dict
 
 from apache_beam.runners.worker.statecache import get_deep_size
 
-from occupancy import documents, fold, wire
-from transforms.coders import EventCoder, TrainStateCoder
-from transforms.release_queue import ReleaseQueue, keep_clock, memory_state
+from occupancy import documents, fold, state_codec, train_cell, wire
+from transforms.coders import EventCoder
 
 _CODER = EventCoder()
 
@@ -36,21 +34,18 @@ def simulate_train(
 
     train = simulator.make_train("t00001", 400, doors=doors)
     start_us = wire.parse_time("2026-11-24T06:00:00Z")
-    queue = ReleaseQueue(
-        lambda e: config.release_time(e.event_time_us), config.flush_interval_us, config.reorder_delay_us
-    )
-    handles, state = memory_state(), fold.TrainState(capacity=train.capacity)
+    policy = train_cell.FlushPolicy.of(config)
+    cell, later, state = train_cell.TrainCell(), [], fold.TrainState(capacity=train.capacity)
     counts = {"messages": 0, "flushes": 0, "realtime_writes": 0, "history_writes": 0}
     out, marks = {}, sorted(checkpoints)
 
     def fire_until(watermark_us: int) -> None:
-        nonlocal handles
-        while handles.flush.at is not None and handles.flush.at <= watermark_us:
-            fired = handles.flush.at
-            handles.flush.at = None
-            ready, clock = queue.take_due(fired, handles)
+        nonlocal later
+        while (fired := train_cell.flush_at(cell, policy)) is not None and fired <= watermark_us:
+            backlog = list(later) if train_cell.later_due(cell, fired, policy) else None
+            ready, rewrite = train_cell.take_due(cell, fired, policy, backlog)
+            later = later if rewrite is None else list(rewrite)
             if ready:
-                handles = keep_clock(handles, clock)
                 result = fold.apply_events(state, ready, config, fired)
                 counts["flushes"] += 1
                 counts["history_writes"] += len(result.buckets)
@@ -60,21 +55,23 @@ def simulate_train(
     for i, message in enumerate(sim.messages(start_us, minutes * 60)):
         now_us = start_us + int(message.send_at * 1e6)
         while marks and now_us >= start_us + marks[0] * 60e6:
-            out[f"{marks.pop(0):g} min"] = _sizes(state, handles, train.train_id, dict(counts), marks_min=None)
+            out[f"{marks.pop(0):g} min"] = _sizes(state, cell, later, train.train_id, dict(counts), marks_min=None)
         fire_until(now_us)
         event = wire.parse_message(message.payload, str(i), now_us=now_us, max_abs_delta=100, max_future_skew_s=300)
-        queue.add(event._replace(train_id=train.train_id, capacity=train.capacity), handles)
+        event = event._replace(train_id=train.train_id, capacity=train.capacity)
+        if train_cell.add(cell, event, policy):
+            later.append(event)
         counts["messages"] += 1
     fire_until(start_us + int((minutes * 60 + 10) * 1e6))
-    out["end"] = _sizes(state, handles, train.train_id, counts, marks_min=minutes)
+    out["end"] = _sizes(state, cell, later, train.train_id, counts, marks_min=minutes)
     return out
 
 
-def _sizes(state: fold.TrainState, handles, train_id: str, counts: dict, marks_min) -> dict:
-    queued = [e for bag in (handles.pending, handles.waiting, handles.later) for e in bag.items]
+def _sizes(state: fold.TrainState, cell, later, train_id: str, counts: dict, marks_min) -> dict:
+    queued = [*cell.waiting, *later]
     realtime = documents.realtime_write(train_id, state)
     sizes = {
-        "train_state_bytes": len(TrainStateCoder().encode(state)),
+        "train_state_bytes": len(state_codec.encode_state(state)),
         "train_state_pickled_bytes": len(pickle.dumps(state, pickle.HIGHEST_PROTOCOL)),
         "train_state_memory_bytes": get_deep_size(state),
         "queued_events": len(queued),

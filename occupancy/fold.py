@@ -201,10 +201,6 @@ class FoldConfig:
     def bucket_start(self, t_us: int) -> int:
         return t_us - t_us % self.flush_interval_us
 
-    def release_time(self, t_us: int) -> int:
-        """When an event may be applied: the end of its bucket plus the reorder delay."""
-        return self.bucket_start(t_us) + self.flush_interval_us + self.reorder_delay_us
-
 
 @dataclasses.dataclass
 class FlushResult:

@@ -71,7 +71,7 @@ def _visits(options: OccupancyOptions):
         options.gtfs_static,
         options.timezone,
         options.stop_gap_s,
-        hold_s=options.reorder_delay_s + options.flush_interval_s,
+        hold_s=options.reorder_delay_s,
     )
 
 

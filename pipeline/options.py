@@ -9,6 +9,9 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from occupancy.cli import positive_float
 
+# Chosen from `make bench`'s flush_policy step (docs/sizing.md, "Flush policy").
+DEFAULT_FLUSH_INTERVAL_S = 5.0
+
 
 def _timezone(text: str) -> str:
     zoneinfo.ZoneInfo(text)  # raises for an unknown zone
@@ -100,8 +103,10 @@ class OccupancyOptions(PipelineOptions):
         parser.add_argument(
             "--flush_interval_s",
             type=positive_float,
-            default=1.0,
-            help="Width of a history bucket in seconds; also the least time between two realtime writes of one train.",
+            default=DEFAULT_FLUSH_INTERVAL_S,
+            help="Width of a history bucket in seconds; also, while a train's counts keep coming, the least "
+            "time between two of its flushes (its first count after a quiet spell and its last are flushed "
+            'as soon as they are released; docs/design.md, "Timing").',
         )
         parser.add_argument(
             "--max_abs_delta",

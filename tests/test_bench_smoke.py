@@ -71,14 +71,14 @@ def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
         "job",
         "unverified",
         "es256",
-        "flush_5s",
+        "flush_1s",
         "flush_30s",
         "bundles_of_20",
         "one_processor",
         "one_processor_state_cache",
     }
     runs = fn_api["runs"]
-    assert runs["job"]["flushes"] > runs["flush_5s"]["flushes"] > runs["flush_30s"]["flushes"] > 0
+    assert runs["flush_1s"]["flushes"] > runs["job"]["flushes"] >= runs["flush_30s"]["flushes"] > 0
     assert runs["flush_30s"]["flush_interval_s"] == 30.0 and runs["flush_30s"]["messages"] == runs["job"]["messages"]
     # A smoke run's CPU is mostly start-up: the model's figures are only there, not yet meaningful.
     assert set(fn_api["cost_model"]) == {
@@ -95,13 +95,23 @@ def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
     replay = results["replay"]  # the archived fleet replayed into the TIDES tables
     assert replay["rows_per_s_per_core"] > 0 and replay["stop_visit_rows"] >= replay["stops"] > 0
     assert replay["boardings"] == replay["boardings_truth"] and replay["stops_exact"] > 0
+    # The flush policy replayed in event time: the policy before and each interval, on one workload.
+    policy = results["flush_policy"]["rows"]
+    assert [(r["policy"], r["flush_interval_s"]) for r in policy] == [("before", 1.0)] + [
+        ("now", s) for s in (1.0, 2.0, 5.0, 10.0)
+    ]
+    assert len({r["messages"] for r in policy}) == 1 and all(r["stops"] > 0 for r in policy)
+    assert policy[0]["flushes_per_message"] > policy[3]["flushes_per_message"] > 0
     targets = {t["target"] for t in results["targets"]}
     assert "the job over the Fn API (4 bundle processors) >= 0.10 x pass-through" in targets
+    assert "the job over the Fn API in bundles of 20 messages >= 0.5 x pass-through" in targets
+    assert any(t.startswith("a stop's departure load applied at p95") for t in targets)
+    assert "flush policy (event time)" in completed.stdout
     assert "the job over the Fn API (multi_threading)" in completed.stdout
 
     assert results["workload"]["messages"] > 0 and results["workload"]["trains"] == 3
     assert results["machine"]["cores"] >= 1 and results["machine"]["memory_mb"] > 0
-    assert results["flush_interval_s"] == 1.0 and results["reorder_delay_s"] == 2.0
+    assert results["flush_interval_s"] == 5.0 and results["reorder_delay_s"] == 2.0
     assert set(results["ratios"]) == {
         "pipeline_vs_ceiling",
         "writes_vs_naive",

@@ -17,9 +17,9 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 from google.api_core import exceptions as gexc
 
-from occupancy import documents, fold, wire
+from occupancy import documents, fold, train_cell, wire
 from transforms.coders import EventCoder
-from transforms.occupancy import AGE, STAT_NAMES, STATS, CountFlushes, FoldOccupancy
+from transforms.occupancy import STATS, CountFlushes, FlushStats, FoldOccupancy
 
 T0 = wire.parse_time("2026-11-24T07:00:00Z")
 S = 1_000_000
@@ -49,7 +49,7 @@ def run_stream(arrivals, check, config=CONFIG, expected_stats=None, check_ages=N
         stream.add_elements([TimestampedValue((event.train_id, event), Timestamp(micros=event.event_time_us))])
     # Every flush must happen at a finite watermark, mid-stream: outputs emitted once the
     # watermark is at infinity would not even reach assert_that.
-    last_release = max(config.release_time(e.event_time_us) for _, e in arrivals)
+    last_release = max(e.event_time_us + config.reorder_delay_us for _, e in arrivals)
     stream.advance_watermark_to(
         Timestamp(micros=max(last_release, T0 + round(max(a for a, _ in arrivals) * 1000) * 1000) + S)
     )
@@ -63,13 +63,13 @@ def run_stream(arrivals, check, config=CONFIG, expected_stats=None, check_ages=N
         if expected_stats is not None:
 
             def check_stats(rows):
-                totals = {name: sum(row[i] for row in rows) for i, name in enumerate(STAT_NAMES)}
+                totals = {name: sum(getattr(row, name) for row in rows) for name in FlushStats._fields[:-1]}
                 actual = {name: totals[name] for name in expected_stats}
                 expect(actual == expected_stats, f"stats {actual} != {expected_stats}")
 
             assert_that(outputs[STATS], check_stats, label="Stats")
         if check_ages is not None:
-            assert_that(outputs[STATS] | beam.Map(lambda row: row[AGE]), check_ages, label="Ages")
+            assert_that(outputs[STATS] | beam.Map(lambda row: row.oldest_count_ms), check_ages, label="Ages")
 
 
 def expect(condition, message):
@@ -112,14 +112,15 @@ def test_shuffled_arrival_within_the_delay_gives_exactly_the_in_order_history():
         realtime = last_writes(outputs, documents.REALTIME)["t1"]
         expect(realtime["current_value"] == expected_value, f"realtime {realtime}")
         expect(all(d["late"] == 0 for d in history.values()), "no event may be late")
-        # One flush per bucket, each by its own timer at bucket end + delay: no bucket
-        # was written twice and none waited for the end of the stream.
-        times = sorted(t for w, t in outputs if w.collection == documents.HISTORY)
-        expect(len(times) == len(expected_history), f"{len(times)} history writes")
+        # Counts every 0.25 s keep the train busy: its flushes are one flush interval (1 s) apart,
+        # and each bucket is written whole by the time its last event is released (its end plus
+        # the delay) plus one interval: none waited for the end of the stream.
+        flushes = sorted({t for w, t in outputs if w.collection == documents.REALTIME})
+        expect(all(b - a == S for a, b in zip(flushes, flushes[1:])), f"flushes at {flushes}")
         for write, t in outputs:
             if write.collection == documents.HISTORY:
                 start = wire.to_micros(write.data["bucket_start"])
-                expect(t == start + 3 * S, f"bucket {start} flushed at {t}")
+                expect(t <= start + 4 * S, f"bucket {start} flushed at {t}")
 
     run_stream(arrivals, check)
 
@@ -192,7 +193,8 @@ def test_each_flush_says_how_old_its_oldest_event_was_when_applied():
         # The events' times are T0 + under 1.2 s, and T0 is in the past: each flush's oldest event
         # is at least as old as the test's start makes it, and no older than now does.
         now_ms = (wire.now_us() - T0) // 1000
-        expect(len(ages) == 2 and all(started_ms - 1200 <= a <= now_ms for a in ages), f"{ages} {started_ms}")
+        # Three flushes: the first count at its release, then one a flush interval apart each.
+        expect(len(ages) == 3 and all(started_ms - 1200 <= a <= now_ms for a in ages), f"{ages} {started_ms}")
 
     run_stream(arrivals, lambda outputs: None, check_ages=check_ages)
 
@@ -204,9 +206,11 @@ def test_trains_are_independent_and_realtime_is_written_once_per_flush():
         arrivals.append((0.05 * i + 0.02, ev("b1", i + 1, 2, 0.04 * i, train="tb")))
 
     def check(outputs):
+        # Per train, the first count at its release, the other 19 one flush interval later.
         realtime = [w for w, _ in outputs if w.collection == documents.REALTIME]
-        expect(sorted(w.doc_id for w in realtime) == ["ta", "tb"], f"{[w.doc_id for w in realtime]}")
-        values = {w.doc_id: w.data["current_value"] for w in realtime}
+        expect(sorted(w.doc_id for w in realtime) == ["ta", "ta", "tb", "tb"], f"{[w.doc_id for w in realtime]}")
+        values = last_writes(outputs, documents.REALTIME)
+        values = {train: data["current_value"] for train, data in values.items()}
         expect(values == {"ta": 20, "tb": 40}, f"{values}")
 
     run_stream(arrivals, check)
@@ -228,7 +232,7 @@ def test_flush_stats_become_beam_counters():
     from apache_beam.metrics.metric import MetricsFilter
 
     p = TestPipeline(runner="BundleBasedDirectRunner")
-    flushes = [(3, 1, 0, 1, 2, 1, 0, 2500), (2, 0, 1, 0, 0, 0, 0, 900), (0, 0, 0, 0, 0, 0, 1, -1)]
+    flushes = [FlushStats(3, 1, 0, 1, 2, 1, 0, 2500), FlushStats(2, 0, 1, 0, 0, 0, 0, 900), FlushStats(seeds_put_off=1)]
     p | beam.Create(flushes) | beam.ParDo(CountFlushes())
     result = p.run()
     result.wait_until_finish()
@@ -284,9 +288,9 @@ def test_a_train_that_cannot_be_seeded_keeps_its_events_until_it_can():
     def check(outputs):
         realtime = [(t, w.data["current_value"]) for w, t in outputs if w.collection == documents.REALTIME]
         expect(realtime and all(value == 15 for _, value in realtime), f"{realtime}")
-        # Put off at 3 s to 13 s, failed again there, and written at the next flush a new
-        # element armed (the heartbeat at 13.9 s, released at 16 s).
-        expect(min(t for t, _ in realtime) == T0 + 16 * S, f"{realtime}")
+        # Put off at 2.1 s (the first count's release), failed again a second later (the least
+        # gap between two flushes), and written at the flush a second after that.
+        expect(min(t for t, _ in realtime) == T0 + 4_100_000, f"{realtime}")
 
     stream = TestStream()
     for arrival_s, event in arrivals:
@@ -304,9 +308,42 @@ def test_a_train_that_cannot_be_seeded_keeps_its_events_until_it_can():
         assert_that(writes, check)
 
         def check_stats(rows):
-            totals = {name: sum(row[i] for row in rows) for i, name in enumerate(STAT_NAMES)}
+            totals = {name: sum(getattr(row, name) for row in rows) for name in FlushStats._fields[:-1]}
             expect((totals["seeds_put_off"], totals["seeded"]) == (2, 1), f"{totals}")
             expect(totals["applied"] == 2, f"{totals}")
 
         assert_that(outputs[STATS], check_stats, label="Stats")
     assert len(FlakySeed.calls) == 3
+
+
+def test_a_backlog_replayed_ahead_of_the_watermark_gives_the_in_order_history():
+    """Five minutes of one train's events all arrive first, then the watermark advances a second
+    at a time, so every flush happens mid-stream and the cell's window moves on 4 times."""
+    rng = random.Random(11)
+    events = [
+        ev(f"door-{d}", seq, rng.choice((-2, -1, 1, 2, 3)), seq * 1.5 + d * 0.3)
+        for d in range(2)
+        for seq in range(1, 200)
+    ]
+    stream = TestStream().advance_watermark_to(Timestamp(micros=T0))
+    stream.add_elements(
+        [TimestampedValue(("t1", e), Timestamp(micros=e.event_time_us)) for e in rng.sample(events, len(events))]
+    )
+    end = max(e.event_time_us for e in events) + CONFIG.reorder_delay_us
+    for t in range(T0 + S, end + 3 * S, S):
+        stream.advance_watermark_to(Timestamp(micros=t))
+    stream.advance_watermark_to_infinity()
+    expected_history, expected_value = in_order_history(events)
+    assert max(e.event_time_us for e in events) - T0 > 4 * train_cell.MIN_SPAN_US and len(expected_history) > 150
+
+    def check(outputs):
+        expect(all(t < end + 3 * S for _, t in outputs), "a flush waited for the end of input")
+        expect(last_writes(outputs, documents.HISTORY) == expected_history, "history differs")
+        realtime = last_writes(outputs, documents.REALTIME)["t1"]
+        expect(realtime["current_value"] == expected_value, f"realtime {realtime}")
+
+    options = PipelineOptions(runner="BundleBasedDirectRunner")
+    options.view_as(StandardOptions).streaming = True
+    with TestPipeline(options=options) as p:
+        writes = (p | stream | beam.ParDo(FoldOccupancy(CONFIG)).with_outputs(STATS, main="writes")).writes
+        assert_that(writes | beam.Map(lambda w, t=beam.DoFn.TimestampParam: (w, t.micros)), check)

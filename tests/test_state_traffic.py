@@ -1,15 +1,13 @@
 """FoldOccupancy's state traffic: on Dataflow every read of a state cell is a request to the runner
 (and a wait), and every cell written two more when the bundle commits. A train is one cell,
-`train_cell` (transforms.train_cell): an element reads it once per train in a bundle, a flush
-reads it and writes it, nothing else. State written by the jobs before it (the `queue` cell, the
-`clock` cell, or TrainState.queue_clock with `timer_at`) is read through their own clock once, and
-their cells cleared."""
+`train_cell` (occupancy.train_cell): an event reads it once per train in a bundle, a flush reads
+it and writes it, and the `later` bag is touched only for a backlog."""
 
 import collections
 
 from apache_beam.utils.timestamp import Timestamp
 
-from occupancy import fold, wire
+from occupancy import fold, train_cell, wire
 from transforms.occupancy import FoldOccupancy
 
 S = 1_000_000
@@ -20,13 +18,13 @@ CONFIG = fold.FoldConfig(flush_interval_us=S, reorder_delay_us=S)
 class Cell:
     """A state cell (bag or value) that counts its reads by name, and says whether it was written."""
 
-    def __init__(self, name, reads, value=None):
-        self.name, self.reads, self.items, self.value = name, reads, [], value
+    def __init__(self, name, reads):
+        self.name, self.reads, self.items, self.value = name, reads, [], None
         self.written = self.cleared = False
 
     def read(self):
         self.reads[self.name] += 1
-        return list(self.items) if self.name in BAGS else self.value
+        return list(self.items) if self.name == "later" else self.value
 
     def add(self, item):
         self.items.append(item)
@@ -41,23 +39,18 @@ class Cell:
 
 class Timer:
     def __init__(self):
-        self.at = None
+        self.at, self.sets = None, 0
 
     def set(self, timestamp):
-        self.at = timestamp.micros
+        self.at, self.sets = timestamp.micros, self.sets + 1
 
 
-BAGS = ("pending", "waiting", "later")
-LEGACY = ("train", "queue", "clock", "timer_at", "horizon", "pending", "waiting")
+def cells(reads):
+    return {"stored": Cell("train_cell", reads), "later": Cell("later", reads)}
 
 
-def cells(reads, **values):
-    names = ("train_cell", "later") + LEGACY
-    return {n: Cell(n, reads, values.get(n)) for n in names}
-
-
-def event(seq, t_us):
-    return "t1", wire.Event(f"d1:{seq}", t_us, device_id="d1", delta=1, seq=seq, train_id="t1")
+def event(seq, t_us, delta=1):
+    return "t1", wire.Event(f"d1:{seq}", t_us, device_id="d1", delta=delta, seq=seq, train_id="t1")
 
 
 def process(fn, state, timer, element):
@@ -69,19 +62,19 @@ def flush(fn, state, timer):
 
 
 def train_of(state):
-    return state["train_cell"].value.train
+    return state["stored"].value.train
 
 
-def test_an_element_reads_one_cell_once_per_train_and_bundle():
+def untouched(state):
+    for cell in state.values():
+        cell.written = cell.cleared = False
+
+
+def test_an_event_reads_one_cell_once_per_train_and_bundle():
     fn, reads, timer = FoldOccupancy(CONFIG), collections.Counter(), Timer()
     state = cells(reads)
     fn.start_bundle()
-    process(fn, state, timer, event(1, T0))  # a new train: the old cells are read too, once
-    assert reads == {name: 1 for name in ("train_cell",) + LEGACY}, reads
-    assert not any(state[name].cleared for name in LEGACY)  # nothing there: nothing to clear
-    reads.clear()
-    fn.start_bundle()  # a bundle reads again what the last one left
-    for seq in range(2, 50):
+    for seq in range(1, 50):
         process(fn, state, timer, event(seq, T0 + seq * 10_000))
     assert reads == {"train_cell": 1}, reads
     reads.clear()
@@ -89,8 +82,8 @@ def test_an_element_reads_one_cell_once_per_train_and_bundle():
         fn.start_bundle()
         process(fn, state, timer, event(seq, T0 + seq * 10_000))
     assert reads == {"train_cell": 10}, reads
-    # Before a train's first flush its horizon is not set: its events wait in `later`.
-    assert [e.seq for e in state["later"].items] == list(range(1, 60))
+    assert not state["later"].written  # streaming traffic stays in the cell's window
+    assert len(state["stored"].value.waiting) == 59
 
 
 def test_a_flush_reads_and_writes_the_one_cell_and_nothing_else():
@@ -102,128 +95,54 @@ def test_a_flush_reads_and_writes_the_one_cell_and_nothing_else():
         process(fn, state, timer, event(seq, T0 + 2 * S + seq * 50_000))
     fn.start_bundle()
     reads.clear()
-    for cell in state.values():
-        cell.written = cell.cleared = False
+    untouched(state)
     fired = timer.at
     out = flush(fn, state, timer)
     assert reads == {"train_cell": 1}, reads
-    assert [name for name, cell in state.items() if cell.written or cell.cleared] == ["train_cell"]
-    value = state["train_cell"].value
-    assert train_of(state).value == 19 and value.last_flush == fired and value.waiting == []
+    assert [name for name, cell in state.items() if cell.written or cell.cleared] == ["stored"]
+    value = state["stored"].value
+    # A quiet train: its first count is flushed at its release, the others a second later.
+    assert train_of(state).value == 2 and value.last_flush_us == fired and len(value.waiting) == 17
     assert any(w.collection == "realtime" for w in out if hasattr(w, "collection"))
 
-    # An event that arrives already late goes to `pending`: the next flush applies it.
+    # An event that arrives already late waits in the cell: the next flush applies it.
     fn.start_bundle()
     process(fn, state, timer, event(20, T0 + 2 * S))
-    assert [e.seq for e in state["train_cell"].value.pending] == [20]
+    assert [e.seq for e in state["stored"].value.waiting][-1] == 20
     fn.start_bundle()
     reads.clear()
     flush(fn, state, timer)
     assert reads == {"train_cell": 1} and train_of(state).value == 20
-    assert state["train_cell"].value.pending == []
+    assert state["stored"].value.waiting == []
 
 
-def test_the_cell_drops_released_events_at_every_flush():
-    """`waiting` is rewritten with the cell anyway: what a flush released is not carried on."""
+def test_the_timer_is_set_only_when_the_flush_moves():
+    """Setting a timer is a request too: events that leave the flush where it is set none."""
     fn, reads, timer = FoldOccupancy(CONFIG), collections.Counter(), Timer()
     state = cells(reads)
-    for seq in range(1, 4):
-        process(fn, state, timer, event(seq, T0 + seq * 10_000))
-    process(fn, state, timer, event(4, T0 + 5 * S))  # due four flushes later
+    process(fn, state, timer, event(1, T0))
     flush(fn, state, timer)
-    assert train_of(state).value == 3
-    assert [e.seq for e in state["train_cell"].value.waiting] == [4]
+    timer.sets = 0
+    for seq in range(2, 12):  # a busy train: its flush is a second after the last
+        process(fn, state, timer, event(seq, T0 + 5 * S + seq * 10_000))
+    assert timer.sets == 1 and timer.at == T0 + 6 * S + 20_000
 
 
-def assert_moved_and_cleared(state):
-    assert all(state[name].cleared for name in LEGACY), [n for n in LEGACY if not state[n].cleared]
-    assert all(state[name].value is None and state[name].items == [] for name in LEGACY)
-
-
-def test_state_of_the_job_before_the_train_cell_moves_into_it():
-    """The job before kept the queue's clock, horizon and pending count in `queue`, and events
-    released at its last flush stayed in `waiting` (dead) until outnumbered."""
+def test_a_backlog_beyond_the_window_goes_to_later_and_comes_back_once():
     fn, reads, timer = FoldOccupancy(CONFIG), collections.Counter(), Timer()
-    last_flush, armed = T0 + 10 * S, T0 + 11 * S
-    timer.at = armed  # that job's timer, which the runner keeps
-    train = fold.TrainState(value=5, queue_clock=(0, last_flush))
-    train.devices["d1"] = fold.DeviceMemory(seq=5, applied=[[1, 5]])
-    state = cells(
-        reads, train=train, queue=(armed, last_flush, last_flush + 60 * S, 1), clock=(armed, last_flush), horizon=1
-    )
-    state["pending"].items = [event(6, T0 + 8 * S + S // 2)[1]]  # it arrived after its release
-    state["waiting"].items = [event(5, T0 + 7 * S)[1], event(7, T0 + 12 * S)[1]]  # 5 was released
-    state["later"].items = [event(9, T0 + 80 * S)[1]]  # beyond the horizon
-    process(fn, state, timer, event(8, T0 + 12 * S))
-    assert_moved_and_cleared(state)
-    value = state["train_cell"].value
-    assert (value.armed, value.last_flush, value.horizon) == (armed, last_flush, last_flush + 60 * S)
-    assert [e.seq for e in value.pending] == [6] and [e.seq for e in value.waiting] == [7, 8]
-    assert timer.at == armed and [e.seq for e in state["later"].items] == [9]  # `later` stays
+    state = cells(reads)
+    span = train_cell.FlushPolicy.of(CONFIG).span_us
+    process(fn, state, timer, event(1, T0))
+    process(fn, state, timer, event(2, T0 + span + 5 * S))  # beyond the window
+    assert [e.seq for _, e in [("t1", x) for x in state["later"].items]] == [2]
     flush(fn, state, timer)
-    assert train_of(state).value == 6  # 6; 7 and 8 later
-    flush(fn, state, timer)
-    assert train_of(state).value == 8 and train_of(state).devices["d1"].applied == [[1, 8]]
-    while state["later"].items:  # counted at its first read since, then read only while it holds some
+    assert train_of(state).value == 1 and reads["later"] == 0  # not read before it is near
+    while timer.at is not None and train_of(state).value < 2:
+        at = timer.at
         flush(fn, state, timer)
-    assert train_of(state).value == 9 and state["train_cell"].value.later == 0
-    reads.clear()
-    process(fn, state, timer, event(10, T0 + 90 * S))
-    flush(fn, state, timer)
-    assert train_of(state).value == 10 and "later" not in reads, reads
-
-
-def test_state_of_a_job_rolled_back_to_before_the_queue_cell_is_read_through_its_newer_clock():
-    """The job with `queue` wrote `clock` too; a job rolled back to the one before then moved
-    `clock` and `horizon` on and left `queue` behind: the newer clock is the train's."""
-    fn, reads, timer = FoldOccupancy(CONFIG), collections.Counter(), Timer()
-    stale, last_flush = T0 + 4 * S, T0 + 10 * S
-    state = cells(
-        reads,
-        queue=(0, stale, stale + 60 * S, 0),
-        clock=(0, last_flush),
-        horizon=last_flush + 60 * S,
-    )
-    # Released at T0 + 7 s: by the stale clock still waiting, by the newer one already applied.
-    state["waiting"].items = [event(5, T0 + 5 * S)[1], event(8, T0 + 20 * S)[1]]
-    process(fn, state, timer, event(9, T0 + 20 * S))
-    assert_moved_and_cleared(state)
-    value = state["train_cell"].value
-    assert (value.last_flush, value.horizon) == (last_flush, last_flush + 60 * S)
-    assert [e.seq for e in value.waiting] == [8, 9]
-
-
-def test_state_of_the_job_before_the_queue_cell_is_read_through_its_clock_and_horizon():
-    fn, reads, timer = FoldOccupancy(CONFIG), collections.Counter(), Timer()
-    last_flush = T0 + 10 * S
-    state = cells(reads, clock=(0, last_flush), horizon=last_flush + 60 * S)
-    state["pending"].items = [event(3, T0 + 9 * S)[1]]  # left by that job
-    process(fn, state, timer, event(8, T0 + 20 * S))
-    assert_moved_and_cleared(state)
-    assert [e.seq for e in state["train_cell"].value.waiting] == [8]  # within that job's horizon
-    reads.clear()
-    fn.start_bundle()
-    flush(fn, state, timer)
-    # `later` is read once, to count what that job left there.
-    assert reads == {"train_cell": 1, "later": 1} and train_of(state).value == 2  # both applied
-
-
-def test_state_of_an_earlier_job_is_read_through_its_own_clock():
-    """A job before the `clock` cell kept a flush's clock in TrainState.queue_clock: an element due
-    by that clock must go to `pending` (due at the next flush), not `waiting`, where it would look
-    already released and be dropped."""
-    fn, reads, timer = FoldOccupancy(CONFIG), collections.Counter(), Timer()
-    last_flush = T0 + 10 * S
-    legacy = fold.TrainState(value=5, queue_clock=(0, last_flush))
-    state = cells(reads, train=legacy, timer_at=(T0 + 3 * S, T0 + 2 * S))
-    process(fn, state, timer, event(7, T0 + 5 * S))  # released at T0 + 7 s, before the last flush
-    assert_moved_and_cleared(state)
-    value = state["train_cell"].value
-    assert [e.seq for e in value.pending] == [7] and value.waiting == [] and state["later"].items == []
-    assert timer.at == last_flush + CONFIG.flush_interval_us
-    assert (value.armed, value.last_flush) == (timer.at, last_flush)
-    flush(fn, state, timer)
-    assert train_of(state).value == 6
+        assert timer.at != at or train_of(state).value == 2
+    assert train_of(state).value == 2 and reads["later"] == 1
+    assert state["later"].items == [] and state["stored"].value.later == 0
 
 
 def test_a_seq_jump_leaves_the_flush_as_a_dead_letter():

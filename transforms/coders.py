@@ -1,24 +1,17 @@
 """Coders of what the job keeps: `occupancy.wire.Event` (registered for every PCollection and
-state that holds one), the train's cell and, for earlier jobs' cells, the train's state.
+state that holds one), the train's cell and its stop visits.
 
 EventCoder is deterministic and compact (no pickling per element); registering
 it also gives the keyed PCollection (train_id, Event) a deterministic key coder,
 which stateful processing on Dataflow requires.
 """
 
-import pickle
-
 import apache_beam as beam
 from apache_beam.coders import coders
 
 from occupancy import state_codec, wire
-from occupancy.fold import TrainState
 from occupancy.stop_visits import VisitState
-from transforms.train_cell import TrainCellValue
-
-# How the bytes a `PickleCoder` wrote begin (pickle protocol 2 and later); state_codec's begin
-# with their version, 1 and up.
-_PICKLE_PROTOCOL_OPCODE = 0x80
+from occupancy.train_cell import TrainCell
 
 
 class EventCoder(coders.Coder):
@@ -56,68 +49,45 @@ class EventCoder(coders.Coder):
         return wire.Event
 
 
-class TrainStateCoder(coders.Coder):
-    """The `train` state cell: `occupancy.state_codec`'s versioned encoding of a TrainState.
-
-    Reads, too, the pickled TrainState that jobs up to 5807173 stored with
-    `PickleCoder` (a job updated in place finds its trains' state in that form)
-    and writes it back in the versioned encoding at the train's next flush.
-    """
-
-    def encode(self, state: TrainState) -> bytes:
-        return state_codec.encode_state(state)
-
-    def decode(self, encoded: bytes) -> TrainState:
-        if encoded[:1] == bytes([_PICKLE_PROTOCOL_OPCODE]):
-            return pickle.loads(encoded)  # the job's own state, as its earlier version wrote it
-        return state_codec.decode_state(encoded)
-
-    def is_deterministic(self):
-        return True
-
-    def to_type_hint(self):
-        return TrainState
-
-
 class TrainCellCoder(coders.Coder):
-    """The `train_cell` state cell (transforms.train_cell): a version byte, then the release
-    queue's clock, horizon and count of `later` events, its `pending` and `waiting` events
-    (EventCoder) and the TrainState's own versioned bytes (occupancy.state_codec), or none
-    before the train's first flush.
+    """The `train_cell` state cell (occupancy.train_cell.TrainCell): a version byte, then the
+    flush clock (last flush, armed, wake), the window (horizon, events in `later`, the earliest
+    release among them) as varints, the waiting events (EventCoder) and the TrainState's own
+    versioned bytes (occupancy.state_codec), or none before the train's first flush.
 
-    A new field is a new version whose decoder still reads the old ones (docs/design.md,
-    "State encodings")."""
+    Version 1 (jobs from 2026-12-06 to this layout) is still read: its `pending` and `waiting`
+    events both wait, and its `later` events are read at the train's next flush. A new field is
+    a new version whose decoder still reads the one before (docs/design.md, "State
+    encodings")."""
 
-    VERSION = 1
+    VERSION = 2
 
     def __init__(self):
         events = coders.IterableCoder(EventCoder())
-        self._v1 = coders.TupleCoder(
-            [
-                coders.VarIntCoder(),
-                coders.VarIntCoder(),
-                coders.VarIntCoder(),
-                coders.VarIntCoder(),
-                events,
-                events,
-                coders.NullableCoder(coders.BytesCoder()),
-            ]
-        )
+        varint, train = coders.VarIntCoder(), coders.NullableCoder(coders.BytesCoder())
+        self._v2 = coders.TupleCoder([varint] * 6 + [events, train])
+        self._v1 = coders.TupleCoder([varint] * 4 + [events, events, train])
 
-    def encode(self, value: TrainCellValue) -> bytes:
-        return bytes([self.VERSION]) + self._v1.encode(value.fields())
+    def encode(self, value: TrainCell) -> bytes:
+        return bytes([self.VERSION]) + self._v2.encode(value.fields())
 
-    def decode(self, encoded: bytes) -> TrainCellValue:
-        if not encoded or encoded[0] != self.VERSION:
-            version = encoded[0] if encoded else None
-            raise state_codec.UnknownVersion(f"train cell in version {version}; this job reads version {self.VERSION}")
-        return TrainCellValue(*self._v1.decode(encoded[1:]))
+    def decode(self, encoded: bytes) -> TrainCell:
+        version = encoded[0] if encoded else None
+        if version == self.VERSION:
+            *clock, waiting, train = self._v2.decode(encoded[1:])
+            return TrainCell(*clock, list(waiting), train)
+        if version == 1:
+            armed, last_flush, horizon, later, pending, waiting, train = self._v1.decode(encoded[1:])
+            # Its `later` bag holds events released after `horizon`: read at the next flush.
+            later_first = horizon + 1 if later else 0
+            return TrainCell(last_flush, armed, 0, horizon, later, later_first, [*pending, *waiting], train)
+        raise state_codec.UnknownVersion(f"train cell in version {version}; this job reads versions 1 and 2")
 
     def is_deterministic(self):
         return True
 
     def to_type_hint(self):
-        return TrainCellValue
+        return TrainCell
 
 
 class VisitStateCoder(coders.Coder):

@@ -1,22 +1,18 @@
 """RunningOccupancy: (train_id, Event) -> DocumentWrite for realtime/, history/ and trips/.
 
-A stateful DoFn per train buffers events and applies them, in event-time
-order, when an event-time timer releases them (docs/design.md, "Running
-occupancy"):
+A stateful DoFn per train keeps the train in one cell (`occupancy.train_cell`:
+its state, the events waiting for their release, the flush clock) and sets its
+one event-time timer where that module's flush policy says (docs/design.md,
+"Running occupancy"). An event is applied once the watermark has passed it by
+`reorder_delay_s`: events that arrive out of order before then are applied in
+order. A flush applies the released events with the pure fold in
+`occupancy.fold` and emits one history write per touched bucket and, when
+needed, one realtime write. The outputs are complete documents, so a retried
+bundle rewrites the same documents.
 
-* An event may be applied at release_time = end of its history bucket
-  (`flush_interval_s`, epoch-aligned) + `reorder_delay_s`. Events that arrive
-  out of order before then are applied in order: the in-order result.
-* The queue of waiting events and the timer discipline are in
-  `transforms.release_queue`: one timer per train, never sooner than one flush
-  interval after the previous flush, so that realtime is written at most once
-  per train per interval even when late events trickle in.
-* A train's state is one cell (`transforms.train_cell`), read once per bundle
-  and written once: over the Fn API each request costs more than the fold.
-* A flush applies the released events with the pure fold in `occupancy.fold`
-  and emits one history write per touched bucket and, when needed, one
-  realtime write. The outputs are complete documents, so a retried bundle
-  rewrites the same documents.
+The cell is read once per train and bundle and written when the bundle
+commits: over the Fn API every state request costs more than the fold
+(docs/sizing.md).
 
 When a train's state is empty (new job, restart) it is seeded from its
 realtime document and latest history document, so counts continue and the
@@ -24,30 +20,38 @@ per-device seq memory de-duplicates across the restart.
 """
 
 import logging
+from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.coders import coders
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
 from google.api_core import exceptions as gexc
 
-from occupancy import documents, fold, state_codec, wire
+from occupancy import documents, fold, state_codec, train_cell, wire
 from occupancy.store import TRANSIENT, RetryPolicy, count_ops, make_client
 from transforms import guard
-from transforms.coders import EventCoder, TrainCellCoder, TrainStateCoder, VisitStateCoder
-from transforms.release_queue import ReleaseQueue, arm_flush
+from transforms.coders import EventCoder, TrainCellCoder, VisitStateCoder
 from transforms.stop_visits import TABLES
-from transforms.train_cell import BundleMemo, LegacyCells, TrainCell, read_legacy
 
 _LOGGER = logging.getLogger(__name__)
 STATS = "stats"
 DEAD_LETTER = "dead_letter"
-STAT_NAMES = ("applied", "duplicates", "late", "corrections", "heartbeats", "seeded", "seeds_put_off")
-# A flush's stats: the STAT_NAMES counts, then the age of the oldest count of people it applied,
-# in milliseconds from its event time to the flush in processing time (-1: none applied).
-AGE = len(STAT_NAMES)
-# A train whose state could not be seeded tries its flush again this much event time later.
-SEED_RETRY_US = 10_000_000
+
+
+class FlushStats(NamedTuple):
+    """What one flush did (CountFlushes makes them counters)."""
+
+    applied: int = 0
+    duplicates: int = 0
+    late: int = 0
+    corrections: int = 0
+    heartbeats: int = 0
+    seeded: int = 0
+    seeds_put_off: int = 0
+    # The age of the oldest count of people applied, in ms from its event time to the flush in
+    # processing time; -1: none applied.
+    oldest_count_ms: int = -1
 
 
 class RealtimeSeed:
@@ -87,20 +91,10 @@ class RealtimeSeed:
 class FoldOccupancy(beam.DoFn):
     """(train_id, Event) -> DocumentWrite, emitted when the train's flush timer fires."""
 
-    # The train: its TrainState, the release queue's clock, horizon and near events, in one cell
-    # read once per bundle (transforms.train_cell); versioned bytes, not a pickled class.
-    TRAIN_CELL = ReadModifyWriteStateSpec("train_cell", TrainCellCoder())
-    # The release queue's far events (a backlog's), read when its horizon moves on.
+    # The train (occupancy.train_cell.TrainCell), as versioned bytes (TrainCellCoder).
+    CELL = ReadModifyWriteStateSpec("train_cell", TrainCellCoder())
+    # Events beyond the cell's window (a backlog's), read when the cell says.
     LATER = BagStateSpec("later", EventCoder())
-    # Where jobs before `train_cell` kept a train (transforms.train_cell.LegacyCells): read once
-    # for a train without `train_cell`, then cleared.
-    TRAIN = ReadModifyWriteStateSpec("train", TrainStateCoder())
-    QUEUE = ReadModifyWriteStateSpec("queue", coders.TupleCoder([coders.VarIntCoder()] * 4))
-    CLOCK = ReadModifyWriteStateSpec("clock", coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()]))
-    TIMER_AT = ReadModifyWriteStateSpec("timer_at", coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()]))
-    HORIZON = ReadModifyWriteStateSpec("horizon", coders.VarIntCoder())
-    PENDING = BagStateSpec("pending", EventCoder())
-    WAITING = BagStateSpec("waiting", EventCoder())
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
     # The train's stop visits (transforms.stop_visits), with --tides_output only: versioned bytes
     # (occupancy.state_codec.encode_visits), bounded by the open burst of counts.
@@ -108,11 +102,10 @@ class FoldOccupancy(beam.DoFn):
 
     def __init__(self, config: fold.FoldConfig, seed: RealtimeSeed = None, visits=None):
         self._config = config
+        self._policy = train_cell.FlushPolicy.of(config)
         self._seed = seed
         self._visits = visits  # transforms.stop_visits.StopVisitTracker: the TIDES rows, or None
-        self._release_of = lambda event: config.release_time(event.event_time_us)
-        self._queue = ReleaseQueue(self._release_of, config.flush_interval_us, config.reorder_delay_us, min_dead=None)
-        self._memo = BundleMemo()
+        self._cells = {}  # the cells this bundle read, by train
         self._unexpected = guard.counter()
         self._refused = {
             reason: beam.metrics.Metrics.counter("occupancy", f"rejected_{reason}")
@@ -126,29 +119,39 @@ class FoldOccupancy(beam.DoFn):
             self._visits.setup()
 
     def start_bundle(self):
-        self._memo.clear()
+        # A DoFn instance runs one bundle at a time; another worker may change a train between two.
+        self._cells = {}
 
-    def _cell(self, key, cell, legacy: LegacyCells) -> TrainCell:
-        return TrainCell(key, cell, self._memo, lambda: read_legacy(legacy, self._release_of))
+    def _read(self, key: str, stored) -> train_cell.TrainCell:
+        """The train's cell, read from state once per bundle. A copy: a state cache hands out the
+        object it keeps, which a bundle that then fails must not have changed."""
+        cell = self._cells.get(key)
+        if cell is None:
+            value = stored.read()
+            cell = self._cells[key] = value.copy() if value is not None else train_cell.TrainCell()
+        return cell
+
+    def _write(self, cell: train_cell.TrainCell, stored, flush) -> None:
+        """Writes the cell back (sent when the bundle commits) and moves the timer if it should."""
+        at = train_cell.flush_at(cell, self._policy)
+        if at is not None and at != cell.armed_us:
+            flush.set(Timestamp(micros=at))
+            cell.armed_us = at
+        stored.write(cell)
 
     def process(
         self,
         element,
-        train_cell=beam.DoFn.StateParam(TRAIN_CELL),
+        stored=beam.DoFn.StateParam(CELL),
         later=beam.DoFn.StateParam(LATER),
-        train=beam.DoFn.StateParam(TRAIN),
-        queue=beam.DoFn.StateParam(QUEUE),
-        clock=beam.DoFn.StateParam(CLOCK),
-        timer_at=beam.DoFn.StateParam(TIMER_AT),
-        horizon=beam.DoFn.StateParam(HORIZON),
-        pending=beam.DoFn.StateParam(PENDING),
-        waiting=beam.DoFn.StateParam(WAITING),
         flush=beam.DoFn.TimerParam(FLUSH),
     ):
         key, event = element
-        legacy = LegacyCells(train, queue, clock, timer_at, horizon, pending, waiting)
         try:
-            self._queue.add(event, self._cell(key, train_cell, legacy).queue_state(later, flush))
+            cell = self._read(key, stored)
+            if train_cell.add(cell, event, self._policy):
+                later.add(event)
+            self._write(cell, stored, flush)
         except TRANSIENT:
             raise
         except Exception as e:  # noqa: BLE001 - no element may fail the bundle (transforms/guard.py)
@@ -161,32 +164,44 @@ class FoldOccupancy(beam.DoFn):
         self,
         key=beam.DoFn.KeyParam,
         fired=beam.DoFn.TimestampParam,
-        train_cell=beam.DoFn.StateParam(TRAIN_CELL),
+        stored=beam.DoFn.StateParam(CELL),
         later=beam.DoFn.StateParam(LATER),
-        train=beam.DoFn.StateParam(TRAIN),
-        queue=beam.DoFn.StateParam(QUEUE),
-        clock=beam.DoFn.StateParam(CLOCK),
-        timer_at=beam.DoFn.StateParam(TIMER_AT),
-        horizon=beam.DoFn.StateParam(HORIZON),
-        pending=beam.DoFn.StateParam(PENDING),
-        waiting=beam.DoFn.StateParam(WAITING),
         visits=beam.DoFn.StateParam(VISITS),
         flush=beam.DoFn.TimerParam(FLUSH),
     ):
         fired_us = fired.micros
-        cell = self._cell(key, train_cell, LegacyCells(train, queue, clock, timer_at, horizon, pending, waiting))
-        queue = cell.queue_state(later, flush)
-        ready, _ = self._queue.take_due(fired_us, queue)
-        if not ready:
-            if self._visits is not None:  # a flush armed for the stop visits alone
-                try:
-                    yield from self._flush_visits(key, [], fired_us, visits, queue)
-                except TRANSIENT:
-                    raise
-                except Exception:  # noqa: BLE001 - no element may fail the bundle; no event to dead-letter
-                    self._unexpected.inc()
-                    _LOGGER.exception("Train %s: closing its stop visits failed; they close at its next flush", key)
-            return
+        cell = self._read(key, stored)
+        cell.armed_us = 0  # this timer has fired
+        backlog = list(later.read()) if train_cell.later_due(cell, fired_us, self._policy) else None
+        ready, rewrite = train_cell.take_due(cell, fired_us, self._policy, backlog)
+        if rewrite is not None:
+            later.clear()
+            for event in rewrite:
+                later.add(event)
+        outputs = (
+            self._flush(key, cell, ready, fired_us, visits)
+            if ready
+            else self._close_visits(key, cell, fired_us, visits)
+        )
+        self._write(cell, stored, flush)
+        yield from outputs
+
+    def _close_visits(self, key, cell, fired_us, visits) -> list:
+        """A flush with no event due (armed for the stop visits alone): closes what is due."""
+        if self._visits is None:
+            return []
+        try:
+            return self._flush_visits(key, [], fired_us, visits, cell)
+        except TRANSIENT:
+            raise
+        except Exception:  # noqa: BLE001 - no element may fail the bundle; no event to dead-letter
+            self._unexpected.inc()
+            _LOGGER.exception("Train %s: closing its stop visits failed; they close at its next flush", key)
+            return []
+
+    def _flush(self, key, cell: train_cell.TrainCell, ready, fired_us: int, visits) -> list:
+        """Applies `ready` to the train in `cell`: what the flush emits. A flush that fails leaves
+        the train as it was and its events as dead letters."""
         try:
             state = cell.train
         except state_codec.UnknownVersion as e:
@@ -201,44 +216,38 @@ class FoldOccupancy(beam.DoFn):
             except gexc.GoogleAPIError as e:
                 # Bounded here (the read's own retries end at its deadline), and not raised: a
                 # failed work item is retried by the runner with every other train in it. This
-                # train's events go back to the queue, due at its next flush; nothing is applied
+                # train's events go back to the cell, due at its next flush; nothing is applied
                 # from a made-up zero.
                 _LOGGER.error(
-                    "Train %s not seeded from Firestore (%s: %s); its %d events wait and the flush "
-                    "is tried again in %d s of event time. Check that Firestore is reachable and "
-                    "the workers' service account may read it (roles/datastore.user)",
+                    "Train %s not seeded from Firestore (%s: %s); its %d events wait for its next "
+                    "flush. Check that Firestore is reachable and the workers' service account may "
+                    "read it (roles/datastore.user)",
                     key,
                     type(e).__name__,
                     e,
                     len(ready),
-                    SEED_RETRY_US // 1_000_000,
                 )
-                for event in ready:
-                    queue.pending.add(event)  # due at the next flush
-                self._queue.put_off(fired_us, SEED_RETRY_US, queue)
-                yield beam.pvalue.TaggedOutput(STATS, (0,) * (len(STAT_NAMES) - 1) + (1, -1))
-                return
-        # The cell hands out the state it holds, and the fold changes it in place: its bytes are
-        # kept, so that a flush that raises leaves the train as it was.
-        before = None if seeded else cell.train_bytes_before_change()
+                train_cell.put_back(cell, ready)
+                return [beam.pvalue.TaggedOutput(STATS, FlushStats(seeds_put_off=1))]
+        # The fold changes the state in place: its bytes before, to put back should it raise.
+        before = None if seeded else cell.train_snapshot()
         try:
-            outputs = self._apply(key, state, ready, fired_us, seeded, visits, queue)
+            outputs = self._apply(key, state, ready, fired_us, seeded, visits, cell)
         except TRANSIENT:
             raise  # Firestore unreachable past its retries: the runner retries the bundle
         except Exception as e:  # noqa: BLE001 - no element may fail the bundle (transforms/guard.py)
-            # The train's state as it was; the events the flush took are dead letters, each with
-            # the error.
             if before is not None:
                 cell.train = state_codec.decode_state(before)
+            outputs = []
             for event in ready:
                 self._unexpected.inc()
                 payload, attributes = _as_sent(event)
-                yield guard.dead_letter("RunningOccupancy", e, payload, attributes, None)
-            return
+                outputs.append(guard.dead_letter("RunningOccupancy", e, payload, attributes, None))
+            return outputs
         cell.train = state
-        yield from outputs
+        return outputs
 
-    def _apply(self, key, state: fold.TrainState, ready, fired_us: int, seeded: bool, visits, queue) -> list:
+    def _apply(self, key, state: fold.TrainState, ready, fired_us: int, seeded: bool, visits, cell) -> list:
         """Applies the released events to `state`: what the flush emits (dead letters of the
         events the fold refused, its statistics, TIDES rows, the documents), built whole before
         any is emitted."""
@@ -257,28 +266,28 @@ class FoldOccupancy(beam.DoFn):
             )
         # Of the counts of people applied: not duplicates, heartbeats or refused events.
         oldest_us = min((event.event_time_us for event, _ in result.counts), default=None)
-        oldest_ms = -1 if oldest_us is None else max(0, (wire.now_us() - oldest_us) // 1000)
-        outputs.append(
-            beam.pvalue.TaggedOutput(
-                STATS,
-                (
-                    *(result.applied, result.duplicates, result.late, result.corrections, result.heartbeats),
-                    *(int(seeded), 0, oldest_ms),
-                ),
-            )
+        stats = FlushStats(
+            result.applied,
+            result.duplicates,
+            result.late,
+            result.corrections,
+            result.heartbeats,
+            seeded=int(seeded),
+            oldest_count_ms=-1 if oldest_us is None else max(0, (wire.now_us() - oldest_us) // 1000),
         )
+        outputs.append(beam.pvalue.TaggedOutput(STATS, stats))
         if self._visits is not None:
-            outputs += self._flush_visits(key, result.counts, fired_us, visits, queue)
+            outputs += self._flush_visits(key, result.counts, fired_us, visits, cell)
         outputs += [documents.history_write(key, bucket) for bucket in result.buckets]
         outputs += [documents.trip_write(key, trip) for trip in result.trips]
         if result.write_realtime:
             outputs.append(documents.realtime_write(key, state))
         return outputs
 
-    def _flush_visits(self, key, applied, fired_us, visits, queue) -> list:
+    def _flush_visits(self, key, applied, fired_us, visits, cell) -> list:
         rows, again = self._visits.flush(key, applied, fired_us, visits)
-        if again is not None:  # the one flush timer, armed for it unless due sooner
-            arm_flush(queue, again, self._config.flush_interval_us)
+        if again is not None:
+            train_cell.wake(cell, again)
         return list(rows)
 
 
@@ -289,9 +298,13 @@ def _as_sent(event: wire.Event):
     return wire.encode_event(event.device_id, event.delta, event.event_time_us, event.seq)
 
 
+# The FlushStats fields that are counters of the same name.
+COUNTED = FlushStats._fields[:-1]
+
+
 class CountFlushes(beam.DoFn):
-    """Per-flush stats tuple (STAT_NAMES order, then AGE) -> Beam counters (a flush put off for
-    its seed counts in `seeds_put_off`, not in `flushes`) and the distribution
+    """FlushStats -> Beam counters (a flush put off for its seed counts in `seeds_put_off`, not
+    in `flushes`) and the distribution
     `count_age_at_flush_ms`: how old, in processing time, the oldest count of people of each flush
     was when it was applied (what a rider's number lagged behind the doors at worst, the device's
     clock and Pub/Sub included).
@@ -302,17 +315,18 @@ class CountFlushes(beam.DoFn):
 
     def __init__(self):
         self._flushes = beam.metrics.Metrics.counter("occupancy", "flushes")
-        self._counters = [beam.metrics.Metrics.counter("occupancy", name) for name in STAT_NAMES]
+        self._counters = {name: beam.metrics.Metrics.counter("occupancy", name) for name in COUNTED}
         self._age = beam.metrics.Metrics.distribution("occupancy", "count_age_at_flush_ms")
 
-    def process(self, stats):
-        if not stats[STAT_NAMES.index("seeds_put_off")]:
+    def process(self, stats: FlushStats):
+        if not stats.seeds_put_off:
             self._flushes.inc()
-        for counter, value in zip(self._counters, stats):
+        for name, counter in self._counters.items():
+            value = getattr(stats, name)
             if value:
                 counter.inc(value)
-        if len(stats) > AGE and stats[AGE] >= 0:
-            self._age.update(stats[AGE])
+        if stats.oldest_count_ms >= 0:
+            self._age.update(stats.oldest_count_ms)
 
 
 class RunningOccupancy(beam.PTransform):
