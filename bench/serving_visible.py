@@ -1,5 +1,5 @@
 """Change to visible: how long after a realtime document is written GET /v1/trains shows it,
-through the fleet cache and through the fleet listeners (issue 28: within 5 s at p95, 3,000
+through the fleet cache and through the fleet listeners (the goal: within 5 s at p95, 3,000
 trains, 20 trains changing a second, exact precision).
 
 Request latency alone says nothing about this: a cache answers in a millisecond with numbers

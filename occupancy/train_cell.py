@@ -38,6 +38,9 @@ from occupancy.wire import COUNT, Event
 MIN_FLUSH_GAP_US = 1_000_000
 # Heartbeats alone wait for the idle interval unless this many wait: the cell stays small.
 MAX_IDLE_WAITING = 32
+# `later_first_us` of a cell a job before this layout wrote (version 1) with events in `later`:
+# its bag is read, and rewritten, at the next flush (`take_due`).
+V1_LATER = 1
 # How far beyond its earliest waiting event the cell holds events, at least.
 MIN_SPAN_US = 60_000_000
 
@@ -70,6 +73,13 @@ class FlushPolicy:
     def release_of(self, event: Event) -> int:
         """When `event` may be applied: the watermark has passed it by the reorder delay."""
         return event.event_time_us + self.reorder_delay_us
+
+    def v1_release_of(self, event: Event) -> int:
+        """When a job writing version 1 of the cell released `event`: the end of its bucket
+        (`flush_interval`, epoch-aligned) plus the reorder delay. Its `later` bag holds what it
+        copied out as what it released by its horizon."""
+        t = event.event_time_us
+        return t - t % self.flush_interval_us + self.flush_interval_us + self.reorder_delay_us
 
 
 def is_change(event: Event) -> bool:
@@ -175,6 +185,8 @@ def later_due(cell: TrainCell, fired_us: int, policy: FlushPolicy) -> bool:
     """Whether a flush at `fired_us` copies events from the `later` bag (the caller reads it):
     some are due within the next window, and the window's end is near (a bag read once per
     window, not at every flush)."""
+    if cell.later_first_us == V1_LATER:
+        return True
     near = cell.horizon_us < fired_us + policy.reach_us
     return bool(cell.later_first_us) and near and cell.later_first_us <= fired_us + policy.span_us
 
@@ -200,11 +212,13 @@ def take_due(
             cell.horizon_us = max(cell.horizon_us, fired_us + policy.span_us)
         return due, None
     copied_through, horizon = cell.horizon_us, max(cell.horizon_us, fired_us + policy.span_us)
+    from_v1 = cell.later_first_us == V1_LATER
+    copied = policy.v1_release_of if from_v1 else policy.release_of
     living = []
     for event in later:
-        release = policy.release_of(event)
-        if release <= copied_through:
+        if copied(event) <= copied_through:
             continue  # copied before
+        release = policy.release_of(event)
         if release > horizon:
             living.append(event)
         else:
@@ -212,7 +226,7 @@ def take_due(
     cell.horizon_us = horizon
     cell.later_first_us = min((policy.release_of(e) for e in living), default=0)
     rewrite = None
-    if len(later) - len(living) > len(living):  # more copied than not: the bag keeps the rest only
+    if from_v1 or len(later) - len(living) > len(living):  # the bag keeps the rest only
         rewrite, cell.later = living, len(living)
     return due, rewrite
 

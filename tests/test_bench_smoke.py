@@ -178,7 +178,7 @@ def test_bench_scale_smoke_gives_the_curve_state_sizes_and_a_profile(tmp_path):
         assert fleet["flushes"] > 0 and fleet["realtime_writes"] > 0 and fleet["history_writes"] > 0
         assert fleet["realtime_write_conflicts"] == 0 and fleet["registry_loads"] == 1, fleet
     # State over the Fn API in bundles of 20, every request counted: the job's per element and per
-    # flush within the goals (issue 18: at most 2 and 8); the pass-through's counted too (one read
+    # flush within the goals (at most 2 and 8); the pass-through's counted too (one read
     # per key and bundle: the SDK keeps what a bundle read).
     fn_api = results["fleets"][0]
     job, passthrough = fn_api["state_requests"], fn_api["passthrough_state_requests"]

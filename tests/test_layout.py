@@ -115,3 +115,18 @@ def test_every_package_setup_py_installs_carries_what_its_modules_import():
         for target in _imports(name, path, known)
     }
     assert needed - packaged == set()
+
+
+def test_no_test_module_imports_another():
+    """Shared helpers live in conftest.py and the tests' support modules, never in a test_ module:
+    importing one runs its module-level setup and couples two files' fixtures."""
+    found = []
+    for path in sorted((REPO / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            found += [f"{path.name} imports {n}" for n in names if re.match(r"tests\.test_\w+$", n)]
+    assert found == []

@@ -265,11 +265,26 @@ def test_version_1_bytes_are_read_with_their_events_waiting_and_their_later_bag_
     assert (decoded.horizon_us, decoded.later) == (T0 + 64 * S, 2)
     assert [e.seq for e in decoded.waiting] == [121, 122, wire.NO_SEQ]
     assert decoded.train == stored_train()
-    # Its `later` bag is read as the window's end comes near, not before.
-    assert not train_cell.later_due(decoded, T0 + 5 * S, POLICY)
-    assert train_cell.later_due(decoded, T0 + 60 * S, POLICY)
+    assert train_cell.later_due(decoded, T0 + 5 * S, POLICY)  # its `later` bag is read next
     policy = FlushPolicy.of(FoldConfig(flush_interval_us=S, reorder_delay_us=2 * S))
     assert train_cell.flush_at(decoded, policy) == T0 + 5 * S  # a second after its last flush
+
+
+def test_a_version_1_later_bag_is_read_by_its_own_release_times():
+    """A version-1 job released an event at its bucket's end plus the delay, and kept in `later`
+    the events it had not copied by its horizon: an event whose release is now earlier than that
+    horizon, but was not then, is still copied once; those it copied are not copied again."""
+    policy = FlushPolicy(reorder_delay_us=2 * S, flush_interval_us=5 * S)
+    horizon = T0 + 64 * S
+    copied = count(1, T0 + 55 * S)  # released at T0 + 62 s then: copied before
+    edge = count(2, T0 + 61 * S)  # T0 + 67 s then (not copied), T0 + 63 s now
+    far = count(3, T0 + 200 * S)
+    stored = TrainCellCoder()._v1.encode((0, T0 + 10 * S, horizon, 3, [], [], None))
+    cell = TrainCellCoder().decode(bytes([1]) + stored)
+    assert train_cell.later_due(cell, T0 + 15 * S, policy)
+    due, rewrite = train_cell.take_due(cell, T0 + 15 * S, policy, [copied, edge, far])
+    assert due == [] and [e.seq for e in cell.waiting] == [2] and rewrite == [far]
+    assert cell.later == 1 and cell.later_first_us == policy.release_of(far)
 
 
 def test_bytes_of_another_version_or_none_are_refused_with_a_reason():

@@ -12,8 +12,7 @@ from api.gtfs_rt import build_feed
 from local import stack
 from occupancy import fleet, registry, schedule
 from tests import schedule_feed
-from tests.support import ago, serve_api, write_realtime
-from tests.test_gtfs_rt import validate
+from tests.support import ago, gtfs_rt_notices, serve_api, write_realtime
 
 UTC = datetime.timezone.utc
 MORNING = datetime.datetime(2026, 12, 1, 8, 30, tzinfo=schedule_feed.ZoneInfo("Europe/Zurich"))
@@ -45,10 +44,10 @@ def test_the_feed_carries_the_trip_and_passes_the_validator_against_the_static_f
         0,
     )
     assert trip.schedule_relationship == pb.TripDescriptor.SCHEDULED and source == "schedule"
-    assert validate(feed, tmp_path / "ok", static=schedule_feed.FILES, at=now) == []
+    assert gtfs_rt_notices(feed, tmp_path / "ok", schedule_feed.FILES, now) == []
     # The validator checks the trip against the schedule: one that does not exist is an error.
     feed.entity[0].vehicle.trip.trip_id = "no-such-trip"
-    notices = validate(feed, tmp_path / "bad", static=schedule_feed.FILES, at=now)
+    notices = gtfs_rt_notices(feed, tmp_path / "bad", schedule_feed.FILES, now)
     assert any(severity == "ERROR" for _, severity in notices), notices
 
 

@@ -11,7 +11,7 @@ from apache_beam.coders import coders
 
 from occupancy import state_codec, wire
 from occupancy.stop_visits import VisitState
-from occupancy.train_cell import TrainCell
+from occupancy.train_cell import V1_LATER, TrainCell
 
 
 class EventCoder(coders.Coder):
@@ -55,10 +55,9 @@ class TrainCellCoder(coders.Coder):
     release among them) as varints, the waiting events (EventCoder) and the TrainState's own
     versioned bytes (occupancy.state_codec), or none before the train's first flush.
 
-    Version 1 (jobs from 2026-12-06 to this layout) is still read: its `pending` and `waiting`
-    events both wait, and its `later` events are read at the train's next flush. A new field is
-    a new version whose decoder still reads the one before (docs/design.md, "State
-    encodings")."""
+    Version 1 is still read: its `pending` and `waiting` events both wait, and its `later` bag
+    is read and rewritten at the train's next flush (occupancy.train_cell.V1_LATER). A new field is a new version whose decoder still
+    reads the one before (docs/design.md, "State encodings")."""
 
     VERSION = 2
 
@@ -78,8 +77,8 @@ class TrainCellCoder(coders.Coder):
             return TrainCell(*clock, list(waiting), train)
         if version == 1:
             armed, last_flush, horizon, later, pending, waiting, train = self._v1.decode(encoded[1:])
-            # Its `later` bag holds events released after `horizon`: read at the next flush.
-            later_first = horizon + 1 if later else 0
+            # Its `later` bag, in that job's release times, is read at the next flush.
+            later_first = V1_LATER if later else 0
             return TrainCell(last_flush, armed, 0, horizon, later, later_first, [*pending, *waiting], train)
         raise state_codec.UnknownVersion(f"train cell in version {version}; this job reads versions 1 and 2")
 
