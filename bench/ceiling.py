@@ -93,8 +93,8 @@ class SumWithFlushTimer(beam.DoFn):
         t_us, delta = element[1]
         cell = stored.read() or train_cell.TrainCell()
         event = wire.Event("", t_us, delta=delta)
-        if train_cell.add(cell, event, self._policy):
-            later.add(event)
+        for beyond in train_cell.add(cell, event, self._policy):
+            later.add(beyond)
         self._write(cell, stored, flush)
 
     @on_timer(FLUSH)

@@ -69,8 +69,7 @@ class Now:
         self._policy, self._cell, self._later = train_cell.FlushPolicy.of(config), train_cell.TrainCell(), []
 
     def add(self, event) -> None:
-        if train_cell.add(self._cell, event, self._policy):
-            self._later.append(event)
+        self._later += train_cell.add(self._cell, event, self._policy)
 
     def due(self) -> Optional[int]:
         return train_cell.flush_at(self._cell, self._policy)

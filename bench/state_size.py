@@ -59,8 +59,7 @@ def simulate_train(
         fire_until(now_us)
         event = wire.parse_message(message.payload, str(i), now_us=now_us, max_abs_delta=100, max_future_skew_s=300)
         event = event._replace(train_id=train.train_id, capacity=train.capacity)
-        if train_cell.add(cell, event, policy):
-            later.append(event)
+        later += train_cell.add(cell, event, policy)
         counts["messages"] += 1
     fire_until(start_us + int((minutes * 60 + 10) * 1e6))
     out["end"] = _sizes(state, cell, later, train.train_id, counts, marks_min=minutes)

@@ -322,7 +322,10 @@ def apply_events(state: TrainState, events: List[Event], config: FoldConfig, flu
             bucket = state.bucket
         else:
             start = config.bucket_start(t_us if not late else state.last_applied_us)
-            if state.bucket is not None and state.bucket.start_us == start:
+            # The open bucket begins after `start` only if the bucket width changed (a job updated
+            # with another --flush_interval_s): the event goes on in it, so that no history
+            # document an earlier width wrote is written again with less.
+            if state.bucket is not None and state.bucket.start_us >= start:
                 bucket = state.bucket
             else:
                 bucket = touched.get(start) or Bucket(start_us=start)

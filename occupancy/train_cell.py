@@ -11,19 +11,22 @@ When a train is flushed (`flush_at`), for an event released at
 * a change (a count of people, a reset, a terminus) after a quiet spell (no
   flush within `flush_interval` before it is released) is flushed at its
   release: the load as the doors open;
-* while changes keep coming, at most one flush per `flush_interval`, and one as
-  soon as the newest change is released with nothing newer behind it: the
-  load as the train leaves;
+* while changes keep coming, at most one flush per `flush_interval`, and one
+  early, as soon as the newest change is released with nothing newer behind
+  it: the load as the train leaves. An early flush is allowed only after a
+  full interval, so a train is flushed at most twice per interval (late events
+  too: those whose release has passed);
 * never two flushes within `MIN_FLUSH_GAP_US` (Firestore sustains one write a
-  second to a document);
+  second to a document), and none before `retry_us` after a flush failed;
 * heartbeats alone wait up to `idle_interval` after the last flush (they change
   no count), or until `MAX_IDLE_WAITING` of them wait (a train of many doors);
 * a flush asked for without an event (`wake`, the stop visits') at its time.
 
-The cell holds the events released within `span` of where its window began;
-events beyond it (a backlog handed over before the watermark moves) wait in a
-bag of their own (`later`), which the caller reads only when `later_due` says,
-so a backlog is not rewritten with the cell at every bundle.
+The cell holds the events released within `span` of the earliest waiting one
+(or of the last flush, if later); events beyond it (a backlog handed over
+before the watermark moves, events dated ahead) wait in a bag of their own
+(`later`), which the caller reads only when `later_due` says, so a backlog is
+not rewritten with the cell at every bundle.
 """
 
 import dataclasses
@@ -74,17 +77,32 @@ class FlushPolicy:
         """When `event` may be applied: the watermark has passed it by the reorder delay."""
         return event.event_time_us + self.reorder_delay_us
 
-    def v1_release_of(self, event: Event) -> int:
-        """When a job writing version 1 of the cell released `event`: the end of its bucket
-        (`flush_interval`, epoch-aligned) plus the reorder delay. Its `later` bag holds what it
-        copied out as what it released by its horizon."""
-        t = event.event_time_us
-        return t - t % self.flush_interval_us + self.flush_interval_us + self.reorder_delay_us
-
 
 def is_change(event: Event) -> bool:
     """Whether applying `event` may change the train's count (anything but a heartbeat)."""
     return event.kind != COUNT or event.delta != 0
+
+
+class _Tally:
+    """Running figures of a cell's waiting events, so that placing an event costs the same
+    however many wait. Not encoded: counted again from the events once a cell is read."""
+
+    __slots__ = ("first", "first_change", "last_change", "first_idle", "idles")
+
+    def __init__(self, events=(), policy: "FlushPolicy" = None):
+        self.first = self.first_change = self.last_change = self.first_idle = None
+        self.idles = 0
+        for event in events:
+            self.count(policy.release_of(event), is_change(event))
+
+    def count(self, release: int, change: bool) -> None:
+        self.first = release if self.first is None else min(self.first, release)
+        if change:
+            self.first_change = release if self.first_change is None else min(self.first_change, release)
+            self.last_change = release if self.last_change is None else max(self.last_change, release)
+        else:
+            self.first_idle = release if self.first_idle is None else min(self.first_idle, release)
+            self.idles += 1
 
 
 @dataclasses.dataclass(eq=False)
@@ -93,14 +111,17 @@ class TrainCell:
     needs the queue, never the train's counts."""
 
     last_flush_us: int = 0
+    previous_flush_us: int = 0  # the flush before the last
     armed_us: int = 0  # where the flush timer is set; 0: not set
     wake_us: int = 0  # a flush asked for without an event; 0: none
+    retry_us: int = 0  # no flush before this (a flush that failed); 0: none
     horizon_us: int = 0  # events released up to here wait in `waiting`, later ones in `later`
     later: int = 0  # events in the `later` bag, those already copied to `waiting` included
     later_first_us: int = 0  # the earliest release in `later` not yet copied; 0: none
     waiting: List[Event] = dataclasses.field(default_factory=list)
     train_bytes: Optional[bytes] = None
     _train: Optional[TrainState] = None
+    _tally: Optional[_Tally] = None
 
     @property
     def train(self) -> Optional[TrainState]:
@@ -126,8 +147,10 @@ class TrainCell:
         """Every field in the coder's order (transforms.coders.TrainCellCoder)."""
         return (
             self.last_flush_us,
+            self.previous_flush_us,
             self.armed_us,
             self.wake_us,
+            self.retry_us,
             self.horizon_us,
             self.later,
             self.later_first_us,
@@ -138,24 +161,48 @@ class TrainCell:
     def copy(self) -> "TrainCell":
         """A value of its own (a state cache hands out the object it keeps); the train's bytes
         are shared, not decoded."""
-        return TrainCell(*self.fields()[:6], list(self.waiting), self.encoded_train())
+        *clock, waiting, train = self.fields()
+        return TrainCell(*clock, list(waiting), train)
 
     def __eq__(self, other):
         return isinstance(other, TrainCell) and self.fields() == other.fields()
 
 
-def add(cell: TrainCell, event: Event, policy: FlushPolicy) -> bool:
-    """Queues `event` in the cell; True if it belongs in the `later` bag instead (the caller
-    adds it there)."""
-    release = policy.release_of(event)
-    if not cell.waiting and not cell.later:
-        cell.horizon_us = max(cell.horizon_us, release + policy.span_us)  # a window begins here
+def _tallied(cell: TrainCell, policy: FlushPolicy) -> _Tally:
+    if cell._tally is None:
+        cell._tally = _Tally(cell.waiting, policy)
+    return cell._tally
+
+
+def _window_end(cell: TrainCell, policy: FlushPolicy, first: Optional[int]) -> int:
+    """Where the window of a cell with nothing in `later` ends: `span` after the earliest waiting
+    release (`first`), or after the last flush if that is later (an event dated ahead, however
+    far the device's clock allows, does not stretch the window for the events after it)."""
+    return max(cell.last_flush_us, first if first is not None else cell.last_flush_us) + policy.span_us
+
+
+def add(cell: TrainCell, event: Event, policy: FlushPolicy) -> List[Event]:
+    """Queues `event` in the cell. Returns the events the caller adds to the `later` bag: `event`
+    if it is beyond the window, and any the window, moved back by it, leaves out."""
+    release, tally = policy.release_of(event), _tallied(cell, policy)
+    out = []
+    if not cell.later:  # the window follows the earliest event; with events in `later` it stays
+        first = release if tally.first is None else min(tally.first, release)
+        horizon = _window_end(cell, policy, first)
+        if horizon < cell.horizon_us and tally.first is not None:
+            out = [e for e in cell.waiting if policy.release_of(e) > horizon]
+            if out:
+                cell.waiting = [e for e in cell.waiting if policy.release_of(e) <= horizon]
+                cell.later, cell.later_first_us = len(out), min(policy.release_of(e) for e in out)
+                cell._tally = None
+        cell.horizon_us = horizon
     if release <= cell.horizon_us:
         cell.waiting.append(event)
-        return False
+        _tallied(cell, policy).count(release, is_change(event))
+        return out
     cell.later += 1
     cell.later_first_us = min(cell.later_first_us or release, release)
-    return True
+    return out + [event]
 
 
 def wake(cell: TrainCell, at_us: int) -> None:
@@ -165,20 +212,26 @@ def wake(cell: TrainCell, at_us: int) -> None:
 
 def flush_at(cell: TrainCell, policy: FlushPolicy) -> Optional[int]:
     """When the train's timer should fire (module docstring), or None: nothing waits."""
-    last, floor = cell.last_flush_us, cell.last_flush_us + policy.min_gap_us
-    changes = [policy.release_of(e) for e in cell.waiting if is_change(e)]
-    idle = [policy.release_of(e) for e in cell.waiting if not is_change(e)]
+    tally, last = _tallied(cell, policy), cell.last_flush_us
+    floor, full = last + policy.min_gap_us, last + policy.flush_interval_us
     due = []
-    if changes:
-        due.append(max(min(changes), floor, min(last + policy.flush_interval_us, max(changes))))
-    if idle:
-        idle_until = last + policy.idle_interval_us if len(idle) < MAX_IDLE_WAITING else 0
-        due.append(max(min(idle), floor, idle_until))
-    if cell.later_first_us:
-        due.append(max(cell.later_first_us, last + policy.flush_interval_us))
+    if tally.first_change is not None:
+        if tally.first_change >= full:  # after a quiet spell: at its release
+            due.append(tally.first_change)
+        else:  # at most one flush per interval, and one early as the changes stop
+            early = last - cell.previous_flush_us >= policy.flush_interval_us
+            stop = max(tally.last_change, floor) if early else full
+            due.append(max(tally.first_change, min(full, stop)))
+    if tally.first_idle is not None:
+        idle_until = last + policy.idle_interval_us if tally.idles < MAX_IDLE_WAITING else 0
+        due.append(max(tally.first_idle, floor, idle_until))
+    if cell.later_first_us == V1_LATER:
+        due.append(cell.armed_us or full)  # the timer the job before set
+    elif cell.later_first_us:
+        due.append(max(cell.later_first_us, full))
     if cell.wake_us:
         due.append(max(cell.wake_us, floor))
-    return min(due) if due else None
+    return max(min(due), cell.retry_us) if due else None
 
 
 def later_due(cell: TrainCell, fired_us: int, policy: FlushPolicy) -> bool:
@@ -202,28 +255,30 @@ def take_due(
     Returns:
         (the due events, what the `later` bag should hold from now on, or None: unchanged).
     """
+    before, waited = cell.last_flush_us, {e.event_id for e in cell.waiting}
     due = [e for e in cell.waiting if policy.release_of(e) <= fired_us]
     cell.waiting = [e for e in cell.waiting if policy.release_of(e) > fired_us]
-    cell.last_flush_us = fired_us
-    if cell.wake_us and cell.wake_us <= fired_us:
-        cell.wake_us = 0
+    cell._tally = None
+    if fired_us > cell.last_flush_us:
+        cell.previous_flush_us, cell.last_flush_us = cell.last_flush_us, fired_us
+    cell.wake_us = 0 if cell.wake_us <= fired_us else cell.wake_us
+    cell.retry_us = 0 if cell.retry_us <= fired_us else cell.retry_us
     if later is None:
         if not cell.later:  # with events in `later`, the horizon says which were copied
-            cell.horizon_us = max(cell.horizon_us, fired_us + policy.span_us)
+            cell.horizon_us = max(cell.horizon_us, _window_end(cell, policy, _tallied(cell, policy).first))
         return due, None
-    copied_through, horizon = cell.horizon_us, max(cell.horizon_us, fired_us + policy.span_us)
     from_v1 = cell.later_first_us == V1_LATER
-    copied = policy.v1_release_of if from_v1 else policy.release_of
+    copied_through, horizon = cell.horizon_us, max(cell.horizon_us, fired_us + policy.span_us)
     living = []
     for event in later:
-        if copied(event) <= copied_through:
-            continue  # copied before
         release = policy.release_of(event)
+        if _copied(event, release, from_v1, copied_through, before, waited):
+            continue
         if release > horizon:
             living.append(event)
         else:
             (due if release <= fired_us else cell.waiting).append(event)
-    cell.horizon_us = horizon
+    cell.horizon_us, cell._tally = horizon, None
     cell.later_first_us = min((policy.release_of(e) for e in living), default=0)
     rewrite = None
     if from_v1 or len(later) - len(living) > len(living):  # the bag keeps the rest only
@@ -231,6 +286,17 @@ def take_due(
     return due, rewrite
 
 
-def put_back(cell: TrainCell, events: List[Event]) -> None:
-    """Puts taken events back (a flush that could not apply them): due at the next flush."""
+def _copied(event: Event, release: int, from_v1: bool, copied_through: int, last_flush: int, waited) -> bool:
+    """Whether an event of the `later` bag was copied out before. A version-1 job copied by its
+    own release times (its buckets' ends), which this one cannot know: it kept its horizon at
+    least one of its intervals plus the delay past its last flush, so an event it never copied
+    is released after that flush, and one it copied has been applied since or waits still."""
+    if from_v1:
+        return release <= last_flush or event.event_id in waited
+    return release <= copied_through
+
+
+def put_back(cell: TrainCell, events: List[Event], retry_us: int) -> None:
+    """Puts taken events back (a flush that could not apply them), due again at `retry_us`."""
     cell.waiting[:0] = events
+    cell._tally, cell.retry_us = None, retry_us

@@ -389,3 +389,23 @@ def test_a_count_of_a_devices_earlier_registration_is_refused():
     state, result = run([ev("d1", 501, 4, 2.5)._replace(registered_us=1)], state)
     assert [(e.seq, reason) for e, reason, _ in result.refused] == [(501, wire.BEFORE_ASSIGNMENT)]
     assert state.value == 5 and state.devices["d1"].seq == 1
+
+
+def test_a_new_bucket_width_goes_on_in_the_open_bucket_and_rewrites_no_earlier_one():
+    """A job updated in place with another --flush_interval_s (1 s, then 5 s): an event whose
+    5 s bucket began before the open 1 s bucket is counted in the open one, never in a new
+    document that would replace what the 1 s job wrote for that start."""
+    s = 1_000_000
+    narrow, wide = fold.FoldConfig(flush_interval_us=s), fold.FoldConfig(flush_interval_us=5 * s)
+    state, written = fold.TrainState(), {}
+
+    def flush(config, *times):
+        events = [wire.Event(f"e{t}", int(t * s), device_id="d", delta=1, seq=int(t * 10), train_id="t") for t in times]
+        for bucket in fold.apply_events(state, events, config, 0).buckets:
+            assert bucket.events >= written.get(bucket.start_us, (0, 0))[1], bucket  # never less
+            written[bucket.start_us] = (bucket.value, bucket.events)
+
+    flush(narrow, 10.5, 12.5)
+    flush(wide, 13.0, 14.0)
+    flush(wide, 15.5)
+    assert written == {10 * s: (1, 1), 12 * s: (4, 3), 15 * s: (5, 1)}

@@ -36,9 +36,9 @@ class Train:
         self.flushes = []  # (fired, the events it took)
 
     def add(self, event):
-        if train_cell.add(self.cell, event, self.policy):
-            self.later.append(event)
-            self.later_writes += 1
+        beyond = train_cell.add(self.cell, event, self.policy)
+        self.later += beyond
+        self.later_writes += len(beyond)
 
     def due(self):
         return train_cell.flush_at(self.cell, self.policy)
@@ -135,12 +135,57 @@ def test_a_flush_asked_for_without_an_event_fires_and_is_forgotten():
     assert train.fire() == [] and train.due() is None
 
 
-def test_events_put_back_are_due_at_the_next_flush():
+def test_events_put_back_are_due_again_when_asked_not_sooner():
     train = Train()
     train.add(count(1, T0))
     taken = train.fire()
-    train_cell.put_back(train.cell, taken)
-    assert train.due() == T0 + 3 * S and train.fire() == taken
+    train_cell.put_back(train.cell, taken, T0 + 12 * S)  # a seed that failed: tried in 10 s
+    train.add(count(2, T0 + 1 * S))
+    assert train.due() == T0 + 12 * S and train.fire() == taken + [count(2, T0 + 1 * S)]
+    train.add(count(3, T0 + 11 * S))
+    assert train.due() == T0 + 13 * S  # the retry is over once it fired
+
+
+def test_changes_spread_out_get_at_most_two_flushes_per_interval():
+    """One change every 2.5 s (a door counting slowly, or a device sending one count a second
+    dated back): each would be 'the last' of its stop; only one early flush per interval."""
+    train = Train()
+    counts = [count(i + 1, T0 + i * 2_500_000) for i in range(40)]
+    stream(train, counts, until_us=T0 + 200 * S)
+    fired = [f for f, _ in train.flushes]
+    assert all(sum(1 for f in fired if start <= f < start + 5 * S) <= 2 for start in fired), fired
+    assert len(fired) <= 2 * (100 // 5) + 1 and len(fired) < len(counts)
+    assert sorted(e.seq for _, taken in train.flushes for e in taken) == list(range(1, 41))
+
+
+def test_late_events_get_at_most_two_flushes_per_interval():
+    train = Train()
+    train.cell.last_flush_us = T0 + 100 * S
+    for i in range(60):  # one a second, each dated 10 s back: released before it arrives
+        now = T0 + 100 * S + i * S
+        while train.due() is not None and train.due() <= now:
+            train.fire()
+        train.add(count(i + 1, now - 10 * S))
+    while train.due() is not None:
+        train.fire()
+    fired = [f for f, _ in train.flushes]
+    assert all(sum(1 for f in fired if start <= f < start + 5 * S) <= 2 for start in fired), fired
+    assert sorted(e.seq for _, taken in train.flushes for e in taken) == list(range(1, 61))
+
+
+def test_an_event_dated_ahead_does_not_stretch_the_window_for_the_rest():
+    """A device's clock ahead by 200 s (within the accepted skew): its event waits in `later`,
+    and the cell keeps a window from the earliest event, not from it."""
+    train = Train()
+    ahead = count(1, T0 + 200 * S)
+    train.add(ahead)
+    for i in range(2, 200):
+        train.add(count(i, T0 + i * 500_000))
+    assert ahead in train.later and ahead not in train.cell.waiting
+    assert max(POLICY.release_of(e) for e in train.cell.waiting) <= T0 + 3 * S + POLICY.span_us
+    while train.due() is not None:
+        train.fire()
+    assert sorted(e.seq for _, taken in train.flushes for e in taken) == list(range(1, 200))
 
 
 # ---- a backlog ----------------------------------------------------------------------------
@@ -210,8 +255,10 @@ def stored_cell() -> TrainCell:
     """What tests/data/train_cell_v2.bin holds, written out by hand."""
     return TrainCell(
         last_flush_us=T0 + 4 * S,
+        previous_flush_us=T0 + 1 * S,
         armed_us=T0 + 6 * S,
         wake_us=T0 + 30 * S,
+        retry_us=T0 + 14 * S,
         horizon_us=T0 + 64 * S,
         later=2,
         later_first_us=T0 + 70 * S,
@@ -237,7 +284,7 @@ def test_every_field_of_the_cell_survives_the_encoding():
     coder, rng = TrainCellCoder(), random.Random(11)
     for _ in range(100):
         value = TrainCell(
-            *(rng.randrange(0, 2**62) for _ in range(4)),
+            *(rng.randrange(0, 2**62) for _ in range(6)),
             later=rng.randrange(0, 10**6),
             later_first_us=rng.randrange(0, 2**62),
             waiting=[count(rng.randrange(1, 10**9), rng.randrange(0, 2**62)) for _ in range(rng.randrange(0, 50))],
@@ -270,21 +317,24 @@ def test_version_1_bytes_are_read_with_their_events_waiting_and_their_later_bag_
     assert train_cell.flush_at(decoded, policy) == T0 + 5 * S  # a second after its last flush
 
 
-def test_a_version_1_later_bag_is_read_by_its_own_release_times():
-    """A version-1 job released an event at its bucket's end plus the delay, and kept in `later`
-    the events it had not copied by its horizon: an event whose release is now earlier than that
-    horizon, but was not then, is still copied once; those it copied are not copied again."""
-    policy = FlushPolicy(reorder_delay_us=2 * S, flush_interval_us=5 * S)
-    horizon = T0 + 64 * S
-    copied = count(1, T0 + 55 * S)  # released at T0 + 62 s then: copied before
-    edge = count(2, T0 + 61 * S)  # T0 + 67 s then (not copied), T0 + 63 s now
-    far = count(3, T0 + 200 * S)
-    stored = TrainCellCoder()._v1.encode((0, T0 + 10 * S, horizon, 3, [], [], None))
+def test_a_version_1_later_bag_loses_nothing_and_copies_nothing_twice():
+    """A version-1 job released an event at its bucket's end plus the delay and kept in `later`
+    what it had not copied by its horizon, at least an interval plus the delay past its last
+    flush. By this job's release times an event it never copied may fall under that horizon
+    (with its interval of 30 s, an event 10 s before it): still copied, once; one it copied is
+    applied or waits already."""
+    horizon, last_flush = T0 + 130 * S, T0 + 90 * S
+    applied = count(1, T0 + 80 * S)  # copied and applied before
+    waits = count(2, T0 + 100 * S)  # copied, waiting still
+    edge = count(3, horizon - 10 * S)  # released at the horizon + 22 s then: never copied
+    far = count(4, T0 + 400 * S)
+    stored = TrainCellCoder()._v1.encode((T0 + 95 * S, last_flush, horizon, 4, [], [waits], None))
     cell = TrainCellCoder().decode(bytes([1]) + stored)
-    assert train_cell.later_due(cell, T0 + 15 * S, policy)
-    due, rewrite = train_cell.take_due(cell, T0 + 15 * S, policy, [copied, edge, far])
-    assert due == [] and [e.seq for e in cell.waiting] == [2] and rewrite == [far]
-    assert cell.later == 1 and cell.later_first_us == policy.release_of(far)
+    assert train_cell.later_due(cell, T0 + 95 * S, POLICY)
+    assert train_cell.flush_at(cell, POLICY) == T0 + 95 * S  # the timer the job before set
+    due, rewrite = train_cell.take_due(cell, T0 + 95 * S, POLICY, [applied, waits, edge, far])
+    assert due == [] and [e.seq for e in cell.waiting] == [2, 3] and rewrite == [far]
+    assert cell.later == 1 and cell.later_first_us == POLICY.release_of(far)
 
 
 def test_bytes_of_another_version_or_none_are_refused_with_a_reason():

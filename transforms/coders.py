@@ -51,20 +51,21 @@ class EventCoder(coders.Coder):
 
 class TrainCellCoder(coders.Coder):
     """The `train_cell` state cell (occupancy.train_cell.TrainCell): a version byte, then the
-    flush clock (last flush, armed, wake), the window (horizon, events in `later`, the earliest
-    release among them) as varints, the waiting events (EventCoder) and the TrainState's own
+    flush clock (last and previous flush, armed, wake, retry), the window (horizon, events in
+    `later`, the earliest release among them) as varints, the waiting events (EventCoder) and the TrainState's own
     versioned bytes (occupancy.state_codec), or none before the train's first flush.
 
     Version 1 is still read: its `pending` and `waiting` events both wait, and its `later` bag
-    is read and rewritten at the train's next flush (occupancy.train_cell.V1_LATER). A new field is a new version whose decoder still
-    reads the one before (docs/design.md, "State encodings")."""
+    is read and rewritten at the train's next flush (occupancy.train_cell.V1_LATER). A new
+    field is a new version whose decoder still reads the one before (docs/design.md, "State
+    encodings")."""
 
     VERSION = 2
 
     def __init__(self):
         events = coders.IterableCoder(EventCoder())
         varint, train = coders.VarIntCoder(), coders.NullableCoder(coders.BytesCoder())
-        self._v2 = coders.TupleCoder([varint] * 6 + [events, train])
+        self._v2 = coders.TupleCoder([varint] * 8 + [events, train])
         self._v1 = coders.TupleCoder([varint] * 4 + [events, events, train])
 
     def encode(self, value: TrainCell) -> bytes:
@@ -77,9 +78,16 @@ class TrainCellCoder(coders.Coder):
             return TrainCell(*clock, list(waiting), train)
         if version == 1:
             armed, last_flush, horizon, later, pending, waiting, train = self._v1.decode(encoded[1:])
-            # Its `later` bag, in that job's release times, is read at the next flush.
-            later_first = V1_LATER if later else 0
-            return TrainCell(last_flush, armed, 0, horizon, later, later_first, [*pending, *waiting], train)
+            # Its `later` bag, copied out by that job's release times, is read at the next flush.
+            return TrainCell(
+                last_flush_us=last_flush,
+                armed_us=armed,
+                horizon_us=horizon,
+                later=later,
+                later_first_us=V1_LATER if later else 0,
+                waiting=[*pending, *waiting],
+                train_bytes=train,
+            )
         raise state_codec.UnknownVersion(f"train cell in version {version}; this job reads versions 1 and 2")
 
     def is_deterministic(self):

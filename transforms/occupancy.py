@@ -37,6 +37,8 @@ from transforms.stop_visits import TABLES
 _LOGGER = logging.getLogger(__name__)
 STATS = "stats"
 DEAD_LETTER = "dead_letter"
+# A train whose state could not be seeded tries its flush again this much event time later.
+SEED_RETRY_US = 10_000_000
 
 
 class FlushStats(NamedTuple):
@@ -149,8 +151,8 @@ class FoldOccupancy(beam.DoFn):
         key, event = element
         try:
             cell = self._read(key, stored)
-            if train_cell.add(cell, event, self._policy):
-                later.add(event)
+            for beyond in train_cell.add(cell, event, self._policy):
+                later.add(beyond)
             self._write(cell, stored, flush)
         except TRANSIENT:
             raise
@@ -219,15 +221,16 @@ class FoldOccupancy(beam.DoFn):
                 # train's events go back to the cell, due at its next flush; nothing is applied
                 # from a made-up zero.
                 _LOGGER.error(
-                    "Train %s not seeded from Firestore (%s: %s); its %d events wait for its next "
-                    "flush. Check that Firestore is reachable and the workers' service account may "
-                    "read it (roles/datastore.user)",
+                    "Train %s not seeded from Firestore (%s: %s); its %d events wait and the flush "
+                    "is tried again in %d s of event time. Check that Firestore is reachable and "
+                    "the workers' service account may read it (roles/datastore.user)",
                     key,
                     type(e).__name__,
                     e,
                     len(ready),
+                    SEED_RETRY_US // 1_000_000,
                 )
-                train_cell.put_back(cell, ready)
+                train_cell.put_back(cell, ready, fired_us + SEED_RETRY_US)
                 return [beam.pvalue.TaggedOutput(STATS, FlushStats(seeds_put_off=1))]
         # The fold changes the state in place: its bytes before, to put back should it raise.
         before = None if seeded else cell.train_snapshot()
