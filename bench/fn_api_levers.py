@@ -5,7 +5,6 @@ same messages, and the levers on its cost side by side, each a run of its own
 
 * `job`: the headline, Ed25519 signatures checked (--device_auth=require);
 * `unverified`: the same job with --device_auth=off: what checking signatures costs;
-* `es256`: the devices' keys ES256 instead of Ed25519;
 * `flush_1s` and `flush_30s`: the job with --flush_interval_s 1 and 30 instead of its default
   (5): the price of flushing more or less often. The job's CPU is a cost per message plus a
   cost per flush; the two runs with the same messages and other flushes give both
@@ -13,12 +12,12 @@ same messages, and the levers on its cost side by side, each a run of its own
 * `bundles_of_20`: both the job and the pass-through handed 20 messages a bundle with the
   watermark following them (bench/fn_api.ReplayInBundles), as a streaming job gets them,
   instead of the batch runner's few large bundles, in which the pass-through reads each key
-  about once in the whole run;
-* `one_processor` and `one_processor_state_cache`: one bundle processor, without and with
-  Beam's state cache of 100 MB (`--max_cache_memory_usage_mb`). Not with four: FnApiRunner
-  gives its SDK workers one static cache token, so a worker's cache keeps what another
-  changed since, and the counts come out wrong (measured: 2,557 flushes instead of 4,524,
-  counts not exact); Dataflow scopes a cache token to the keys a worker holds.
+  about once in the whole run.
+
+Levers measured once and written up in docs/sizing.md rather than run every time: ES256 keys
+instead of Ed25519, one bundle processor, Beam's state cache (the commit each was measured at is
+named there; `python -m bench.scale_fleet --alg=ES256`, `--workers=1`, `--state_cache_mb=100`
+run them again).
 
 Runs of one process differ by up to 10 % in CPU here (the runner's gRPC threads), as much as
 the signature checks cost: each lever runs `repeats` times, the levers in turn, and the run
@@ -43,12 +42,9 @@ def levers(smoke: bool) -> Dict[str, Run]:
     return {
         "job": job,
         "unverified": job._replace(device_auth="off"),
-        "es256": job._replace(alg="ES256"),
         "flush_1s": job._replace(flush_interval_s=1.0),
         "flush_30s": job._replace(flush_interval_s=30.0),
         "bundles_of_20": job._replace(per_bundle=20),
-        "one_processor": job._replace(workers=1),
-        "one_processor_state_cache": job._replace(workers=1, state_cache_mb=100),
     }
 
 
@@ -83,11 +79,7 @@ def summary(runs: dict) -> dict:
         "job_vs_passthrough": _ratio(job),
         "job_vs_passthrough_in_bundles_of_20": _ratio(runs.get("bundles_of_20")),
         "signature_cpu_overhead_pct": overhead_pct(job),
-        "es256_signature_cpu_overhead_pct": overhead_pct(runs["es256"]),
         "cost_model": cost_model(runs["flush_1s"], runs["flush_30s"]),
-        "state_cache_speedup": round(
-            runs["one_processor_state_cache"]["msgs_per_s_per_core"] / runs["one_processor"]["msgs_per_s_per_core"], 3
-        ),
         "counts_exact": all(r["counts_exact"] for r in runs.values()),
     }
 
@@ -126,12 +118,9 @@ FN_API_HEADER = (
 FN_API_LABELS = {
     "job": "4 bundle processors, Ed25519 checked, --flush_interval_s=5 (the headline)",
     "unverified": "4, --device_auth=off",
-    "es256": "4, ES256 keys checked",
     "flush_1s": "4, --flush_interval_s=1",
     "flush_30s": "4, --flush_interval_s=30",
     "bundles_of_20": "4, bundles of 20 messages (streaming-sized), both",
-    "one_processor": "1 bundle processor",
-    "one_processor_state_cache": "1, Beam state cache 100 MB",
 }
 
 

@@ -70,12 +70,9 @@ def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
     assert set(fn_api["runs"]) == {
         "job",
         "unverified",
-        "es256",
         "flush_1s",
         "flush_30s",
         "bundles_of_20",
-        "one_processor",
-        "one_processor_state_cache",
     }
     runs = fn_api["runs"]
     assert runs["flush_1s"]["flushes"] > runs["job"]["flushes"] >= runs["flush_30s"]["flushes"] > 0
@@ -90,7 +87,7 @@ def test_smoke_benchmark_writes_results_of_the_full_shape(tmp_path):
     assert runs["bundles_of_20"]["per_bundle"] == 20 and 0 < fn_api["job_vs_passthrough_in_bundles_of_20"] < 1
     assert "CPU over the Fn API" in (tmp_path / "results.md").read_text()
     assert fn_api["counts_exact"] is True and fn_api["runs"]["job"]["mode"] == "multi_threading"
-    assert fn_api["runs"]["unverified"]["device_auth"] == "off" and fn_api["runs"]["es256"]["alg"] == "ES256"
+    assert fn_api["runs"]["unverified"]["device_auth"] == "off"
     assert 0 < fn_api["job_vs_passthrough"] < 1 and fn_api["signature_cpu_overhead_pct"] is not None
     replay = results["replay"]  # the archived fleet replayed into the TIDES tables
     assert replay["rows_per_s_per_core"] > 0 and replay["stop_visit_rows"] >= replay["stops"] > 0

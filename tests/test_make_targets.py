@@ -39,28 +39,51 @@ def test_make_targets_say_what_is_missing(target):
     assert "PROJECT is not set" in out.stderr
 
 
+def _commands(out) -> list:
+    """`make -n`'s commands, each parsed as the shell would (pipes split into their commands; a
+    redirection stays at the end of its command as `>` and the file)."""
+    commands = []
+    for line in out.stdout.replace("\\\n", " ").splitlines():
+        words = shlex.split(line)
+        while "|" in words:
+            commands.append(words[: words.index("|")])
+            words = words[words.index("|") + 1 :]
+        if words:
+            commands.append(words)
+    return commands
+
+
+def _flex_template_build(out, spec: str) -> list:
+    [build] = [c for c in _commands(out) if c[:4] == ["gcloud", "dataflow", "flex-template", "build"] and c[4] == spec]
+    return build
+
+
 def test_make_template_builds_image_and_spec():
+    from pipeline import launch
+
     out = _make("template", *CLOUD)
     assert out.returncode == 0, out.stderr
-    image = CLOUD_IMAGE
-    assert f"_IMAGE={image},_BEAM_VERSION={setup_beam_version()}" in out.stdout
-    assert "gcloud dataflow flex-template build 'gs://demo-occupancy-bucket/templates/occupancy-v1.json'" in out.stdout
-    assert "--metadata-file=templates/metadata.json" in out.stdout
-    assert "pipeline.launch complete-spec --metadata templates/metadata.json" in out.stdout
-    assert (
-        "gcloud storage cp .local/template-spec.json 'gs://demo-occupancy-bucket/templates/occupancy-v1.json'"
-        in out.stdout
-    )
+    commands = _commands(out)
+    [submit] = [c for c in commands if c[:3] == ["gcloud", "builds", "submit"]]
+    assert flag_values(submit)["substitutions"] == f"_IMAGE={CLOUD_IMAGE},_BEAM_VERSION={setup_beam_version()}"
+    build = _flex_template_build(out, "gs://demo-occupancy-bucket/templates/occupancy-v1.json")
+    assert flag_values(build)["metadata-file"] == "templates/metadata.json" and "--print-only" in build
+    [complete] = [c for c in commands if c[1:4] == ["-m", "pipeline.launch", "complete-spec"]]
+    assert complete[-2:] == [">", ".local/template-spec.json"]
+    assert launch.build_parser().parse_args(complete[3:-2]).metadata == "templates/metadata.json"
+    [copy] = [c for c in commands if c[:3] == ["gcloud", "storage", "cp"]]
+    assert copy[3:5] == [".local/template-spec.json", "gs://demo-occupancy-bucket/templates/occupancy-v1.json"]
 
 
-def _batch_spec_build(out, name: str) -> str:
-    """The `flex-template build` line of `make template`'s batch spec `name` (replay, forecast),
-    checked to be built on the same image from the metadata python -m pipeline.template_metadata
-    derives from templates/<name>.json."""
-    text = out.stdout.replace("\\\n", " ")
-    assert f"pipeline.template_metadata templates/{name}.json > .local/{name}-metadata.json" in text
-    [build] = [ln for ln in text.splitlines() if "flex-template build" in ln and f"occupancy-{name}-v1.json" in ln]
-    assert f"--image='{CLOUD_IMAGE}'" in build and f"--metadata-file=.local/{name}-metadata.json" in build
+def _batch_spec_build(out, name: str) -> list:
+    """The `flex-template build` command of `make template`'s batch spec `name` (replay,
+    forecast), checked to be built on the same image from the metadata python -m
+    pipeline.template_metadata derives from templates/<name>.json."""
+    derive = [c[3:] for c in _commands(out) if c[1:3] == ["-m", "pipeline.template_metadata"]]
+    assert [f"templates/{name}.json", ">", f".local/{name}-metadata.json"] in derive
+    build = _flex_template_build(out, f"gs://demo-occupancy-bucket/templates/occupancy-{name}-v1.json")
+    flags = flag_values(build)
+    assert flags["image"] == CLOUD_IMAGE and flags["metadata-file"] == f".local/{name}-metadata.json"
     assert "--enable-streaming-engine" not in build
     return build
 
