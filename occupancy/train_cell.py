@@ -12,12 +12,12 @@ When a train is flushed (`flush_at`), for an event released at
   flush within `flush_interval` before it is released) is flushed at its
   release: the load as the doors open;
 * while changes keep coming, at most one flush per `flush_interval`, and one
-  early, as soon as the newest change is released with nothing newer behind
-  it: the load as the train leaves. An early flush is allowed only after a
-  full interval, so a train is flushed at most twice per interval (late events
-  too: those whose release has passed);
+  as soon as the newest change is released with nothing newer behind it: the
+  load as the train leaves;
 * never two flushes within `MIN_FLUSH_GAP_US` (Firestore sustains one write a
-  second to a document), and none before `retry_us` after a flush failed;
+  second to a document): changes spread out (or late, released before they
+  arrive) are flushed at most that often, and none before `retry_us` after a
+  flush failed;
 * heartbeats alone wait up to `idle_interval` after the last flush (they change
   no count), or until `MAX_IDLE_WAITING` of them wait (a train of many doors);
 * a flush asked for without an event (`wake`, the stop visits') at its time.
@@ -111,7 +111,6 @@ class TrainCell:
     needs the queue, never the train's counts."""
 
     last_flush_us: int = 0
-    previous_flush_us: int = 0  # the flush before the last
     armed_us: int = 0  # where the flush timer is set; 0: not set
     wake_us: int = 0  # a flush asked for without an event; 0: none
     retry_us: int = 0  # no flush before this (a flush that failed); 0: none
@@ -147,7 +146,6 @@ class TrainCell:
         """Every field in the coder's order (transforms.coders.TrainCellCoder)."""
         return (
             self.last_flush_us,
-            self.previous_flush_us,
             self.armed_us,
             self.wake_us,
             self.retry_us,
@@ -216,12 +214,9 @@ def flush_at(cell: TrainCell, policy: FlushPolicy) -> Optional[int]:
     floor, full = last + policy.min_gap_us, last + policy.flush_interval_us
     due = []
     if tally.first_change is not None:
-        if tally.first_change >= full:  # after a quiet spell: at its release
-            due.append(tally.first_change)
-        else:  # at most one flush per interval, and one early as the changes stop
-            early = last - cell.previous_flush_us >= policy.flush_interval_us
-            stop = max(tally.last_change, floor) if early else full
-            due.append(max(tally.first_change, min(full, stop)))
+        # After a quiet spell (the first change released a full interval after the last flush),
+        # at its release; else at the interval's end, or sooner once the newest change is released.
+        due.append(max(tally.first_change, floor, min(full, tally.last_change)))
     if tally.first_idle is not None:
         idle_until = last + policy.idle_interval_us if tally.idles < MAX_IDLE_WAITING else 0
         due.append(max(tally.first_idle, floor, idle_until))
@@ -259,8 +254,7 @@ def take_due(
     due = [e for e in cell.waiting if policy.release_of(e) <= fired_us]
     cell.waiting = [e for e in cell.waiting if policy.release_of(e) > fired_us]
     cell._tally = None
-    if fired_us > cell.last_flush_us:
-        cell.previous_flush_us, cell.last_flush_us = cell.last_flush_us, fired_us
+    cell.last_flush_us = max(cell.last_flush_us, fired_us)
     cell.wake_us = 0 if cell.wake_us <= fired_us else cell.wake_us
     cell.retry_us = 0 if cell.retry_us <= fired_us else cell.retry_us
     if later is None:

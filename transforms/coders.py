@@ -51,7 +51,7 @@ class EventCoder(coders.Coder):
 
 class TrainCellCoder(coders.Coder):
     """The `train_cell` state cell (occupancy.train_cell.TrainCell): a version byte, then the
-    flush clock (last and previous flush, armed, wake, retry), the window (horizon, events in
+    flush clock (last flush, armed, wake, retry), the window (horizon, events in
     `later`, the earliest release among them) as varints, the waiting events (EventCoder) and the TrainState's own
     versioned bytes (occupancy.state_codec), or none before the train's first flush.
 
@@ -65,7 +65,7 @@ class TrainCellCoder(coders.Coder):
     def __init__(self):
         events = coders.IterableCoder(EventCoder())
         varint, train = coders.VarIntCoder(), coders.NullableCoder(coders.BytesCoder())
-        self._v2 = coders.TupleCoder([varint] * 8 + [events, train])
+        self._v2 = coders.TupleCoder([varint] * 7 + [events, train])
         self._v1 = coders.TupleCoder([varint] * 4 + [events, events, train])
 
     def encode(self, value: TrainCell) -> bytes:
