@@ -4,7 +4,7 @@ state over the Fn API (FnApiRunner, multi_threading), against the Firestore emul
 What a DoFn instance keeps (the writer fence's update times, the registry view) goes stale when
 a train's bundles move to another instance; kept per process (transforms/worker_cache.py) it
 does not: no precondition conflict within one job, and one registry read per process. Each
-state request costs a round trip there: a flush makes three (transforms/train_cell.py).
+state request costs a round trip there: a flush makes three (one cell: occupancy/train_cell.py).
 """
 
 import collections
