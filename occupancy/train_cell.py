@@ -250,7 +250,8 @@ def take_due(
     Returns:
         (the due events, what the `later` bag should hold from now on, or None: unchanged).
     """
-    before, waited = cell.last_flush_us, {e.event_id for e in cell.waiting}
+    before = cell.last_flush_us
+    waited = {e.event_id for e in cell.waiting} if cell.later_first_us == V1_LATER else ()
     due = [e for e in cell.waiting if policy.release_of(e) <= fired_us]
     cell.waiting = [e for e in cell.waiting if policy.release_of(e) > fired_us]
     cell._tally = None
@@ -258,8 +259,10 @@ def take_due(
     cell.wake_us = 0 if cell.wake_us <= fired_us else cell.wake_us
     cell.retry_us = 0 if cell.retry_us <= fired_us else cell.retry_us
     if later is None:
-        if not cell.later:  # with events in `later`, the horizon says which were copied
-            cell.horizon_us = max(cell.horizon_us, _window_end(cell, policy, _tallied(cell, policy).first))
+        end = _window_end(cell, policy, _tallied(cell, policy).first)
+        if cell.later:  # the horizon says which were copied: it stays below those that were not
+            end = min(end, cell.later_first_us - 1)
+        cell.horizon_us = max(cell.horizon_us, end)
         return due, None
     from_v1 = cell.later_first_us == V1_LATER
     copied_through, horizon = cell.horizon_us, max(cell.horizon_us, fired_us + policy.span_us)

@@ -146,6 +146,21 @@ def test_events_put_back_are_due_again_when_asked_not_sooner():
     assert train.due() == T0 + 13 * S  # the retry is over once it fired
 
 
+def test_an_event_far_ahead_in_later_does_not_send_the_others_there():
+    """With one event dated 250 s ahead waiting in `later`, the window still moves on with the
+    flushes: the train's other events keep to the cell, and the bag is not read for them."""
+    train = Train()
+    train.add(count(1, T0))
+    ahead = count(2, T0 + 250 * S)
+    train.add(ahead)
+    assert train.later == [ahead]
+    stream(train, [count(i, T0 + i * S) for i in range(3, 200)], until_us=T0 + 199 * S)
+    assert train.later == [ahead] and train.later_reads == 0
+    while train.due() is not None:
+        train.fire()
+    assert sorted(e.seq for _, taken in train.flushes for e in taken) == list(range(1, 200))
+
+
 def test_changes_spread_out_or_late_are_flushed_at_most_once_a_second():
     """One change every 2.5 s (a door counting slowly), then one a second dated 10 s back
     (released before it arrives): each may be the last of its stop, and is flushed as soon as
