@@ -77,10 +77,9 @@ class SumWithFlushTimer(beam.DoFn):
         self._policy = train_cell.FlushPolicy(reorder_delay_us, flush_interval_us)
 
     def _write(self, cell, stored, flush) -> None:
-        at = train_cell.flush_at(cell, self._policy)
-        if at is not None and at != cell.armed_us:
+        at = train_cell.rearm(cell, self._policy)
+        if at is not None:
             flush.set(Timestamp(micros=at))
-            cell.armed_us = at
         stored.write(cell)
 
     def process(
@@ -109,8 +108,7 @@ class SumWithFlushTimer(beam.DoFn):
     ):
         cell = stored.read() or train_cell.TrainCell()
         cell.armed_us = 0
-        backlog = list(later.read()) if train_cell.later_due(cell, fired.micros, self._policy) else None
-        ready, rewrite = train_cell.take_due(cell, fired.micros, self._policy, backlog)
+        ready, rewrite = train_cell.take_due(cell, fired.micros, self._policy, later.read)
         if rewrite is not None:
             later.clear()
             for event in rewrite:

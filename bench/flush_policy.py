@@ -76,8 +76,7 @@ class Now:
 
     def fire(self) -> List:
         fired = self.due()
-        backlog = list(self._later) if train_cell.later_due(self._cell, fired, self._policy) else None
-        taken, rewrite = train_cell.take_due(self._cell, fired, self._policy, backlog)
+        taken, rewrite = train_cell.take_due(self._cell, fired, self._policy, lambda: self._later)
         if rewrite is not None:
             self._later = list(rewrite)
         return taken

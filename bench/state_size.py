@@ -42,8 +42,7 @@ def simulate_train(
     def fire_until(watermark_us: int) -> None:
         nonlocal later
         while (fired := train_cell.flush_at(cell, policy)) is not None and fired <= watermark_us:
-            backlog = list(later) if train_cell.later_due(cell, fired, policy) else None
-            ready, rewrite = train_cell.take_due(cell, fired, policy, backlog)
+            ready, rewrite = train_cell.take_due(cell, fired, policy, later.copy)
             later = later if rewrite is None else list(rewrite)
             if ready:
                 result = fold.apply_events(state, ready, config, fired)

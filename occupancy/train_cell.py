@@ -2,7 +2,7 @@
 
 Pure functions over one value. FoldOccupancy (transforms/occupancy.py) keeps a
 `TrainCell` per train in one Beam state cell, sets the train's one event-time
-timer where `flush_at` says, and calls `add` for each event and `take_due` when
+timer where `rearm` says, and calls `add` for each event and `take_due` when
 the timer fires (docs/design.md, "Running occupancy").
 
 When a train is flushed (`flush_at`), for an event released at
@@ -25,12 +25,12 @@ When a train is flushed (`flush_at`), for an event released at
 The cell holds the events released within `span` of the earliest waiting one
 (or of the last flush, if later); events beyond it (a backlog handed over
 before the watermark moves, events dated ahead) wait in a bag of their own
-(`later`), which the caller reads only when `later_due` says, so a backlog is
+(`later`), which `take_due` reads only when `later_due` says, so a backlog is
 not rewritten with the cell at every bundle.
 """
 
 import dataclasses
-from typing import List, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
 from occupancy import state_codec
 from occupancy.fold import HEARTBEAT_WRITE_INTERVAL_US, FoldConfig, TrainState
@@ -87,16 +87,20 @@ class _Tally:
     """Running figures of a cell's waiting events, so that placing an event costs the same
     however many wait. Not encoded: counted again from the events once a cell is read."""
 
-    __slots__ = ("first", "first_change", "last_change", "first_idle", "idles")
+    __slots__ = ("first_change", "last_change", "first_idle", "idles")
 
     def __init__(self, events=(), policy: "FlushPolicy" = None):
-        self.first = self.first_change = self.last_change = self.first_idle = None
+        self.first_change = self.last_change = self.first_idle = None
         self.idles = 0
         for event in events:
             self.count(policy.release_of(event), is_change(event))
 
+    @property
+    def first(self) -> Optional[int]:
+        """The earliest release of all (None: nothing waits)."""
+        return min((t for t in (self.first_change, self.first_idle) if t is not None), default=None)
+
     def count(self, release: int, change: bool) -> None:
-        self.first = release if self.first is None else min(self.first, release)
         if change:
             self.first_change = release if self.first_change is None else min(self.first_change, release)
             self.last_change = release if self.last_change is None else max(self.last_change, release)
@@ -229,6 +233,16 @@ def flush_at(cell: TrainCell, policy: FlushPolicy) -> Optional[int]:
     return max(min(due), cell.retry_us) if due else None
 
 
+def rearm(cell: TrainCell, policy: FlushPolicy) -> Optional[int]:
+    """Where the caller should set the train's timer now (recorded as armed), or None: where it
+    is set already, or nothing waits."""
+    at = flush_at(cell, policy)
+    if at is None or at == cell.armed_us:
+        return None
+    cell.armed_us = at
+    return at
+
+
 def later_due(cell: TrainCell, fired_us: int, policy: FlushPolicy) -> bool:
     """Whether a flush at `fired_us` copies events from the `later` bag (the caller reads it):
     some are due within the next window, and the window's end is near (a bag read once per
@@ -240,21 +254,23 @@ def later_due(cell: TrainCell, fired_us: int, policy: FlushPolicy) -> bool:
 
 
 def take_due(
-    cell: TrainCell, fired_us: int, policy: FlushPolicy, later: Optional[List[Event]] = None
+    cell: TrainCell, fired_us: int, policy: FlushPolicy, read_later: Callable[[], Iterable[Event]]
 ) -> Tuple[List[Event], Optional[List[Event]]]:
     """Takes the events released by `fired_us` out of the cell, and records the flush.
 
     Args:
-        later: the `later` bag's events, when `later_due` said to read them.
+        read_later: reads the `later` bag; called only when `later_due` says.
 
     Returns:
         (the due events, what the `later` bag should hold from now on, or None: unchanged).
     """
+    later = list(read_later()) if later_due(cell, fired_us, policy) else None
     before = cell.last_flush_us
     waited = {e.event_id for e in cell.waiting} if cell.later_first_us == V1_LATER else ()
-    due = [e for e in cell.waiting if policy.release_of(e) <= fired_us]
-    cell.waiting = [e for e in cell.waiting if policy.release_of(e) > fired_us]
-    cell._tally = None
+    due, kept = [], []
+    for event in cell.waiting:
+        (due if policy.release_of(event) <= fired_us else kept).append(event)
+    cell.waiting, cell._tally = kept, None
     cell.last_flush_us = max(cell.last_flush_us, fired_us)
     cell.wake_us = 0 if cell.wake_us <= fired_us else cell.wake_us
     cell.retry_us = 0 if cell.retry_us <= fired_us else cell.retry_us

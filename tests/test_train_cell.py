@@ -40,15 +40,16 @@ class Train:
         self.later += beyond
         self.later_writes += len(beyond)
 
+    def _read_later(self):
+        self.later_reads += 1
+        return list(self.later)
+
     def due(self):
         return train_cell.flush_at(self.cell, self.policy)
 
     def fire(self, at=None):
         fired = self.due() if at is None else at
-        backlog = None
-        if train_cell.later_due(self.cell, fired, self.policy):
-            backlog, self.later_reads = list(self.later), self.later_reads + 1
-        taken, rewrite = train_cell.take_due(self.cell, fired, self.policy, backlog)
+        taken, rewrite = train_cell.take_due(self.cell, fired, self.policy, self._read_later)
         if rewrite is not None:
             self.later, self.later_writes = list(rewrite), self.later_writes + len(rewrite)
         self.flushes.append((fired, taken))
@@ -340,7 +341,7 @@ def test_a_version_1_later_bag_loses_nothing_and_copies_nothing_twice():
     cell = TrainCellCoder().decode(bytes([1]) + stored)
     assert train_cell.later_due(cell, T0 + 95 * S, POLICY)
     assert train_cell.flush_at(cell, POLICY) == T0 + 95 * S  # the timer the job before set
-    due, rewrite = train_cell.take_due(cell, T0 + 95 * S, POLICY, [applied, waits, edge, far])
+    due, rewrite = train_cell.take_due(cell, T0 + 95 * S, POLICY, lambda: [applied, waits, edge, far])
     assert due == [] and [e.seq for e in cell.waiting] == [2, 3] and rewrite == [far]
     assert cell.later == 1 and cell.later_first_us == POLICY.release_of(far)
 
@@ -369,7 +370,7 @@ def test_a_copy_is_a_value_of_its_own():
     assert kept.train == stored_train()  # decoded, as the cache keeps it after a flush
     cell = kept.copy()
     train_cell.add(cell, count(123, T0 + 7 * S), POLICY)
-    train_cell.take_due(cell, T0 + 8 * S, POLICY)
+    train_cell.take_due(cell, T0 + 8 * S, POLICY, list)
     cell.train.value += 1
     assert kept.fields()[:7] == stored_cell().fields()[:7] and kept.train == stored_train()
     assert cell.train.value == stored_state().value + 1

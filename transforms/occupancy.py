@@ -135,10 +135,9 @@ class FoldOccupancy(beam.DoFn):
 
     def _write(self, cell: train_cell.TrainCell, stored, flush) -> None:
         """Writes the cell back (sent when the bundle commits) and moves the timer if it should."""
-        at = train_cell.flush_at(cell, self._policy)
-        if at is not None and at != cell.armed_us:
+        at = train_cell.rearm(cell, self._policy)
+        if at is not None:
             flush.set(Timestamp(micros=at))
-            cell.armed_us = at
         stored.write(cell)
 
     def process(
@@ -174,8 +173,7 @@ class FoldOccupancy(beam.DoFn):
         fired_us = fired.micros
         cell = self._read(key, stored)
         cell.armed_us = 0  # this timer has fired
-        backlog = list(later.read()) if train_cell.later_due(cell, fired_us, self._policy) else None
-        ready, rewrite = train_cell.take_due(cell, fired_us, self._policy, backlog)
+        ready, rewrite = train_cell.take_due(cell, fired_us, self._policy, later.read)
         if rewrite is not None:
             later.clear()
             for event in rewrite:
