@@ -24,13 +24,13 @@ METRICS = ["prometheus-client>=0.20,<1"]
 # The MQTT-to-Pub/Sub bridge (bridge/): no Beam, no Firestore.
 BRIDGE = ["google-cloud-pubsub>=2.18,<3", *IDENTITY, *MQTT, *METRICS]
 REGISTRY = ["google-cloud-firestore>=2.16,<3", *IDENTITY]
-# What Dataflow workers run (pipeline.main's imports: occupancy, pipeline, transforms), nothing more.
+# What Dataflow workers run (pipeline.main's imports: occupancy, adapters, pipeline, transforms), nothing more.
 PIPELINE = [
     f"apache-beam[gcp]=={BEAM_VERSION}",
     "google-cloud-firestore>=2.16,<3",
-    # The TIDES tables as Parquet (occupancy/tides_parquet.py); Beam brings it too.
+    # The TIDES tables as Parquet (adapters/tides_parquet.py); Beam brings it too.
     "pyarrow>=14",
-    # The TIDES tables in BigQuery (transforms/tides_bigquery_sink.py, occupancy/tides_bigquery.py);
+    # The TIDES tables in BigQuery (transforms/tides_bigquery_sink.py, adapters/tides_bigquery.py);
     # Beam's gcp extra brings both too.
     "google-cloud-bigquery-storage>=2.20,<3",
     "google-cloud-bigquery>=3,<4",
@@ -74,6 +74,10 @@ setuptools.setup(
         include=[
             "occupancy",
             "occupancy.*",
+            "adapters",
+            "adapters.*",
+            "registry",
+            "registry.*",
             "pipeline",
             "pipeline.*",
             "transforms",

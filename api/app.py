@@ -12,11 +12,11 @@ from fastapi.responses import JSONResponse
 from google.api_core import exceptions as gexc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.fleet_cache import FleetCache, FleetStale
+from adapters.fleet_views import FleetReader
+from adapters.store import TRANSIENT
 from api.deps import Settings
-from occupancy.fleet import FleetCache, FleetStale
-from occupancy.fleet_views import FleetReader
-from occupancy.registry import RegistryConflict, RegistryError, UnknownDevice
-from occupancy.store import TRANSIENT
+from occupancy.registry_entries import RegistryConflict, RegistryError, UnknownDevice
 
 _LOGGER = logging.getLogger(__name__)
 # Seconds a client is told to wait after a 503.
@@ -39,6 +39,7 @@ def _schedule(path: str):
 
 def create_app(settings: Settings, client=None) -> FastAPI:
     """The application; `client` defaults to a Firestore client for settings.project/database."""
+    from adapters.store import make_client
     from api import (
         auth,
         dashboard,
@@ -53,7 +54,6 @@ def create_app(settings: Settings, client=None) -> FastAPI:
         trip_updates,
         trips,
     )
-    from occupancy.store import make_client
 
     app = FastAPI(
         title="Train occupancy API",
@@ -168,7 +168,7 @@ async def _lifespan(app: FastAPI):
     client (its channels) when the server stops."""
     app.state.fleet_listener = None
     if app.state.settings.fleet_listener:
-        from occupancy.fleet_listener import FleetListener
+        from adapters.fleet_listener import FleetListener
 
         settings = app.state.settings
         app.state.fleet_listener = FleetListener(

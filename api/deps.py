@@ -153,7 +153,7 @@ class Settings:
     fleet_listener: bool = _setting(
         False,
         "Follow realtime and trains with Firestore listeners (one read per changed document, "
-        "occupancy/fleet_listener.py) instead of reading the whole fleet every --fleet_cache_s.",
+        "adapters/fleet_listener.py) instead of reading the whole fleet every --fleet_cache_s.",
         action="store_true",
     )
 
@@ -197,7 +197,7 @@ def read_fleet(request: Request):
 
     listener = getattr(request.app.state, "fleet_listener", None)
     if listener is not None:
-        from occupancy.fleet_listener import NotReady
+        from adapters.fleet_listener import NotReady
 
         try:
             return listener.view()

@@ -1,7 +1,7 @@
 """The fleet registry over HTTP (the prototype's `list_devices` and `update_train`, and the
-rest of what `python -m occupancy.registry` does). Every endpoint needs an operator's token.
+rest of what `python -m registry` does). Every endpoint needs an operator's token.
 
-Writes go through `occupancy.registry` with the same checks as the CLI; the
+Writes go through `adapters.registry` with the same checks as the CLI; the
 pipeline picks them up on its next registry refresh (`--registry_refresh_s`).
 """
 
@@ -10,12 +10,13 @@ from typing import Optional
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from adapters import registry
+from adapters.store import count_ops
 from api import ids
 from api.auth import OPERATOR_RESPONSES, require_operator
 from api.deps import ClientDep, SettingsDep, get_client
 from api.models import Device, DeviceList, NewDevice, TrainAssignment, TrainSettings, TrainSettingsOut
-from occupancy import registry
-from occupancy.store import count_ops
+from occupancy import registry_entries
 from occupancy.wire import valid_id
 
 _LOGGER = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ def _read_device(client, settings, device_id: str) -> dict:
     doc = client.collection(settings.devices_collection).document(device_id).get(timeout=settings.firestore_timeout_s)
     count_ops(reads=1)
     if not doc.exists:
-        raise registry.UnknownDevice(f"device {device_id} is not registered")
+        raise registry_entries.UnknownDevice(f"device {device_id} is not registered")
     data = doc.to_dict() or {}
     seen = _seen_by_train(client, settings, {data["train_id"]} if valid_id(data.get("train_id")) else set())
     return device_out(device_id, data, seen.get(data.get("train_id"), {}).get(device_id))

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Tuple
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
+from adapters.store import count_ops
 from api import public
 from api.auth import READ_RESPONSES, allow_read
 from api.deps import ClientDep, SettingsDep
@@ -24,7 +25,6 @@ from api.trip_updates import on_board, running_trips
 from occupancy import fleet, privacy, schedule
 from occupancy.forecast import same_day
 from occupancy.forecast.rows import document_id
-from occupancy.store import count_ops
 
 router = APIRouter(tags=["forecast"], dependencies=[Depends(allow_read)], responses=READ_RESPONSES)
 MAX_DEPARTURES = 50

@@ -31,12 +31,13 @@ from typing import Dict, Iterable, Optional
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from adapters import registry
+from adapters.store import count_ops
 from api.auth import READ_RESPONSES, allow_read
 from api.deps import SettingsDep, read_fleet, trip_for
 from api.public import exact_for, views_for
-from occupancy import fleet, registry
+from occupancy import fleet
 from occupancy.levels import NO_DATA_AVAILABLE
-from occupancy.store import count_ops
 
 router = APIRouter(
     prefix="/gtfs-rt", tags=["GTFS-Realtime"], dependencies=[Depends(allow_read)], responses=READ_RESPONSES
@@ -137,7 +138,7 @@ def read_doors(request: Request) -> Dict[str, Dict[str, Optional[str]]]:
     settings, client = request.app.state.settings, request.app.state.client
     listener = getattr(request.app.state, "fleet_listener", None)
     if listener is not None:
-        from occupancy.fleet_listener import NotReady
+        from adapters.fleet_listener import NotReady
 
         try:
             return listener.doors()

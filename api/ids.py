@@ -1,9 +1,9 @@
 """Path ids checked with the wire format's rule before anything reaches a Firestore path
-(occupancy.registry.check_id: its RegistryError is a 422, see api.app)."""
+(adapters.registry.check_id: its RegistryError is a 422, see api.app)."""
 
 from fastapi import Path
 
-from occupancy.registry import check_id
+from adapters.registry import check_id
 from occupancy.wire import ID_PATTERN
 
 

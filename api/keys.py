@@ -1,4 +1,4 @@
-"""A device's public keys over HTTP (as `python -m occupancy.registry key ...`): list, add, remove.
+"""A device's public keys over HTTP (as `python -m registry key ...`): list, add, remove.
 Every endpoint needs an operator's token; the pipeline picks changes up within its registry
 refresh (docs/design.md, "Device identity")."""
 
@@ -9,11 +9,11 @@ from typing import List, Optional
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
+from adapters.registry import keys
 from api import ids
 from api.auth import OPERATOR_RESPONSES, require_operator
 from api.deps import ClientDep, SettingsDep
 from api.models import RequestTime
-from occupancy.registry import keys
 
 _LOGGER = logging.getLogger(__name__)
 router = APIRouter(

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request, Response
 from google.api_core import exceptions as gexc
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from adapters.fleet_cache import FleetStale
 from api.deps import read_fleet
 from api.gtfs_rt import read_doors
 from occupancy import fleet
@@ -67,7 +68,7 @@ class RequestMetrics:
         try:
             read_at, views = read_fleet(request)
         except Exception as e:  # noqa: BLE001 - no failure to read the fleet may hide the request counts
-            if not isinstance(e, (gexc.GoogleAPIError, fleet.FleetStale)):
+            if not isinstance(e, (gexc.GoogleAPIError, FleetStale)):
                 _LOGGER.exception("Reading the fleet for /metrics failed")
             self.fleet_readable.set(0)  # and no numbers of an older read left standing
             self.trains.clear()
@@ -79,7 +80,7 @@ class RequestMetrics:
         try:
             doors = read_doors(request)
         except Exception as e:  # noqa: BLE001 - as for the fleet above
-            if not isinstance(e, (gexc.GoogleAPIError, fleet.FleetStale)):
+            if not isinstance(e, (gexc.GoogleAPIError, FleetStale)):
                 _LOGGER.exception("Reading the doors for /metrics failed")
             self.fleet_readable.set(0)
             self.silent.set(0)

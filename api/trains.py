@@ -8,12 +8,13 @@ from typing import Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
+from adapters import fleet_views
+from adapters.store import count_ops
 from api import ids, public
 from api.auth import READ_RESPONSES, allow_read
 from api.deps import ClientDep, SettingsDep, read_fleet, trip_for
 from api.models import DeviceSeen, HistoryItem, HistoryPage, RequestTime, TrainDetail, TrainList, utc_in_range
 from occupancy import fleet, privacy
-from occupancy.store import count_ops
 
 router = APIRouter(
     prefix="/v1/trains", tags=["occupancy"], dependencies=[Depends(allow_read)], responses=READ_RESPONSES
@@ -91,7 +92,7 @@ def get_train(
     """A public reader gets the coarse numbers and no devices, from the fleet view GET /v1/trains
     serves; an operator, the train read now."""
     if public.exact_for(request, claims):
-        view = fleet.read_train(
+        view = fleet_views.read_train(
             client,
             train_id,
             settings.realtime_collection,

@@ -20,6 +20,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from adapters.store import count_ops
 from api.auth import READ_RESPONSES, allow_read
 from api.deps import SettingsDep, read_fleet, trip_for
 from api.gtfs_rt import GTFS_RT_VERSION, PROTOBUF
@@ -27,7 +28,6 @@ from api.public import exact_for, views_for
 from occupancy import fleet
 from occupancy.forecast import same_day
 from occupancy.forecast.rows import document_id
-from occupancy.store import count_ops
 
 router = APIRouter(
     prefix="/gtfs-rt", tags=["GTFS-Realtime"], dependencies=[Depends(allow_read)], responses=READ_RESPONSES

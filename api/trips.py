@@ -5,12 +5,13 @@ import datetime
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
+from adapters import registry
 from api import ids
 from api.auth import OPERATOR_RESPONSES, require_operator
 from api.deps import ClientDep, SettingsDep
 from api.models import TripAssignmentIn, TripOut
 from api.trains import trip_out
-from occupancy import registry, schedule
+from occupancy import registry_entries, schedule
 
 router = APIRouter(
     tags=["fleet registry"],
@@ -59,7 +60,7 @@ def assign_trip(
             body.start_date,
             timeout=settings.firestore_timeout_s,
         )
-    except registry.RegistryConflict as e:
+    except registry_entries.RegistryConflict as e:
         raise HTTPException(status_code=404, detail=str(e)) from None
     return trip_out(run, "assignment")
 
@@ -77,6 +78,6 @@ def clear_trip(
         registry.assign_trip(
             client, settings.trains_collection, train_id, None, None, timeout=settings.firestore_timeout_s
         )
-    except registry.RegistryConflict as e:
+    except registry_entries.RegistryConflict as e:
         raise HTTPException(status_code=404, detail=str(e)) from None
     return Response(status_code=204)

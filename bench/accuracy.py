@@ -27,13 +27,14 @@ import statistics
 import sys
 import time
 
+from adapters import registry
+from adapters.store import make_client
 from bench import plots
 from bench.measure import machine
 from local.emulators import Emulator
 from local.progress import Steps, last_durations
 from local.stack import PROJECT
-from occupancy import door_health, registry
-from occupancy.store import make_client
+from occupancy import door_health
 from sim import service_day
 from sim.keyring import Keyring
 from sim.service_day import DoorError

@@ -22,6 +22,8 @@ import types
 
 import psutil
 
+from adapters import registry
+from adapters.store import make_client
 from bench.measure import machine
 from bench.run import start_emulators
 from bridge.health import probe
@@ -30,9 +32,8 @@ from local import stack
 from local.broker import Broker
 from local.emulators import free_port
 from local.stack import PROJECT
-from occupancy import mqtt, registry, wire
-from occupancy.registry import mqtt_commands
-from occupancy.store import make_client
+from occupancy import mqtt, wire
+from registry import mqtt_commands
 from sim.keyring import Keyring
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -7,7 +7,7 @@ registry, no de-duplication, no history, no dead letters. What it keeps is the
 pipeline's flush policy and cell (`occupancy.train_cell`), because that is what
 the local runner charges for: one event-time timer per train, set where the
 policy says; and one realtime write per train per flush,
-batched per bundle through `occupancy.store.commit_documents` (so the
+batched per bundle through `adapters.store.commit_documents` (so the
 operation counting hook counts its writes as well).
 
     python -m bench.ceiling --runner=BundleBasedDirectRunner --streaming --project=demo-occupancy \
@@ -23,9 +23,9 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
+from adapters.store import RetryPolicy, commit_documents, make_client
 from bench.workload import ATTR_DELTA, ATTR_T_US, ATTR_TRAIN
 from occupancy import train_cell, wire
-from occupancy.store import RetryPolicy, commit_documents, make_client
 from transforms.coders import EventCoder, TrainCellCoder
 
 _LOGGER = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from occupancy import tides_parquet
+from adapters import tides_parquet
 from occupancy.schedule import Schedule
 from pipeline.forecast.build import build_pipeline
 from pipeline.forecast.options import ForecastOptions

@@ -41,10 +41,10 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow
 
+from adapters.store import make_client
 from bench import measure, workload
 from bench.measure import peak_rss_mb
 from occupancy import fold, identity, wire
-from occupancy.store import make_client
 from pipeline.build import compose, fold_config
 from pipeline.options import OccupancyOptions
 

@@ -51,7 +51,7 @@ def cpu_seconds(pid: int) -> Optional[float]:
 
 
 def read_ops(path: str) -> Tuple[int, int]:
-    """(reads, writes) summed from the file occupancy.store.count_ops appends to."""
+    """(reads, writes) summed from the file adapters.store.count_ops appends to."""
     reads = writes = 0
     try:
         with open(path) as f:

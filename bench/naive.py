@@ -26,10 +26,10 @@ import time
 import uuid
 from typing import Dict, List, Optional
 
+from adapters.store import make_client
 from bench import measure, workload
 from bench.measure import peak_rss_mb, percentile, rounded
 from occupancy import wire
-from occupancy.store import make_client
 
 _LOGGER = logging.getLogger(__name__)
 PROJECT = "demo-occupancy"

@@ -35,12 +35,12 @@ import threading
 import time
 from importlib.metadata import version
 
+from adapters.store import make_client
 from bench import flush_policy, fn_api_levers, report, streaming, workload
 from bench.measure import machine
 from local.emulators import Emulator
 from local.progress import Steps
 from local.stack import PROJECT
-from occupancy.store import make_client
 from pipeline.options import DEFAULT_FLUSH_INTERVAL_S
 
 _LOGGER = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 1. The curve. For each fleet (10 doors a train; station bursts, heartbeats, 2 %
    duplicates, 3 % out of order: `SCALE_SIM`) a child process registers the
-   fleet in the Firestore emulator (`occupancy.fleet_import`), generates its
+   fleet in the Firestore emulator (`adapters.fleet_import`), generates its
    messages with `sim.simulator`, and runs the job's own steps after the
    read (`pipeline.build.compose`, as bench/harness.py does) on `FnApiRunner`
    over them, then a pass-through over the same messages. Per core: messages
@@ -39,9 +39,10 @@ from typing import List, NamedTuple
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage
 
+from adapters import fleet_import
+from adapters.store import COUNT_OPS_ENV, make_client
 from bench import fn_api, harness, measure
-from occupancy import documents, fleet_import, registry, state_codec
-from occupancy.store import COUNT_OPS_ENV, make_client
+from occupancy import documents, registry_entries, state_codec
 from pipeline.options import DEFAULT_FLUSH_INTERVAL_S, OccupancyOptions
 from sim import simulator
 from sim.keyring import Keyring
@@ -137,7 +138,7 @@ def run_fleet(run: Run, profile: bool = False) -> dict:
     worker_handlers.STATE_CACHE_SIZE_MB = run.state_cache_mb
     trains, minutes = run.trains, run.minutes
     ops_path = os.path.join(tempfile.mkdtemp(), "ops")
-    os.environ[COUNT_OPS_ENV] = ops_path  # Firestore reads and writes, counted by occupancy.store
+    os.environ[COUNT_OPS_ENV] = ops_path  # Firestore reads and writes, counted by adapters.store
     client = make_client(PROJECT)
     trains_spec = fleet(trains)
     began = time.perf_counter()
@@ -286,8 +287,8 @@ def document_limits(sizes: dict) -> dict:
         "worst_bytes_per_device": worst,
         "devices_at_1_mib_typical": int((documents.MAX_DOCUMENT_BYTES - base) // typical),
         "devices_at_1_mib_worst": int((documents.MAX_DOCUMENT_BYTES - base) // worst),
-        "max_devices_per_train": registry.MAX_DEVICES_PER_TRAIN,
-        "worst_doc_bytes_at_max_devices": int(base + worst * registry.MAX_DEVICES_PER_TRAIN),
+        "max_devices_per_train": registry_entries.MAX_DEVICES_PER_TRAIN,
+        "worst_doc_bytes_at_max_devices": int(base + worst * registry_entries.MAX_DEVICES_PER_TRAIN),
     }
 
 

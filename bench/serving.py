@@ -13,7 +13,7 @@ with the fleet listeners (--fleet_listener: reads per changed document only; non
 here, so what is left per request is what the listener costs), then with --changes_per_s
 realtime documents written meanwhile (what the listeners are billed: reads per changed
 document), and the feed through the listeners. Firestore cost per request comes from the
-API's own operation counter (occupancy.store.count_ops): queries and
+API's own operation counter (adapters.store.count_ops): queries and
 documents read (Firestore bills one read per document a query returns).
 The feed is built from the same N trains (10 doors each, 5 carriages) with
 api.gtfs_rt.build_feed, timed without Firestore. With --visible_trains, how long a change
@@ -34,6 +34,7 @@ import time
 
 import httpx
 
+from adapters.store import make_client
 from bench.measure import emit, peak_rss_mb, percentile, read_ops, rounded
 from bench.serving_fleet import (
     DEVICES_PER_TRAIN,
@@ -49,14 +50,13 @@ from bench.serving_visible import measure_visible
 from local import stack
 from local.emulators import free_port
 from local.stack import PROJECT
-from occupancy.store import make_client
 
 
 def measure_feed(client, trains: int, rounds: int = 20) -> dict:
     """build_feed + serialisation for the seeded fleet, timed without the Firestore read."""
+    from adapters.fleet_views import FleetReader
     from api.gtfs_rt import build_feed
     from occupancy import fleet
-    from occupancy.fleet_views import FleetReader
 
     views = FleetReader(client).read()
     doors = {v.train_id: {f"{v.train_id}-d{d}": door(d) for d in range(DEVICES_PER_TRAIN)} for v in views}

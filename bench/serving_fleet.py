@@ -9,13 +9,14 @@ import uuid
 
 from google.cloud import firestore
 
+from adapters import registry
+from adapters.store import COUNT_OPS_ENV, RetryPolicy, commit_documents, make_client
 from bench.measure import read_ops, rounded
 from local import stack
 from local.emulators import free_port
 from local.stack import PROJECT
-from occupancy import documents, registry, wire
+from occupancy import documents, wire
 from occupancy.fold import DeviceMemory, TrainState
-from occupancy.store import COUNT_OPS_ENV, RetryPolicy, commit_documents, make_client
 
 DEVICES_PER_TRAIN = 10
 MARK = "bench_change"  # a field of the benchmark's own in a changed realtime document (the API ignores it)
@@ -38,7 +39,7 @@ def train_state(i: int, value: int) -> TrainState:
 
 def stamped(data: dict) -> dict:
     """A realtime or trains document as the pipeline's sink and the registry write it: with the
-    server's `updated_at`, which the API's fleet reads ask for (occupancy.fleet_views)."""
+    server's `updated_at`, which the API's fleet reads ask for (adapters.fleet_views)."""
     return {**data, "updated_at": firestore.SERVER_TIMESTAMP}
 
 
@@ -121,7 +122,7 @@ def measure_listener_cost(trains: int, per_s: float, seconds: float, work_dir: s
     to every changed train (not for a fixed time: on the emulator the listener falls
     behind, see `caught_up_after_s`). In this process, without the API, so that no request's
     read is counted with them."""
-    from occupancy.fleet_listener import FleetListener
+    from adapters.fleet_listener import FleetListener
 
     ops_path = os.path.join(work_dir, f"ops-listener-cost-{trains}.txt")
     os.environ[COUNT_OPS_ENV] = ops_path
@@ -171,7 +172,7 @@ def measure_listener_cost(trains: int, per_s: float, seconds: float, work_dir: s
 
 
 def _has_snapshot(listener) -> bool:
-    from occupancy.fleet_listener import NotReady
+    from adapters.fleet_listener import NotReady
 
     try:
         listener.view()
@@ -183,7 +184,7 @@ def _has_snapshot(listener) -> bool:
 def start_measured_api(name: str, work_dir: str, cache_s: float, listener: bool, *extra: str):
     """(process, base URL, ops file) of the API for one measurement named `name`: the fleet
     cache at `cache_s` or (listener) the listeners, its Firestore operations counted in the
-    ops file (occupancy.store.count_ops), its log in work_dir."""
+    ops file (adapters.store.count_ops), its log in work_dir."""
     ops_path = os.path.join(work_dir, f"ops-{name}.txt")
     port = free_port()
     process = stack.start_api(

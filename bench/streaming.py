@@ -4,7 +4,7 @@ One run, the same for both jobs:
 
 1. a fresh topic and subscription; the job starts as a subprocess
    (`python -m pipeline.main` or `python -m bench.ceiling`) with the operation
-   counting hook on (`OCCUPANCY_COUNT_OPS`, see occupancy/store.py);
+   counting hook on (`OCCUPANCY_COUNT_OPS`, see adapters/store.py);
 2. warm-up: a heartbeat device (its own train) publishes every 0.5 s until the
    job has written its realtime document, so start-up is not measured; it
    keeps publishing to the end, because the local runner moves its watermark
@@ -30,11 +30,11 @@ import time
 import uuid
 from typing import Dict, List, Optional
 
+from adapters.store import COUNT_OPS_ENV, make_client
 from bench import workload
 from bench.measure import cpu_seconds, peak_rss_mb, percentile, read_ops, rounded
 from local import stack
 from occupancy import wire
-from occupancy.store import COUNT_OPS_ENV, make_client
 
 _LOGGER = logging.getLogger(__name__)
 PROJECT = stack.PROJECT

@@ -34,12 +34,13 @@ import tempfile
 import time
 from typing import Dict, List
 
+from adapters import fleet_import, registry, tides_parquet
+from adapters.store import make_client
 from bench.report_cells import cell
 from bench.scale_fleet import DOORS, SCALE_SIM
 from local.stack import PROJECT
-from occupancy import fleet_import, registry, tides, tides_parquet
+from occupancy import tides
 from occupancy.schedule import Schedule
-from occupancy.store import make_client
 from sim import simulator
 from sim.keyring import Keyring
 from sim.truth import StopTruth

@@ -19,7 +19,8 @@ import json
 import time
 from typing import Callable, Dict, Iterator, List, NamedTuple, Tuple
 
-from occupancy import registry, wire
+from adapters import registry
+from occupancy import wire
 from sim import simulator
 from sim.keyring import Keyring
 

@@ -7,7 +7,7 @@ Subscribes to every device's `/devices/{device_id}/events` (QoS 1, a persistent 
 and forwards each message to the Pub/Sub topic unchanged, acknowledging it to the broker
 only after Pub/Sub acknowledged it (bridge/forwarder.py). Health and counters:
 GET /healthz on --health_port. The bridge's credential at the broker is registered with
-`python -m occupancy.registry mqtt bridge BRIDGE_ID --secret_file PATH`.
+`python -m registry mqtt bridge BRIDGE_ID --secret_file PATH`.
 
 Exit codes: 0 stopped by SIGTERM/SIGINT; 2 usage or configuration error.
 """

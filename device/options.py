@@ -50,13 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--device_id",
         type=_device_id,
         required=True,
-        help=f"This door device's id (registered with python -m occupancy.registry), matching {wire.ID_PATTERN}.",
+        help=f"This door device's id (registered with python -m registry), matching {wire.ID_PATTERN}.",
     )
     p.add_argument(
         "--private_key",
         type=str,
         default=os.environ.get("OCCUPANCY_PRIVATE_KEY"),
-        help="This device's private key (PEM, mode 0600; made by `python -m occupancy.registry "
+        help="This device's private key (PEM, mode 0600; made by `python -m registry "
         "register --generate_key PATH`): every count is signed with it (default: "
         "$OCCUPANCY_PRIVATE_KEY). Required, unless --unsigned.",
     )
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mqtt_secret_file",
         type=str,
         default=os.environ.get("OCCUPANCY_MQTT_SECRET_FILE"),
-        help="mqtt: this device's broker secret (made by `python -m occupancy.registry mqtt "
+        help="mqtt: this device's broker secret (made by `python -m registry mqtt "
         "secret DEVICE_ID --secret_file PATH`; default: $OCCUPANCY_MQTT_SECRET_FILE).",
     )
     p.add_argument(

@@ -17,6 +17,7 @@ import subprocess
 import time
 import types
 
+from adapters import registry
 from bridge.health import probe
 from faults.harness import Scenario
 from faults.mqtt_client import MqttClient
@@ -26,8 +27,8 @@ from local import stack
 from local.broker import Broker
 from local.emulators import free_port
 from local.stack import PROJECT
-from occupancy import mqtt, registry
-from occupancy.registry import mqtt_commands
+from occupancy import mqtt
+from registry import mqtt_commands
 
 NAME = "bridge_kills"
 # Within the broker's packet bound (a larger packet is refused by the broker itself: tests/test_mqtt_broker.py).

@@ -21,11 +21,12 @@ from typing import Dict, List, Optional
 
 from google.api_core import exceptions as gexc
 
+from adapters import registry
+from adapters.store import make_client
 from faults.devices import Devices, Heartbeats
 from local import stack
 from local.stack import PROJECT
-from occupancy import documents, registry
-from occupancy.store import make_client
+from occupancy import documents
 
 _LOGGER = logging.getLogger(__name__)
 PIPELINE_ARGS = (

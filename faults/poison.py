@@ -25,6 +25,7 @@ import os
 import threading
 import time
 
+from adapters import registry
 from faults.bridge_kills import Bridge, setup_credentials
 from faults.harness import Scenario
 from faults.mqtt_client import MqttClient
@@ -32,7 +33,7 @@ from faults.proxy import Proxy
 from local import stack
 from local.broker import Broker
 from local.stack import PROJECT
-from occupancy import mqtt, registry, wire
+from occupancy import mqtt, wire
 
 NAME = "poison"
 S = 1_000_000

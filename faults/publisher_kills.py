@@ -16,11 +16,12 @@ import subprocess
 import sys
 import time
 
+from adapters import registry
 from device.outbox import Outbox
 from faults.devices import Message
 from faults.harness import Scenario
 from local.stack import PROJECT
-from occupancy import documents, registry
+from occupancy import documents
 
 NAME = "publisher_kills"
 

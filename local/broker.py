@@ -3,7 +3,7 @@
 Its configuration is production's (occupancy.mqtt.broker_config: no anonymous clients, a
 client's id its username, no retained messages, bounded packets and queues), on 127.0.0.1
 only, with its queues on disk (persistence), and with `tls` a TLS listener as devices reach it
-in production. It takes its users and ACL from the files `python -m occupancy.registry mqtt
+in production. It takes its users and ACL from the files `python -m registry mqtt
 sync` writes (occupancy/mqtt.py). `reload()` is what that sync does in production: SIGHUP,
 which makes mosquitto re-read both files and disconnect clients no longer allowed.
 `Broker(user="mosquitto")`, started as root, runs it as Debian's unit does: mosquitto drops

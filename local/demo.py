@@ -56,6 +56,8 @@ from typing import List, Optional
 
 from google.api_core import exceptions as gexc
 
+from adapters import registry
+from adapters.store import make_client
 from local import stack
 from local.archive import Archiver
 from local.auth_emulator import AuthEmulator
@@ -66,10 +68,9 @@ from local.mqtt_side import MqttSide
 from local.stack import DEMO_OPERATOR, PROJECT
 from local.terminal import OutputGone, relative, say, show
 from local.watch import PLAIN_INTERVAL_S, Watch, count_dead_letters
-from occupancy import registry
+from occupancy import registry_entries
 from occupancy.cli import positive_float
 from occupancy.schedule import Schedule
-from occupancy.store import make_client
 from sim import simulator, timetable
 from sim.keyring import CONTROL_ID, Keyring
 from sim.mqtt_route import MqttRoute
@@ -216,7 +217,7 @@ class Demo:
                 door = device_id[len(train.train_id) + 1 :]
                 try:
                     registry.register_device(self.client, DEVICES, device_id, train.train_id, door)
-                except registry.RegistryError:
+                except registry_entries.RegistryError:
                     # From an earlier session (perhaps moved or disabled by hand): the demo takes it
                     # back and starts its seq afresh, as its simulated device does.
                     registry.assign_device(self.client, DEVICES, device_id, train.train_id)
@@ -442,7 +443,7 @@ def main(argv=None) -> int:
         code = 0
     except OutputGone:
         code = 0
-    except (EmulatorError, BrokerError, registry.RegistryError, gexc.GoogleAPICallError) as e:
+    except (EmulatorError, BrokerError, registry_entries.RegistryError, gexc.GoogleAPICallError) as e:
         say(f"error: {e}")
     except (RuntimeError, TimeoutError) as e:  # the API did not come up
         say(f"error: {e}; see {relative(demo.api_log_path)}")

@@ -17,9 +17,9 @@ import time
 import zoneinfo
 from typing import Optional, Sequence
 
+from adapters import tides_parquet
 from local import stack
 from local.terminal import relative
-from occupancy import tides_parquet
 from sim import timetable
 from sim.simulator import TrainSpec
 from sim.timetable_history import history

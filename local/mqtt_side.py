@@ -13,7 +13,7 @@ from local import stack
 from local.broker import Broker, BrokerError
 from local.emulators import free_port
 from occupancy import mqtt
-from occupancy.registry import mqtt_commands
+from registry import mqtt_commands
 
 _LOGGER = logging.getLogger(__name__)
 SYNC_EVERY_S = 5.0

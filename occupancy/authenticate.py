@@ -18,7 +18,7 @@ read, so that a forger's invented ids cost no read.
 import threading
 from typing import Optional, Tuple
 
-from occupancy import identity, registry, wire
+from occupancy import identity, registry_entries, wire
 
 REQUIRE, LOG, OFF = "require", "log", "off"
 MODES = (REQUIRE, LOG, OFF)
@@ -71,7 +71,7 @@ class Authenticator:
         return _open(event)[1]
 
     def check(
-        self, event: wire.Event, entry: Optional[registry.DeviceEntry], now_us: int, principal_entry=None
+        self, event: wire.Event, entry: Optional[registry_entries.DeviceEntry], now_us: int, principal_entry=None
     ) -> Optional[Tuple[str, str]]:
         """None if `event` (with its `raw` envelope) is signed as it must be, else (reason, detail):
         `precheck`'s refusals, then the registry's.
@@ -86,7 +86,7 @@ class Authenticator:
         raw = event.raw
         if event.kind in wire.ZEROING:
             signer = principal_entry(principal) if principal_entry else None
-            if signer is None or signer.role != registry.CONTROL or not signer.enabled:
+            if signer is None or signer.role != registry_entries.CONTROL or not signer.enabled:
                 return wire.BAD_SIGNATURE, (
                     f"{event.kind} signed by {wire.shown(principal)}, which is not an enabled control principal"
                 )

@@ -20,7 +20,7 @@ _LOGGER = logging.getLogger(__name__)
 MAX_DOCUMENT_BYTES = 1_048_576
 # At most this many applied-seq ranges per device in a realtime document: what
 # bounds a train's realtime document whatever the gaps in its devices' seqs
-# (with occupancy.registry.MAX_DEVICES_PER_TRAIN; docs/sizing.md).
+# (with occupancy.registry_entries.MAX_DEVICES_PER_TRAIN; docs/sizing.md).
 MAX_RANGES_PER_DEVICE = 32
 
 # Fields of a realtime document that only a train with a capacity has: a guarded

@@ -9,7 +9,7 @@ table as a Frictionless Table Schema. `FIELDS` lists, per table, every field the
 specification requires and every one filled here, with the type and constraints the
 specification gives it; the rest of its fields (fares, ramps, locations) are not known to a
 door counter and are left out, which TIDES allows. The Parquet and BigQuery schemas are made
-from `FIELDS` (occupancy.tides_parquet), and `problems` checks a row against it.
+from `FIELDS` (adapters.tides_parquet), and `problems` checks a row against it.
 
 Ids are made from the data, never drawn: a replay of the same counts makes the same rows.
 

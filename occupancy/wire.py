@@ -62,7 +62,7 @@ WRITE_FAILED = "write_failed"
 # A message larger than MAX_MESSAGE_BYTES: refused unread.
 OVERSIZED = "oversized"
 # A count whose event time is before its device was moved to its train or registered again: a
-# replay of what it sent before (occupancy.registry, `assigned_at`).
+# replay of what it sent before (occupancy.registry_entries, `assigned_at`).
 BEFORE_ASSIGNMENT = "before_assignment"
 # A reset or terminus older than a count the train already applied: applied now, it would erase
 # counts made after it (occupancy.fold).

@@ -8,9 +8,9 @@ and the tests sign every message as a real device does (occupancy.identity).
 import threading
 from typing import Dict, Iterable, Optional
 
+from adapters.registry import keys as registry_keys
+from adapters.registry import rpc_options
 from occupancy import identity
-from occupancy.registry import keys as registry_keys
-from occupancy.registry import rpc_options
 
 # The operator system that sends resets and terminus events in the simulations.
 CONTROL_ID = "operations-control"
@@ -23,7 +23,7 @@ class Keyring:
     With a `seed`, the Ed25519 keys are derived from it and the principal's id, so that the
     processes of one benchmark (the one that registers the fleet, the ones that publish) hold
     the same keys without passing them around. Simulations only: a real device's key is
-    generated on the device (`python -m occupancy.registry register --generate_key`).
+    generated on the device (`python -m registry register --generate_key`).
     """
 
     def __init__(self, alg: str = "EdDSA", seed: Optional[bytes] = None):

@@ -9,12 +9,12 @@ import uuid
 import httpx
 import pytest
 
+from adapters.store import make_client
 from local import stack
 from local.auth_emulator import AuthEmulator
 from local.broker import Broker
 from local.emulators import Emulator
 from local.stack import PROJECT
-from occupancy.store import make_client
 from tests.support import PIPELINE_ARGS, Fleet, serve_api
 
 EMULATOR_FIXTURES = {
@@ -67,7 +67,7 @@ def broker(tmp_path):
 def bigquery(monkeypatch):
     """A local BigQuery Storage Write API server (tests/bigquery_write_server.py) with the TIDES
     tables of dataset demo-occupancy.tides, and the job's client pointed at it."""
-    from occupancy import tides_bigquery
+    from adapters import tides_bigquery
     from tests.bigquery_write_server import BigQueryWriteServer
     from transforms.tides_bigquery_sink import EMULATOR_ENV
 

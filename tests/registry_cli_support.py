@@ -2,7 +2,7 @@
 
 import datetime
 
-from occupancy.registry import __main__ as cli
+from registry import __main__ as cli
 
 DEVICE_FIELDS = {"device_id", "train_id", "door", "enabled", "registered_at", "updated_at", "health"}
 TRAIN_FIELDS = {"train_id", "capacity", "name", "updated_at"}

@@ -8,12 +8,13 @@ import time
 
 from google.cloud import firestore, pubsub_v1
 
+from adapters import registry
+from adapters.store import RetryPolicy, commit_documents
 from local import stack
 from local.emulators import free_port
 from local.stack import PROJECT
-from occupancy import documents, registry, wire
+from occupancy import documents, wire
 from occupancy.fold import DeviceMemory, TrainState
-from occupancy.store import RetryPolicy, commit_documents
 from sim.keyring import Keyring
 
 S = 1_000_000

@@ -2,7 +2,7 @@
 Firestore emulator, tokens from the Firebase Auth emulator, called with httpx.
 
 Documents are written with the same functions the pipeline uses
-(occupancy.documents, occupancy.store), so the API reads what production writes.
+(occupancy.documents, adapters.store), so the API reads what production writes.
 """
 
 import os
@@ -12,11 +12,12 @@ import time
 
 import httpx
 
+from adapters import registry
+from adapters.store import RetryPolicy, commit_documents
 from local import stack
 from local.emulators import free_port
-from occupancy import documents, registry, wire
+from occupancy import documents, wire
 from occupancy.fold import Bucket
-from occupancy.store import RetryPolicy, commit_documents
 from tests.support import S, ago, parse_time, serve_api, write_realtime
 
 # ---- health and docs -----------------------------------------------------------------

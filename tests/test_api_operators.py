@@ -12,9 +12,10 @@ import time
 import httpx
 import pytest
 
+from adapters import registry
 from local import stack
 from local.stack import PROJECT
-from occupancy import registry
+from occupancy import registry_entries
 from tests.support import Heartbeats, ago, parse_time, register, serve_api, wait_for_values, warm_up, write_realtime
 
 # ---- who may do what -----------------------------------------------------------------
@@ -181,9 +182,9 @@ def test_register_move_enable_disable_and_set_train(http, tokens, firestore_clie
     train = http.put("/v1/trains/t2", json={"capacity": 300, "name": "Night train"}, headers=op)
     assert train.status_code == 200 and (train.json()["capacity"], train.json()["name"]) == (300, "Night train")
     assert http.put("/v1/trains/t2", json={"capacity": 250}, headers=op).json()["name"] == "Night train"
-    assert registry.train_entry(
+    assert registry_entries.train_entry(
         firestore_client.collection("trains").document("t2").get().to_dict()
-    ) == registry.TrainEntry(250, "Night train")
+    ) == registry_entries.TrainEntry(250, "Night train")
     assert http.put("/v1/trains/t2", json={"capacity": 0}, headers=op).status_code == 422
     assert http.put("/v1/trains/t2", json={"name": "no capacity"}, headers=op).status_code == 422
 

@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 
+from adapters.registry import read_device, register_device
 from api.app import create_app
 from api.deps import Settings
 from local.emulators import free_port
-from occupancy.registry import read_device, register_device
 
 KID = "test-key-1"
 

@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
+from adapters import registry
 from local import browser, stack
-from occupancy import registry
 from tests.support import Heartbeats, realtime_values, register, serve_api, warm_up
 
 SCREENSHOT = "dashboard.png"

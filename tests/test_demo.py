@@ -240,7 +240,8 @@ def replay_matches_the_run(client, tmp_path, env):
     differ = [k for k, d in ran.items() if d != replayed[k] and d["bucket_start"] < last[d["train"]]]
     assert differ == [], [(ran[k], replayed[k]) for k in differ[:3]]
 
-    from occupancy import tides, tides_parquet
+    from adapters import tides_parquet
+    from occupancy import tides
 
     def rows(directory, table):
         found = tides_parquet.read_table(str(tmp_path / directory), table).to_pylist()

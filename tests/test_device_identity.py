@@ -1,7 +1,7 @@
 """Device identity: every message signed by its sender's own key, verified against the registry.
 
 Pure checks of occupancy.authenticate first (no emulator), then the whole path on the emulators:
-keys made by `python -m occupancy.registry register --generate_key`, counts signed by the real
+keys made by `python -m registry register --generate_key`, counts signed by the real
 `python -m device.publisher`, forgeries sent by a plain Pub/Sub client holding nothing but
 publish access to the topic, as an attacker with a leaked credential would.
 """
@@ -15,16 +15,17 @@ import time
 
 import pytest
 
+from adapters import registry
+from adapters.registry import keys as registry_keys
 from local import stack
-from occupancy import authenticate, identity, registry, wire
-from occupancy.registry import keys as registry_keys
+from occupancy import authenticate, identity, registry_entries, wire
 from tests.support import KEYS, REPO_ROOT, Heartbeats, realtime_values, register, wait_for_values, warm_up
 
 T = 1_800_000_000_000_000
 
 
-def _entry(keys, role=registry.DOOR, trains=()):
-    return registry.DeviceEntry("t1", True, 0, keys=tuple(keys), role=role, trains=tuple(trains))
+def _entry(keys, role=registry_entries.DOOR, trains=()):
+    return registry_entries.DeviceEntry("t1", True, 0, keys=tuple(keys), role=role, trains=tuple(trains))
 
 
 def _key(signer, name="k1", expires_us=0):
@@ -80,13 +81,13 @@ def test_a_reset_is_accepted_only_from_a_control_key_for_its_train(signers):
     check = authenticate.Authenticator().check
     payload = wire.encode_reset("t1", T)[0]
     door = _entry([_key(signers["d1"])])
-    control = _entry([_key(signers["ops"])], role=registry.CONTROL, trains=["t1"])
+    control = _entry([_key(signers["ops"])], role=registry_entries.CONTROL, trains=["t1"])
     principals = {"d1": door, "ops": control}
     assert check(_reset(signers["ops"].sign(payload)), None, T, principals.get) is None
     assert check(_reset(signers["d1"].sign(payload)), None, T, principals.get)[0] == wire.BAD_SIGNATURE
     other_train = wire.encode_reset("t2", T)[0]
     assert check(_reset(signers["ops"].sign(other_train), "t2"), None, T, principals.get)[0] == wire.BAD_SIGNATURE
-    everywhere = {"ops": _entry([_key(signers["ops"])], role=registry.CONTROL, trains=["*"])}
+    everywhere = {"ops": _entry([_key(signers["ops"])], role=registry_entries.CONTROL, trains=["*"])}
     assert check(_reset(signers["ops"].sign(other_train), "t2"), None, T, everywhere.get) is None
     assert check(_reset(payload), None, T, principals.get)[0] == wire.UNSIGNED
 
@@ -100,7 +101,7 @@ def test_a_malformed_envelope_is_a_dead_letter_of_the_parser():
 
 def _registry_cli(*argv):
     return subprocess.run(
-        [sys.executable, "-m", "occupancy.registry", *argv],
+        [sys.executable, "-m", "registry", *argv],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -215,7 +216,7 @@ def test_signed_end_to_end_forgeries_are_dead_letters_and_move_nothing(local_sta
 
 
 def test_a_fleet_import_registers_each_devices_public_key(firestore_client, tmp_path):
-    from occupancy import fleet_import
+    from adapters import fleet_import
 
     (tmp_path / "keys").mkdir()
     pem = identity.public_pem(identity.generate_private_key("ES256"))
@@ -234,5 +235,5 @@ def test_a_fleet_import_registers_each_devices_public_key(firestore_client, tmp_
     bad.write_text("train_id,capacity,name,device_id,door,public_key_file\ntb,10,,b1,,fleet.csv\n")
     with open(bad) as f:
         trains, devices = fleet_import.read_csv(f, str(tmp_path))
-    with pytest.raises(registry.RegistryConflict):
+    with pytest.raises(registry_entries.RegistryConflict):
         fleet_import.import_fleet(firestore_client, "devices", "trains", trains, devices)

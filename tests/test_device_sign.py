@@ -12,7 +12,7 @@ import sys
 import jwt
 import pytest
 
-from occupancy import authenticate, identity, registry, wire
+from occupancy import authenticate, identity, registry_entries, wire
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def _key(tmp_path, alg, name="key"):
 
 
 def _entry(pem, alg, **fields):
-    return registry.device_entry({"keys": [{"key_id": "k1", "alg": alg, "public_key": pem}], **fields})
+    return registry_entries.device_entry({"keys": [{"key_id": "k1", "alg": alg, "public_key": pem}], **fields})
 
 
 def _accepted_by_the_pipeline(envelope: bytes, entry, principal_entry=None) -> wire.Event:

@@ -14,9 +14,10 @@ import uuid
 from google.cloud import pubsub_v1
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from adapters import registry
 from local import stack
 from local.stack import PROJECT
-from occupancy import registry, wire
+from occupancy import wire
 from tests.support import REFRESH_S, Heartbeats, S, realtime_values, register, wait_for_values, warm_up
 
 

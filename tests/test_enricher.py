@@ -10,10 +10,11 @@ import httpx
 import pytest
 from google.transit import gtfs_realtime_pb2 as pb
 
+from adapters import registry
 from api import enricher
 from local import stack
 from local.emulators import free_port
-from occupancy import fleet, registry
+from occupancy import fleet
 from tests.support import register, serve_api, wait_for_values, warm_up
 
 UTC = datetime.timezone.utc

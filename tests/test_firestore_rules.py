@@ -8,10 +8,10 @@ import time
 import httpx
 import pytest
 
+from adapters import registry
+from adapters.store import make_client
 from local.emulators import Emulator
 from local.stack import PROJECT
-from occupancy import registry
-from occupancy.store import make_client
 from tests.support import write_realtime
 
 RULES = pathlib.Path(__file__).resolve().parent.parent / "deploy" / "firestore.rules"

@@ -10,9 +10,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from google.api_core import exceptions as gexc
 
+from adapters.store import RetryPolicy, commit_documents, make_client
 from local.stack import PROJECT
 from occupancy import documents, wire
-from occupancy.store import RetryPolicy, commit_documents, make_client
 from transforms.firestore_sink import WriteToFirestore
 
 COLLECTIONS = {documents.REALTIME: "rt", documents.HISTORY: "hist"}
@@ -172,7 +172,7 @@ def test_conflicts_that_never_end_become_dead_letters_after_bounded_rounds(fires
     """A realtime document that changes under every round (another writer that never stops) is
     given up after CONFLICT_ROUNDS as a `write_failed` dead letter, not raised: a streaming
     runner would retry the bundle for ever."""
-    from occupancy.store import WriteConflict
+    from adapters.store import WriteConflict
     from transforms.firestore_sink import WriteDocuments
 
     fn = WriteDocuments(PROJECT, "(default)", COLLECTIONS, writer_epoch_us=100)
@@ -200,7 +200,7 @@ def test_a_trains_realtime_and_history_of_one_flush_are_one_commit(firestore_cli
     from both and never writes that bucket's count again (the fault suite's pipeline_kills found
     it: realtime exact, one event short in history). So a train's realtime document and the
     history and trip documents of the same flush go in one commit."""
-    from occupancy import store
+    from adapters import store
     from transforms.firestore_sink import WriteDocuments
 
     fn = WriteDocuments(PROJECT, "(default)", COLLECTIONS, writer_epoch_us=100)
@@ -242,7 +242,7 @@ def test_a_trains_realtime_and_history_of_one_flush_are_one_commit(firestore_cli
 def test_a_conflicting_trains_history_waits_for_its_realtime_and_both_are_written(firestore_client, monkeypatch):
     """Realtime changed under the job (another writer): the train's whole flush is held back,
     the document read again, and realtime and history are then written together."""
-    from occupancy import store
+    from adapters import store
     from transforms.firestore_sink import WriteDocuments
 
     fn = WriteDocuments(PROJECT, "(default)", COLLECTIONS, writer_epoch_us=100)

@@ -1,4 +1,4 @@
-"""occupancy.firestore_writes builds, for every document shape the job writes, the very `Write`
+"""adapters.firestore_writes builds, for every document shape the job writes, the very `Write`
 the client library's batch builds (compared field for field with the library's own), and
 leaves any other shape to the library."""
 
@@ -8,9 +8,10 @@ import pytest
 from google.cloud import firestore
 from google.cloud.firestore_v1._helpers import DatetimeWithNanoseconds
 
-from occupancy import documents, firestore_writes, fold, wire
+from adapters import firestore_writes
+from adapters.store import make_client
+from occupancy import documents, fold, wire
 from occupancy.fencing import EPOCH_FIELD
-from occupancy.store import make_client
 
 UTC = datetime.timezone.utc
 AT = datetime.datetime(2026, 12, 3, 8, 0, 0, 123456, tzinfo=UTC)

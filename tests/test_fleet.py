@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from adapters import fleet_cache
 from occupancy import fleet
 
 UTC = datetime.timezone.utc
@@ -120,7 +121,7 @@ def test_fleet_cache_refreshes_in_the_background_while_it_serves_the_last_view()
             release.wait(5)  # a slow fleet read
         return clock[0], [len(reads)]
 
-    cache = fleet.FleetCache(1.0, max_age_s=30.0, clock=lambda: clock[0])
+    cache = fleet_cache.FleetCache(1.0, max_age_s=30.0, clock=lambda: clock[0])
     assert cache.get(read) == (100.0, [1])
     clock[0] = 100.9
     assert cache.get(read) == (100.0, [1]) and len(reads) == 1
@@ -134,7 +135,7 @@ def test_fleet_cache_refreshes_in_the_background_while_it_serves_the_last_view()
     release.set()
     _wait(lambda: cache.get(read)[1] == [2])  # the refreshed view, stamped when its read began
     assert cache._read_at == 101.5
-    never = fleet.FleetCache(0.0, clock=lambda: clock[0])
+    never = fleet_cache.FleetCache(0.0, clock=lambda: clock[0])
     never.get(read)
     never.get(read)
     assert len(reads) >= 4
@@ -150,7 +151,7 @@ def test_a_read_slower_than_the_ttl_is_not_repeated_for_every_request():
         time.sleep(0.05)  # longer than the TTL
         return time.monotonic(), []
 
-    cache = fleet.FleetCache(0.02, max_age_s=30.0)
+    cache = fleet_cache.FleetCache(0.02, max_age_s=30.0)
     for _ in range(50):
         cache.get(read)
         time.sleep(0.002)
@@ -168,14 +169,14 @@ def test_a_view_that_cannot_be_refreshed_is_refused_once_too_old():
             raise gexc.ServiceUnavailable("Firestore is down")
         return clock[0], ["view"]
 
-    cache = fleet.FleetCache(1.0, max_age_s=10.0, clock=lambda: clock[0])
+    cache = fleet_cache.FleetCache(1.0, max_age_s=10.0, clock=lambda: clock[0])
     cache.get(read)
     failing[0] = True
     clock[0] = 105.0
     assert cache.get(read) == (100.0, ["view"])  # the refresh fails in the background
     _wait(lambda: not cache._refreshing)
     clock[0] = 111.0
-    with pytest.raises(fleet.FleetStale):
+    with pytest.raises(fleet_cache.FleetStale):
         cache.get(read)
     failing[0] = False  # Firestore is back: the next refresh recovers without a restart
     _wait(lambda: not cache._refreshing)
@@ -185,7 +186,7 @@ def test_a_view_that_cannot_be_refreshed_is_refused_once_too_old():
 def _served(cache, read):
     try:
         return cache.get(read)
-    except fleet.FleetStale:
+    except fleet_cache.FleetStale:
         return None
 
 
@@ -199,7 +200,7 @@ def test_a_fleet_whose_read_outlasts_the_max_age_is_still_served():
         clock[0] += 40.0  # longer than max_age_s
         return began, ["view"]
 
-    cache = fleet.FleetCache(1.0, max_age_s=30.0, clock=lambda: clock[0])
+    cache = fleet_cache.FleetCache(1.0, max_age_s=30.0, clock=lambda: clock[0])
     assert cache.get(slow_read) == (100.0, ["view"])
     _wait(lambda: not cache._refreshing)  # its refresh (40 s more) finished too
     assert cache.get(slow_read)[1] == ["view"]

@@ -7,9 +7,10 @@ import types
 import httpx
 import pytest
 
+from adapters import registry
+from adapters.fleet_listener import FleetListener, NotReady
 from local import stack
-from occupancy import fleet, registry
-from occupancy.fleet_listener import FleetListener, NotReady
+from occupancy import fleet
 from tests.support import ago, serve_api, write_realtime
 
 

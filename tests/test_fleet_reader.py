@@ -1,8 +1,8 @@
-"""occupancy.fleet_views.FleetReader on the emulator: after one full read, a read asks only for
+"""adapters.fleet_views.FleetReader on the emulator: after one full read, a read asks only for
 the documents written since, and still sees deletions at its periodic full read."""
 
-from occupancy import registry
-from occupancy.fleet_views import FleetReader
+from adapters import registry
+from adapters.fleet_views import FleetReader
 from tests.support import ago, write_realtime
 
 

@@ -268,7 +268,7 @@ def test_capped_ranges_fill_the_narrowest_gaps_and_keep_every_applied_seq_covere
 
 
 def test_a_train_with_the_most_devices_and_the_worst_gaps_stays_far_below_one_mib():
-    from occupancy.registry import MAX_DEVICES_PER_TRAIN
+    from occupancy.registry_entries import MAX_DEVICES_PER_TRAIN
 
     state = fold.TrainState(value=120, capacity=400, last_applied_us=wire.parse_time("2026-11-24T07:00:00Z"))
     for d in range(MAX_DEVICES_PER_TRAIN):

@@ -78,7 +78,7 @@ def test_a_trips_forecast_and_a_stops_departures_public_coarse_operators_exact(f
 def test_the_trip_updates_feed_says_the_level_ahead_of_a_train_on_its_trip(forecast_api, firestore_client, tokens):
     from google.transit import gtfs_realtime_pb2 as pb
 
-    from occupancy import registry
+    from adapters import registry
     from tests.support import ago, write_realtime
 
     today = datetime.datetime.now(schedule_feed.ZoneInfo("Europe/Zurich")).date()

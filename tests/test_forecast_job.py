@@ -16,7 +16,8 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from occupancy import registry, schedule, tides_parquet
+from adapters import registry, tides_parquet
+from occupancy import schedule
 from occupancy.forecast import history
 from occupancy.forecast import rows as forecast_rows
 from pipeline.forecast.build import build_pipeline

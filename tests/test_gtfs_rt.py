@@ -6,8 +6,9 @@ import datetime
 import pytest
 from google.transit import gtfs_realtime_pb2 as pb
 
+from adapters import registry
 from api.gtfs_rt import build_feed
-from occupancy import fleet, registry
+from occupancy import fleet
 from tests.support import ago, gtfs_rt_notices, write_realtime
 
 UTC = datetime.timezone.utc

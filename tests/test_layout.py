@@ -5,9 +5,23 @@ repository lacks."""
 import ast
 import pathlib
 import re
+import sys
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-PACKAGES = ("api", "bench", "bridge", "device", "faults", "local", "occupancy", "pipeline", "sim", "transforms")
+PACKAGES = (
+    "adapters",
+    "api",
+    "bench",
+    "bridge",
+    "device",
+    "faults",
+    "local",
+    "occupancy",
+    "pipeline",
+    "registry",
+    "sim",
+    "transforms",
+)
 
 
 def _modules():
@@ -93,7 +107,7 @@ def test_the_worker_image_carries_what_the_job_imports_and_no_more():
         for line in dockerfile
         if line.startswith("COPY ") and "--from" not in line and line.split()[1] != "setup.py"
     }
-    assert copied == packages == {"occupancy", "pipeline", "transforms"}
+    assert copied == packages == {"adapters", "occupancy", "pipeline", "transforms"}
     setup = (REPO / "setup.py").read_text()
     pipeline_extra = setup[setup.index("PIPELINE = [") :]
     pipeline_extra = pipeline_extra[: pipeline_extra.index("]\n")]
@@ -129,4 +143,44 @@ def test_no_test_module_imports_another():
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             found += [f"{path.name} imports {n}" for n in names if re.match(r"tests\.test_\w+$", n)]
+    assert found == []
+
+
+# What the domain may import besides the standard library and itself: signature checks (PyJWT on
+# cryptography) and the forecast's model (numpy, scikit-learn). No client of a service, no Beam,
+# no web framework, no file format library: those are adapters'.
+DOMAIN_LIBRARIES = {"cryptography", "jwt", "numpy", "sklearn"}
+
+
+def _top_level_imports(path: pathlib.Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            yield node.module.split(".")[0]
+
+
+def test_the_domain_imports_no_client_library_and_no_other_package_of_the_project():
+    """occupancy/ (message format, fold, schedule, TIDES rows, forecasts) imports the standard
+    library, itself and DOMAIN_LIBRARIES only, lazy imports included; Firestore, BigQuery, Parquet,
+    Beam and FastAPI are reached through adapters/, transforms/ and api/, which import it."""
+    found = sorted(
+        f"{path.relative_to(REPO)} imports {name}"
+        for path in (REPO / "occupancy").rglob("*.py")
+        for name in set(_top_level_imports(path))
+        if name not in sys.stdlib_module_names and name != "occupancy" and name not in DOMAIN_LIBRARIES
+    )
+    assert found == []
+
+
+def test_adapters_import_the_domain_and_their_clients_never_the_layers_above_them():
+    """adapters/ is imported by the pipeline's transforms, the API, the registry CLI and the tools;
+    importing any of them back would tie the Firestore code to Beam or FastAPI."""
+    above = set(PACKAGES) - {"adapters", "occupancy"}
+    found = sorted(
+        f"{path.relative_to(REPO)} imports {name}"
+        for path in (REPO / "adapters").rglob("*.py")
+        for name in set(_top_level_imports(path))
+        if name in above or name in {"apache_beam", "fastapi", "starlette"}
+    )
     assert found == []

@@ -8,10 +8,10 @@ from fastapi.testclient import TestClient
 from google.api_core import exceptions as gexc
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapters import registry
 from api.app import create_app
 from api.deps import Settings
 from local.stack import PROJECT
-from occupancy import registry
 from tests.support import ago, write_realtime
 
 

@@ -9,9 +9,10 @@ import os
 import subprocess
 import sys
 
+from adapters import registry
 from faults.mqtt_client import MqttClient
 from local import stack
-from occupancy import mqtt, registry, wire
+from occupancy import mqtt, wire
 from tests.support import KEYS, REPO_ROOT
 
 T = 1_800_000_000_000_000
@@ -63,7 +64,7 @@ def test_broker_users_are_the_enabled_doors_and_bridges_with_a_secret():
 
 def _cli(*args, env):
     return subprocess.run(
-        [sys.executable, "-m", "occupancy.registry", *args],
+        [sys.executable, "-m", "registry", *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

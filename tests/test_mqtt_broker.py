@@ -197,7 +197,7 @@ def test_a_retained_message_and_a_packet_past_the_bound_are_refused_by_the_broke
 
 def test_the_production_configuration_is_one_command_away_and_needs_no_registry(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "occupancy.registry", "mqtt", "config", "--certfile", "/c.pem", "--keyfile", "/k.pem"],
+        [sys.executable, "-m", "registry", "mqtt", "config", "--certfile", "/c.pem", "--keyfile", "/k.pem"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -16,12 +16,13 @@ import tempfile
 
 import pytest
 
+from adapters import registry
 from faults.mqtt_client import MqttClient
 from local import stack
 from local.broker import Broker
-from occupancy import mqtt, registry
-from occupancy.registry import mqtt_commands
-from occupancy.registry.__main__ import build_parser, main
+from occupancy import mqtt
+from registry import mqtt_commands
+from registry.__main__ import build_parser, main
 from tests.support import REPO_ROOT
 
 USERS = [mqtt.BrokerUser("d1", mqtt.password_hash("s1"))]
@@ -124,7 +125,7 @@ def test_debian_broker_runs_on_the_files_sync_writes(files, firestore_client, fi
 
     def run_sync():
         result = subprocess.run(
-            [sys.executable, "-m", "occupancy.registry", "mqtt", "sync", *sync],
+            [sys.executable, "-m", "registry", "mqtt", "sync", *sync],
             cwd=REPO_ROOT,
             env=dict(os.environ, **firestore_emulator.env()),
             capture_output=True,

@@ -15,9 +15,10 @@ from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+from adapters import registry
 from bench import fn_api, harness
 from local.stack import PROJECT
-from occupancy import registry, wire
+from occupancy import wire
 from pipeline.options import OccupancyOptions
 from sim.keyring import Keyring
 from transforms.occupancy import FoldOccupancy

@@ -8,8 +8,9 @@ from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from adapters import registry
 from local.stack import PROJECT
-from occupancy import registry, wire
+from occupancy import wire
 from transforms.enrich import EnrichWithTrain, LookupTrain
 from transforms.parse import ParseEvents
 

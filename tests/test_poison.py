@@ -22,8 +22,9 @@ from apache_beam.utils.timestamp import Timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adapters import registry
 from local.stack import PROJECT
-from occupancy import fold, identity, registry, wire
+from occupancy import fold, identity, wire
 from sim.keyring import CONTROL_ID, Keyring
 from transforms import dead_letters
 from transforms.enrich import LookupTrain, RereadBudget
@@ -255,7 +256,7 @@ def test_an_envelope_kid_check_is_shared_by_parse_and_lookup():
 def test_a_document_the_client_cannot_encode_is_a_dead_letter_not_a_failed_batch(firestore_client):
     """A value of no Firestore type (or past 64 bits) raised out of the commit, for the whole batch,
     at every retry of the bundle."""
-    from occupancy.store import RetryPolicy, commit_documents
+    from adapters.store import RetryPolicy, commit_documents
 
     writes = [
         ("c", "good", {"v": 1}),

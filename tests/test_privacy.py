@@ -10,9 +10,10 @@ import httpx
 import pytest
 from google.transit import gtfs_realtime_pb2 as pb
 
+from adapters import registry
+from adapters.store import COUNT_OPS_ENV
 from local import stack
-from occupancy import fleet, privacy, registry, schedule
-from occupancy.store import COUNT_OPS_ENV
+from occupancy import fleet, privacy, schedule
 from tests import schedule_feed
 from tests.support import ago, parse_time, serve_api, write_realtime
 

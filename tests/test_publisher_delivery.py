@@ -15,11 +15,12 @@ import uuid
 
 import pytest
 
+from adapters import registry
+from adapters.store import make_client
 from local import stack
 from local.emulators import free_port
 from local.stack import PROJECT
-from occupancy import registry, wire
-from occupancy.store import make_client
+from occupancy import wire
 from tests.publisher_process import (
     create_topic,
     deltas_of,

@@ -1,7 +1,7 @@
-"""The registry CLI (`python -m occupancy.registry`) against the real Firestore emulator: the
+"""The registry CLI (`python -m registry`) against the real Firestore emulator: the
 device commands (register, assign, enable, disable), ids, usage errors, an unreachable Firestore.
 
-Most tests call `occupancy.registry.__main__.main([...])` in-process and read stdout/stderr
+Most tests call `registry.__main__.main([...])` in-process and read stdout/stderr
 with capsys; `test_entry_point_as_subprocess` runs the module as a real process. After each
 write the Firestore documents are read directly. The train commands and the fleet import:
 tests/test_registry_cli_trains.py; `list` and `health`: tests/test_registry_cli_list.py.
@@ -17,10 +17,10 @@ import time
 
 import pytest
 
+from adapters import registry
 from local.emulators import free_port
-from occupancy import registry
-from occupancy.registry import __main__ as cli
 from occupancy.wire import to_micros
+from registry import __main__ as cli
 from tests.registry_cli_support import (
     assert_usage_error,
     device_doc,
@@ -233,7 +233,7 @@ def test_entry_point_as_subprocess(firestore_client):
 
     def module(*argv):
         return subprocess.run(
-            [sys.executable, "-m", "occupancy.registry", *argv],
+            [sys.executable, "-m", "registry", *argv],
             cwd=REPO,
             env=env,
             capture_output=True,

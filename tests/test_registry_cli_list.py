@@ -112,7 +112,7 @@ def test_health_flags_a_biased_and_a_silent_door_from_trips_and_list_shows_it(fi
         )
         write = documents.trip_write("t1", trip)
         writes.append((write.collection, write.doc_id, write.data))
-    from occupancy.store import RetryPolicy, commit_documents
+    from adapters.store import RetryPolicy, commit_documents
 
     assert not commit_documents(firestore_client, writes, RetryPolicy())
     code, out, err = run(capsys, "health", "--json")

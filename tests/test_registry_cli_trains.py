@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from occupancy import registry
+from adapters import registry
+from occupancy import registry_entries
 from occupancy.wire import format_time, to_micros
 from tests.registry_cli_support import (
     TRAIN_FIELDS,
@@ -99,7 +100,7 @@ def test_import_refuses_a_device_of_another_train_and_a_missing_file(firestore_c
 
 
 def test_a_train_takes_at_most_max_devices_whatever_the_way_in(firestore_client, capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "MAX_DEVICES_PER_TRAIN", 3)
+    monkeypatch.setattr(registry_entries, "MAX_DEVICES_PER_TRAIN", 3)
     rows = [f"t1,100,,d{i}," for i in range(4)]
     code, out, err = run(capsys, "import", write_csv(tmp_path, rows))
     assert_usage_error(code, out, err, "train t1 would have 4 devices; at most 3")

@@ -10,8 +10,9 @@ import os
 import subprocess
 import sys
 
+from adapters import registry
 from local.stack import PROJECT
-from occupancy import registry, wire
+from occupancy import wire
 from sim.keyring import Keyring
 from tests.support import REPO_ROOT
 

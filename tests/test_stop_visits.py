@@ -1,5 +1,5 @@
 """occupancy.stop_visits: door counts grouped into stops and matched to the trip's stop times;
-occupancy.tides: those visits as TIDES rows; occupancy.tides_parquet: the rows as files."""
+occupancy.tides: those visits as TIDES rows; adapters.tides_parquet: the rows as files."""
 
 import datetime
 import pathlib
@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from occupancy import tides, tides_parquet
+from adapters import tides_parquet
+from occupancy import tides
 from occupancy.schedule import Schedule, StopTime
 from occupancy.stop_visits import DoorCount, StopVisits, VisitState
 from tests import schedule_feed

@@ -398,7 +398,7 @@ def test_gcloud_accepts_the_forecast_metadata(tmp_path, forecast_metadata):
 def test_the_launchers_program_runs_the_forecast_when_given_its_output(tmp_path):
     """python pipeline/main.py, as the image's launcher runs it, with the forecast template's
     parameters: the forecast job (no history: a NO_DATA_AVAILABLE row per departure)."""
-    from occupancy import tides_parquet
+    from adapters import tides_parquet
     from tests import schedule_feed
 
     feed = schedule_feed.write(tmp_path / "gtfs.zip", schedule_feed.WITH_STOPS)

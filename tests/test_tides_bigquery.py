@@ -1,4 +1,4 @@
-"""The TIDES tables in BigQuery (occupancy/tides_bigquery.py, transforms/tides_bigquery_sink.py):
+"""The TIDES tables in BigQuery (adapters/tides_bigquery.py, transforms/tides_bigquery_sink.py):
 the table definitions against TIDES and BigQuery's own Table class, and the Storage Write API
 sink against a local server of that API (tests/bigquery_write_server.py: BigQuery has no
 emulator) that decodes the rows with the writer schema sent and keeps PENDING streams,
@@ -11,7 +11,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery as bq
 from google.rpc import code_pb2
 
-from occupancy import tides, tides_bigquery
+from adapters import tides_bigquery
+from occupancy import tides
 from tests.tides_spec import TIDES_REQUIRED
 from transforms.tides_bigquery_sink import DEAD_LETTER, AppendPane, CommitStreams
 

@@ -3,8 +3,9 @@ the emulators): a train's stops show in the Parquet files while it runs, each vi
 
 import time
 
+from adapters import tides_parquet
 from local import stack
-from occupancy import tides, tides_parquet
+from occupancy import tides
 from tests.support import Heartbeats, register, tail, warm_up
 
 

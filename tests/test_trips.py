@@ -8,9 +8,10 @@ import httpx
 import pytest
 from google.transit import gtfs_realtime_pb2 as pb
 
+from adapters import registry
 from api.gtfs_rt import build_feed
 from local import stack
-from occupancy import fleet, registry, schedule
+from occupancy import fleet, schedule
 from tests import schedule_feed
 from tests.support import ago, gtfs_rt_notices, serve_api, write_realtime
 

@@ -22,8 +22,9 @@ from typing import Tuple
 
 import apache_beam as beam
 
-from occupancy import authenticate, registry, wire
-from occupancy.store import PERMANENT, TRANSIENT, RetryPolicy, make_client
+from adapters import registry
+from adapters.store import PERMANENT, TRANSIENT, RetryPolicy, make_client
+from occupancy import authenticate, registry_entries, wire
 from transforms import (
     coders,  # noqa: F401  (registers the Event coder)
     guard,
@@ -39,7 +40,7 @@ MAX_RECHECKED = 100_000
 class _RegistryView:
     """A worker's view of the registry, shared by its LookupTrain instances."""
 
-    def __init__(self, snapshot: registry.RegistrySnapshot):
+    def __init__(self, snapshot: registry_entries.RegistrySnapshot):
         self.snapshot = snapshot
         self.loaded_at = time.monotonic()
         self.refreshes = 0
@@ -176,7 +177,7 @@ class LookupTrain(beam.DoFn):
         if entry is None or not entry.enabled:
             fresh, skipped = self._reread(view, event.device_id, now)
             entry = fresh or entry
-        if entry is None or not entry.enabled or entry.role != registry.DOOR:
+        if entry is None or not entry.enabled or entry.role != registry_entries.DOOR:
             self._unknown.inc()
             state = "not registered" if entry is None else "disabled" if not entry.enabled else "not a door device"
             if skipped:
@@ -222,7 +223,7 @@ class LookupTrain(beam.DoFn):
 
         def principal_entry(principal):
             found = view.snapshot.devices.get(principal)
-            if found is not None and found.role == registry.CONTROL and found.enabled:
+            if found is not None and found.role == registry_entries.CONTROL and found.enabled:
                 return found
             return self._reread(view, principal, now)[0] or found
 

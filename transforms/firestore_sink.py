@@ -9,9 +9,9 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
+from adapters.store import RetryPolicy, WriteConflict, commit_documents, count_ops, make_client
 from occupancy import documents, wire
 from occupancy.fencing import EPOCH_FIELD, WriterFence
-from occupancy.store import RetryPolicy, WriteConflict, commit_documents, count_ops, make_client
 from transforms import worker_cache
 
 _LOGGER = logging.getLogger(__name__)

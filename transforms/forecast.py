@@ -16,9 +16,9 @@ from typing import Optional
 
 import apache_beam as beam
 
-from occupancy import registry
+from adapters import registry
+from adapters.store import RetryPolicy, make_client
 from occupancy.forecast import history, model, rows
-from occupancy.store import RetryPolicy, make_client
 from transforms import worker_cache
 from transforms.stop_visits import read_schedule
 

@@ -7,7 +7,7 @@
 * `WriteForecastFiles`: PCollection[forecast row] -> PCollection[path]: one Parquet file per
   service date, `<root>/occupancy_forecast/service_date=<day>/<part>.parquet` (the latest run
   replaces a day's file), its bytes a
-  function of its rows (occupancy.tides_parquet).
+  function of its rows (adapters.tides_parquet).
 * `at_service_date`: a forecast row at its service date's midnight (UTC), so that the BigQuery
   sink (transforms.tides_bigquery_sink, `DAY_S` windows) writes a service date per pane.
 * `WriteForecastDocuments`: PCollection[forecast row] -> PCollection[dead letter]: one Firestore
@@ -29,9 +29,10 @@ from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from occupancy import tides, tides_parquet, tides_read, wire
+from adapters import tides_parquet
+from adapters.store import RetryPolicy, commit_documents, make_client
+from occupancy import tides, tides_read, wire
 from occupancy.forecast import rows as forecast_rows
-from occupancy.store import RetryPolicy, commit_documents, make_client
 
 _LOGGER = logging.getLogger(__name__)
 DEAD_LETTER = "dead_letter"

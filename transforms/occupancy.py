@@ -28,8 +28,8 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.utils.timestamp import Timestamp
 from google.api_core import exceptions as gexc
 
+from adapters.store import TRANSIENT, RetryPolicy, count_ops, make_client
 from occupancy import documents, fold, state_codec, train_cell, wire
-from occupancy.store import TRANSIENT, RetryPolicy, count_ops, make_client
 from transforms import guard
 from transforms.coders import EventCoder, TrainCellCoder, VisitStateCoder
 from transforms.stop_visits import TABLES

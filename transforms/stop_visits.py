@@ -21,9 +21,10 @@ from typing import Optional, Tuple
 
 import apache_beam as beam
 
-from occupancy import registry, schedule, tides
+from adapters import registry
+from adapters.store import TRANSIENT, RetryPolicy, make_client
+from occupancy import registry_entries, schedule, tides
 from occupancy.stop_visits import DoorCount, StopVisits, VisitState
-from occupancy.store import TRANSIENT, RetryPolicy, make_client
 from transforms import worker_cache
 
 _LOGGER = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def read_schedule(path: str) -> schedule.Schedule:
 class _TrainsView:
     """A worker's view of the registry's trains (number, assignment), refreshed in place."""
 
-    def __init__(self, snapshot: registry.RegistrySnapshot):
+    def __init__(self, snapshot: registry_entries.RegistrySnapshot):
         self.snapshot, self.loaded_at, self.lock = snapshot, time.monotonic(), threading.Lock()
 
 
@@ -72,7 +73,7 @@ class TripRuns:
     def _load_trains(self) -> _TrainsView:
         return _TrainsView(RetryPolicy().call(lambda: registry.load_trains(self._client, self._trains)))
 
-    def _trains_now(self) -> registry.RegistrySnapshot:
+    def _trains_now(self) -> registry_entries.RegistrySnapshot:
         if self._view is None:
             self._view = worker_cache.get(self._key + "-trains", self._load_trains)
         view = self._view
@@ -80,7 +81,7 @@ class TripRuns:
             try:
                 since = view.snapshot.updated_through
                 changed = registry.load_trains(self._client, self._trains, since=since)
-                view.snapshot = registry.RegistrySnapshot(
+                view.snapshot = registry_entries.RegistrySnapshot(
                     trains={**view.snapshot.trains, **changed.trains},
                     updated_through=changed.updated_through or since,
                 )

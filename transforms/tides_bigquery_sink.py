@@ -17,7 +17,7 @@ stream and only the stream of the attempt the runner committed goes on; the othe
 committed and BigQuery drops them. A retried append (an answer lost) finds its offset
 `ALREADY_EXISTS`: the rows landed. A retried commit finds the stream `STREAM_ALREADY_COMMITTED`.
 
-Retry or dead letter, decided here (`BIGQUERY_TRANSIENT`, `occupancy.store.PERMANENT`):
+Retry or dead letter, decided here (`BIGQUERY_TRANSIENT`, `adapters.store.PERMANENT`):
 * transient (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED, INTERNAL, and UNKNOWN
   and CANCELLED, which BigQuery answers for a timeout on its side) is retried with back-off
   up to `retry_deadline_s`, then raised: the runner retries the bundle;
@@ -41,9 +41,9 @@ import apache_beam as beam
 from apache_beam.transforms import window
 from google.api_core import exceptions as gexc
 
+from adapters.store import PERMANENT, TRANSIENT, RetryPolicy
+from adapters.tides_bigquery import RowEncoder, batches
 from occupancy import tides, wire
-from occupancy.store import PERMANENT, TRANSIENT, RetryPolicy
-from occupancy.tides_bigquery import RowEncoder, batches
 from transforms.tides_sink import panes_by_service_date
 
 _LOGGER = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ class WriteTidesBigQuery(beam.PTransform):
     """{table: PCollection[row]} -> PCollection[dead letter] (see the module's docstring).
 
     `dataset`: PROJECT.DATASET, whose TIDES tables (occupancy.tides.FIELDS) exist
-    (python -m occupancy.tides_bigquery create)."""
+    (python -m adapters.tides_bigquery create)."""
 
     def __init__(self, dataset: str, window_s: float, retry_deadline_s: float = 60.0):
         super().__init__()

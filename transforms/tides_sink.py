@@ -4,7 +4,7 @@ Input: {table name: PCollection[row dict]} (transforms.stop_visits). Output: PCo
 the paths written. Rows are put in fixed event-time windows of `window_s` and grouped by
 service date; when the watermark passes a window's end its rows are written as
 `<root>/<table>/service_date=<day>/<window start>-<pane>.parquet`
-(occupancy.tides_parquet; `root` local or gs://, any filesystem Beam has). A row that comes
+(adapters.tides_parquet; `root` local or gs://, any filesystem Beam has). A row that comes
 after its window has been written (later than the watermark: rare, as the rows are made by
 event-time timers) is written in a later pane's file of the same window, never dropped.
 
@@ -18,7 +18,8 @@ import apache_beam as beam
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
-from occupancy import tides, tides_parquet
+from adapters import tides_parquet
+from occupancy import tides
 
 _LOGGER = logging.getLogger(__name__)
 # Rows later than this after their window are still written (in a pane of their own).

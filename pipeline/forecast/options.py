@@ -71,7 +71,7 @@ class ForecastOptions(PipelineOptions):
             default="",
             help="The BigQuery dataset, PROJECT.DATASET, whose occupancy_forecast table the rows are "
             "also appended to, exactly once per run (Storage Write API; the table is made with the TIDES "
-            "tables: python -m occupancy.tides_bigquery create). Every run appends its own rows: "
+            "tables: python -m adapters.tides_bigquery create). Every run appends its own rows: "
             "forecast_start tells the runs apart. Empty: not written.",
         )
         ahead.add_argument(

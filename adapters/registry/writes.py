@@ -1,11 +1,11 @@
-"""Registry writes and listings, for the `python -m occupancy.registry` CLI and the API (the
-layout and the `timeout` rule: occupancy/registry/__init__.py)."""
+"""Registry writes and listings, for the `python -m registry` CLI and the API (the
+layout and the `timeout` rule: adapters/registry/__init__.py)."""
 
 import logging
 from typing import List, Optional, Tuple
 
-from occupancy import registry
-from occupancy.registry import RegistryConflict, RegistryError, UnknownDevice
+from occupancy import registry_entries
+from occupancy.registry_entries import RegistryConflict, RegistryError, UnknownDevice
 from occupancy.wire import ID_PATTERN, valid_id
 
 _LOGGER = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def check_room(client, collection: str, train_id: str, adding: int, timeout=None
 
     query = client.collection(collection).where(filter=FieldFilter("train_id", "==", train_id))
     count = int(query.count().get(**rpc_options(timeout))[0][0].value)
-    limit = registry.MAX_DEVICES_PER_TRAIN  # read when called: the package's one value
+    limit = registry_entries.MAX_DEVICES_PER_TRAIN  # read when called: the package's one value
     if count + adding > limit:
         raise RegistryConflict(
             f"train {train_id} has {count} devices; at most {limit} per train (its realtime document holds them all)"

@@ -11,8 +11,9 @@ refused on the way. The pipeline's registry view picks changes up within one ref
 import datetime
 from typing import List, Optional, Sequence
 
+from adapters.registry import check_id, rpc_options
 from occupancy import identity
-from occupancy.registry import ALL_TRAINS, CONTROL, RegistryConflict, UnknownDevice, check_id, public_keys, rpc_options
+from occupancy.registry_entries import ALL_TRAINS, CONTROL, RegistryConflict, UnknownDevice, public_keys
 from occupancy.wire import valid_id
 
 _ATTEMPTS = 3

@@ -201,7 +201,7 @@ def _chunks(groups):
 
 
 def _commit(client, writes, on_committed) -> None:
-    from occupancy import firestore_writes as fw
+    from adapters import firestore_writes as fw
 
     batch = client.batch()
     for collection, doc_id, data, *guard in writes:

@@ -1,4 +1,4 @@
-"""The registry CLI's broker commands (python -m occupancy.registry mqtt ...): a credential per
+"""The registry CLI's broker commands (python -m registry mqtt ...): a credential per
 device at the MQTT broker, and the broker's password and ACL files kept in step with the
 registry (docs/operations.md, "MQTT devices").
 
@@ -23,11 +23,12 @@ import tempfile
 import threading
 from typing import Optional
 
+from adapters.registry import check_id, rpc_options
 from occupancy import mqtt
 from occupancy.cli import UsageError
-from occupancy.registry import RegistryConflict, RegistryError, UnknownDevice, check_id, rpc_options
+from occupancy.registry_entries import RegistryConflict, RegistryError, UnknownDevice
 
-_LOGGER = logging.getLogger("occupancy.registry")
+_LOGGER = logging.getLogger("registry")
 
 
 def set_secret(client, collection: str, device_id: str, secret: str, *, timeout=None) -> None:

@@ -1,4 +1,4 @@
-"""The registry CLI's train commands (python -m occupancy.registry train set|list), the fleet
+"""The registry CLI's train commands (python -m registry train set|list), the fleet
 import and door health:
 
   train set TRAIN_ID --capacity N [--name S] [--number N] [--vehicle_id V]
@@ -9,9 +9,10 @@ import and door health:
 
 import os
 
-from occupancy import registry
+from adapters import registry
+from occupancy import registry_entries
 from occupancy.cli import UsageError, positive_int
-from occupancy.registry.tables import print_rows, timestamp
+from registry.tables import print_rows, timestamp
 
 HEALTH_COLUMNS = (
     ("DEVICE", "device_id"),
@@ -52,7 +53,7 @@ def cmd_train_set(client, args, out) -> None:
 
 
 def cmd_import(client, args, out) -> None:
-    from occupancy import fleet_import
+    from adapters import fleet_import
 
     try:
         with open(args.csv_file, newline="", encoding="utf-8") as f:
@@ -132,7 +133,7 @@ def add_commands(commands, command) -> None:
         "Register a whole fleet from a CSV file with the header train_id,capacity,name,device_id,door "
         "(a row per device; name and door may be empty). Everything is checked first and nothing is "
         "written if a row is wrong: a device registered to another train (move it with 'assign'), "
-        f"more than {registry.MAX_DEVICES_PER_TRAIN} devices on a train. Trains are created or "
+        f"more than {registry_entries.MAX_DEVICES_PER_TRAIN} devices on a train. Trains are created or "
         "updated; devices already on their train are left as they are.",
     )
     fleet.add_argument("csv_file", metavar="FLEET.csv")

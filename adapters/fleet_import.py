@@ -1,4 +1,4 @@
-"""Registering a whole fleet at once: `python -m occupancy.registry import FLEET.csv` and the benchmarks.
+"""Registering a whole fleet at once: `python -m registry import FLEET.csv` and the benchmarks.
 
 One device at a time (`register`) is a read and a conditional write per
 device: fine for an operator, slow for a thousand trains. This checks the
@@ -9,7 +9,9 @@ and then writes in batches of 500.
 import csv
 from typing import Dict, List, Optional, TextIO, Tuple
 
-from occupancy import registry
+from adapters import registry
+from occupancy import registry_entries
+from occupancy.registry_entries import RegistryConflict, RegistryError, UnknownDevice
 
 CSV_COLUMNS = ("train_id", "capacity", "name", "device_id", "door")
 # Optional: a PEM public key file per device (relative to the CSV), registered as key `k1`.
@@ -29,9 +31,7 @@ def read_csv(stream: TextIO, directory: str = ".") -> Tuple[List[Tuple[str, int,
     reader = csv.DictReader(stream)
     missing = [c for c in ("train_id", "capacity", "device_id") if c not in (reader.fieldnames or [])]
     if missing:
-        raise registry.RegistryError(
-            f"the CSV needs the columns {', '.join(CSV_COLUMNS)}; missing {', '.join(missing)}"
-        )
+        raise RegistryError(f"the CSV needs the columns {', '.join(CSV_COLUMNS)}; missing {', '.join(missing)}")
     trains: Dict[str, Tuple[str, int, Optional[str]]] = {}
     devices = []
     for line, row in enumerate(reader, start=2):
@@ -39,7 +39,7 @@ def read_csv(stream: TextIO, directory: str = ".") -> Tuple[List[Tuple[str, int,
         try:
             capacity = int(row.get("capacity") or "")
         except ValueError:
-            raise registry.RegistryError(f"line {line}: capacity {row.get('capacity')!r} is not an integer") from None
+            raise RegistryError(f"line {line}: capacity {row.get('capacity')!r} is not an integer") from None
         trains.setdefault(train_id, (train_id, capacity, (row.get("name") or "").strip() or None))
         pem, key_file = None, (row.get(KEY_COLUMN) or "").strip()
         if key_file:
@@ -47,7 +47,7 @@ def read_csv(stream: TextIO, directory: str = ".") -> Tuple[List[Tuple[str, int,
                 with open(os.path.join(directory, key_file)) as f:
                     pem = f.read()
             except OSError as e:
-                raise registry.RegistryError(f"line {line}: cannot read {key_file}: {e.strerror}") from None
+                raise RegistryError(f"line {line}: cannot read {key_file}: {e.strerror}") from None
         devices.append(((row.get("device_id") or "").strip(), train_id, (row.get("door") or "").strip() or None, pem))
     return list(trains.values()), devices
 
@@ -70,7 +70,7 @@ def import_fleet(
     Everything is checked before anything is written: ids, capacities, every
     device's train among `trains` or already registered, a device already on
     another train (RegistryConflict: move it with `assign`), at most
-    registry.MAX_DEVICES_PER_TRAIN per train. Trains are created or updated (a name of
+    registry_entries.MAX_DEVICES_PER_TRAIN per train. Trains are created or updated (a name of
     None is kept); devices already on their train are left as they are (their
     seq history kept); the others are created. Returns the counts written.
     """
@@ -94,26 +94,22 @@ def import_fleet(
         registry.check_id("device id", device_id)
         registry.check_id("train id", train_id)
         if device_id in seen:
-            raise registry.RegistryError(f"device {device_id} is listed twice")
+            raise RegistryError(f"device {device_id} is listed twice")
         seen.add(device_id)
         if train_id not in known_trains:
-            raise registry.UnknownDevice(f"device {device_id}: train {train_id} is neither listed nor registered")
+            raise UnknownDevice(f"device {device_id}: train {train_id} is neither listed nor registered")
         current = existing.get(device_id)
         if current is not None and current != train_id:
-            raise registry.RegistryConflict(
-                f"device {device_id} is registered to train {current}; use 'assign' to move it"
-            )
+            raise RegistryConflict(f"device {device_id} is registered to train {current}; use 'assign' to move it")
         if current is None:
             new.append((device_id, train_id, door, key))
             per_train[train_id] = per_train.get(train_id, 0) + 1
         elif key is not None and device_id in keyless:
             keyed.append((device_id, key))
-    full = sorted(t for t, n in per_train.items() if n > registry.MAX_DEVICES_PER_TRAIN)
+    limit = registry_entries.MAX_DEVICES_PER_TRAIN
+    full = sorted(t for t, n in per_train.items() if n > limit)
     if full:
-        raise registry.RegistryConflict(
-            f"train {full[0]} would have {per_train[full[0]]} devices; "
-            f"at most {registry.MAX_DEVICES_PER_TRAIN} per train"
-        )
+        raise RegistryConflict(f"train {full[0]} would have {per_train[full[0]]} devices; at most {limit} per train")
     batch = client.batch()
     for train_id, capacity, name in trains:
         data = {"capacity": capacity, "updated_at": firestore.SERVER_TIMESTAMP}
@@ -149,7 +145,7 @@ def _key_document(device_id: str, pem: str) -> dict:
     try:
         _, alg = identity.load_public_key(pem)
     except identity.IdentityError as e:
-        raise registry.RegistryConflict(f"device {device_id}: {e}") from None
+        raise RegistryConflict(f"device {device_id}: {e}") from None
     return {"key_id": KEY_NAME, "alg": alg, "public_key": pem.strip() + "\n", "expires_at": None}
 
 

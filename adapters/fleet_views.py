@@ -2,7 +2,7 @@
 changed, and the fleet is read again only for what changed (docs/api.md, "Serving cost").
 
 `JoinedFleet` is what both ways of serving the fleet share: the listeners
-(occupancy/fleet_listener.py) hand it the documents they were sent, `FleetReader` the
+(adapters/fleet_listener.py) hand it the documents they were sent, `FleetReader` the
 documents its queries returned. Either way every other train is re-stated (status,
 staleness) from the clock, not joined again: at 10,000 trains a full join cost about 1.4 s.
 
@@ -25,8 +25,8 @@ import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
+from adapters.store import count_ops
 from occupancy import fleet
-from occupancy.store import count_ops
 from occupancy.wire import valid_id
 
 _LOGGER = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class FleetReader:
         return {i: self._pair(i) for i in changed}
 
     def _read_since(self, since: datetime.datetime) -> Documents:
-        """`>=`, as occupancy.registry.load_changes: a write in the same microsecond as the
+        """`>=`, as adapters.registry.load_changes: a write in the same microsecond as the
         newest held is not missed. `updated_at` is the commit's time, and a query sees every
         commit up to its read time, so nothing older than the newest held can still appear."""
         from google.cloud.firestore_v1.base_query import FieldFilter
@@ -198,3 +198,29 @@ def _written_after(held: dict, data: dict) -> bool:
     """Whether the document held was written after the version `data` (both by `updated_at`)."""
     held_at, data_at = fleet.as_utc(held.get(UPDATED_AT)), fleet.as_utc(data.get(UPDATED_AT))
     return held_at is not None and data_at is not None and held_at > data_at
+
+
+def read_train(
+    client,
+    train_id: str,
+    realtime_collection: str = "realtime",
+    trains_collection: str = "trains",
+    now: Optional[datetime.datetime] = None,
+    stale_after_s: float = fleet.DEFAULT_STALE_AFTER_S,
+) -> Optional[fleet.TrainView]:
+    """One train (two document reads), or None when neither document exists."""
+    if not valid_id(train_id):
+        raise ValueError(f"invalid train id {train_id!r}")
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    realtime = client.collection(realtime_collection).document(train_id).get()
+    train = client.collection(trains_collection).document(train_id).get()
+    count_ops(reads=2)
+    if not realtime.exists and not train.exists:
+        return None
+    return fleet.train_view(
+        train_id,
+        realtime.to_dict() if realtime.exists else None,
+        train.to_dict() if train.exists else None,
+        now,
+        stale_after_s,
+    )

@@ -1,4 +1,4 @@
-"""The device registry CLI: `python -m occupancy.registry <command> ...`.
+"""The device registry CLI: `python -m registry <command> ...`.
 
 Manages the Firestore collections that replace the retired Cloud IoT Core
 registry (docs/design.md, "Device registry"):
@@ -28,15 +28,16 @@ import os
 import sys
 from typing import Callable, Optional, Sequence
 
-from occupancy import cli, registry
+from adapters import registry
+from adapters.store import make_client
+from occupancy import cli, registry_entries
 from occupancy.cli import UsageError, positive_float
-from occupancy.registry import key_commands, mqtt_commands, train_commands
-from occupancy.registry.tables import print_rows, timestamp
-from occupancy.store import make_client
 from occupancy.wire import ID_PATTERN
+from registry import key_commands, mqtt_commands, train_commands
+from registry.tables import print_rows, timestamp
 
 # Named, not __name__: under `python -m` that would be "__main__", outside the "occupancy" logger.
-_LOGGER = logging.getLogger("occupancy.registry")
+_LOGGER = logging.getLogger("registry")
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -92,7 +93,7 @@ def cmd_register(client, args, out) -> None:
     again = "; its seq history in the pipeline starts afresh" if args.again else ""
     print(f"registered device {args.device_id} to train {args.train}{door} ({state}{again})", file=out)
     if args.generate_key:
-        from occupancy.registry import keys
+        from adapters.registry import keys
 
         try:
             pem = key_commands.generate_key_file(args.generate_key, args.alg)
@@ -182,7 +183,7 @@ def _command(subparsers, name: str, run: Callable, help_text: str, description: 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
     parser = _Parser(
-        prog="python -m occupancy.registry",
+        prog="python -m registry",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"Device and train ids must match {ID_PATTERN}.",
@@ -304,7 +305,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _LOGGER.debug("Firestore project %s, database %s", args.project, args.database)
         args.run(make_client(args.project, args.database), args, sys.stdout)
         return 0
-    except (UsageError, registry.RegistryError) as e:
+    except (UsageError, registry_entries.RegistryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except _backend_errors() as e:

@@ -1,4 +1,4 @@
-"""The registry CLI's identity commands (python -m occupancy.registry key ... / control ...), and
+"""The registry CLI's identity commands (python -m registry key ... / control ...), and
 `register --generate_key`: a device's key pair made on the device, its public half uploaded.
 
   key add DEVICE_ID --public_key FILE [--key_id K] [--expires ISO-8601]
@@ -10,9 +10,9 @@
 import datetime
 import json
 
+from adapters.registry import keys
 from occupancy import identity
-from occupancy.registry import keys
-from occupancy.registry.tables import print_rows
+from registry.tables import print_rows
 
 KEY_COLUMNS = (("KEY_ID", "key_id"), ("ALG", "alg"), ("EXPIRES", "expires"))
 

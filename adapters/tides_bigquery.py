@@ -4,7 +4,7 @@ API takes them, both made from `occupancy.tides.FIELDS` (docs/design.md, "TIDES 
 * `table_resource(project, dataset, table)`: the table as BigQuery's REST API (tables.insert)
   describes it: the columns with TIDES's types (`REQUIRED` where TIDES requires the field),
   partitioned by day on `service_date`, clustered by the table's key. `python -m
-  occupancy.tides_bigquery create` makes the tables
+  adapters.tides_bigquery create` makes the tables
   (run again, it makes those missing: `trips_performed` for a dataset made before it).
 * `RowEncoder(table)`: the rows as protocol buffers of a message made from the same fields,
   and its descriptor for the stream's writer schema, with BigQuery's encodings of each type
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     import sys
 
     parser = argparse.ArgumentParser(
-        prog="python -m occupancy.tides_bigquery", description="The TIDES tables in BigQuery."
+        prog="python -m adapters.tides_bigquery", description="The TIDES tables in BigQuery."
     )
     parser.add_argument("command", choices=("schema", "create"), help="schema: print the tables; create: make them.")
     parser.add_argument("--dataset", required=True, help="PROJECT.DATASET the tables are in (it must exist).")

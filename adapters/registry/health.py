@@ -3,8 +3,8 @@ each terminus), for the CLI's `health`."""
 
 from typing import Dict, List, Optional
 
-from occupancy.registry.writes import list_devices, rpc_options
-from occupancy.store import count_ops
+from adapters.registry.writes import list_devices, rpc_options
+from adapters.store import count_ops
 from occupancy.wire import valid_id
 
 

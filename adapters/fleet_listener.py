@@ -2,7 +2,7 @@
 request (docs/api.md, "Serving cost").
 
 Two `on_snapshot` listeners, on `realtime` and on `trains`, keep every document in memory;
-`view()` joins them as the fleet cache's reads do (`occupancy.fleet_views`), with no read at all. A third, on
+`view()` joins them as the fleet cache's reads do (`adapters.fleet_views`), with no read at all. A third, on
 `devices` (when given), keeps the registry's door of each device for the feed's carriages
 (`doors()`): devices change rarely, so it costs almost nothing after its first snapshot. The pipeline
 writes a train's realtime document at most once per flush interval, so the listener costs
@@ -11,7 +11,7 @@ read per train per refresh.
 
 `view()` keeps each train's joined view and re-joins only the trains whose documents changed;
 the rest are re-stated (status, staleness) from the request's clock
-(`occupancy.fleet_views.JoinedFleet`, as the fleet cache's reads). The list is built at
+(`adapters.fleet_views.JoinedFleet`, as the fleet cache's reads). The list is built at
 most once per `REUSE_S`: at 10,000 trains a full join cost about 1.4 s a request in the API
 (the join, and the public view of every train, memoised per built list).
 
@@ -35,8 +35,9 @@ from typing import Dict, List, Optional, Set, Tuple
 from google.cloud.firestore_v1 import watch as firestore_watch
 from google.cloud.firestore_v1.document import DocumentSnapshot
 
-from occupancy import fleet, fleet_views
-from occupancy.store import count_ops
+from adapters import fleet_views
+from adapters.store import count_ops
+from occupancy import fleet
 
 _LOGGER = logging.getLogger(__name__)
 
