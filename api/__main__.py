@@ -6,8 +6,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from api import deps
-from api.deps import add_setting_flags
+from api import settings as api_settings
 from occupancy import log_format
 from occupancy.cli import non_negative_float
 
@@ -52,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="Seconds to finish requests in flight on SIGTERM (default: 10).",
     )
-    add_setting_flags(parser)
+    api_settings.add_setting_flags(parser)
     return parser
 
 
@@ -63,7 +62,7 @@ def settings_from(args):
         project = resolve_project(args.project)
     except NoProject as e:
         raise SystemExit(f"error: {e}") from None
-    return deps.settings_from(args, project=project)
+    return api_settings.settings_from(args, project=project)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -73,8 +72,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from api.app import create_app
 
-    app = create_app(settings_from(args))
-    _LOGGER.info("Serving project %s on http://%s:%s (docs at /docs)", app.state.settings.project, args.host, args.port)
+    settings = settings_from(args)
+    app = create_app(settings)
+    _LOGGER.info("Serving project %s on http://%s:%s (docs at /docs)", settings.project, args.host, args.port)
     uvicorn.run(
         app,
         host=args.host,

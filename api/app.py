@@ -1,6 +1,6 @@
-"""create_app(settings) -> the FastAPI application: it assembles the routers and maps errors to
-answers. What the routers share (settings, the client, the fleet view) is in api/deps.py, which
-they import instead of this module."""
+"""create_app(settings) -> the FastAPI application: it builds what the routers share (one
+`Services`, api/services.py), assembles the routers and maps errors to answers. The routers reach
+the services through api/services.py and api/deps.py, never through this module."""
 
 import contextlib
 import logging
@@ -13,9 +13,13 @@ from google.api_core import exceptions as gexc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.fleet_cache import FleetCache, FleetStale
+from adapters.fleet_listener import FleetListener
 from adapters.fleet_views import FleetReader
 from adapters.store import TRANSIENT
-from api.deps import Settings
+from api.caches import ReadCache
+from api.request_metrics import RequestMetrics
+from api.services import Services
+from api.settings import Settings
 from occupancy.registry_entries import RegistryConflict, RegistryError, UnknownDevice
 
 _LOGGER = logging.getLogger(__name__)
@@ -37,9 +41,44 @@ def _schedule(path: str):
     return loaded
 
 
+def _services(settings: Settings, client=None) -> Services:
+    """What the routers share; `client` defaults to a Firestore client for settings.project/database."""
+    from adapters.store import make_client
+    from api import public
+    from api.forecasts import FORECAST_CACHE_S
+    from occupancy import privacy
+
+    client = client if client is not None else make_client(settings.project, settings.database)
+    policy = privacy.Policy(
+        public.load_seed(settings.privacy_seed_file),
+        settings.privacy_step_pct,
+        settings.privacy_min_capacity,
+        window_s=settings.privacy_window_s,
+    )
+    return Services(
+        settings=settings,
+        client=client,
+        fleet_reader=FleetReader(
+            client,
+            settings.realtime_collection,
+            settings.trains_collection,
+            settings.stale_after_s,
+            settings.fleet_full_read_s,
+        ),
+        fleet_cache=FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s),
+        doors_cache=FleetCache(settings.doors_cache_s, max(settings.fleet_max_age_s, 2 * settings.doors_cache_s)),
+        upstream_cache=FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s),
+        schedule=_schedule(settings.gtfs_static),
+        privacy_policy=policy,
+        privacy_holder=privacy.Holder(settings.thresholds, policy),
+        public_reads=ReadCache(settings.public_cache_s),
+        forecast_documents=ReadCache(FORECAST_CACHE_S, size=4096),
+        metrics=RequestMetrics(),
+    )
+
+
 def create_app(settings: Settings, client=None) -> FastAPI:
     """The application; `client` defaults to a Firestore client for settings.project/database."""
-    from adapters.store import make_client
     from api import (
         auth,
         dashboard,
@@ -62,40 +101,9 @@ def create_app(settings: Settings, client=None) -> FastAPI:
         description="Fleet registry and train occupancy (realtime and history). "
         "Device endpoints and every write need an operator's Firebase ID token.",
     )
-    app.state.settings = settings
-    app.state.client = client if client is not None else make_client(settings.project, settings.database)
-    app.state.fleet_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)
-    app.state.fleet_reader = FleetReader(  # what the cache reads: after the first read, what changed
-        app.state.client,
-        settings.realtime_collection,
-        settings.trains_collection,
-        settings.stale_after_s,
-        settings.fleet_full_read_s,
-    )
-    # device -> door: the registry changes rarely, so read far less often than the fleet.
-    app.state.doors_cache = FleetCache(
-        settings.doors_cache_s, max(settings.fleet_max_age_s, 2 * settings.doors_cache_s)
-    )
-    app.state.schedule = _schedule(settings.gtfs_static)
-    from api import public
-    from occupancy import privacy
-
-    app.state.privacy_policy = privacy.Policy(
-        public.load_seed(settings.privacy_seed_file),
-        settings.privacy_step_pct,
-        settings.privacy_min_capacity,
-        window_s=settings.privacy_window_s,
-    )
-    app.state.privacy_holder = privacy.Holder(settings.thresholds, app.state.privacy_policy)
-    app.state.public_reads = public.ReadCache(settings.public_cache_s)  # public history pages
-    app.state.forecast_documents = public.ReadCache(forecasts.FORECAST_CACHE_S, size=4096)  # per trip and day
-    app.state.trains_bodies = {}  # exact (bool) -> (fleet view, read at, GET /v1/trains body)
-    app.state.feeds_built = {}  # exact (bool) -> (fleet view, doors, read at, the feed's FeedMessage)
-    app.state.trip_updates_built = {}  # exact (bool) -> (fleet view, read at, the TripUpdates FeedMessage)
-    app.state.upstream_cache = FleetCache(settings.fleet_cache_s, settings.fleet_max_age_s)  # the operator's feed
+    app.state.services = _services(settings, client)
     auth.init(settings)
-    app.state.metrics = metrics.RequestMetrics()
-    app.middleware("http")(app.state.metrics.middleware())
+    app.middleware("http")(app.state.services.metrics.middleware())
 
     @app.middleware("http")
     async def private_when_authorized(request, call_next):
@@ -166,22 +174,20 @@ def create_app(settings: Settings, client=None) -> FastAPI:
 async def _lifespan(app: FastAPI):
     """Starts the fleet listeners (with --fleet_listener); stops them and closes the Firestore
     client (its channels) when the server stops."""
-    app.state.fleet_listener = None
-    if app.state.settings.fleet_listener:
-        from adapters.fleet_listener import FleetListener
-
-        settings = app.state.settings
-        app.state.fleet_listener = FleetListener(
-            app.state.client,
+    services: Services = app.state.services
+    settings = services.settings
+    if settings.fleet_listener:
+        services.fleet_listener = FleetListener(
+            services.client,
             settings.realtime_collection,
             settings.trains_collection,
             settings.stale_after_s,
             settings.devices_collection,
         ).start()
     yield
-    if app.state.fleet_listener is not None:
-        app.state.fleet_listener.stop()
-    close = getattr(app.state.client, "close", None)
+    if services.fleet_listener is not None:
+        services.fleet_listener.stop()
+    close = getattr(services.client, "close", None)
     if callable(close):
         close()
         _LOGGER.info("Firestore client closed")

@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.models import UNAVAILABLE, AuthConfig, Problem
+from api.services import services_of
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def _token(credentials: Optional[HTTPAuthorizationCredentials]) -> str:
 def require_operator(request: Request, credentials: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> dict:
     """Dependency: the claims of an operator's token (401 without a valid one, or revoked; 403
     without the role). The role is checked before the revocation: Auth is asked only for operators."""
-    token, project = _token(credentials), request.app.state.settings.project
+    token, project = _token(credentials), services_of(request).settings.project
     claims = verify(token, project)
     if claims.get(OPERATOR_CLAIM) is not True:
         raise HTTPException(
@@ -204,9 +205,9 @@ def allow_read(
     request: Request, credentials: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)
 ) -> Optional[dict]:
     """Dependency for occupancy reads: anyone when reads are public, else any signed-in user."""
-    if request.app.state.settings.public_reads and credentials is None:
+    if services_of(request).settings.public_reads and credentials is None:
         return None
-    return verify(_token(credentials), request.app.state.settings.project)
+    return verify(_token(credentials), services_of(request).settings.project)
 
 
 @router.get("/v1/auth/config", summary="How a browser signs in", response_model=AuthConfig)
@@ -214,7 +215,7 @@ def auth_config(request: Request) -> dict:
     """The Identity Toolkit endpoint and Web API key for `accounts:signInWithPassword`."""
     emulator = os.environ.get(EMULATOR_ENV)
     base = f"http://{emulator}/identitytoolkit.googleapis.com" if emulator else "https://identitytoolkit.googleapis.com"
-    settings = request.app.state.settings
+    settings = services_of(request).settings
     return {
         "provider": "firebase",
         "emulator": bool(emulator),

@@ -16,6 +16,7 @@ from api import ids
 from api.auth import OPERATOR_RESPONSES, require_operator
 from api.deps import ClientDep, SettingsDep, get_client
 from api.models import Device, DeviceList, NewDevice, TrainAssignment, TrainSettings, TrainSettingsOut
+from api.services import services_of
 from occupancy import registry_entries
 from occupancy.wire import valid_id
 
@@ -139,7 +140,7 @@ def disable(request: Request, device_id: str = Depends(ids.device_id), client=De
 
 
 def _set_enabled(request, client, device_id, enabled):
-    settings = request.app.state.settings
+    settings = services_of(request).settings
     registry.set_enabled(client, settings.devices_collection, device_id, enabled, timeout=settings.firestore_timeout_s)
     _LOGGER.info("%s device %s", "Enabled" if enabled else "Disabled", device_id)
     return _read_device(client, settings, device_id)

@@ -23,6 +23,7 @@ from api.auth import READ_RESPONSES, allow_read
 from api.deps import SettingsDep, read_fleet
 from api.gtfs_rt import PROTOBUF, read_doors, set_occupancy
 from api.public import views_for
+from api.services import services_of
 from occupancy import fleet
 
 _LOGGER = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def enriched_vehicle_positions(
         raise HTTPException(
             status_code=404, detail="no upstream feed: start the API with --upstream_vehicle_positions URL"
         )
-    upstream = request.app.state.upstream_cache.get(
+    upstream = services_of(request).upstream_cache.get(
         lambda: fetch(settings.upstream_vehicle_positions, settings.firestore_timeout_s)
     )
     read_at, views = read_fleet(request)

@@ -21,6 +21,7 @@ from api import public
 from api.auth import READ_RESPONSES, allow_read
 from api.deps import ClientDep, SettingsDep
 from api.models import StopDepartures, TripForecast
+from api.services import services_of
 from api.trip_updates import on_board, running_trips
 from occupancy import fleet, privacy, schedule
 from occupancy.forecast import same_day
@@ -81,7 +82,7 @@ def _with_same_day(
 def _service_date(request: Request, trip_id: str) -> datetime.date:
     """The trip's service date when none is asked for: yesterday's while its run past midnight
     is still under way, else today (the feed's zone; UTC without a feed)."""
-    loaded = request.app.state.schedule
+    loaded = services_of(request).schedule
     now = datetime.datetime.now(datetime.timezone.utc)
     day = loaded.service_date_of(trip_id, now) if loaded is not None else None
     return day or now.astimezone(loaded.timezone if loaded is not None else datetime.timezone.utc).date()
@@ -113,7 +114,7 @@ def trip_forecast(
     stops, live = _stops(document), _running(request, claims, now).get((trip_id, day.isoformat()))
     if live is not None:
         stops = _with_same_day(stops, live, document, now, settings.thresholds)
-    shown = [_stop_out(s, exact, request.app.state.privacy_policy) for s in stops]
+    shown = [_stop_out(s, exact, services_of(request).privacy_policy) for s in stops]
     return {
         "trip_id": trip_id,
         "service_date": day.isoformat(),
@@ -121,7 +122,7 @@ def trip_forecast(
         "history_days": document.get("history_days"),
         "forecast_start": document.get("forecast_start") if isinstance(document.get("forecast_start"), str) else None,
         "train_id": live[0].train_id if live else None,
-        "stops": _with_schedule(shown, request.app.state.schedule, trip_id, day),
+        "stops": _with_schedule(shown, services_of(request).schedule, trip_id, day),
     }
 
 
@@ -161,7 +162,7 @@ def _document(request: Request, settings, client, trip_id: str, day: datetime.da
             )
         return snapshot.to_dict()
 
-    return request.app.state.forecast_documents.get((settings.forecast_collection, trip_id, day.isoformat()), read)
+    return services_of(request).forecast_documents.get((settings.forecast_collection, trip_id, day.isoformat()), read)
 
 
 def _stops(document: dict) -> List[dict]:
@@ -194,16 +195,16 @@ def stop_departures(
 ):
     """From the static schedule: the next `limit` departures at the stop within a day; their
     forecast from the documents of their trips (one batched read)."""
-    loaded = request.app.state.schedule
+    services = services_of(request)
+    loaded = services.schedule
     if loaded is None:
         raise HTTPException(status_code=409, detail="no static schedule: start the API with --gtfs_static GTFS.zip")
-    state = request.app.state
-    if getattr(state, "stop_index", None) is None:
-        state.stop_index = _stop_index(loaded)
+    if services.stop_index is None:
+        services.stop_index = _stop_index(loaded)
     now = datetime.datetime.now(datetime.timezone.utc)
     today = now.astimezone(loaded.timezone).date()
     upcoming = []
-    for trip, stop in state.stop_index.get(stop_id, ()):
+    for trip, stop in services.stop_index.get(stop_id, ()):
         for day in (today - datetime.timedelta(days=1), today, today + datetime.timedelta(days=1)):
             if loaded.runs_on(trip.service_id, day):
                 run = loaded.run(trip, day)
@@ -229,7 +230,7 @@ def stop_departures(
         if live is not None:
             stops = _with_same_day(stops, live, document, now, settings.thresholds)
         forecast = next((s for s in stops if s["stop_sequence"] == stop.stop_sequence), None)
-        shown = _stop_out(forecast, exact, request.app.state.privacy_policy) if forecast else {}
+        shown = _stop_out(forecast, exact, services_of(request).privacy_policy) if forecast else {}
         departures.append(
             {
                 "trip_id": run.trip.trip_id,

@@ -36,6 +36,7 @@ from adapters.store import count_ops
 from api.auth import READ_RESPONSES, allow_read
 from api.deps import SettingsDep, read_fleet, trip_for
 from api.public import exact_for, views_for
+from api.services import services_of
 from occupancy import fleet
 from occupancy.levels import NO_DATA_AVAILABLE
 
@@ -135,8 +136,9 @@ def set_occupancy(
 def read_doors(request: Request) -> Dict[str, Dict[str, Optional[str]]]:
     """train_id -> {device_id: door}: from the devices listener (--fleet_listener), else one query
     on the registry every --doors_cache_s (doors change rarely; one read per device each time)."""
-    settings, client = request.app.state.settings, request.app.state.client
-    listener = getattr(request.app.state, "fleet_listener", None)
+    services = services_of(request)
+    settings, client = services.settings, services.client
+    listener = services.fleet_listener
     if listener is not None:
         from adapters.fleet_listener import NotReady
 
@@ -150,7 +152,7 @@ def read_doors(request: Request) -> Dict[str, Dict[str, Optional[str]]]:
         count_ops(reads=max(1, len(devices)))
         return fleet.doors_by_train(devices)
 
-    return request.app.state.doors_cache.get(read)
+    return services.doors_cache.get(read)
 
 
 @router.get(
@@ -174,14 +176,14 @@ def vehicle_positions(
     doors = read_doors(request)
     # A function of (fleet view, doors, exact or public): built once per view, not per request
     # (10,000 trains: about 1 s to build).
-    built, exact = request.app.state.feeds_built, exact_for(request, claims)
-    held = built.get(exact)
-    if held is None or held[0] is not views or held[1] is not doors or held[2] != generated_at:
+    exact = exact_for(request, claims)
+
+    def build():
         shown = views_for(request, views, generated_at, claims)
         trips = {view.train_id: trip_for(request, view, generated_at)[0] for view in shown}
-        feed = build_feed(shown, generated_at, settings.thresholds, doors, trips)
-        held = built[exact] = (views, doors, generated_at, feed)  # holds both: their ids stay unique
-    feed = held[3]
+        return build_feed(shown, generated_at, settings.thresholds, doors, trips)
+
+    feed = services_of(request).feeds.get(exact, (views, doors), generated_at, build)
     headers = {"Cache-Control": f"public, max-age={int(settings.fleet_cache_s)}"}
     if format == "json":
         from google.protobuf.json_format import MessageToDict

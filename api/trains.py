@@ -14,6 +14,7 @@ from api import ids, public
 from api.auth import READ_RESPONSES, allow_read
 from api.deps import ClientDep, SettingsDep, read_fleet, trip_for
 from api.models import DeviceSeen, HistoryItem, HistoryPage, RequestTime, TrainDetail, TrainList, utc_in_range
+from api.services import services_of
 from occupancy import fleet, privacy
 
 router = APIRouter(
@@ -63,17 +64,16 @@ def list_trains(request: Request, settings: SettingsDep, claims: Optional[dict] 
     asks (docs/design.md, "Privacy")."""
     read_at, views = read_fleet(request)
     exact = public.exact_for(request, claims)
+
     # The body is a function of (fleet view, exact or public): rendered once per view, not per
     # request (10,000 trains: 2.7 MB, about 0.3 s to render).
-    rendered = request.app.state.trains_bodies
-    held = rendered.get(exact)
-    if held is None or held[0] is not views or held[1] != read_at:
+    def render() -> bytes:
         shown = public.views_for(request, views, read_at, claims)
-        body = TrainList(
-            generated_at=read_at, trains=[train_out(v, settings, trip_for(request, v, read_at)) for v in shown]
-        ).model_dump_json()
-        held = rendered[exact] = (views, read_at, body.encode("utf-8"))  # holds `views`: its id stays unique
-    return Response(held[2], media_type="application/json")
+        trains = [train_out(v, settings, trip_for(request, v, read_at)) for v in shown]
+        return TrainList(generated_at=read_at, trains=trains).model_dump_json().encode("utf-8")
+
+    body = services_of(request).trains_bodies.get(exact, (views,), read_at, render)
+    return Response(body, media_type="application/json")
 
 
 @router.get(
@@ -118,7 +118,7 @@ def _public_history(request: Request, train_id: str, start, end, limit: int, aft
     that no bound cuts a hold and tells more than its sample. The page, as bytes, is kept
     --public_cache_s for every reader asking for the same holds."""
     now, view = public.public_train(request, train_id)
-    policy = request.app.state.privacy_policy
+    policy = services_of(request).privacy_policy
     if view is None or privacy.coarse_history_value(0, view.capacity, policy) is None:
         return Response(HistoryPage(items=[]).model_dump_json(), media_type="application/json")
 
@@ -128,7 +128,7 @@ def _public_history(request: Request, train_id: str, start, end, limit: int, aft
     lower = max((t for t in (start, after[0] if after else None) if t is not None), default=None)
     since = hold_at(lower).start if lower is not None else None
     until = hold_at(end).start if end is not None else None
-    return request.app.state.public_reads.get(
+    return services_of(request).public_reads.get(
         ("history", train_id, since, until, limit),
         lambda: _read_public_history(request, train_id, since, until, limit, hold_at, view.capacity, now),
     )
@@ -137,8 +137,8 @@ def _public_history(request: Request, train_id: str, start, end, limit: int, aft
 def _read_public_history(request, train_id, since, until, limit, hold_at, capacity, now) -> Response:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    settings = request.app.state.settings
-    collection = request.app.state.client.collection(settings.history_collection)
+    settings = services_of(request).settings
+    collection = services_of(request).client.collection(settings.history_collection)
     query = collection.where(filter=FieldFilter("train", "==", train_id))
     if since is not None:
         query = query.where(filter=FieldFilter("timestamp", ">=", since))
@@ -157,7 +157,7 @@ def _read_public_history(request, train_id, since, until, limit, hold_at, capaci
             data = doc.to_dict()
             buckets.append((fleet.as_utc(data["timestamp"]), int(data.get("value") or 0), doc.id))
         samples = privacy.public_history(
-            ((t, v) for t, v, _ in buckets), hold_at, capacity, request.app.state.privacy_policy, now
+            ((t, v) for t, v, _ in buckets), hold_at, capacity, services_of(request).privacy_policy, now
         )
         if not exhausted:  # a hold ends for certain only once a later bucket is read
             samples = [s for s in samples if s.hold.end <= buckets[-1][0]]

@@ -25,6 +25,7 @@ from api.auth import READ_RESPONSES, allow_read
 from api.deps import SettingsDep, read_fleet, trip_for
 from api.gtfs_rt import GTFS_RT_VERSION, PROTOBUF
 from api.public import exact_for, views_for
+from api.services import services_of
 from occupancy import fleet
 from occupancy.forecast import same_day
 from occupancy.forecast.rows import document_id
@@ -97,7 +98,8 @@ def build_trip_updates(
 
 def _forecasts(request: Request, runs: Dict[str, object]) -> Dict[str, dict]:
     """train_id -> the forecast document of the run it is on (one batched read)."""
-    settings, client = request.app.state.settings, request.app.state.client
+    services = services_of(request)
+    settings, client = services.settings, services.client
     collection = client.collection(settings.forecast_collection)
     ids = {train: document_id(run.trip.trip_id, run.service_date.isoformat()) for train, run in runs.items()}
     if not ids:
@@ -128,15 +130,16 @@ def trip_updates(
     claims: Optional[dict] = Depends(allow_read),
 ):
     generated_at, views = read_fleet(request)
-    built, exact = request.app.state.trip_updates_built, exact_for(request, claims)
-    held = built.get(exact)
-    if held is None or held[0] is not views or held[1] != generated_at:
+    exact = exact_for(request, claims)
+
+    def build():
         running = running_trips(request, claims, generated_at, (generated_at, views))
         runs = {view.train_id: (view, run) for view, run in running}
         forecasts = _forecasts(request, {train: run for train, (_, run) in runs.items()})
         running = [(*runs[train], forecast) for train, forecast in sorted(forecasts.items())]
-        held = built[exact] = (views, generated_at, build_trip_updates(running, generated_at, settings.thresholds))
-    feed = held[2]
+        return build_trip_updates(running, generated_at, settings.thresholds)
+
+    feed = services_of(request).trip_updates.get(exact, (views,), generated_at, build)
     headers = {"Cache-Control": f"public, max-age={int(settings.fleet_cache_s)}"}
     if format == "json":
         from google.protobuf.json_format import MessageToDict

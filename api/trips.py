@@ -10,6 +10,7 @@ from api import ids
 from api.auth import OPERATOR_RESPONSES, require_operator
 from api.deps import ClientDep, SettingsDep
 from api.models import TripAssignmentIn, TripOut
+from api.services import services_of
 from api.trains import trip_out
 from occupancy import registry_entries, schedule
 
@@ -21,7 +22,7 @@ router = APIRouter(
 
 
 def _schedule(request: Request) -> schedule.Schedule:
-    loaded = request.app.state.schedule
+    loaded = services_of(request).schedule
     if loaded is None:
         raise HTTPException(status_code=409, detail="no static schedule: start the API with --gtfs_static GTFS.zip")
     return loaded

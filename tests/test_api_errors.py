@@ -5,7 +5,7 @@ from fastapi.testclient import TestClient
 from google.api_core import exceptions as gexc
 
 from api.app import RETRY_AFTER_S, create_app
-from api.deps import Settings
+from api.settings import Settings
 
 
 class _Unreachable:

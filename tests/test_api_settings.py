@@ -1,4 +1,4 @@
-"""The API's settings are declared once (api/deps.py, Settings): every field is a flag of
+"""The API's settings are declared once (api/settings.py, Settings): every field is a flag of
 `python -m api` with the field's default, and every flag reaches its field."""
 
 import dataclasses
@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from api.__main__ import build_parser, settings_from
-from api.deps import Settings
+from api.settings import Settings
 from occupancy.fleet import Thresholds
 
 

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 
 from adapters.registry import read_device, register_device
 from api.app import create_app
-from api.deps import Settings
+from api.settings import Settings
 from local.emulators import free_port
 
 KID = "test-key-1"

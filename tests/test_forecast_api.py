@@ -121,7 +121,7 @@ def test_a_forecast_document_is_read_once_a_minute_and_a_missing_one_is_not_kept
     from fastapi.testclient import TestClient
 
     from api.app import create_app
-    from api.deps import Settings
+    from api.settings import Settings
 
     collection, day = f"forecasts-{uuid.uuid4().hex[:8]}", "2027-01-04"
     settings = Settings(project=stack.PROJECT, forecast_collection=collection)

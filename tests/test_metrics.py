@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from adapters import registry
 from api.app import create_app
-from api.deps import Settings
+from api.settings import Settings
 from local.stack import PROJECT
 from tests.support import ago, write_realtime
 

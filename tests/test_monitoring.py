@@ -117,7 +117,7 @@ def prometheus_families() -> set:
     from prometheus_client.parser import text_string_to_metric_families
 
     from api.app import create_app
-    from api.deps import Settings
+    from api.settings import Settings
     from bridge import health
 
     class Down:  # the API's families are there whatever Firestore answers

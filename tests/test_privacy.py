@@ -288,7 +288,7 @@ def test_the_public_reads_are_coarse_and_operators_see_the_counts(coarse_api, fi
 
 
 def test_the_public_read_cache_is_bounded_and_reads_again_after_its_interval():
-    from api.public import ReadCache
+    from api.caches import ReadCache
 
     now = [0.0]
     cache = ReadCache(ttl_s=30, size=3, clock=lambda: now[0])

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 import api.trains
 from api.app import create_app
-from api.deps import Settings
+from api.settings import Settings
 
 
 class _Fleet:
