@@ -137,9 +137,6 @@ class TrainState:
     last_written_us: int = 0
     # Event time of the last reset or terminus: where the current trip began (0: unknown).
     trip_start_us: int = 0
-    # A flush clock older jobs kept here. Nothing reads it; it stays a field of the encoding's
-    # version 2 (occupancy.state_codec), which a job may still find in its state.
-    queue_clock: Tuple[int, int] = (0, 0)
 
 
 def controls_unknown(state: TrainState) -> None:

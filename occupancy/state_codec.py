@@ -2,8 +2,8 @@
 
 Two encodings, each starting with its version byte:
 
-* `encode_state` / `decode_state`: the whole `TrainState`, for the stateful
-  DoFn's `train` cell (transforms.coders.TrainStateCoder). Fields are written
+* `encode_state` / `decode_state`: the whole `TrainState`, the train's part of
+  the stateful DoFn's `train_cell` (occupancy.train_cell, transforms.coders.TrainCellCoder). Fields are written
   explicitly, in a fixed order, so the bytes do not depend on class or module
   names (a rename or a `--update` reads them) and a new field is a new version
   whose decoder still reads the old ones.
@@ -20,7 +20,9 @@ Two encodings, each starting with its version byte:
 Versions: the train state 2 adds the applied resets and terminus events
 (`controls`, `control_floor_us`); read from version 1, whose job kept them
 only within the reorder window, everything up to the train's last trip start
-counts as applied. The checkpoint 2 adds the same.
+counts as applied. The train state 3 leaves out a flush clock (two integers)
+that versions 1 and 2 carried and nothing read. The checkpoint 2 adds the same
+resets and termini as the train state 2.
 
 Integers are LEB128 varints, signed ones zigzag-encoded; strings are a
 length and UTF-8; seq ranges are each range's distance from the previous one
@@ -33,7 +35,7 @@ from occupancy.fold import Bucket, DeviceMemory, TrainState, controls_unknown
 from occupancy.stop_visits import DoorCount, VisitState
 from occupancy.wire import RESET, TERMINUS
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 DEDUP_VERSION = 2
 VISITS_VERSION = 1
 # A reset or terminus as one byte.
@@ -145,7 +147,7 @@ def encode_state(state: TrainState) -> bytes:
     w.int(state.value)
     w.optional(state.last_applied_us)
     w.optional(state.capacity)
-    for n in (state.reset_through_us, state.last_written_us, state.trip_start_us, *state.queue_clock):
+    for n in (state.reset_through_us, state.last_written_us, state.trip_start_us):
         w.int(n)
     w.uint(len(state.devices))
     for device_id, m in sorted(state.devices.items()):
@@ -169,7 +171,8 @@ def decode_state(data: bytes) -> TrainState:
     r = _Reader(data, "train state", STATE_VERSION)
     state = TrainState(value=r.int(), last_applied_us=r.optional(), capacity=r.optional())
     state.reset_through_us, state.last_written_us, state.trip_start_us = r.int(), r.int(), r.int()
-    state.queue_clock = (r.int(), r.int())
+    if r.version <= 2:
+        r.int(), r.int()  # a flush clock the jobs before version 3 kept here, read by nothing
     for _ in range(r.uint()):
         device_id = r.str()
         seq, registered_us, last_seen_us, boarded, alighted = (r.int() for _ in range(5))

@@ -49,7 +49,6 @@ def stored_state() -> TrainState:
         reset_through_us=1_799_990_000_000_000,
         last_written_us=1_800_000_124_000_000,
         trip_start_us=1_799_990_000_000_000,
-        queue_clock=(1_800_000_126_000_000, 1_800_000_124_000_000),
     )
 
 
@@ -69,7 +68,6 @@ def random_state(rng: random.Random) -> TrainState:
         reset_through_us=rng.randrange(0, 2**62),
         last_written_us=rng.randrange(0, 2**62),
         trip_start_us=rng.randrange(0, 2**62),
-        queue_clock=(rng.randrange(0, 2**62), rng.randrange(0, 2**62)),
     )
     for d in range(rng.randrange(0, 12)):
         memory = DeviceMemory(

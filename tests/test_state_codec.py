@@ -1,7 +1,7 @@
 """The train's state as versioned bytes (occupancy.state_codec): in the `train_cell` state cell
 and the realtime document's `checkpoint`.
 
-Stored bytes are read back: the version-1 and version-2 encodings, and a realtime document as
+Stored bytes are read back: the version-1, 2 and 3 encodings, and a realtime document as
 jobs up to 5807173 wrote it (tests/data).
 """
 
@@ -35,17 +35,24 @@ def test_version_1_bytes_stay_readable():
     assert state_codec.decode_state(stored) == expected
 
 
-def test_version_2_bytes_stay_readable_and_are_what_the_encoder_writes():
+def test_version_2_bytes_stay_readable():
     stored = (DATA / "train_state_v2.bin").read_bytes()
     assert stored[0] == 2 and state_codec.decode_state(stored) == stored_state_v2()
-    # A change to version 2's layout would strand every train's state: it must be a new version.
+
+
+def test_version_3_bytes_stay_readable_and_are_what_the_encoder_writes():
+    """Version 3 is version 2 without the flush clock (two integers) that nothing read."""
+    stored = (DATA / "train_state_v3.bin").read_bytes()
+    assert stored[0] == 3 and state_codec.decode_state(stored) == stored_state_v2()
+    assert len(stored) < len((DATA / "train_state_v2.bin").read_bytes())
+    # A change to version 3's layout would strand every train's state: it must be a new version.
     assert state_codec.encode_state(stored_state_v2()) == stored
 
 
 def test_bytes_of_a_newer_version_or_cut_short_are_refused_with_a_reason():
     encoded = state_codec.encode_state(stored_state())
-    with pytest.raises(state_codec.UnknownVersion, match="version 3; this job reads versions 1 to 2"):
-        state_codec.decode_state(bytes([3]) + encoded[1:])
+    with pytest.raises(state_codec.UnknownVersion, match="version 4; this job reads versions 1 to 3"):
+        state_codec.decode_state(bytes([4]) + encoded[1:])
     with pytest.raises((ValueError, IndexError)):
         state_codec.decode_state(encoded[:-3])
     with pytest.raises(ValueError, match="bytes left over"):
