@@ -49,20 +49,18 @@ import pathlib
 import shutil
 import signal
 import sys
-import threading
 import time
-import zoneinfo
-from typing import List, Optional
+from typing import Optional
 
 from google.api_core import exceptions as gexc
 
-from adapters import registry
 from adapters.store import make_client
-from local import stack
+from local import demo_fleet, stack
 from local.archive import Archiver
 from local.auth_emulator import AuthEmulator
 from local.broker import BrokerError
-from local.emulators import Emulator, EmulatorError, free_port, is_up, port_free
+from local.emulator_set import EmulatorSet
+from local.emulators import EmulatorError, free_port, port_free
 from local.forecast_side import HISTORY_DAYS, ForecastSide
 from local.mqtt_side import MqttSide
 from local.stack import DEMO_OPERATOR, PROJECT
@@ -70,9 +68,7 @@ from local.terminal import OutputGone, relative, say, show
 from local.watch import PLAIN_INTERVAL_S, Watch, count_dead_letters
 from occupancy import registry_entries
 from occupancy.cli import positive_float
-from occupancy.schedule import Schedule
 from sim import simulator, timetable
-from sim.keyring import CONTROL_ID, Keyring
 from sim.mqtt_route import MqttRoute
 from sim.publisher import DevicePublisher
 
@@ -105,8 +101,7 @@ class Demo:
         self.args = args
         self.fleet = simulator.DEMO_FLEET
         self.log_path = pathlib.Path(args.log).resolve()
-        self.started_emulators: List[Emulator] = []
-        self._emulator_threads: List[threading.Thread] = []
+        self.emulators = EmulatorSet(PROJECT, say)
         self.pipeline = None
         self.pipeline_started = 0.0
         self.api = None
@@ -122,53 +117,6 @@ class Demo:
         self.dead_letters_before = 0
 
     # ---- start ---------------------------------------------------------------------
-
-    def start_emulators(self) -> None:
-        wanted = []
-        for emulator in (
-            Emulator("pubsub", project=PROJECT),
-            Emulator("firestore", project=PROJECT),
-            AuthEmulator(project=PROJECT),
-        ):
-            kind = emulator.kind
-            host = os.environ.get(emulator.env_var)
-            if host and is_up(host):
-                say(f"reusing the {kind} emulator at {host} ({emulator.env_var})")
-                continue
-            if host:
-                say(f"{emulator.env_var}={host} does not answer: starting a new {kind} emulator")
-            wanted.append(emulator)
-        if not wanted:
-            return
-        say("starting emulators: " + ", ".join(e.kind for e in wanted) + " (takes a few seconds)...")
-        errors = []
-        for emulator in wanted:
-            # In parallel: each one is a JVM that takes seconds to come up.
-            thread = threading.Thread(target=self._start_one, args=(emulator, errors), daemon=True)
-            self.started_emulators.append(emulator)
-            self._emulator_threads.append(thread)
-            thread.start()
-        for thread in self._emulator_threads:
-            while thread.is_alive():
-                thread.join(0.2)  # a timed join keeps Ctrl-C responsive
-        if errors:
-            raise errors[0]
-        for emulator in wanted:
-            os.environ[emulator.env_var] = emulator.host_port
-            say(f"{emulator.kind} emulator up: {emulator.env_var}={emulator.host_port}")
-
-    @staticmethod
-    def _start_one(emulator: Emulator, errors: list) -> None:
-        try:
-            emulator.start()
-        except Exception as e:  # noqa: BLE001 - re-raised in the main thread
-            errors.append(e)
-
-    def emulator_env(self) -> dict:
-        return {
-            name: os.environ[name]
-            for name in ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST")
-        }
 
     def create_pubsub(self) -> None:
         from google.cloud import pubsub_v1
@@ -193,47 +141,11 @@ class Demo:
         self.archiver.start()
 
     def write_timetable(self) -> None:
-        """The demo's static feed, its service running from TIMETABLE_WEEKS before today, its
-        trips moved so that the trains begin one TRIP_LEAD_S from now: a train joins a trip at
-        its first stop (sim.timetable.stops_from)."""
-        now = datetime.datetime.now(zoneinfo.ZoneInfo(timetable.TIMEZONE))
-        self.phase_s = (now.hour * 3600 + now.minute * 60 + now.second + TRIP_LEAD_S) % timetable.HEADWAY_S
-        first, last = now.date() - datetime.timedelta(weeks=TIMETABLE_WEEKS), now.date() + datetime.timedelta(days=366)
-        self.timetable_path.parent.mkdir(parents=True, exist_ok=True)
-        Schedule.write_zip(self.timetable_path, timetable.gtfs_files(first, last, self.phase_s))
-        say(
-            f"timetable (GTFS, sim/timetable.py): {relative(self.timetable_path)}: each train runs its "
-            f"route back and forth, a stop every {timetable.STOP_S} s"
-        )
+        self.phase_s = demo_fleet.write_timetable(self.timetable_path, TIMETABLE_WEEKS, TRIP_LEAD_S)
 
     def load_fleet(self) -> None:
         self.client = make_client(PROJECT)
-        say(f"registering {len(self.fleet)} trains and {sum(len(t.devices) for t in self.fleet)} door devices...")
-        for train in self.fleet:
-            registry.set_train(
-                self.client, TRAINS, train.train_id, train.capacity, train.name, train_number=train.train_id
-            )
-            for device_id in train.devices:
-                door = device_id[len(train.train_id) + 1 :]
-                try:
-                    registry.register_device(self.client, DEVICES, device_id, train.train_id, door)
-                except registry_entries.RegistryError:
-                    # From an earlier session (perhaps moved or disabled by hand): the demo takes it
-                    # back and starts its seq afresh, as its simulated device does.
-                    registry.assign_device(self.client, DEVICES, device_id, train.train_id)
-                    registry.register_device(self.client, DEVICES, device_id, train.train_id, door, again=True)
-                    registry.set_enabled(self.client, DEVICES, device_id, True)
-            say(f"  {train.train_id:7} {train.name} (capacity {train.capacity}): " + ", ".join(train.devices))
-        # Each simulated device signs with a key pair made now (the private halves never leave
-        # this process); resets are signed by the operator's control key.
-        self.keys = Keyring()
-        self.keys.register(
-            self.client,
-            DEVICES,
-            [d for train in self.fleet for d in train.devices],
-            control_trains=[train.train_id for train in self.fleet],
-        )
-        say(f"registered a fresh Ed25519 key for each device and the control principal {CONTROL_ID}")
+        self.keys = demo_fleet.register(self.client, self.fleet, DEVICES, TRAINS)
         self.dead_letters_before = sum((count_dead_letters(self.client) or {}).values())
 
     def start_pipeline(self) -> None:
@@ -251,7 +163,7 @@ class Demo:
             f"--tides_window_s={self.args.tides_window_s}",
             f"--stop_gap_s={self.args.stop_gap_s}",
             f"--gtfs_static={self.timetable_path}",
-            env=self.emulator_env(),
+            env=self.emulators.env(),
             log_path=str(self.log_path),
         )
         self.pipeline_started = time.monotonic()
@@ -267,7 +179,7 @@ class Demo:
                 PROJECT,
                 port,
                 f"--gtfs_static={self.timetable_path}",
-                env=self.emulator_env(),
+                env=self.emulators.env(),
                 log_path=str(self.api_log_path),
             )
             self.api_url = f"http://127.0.0.1:{port}"
@@ -292,7 +204,7 @@ class Demo:
         self.forecast = ForecastSide(
             self.log_path.parent, self.fleet, self.timetable_path, self.phase_s, self.args.seed
         )
-        self.forecast.start(PROJECT, self.emulator_env(), datetime.datetime.now(datetime.timezone.utc))
+        self.forecast.start(PROJECT, self.emulators.env(), datetime.datetime.now(datetime.timezone.utc))
         say(
             f"seeded {self.forecast.visits} stop visits of the timetable's last {HISTORY_DAYS} days; "
             f"the forecast job computes today's in the background (log {relative(self.forecast.log_path)})"
@@ -351,11 +263,7 @@ class Demo:
         if self.pipeline is not None:
             say(f"stopping the pipeline (pid {self.pipeline.pid})...")
             stack.stop_process(self.pipeline)
-        for thread in self._emulator_threads:
-            thread.join(120)  # an emulator still starting must be up before it can be stopped
-        for emulator in self.started_emulators:
-            say(f"stopping the {emulator.kind} emulator at {emulator.host_port}...")
-            emulator.stop()
+        self.emulators.stop()
         say("stopped")
 
 
@@ -425,7 +333,7 @@ def main(argv=None) -> int:
     demo = Demo(args)
     code = 1
     try:
-        demo.start_emulators()
+        demo.emulators.start()
         demo.create_pubsub()
         demo.start_archive()
         demo.write_timetable()
