@@ -73,6 +73,24 @@ def import_fleet(
     registry_entries.MAX_DEVICES_PER_TRAIN per train. Trains are created or updated (a name of
     None is kept); devices already on their train are left as they are (their
     seq history kept); the others are created. Returns the counts written.
+
+    Args:
+        client: the Firestore client.
+        devices_collection: the devices' collection.
+        trains_collection: the trains' collection.
+        trains: (train_id, capacity, name or None) of each train to create or update.
+        devices: (device_id, train_id, door or None[, public key PEM or None]) of each device.
+        timeout: seconds bounding each Firestore call (listing, batch commit), retries included; None: the
+            library's defaults.
+
+    Returns:
+        {"trains", "devices_created", "devices_unchanged", "keys_registered"}: how many of each.
+
+    Raises:
+        RegistryError: an invalid id or capacity, or a device listed twice.
+        UnknownDevice: a device's train is neither in `trains` nor registered.
+        RegistryConflict: a device on another train, a train with too many devices, or a key that cannot
+            be used.
     """
     from google.cloud import firestore
 

@@ -208,7 +208,19 @@ def read_train(
     now: Optional[datetime.datetime] = None,
     stale_after_s: float = fleet.DEFAULT_STALE_AFTER_S,
 ) -> Optional[fleet.TrainView]:
-    """One train (two document reads), or None when neither document exists."""
+    """One train (two document reads), or None when neither document exists.
+
+    Args:
+        client: the Firestore client.
+        train_id: the train to read.
+        realtime_collection: the pipeline's realtime documents' collection.
+        trains_collection: the registry's trains' collection.
+        now: the time its status and staleness are as of; None: the current time (UTC).
+        stale_after_s: seconds without a count after which the train's status is stale.
+
+    Raises:
+        ValueError: an invalid train id.
+    """
     if not valid_id(train_id):
         raise ValueError(f"invalid train id {train_id!r}")
     now = now or datetime.datetime.now(datetime.timezone.utc)

@@ -141,6 +141,22 @@ def commit_documents(
     `group_of(write)`: writes of one group are committed together or not at all (one batch,
     never split): a group whose guarded write conflicts is held back whole, in the
     WriteConflict; one with a permanent failure is written one by one, to find it.
+
+    Args:
+        client: the Firestore client.
+        writes: (collection, doc_id, data[, guard]) tuples; `guard` an occupancy.fencing.Guard or None.
+        policy: retries each commit's transient errors (`policy.transient`) within its deadline.
+        on_retry: called with each transient error before the commit is tried again.
+        on_committed: called with each write and its WriteResult once its batch is committed.
+        group_of: a write's group key; None: every write is a group of its own.
+
+    Returns:
+        (write, error) for every write that failed permanently (PERMANENT, a document that cannot be
+        encoded, an unguarded write's failed precondition); empty when all were committed.
+
+    Raises:
+        WriteConflict: a guarded write's precondition failed; raised after every other write was tried.
+        TRANSIENT: the last transient error (any of `policy.transient`) once `policy` gives up.
     """
     groups: Dict[object, list] = {}
     for i, write in enumerate(writes):

@@ -48,7 +48,13 @@ T = TypeVar("T")
 
 
 def table_resource(project: str, dataset: str, table: str) -> dict:
-    """The BigQuery table (REST `Table` resource) of a TIDES table."""
+    """The BigQuery table (REST `Table` resource) of a TIDES table.
+
+    Args:
+        project: the Google Cloud project the dataset is in.
+        dataset: the BigQuery dataset's id.
+        table: the table's name (a key of occupancy.tides.FIELDS), also its BigQuery table id.
+    """
     return {
         "tableReference": {"projectId": project, "datasetId": dataset, "tableId": table},
         "description": f"TIDES {table} (https://tides-transit.org), written by the train occupancy job.",
@@ -94,7 +100,17 @@ class RowEncoder:
 
 def batches(encoded: Iterable[T], max_bytes: Optional[int] = None, size=len) -> Iterator[List[T]]:
     """`encoded` in order, in lists of at most `max_bytes` (MAX_REQUEST_BYTES) by `size`, at
-    least one item each: the rows of each AppendRows request."""
+    least one item each: the rows of each AppendRows request.
+
+    Args:
+        encoded: the items (serialized rows), in the order they are sent.
+        max_bytes: the most a list holds by `size` (an item larger than it goes alone); None or 0:
+            MAX_REQUEST_BYTES.
+        size: an item's size in bytes.
+
+    Yields:
+        Lists of consecutive items, none empty.
+    """
     max_bytes = max_bytes or MAX_REQUEST_BYTES
     batch: List[T] = []
     total = 0
@@ -128,7 +144,16 @@ def table_resources(project: str, dataset: str) -> Dict[str, dict]:
 
 def create_tables(client, project: str, dataset: str) -> List[str]:
     """Creates the dataset's TIDES tables that do not exist yet (google.cloud.bigquery.Client);
-    returns the tables created."""
+    returns the tables created.
+
+    Args:
+        client: a google.cloud.bigquery.Client.
+        project: the Google Cloud project the dataset is in.
+        dataset: the dataset's id; it must exist.
+
+    Returns:
+        The names of the tables created, sorted; a table that exists is left as it is.
+    """
     from google.api_core import exceptions as gexc
     from google.cloud import bigquery
 

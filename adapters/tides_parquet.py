@@ -44,7 +44,17 @@ def arrow_schema(table: str, partitioned: bool = False) -> pa.Schema:
 
 
 def part_path(root: str, table: str, day: str, part: str) -> str:
-    """Where a file of `table`'s rows of service date `day` (YYYY-MM-DD) named `part` goes."""
+    """Where a file of `table`'s rows of service date `day` (YYYY-MM-DD) named `part` goes.
+
+    Args:
+        root: the directory (or URL prefix) the tables' directories are in; a trailing "/" is dropped.
+        table: the table's name (a key of occupancy.tides.FIELDS).
+        day: the service date, YYYY-MM-DD.
+        part: the file's name without `.parquet`.
+
+    Returns:
+        `<root>/<table>/service_date=<day>/<part>.parquet`, joined with "/".
+    """
     return "/".join((root.rstrip("/"), table, f"{PARTITION}={day}", f"{part}.parquet"))
 
 
@@ -61,7 +71,17 @@ def parquet_bytes(table: str, rows: Iterable[dict]) -> bytes:
 def write_partitioned(root: str, table: str, rows: Iterable[dict], part: str) -> List[str]:
     """Writes `rows` to local files, `part_path` for each service date; returns the paths. An
     existing file of that name is replaced (written beside it, then renamed over it: a reader
-    never sees half a file)."""
+    never sees half a file).
+
+    Args:
+        root: the local directory the tables' directories are in (made as needed).
+        table: the table's name (a key of occupancy.tides.FIELDS).
+        rows: the table's rows, each with its `service_date` a datetime.date.
+        part: the files' name without `.parquet`, the same in every day's directory.
+
+    Returns:
+        The paths written, one per service date, in date order.
+    """
     by_day: Dict[str, List[dict]] = {}
     for row in rows:
         by_day.setdefault(row[PARTITION].isoformat(), []).append(row)

@@ -78,6 +78,17 @@ class Authenticator:
 
         `entry`: the registry entry of the device a count names; for a reset or terminus,
         `principal_entry(principal)` returns the entry of the principal that signed it.
+
+        Args:
+            event: the message, its `raw` the envelope as received.
+            entry: the registry entry of the device the event names; None: not registered.
+            now_us: the time now in microseconds since the epoch, which a key's expiry is checked against.
+            principal_entry: principal id -> its registry entry or None; None: every reset and terminus
+                is refused.
+
+        Returns:
+            None if accepted, else (reason, detail): reason wire.UNSIGNED, BAD_SIGNATURE, UNKNOWN_KEY or
+            EXPIRED_KEY, detail a message for the dead letter.
         """
         opened, refused = _open(event)
         if refused is not None:

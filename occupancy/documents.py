@@ -200,7 +200,14 @@ def bucket_start_of(realtime: dict, flush_interval_us: int) -> Optional[int]:
 
 
 def state_from_documents(realtime: Optional[dict], history: Optional[dict], dedup_window: int) -> TrainState:
-    """Seeds a train's state from its realtime document and its latest history document."""
+    """Seeds a train's state from its realtime document and its latest history document.
+
+    Args:
+        realtime: the train's realtime document; None or empty: a new TrainState.
+        history: its latest history document (the open bucket); None: no bucket.
+        dedup_window: how many seqs up to a device's last are taken as applied when neither a readable
+            `checkpoint` nor its `devices_seen` entry says which were.
+    """
     state = TrainState()
     if not realtime:
         return state

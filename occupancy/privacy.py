@@ -59,7 +59,18 @@ class Hold(NamedTuple):
 def hold_of(at: datetime.datetime, policy: Policy, run=None, departures: Sequence[datetime.datetime] = ()) -> Hold:
     """The hold `at` falls in: from the trip run's latest stop departure at or before it to its
     next one (the last departure holds for `window_s`), else the `window_s` window it falls in,
-    cut at the run's first departure."""
+    cut at the run's first departure.
+
+    Args:
+        at: the time (timezone-aware) to find the hold of.
+        policy: its `window_s`: the window's length, and how long the last departure holds.
+        run: the TripRun the train is on (its trip id and start date name the hold); None: windows only.
+        departures: the run's scheduled stop departures (timezone-aware), in order; empty: windows only.
+
+    Returns:
+        The Hold: key `<trip_id>/<start_date>/<departure index>` for a departure's, `w<window number>` for a
+        window's.
+    """
     window = datetime.timedelta(seconds=policy.window_s)
     if run is not None and departures:
         passed = [i for i, moment in enumerate(departures) if moment <= at]
@@ -80,6 +91,15 @@ def hold_of(at: datetime.datetime, policy: Policy, run=None, departures: Sequenc
 
 
 def coarse_status(ratio: float, thresholds: fleet.Thresholds, policy: Policy, train_id: str, key: str) -> str:
+    """The OccupancyStatus name of `ratio` with each bound of `thresholds` moved by up to ±`policy.jitter`.
+
+    Args:
+        ratio: the train's occupancy as a fraction of its capacity.
+        thresholds: the levels' bounds before they are moved.
+        policy: its `seed` and `jitter` draw the moves.
+        train_id: the train the moves are drawn for.
+        key: the hold (Hold.key) they are drawn for: the same status within a hold, wherever the seed is the same.
+    """
     bounds = tuple(
         bound + (2 * _unit(policy.seed, train_id, key, str(i)) - 1) * policy.jitter
         for i, bound in enumerate(thresholds.bounds)
@@ -94,7 +114,18 @@ def coarse_ratio(ratio: float, policy: Policy) -> float:
 
 def coarse_fields(sample: fleet.TrainView, thresholds: fleet.Thresholds, policy: Policy, hold: Hold) -> dict:
     """The published numbers of a departure's sample: a function of (sample, seed, hold) only,
-    so a Holder computes them once per departure (five HMACs a train)."""
+    so a Holder computes them once per departure (five HMACs a train).
+
+    Args:
+        sample: the train's view sampled for the hold.
+        thresholds: the status levels' bounds, moved per train and hold (coarse_status).
+        policy: the rounding step, minimum capacity and jitter.
+        hold: the departure (or window) the sample stands for; `last_updated` becomes its start.
+
+    Returns:
+        TrainView fields to replace: no count nor per-device numbers, the ratio and status coarse, or
+        NO_DATA_AVAILABLE below `min_capacity` or without a ratio.
+    """
     fields = dict(
         current_value=None,
         occupancy_ratio=None,
@@ -124,7 +155,15 @@ def public_view(
     sample: fleet.TrainView, now_view: fleet.TrainView, thresholds: fleet.Thresholds, policy: Policy, hold: Hold
 ) -> fleet.TrainView:
     """What the public sees of a train: the departure's sample, coarse; liveness (status,
-    last_seen) from now, coarse. No count, no per-device numbers."""
+    last_seen) from now, coarse. No count, no per-device numbers.
+
+    Args:
+        sample: the train's view sampled for `hold` (coarse_fields).
+        now_view: the train's view now: its liveness and every field not made coarse.
+        thresholds: the status levels' bounds, moved per train and hold (coarse_status).
+        policy: the rounding step, minimum capacity, jitter and window.
+        hold: the departure (or window) the sample stands for.
+    """
     return now_view._replace(**coarse_fields(sample, thresholds, policy, hold), **coarse_liveness(now_view, policy))
 
 
@@ -164,7 +203,13 @@ class Holder:
 
 def coarse_history_value(value: int, capacity: Optional[int], policy: Policy) -> Optional[int]:
     """A history value for the public: people at the step's granularity, or None below
-    `min_capacity`."""
+    `min_capacity`.
+
+    Args:
+        value: the number of people on the train.
+        capacity: the train's capacity in places; None: unknown (so None is returned).
+        policy: its `step_pct` (the step, a percentage of capacity) and `min_capacity`.
+    """
     if not capacity or capacity < policy.min_capacity:
         return None
     step_people = capacity * policy.step_pct / 100
@@ -189,7 +234,18 @@ def public_history(
     """The public history of a train's (timestamp, value) buckets, in time order: for each hold
     that holds a bucket and has ended by `now`, one sample at its end (the moment the realtime
     numbers sample the next departure) of the value standing then, coarse. What boarded within a
-    hold, and when, cannot be read; nothing below `min_capacity`."""
+    hold, and when, cannot be read; nothing below `min_capacity`.
+
+    Args:
+        buckets: (timestamp, people on the train) in time order.
+        hold_at: the Hold a time falls in (e.g. hold_of with the train's run and departures).
+        capacity: the train's capacity in places; None: unknown (so no sample).
+        policy: the rounding step and minimum capacity.
+        now: the time now: a hold not ended by then gives no sample.
+
+    Returns:
+        One PublicSample per ended hold, its value coarse (coarse_history_value).
+    """
     out: List[PublicSample] = []
     current, standing = None, None
     for timestamp, value in buckets:

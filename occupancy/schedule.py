@@ -286,7 +286,16 @@ def trip_of(schedule: Optional[Schedule], train_doc: dict, at: datetime.datetime
 
     An operator's assignment (`trip: {trip_id, start_date}` in the train's registry document)
     wins while that run is under way or yet to come; otherwise the train number's scheduled
-    trip under way now."""
+    trip under way now.
+
+    Args:
+        schedule: the static feed's schedule; None: no feed, so no run.
+        train_doc: the train's registry document (`trip`, `train_number`; others are ignored).
+        at: the time (timezone-aware) the train's run is wanted for.
+
+    Returns:
+        (the TripRun, how it was found), or (None, None): no assignment under way and no run of its number.
+    """
     if schedule is None:
         return None, None
     assignment = train_doc.get("trip") or {}

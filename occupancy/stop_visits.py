@@ -113,7 +113,16 @@ class StopVisits:
 
     def add(self, state: VisitState, count: DoorCount, run: Optional[TripRun]) -> List[StopVisit]:
         """Adds a count; returns the visits it closes (the burst before it, if the train left
-        since; a finished run's remaining stops, when a new burst is on another run)."""
+        since; a finished run's remaining stops, when a new burst is on another run).
+
+        Args:
+            state: the train's state, updated in place.
+            count: the next count, in event-time order.
+            run: the run the train is on at the count's time (occupancy.schedule.trip_of); None: no known trip.
+
+        Returns:
+            The visits closed, in order; often empty.
+        """
         out = []
         if state.counts and count.event_time_us - state.counts[-1].event_time_us > self.gap_us:
             out += self._close_burst(state)
@@ -133,7 +142,16 @@ class StopVisits:
         """At `now_us` of event time: the open burst if it has ended, and the rest of the run's
         stops if the train is no longer on that run (`run_now`). The train is then on no run
         until its next count: a run begins with a count (`add`), so a train that stopped counting
-        (parked, its doors off) makes no visits of the trips its number runs later."""
+        (parked, its doors off) makes no visits of the trips its number runs later.
+
+        Args:
+            state: the train's state, updated in place.
+            now_us: the event time now, in microseconds since the epoch.
+            run_now: the run the train's schedule puts it on at `now_us`; None: no known trip.
+
+        Returns:
+            The visits closed, in order; often empty.
+        """
         out = []
         due = self.due_us(state)
         if due is not None and now_us >= due:

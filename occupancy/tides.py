@@ -150,13 +150,26 @@ def service_date(visit: StopVisit, timezone: datetime.tzinfo) -> datetime.date:
 
 
 def trip_id_performed(visit: StopVisit, train_id: str, timezone: datetime.tzinfo) -> str:
+    """The visit's `trip_id_performed`: `<service date>:<trip_id>:<train>`, or `<service date>:<train>` on no trip.
+
+    Args:
+        visit: the stop visit.
+        train_id: the train that made it.
+        timezone: the feed's time zone, which gives the service date of a visit on no known trip.
+    """
     day = service_date(visit, timezone).isoformat()
     return f"{day}:{visit.run.trip.trip_id}:{train_id}" if visit.run is not None else f"{day}:{train_id}"
 
 
 def stop_visit_row(visit: StopVisit, train_id: str, timezone: datetime.tzinfo) -> dict:
     """One `stop_visits` row. The doors' first and last counts stand for arrival and departure
-    (the train stood there at least that long): a stop with no count has no actual times."""
+    (the train stood there at least that long): a stop with no count has no actual times.
+
+    Args:
+        visit: the stop visit.
+        train_id: the train that made it (the row's `vehicle_id`).
+        timezone: the feed's time zone, which gives the service date of a visit on no known trip.
+    """
     stop, run = visit.stop, visit.run
     return {
         "service_date": service_date(visit, timezone),
@@ -180,7 +193,13 @@ def stop_visit_row(visit: StopVisit, train_id: str, timezone: datetime.tzinfo) -
 def trip_performed_row(visit: StopVisit, train_id: str, timezone: datetime.tzinfo) -> Optional[dict]:
     """The `trips_performed` row of the trip a run's first visit begins (None for any other
     visit): each trip performed is made once, by its first visit, whatever follows. It links
-    `trip_id_performed` to the GTFS trip; the actual times are its stop visits'."""
+    `trip_id_performed` to the GTFS trip; the actual times are its stop visits'.
+
+    Args:
+        visit: the stop visit.
+        train_id: the train that made it (the row's `vehicle_id`).
+        timezone: the feed's time zone, which gives the service date of a visit on no known trip.
+    """
     if visit.trip_stop_sequence != 1:
         return None
     run = visit.run
@@ -202,7 +221,13 @@ def trip_performed_row(visit: StopVisit, train_id: str, timezone: datetime.tzinf
 
 
 def passenger_event_rows(visit: StopVisit, train_id: str, timezone: datetime.tzinfo) -> List[dict]:
-    """One `passenger_events` row per count of the visit (counts of nobody are left out)."""
+    """One `passenger_events` row per count of the visit (counts of nobody are left out).
+
+    Args:
+        visit: the stop visit.
+        train_id: the train that made it (the row's `vehicle_id`).
+        timezone: the feed's time zone, which gives the service date of a visit on no known trip.
+    """
     if not visit.counts:
         return []
     stop = visit.stop

@@ -43,7 +43,17 @@ def _track(snapshot: RegistrySnapshot, data: dict) -> None:
 
 
 def load_snapshot(client, devices_collection: str, trains_collection: str) -> RegistrySnapshot:
-    """Reads the whole registry (once per job, and now and then to catch deletions)."""
+    """Reads the whole registry (once per job, and now and then to catch deletions).
+
+    Args:
+        client: the Firestore client.
+        devices_collection: the devices' collection (door devices and control principals).
+        trains_collection: the trains' collection.
+
+    Returns:
+        Every train, and every device with a usable document and a valid id; `updated_through` the
+        newest `updated_at` read.
+    """
     snapshot = load_trains(client, trains_collection)
     devices = list(client.collection(devices_collection).stream())
     count_ops(reads=max(1, len(devices)))  # a query bills at least one read
@@ -63,6 +73,15 @@ def load_changes(
 
     One query per collection: when nothing changed, that costs one read each.
     `>=` rather than `>` so that a write in the same microsecond is not missed.
+
+    Args:
+        client: the Firestore client.
+        snapshot: the snapshot read last (not changed); without `updated_through` the whole registry is read.
+        devices_collection: the devices' collection.
+        trains_collection: the trains' collection.
+
+    Returns:
+        A new snapshot; a device whose updated document is no longer usable is dropped from it.
     """
     if snapshot.updated_through is None:
         return load_snapshot(client, devices_collection, trains_collection)
@@ -86,7 +105,17 @@ def load_changes(
 
 def load_trains(client, trains_collection: str, since: Optional[datetime.datetime] = None) -> RegistrySnapshot:
     """The trains alone (a snapshot without devices): all of them, or those updated since
-    `since` (`>=`, as load_changes)."""
+    `since` (`>=`, as load_changes).
+
+    Args:
+        client: the Firestore client.
+        trains_collection: the trains' collection.
+        since: read only the trains whose `updated_at` is at or after it; None: every train.
+
+    Returns:
+        A snapshot of the trains read, without devices; `updated_through` the newest `updated_at` read,
+        or `since` when none is newer.
+    """
     snapshot = RegistrySnapshot(updated_through=since)
     query = client.collection(trains_collection)
     if since is not None:
@@ -103,6 +132,16 @@ def load_trains(client, trains_collection: str, since: Optional[datetime.datetim
 
 
 def read_device(client, devices_collection: str, device_id: str) -> Optional[DeviceEntry]:
+    """One device's registry entry, read from Firestore.
+
+    Args:
+        client: the Firestore client.
+        devices_collection: the devices' collection.
+        device_id: the device's document id.
+
+    Returns:
+        The device's entry; None if it is not registered or its document is not usable.
+    """
     doc = client.collection(devices_collection).document(device_id).get()
     count_ops(reads=1)
     return device_entry(doc.to_dict()) if doc.exists else None

@@ -29,7 +29,26 @@ def add_key(
     *,
     timeout: Optional[float] = None,
 ) -> identity.PublicKey:
-    """Adds a PEM public key to a registered principal; RegistryError if it cannot be used."""
+    """Adds a PEM public key to a registered principal; RegistryError if it cannot be used.
+
+    Args:
+        client: the Firestore client.
+        collection: the devices' collection (door devices and control principals).
+        principal: the registered device or control principal.
+        name: the key's id, unique among the principal's keys.
+        pem: the PEM public key; its algorithm is read from it.
+        expires: when the key stops being accepted (naive: UTC); None: never.
+        timeout: seconds bounding each Firestore call, retries included; None: the library's defaults.
+
+    Returns:
+        The key as the pipeline reads it (expiry in microseconds, 0: none).
+
+    Raises:
+        RegistryError: an invalid principal or key id.
+        RegistryConflict: a key that cannot be used, a key id already taken, already MAX_KEYS keys, or
+            the document kept changing over all attempts.
+        UnknownDevice: the principal is not registered.
+    """
     check_id("device id", principal)
     check_id("key id", name)
     try:
@@ -50,6 +69,20 @@ def add_key(
 
 
 def remove_key(client, collection: str, principal: str, name: str, *, timeout: Optional[float] = None) -> None:
+    """Removes one of a registered principal's public keys.
+
+    Args:
+        client: the Firestore client.
+        collection: the devices' collection (door devices and control principals).
+        principal: the registered device or control principal.
+        name: the id of the key to remove.
+        timeout: seconds bounding each Firestore call, retries included; None: the library's defaults.
+
+    Raises:
+        RegistryConflict: the principal has no such key, or its document kept changing over all attempts.
+        UnknownDevice: the principal is not registered.
+    """
+
     def change(keys: List[dict]) -> List[dict]:
         left = [k for k in keys if k.get("key_id") != name]
         if len(left) == len(keys):
@@ -60,6 +93,20 @@ def remove_key(client, collection: str, principal: str, name: str, *, timeout: O
 
 
 def list_keys(client, collection: str, principal: str, *, timeout: Optional[float] = None):
+    """A registered principal's public keys.
+
+    Args:
+        client: the Firestore client.
+        collection: the devices' collection (door devices and control principals).
+        principal: the registered device or control principal.
+        timeout: seconds bounding each Firestore call, retries included; None: the library's defaults.
+
+    Returns:
+        Its well-formed keys, as identity.PublicKey (a malformed one is left out).
+
+    Raises:
+        UnknownDevice: the principal is not registered.
+    """
     snap = client.collection(collection).document(principal).get(**rpc_options(timeout))
     if not snap.exists:
         raise UnknownDevice(f"{principal} is not registered")
@@ -69,7 +116,22 @@ def list_keys(client, collection: str, principal: str, *, timeout: Optional[floa
 def register_control(
     client, collection: str, principal: str, trains: Sequence[str], *, timeout: Optional[float] = None
 ) -> dict:
-    """Registers (or updates) a control principal allowed to reset `trains` (["*"]: all)."""
+    """Registers (or updates) a control principal allowed to reset `trains` (["*"]: all).
+
+    Args:
+        client: the Firestore client.
+        collection: the devices' collection (door devices and control principals).
+        principal: the control principal's id (its document id).
+        trains: the train ids it may reset, replacing any it had; "*": every train.
+        timeout: seconds bounding each Firestore call, retries included; None: the library's defaults.
+
+    Returns:
+        The fields written (merged into the document; it is enabled), timestamps as firestore.SERVER_TIMESTAMP.
+
+    Raises:
+        RegistryError: an invalid principal id.
+        RegistryConflict: no trains or an invalid train id, or `principal` is a door device.
+    """
     from google.cloud import firestore
 
     check_id("control id", principal)

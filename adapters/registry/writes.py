@@ -53,6 +53,24 @@ def register_device(
     one, is never enabled by it). The check and the write are one optimistic step: the write
     carries a precondition (document absent, or unchanged since it was read), so a concurrent
     `register`/`assign` cannot slip in between them.
+
+    Args:
+        client: the Firestore client.
+        collection: the devices' collection.
+        device_id: the device's id (its document id).
+        train_id: the train it counts for.
+        door: the door it watches, stored as given (None: unknown).
+        again: register a device already registered to this train again (its counter was wiped).
+        timeout: seconds bounding each Firestore call, retries included; None: the library's defaults.
+
+    Returns:
+        The device's fields as written, timestamps as firestore.SERVER_TIMESTAMP; registering again,
+        `enabled` is the value kept.
+
+    Raises:
+        RegistryError: an invalid device or train id.
+        RegistryConflict: the device is on another train, already registered without `again`, the train
+            is full (check_room), or the document kept changing over all attempts.
     """
     from google.api_core import exceptions as gexc
 
@@ -101,7 +119,18 @@ def device_document(train_id: str, door: Optional[str]) -> dict:
 
 
 def check_room(client, collection: str, train_id: str, adding: int, timeout=None) -> None:
-    """RegistryConflict if `train_id` would have more than MAX_DEVICES_PER_TRAIN devices."""
+    """RegistryConflict if `train_id` would have more than MAX_DEVICES_PER_TRAIN devices.
+
+    Args:
+        client: the Firestore client.
+        collection: the devices' collection (counted with one aggregation query).
+        train_id: the train to count the devices of.
+        adding: how many devices are about to be added to it.
+        timeout: seconds bounding each Firestore call, retries included; None: the library's defaults.
+
+    Raises:
+        RegistryConflict: its devices plus `adding` would be more than MAX_DEVICES_PER_TRAIN.
+    """
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     query = client.collection(collection).where(filter=FieldFilter("train_id", "==", train_id))
@@ -115,7 +144,20 @@ def check_room(client, collection: str, train_id: str, adding: int, timeout=None
 
 def assign_device(client, collection: str, device_id: str, train_id: str, *, timeout: Optional[float] = None) -> None:
     """Moves a registered device to another train (the prototype's update_train); its counts
-    made before the move (`assigned_at`) no longer count, on either train."""
+    made before the move (`assigned_at`) no longer count, on either train.
+
+    Args:
+        client: the Firestore client.
+        collection: the devices' collection.
+        device_id: the registered device to move.
+        train_id: the train to move it to.
+        timeout: seconds bounding each Firestore call, retries included; None: the library's defaults.
+
+    Raises:
+        RegistryError: an invalid device or train id.
+        RegistryConflict: `train_id` has no room for another device (check_room).
+        UnknownDevice: the device is not registered.
+    """
     from google.cloud import firestore
 
     check_room(client, collection, train_id, 1, timeout)
@@ -130,7 +172,19 @@ def assign_device(client, collection: str, device_id: str, train_id: str, *, tim
 
 
 def set_enabled(client, collection: str, device_id: str, enabled: bool, *, timeout: Optional[float] = None) -> None:
-    """Enables or disables a registered device (a disabled device's events are dead-lettered)."""
+    """Enables or disables a registered device (a disabled device's events are dead-lettered).
+
+    Args:
+        client: the Firestore client.
+        collection: the devices' collection.
+        device_id: the registered device.
+        enabled: whether its events are to be accepted.
+        timeout: seconds bounding each Firestore call, retries included; None: the library's defaults.
+
+    Raises:
+        RegistryError: an invalid device id.
+        UnknownDevice: the device is not registered.
+    """
     _update_device(client, collection, device_id, {"enabled": enabled}, timeout=timeout)
 
 
@@ -162,7 +216,21 @@ def set_train(
 ) -> None:
     """Creates or updates a train's capacity; `name`, `train_number` (its scheduled trips'
     `trip_short_name`, occupancy.schedule) and `vehicle_id` (its id in the operator's own
-    VehiclePositions feed, api/enricher.py) are written only when given (else kept; "" clears)."""
+    VehiclePositions feed, api/enricher.py) are written only when given (else kept; "" clears).
+
+    Args:
+        client: the Firestore client.
+        collection: the trains' collection.
+        train_id: the train's id (its document id).
+        capacity: its capacity in passengers, a positive integer; None: stored as null (no capacity).
+        name: its display name; None: kept.
+        train_number: its scheduled trips' `trip_short_name`, stripped; None: kept; "": cleared.
+        vehicle_id: its id in the operator's VehiclePositions feed, stripped; None: kept; "": cleared.
+        timeout: seconds bounding each Firestore call, retries included; None: the library's defaults.
+
+    Raises:
+        RegistryError: an invalid train id, or a capacity that is not a positive integer.
+    """
     from google.cloud import firestore
 
     check_id("train id", train_id)
@@ -188,7 +256,20 @@ def assign_trip(
     timeout: Optional[float] = None,
 ) -> None:
     """An operator's assignment of a train to a scheduled trip on a service date (None: cleared,
-    the train number applies again). The caller checks it against the static feed."""
+    the train number applies again). The caller checks it against the static feed.
+
+    Args:
+        client: the Firestore client.
+        collection: the trains' collection.
+        train_id: the registered train.
+        trip_id: the scheduled trip's GTFS `trip_id`; None or "": the assignment is cleared.
+        start_date: the trip's service date, stored as given (GTFS `start_date`).
+        timeout: seconds bounding each Firestore call, retries included; None: the library's defaults.
+
+    Raises:
+        RegistryError: an invalid train id.
+        RegistryConflict: the train is not registered.
+    """
     from google.cloud import firestore
 
     check_id("train id", train_id)
@@ -216,6 +297,15 @@ def list_devices(
 
     The documents are returned as stored, including entries the pipeline would
     ignore (e.g. a missing or invalid train_id), so that they can be seen and fixed.
+
+    Args:
+        client: the Firestore client.
+        collection: the devices' collection.
+        train_id: list only this train's devices; None: every device, control principals included.
+        timeout: seconds bounding each Firestore call, retries included; None: the library's defaults.
+
+    Raises:
+        RegistryError: an invalid `train_id`.
     """
     query = client.collection(collection)
     if train_id is not None:
@@ -227,5 +317,11 @@ def list_devices(
 
 
 def list_trains(client, collection: str, *, timeout: Optional[float] = None) -> List[Tuple[str, dict]]:
-    """(train_id, document) for every train, sorted by id."""
+    """(train_id, document) for every train, sorted by id.
+
+    Args:
+        client: the Firestore client.
+        collection: the trains' collection.
+        timeout: seconds bounding each Firestore call, retries included; None: the library's defaults.
+    """
     return sorted((doc.id, doc.to_dict() or {}) for doc in client.collection(collection).stream(**rpc_options(timeout)))
