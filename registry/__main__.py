@@ -36,8 +36,11 @@ from occupancy.wire import ID_PATTERN
 from registry import key_commands, mqtt_commands, train_commands
 from registry.tables import print_rows, timestamp
 
-# Named, not __name__: under `python -m` that would be "__main__", outside the "occupancy" logger.
+# Named, not __name__: under `python -m` that would be "__main__", outside the "registry" logger
+# that -v turns up (VERBOSE_LOGGERS).
 _LOGGER = logging.getLogger("registry")
+# What -v shows at DEBUG: this CLI, the registry's reads and writes, the domain, the device code.
+VERBOSE_LOGGERS = ("registry", "adapters", "occupancy", "device")
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -296,7 +299,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.verbose:
-            for name in ("device", "occupancy"):
+            for name in VERBOSE_LOGGERS:
                 logging.getLogger(name).setLevel(logging.DEBUG)
         if not getattr(args, "needs_registry", True):  # e.g. `mqtt config`: text, no Firestore
             args.run(None, args, sys.stdout)

@@ -158,6 +158,11 @@ def _top_level_imports(path: pathlib.Path):
             yield from (a.name.split(".")[0] for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             yield node.module.split(".")[0]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            # importlib.import_module("google.cloud.firestore"), __import__("..."): imports all the same.
+            called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if called in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                yield node.args[0].value.split(".")[0]
 
 
 def test_the_domain_imports_no_client_library_and_no_other_package_of_the_project():

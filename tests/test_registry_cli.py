@@ -288,3 +288,15 @@ def test_register_does_not_overwrite_a_concurrent_change(firestore_client, capsy
     assert_usage_error(code, out, err, "registered to train t2", "assign")
     assert reads == [exists_before, True]
     assert device_doc(firestore_client, "d1")["train_id"] == "t2"
+
+
+def test_verbose_shows_the_debug_lines_of_the_cli_and_of_the_code_it_drives(capsys, monkeypatch):
+    """-v: the CLI's own lines and those of the registry's reads and writes (adapters/) and the
+    domain, whichever package each lives in."""
+    import logging
+
+    names = ("registry", "adapters", "adapters.registry.writes", "adapters.store", "occupancy")
+    for name in names:
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    assert cli.main(["-v", "mqtt", "config", "--certfile", "/c.pem", "--keyfile", "/k.pem"]) == 0
+    assert {name: logging.getLogger(name).getEffectiveLevel() for name in names} == dict.fromkeys(names, logging.DEBUG)

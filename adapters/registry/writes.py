@@ -135,7 +135,7 @@ def check_room(client, collection: str, train_id: str, adding: int, timeout=None
 
     query = client.collection(collection).where(filter=FieldFilter("train_id", "==", train_id))
     count = int(query.count().get(**rpc_options(timeout))[0][0].value)
-    limit = registry_entries.MAX_DEVICES_PER_TRAIN  # read when called: the package's one value
+    limit = registry_entries.MAX_DEVICES_PER_TRAIN  # read when called: the domain's one value
     if count + adding > limit:
         raise RegistryConflict(
             f"train {train_id} has {count} devices; at most {limit} per train (its realtime document holds them all)"
