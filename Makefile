@@ -71,15 +71,19 @@ format: install
 test-fast: install
 	$(PY) -m pytest tests -m "not emulator" $(PYTEST_ARGS)
 
-# The API image's exact packages with their hashes (requirements/api.lock, used by api/Dockerfile),
-# resolved from setup.py's api extra for the image's Python (3.11, Linux). Keeps the pins that
-# still satisfy setup.py; UPGRADE=1 takes the newest allowed. tests/test_lock.py fails when setup.py
-# asks for something the lock does not give.
+# The images' exact packages with their hashes: requirements/api.lock (api/Dockerfile) and
+# requirements/pipeline.lock (templates/Dockerfile, the job's launcher and workers), each resolved
+# from its setup.py extra for the images' Python (3.11, Linux). Keeps the pins that still satisfy
+# setup.py; UPGRADE=1 takes the newest allowed. tests/test_lock.py fails when setup.py asks for
+# something a lock does not give.
+LOCKED_EXTRAS := api pipeline
 .PHONY: lock
 lock: install
-	$(VENV)/bin/uv pip compile setup.py --extra api --generate-hashes --python-version 3.11 \
-	  --python-platform x86_64-manylinux_2_28 --no-header --quiet $(if $(UPGRADE),--upgrade) \
-	  -o requirements/api.lock
+	for extra in $(LOCKED_EXTRAS); do \
+	  $(VENV)/bin/uv pip compile setup.py --extra $$extra --generate-hashes --python-version 3.11 \
+	    --python-platform x86_64-manylinux_2_28 --no-header --quiet $(if $(UPGRADE),--upgrade) \
+	    -o requirements/$$extra.lock || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,6 +1,6 @@
-"""requirements/api.lock, the API image's exact packages (make lock): current with setup.py,
-complete, every package a wheel for the image's platform matching its hash, and used by
-api/Dockerfile with hashes required."""
+"""requirements/api.lock and requirements/pipeline.lock, the images' exact packages (make lock):
+current with setup.py, complete, used by api/Dockerfile and templates/Dockerfile with hashes
+required; every package of the API's a wheel for its platform matching its hash."""
 
 import importlib.metadata
 import pathlib
@@ -9,10 +9,16 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from packaging.requirements import Requirement
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 LOCK = REPO / "requirements" / "api.lock"
+# Each locked extra, the packages its lock must hold at least, and the image that installs it.
+LOCKED = {
+    "api": ({"fastapi", "prometheus-client"}, REPO / "api" / "Dockerfile"),
+    "pipeline": ({"apache-beam", "google-cloud-firestore", "scikit-learn"}, REPO / "templates" / "Dockerfile"),
+}
 UV = pathlib.Path(sys.executable).parent / "uv"
 # The image's interpreter and platform (python:3.11-slim: glibc, x86_64); pip wants every
 # manylinux tag it accepts named.
@@ -39,30 +45,33 @@ def pins(text: str) -> dict:
     return out
 
 
-def test_the_lock_is_what_make_lock_resolves_from_setup_py_now(tmp_path):
+@pytest.mark.parametrize("extra", sorted(LOCKED))
+def test_the_lock_is_what_make_lock_resolves_from_setup_py_now(tmp_path, extra):
     """uv keeps the pins of the file it writes over while they still satisfy setup.py: resolving
     again over a copy gives the same pins, unless setup.py asks for something the lock lacks."""
-    copy = tmp_path / "api.lock"
-    shutil.copy(LOCK, copy)
-    command = [str(UV), "pip", "compile", "setup.py", "--extra", "api", "--generate-hashes"]
+    lock = REPO / "requirements" / f"{extra}.lock"
+    copy = tmp_path / lock.name
+    shutil.copy(lock, copy)
+    command = [str(UV), "pip", "compile", "setup.py", "--extra", extra, "--generate-hashes"]
     command += ["--python-version", "3.11", "--python-platform", "x86_64-manylinux_2_28", "--no-header"]
     done = subprocess.run([*command, "--quiet", "-o", str(copy)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    locked, resolved = pins(LOCK.read_text()), pins(copy.read_text())
+    locked, resolved = pins(lock.read_text()), pins(copy.read_text())
     assert {k: v[0] for k, v in resolved.items()} == {k: v[0] for k, v in locked.items()}, "run make lock"
 
 
-def api_requirements() -> list:
-    """setup.py's api extra, as the installed project's metadata declares it."""
+def requirements_of(extra: str) -> list:
+    """setup.py's `extra`, as the installed project's metadata declares it."""
     declared = map(Requirement, importlib.metadata.requires("train-occupancy"))
-    return [r for r in declared if r.marker is not None and r.marker.evaluate({"extra": "api"})]
+    return [r for r in declared if r.marker is not None and r.marker.evaluate({"extra": extra})]
 
 
-def test_every_api_requirement_of_setup_py_is_pinned_within_its_range_with_hashes():
-    locked = pins(LOCK.read_text())
+@pytest.mark.parametrize("extra", sorted(LOCKED))
+def test_every_requirement_of_setup_py_is_pinned_within_its_range_with_hashes(extra):
+    locked = pins((REPO / "requirements" / f"{extra}.lock").read_text())
     assert locked and all(hashes for _, hashes in locked.values())
-    wanted = api_requirements()
-    assert {"fastapi", "prometheus-client"} <= {r.name.lower() for r in wanted}
+    wanted = requirements_of(extra)
+    assert LOCKED[extra][0] <= {r.name.lower() for r in wanted}
     for requirement in wanted:
         name = requirement.name.lower().replace("_", "-")
         assert name in locked, name
@@ -87,13 +96,17 @@ def test_every_locked_package_is_a_wheel_for_the_image_matching_its_hash(tmp_pat
     assert len(list(tmp_path.glob("*.whl"))) == len(pins(LOCK.read_text()))
 
 
-def test_the_api_image_installs_the_lock_with_hashes_then_the_project_without_resolving():
-    text = (REPO / "api" / "Dockerfile").read_text().replace("\\\n", " ")
+@pytest.mark.parametrize("extra", sorted(LOCKED))
+def test_each_image_installs_its_lock_with_hashes_then_the_project_without_resolving(extra):
+    text = LOCKED[extra][1].read_text().replace("\\\n", " ")
     steps = [line for line in text.splitlines() if line.startswith(("RUN ", "COPY "))]
     lock, project = (
-        next(i for i, s in enumerate(steps) if s.startswith("RUN ") and k in s) for k in ("api.lock", "'.[api]'")
+        next(i for i, s in enumerate(steps) if s.startswith("RUN ") and k in s)
+        for k in (f"requirements/{extra}.lock", f"'.[{extra}]'")
     )
-    assert "--require-hashes" in steps[lock] and "--only-binary=:all:" in steps[lock], steps[lock]
+    assert "--require-hashes" in steps[lock], steps[lock]
+    if extra == "api":  # the pipeline's google-apitools (Beam's pin) is published as a source archive only
+        assert "--only-binary=:all:" in steps[lock], steps[lock]
     assert "--no-deps" in steps[project] and "pip check" in steps[project], steps[project]
     # The lock is installed before the code is copied: a change of code reuses the packages' layer.
     assert lock < next(i for i, s in enumerate(steps) if s.startswith("COPY occupancy"))
