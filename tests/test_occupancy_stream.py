@@ -19,7 +19,7 @@ from google.api_core import exceptions as gexc
 
 from occupancy import documents, fold, train_cell, wire
 from transforms.coders import EventCoder
-from transforms.occupancy import STATS, CountFlushes, FlushStats, FoldOccupancy
+from transforms.occupancy import LATE_COUNT_MS, STATS, CountFlushes, FlushStats, FoldOccupancy
 
 T0 = wire.parse_time("2026-11-24T07:00:00Z")
 S = 1_000_000
@@ -232,24 +232,32 @@ def test_flush_stats_become_beam_counters():
     from apache_beam.metrics.metric import MetricsFilter
 
     p = TestPipeline(runner="BundleBasedDirectRunner")
-    flushes = [FlushStats(3, 1, 0, 1, 2, 1, 0, 2500), FlushStats(2, 0, 1, 0, 0, 0, 0, 900), FlushStats(seeds_put_off=1)]
+    flushes = [
+        FlushStats(3, 1, 0, 1, 2, 1, 0, 2500),
+        FlushStats(2, 0, 1, 0, 0, 0, 0, 900),
+        FlushStats(seeds_put_off=1),
+        FlushStats(1, oldest_count_ms=LATE_COUNT_MS),  # a count riders saw late
+        FlushStats(heartbeats=1),  # no count of people: no age
+    ]
     p | beam.Create(flushes) | beam.ParDo(CountFlushes())
     result = p.run()
     result.wait_until_finish()
     found = result.metrics().query(MetricsFilter().with_namespace("occupancy"))
     counters = {c.key.metric.name: c.committed for c in found["counters"]}
     [age] = [d.committed for d in found["distributions"] if d.key.metric.name == "count_age_at_flush_ms"]
-    # The flush put off applied nothing: no age.
-    assert (age.count, age.min, age.max, age.sum) == (2, 900, 2500, 3400)
+    # The flush put off and the heartbeats' applied no count: no age.
+    assert (age.count, age.min, age.max, age.sum) == (3, 900, LATE_COUNT_MS, 3400 + LATE_COUNT_MS)
     assert counters == {
-        "flushes": 2,
-        "applied": 5,
+        "flushes": 4,
+        "applied": 6,
         "duplicates": 1,
         "late": 1,
         "corrections": 1,
-        "heartbeats": 2,
+        "heartbeats": 3,
         "seeded": 1,
         "seeds_put_off": 1,
+        "flushes_with_counts": 3,
+        "flushes_with_late_counts": 1,
     }
 
 

@@ -301,6 +301,10 @@ def _as_sent(event: wire.Event):
 
 # The FlushStats fields that are counters of the same name.
 COUNTED = FlushStats._fields[:-1]
+# A flush whose oldest count of people was at least this old when applied showed riders that count
+# late: `flushes_with_late_counts` over `flushes_with_counts` is what the "counts applied late"
+# alert reads (deploy/monitoring/policies/counts-applied-late.json).
+LATE_COUNT_MS = 30_000
 
 
 class CountFlushes(beam.DoFn):
@@ -308,7 +312,10 @@ class CountFlushes(beam.DoFn):
     in `flushes`) and the distribution
     `count_age_at_flush_ms`: how old, in processing time, the oldest count of people of each flush
     was when it was applied (what a rider's number lagged behind the doors at worst, the device's
-    clock and Pub/Sub included).
+    clock and Pub/Sub included). Of the flushes that applied a count of people,
+    `flushes_with_counts` counts each and `flushes_with_late_counts` those whose oldest was
+    LATE_COUNT_MS old or more: counters, which Cloud Monitoring receives from Dataflow as
+    `job/user_counter`, so that an alert policy can read their ratio.
 
     Counted here rather than in the timer callback: the local DirectRunner does
     not report metrics incremented in `on_timer` (measured with Beam 2.77).
@@ -318,6 +325,8 @@ class CountFlushes(beam.DoFn):
         self._flushes = beam.metrics.Metrics.counter("occupancy", "flushes")
         self._counters = {name: beam.metrics.Metrics.counter("occupancy", name) for name in COUNTED}
         self._age = beam.metrics.Metrics.distribution("occupancy", "count_age_at_flush_ms")
+        self._with_counts = beam.metrics.Metrics.counter("occupancy", "flushes_with_counts")
+        self._with_late_counts = beam.metrics.Metrics.counter("occupancy", "flushes_with_late_counts")
 
     def process(self, stats: FlushStats):
         if not stats.seeds_put_off:
@@ -328,6 +337,9 @@ class CountFlushes(beam.DoFn):
                 counter.inc(value)
         if stats.oldest_count_ms >= 0:
             self._age.update(stats.oldest_count_ms)
+            self._with_counts.inc()
+            if stats.oldest_count_ms >= LATE_COUNT_MS:
+                self._with_late_counts.inc()
 
 
 class RunningOccupancy(beam.PTransform):
