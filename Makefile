@@ -248,6 +248,11 @@ API_DOMAIN ?=
 API_RATE_LIMIT ?= 600
 # Bounds what a flood of requests can cost (instances x 80 concurrent requests).
 API_MAX_INSTANCES ?= 10
+# Google's Managed Service for Prometheus collector, deployed beside the API on Cloud Run: with its
+# default configuration it scrapes the API's /metrics on localhost:8080 once a minute into Cloud
+# Monitoring (prometheus.googleapis.com/..., what the API's alert policies and dashboard tiles read).
+# Empty: the API alone, no collector.
+API_METRICS_SIDECAR ?= us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar:1.2.0
 
 .PHONY: api api-deploy rules-deploy
 api: check-prereqs
@@ -266,9 +271,11 @@ api-deploy:
 	  --ignore-file=templates/.gcloudignore \
 	  --substitutions='_DOCKERFILE=api/Dockerfile,_IMAGE=$(API_IMAGE),_BEAM_VERSION=$(SETUP_BEAM_VERSION)' .
 	gcloud run deploy '$(API_SERVICE)' --project='$(PROJECT)' --region='$(REGION)' \
-	  --image='$(API_IMAGE)' --service-account='$(API_SA)' --allow-unauthenticated --ingress='$(API_INGRESS)' \
+	  --service-account='$(API_SA)' --allow-unauthenticated --ingress='$(API_INGRESS)' \
 	  --max-instances='$(API_MAX_INSTANCES)' \
-	  --set-env-vars='GOOGLE_CLOUD_PROJECT=$(PROJECT)' $(if $(API_ARGS),--args='$(API_ARGS)')
+	  --container=api --image='$(API_IMAGE)' --port=8080 \
+	  --set-env-vars='GOOGLE_CLOUD_PROJECT=$(PROJECT)' $(if $(API_ARGS),--args='$(API_ARGS)') \
+	  $(if $(API_METRICS_SIDECAR),--container=collector --image='$(API_METRICS_SIDECAR)' --depends-on=api)
 	@gcloud run services describe '$(API_SERVICE)' --project='$(PROJECT)' --region='$(REGION)' --format='value(status.url)'
 
 # deploy/firestore.rules (clients read realtime, trains, history; nothing else) with firebase-tools.

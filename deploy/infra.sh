@@ -29,8 +29,9 @@
 #   service account occupancy-device  a door device: roles/pubsub.publisher on
 #                                     the events topic, nothing else
 #   service account occupancy-api     the API on Cloud Run (make api-deploy):
-#                                     roles/datastore.user and roles/firebaseauth.viewer
-#                                     on the project, nothing else
+#                                     roles/datastore.user, roles/firebaseauth.viewer
+#                                     and roles/monitoring.metricWriter (its metrics
+#                                     collector) on the project, nothing else
 #   Firestore indexes from deploy/firestore.indexes.json (composite indexes and
 #   single-field exemptions), with `gcloud firestore indexes ...`
 #   Cloud Monitoring alert policies (deploy/monitoring/policies/*.json, each
@@ -215,6 +216,9 @@ run gcloud projects add-iam-policy-binding "$PROJECT" "$API_MEMBER" --role=roles
 # Reads Firebase Auth users (firebaseauth.users.get): every operator request asks for the
 # user as it is now, so that a removed operator is shut out at once (api/auth.py).
 run gcloud projects add-iam-policy-binding "$PROJECT" "$API_MEMBER" --role=roles/firebaseauth.viewer --condition=None
+# Writes the API's own metrics: the Managed Service for Prometheus collector beside it on Cloud
+# Run (make api-deploy) runs as the service's account and sends what it scrapes from /metrics.
+run gcloud projects add-iam-policy-binding "$PROJECT" "$API_MEMBER" --role=roles/monitoring.metricWriter --condition=None
 
 # --- Firestore indexes (deploy/firestore.indexes.json, Firebase CLI format) -------
 # Translated to gcloud commands so that no Firebase CLI is needed; the same

@@ -116,6 +116,15 @@ EXPECTED_BINDINGS = [
         "--role=roles/firebaseauth.viewer",
         "--condition=None",
     ],
+    [
+        "gcloud",
+        "projects",
+        "add-iam-policy-binding",
+        "demo-occupancy-123",
+        f"--member={API_SA}",
+        "--role=roles/monitoring.metricWriter",
+        "--condition=None",
+    ],
 ]
 EXPECTED_RESOURCES = [
     ["gcloud", "pubsub", "topics", "create", "occupancy-events", P],

@@ -222,3 +222,29 @@ def test_make_passes_the_edge_to_infra_and_the_ingress_to_cloud_run():
     assert out.returncode == 0, out.stderr
     deploy = flag_values(_make_line(out, "gcloud run deploy"))
     assert (deploy["ingress"], deploy["max-instances"]) == ("internal-and-cloud-load-balancing", "10")
+
+
+def _containers(command) -> dict:
+    """A multi-container `gcloud run deploy`'s flags per --container, by container name."""
+    containers, current = {}, None
+    for arg in command:
+        if arg.startswith("--container="):
+            current = containers.setdefault(arg.split("=", 1)[1], [])
+        elif current is not None:
+            current.append(arg)
+    return {name: flag_values(args) for name, args in containers.items()}
+
+
+def test_make_api_deploy_puts_the_metrics_collector_beside_the_api_on_the_port_it_scrapes():
+    """The collector's default configuration scrapes localhost:8080/metrics: the API's container
+    is the one serving, on that port; the collector starts after it. Empty: the API alone."""
+    out = _make("api-deploy", *CLOUD)
+    assert out.returncode == 0, out.stderr
+    containers = _containers(_make_line(out, "gcloud run deploy"))
+    assert list(containers) == ["api", "collector"]
+    api, collector = containers["api"], containers["collector"]
+    assert api["image"].endswith("/occupancy-api:v1") and api["port"] == "8080"
+    assert "port" not in collector and collector["depends-on"] == "api"
+    assert collector["image"].startswith("us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/")
+    out = _make("api-deploy", *CLOUD, "API_METRICS_SIDECAR=")
+    assert list(_containers(_make_line(out, "gcloud run deploy"))) == ["api"]

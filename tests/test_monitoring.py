@@ -265,3 +265,38 @@ def test_infra_creates_each_policy_and_the_dashboard():
             for p in sorted((MONITORING / "slos").glob("*.json"))
         },
     }
+
+
+def test_the_ops_agent_scrapes_the_bridge_where_the_bridge_serves_its_metrics():
+    """deploy/monitoring/ops-agent-bridge.yaml: one Prometheus receiver in a pipeline, its target the
+    bridge's default --health_port on the loopback, its path one the bridge answers in the
+    Prometheus text format with the families the bridge's policy reads."""
+    import urllib.request
+
+    import yaml
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from bridge import health
+    from bridge.__main__ import build_parser
+
+    metrics = yaml.safe_load((MONITORING / "ops-agent-bridge.yaml").read_text())["metrics"]
+    [(name, receiver)] = metrics["receivers"].items()
+    assert receiver["type"] == "prometheus"
+    assert [p["receivers"] for p in metrics["service"]["pipelines"].values()] == [[name]]
+    [scrape] = receiver["config"]["scrape_configs"]
+    [[target]] = [c["targets"] for c in scrape["static_configs"]]
+    host, port = target.rsplit(":", 1)
+    assert (host, int(port)) == ("127.0.0.1", build_parser().get_default("health_port"))
+
+    server = health.serve(health.Counters(), 0)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}{scrape['metrics_path']}"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            assert answer.status == 200
+            families = {f.name for f in text_string_to_metric_families(answer.read().decode())}
+    finally:
+        server.shutdown()
+        server.server_close()
+    policy = (MONITORING / "policies" / "bridge-not-forwarding.json").read_text()
+    named = set(re.findall(r"prometheus\.googleapis\.com/([a-z_]+?)(?:_total)?/", policy))
+    assert named and named <= families, (named, families)
