@@ -38,11 +38,6 @@ MAX_SEQ = 2**53 - 1
 MAX_JSON_DEPTH = 8
 # The length of a time field's text (RFC 3339 with nanoseconds and an offset is 35).
 MAX_TIME_TEXT = 40
-# What a dead letter keeps of a message: the payload's first bytes, each attribute cut, so that
-# a record fits both sinks (a Pub/Sub message of 10 MB, a Firestore document of 1 MiB).
-DEAD_LETTER_PAYLOAD_BYTES = 16 * 1024
-DEAD_LETTER_ATTRIBUTES = 32
-DEAD_LETTER_ATTRIBUTE_CHARS = 1024
 
 # Dead-letter reason codes (docs/design.md).
 MALFORMED = "malformed"
@@ -410,55 +405,3 @@ def parse_message(
             f"{max_future_skew_s:g}s ahead of {format_time(now_us)}",
         )
     return event
-
-
-def dead_letter(
-    reason: str,
-    detail: str,
-    payload: bytes,
-    attributes: Optional[dict],
-    message_id: Optional[str],
-    rejected_at_us: int,
-    step: str,
-) -> dict:
-    """A dead-letter record: the original message (payload base64) and why it was rejected.
-
-    Bounded whatever the message (DEAD_LETTER_PAYLOAD_BYTES and the attribute bounds), so that
-    one record fits either sink: a payload cut is flagged `payload_truncated`, with its full
-    size in `payload_bytes`.
-    """
-    if isinstance(payload, str):
-        payload = payload.encode("utf-8")
-    payload = bytes(payload or b"")
-    record = {
-        "reason": reason,
-        "detail": detail[:1000],  # details quote values through shown(); this bounds the rest
-        "payload": base64.b64encode(payload[:DEAD_LETTER_PAYLOAD_BYTES]).decode("ascii"),
-        "attributes": _bounded_attributes(attributes),
-        "message_id": message_id if message_id is None else str(message_id)[:200],
-        "rejected_at": format_time(rejected_at_us),
-        "step": step,
-    }
-    if len(payload) > DEAD_LETTER_PAYLOAD_BYTES:
-        record.update(payload_truncated=True, payload_bytes=len(payload))
-    return record
-
-
-def _bounded_attributes(attributes: Optional[dict]) -> dict:
-    """At most DEAD_LETTER_ATTRIBUTES attributes (the first by name), names and values cut."""
-    items = sorted((str(k), str(v)) for k, v in dict(attributes or {}).items())
-    return {k[:256]: v[:DEAD_LETTER_ATTRIBUTE_CHARS] for k, v in items[:DEAD_LETTER_ATTRIBUTES]}
-
-
-def dead_letter_id(record: dict) -> str:
-    """Deterministic, so that a retried write of the same dead letter replaces itself."""
-    key = "|".join(
-        (
-            record["reason"],
-            record.get("message_id") or "",
-            record["payload"],
-            record["step"],
-            json.dumps(record["attributes"], sort_keys=True),
-        )
-    )
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]

@@ -12,7 +12,7 @@ from google.api_core import exceptions as gexc
 
 from adapters.store import RetryPolicy, commit_documents, make_client
 from local.stack import PROJECT
-from occupancy import documents, wire
+from occupancy import dead_letters, documents, wire
 from transforms.firestore_sink import WriteToFirestore
 
 COLLECTIONS = {documents.REALTIME: "rt", documents.HISTORY: "hist"}
@@ -98,15 +98,15 @@ def test_dead_letters_are_stored_and_an_oversized_payload_is_cut_not_lost(firest
     from transforms.dead_letters import WriteDeadLetters
 
     now = wire.parse_time("2026-11-24T07:00:00Z")
-    small = wire.dead_letter(wire.MALFORMED, "bad", b"x", {"a": "1"}, "m1", now, "ParseEvents")
-    huge = wire.dead_letter(wire.MALFORMED, "bad", b"\x00" * 2_000_000, {}, "m2", now, "ParseEvents")
+    small = dead_letters.record(wire.MALFORMED, "bad", b"x", {"a": "1"}, "m1", now, "ParseEvents")
+    huge = dead_letters.record(wire.MALFORMED, "bad", b"\x00" * 2_000_000, {}, "m2", now, "ParseEvents")
     with TestPipeline(runner="BundleBasedDirectRunner") as p:
         _ = p | beam.Create([small, huge]) | WriteDeadLetters(None, PROJECT, "(default)", "dl")
     stored = {d.to_dict()["message_id"]: d.to_dict() for d in firestore_client.collection("dl").stream()}
     assert stored["m1"]["payload"] == small["payload"] and "payload_truncated" not in stored["m1"]
-    # Cut where the record is made (wire.dead_letter), so that it fits the topic's sink as well.
+    # Cut where the record is made (occupancy.dead_letters.record), so that it fits the topic's sink as well.
     assert stored["m2"]["payload_truncated"] is True and stored["m2"]["payload_bytes"] == 2_000_000
-    assert base64.b64decode(stored["m2"]["payload"]) == b"\x00" * wire.DEAD_LETTER_PAYLOAD_BYTES
+    assert base64.b64decode(stored["m2"]["payload"]) == b"\x00" * dead_letters.PAYLOAD_BYTES
 
 
 def test_a_newer_job_fences_an_older_one_off_the_trains_it_writes(firestore_client):

@@ -14,7 +14,7 @@ from apache_beam.utils.timestamp import Timestamp
 from hypothesis import HealthCheck, given, settings
 
 from faults import payloads
-from occupancy import wire
+from occupancy import dead_letters, wire
 from transforms.coders import EventCoder
 from transforms.parse import DEAD_LETTER, ParseEvents
 
@@ -28,7 +28,7 @@ def check(payload: bytes):
     except wire.Rejected as e:
         assert e.reason in wire.REASONS and e.reason != wire.WRITE_FAILED
         assert len(str(e)) < 600, str(e)[:200]  # a readable message, even for a 1 MB field
-        record = wire.dead_letter(e.reason, e.detail, payload, {"a": "b"}, "m-1", payloads.NOW_US, "ParseEvents")
+        record = dead_letters.record(e.reason, e.detail, payload, {"a": "b"}, "m-1", payloads.NOW_US, "ParseEvents")
         json.dumps(record)
         return e.reason
     assert len(payload) <= wire.MAX_MESSAGE_BYTES

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 
 from adapters import registry
 from local.stack import PROJECT
-from occupancy import fold, identity, wire
+from occupancy import dead_letters, fold, identity, wire
 from sim.keyring import CONTROL_ID, Keyring
-from transforms import dead_letters
+from transforms import dead_letters as dead_letter_sink
 from transforms.enrich import LookupTrain, RereadBudget
 from transforms.occupancy import DEAD_LETTER, FoldOccupancy
 from transforms.parse import ParseEvents
@@ -81,7 +81,7 @@ def test_a_dead_letter_of_any_message_fits_a_pubsub_message_and_a_firestore_docu
     """A 7.8 MB message made a dead-letter record over Pub/Sub's 10 MB: the publish of dead
     letters raised, and the job stopped."""
     huge = b"\x00" * 7_800_000
-    record = wire.dead_letter(
+    record = dead_letters.record(
         wire.OVERSIZED,
         "big",
         huge,
@@ -90,11 +90,11 @@ def test_a_dead_letter_of_any_message_fits_a_pubsub_message_and_a_firestore_docu
         0,
         "ParseEvents",
     )
-    message = dead_letters._to_pubsub(record)
+    message = dead_letter_sink._to_pubsub(record)
     assert len(message.data) < 64 * 1024
     assert record["payload_truncated"] and record["payload_bytes"] == len(huge)
-    assert len(record["attributes"]) == wire.DEAD_LETTER_ATTRIBUTES
-    assert all(len(v) <= wire.DEAD_LETTER_ATTRIBUTE_CHARS for v in record["attributes"].values())
+    assert len(record["attributes"]) == dead_letters.ATTRIBUTES
+    assert all(len(v) <= dead_letters.ATTRIBUTE_CHARS for v in record["attributes"].values())
 
 
 def test_a_step_turns_an_exception_it_does_not_know_into_a_dead_letter(monkeypatch):
@@ -323,6 +323,6 @@ def test_any_envelope_gives_the_bridge_bounded_attributes_and_the_lookup_a_verdi
     st.text(max_size=3000) | st.none(),
 )
 def test_any_dead_letter_record_is_bounded_and_serializable(payload, attributes, message_id):
-    record = wire.dead_letter(wire.MALFORMED, "x" * 5000, payload, attributes, message_id, 0, "ParseEvents")
+    record = dead_letters.record(wire.MALFORMED, "x" * 5000, payload, attributes, message_id, 0, "ParseEvents")
     assert len(json.dumps(record)) < 200_000
-    assert len(dead_letters._to_pubsub(record).data) < 200_000
+    assert len(dead_letter_sink._to_pubsub(record).data) < 200_000

@@ -6,7 +6,7 @@ import zoneinfo
 
 import pytest
 
-from occupancy import wire
+from occupancy import dead_letters, wire
 
 NOW = wire.parse_time("2026-11-24T07:31:05.000Z")
 LIMITS = dict(now_us=NOW, max_abs_delta=100, max_future_skew_s=300)
@@ -141,14 +141,14 @@ def test_future_timestamp_beyond_the_allowed_skew():
 
 
 def test_dead_letter_keeps_payload_attributes_and_reason():
-    record = wire.dead_letter(wire.MALFORMED, "bad", b"\xff\x00", {"event_id": "x"}, "m-9", NOW, "ParseEvents")
+    record = dead_letters.record(wire.MALFORMED, "bad", b"\xff\x00", {"event_id": "x"}, "m-9", NOW, "ParseEvents")
     assert record["payload"] == "/wA="
     assert record["attributes"] == {"event_id": "x"}
     assert (record["reason"], record["detail"], record["message_id"]) == (wire.MALFORMED, "bad", "m-9")
     assert record["rejected_at"] == "2026-11-24T07:31:05.000Z"
     other = dict(record, payload="AAA=")
-    assert wire.dead_letter_id(record) == wire.dead_letter_id(dict(record))
-    assert wire.dead_letter_id(record) != wire.dead_letter_id(other)
+    assert dead_letters.record_id(record) == dead_letters.record_id(dict(record))
+    assert dead_letters.record_id(record) != dead_letters.record_id(other)
 
 
 def test_micros_round_trip():

@@ -1,6 +1,6 @@
 """WriteDeadLetters: dead-letter records (dict) -> a Pub/Sub topic or a Firestore collection.
 
-A record is bounded where it is made (occupancy.wire.dead_letter: the payload's first
+A record is bounded where it is made (occupancy.dead_letters.record: the payload's first
 16 KiB, attributes cut), so that it fits either sink whatever the message was.
 """
 
@@ -9,7 +9,7 @@ import logging
 
 import apache_beam as beam
 
-from occupancy import documents, wire
+from occupancy import dead_letters, documents
 from transforms.firestore_sink import WriteDocuments
 
 _LOGGER = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def _to_pubsub(record: dict):
 
 
 class StoreDeadLetters(WriteDocuments):
-    """dict (wire.dead_letter record) -> a document in the dead-letter collection; no output.
+    """dict (occupancy.dead_letters.record) -> a document in the dead-letter collection; no output.
 
     One step rather than convert -> write -> log: the local runner pays a
     fixed cost per step per bundle, and this branch sees an (almost always
@@ -35,7 +35,7 @@ class StoreDeadLetters(WriteDocuments):
         super().__init__(project, database, {documents.DEAD_LETTERS: collection}, retry_deadline_s)
 
     def process(self, record: dict):
-        write = documents.DocumentWrite(documents.DEAD_LETTERS, wire.dead_letter_id(record), record)
+        write = documents.DocumentWrite(documents.DEAD_LETTERS, dead_letters.record_id(record), record)
         if self._add(write):
             self._log_unstorable(self._commit())
 
@@ -50,7 +50,7 @@ class StoreDeadLetters(WriteDocuments):
 
 
 class WriteDeadLetters(beam.PTransform):
-    """PCollection[dict] (wire.dead_letter records) -> written to `topic` if given, else Firestore."""
+    """PCollection[dict] (occupancy.dead_letters records) -> written to `topic` if given, else Firestore."""
 
     def __init__(
         self,

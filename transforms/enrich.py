@@ -24,7 +24,7 @@ import apache_beam as beam
 
 from adapters import registry
 from adapters.store import PERMANENT, TRANSIENT, RetryPolicy, make_client
-from occupancy import authenticate, registry_entries, wire
+from occupancy import authenticate, dead_letters, registry_entries, wire
 from transforms import (
     coders,  # noqa: F401  (registers the Event coder)
     guard,
@@ -289,7 +289,7 @@ class LookupTrain(beam.DoFn):
 
 def _dead_letter(event: wire.Event, reason: str, detail: str, now_us: int = None):
     """The `dead_letter` output of a message refused here, with its payload as sent."""
-    record = wire.dead_letter(
+    record = dead_letters.record(
         reason,
         detail,
         event.raw,

@@ -10,7 +10,7 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from adapters.store import RetryPolicy, WriteConflict, commit_documents, count_ops, make_client
-from occupancy import documents, wire
+from occupancy import dead_letters, documents, wire
 from occupancy.fencing import EPOCH_FIELD, WriterFence
 from transforms import worker_cache
 
@@ -105,7 +105,7 @@ class WriteDocuments(beam.DoFn):
                 {"collection": collection, "doc_id": doc_id, "data": data}, default=str, sort_keys=True
             ).encode("utf-8")
             dead.append(
-                wire.dead_letter(
+                dead_letters.record(
                     wire.WRITE_FAILED, f"{type(error).__name__}: {error}", payload, {}, None, now_us, "WriteToFirestore"
                 )
             )

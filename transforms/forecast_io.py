@@ -31,7 +31,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from adapters import tides_parquet
 from adapters.store import RetryPolicy, commit_documents, make_client
-from occupancy import tides, tides_read, wire
+from occupancy import dead_letters, tides, tides_read
 from occupancy.forecast import rows as forecast_rows
 
 _LOGGER = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class ReadTidesFile(beam.DoFn):
         payload = json.dumps(row, default=str).encode("utf-8") if row is not None else b""
         return beam.pvalue.TaggedOutput(
             DEAD_LETTER,
-            wire.dead_letter(
+            dead_letters.record(
                 "tides_invalid",
                 f"{path}, {where}: {detail}",
                 payload,
@@ -199,7 +199,7 @@ class _CommitDocuments(beam.DoFn):
             _LOGGER.error("Firestore refused the forecast of %s: %s", document["trip_id"], error)
             payload = json.dumps(document, default=str).encode("utf-8")
             out.append(
-                wire.dead_letter(
+                dead_letters.record(
                     "write_failed",
                     f"forecasts/{doc_id}: {error}",
                     payload,

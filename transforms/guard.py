@@ -13,7 +13,7 @@ import logging
 
 import apache_beam as beam
 
-from occupancy import wire
+from occupancy import dead_letters, wire
 
 _LOGGER = logging.getLogger(__name__)
 DEAD_LETTER = "dead_letter"
@@ -34,7 +34,7 @@ def dead_letter(step: str, error: BaseException, payload, attributes, message_id
     _LOGGER.error(
         "%s: unexpected %s on message %s; it is a dead letter", step, describe(error), message_id, exc_info=error
     )
-    record = wire.dead_letter(
+    record = dead_letters.record(
         wire.INTERNAL_ERROR, describe(error), payload, attributes, message_id, wire.now_us(), step
     )
     return beam.pvalue.TaggedOutput(DEAD_LETTER, record)

@@ -29,7 +29,7 @@ from apache_beam.utils.timestamp import Timestamp
 from google.api_core import exceptions as gexc
 
 from adapters.store import TRANSIENT, RetryPolicy, count_ops, make_client
-from occupancy import documents, fold, state_codec, train_cell, wire
+from occupancy import dead_letters, documents, fold, state_codec, train_cell, wire
 from transforms import guard
 from transforms.coders import EventCoder, TrainCellCoder, VisitStateCoder
 from transforms.stop_visits import TABLES
@@ -262,7 +262,7 @@ class FoldOccupancy(beam.DoFn):
             outputs.append(
                 beam.pvalue.TaggedOutput(
                     DEAD_LETTER,
-                    wire.dead_letter(reason, detail, payload, attributes, None, wire.now_us(), "RunningOccupancy"),
+                    dead_letters.record(reason, detail, payload, attributes, None, wire.now_us(), "RunningOccupancy"),
                 )
             )
         # Of the counts of people applied: not duplicates, heartbeats or refused events.

@@ -8,7 +8,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from occupancy import wire
+from occupancy import dead_letters, wire
 from transforms import (
     coders,  # noqa: F401  (registers the Event coder)
     guard,
@@ -65,7 +65,8 @@ class ParseEvent(beam.DoFn):
             self._rejected[e.reason].inc()
             _LOGGER.info("Rejected message %s: %s", message_id, e)
             yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER, wire.dead_letter(e.reason, e.detail, data, attributes, message_id, now_us, "ParseEvents")
+                DEAD_LETTER,
+                dead_letters.record(e.reason, e.detail, data, attributes, message_id, now_us, "ParseEvents"),
             )
             return
         self._parsed.inc()

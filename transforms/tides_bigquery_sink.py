@@ -43,7 +43,7 @@ from google.api_core import exceptions as gexc
 
 from adapters.store import PERMANENT, TRANSIENT, RetryPolicy
 from adapters.tides_bigquery import RowEncoder, batches
-from occupancy import tides, wire
+from occupancy import dead_letters, tides, wire
 from transforms.tides_sink import panes_by_service_date
 
 _LOGGER = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class Refused(Exception):
 
 def _refused_rows(table: str, rows: List[dict], reason: str) -> List[dict]:
     return [
-        wire.dead_letter(
+        dead_letters.record(
             wire.WRITE_FAILED,
             f"BigQuery refused the {table} row: {reason}",
             json.dumps(row, default=str, sort_keys=True),
