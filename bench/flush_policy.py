@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 
 from bench.measure import percentile
 from bench.report_cells import cell
-from occupancy import fold, train_cell, wire
+from occupancy import fold, train_cell, train_state, wire
 from pipeline.options import DEFAULT_FLUSH_INTERVAL_S
 
 STOP_GAP_S = 10.0
@@ -87,7 +87,7 @@ def replay(events_by_train: Dict[str, list], config: fold.FoldConfig, policy) ->
     totals = {"messages": 0, "flushes": 0, "realtime_writes": 0}
     applied_at: Dict[str, int] = {}  # event_id -> the flush that applied it
     for arrivals in events_by_train.values():
-        train = (policy(config), fold.TrainState())
+        train = (policy(config), train_state.TrainState())
         for arrival_us, event in arrivals:
             _fire_until(train, arrival_us, config, totals, applied_at)
             train[0].add(event)

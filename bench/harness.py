@@ -44,7 +44,7 @@ from apache_beam.transforms.window import GlobalWindow
 from adapters.store import make_client
 from bench import measure, workload
 from bench.measure import peak_rss_mb
-from occupancy import fold, identity, wire
+from occupancy import fold, identity, train_state, wire
 from pipeline.build import compose, fold_config
 from pipeline.options import OccupancyOptions
 
@@ -152,7 +152,7 @@ def microbenchmark(msgs, train_of: dict, config: fold.FoldConfig, min_cpu_s: flo
         for m in msgs:
             event = wire.parse_message(m.data, m.message_id, now_us=now_us, max_abs_delta=100, max_future_skew_s=300)
             buckets[(train_of[event.device_id], config.bucket_start(event.event_time_us))].append(event)
-        states = defaultdict(fold.TrainState)
+        states = defaultdict(train_state.TrainState)
         for (train, start), events in sorted(buckets.items(), key=lambda kv: kv[0][1]):
             fold.apply_events(states[train], events, config, start + config.flush_interval_us + config.reorder_delay_us)
         cpu += time.process_time() - began

@@ -16,7 +16,7 @@ from local import stack
 from local.emulators import free_port
 from local.stack import PROJECT
 from occupancy import documents, wire
-from occupancy.fold import DeviceMemory, TrainState
+from occupancy.train_state import DeviceMemory, TrainState
 
 DEVICES_PER_TRAIN = 10
 MARK = "bench_change"  # a field of the benchmark's own in a changed realtime document (the API ignores it)

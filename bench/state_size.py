@@ -20,7 +20,7 @@ from typing import Dict
 
 from apache_beam.runners.worker.statecache import get_deep_size
 
-from occupancy import documents, fold, state_codec, train_cell, wire
+from occupancy import documents, fold, state_codec, train_cell, train_state, wire
 from transforms.coders import EventCoder
 
 _CODER = EventCoder()
@@ -35,7 +35,7 @@ def simulate_train(
     train = simulator.make_train("t00001", 400, doors=doors)
     start_us = wire.parse_time("2026-11-24T06:00:00Z")
     policy = train_cell.FlushPolicy.of(config)
-    cell, later, state = train_cell.TrainCell(), [], fold.TrainState(capacity=train.capacity)
+    cell, later, state = train_cell.TrainCell(), [], train_state.TrainState(capacity=train.capacity)
     counts = {"messages": 0, "flushes": 0, "realtime_writes": 0, "history_writes": 0}
     out, marks = {}, sorted(checkpoints)
 
@@ -65,7 +65,7 @@ def simulate_train(
     return out
 
 
-def _sizes(state: fold.TrainState, cell, later, train_id: str, counts: dict, marks_min) -> dict:
+def _sizes(state: train_state.TrainState, cell, later, train_id: str, counts: dict, marks_min) -> dict:
     queued = [*cell.waiting, *later]
     realtime = documents.realtime_write(train_id, state)
     sizes = {

@@ -11,7 +11,7 @@ import logging
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from occupancy import state_codec
-from occupancy.fold import Bucket, DeviceMemory, TrainState, Trip, controls_unknown
+from occupancy.train_state import Bucket, DeviceMemory, TrainState, Trip, controls_unknown
 from occupancy.wire import from_micros, to_micros
 
 _LOGGER = logging.getLogger(__name__)

@@ -31,8 +31,8 @@ and its width, so consecutive seqs cost a few bytes whatever their size.
 
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from occupancy.fold import Bucket, DeviceMemory, TrainState, controls_unknown
 from occupancy.stop_visits import DoorCount, VisitState
+from occupancy.train_state import Bucket, DeviceMemory, TrainState, controls_unknown
 from occupancy.wire import RESET, TERMINUS
 
 STATE_VERSION = 3

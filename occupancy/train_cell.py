@@ -33,7 +33,8 @@ import dataclasses
 from typing import Callable, Iterable, List, Optional, Tuple
 
 from occupancy import state_codec
-from occupancy.fold import HEARTBEAT_WRITE_INTERVAL_US, FoldConfig, TrainState
+from occupancy.fold import HEARTBEAT_WRITE_INTERVAL_US, FoldConfig
+from occupancy.train_state import TrainState
 from occupancy.wire import COUNT, Event
 
 # Firestore sustains one write a second to a document: a train's realtime document is flushed

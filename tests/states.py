@@ -5,7 +5,7 @@ import pathlib
 import random
 
 from occupancy import wire
-from occupancy.fold import Bucket, DeviceMemory, TrainState
+from occupancy.train_state import Bucket, DeviceMemory, TrainState
 
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 

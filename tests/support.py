@@ -14,7 +14,7 @@ from local import stack
 from local.emulators import free_port
 from local.stack import PROJECT
 from occupancy import documents, wire
-from occupancy.fold import DeviceMemory, TrainState
+from occupancy.train_state import DeviceMemory, TrainState
 from sim.keyring import Keyring
 
 S = 1_000_000

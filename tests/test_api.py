@@ -17,7 +17,7 @@ from adapters.store import RetryPolicy, commit_documents
 from local import stack
 from local.emulators import free_port
 from occupancy import documents, wire
-from occupancy.fold import Bucket
+from occupancy.train_state import Bucket
 from tests.support import S, ago, parse_time, serve_api, write_realtime
 
 # ---- health and docs -----------------------------------------------------------------

@@ -10,7 +10,7 @@ from google.cloud.firestore_v1._helpers import DatetimeWithNanoseconds
 
 from adapters import firestore_writes
 from adapters.store import make_client
-from occupancy import documents, fold, wire
+from occupancy import documents, train_state, wire
 from occupancy.fencing import EPOCH_FIELD
 
 UTC = datetime.timezone.utc
@@ -26,9 +26,9 @@ def client():
 
 
 def _state():
-    state = fold.TrainState(value=17, capacity=300, last_applied_us=wire.to_micros(AT))
+    state = train_state.TrainState(value=17, capacity=300, last_applied_us=wire.to_micros(AT))
     for d in range(3):
-        state.devices[f"t1-d{d}"] = fold.DeviceMemory(
+        state.devices[f"t1-d{d}"] = train_state.DeviceMemory(
             seq=40 + d, applied=[[1, 40 + d]], last_seen_us=wire.to_micros(AT), trip_boarded=d, trip_alighted=1
         )
     return state
@@ -50,8 +50,8 @@ def _library(client, ref, data, how, update_time=None):
 def _shapes():
     realtime = documents.realtime_write("t1", _state()).data
     sink = {**realtime, EPOCH_FIELD: 1_796_000_000_000_000, "updated_at": firestore.SERVER_TIMESTAMP}
-    empty_train = documents.realtime_write("t2", fold.TrainState(value=0)).data
-    history = documents.history_write("t1", fold.Bucket(start_us=wire.to_micros(AT), boarded=3, alighted=1)).data
+    empty_train = documents.realtime_write("t2", train_state.TrainState(value=0)).data
+    history = documents.history_write("t1", train_state.Bucket(start_us=wire.to_micros(AT), boarded=3, alighted=1)).data
     odd = {
         "none": None,
         "flag": True,

@@ -4,7 +4,7 @@ import datetime
 import random
 import zoneinfo
 
-from occupancy import documents, fold, state_codec, wire
+from occupancy import documents, fold, state_codec, train_state, wire
 
 T0 = wire.parse_time("2026-11-24T07:00:00Z")
 S = 1_000_000
@@ -23,7 +23,7 @@ def ev(device, seq, delta, t_s, **kw):
 
 
 def run(events, state=None, config=CONFIG, flush_at=None):
-    state = state or fold.TrainState()
+    state = state or train_state.TrainState()
     result = fold.apply_events(state, events, config, flush_at or T0 + 3600 * S)
     return state, result
 
@@ -74,7 +74,7 @@ def test_dedup_remembers_applied_seqs_in_a_window_and_accepts_gaps():
 
 def test_dedup_memory_is_bounded_by_the_window():
     config = fold.FoldConfig(flush_interval_us=S, reorder_delay_us=2 * S, dedup_window=5)
-    state = fold.TrainState()
+    state = train_state.TrainState()
     for seq in range(1, 200, 2):  # every other seq: worst case for ranges
         run([ev("d1", seq, 1, seq * 0.01)], state, config)
     memory = state.devices["d1"]
@@ -217,7 +217,7 @@ def test_doors_count_their_trip_until_a_reset_and_survive_a_restart():
     assert (seeded.devices["d1"].trip_boarded, seeded.devices["d1"].trip_alighted) == (1, 0)
     assert (seeded.devices["d2"].trip_boarded, seeded.devices["d2"].trip_alighted) == (0, 0)
     # A state pickled before the fields existed reads 0.
-    old = fold.DeviceMemory(seq=1)
+    old = train_state.DeviceMemory(seq=1)
     del old.__dict__["trip_boarded"]
     assert old.trip_boarded == 0
 
@@ -270,9 +270,9 @@ def test_capped_ranges_fill_the_narrowest_gaps_and_keep_every_applied_seq_covere
 def test_a_train_with_the_most_devices_and_the_worst_gaps_stays_far_below_one_mib():
     from occupancy.registry_entries import MAX_DEVICES_PER_TRAIN
 
-    state = fold.TrainState(value=120, capacity=400, last_applied_us=wire.parse_time("2026-11-24T07:00:00Z"))
+    state = train_state.TrainState(value=120, capacity=400, last_applied_us=wire.parse_time("2026-11-24T07:00:00Z"))
     for d in range(MAX_DEVICES_PER_TRAIN):
-        memory = fold.DeviceMemory(last_seen_us=state.last_applied_us, registered_us=1)
+        memory = train_state.DeviceMemory(last_seen_us=state.last_applied_us, registered_us=1)
         for seq in range(1, 1001, 2):  # every other seq lost: 500 gaps within the window
             memory.accept(seq, 1000)
         state.devices[f"train-with-a-long-name-car{d // 8 + 1:02d}-door{d % 8 + 1}"] = memory
@@ -287,10 +287,10 @@ def test_a_train_with_the_most_devices_and_the_worst_gaps_stays_far_below_one_mi
 
 
 def test_a_restart_from_a_capped_document_never_counts_a_seq_twice():
-    memory = fold.DeviceMemory(registered_us=1)
+    memory = train_state.DeviceMemory(registered_us=1)
     for seq in range(1, 201, 2):
         memory.accept(seq, 1000)
-    state = fold.TrainState(devices={"d1": memory})
+    state = train_state.TrainState(devices={"d1": memory})
     seeded = documents.state_from_documents(documents.realtime_write("t1", state).data, None, 1000)
     again = seeded.devices["d1"]
     assert not any(again.accept(seq, 1000) for seq in range(1, 201, 2))  # applied: still duplicates
@@ -306,7 +306,7 @@ def test_storage_size_follows_firestores_rules():
 def test_a_seq_far_ahead_is_refused_and_the_door_keeps_counting():
     """One message with a seq beyond SEQ_JUMP_WINDOWS x the window (a device's bug, or a forgery
     that got a key) would make every later honest seq look old: the door would be muted."""
-    state = fold.TrainState()
+    state = train_state.TrainState()
     window = CONFIG.dedup_window
     fold.apply_events(state, [ev("d1", 1, 2, 0.1), ev("d1", 2, 1, 0.2)], CONFIG, 2 * S)
     far = 2 + fold.SEQ_JUMP_WINDOWS * window + 1
@@ -371,11 +371,11 @@ def test_a_reset_older_than_an_applied_count_is_refused_not_applied():
 
 
 def test_the_memory_of_resets_is_bounded_and_what_it_forgot_counts_as_applied():
-    state = fold.TrainState()
-    n = fold.MAX_CONTROLS + 5
+    state = train_state.TrainState()
+    n = train_state.MAX_CONTROLS + 5
     for i in range(n):
         state, _ = run([control(wire.RESET, i)], state)
-    assert len(state.controls) == fold.MAX_CONTROLS
+    assert len(state.controls) == train_state.MAX_CONTROLS
     assert state.control_floor_us == T0 + 4 * S and state.controls[0][0] == T0 + 5 * S
     state, result = run([control(wire.RESET, i) for i in range(n)], state)
     assert result.duplicates == n and result.refused == []
@@ -397,7 +397,7 @@ def test_a_new_bucket_width_goes_on_in_the_open_bucket_and_rewrites_no_earlier_o
     document that would replace what the 1 s job wrote for that start."""
     s = 1_000_000
     narrow, wide = fold.FoldConfig(flush_interval_us=s), fold.FoldConfig(flush_interval_us=5 * s)
-    state, written = fold.TrainState(), {}
+    state, written = train_state.TrainState(), {}
 
     def flush(config, *times):
         events = [wire.Event(f"e{t}", int(t * s), device_id="d", delta=1, seq=int(t * 10), train_id="t") for t in times]

@@ -17,7 +17,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 from google.api_core import exceptions as gexc
 
-from occupancy import documents, fold, train_cell, wire
+from occupancy import documents, fold, train_cell, train_state, wire
 from transforms.coders import EventCoder
 from transforms.occupancy import LATE_COUNT_MS, STATS, CountFlushes, FlushStats, FoldOccupancy
 
@@ -87,7 +87,7 @@ def last_writes(outputs, collection):
 
 
 def in_order_history(events, train="t1"):
-    state = fold.TrainState()
+    state = train_state.TrainState()
     result = fold.apply_events(state, events, CONFIG, 0)
     return {
         documents.history_doc_id(train, b.start_us): documents.history_write(train, b).data for b in result.buckets
@@ -277,7 +277,7 @@ class FlakySeed:
         FlakySeed.calls.append(train_id)
         if len(FlakySeed.calls) <= self.failures:
             raise (gexc.ServiceUnavailable if len(FlakySeed.calls) % 2 else gexc.PermissionDenied)("no")
-        return fold.TrainState(value=10)
+        return train_state.TrainState(value=10)
 
 
 def test_a_train_that_cannot_be_seeded_keeps_its_events_until_it_can():

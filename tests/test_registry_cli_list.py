@@ -83,7 +83,7 @@ def test_health_flags_a_biased_and_a_silent_door_from_trips_and_list_shows_it(fi
     import random
 
     from occupancy import documents
-    from occupancy.fold import Trip
+    from occupancy.train_state import Trip
 
     doors = [f"t1-car{i}-door1" for i in range(1, 7)]
     for device in doors:

@@ -8,7 +8,7 @@ import collections
 
 import pytest
 
-from occupancy import fold, wire
+from occupancy import fold, train_state, wire
 from sim import simulator
 from sim.simulator import COUNT, DUPLICATE, HEARTBEAT, MALFORMED, OUT_OF_ORDER, RESET, FaultRates, SimConfig, Simulation
 
@@ -141,7 +141,7 @@ def test_truth_is_what_the_pipelines_fold_gives_duplicates_and_shuffles_included
         train = e.train_id or train_of(e.device_id)
         per_train[train].append(e._replace(train_id=train))
     for train, events in per_train.items():
-        state = fold.TrainState()
+        state = train_state.TrainState()
         # In send order (out of order, duplicated) in one flush: the fold sorts and de-duplicates.
         fold.apply_events(state, events, fold.FoldConfig(), flush_time_us=START_US + 3600 * S)
         assert state.value == sim.truth.final()[train], train

@@ -13,7 +13,7 @@ import pytest
 
 from local.stack import PROJECT
 from occupancy import documents, state_codec, wire
-from occupancy.fold import TrainState
+from occupancy.train_state import TrainState
 from pipeline.build import fold_config
 from pipeline.options import OccupancyOptions
 from tests.states import DATA, random_state, stored_state, stored_state_v2

@@ -29,7 +29,7 @@ from apache_beam.utils.timestamp import Timestamp
 from google.api_core import exceptions as gexc
 
 from adapters.store import TRANSIENT, RetryPolicy, count_ops, make_client
-from occupancy import dead_letters, documents, fold, state_codec, train_cell, wire
+from occupancy import dead_letters, documents, fold, state_codec, train_cell, train_state, wire
 from transforms import guard
 from transforms.coders import EventCoder, TrainCellCoder, VisitStateCoder
 from transforms.stop_visits import TABLES
@@ -76,7 +76,7 @@ class RealtimeSeed:
     def setup(self):
         self._client = make_client(self._project, self._database)
 
-    def load(self, train_id: str, config: fold.FoldConfig) -> fold.TrainState:
+    def load(self, train_id: str, config: fold.FoldConfig) -> train_state.TrainState:
         policy = RetryPolicy(deadline_s=self._retry_deadline_s)
         snap = policy.call(lambda: self._client.collection(self._realtime).document(train_id).get())
         realtime = snap.to_dict() if snap.exists else None
@@ -212,7 +212,7 @@ class FoldOccupancy(beam.DoFn):
         seeded = state is None
         if seeded:
             try:
-                state = self._seed.load(key, self._config) if self._seed else fold.TrainState()
+                state = self._seed.load(key, self._config) if self._seed else train_state.TrainState()
             except gexc.GoogleAPIError as e:
                 # Bounded here (the read's own retries end at its deadline), and not raised: a
                 # failed work item is retried by the runner with every other train in it. This
@@ -248,7 +248,7 @@ class FoldOccupancy(beam.DoFn):
         cell.train = state
         return outputs
 
-    def _apply(self, key, state: fold.TrainState, ready, fired_us: int, seeded: bool, visits, cell) -> list:
+    def _apply(self, key, state: train_state.TrainState, ready, fired_us: int, seeded: bool, visits, cell) -> list:
         """Applies the released events to `state`: what the flush emits (dead letters of the
         events the fold refused, its statistics, TIDES rows, the documents), built whole before
         any is emitted."""
