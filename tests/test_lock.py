@@ -108,5 +108,22 @@ def test_each_image_installs_its_lock_with_hashes_then_the_project_without_resol
     if extra == "api":  # the pipeline's google-apitools (Beam's pin) is published as a source archive only
         assert "--only-binary=:all:" in steps[lock], steps[lock]
     assert "--no-deps" in steps[project] and "pip check" in steps[project], steps[project]
+    # pip check reads install_requires only (empty): the extra is checked against what is installed.
+    assert f"python requirements/check_extra.py {extra}" in steps[project], steps[project]
     # The lock is installed before the code is copied: a change of code reuses the packages' layer.
     assert lock < next(i for i, s in enumerate(steps) if s.startswith("COPY occupancy"))
+
+
+@pytest.mark.parametrize("extra", sorted(LOCKED))
+def test_the_images_extra_check_passes_where_the_extra_is_installed(extra):
+    done = subprocess.run([sys.executable, str(REPO / "requirements" / "check_extra.py"), extra], capture_output=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_extra_check_names_what_is_missing_or_unknown():
+    """apache-beam's `interactive` extra (IPython and more) is not installed here."""
+    check = [sys.executable, str(REPO / "requirements" / "check_extra.py")]
+    done = subprocess.run([*check, "interactive", "--distribution", "apache-beam"], capture_output=True, text=True)
+    assert done.returncode == 1 and "ipython" in done.stderr and "is not installed" in done.stderr
+    done = subprocess.run([*check, "no-such-extra"], capture_output=True, text=True)
+    assert done.returncode == 1 and "no requirement for the extra 'no-such-extra'" in done.stderr

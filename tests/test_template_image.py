@@ -51,6 +51,12 @@ def test_dockerfile_is_launcher_and_worker_image():
         "/opt/google/dataflow/python_template_launcher"
     ) in lines
     assert lines[-1] == 'ENTRYPOINT ["/opt/apache/beam/boot"]'
+    # Beam's boot from its SDK image; the packages from the lock, on the API's Python image.
+    assert "COPY --from=beam /opt/apache/beam /opt/apache/beam" in lines
+    assert "FROM apache/beam_python3.11_sdk:${BEAM_VERSION} AS beam" in lines
+    froms = [ln for ln in lines if ln.startswith("FROM ")]
+    api_base = next(ln for ln in (REPO / "api" / "Dockerfile").read_text().splitlines() if ln.startswith("FROM "))
+    assert froms[-1] == api_base == "FROM python:3.11-slim"
     assert any(ln.startswith("RUN pip install") and "'.[pipeline]'" in ln for ln in lines)
 
 
