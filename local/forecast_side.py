@@ -31,14 +31,15 @@ FORECAST_HOURS = 1.5
 LEAD_S = 1200  # runs that left this long before the start are still under way: seeded too
 
 
-def service_windows(now_s: int) -> List[Tuple[int, int, int]]:
-    """(service day offset from today, first, end) in seconds of that service day, for each of
-    yesterday, today and tomorrow that the window [now_s - LEAD_S, now_s + FORECAST_HOURS) falls
-    in; `now_s`: seconds into today."""
-    start, end = now_s - LEAD_S, now_s + int(FORECAST_HOURS * 3600)
+def service_windows(now: datetime.datetime) -> List[Tuple[int, int, int]]:
+    """(service day offset from today, first, end) in GTFS seconds of that service day (from its
+    sim.timetable.reference: noon minus 12 h, so that a day when clocks change is right), for each
+    of yesterday, today and tomorrow that the window [now - LEAD_S, now + FORECAST_HOURS) falls in."""
+    today = now.astimezone(zoneinfo.ZoneInfo(timetable.TIMEZONE)).date()
     out = []
     for offset in (-1, 0, 1):
-        first, last = max(0, start - offset * timetable.DAY_S), min(timetable.DAY_S, end - offset * timetable.DAY_S)
+        at = int((now - timetable.reference(today + datetime.timedelta(days=offset))).total_seconds())
+        first, last = max(0, at - LEAD_S), min(timetable.DAY_S, at + int(FORECAST_HOURS * 3600))
         if first < last:
             out.append((offset, first, last))
     return out
@@ -63,7 +64,7 @@ class ForecastSide:
         local = now.astimezone(zoneinfo.ZoneInfo(timetable.TIMEZONE))
         days = [local.date() - datetime.timedelta(days=k) for k in range(HISTORY_DAYS, 0, -1)]
         seeded = History([], [])
-        for offset, first, end in service_windows(local.hour * 3600 + local.minute * 60 + local.second):
+        for offset, first, end in service_windows(now):
             shifted = [day + datetime.timedelta(days=offset) for day in days]
             part = history(self.fleet, shifted, (first, end), self.seed + offset, phase_s=self.phase_s)
             seeded.stop_visits.extend(part.stop_visits)
@@ -78,7 +79,7 @@ class ForecastSide:
     def command(self, project: str, root: pathlib.Path, now: datetime.datetime) -> List[str]:
         """The forecast job's command line: the service days the seeded window falls in."""
         local = now.astimezone(zoneinfo.ZoneInfo(timetable.TIMEZONE))
-        offsets = [w[0] for w in service_windows(local.hour * 3600 + local.minute * 60 + local.second)]
+        offsets = [w[0] for w in service_windows(now)]
         first = local.date() + datetime.timedelta(days=offsets[0])
         return [
             sys.executable,

@@ -17,14 +17,29 @@ DAY = timetable.DAY_S
 ZONE = zoneinfo.ZoneInfo(timetable.TIMEZONE)
 
 
+def _at(day: str, hh_mm: str) -> datetime.datetime:
+    return datetime.datetime.combine(datetime.date.fromisoformat(day), datetime.time.fromisoformat(hh_mm), ZONE)
+
+
 def test_the_window_is_cut_at_midnight_into_the_service_days_it_spans():
     ahead = int(FORECAST_HOURS * 3600)
     noon = 12 * 3600
-    assert service_windows(noon) == [(0, noon - LEAD_S, noon + ahead)]
+    assert service_windows(_at("2026-12-07", "12:00")) == [(0, noon - LEAD_S, noon + ahead)]
     late = DAY - 20 * 60  # 23:40
-    assert service_windows(late) == [(0, late - LEAD_S, DAY), (1, 0, late + ahead - DAY)]
+    assert service_windows(_at("2026-12-07", "23:40")) == [(0, late - LEAD_S, DAY), (1, 0, late + ahead - DAY)]
     early = 10 * 60  # 00:10: yesterday's last runs are still under way
-    assert service_windows(early) == [(-1, DAY + early - LEAD_S, DAY), (0, 0, early + ahead)]
+    assert service_windows(_at("2026-12-08", "00:10")) == [(-1, DAY + early - LEAD_S, DAY), (0, 0, early + ahead)]
+
+
+def test_the_window_counts_gtfs_seconds_on_the_nights_clocks_change():
+    """GTFS times count from noon minus 12 h: on the night clocks go forward (Zürich, 2027-03-28,
+    02:00 -> 03:00) tomorrow's service day began at 23:00 today, so 23:40 is already 40 minutes
+    into it; on the night they go back (2026-10-25) it begins at 01:00."""
+    ahead = int(FORECAST_HOURS * 3600)
+    forward = service_windows(_at("2027-03-27", "23:40"))
+    assert forward == [(0, DAY - 20 * 60 - LEAD_S, DAY), (1, 40 * 60 - LEAD_S, 40 * 60 + ahead)]
+    back = service_windows(_at("2026-10-24", "23:40"))
+    assert back == [(0, DAY - 20 * 60 - LEAD_S, DAY), (1, 0, ahead - 20 * 60 - 3600)]
 
 
 def test_a_demo_started_before_midnight_forecasts_the_runs_leaving_after_it(firestore_client, tmp_path):
