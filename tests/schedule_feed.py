@@ -42,15 +42,18 @@ WITH_STOPS = {
 def files_running_at(moment: datetime.datetime) -> dict:
     """FILES plus two trips of an every-day service under way at `moment` (trains 7777 and
     8888), for tests against the running API, which attaches trips at the real time."""
-    local = moment.astimezone(ZoneInfo("Europe/Zurich"))
-    now_s = local.hour * 3600 + local.minute * 60 + local.second
+    # GTFS seconds of today's service day: from noon minus 12 h (not the wall clock, which differs
+    # by an hour on the nights clocks change).
+    zone = ZoneInfo("Europe/Zurich")
+    noon = datetime.datetime.combine(moment.astimezone(zone).date(), datetime.time(12), tzinfo=zone)
+    now_s = int((moment - (noon.astimezone(datetime.timezone.utc) - datetime.timedelta(hours=12))).total_seconds())
     start, end = max(0, now_s - 3600), now_s + 3600
 
     def t(seconds):
         return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
     files = dict(FILES)
-    files["calendar.txt"] += "everyday,1,1,1,1,1,1,1,20260101,20271231\n"
+    files["calendar.txt"] += "everyday,1,1,1,1,1,1,1,20260101,20991231\n"
     files["trips.txt"] += "ic3,everyday,now-7777,7777,Chur,0\nic3,everyday,now-8888,8888,Basel SBB,1\n"
     for trip in ("now-7777", "now-8888"):
         files["stop_times.txt"] += f"{trip},{t(start)},{t(start)},basel,1\n{trip},{t(end)},{t(end)},chur,2\n"
