@@ -128,17 +128,20 @@ def serve_api(tmp_path_factory, env: dict, *args: str):
         args = (*args, "--public_precision=exact")
     if "--fleet_cache_s=0" in args and not any(a.startswith("--doors_cache_s") for a in args):
         args = (*args, "--doors_cache_s=0")  # no cache: the doors a test has just registered too
-    port = free_port()
-    log = tmp_path_factory.mktemp("api") / "api.log"
-    process = stack.start_api(PROJECT, port, *args, env=env, log_path=str(log))
-    process.log_path = log
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        stack.wait_until_serving(process, base_url)
-    except (RuntimeError, TimeoutError):
-        stack.stop_process(process)
-        raise AssertionError(f"the API did not start:\n{log.read_text()}") from None
-    return process, base_url
+    for attempt in range(3):
+        # A free port can be taken by another test's process before the API binds it: try another.
+        port = free_port()
+        log = tmp_path_factory.mktemp("api") / "api.log"
+        process = stack.start_api(PROJECT, port, *args, env=env, log_path=str(log))
+        process.log_path = log
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            stack.wait_until_serving(process, base_url)
+            return process, base_url
+        except (RuntimeError, TimeoutError):
+            stack.stop_process(process)
+            if "address already in use" not in log.read_text() or attempt == 2:
+                raise AssertionError(f"the API did not start:\n{log.read_text()}") from None
 
 
 def write_realtime(client, train_id, value, capacity=None, seen=None, collection=None):
