@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from adapters.fleet_listener import NotReady
 from api.services import services_of
 from api.settings import Settings
 
@@ -34,8 +35,6 @@ def read_fleet(request: Request):
     services = services_of(request)
     listener = services.fleet_listener
     if listener is not None:
-        from adapters.fleet_listener import NotReady
-
         try:
             return listener.view()
         except NotReady:

@@ -32,6 +32,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from adapters import registry
+from adapters.fleet_listener import NotReady
 from adapters.store import count_ops
 from api.auth import READ_RESPONSES, allow_read
 from api.deps import SettingsDep, read_fleet, trip_for
@@ -140,8 +141,6 @@ def read_doors(request: Request) -> Dict[str, Dict[str, Optional[str]]]:
     settings, client = services.settings, services.client
     listener = services.fleet_listener
     if listener is not None:
-        from adapters.fleet_listener import NotReady
-
         try:
             return listener.doors()
         except NotReady:

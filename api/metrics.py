@@ -67,5 +67,4 @@ def set_fleet_gauges(exported: RequestMetrics, request: Request, stale_after_s: 
 def metrics(request: Request) -> Response:
     services = services_of(request)
     set_fleet_gauges(services.metrics, request, services.settings.stale_after_s)
-    exported = services.metrics
-    return Response(generate_latest(exported.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -19,10 +19,7 @@ def write_timetable(path: pathlib.Path, weeks_before: int, lead_s: int) -> int:
     at its first stop (sim.timetable.stops_from). Returns the trips' phase (seconds), which the
     simulated trains keep to."""
     now = datetime.datetime.now(zoneinfo.ZoneInfo(timetable.TIMEZONE))
-    # GTFS seconds count from the service day's noon minus 12 h: the wall clock is an hour off
-    # them on the nights clocks change.
-    now_s = int((now - timetable.reference(now.date())).total_seconds())
-    phase_s = (now_s + lead_s) % timetable.HEADWAY_S
+    phase_s = (timetable.service_seconds(now, now.date()) + lead_s) % timetable.HEADWAY_S
     first, last = now.date() - datetime.timedelta(weeks=weeks_before), now.date() + datetime.timedelta(days=366)
     path.parent.mkdir(parents=True, exist_ok=True)
     Schedule.write_zip(path, timetable.gtfs_files(first, last, phase_s))

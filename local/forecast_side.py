@@ -38,7 +38,7 @@ def service_windows(now: datetime.datetime) -> List[Tuple[int, int, int]]:
     today = now.astimezone(zoneinfo.ZoneInfo(timetable.TIMEZONE)).date()
     out = []
     for offset in (-1, 0, 1):
-        at = int((now - timetable.reference(today + datetime.timedelta(days=offset))).total_seconds())
+        at = timetable.service_seconds(now, today + datetime.timedelta(days=offset))
         first, last = max(0, at - LEAD_S), min(timetable.DAY_S, at + int(FORECAST_HOURS * 3600))
         if first < last:
             out.append((offset, first, last))

@@ -158,6 +158,12 @@ def reference(day: datetime.date) -> datetime.datetime:
     return noon.astimezone(datetime.timezone.utc) - datetime.timedelta(hours=12)
 
 
+def service_seconds(moment: datetime.datetime, day: datetime.date) -> int:
+    """`moment` in GTFS seconds of service day `day`: from its reference, not the wall clock (an
+    hour apart on the nights clocks change)."""
+    return int((moment - reference(day)).total_seconds())
+
+
 def stops_from(train_id: str, start_us: int, phase_s: int = 0) -> Iterator[DueStop]:
     """The stops the train is due at from the first trip whose first stop's doors open at or
     after `start_us`, in order, for ever. A train begins at a trip's first stop: the stop
