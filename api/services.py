@@ -32,10 +32,11 @@ class Services:
     forecast_documents: ReadCache  # a trip's forecast document per day
     metrics: RequestMetrics
     # Built once per fleet view: the /v1/trains body, the two feeds (keyed by exact or public),
-    # and the public views (as a list and by train id).
+    # the trains on a trip with a forecast and the TripUpdates and SIRI-ET documents built from
+    # them, and the public views (as a list and by train id).
     trains_bodies: PerView = dataclasses.field(default_factory=PerView)
     feeds: PerView = dataclasses.field(default_factory=PerView)
-    trip_updates: PerView = dataclasses.field(default_factory=PerView)
+    trips_ahead: PerView = dataclasses.field(default_factory=PerView)
     public_views: PerView = dataclasses.field(default_factory=PerView)
     fleet_listener: Optional[FleetListener] = None  # with --fleet_listener, once started
     # stop_id -> the (trip, stop time) pairs calling there, made at the first departures board.

@@ -112,6 +112,23 @@ def _forecasts(request: Request, runs: Dict[str, object]) -> Dict[str, dict]:
     return {train: found[i] for train, i in ids.items() if i in found}
 
 
+def trips_ahead(request: Request, claims: Optional[dict]) -> Tuple[bool, datetime.datetime, List[Tuple]]:
+    """(exact, read at, [(train view, run, forecast document)]) of each train on a scheduled
+    trip now with a forecast for it, as this caller may see it: what the TripUpdates feed and
+    SIRI-ET (api/siri_et.py) are built from, read once per fleet view."""
+    generated_at, views = read_fleet(request)
+    exact = exact_for(request, claims)
+
+    def build():
+        running = running_trips(request, claims, generated_at, (generated_at, views))
+        runs = {view.train_id: (view, run) for view, run in running}
+        forecasts = _forecasts(request, {train: run for train, (_, run) in runs.items()})
+        return [(*runs[train], forecast) for train, forecast in sorted(forecasts.items())]
+
+    ahead = services_of(request).trips_ahead.get(("trips", exact), (views,), generated_at, build)
+    return exact, generated_at, ahead
+
+
 @router.get(
     "/trip-updates.pb",
     summary="GTFS-Realtime TripUpdates: the forecast level at each stop to come",
@@ -129,17 +146,10 @@ def trip_updates(
     format: str = Query("pb", pattern="^(pb|json)$", description="pb (default) or json"),
     claims: Optional[dict] = Depends(allow_read),
 ):
-    generated_at, views = read_fleet(request)
-    exact = exact_for(request, claims)
-
-    def build():
-        running = running_trips(request, claims, generated_at, (generated_at, views))
-        runs = {view.train_id: (view, run) for view, run in running}
-        forecasts = _forecasts(request, {train: run for train, (_, run) in runs.items()})
-        running = [(*runs[train], forecast) for train, forecast in sorted(forecasts.items())]
-        return build_trip_updates(running, generated_at, settings.thresholds)
-
-    feed = services_of(request).trip_updates.get(exact, (views,), generated_at, build)
+    exact, generated_at, ahead = trips_ahead(request, claims)
+    feed = services_of(request).trips_ahead.get(
+        ("gtfs-rt", exact), (ahead,), generated_at, lambda: build_trip_updates(ahead, generated_at, settings.thresholds)
+    )
     headers = {"Cache-Control": f"public, max-age={int(settings.fleet_cache_s)}"}
     if format == "json":
         from google.protobuf.json_format import MessageToDict

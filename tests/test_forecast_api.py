@@ -3,6 +3,7 @@ next departures; the public gets levels and the percentage in the public steps, 
 loads."""
 
 import datetime
+from xml.etree import ElementTree
 
 import httpx
 import pytest
@@ -100,6 +101,20 @@ def test_the_trip_updates_feed_says_the_level_ahead_of_a_train_on_its_trip(forec
             assert (chur.stop_id, pb.VehiclePosition.OccupancyStatus.Name(chur.departure_occupancy_status)) == (
                 "chur",
                 level,
+            )
+            # SIRI-ET says the same, in SIRI's spelling of the GTFS-R level.
+            siri = http.get("/siri/2.1/estimated-timetable.xml", headers=headers)
+            assert siri.headers["content-type"].startswith("application/xml")
+            ns = {"siri": "http://www.siri.org.uk/siri"}
+            [call] = ElementTree.fromstring(siri.content).iterfind(".//siri:EstimatedCall", ns)
+            assert (
+                call.findtext("siri:StopPointRef", namespaces=ns),
+                call.findtext("siri:ExpectedDepartureOccupancy/siri:OccupancyLevel", namespaces=ns),
+            ) == (
+                "chur",
+                {"STANDING_ROOM_ONLY": "standingRoomOnly", "CRUSHED_STANDING_ROOM_ONLY": "crushedStandingRoomOnly"}[
+                    level
+                ],
             )
         # The trip's forecast and Chur's board carry the same correction for the stop to come.
         operator = http.get("/v1/trips/now-7777/forecast", headers=tokens["operator"]).json()
