@@ -196,6 +196,10 @@ class Demo:
         stack.create_operator(auth, *DEMO_OPERATOR)
         say(f"dashboard: {self.api_url}/")
         say(f"GTFS-Realtime feed: {self.api_url}/gtfs-rt/vehicle-positions.pb (?format=json to read it)")
+        say(
+            f"load ahead: {self.api_url}/gtfs-rt/trip-updates.pb (GTFS-RT TripUpdates) and "
+            f"{self.api_url}/siri/2.1/estimated-timetable.xml (SIRI-ET)"
+        )
         say(f"API: {self.api_url}  (docs {self.api_url}/docs, occupancy {self.api_url}/v1/trains)")
         say(f"API metrics (Prometheus): {self.api_url}/metrics")
         say(f"operator sign-in (Auth emulator): {DEMO_OPERATOR[0]} / {DEMO_OPERATOR[1]}")

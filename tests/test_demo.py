@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from xml.etree import ElementTree
 
 import httpx
 import pytest
@@ -160,6 +161,7 @@ def test_demo_runs_for_its_duration_counts_and_leaves_nothing_running(
     assert "reusing the pubsub emulator" in text and "reusing the firestore emulator" in text, text
     assert "reusing the auth emulator" in text and "operator sign-in" in text, text
     assert f"dashboard: {url}/" in text and f"GTFS-Realtime feed: {url}/gtfs-rt/vehicle-positions.pb" in text, text
+    assert f"{url}/siri/2.1/estimated-timetable.xml (SIRI-ET)" in text, text
     assert "pipeline log:" in text and "75s are up" in text and "[demo] stopped" in text, text
 
     docs = realtime(firestore_client)
@@ -201,6 +203,15 @@ def forecast_is_served(url, served):
     leaving = {d["trip_id"].split("-")[0] for d in board["departures"][:6]}
     assert leaving == {"ic1832", "ic1840", "s3"}, board  # the three routes through Zurich
     assert board["departures"][0]["occupancy_status"] != "NO_DATA_AVAILABLE", board
+    # The same load ahead as SIRI-ET, each journey the trip its train is on.
+    trips = {t["train_id"]: t["trip"]["trip_id"] for t in served}
+    root = ElementTree.fromstring(httpx.get(f"{url}/siri/2.1/estimated-timetable.xml", timeout=30).content)
+    ns = {"siri": "http://www.siri.org.uk/siri"}
+    journeys = [
+        (j.findtext("siri:VehicleRef", namespaces=ns), j.findtext(".//siri:DatedVehicleJourneyRef", namespaces=ns))
+        for j in root.iterfind(".//siri:EstimatedVehicleJourney", ns)
+    ]
+    assert journeys and all(trips.get(train) == trip for train, trip in journeys), (journeys, trips)
 
 
 REPLAYED = {"realtime": "realtime_replay", "history": "history_replay", "trips": "trips_replay"}
