@@ -243,7 +243,7 @@ def _dedup_memory(realtime: dict, dedup_window: int) -> Tuple[Dict[str, DeviceMe
     if realtime.get(CHECKPOINT):
         try:
             read = state_codec.decode_dedup(realtime[CHECKPOINT])
-        except state_codec.UnknownVersion as e:  # a newer job's document: the safe side below
+        except state_codec.Unreadable as e:  # a newer job's document, or broken: the safe side below
             _LOGGER.warning(
                 "realtime checkpoint not read (%s): each device's last %d seqs taken as applied", e, dedup_window
             )

@@ -29,6 +29,7 @@ length and UTF-8; seq ranges are each range's distance from the previous one
 and its width, so consecutive seqs cost a few bytes whatever their size.
 """
 
+import functools
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from occupancy.stop_visits import DoorCount, VisitState
@@ -43,8 +44,31 @@ _CONTROL_KINDS = (RESET, TERMINUS)
 _BUCKET_FIELDS = ("start_us", "timestamp_us", "value", "delta", "events", "boarded", "alighted", "late", "correction")
 
 
-class UnknownVersion(ValueError):
+class Unreadable(ValueError):
+    """Bytes that are not an encoding this job reads: cut short, with bytes left over, or
+    otherwise broken (each decoder raises this, whatever broke them)."""
+
+
+class UnknownVersion(Unreadable):
     """Bytes written by a newer version of the job than this one reads."""
+
+
+def _decoder(what: str):
+    """Makes a decoder raise `Unreadable` naming `what` for bytes it cannot read."""
+
+    def wrap(decode):
+        @functools.wraps(decode)
+        def decoding(data: bytes):
+            try:
+                return decode(data)
+            except Unreadable:
+                raise
+            except (IndexError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+                raise Unreadable(f"{what} does not decode: {e}") from e
+
+        return decoding
+
+    return wrap
 
 
 class _Writer:
@@ -167,6 +191,7 @@ def encode_state(state: TrainState) -> bytes:
     return bytes(w.out)
 
 
+@_decoder("train state")
 def decode_state(data: bytes) -> TrainState:
     r = _Reader(data, "train state", STATE_VERSION)
     state = TrainState(value=r.int(), last_applied_us=r.optional(), capacity=r.optional())
@@ -221,6 +246,7 @@ def encode_dedup(
     return bytes(w.out)
 
 
+@_decoder("realtime checkpoint")
 def decode_dedup(data: bytes) -> Checkpoint:
     r = _Reader(data, "realtime checkpoint", DEDUP_VERSION)
     devices = {}
@@ -251,6 +277,7 @@ def encode_visits(state: VisitState) -> bytes:
     return bytes(w.out)
 
 
+@_decoder("stop-visit state")
 def decode_visits(data: bytes) -> VisitState:
     """The state with its run's key, not the run (the caller looks it up in its schedule)."""
     r = _Reader(data, "stop-visit state", VISITS_VERSION)

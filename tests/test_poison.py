@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from adapters import registry
 from local.stack import PROJECT
-from occupancy import dead_letters, fold, identity, wire
+from occupancy import dead_letters, documents, fold, identity, train_cell, wire
 from sim.keyring import CONTROL_ID, Keyring
 from transforms import dead_letters as dead_letter_sink
 from transforms.enrich import LookupTrain, RereadBudget
@@ -160,6 +160,67 @@ def test_a_flush_that_raises_dead_letters_its_events_and_other_trains_go_on(monk
             lambda d: (d["reason"], d["step"], json.loads(base64.b64decode(d["payload"]))["seq"])
         )
         assert_that(dead, equal_to([(wire.INTERNAL_ERROR, "RunningOccupancy", 1)]), label="Dead")
+
+
+class DocumentSeed:
+    """A RealtimeSeed reading each train's realtime document from a dict, as Firestore gives it."""
+
+    def __init__(self, documents_by_train):
+        self.documents_by_train = documents_by_train
+
+    def setup(self):
+        pass
+
+    def load(self, train_id, config):
+        return documents.state_from_documents(self.documents_by_train.get(train_id), None, config.dedup_window)
+
+
+def test_a_realtime_document_that_cannot_be_read_dead_letters_its_trains_events_and_others_go_on():
+    """A hand-edited realtime document (a count that is not a number): the seed's ValueError
+    escaped the flush and failed the work item of every train in it."""
+    seed = DocumentSeed({"bad": {"current_value": "x", "last_updated": None}})
+    t0 = wire.parse_time("2026-11-24T07:00:00Z")
+    events = [
+        wire.Event("d1:1", t0, device_id="d1", delta=3, seq=1, train_id="good"),
+        wire.Event("d9:1", t0, device_id="d9", delta=5, seq=1, train_id="bad"),
+    ]
+    stream = TestStream()
+    stream.advance_watermark_to(Timestamp(micros=t0))
+    stream.add_elements([TimestampedValue((e.train_id, e), Timestamp(micros=e.event_time_us)) for e in events])
+    stream.advance_watermark_to(Timestamp(micros=t0 + 10 * S))
+    stream.advance_watermark_to_infinity()
+    options = PipelineOptions(runner="BundleBasedDirectRunner")
+    options.view_as(StandardOptions).streaming = True
+    with TestPipeline(options=options) as p:
+        out = p | stream | beam.ParDo(FoldOccupancy(fold.FoldConfig(), seed)).with_outputs(DEAD_LETTER, main="writes")
+        realtime = (
+            out.writes
+            | beam.Filter(lambda w: w.collection == "realtime")
+            | beam.Map(lambda w: (w.doc_id, w.data["current_value"]))
+        )
+        assert_that(realtime, equal_to([("good", 3)]), label="Good")
+        dead = out[DEAD_LETTER] | beam.Map(
+            lambda d: (
+                d["reason"],
+                d["step"],
+                json.loads(base64.b64decode(d["payload"]))["seq"],
+                "realtime/bad" in d["detail"],
+            )
+        )
+        assert_that(dead, equal_to([(wire.INTERNAL_ERROR, "RunningOccupancy", 1, True)]), label="Dead")
+
+
+def test_a_train_state_that_does_not_decode_is_seeded_from_firestore_again():
+    """Bytes of the train that do not decode (not only a newer version's) are taken from
+    realtime, as after a restart, rather than fail the train's timer."""
+    fn = FoldOccupancy(fold.FoldConfig(), DocumentSeed({"t1": {"current_value": 10}}))
+    fn.setup()
+    t0 = wire.parse_time("2026-11-24T07:00:00Z")
+    cell = train_cell.TrainCell(train_bytes=b"\x03\x05")
+    ready = [wire.Event("d1:1", t0, device_id="d1", delta=3, seq=1, train_id="t1")]
+    outputs = fn._flush("t1", cell, ready, t0 + 3 * S, None)
+    [realtime] = [o for o in outputs if getattr(o, "collection", None) == "realtime"]
+    assert realtime.data["current_value"] == 13 and cell.train.value == 13
 
 
 def test_the_reread_budget_bounds_reads_of_invented_devices():

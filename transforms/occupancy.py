@@ -204,9 +204,9 @@ class FoldOccupancy(beam.DoFn):
         the train as it was and its events as dead letters."""
         try:
             state = cell.train
-        except state_codec.UnknownVersion as e:
-            # Bytes of a newer job (rolled back without a drain): what this job cannot read it
-            # takes from realtime, as after a restart, rather than stop this train's timer.
+        except state_codec.Unreadable as e:
+            # Bytes of a newer job (rolled back without a drain), or broken: what this job cannot
+            # read it takes from realtime, as after a restart, rather than stop this train's timer.
             _LOGGER.error("Train %s: its state cannot be read (%s); seeded from Firestore again", key, e)
             state = None
         seeded = state is None
@@ -230,6 +230,12 @@ class FoldOccupancy(beam.DoFn):
                 )
                 train_cell.put_back(cell, ready, fired_us + SEED_RETRY_US)
                 return [beam.pvalue.TaggedOutput(STATS, FlushStats(seeds_put_off=1))]
+            except Exception as e:  # noqa: BLE001 - no element may fail the bundle (transforms/guard.py)
+                # A realtime document the seed cannot read (edited by hand: a count that is not
+                # a number). Read again at the next flush; until it is mended or deleted, the
+                # train's events are dead letters, to be replayed (docs/runbook.md).
+                unreadable = RuntimeError(f"realtime/{key} cannot be read to seed the train: {guard.describe(e)}")
+                return self._dead_letters(unreadable, ready)
         # The fold changes the state in place: its bytes before, to put back should it raise.
         before = None if seeded else cell.train_snapshot()
         try:
@@ -239,13 +245,17 @@ class FoldOccupancy(beam.DoFn):
         except Exception as e:  # noqa: BLE001 - no element may fail the bundle (transforms/guard.py)
             if before is not None:
                 cell.train = state_codec.decode_state(before)
-            outputs = []
-            for event in ready:
-                self._unexpected.inc()
-                payload, attributes = _as_sent(event)
-                outputs.append(guard.dead_letter("RunningOccupancy", e, payload, attributes, None))
-            return outputs
+            return self._dead_letters(e, ready)
         cell.train = state
+        return outputs
+
+    def _dead_letters(self, error: BaseException, events) -> list:
+        """Each of `events` as a dead letter of `error` (internal_error), as its sender sent it."""
+        outputs = []
+        for event in events:
+            self._unexpected.inc()
+            payload, attributes = _as_sent(event)
+            outputs.append(guard.dead_letter("RunningOccupancy", error, payload, attributes, None))
         return outputs
 
     def _apply(self, key, state: train_state.TrainState, ready, fired_us: int, seeded: bool, visits, cell) -> list:
