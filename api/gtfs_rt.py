@@ -46,6 +46,9 @@ router = APIRouter(
 )
 PROTOBUF = "application/x-protobuf"
 GTFS_RT_VERSION = "2.0"
+# The largest percentage both fields hold (a carriage's is int32, a vehicle's uint32): a count
+# inflated past it is published at it rather than fail the feed of every train.
+MAX_PERCENTAGE = 2**31 - 1
 
 
 def _seconds(moment: Optional[datetime.datetime]) -> Optional[int]:
@@ -70,7 +73,7 @@ def _carriages(
         details.label = numbers.get(number, f"car{number}")
         count = counts.get((numbers.get(number), number))
         if fresh and count is not None:
-            details.occupancy_percentage = fleet.occupancy_percentage(count, share)
+            details.occupancy_percentage = min(fleet.occupancy_percentage(count, share), MAX_PERCENTAGE)
             details.occupancy_status = pb.VehiclePosition.OccupancyStatus.Value(thresholds.status(count / share))
         else:
             details.occupancy_percentage = -1
@@ -130,7 +133,7 @@ def set_occupancy(
     vehicle.occupancy_status = pb.VehiclePosition.OccupancyStatus.Value(status)
     if status != NO_DATA_AVAILABLE and view.occupancy_ratio is not None:
         # From the ratio: a public view's is coarse and has no count (occupancy.privacy).
-        vehicle.occupancy_percentage = int(round(100 * max(0.0, view.occupancy_ratio)))
+        vehicle.occupancy_percentage = min(int(round(100 * max(0.0, view.occupancy_ratio))), MAX_PERCENTAGE)
     _carriages(pb, vehicle, view, doors, thresholds)
 
 

@@ -88,6 +88,24 @@ def test_carriages_from_door_names():
     assert len(entities["nocap"].multi_carriage_details) == 0  # no door mapping
 
 
+def test_a_count_past_what_the_percentage_fields_hold_does_not_fail_the_feed():
+    """One train inflated by a device's valid counts (about 11 million of +100): its carriage's
+    percentage (int32) or the train's (uint32) out of range raised ValueError and failed the
+    feed of every train. Each is held at the field's largest value."""
+    doors = {"inflated": {"x": "car1-door1", "y": "car8-door1"}}
+    for value in (1_100_000_000, 17_200_000_000):
+        views = [
+            view("inflated", value, 400, {"x": seen(1, value, 0), "y": seen(1)}),
+            view("honest", 100, 400, {"h": seen(1)}),
+        ]
+        entities = {e.id: e.vehicle for e in build_feed(views, NOW, fleet.Thresholds(), doors).entity}
+        assert entities["honest"].occupancy_percentage == 25
+        inflated = entities["inflated"]
+        assert inflated.occupancy_status == VP.FULL
+        assert inflated.occupancy_percentage == min(round(100 * value / 400), 2**31 - 1)
+        assert inflated.multi_carriage_details[0].occupancy_percentage == 2**31 - 1
+
+
 GTFS_STATIC = {
     "agency.txt": "agency_id,agency_name,agency_url,agency_timezone\na,Demo Rail,https://example.com,Europe/Zurich\n",
     "stops.txt": "stop_id,stop_name,stop_lat,stop_lon\ns1,A,47.0,8.0\ns2,B,47.1,8.1\n",
