@@ -22,7 +22,8 @@ one visit. Its stop is found in the trip's stop times (occupancy.schedule.StopTi
   unless the train's current run still has a stop due then (delay-adjusted, within the
   window): a late train ends its trip after the next one's scheduled start.
 
-The state is small and bounded (the open burst's counts, the last matched stop, the delay),
+The state is small and bounded (the open burst's counts, at most `MAX_BURST_COUNTS`, the last
+matched stop, the delay),
 and everything is decided in event time from the counts alone, so a replay of the same
 counts makes the same visits whatever the bundles (`tests/test_stop_visits.py`).
 """
@@ -38,6 +39,10 @@ from occupancy.schedule import StopTime, TripRun
 DEFAULT_GAP_US = 30_000_000
 # How far from a stop's (delay-adjusted) scheduled departure a burst still matches it.
 DEFAULT_WINDOW_US = 15 * 60_000_000
+# A burst of this many counts is a visit even while its door goes on counting: far more door
+# messages than one stop makes, it bounds what a door that never pauses (a chattering sensor, a
+# hostile device) keeps in the train's state, about 16 bytes a count.
+MAX_BURST_COUNTS = 4096
 
 
 class DoorCount(NamedTuple):
@@ -125,6 +130,8 @@ class StopVisits:
         """
         out = []
         if state.counts and count.event_time_us - state.counts[-1].event_time_us > self.gap_us:
+            out += self._close_burst(state)
+        elif len(state.counts) >= MAX_BURST_COUNTS:
             out += self._close_burst(state)
         key = self._key(run, count.event_time_us)
         if key != state.key and not (state.counts or self._keeps(state, count.event_time_us)):
