@@ -161,7 +161,7 @@ def _is_new(state: TrainState, event: Event, window: int) -> bool:
             memory.last_seen_us = max(memory.last_seen_us, event.event_time_us)
         return True
     if memory is None or event.registered_us > memory.registered_us:
-        # First sight, or the device was registered again: its seq starts over.
+        # First sight, or the device was registered again or moved here again: its seq starts over.
         memory = state.devices[event.device_id] = DeviceMemory(registered_us=event.registered_us)
     if not memory.accept(event.seq, window):
         return False
@@ -178,8 +178,8 @@ def _earlier_registration(state: TrainState, event: Event) -> str:
     if memory is None or event.registered_us >= memory.registered_us:
         return ""
     return (
-        f"{event.device_id} was registered again at {format_time(memory.registered_us)}; this count was "
-        f"made under its registration of {format_time(event.registered_us)}"
+        f"{event.device_id} was registered again or moved here at {format_time(memory.registered_us)}; this "
+        f"count was made under its registration or move of {format_time(event.registered_us)}"
     )
 
 

@@ -25,6 +25,8 @@ class DeviceMemory:
     # Sorted, disjoint, inclusive [lo, hi] ranges of applied seqs within the window.
     applied: List[List[int]] = dataclasses.field(default_factory=list)
     last_seen_us: int = 0
+    # When the device was registered or moved to this train (wire.Event.registered_us): a
+    # later one starts this memory over.
     registered_us: int = 0
     # People this door counted in and out since the train's last reset: per-door
     # (and so per-carriage) estimates. Class-level defaults, so that a state

@@ -103,8 +103,10 @@ class Event(NamedTuple):
     """One validated event. Times are integer microseconds since the epoch (UTC).
 
     `train_id`, `capacity` and `registered_us` are empty until the registry
-    lookup fills them (a reset names its train itself). `seq` is NO_SEQ for
-    legacy and reset events, which are de-duplicated by `event_id` only.
+    lookup fills them (a reset names its train itself). `registered_us` is when
+    the device was registered or moved to its train, whichever is later: the
+    train's memory of its seqs starts there. `seq` is NO_SEQ for legacy and
+    reset events, which are de-duplicated by `event_id` only.
     """
 
     event_id: str

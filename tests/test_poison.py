@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from adapters import registry
 from local.stack import PROJECT
-from occupancy import dead_letters, documents, fold, identity, train_cell, wire
+from occupancy import dead_letters, documents, fold, identity, train_cell, train_state, wire
 from sim.keyring import CONTROL_ID, Keyring
 from transforms import dead_letters as dead_letter_sink
 from transforms.enrich import LookupTrain, RereadBudget
@@ -304,6 +304,39 @@ def test_a_count_made_before_its_device_was_moved_or_registered_again_is_refused
     fresh = wire.encode_event("d1", 1, fresh_t, 1)[0]
     assert _outcome(lookup(), event._replace(event_time_us=fresh_t, raw=KEYS.sign("d1", fresh))) == "t2"
     assert registry.read_device(firestore_client, "devices", "d1").assigned_us > old_t
+
+
+def test_a_device_moved_back_to_a_train_it_was_on_counts_there_again(lookup, firestore_client):
+    """Away on another train, a door's seq went on past the jump bound: moved back, its old
+    train refused every count of it as a seq jump, for good (until registered again)."""
+    import time
+
+    config = fold.FoldConfig()
+
+    def sent(seq, t_us):
+        raw = KEYS.sign("d1", wire.encode_event("d1", 1, t_us, seq)[0])
+        return wire.Event(f"d1:{seq}", t_us, device_id="d1", delta=1, seq=seq, raw=raw)
+
+    def through(fn, seq, t_us):
+        [out] = list(fn.process(sent(seq, t_us)))
+        return out
+
+    state = train_state.TrainState()
+    t = wire.now_us() - S
+    train, first = through(lookup(), 5, t)
+    assert train == "t1" and fold.apply_events(state, [first], config, t + S).applied == 1
+    registry.set_train(firestore_client, "trains", "t2", capacity=100)
+    registry.assign_device(firestore_client, "devices", "d1", "t2")
+    registry.assign_device(firestore_client, "devices", "d1", "t1")
+    time.sleep(0.01)
+    far = 5 + fold.SEQ_JUMP_WINDOWS * config.dedup_window + 1  # its seqs sent on t2 since
+    t = wire.now_us()
+    train, back = through(lookup(), far, t)
+    assert train == "t1"
+    result = fold.apply_events(state, [back], config, t + S)
+    assert (result.refused, result.applied, state.value) == ([], 1, 2)
+    # What it sent for t1 before it left is refused at the lookup: it counted once.
+    assert _outcome(lookup(), sent(5, first.event_time_us)) == wire.BEFORE_ASSIGNMENT
 
 
 def test_an_envelope_kid_check_is_shared_by_parse_and_lookup():

@@ -199,7 +199,11 @@ class LookupTrain(beam.DoFn):
         yield (
             entry.train_id,
             event.without_message()._replace(
-                train_id=entry.train_id, capacity=snapshot.capacity(entry.train_id), registered_us=entry.registered_us
+                train_id=entry.train_id,
+                capacity=snapshot.capacity(entry.train_id),
+                # Since when it counts on this train: a device moved away and back again has
+                # sent seqs elsewhere meanwhile, which the train must not take for a jump.
+                registered_us=max(entry.registered_us, entry.assigned_us),
             ),
         )
 
