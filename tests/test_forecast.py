@@ -131,6 +131,44 @@ def test_no_forecast_without_history_and_never_a_number_for_a_trip_never_seen(gr
     assert all((p is None) == (s.trip_id == some_trip) for s, p in zip(slots, predicted))
 
 
+def test_a_route_whose_counts_stopped_weeks_before_the_forecast_is_still_forecast(growing_line):
+    """A route suspended for works, or its counters moved, for 14 days or more before the
+    origin: its calibration had no day to score and raised, and with it the whole job."""
+    scenario, feed, found = growing_line
+    last = scenario.start + datetime.timedelta(weeks=6)
+    seen = [o for o in found if o.service_date < last]
+    origin = last + datetime.timedelta(days=20)
+    fitted = model.Model(seen, feed, origin)
+    slots = history.slots(feed, origin, 1)
+    predicted = fitted.predict(slots)
+    assert slots and all(p is not None and p.p10 <= p.load <= p.p90 for p in predicted)
+    # Calibrated on its last 14 days counted, as a route counted up to the origin is.
+    assert fitted.widen == model.Model(seen, feed, last).widen
+
+
+def test_a_route_whose_model_fails_gets_no_forecast_and_the_others_go_on(growing_line, monkeypatch):
+    """Batch Beam fails the whole job on a DoFn that raises past its retries: one route's fit
+    that raises is that route's departures without a forecast, counted and logged."""
+    from transforms.forecast import _ForecastRoute
+
+    scenario, feed, found = growing_line
+    origin = scenario.start + datetime.timedelta(weeks=8)
+
+    class Feed:
+        def get(self):
+            return feed
+
+    def broken(*args, **kwargs):
+        raise FloatingPointError("a fit that fails")
+
+    route = next(iter({t.route_id for t in feed.trips.values()}))
+    grouped = {"observations": [o for o in found if feed.trips[o.trip_id].route_id == route]}
+    monkeypatch.setattr(model, "Model", broken)
+    out = list(_ForecastRoute(Feed(), origin, 1).process((route, grouped), {}))
+    assert out and all(r["predicted_load"] is None and r["occupancy_status"] == NO_DATA_AVAILABLE for r in out)
+    assert {r["trip_id"] for r in out} == {s.trip_id for s in history.slots(feed, origin, 1, {route})}
+
+
 def test_a_route_too_quiet_to_say_a_level_is_forecast_at_its_usual_level():
     quiet = [history.Observation(DAY - datetime.timedelta(days=d), "r1", 1, "a", 0, "t1") for d in range(1, 29)]
     level = model.Level(quiet)

@@ -111,24 +111,30 @@ class _ForecastRoute(beam.DoFn):
         self._schedule, self._start, self._days = schedule, start, days
         self._rows = beam.metrics.Metrics.counter("forecast", "rows")
         self._no_data = beam.metrics.Metrics.counter("forecast", "rows_without_history")
+        self._failed = beam.metrics.Metrics.counter("forecast", "routes_failed")
 
     def process(self, element, capacities):
         route, grouped = element
         observations = list(grouped["observations"])
         schedule = self._schedule.get()
-        fitted = model.Model(observations, schedule, self._start)
         slots = history.slots(schedule, self._start, self._days, {route})
-        predictions = fitted.predict(slots)
+        try:
+            fitted = model.Model(observations, schedule, self._start)
+            predictions, history_days = fitted.predict(slots), fitted.history_days
+        except Exception:  # noqa: BLE001 - one route's fit must not fail the forecast of every route
+            self._failed.inc()
+            _LOGGER.exception("Route %s: the model failed on its history; its departures get no forecast", route)
+            predictions, history_days = [None] * len(slots), 0
         latest = rows.latest_vehicles(o for o in observations if o.service_date < self._start)
         capacity = {trip: capacities[train] for trip, train in latest.items() if train in capacities}
         _LOGGER.info(
             "Route %s: %s observations over %s days, %s departures forecast",
             route,
             len(observations),
-            fitted.history_days,
+            history_days,
             len(slots),
         )
-        for row in rows.forecast_rows(slots, predictions, capacity, model.NAME, fitted.history_days, self._start):
+        for row in rows.forecast_rows(slots, predictions, capacity, model.NAME, history_days, self._start):
             self._rows.inc()
             if row["predicted_load"] is None:
                 self._no_data.inc()

@@ -142,7 +142,10 @@ class Model:
         self.widen = 0.0
         if self.history_days < MIN_HISTORY_DAYS:
             return
-        split = origin - datetime.timedelta(days=CALIBRATION_DAYS)
+        # Calibrated on the last CALIBRATION_DAYS counted: up to the origin, or up to where a
+        # route's counts stopped (suspended for works, its counters moved).
+        last = max(o.service_date for o in history)
+        split = last + datetime.timedelta(days=1 - CALIBRATION_DAYS)
         earlier = [o for o in history if o.service_date < split]
         if len({o.service_date for o in earlier}) >= MIN_HISTORY_DAYS:
             self.widen = self._calibration(earlier, [o for o in history if o.service_date >= split], seed)
