@@ -15,7 +15,7 @@ from api.auth import READ_RESPONSES, allow_read
 from api.deps import ClientDep, SettingsDep, read_fleet, trip_for
 from api.models import DeviceSeen, HistoryItem, HistoryPage, RequestTime, TrainDetail, TrainList, utc_in_range
 from api.services import services_of
-from occupancy import fleet, privacy
+from occupancy import fleet, privacy, wire
 
 router = APIRouter(
     prefix="/v1/trains", tags=["occupancy"], dependencies=[Depends(allow_read)], responses=READ_RESPONSES
@@ -180,7 +180,7 @@ def _encode_cursor(timestamp: datetime.datetime, doc_id: str) -> str:
 
 def _decode_cursor(cursor: str):
     try:
-        data = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+        data = wire.load_json(base64.urlsafe_b64decode(cursor.encode("ascii")))  # Rejected: a ValueError
         timestamp = datetime.datetime.fromisoformat(data["t"])
         doc_id = data["id"]
         if not isinstance(doc_id, str) or not doc_id.isalnum() or timestamp.tzinfo is None:

@@ -75,7 +75,7 @@ def test_a_422_is_what_openapi_declares_and_the_client_is_closed_at_shutdown():
 
 def test_every_json_answer_is_declared_in_openapi():
     """A client generated from /openapi.json knows every success body: each JSON route's 2xx
-    answer has a schema with named properties (not an empty `{}`), protobuf feeds their type."""
+    answer has a schema with named properties (not an empty `{}`), protobuf and XML feeds their type."""
     with TestClient(create_app(Settings(), client=_Unreachable(gexc.ServiceUnavailable("down")))) as http:
         schema = http.get("/openapi.json").json()
     undeclared = []
@@ -88,6 +88,8 @@ def test_every_json_answer_is_declared_in_openapi():
                 body = (content.get("application/json") or {}).get("schema") or {}
                 if path.endswith(".pb"):
                     ok = "application/x-protobuf" in content
+                elif path.endswith(".xml"):  # SIRI
+                    ok = "application/xml" in content
                 else:
                     ok = "$ref" in body or body.get("type") == "array"
                 if not ok:
@@ -122,6 +124,10 @@ def test_a_time_past_the_ends_of_the_calendar_is_a_422_never_a_500():
             assert answer.status_code == 422 and "invalid cursor" in answer.json()["detail"], answer.text
             answer = http.post("/v1/devices/d1/keys", json={"public_key": "x", "expires_at": value})
             assert answer.status_code == 422, (value, answer.text)
+        # A cursor nested past json's recursion (1,336 characters, no token needed) was a 500.
+        nested = base64.urlsafe_b64encode(b"[" * 1000).decode()
+        answer = http.get("/v1/trains/t1/history", params={"cursor": nested})
+        assert answer.status_code == 422 and "invalid cursor" in answer.json()["detail"], answer.text
         # Within the bounds the query is made (and answers as Firestore does: here, unavailable).
         assert http.get("/v1/trains/t1/history", params={"from": "2026-11-24T07:00:00+01:00"}).status_code == 503
 
