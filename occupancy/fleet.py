@@ -30,6 +30,8 @@ DEFAULT_THRESHOLDS = (0.05, 0.2, 0.5, 0.7, 0.9)
 
 # A door named like "car3-door2" (or "car3_door2", "car3"): the carriage is "car3", number 3.
 _CARRIAGE_RE = re.compile(r"^(car(\d+))(?:[-_].*)?$", re.IGNORECASE)
+# More carriages than any train couples (two 16-car units make 32).
+MAX_CARRIAGES = 64
 
 
 class Thresholds(NamedTuple):
@@ -78,9 +80,12 @@ def occupancy_percentage(value: int, capacity: Optional[int]) -> Optional[int]:
 
 
 def carriage_of(door: Optional[str]) -> Optional[Tuple[str, int]]:
-    """('car3', 3) for a door named 'car3-door2'; None for a door not mapped to a carriage."""
+    """('car3', 3) for a door named 'car3-door2'; None for a door not mapped to a carriage
+    (carriages are numbered 1 to MAX_CARRIAGES: a feed lists every carriage up to the highest)."""
     match = _CARRIAGE_RE.match(door or "")
-    return (match.group(1).lower(), int(match.group(2))) if match else None
+    if not match or not 1 <= int(match.group(2)) <= MAX_CARRIAGES:
+        return None
+    return match.group(1).lower(), int(match.group(2))
 
 
 class TrainView(NamedTuple):
@@ -177,17 +182,17 @@ def carriage_counts(devices_seen: Dict[str, dict], doors: Dict[str, Optional[str
     """Estimated people per carriage: per door, boarded - alighted since the train's last
     reset or terminus (`devices_seen[d].trip_boarded/trip_alighted`, written by the
     pipeline), summed over the carriage's doors and clamped at 0. `doors` maps
-    device_id -> registry door name. Doors not named like 'car3-door2' are left out;
-    an empty result means the train has no carriage mapping.
+    device_id -> registry door name. Doors not named like 'car3-door2', and doors that
+    never reported (none do in a public view), are left out: their carriage has no count.
 
     An estimate: people who walk between carriages are counted where they boarded.
     """
     totals: Dict[Tuple[str, int], int] = {}
     for device_id, door in doors.items():
         carriage = carriage_of(door)
-        if carriage is None:
+        entry = (devices_seen or {}).get(device_id)
+        if carriage is None or entry is None:  # no door of it reported (or a public view): no count
             continue
-        entry = (devices_seen or {}).get(device_id) or {}
         net = int(entry.get("trip_boarded") or 0) - int(entry.get("trip_alighted") or 0)
         totals[carriage] = totals.get(carriage, 0) + net
     return {carriage: max(0, net) for carriage, net in sorted(totals.items(), key=lambda kv: kv[0][1])}

@@ -91,7 +91,7 @@ def test_carriages_from_door_names():
     assert fleet.carriage_of("car3-door2") == ("car3", 3)
     assert fleet.carriage_of("CAR12_door1") == ("car12", 12)
     assert fleet.carriage_of("car1") == ("car1", 1)
-    for door in (None, "", "front", "carriage3", "car-3"):
+    for door in (None, "", "front", "carriage3", "car-3", "car0-door1", f"car{fleet.MAX_CARRIAGES + 1}"):
         assert fleet.carriage_of(door) is None
     seen = {
         "a": {"trip_boarded": 10, "trip_alighted": 2},
@@ -100,7 +100,8 @@ def test_carriages_from_door_names():
         "d": {"trip_boarded": 9},
     }
     doors = {"a": "car2-door1", "b": "car2-door2", "c": "car1-door1", "d": "front", "e": "car3-door1"}
-    assert fleet.carriage_counts(seen, doors) == {("car1", 1): 0, ("car2", 2): 10, ("car3", 3): 0}
+    # car3's one door never reported: no count (not an empty carriage).
+    assert fleet.carriage_counts(seen, doors) == {("car1", 1): 0, ("car2", 2): 10}
     assert fleet.carriage_counts(seen, {"d": "front"}) == {}
 
 

@@ -106,6 +106,32 @@ def test_a_count_past_what_the_percentage_fields_hold_does_not_fail_the_feed():
         assert inflated.multi_carriage_details[0].occupancy_percentage == 2**31 - 1
 
 
+def test_a_door_name_no_train_has_leaves_the_feed_as_it_was():
+    """`car0-door1` divided the capacity by 0 and failed the feed of every train at each request;
+    `car200000-door1` made one train's entry 8.5 MB. Carriages are numbered 1 to MAX_CARRIAGES."""
+    doors = {"fresh": {"a": "car1-door1", "b": "car0-door1", "c": f"car{fleet.MAX_CARRIAGES + 1}-door1"}}
+    views = [view("fresh", 130, 200, {"a": seen(5, 100, 10), "b": seen(8, 50, 10), "c": seen(4, 0, 0)})]
+    [entity] = build_feed(views, NOW, fleet.Thresholds(), doors).entity
+    cars = entity.vehicle.multi_carriage_details
+    assert [(c.carriage_sequence, c.occupancy_percentage) for c in cars] == [(1, 45)]
+    assert fleet.carriage_of(f"car{fleet.MAX_CARRIAGES}-door2") == (f"car{fleet.MAX_CARRIAGES}", fleet.MAX_CARRIAGES)
+
+
+def test_a_carriage_whose_doors_never_reported_has_no_data_and_the_public_sees_none():
+    """The public view carries no door counts: each mapped carriage was published EMPTY, 0 %, on
+    a train 250 of 300 full. A carriage none of whose doors reported is not empty either."""
+    doors = {"t": {"a": "car1-door1", "b": "car2-door1"}}
+    exact = view("t", 250, 300, {"a": seen(2, 200, 10)})
+    public = exact._replace(devices_seen={})
+    for shown, expected in (
+        (exact, [(127, VP.FULL), (-1, VP.NO_DATA_AVAILABLE)]),
+        (public, [(-1, VP.NO_DATA_AVAILABLE)] * 2),
+    ):
+        [entity] = build_feed([shown], NOW, fleet.Thresholds(), doors).entity
+        cars = entity.vehicle.multi_carriage_details
+        assert [(c.occupancy_percentage, c.occupancy_status) for c in cars] == expected
+
+
 GTFS_STATIC = {
     "agency.txt": "agency_id,agency_name,agency_url,agency_timezone\na,Demo Rail,https://example.com,Europe/Zurich\n",
     "stops.txt": "stop_id,stop_name,stop_lat,stop_lon\ns1,A,47.0,8.0\ns2,B,47.1,8.1\n",
