@@ -26,6 +26,7 @@ empty answer, the document's one departure from it.
 """
 
 import datetime
+import re
 from typing import Iterable, Optional, Tuple
 from xml.etree import ElementTree
 
@@ -65,10 +66,15 @@ LEVEL_2_0 = {
 }
 
 
+# What XML 1.0 cannot carry (control characters a GTFS id may hold): ElementTree writes them as
+# they are, and a reader then refuses the whole document.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 def _add(parent: ElementTree.Element, name: str, text=None) -> ElementTree.Element:
     element = ElementTree.SubElement(parent, f"{{{NAMESPACE}}}{name}")
     if text is not None:
-        element.text = str(text)
+        element.text = _NOT_XML.sub("\ufffd", str(text))
     return element
 
 

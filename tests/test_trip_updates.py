@@ -211,3 +211,15 @@ def test_siri_et_orders_calls_from_one_and_skips_trains_it_cannot_describe():
         .estimated_vehicle_journey
         == []
     )
+
+
+def test_siri_et_stays_well_formed_xml_whatever_characters_the_feeds_ids_hold():
+    """A route, trip or stop id with a control character (which XML 1.0 cannot carry) made the
+    whole document unreadable for every consumer."""
+    odd = RUN._replace(trip=RUN.trip._replace(route_id="r\x01<&>", trip_id="t\x0b1"))
+    document = forecast_document((50, 120, 60, 0))
+    document["stops"] = [dict(s, stop_id="s\x001") for s in document["stops"]]
+    root = ElementTree.fromstring(build_estimated_timetable([(view(150), odd, document)], LEFT_B, fleet.Thresholds()))
+    assert root.findtext(f".//{SIRI}LineRef") == "r\ufffd<&>"
+    assert root.findtext(f".//{SIRI}DatedVehicleJourneyRef") == "t\ufffd1"
+    assert {call.findtext(f"{SIRI}StopPointRef") for call in root.iter(f"{SIRI}EstimatedCall")} == {"s\ufffd1"}
