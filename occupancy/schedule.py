@@ -83,12 +83,28 @@ class TripRun(NamedTuple):
         return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+# A trip's times run past 24:00:00 after midnight, never days on; stop_sequence is what a
+# GTFS-Realtime stop_sequence (uint32) and a SIRI Order can carry.
+MAX_HOURS = 240
+MAX_STOP_SEQUENCE = 2**31 - 1
+
+
 def _seconds(text: str) -> int:
     parts = text.strip().split(":")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
         raise ScheduleError(f"not a GTFS time (H:MM:SS): {text!r}")
     h, m, s = map(int, parts)
+    if h > MAX_HOURS or m > 59 or s > 59:
+        raise ScheduleError(f"not a GTFS time (H:MM:SS, at most {MAX_HOURS} hours): {text!r}")
     return h * 3600 + m * 60 + s
+
+
+def _stop_sequence(text: Optional[str]) -> int:
+    text = (text or "").strip()
+    sequence = int(text) if text.isascii() and text.isdigit() else 0
+    if sequence > MAX_STOP_SEQUENCE:
+        raise ScheduleError(f"stop_sequence {text} is past {MAX_STOP_SEQUENCE}")
+    return sequence
 
 
 def _date(text: str) -> datetime.date:
@@ -124,7 +140,7 @@ class Schedule:
             for field in ("departure_time", "arrival_time"):
                 if r.get(field):
                     times.setdefault(r["trip_id"], []).append(_seconds(r[field]))
-            sequence = int(r["stop_sequence"]) if (r.get("stop_sequence") or "").isdigit() else 0
+            sequence = _stop_sequence(r.get("stop_sequence"))
             if r.get("departure_time"):
                 departures.setdefault(r["trip_id"], []).append((sequence, _seconds(r["departure_time"])))
             arrival, departure = r.get("arrival_time"), r.get("departure_time")
@@ -146,7 +162,7 @@ class Schedule:
                 r["service_id"],
                 (r.get("trip_short_name") or "").strip(),
                 r.get("trip_headsign") or "",
-                int(direction) if direction.isdigit() else None,
+                int(direction) if direction in ("0", "1") else None,  # GTFS has no other
                 min(times[r["trip_id"]]),
                 max(times[r["trip_id"]]),
                 route.get("route_short_name") or "",

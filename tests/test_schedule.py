@@ -91,6 +91,30 @@ def test_a_feed_without_what_it_needs_is_a_clear_error(tmp_path):
         schedule.Schedule.from_zip(str(tmp_path / "missing.zip"))
 
 
+def test_values_no_gtfs_feed_may_hold_are_refused_at_loading_or_read_as_unknown():
+    """A feed that loaded and then failed requests: a direction_id past the field's range and a
+    stop_sequence past uint32 failed the TripUpdates and VehiclePositions feeds (protobuf
+    ValueError), a time of 99999999:00:00 /v1/trains (OverflowError) while a train ran it."""
+
+    def with_row(trip_field=None, stop_row=None):
+        files = dict(schedule_feed.FILES)
+        if trip_field is not None:
+            files["trips.txt"] += f"ic3,weekdays,odd,2222,Chur,{trip_field}\n"
+            files["stop_times.txt"] += "odd,08:00:00,08:00:00,basel,1\n"
+        if stop_row is not None:
+            files["stop_times.txt"] += f"ic1832-wd,{stop_row}\n"
+        return schedule.Schedule(files)
+
+    for direction in ("99999999999", "2"):  # GTFS has 0 and 1: anything else is no direction
+        assert with_row(trip_field=direction).trips["odd"].direction_id is None
+    assert with_row(trip_field="1").trips["odd"].direction_id == 1
+    with pytest.raises(schedule.ScheduleError, match="stop_sequence 4294967296"):
+        with_row(stop_row="11:00:00,11:00:00,chur,4294967296")
+    for time in ("99999999:00:00", "08:75:00", "0²:00:00"):
+        with pytest.raises(schedule.ScheduleError, match="not a GTFS time"):
+            with_row(stop_row=f"{time},{time},chur,4")
+
+
 def test_a_number_run_back_to_back_is_on_the_run_under_way_not_the_next_one():
     # Train 5 runs short trips every 15 minutes: at 08:12 it is near the end of the 08:00 run,
     # the 08:15 run starting sooner than the one it is on started.
