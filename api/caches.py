@@ -12,7 +12,8 @@ T = TypeVar("T")
 
 class PerView:
     """A value built from a fleet view (and what else it is built from), one per key (e.g. exact
-    or public numbers), built again only when the view changes.
+    or public numbers), built again only when the view changes; readers asking while it is
+    built wait for that one build.
 
     `sources` are compared by identity (the view's list of trains, the doors' dict: a new read
     is a new object) and `at` by value. Holding the sources keeps their ids from being reused
@@ -21,17 +22,44 @@ class PerView:
     def __init__(self):
         self._lock = threading.Lock()
         self._held: Dict[Hashable, Tuple[tuple, object, object]] = {}
+        self._building: Dict[Hashable, Tuple[tuple, object, Future]] = {}
+
+    @staticmethod
+    def _for(held, sources: tuple, at) -> bool:
+        """Whether `held` (sources, at, ...) was built from `sources` at `at`."""
+        if held is None or held[1] != at or len(held[0]) != len(sources):
+            return False
+        return all(a is b for a, b in zip(held[0], sources))
 
     def get(self, key: Hashable, sources: tuple, at, build: Callable[[], T]) -> T:
         with self._lock:
             held = self._held.get(key)
-        if held is not None and held[1] == at and len(held[0]) == len(sources):
-            if all(a is b for a, b in zip(held[0], sources)):
+            if self._for(held, sources, at):
                 return held[2]
-        value = build()
+            building = self._building.get(key)
+            owner = not self._for(building, sources, at)
+            if owner:
+                building = self._building[key] = (sources, at, Future())
+        future = building[2]
+        if not owner:
+            return future.result()
+        try:
+            value = build()
+        except BaseException as e:
+            with self._lock:
+                self._done(key, building)
+            future.set_exception(e)
+            raise
         with self._lock:
             self._held[key] = (sources, at, value)
+            self._done(key, building)
+        future.set_result(value)
         return value
+
+    def _done(self, key: Hashable, building: tuple) -> None:
+        """Forgets the build under way for `key`, if it is still `building` (held: the lock)."""
+        if self._building.get(key) is building:
+            del self._building[key]
 
 
 class ReadCache:
