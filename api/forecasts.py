@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from adapters.store import count_ops
 from api import public
 from api.auth import READ_RESPONSES, allow_read
-from api.deps import ClientDep, SettingsDep
+from api.deps import ClientDep, SettingsDep, read_fleet
 from api.models import StopDepartures, TripForecast
 from api.services import services_of
 from api.trip_updates import on_board, running_trips
@@ -43,13 +43,20 @@ def _stop_out(stop: dict, exact: bool, policy: privacy.Policy) -> dict:
     return out
 
 
-def _running(request: Request, claims, now: datetime.datetime) -> Dict[Tuple[str, str], tuple]:
-    """(trip_id, service date) -> (train view, run) of a train with a capacity on it now."""
-    return {
-        (run.trip.trip_id, run.service_date.isoformat()): (view, run)
-        for view, run in running_trips(request, claims, now)
-        if view.capacity
-    }
+def _running(request: Request, claims) -> Dict[Tuple[str, str], tuple]:
+    """(trip_id, service date) -> (train view, run) of a train with a capacity on it now, as this
+    caller may see it: built once per fleet view."""
+    generated_at, views = read_fleet(request)
+
+    def build():
+        return {
+            (run.trip.trip_id, run.service_date.isoformat()): (view, run)
+            for view, run in running_trips(request, claims, generated_at, (generated_at, views))
+            if view.capacity
+        }
+
+    exact = public.exact_for(request, claims)
+    return services_of(request).trips_ahead.get(("running", exact), (views,), generated_at, build)
 
 
 def _with_same_day(
@@ -107,11 +114,14 @@ def trip_forecast(
     ),
     claims: Optional[dict] = Depends(allow_read),
 ):
+    loaded = services_of(request).schedule
+    if loaded is not None and trip_id not in loaded.trips:  # answered without a read
+        raise HTTPException(status_code=404, detail=f"no trip {trip_id} in the static feed")
     day = date or _service_date(request, trip_id)
     document = _document(request, settings, client, trip_id, day)
     exact = public.exact_for(request, claims)
     now = datetime.datetime.now(datetime.timezone.utc)
-    stops, live = _stops(document), _running(request, claims, now).get((trip_id, day.isoformat()))
+    stops, live = _stops(document), _running(request, claims).get((trip_id, day.isoformat()))
     if live is not None:
         stops = _with_same_day(stops, live, document, now, settings.thresholds)
     shown = [_stop_out(s, exact, services_of(request).privacy_policy) for s in stops]
@@ -165,6 +175,24 @@ def _document(request: Request, settings, client, trip_id: str, day: datetime.da
     return services_of(request).forecast_documents.get((settings.forecast_collection, trip_id, day.isoformat()), read)
 
 
+def _board_documents(request: Request, settings, client, ids: Tuple[str, ...]) -> Dict[str, dict]:
+    """The forecast documents of a departures board (one batched read), read at most once per
+    FORECAST_CACHE_S for the same departures: every open board asks every few seconds."""
+
+    def read() -> Dict[str, dict]:
+        collection = client.collection(settings.forecast_collection)
+        found = {}
+        for snapshot in client.get_all([collection.document(i) for i in ids], timeout=settings.firestore_timeout_s):
+            if snapshot.exists:
+                found[snapshot.id] = snapshot.to_dict()
+        count_ops(reads=len(ids))
+        return found
+
+    if not ids:
+        return {}
+    return services_of(request).forecast_documents.get(("board", settings.forecast_collection, ids), read)
+
+
 def _stops(document: dict) -> List[dict]:
     """The document's stops that say which stop they are (a document written by hand may not)."""
     return [s for s in document.get("stops") or [] if isinstance(s, dict) and isinstance(s.get("stop_sequence"), int)]
@@ -213,16 +241,10 @@ def stop_departures(
                     upcoming.append((leaves, run, stop))
     upcoming.sort(key=lambda item: (item[0], item[1].trip.trip_id))
     upcoming = upcoming[:limit]
-    collection = client.collection(settings.forecast_collection)
-    refs = [collection.document(document_id(run.trip.trip_id, run.service_date.isoformat())) for _, run, _ in upcoming]
-    documents = {}
-    if refs:
-        for snapshot in client.get_all(refs, timeout=settings.firestore_timeout_s):
-            if snapshot.exists:
-                documents[snapshot.id] = snapshot.to_dict()
-        count_ops(reads=len(refs))
+    ids = tuple(document_id(run.trip.trip_id, run.service_date.isoformat()) for _, run, _ in upcoming)
+    documents = _board_documents(request, settings, client, ids)
     exact = public.exact_for(request, claims)
-    running = _running(request, claims, now) if upcoming else {}
+    running = _running(request, claims) if upcoming else {}
     departures = []
     for leaves, run, stop in upcoming:
         document = documents.get(document_id(run.trip.trip_id, run.service_date.isoformat())) or {}

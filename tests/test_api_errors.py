@@ -154,3 +154,17 @@ def test_a_body_that_is_not_utf8_is_a_422_as_declared():
             "/v1/devices", content=b'{"device_id": "\xff\xfe"}', headers={"Content-Type": "application/json"}
         )
         assert answer.status_code == 422 and "UTF-8" in answer.json()["detail"], answer.text
+
+
+def test_a_trip_the_static_feed_does_not_have_is_a_404_without_a_read(tmp_path):
+    """Every anonymous request for an invented trip_id cost a Firestore read (a missing forecast
+    is not kept, so that one written is served at once)."""
+    from tests import schedule_feed
+
+    client = _Unreachable(gexc.ServiceUnavailable("down"))
+    settings = Settings(gtfs_static=schedule_feed.write(str(tmp_path / "gtfs.zip")))
+    with TestClient(create_app(settings, client=client), raise_server_exceptions=False) as http:
+        answer = http.get("/v1/trips/invented-1/forecast")
+        assert answer.status_code == 404 and "no trip invented-1 in the static feed" in answer.text
+        assert client.calls == 0
+        assert http.get("/v1/trips/ic1832-wd/forecast").status_code == 503  # a trip it has: read
