@@ -17,12 +17,12 @@ import urllib.request
 from typing import Dict, Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from api.auth import READ_RESPONSES, allow_read
 from api.deps import SettingsDep, read_fleet
-from api.gtfs_rt import PROTOBUF, read_doors, set_occupancy
-from api.public import views_for
+from api.gtfs_rt import PROTOBUF, feed_response, read_doors, set_occupancy
+from api.public import exact_for, views_for
 from api.services import services_of
 from occupancy import fleet
 
@@ -109,12 +109,14 @@ def enriched_vehicle_positions(
         lambda: fetch(settings.upstream_vehicle_positions, settings.firestore_timeout_s)
     )
     read_at, views = read_fleet(request)
-    views = views_for(request, views, read_at, claims)
-    by_vehicle = {str(v.trains_doc["vehicle_id"]): v for v in views if v.trains_doc.get("vehicle_id")}
-    feed = enrich(upstream, by_vehicle, settings.thresholds, read_doors(request))
-    headers = {"Cache-Control": f"public, max-age={int(settings.fleet_cache_s)}"}
-    if format == "json":
-        from google.protobuf.json_format import MessageToDict
+    doors = read_doors(request)
 
-        return JSONResponse(MessageToDict(feed, preserving_proto_field_name=True), headers=headers)
-    return Response(feed.SerializeToString(), media_type=PROTOBUF, headers=headers)
+    def build():
+        shown = views_for(request, views, read_at, claims)
+        by_vehicle = {str(v.trains_doc["vehicle_id"]): v for v in shown if v.trains_doc.get("vehicle_id")}
+        return enrich(upstream, by_vehicle, settings.thresholds, doors)
+
+    # Parsed and enriched once per upstream read and fleet view, not per request (up to 50 MB).
+    exact = exact_for(request, claims)
+    feed = services_of(request).feeds.get(("enriched", exact), (upstream, views, doors), read_at, build)
+    return feed_response(request, ("enriched", exact), feed, read_at, format)

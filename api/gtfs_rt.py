@@ -26,10 +26,11 @@ a registered train never seen has nothing to say yet and is left out):
 """
 
 import datetime
+import json
 from typing import Dict, Iterable, Optional
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from adapters import registry
 from adapters.fleet_listener import NotReady
@@ -185,10 +186,24 @@ def vehicle_positions(
         trips = {view.train_id: trip_for(request, view, generated_at)[0] for view in shown}
         return build_feed(shown, generated_at, settings.thresholds, doors, trips)
 
-    feed = services_of(request).feeds.get(exact, (views, doors), generated_at, build)
-    headers = {"Cache-Control": f"public, max-age={int(settings.fleet_cache_s)}"}
-    if format == "json":
-        from google.protobuf.json_format import MessageToDict
+    feed = services_of(request).feeds.get(("vehicle-positions", exact), (views, doors), generated_at, build)
+    return feed_response(request, ("vehicle-positions", exact), feed, generated_at, format)
 
-        return JSONResponse(MessageToDict(feed, preserving_proto_field_name=True), headers=headers)
-    return Response(feed.SerializeToString(), media_type=PROTOBUF, headers=headers)
+
+def feed_response(request: Request, key: tuple, feed, at: datetime.datetime, format: str) -> Response:
+    """`feed` as asked for: protobuf, or JSON for people (?format=json), each made once per feed
+    built and `key` (the feed and whose numbers: 10,000 trains take 0.5 s to JSON, 0.007 s to
+    protobuf)."""
+
+    def serialize() -> bytes:
+        if format == "json":
+            from google.protobuf.json_format import MessageToDict
+
+            body = MessageToDict(feed, preserving_proto_field_name=True)
+            return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return feed.SerializeToString()
+
+    services = services_of(request)
+    body = services.feeds.get((*key, format), (feed,), at, serialize)
+    headers = {"Cache-Control": f"public, max-age={int(services.settings.fleet_cache_s)}"}
+    return Response(body, media_type="application/json" if format == "json" else PROTOBUF, headers=headers)

@@ -18,12 +18,12 @@ import datetime
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from adapters.store import count_ops
 from api.auth import READ_RESPONSES, allow_read
 from api.deps import SettingsDep, read_fleet, trip_for
-from api.gtfs_rt import GTFS_RT_VERSION, PROTOBUF
+from api.gtfs_rt import GTFS_RT_VERSION, PROTOBUF, feed_response
 from api.public import exact_for, views_for
 from api.services import services_of
 from occupancy import fleet
@@ -150,9 +150,4 @@ def trip_updates(
     feed = services_of(request).trips_ahead.get(
         ("gtfs-rt", exact), (ahead,), generated_at, lambda: build_trip_updates(ahead, generated_at, settings.thresholds)
     )
-    headers = {"Cache-Control": f"public, max-age={int(settings.fleet_cache_s)}"}
-    if format == "json":
-        from google.protobuf.json_format import MessageToDict
-
-        return JSONResponse(MessageToDict(feed, preserving_proto_field_name=True), headers=headers)
-    return Response(feed.SerializeToString(), media_type=PROTOBUF, headers=headers)
+    return feed_response(request, ("trip-updates", exact), feed, generated_at, format)
