@@ -204,10 +204,18 @@ def require_operator(request: Request, credentials: Optional[HTTPAuthorizationCr
 def allow_read(
     request: Request, credentials: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)
 ) -> Optional[dict]:
-    """Dependency for occupancy reads: anyone when reads are public, else any signed-in user."""
-    if services_of(request).settings.public_reads and credentials is None:
+    """Dependency for occupancy reads: anyone when reads are public, else any signed-in user.
+    An operator's token, which reads exact numbers, is checked with Firebase Auth as a write's
+    is, at most once per OPERATOR_RECHECK_S per token (a dashboard polls every second): a
+    removed operator reads exact numbers for that long, not until the token expires (an hour)."""
+    services = services_of(request)
+    if services.settings.public_reads and credentials is None:
         return None
-    return verify(_token(credentials), services_of(request).settings.project)
+    token, project = _token(credentials), services.settings.project
+    claims = verify(token, project)
+    if claims.get(OPERATOR_CLAIM) is True:
+        services.operator_checks.get(token, lambda: check_current(claims, project) or True)
+    return claims
 
 
 @router.get("/v1/auth/config", summary="How a browser signs in", response_model=AuthConfig)

@@ -14,6 +14,8 @@ from api.request_metrics import RequestMetrics
 from api.settings import Settings
 from occupancy import privacy, schedule
 
+OPERATOR_RECHECK_S = 30.0  # how long an operator token's reads go on without asking Firebase Auth
+
 
 @dataclasses.dataclass(eq=False)
 class Services:
@@ -38,6 +40,9 @@ class Services:
     feeds: PerView = dataclasses.field(default_factory=PerView)
     trips_ahead: PerView = dataclasses.field(default_factory=PerView)
     public_views: PerView = dataclasses.field(default_factory=PerView)
+    # An operator token's reads: the user as Firebase Auth has it now, asked at most once per
+    # ttl per token (api/auth.allow_read).
+    operator_checks: ReadCache = dataclasses.field(default_factory=lambda: ReadCache(OPERATOR_RECHECK_S))
     fleet_listener: Optional[FleetListener] = None  # with --fleet_listener, once started
     # stop_id -> the (trip, stop time) pairs calling there, made at the first departures board.
     stop_index: Optional[Dict[str, List[Tuple[schedule.Trip, schedule.StopTime]]]] = None
