@@ -1,9 +1,10 @@
 """The forecast job's reads and writes (docs/forecast.md):
 
 * `ReadTidesTable`: PBegin -> {"rows": PCollection[dict], "dead_letter": PCollection[dict]}:
-  the rows of one TIDES table from every CSV or Parquet file the patterns match, typed
-  (occupancy.tides_read); a row that breaks the table's types is a dead letter naming its file
-  and row, a file that cannot be read one naming the file; the rest is used.
+  the rows of one TIDES table from every CSV or Parquet file the patterns match, read a piece
+  at a time (adapters.tides_files) and typed (occupancy.tides_read); a row that cannot be read
+  or breaks the table's types is a dead letter naming its file and row, a file that cannot be
+  read one naming the file; the rest is used.
 * `WriteForecastFiles`: PCollection[forecast row] -> PCollection[path]: one Parquet file per
   service date, `<root>/occupancy_forecast/service_date=<day>/<part>.parquet` (the latest run
   replaces a day's file), its bytes a
@@ -15,12 +16,9 @@
   serves; transient errors retried (bounded), a document refused for good a dead letter.
 """
 
-import csv
 import datetime
-import io
 import json
 import logging
-import re
 import time
 
 import apache_beam as beam
@@ -29,7 +27,7 @@ from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from adapters import tides_parquet
+from adapters import tides_files, tides_parquet
 from adapters.store import RetryPolicy, commit_documents, make_client
 from occupancy import dead_letters, tides, tides_read
 from occupancy.forecast import rows as forecast_rows
@@ -41,7 +39,6 @@ DEAD_LETTER = "dead_letter"
 FORECAST_PART = "forecast"
 TABLE = forecast_rows.TABLE
 DAY_S = 86400
-_PARTITION = re.compile(r"/service_date=(\d{4}-\d{2}-\d{2})/")
 
 
 class ReadTidesFile(beam.DoFn):
@@ -49,6 +46,7 @@ class ReadTidesFile(beam.DoFn):
 
     def __init__(self, table: str, step: str):
         self._table, self._step = table, step
+        self._columns = [field.name for field in tides.FIELDS[table]]
         self._rows = beam.metrics.Metrics.counter("forecast", f"{table}_rows_read")
         self._refused = beam.metrics.Metrics.counter("forecast", f"{table}_rows_refused")
 
@@ -70,35 +68,23 @@ class ReadTidesFile(beam.DoFn):
 
     def process(self, readable):
         path = readable.metadata.path
+        number = 0
         try:
-            rows, first = self._read(readable, path)
-        except Exception as e:  # noqa: BLE001 - a file no reader takes is the file's dead letter
-            _LOGGER.warning("Cannot read %s: %s", path, e)
-            yield self._dead(path, "the file", f"cannot be read as CSV or Parquet: {e}")
-            return
-        for number, row in enumerate(rows, start=first):
-            typed, wrong = tides_read.typed_row(self._table, row)
-            if typed is None:
-                yield self._dead(path, f"row {number}", "; ".join(wrong), row)
-                continue
-            self._rows.inc()
-            yield typed
-
-    def _read(self, readable, path: str):
-        """(the file's rows, the number of its first row: 2 in a CSV, under its header)."""
-        if path.endswith(".parquet"):
-            import pyarrow.parquet as pq
-
             with readable.open() as f:
-                rows = pq.read_table(io.BytesIO(f.read())).to_pylist()
-            partition = _PARTITION.search(path)
-            if partition:  # a Hive-partitioned file keeps its service date in its directory
-                for row in rows:
-                    row.setdefault("service_date", partition.group(1))
-            return rows, 1
-        with readable.open() as f:
-            text = f.read().decode("utf-8-sig")
-        return list(csv.DictReader(io.StringIO(text))), 2
+                for number, row, broken in tides_files.rows_of(f, path, self._columns):
+                    if broken is not None:
+                        yield self._dead(path, f"row {number}", broken)
+                        continue
+                    typed, wrong = tides_read.typed_row(self._table, row)
+                    if typed is None:
+                        yield self._dead(path, f"row {number}", "; ".join(wrong), row)
+                        continue
+                    self._rows.inc()
+                    yield typed
+        except Exception as e:  # noqa: BLE001 - what no reader takes is the file's dead letter
+            _LOGGER.warning("Cannot read %s: %s", path, e)
+            where = "the file" if number == 0 else f"the file after row {number}"
+            yield self._dead(path, where, f"cannot be read as CSV or Parquet: {e}")
 
 
 class ReadTidesTable(beam.PTransform):
