@@ -11,8 +11,9 @@ LineRef the GTFS route_id, DirectionRef its direction_id ("unknown" where the sc
 none), VehicleRef the train. One EstimatedCall per stop still to come, in the trip's order:
 
   StopPointRef                the GTFS stop_id
-  Order                       the stop's place in the trip, from 1 (GTFS stop_sequence may
-                              start at 0 or skip; SIRI's Order is a positive integer)
+  Order                       the stop's place among all the trip's stops, from 1 (GTFS
+                              stop_sequence may start at 0 or skip, and a stop may have no
+                              times; SIRI's Order is a positive integer)
   Occupancy                   SIRI 2.0's three values (seatsAvailable, standingAvailable, full),
                               for readers of 2.0
   AimedDepartureTime          the static schedule's departure
@@ -91,15 +92,16 @@ def _journey(frame, view: fleet.TrainView, run, ahead, generated_at, thresholds:
     _add(framed, "DatedVehicleJourneyRef", run.trip.trip_id)
     _add(journey, "VehicleRef", view.train_id)
     calls = _add(journey, "EstimatedCalls")
-    order = {stop.stop_sequence: (place, stop) for place, stop in enumerate(run.trip.stops, start=1)}
+    by_sequence = {stop.stop_sequence: stop for stop in run.trip.stops}
     for sequence, stop_id, load in ahead:
-        if sequence not in order:
+        stop = by_sequence.get(sequence)
+        if stop is None:
             continue  # a stop the forecast has and today's schedule does not
-        place, stop = order[sequence]
         level = thresholds.status(load / view.capacity)
         call = _add(calls, "EstimatedCall")
         _add(call, "StopPointRef", stop_id or stop.stop_id)
-        _add(call, "Order", place)
+        if stop.place:
+            _add(call, "Order", stop.place)
         _add(call, "Occupancy", LEVEL_2_0[level])
         _add(call, "AimedDepartureTime", _time(run.at(stop.departure_s)))
         _add(_add(call, "ExpectedDepartureOccupancy"), "OccupancyLevel", LEVEL[level])

@@ -39,6 +39,9 @@ class StopTime(NamedTuple):
     stop_id: str
     arrival_s: int
     departure_s: int
+    # Its place among all the trip's stops, from 1 (those without times included, which a trip
+    # keeps no StopTime of): what SIRI calls the call's Order. 0: not known.
+    place: int = 0
 
 
 class Trip(NamedTuple):
@@ -136,11 +139,13 @@ class Schedule:
         times: Dict[str, List[int]] = {}
         departures: Dict[str, List[Tuple[int, int]]] = {}
         stops: Dict[str, List[StopTime]] = {}
+        sequences: Dict[str, List[int]] = {}  # every stop's, timed or not
         for r in rows("stop_times.txt"):
             for field in ("departure_time", "arrival_time"):
                 if r.get(field):
                     times.setdefault(r["trip_id"], []).append(_seconds(r[field]))
             sequence = _stop_sequence(r.get("stop_sequence"))
+            sequences.setdefault(r["trip_id"], []).append(sequence)
             if r.get("departure_time"):
                 departures.setdefault(r["trip_id"], []).append((sequence, _seconds(r["departure_time"])))
             arrival, departure = r.get("arrival_time"), r.get("departure_time")
@@ -149,6 +154,9 @@ class Schedule:
                 departure_s = _seconds(departure or arrival)
                 stop = StopTime(sequence, (r.get("stop_id") or "").strip(), arrival_s, departure_s)
                 stops.setdefault(r["trip_id"], []).append(stop)
+        for trip_id, timed in stops.items():
+            place = {sequence: i for i, sequence in enumerate(sorted(set(sequences[trip_id])), start=1)}
+            stops[trip_id] = [stop._replace(place=place[stop.stop_sequence]) for stop in timed]
         self.trips: Dict[str, Trip] = {}
         self.by_short_name: Dict[str, List[Trip]] = {}
         for r in rows("trips.txt"):

@@ -366,10 +366,11 @@ def test_a_stop_time_of_a_feed_without_departure_takes_its_arrival():
         "r1,08:00:00,,a,1\nr1,,08:10:00,b,2\nr1,,,x,3\nr1,08:30:00,08:30:00,d,4\n",
     }
     stops = Schedule(files).trips["r1"].stops
+    # x has no time: not a StopTime, but d is the trip's fourth stop still.
     assert stops == (
-        StopTime(1, "a", 8 * 3600, 8 * 3600),
-        StopTime(2, "b", 8 * 3600 + 600, 8 * 3600 + 600),
-        StopTime(4, "d", 8 * 3600 + 1800, 8 * 3600 + 1800),
+        StopTime(1, "a", 8 * 3600, 8 * 3600, place=1),
+        StopTime(2, "b", 8 * 3600 + 600, 8 * 3600 + 600, place=2),
+        StopTime(4, "d", 8 * 3600 + 1800, 8 * 3600 + 1800, place=4),
     )
 
 

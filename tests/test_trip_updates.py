@@ -188,19 +188,26 @@ def test_siri_et_says_the_feeds_level_at_each_stop_to_come_and_a_siri_parser_rea
 
 
 def test_siri_et_orders_calls_from_one_and_skips_trains_it_cannot_describe():
-    # GTFS numbers stops from 0 and may skip; SIRI's Order counts calls from 1.
-    renumbered = RUN._replace(
-        trip=RUN.trip._replace(stops=tuple(s._replace(stop_sequence=10 * i) for i, s in enumerate(RUN.trip.stops)))
-    )
+    """GTFS numbers stops from 0 and may skip, and a stop may have no times (planners
+    interpolate it): SIRI's Order is the call's place among all the trip's stops, from 1."""
+    files = {
+        **STATIC,
+        "trips.txt": STATIC["trips.txt"] + "ic3,weekdays,rx,2005,Chur,0\n",
+        "stop_times.txt": STATIC["stop_times.txt"]
+        + "rx,08:00:00,08:00:00,a,0\nrx,,,b,5\nrx,08:10:00,08:10:00,b,10\n"
+        + "rx,08:19:00,08:20:00,c,20\nrx,08:30:00,08:30:00,d,30\n",
+    }
+    feed = schedule.Schedule(files)
+    run = feed.run(feed.trips["rx"], DAY)
     document = forecast_document((50, 120, 60, 0))
-    document["stops"] = [dict(s, stop_sequence=10 * i) for i, s in enumerate(document["stops"])]
-    _, siri = read_siri(build_estimated_timetable([(view(150), renumbered, document)], LEFT_B, fleet.Thresholds()))
+    document["stops"] = [dict(s, stop_sequence=10 * i, trip_id="rx") for i, s in enumerate(document["stops"])]
+    _, siri = read_siri(build_estimated_timetable([(view(150), run, document)], LEFT_B, fleet.Thresholds()))
     [journey] = (
         siri.service_delivery.estimated_timetable_delivery[0]
         .estimated_journey_version_frame[0]
         .estimated_vehicle_journey
     )
-    assert [(c.stop_point_ref, c.order) for c in journey.estimated_calls.estimated_call] == [("c", 3), ("d", 4)]
+    assert [(c.stop_point_ref, c.order) for c in journey.estimated_calls.estimated_call] == [("c", 4), ("d", 5)]
     # No capacity, no forecast: no journey, and the frame says so.
     nothing = [(view(100, capacity=None), RUN, forecast_document((50, 120, 60, 0))), (view(100), RUN, {"stops": []})]
     added, siri = read_siri(build_estimated_timetable(nothing, LEFT_B, fleet.Thresholds()))
