@@ -26,6 +26,7 @@ from api.trip_updates import on_board, running_trips
 from occupancy import fleet, privacy, schedule
 from occupancy.forecast import same_day
 from occupancy.forecast.rows import document_id
+from occupancy.levels import NO_DATA_AVAILABLE, OCCUPANCY_LEVELS
 
 router = APIRouter(tags=["forecast"], dependencies=[Depends(allow_read)], responses=READ_RESPONSES)
 MAX_DEPARTURES = 50
@@ -193,9 +194,23 @@ def _board_documents(request: Request, settings, client, ids: Tuple[str, ...]) -
     return services_of(request).forecast_documents.get(("board", settings.forecast_collection, ids), read)
 
 
+_WHOLE = ("occupancy_percentage", "predicted_load", "predicted_load_p10", "predicted_load_p90")
+
+
 def _stops(document: dict) -> List[dict]:
-    """The document's stops that say which stop they are (a document written by hand may not)."""
-    return [s for s in document.get("stops") or [] if isinstance(s, dict) and isinstance(s.get("stop_sequence"), int)]
+    """The document's stops that say which stop they are, each value of another type than the
+    forecast job writes left out (a document written by hand may hold anything: a percentage
+    as text was a 500)."""
+    out = []
+    for stop in document.get("stops") or []:
+        if not isinstance(stop, dict) or type(stop.get("stop_sequence")) is not int:
+            continue
+        stop = {**stop, **{k: stop[k] if type(stop.get(k)) is int else None for k in _WHOLE}}
+        stop["stop_id"] = stop.get("stop_id") if isinstance(stop.get("stop_id"), str) else None
+        status = stop.get("occupancy_status")
+        stop["occupancy_status"] = status if status in OCCUPANCY_LEVELS or status == NO_DATA_AVAILABLE else None
+        out.append(stop)
+    return out
 
 
 def _stop_index(loaded: schedule.Schedule) -> Dict[str, List[Tuple[schedule.Trip, schedule.StopTime]]]:

@@ -183,7 +183,11 @@ def _decode_cursor(cursor: str):
         data = wire.load_json(base64.urlsafe_b64decode(cursor.encode("ascii")))  # Rejected: a ValueError
         timestamp = datetime.datetime.fromisoformat(data["t"])
         doc_id = data["id"]
-        if not isinstance(doc_id, str) or not doc_id.isalnum() or timestamp.tzinfo is None:
+        # An id this API wrote: letters and digits, far shorter than Firestore's 1,500 bytes (a
+        # longer one was a 500 from Firestore's INVALID_ARGUMENT).
+        if not isinstance(doc_id, str) or not (doc_id.isascii() and doc_id.isalnum() and len(doc_id) <= 256):
+            raise ValueError(doc_id)
+        if timestamp.tzinfo is None:
             raise ValueError(doc_id)
         return utc_in_range(timestamp), doc_id
     except (ValueError, KeyError, TypeError, UnicodeError, binascii.Error):

@@ -288,6 +288,8 @@ def problems(table: str, row: dict) -> List[str]:
             out.append(f"{f.name} has no time zone")
         if wrong:
             out.append(f"{f.name}: {type(value).__name__}, not {f.type}")
+        elif f.type == "integer" and not -(2**63) <= value < 2**63:  # what Parquet and BigQuery hold
+            out.append(f"{f.name}: {value} past 64 bits")
         elif f.minimum is not None and value < f.minimum:
             out.append(f"{f.name}: {value} below {f.minimum}")
         elif f.enum and value not in f.enum:

@@ -126,8 +126,12 @@ def test_a_time_past_the_ends_of_the_calendar_is_a_422_never_a_500():
             assert answer.status_code == 422, (value, answer.text)
         # A cursor nested past json's recursion (1,336 characters, no token needed) was a 500.
         nested = base64.urlsafe_b64encode(b"[" * 1000).decode()
-        answer = http.get("/v1/trains/t1/history", params={"cursor": nested})
-        assert answer.status_code == 422 and "invalid cursor" in answer.json()["detail"], answer.text
+        long_id = base64.urlsafe_b64encode(
+            json.dumps({"t": "2026-12-01T00:00:00Z", "id": "a" * 2000}).encode()
+        ).decode()
+        for cursor in (nested, long_id):  # and an id past Firestore's 1,500 bytes
+            answer = http.get("/v1/trains/t1/history", params={"cursor": cursor})
+            assert answer.status_code == 422 and "invalid cursor" in answer.json()["detail"], answer.text
         # Within the bounds the query is made (and answers as Firestore does: here, unavailable).
         assert http.get("/v1/trains/t1/history", params={"from": "2026-11-24T07:00:00+01:00"}).status_code == 503
 

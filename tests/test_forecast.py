@@ -250,6 +250,11 @@ def test_tides_rows_as_text_are_typed_and_what_breaks_a_type_is_named():
         {"service_date": "2026-12-07", "trip_id_performed": "x", "trip_stop_sequence": str(2**63)},
     )
     assert wrong == [f"trip_stop_sequence: {str(2**63)!r} is not of type integer"]
+    # Parquet gives integers typed already: a uint64 past int64 passed (BigQuery refuses it).
+    _, wrong = tides_read.typed_row(
+        "stop_visits", {"service_date": "2026-12-07", "trip_id_performed": "x", "trip_stop_sequence": 2**63}
+    )
+    assert wrong == [f"trip_stop_sequence: {2**63} past 64 bits"]
     row, wrong = tides_read.typed_row(
         "stop_visits",
         {

@@ -230,3 +230,28 @@ def test_siri_et_stays_well_formed_xml_whatever_characters_the_feeds_ids_hold():
     assert root.findtext(f".//{SIRI}LineRef") == "r\ufffd<&>"
     assert root.findtext(f".//{SIRI}DatedVehicleJourneyRef") == "t\ufffd1"
     assert {call.findtext(f"{SIRI}StopPointRef") for call in root.iter(f"{SIRI}EstimatedCall")} == {"s\ufffd1"}
+
+
+def test_a_forecast_document_written_by_hand_serves_what_it_can_and_never_a_500():
+    """A percentage as text raised TypeError for the public; a load as a float failed the
+    response's validation: each a 500."""
+    from api.forecasts import _stop_out, _stops
+    from occupancy.privacy import Policy
+
+    document = {
+        "stops": [
+            {"stop_sequence": 1, "stop_id": "a", "occupancy_percentage": "50", "predicted_load": 12.5},
+            {"stop_sequence": 2, "stop_id": 7, "occupancy_status": "CROWDED", "predicted_load": True},
+            {"stop_sequence": "3"},
+            {"stop_sequence": 4, "occupancy_status": "FULL", "occupancy_percentage": 97, "predicted_load": 390},
+        ]
+    }
+    stops = _stops(document)
+    assert [s["stop_sequence"] for s in stops] == [1, 2, 4]
+    assert [(s["stop_id"], s["occupancy_percentage"], s["predicted_load"], s["occupancy_status"]) for s in stops] == [
+        ("a", None, None, None),
+        (None, None, None, None),
+        (None, 97, 390, "FULL"),
+    ]
+    public = [_stop_out(s, False, Policy(seed=b"x" * 32)) for s in stops]
+    assert [p["occupancy_percentage"] for p in public] == [None, None, 100]
