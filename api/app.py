@@ -16,6 +16,7 @@ from adapters.fleet_cache import FleetCache, FleetStale
 from adapters.fleet_listener import FleetListener
 from adapters.fleet_views import FleetReader
 from adapters.store import TRANSIENT
+from api.body_limit import BodyLimit
 from api.caches import ReadCache
 from api.request_metrics import RequestMetrics
 from api.services import Services
@@ -104,6 +105,7 @@ def create_app(settings: Settings, client=None) -> FastAPI:
     )
     app.state.services = _services(settings, client)
     auth.init(settings)
+    app.add_middleware(BodyLimit)
     app.middleware("http")(app.state.services.metrics.middleware())
 
     @app.middleware("http")
@@ -197,7 +199,8 @@ async def _lifespan(app: FastAPI):
 
 def _openapi(app: FastAPI) -> dict:
     """The schema, with every 422 declared as what the API sends: {"detail": "<one line>"}
-    (api.models.Problem), not FastAPI's default list of errors."""
+    (api.models.Problem), not FastAPI's default list of errors, and the 413 of a body too large
+    on every operation that takes one."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
@@ -218,6 +221,10 @@ def _openapi(app: FastAPI) -> dict:
                 declared = operation.get("responses", {}).get("422")
                 if declared is not None:
                     declared.setdefault("content", problem)
+                if "requestBody" in operation:  # api/body_limit.py
+                    operation["responses"].setdefault(
+                        "413", {"description": "The request body is over 64 KiB", "content": problem}
+                    )
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -1,6 +1,8 @@
 """The API's error paths in-process (FastAPI TestClient, no emulator): Firestore unreachable or a
 fleet view too old answers 503 with Retry-After, never 500 or old numbers."""
 
+import json
+
 from fastapi.testclient import TestClient
 from google.api_core import exceptions as gexc
 
@@ -172,3 +174,32 @@ def test_a_trip_the_static_feed_does_not_have_is_a_404_without_a_read(tmp_path):
         assert answer.status_code == 404 and "no trip invented-1 in the static feed" in answer.text
         assert client.calls == 0
         assert http.get("/v1/trips/ic1832-wd/forecast").status_code == 503  # a trip it has: read
+
+
+def test_a_body_past_what_any_route_takes_is_a_413_before_it_is_parsed():
+    """FastAPI parses a JSON body before the token is looked at: a 30 MB body to POST
+    /v1/devices cost 0.7 s of a core, from anyone. A body sent in chunks is bounded too."""
+    from api.auth import require_operator
+    from api.body_limit import MAX_BODY_BYTES
+
+    app = create_app(Settings(), client=_Unreachable(gexc.ServiceUnavailable("down")))
+    huge = b'{"device_id": "' + b"d" * (MAX_BODY_BYTES + 1) + b'"}'
+    with TestClient(app, raise_server_exceptions=False) as http:
+        answer = http.post("/v1/devices", content=huge, headers={"content-type": "application/json"})
+        assert answer.status_code == 413 and "over 65536 bytes" in answer.text
+
+        def chunks(data, size=8192):
+            for i in range(0, len(data), size):
+                yield data[i : i + size]
+
+        answer = http.post("/v1/devices", content=chunks(huge), headers={"content-type": "application/json"})
+        assert answer.status_code == 413
+        # What a route takes still reaches it: here, the token it needs.
+        assert http.post("/v1/devices", json={"device_id": "d1", "train_id": "t1"}).status_code == 401
+        app.dependency_overrides[require_operator] = lambda: {"operator": True}
+        small = json.dumps({"public_key": "x", "expires_at": "2027-01-01T00:00:00Z"}).encode()
+        answer = http.post(
+            "/v1/devices/d1/keys", content=chunks(small, 7), headers={"content-type": "application/json"}
+        )
+        # Read whole and parsed: its key is looked at (and is not one).
+        assert answer.status_code == 409 and "not a PEM public key" in answer.text, answer.text
