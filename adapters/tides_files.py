@@ -30,8 +30,24 @@ def rows_of(f, path: str, columns: Iterable[str]) -> Iterator[Tuple[int, Optiona
         yield from _csv_rows(f)
 
 
+class _Raw(io.RawIOBase):
+    """Any object with read(n) as a stream TextIOWrapper takes (Beam's CompressedFile, for a
+    `.csv.gz`, lacks what it asks of a stream)."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._f.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 def _csv_rows(f) -> Iterator[Tuple[int, Optional[dict], Optional[str]]]:
-    text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    text = io.TextIOWrapper(io.BufferedReader(_Raw(f)), encoding="utf-8-sig", errors="surrogateescape", newline="")
     reader = csv.DictReader(text)
     number = 1
     while True:

@@ -74,6 +74,8 @@ def _services(settings: Settings, client=None) -> Services:
         privacy_holder=privacy.Holder(settings.thresholds, policy),
         public_reads=ReadCache(settings.public_cache_s),
         forecast_documents=ReadCache(FORECAST_CACHE_S, size=4096),
+        # A board holds up to 50 whole documents (600 KB at 30 stops each): few are kept.
+        forecast_boards=ReadCache(FORECAST_CACHE_S, size=64),
         metrics=RequestMetrics(),
     )
 

@@ -129,8 +129,8 @@ def trip_forecast(
     return {
         "trip_id": trip_id,
         "service_date": day.isoformat(),
-        "model": document.get("model"),
-        "history_days": document.get("history_days"),
+        "model": document.get("model") if isinstance(document.get("model"), str) else None,
+        "history_days": document.get("history_days") if type(document.get("history_days")) is int else None,
         "forecast_start": document.get("forecast_start") if isinstance(document.get("forecast_start"), str) else None,
         "train_id": live[0].train_id if live else None,
         "stops": _with_schedule(shown, services_of(request).schedule, trip_id, day),
@@ -191,7 +191,7 @@ def _board_documents(request: Request, settings, client, ids: Tuple[str, ...]) -
 
     if not ids:
         return {}
-    return services_of(request).forecast_documents.get(("board", settings.forecast_collection, ids), read)
+    return services_of(request).forecast_boards.get((settings.forecast_collection, ids), read)
 
 
 _WHOLE = ("occupancy_percentage", "predicted_load", "predicted_load_p10", "predicted_load_p90")
@@ -205,7 +205,8 @@ def _stops(document: dict) -> List[dict]:
     for stop in document.get("stops") or []:
         if not isinstance(stop, dict) or type(stop.get("stop_sequence")) is not int:
             continue
-        stop = {**stop, **{k: stop[k] if type(stop.get(k)) is int else None for k in _WHOLE}}
+        stop = {k: v for k, v in stop.items() if k != "same_day"}  # the API's to say, never a document's
+        stop.update({k: stop[k] if type(stop.get(k)) is int else None for k in _WHOLE})
         stop["stop_id"] = stop.get("stop_id") if isinstance(stop.get("stop_id"), str) else None
         status = stop.get("occupancy_status")
         stop["occupancy_status"] = status if status in OCCUPANCY_LEVELS or status == NO_DATA_AVAILABLE else None

@@ -32,6 +32,7 @@ class Services:
     privacy_holder: privacy.Holder  # each train's public numbers, held per departure
     public_reads: ReadCache  # public history pages
     forecast_documents: ReadCache  # a trip's forecast document per day
+    forecast_boards: ReadCache  # the forecast documents of a stop's next departures
     metrics: RequestMetrics
     # Built once per fleet view: the /v1/trains body, the two feeds (keyed by exact or public),
     # the trains on a trip with a forecast and the TripUpdates and SIRI-ET documents built from

@@ -11,7 +11,7 @@ import logging
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from occupancy import state_codec
-from occupancy.train_state import Bucket, DeviceMemory, TrainState, Trip, controls_unknown
+from occupancy.train_state import REGISTRATION_UNKNOWN, Bucket, DeviceMemory, TrainState, Trip, controls_unknown
 from occupancy.wire import from_micros, to_micros
 
 _LOGGER = logging.getLogger(__name__)
@@ -254,12 +254,13 @@ def _dedup_memory(realtime: dict, dedup_window: int) -> Tuple[Dict[str, DeviceMe
         if device_id in checkpoint:
             registered_us, applied = checkpoint[device_id]
         elif "applied" in seen:
-            registered_us = int(seen.get("registered_us") or 0)
+            registered_us = int(seen.get("registered_us") or REGISTRATION_UNKNOWN)
             applied = [[int(r["lo"]), int(r["hi"])] for r in seen["applied"] or []]
         else:
             # Nothing says which seqs were applied: everything up to seq counts as applied (a
-            # re-sent count missed, never one counted twice).
-            registered_us = int(seen.get("registered_us") or 0)
+            # re-sent count missed, never one counted twice), under the registration the
+            # device's next count names.
+            registered_us = int(seen.get("registered_us") or REGISTRATION_UNKNOWN)
             applied = [[max(0, seq - dedup_window + 1), seq]] if seq >= 0 and dedup_window > 0 else []
         out[device_id] = DeviceMemory(
             seq=seq,

@@ -25,7 +25,7 @@ import dataclasses
 import datetime
 from typing import Dict, List, Optional, Tuple
 
-from occupancy.train_state import MAX_CONTROLS, Bucket, DeviceMemory, TrainState, Trip
+from occupancy.train_state import MAX_CONTROLS, REGISTRATION_UNKNOWN, Bucket, DeviceMemory, TrainState, Trip
 from occupancy.wire import (
     BEFORE_ASSIGNMENT,
     COUNT,
@@ -160,6 +160,8 @@ def _is_new(state: TrainState, event: Event, window: int) -> bool:
                 memory = state.devices[event.device_id] = DeviceMemory(registered_us=event.registered_us)
             memory.last_seen_us = max(memory.last_seen_us, event.event_time_us)
         return True
+    if memory is not None and memory.registered_us == REGISTRATION_UNKNOWN:
+        memory.registered_us = event.registered_us  # seeded without it: what it applied stands
     if memory is None or event.registered_us > memory.registered_us:
         # First sight, or the device was registered again or moved here again: its seq starts over.
         memory = state.devices[event.device_id] = DeviceMemory(registered_us=event.registered_us)

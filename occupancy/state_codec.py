@@ -63,7 +63,7 @@ def _decoder(what: str):
                 return decode(data)
             except Unreadable:
                 raise
-            except (IndexError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+            except (IndexError, ValueError, TypeError) as e:  # UnicodeDecodeError is a ValueError; not bytes: TypeError
                 raise Unreadable(f"{what} does not decode: {e}") from e
 
         return decoding

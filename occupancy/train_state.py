@@ -17,6 +17,9 @@ from occupancy.wire import NO_SEQ
 MAX_CONTROLS = 32
 
 
+REGISTRATION_UNKNOWN = -1
+
+
 @dataclasses.dataclass
 class DeviceMemory:
     """What the train remembers of one device for de-duplication."""
@@ -26,7 +29,8 @@ class DeviceMemory:
     applied: List[List[int]] = dataclasses.field(default_factory=list)
     last_seen_us: int = 0
     # When the device was registered or moved to this train (wire.Event.registered_us): a
-    # later one starts this memory over.
+    # later one starts this memory over. REGISTRATION_UNKNOWN: seeded from a document that did
+    # not say; the device's next count says it, and the memory is kept.
     registered_us: int = 0
     # People this door counted in and out since the train's last reset: per-door
     # (and so per-carriage) estimates. Class-level defaults, so that a state

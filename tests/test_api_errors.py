@@ -203,3 +203,58 @@ def test_a_body_past_what_any_route_takes_is_a_413_before_it_is_parsed():
         )
         # Read whole and parsed: its key is looked at (and is not one).
         assert answer.status_code == 409 and "not a PEM public key" in answer.text, answer.text
+
+
+def test_a_chunked_body_with_a_small_content_length_is_still_counted():
+    """uvicorn's h11 reads the chunks of a request that has both headers: a Content-Length of 10
+    let a body of any size through."""
+    import asyncio
+
+    from api.body_limit import MAX_BODY_BYTES, BodyLimit
+
+    received, sent = [], []
+
+    async def app(scope, receive, send):
+        message = await receive()
+        received.append(len(message["body"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    chunk = b"x" * 8192
+    messages = [{"type": "http.request", "body": chunk, "more_body": True} for _ in range(MAX_BODY_BYTES // 8192 + 2)]
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "headers": [(b"content-length", b"10"), (b"transfer-encoding", b"chunked")]}
+    asyncio.run(BodyLimit(app)(scope, receive, send))
+    assert received == [] and sent[0]["status"] == 413
+
+
+class _OneDocument(_Unreachable):
+    """A Firestore client holding one document, wherever it is asked for, and no fleet."""
+
+    def __init__(self, data):
+        super().__init__(None)
+        self.data = data
+
+    def stream(self, *args, **kwargs):
+        return iter(())
+
+    def get(self, *args, **kwargs):
+        return type("Snapshot", (), {"exists": True, "id": "any", "to_dict": lambda _: dict(self.data)})()
+
+
+def test_a_forecast_document_written_by_hand_is_served_without_what_it_cannot_be():
+    """A model that is not text, or history days not a whole number, failed the response's
+    validation: a public 500."""
+    document = {"model": 5, "history_days": 3.5, "stops": [{"stop_sequence": 1, "occupancy_status": "FULL"}]}
+    with TestClient(create_app(Settings(), client=_OneDocument(document)), raise_server_exceptions=False) as http:
+        answer = http.get("/v1/trips/t1/forecast", params={"date": "2026-12-07"})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert "model" not in body and "history_days" not in body
+        assert body["stops"] == [{"stop_sequence": 1, "occupancy_status": "FULL"}]

@@ -77,3 +77,13 @@ def test_a_file_no_reader_takes_is_one_dead_letter_naming_it(tmp_path):
         out = p | ReadTidesTable("stop_visits", [str(path)])
         dead = out[DEAD_LETTER] | beam.Map(lambda d: (d["attributes"]["where"], json.dumps(d["attributes"]["file"])))
         assert_that(dead, equal_to([("the file", json.dumps(str(path)))]))
+
+
+def test_a_gzipped_csv_given_as_a_pattern_is_read(tmp_path):
+    """--stop_visits takes any pattern: Beam opens a `.csv.gz` decompressed, as a stream the
+    CSV reader must take."""
+    import gzip
+
+    path = tmp_path / "visits.csv.gz"
+    path.write_bytes(gzip.compress((HEADER + good(1) + good(2)).encode()))
+    run(str(path), ["trip1", "trip2"], [])

@@ -136,6 +136,12 @@ def test_a_flush_that_raises_dead_letters_its_events_and_other_trains_go_on(monk
         return real(state, events, config, flush_time_us)
 
     monkeypatch.setattr(fold, "apply_events", apply)
+    good_goes_on_and_bad_is_dead_lettered(FoldOccupancy(fold.FoldConfig()))
+
+
+def good_goes_on_and_bad_is_dead_lettered(fold_occupancy, also=lambda detail: True):
+    """Runs one count of train "good" and one of train "bad" through `fold_occupancy`: good is
+    written, bad's count a dead letter internal_error whose detail `also` accepts."""
     t0 = wire.parse_time("2026-11-24T07:00:00Z")
     events = [
         wire.Event("d1:1", t0, device_id="d1", delta=3, seq=1, train_id="good"),
@@ -149,7 +155,7 @@ def test_a_flush_that_raises_dead_letters_its_events_and_other_trains_go_on(monk
     options = PipelineOptions(runner="BundleBasedDirectRunner")
     options.view_as(StandardOptions).streaming = True
     with TestPipeline(options=options) as p:
-        out = p | stream | beam.ParDo(FoldOccupancy(fold.FoldConfig())).with_outputs(DEAD_LETTER, main="writes")
+        out = p | stream | beam.ParDo(fold_occupancy).with_outputs(DEAD_LETTER, main="writes")
         realtime = (
             out.writes
             | beam.Filter(lambda w: w.collection == "realtime")
@@ -157,9 +163,9 @@ def test_a_flush_that_raises_dead_letters_its_events_and_other_trains_go_on(monk
         )
         assert_that(realtime, equal_to([("good", 3)]), label="Good")
         dead = out[DEAD_LETTER] | beam.Map(
-            lambda d: (d["reason"], d["step"], json.loads(base64.b64decode(d["payload"]))["seq"])
+            lambda d: (d["reason"], d["step"], json.loads(base64.b64decode(d["payload"]))["seq"], also(d["detail"]))
         )
-        assert_that(dead, equal_to([(wire.INTERNAL_ERROR, "RunningOccupancy", 1)]), label="Dead")
+        assert_that(dead, equal_to([(wire.INTERNAL_ERROR, "RunningOccupancy", 1, True)]), label="Dead")
 
 
 class DocumentSeed:
@@ -179,35 +185,7 @@ def test_a_realtime_document_that_cannot_be_read_dead_letters_its_trains_events_
     """A hand-edited realtime document (a count that is not a number): the seed's ValueError
     escaped the flush and failed the work item of every train in it."""
     seed = DocumentSeed({"bad": {"current_value": "x", "last_updated": None}})
-    t0 = wire.parse_time("2026-11-24T07:00:00Z")
-    events = [
-        wire.Event("d1:1", t0, device_id="d1", delta=3, seq=1, train_id="good"),
-        wire.Event("d9:1", t0, device_id="d9", delta=5, seq=1, train_id="bad"),
-    ]
-    stream = TestStream()
-    stream.advance_watermark_to(Timestamp(micros=t0))
-    stream.add_elements([TimestampedValue((e.train_id, e), Timestamp(micros=e.event_time_us)) for e in events])
-    stream.advance_watermark_to(Timestamp(micros=t0 + 10 * S))
-    stream.advance_watermark_to_infinity()
-    options = PipelineOptions(runner="BundleBasedDirectRunner")
-    options.view_as(StandardOptions).streaming = True
-    with TestPipeline(options=options) as p:
-        out = p | stream | beam.ParDo(FoldOccupancy(fold.FoldConfig(), seed)).with_outputs(DEAD_LETTER, main="writes")
-        realtime = (
-            out.writes
-            | beam.Filter(lambda w: w.collection == "realtime")
-            | beam.Map(lambda w: (w.doc_id, w.data["current_value"]))
-        )
-        assert_that(realtime, equal_to([("good", 3)]), label="Good")
-        dead = out[DEAD_LETTER] | beam.Map(
-            lambda d: (
-                d["reason"],
-                d["step"],
-                json.loads(base64.b64decode(d["payload"]))["seq"],
-                "realtime/bad" in d["detail"],
-            )
-        )
-        assert_that(dead, equal_to([(wire.INTERNAL_ERROR, "RunningOccupancy", 1, True)]), label="Dead")
+    good_goes_on_and_bad_is_dead_lettered(FoldOccupancy(fold.FoldConfig(), seed), lambda d: "realtime/bad" in d)
 
 
 def test_a_train_state_that_does_not_decode_is_seeded_from_firestore_again():

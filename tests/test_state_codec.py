@@ -12,8 +12,9 @@ import random
 import pytest
 
 from local.stack import PROJECT
-from occupancy import documents, state_codec, wire
+from occupancy import documents, fold, state_codec, wire
 from occupancy.train_state import TrainState
+from occupancy.wire import Event
 from pipeline.build import fold_config
 from pipeline.options import OccupancyOptions
 from tests.states import DATA, random_state, stored_state, stored_state_v2
@@ -109,7 +110,9 @@ def test_the_realtime_document_keeps_readers_fields_and_the_checkpoint_apart():
     assert documents.storage_size("realtime/t1", data) < documents.storage_size("realtime/t1", old)
 
 
-@pytest.mark.parametrize("checkpoint", [lambda c: bytes([9]) + c[1:], lambda c: c[:5], lambda c: b"\x02\x05"])
+@pytest.mark.parametrize(
+    "checkpoint", [lambda c: bytes([9]) + c[1:], lambda c: c[:5], lambda c: b"\x02\x05", lambda c: "edited as text"]
+)
 def test_a_checkpoint_of_a_newer_job_or_broken_falls_back_to_the_safe_side(checkpoint, caplog):
     """A newer job's checkpoint, or one that does not decode (an IndexError escaped the seed
     and failed the flush of every train in the work item)."""
@@ -119,3 +122,12 @@ def test_a_checkpoint_of_a_newer_job_or_broken_falls_back_to_the_safe_side(check
     # Each device's last 1,000 seqs taken as applied: a re-sent count missed, never one counted twice.
     assert seeded.devices["t1-car1-door1"].applied == [[0, 120]]
     assert "realtime checkpoint not read" in caplog.text
+    # And so the fold takes them: its registration unknown, the first count's is the device's
+    # (a count's later stamp once started its memory over, and a re-sent count counted twice).
+    t = 1_800_000_200_000_000
+    again = Event(
+        "e", t, device_id="t1-car1-door1", delta=1, seq=100, train_id="t1", registered_us=1_790_000_000_000_000
+    )
+    result = fold.apply_events(seeded, [again, again._replace(seq=121)], fold.FoldConfig(dedup_window=1000), t)
+    assert (result.duplicates, result.applied) == (1, 1)
+    assert seeded.devices["t1-car1-door1"].registered_us == 1_790_000_000_000_000

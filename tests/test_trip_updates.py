@@ -241,7 +241,7 @@ def test_a_forecast_document_written_by_hand_serves_what_it_can_and_never_a_500(
     document = {
         "stops": [
             {"stop_sequence": 1, "stop_id": "a", "occupancy_percentage": "50", "predicted_load": 12.5},
-            {"stop_sequence": 2, "stop_id": 7, "occupancy_status": "CROWDED", "predicted_load": True},
+            {"stop_sequence": 2, "stop_id": 7, "occupancy_status": "CROWDED", "predicted_load": True, "same_day": "x"},
             {"stop_sequence": "3"},
             {"stop_sequence": 4, "occupancy_status": "FULL", "occupancy_percentage": 97, "predicted_load": 390},
         ]
@@ -253,5 +253,6 @@ def test_a_forecast_document_written_by_hand_serves_what_it_can_and_never_a_500(
         (None, None, None, None),
         (None, 97, 390, "FULL"),
     ]
+    assert all("same_day" not in s for s in stops)  # the API's to say, never a document's
     public = [_stop_out(s, False, Policy(seed=b"x" * 32)) for s in stops]
     assert [p["occupancy_percentage"] for p in public] == [None, None, 100]
