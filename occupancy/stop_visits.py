@@ -39,10 +39,11 @@ from occupancy.schedule import StopTime, TripRun
 DEFAULT_GAP_US = 30_000_000
 # How far from a stop's (delay-adjusted) scheduled departure a burst still matches it.
 DEFAULT_WINDOW_US = 15 * 60_000_000
-# A burst of this many counts is a visit even while its door goes on counting: far more door
-# messages than one stop makes, it bounds what a door that never pauses (a chattering sensor, a
-# hostile device) keeps in the train's state, about 16 bytes a count.
-MAX_BURST_COUNTS = 4096
+# A burst of this many counts is a visit even while its doors go on counting: four times the door
+# messages of a full double-deck train emptying and filling at one stop (about 4,000), it bounds
+# what a door that never pauses (a chattering sensor, a hostile device) keeps in the train's
+# state, about 16 bytes a count (256 KB).
+MAX_BURST_COUNTS = 16_384
 
 
 class DoorCount(NamedTuple):
