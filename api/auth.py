@@ -105,6 +105,12 @@ def no_credentials():
     return NoCredentials()
 
 
+UNCHECKABLE = (
+    "this server cannot check the token for revocation (it has no credentials for Firebase Auth), so it "
+    "refuses operator requests"
+)
+
+
 def _refused(reason: str) -> HTTPException:
     return HTTPException(status_code=401, detail=reason, headers={"WWW-Authenticate": "Bearer"})
 
@@ -157,10 +163,7 @@ def check_current(claims: dict, project: str) -> None:
         raise _refused("invalid ID token: its user no longer exists") from None
     except google_auth_exceptions.DefaultCredentialsError as e:
         _LOGGER.error("Cannot check tokens for revocation, so operator requests are refused: %s", e)
-        raise _refused(
-            "this server cannot check the token for revocation (it has no credentials for "
-            "Firebase Auth), so it refuses operator requests"
-        ) from None
+        raise _refused(UNCHECKABLE) from None
     except (firebase_exceptions.FirebaseError, google_auth_exceptions.TransportError, OSError) as e:
         _LOGGER.warning("Could not check the token with Firebase Auth: %s", e)
         raise HTTPException(
@@ -207,15 +210,33 @@ def allow_read(
     """Dependency for occupancy reads: anyone when reads are public, else any signed-in user.
     An operator's token, which reads exact numbers, is checked with Firebase Auth as a write's
     is, at most once per OPERATOR_RECHECK_S per token (a dashboard polls every second): a
-    removed operator reads exact numbers for that long, not until the token expires (an hour)."""
+    removed operator reads exact numbers for that long, not until the token expires (an hour).
+    A token revoked is refused; one whose user is no longer an operator, or that Auth cannot
+    check now, reads what a signed-in user without the role reads (never an error for a read
+    anyone may make)."""
     services = services_of(request)
     if services.settings.public_reads and credentials is None:
         return None
     token, project = _token(credentials), services.settings.project
     claims = verify(token, project)
-    if claims.get(OPERATOR_CLAIM) is True:
-        services.operator_checks.get(token, lambda: check_current(claims, project) or True)
+    if claims.get(OPERATOR_CLAIM) is True and not services.operator_checks.get(
+        token, lambda: _operator_now(claims, project)
+    ):
+        return {k: v for k, v in claims.items() if k != OPERATOR_CLAIM}
     return claims
+
+
+def _operator_now(claims: dict, project: str) -> bool:
+    """For a read: whether the token's user is an operator now (check_current); False when no
+    longer one, or when Auth cannot say now (kept, as True is, for OPERATOR_RECHECK_S). A token
+    revoked, or a user disabled or deleted: 401."""
+    try:
+        check_current(claims, project)
+    except HTTPException as e:
+        if e.status_code == 401 and e.detail != UNCHECKABLE:
+            raise
+        return False
+    return True
 
 
 @router.get("/v1/auth/config", summary="How a browser signs in", response_model=AuthConfig)

@@ -3,6 +3,7 @@ fleet view too old answers 503 with Retry-After, never 500 or old numbers."""
 
 import json
 
+import pytest
 from fastapi.testclient import TestClient
 from google.api_core import exceptions as gexc
 
@@ -258,3 +259,39 @@ def test_a_forecast_document_written_by_hand_is_served_without_what_it_cannot_be
         body = answer.json()
         assert "model" not in body and "history_days" not in body
         assert body["stops"] == [{"stop_sequence": 1, "occupancy_status": "FULL"}]
+
+
+def test_an_operator_read_auth_cannot_check_now_is_answered_as_the_publics(monkeypatch):
+    """Reads anyone may make never fail for Auth: an operator token that Auth cannot check now
+    (or whose user is no longer an operator) reads without the role, and that answer is kept for
+    the recheck interval instead of asking Auth at every poll; a revoked token is refused."""
+    from fastapi import HTTPException
+    from fastapi.security import HTTPAuthorizationCredentials
+    from starlette.requests import Request
+
+    from api import auth
+
+    app = create_app(Settings(), client=_Unreachable(gexc.ServiceUnavailable("down")))
+    request = Request({"type": "http", "app": app, "headers": []})
+    asked = []
+
+    def check(claims, project, outcome):
+        asked.append(claims["uid"])
+        raise outcome
+
+    monkeypatch.setattr(auth, "verify", lambda token, project: {"uid": token, "operator": True})
+    outcomes = {
+        "unreachable": HTTPException(status_code=503, detail="cannot check the token with Firebase Auth now"),
+        "demoted": HTTPException(status_code=403, detail="no longer an operator"),
+        "uncheckable": auth._refused(auth.UNCHECKABLE),
+        "revoked": auth._refused("invalid ID token: the token has been revoked"),
+    }
+    monkeypatch.setattr(auth, "check_current", lambda claims, project: check(claims, project, outcomes[claims["uid"]]))
+    for token in ("unreachable", "demoted", "uncheckable"):
+        for _ in range(3):
+            claims = auth.allow_read(request, HTTPAuthorizationCredentials(scheme="Bearer", credentials=token))
+            assert claims == {"uid": token}
+    assert asked == ["unreachable", "demoted", "uncheckable"]  # once each within the interval
+    with pytest.raises(HTTPException) as refused:
+        auth.allow_read(request, HTTPAuthorizationCredentials(scheme="Bearer", credentials="revoked"))
+    assert refused.value.status_code == 401
