@@ -59,7 +59,7 @@ TEST = [
     "selenium>=4.20,<5",
     "psutil>=5.9,<8",
     "gtfs-rt-validator>=0.3,<1",
-    # SIRI 2.0 bindings (xsdata) reading back the SIRI-ET document (tests/test_trip_updates.py).
+    # SIRI 2.0 bindings (xsdata) reading back the SIRI-ET document (tests/test_siri_et.py).
     "siri>=0.1,<1",
     "ruff>=0.8,<1",
     "matplotlib>=3.8,<4",
