@@ -32,6 +32,9 @@ OPERATOR_CLAIM = "operator"
 EMULATOR_ENV = "FIREBASE_AUTH_EMULATOR_HOST"
 _VERIFY_APP = "occupancy-api-verify"
 _ADMIN_APP = "occupancy-api-admin"
+# Seconds a call to Firebase Auth may take (firebase-admin's default is 120): readers of an
+# operator's check wait for it, in the request threads every route shares.
+AUTH_TIMEOUT_S = 10
 
 # What a route answers about its caller's token, declared in the OpenAPI document (`responses`).
 READ_RESPONSES = {
@@ -90,7 +93,8 @@ def firebase_app(name: str, project: str, credential=None):
     try:
         return firebase_admin.get_app(name)
     except ValueError:
-        return firebase_admin.initialize_app(credential=credential, options={"projectId": project}, name=name)
+        options = {"projectId": project, "httpTimeout": AUTH_TIMEOUT_S}
+        return firebase_admin.initialize_app(credential=credential, options=options, name=name)
 
 
 def no_credentials():
@@ -164,7 +168,8 @@ def check_current(claims: dict, project: str) -> None:
     except google_auth_exceptions.DefaultCredentialsError as e:
         _LOGGER.error("Cannot check tokens for revocation, so operator requests are refused: %s", e)
         raise _refused(UNCHECKABLE) from None
-    except (firebase_exceptions.FirebaseError, google_auth_exceptions.TransportError, OSError) as e:
+    except (firebase_exceptions.FirebaseError, google_auth_exceptions.GoogleAuthError, OSError) as e:
+        # Auth unreachable, or the server's own credential not refreshed now (RefreshError)
         _LOGGER.warning("Could not check the token with Firebase Auth: %s", e)
         raise HTTPException(
             status_code=503, detail="cannot check the token with Firebase Auth now", headers={"Retry-After": "5"}

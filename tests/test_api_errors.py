@@ -295,3 +295,29 @@ def test_an_operator_read_auth_cannot_check_now_is_answered_as_the_publics(monke
     with pytest.raises(HTTPException) as refused:
         auth.allow_read(request, HTTPAuthorizationCredentials(scheme="Bearer", credentials="revoked"))
     assert refused.value.status_code == 401
+
+
+def test_a_server_credential_that_cannot_be_refreshed_is_a_503_for_writes_and_no_error_for_reads(monkeypatch):
+    """google-auth's RefreshError (a deleted key, a metadata server failing) is neither a
+    TransportError nor a FirebaseError: it escaped the check as a 500, for reads too."""
+    from fastapi import HTTPException
+    from fastapi.security import HTTPAuthorizationCredentials
+    from firebase_admin import auth as firebase_auth
+    from google.auth.exceptions import RefreshError
+    from starlette.requests import Request
+
+    from api import auth
+
+    app = create_app(Settings(), client=_Unreachable(gexc.ServiceUnavailable("down")))
+    request = Request({"type": "http", "app": app, "headers": []})
+
+    def refused(*args, **kwargs):
+        raise RefreshError("the service account's key was deleted")
+
+    monkeypatch.setattr(firebase_auth, "get_user", refused)
+    monkeypatch.setattr(auth, "verify", lambda token, project: {"uid": "u1", "operator": True})
+    with pytest.raises(HTTPException) as unavailable:
+        auth.check_current({"uid": "u1"}, "demo-occupancy")
+    assert unavailable.value.status_code == 503
+    claims = auth.allow_read(request, HTTPAuthorizationCredentials(scheme="Bearer", credentials="t"))
+    assert claims == {"uid": "u1"}
