@@ -46,18 +46,12 @@ def _stop_out(stop: dict, exact: bool, policy: privacy.Policy) -> dict:
 
 def _running(request: Request, claims) -> Dict[Tuple[str, str], tuple]:
     """(trip_id, service date) -> (train view, run) of a train with a capacity on it now, as this
-    caller may see it: built once per fleet view."""
-    generated_at, views = read_fleet(request)
-
-    def build():
-        return {
-            (run.trip.trip_id, run.service_date.isoformat()): (view, run)
-            for view, run in running_trips(request, claims, generated_at, (generated_at, views))
-            if view.capacity
-        }
-
-    exact = public.exact_for(request, claims)
-    return services_of(request).trips_ahead.get(("running", exact), (views,), generated_at, build)
+    caller may see it (api/trip_updates.running_trips)."""
+    return {
+        (run.trip.trip_id, run.service_date.isoformat()): (view, run)
+        for view, run in running_trips(request, claims, read_fleet(request))
+        if view.capacity
+    }
 
 
 def _with_same_day(

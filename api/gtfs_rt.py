@@ -205,5 +205,10 @@ def feed_response(request: Request, key: tuple, feed, at: datetime.datetime, for
 
     services = services_of(request)
     body = services.feeds.get((*key, format), (feed,), at, serialize)
-    headers = {"Cache-Control": f"public, max-age={int(services.settings.fleet_cache_s)}"}
-    return Response(body, media_type="application/json" if format == "json" else PROTOBUF, headers=headers)
+    media_type = "application/json" if format == "json" else PROTOBUF
+    return Response(body, media_type=media_type, headers=feed_headers(services.settings))
+
+
+def feed_headers(settings) -> dict:
+    """A feed's answer may be kept as long as the fleet view it was built from."""
+    return {"Cache-Control": f"public, max-age={int(settings.fleet_cache_s)}"}

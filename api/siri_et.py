@@ -36,6 +36,7 @@ from fastapi.responses import Response
 
 from api.auth import READ_RESPONSES, allow_read
 from api.deps import SettingsDep
+from api.gtfs_rt import feed_headers
 from api.services import services_of
 from api.trip_updates import on_board, trips_ahead
 from occupancy import fleet
@@ -146,5 +147,4 @@ def estimated_timetable(request: Request, settings: SettingsDep, claims: Optiona
         generated_at,
         lambda: build_estimated_timetable(ahead, generated_at, settings.thresholds),
     )
-    headers = {"Cache-Control": f"public, max-age={int(settings.fleet_cache_s)}"}
-    return Response(document, media_type=XML, headers=headers)
+    return Response(document, media_type=XML, headers=feed_headers(settings))

@@ -42,16 +42,22 @@ def on_board(view: fleet.TrainView) -> Optional[float]:
     return None if view.current_value is None else float(view.current_value)
 
 
-def running_trips(request: Request, claims, now: datetime.datetime, fleet_read=None) -> List[Tuple]:
-    """(train view, run) of each train with fresh numbers on a scheduled trip now, as this
-    caller may see it; `fleet_read`: the (read at, views) to use, else read_fleet's."""
-    generated_at, views = fleet_read or read_fleet(request)
-    running = []
-    for view in views_for(request, views, generated_at, claims):
-        run = trip_for(request, view, now)[0]
-        if run is not None and view.status == fleet.STATUS_OK:
-            running.append((view, run))
-    return running
+def running_trips(request: Request, claims, fleet_read: Tuple[datetime.datetime, list]) -> List[Tuple]:
+    """(train view, run) of each train with fresh numbers on a scheduled trip at the fleet read
+    (read at, views), as this caller may see it: found once per fleet view (every train's trip
+    looked up: 0.35 s at 10,000 trains)."""
+    generated_at, views = fleet_read
+
+    def build():
+        running = []
+        for view in views_for(request, views, generated_at, claims):
+            run = trip_for(request, view, generated_at)[0]
+            if run is not None and view.status == fleet.STATUS_OK:
+                running.append((view, run))
+        return running
+
+    exact = exact_for(request, claims)
+    return services_of(request).trips_ahead.get(("running", exact), (views,), generated_at, build)
 
 
 def build_trip_updates(
@@ -120,8 +126,7 @@ def trips_ahead(request: Request, claims: Optional[dict]) -> Tuple[bool, datetim
     exact = exact_for(request, claims)
 
     def build():
-        running = running_trips(request, claims, generated_at, (generated_at, views))
-        runs = {view.train_id: (view, run) for view, run in running}
+        runs = {view.train_id: (view, run) for view, run in running_trips(request, claims, (generated_at, views))}
         forecasts = _forecasts(request, {train: run for train, (_, run) in runs.items()})
         return [(*runs[train], forecast) for train, forecast in sorted(forecasts.items())]
 
@@ -148,6 +153,9 @@ def trip_updates(
 ):
     exact, generated_at, ahead = trips_ahead(request, claims)
     feed = services_of(request).trips_ahead.get(
-        ("gtfs-rt", exact), (ahead,), generated_at, lambda: build_trip_updates(ahead, generated_at, settings.thresholds)
+        ("trip-updates", exact),
+        (ahead,),
+        generated_at,
+        lambda: build_trip_updates(ahead, generated_at, settings.thresholds),
     )
     return feed_response(request, ("trip-updates", exact), feed, generated_at, format)
