@@ -15,11 +15,16 @@ twice) raises, for the caller to make the file's dead letter.
 import csv
 import io
 import re
-from typing import Iterable, Iterator, Optional, Tuple
+from typing import Iterable, Iterator, NamedTuple, Optional, Tuple
 
 _PARTITION = re.compile(r"/service_date=(\d{4}-\d{2}-\d{2})/")
 _BATCH_ROWS = 65_536
-_NOT_READ = object()  # a Parquet cell that did not convert
+
+
+class _Unread(NamedTuple):
+    """A Parquet cell that did not convert, and why."""
+
+    why: str
 
 
 def rows_of(f, path: str, columns: Iterable[str]) -> Iterator[Tuple[int, Optional[dict], Optional[str]]]:
@@ -87,11 +92,9 @@ def _parquet_rows(f, path: str, wanted: set) -> Iterator[Tuple[int, Optional[dic
         for i in range(batch.num_rows):
             number += 1
             row = {name: cells[i] for name, cells in values.items()}
-            bad = [
-                (name, value[1]) for name, value in row.items() if isinstance(value, tuple) and value[0] is _NOT_READ
-            ]
+            bad = [f"{name}: cannot be read: {value.why}" for name, value in row.items() if isinstance(value, _Unread)]
             if bad:
-                yield number, None, "; ".join(f"{name}: cannot be read: {error}" for name, error in bad)
+                yield number, None, "; ".join(bad)
                 continue
             if partition:
                 row.setdefault("service_date", partition.group(1))
@@ -99,7 +102,7 @@ def _parquet_rows(f, path: str, wanted: set) -> Iterator[Tuple[int, Optional[dic
 
 
 def _cells(column) -> list:
-    """A column's values as Python's, each cell that does not convert (_NOT_READ, why)."""
+    """A column's values as Python's, each cell that does not convert an _Unread."""
     try:
         return column.to_pylist()
     except (ValueError, OverflowError, TypeError, NotImplementedError) as e:
@@ -109,11 +112,7 @@ def _cells(column) -> list:
         try:
             out.append(cell.as_py())
         except (ValueError, OverflowError, TypeError, NotImplementedError) as e:
-            out.append((_NOT_READ, str(e)[:120] or type(e).__name__))
-    if not any(_unread(v) for v in out):
+            out.append(_Unread(str(e)[:120] or type(e).__name__))
+    if not any(isinstance(v, _Unread) for v in out):
         raise first  # the column failed whole and no cell alone: the file's
     return out
-
-
-def _unread(value) -> bool:
-    return isinstance(value, tuple) and len(value) == 2 and value[0] is _NOT_READ
