@@ -4,13 +4,15 @@ planners (docs/forecast.md, "Same day").
     GET /gtfs-rt/trip-updates.pb              protobuf FeedMessage
     GET /gtfs-rt/trip-updates.pb?format=json  the same message as JSON
 
-One TripUpdate per train running a scheduled trip now (--gtfs_static) that has a forecast
-(the forecast job's document for the trip and service date) and a capacity. Each stop after
+One TripUpdate per train on a scheduled trip now (--gtfs_static) that has a forecast (the
+forecast job's document for the trip and service date) and a capacity, whether or not its doors
+have counted lately: the levels are a forecast, which a train with silent doors still has. Each stop after
 the last one whose scheduled departure has passed gets a StopTimeUpdate with
 `departure_occupancy_status` (experimental in GTFS-RT), and `schedule_relationship NO_DATA`
 as the specification asks of an update without times. For an operator the level is the
 same-day forecast (occupancy.forecast.same_day): the day-ahead forecast corrected by the count
-on board now; for the public, the day-ahead forecast (corrected from its coarse sample, it
+on board now, while that count is fresh; for the public, and for a train whose doors are silent
+(no count yet, or stale), the day-ahead forecast (corrected from the public's coarse sample, it
 was worse than uncorrected).
 """
 
@@ -36,23 +38,26 @@ router = APIRouter(
 
 
 def on_board(view: fleet.TrainView) -> Optional[float]:
-    """The load on board the same-day correction starts from: the count, which operators see;
-    None for the public, whose coarse sample would make it worse than none (docs/forecast.md:
-    MAE 9.4 people a stop ahead from it, against 6.0 for the day-ahead forecast)."""
-    return None if view.current_value is None else float(view.current_value)
+    """The load on board the same-day correction starts from: the count, which operators see,
+    while it is fresh; None for the public, whose coarse sample would make it worse than none
+    (docs/forecast.md: MAE 9.4 people a stop ahead from it, against 6.0 for the day-ahead
+    forecast), and for a count that is stale (the train may have emptied since)."""
+    if view.current_value is None or view.status != fleet.STATUS_OK:
+        return None
+    return float(view.current_value)
 
 
 def running_trips(request: Request, claims, fleet_read: Tuple[datetime.datetime, list]) -> List[Tuple]:
-    """(train view, run) of each train with fresh numbers on a scheduled trip at the fleet read
-    (read at, views), as this caller may see it: found once per fleet view (every train's trip
-    looked up: 0.35 s at 10,000 trains)."""
+    """(train view, run) of each train on a scheduled trip at the fleet read (read at, views),
+    whatever its status, as this caller may see it: found once per fleet view (every train's
+    trip looked up: 0.35 s at 10,000 trains)."""
     generated_at, views = fleet_read
 
     def build():
         running = []
         for view in views_for(request, views, generated_at, claims):
             run = trip_for(request, view, generated_at)[0]
-            if run is not None and view.status == fleet.STATUS_OK:
+            if run is not None:
                 running.append((view, run))
         return running
 

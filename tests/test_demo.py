@@ -203,8 +203,10 @@ def forecast_is_served(url, served):
     leaving = {d["trip_id"].split("-")[0] for d in board["departures"][:6]}
     assert leaving == {"ic1832", "ic1840", "s3"}, board  # the three routes through Zurich
     assert board["departures"][0]["occupancy_status"] != "NO_DATA_AVAILABLE", board
-    # The same load ahead as SIRI-ET, each journey the trip its train is on.
-    trips = {t["train_id"]: t["trip"]["trip_id"] for t in served}
+    # The same load ahead as SIRI-ET, each journey the trip its train is on (read again: a train
+    # may have begun its next trip while the forecast was computed).
+    trains = httpx.get(f"{url}/v1/trains", timeout=30).json()["trains"]
+    trips = {t["train_id"]: (t.get("trip") or {}).get("trip_id") for t in trains}
     root = ElementTree.fromstring(httpx.get(f"{url}/siri/2.1/estimated-timetable.xml", timeout=30).content)
     ns = {"siri": "http://www.siri.org.uk/siri"}
     journeys = [

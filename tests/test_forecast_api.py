@@ -155,3 +155,48 @@ def test_a_forecast_document_is_read_once_a_minute_and_a_missing_one_is_not_kept
         write_forecast(firestore_client, "t1", datetime.date(2027, 1, 4), zip(stops, (200, 250)), collection=collection)
         # Within the minute, the document as read: the job writes once a run, dashboards ask often.
         assert levels() == (200, ["FEW_SEATS_AVAILABLE", "FEW_SEATS_AVAILABLE"])
+
+
+def test_a_train_whose_doors_are_silent_keeps_its_trips_forecast_in_the_feeds(forecast_api, firestore_client, tokens):
+    """The feeds' load ahead is a forecast: a train on its trip keeps it while its doors have not
+    counted yet (a train just out of the depot) or have gone quiet; its old count corrects nothing."""
+    from google.transit import gtfs_realtime_pb2 as pb
+
+    from adapters import registry
+    from tests.support import ago, write_realtime
+
+    today = datetime.datetime.now(schedule_feed.ZoneInfo("Europe/Zurich")).date()
+    write_forecast(firestore_client, "now-8888", today, zip(((1, "basel"), (2, "chur")), (100, 160)))
+    registry.set_train(firestore_client, "trains", "t8888", 300, "IC 8888", train_number="8888")
+    ns = {"siri": "http://www.siri.org.uk/siri"}
+    with httpx.Client(base_url=forecast_api, timeout=30) as http:
+
+        def levels(headers):
+            feed = pb.FeedMessage.FromString(http.get("/gtfs-rt/trip-updates.pb", headers=headers).content)
+            [update] = [e.trip_update for e in feed.entity if e.trip_update.trip.trip_id == "now-8888"] or [None]
+            root = ElementTree.fromstring(http.get("/siri/2.1/estimated-timetable.xml", headers=headers).content)
+            journeys = [
+                j
+                for j in root.iterfind(".//siri:EstimatedVehicleJourney", ns)
+                if j.findtext(".//siri:DatedVehicleJourneyRef", namespaces=ns) == "now-8888"
+            ]
+            return (
+                update
+                and [
+                    pb.VehiclePosition.OccupancyStatus.Name(s.departure_occupancy_status)
+                    for s in update.stop_time_update
+                ],
+                [j.findtext(".//siri:OccupancyLevel", namespaces=ns) for j in journeys],
+            )
+
+        # No count yet: the day-ahead level at Chur (160 of 300), for the public and operators.
+        for headers in ({}, tokens["operator"]):
+            assert levels(headers) == (["STANDING_ROOM_ONLY"], ["standingRoomOnly"])
+        # Its doors last counted 10 minutes ago (stale, past 90 s), 290 on board then: not a
+        # correction to the day-ahead forecast, which would make Chur's level crushed.
+        write_realtime(firestore_client, "t8888", 290, 300, {"d1": (3, ago(600))})
+        assert stack.wait_for(
+            lambda: http.get("/v1/trains/t8888", headers=tokens["operator"]).json().get("status") == "stale", 30
+        )
+        for headers in ({}, tokens["operator"]):
+            assert levels(headers) == (["STANDING_ROOM_ONLY"], ["standingRoomOnly"])
