@@ -129,3 +129,18 @@ def test_a_number_run_back_to_back_is_on_the_run_under_way_not_the_next_one():
     assert run_of(feed, "5", at(2026, 12, 1, 8, 12))[0] == "s1"
     assert run_of(feed, "5", at(2026, 12, 1, 8, 14))[0] == "s2"  # between the two: the nearer start
     assert run_of(feed, "5", at(2026, 12, 1, 8, 20))[0] == "s2"
+
+
+def test_a_stop_time_of_a_feed_without_departure_takes_its_arrival():
+    files = {
+        **schedule_feed.WITH_STOPS,
+        "stop_times.txt": "trip_id,arrival_time,departure_time,stop_id,stop_sequence\n"
+        "r1,08:00:00,,a,1\nr1,,08:10:00,b,2\nr1,,,x,3\nr1,08:30:00,08:30:00,d,4\n",
+    }
+    stops = schedule.Schedule(files).trips["r1"].stops
+    # x has no time: not a StopTime, but d is the trip's fourth stop still.
+    assert stops == (
+        schedule.StopTime(1, "a", 8 * 3600, 8 * 3600, place=1),
+        schedule.StopTime(2, "b", 8 * 3600 + 600, 8 * 3600 + 600, place=2),
+        schedule.StopTime(4, "d", 8 * 3600 + 1800, 8 * 3600 + 1800, place=4),
+    )

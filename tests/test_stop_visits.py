@@ -1,71 +1,18 @@
-"""occupancy.stop_visits: door counts grouped into stops and matched to the trip's stop times;
-occupancy.tides: those visits as TIDES rows; adapters.tides_parquet: the rows as files."""
+"""occupancy.stop_visits: door counts grouped into stops and matched to the trip's stop times
+(the rows made of them: tests/test_tides_rows.py)."""
 
 import datetime
-import pathlib
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from adapters import tides_parquet
-from occupancy import tides
-from occupancy.schedule import Schedule, StopTime
+from occupancy.schedule import Schedule
 from occupancy.stop_visits import DoorCount, StopVisits, VisitState
-from tests import schedule_feed
-from tests.tides_spec import TIDES_FIELDS, TIDES_REQUIRED, spec_problems
-
-ZURICH = ZoneInfo("Europe/Zurich")
-DAY = datetime.date(2026, 12, 3)  # a Thursday: the weekday service runs
-FILES = schedule_feed.WITH_STOPS
+from tests.door_visits import DAY, FILES, Doors, at_us, r1_then_nothing, summary, visit_all
 
 
 @pytest.fixture(scope="module")
 def schedule():
     return Schedule(FILES)
-
-
-def at_us(hh_mm_ss: str) -> int:
-    h, m, s = map(int, hh_mm_ss.split(":"))
-    return int(datetime.datetime(2026, 12, 3, h, m, s, tzinfo=ZURICH).timestamp() * 1_000_000)
-
-
-class Doors:
-    """Counts as a train's doors send them, with the train's running load after each."""
-
-    def __init__(self, load=0):
-        self.load, self.seq = load, 0
-
-    def burst(self, hh_mm_ss: str, *deltas, device="t1-d1"):
-        out = []
-        for k, delta in enumerate(deltas):
-            self.load += delta
-            self.seq += 1
-            out.append(DoorCount(device, self.seq, at_us(hh_mm_ss) + k * 5_000_000, delta, self.load))
-        return out
-
-
-def visit_all(counts, run_of, close_after_each=False):
-    """Every visit the counts make, closed at the end (at the last count + 2 hours)."""
-    rules, state, visits = StopVisits(), VisitState(), []
-    for count in counts:
-        visits += rules.add(state, count, run_of(count.event_time_us))
-        if close_after_each:  # as a timer at the burst's end would, when no count came first
-            due = rules.due_us(state)
-            visits += rules.close(state, due - 1, run_of(due - 1))
-    end = counts[-1].event_time_us + 7_200_000_000
-    return visits + rules.close(state, end, run_of(end))
-
-
-def r1_then_nothing(schedule):
-    run = schedule.run(schedule.trips["r1"], DAY)
-    return lambda t_us: run if t_us < at_us("09:00:00") else None
-
-
-def summary(visits):
-    return [
-        (v.trip_stop_sequence, v.stop.stop_id if v.stop else None, v.boarded, v.alighted, v.departure_load)
-        for v in visits
-    ]
 
 
 def test_the_schedule_keeps_every_stop_of_a_trip_with_its_times(schedule):
@@ -268,112 +215,6 @@ def test_closing_at_every_burst_end_makes_the_same_visits_as_closing_once(schedu
     assert visit_all(counts, run_of, close_after_each=True) == visit_all(counts, run_of)
 
 
-# ---- TIDES rows ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def visits(schedule):
-    doors = Doors()
-    counts = doors.burst("08:00:05", 3, 2) + doors.burst("08:20:00", -1) + doors.burst("08:58:00", 1, -2)
-    return visit_all(counts, r1_then_nothing(schedule))
-
-
-def rows_of(visits):
-    return (
-        [tides.stop_visit_row(v, "t1", ZURICH) for v in visits],
-        [r for v in visits for r in tides.passenger_event_rows(v, "t1", ZURICH)],
-    )
-
-
-def test_the_tables_declare_every_field_tides_requires_as_required():
-    for table, required in TIDES_REQUIRED.items():
-        assert {f.name for f in tides.FIELDS[table] if f.required} == required
-
-
-def test_every_field_filled_is_the_specs_with_its_type_minimum_and_values():
-    for table, spec in TIDES_FIELDS.items():
-        for f in tides.FIELDS[table]:
-            kind, required, minimum, enum = spec[f.name]  # a KeyError: a field TIDES does not have
-            assert (f.type, f.required, f.minimum) == (kind, required, minimum), f
-            assert set(f.enum) <= set(enum), f
-
-
-def test_every_row_made_is_valid_tides_and_the_checker_catches_what_is_not(visits):
-    stop_rows, event_rows = rows_of(visits)
-    assert {r["schedule_relationship"] for r in stop_rows} == {"Scheduled", "Added"}
-    for table, rows in (("stop_visits", stop_rows), ("passenger_events", event_rows)):
-        assert [spec_problems(table, r) for r in rows] == [[]] * len(rows)
-    assert [tides.problems("stop_visits", r) for r in stop_rows] == [[]] * len(stop_rows)
-    assert [tides.problems("passenger_events", r) for r in event_rows] == [[]] * len(event_rows)
-    for table, row in (("stop_visits", stop_rows[0]), ("passenger_events", event_rows[0])):
-        for field in TIDES_REQUIRED[table]:
-            assert tides.problems(table, {**row, field: None}) == [f"{field} is required"]
-    bad = {**stop_rows[0], "boarding_1": -1, "schedule_relationship": "Late", "colour": "red"}
-    assert sorted(tides.problems("stop_visits", bad)) == sorted(
-        [
-            "unknown field colour",
-            "boarding_1: -1 below 0",
-            "schedule_relationship: 'Late' not one of " + repr(tides.FIELDS["stop_visits"][-1].enum),
-        ]
-    )
-    naive = {**event_rows[0], "event_timestamp": datetime.datetime(2026, 12, 3, 8)}
-    assert tides.problems("passenger_events", naive) == ["event_timestamp has no time zone"]
-
-
-def test_rows_name_the_trip_stop_and_times_as_tides_asks(visits):
-    stop_rows, event_rows = rows_of(visits)
-    a = stop_rows[0]
-    assert a["trip_id_performed"] == "2026-12-03:r1:t1" and a["service_date"] == DAY
-    assert (a["stop_id"], a["scheduled_stop_sequence"], a["trip_stop_sequence"]) == ("a", 1, 1)
-    assert a["schedule_departure_time"] == datetime.datetime(2026, 12, 3, 7, 0, tzinfo=datetime.timezone.utc)
-    assert a["actual_departure_time"] == datetime.datetime(2026, 12, 3, 7, 0, 10, tzinfo=datetime.timezone.utc)
-    assert (a["boarding_1"], a["alighting_1"], a["departure_load"], a["dwell"]) == (5, 0, 5, 5)
-    c = stop_rows[2]
-    assert (c["stop_id"], c["schedule_arrival_time"].minute, c["schedule_departure_time"].minute) == ("c", 19, 20)
-    assert [(r["stop_id"], r["schedule_relationship"]) for r in stop_rows[3:]] == [
-        ("d", "Scheduled"),  # passed, nobody through the doors, before ...
-        (None, "Added"),  # ... a stop 28 minutes after d's time
-    ]
-    assert [(e["passenger_event_id"], e["event_type"], e["event_count"], e["stop_id"]) for e in event_rows] == [
-        ("t1-d1:1", "Passenger boarded", 3, "a"),
-        ("t1-d1:2", "Passenger boarded", 2, "a"),
-        ("t1-d1:3", "Passenger alighted", 1, "c"),
-        ("t1-d1:4", "Passenger boarded", 1, None),
-        ("t1-d1:5", "Passenger alighted", 2, None),
-    ]
-
-
-def test_parquet_files_read_back_as_the_rows_and_are_the_same_bytes_when_written_again(visits, tmp_path):
-    stop_rows, event_rows = rows_of(visits)
-    paths = tides_parquet.write_partitioned(str(tmp_path), "stop_visits", reversed(stop_rows), "part-0")
-    tides_parquet.write_partitioned(str(tmp_path), "passenger_events", event_rows, "part-0")
-    assert [p.split(str(tmp_path))[1] for p in paths] == ["/stop_visits/service_date=2026-12-03/part-0.parquet"]
-    table = tides_parquet.read_table(str(tmp_path), "stop_visits")
-    assert sorted(table.to_pylist(), key=lambda r: r["trip_stop_sequence"]) == stop_rows
-    events = tides_parquet.read_table(str(tmp_path), "passenger_events")
-    assert sorted(events.column("passenger_event_id").to_pylist()) == sorted(
-        r["passenger_event_id"] for r in event_rows
-    )
-    first = pathlib.Path(paths[0]).read_bytes()
-    again = tides_parquet.write_partitioned(str(tmp_path), "stop_visits", stop_rows, "part-0")
-    assert pathlib.Path(again[0]).read_bytes() == first  # rows in key order, whatever order they came in
-
-
-def test_a_stop_time_of_a_feed_without_departure_takes_its_arrival():
-    files = {
-        **FILES,
-        "stop_times.txt": "trip_id,arrival_time,departure_time,stop_id,stop_sequence\n"
-        "r1,08:00:00,,a,1\nr1,,08:10:00,b,2\nr1,,,x,3\nr1,08:30:00,08:30:00,d,4\n",
-    }
-    stops = Schedule(files).trips["r1"].stops
-    # x has no time: not a StopTime, but d is the trip's fourth stop still.
-    assert stops == (
-        StopTime(1, "a", 8 * 3600, 8 * 3600, place=1),
-        StopTime(2, "b", 8 * 3600 + 600, 8 * 3600 + 600, place=2),
-        StopTime(4, "d", 8 * 3600 + 1800, 8 * 3600 + 1800, place=4),
-    )
-
-
 def test_a_trip_begins_at_its_first_stop_even_when_its_clock_is_nearer_the_second(schedule):
     # 8 minutes late at a (08:00): nearer b's time (08:10) than a's; the trip's first visit
     # passes a stop only when the clock says so clearly.
@@ -381,34 +222,3 @@ def test_a_trip_begins_at_its_first_stop_even_when_its_clock_is_nearer_the_secon
     counts = doors.burst("08:08:00", 5) + doors.burst("08:18:10", 2)
     visits = visit_all(counts, r1_then_nothing(schedule))
     assert summary(visits)[:2] == [(1, "a", 5, 0, 5), (2, "b", 2, 0, 7)]
-
-
-def test_each_trip_performed_is_one_trips_performed_row_linking_it_to_its_gtfs_trip(schedule):
-    r1, r2 = (schedule.run(schedule.trips[t], DAY) for t in ("r1", "r2"))
-    doors = Doors()
-    counts = doors.burst("08:00:05", 4) + doors.burst("08:10:00", 2) + doors.burst("09:00:00", -6, 3)
-    counts += doors.burst("10:30:00", 1)  # then on no trip: the rest of its day is one trip performed
-    runs = lambda t: r1 if t < at_us("08:50:00") else r2 if t < at_us("10:00:00") else None  # noqa: E731
-    visits = visit_all(counts, runs)
-    trips = [row for v in visits if (row := tides.trip_performed_row(v, "t1", ZURICH)) is not None]
-    utc = datetime.timezone.utc
-    assert [
-        (t["trip_id_performed"], t["trip_id_scheduled"], t["route_id"], t["schedule_relationship"]) for t in trips
-    ] == [
-        ("2026-12-03:r1:t1", "r1", "ic3", "Scheduled"),
-        ("2026-12-03:r2:t1", "r2", "ic3", "Scheduled"),
-        ("2026-12-03:t1", None, None, "Unscheduled"),
-    ]
-    first = trips[0]
-    assert (first["trip_start_stop_id"], first["trip_end_stop_id"], first["direction_id"]) == ("a", "d", 0)
-    assert (first["schedule_trip_start"], first["schedule_trip_end"]) == (
-        datetime.datetime(2026, 12, 3, 7, 0, tzinfo=utc),  # 08:00 in Zurich
-        datetime.datetime(2026, 12, 3, 7, 30, tzinfo=utc),
-    )
-    # Each stop visit's trip_id_performed names one of these rows, and every row is valid TIDES.
-    assert {tides.stop_visit_row(v, "t1", ZURICH)["trip_id_performed"] for v in visits} == {
-        t["trip_id_performed"] for t in trips
-    }
-    assert [spec_problems("trips_performed", t) for t in trips] == [[]] * 3
-    assert [tides.problems("trips_performed", t) for t in trips] == [[]] * 3
-    assert tides.problems("trips_performed", {**first, "direction_id": 2}) == ["direction_id: 2 not one of (0, 1)"]
