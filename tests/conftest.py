@@ -3,6 +3,7 @@
 Tests that use them are marked `emulator` automatically (`make test-fast` skips them).
 """
 
+import datetime
 import time
 import uuid
 
@@ -138,6 +139,14 @@ def local_stack(emulator_env, tmp_path):
     yield client, fleet, start
     for process in processes:
         stack.stop_process(process)
+
+
+@pytest.fixture(scope="module")
+def made_at():
+    """A module's moment to make its static feed at (tests/schedule_feed.py files_running_at):
+    its trips now-7777 and now-8888 run on that moment's service_day, which a test that reads
+    the clock again, past midnight, would miss."""
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
 @pytest.fixture(scope="module")

@@ -39,13 +39,20 @@ WITH_STOPS = {
 }
 
 
+def service_day(moment: datetime.datetime) -> datetime.date:
+    """The service day the trips of `files_running_at(moment)` run on: the feed's date at `moment`
+    (a test that reads the clock again may be past midnight, where they still run on this one)."""
+    return moment.astimezone(ZoneInfo("Europe/Zurich")).date()
+
+
 def files_running_at(moment: datetime.datetime) -> dict:
     """FILES plus two trips of an every-day service under way at `moment` (trains 7777 and
-    8888), for tests against the running API, which attaches trips at the real time."""
+    8888) on its service_day, for tests against the running API, which attaches trips at the
+    real time."""
     # GTFS seconds of today's service day: from noon minus 12 h (not the wall clock, which differs
     # by an hour on the nights clocks change).
     zone = ZoneInfo("Europe/Zurich")
-    noon = datetime.datetime.combine(moment.astimezone(zone).date(), datetime.time(12), tzinfo=zone)
+    noon = datetime.datetime.combine(service_day(moment), datetime.time(12), tzinfo=zone)
     now_s = int((moment - (noon.astimezone(datetime.timezone.utc) - datetime.timedelta(hours=12))).total_seconds())
     start, end = max(0, now_s - 3600), now_s + 3600
 

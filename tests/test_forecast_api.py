@@ -16,9 +16,8 @@ UTC = datetime.timezone.utc
 
 
 @pytest.fixture(scope="module")
-def forecast_api(firestore_emulator, auth_emulator, tmp_path_factory):
-    now = datetime.datetime.now(UTC)
-    feed = schedule_feed.write(tmp_path_factory.mktemp("gtfs") / "gtfs.zip", schedule_feed.files_running_at(now))
+def forecast_api(made_at, firestore_emulator, auth_emulator, tmp_path_factory):
+    feed = schedule_feed.write(tmp_path_factory.mktemp("gtfs") / "gtfs.zip", schedule_feed.files_running_at(made_at))
     process, base_url = serve_api(
         tmp_path_factory,
         {**firestore_emulator.env(), **auth_emulator.env()},
@@ -30,8 +29,10 @@ def forecast_api(firestore_emulator, auth_emulator, tmp_path_factory):
     stack.stop_process(process)
 
 
-def test_a_trips_forecast_and_a_stops_departures_public_coarse_operators_exact(forecast_api, firestore_client, tokens):
-    today = datetime.datetime.now(schedule_feed.ZoneInfo("Europe/Zurich")).date()
+def test_a_trips_forecast_and_a_stops_departures_public_coarse_operators_exact(
+    forecast_api, made_at, firestore_client, tokens
+):
+    today = schedule_feed.service_day(made_at)
     write_forecast(firestore_client, "now-7777", today, zip(((1, "basel"), (2, "chur")), (131, 160)))
     with httpx.Client(base_url=forecast_api, timeout=30) as http:
         public = http.get("/v1/trips/now-7777/forecast", params={"date": today.isoformat()})
@@ -78,13 +79,15 @@ def test_a_trips_forecast_and_a_stops_departures_public_coarse_operators_exact(f
         assert http.get("/v1/stops/nowhere/departures").json()["departures"] == []
 
 
-def test_the_trip_updates_feed_says_the_level_ahead_of_a_train_on_its_trip(forecast_api, firestore_client, tokens):
+def test_the_trip_updates_feed_says_the_level_ahead_of_a_train_on_its_trip(
+    forecast_api, made_at, firestore_client, tokens
+):
     from google.transit import gtfs_realtime_pb2 as pb
 
     from adapters import registry
     from tests.support import ago, write_realtime
 
-    today = datetime.datetime.now(schedule_feed.ZoneInfo("Europe/Zurich")).date()
+    today = schedule_feed.service_day(made_at)
     write_forecast(firestore_client, "now-7777", today, zip(((1, "basel"), (2, "chur")), (131, 160)))
     registry.set_train(firestore_client, "trains", "t7777", 300, "IC 7777", train_number="7777")
     write_realtime(firestore_client, "t7777", 200, 300, {"d1": (3, ago(2))})
@@ -157,7 +160,9 @@ def test_a_forecast_document_is_read_once_a_minute_and_a_missing_one_is_not_kept
         assert levels() == (200, ["FEW_SEATS_AVAILABLE", "FEW_SEATS_AVAILABLE"])
 
 
-def test_a_train_whose_doors_are_silent_keeps_its_trips_forecast_in_the_feeds(forecast_api, firestore_client, tokens):
+def test_a_train_whose_doors_are_silent_keeps_its_trips_forecast_in_the_feeds(
+    forecast_api, made_at, firestore_client, tokens
+):
     """The feeds' load ahead is a forecast: a train on its trip keeps it while its doors have not
     counted yet (a train just out of the depot) or have gone quiet; its old count corrects nothing."""
     from google.transit import gtfs_realtime_pb2 as pb
@@ -165,7 +170,7 @@ def test_a_train_whose_doors_are_silent_keeps_its_trips_forecast_in_the_feeds(fo
     from adapters import registry
     from tests.support import ago, write_realtime
 
-    today = datetime.datetime.now(schedule_feed.ZoneInfo("Europe/Zurich")).date()
+    today = schedule_feed.service_day(made_at)
     write_forecast(firestore_client, "now-8888", today, zip(((1, "basel"), (2, "chur")), (100, 160)))
     registry.set_train(firestore_client, "trains", "t8888", 300, "IC 8888", train_number="8888")
     ns = {"siri": "http://www.siri.org.uk/siri"}

@@ -53,10 +53,8 @@ def test_the_feed_carries_the_trip_and_passes_the_validator_against_the_static_f
 
 
 @pytest.fixture(scope="module")
-def trips_api(firestore_emulator, auth_emulator, tmp_path_factory):
-    gtfs = schedule_feed.write(
-        tmp_path_factory.mktemp("gtfs") / "gtfs.zip", schedule_feed.files_running_at(datetime.datetime.now(UTC))
-    )
+def trips_api(made_at, firestore_emulator, auth_emulator, tmp_path_factory):
+    gtfs = schedule_feed.write(tmp_path_factory.mktemp("gtfs") / "gtfs.zip", schedule_feed.files_running_at(made_at))
     process, base_url = serve_api(
         tmp_path_factory,
         {**firestore_emulator.env(), **auth_emulator.env()},
@@ -67,11 +65,11 @@ def trips_api(firestore_emulator, auth_emulator, tmp_path_factory):
     stack.stop_process(process)
 
 
-def test_an_assignment_through_the_api_overrides_the_train_number(trips_api, firestore_client, tokens):
+def test_an_assignment_through_the_api_overrides_the_train_number(trips_api, made_at, firestore_client, tokens):
     registry.set_train(firestore_client, "trains", "ic7777", 300, "IC 7777", train_number="7777")
     registry.register_device(firestore_client, "devices", "d1", "ic7777", "car1-door1")
     write_realtime(firestore_client, "ic7777", 30, 300, {"d1": (3, ago(2))})
-    today = datetime.datetime.now(schedule_feed.ZoneInfo("Europe/Zurich")).strftime("%Y%m%d")
+    today = schedule_feed.service_day(made_at).strftime("%Y%m%d")
     with httpx.Client(base_url=trips_api, timeout=30) as http:
 
         def trip_now():
