@@ -81,6 +81,19 @@ def bigquery(monkeypatch):
 
 
 @pytest.fixture
+def bigquery_read(monkeypatch):
+    """A local BigQuery Storage Read API server (tests/bigquery_read_server.py), no tables yet
+    (`load` makes one), and the job's read client pointed at it."""
+    from adapters.tides_bigquery_read import EMULATOR_ENV
+    from tests.bigquery_read_server import BigQueryReadServer
+
+    server = BigQueryReadServer().start()
+    monkeypatch.setenv(EMULATOR_ENV, server.host)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def firestore_client(firestore_emulator, monkeypatch):
     """A client on an emptied Firestore emulator (FIRESTORE_EMULATOR_HOST set for the test)."""
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator.host_port)

@@ -302,3 +302,14 @@ def test_the_forecast_options_leave_every_other_job_parsing_as_before():
     assert forecast.start_date() == datetime.datetime.now(datetime.timezone.utc).date() + datetime.timedelta(days=1)
     with pytest.raises(ValueError, match="--tides_input"):
         forecast.validate_forecast()
+    # One source of history: files under a root, BigQuery, or both tables' files.
+    base = ["--gtfs_static=feed.zip", "--forecast_output=out"]
+    for sources in (
+        ["--tides_input=h", "--tides_bigquery=p.tides"],
+        ["--tides_bigquery=p.tides", "--stop_visits=a.csv", "--trips_performed=b.csv"],
+        ["--stop_visits=a.csv"],
+    ):
+        with pytest.raises(ValueError, match="give one of"):
+            PipelineOptions(base + sources).view_as(ForecastOptions).validate_forecast()
+    for sources in (["--tides_bigquery=p.tides"], ["--stop_visits=a.csv", "--trips_performed=b.csv"]):
+        PipelineOptions(base + sources).view_as(ForecastOptions).validate_forecast()

@@ -3,7 +3,8 @@ multi_threading mode corrupts this job's join input now and then: docs/forecast.
 another tool writes it (one CSV per table, the spec's columns, fields this system does not
 know included) and as the occupancy job writes it (Hive-partitioned Parquet), the GTFS feed,
 the registry's capacities on the Firestore emulator -> one forecast row per scheduled
-departure, dead letters naming the file and row of what breaks the TIDES types."""
+departure, dead letters naming the file and row of what breaks the TIDES types; and the same
+history read from BigQuery (in-process, a local Storage Read API server)."""
 
 import csv
 import datetime
@@ -161,3 +162,35 @@ def test_the_forecast_job_reads_tides_as_written_and_forecasts_every_scheduled_d
     )
     assert [s["predicted_load"] for s in document["stops"]] == [r["predicted_load"] for r in trip_rows]
     assert [s["stop_sequence"] for s in document["stops"]] == list(range(1, SCENARIO.stops + 1))
+
+
+def test_the_forecast_job_reads_its_history_from_the_tides_tables_in_bigquery(bigquery_read, tmp_path):
+    """--tides_bigquery, the dataset the occupancy job writes its TIDES tables to: read with the
+    Storage Read API (tests/bigquery_read_server.py), the same forecast as from the same rows in
+    Parquet files."""
+    from adapters import tides_bigquery
+
+    simulated = ridership.simulate(SCENARIO)
+    files = ridership.gtfs_files(SCENARIO)
+    feed = schedule_feed.write(tmp_path / "gtfs.zip", files)
+    for table in ("stop_visits", "trips_performed"):
+        bigquery_read.load(tides_bigquery.table_resource("demo-occupancy", "tides", table), getattr(simulated, table))
+        tides_parquet.write_partitioned(str(tmp_path / "history"), table, getattr(simulated, table), "part-0")
+
+    def forecast(source: str, out: pathlib.Path) -> list:
+        common = [f"--gtfs_static={feed}", f"--forecast_start={START}", "--forecast_days=2", "--forecast_collection="]
+        options = PipelineOptions([source, f"--forecast_output={out}", *common])
+        p = beam.Pipeline(runner=FnApiRunner(), options=options)
+        build_pipeline(p, options.view_as(ForecastOptions))
+        p.run().wait_until_finish()
+        rows = tides_parquet.read_table(str(out), "occupancy_forecast").to_pylist()
+        return sorted(rows, key=operator.itemgetter("service_date", "trip_id", "stop_sequence"))
+
+    rows = forecast("--tides_bigquery=demo-occupancy.tides", tmp_path / "from_bigquery")
+    assert bigquery_read.rows_sent == len(simulated.stop_visits) + len(simulated.trips_performed)
+    scheduled = {
+        (s.service_date, s.trip_id, s.stop_sequence) for s in history.slots(schedule.Schedule(files), START, 2)
+    }
+    assert sorted((r["service_date"], r["trip_id"], r["stop_sequence"]) for r in rows) == sorted(scheduled)
+    assert {(r["model"], r["history_days"]) for r in rows} == {("level-hgb", 42)}
+    assert rows == forecast(f"--tides_input={tmp_path / 'history'}", tmp_path / "from_files")

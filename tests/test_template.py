@@ -320,11 +320,12 @@ def test_an_overlay_naming_unknown_or_existing_parameters_is_refused():
 
 FORECAST_OVERLAY = REPO / "templates" / "forecast.json"
 # The occupancy job's options the forecast job reads too (ForecastOptions.shared, the registry).
-SHARED_WITH_FORECAST = {"gtfs_static", "firestore_project", "firestore_database", "trains_collection"}
+SHARED_WITH_FORECAST = {"gtfs_static", "firestore_project", "firestore_database", "trains_collection", "tides_bigquery"}
 FORECAST_GOOD = {
     "forecast_output": ["gs://my-bucket/forecast", "gs://occupancy-analytics/forecast/v1"],
     "gtfs_static": ["gs://my-bucket/gtfs/gtfs.zip"],
     "tides_input": ["gs://my-bucket/tides"],
+    "tides_bigquery": ["my-project.tides", "occupancy-prod-123.TIDES_2026"],
     "stop_visits": ["gs://my-bucket/tides/stop_visits/**.parquet", "gs://other-tool/tides/stop_visits.csv"],
     "trips_performed": ["gs://my-bucket/tides/trips_performed/**.parquet"],
     "forecast_start": ["2026-12-08", "2027-01-31"],
@@ -336,6 +337,7 @@ FORECAST_BAD = {
     "forecast_output": ["/tmp/forecast", "gs://my-bucket forecast", "s3://b/f", ""],
     "gtfs_static": ["/data/gtfs.zip", ""],
     "tides_input": ["tides", "file:///tmp/tides"],
+    "tides_bigquery": ["tides", "my-project:tides", "my-project.ti-des"],
     "stop_visits": ["gs://my-bucket", "stop_visits.csv"],
     "trips_performed": ["gs://my-bucket/", "*.parquet"],
     "forecast_start": ["2026-13-01", "08.12.2026", "tomorrow", ""],

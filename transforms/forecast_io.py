@@ -5,6 +5,8 @@
   at a time (adapters.tides_files) and typed (occupancy.tides_read); a row that cannot be read
   or breaks the table's types is a dead letter naming its file and row, a file that cannot be
   read one naming the file; the rest is used.
+* `ReadTidesBigQuery`: the same from a BigQuery table, read with the Storage Read API; a row
+  that breaks the table's types is a dead letter naming the stream and row.
 * `WriteForecastFiles`: PCollection[forecast row] -> PCollection[path]: one Parquet file per
   service date, `<root>/occupancy_forecast/service_date=<day>/<part>.parquet` (the latest run
   replaces a day's file), its bytes a
@@ -27,7 +29,7 @@ from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from adapters import tides_files, tides_parquet
+from adapters import tides_bigquery_read, tides_files, tides_parquet
 from adapters.store import RetryPolicy, commit_documents, make_client
 from occupancy import dead_letters, tides, tides_read
 from occupancy.forecast import rows as forecast_rows
@@ -41,8 +43,9 @@ TABLE = forecast_rows.TABLE
 DAY_S = 86400
 
 
-class ReadTidesFile(beam.DoFn):
-    """ReadableFile of `table` -> its typed rows; TaggedOutput(DEAD_LETTER) for what is not one."""
+class _TidesRows(beam.DoFn):
+    """What the readers of a TIDES table share: its counters, and a dead letter (tides_invalid)
+    of what is not a row of it, naming where it was read."""
 
     def __init__(self, table: str, step: str):
         self._table, self._step = table, step
@@ -50,21 +53,26 @@ class ReadTidesFile(beam.DoFn):
         self._rows = beam.metrics.Metrics.counter("forecast", f"{table}_rows_read")
         self._refused = beam.metrics.Metrics.counter("forecast", f"{table}_rows_refused")
 
-    def _dead(self, path: str, where: str, detail: str, row=None):
+    def _dead(self, source: str, where: str, detail: str, row=None, origin: str = "file"):
+        """`source`: the file or table read; `origin`: what it is ("file", "bigquery_table")."""
         self._refused.inc()
         payload = json.dumps(row, default=str).encode("utf-8") if row is not None else b""
         return beam.pvalue.TaggedOutput(
             DEAD_LETTER,
             dead_letters.record(
                 "tides_invalid",
-                f"{path}, {where}: {detail}",
+                f"{source}, {where}: {detail}",
                 payload,
-                {"file": path, "where": where, "table": self._table},
+                {origin: source, "where": where, "table": self._table},
                 None,
                 int(time.time() * 1_000_000),
                 self._step,
             ),
         )
+
+
+class ReadTidesFile(_TidesRows):
+    """ReadableFile of `table` -> its typed rows; TaggedOutput(DEAD_LETTER) for what is not one."""
 
     def process(self, readable):
         path = readable.metadata.path
@@ -103,6 +111,66 @@ class ReadTidesTable(beam.PTransform):
             | f"Open{label}" >> fileio.ReadMatches()
             | f"Read{label}"
             >> beam.ParDo(ReadTidesFile(self._table, f"Read{label}")).with_outputs(DEAD_LETTER, main="rows")
+        )
+
+
+class _OpenTidesSession(beam.DoFn):
+    """A table's name -> (its Arrow schema, a stream name) for each stream of a read session."""
+
+    def __init__(self, dataset: str, billing_project: str):
+        self._dataset, self._billing_project = dataset, billing_project
+
+    def setup(self):
+        self._client = tides_bigquery_read.read_client()
+
+    def process(self, table: str):
+        columns = [field.name for field in tides.FIELDS[table]]
+        schema, streams = tides_bigquery_read.open_session(
+            self._client, self._billing_project, self._dataset, table, columns
+        )
+        _LOGGER.info("Reading %s.%s in %d streams", self._dataset, table, len(streams))
+        for stream in streams:
+            yield schema, stream
+
+
+class ReadTidesStream(_TidesRows):
+    """(Arrow schema, stream name) of `table` -> its typed rows; TaggedOutput(DEAD_LETTER) for a
+    row that breaks the table's types, naming the table, the stream and the row."""
+
+    def setup(self):
+        self._client = tides_bigquery_read.read_client()
+
+    def process(self, element):
+        schema, stream = element
+        for number, row in tides_bigquery_read.rows_of_stream(self._client, stream, schema):
+            typed, wrong = tides_read.typed_row(self._table, row)
+            if typed is None:
+                yield self._dead(stream, f"row {number}", "; ".join(wrong), row, origin="bigquery_stream")
+                continue
+            self._rows.inc()
+            yield typed
+
+
+class ReadTidesBigQuery(beam.PTransform):
+    """PBegin -> {"rows", "dead_letter"}, as ReadTidesTable, of `table` in the BigQuery dataset
+    `dataset` (PROJECT.DATASET), read with the Storage Read API (adapters.tides_bigquery_read)
+    billed to `billing_project`: a session per table, its streams read in parallel. A table
+    that cannot be read (not there, no permission, a column missing) fails the job, with
+    BigQuery's reason."""
+
+    def __init__(self, table: str, dataset: str, billing_project: str):
+        super().__init__()
+        self._table, self._dataset, self._billing_project = table, dataset, billing_project
+
+    def expand(self, pbegin):
+        label = tides.table_label(self._table)
+        return (
+            pbegin
+            | f"Table{label}" >> beam.Create([self._table])
+            | f"Session{label}" >> beam.ParDo(_OpenTidesSession(self._dataset, self._billing_project))
+            | f"Spread{label}" >> beam.Reshuffle()
+            | f"ReadStreams{label}"
+            >> beam.ParDo(ReadTidesStream(self._table, f"ReadStreams{label}")).with_outputs(DEAD_LETTER, main="rows")
         )
 
 

@@ -3,6 +3,7 @@
 import json
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from pipeline.forecast.options import ForecastOptions
 from transforms import forecast_io
@@ -18,10 +19,14 @@ def build_pipeline(p: beam.Pipeline, options: ForecastOptions):
     start = options.start_date()
     read = {}
     for table in TABLES:
-        patterns = getattr(options, table) or forecast_io.patterns(options.tides_input, table)
-        read[table] = p | f"Read{''.join(w.title() for w in table.split('_'))}" >> forecast_io.ReadTidesTable(
-            table, patterns
-        )
+        label = f"Read{''.join(w.title() for w in table.split('_'))}"
+        dataset = options.tides_bigquery()
+        if dataset:
+            billing = options.view_as(GoogleCloudOptions).project or dataset.rpartition(".")[0]
+            read[table] = p | label >> forecast_io.ReadTidesBigQuery(table, dataset, billing)
+        else:
+            patterns = getattr(options, table) or forecast_io.patterns(options.tides_input, table)
+            read[table] = p | label >> forecast_io.ReadTidesTable(table, patterns)
     shared = options.shared()
     observations = {t: read[t].rows for t in TABLES} | "JoinObservations" >> JoinObservations(shared.gtfs_static)
     forecast = observations | "ForecastRoutes" >> ForecastRoutes(

@@ -29,9 +29,11 @@ class ForecastOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         source = parser.add_argument_group(
             "history",
-            "With --gtfs_static (the static feed the trips ran on), and --firestore_project, "
+            "With --gtfs_static (the static feed the trips ran on), --firestore_project, "
             "--firestore_database, --trains_collection (the registry whose trains' capacities give "
-            "each row its percentage and level): the occupancy job's options, read as it reads them.",
+            "each row its percentage and level), and --tides_bigquery (PROJECT.DATASET: the TIDES tables "
+            "are read from BigQuery instead of files, with the Storage Read API billed to --project): the "
+            "occupancy job's options, read as it reads them.",
         )
         source.add_argument(
             "--tides_input",
@@ -89,15 +91,22 @@ class ForecastOptions(PipelineOptions):
     def shared(self) -> OccupancyOptions:
         """The options the occupancy job defines too, read as it reads them: --gtfs_static (the
         feed the trips ran on), --firestore_project (default --project; neither: no capacity, so
-        no percentage and no level), --firestore_database, --trains_collection."""
+        no percentage and no level), --firestore_database, --trains_collection, --tides_bigquery."""
         return self.view_as(OccupancyOptions)
+
+    def tides_bigquery(self) -> str:
+        """The BigQuery dataset (PROJECT.DATASET) whose TIDES tables stop_visits and
+        trips_performed are read instead of files: the occupancy job's --tides_bigquery, which
+        it writes them to ("" : files)."""
+        return self.shared().tides_bigquery
 
     def registry_project(self):
         return self.shared().firestore_project or self.view_as(GoogleCloudOptions).project
 
     def validate_forecast(self) -> None:
-        if not (self.tides_input or (self.stop_visits and self.trips_performed)):
-            raise ValueError("give --tides_input, or both --stop_visits and --trips_performed")
+        sources = [bool(self.tides_input), bool(self.tides_bigquery()), bool(self.stop_visits or self.trips_performed)]
+        if sources.count(True) != 1 or (sources[2] and not (self.stop_visits and self.trips_performed)):
+            raise ValueError("give one of --tides_input, --tides_bigquery, or both --stop_visits and --trips_performed")
         if not self.shared().gtfs_static:
             raise ValueError("give --gtfs_static: the static feed the trips ran on and will run on")
         if not self.forecast_output:
