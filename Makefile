@@ -197,19 +197,22 @@ replay: install
 	  --parameter 'archive=$(ARCHIVE)' --parameter 'sdk_container_image=$(IMAGE)' \
 	  $(foreach p,$(PARAMS),--parameter '$(p)')
 
-# The forecast job from its template (docs/forecast.md): TIDES_INPUT (the occupancy job's
-# tides_output), GTFS_STATIC and FORECAST_OUTPUT on Cloud Storage; PARAMS for the rest
+# The forecast job from its template (docs/forecast.md): its history in TIDES_INPUT (the
+# occupancy job's tides_output, on Cloud Storage) or TIDES_BIGQUERY (its tides_bigquery,
+# PROJECT.DATASET), GTFS_STATIC and FORECAST_OUTPUT on Cloud Storage; PARAMS for the rest
 # (forecast_start=YYYY-MM-DD forecast_days=28 forecast_bigquery=PROJECT.DATASET ...).
 TIDES_INPUT ?=
+TIDES_BIGQUERY ?=
 GTFS_STATIC ?=
 FORECAST_OUTPUT ?=
 FORECAST_JOB_NAME ?= occupancy-forecast
+history_source = $(if $(TIDES_INPUT),$(if $(TIDES_BIGQUERY),$(error give TIDES_INPUT or TIDES_BIGQUERY, not both),tides_input=$(TIDES_INPUT)),$(if $(TIDES_BIGQUERY),tides_bigquery=$(TIDES_BIGQUERY),$(error TIDES_INPUT or TIDES_BIGQUERY is not set: where the TIDES history is (docs/forecast.md))))
 forecast-launch: install
-	@:$(require_cloud)$(call require,TAG)$(call require,TIDES_INPUT)$(call require,GTFS_STATIC)$(call require,FORECAST_OUTPUT)
+	@:$(require_cloud)$(call require,TAG)$(history_source)$(call require,GTFS_STATIC)$(call require,FORECAST_OUTPUT)
 	$(PY) -m pipeline.launch launch --batch --project '$(PROJECT)' --region '$(REGION)' --job_name '$(FORECAST_JOB_NAME)' \
 	  --template '$(FORECAST_SPEC)' --service_account '$(PIPELINE_SA)' \
 	  --staging_location 'gs://$(BUCKET)/staging' --temp_location 'gs://$(BUCKET)/tmp' \
-	  --parameter 'tides_input=$(TIDES_INPUT)' --parameter 'gtfs_static=$(GTFS_STATIC)' \
+	  --parameter '$(history_source)' --parameter 'gtfs_static=$(GTFS_STATIC)' \
 	  --parameter 'forecast_output=$(FORECAST_OUTPUT)' --parameter 'sdk_container_image=$(IMAGE)' \
 	  $(foreach p,$(PARAMS),--parameter '$(p)')
 

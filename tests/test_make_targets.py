@@ -116,7 +116,9 @@ def test_make_template_builds_the_forecast_spec_and_forecast_launch_starts_it():
     out = _make("template", *CLOUD)
     assert out.returncode == 0, out.stderr
     _batch_spec_build(out, "forecast")
-    assert "TIDES_INPUT is not set" in _make("forecast-launch", *CLOUD).stderr
+    assert "TIDES_INPUT or TIDES_BIGQUERY is not set" in _make("forecast-launch", *CLOUD).stderr
+    both = ("TIDES_INPUT=gs://demo-occupancy-bucket/tides", "TIDES_BIGQUERY=demo-occupancy-123.tides")
+    assert "not both" in _make("forecast-launch", *CLOUD, *both).stderr
     out = _make(
         "forecast-launch",
         *CLOUD,
@@ -136,6 +138,17 @@ def test_make_template_builds_the_forecast_spec_and_forecast_launch_starts_it():
         f"sdk_container_image={CLOUD_IMAGE}",
         "forecast_days=28",
     ]
+    # Or the history in BigQuery, the dataset the occupancy job writes its TIDES tables to.
+    out = _make(
+        "forecast-launch",
+        *CLOUD,
+        "TIDES_BIGQUERY=demo-occupancy-123.tides",
+        "GTFS_STATIC=gs://demo-occupancy-bucket/gtfs.zip",
+        "FORECAST_OUTPUT=gs://demo-occupancy-bucket/forecast",
+    )
+    assert out.returncode == 0, out.stderr
+    args = launch.build_parser().parse_args(_make_line(out, "pipeline.launch")[3:])
+    assert args.parameter[0] == "tides_bigquery=demo-occupancy-123.tides"
 
 
 def _make_line(out, marker):
