@@ -5,10 +5,11 @@ trip and service date, occupancy.forecast.rows.trip_document); the API reads the
 The public gets the level and the percentage in the public steps, as for the live numbers;
 an operator (or `--public_precision exact`) gets the loads and their p10-p90 too.
 
-Today, for a trip a train is running now, an operator gets at the stops still to come the
-same-day forecast (occupancy.forecast.same_day: the day-ahead forecast corrected by the count
-on board), marked `same_day`, without p10-p90, which the correction does not give. The public
-keeps the day-ahead forecast: corrected from its coarse sample it was worse than uncorrected.
+Today, for a trip a train is out on now (api/trip_updates.running_trips), an operator gets at
+the stops still to come the same-day forecast (occupancy.forecast.same_day: the day-ahead
+forecast corrected by the count on board, while it is fresh), marked `same_day`, without
+p10-p90, which the correction does not give. The public keeps the day-ahead forecast:
+corrected from its coarse sample it was worse than uncorrected.
 """
 
 import datetime

@@ -5,11 +5,11 @@ it; docs/forecast.md, "Same day").
     GET /siri/2.1/estimated-timetable.xml
 
 The same trains and loads as the TripUpdates feed (api/trip_updates.py): one
-EstimatedVehicleJourney per train on a scheduled trip now that has a forecast and a
-capacity (its doors counting lately or not), identified as SIRI's FramedVehicleJourneyRef
-(the GTFS service date and trip_id), LineRef the GTFS route_id, DirectionRef its direction_id
-("unknown" where the schedule has none), VehicleRef the train. One EstimatedCall per stop
-still to come, in the trip's order:
+EstimatedVehicleJourney per train out on a scheduled trip now that has a forecast and a
+capacity (api/trip_updates.running_trips: one train per run), identified as SIRI's
+FramedVehicleJourneyRef (the GTFS service date and trip_id), LineRef the GTFS route_id,
+DirectionRef its direction_id ("unknown" where the schedule has none), VehicleRef the train.
+One EstimatedCall per stop still to come, in the trip's order:
 
   StopPointRef                the GTFS stop_id
   Order                       the stop's place among all the trip's stops, from 1 (GTFS

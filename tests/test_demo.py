@@ -208,25 +208,25 @@ def forecast_is_served(url, served):
     assert leaving == {"ic1832", "ic1840", "s3"}, board  # the three routes through Zurich
     assert board["departures"][0]["occupancy_status"] != "NO_DATA_AVAILABLE", board
 
-    # The same load ahead as SIRI-ET, each journey the trip its train is on, read just before or
-    # just after it (a train may begin its next trip between two reads).
+    # The same load ahead as SIRI-ET, once the trains count (a train never seen is not taken to
+    # be out on its trip), each journey the trip its train is on, read just before or just after
+    # it (a train may begin its next trip between two reads).
     def trips():
         trains = httpx.get(f"{url}/v1/trains", timeout=30).json()["trains"]
         return {t["train_id"]: (t.get("trip") or {}).get("trip_id") for t in trains}
 
-    before = trips()
-    root = ElementTree.fromstring(httpx.get(f"{url}/siri/2.1/estimated-timetable.xml", timeout=30).content)
-    after = trips()
-    ns = {"siri": "http://www.siri.org.uk/siri"}
-    journeys = [
-        (j.findtext("siri:VehicleRef", namespaces=ns), j.findtext(".//siri:DatedVehicleJourneyRef", namespaces=ns))
-        for j in root.iterfind(".//siri:EstimatedVehicleJourney", ns)
-    ]
-    assert journeys and all(trip in (before.get(train), after.get(train)) for train, trip in journeys), (
-        journeys,
-        before,
-        after,
-    )
+    def journeys():
+        before = trips()
+        root = ElementTree.fromstring(httpx.get(f"{url}/siri/2.1/estimated-timetable.xml", timeout=30).content)
+        ns = {"siri": "http://www.siri.org.uk/siri"}
+        found = [
+            (j.findtext("siri:VehicleRef", namespaces=ns), j.findtext(".//siri:DatedVehicleJourneyRef", namespaces=ns))
+            for j in root.iterfind(".//siri:EstimatedVehicleJourney", ns)
+        ]
+        return found and (found, before, trips())
+
+    found, before, after = stack.wait_for(journeys, 90, what="SIRI-ET's journeys")
+    assert all(trip in (before.get(train), after.get(train)) for train, trip in found), (found, before, after)
 
 
 REPLAYED = {"realtime": "realtime_replay", "history": "history_replay", "trips": "trips_replay"}

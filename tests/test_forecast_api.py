@@ -160,11 +160,12 @@ def test_a_forecast_document_is_read_once_a_minute_and_a_missing_one_is_not_kept
         assert levels() == (200, ["FEW_SEATS_AVAILABLE", "FEW_SEATS_AVAILABLE"])
 
 
-def test_a_train_whose_doors_are_silent_keeps_its_trips_forecast_in_the_feeds(
+def test_a_train_out_on_its_trip_keeps_its_forecast_in_the_feeds_while_its_doors_are_quiet(
     forecast_api, made_at, firestore_client, tokens
 ):
-    """The feeds' load ahead is a forecast: a train on its trip keeps it while its doors have not
-    counted yet (a train just out of the depot) or have gone quiet; its old count corrects nothing."""
+    """The feeds' load ahead is a forecast: a train out on its trip keeps it while its doors have
+    gone quiet, its old count correcting nothing; a train never seen, or last seen before the
+    run began, is in the depot whatever its number; of two trains on one run, the one counting."""
     from google.transit import gtfs_realtime_pb2 as pb
 
     from adapters import registry
@@ -176,32 +177,44 @@ def test_a_train_whose_doors_are_silent_keeps_its_trips_forecast_in_the_feeds(
     ns = {"siri": "http://www.siri.org.uk/siri"}
     with httpx.Client(base_url=forecast_api, timeout=30) as http:
 
-        def levels(headers):
+        def feeds(headers):
+            """(vehicle, levels) of now-8888 in TripUpdates, and [(vehicle, level)] in SIRI-ET."""
             feed = pb.FeedMessage.FromString(http.get("/gtfs-rt/trip-updates.pb", headers=headers).content)
-            [update] = [e.trip_update for e in feed.entity if e.trip_update.trip.trip_id == "now-8888"] or [None]
+            updates = [e.trip_update for e in feed.entity if e.trip_update.trip.trip_id == "now-8888"]
             root = ElementTree.fromstring(http.get("/siri/2.1/estimated-timetable.xml", headers=headers).content)
             journeys = [
                 j
                 for j in root.iterfind(".//siri:EstimatedVehicleJourney", ns)
                 if j.findtext(".//siri:DatedVehicleJourneyRef", namespaces=ns) == "now-8888"
             ]
+            status = pb.VehiclePosition.OccupancyStatus.Name
             return (
-                update
-                and [
-                    pb.VehiclePosition.OccupancyStatus.Name(s.departure_occupancy_status)
-                    for s in update.stop_time_update
+                [(u.vehicle.id, [status(s.departure_occupancy_status) for s in u.stop_time_update]) for u in updates],
+                [
+                    (j.findtext("siri:VehicleRef", namespaces=ns), j.findtext(".//siri:OccupancyLevel", namespaces=ns))
+                    for j in journeys
                 ],
-                [j.findtext(".//siri:OccupancyLevel", namespaces=ns) for j in journeys],
             )
 
-        # No count yet: the day-ahead level at Chur (160 of 300), for the public and operators.
-        for headers in ({}, tokens["operator"]):
-            assert levels(headers) == (["STANDING_ROOM_ONLY"], ["standingRoomOnly"])
-        # Its doors last counted 10 minutes ago (stale, past 90 s), 290 on board then: not a
-        # correction to the day-ahead forecast, which would make Chur's level crushed.
+        def both(expected):
+            return all(feeds(headers) == expected for headers in ({}, tokens["operator"]))
+
+        # Never seen: in the depot, for all its number says.
+        assert both(([], []))
+        # Seen 10 minutes ago, within the run (it began an hour ago), quiet since (stale past
+        # 90 s) with 290 on board then: out on its trip, the day-ahead level at Chur (160 of
+        # 300); the old count is no correction, which would make it crushed.
         write_realtime(firestore_client, "t8888", 290, 300, {"d1": (3, ago(600))})
-        assert stack.wait_for(
-            lambda: http.get("/v1/trains/t8888", headers=tokens["operator"]).json().get("status") == "stale", 30
-        )
-        for headers in ({}, tokens["operator"]):
-            assert levels(headers) == (["STANDING_ROOM_ONLY"], ["standingRoomOnly"])
+        day_ahead = ([("t8888", ["STANDING_ROOM_ONLY"])], [("t8888", "standingRoomOnly")])
+        assert stack.wait_for(lambda: both(day_ahead), 30, what="t8888 in the feeds")
+        # Last seen two hours ago, before its run began: in the depot.
+        write_realtime(firestore_client, "t8888", 290, 300, {"d1": (3, ago(7200))})
+        assert stack.wait_for(lambda: both(([], [])), 30, what="t8888 out of the feeds")
+        # Back within the run, and a second train given the same number, counting now: one
+        # update for the run, the counting train's (the public's level the day-ahead one).
+        write_realtime(firestore_client, "t8888", 290, 300, {"d1": (4, ago(600))})
+        registry.set_train(firestore_client, "trains", "t8888b", 300, "IC 8888 (spare)", train_number="8888")
+        write_realtime(firestore_client, "t8888b", 20, 300, {"d2": (1, ago(2))})
+        spare = ([("t8888b", ["STANDING_ROOM_ONLY"])], [("t8888b", "standingRoomOnly")])
+        assert stack.wait_for(lambda: feeds({}) == spare, 30, what="the spare alone in the feeds")
+        assert http.get("/v1/trips/now-8888/forecast", headers=tokens["operator"]).json()["train_id"] == "t8888b"
