@@ -1,9 +1,11 @@
 """TIDES tables read from BigQuery with the Storage Read API (the forecast job's
 `--tides_bigquery`; docs/forecast.md, "Reading the history").
 
-* `open_session(client, billing_project, dataset, table, columns)`: a read session of the
-  table's `columns` in Arrow: (its schema, as bytes, and its streams' names). BigQuery splits
-  the table into up to `max_streams` streams, each read on its own (a worker each).
+* `open_session(client, billing_project, dataset, table, columns, before, snapshot)`: a read
+  session of the table's `columns` in Arrow, of the rows before a service date (BigQuery skips
+  the later day partitions), as the table stood at `snapshot` (the same moment for every table
+  a job reads): (its schema, as bytes, and its streams' names). BigQuery splits the rows into
+  up to `max_streams` streams, each read on its own (a worker each).
 * `rows_of_stream(client, stream, schema)`: (row number in the stream, the row as a dict of
   Python values: DATE a date, TIMESTAMP an aware datetime in UTC, INT64 an int). The client
   library resumes a stream cut on the way at the last row it received, so no row is read
@@ -14,8 +16,9 @@ credentials (the tests' tests/bigquery_read_server.py), as BIGQUERY_WRITE_EMULAT
 for the writes.
 """
 
+import datetime
 import os
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 EMULATOR_ENV = "BIGQUERY_READ_EMULATOR_HOST"
 # Streams asked of BigQuery per table (it may give fewer): enough for the workers of a job.
@@ -44,23 +47,40 @@ def table_path(dataset: str, table: str) -> str:
     return f"projects/{project}/datasets/{name}/tables/{table}"
 
 
+def before_restriction(day: datetime.date) -> str:
+    """The row restriction of the rows whose service_date is before `day` (the Storage Read
+    API's SQL filter: a column compared with a CAST literal)."""
+    return f"service_date < CAST('{day.isoformat()}' AS DATE)"
+
+
 def open_session(
-    client, billing_project: str, dataset: str, table: str, columns: Sequence[str], max_streams: int = MAX_STREAMS
+    client,
+    billing_project: str,
+    dataset: str,
+    table: str,
+    columns: Sequence[str],
+    before: Optional[datetime.date] = None,
+    snapshot: Optional[datetime.datetime] = None,
+    max_streams: int = MAX_STREAMS,
 ) -> Tuple[bytes, List[str]]:
     """(the Arrow schema, serialized; the names of the session's streams) of a read of `columns`
-    of `table` in `dataset`, billed to `billing_project`. Raises google.api_core's errors:
-    NotFound (no such table), InvalidArgument (a column the table does not have),
-    PermissionDenied."""
+    of `table` in `dataset`, billed to `billing_project`: the rows whose service_date is before
+    `before` (None: all), as the table stood at `snapshot` (timezone-aware; None: now). Raises
+    google.api_core's errors: NotFound (no such table), InvalidArgument (a column the table
+    does not have), PermissionDenied."""
     from google.cloud.bigquery_storage_v1 import types
 
-    session = client.create_read_session(
-        parent=f"projects/{billing_project}",
-        read_session=types.ReadSession(
-            table=table_path(dataset, table),
-            data_format=types.DataFormat.ARROW,
-            read_options=types.ReadSession.TableReadOptions(selected_fields=list(columns)),
+    session = types.ReadSession(
+        table=table_path(dataset, table),
+        data_format=types.DataFormat.ARROW,
+        read_options=types.ReadSession.TableReadOptions(
+            selected_fields=list(columns), row_restriction=before_restriction(before) if before else ""
         ),
-        max_stream_count=max_streams,
+    )
+    if snapshot is not None:
+        session.table_modifiers = types.ReadSession.TableModifiers(snapshot_time=snapshot)
+    session = client.create_read_session(
+        parent=f"projects/{billing_project}", read_session=session, max_stream_count=max_streams
     )
     return session.arrow_schema.serialized_schema, [stream.name for stream in session.streams]
 

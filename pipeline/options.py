@@ -160,7 +160,8 @@ class OccupancyOptions(PipelineOptions):
             default="",
             help="The BigQuery dataset, PROJECT.DATASET, whose stop_visits, passenger_events and trips_performed "
             "tables the job writes the TIDES rows to, exactly once (Storage Write API; make the "
-            "tables with python -m adapters.tides_bigquery create). Empty: not written.",
+            "tables with python -m adapters.tides_bigquery create). Empty: not written. The forecast job "
+            "(python -m pipeline.forecast) reads its history from the same tables.",
         )
         tides.add_argument(
             "--gtfs_static",

@@ -5,7 +5,10 @@ so the job's client speaks to it as to BigQuery, and keeps what BigQuery documen
 here from the API's reference rather than from the code under test:
 
 * CreateReadSession: a table that does not exist is NOT_FOUND; a selected field the table
-  does not have is INVALID_ARGUMENT; only the ARROW format is served. The rows are split into
+  does not have is INVALID_ARGUMENT; only the ARROW format is served. Of the row restrictions
+  (the API's SQL filter) this server takes one form, `<column> < CAST('<YYYY-MM-DD>' AS DATE)`
+  (a NULL is not before anything, as in SQL); another is INVALID_ARGUMENT. `sessions` keeps
+  each request's (parent, table, row restriction, table_modifiers.snapshot_time or None). The rows are split into
   at most `max_stream_count` streams (2 here at most, so that a read of several streams is
   tested), each named `<session>/streams/<n>`; the session carries the Arrow schema, in which
   DATE is date32, TIMESTAMP timestamp[us, UTC], INT64 int64, FLOAT64 double, BOOL bool,
@@ -18,7 +21,9 @@ here from the API's reference rather than from the code under test:
 `calls` counts the calls of each method; `rows_sent` the rows sent in all.
 """
 
+import datetime
 import itertools
+import re
 import threading
 from concurrent import futures
 from typing import Dict, List
@@ -44,6 +49,7 @@ class BigQueryReadServer:
     def __init__(self):
         self.tables: Dict[str, tuple] = {}  # table path -> (columns ({name, type, mode}), rows)
         self.streams: Dict[str, tuple] = {}  # stream name -> (Arrow schema, rows)
+        self.sessions: List[tuple] = []
         self.cut_streams = 0
         self.calls: Dict[str, int] = {}
         self.rows_sent = 0
@@ -87,6 +93,15 @@ class BigQueryReadServer:
         if session.data_format != types.DataFormat.ARROW:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "this server reads ARROW only")
         columns, rows = self.tables[session.table]
+        restriction = session.read_options.row_restriction
+        snapshot = session.table_modifiers.snapshot_time if "table_modifiers" in session else None
+        self.sessions.append((request.parent, session.table, restriction, snapshot))
+        if restriction:
+            before = re.fullmatch(r"(\w+) < CAST\('(\d{4}-\d{2}-\d{2})' AS DATE\)", restriction)
+            if before is None:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"row restriction not served here: {restriction}")
+            column, day = before.group(1), datetime.date.fromisoformat(before.group(2))
+            rows = [row for row in rows if row.get(column) is not None and row[column] < day]
         by_name = {c["name"]: c for c in columns}
         selected = list(session.read_options.selected_fields) or list(by_name)
         unknown = [name for name in selected if name not in by_name]

@@ -53,6 +53,25 @@ def test_observations_join_visits_to_their_scheduled_trip_and_name_the_rows_they
     ]
 
 
+def test_a_visit_given_twice_counts_once_and_a_second_visit_of_a_stop_stays():
+    """A replay appended to a BigQuery table gives each visit again: one observation of it (the
+    higher load of two that differ, whichever came first); a train at one stop twice in a trip
+    (two trip_stop_sequences) is two visits."""
+    trips = [{"service_date": DAY, "trip_id_performed": f"{DAY}:r1:t1", "trip_id_scheduled": "r1", "vehicle_id": "t1"}]
+    first, again = visit(DAY, f"{DAY}:r1:t1", 1, 5), visit(DAY, f"{DAY}:r1:t1", 2, 7)
+    loop = {**visit(DAY, f"{DAY}:r1:t1", 2, 9), "trip_stop_sequence": 3}
+    for visits in (
+        [first, again, first, again, loop],
+        [again, {**again, "departure_load": 8}],
+        [{**again, "departure_load": 8}, again],
+    ):
+        found, problems = history.observations(visits, trips)
+        assert problems == []
+        assert sorted((o.stop_sequence, o.load) for o in found) == (
+            [(1, 5), (2, 7), (2, 9)] if len(visits) == 5 else [(2, 8)]
+        ), visits
+
+
 def test_slots_are_the_trips_the_calendar_runs_each_day_a_holiday_the_service_it_names():
     feed = schedule.Schedule(schedule_feed.WITH_STOPS)
     christmas = datetime.date(2026, 12, 25)  # a Friday: the weekday service removed
@@ -302,14 +321,18 @@ def test_the_forecast_options_leave_every_other_job_parsing_as_before():
     assert forecast.start_date() == datetime.datetime.now(datetime.timezone.utc).date() + datetime.timedelta(days=1)
     with pytest.raises(ValueError, match="--tides_input"):
         forecast.validate_forecast()
-    # One source of history: files under a root, BigQuery, or both tables' files.
+    # The history in files (under a root, a table's patterns instead of the root's) or in BigQuery.
     base = ["--gtfs_static=feed.zip", "--forecast_output=out"]
-    for sources in (
-        ["--tides_input=h", "--tides_bigquery=p.tides"],
-        ["--tides_bigquery=p.tides", "--stop_visits=a.csv", "--trips_performed=b.csv"],
-        ["--stop_visits=a.csv"],
+    for sources, refused in (
+        (["--tides_input=h", "--tides_bigquery=p.tides"], "not both"),
+        (["--tides_bigquery=p.tides", "--stop_visits=a.csv"], "not both"),
+        (["--stop_visits=a.csv"], "give --tides_input"),
     ):
-        with pytest.raises(ValueError, match="give one of"):
+        with pytest.raises(ValueError, match=refused):
             PipelineOptions(base + sources).view_as(ForecastOptions).validate_forecast()
-    for sources in (["--tides_bigquery=p.tides"], ["--stop_visits=a.csv", "--trips_performed=b.csv"]):
+    for sources in (
+        ["--tides_bigquery=p.tides"],
+        ["--stop_visits=a.csv", "--trips_performed=b.csv"],
+        ["--tides_input=h", "--stop_visits=a.csv"],
+    ):
         PipelineOptions(base + sources).view_as(ForecastOptions).validate_forecast()

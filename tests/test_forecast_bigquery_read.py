@@ -64,7 +64,8 @@ def test_a_row_that_breaks_tides_is_a_dead_letter_naming_its_stream_and_row(bigq
         dead = out[DEAD_LETTER] | beam.Map(
             lambda d: (d["attributes"]["bigquery_stream"].rsplit("/", 1)[1], d["attributes"]["where"], d["detail"])
         )
-        # Two streams, rows dealt alternately: row 2 is the first stream's row 1, row 5 the second's row 3.
+        # The server deals the rows to its two streams in turn: the table's 2nd row is stream 1's
+        # 1st, its 5th stream 0's 3rd.
         assert_that(
             dead | beam.Map(lambda d: (d[0], d[1], d[2].split(": ", 1)[1])),
             equal_to(
@@ -79,6 +80,31 @@ def test_a_row_that_breaks_tides_is_a_dead_letter_naming_its_stream_and_row(bigq
             ),
             label="Dead",
         )
+
+
+def test_only_the_rows_before_a_day_are_read_billed_to_the_project_named_and_an_empty_table_is_none(bigquery_read):
+    import datetime
+
+    rows = ridership.simulate(SCENARIO).stop_visits
+    day = SCENARIO.start + datetime.timedelta(days=3)
+    bigquery_read.load(tides_bigquery.table_resource("demo-occupancy", "tides", "stop_visits"), rows)
+    bigquery_read.load(tides_bigquery.table_resource("demo-occupancy", "tides", "trips_performed"), [])
+    snapshot = datetime.datetime(2026, 12, 8, 1, 2, 3, tzinfo=datetime.timezone.utc)
+    with TestPipeline(runner="BundleBasedDirectRunner") as p:
+        visits = p | "Visits" >> ReadTidesBigQuery("stop_visits", DATASET, "billing-project", day, snapshot)
+        trips = p | "Trips" >> ReadTidesBigQuery("trips_performed", DATASET, "billing-project", day, snapshot)
+        assert_that(
+            visits.rows | "Days" >> beam.Map(lambda r: r["service_date"]),
+            equal_to([r["service_date"] for r in rows if r["service_date"] < day]),
+            label="Before",
+        )
+        assert_that(trips.rows, equal_to([]), label="Empty")
+    assert 0 < bigquery_read.rows_sent < len(rows)
+    assert sorted(bigquery_read.sessions) == [
+        ("projects/billing-project", f"projects/demo-occupancy/datasets/tides/tables/{table}", restriction, snapshot)
+        for table in ("stop_visits", "trips_performed")
+        for restriction in [f"service_date < CAST('{day.isoformat()}' AS DATE)"]
+    ]
 
 
 def test_a_table_that_is_not_there_fails_the_read_with_bigquerys_reason(bigquery_read):

@@ -188,6 +188,11 @@ def test_the_forecast_job_reads_its_history_from_the_tides_tables_in_bigquery(bi
 
     rows = forecast("--tides_bigquery=demo-occupancy.tides", tmp_path / "from_bigquery")
     assert bigquery_read.rows_sent == len(simulated.stop_visits) + len(simulated.trips_performed)
+    # Billed to the dataset's project (no --project), the rows before the first day forecast, both
+    # tables as they stood at one moment.
+    (parent, _, restriction, snapshot), (*same, other) = bigquery_read.sessions
+    assert (parent, restriction) == ("projects/demo-occupancy", f"service_date < CAST('{START}' AS DATE)")
+    assert same[0] == parent and other == snapshot and snapshot is not None
     scheduled = {
         (s.service_date, s.trip_id, s.stop_sequence) for s in history.slots(schedule.Schedule(files), START, 2)
     }

@@ -54,7 +54,7 @@ class _TidesRows(beam.DoFn):
         self._refused = beam.metrics.Metrics.counter("forecast", f"{table}_rows_refused")
 
     def _dead(self, source: str, where: str, detail: str, row=None, origin: str = "file"):
-        """`source`: the file or table read; `origin`: what it is ("file", "bigquery_table")."""
+        """`source`: the file or stream read; `origin`: what it is ("file", "bigquery_stream")."""
         self._refused.inc()
         payload = json.dumps(row, default=str).encode("utf-8") if row is not None else b""
         return beam.pvalue.TaggedOutput(
@@ -117,8 +117,9 @@ class ReadTidesTable(beam.PTransform):
 class _OpenTidesSession(beam.DoFn):
     """A table's name -> (its Arrow schema, a stream name) for each stream of a read session."""
 
-    def __init__(self, dataset: str, billing_project: str):
+    def __init__(self, dataset: str, billing_project: str, before, snapshot):
         self._dataset, self._billing_project = dataset, billing_project
+        self._before, self._snapshot = before, snapshot
 
     def setup(self):
         self._client = tides_bigquery_read.read_client()
@@ -126,7 +127,7 @@ class _OpenTidesSession(beam.DoFn):
     def process(self, table: str):
         columns = [field.name for field in tides.FIELDS[table]]
         schema, streams = tides_bigquery_read.open_session(
-            self._client, self._billing_project, self._dataset, table, columns
+            self._client, self._billing_project, self._dataset, table, columns, self._before, self._snapshot
         )
         _LOGGER.info("Reading %s.%s in %d streams", self._dataset, table, len(streams))
         for stream in streams:
@@ -154,20 +155,23 @@ class ReadTidesStream(_TidesRows):
 class ReadTidesBigQuery(beam.PTransform):
     """PBegin -> {"rows", "dead_letter"}, as ReadTidesTable, of `table` in the BigQuery dataset
     `dataset` (PROJECT.DATASET), read with the Storage Read API (adapters.tides_bigquery_read)
-    billed to `billing_project`: a session per table, its streams read in parallel. A table
-    that cannot be read (not there, no permission, a column missing) fails the job, with
-    BigQuery's reason."""
+    billed to `billing_project`: a session per table, its streams read in parallel; the rows
+    whose service_date is before `before` (a date; None: all), as the table stood at
+    `snapshot` (an aware datetime; None: when the session opens). A table that cannot be read
+    (not there, no permission, a column missing) fails the job, with BigQuery's reason."""
 
-    def __init__(self, table: str, dataset: str, billing_project: str):
+    def __init__(self, table: str, dataset: str, billing_project: str, before=None, snapshot=None):
         super().__init__()
         self._table, self._dataset, self._billing_project = table, dataset, billing_project
+        self._before, self._snapshot = before, snapshot
 
     def expand(self, pbegin):
         label = tides.table_label(self._table)
         return (
             pbegin
             | f"Table{label}" >> beam.Create([self._table])
-            | f"Session{label}" >> beam.ParDo(_OpenTidesSession(self._dataset, self._billing_project))
+            | f"Session{label}"
+            >> beam.ParDo(_OpenTidesSession(self._dataset, self._billing_project, self._before, self._snapshot))
             | f"Spread{label}" >> beam.Reshuffle()
             | f"ReadStreams{label}"
             >> beam.ParDo(ReadTidesStream(self._table, f"ReadStreams{label}")).with_outputs(DEAD_LETTER, main="rows")

@@ -66,7 +66,9 @@ def observations(
 ) -> Tuple[List[Observation], List[Tuple[dict, str]]]:
     """(the observations, (row, why) of each row that cannot be one). A visit counts when its
     trip performed names a scheduled trip and it has a scheduled stop and a departure load;
-    a visit of an unscheduled trip or an added stop is no observation and no problem."""
+    a visit of an unscheduled trip or an added stop is no observation and no problem. A visit
+    given twice (the same day, trip performed, stop sequences and vehicle: a replay appended
+    to a BigQuery table again) counts once, the higher load if they differ."""
     scheduled: Dict[Tuple[datetime.date, str], str] = {}
     problems: List[Tuple[dict, str]] = []
     for row in trips_performed:
@@ -76,7 +78,7 @@ def observations(
             continue
         if row.get("trip_id_scheduled"):
             scheduled[(day, performed)] = str(row["trip_id_scheduled"])
-    out = []
+    out: Dict[tuple, Observation] = {}
     for row in stop_visits:
         day, performed = _date(row.get("service_date")), row.get("trip_id_performed")
         sequence, load = _int(row.get("scheduled_stop_sequence")), _int(row.get("departure_load"))
@@ -89,10 +91,11 @@ def observations(
         if load is None or not 0 <= load <= MAX_LOAD:
             problems.append((row, f"stop_visits: departure_load {row.get('departure_load')!r} is no count"))
             continue
-        out.append(
-            Observation(day, trip, sequence, str(row.get("stop_id") or ""), load, str(row.get("vehicle_id") or ""))
-        )
-    return out, problems
+        seen = Observation(day, trip, sequence, str(row.get("stop_id") or ""), load, str(row.get("vehicle_id") or ""))
+        key = (day, performed, _int(row.get("trip_stop_sequence")), sequence, seen.vehicle_id)
+        if key not in out or (load, seen.stop_id) > (out[key].load, out[key].stop_id):
+            out[key] = seen
+    return list(out.values()), problems
 
 
 def slots(schedule: Schedule, start: datetime.date, days: int, route_ids: Optional[set] = None) -> List[Slot]:

@@ -1,5 +1,6 @@
 """build_pipeline(p, options): the forecast job's steps, composed (never run here)."""
 
+import datetime
 import json
 
 import apache_beam as beam
@@ -18,12 +19,15 @@ def build_pipeline(p: beam.Pipeline, options: ForecastOptions):
     options.validate_forecast()
     start = options.start_date()
     read = {}
+    # Both tables as they stood at one moment (a minute ago: never ahead of BigQuery's clock), a
+    # trip's visits and its trip performed together.
+    snapshot = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1)
     for table in TABLES:
         label = f"Read{''.join(w.title() for w in table.split('_'))}"
         dataset = options.tides_bigquery()
         if dataset:
             billing = options.view_as(GoogleCloudOptions).project or dataset.rpartition(".")[0]
-            read[table] = p | label >> forecast_io.ReadTidesBigQuery(table, dataset, billing)
+            read[table] = p | label >> forecast_io.ReadTidesBigQuery(table, dataset, billing, start, snapshot)
         else:
             patterns = getattr(options, table) or forecast_io.patterns(options.tides_input, table)
             read[table] = p | label >> forecast_io.ReadTidesTable(table, patterns)

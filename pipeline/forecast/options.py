@@ -104,9 +104,14 @@ class ForecastOptions(PipelineOptions):
         return self.shared().firestore_project or self.view_as(GoogleCloudOptions).project
 
     def validate_forecast(self) -> None:
-        sources = [bool(self.tides_input), bool(self.tides_bigquery()), bool(self.stop_visits or self.trips_performed)]
-        if sources.count(True) != 1 or (sources[2] and not (self.stop_visits and self.trips_performed)):
-            raise ValueError("give one of --tides_input, --tides_bigquery, or both --stop_visits and --trips_performed")
+        files = self.tides_input or (self.stop_visits and self.trips_performed)
+        if self.tides_bigquery() and (self.tides_input or self.stop_visits or self.trips_performed):
+            raise ValueError(
+                "give the history in files (--tides_input, --stop_visits, --trips_performed) "
+                "or in BigQuery (--tides_bigquery), not both"
+            )
+        if not (files or self.tides_bigquery()):
+            raise ValueError("give --tides_input, or --tides_bigquery, or both --stop_visits and --trips_performed")
         if not self.shared().gtfs_static:
             raise ValueError("give --gtfs_static: the static feed the trips ran on and will run on")
         if not self.forecast_output:
