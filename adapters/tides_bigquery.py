@@ -14,6 +14,7 @@ API takes them, both made from `occupancy.tides.FIELDS` (docs/design.md, "TIDES 
 """
 
 import datetime
+import os
 from typing import Dict, Iterable, Iterator, List, Optional, TypeVar
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -21,6 +22,9 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from occupancy.tides import FIELDS, KEYS, table_label
 
 PARTITION = "service_date"
+# The variable naming a local server (host:port) each Storage API client speaks to instead of
+# BigQuery, without credentials: the tests' tests/bigquery_*_server.py.
+EMULATOR_ENV = {"read": "BIGQUERY_READ_EMULATOR_HOST", "write": "BIGQUERY_WRITE_EMULATOR_HOST"}
 _EPOCH_DAY = datetime.date(1970, 1, 1)
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 # TIDES (Frictionless) type -> BigQuery column type.
@@ -45,6 +49,22 @@ _PROTO_TYPES = {
 # A request to AppendRows may carry up to 10 MB; rows are sent in requests of at most this.
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 T = TypeVar("T")
+
+
+def storage_client(api: str):
+    """A client of the Storage `api`, "read" (BigQueryReadClient) or "write" (BigQueryWriteClient):
+    Application Default Credentials, or the server EMULATOR_ENV[api] names, without them."""
+    import grpc
+    from google.cloud import bigquery_storage_v1
+    from google.cloud.bigquery_storage_v1.services.big_query_read.transports import BigQueryReadGrpcTransport
+    from google.cloud.bigquery_storage_v1.services.big_query_write.transports import BigQueryWriteGrpcTransport
+
+    client, transport = {
+        "read": (bigquery_storage_v1.BigQueryReadClient, BigQueryReadGrpcTransport),
+        "write": (bigquery_storage_v1.BigQueryWriteClient, BigQueryWriteGrpcTransport),
+    }[api]
+    host = os.environ.get(EMULATOR_ENV[api])
+    return client(transport=transport(channel=grpc.insecure_channel(host))) if host else client()
 
 
 def table_resource(project: str, dataset: str, table: str) -> dict:

@@ -11,34 +11,15 @@
   library resumes a stream cut on the way at the last row it received, so no row is read
   twice or lost.
 
-`BIGQUERY_READ_EMULATOR_HOST=host:port` points the client at a local server without
-credentials (the tests' tests/bigquery_read_server.py), as BIGQUERY_WRITE_EMULATOR_HOST does
-for the writes.
+The client is adapters.tides_bigquery.storage_client("read"): BIGQUERY_READ_EMULATOR_HOST=
+host:port points it at a local server without credentials (tests/bigquery_read_server.py).
 """
 
 import datetime
-import os
 from typing import Iterator, List, Optional, Sequence, Tuple
 
-EMULATOR_ENV = "BIGQUERY_READ_EMULATOR_HOST"
 # Streams asked of BigQuery per table (it may give fewer): enough for the workers of a job.
 MAX_STREAMS = 16
-
-
-def read_client():
-    """A BigQueryReadClient: Application Default Credentials, or the server named by
-    BIGQUERY_READ_EMULATOR_HOST without them."""
-    from google.cloud import bigquery_storage_v1
-
-    host = os.environ.get(EMULATOR_ENV)
-    if not host:
-        return bigquery_storage_v1.BigQueryReadClient()
-    import grpc
-    from google.cloud.bigquery_storage_v1.services.big_query_read.transports import BigQueryReadGrpcTransport
-
-    return bigquery_storage_v1.BigQueryReadClient(
-        transport=BigQueryReadGrpcTransport(channel=grpc.insecure_channel(host))
-    )
 
 
 def table_path(dataset: str, table: str) -> str:

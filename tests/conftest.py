@@ -69,13 +69,13 @@ def bigquery(monkeypatch):
     """A local BigQuery Storage Write API server (tests/bigquery_write_server.py) with the TIDES
     tables of dataset demo-occupancy.tides, and the job's client pointed at it."""
     from adapters import tides_bigquery
+    from adapters.tides_bigquery import EMULATOR_ENV
     from tests.bigquery_write_server import BigQueryWriteServer
-    from transforms.tides_bigquery_sink import EMULATOR_ENV
 
     server = BigQueryWriteServer().start()
     for resource in tides_bigquery.table_resources("demo-occupancy", "tides").values():
         server.create_table(resource)
-    monkeypatch.setenv(EMULATOR_ENV, server.host)
+    monkeypatch.setenv(EMULATOR_ENV["write"], server.host)
     yield server
     server.stop()
 
@@ -84,11 +84,11 @@ def bigquery(monkeypatch):
 def bigquery_read(monkeypatch):
     """A local BigQuery Storage Read API server (tests/bigquery_read_server.py), no tables yet
     (`load` makes one), and the job's read client pointed at it."""
-    from adapters.tides_bigquery_read import EMULATOR_ENV
+    from adapters.tides_bigquery import EMULATOR_ENV
     from tests.bigquery_read_server import BigQueryReadServer
 
     server = BigQueryReadServer().start()
-    monkeypatch.setenv(EMULATOR_ENV, server.host)
+    monkeypatch.setenv(EMULATOR_ENV["read"], server.host)
     yield server
     server.stop()
 

@@ -31,6 +31,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from adapters import tides_bigquery_read, tides_files, tides_parquet
 from adapters.store import RetryPolicy, commit_documents, make_client
+from adapters.tides_bigquery import storage_client
 from occupancy import dead_letters, tides, tides_read
 from occupancy.forecast import rows as forecast_rows
 
@@ -122,7 +123,7 @@ class _OpenTidesSession(beam.DoFn):
         self._before, self._snapshot = before, snapshot
 
     def setup(self):
-        self._client = tides_bigquery_read.read_client()
+        self._client = storage_client("read")
 
     def process(self, table: str):
         columns = [field.name for field in tides.FIELDS[table]]
@@ -139,7 +140,7 @@ class ReadTidesStream(_TidesRows):
     row that breaks the table's types, naming the table, the stream and the row."""
 
     def setup(self):
-        self._client = tides_bigquery_read.read_client()
+        self._client = storage_client("read")
 
     def process(self, element):
         schema, stream = element

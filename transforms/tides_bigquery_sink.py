@@ -28,13 +28,12 @@ Retry or dead letter, decided here (`BIGQUERY_TRANSIENT`, `adapters.store.PERMAN
   list names is not taken for a reason to drop rows;
 * a row that cannot be encoded as the table's columns is a dead letter before any call.
 
-`BIGQUERY_WRITE_EMULATOR_HOST=host:port` points the client at a local server without
-credentials (the tests' own: tests/bigquery_write_server.py).
+The client is adapters.tides_bigquery.storage_client("write"): BIGQUERY_WRITE_EMULATOR_HOST=
+host:port points it at a local server without credentials (tests/bigquery_write_server.py).
 """
 
 import json
 import logging
-import os
 from typing import List, Tuple
 
 import apache_beam as beam
@@ -42,12 +41,11 @@ from apache_beam.transforms import window
 from google.api_core import exceptions as gexc
 
 from adapters.store import PERMANENT, TRANSIENT, RetryPolicy
-from adapters.tides_bigquery import RowEncoder, batches
+from adapters.tides_bigquery import RowEncoder, batches, storage_client
 from occupancy import dead_letters, tides, wire
 from transforms.tides_sink import panes_by_service_date
 
 _LOGGER = logging.getLogger(__name__)
-EMULATOR_ENV = "BIGQUERY_WRITE_EMULATOR_HOST"
 DEAD_LETTER = "dead_letter"
 # google.rpc.Code of an AppendRowsResponse's `error`: the offset was written before.
 _ALREADY_EXISTS = 6
@@ -55,22 +53,6 @@ _ALREADY_EXISTS = 6
 # call): its defaults retry for up to 10-20 minutes inside one call; RetryPolicy bounds them.
 CALL_TIMEOUT_S = 30.0
 BIGQUERY_TRANSIENT = TRANSIENT + (gexc.Unknown, gexc.Cancelled)
-
-
-def write_client():
-    """A BigQueryWriteClient: Application Default Credentials, or the server named by
-    BIGQUERY_WRITE_EMULATOR_HOST without them."""
-    from google.cloud import bigquery_storage_v1
-
-    host = os.environ.get(EMULATOR_ENV)
-    if not host:
-        return bigquery_storage_v1.BigQueryWriteClient()
-    import grpc
-    from google.cloud.bigquery_storage_v1.services.big_query_write.transports import BigQueryWriteGrpcTransport
-
-    return bigquery_storage_v1.BigQueryWriteClient(
-        transport=BigQueryWriteGrpcTransport(channel=grpc.insecure_channel(host))
-    )
 
 
 class Refused(Exception):
@@ -112,7 +94,7 @@ class AppendPane(beam.DoFn):
         self._refused = beam.metrics.Metrics.counter("tides", f"{table}_bigquery_rows_refused")
 
     def setup(self):
-        self._client = write_client()
+        self._client = storage_client("write")
         self._encoder = RowEncoder(self._table)
 
     def process(self, element):
@@ -232,7 +214,7 @@ class CommitStreams(beam.DoFn):
         self._refused = beam.metrics.Metrics.counter("tides", f"{table}_bigquery_rows_refused")
 
     def setup(self):
-        self._client = write_client()
+        self._client = storage_client("write")
 
     def process(self, element):
         from google.cloud.bigquery_storage_v1 import types
