@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from adapters import fleet_views
 from adapters.store import count_ops
-from api import ids, public
+from api import ids, public, public_history
 from api.auth import READ_RESPONSES, allow_read
 from api.deps import ClientDep, SettingsDep, read_fleet, trip_for
 from api.models import DeviceSeen, HistoryItem, HistoryPage, RequestTime, TrainDetail, TrainList, utc_in_range
@@ -21,8 +21,6 @@ router = APIRouter(
     prefix="/v1/trains", tags=["occupancy"], dependencies=[Depends(allow_read)], responses=READ_RESPONSES
 )
 MAX_PAGE = 1000
-# Buckets one public history page reads at most.
-MAX_PUBLIC_READ = 5 * MAX_PAGE
 
 
 def trip_out(run, source) -> Optional[dict]:
@@ -137,37 +135,18 @@ def _public_history(request: Request, train_id: str, start, end, limit: int, aft
 def _read_public_history(request, train_id, since, until, limit, hold_at, capacity, now) -> Response:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    settings = services_of(request).settings
-    collection = services_of(request).client.collection(settings.history_collection)
+    services = services_of(request)
+    settings = services.settings
+    collection = services.client.collection(settings.history_collection)
     query = collection.where(filter=FieldFilter("train", "==", train_id))
     if since is not None:
         query = query.where(filter=FieldFilter("timestamp", ">=", since))
     if until is not None:
         query = query.where(filter=FieldFilter("timestamp", "<", until))
-    query = query.order_by("timestamp").order_by("__name__")
-    buckets, exhausted = [], False  # (timestamp, value, id)
-    while not exhausted and len(buckets) < MAX_PUBLIC_READ:
-        chunk = query
-        if buckets:
-            chunk = query.start_after({"timestamp": buckets[-1][0], "__name__": collection.document(buckets[-1][2])})
-        docs = list(chunk.limit(MAX_PAGE).stream(timeout=settings.firestore_timeout_s))
-        count_ops(reads=max(1, len(docs)))
-        exhausted = len(docs) < MAX_PAGE
-        for doc in docs:
-            data = doc.to_dict()
-            buckets.append((fleet.as_utc(data["timestamp"]), int(data.get("value") or 0), doc.id))
-        samples = privacy.public_history(
-            ((t, v) for t, v, _ in buckets), hold_at, capacity, services_of(request).privacy_policy, now
-        )
-        if not exhausted:  # a hold ends for certain only once a later bucket is read
-            samples = [s for s in samples if s.hold.end <= buckets[-1][0]]
-        if len(samples) > limit:
-            break
-    page = samples[:limit]
-    more = len(samples) > limit or not exhausted
+    page, more = public_history.read_samples(
+        query, settings.firestore_timeout_s, limit, hold_at, capacity, services.privacy_policy, now
+    )
     next_cursor = _encode_cursor(page[-1].at, "hold") if more and page else None
-    if more and not page:  # one hold longer than MAX_PUBLIC_READ buckets: go on after them
-        next_cursor = _encode_cursor(buckets[-1][0], "hold")
     items = [HistoryItem(timestamp=s.at, bucket_start=s.hold.start, value=s.value) for s in page]
     body = HistoryPage(items=items, next_cursor=next_cursor).model_dump_json()
     return Response(body.encode("utf-8"), media_type="application/json")

@@ -257,6 +257,85 @@ def test_the_public_history_is_one_sample_per_hold_at_its_end_read_once_for_ever
         assert history_reads <= len(exact) + 1, history_reads
 
 
+def test_a_public_history_page_costs_a_bounded_read_and_a_hold_of_thousands_of_buckets_is_one_sample(
+    coarse_api, firestore_client
+):
+    """A day's hold (--privacy_window_s=86400) holding 5,200 buckets, and the days around it a
+    bucket each: each page reads at most its budget, however many buckets a hold holds, and the
+    walk through the pages ends, with one sample per day at its end."""
+    base_url, ops = coarse_api
+    registry.set_train(firestore_client, "trains", "t8", 300, "IC 8")
+    midnight = datetime.datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    busy, quiet = midnight - datetime.timedelta(days=3), midnight - datetime.timedelta(days=2)
+    buckets = [(busy - datetime.timedelta(days=1, hours=-9), 30)]  # the day before: one bucket
+    buckets += [(busy + datetime.timedelta(seconds=5 * k), 100 + k % 7) for k in range(5200)]
+    buckets += [(quiet + datetime.timedelta(hours=9), 200)]
+    batch = firestore_client.batch()
+    for n, (moment, value) in enumerate(buckets):
+        doc = firestore_client.collection("history").document(f"t8h{n:05d}")
+        batch.set(doc, {"train": "t8", "timestamp": moment, "bucket_start": moment, "value": value, "boarded": 0})
+        if n % 500 == 499:
+            batch.commit()
+            batch = firestore_client.batch()
+    batch.commit()
+    path, walked, cursor, pages = "/v1/trains/t8/history", [], None, 0
+    with httpx.Client(base_url=base_url, timeout=60) as http:
+        while pages < 20:
+            before = reads_counted(ops)
+            page = http.get(path, params={"limit": 500, **({"cursor": cursor} if cursor else {})}).json()
+            assert reads_counted(ops) - before <= 1_200, pages  # the page's budget, and the fleet's read
+            walked, cursor, pages = walked + page["items"], page["next_cursor"], pages + 1
+            if not cursor:
+                break
+    # The last bucket of the busy day is 100 + 5199 % 7 = 105 people: 120 in the public's steps.
+    assert [(parse_time(i["timestamp"]), i["value"]) for i in walked] == [
+        (busy, 30),
+        (busy + datetime.timedelta(days=1), 120),
+        (quiet + datetime.timedelta(days=1), 210),
+    ], pages
+
+
+def test_pages_read_within_their_budget_give_together_the_samples_of_every_bucket(firestore_client, monkeypatch):
+    """api.public_history with a chunk of 3 buckets and a budget of 10 reads: 40 holds of a
+    minute, 0 to 7 buckets each; the pages, each asked from its cursor's hold on as the API asks,
+    give the samples occupancy.privacy.public_history makes of all the buckets at once."""
+    import random
+
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    from api import public_history
+
+    monkeypatch.setattr(public_history, "CHUNK", 3)
+    monkeypatch.setattr(public_history, "READ_BUDGET", 10)
+    policy = privacy.Policy(seed=b"s" * 16, window_s=60)
+    start = datetime.datetime(2026, 12, 1, 8, tzinfo=UTC)
+    rng, buckets = random.Random(4), []
+    for hold in range(40):
+        seconds = sorted(rng.sample(range(60), rng.choice((0, 1, 2, 3, 5, 7))))
+        buckets += [(start + datetime.timedelta(seconds=60 * hold + s), rng.randrange(300)) for s in seconds]
+    for n, (moment, value) in enumerate(buckets):
+        firestore_client.collection("history").document(f"b{n:03d}").set(
+            {"train": "t5", "timestamp": moment, "value": value}
+        )
+
+    def hold_at(at):
+        return privacy.hold_of(at, policy)
+
+    now = start + datetime.timedelta(hours=1)
+    expected = privacy.public_history(buckets, hold_at, 300, policy, now)
+    walked, since, pages = [], None, 0
+    while pages < 100:
+        query = firestore_client.collection("history").where(filter=FieldFilter("train", "==", "t5"))
+        if since is not None:
+            query = query.where(filter=FieldFilter("timestamp", ">=", since))
+        page, more = public_history.read_samples(query, 30, 6, hold_at, 300, policy, now)
+        walked, pages = walked + page, pages + 1
+        if not more:
+            break
+        since = hold_at(page[-1].at).start  # the cursor: the last sample's time, widened to its hold
+    assert walked == expected and len(expected) > 20 and pages > len(expected) / 6, pages
+
+
 def test_the_public_reads_are_coarse_and_operators_see_the_counts(coarse_api, firestore_client, tokens):
     registry.set_train(firestore_client, "trains", "t1", 300, "IC 1")
     registry.register_device(firestore_client, "devices", "d1", "t1", "car1-door1")
