@@ -2,12 +2,13 @@
 ended, at its end, of the value standing then (occupancy.privacy.public_history), read at a
 bounded cost whatever the holds hold.
 
-The buckets are read in time order, CHUNK at a time. A chunk that ends inside a hold is not
-read on to the hold's end: what the sample needs of the rest is the hold's last bucket, one
-more read (`timestamp` descending, the train + timestamp DESC index), and the next chunk starts
-at the hold's end. So a chunk costs at most CHUNK + 1 reads and ends at least one hold, and a
-page stops once it holds `limit` samples or has read READ_BUDGET buckets; its cursor is then its
-last sample's time, where the next page goes on.
+The buckets are read in time order, CHUNK at a time. A chunk that ends inside a hold (the one
+its last bucket is placed in, occupancy.privacy.placed_in_holds) is not read on to the hold's
+end: what the sample needs of the rest is the hold's last bucket, one more read (`timestamp`
+descending, the train + timestamp DESC index), and the next chunk starts at the hold's end.
+So a chunk costs at most CHUNK + 1 reads and ends at least one hold, and a page stops once it
+holds `limit` samples or has read READ_BUDGET buckets; its cursor is then its last sample's
+time, where the next page goes on.
 """
 
 import datetime
@@ -47,7 +48,7 @@ def read_samples(
         if len(docs) < CHUNK:
             exhausted = True
             break
-        hold = hold_at(buckets[-1][0])
+        hold = _last_hold(buckets, hold_at)
         last = (
             query.where(filter=FieldFilter("timestamp", "<", hold.end))
             .order_by("timestamp", direction=Query.DESCENDING)
@@ -69,6 +70,13 @@ def read_samples(
     if exhausted:
         samples = privacy.public_history(((t, v) for t, v, _ in buckets), hold_at, capacity, policy, now)
     return samples[:limit], len(samples) > limit or not exhausted
+
+
+def _last_hold(buckets: List[Bucket], hold_at) -> privacy.Hold:
+    """The hold the last of `buckets` is placed in, as public_history places it (holds may
+    overlap: not always hold_at's of that bucket alone)."""
+    *_, (hold, _) = privacy.placed_in_holds(((t, v) for t, v, _ in buckets), hold_at)
+    return hold
 
 
 def _bucket(doc) -> Bucket:

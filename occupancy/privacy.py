@@ -26,7 +26,7 @@ import datetime
 import hashlib
 import hmac
 import threading
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from occupancy import fleet
 from occupancy.levels import NO_DATA_AVAILABLE
@@ -224,6 +224,21 @@ class PublicSample(NamedTuple):
     value: int
 
 
+def placed_in_holds(
+    buckets: Iterable[Tuple[datetime.datetime, int]], hold_at: Callable[[datetime.datetime], Hold]
+) -> Iterator[Tuple[Hold, Tuple[datetime.datetime, int]]]:
+    """(the hold it is placed in, the bucket) of each of `buckets`, in time order: the hold of the
+    bucket before while the bucket lies within it (the same object), else `hold_at`'s (a new
+    one). Holds of the train's runs may overlap (a run's last departure holds on past the next
+    run's first window): a bucket goes with the hold it lies in, not with whichever `hold_at`
+    would give it alone."""
+    current = None
+    for bucket in buckets:
+        if current is None or not current.start <= bucket[0] < current.end:
+            current = hold_at(bucket[0])
+        yield current, bucket
+
+
 def public_history(
     buckets: Iterable[Tuple[datetime.datetime, int]],
     hold_at: Callable[[datetime.datetime], Hold],
@@ -248,13 +263,12 @@ def public_history(
     """
     out: List[PublicSample] = []
     current, standing = None, None
-    for timestamp, value in buckets:
-        if current is None or not current.start <= timestamp < current.end:
-            hold = hold_at(timestamp)
-            if current is not None and hold.key != current.key:
-                out.append(PublicSample(current, current.end, standing))
-            current = hold
-        standing = value
+    for hold, (_, value) in placed_in_holds(buckets, hold_at):
+        # A hold ends where the next begins; one not ended by now (a bucket dated ahead of the
+        # clock placed in the next) is not published.
+        if current is not None and hold is not current and hold.key != current.key and current.end <= now:
+            out.append(PublicSample(current, current.end, standing))
+        current, standing = hold, value
     if current is not None and current.end <= now:
         out.append(PublicSample(current, current.end, standing))
     coarse = [s._replace(value=coarse_history_value(s.value, capacity, policy)) for s in out]
