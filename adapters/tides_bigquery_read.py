@@ -1,5 +1,5 @@
 """TIDES tables read from BigQuery with the Storage Read API (the forecast job's
-`--tides_bigquery`; docs/forecast.md, "Reading the history").
+`--tides_bigquery`; docs/forecast.md, "The job").
 
 * `open_session(client, billing_project, dataset, table, columns, before, snapshot)`: a read
   session of the table's `columns` in Arrow, of the rows before a service date (BigQuery skips

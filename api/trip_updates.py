@@ -10,11 +10,12 @@ an operator; one train per run) that has a forecast (the forecast job's document
 and service date) and a capacity: the levels are a forecast, which a train whose doors went
 quiet still has. Each stop after the last one whose scheduled departure has passed gets a
 StopTimeUpdate with `departure_occupancy_status` (experimental in GTFS-RT), and
-`schedule_relationship NO_DATA` as the specification asks of an update without times. For an operator the level is the
-same-day forecast (occupancy.forecast.same_day): the day-ahead forecast corrected by the count
-on board now, while that count is fresh; for the public, and for a train whose doors are silent
-(no count yet, or stale), the day-ahead forecast (corrected from the public's coarse sample, it
-was worse than uncorrected).
+`schedule_relationship NO_DATA` as the specification asks of an update without times.
+
+For an operator the level is the same-day forecast (occupancy.forecast.same_day): the
+day-ahead forecast corrected by the count on board now, while that count is fresh; for the
+public, and for a train whose count is stale, the day-ahead forecast (corrected from the
+public's coarse sample, it was worse than uncorrected).
 """
 
 import datetime
