@@ -39,21 +39,30 @@ WITH_STOPS = {
 }
 
 
+ZONE = ZoneInfo("Europe/Zurich")
+
+
+def _day_begins(day: datetime.date) -> datetime.datetime:
+    """Where a service day's GTFS times count from: noon minus 12 h (not midnight, which differs
+    by an hour on the days clocks change)."""
+    noon = datetime.datetime.combine(day, datetime.time(12), tzinfo=ZONE)
+    return noon.astimezone(datetime.timezone.utc) - datetime.timedelta(hours=12)
+
+
 def service_day(moment: datetime.datetime) -> datetime.date:
-    """The service day the trips of `files_running_at(moment)` run on: the feed's date at `moment`
-    (a test that reads the clock again may be past midnight, where they still run on this one)."""
-    return moment.astimezone(ZoneInfo("Europe/Zurich")).date()
+    """The service day the trips of `files_running_at(moment)` run on: the latest whose times
+    have begun by `moment` (the feed's date, but the day before from 00:00 to 01:00 on the night
+    clocks go back, when the day's times begin at 01:00; a test that reads the clock again may
+    be past midnight, where they still run on this one)."""
+    day = moment.astimezone(ZONE).date()
+    return day if _day_begins(day) <= moment else day - datetime.timedelta(days=1)
 
 
 def files_running_at(moment: datetime.datetime) -> dict:
     """FILES plus two trips of an every-day service under way at `moment` (trains 7777 and
     8888) on its service_day, for tests against the running API, which attaches trips at the
     real time."""
-    # GTFS seconds of today's service day: from noon minus 12 h (not the wall clock, which differs
-    # by an hour on the nights clocks change).
-    zone = ZoneInfo("Europe/Zurich")
-    noon = datetime.datetime.combine(service_day(moment), datetime.time(12), tzinfo=zone)
-    now_s = int((moment - (noon.astimezone(datetime.timezone.utc) - datetime.timedelta(hours=12))).total_seconds())
+    now_s = int((moment - _day_begins(service_day(moment))).total_seconds())
     start, end = max(0, now_s - 3600), now_s + 3600
 
     def t(seconds):

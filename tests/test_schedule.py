@@ -144,3 +144,20 @@ def test_a_stop_time_of_a_feed_without_departure_takes_its_arrival():
         schedule.StopTime(2, "b", 8 * 3600 + 600, 8 * 3600 + 600, place=2),
         schedule.StopTime(4, "d", 8 * 3600 + 1800, 8 * 3600 + 1800, place=4),
     )
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["2027-10-30T22:05:00", "2027-10-30T22:40:00", "2027-03-27T23:30:00", "2026-12-07T23:10:00", "2026-12-08T12:00:00"],
+)
+def test_the_tests_feed_for_now_has_its_trips_under_way_on_the_nights_clocks_change(moment):
+    """tests/schedule_feed.files_running_at, which the API tests serve: at any moment, 00:00 to
+    01:00 on the night clocks go back included (the day's times begin at 01:00 then), each of its
+    trips is under way, from up to an hour before (not before its day's times begin) to an hour
+    after, on its service_day."""
+    at = datetime.datetime.fromisoformat(moment).replace(tzinfo=datetime.timezone.utc)
+    feed = schedule.Schedule(schedule_feed.files_running_at(at))
+    for number in ("7777", "8888"):
+        run = feed.current_run(number, at)
+        assert run is not None and run.service_date == schedule_feed.service_day(at), moment
+        assert run.starts_at <= at and run.ends_at == at + datetime.timedelta(hours=1), moment
