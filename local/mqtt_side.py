@@ -11,13 +11,16 @@ from typing import Dict, List, Optional
 from bridge.health import probe
 from local import stack
 from local.broker import Broker, BrokerError
-from local.emulators import free_port
+from local.emulators import free_port, port_free
 from occupancy import mqtt
 from registry import mqtt_commands
 
 _LOGGER = logging.getLogger(__name__)
 SYNC_EVERY_S = 5.0
 BRIDGE_START_S = 60.0
+# Health ports tried: a free port picked may be taken (by another process, or as the local end of
+# a connection) before the bridge binds it.
+PORT_ATTEMPTS = 3
 
 
 class MqttSide:
@@ -25,7 +28,7 @@ class MqttSide:
         self.broker = Broker(directory=directory)
         self.directory = directory
         self.bridge = None
-        self.health_port = free_port()
+        self.health_port: Optional[int] = None  # picked as the bridge starts
         self.secrets: Dict[str, str] = {}
         self._stop_sync = threading.Event()
         self._sync: Optional[threading.Thread] = None
@@ -59,10 +62,24 @@ class MqttSide:
             daemon=True,
         )
         self._sync.start()
+        for attempt in range(PORT_ATTEMPTS):
+            self._start_bridge(project, bridge_secret, topic, log_path)
+            if self.bridge.poll() is None:
+                return self
+            # Its health port taken between the pick and the bind: the bridge exited; try another.
+            # Any other exit is an error.
+            if port_free(self.health_port) or attempt == PORT_ATTEMPTS - 1:
+                raise BrokerError(f"the bridge exited with code {self.bridge.returncode} (log: {log_path})")
+            _LOGGER.warning("The bridge's health port %s was taken: trying another", self.health_port)
+        return self
+
+    def _start_bridge(self, project: str, secret: str, topic: str, log_path: str) -> None:
+        """Starts the bridge on a free health port; returns once it is healthy or has exited."""
+        self.health_port = free_port()
         command = stack.bridge_command(
             project,
             self.broker.host_port,
-            bridge_secret,
+            secret,
             topic,
             os.environ["PUBSUB_EMULATOR_HOST"],
             self.health_port,
@@ -80,12 +97,11 @@ class MqttSide:
             )
         except TimeoutError as e:
             raise BrokerError(f"{e} (bridge log: {log_path})") from None
-        if self.bridge.poll() is not None:
-            raise BrokerError(f"the bridge exited with code {self.bridge.returncode} (log: {log_path})")
-        return self
 
     def counters(self) -> Optional[dict]:
         """The bridge's counters, or None while it does not answer."""
+        if self.health_port is None:
+            return None
         status, body = probe(self.health_port, timeout_s=1)
         return body if status is not None else None
 
