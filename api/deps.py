@@ -4,7 +4,7 @@ each reached through the application's `Services` (api/services.py).
 The routers import this module, never api.app (which imports the routers): no import cycle.
 """
 
-from typing import Annotated
+from typing import Annotated, Dict, Iterable
 
 from fastapi import Depends, Request
 
@@ -53,3 +53,21 @@ def trip_for(request: Request, view, at):
     from occupancy import schedule
 
     return schedule.trip_of(services_of(request).schedule, view.trains_doc, at)
+
+
+def read_forecasts(request: Request, ids: Iterable[str]) -> Dict[str, dict]:
+    """Document id -> the forecast job's document (--forecast_collection) of each of `ids` that
+    exists: one batched read, the one way the routers read forecasts by the batch."""
+    from adapters.store import count_ops
+
+    services = services_of(request)
+    settings, client = services.settings, services.client
+    refs = [client.collection(settings.forecast_collection).document(i) for i in sorted(set(ids))]
+    if not refs:
+        return {}
+    found = {}
+    for snapshot in client.get_all(refs, timeout=settings.firestore_timeout_s):
+        if snapshot.exists:
+            found[snapshot.id] = snapshot.to_dict()
+    count_ops(reads=len(refs))
+    return found

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from adapters.store import count_ops
 from api import public
 from api.auth import READ_RESPONSES, allow_read
-from api.deps import ClientDep, SettingsDep, read_fleet
+from api.deps import ClientDep, SettingsDep, read_fleet, read_forecasts
 from api.models import StopDepartures, TripForecast
 from api.services import services_of
 from api.trip_updates import on_board, running_trips
@@ -171,22 +171,14 @@ def _document(request: Request, settings, client, trip_id: str, day: datetime.da
     return services_of(request).forecast_documents.get((settings.forecast_collection, trip_id, day.isoformat()), read)
 
 
-def _board_documents(request: Request, settings, client, ids: Tuple[str, ...]) -> Dict[str, dict]:
+def _board_documents(request: Request, settings, ids: Tuple[str, ...]) -> Dict[str, dict]:
     """The forecast documents of a departures board (one batched read), read at most once per
     FORECAST_CACHE_S for the same departures: every open board asks every few seconds."""
-
-    def read() -> Dict[str, dict]:
-        collection = client.collection(settings.forecast_collection)
-        found = {}
-        for snapshot in client.get_all([collection.document(i) for i in ids], timeout=settings.firestore_timeout_s):
-            if snapshot.exists:
-                found[snapshot.id] = snapshot.to_dict()
-        count_ops(reads=len(ids))
-        return found
-
     if not ids:
         return {}
-    return services_of(request).forecast_boards.get((settings.forecast_collection, ids), read)
+    return services_of(request).forecast_boards.get(
+        (settings.forecast_collection, ids), lambda: read_forecasts(request, ids)
+    )
 
 
 _WHOLE = ("occupancy_percentage", "predicted_load", "predicted_load_p10", "predicted_load_p90")
@@ -227,7 +219,6 @@ def _stop_index(loaded: schedule.Schedule) -> Dict[str, List[Tuple[schedule.Trip
 def stop_departures(
     request: Request,
     settings: SettingsDep,
-    client: ClientDep,
     stop_id: str = Path(min_length=1, max_length=200, description="A stop_id of the static feed."),
     limit: int = Query(10, ge=1, le=MAX_DEPARTURES),
     claims: Optional[dict] = Depends(allow_read),
@@ -253,7 +244,7 @@ def stop_departures(
     upcoming.sort(key=lambda item: (item[0], item[1].trip.trip_id))
     upcoming = upcoming[:limit]
     ids = tuple(document_id(run.trip.trip_id, run.service_date.isoformat()) for _, run, _ in upcoming)
-    documents = _board_documents(request, settings, client, ids)
+    documents = _board_documents(request, settings, ids)
     exact = public.exact_for(request, claims)
     running = _running(request, claims) if upcoming else {}
     departures = []

@@ -24,9 +24,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from adapters.store import count_ops
 from api.auth import READ_RESPONSES, allow_read
-from api.deps import SettingsDep, read_fleet, trip_for
+from api.deps import SettingsDep, read_fleet, read_forecasts, trip_for
 from api.gtfs_rt import GTFS_RT_VERSION, PROTOBUF, feed_response
 from api.public import exact_for, views_for
 from api.services import services_of
@@ -133,17 +132,8 @@ def build_trip_updates(
 
 def _forecasts(request: Request, runs: Dict[str, object]) -> Dict[str, dict]:
     """train_id -> the forecast document of the run it is on (one batched read)."""
-    services = services_of(request)
-    settings, client = services.settings, services.client
-    collection = client.collection(settings.forecast_collection)
     ids = {train: document_id(run.trip.trip_id, run.service_date.isoformat()) for train, run in runs.items()}
-    if not ids:
-        return {}
-    found, refs = {}, [collection.document(i) for i in sorted(set(ids.values()))]
-    for snapshot in client.get_all(refs, timeout=settings.firestore_timeout_s):
-        if snapshot.exists:
-            found[snapshot.id] = snapshot.to_dict()
-    count_ops(reads=len(refs))
+    found = read_forecasts(request, ids.values())
     return {train: found[i] for train, i in ids.items() if i in found}
 
 
