@@ -71,6 +71,14 @@ class _TidesRows(beam.DoFn):
             ),
         )
 
+    def _typed(self, row: dict, source: str, where: str, origin: str = "file"):
+        """The row typed (counted as read), or its dead letter naming where it was read."""
+        typed, wrong = tides_read.typed_row(self._table, row)
+        if typed is None:
+            return self._dead(source, where, "; ".join(wrong), row, origin)
+        self._rows.inc()
+        return typed
+
 
 class ReadTidesFile(_TidesRows):
     """ReadableFile of `table` -> its typed rows; TaggedOutput(DEAD_LETTER) for what is not one."""
@@ -83,13 +91,8 @@ class ReadTidesFile(_TidesRows):
                 for number, row, broken in tides_files.rows_of(f, path, self._columns):
                     if broken is not None:
                         yield self._dead(path, f"row {number}", broken)
-                        continue
-                    typed, wrong = tides_read.typed_row(self._table, row)
-                    if typed is None:
-                        yield self._dead(path, f"row {number}", "; ".join(wrong), row)
-                        continue
-                    self._rows.inc()
-                    yield typed
+                    else:
+                        yield self._typed(row, path, f"row {number}")
         except Exception as e:  # noqa: BLE001 - what no reader takes is the file's dead letter
             _LOGGER.warning("Cannot read %s: %s", path, e)
             where = "the file" if number == 0 else f"the file after row {number}"
@@ -145,12 +148,7 @@ class ReadTidesStream(_TidesRows):
     def process(self, element):
         schema, stream = element
         for number, row in tides_bigquery_read.rows_of_stream(self._client, stream, schema):
-            typed, wrong = tides_read.typed_row(self._table, row)
-            if typed is None:
-                yield self._dead(stream, f"row {number}", "; ".join(wrong), row, origin="bigquery_stream")
-                continue
-            self._rows.inc()
-            yield typed
+            yield self._typed(row, stream, f"row {number}", origin="bigquery_stream")
 
 
 class ReadTidesBigQuery(beam.PTransform):
