@@ -60,7 +60,7 @@ from local.archive import Archiver
 from local.auth_emulator import AuthEmulator
 from local.broker import BrokerError
 from local.emulator_set import EmulatorSet
-from local.emulators import EmulatorError, free_port, port_free
+from local.emulators import EmulatorError, start_on_a_port
 from local.forecast_side import HISTORY_DAYS, ForecastSide
 from local.mqtt_side import MqttSide
 from local.stack import DEMO_OPERATOR, PROJECT
@@ -81,7 +81,6 @@ SUBSCRIPTION = "occupancy-pipeline"
 ARCHIVE_SUBSCRIPTION = "occupancy-archive"
 DEVICES, TRAINS = "devices", "trains"
 PIPELINE_ARGS = ("--registry_refresh_s=10",)
-API_PORT_ATTEMPTS = 3
 TIMETABLE_WEEKS = 8  # of service before today: the seeded history's days
 # From writing the timetable to the trains' first trip (the fleet's trains a quarter stop apart
 # after it): longer than starting the pipeline, the API, the MQTT side and the simulator takes
@@ -169,11 +168,12 @@ class Demo:
         self.pipeline_started = time.monotonic()
 
     def start_api(self) -> None:
-        port = self.args.api_port
-        for attempt in range(API_PORT_ATTEMPTS):
-            if not port_free(port):
-                taken, port = port, free_port()
-                say(f"port {taken} is taken: the API uses {port}")
+        shown = [self.args.api_port]  # the port last said
+
+        def start(port: int) -> bool:
+            if port != shown[0]:
+                say(f"port {shown[0]} is taken: the API uses {port}")
+                shown[0] = port
             self.api_log_path.write_bytes(b"")
             self.api = stack.start_api(
                 PROJECT,
@@ -185,12 +185,12 @@ class Demo:
             self.api_url = f"http://127.0.0.1:{port}"
             try:
                 stack.wait_until_serving(self.api, self.api_url)
-                break
+                return True
             except RuntimeError:
-                # Another process (a second demo) took the port between the check and the
-                # API's bind: the API exited; try a free one. Any other exit is an error.
-                if port_free(port) or attempt == API_PORT_ATTEMPTS - 1:
-                    raise
+                return False  # exited: its port taken since it was picked (a second demo), or not
+
+        if not start_on_a_port(start, self.args.api_port)[1]:
+            raise RuntimeError(f"the API exited with code {self.api.returncode}")
         auth = AuthEmulator(project=PROJECT)
         auth.host_port = os.environ[auth.env_var]
         stack.create_operator(auth, *DEMO_OPERATOR)

@@ -13,6 +13,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from typing import Callable, Tuple
 
 from local.processes import stop_group
 
@@ -32,6 +33,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+PORT_ATTEMPTS = 3
+
+
+def start_on_a_port(start: Callable[[int], bool], port: int = 0, attempts: int = PORT_ATTEMPTS) -> Tuple[int, bool]:
+    """Starts a server with `start(port)` (True: it serves; False: it exited) on `port`, or on a
+    free port where `port` is 0 or taken, and on another free port while it exits because its
+    port was taken between the pick and its bind (another process, or the local end of a
+    connection). Returns (the port, whether the server serves): False when it exited for
+    another reason, or on each of `attempts` ports."""
+    for attempt in range(attempts):
+        if not port or not port_free(port):
+            port = free_port()
+        if start(port):
+            return port, True
+        if port_free(port) or attempt == attempts - 1:
+            return port, False
+        _LOGGER.warning("Port %s was taken as the server started: trying another", port)
+    return port, False
 
 
 def port_free(port: int) -> bool:

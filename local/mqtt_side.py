@@ -11,16 +11,13 @@ from typing import Dict, List, Optional
 from bridge.health import probe
 from local import stack
 from local.broker import Broker, BrokerError
-from local.emulators import free_port, port_free
+from local.emulators import start_on_a_port
 from occupancy import mqtt
 from registry import mqtt_commands
 
 _LOGGER = logging.getLogger(__name__)
 SYNC_EVERY_S = 5.0
 BRIDGE_START_S = 60.0
-# Health ports tried: a free port picked may be taken (by another process, or as the local end of
-# a connection) before the bridge binds it.
-PORT_ATTEMPTS = 3
 
 
 class MqttSide:
@@ -62,27 +59,26 @@ class MqttSide:
             daemon=True,
         )
         self._sync.start()
-        for attempt in range(PORT_ATTEMPTS):
-            self._start_bridge(project, bridge_secret, topic, log_path)
-            if self.bridge.poll() is None:
-                return self
-            # Its health port taken between the pick and the bind: the bridge exited; try another.
-            # Any other exit is an error.
-            if port_free(self.health_port) or attempt == PORT_ATTEMPTS - 1:
-                raise BrokerError(f"the bridge exited with code {self.bridge.returncode} (log: {log_path})")
-            _LOGGER.warning("The bridge's health port %s was taken: trying another", self.health_port)
+
+        def start(port: int) -> bool:
+            self._start_bridge(project, bridge_secret, topic, log_path, port)
+            return self.bridge.poll() is None
+
+        # A free port picked may be taken before the bridge binds it: then another is tried.
+        self.health_port, up = start_on_a_port(start)
+        if not up:
+            raise BrokerError(f"the bridge exited with code {self.bridge.returncode} (log: {log_path})")
         return self
 
-    def _start_bridge(self, project: str, secret: str, topic: str, log_path: str) -> None:
-        """Starts the bridge on a free health port; returns once it is healthy or has exited."""
-        self.health_port = free_port()
+    def _start_bridge(self, project: str, secret: str, topic: str, log_path: str, health_port: int) -> None:
+        """Starts the bridge; returns once it is healthy or has exited."""
         command = stack.bridge_command(
             project,
             self.broker.host_port,
             secret,
             topic,
             os.environ["PUBSUB_EMULATOR_HOST"],
-            self.health_port,
+            health_port,
             "--status_interval_s",
             "30",
         )
@@ -91,7 +87,7 @@ class MqttSide:
         # it for no one ("No matching subscribers"): the doors start once the bridge is healthy.
         try:
             stack.wait_for(
-                lambda: self.bridge.poll() is not None or probe(self.health_port, timeout_s=1)[0] == 200,
+                lambda: self.bridge.poll() is not None or probe(health_port, timeout_s=1)[0] == 200,
                 BRIDGE_START_S,
                 what="the bridge subscribed at the broker",
             )

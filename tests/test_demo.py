@@ -21,7 +21,7 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 
-from local import demo, stack
+from local import demo, emulators, stack
 from local.emulators import free_port, is_up
 from sim import simulator, timetable
 from sim.publisher import DevicePublisher
@@ -410,13 +410,13 @@ def test_the_api_moves_to_a_free_port_when_another_demo_takes_its_port_first(
         other_demo.listen()
         taken = other_demo.getsockname()[1]
         checks = []
-        real_port_free = demo.port_free
+        real_port_free = emulators.port_free
 
         def port_free(port):
             checks.append(port)
             return len(checks) == 1 or real_port_free(port)  # the other demo binds right after the first check
 
-        monkeypatch.setattr(demo, "port_free", port_free)
+        monkeypatch.setattr(emulators, "port_free", port_free)
         run = demo.Demo(demo.parse_args(["--api_port", str(taken), "--log", str(tmp_path / "pipeline.log")]))
         try:
             run.write_timetable()  # the API reads it, as the demo starts them

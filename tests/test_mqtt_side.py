@@ -4,7 +4,7 @@ it starts is healthy even when the health port it picked is taken before the bri
 
 import socket
 
-from local import mqtt_side
+from local import emulators
 from local.mqtt_side import MqttSide
 from local.stack import PROJECT
 
@@ -16,8 +16,8 @@ def test_the_bridge_starts_on_another_health_port_when_the_one_picked_is_taken(
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     picks = iter([taken.getsockname()[1]])  # the first pick is taken by the time the bridge binds
-    real = mqtt_side.free_port
-    monkeypatch.setattr(mqtt_side, "free_port", lambda: next(picks, None) or real())
+    real = emulators.free_port
+    monkeypatch.setattr(emulators, "free_port", lambda: next(picks, None) or real())
     log = tmp_path / "bridge.log"
     side = MqttSide(str(tmp_path / "mqtt"))
     try:
